@@ -1,0 +1,22 @@
+//go:build !vmguest
+
+// Package kernel holds nvmirror's real-kernel tests. The files tagged vmguest
+// run inside the test VM (see test/vm); this file is the host side, which
+// boots the VM once and reports each guest test as a subtest.
+package kernel
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nvmirror/nvmirror/test/vm"
+)
+
+// TestRealKernel boots one VM for every guest test in this package: a boot
+// costs about 10 s under TCG, so scenarios share it.
+func TestRealKernel(t *testing.T) {
+	vm.GuestTests{
+		Package: "./test/kernel",
+		Timeout: 12 * time.Minute,
+	}.Run(t)
+}
