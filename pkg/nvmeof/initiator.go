@@ -1,0 +1,596 @@
+package nvmeof
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"k8s.io/klog/v2"
+)
+
+// DefaultWaitTimeout bounds waits whose context carries no deadline, so a
+// forgotten deadline cannot hang a caller forever.
+const DefaultWaitTimeout = 30 * time.Second
+
+// pollInterval is how often waits re-read sysfs. Short, because the events
+// waited for (a namespace appearing, a controller going away) usually
+// happen within milliseconds of the triggering write.
+const pollInterval = 100 * time.Millisecond
+
+// Initiator drives the host side of NVMe-oF: connects through
+// /dev/nvme-fabrics and reads controllers and namespaces from sysfs.
+// It is safe for concurrent use: it keeps no state besides its paths, and
+// the kernel itself refuses duplicate connects (EALREADY), which Connect
+// turns into returning the existing controller.
+type Initiator struct {
+	sys     sysfs
+	fabrics Fabrics
+	poll    time.Duration
+}
+
+// NewInitiator returns an initiator using root/dev/nvme-fabrics and
+// root/sys/...; root "" means "/".
+func NewInitiator(root string) *Initiator {
+	if root == "" {
+		root = "/"
+	}
+	return NewInitiatorWithFabrics(root, devFabrics{path: filepath.Join(root, "dev/nvme-fabrics")})
+}
+
+// NewInitiatorWithFabrics is NewInitiator with a replaceable fabrics device
+// (tests pass a fake).
+func NewInitiatorWithFabrics(root string, f Fabrics) *Initiator {
+	if root == "" {
+		root = "/"
+	}
+	return &Initiator{sys: sysfs{root: root}, fabrics: f, poll: pollInterval}
+}
+
+// ConnectOptions are the options of one NVMe-oF connection.
+type ConnectOptions struct {
+	Transport string // "tcp" (default when empty); only tcp is accepted for now
+	TrAddr    string // target IP address
+	TrSvcID   string // target TCP port
+	SubsysNQN string
+	// HostNQN and HostID are both required: the kernel refuses a host ID
+	// already used with another host NQN (and vice versa), and relying on
+	// the kernel's random default host would make our identity unstable.
+	HostNQN string
+	HostID  string
+	// Timeouts in seconds; nil leaves the kernel default (reconnect_delay
+	// 10, ctrl_loss_tmo 600, fast_io_fail_tmo off, keep_alive_tmo 5).
+	// CtrlLossTmo -1 reconnects forever: combine it with a small
+	// FastIOFailTmo, or a lost replica freezes the whole md array.
+	CtrlLossTmo    *int
+	ReconnectDelay *int
+	FastIOFailTmo  *int
+	KeepAliveTmo   *int
+	NrIOQueues     int // 0 = kernel default (one per CPU)
+}
+
+func (o ConnectOptions) transport() string {
+	if o.Transport == "" {
+		return "tcp"
+	}
+	return o.Transport
+}
+
+// canonicalAddr returns TrAddr in the canonical text form. The kernel
+// compares traddr strings verbatim, so writing one canonical form keeps our
+// duplicate detection consistent with the kernel's.
+func (o ConnectOptions) canonicalAddr() string {
+	if a, err := parseIP("traddr", o.TrAddr); err == nil {
+		return a.String()
+	}
+	return o.TrAddr
+}
+
+// Validate checks every option; each value must be safe to embed in the
+// comma-separated option string.
+func (o ConnectOptions) Validate() error {
+	if t := o.transport(); t != "tcp" {
+		return fmt.Errorf("%w: transport %q is not supported (only tcp)", ErrInvalidArgument, t)
+	}
+	if _, err := parseIP("traddr", o.TrAddr); err != nil {
+		return err
+	}
+	if _, err := parsePort("trsvcid", o.TrSvcID); err != nil {
+		return err
+	}
+	if err := ValidateNQN(o.SubsysNQN); err != nil {
+		return fmt.Errorf("subsystem NQN: %w", err)
+	}
+	if o.SubsysNQN == DiscoveryNQN {
+		return fmt.Errorf("%w: %s is the discovery NQN, not a storage subsystem", ErrInvalidArgument, o.SubsysNQN)
+	}
+	if o.HostNQN == "" || o.HostID == "" {
+		return fmt.Errorf("%w: host NQN and host ID must both be set (host NQN %q, host ID %q)",
+			ErrInvalidArgument, o.HostNQN, o.HostID)
+	}
+	if err := ValidateNQN(o.HostNQN); err != nil {
+		return fmt.Errorf("host NQN: %w", err)
+	}
+	if !isUUID(o.HostID) {
+		return fmt.Errorf("%w: host ID %q is not a UUID", ErrInvalidArgument, o.HostID)
+	}
+	for _, t := range []struct {
+		name string
+		v    *int
+		min  int
+	}{
+		{"ctrl_loss_tmo", o.CtrlLossTmo, -1},
+		{"reconnect_delay", o.ReconnectDelay, 1},
+		{"fast_io_fail_tmo", o.FastIOFailTmo, -1},
+		// 0 would disable keep-alive (the kernel allows it "for debug"):
+		// a dead target would then go unnoticed.
+		{"keep_alive_tmo", o.KeepAliveTmo, 1},
+	} {
+		if t.v != nil && *t.v < t.min {
+			return fmt.Errorf("%w: %s %d is below %d", ErrInvalidArgument, t.name, *t.v, t.min)
+		}
+	}
+	if o.NrIOQueues < 0 {
+		return fmt.Errorf("%w: nr_io_queues %d is negative", ErrInvalidArgument, o.NrIOQueues)
+	}
+	// Defence in depth: the checks above already exclude separators, but
+	// the option string must never depend on that reasoning alone.
+	for _, kv := range o.pairs() {
+		if err := checkOptionValue(kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pairs returns the options in the stable order of FabricsString.
+func (o ConnectOptions) pairs() [][2]string {
+	p := [][2]string{
+		{"transport", o.transport()},
+		{"traddr", o.canonicalAddr()},
+		{"trsvcid", o.TrSvcID},
+		{"nqn", o.SubsysNQN},
+		{"hostnqn", o.HostNQN},
+		{"hostid", strings.ToLower(o.HostID)},
+	}
+	for _, t := range []struct {
+		name string
+		v    *int
+	}{
+		{"ctrl_loss_tmo", o.CtrlLossTmo},
+		{"reconnect_delay", o.ReconnectDelay},
+		{"fast_io_fail_tmo", o.FastIOFailTmo},
+		{"keep_alive_tmo", o.KeepAliveTmo},
+	} {
+		if t.v != nil {
+			p = append(p, [2]string{t.name, strconv.Itoa(*t.v)})
+		}
+	}
+	if o.NrIOQueues > 0 {
+		p = append(p, [2]string{"nr_io_queues", strconv.Itoa(o.NrIOQueues)})
+	}
+	return p
+}
+
+// FabricsString renders the options as written to /dev/nvme-fabrics, in a
+// stable order: transport, traddr, trsvcid, nqn, hostnqn, hostid, then the
+// timeouts that are set (ctrl_loss_tmo, reconnect_delay, fast_io_fail_tmo,
+// keep_alive_tmo) and nr_io_queues. Call Validate first: this function
+// does not check anything.
+func (o ConnectOptions) FabricsString() string {
+	var b strings.Builder
+	for i, kv := range o.pairs() {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(kv[0])
+		b.WriteByte('=')
+		b.WriteString(kv[1])
+	}
+	return b.String()
+}
+
+// SupportedOptions returns the option names the kernel's /dev/nvme-fabrics
+// accepts (read without writing), e.g. "transport", "fast_io_fail_tmo".
+func (i *Initiator) SupportedOptions() ([]string, error) {
+	var (
+		s   string
+		err error
+	)
+	if r, ok := i.fabrics.(FabricsOptionReader); ok {
+		s, err = r.ReadOptions()
+	} else {
+		s, err = devFabrics{path: i.sys.dev("nvme-fabrics")}.ReadOptions()
+	}
+	if err != nil {
+		return nil, err
+	}
+	names := parseOptionNames(s)
+	if len(names) == 0 {
+		return nil, fmt.Errorf("no options listed by %s (read %q)", i.sys.dev("nvme-fabrics"), s)
+	}
+	return names, nil
+}
+
+// Connect connects to a subsystem, or returns the existing controller when
+// one already exists for the same subsystem NQN, address, port and host NQN
+// (whatever its state, unless deleting or dead; a "connecting" controller
+// is the kernel reconnecting and is returned as is). It refuses options
+// the kernel does not list, e.g. fast_io_fail_tmo on old kernels, instead
+// of letting the write fail with a bare EINVAL.
+//
+// The kernel's connect blocks until the target answers or TCP gives up. If
+// ctx ends first Connect returns, but the write cannot be interrupted: a
+// connection that completes afterwards stays, and the next Connect with the
+// same options returns it.
+func (i *Initiator) Connect(ctx context.Context, o ConnectOptions) (Controller, error) {
+	if err := o.Validate(); err != nil {
+		return Controller{}, err
+	}
+	target := fmt.Sprintf("%s:%s", o.canonicalAddr(), o.TrSvcID)
+	if c, ok, err := i.existing(o); err != nil {
+		return Controller{}, err
+	} else if ok {
+		klog.V(4).InfoS("NVMe-oF controller already connected", "controller", c.Name, "nqn", o.SubsysNQN, "target", target, "state", c.State)
+		return c, nil
+	}
+	opts := o.FabricsString()
+	if supported, err := i.SupportedOptions(); err == nil {
+		for _, kv := range o.pairs() {
+			if !slices.Contains(supported, kv[0]) {
+				return Controller{}, fmt.Errorf("%w: kernel does not support NVMe-oF option %s (connecting %s at %s); supported: %s",
+					ErrInvalidArgument, kv[0], o.SubsysNQN, target, strings.Join(supported, " "))
+			}
+		}
+	} else {
+		// The write below reports a missing device better; an unreadable
+		// option list alone is no reason to refuse.
+		klog.V(4).InfoS("Cannot read supported NVMe-oF options", "err", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return Controller{}, fmt.Errorf("connecting %s at %s: %w", o.SubsysNQN, target, err)
+	}
+
+	type result struct {
+		out string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := i.fabrics.Write(opts)
+		if err == nil && ctx.Err() != nil {
+			klog.InfoS("NVMe-oF connect completed after the caller gave up; the controller stays and the next Connect returns it",
+				"nqn", o.SubsysNQN, "target", target, "result", strings.TrimSpace(out))
+		}
+		done <- result{out, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		return Controller{}, fmt.Errorf("connecting %s at %s: %w", o.SubsysNQN, target, ctx.Err())
+	}
+	if r.err != nil {
+		return i.connectFailed(o, target, r.err)
+	}
+	instance, _, err := parseConnectResult(r.out)
+	if err != nil {
+		return Controller{}, fmt.Errorf("connecting %s at %s: %w", o.SubsysNQN, target, err)
+	}
+	name := "nvme" + strconv.Itoa(instance)
+	c, err := i.waitController(ctx, name)
+	if err != nil {
+		return Controller{}, fmt.Errorf("connected %s at %s as %s but: %w", o.SubsysNQN, target, name, err)
+	}
+	klog.InfoS("Connected NVMe-oF controller", "controller", c.Name, "nqn", o.SubsysNQN, "target", target, "hostnqn", o.HostNQN, "state", c.State, "subsystem", c.Subsystem)
+	return c, nil
+}
+
+// connectFailed maps a failed fabrics write to the package's errors.
+func (i *Initiator) connectFailed(o ConnectOptions, target string, err error) (Controller, error) {
+	switch {
+	case errors.Is(err, syscall.EALREADY):
+		// Someone connected the same controller between our check and our
+		// write (the kernel refuses duplicates): return theirs.
+		if c, ok, e := i.existing(o); e == nil && ok {
+			klog.V(4).InfoS("NVMe-oF controller connected concurrently", "controller", c.Name, "nqn", o.SubsysNQN, "target", target)
+			return c, nil
+		}
+		return Controller{}, fmt.Errorf("%w: kernel reports a controller for %s at %s (host %s) already exists but it is not visible or is being deleted; retry: %w",
+			ErrBusy, o.SubsysNQN, target, o.HostNQN, err)
+	case errors.Is(err, syscall.EINVAL):
+		return Controller{}, fmt.Errorf("%w: kernel rejected the connect options for %s at %s (an unsupported option, or host NQN %s / host ID %s already in use with a different partner; see dmesg): %w",
+			ErrInvalidArgument, o.SubsysNQN, target, o.HostNQN, o.HostID, err)
+	case isConnectionErrno(err):
+		return Controller{}, fmt.Errorf("%w: connecting %s at %s as host %s (target unreachable, port closed, subsystem not exported on that port, or host not allowed): %w",
+			ErrConnectRefused, o.SubsysNQN, target, o.HostNQN, err)
+	}
+	return Controller{}, fmt.Errorf("connecting %s at %s as host %s: %w", o.SubsysNQN, target, o.HostNQN, err)
+}
+
+// existing returns a controller equivalent to o in the kernel's sense
+// (same transport, subsystem, address, port, host NQN, no local address or
+// interface pinning), ignoring controllers being deleted.
+func (i *Initiator) existing(o ConnectOptions) (Controller, bool, error) {
+	cs, err := i.sys.controllers()
+	if err != nil {
+		return Controller{}, false, err
+	}
+	addr := o.canonicalAddr()
+	for _, c := range cs {
+		if c.State.isGone() || c.hostTrAddr != "" || c.hostIface != "" {
+			continue
+		}
+		if c.Transport == o.transport() && c.SubsysNQN == o.SubsysNQN && c.TrAddr == addr &&
+			c.TrSvcID == o.TrSvcID && c.HostNQN == o.HostNQN {
+			return c, true, nil
+		}
+	}
+	return Controller{}, false, nil
+}
+
+// waitController waits for a just-created controller's sysfs directory. The
+// kernel creates it before the fabrics write returns, so this normally
+// succeeds at once; the wait only covers slow sysfs population.
+func (i *Initiator) waitController(ctx context.Context, name string) (Controller, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var (
+		c    Controller
+		last error
+	)
+	err := poll(ctx, i.poll, func() (bool, error) {
+		var err error
+		c, err = i.sys.controller(name)
+		if errors.Is(err, ErrNotFound) {
+			last = err
+			return false, nil
+		}
+		return err == nil, err
+	})
+	if err != nil {
+		if last != nil {
+			return Controller{}, fmt.Errorf("%w (last: %w)", err, last)
+		}
+		return Controller{}, err
+	}
+	return c, nil
+}
+
+// Controllers returns every controller under /sys/class/nvme (fabrics and
+// PCIe alike), ordered by instance.
+func (i *Initiator) Controllers() ([]Controller, error) {
+	return i.sys.controllers()
+}
+
+// ControllersFor returns the controllers of subsystem nqn, including those
+// reconnecting or being deleted (check State).
+func (i *Initiator) ControllersFor(nqn string) ([]Controller, error) {
+	if err := ValidateNQN(nqn); err != nil {
+		return nil, err
+	}
+	cs, err := i.sys.controllers()
+	if err != nil {
+		return nil, err
+	}
+	var out []Controller
+	for _, c := range cs {
+		if c.SubsysNQN == nqn {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// Controller returns the controller called name ("nvme3"), or ErrNotFound.
+func (i *Initiator) Controller(name string) (Controller, error) {
+	return i.sys.controller(name)
+}
+
+// Disconnect deletes controller name by writing 1 to its delete_controller
+// attribute, then waits (until ctx's deadline, DefaultWaitTimeout without
+// one) for its sysfs directory to disappear. A controller that is already
+// gone is not an error.
+//
+// The kernel performs the deletion synchronously inside the write, so the
+// write itself cannot be bounded by ctx; in practice it returns once the
+// controller's queues are torn down, and the directory is then already gone.
+func (i *Initiator) Disconnect(ctx context.Context, name string) error {
+	if !ctrlNameRE.MatchString(name) {
+		return fmt.Errorf("%w: %q is not an NVMe controller name (nvme<N>)", ErrInvalidArgument, name)
+	}
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	dir := filepath.Join(i.sys.classNVMe(), name)
+	attr := filepath.Join(dir, "delete_controller")
+	if err := writeAttr(attr, "1"); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			if _, serr := os.Stat(dir); errors.Is(serr, fs.ErrNotExist) {
+				klog.V(4).InfoS("NVMe controller already gone", "controller", name)
+				return nil
+			}
+		}
+		return fmt.Errorf("deleting controller %s: %w", name, err)
+	}
+	err := poll(ctx, i.poll, func() (bool, error) {
+		_, err := os.Stat(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			return true, nil
+		}
+		return false, nil
+	})
+	if err != nil {
+		state, _ := readOptionalAttr(filepath.Join(dir, "state"))
+		return fmt.Errorf("%w: controller %s still present (state %q) after writing %s: %w", ErrBusy, name, state, attr, err)
+	}
+	klog.InfoS("Disconnected NVMe controller", "controller", name)
+	return nil
+}
+
+// DisconnectNQN disconnects every controller of subsystem nqn and returns
+// the joined errors of those that failed.
+func (i *Initiator) DisconnectNQN(ctx context.Context, nqn string) error {
+	cs, err := i.ControllersFor(nqn)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, c := range cs {
+		if err := i.Disconnect(ctx, c.Name); err != nil {
+			errs = append(errs, fmt.Errorf("disconnecting %s of %s: %w", c.Name, nqn, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// FindDevice returns the namespace block device of subsystem nqn. The device
+// is resolved through /sys/class/nvme-subsystem (the subsystem whose
+// subsysnqn is nqn, then its nvme<S>n<N> multipath heads, or the
+// controllers' own nvme<C>n<N> disks without native multipath), never from
+// the controller name.
+//
+// With nsUUID set, the namespace's uuid, nguid or wwid must match it; a
+// namespace found with another identity yields ErrDeviceNotFound and
+// ErrIdentityMismatch naming what was found, so the caller never touches a
+// wrong device. With nsUUID empty the subsystem must hold exactly one
+// namespace.
+func (i *Initiator) FindDevice(nqn, nsUUID string) (Device, error) {
+	if err := ValidateNQN(nqn); err != nil {
+		return Device{}, err
+	}
+	if nsUUID != "" && !isUUID(nsUUID) && !validNGUID(nsUUID) {
+		return Device{}, fmt.Errorf("%w: namespace identity %q is neither a UUID nor an NGUID", ErrInvalidArgument, nsUUID)
+	}
+	subs, cands, err := i.sys.namespaceCandidates(nqn)
+	if err != nil {
+		return Device{}, err
+	}
+	if len(subs) == 0 && len(cands) == 0 {
+		return Device{}, fmt.Errorf("%w: no NVMe subsystem with NQN %s on this host (not connected?)", ErrDeviceNotFound, nqn)
+	}
+	if len(cands) == 0 {
+		return Device{}, fmt.Errorf("%w: subsystem %s (NQN %s) has no namespace block device yet",
+			ErrDeviceNotFound, strings.Join(subs, ","), nqn)
+	}
+	devs := make([]Device, 0, len(cands))
+	for _, c := range cands {
+		d, err := i.sys.device(c, nqn)
+		if err != nil {
+			return Device{}, err
+		}
+		devs = append(devs, d)
+	}
+	if nsUUID == "" {
+		if len(devs) > 1 {
+			names := make([]string, len(devs))
+			for k, d := range devs {
+				names[k] = d.Name
+			}
+			return Device{}, fmt.Errorf("%w: NQN %s has %d namespaces (%s); a namespace UUID is needed to choose",
+				ErrInvalidArgument, nqn, len(devs), strings.Join(names, ", "))
+		}
+		return devs[0], nil
+	}
+	var seen []string
+	for _, d := range devs {
+		if d.matchesIdentity(nsUUID) {
+			return d, nil
+		}
+		seen = append(seen, fmt.Sprintf("%s has uuid %q nguid %q", d.Name, d.UUID, d.NGUID))
+	}
+	return Device{}, fmt.Errorf("%w: %w: NQN %s has no namespace with identity %s: %s",
+		ErrDeviceNotFound, ErrIdentityMismatch, nqn, nsUUID, strings.Join(seen, "; "))
+}
+
+// WaitForDevice polls FindDevice every 100ms until the device exists in
+// sysfs and its /dev node exists, or ctx ends (DefaultWaitTimeout without a
+// deadline). The error names the NQN and what was last seen. Invalid
+// arguments fail at once.
+func (i *Initiator) WaitForDevice(ctx context.Context, nqn, nsUUID string) (Device, error) {
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	var (
+		dev  Device
+		last error
+	)
+	err := poll(ctx, i.poll, func() (bool, error) {
+		d, err := i.FindDevice(nqn, nsUUID)
+		if errors.Is(err, ErrInvalidArgument) && !errors.Is(err, ErrDeviceNotFound) {
+			return false, err
+		}
+		if err != nil {
+			last = err
+			return false, nil
+		}
+		// sysfs can list the disk a moment before devtmpfs has the node.
+		if _, serr := os.Stat(d.Path); serr != nil {
+			last = fmt.Errorf("%w: %s is in sysfs but %s is not there yet: %w", ErrDeviceNotFound, d.Name, d.Path, serr)
+			return false, nil
+		}
+		dev = d
+		return true, nil
+	})
+	if err != nil {
+		if errors.Is(err, ErrInvalidArgument) {
+			return Device{}, err
+		}
+		if last != nil {
+			return Device{}, fmt.Errorf("waiting for the device of NQN %s (namespace %q): %w; last seen: %w", nqn, nsUUID, err, last)
+		}
+		return Device{}, fmt.Errorf("waiting for the device of NQN %s (namespace %q): %w", nqn, nsUUID, err)
+	}
+	klog.V(4).InfoS("Found NVMe namespace device", "nqn", nqn, "device", dev.Path, "nsid", dev.NSID, "uuid", dev.UUID)
+	return dev, nil
+}
+
+// writeAttr writes a sysfs attribute. The file is opened write-only without
+// O_CREATE or O_TRUNC: sysfs and configfs attributes exist or not, and the
+// kernel reports the result of the store through write(2) and close(2),
+// both of which are checked.
+func writeAttr(path, value string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write([]byte(value)); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// withDefaultTimeout gives ctx a deadline if it has none.
+func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, DefaultWaitTimeout)
+}
+
+// poll calls cond at once and then every interval until it returns true or
+// an error, or ctx ends (then ctx.Err() is returned).
+func poll(ctx context.Context, interval time.Duration, cond func() (bool, error)) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		ok, err := cond()
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,1223 @@
+package nvmeof
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"k8s.io/klog/v2"
+)
+
+// DefaultNvmetRoot is where nvmet's configfs tree lives when configfs is
+// mounted at its usual place.
+const DefaultNvmetRoot = "/sys/kernel/config/nvmet"
+
+// Target drives the kernel NVMe-oF target (nvmet) through configfs.
+//
+// configfs is not persistent: after a reboot or module reload everything
+// configured here is gone and must be restored by the caller.
+//
+// Methods are serialized by a mutex so that check-then-act sequences within
+// one process do not interleave; other processes editing the same tree are
+// not coordinated with.
+type Target struct {
+	root string
+	fs   configFS
+	mu   sync.Mutex
+}
+
+// NewTarget returns a Target for the nvmet configfs directory root
+// ("" means DefaultNvmetRoot).
+func NewTarget(root string) *Target {
+	if root == "" {
+		root = DefaultNvmetRoot
+	}
+	return newTargetWithFS(root, realConfigFS{})
+}
+
+func newTargetWithFS(root string, cfs configFS) *Target {
+	return &Target{root: filepath.Clean(root), fs: cfs}
+}
+
+// Port is an nvmet port (a listener).
+type Port struct {
+	ID         int
+	Transport  string // "tcp"
+	AdrFam     string // "ipv4" or "ipv6"; derived from TrAddr when empty
+	TrAddr     string
+	TrSvcID    string
+	Subsystems []string // NQNs exported on this port
+}
+
+// Namespace is one namespace of a subsystem.
+type Namespace struct {
+	NSID       int
+	DevicePath string // block device or regular file
+	UUID       string // device_uuid; "" = keep the kernel's (random) one
+	NGUID      string // device_nguid, 32 hex digits (dashes allowed); "" = none
+	// BufferedIO must be true for regular files on filesystems without
+	// O_DIRECT (tmpfs), or enabling fails.
+	BufferedIO bool
+	// Enabled is reported by GetSubsystem; EnsureNamespace always enables
+	// and ignores it.
+	Enabled bool
+}
+
+// Subsystem is an nvmet subsystem.
+type Subsystem struct {
+	NQN          string
+	Serial       string
+	Model        string
+	AllowAnyHost bool
+	AllowedHosts []string
+	Namespaces   []Namespace
+	Ports        []int
+}
+
+func (t *Target) subsystemsDir() string       { return filepath.Join(t.root, "subsystems") }
+func (t *Target) portsDir() string            { return filepath.Join(t.root, "ports") }
+func (t *Target) hostsDir() string            { return filepath.Join(t.root, "hosts") }
+func (t *Target) subsysDir(nqn string) string { return filepath.Join(t.subsystemsDir(), nqn) }
+func (t *Target) hostDir(host string) string  { return filepath.Join(t.hostsDir(), host) }
+func (t *Target) portDir(id int) string       { return filepath.Join(t.portsDir(), strconv.Itoa(id)) }
+func (t *Target) nsDir(nqn string, nsid int) string {
+	return filepath.Join(t.subsysDir(nqn), "namespaces", strconv.Itoa(nsid))
+}
+
+// Available checks that nvmet's configfs tree is there: configfs mounted
+// and the nvmet module loaded. It cannot see whether nvmet-tcp is loaded;
+// that shows when a subsystem is linked to a tcp port.
+func (t *Target) Available() error {
+	if _, err := t.fs.Lstat(t.root); err != nil {
+		parent := filepath.Dir(t.root)
+		if _, perr := t.fs.Lstat(parent); perr != nil {
+			return fmt.Errorf("%w: configfs is not mounted at %s (mount -t configfs none %s), so %s is missing: %w",
+				ErrNotFound, parent, parent, t.root, err)
+		}
+		return fmt.Errorf("%w: %s is missing: kernel module nvmet is not loaded (modprobe nvmet nvmet-tcp): %w",
+			ErrNotFound, t.root, err)
+	}
+	for _, d := range []string{t.subsystemsDir(), t.portsDir(), t.hostsDir()} {
+		if _, err := t.fs.Lstat(d); err != nil {
+			return fmt.Errorf("%w: %s is missing: %s is not an nvmet configfs tree: %w", ErrNotFound, d, t.root, err)
+		}
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------- helpers
+
+func (t *Target) exists(path string) (bool, error) {
+	_, err := t.fs.Lstat(path)
+	if err == nil {
+		return true, nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return false, err
+}
+
+func (t *Target) read(path string) (string, error) {
+	b, err := t.fs.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("reading %s: %w", path, err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// readOptional returns "" for attributes older kernels lack (attr_model).
+func (t *Target) readOptional(path string) (string, error) {
+	b, err := t.fs.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading %s: %w", path, err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func (t *Target) write(path, value string) error {
+	if err := t.fs.WriteFile(path, []byte(value)); err != nil {
+		return fmt.Errorf("writing %q to %s: %w", value, path, err)
+	}
+	return nil
+}
+
+func parseBool(s string) bool {
+	switch strings.TrimSpace(s) {
+	case "1", "Y", "y", "true":
+		return true
+	}
+	return false
+}
+
+func boolAttr(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// names lists the entries of dir; a missing dir is empty.
+func (t *Target) names(dir string) ([]string, error) {
+	entries, err := t.fs.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", dir, err)
+	}
+	out := make([]string, 0, len(entries))
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// numericNames lists the numeric entries of dir (port IDs, NSIDs), sorted.
+func (t *Target) numericNames(dir string) ([]int, error) {
+	names, err := t.names(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, n := range names {
+		if v, err := strconv.Atoi(n); err == nil && strconv.Itoa(v) == n {
+			out = append(out, v)
+		}
+	}
+	sort.Ints(out)
+	return out, nil
+}
+
+func validateSubsysNQN(nqn string) error {
+	if err := ValidateNQN(nqn); err != nil {
+		return err
+	}
+	if nqn == DiscoveryNQN {
+		return fmt.Errorf("%w: %s is the discovery NQN, not a storage subsystem", ErrInvalidArgument, nqn)
+	}
+	return nil
+}
+
+func (t *Target) requireSubsystem(nqn string) error {
+	ok, err := t.exists(t.subsysDir(nqn))
+	if err != nil {
+		return fmt.Errorf("checking subsystem %s: %w", nqn, err)
+	}
+	if !ok {
+		return fmt.Errorf("%w: subsystem %s (%s)", ErrNotFound, nqn, t.subsysDir(nqn))
+	}
+	return nil
+}
+
+// ---------------------------------------------------------------- ports
+
+// normalizePort validates p and fills defaults: transport tcp, canonical
+// address, address family from the address.
+func normalizePort(p Port) (Port, error) {
+	if p.ID < 0 || p.ID > 65535 {
+		return Port{}, fmt.Errorf("%w: port ID %d is outside 0-65535", ErrInvalidArgument, p.ID)
+	}
+	if p.Transport == "" {
+		p.Transport = "tcp"
+	}
+	if p.Transport != "tcp" {
+		return Port{}, fmt.Errorf("%w: port %d: transport %q is not supported (only tcp)", ErrInvalidArgument, p.ID, p.Transport)
+	}
+	a, err := parseIP("port traddr", p.TrAddr)
+	if err != nil {
+		return Port{}, fmt.Errorf("port %d: %w", p.ID, err)
+	}
+	p.TrAddr = a.String()
+	fam := "ipv6"
+	if a.Is4() {
+		fam = "ipv4"
+	}
+	if p.AdrFam == "" {
+		p.AdrFam = fam
+	} else if p.AdrFam != fam {
+		return Port{}, fmt.Errorf("%w: port %d: address family %q does not match address %s (%s)",
+			ErrInvalidArgument, p.ID, p.AdrFam, p.TrAddr, fam)
+	}
+	if _, err := parsePort("port trsvcid", p.TrSvcID); err != nil {
+		return Port{}, fmt.Errorf("port %d: %w", p.ID, err)
+	}
+	for _, s := range p.Subsystems {
+		if err := validateSubsysNQN(s); err != nil {
+			return Port{}, fmt.Errorf("port %d: %w", p.ID, err)
+		}
+	}
+	return p, nil
+}
+
+func (p Port) addrString() string {
+	return fmt.Sprintf("%s %s %s:%s", p.Transport, p.AdrFam, p.TrAddr, p.TrSvcID)
+}
+
+func (p Port) sameAddress(q Port) bool {
+	return p.Transport == q.Transport && p.AdrFam == q.AdrFam && p.TrAddr == q.TrAddr && p.TrSvcID == q.TrSvcID
+}
+
+// EnsurePort creates port p.ID with p's address if missing, then links the
+// subsystems listed in p.Subsystems (others already linked stay). An
+// existing port with another address is rewritten only when no subsystem
+// is linked to it (the kernel refuses address changes on an enabled port);
+// otherwise ErrBusy names both addresses. Another port already using the
+// same address is ErrBusy too (it would fail with EADDRINUSE on link).
+func (t *Target) EnsurePort(p Port) error {
+	p, err := normalizePort(p)
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+
+	dir := t.portDir(p.ID)
+	ok, err := t.exists(dir)
+	if err != nil {
+		return fmt.Errorf("checking port %d: %w", p.ID, err)
+	}
+	if ok {
+		cur, err := t.getPortLocked(p.ID)
+		if err != nil {
+			return err
+		}
+		if !cur.sameAddress(p) {
+			if len(cur.Subsystems) > 0 {
+				return fmt.Errorf("%w: port %d exists with address %s and exports %s; wanted %s (the address cannot change while subsystems are linked)",
+					ErrBusy, p.ID, cur.addrString(), strings.Join(cur.Subsystems, ", "), p.addrString())
+			}
+			if err := t.checkAddressFree(p); err != nil {
+				return err
+			}
+			if err := t.writePortAddr(p); err != nil {
+				return err
+			}
+			klog.InfoS("Rewrote nvmet port address", "port", p.ID, "old", cur.addrString(), "new", p.addrString())
+		} else {
+			klog.V(4).InfoS("nvmet port already configured", "port", p.ID, "address", p.addrString())
+		}
+	} else {
+		if err := t.checkAddressFree(p); err != nil {
+			return err
+		}
+		if err := t.fs.Mkdir(dir); err != nil {
+			return t.mkdirError("port "+strconv.Itoa(p.ID), dir, err)
+		}
+		if err := t.writePortAddr(p); err != nil {
+			if rerr := t.fs.Rmdir(dir); rerr != nil {
+				klog.ErrorS(rerr, "Cannot remove half-configured nvmet port", "port", p.ID)
+			}
+			return err
+		}
+		klog.InfoS("Created nvmet port", "port", p.ID, "address", p.addrString())
+	}
+	for _, nqn := range p.Subsystems {
+		if err := t.linkLocked(p.ID, nqn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *Target) writePortAddr(p Port) error {
+	dir := t.portDir(p.ID)
+	for _, a := range [][2]string{
+		{"addr_trtype", p.Transport},
+		{"addr_adrfam", p.AdrFam},
+		{"addr_traddr", p.TrAddr},
+		{"addr_trsvcid", p.TrSvcID},
+	} {
+		if err := t.write(filepath.Join(dir, a[0]), a[1]); err != nil {
+			return fmt.Errorf("configuring port %d: %w", p.ID, err)
+		}
+	}
+	return nil
+}
+
+// checkAddressFree refuses an address already configured on another port.
+func (t *Target) checkAddressFree(p Port) error {
+	ids, err := t.numericNames(t.portsDir())
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if id == p.ID {
+			continue
+		}
+		q, err := t.getPortLocked(id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if q.sameAddress(p) {
+			return fmt.Errorf("%w: address %s is already configured on port %d (wanted for port %d)",
+				ErrBusy, p.addrString(), id, p.ID)
+		}
+	}
+	return nil
+}
+
+func (t *Target) mkdirError(what, dir string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		if aerr := t.Available(); aerr != nil {
+			return fmt.Errorf("creating %s: %w", what, aerr)
+		}
+	}
+	return fmt.Errorf("creating %s (mkdir %s): %w", what, dir, err)
+}
+
+// RemovePort unlinks every subsystem from port id and removes it. A missing
+// port is not an error. Unlinking drops the connections through the port.
+func (t *Target) RemovePort(id int) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.removePortLocked(id)
+}
+
+func (t *Target) removePortLocked(id int) error {
+	dir := t.portDir(id)
+	ok, err := t.exists(dir)
+	if err != nil || !ok {
+		return err
+	}
+	subs, err := t.names(filepath.Join(dir, "subsystems"))
+	if err != nil {
+		return err
+	}
+	for _, nqn := range subs {
+		if err := t.unlinkLocked(id, nqn); err != nil {
+			return err
+		}
+	}
+	if err := t.fs.Rmdir(dir); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("removing port %d (%s): %w", id, dir, err)
+	}
+	klog.InfoS("Removed nvmet port", "port", id)
+	return nil
+}
+
+// ListPorts returns every port, ordered by ID.
+func (t *Target) ListPorts() ([]Port, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ids, err := t.numericNames(t.portsDir())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Port, 0, len(ids))
+	for _, id := range ids {
+		p, err := t.getPortLocked(id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// GetPort returns port id, or ErrNotFound.
+func (t *Target) GetPort(id int) (Port, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.getPortLocked(id)
+}
+
+func (t *Target) getPortLocked(id int) (Port, error) {
+	dir := t.portDir(id)
+	ok, err := t.exists(dir)
+	if err != nil {
+		return Port{}, fmt.Errorf("checking port %d: %w", id, err)
+	}
+	if !ok {
+		return Port{}, fmt.Errorf("%w: nvmet port %d (%s)", ErrNotFound, id, dir)
+	}
+	p := Port{ID: id}
+	for _, a := range []struct {
+		file string
+		dst  *string
+	}{
+		{"addr_trtype", &p.Transport}, {"addr_adrfam", &p.AdrFam},
+		{"addr_traddr", &p.TrAddr}, {"addr_trsvcid", &p.TrSvcID},
+	} {
+		v, err := t.read(filepath.Join(dir, a.file))
+		if err != nil {
+			return Port{}, err
+		}
+		*a.dst = v
+	}
+	subs, err := t.names(filepath.Join(dir, "subsystems"))
+	if err != nil {
+		return Port{}, err
+	}
+	p.Subsystems = subs
+	return p, nil
+}
+
+// portsOf returns the IDs of the ports exporting nqn.
+func (t *Target) portsOf(nqn string) ([]int, error) {
+	ids, err := t.numericNames(t.portsDir())
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, id := range ids {
+		ok, err := t.exists(filepath.Join(t.portDir(id), "subsystems", nqn))
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+// LinkSubsystem exports subsystem nqn on port portID (symlink
+// ports/<id>/subsystems/<nqn> -> subsystems/<nqn>). Idempotent. The first
+// link enables the port, which is when the kernel loads the transport and
+// binds the address.
+func (t *Target) LinkSubsystem(portID int, nqn string) error {
+	if err := validateSubsysNQN(nqn); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.linkLocked(portID, nqn)
+}
+
+func (t *Target) linkLocked(portID int, nqn string) error {
+	p, err := t.getPortLocked(portID)
+	if err != nil {
+		return err
+	}
+	if err := t.requireSubsystem(nqn); err != nil {
+		return err
+	}
+	link := filepath.Join(t.portDir(portID), "subsystems", nqn)
+	if ok, err := t.exists(link); err != nil {
+		return err
+	} else if ok {
+		klog.V(4).InfoS("Subsystem already exported on nvmet port", "nqn", nqn, "port", portID)
+		return nil
+	}
+	if err := t.fs.Symlink(t.subsysDir(nqn), link); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil
+		}
+		return fmt.Errorf("exporting %s on port %d (%s): %w (is nvmet-%s loaded? is the address in use or not local?)",
+			nqn, portID, p.addrString(), err, p.Transport)
+	}
+	klog.InfoS("Exported subsystem on nvmet port", "nqn", nqn, "port", portID, "address", p.addrString())
+	return nil
+}
+
+// UnlinkSubsystem stops exporting nqn on port portID; the kernel drops the
+// connections of that subsystem through that port. Idempotent.
+func (t *Target) UnlinkSubsystem(portID int, nqn string) error {
+	if err := validateSubsysNQN(nqn); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.unlinkLocked(portID, nqn)
+}
+
+func (t *Target) unlinkLocked(portID int, nqn string) error {
+	link := filepath.Join(t.portDir(portID), "subsystems", nqn)
+	if err := t.fs.Remove(link); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("unexporting %s from port %d (%s): %w", nqn, portID, link, err)
+	}
+	klog.InfoS("Unexported subsystem from nvmet port", "nqn", nqn, "port", portID)
+	return nil
+}
+
+// CutSessions drops every live connection to subsystem nqn by unlinking it
+// from each port that exports it and linking it again. Revoking a host
+// (RevokeHost) does not end its existing connection; calling CutSessions
+// afterwards does, and the host's reconnect attempts are then refused.
+// Connections of other subsystems on the same ports are not affected.
+func (t *Target) CutSessions(nqn string) error {
+	if err := validateSubsysNQN(nqn); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.requireSubsystem(nqn); err != nil {
+		return err
+	}
+	ports, err := t.portsOf(nqn)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	var unlinked []int
+	for _, id := range ports {
+		if err := t.unlinkLocked(id, nqn); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		unlinked = append(unlinked, id)
+	}
+	for _, id := range unlinked {
+		if err := t.linkLocked(id, nqn); err != nil {
+			errs = append(errs, fmt.Errorf("subsystem %s is NOT exported on port %d any more: %w", nqn, id, err))
+		}
+	}
+	if len(errs) == 0 {
+		klog.InfoS("Cut NVMe-oF sessions of subsystem", "nqn", nqn, "ports", ports)
+	}
+	return errors.Join(errs...)
+}
+
+// ---------------------------------------------------------------- subsystems
+
+func validateSerial(serial string) error {
+	if len(serial) > 20 {
+		return fmt.Errorf("%w: serial %q is longer than 20 characters", ErrInvalidArgument, serial)
+	}
+	for i := 0; i < len(serial); i++ {
+		if !isHex(serial[i]) {
+			return fmt.Errorf("%w: serial %q must be hexadecimal", ErrInvalidArgument, serial)
+		}
+	}
+	return nil
+}
+
+// EnsureSubsystem creates subsystem nqn if missing and always writes
+// attr_allow_any_host=0: with 1 (the default on some kernels) any host
+// could connect, which would defeat the fencing md relies on. serial (up
+// to 20 hex digits, unique per replica; "" keeps the kernel's) is written
+// when it differs. The kernel fixes the serial once a host has identified
+// the subsystem, and a serial change under a connected host is refused
+// here too (any namespace enabled): both give ErrBusy.
+func (t *Target) EnsureSubsystem(nqn, serial string) error {
+	if err := validateSubsysNQN(nqn); err != nil {
+		return err
+	}
+	if err := validateSerial(serial); err != nil {
+		return err
+	}
+	serial = strings.ToLower(serial)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+
+	dir := t.subsysDir(nqn)
+	ok, err := t.exists(dir)
+	if err != nil {
+		return fmt.Errorf("checking subsystem %s: %w", nqn, err)
+	}
+	created := false
+	if !ok {
+		if err := t.fs.Mkdir(dir); err != nil {
+			if !errors.Is(err, fs.ErrExist) {
+				return t.mkdirError("subsystem "+nqn, dir, err)
+			}
+		} else {
+			created = true
+		}
+	}
+	fail := func(err error) error {
+		if created {
+			if rerr := t.fs.Rmdir(dir); rerr != nil {
+				klog.ErrorS(rerr, "Cannot remove half-configured nvmet subsystem", "nqn", nqn)
+			}
+		}
+		return err
+	}
+	if err := t.write(filepath.Join(dir, "attr_allow_any_host"), "0"); err != nil {
+		return fail(fmt.Errorf("restricting subsystem %s to allowed hosts: %w", nqn, err))
+	}
+	if serial != "" {
+		cur, err := t.read(filepath.Join(dir, "attr_serial"))
+		if err != nil {
+			return fail(err)
+		}
+		if !strings.EqualFold(cur, serial) {
+			enabled, err := t.enabledNamespaces(nqn)
+			if err != nil {
+				return fail(err)
+			}
+			if len(enabled) > 0 {
+				return fail(fmt.Errorf("%w: subsystem %s has serial %q, wanted %q, but namespaces %v are enabled (hosts may have identified it)",
+					ErrBusy, nqn, cur, serial, enabled))
+			}
+			if err := t.write(filepath.Join(dir, "attr_serial"), serial); err != nil {
+				return fail(fmt.Errorf("%w: subsystem %s has serial %q and the kernel refuses %q (fixed once a host identified it): %w",
+					ErrBusy, nqn, cur, serial, err))
+			}
+		}
+	}
+	if created {
+		klog.InfoS("Created nvmet subsystem", "nqn", nqn, "serial", serial)
+	} else {
+		klog.V(4).InfoS("nvmet subsystem already present", "nqn", nqn)
+	}
+	return nil
+}
+
+func (t *Target) enabledNamespaces(nqn string) ([]int, error) {
+	ids, err := t.numericNames(filepath.Join(t.subsysDir(nqn), "namespaces"))
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, id := range ids {
+		v, err := t.read(filepath.Join(t.nsDir(nqn, id), "enable"))
+		if err != nil {
+			return nil, err
+		}
+		if parseBool(v) {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+// RemoveSubsystem unexports nqn from every port (dropping its connections),
+// disables and removes its namespaces, removes its allowed-host links (and
+// host entries no other subsystem references) and the subsystem itself.
+// A missing subsystem is not an error.
+func (t *Target) RemoveSubsystem(nqn string) error {
+	if err := validateSubsysNQN(nqn); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.removeSubsystemLocked(nqn)
+}
+
+func (t *Target) removeSubsystemLocked(nqn string) error {
+	dir := t.subsysDir(nqn)
+	ok, err := t.exists(dir)
+	if err != nil || !ok {
+		return err
+	}
+	ports, err := t.portsOf(nqn)
+	if err != nil {
+		return err
+	}
+	for _, id := range ports {
+		if err := t.unlinkLocked(id, nqn); err != nil {
+			return err
+		}
+	}
+	nsids, err := t.numericNames(filepath.Join(dir, "namespaces"))
+	if err != nil {
+		return err
+	}
+	for _, id := range nsids {
+		nd := t.nsDir(nqn, id)
+		// rmdir disables too, but an explicit disable first surfaces a
+		// kernel error with a clearer message.
+		if err := t.write(filepath.Join(nd, "enable"), "0"); err != nil {
+			klog.ErrorS(err, "Cannot disable namespace before removing it", "nqn", nqn, "nsid", id)
+		}
+		if err := t.fs.Rmdir(nd); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("removing namespace %d of %s: %w", id, nqn, err)
+		}
+	}
+	hosts, err := t.names(filepath.Join(dir, "allowed_hosts"))
+	if err != nil {
+		return err
+	}
+	for _, h := range hosts {
+		if err := t.fs.Remove(filepath.Join(dir, "allowed_hosts", h)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("removing allowed host %s of %s: %w", h, nqn, err)
+		}
+	}
+	if err := t.fs.Rmdir(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing subsystem %s: %w", nqn, err)
+	}
+	klog.InfoS("Removed nvmet subsystem", "nqn", nqn, "ports", ports, "namespaces", nsids)
+	for _, h := range hosts {
+		if err := t.removeHostIfOrphan(h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ListSubsystems returns every subsystem, ordered by NQN.
+func (t *Target) ListSubsystems() ([]Subsystem, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	names, err := t.names(t.subsystemsDir())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Subsystem, 0, len(names))
+	for _, n := range names {
+		s, err := t.getSubsystemLocked(n)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// GetSubsystem returns subsystem nqn, or ErrNotFound.
+func (t *Target) GetSubsystem(nqn string) (Subsystem, error) {
+	if err := ValidateNQN(nqn); err != nil {
+		return Subsystem{}, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.getSubsystemLocked(nqn)
+}
+
+func (t *Target) getSubsystemLocked(nqn string) (Subsystem, error) {
+	if err := t.requireSubsystem(nqn); err != nil {
+		return Subsystem{}, err
+	}
+	dir := t.subsysDir(nqn)
+	s := Subsystem{NQN: nqn}
+	anyHost, err := t.read(filepath.Join(dir, "attr_allow_any_host"))
+	if err != nil {
+		return Subsystem{}, err
+	}
+	s.AllowAnyHost = parseBool(anyHost)
+	if s.Serial, err = t.readOptional(filepath.Join(dir, "attr_serial")); err != nil {
+		return Subsystem{}, err
+	}
+	if s.Model, err = t.readOptional(filepath.Join(dir, "attr_model")); err != nil {
+		return Subsystem{}, err
+	}
+	if s.AllowedHosts, err = t.names(filepath.Join(dir, "allowed_hosts")); err != nil {
+		return Subsystem{}, err
+	}
+	nsids, err := t.numericNames(filepath.Join(dir, "namespaces"))
+	if err != nil {
+		return Subsystem{}, err
+	}
+	for _, id := range nsids {
+		ns, err := t.readNamespace(nqn, id)
+		if err != nil {
+			return Subsystem{}, err
+		}
+		s.Namespaces = append(s.Namespaces, ns)
+	}
+	if s.Ports, err = t.portsOf(nqn); err != nil {
+		return Subsystem{}, err
+	}
+	return s, nil
+}
+
+// ---------------------------------------------------------------- namespaces
+
+func (t *Target) readNamespace(nqn string, nsid int) (Namespace, error) {
+	dir := t.nsDir(nqn, nsid)
+	ns := Namespace{NSID: nsid}
+	var buffered, enabled string
+	for _, a := range []struct {
+		file     string
+		dst      *string
+		optional bool
+	}{
+		{"device_path", &ns.DevicePath, false},
+		{"device_uuid", &ns.UUID, true},
+		{"device_nguid", &ns.NGUID, true},
+		{"buffered_io", &buffered, true},
+		{"enable", &enabled, false},
+	} {
+		var v string
+		var err error
+		if a.optional {
+			v, err = t.readOptional(filepath.Join(dir, a.file))
+		} else {
+			v, err = t.read(filepath.Join(dir, a.file))
+		}
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return Namespace{}, fmt.Errorf("%w: namespace %d of %s: %w", ErrNotFound, nsid, nqn, err)
+			}
+			return Namespace{}, err
+		}
+		*a.dst = v
+	}
+	// The kernel prints an unset device_path as "(null)".
+	if ns.DevicePath == "(null)" {
+		ns.DevicePath = ""
+	}
+	// An all-zero NGUID is the kernel's "none".
+	if strings.Trim(normalizeID(ns.NGUID), "0") == "" {
+		ns.NGUID = ""
+	}
+	ns.BufferedIO = parseBool(buffered)
+	ns.Enabled = parseBool(enabled)
+	return ns, nil
+}
+
+func validateNamespace(ns Namespace) error {
+	if ns.NSID < 1 || ns.NSID > 0xfffffffe {
+		return fmt.Errorf("%w: NSID %d is outside 1-4294967294", ErrInvalidArgument, ns.NSID)
+	}
+	if !filepath.IsAbs(ns.DevicePath) || strings.ContainsAny(ns.DevicePath, "\n\r\x00") {
+		return fmt.Errorf("%w: namespace %d: device path %q must be an absolute path without newlines",
+			ErrInvalidArgument, ns.NSID, ns.DevicePath)
+	}
+	if ns.UUID != "" && !isUUID(ns.UUID) {
+		return fmt.Errorf("%w: namespace %d: UUID %q is not a UUID", ErrInvalidArgument, ns.NSID, ns.UUID)
+	}
+	if ns.NGUID != "" && !validNGUID(ns.NGUID) {
+		return fmt.Errorf("%w: namespace %d: NGUID %q is not 32 hex digits", ErrInvalidArgument, ns.NSID, ns.NGUID)
+	}
+	return nil
+}
+
+// EnsureNamespace creates namespace ns.NSID of nqn backed by ns.DevicePath
+// and enables it. device_path, device_uuid, device_nguid and buffered_io
+// are written before enable, which is the only order the kernel accepts
+// (they cannot change while enabled). The result of writing enable is
+// checked and read back: the kernel refuses it when the backing device
+// cannot be opened (missing, or a file on a filesystem without O_DIRECT
+// and BufferedIO unset).
+//
+// An already enabled namespace with the same device path and identity is
+// left alone; with another device path or identity it is ErrBusy.
+func (t *Target) EnsureNamespace(nqn string, ns Namespace) error {
+	if err := validateSubsysNQN(nqn); err != nil {
+		return err
+	}
+	if err := validateNamespace(ns); err != nil {
+		return fmt.Errorf("subsystem %s: %w", nqn, err)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.requireSubsystem(nqn); err != nil {
+		return err
+	}
+	dir := t.nsDir(nqn, ns.NSID)
+	ok, err := t.exists(dir)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		if err := t.fs.Mkdir(dir); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("creating namespace %d of %s (mkdir %s): %w", ns.NSID, nqn, dir, err)
+		}
+	}
+	cur, err := t.readNamespace(nqn, ns.NSID)
+	if err != nil {
+		return err
+	}
+	if cur.Enabled {
+		var diffs []string
+		if cur.DevicePath != ns.DevicePath {
+			diffs = append(diffs, fmt.Sprintf("device_path %q (wanted %q)", cur.DevicePath, ns.DevicePath))
+		}
+		if ns.UUID != "" && normalizeID(cur.UUID) != normalizeID(ns.UUID) {
+			diffs = append(diffs, fmt.Sprintf("uuid %q (wanted %q)", cur.UUID, ns.UUID))
+		}
+		if ns.NGUID != "" && normalizeID(cur.NGUID) != normalizeID(ns.NGUID) {
+			diffs = append(diffs, fmt.Sprintf("nguid %q (wanted %q)", cur.NGUID, ns.NGUID))
+		}
+		if len(diffs) > 0 {
+			return fmt.Errorf("%w: namespace %d of %s is enabled with %s", ErrBusy, ns.NSID, nqn, strings.Join(diffs, ", "))
+		}
+		if cur.BufferedIO != ns.BufferedIO {
+			// Not an identity problem, and fixing it needs a disable that
+			// would interrupt I/O: report, do not act.
+			klog.InfoS("Enabled nvmet namespace has another buffered_io setting; left as is",
+				"nqn", nqn, "nsid", ns.NSID, "bufferedIO", cur.BufferedIO, "wanted", ns.BufferedIO)
+		}
+		klog.V(4).InfoS("nvmet namespace already enabled", "nqn", nqn, "nsid", ns.NSID, "device", ns.DevicePath)
+		return nil
+	}
+	writes := [][2]string{{"device_path", ns.DevicePath}}
+	if ns.UUID != "" {
+		writes = append(writes, [2]string{"device_uuid", strings.ToLower(ns.UUID)})
+	}
+	if ns.NGUID != "" {
+		writes = append(writes, [2]string{"device_nguid", normalizeID(ns.NGUID)})
+	}
+	writes = append(writes, [2]string{"buffered_io", boolAttr(ns.BufferedIO)})
+	for _, w := range writes {
+		if err := t.write(filepath.Join(dir, w[0]), w[1]); err != nil {
+			return fmt.Errorf("configuring namespace %d of %s: %w", ns.NSID, nqn, err)
+		}
+	}
+	if err := t.write(filepath.Join(dir, "enable"), "1"); err != nil {
+		hint := ""
+		if !ns.BufferedIO {
+			hint = " (a regular file on a filesystem without O_DIRECT needs BufferedIO)"
+		}
+		return fmt.Errorf("enabling namespace %d of %s with device %s: the kernel cannot open the backing device%s: %w",
+			ns.NSID, nqn, ns.DevicePath, hint, err)
+	}
+	v, err := t.read(filepath.Join(dir, "enable"))
+	if err != nil {
+		return err
+	}
+	if !parseBool(v) {
+		return fmt.Errorf("enabling namespace %d of %s with device %s: enable reads %q after writing 1",
+			ns.NSID, nqn, ns.DevicePath, v)
+	}
+	klog.InfoS("Enabled nvmet namespace", "nqn", nqn, "nsid", ns.NSID, "device", ns.DevicePath, "uuid", ns.UUID, "bufferedIO", ns.BufferedIO)
+	return nil
+}
+
+func (t *Target) requireNamespace(nqn string, nsid int) (string, error) {
+	if err := validateSubsysNQN(nqn); err != nil {
+		return "", err
+	}
+	if nsid < 1 || nsid > 0xfffffffe {
+		return "", fmt.Errorf("%w: NSID %d is outside 1-4294967294", ErrInvalidArgument, nsid)
+	}
+	dir := t.nsDir(nqn, nsid)
+	ok, err := t.exists(dir)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", fmt.Errorf("%w: namespace %d of subsystem %s (%s)", ErrNotFound, nsid, nqn, dir)
+	}
+	return dir, nil
+}
+
+// SetNamespaceEnabled enables or disables a namespace. Disabling makes the
+// namespace vanish from connected hosts (their I/O to it fails).
+func (t *Target) SetNamespaceEnabled(nqn string, nsid int, on bool) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	dir, err := t.requireNamespace(nqn, nsid)
+	if err != nil {
+		return err
+	}
+	if err := t.write(filepath.Join(dir, "enable"), boolAttr(on)); err != nil {
+		return fmt.Errorf("setting namespace %d of %s enabled=%v: %w", nsid, nqn, on, err)
+	}
+	v, err := t.read(filepath.Join(dir, "enable"))
+	if err != nil {
+		return err
+	}
+	if parseBool(v) != on {
+		return fmt.Errorf("namespace %d of %s: enable reads %q after writing %s", nsid, nqn, v, boolAttr(on))
+	}
+	klog.InfoS("Set nvmet namespace state", "nqn", nqn, "nsid", nsid, "enabled", on)
+	return nil
+}
+
+// RevalidateNamespace tells the target that the backing device of an
+// enabled namespace has grown, so hosts see the new size.
+func (t *Target) RevalidateNamespace(nqn string, nsid int) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	dir, err := t.requireNamespace(nqn, nsid)
+	if err != nil {
+		return err
+	}
+	if err := t.write(filepath.Join(dir, "revalidate_size"), "1"); err != nil {
+		return fmt.Errorf("revalidating the size of namespace %d of %s (it must be enabled): %w", nsid, nqn, err)
+	}
+	klog.InfoS("Revalidated nvmet namespace size", "nqn", nqn, "nsid", nsid)
+	return nil
+}
+
+// ---------------------------------------------------------------- hosts
+
+// AllowHost lets hostNQN connect to subsystem nqn: creates hosts/<hostNQN>
+// if missing and links it into the subsystem's allowed_hosts (with an
+// absolute target, which configfs requires). allow_any_host is written 0
+// first, since the kernel refuses host links while it is 1. Idempotent.
+func (t *Target) AllowHost(nqn, hostNQN string) error {
+	if err := validateSubsysNQN(nqn); err != nil {
+		return err
+	}
+	if err := ValidateNQN(hostNQN); err != nil {
+		return fmt.Errorf("host NQN: %w", err)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.requireSubsystem(nqn); err != nil {
+		return err
+	}
+	dir := t.subsysDir(nqn)
+	if err := t.write(filepath.Join(dir, "attr_allow_any_host"), "0"); err != nil {
+		return fmt.Errorf("restricting subsystem %s to allowed hosts: %w", nqn, err)
+	}
+	hd := t.hostDir(hostNQN)
+	ok, err := t.exists(hd)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		if err := t.fs.Mkdir(hd); err != nil && !errors.Is(err, fs.ErrExist) {
+			return t.mkdirError("host "+hostNQN, hd, err)
+		}
+	}
+	link := filepath.Join(dir, "allowed_hosts", hostNQN)
+	if fi, err := t.fs.Lstat(link); err == nil {
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			return fmt.Errorf("%w: %s exists and is not a symlink", ErrBusy, link)
+		}
+		if tgt, err := t.fs.Readlink(link); err == nil && filepath.Base(tgt) != hostNQN {
+			return fmt.Errorf("%w: %s points to %s, not to host %s", ErrBusy, link, tgt, hostNQN)
+		}
+		klog.V(4).InfoS("Host already allowed on nvmet subsystem", "nqn", nqn, "host", hostNQN)
+		return nil
+	}
+	if err := t.fs.Symlink(hd, link); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil
+		}
+		return fmt.Errorf("allowing host %s on subsystem %s (link %s): %w", hostNQN, nqn, link, err)
+	}
+	klog.InfoS("Allowed host on nvmet subsystem", "nqn", nqn, "host", hostNQN)
+	return nil
+}
+
+// RevokeHost removes hostNQN from nqn's allowed hosts, and the host entry
+// when no other subsystem references it.
+//
+// This does NOT end a connection the host already has: the target checks
+// allowed hosts only when a controller connects. Call CutSessions(nqn)
+// afterwards to drop live connections; the host's reconnects are refused.
+func (t *Target) RevokeHost(nqn, hostNQN string) error {
+	if err := validateSubsysNQN(nqn); err != nil {
+		return err
+	}
+	if err := ValidateNQN(hostNQN); err != nil {
+		return fmt.Errorf("host NQN: %w", err)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	link := filepath.Join(t.subsysDir(nqn), "allowed_hosts", hostNQN)
+	if err := t.fs.Remove(link); err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("revoking host %s on subsystem %s (unlink %s): %w", hostNQN, nqn, link, err)
+		}
+	} else {
+		klog.InfoS("Revoked host on nvmet subsystem (live connections stay until cut)", "nqn", nqn, "host", hostNQN)
+	}
+	return t.removeHostIfOrphan(hostNQN)
+}
+
+// hostReferenced reports whether any subsystem lists host as allowed.
+func (t *Target) hostReferenced(host string) (bool, error) {
+	subs, err := t.names(t.subsystemsDir())
+	if err != nil {
+		return false, err
+	}
+	for _, s := range subs {
+		ok, err := t.exists(filepath.Join(t.subsysDir(s), "allowed_hosts", host))
+		if err != nil {
+			return false, err
+		}
+		if ok {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func (t *Target) removeHostIfOrphan(host string) error {
+	hd := t.hostDir(host)
+	ok, err := t.exists(hd)
+	if err != nil || !ok {
+		return err
+	}
+	ref, err := t.hostReferenced(host)
+	if err != nil || ref {
+		return err
+	}
+	if err := t.fs.Rmdir(hd); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		// Another process may have linked it meanwhile: not our failure.
+		if errors.Is(err, syscall.EBUSY) || errors.Is(err, syscall.ENOTEMPTY) {
+			klog.InfoS("nvmet host entry still in use; kept", "host", host, "err", err)
+			return nil
+		}
+		return fmt.Errorf("removing host entry %s: %w", hd, err)
+	}
+	klog.V(4).InfoS("Removed unreferenced nvmet host entry", "host", host)
+	return nil
+}
+
+// Teardown removes every subsystem whose NQN starts with prefix, the ports
+// that exported them and export nothing else afterwards, and every host
+// entry no subsystem references. It goes on after errors and returns them
+// joined. prefix must not be empty (that would remove everything).
+func (t *Target) Teardown(prefix string) error {
+	if prefix == "" {
+		return fmt.Errorf("%w: empty NQN prefix would tear down every subsystem", ErrInvalidArgument)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	subs, err := t.names(t.subsystemsDir())
+	if err != nil {
+		return err
+	}
+	var errs []error
+	affected := map[int]bool{}
+	for _, nqn := range subs {
+		if !strings.HasPrefix(nqn, prefix) {
+			continue
+		}
+		ports, err := t.portsOf(nqn)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, p := range ports {
+			affected[p] = true
+		}
+		if err := t.removeSubsystemLocked(nqn); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	ids := make([]int, 0, len(affected))
+	for id := range affected {
+		ids = append(ids, id)
+	}
+	sort.Ints(ids)
+	for _, id := range ids {
+		left, err := t.names(filepath.Join(t.portDir(id), "subsystems"))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if len(left) > 0 {
+			continue
+		}
+		if err := t.removePortLocked(id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	hosts, err := t.names(t.hostsDir())
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, h := range hosts {
+		if err := t.removeHostIfOrphan(h); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
