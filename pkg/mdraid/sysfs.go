@@ -1,0 +1,478 @@
+package mdraid
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/klog/v2"
+)
+
+// Array is the state of one md array as the kernel shows it under
+// /sys/block/<Name>/md. Reading it spawns no process.
+type Array struct {
+	// Name is the kernel name, e.g. "md127".
+	Name string
+	// Device is the device node, e.g. "/dev/md127".
+	Device string
+	// UUID is in NormalizeUUID's form, or empty when the kernel has not
+	// loaded a superblock yet (an array whose members were added but which
+	// was never started reads all zeros) or has no md/uuid attribute.
+	UUID string
+	// Level is the personality, e.g. "raid1"; empty for an unconfigured array.
+	Level string
+	// ArrayState is md/array_state: clear, inactive, suspended, readonly,
+	// read-auto, clean, active, write-pending, active-idle or broken.
+	ArrayState string
+	// RaidDisks is the number of slots (md/raid_disks).
+	RaidDisks int
+	// Degraded is how many slots lack an in-sync member (md/degraded); 0 for
+	// levels without redundancy.
+	Degraded int
+	// SyncAction is md/sync_action: idle, resync, recover, check, repair,
+	// frozen or reshape; empty for levels without redundancy.
+	SyncAction string
+	// SyncCompleted is md/sync_completed, in 512-byte sectors.
+	SyncCompleted SyncProgress
+	// MismatchCount is md/mismatch_cnt after the last check or repair.
+	MismatchCount uint64
+	// SizeKiB is md/component_size: the space used on each member, in KiB.
+	SizeKiB uint64
+	// Members are the md/dev-* entries, sorted by Name.
+	Members []Member
+}
+
+// SyncProgress is md/sync_completed.
+type SyncProgress struct {
+	// State is "none" (no sync running), "delayed" (waiting for another
+	// array sharing a device), "pending" (accepted for forward
+	// compatibility; current kernels do not print it) or "progress".
+	State string
+	// Done and Total are 512-byte sectors; set only when State is "progress".
+	Done, Total uint64
+}
+
+// Member is one md/dev-* entry: a device bound to the array.
+type Member struct {
+	// Name is the sysfs entry, e.g. "dev-nvme1n1".
+	Name string
+	// Device is the kernel block device name, e.g. "nvme1n1".
+	Device string
+	// Slot is the mirror slot, or -1 when the member has none (a spare, or
+	// a faulty member md has taken out of its slot).
+	Slot  int
+	State MemberState
+	// Errors is the count of read errors md corrected on this member.
+	Errors uint64
+}
+
+// MemberState is md/dev-*/state: comma-separated flags.
+type MemberState struct {
+	InSync, Faulty, WriteMostly, Spare, Failfast, Blocked, WriteError, WantReplacement, Replacement, Journal bool
+	// ExternalBBL means the bad block list is managed from user space.
+	ExternalBBL bool
+	// Raw is the attribute as read, without surrounding white space.
+	Raw string
+}
+
+// ParseMemberState parses md/dev-*/state. Flags it does not know stay in Raw
+// only, so a newer kernel's additions never make a member unreadable.
+func ParseMemberState(s string) MemberState {
+	st := MemberState{Raw: strings.TrimSpace(s)}
+	for _, flag := range strings.Split(st.Raw, ",") {
+		switch strings.TrimSpace(flag) {
+		case "in_sync":
+			st.InSync = true
+		case "faulty":
+			st.Faulty = true
+		case "write_mostly":
+			st.WriteMostly = true
+		case "spare":
+			st.Spare = true
+		case "failfast":
+			st.Failfast = true
+		case "blocked":
+			st.Blocked = true
+		case "write_error":
+			st.WriteError = true
+		case "want_replacement":
+			st.WantReplacement = true
+		case "replacement":
+			st.Replacement = true
+		case "journal":
+			st.Journal = true
+		case "external_bbl":
+			st.ExternalBBL = true
+		}
+	}
+	return st
+}
+
+// ParseSyncCompleted parses md/sync_completed: "none", "delayed", or
+// "DONE / TOTAL" in sectors. Done beyond Total is refused as malformed so
+// that progress a caller reports is never above 100%.
+func ParseSyncCompleted(s string) (SyncProgress, error) {
+	text := strings.TrimSpace(s)
+	switch text {
+	case "none", "delayed", "pending":
+		return SyncProgress{State: text}, nil
+	}
+	doneText, totalText, ok := strings.Cut(text, " / ")
+	if !ok {
+		return SyncProgress{}, fmt.Errorf("%w: sync_completed %q is neither none, delayed nor DONE / TOTAL", ErrMalformed, text)
+	}
+	done, err := strconv.ParseUint(doneText, 10, 64)
+	if err != nil {
+		return SyncProgress{}, fmt.Errorf("%w: sync_completed %q: done: %w", ErrMalformed, text, err)
+	}
+	total, err := strconv.ParseUint(totalText, 10, 64)
+	if err != nil {
+		return SyncProgress{}, fmt.Errorf("%w: sync_completed %q: total: %w", ErrMalformed, text, err)
+	}
+	if done > total {
+		return SyncProgress{}, fmt.Errorf("%w: sync_completed %q: done exceeds total", ErrMalformed, text)
+	}
+	return SyncProgress{State: "progress", Done: done, Total: total}, nil
+}
+
+// IsDegraded reports whether md counts at least one slot without an in-sync
+// member, which includes a member it failed but that is still bound.
+func (a Array) IsDegraded() bool { return a.Degraded > 0 }
+
+// Member returns the member bound from the given block device, named as
+// "nvme1n1", "/dev/nvme1n1" or "dev-nvme1n1".
+func (a Array) Member(device string) (Member, bool) {
+	name := strings.TrimPrefix(strings.TrimPrefix(device, "/dev/"), "dev-")
+	for _, mem := range a.Members {
+		if mem.Device == name {
+			return mem, true
+		}
+	}
+	return Member{}, false
+}
+
+var arrayNamePattern = regexp.MustCompile(`^md[0-9]+$`)
+
+// ReadArray reads /sys/block/<name>/md. It returns ErrNotFound when the
+// array does not exist (or disappears while being read).
+func (m *Manager) ReadArray(name string) (Array, error) {
+	if !arrayNamePattern.MatchString(name) {
+		return Array{}, fmt.Errorf("%w: md array name %q is not mdN", ErrInvalidArgument, name)
+	}
+	mdDir := m.sysPath("block", name, "md")
+	a := Array{Name: name, Device: "/dev/" + name}
+	var err error
+	if a.ArrayState, err = readAttr(mdDir, "array_state"); err != nil {
+		return Array{}, arrayReadError(name, err)
+	}
+	if a.Level, err = readOptionalAttr(mdDir, "level"); err != nil {
+		return Array{}, arrayReadError(name, err)
+	}
+	uuid, err := readOptionalAttr(mdDir, "uuid")
+	if err != nil {
+		return Array{}, arrayReadError(name, err)
+	}
+	if uuid != "" {
+		canonical, err := NormalizeUUID(uuid)
+		if err != nil {
+			return Array{}, fmt.Errorf("%w: %s: md/uuid: %w", ErrMalformed, name, err)
+		}
+		if canonical != zeroUUID {
+			a.UUID = canonical
+		}
+	}
+	if a.RaidDisks, err = readIntAttr(mdDir, "raid_disks"); err != nil {
+		return Array{}, arrayReadError(name, err)
+	}
+	if a.Degraded, err = readIntAttr(mdDir, "degraded"); err != nil {
+		return Array{}, arrayReadError(name, err)
+	}
+	if a.SyncAction, err = readOptionalAttr(mdDir, "sync_action"); err != nil {
+		return Array{}, arrayReadError(name, err)
+	}
+	a.SyncCompleted = SyncProgress{State: "none"}
+	if text, err := readOptionalAttr(mdDir, "sync_completed"); err != nil {
+		return Array{}, arrayReadError(name, err)
+	} else if text != "" {
+		if a.SyncCompleted, err = ParseSyncCompleted(text); err != nil {
+			return Array{}, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	if a.MismatchCount, err = readUintAttr(mdDir, "mismatch_cnt"); err != nil {
+		return Array{}, arrayReadError(name, err)
+	}
+	if a.SizeKiB, err = readUintAttr(mdDir, "component_size"); err != nil {
+		return Array{}, arrayReadError(name, err)
+	}
+	if a.Members, err = readMembers(mdDir); err != nil {
+		return Array{}, arrayReadError(name, err)
+	}
+	return a, nil
+}
+
+// arrayReadError turns a vanished sysfs directory into ErrNotFound: an array
+// stopped between two reads is simply not there any more.
+func arrayReadError(name string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: md array %s", ErrNotFound, name)
+	}
+	return fmt.Errorf("md array %s: %w", name, err)
+}
+
+// readMembers reads every dev-* entry. A member that vanishes between the
+// directory listing and its attributes was removed meanwhile and is skipped.
+func readMembers(mdDir string) ([]Member, error) {
+	entries, err := os.ReadDir(mdDir)
+	if err != nil {
+		return nil, err
+	}
+	var members []Member
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), "dev-") {
+			continue
+		}
+		dir := filepath.Join(mdDir, e.Name())
+		mem := Member{Name: e.Name(), Device: strings.TrimPrefix(e.Name(), "dev-")}
+		state, err := readAttr(dir, "state")
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		mem.State = ParseMemberState(state)
+		slot, err := readOptionalAttr(dir, "slot")
+		if err != nil {
+			return nil, err
+		}
+		if mem.Slot, err = parseSlot(slot); err != nil {
+			return nil, fmt.Errorf("%s: %w", e.Name(), err)
+		}
+		if mem.Errors, err = readUintAttr(dir, "errors"); err != nil {
+			return nil, fmt.Errorf("%s: %w", e.Name(), err)
+		}
+		members = append(members, mem)
+	}
+	sort.Slice(members, func(i, j int) bool { return members[i].Name < members[j].Name })
+	return members, nil
+}
+
+// parseSlot reads dev-*/slot: a number, "none" for no slot, or "journal".
+func parseSlot(s string) (int, error) {
+	switch s {
+	case "", "none", "journal":
+		return -1, nil
+	}
+	n, err := strconv.ParseUint(s, 10, 31)
+	if err != nil {
+		return 0, fmt.Errorf("%w: slot %q", ErrMalformed, s)
+	}
+	return int(n), nil
+}
+
+// ListArrays reads every /sys/block/md*, in numeric order, including
+// unconfigured ones (ArrayState "clear") that the kernel creates when a
+// /dev/mdN node is opened.
+func (m *Manager) ListArrays() ([]Array, error) {
+	names, err := m.arrayNames()
+	if err != nil {
+		return nil, err
+	}
+	arrays := make([]Array, 0, len(names))
+	for _, name := range names {
+		a, err := m.ReadArray(name)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		arrays = append(arrays, a)
+	}
+	return arrays, nil
+}
+
+// arrayNames lists mdN entries of /sys/block sorted by N.
+func (m *Manager) arrayNames() ([]string, error) {
+	entries, err := os.ReadDir(m.sysPath("block"))
+	if err != nil {
+		return nil, fmt.Errorf("list md arrays: %w", err)
+	}
+	var names []string
+	for _, e := range entries {
+		if arrayNamePattern.MatchString(e.Name()) {
+			names = append(names, e.Name())
+		}
+	}
+	sort.Slice(names, func(i, j int) bool {
+		a, _ := strconv.Atoi(names[i][2:])
+		b, _ := strconv.Atoi(names[j][2:])
+		return a < b
+	})
+	return names, nil
+}
+
+// uuidFallbackTimeout bounds the mdadm --detail calls FindByUUID makes on
+// kernels without md/uuid; FindByUUID takes no context to keep its API.
+const uuidFallbackTimeout = 30 * time.Second
+
+// FindByUUID returns the running array with this UUID, or ErrNotFound.
+// Arrays that were assembled but never started have no UUID in sysfs and are
+// not found; Manager.ArrayHolding finds those by member. On a kernel without
+// md/uuid it asks mdadm --detail for each array lacking the attribute.
+func (m *Manager) FindByUUID(uuid string) (Array, error) {
+	want, err := NormalizeUUID(uuid)
+	if err != nil {
+		return Array{}, err
+	}
+	arrays, err := m.ListArrays()
+	if err != nil {
+		return Array{}, err
+	}
+	for _, a := range arrays {
+		if a.UUID == want {
+			return a, nil
+		}
+	}
+	for _, a := range arrays {
+		if a.UUID != "" || a.ArrayState == "clear" || a.ArrayState == "inactive" {
+			continue
+		}
+		if _, err := os.Stat(m.sysPath("block", a.Name, "md", "uuid")); !errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), uuidFallbackTimeout)
+		d, err := m.Detail(ctx, a.Device)
+		cancel()
+		if err != nil {
+			klog.V(4).InfoS("Cannot read md array UUID through mdadm", "array", a.Device, "err", err)
+			continue
+		}
+		if d.UUID == want {
+			a.UUID = d.UUID
+			return a, nil
+		}
+	}
+	return Array{}, fmt.Errorf("%w: no running md array has UUID %s", ErrNotFound, want)
+}
+
+// ArrayHolding returns the array that has the device (a path such as
+// "/dev/nvme1n1", which may be a symlink, or a kernel name such as
+// "nvme1n1") bound as a member, whatever its state: this is how a stray
+// array that udev auto-assembled from our replicas is found and stopped.
+func (m *Manager) ArrayHolding(device string) (Array, error) {
+	arrays, err := m.ListArrays()
+	if err != nil {
+		return Array{}, err
+	}
+	if a, ok := m.holderOf(arrays, device); ok {
+		return a, nil
+	}
+	return Array{}, fmt.Errorf("%w: no md array holds %s", ErrNotFound, device)
+}
+
+func (m *Manager) holderOf(arrays []Array, device string) (Array, bool) {
+	name := m.kernelDeviceName(device)
+	for _, a := range arrays {
+		if _, ok := a.Member(name); ok {
+			return a, true
+		}
+	}
+	return Array{}, false
+}
+
+// kernelDeviceName maps a device path to the kernel's name for it,
+// following symlinks such as /dev/disk/by-id/* under root; a name that
+// cannot be resolved is used as given.
+func (m *Manager) kernelDeviceName(device string) string {
+	if !strings.HasPrefix(device, "/dev/") {
+		return device
+	}
+	if resolved, err := filepath.EvalSymlinks(filepath.Join(m.root, device)); err == nil {
+		return filepath.Base(resolved)
+	}
+	return filepath.Base(device)
+}
+
+// NextFreeDevice returns a /dev/mdN whose N is not in /sys/block, trying N in
+// the order mdadm does (127 down to 0, then 511 down to 129) so our arrays
+// do not collide with numbers an admin's own mdadm would pick first.
+// Nothing reserves the number: two callers can get the same one, and the
+// second Create then fails with ErrBusy.
+func (m *Manager) NextFreeDevice() (string, error) {
+	next := func(n int) int {
+		if n == 0 {
+			return 511
+		}
+		return n - 1
+	}
+	for n := 127; n != 128; n = next(n) {
+		name := "md" + strconv.Itoa(n)
+		_, err := os.Lstat(m.sysPath("block", name))
+		if errors.Is(err, fs.ErrNotExist) {
+			return "/dev/" + name, nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("check /sys/block/%s: %w", name, err)
+		}
+	}
+	return "", fmt.Errorf("%w: every md device number mdadm would use is taken", ErrBusy)
+}
+
+// readAttr reads one sysfs attribute without its trailing newline.
+func readAttr(dir, name string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// readOptionalAttr reads an attribute that only some levels or kernels
+// have; a missing one reads as "".
+func readOptionalAttr(dir, name string) (string, error) {
+	s, err := readAttr(dir, name)
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, dirErr := os.Stat(dir); dirErr != nil {
+			return "", dirErr
+		}
+		return "", nil
+	}
+	return s, err
+}
+
+// readIntAttr reads an optional count. raid_disks reads "N (M)" during a
+// reshape that changes the number of disks; N is the new count.
+func readIntAttr(dir, name string) (int, error) {
+	s, err := readOptionalAttr(dir, name)
+	if err != nil || s == "" {
+		return 0, err
+	}
+	first, _, _ := strings.Cut(s, " ")
+	n, err := strconv.ParseInt(first, 10, 32)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%w: %s %q is not a count", ErrMalformed, name, s)
+	}
+	return int(n), nil
+}
+
+// readUintAttr reads an optional unsigned number.
+func readUintAttr(dir, name string) (uint64, error) {
+	s, err := readOptionalAttr(dir, name)
+	if err != nil || s == "" {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s %q is not a number", ErrMalformed, name, s)
+	}
+	return n, nil
+}
