@@ -19,6 +19,10 @@ import (
 // sets it so that CI can never pass by skipping the real-kernel tests.
 const EnvRequire = "NVMIRROR_REQUIRE_VM"
 
+// EnvRun overrides the guest's -test.run pattern, to run one scenario while
+// working on it: NVMIRROR_VM_RUN=TestDataPath go test ./test/kernel/
+const EnvRun = "NVMIRROR_VM_RUN"
+
 // GuestTests is a set of Go tests to run inside the VM.
 type GuestTests struct {
 	// Package is the import path (or ./relative path from the repo root) of
@@ -94,6 +98,9 @@ func (g GuestTests) Run(t *testing.T) {
 		out := filepath.Join(work, "bin", filepath.Base(c))
 		build("build", "-o", out, c)
 		files["/nvmirror/bin/"+filepath.Base(c)] = out
+	}
+	if p := os.Getenv(EnvRun); p != "" {
+		g.Pattern = p
 	}
 	guestTimeout := g.Timeout - time.Minute
 	script := fmt.Sprintf("exec /nvmirror/tests/guest.test -test.v=test2json -test.count=1 -test.timeout=%s", guestTimeout)
