@@ -32,7 +32,10 @@ if [ -f "$dest/lib/modules/$ver/modules.dep" ] && [ -r "$dest/boot/vmlinuz-$ver"
   exit 0
 fi
 echo "kernel $ver: downloading $pkg"
-(cd "$cache/debs" && rm -f "${pkg}"_*.deb && apt-get download -q "$pkg" >/dev/null)
+# As root, apt drops privileges to _apt, which cannot write into our cache.
+sandbox=()
+if [ "$(id -u)" -eq 0 ]; then sandbox=(-o APT::Sandbox::User=root); fi
+(cd "$cache/debs" && rm -f "${pkg}"_*.deb && apt-get download -q "${sandbox[@]}" "$pkg" >/dev/null)
 deb=$(ls "$cache/debs/${pkg}"_*.deb | head -n1)
 rm -rf "$dest.tmp"
 mkdir -p "$dest.tmp"

@@ -223,6 +223,43 @@ func TestDataPath(t *testing.T) {
 		t.Errorf("resync wrote %d sectors of %d: want a bitmap resync (some, but well under half)", resynced, arraySectors)
 	}
 
+	// Contrast: a replica that lost its data (here: its superblock wiped)
+	// cannot re-add; it is added as a new member and rebuilt in full.
+	wiped := devs[2]
+	if err := md.Fail(ctxTimeout(t, time.Minute), mdDev, wiped.Path); err != nil {
+		t.Fatalf("fail %s: %v", wiped.Path, err)
+	}
+	if err := md.Remove(ctxTimeout(t, time.Minute), mdDev, wiped.Path); err != nil {
+		t.Fatalf("remove %s: %v", wiped.Path, err)
+	}
+	zeroHead(t, wiped.Path, 1<<20)
+	if _, err := md.Examine(ctxTimeout(t, time.Minute), wiped.Path); !errors.Is(err, mdraid.ErrNoSuperblock) {
+		t.Fatalf("examine wiped %s: err %v, want ErrNoSuperblock", wiped.Path, err)
+	}
+	if err := md.ReAdd(ctxTimeout(t, time.Minute), mdDev, wiped.Path); !errors.Is(err, mdraid.ErrReAddRefused) {
+		t.Fatalf("re-add of a wiped replica: err %v, want ErrReAddRefused", err)
+	}
+	writtenBefore = writeSectors(t, wiped.Name)
+	addAt := time.Now()
+	if err := md.Add(ctxTimeout(t, time.Minute), mdDev, wiped.Path); err != nil {
+		t.Fatalf("add %s: %v", wiped.Path, err)
+	}
+	waitFor(t, 5*time.Minute, "the rebuilt leg to be in sync", func() (bool, string) {
+		a, err := md.ReadArray(mdName)
+		if err != nil {
+			return false, err.Error()
+		}
+		m, ok := a.Member(wiped.Name)
+		return a.Degraded == 0 && a.SyncAction == "idle" && ok && m.State.InSync, describe(a)
+	})
+	rebuilt := writeSectors(t, wiped.Name) - writtenBefore
+	t.Logf("FULL REBUILD: add took %v and wrote %d sectors (%.1f MiB): %.1f%% of the array; the bitmap re-add wrote %.1f%% of that",
+		time.Since(addAt).Round(time.Millisecond), rebuilt, float64(rebuilt)/2048, 100*float64(rebuilt)/float64(arraySectors),
+		100*float64(resynced)/float64(rebuilt))
+	if rebuilt < arraySectors*9/10 {
+		t.Errorf("full rebuild wrote %d sectors, want about the array's %d", rebuilt, arraySectors)
+	}
+
 	// md check: every leg must hold the same data.
 	checkMirrors(t, md, mdName)
 
@@ -234,7 +271,7 @@ func TestDataPath(t *testing.T) {
 	if _, err := md.ReadArray(mdName); !errors.Is(err, mdraid.ErrNotFound) {
 		t.Fatalf("after stop, ReadArray(%s) = %v, want ErrNotFound", mdName, err)
 	}
-	if err := md.Assemble(ctxTimeout(t, time.Minute), mdDev, uuid, []string{devs[0].Path, back.Path, devs[2].Path}); err != nil {
+	if err := md.Assemble(ctxTimeout(t, time.Minute), mdDev, uuid, []string{devs[0].Path, back.Path, wiped.Path}); err != nil {
 		t.Fatalf("assemble: %v", err)
 	}
 	arr, err = md.FindByUUID(uuid)
@@ -305,6 +342,26 @@ func TestUnallowedHostCannotConnect(t *testing.T) {
 	}
 	if _, err := ini.Connect(ctxTimeout(t, 30*time.Second), n.connectOptions(allowed)); err == nil {
 		t.Errorf("revoked host connected again")
+	}
+}
+
+// zeroHead overwrites the first n bytes of a block device, bypassing the
+// page cache, to simulate a replica whose data was lost.
+func zeroHead(t *testing.T, dev string, n int) {
+	t.Helper()
+	f, err := os.OpenFile(dev, os.O_WRONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// O_DIRECT needs an aligned buffer; an mmap'd one is page aligned.
+	buf, err := unix.Mmap(-1, 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(buf)
+	if _, err := f.Write(buf); err != nil {
+		t.Fatalf("zero %s: %v", dev, err)
 	}
 }
 

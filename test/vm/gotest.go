@@ -234,6 +234,9 @@ func replayNode(t *testing.T, n *testNode) {
 		for _, c := range n.children {
 			replayNode(t, c)
 		}
+		if n.action != "" {
+			t.Logf("%s in the VM after %.2fs", n.action, n.elapsed)
+		}
 		switch n.action {
 		case "fail":
 			t.Errorf("failed in the VM after %.2fs", n.elapsed)
