@@ -14,6 +14,7 @@ FUZZTIME    ?= 10s
 KERNEL_PKG  ?=
 
 .PHONY: all build deps vm-deps vm-kernel vet unit race test-kernel test demo fuzz clean
+.PHONY: proto
 
 all: build
 
@@ -38,7 +39,7 @@ vm-deps: deps vm-kernel
 vet:
 	$(GO) vet ./...
 	$(GO) vet -tags vmguest ./test/...
-	@out=$$(gofmt -l cmd pkg test); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 ## unit: host unit tests (fuzz seed corpora included) with the race detector
 unit:
@@ -62,6 +63,18 @@ fuzz:
 	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
 	done
+
+## proto: regenerate pkg/targetapi from api/target/v1/target.proto (needs protoc,
+## protoc-gen-go matching go.mod's google.golang.org/protobuf, protoc-gen-go-grpc)
+PROTOC_GEN_GO_VERSION ?= $(shell $(GO) list -m -f '{{.Version}}' google.golang.org/protobuf)
+proto:
+	@command -v protoc >/dev/null || { echo "protoc missing: apt-get install -y protobuf-compiler"; exit 1; }
+	GOFLAGS= $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOFLAGS= $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I api \
+	  --go_out=. --go_opt=module=github.com/nvmirror/nvmirror \
+	  --go-grpc_out=. --go-grpc_opt=module=github.com/nvmirror/nvmirror \
+	  api/target/v1/target.proto
 
 clean:
 	rm -rf $(BIN) _output

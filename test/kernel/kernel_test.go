@@ -16,7 +16,8 @@ import (
 // costs about 10 s under TCG, so scenarios share it.
 func TestRealKernel(t *testing.T) {
 	vm.GuestTests{
-		Package: "./test/kernel",
-		Timeout: 12 * time.Minute,
+		Package:  "./test/kernel",
+		Commands: []string{"./cmd/nvmirror-target"},
+		Timeout:  12 * time.Minute,
 	}.Run(t)
 }

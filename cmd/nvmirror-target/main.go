@@ -1,0 +1,159 @@
+// Command nvmirror-target is the storage node agent: it keeps replicas as
+// files in a pool directory, exports each over NVMe/TCP through the kernel
+// target (nvmet configfs), and serves the provisioner's gRPC API (TLS and a
+// bearer token). Flags are documented in docs/nvmirror-target.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"k8s.io/klog/v2"
+
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/rpcauth"
+	"github.com/nvmirror/nvmirror/pkg/target"
+	"github.com/nvmirror/nvmirror/pkg/targetapi"
+	"github.com/nvmirror/nvmirror/pkg/version"
+)
+
+// listFlag collects a repeatable, comma-separable flag.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+func main() {
+	klog.InitFlags(nil)
+	var (
+		o           target.Options
+		addrs       listFlag
+		firstPortID int
+		showVersion bool
+		kmsgPath    string
+	)
+	flag.StringVar(&o.PoolDir, "pool-dir", "/var/lib/nvmirror/pool", "directory holding the replicas' backing files (absolute)")
+	flag.StringVar(&o.StateFile, "state-file", "", "replica state file (default <pool-dir>/state.json; keep it on the pool's filesystem)")
+	flag.StringVar(&o.NvmetRoot, "nvmet-root", nvmeof.DefaultNvmetRoot, "nvmet configfs directory")
+	flag.StringVar(&o.NQNPrefix, "nqn-prefix", target.DefaultNQNPrefix, "subsystem NQN prefix; the agent owns every subsystem under it (must end with ':')")
+	flag.Var(&addrs, "nvme-address", "NVMe/TCP listen address ADDR:PORT (IPv6 as [ADDR]:PORT); repeat or comma-separate for several")
+	flag.IntVar(&firstPortID, "nvme-port-id", 1, "nvmet port ID of the first --nvme-address; the next ones count up")
+	flag.BoolVar(&o.BufferedIO, "buffered-io", false, "export backing files with buffered I/O (forced on when the pool is on tmpfs)")
+	flag.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "node name reported by NodeInfo (default $NODE_NAME)")
+	flag.StringVar(&o.Zone, "zone", "", "failure-domain zone reported by NodeInfo")
+	flag.StringVar(&o.Rack, "rack", "", "failure-domain rack reported by NodeInfo")
+	flag.StringVar(&o.Listen, "listen", ":9400", "gRPC listen address")
+	flag.StringVar(&o.TLSCertFile, "tls-cert-file", "", "server certificate (PEM)")
+	flag.StringVar(&o.TLSKeyFile, "tls-key-file", "", "server private key (PEM)")
+	flag.StringVar(&o.TLSClientCAFile, "tls-client-ca-file", "", "if set, require client certificates signed by this CA (PEM)")
+	flag.StringVar(&o.TokenFile, "token-file", "", "file holding the bearer token clients must send")
+	flag.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for running calls before closing connections")
+	flag.StringVar(&kmsgPath, "kmsg-path", "/dev/kmsg", "kernel log to follow for NVMe-oF session audit events; empty disables")
+	flag.BoolVar(&showVersion, "version", false, "print the version and exit")
+	flag.Parse()
+	if showVersion {
+		fmt.Println(version.Version)
+		return
+	}
+	ports, err := target.ParseNvmeAddresses(addrs, firstPortID)
+	if err == nil {
+		o.Ports = ports
+		err = o.Validate()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "nvmirror-target: %v\n", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, o, kmsgPath); err != nil {
+		klog.ErrorS(err, "nvmirror-target failed")
+		klog.Flush()
+		os.Exit(1)
+	}
+	klog.Flush()
+}
+
+func run(ctx context.Context, o target.Options, kmsgPath string) error {
+	klog.InfoS("Starting nvmirror-target", "version", version.Version, "node", o.NodeName, "pool", o.PoolDir, "listen", o.Listen)
+	token, err := rpcauth.LoadToken(o.TokenFile)
+	if err != nil {
+		return err
+	}
+	auth, err := rpcauth.NewTokenAuth(token)
+	if err != nil {
+		return err
+	}
+	tlsCfg, err := rpcauth.ServerTLSConfig(o.TLSCertFile, o.TLSKeyFile, o.TLSClientCAFile)
+	if err != nil {
+		return err
+	}
+	pool, err := target.NewPool(o.PoolDir)
+	if err != nil {
+		return err
+	}
+	svc, err := target.NewService(o, pool, target.NewStore(o.StateFile), nvmeof.NewTarget(o.NvmetRoot))
+	if err != nil {
+		return err
+	}
+	if err := svc.Start(ctx); err != nil {
+		if !errors.Is(err, target.ErrRestoreIncomplete) {
+			return err
+		}
+		klog.ErrorS(err, "Serving with some replicas not restored")
+	}
+	if kmsgPath != "" {
+		w := &target.SessionWatcher{Path: kmsgPath, Prefix: o.NQNPrefix, Sink: target.LogSessionEvent}
+		if err := w.Open(); err != nil {
+			klog.ErrorS(err, "NVMe-oF session audit events unavailable")
+		} else {
+			go w.Follow(ctx)
+		}
+	}
+	lis, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return err
+	}
+	srv := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(tlsCfg)),
+		grpc.ChainUnaryInterceptor(auth.UnaryServerInterceptor(), target.LoggingInterceptor),
+		grpc.ChainStreamInterceptor(auth.StreamServerInterceptor()),
+	)
+	targetapi.RegisterTargetServer(srv, target.NewServer(svc))
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+	klog.InfoS("Serving the target API", "address", lis.Addr().String())
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	klog.InfoS("Stopping: waiting for running calls", "timeout", o.ShutdownTimeout)
+	done := make(chan struct{})
+	go func() { srv.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(o.ShutdownTimeout):
+		klog.InfoS("Shutdown timeout: closing remaining connections")
+		srv.Stop()
+	}
+	// Exports stay in place: hosts keep their I/O while the agent is down.
+	return nil
+}

@@ -1,0 +1,266 @@
+package target
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+)
+
+// fakeExporter is an in-memory nvmet: subsystems, namespaces, allowed hosts
+// and port links, with nvmeof.Target's error conventions (ErrNotFound for a
+// missing subsystem; Remove* of missing things succeed). It counts session
+// cuts and can fail a chosen method.
+type fakeExporter struct {
+	mu    sync.Mutex
+	ports map[int]nvmeof.Port
+	subs  map[string]*nvmeof.Subsystem
+	cuts  map[string]int
+	calls []string
+	// failOn makes the named method return err once per entry.
+	failOn map[string]error
+}
+
+func newFakeExporter() *fakeExporter {
+	return &fakeExporter{ports: map[int]nvmeof.Port{}, subs: map[string]*nvmeof.Subsystem{}, cuts: map[string]int{}, failOn: map[string]error{}}
+}
+
+var _ Exporter = (*fakeExporter)(nil)
+
+func (f *fakeExporter) call(name string) error {
+	f.calls = append(f.calls, name)
+	if err, ok := f.failOn[name]; ok {
+		delete(f.failOn, name)
+		return err
+	}
+	return nil
+}
+
+// wipe forgets everything, as a reboot does to configfs.
+func (f *fakeExporter) wipe() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ports = map[int]nvmeof.Port{}
+	f.subs = map[string]*nvmeof.Subsystem{}
+}
+
+func (f *fakeExporter) Available() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.call("Available")
+}
+
+func (f *fakeExporter) EnsurePort(p nvmeof.Port) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("EnsurePort"); err != nil {
+		return err
+	}
+	if _, ok := f.ports[p.ID]; !ok {
+		f.ports[p.ID] = p
+	}
+	return nil
+}
+
+func (f *fakeExporter) sub(nqn string) (*nvmeof.Subsystem, error) {
+	s, ok := f.subs[nqn]
+	if !ok {
+		return nil, fmt.Errorf("%w: subsystem %s", nvmeof.ErrNotFound, nqn)
+	}
+	return s, nil
+}
+
+func cloneSub(s *nvmeof.Subsystem) nvmeof.Subsystem {
+	c := *s
+	c.AllowedHosts = slices.Clone(s.AllowedHosts)
+	c.Namespaces = slices.Clone(s.Namespaces)
+	c.Ports = slices.Clone(s.Ports)
+	return c
+}
+
+func (f *fakeExporter) ListSubsystems() ([]nvmeof.Subsystem, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("ListSubsystems"); err != nil {
+		return nil, err
+	}
+	var out []nvmeof.Subsystem
+	for _, s := range f.subs {
+		out = append(out, cloneSub(s))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].NQN < out[j].NQN })
+	return out, nil
+}
+
+func (f *fakeExporter) GetSubsystem(nqn string) (nvmeof.Subsystem, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("GetSubsystem"); err != nil {
+		return nvmeof.Subsystem{}, err
+	}
+	s, err := f.sub(nqn)
+	if err != nil {
+		return nvmeof.Subsystem{}, err
+	}
+	return cloneSub(s), nil
+}
+
+func (f *fakeExporter) EnsureSubsystem(nqn, serial string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("EnsureSubsystem"); err != nil {
+		return err
+	}
+	if _, ok := f.subs[nqn]; !ok {
+		f.subs[nqn] = &nvmeof.Subsystem{NQN: nqn, Serial: serial}
+	}
+	return nil
+}
+
+func (f *fakeExporter) EnsureNamespace(nqn string, ns nvmeof.Namespace) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("EnsureNamespace"); err != nil {
+		return err
+	}
+	s, err := f.sub(nqn)
+	if err != nil {
+		return err
+	}
+	for _, cur := range s.Namespaces {
+		if cur.NSID == ns.NSID {
+			if cur.DevicePath != ns.DevicePath || cur.UUID != ns.UUID {
+				return fmt.Errorf("%w: namespace %d of %s enabled with another device", nvmeof.ErrBusy, ns.NSID, nqn)
+			}
+			return nil
+		}
+	}
+	ns.Enabled = true
+	s.Namespaces = append(s.Namespaces, ns)
+	return nil
+}
+
+func (f *fakeExporter) RevalidateNamespace(nqn string, nsid int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("RevalidateNamespace"); err != nil {
+		return err
+	}
+	_, err := f.sub(nqn)
+	return err
+}
+
+func (f *fakeExporter) AllowHost(nqn, host string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("AllowHost"); err != nil {
+		return err
+	}
+	s, err := f.sub(nqn)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(s.AllowedHosts, host) {
+		s.AllowedHosts = append(s.AllowedHosts, host)
+		slices.Sort(s.AllowedHosts)
+	}
+	return nil
+}
+
+func (f *fakeExporter) RevokeHost(nqn, host string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("RevokeHost"); err != nil {
+		return err
+	}
+	if s, ok := f.subs[nqn]; ok {
+		s.AllowedHosts = slices.DeleteFunc(s.AllowedHosts, func(h string) bool { return h == host })
+	}
+	return nil
+}
+
+func (f *fakeExporter) CutSessions(nqn string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("CutSessions"); err != nil {
+		return err
+	}
+	if _, err := f.sub(nqn); err != nil {
+		return err
+	}
+	f.cuts[nqn]++
+	return nil
+}
+
+func (f *fakeExporter) LinkSubsystem(port int, nqn string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("LinkSubsystem"); err != nil {
+		return err
+	}
+	if _, ok := f.ports[port]; !ok {
+		return fmt.Errorf("%w: port %d", nvmeof.ErrNotFound, port)
+	}
+	s, err := f.sub(nqn)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(s.Ports, port) {
+		s.Ports = append(s.Ports, port)
+		slices.Sort(s.Ports)
+	}
+	return nil
+}
+
+func (f *fakeExporter) UnlinkSubsystem(port int, nqn string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("UnlinkSubsystem"); err != nil {
+		return err
+	}
+	if s, ok := f.subs[nqn]; ok {
+		s.Ports = slices.DeleteFunc(s.Ports, func(p int) bool { return p == port })
+	}
+	return nil
+}
+
+func (f *fakeExporter) RemoveSubsystem(nqn string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("RemoveSubsystem"); err != nil {
+		return err
+	}
+	delete(f.subs, nqn)
+	return nil
+}
+
+// exported returns a copy of subsystem nqn and whether it exists.
+func (f *fakeExporter) exported(nqn string) (nvmeof.Subsystem, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.subs[nqn]
+	if !ok {
+		return nvmeof.Subsystem{}, false
+	}
+	return cloneSub(s), true
+}
+
+func (f *fakeExporter) subsystemCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.subs)
+}
+
+func (f *fakeExporter) cutCount(nqn string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cuts[nqn]
+}
+
+func (f *fakeExporter) fail(method string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failOn[method] = err
+}

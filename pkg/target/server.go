@@ -1,0 +1,234 @@
+package target
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/klog/v2"
+
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/targetapi"
+	"github.com/nvmirror/nvmirror/pkg/version"
+)
+
+// Server is the gRPC face of a Service.
+type Server struct {
+	targetapi.UnimplementedTargetServer
+	svc *Service
+}
+
+var _ targetapi.TargetServer = (*Server)(nil)
+
+// NewServer returns the gRPC server for svc.
+func NewServer(svc *Service) *Server { return &Server{svc: svc} }
+
+// grpcError is the one place where agent errors become gRPC status codes.
+func grpcError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := codes.Internal
+	switch {
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	case errors.Is(err, ErrInvalidArgument):
+		code = codes.InvalidArgument
+	case errors.Is(err, ErrNotFound):
+		code = codes.NotFound
+	case errors.Is(err, ErrAlreadyExists):
+		code = codes.AlreadyExists
+	case errors.Is(err, ErrResourceExhausted):
+		code = codes.ResourceExhausted
+	case errors.Is(err, ErrFailedPrecondition):
+		code = codes.FailedPrecondition
+	case errors.Is(err, ErrInFlight):
+		code = codes.Aborted
+	}
+	return status.Error(code, err.Error())
+}
+
+// LoggingInterceptor logs each call's method at V(3) (NodeInfo and
+// GetCapacity, which are polled, at V(5)) and every error with its code.
+// Requests carry no secrets (the token is metadata, never logged).
+func LoggingInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	lvl := klog.Level(3)
+	if strings.HasSuffix(info.FullMethod, "/NodeInfo") || strings.HasSuffix(info.FullMethod, "/GetCapacity") {
+		lvl = 5
+	}
+	klog.V(lvl).InfoS("gRPC call", "method", info.FullMethod)
+	klog.V(5).InfoS("gRPC request", "method", info.FullMethod, "request", req)
+	resp, err := handler(ctx, req)
+	if err != nil {
+		klog.ErrorS(err, "gRPC call failed", "method", info.FullMethod, "code", status.Code(err))
+	}
+	return resp, err
+}
+
+func provisioningFromProto(p targetapi.ProvisioningType) Provisioning {
+	switch p {
+	case targetapi.ProvisioningType_PROVISIONING_TYPE_THIN:
+		return Thin
+	case targetapi.ProvisioningType_PROVISIONING_TYPE_THICK:
+		return Thick
+	}
+	return ""
+}
+
+func provisioningToProto(p Provisioning) targetapi.ProvisioningType {
+	switch p {
+	case Thin:
+		return targetapi.ProvisioningType_PROVISIONING_TYPE_THIN
+	case Thick:
+		return targetapi.ProvisioningType_PROVISIONING_TYPE_THICK
+	}
+	return targetapi.ProvisioningType_PROVISIONING_TYPE_UNSPECIFIED
+}
+
+func stateToProto(s ReplicaState) targetapi.ReplicaState {
+	switch s {
+	case StateCreating:
+		return targetapi.ReplicaState_REPLICA_STATE_CREATING
+	case StateReady:
+		return targetapi.ReplicaState_REPLICA_STATE_READY
+	case StateDeleting:
+		return targetapi.ReplicaState_REPLICA_STATE_DELETING
+	}
+	return targetapi.ReplicaState_REPLICA_STATE_UNSPECIFIED
+}
+
+func endpointsToProto(ports []nvmeof.Port) []*targetapi.Endpoint {
+	out := make([]*targetapi.Endpoint, 0, len(ports))
+	for _, p := range ports {
+		out = append(out, &targetapi.Endpoint{Transport: p.Transport, AddressFamily: p.AdrFam, Address: p.TrAddr, ServiceId: p.TrSvcID})
+	}
+	return out
+}
+
+func (s *Server) replicaToProto(r *Replica) *targetapi.Replica {
+	if r == nil {
+		return nil
+	}
+	return &targetapi.Replica{
+		ReplicaId:        r.ID,
+		VolumeId:         r.VolumeID,
+		SizeBytes:        r.SizeBytes,
+		ProvisioningType: provisioningToProto(r.Provisioning),
+		State:            stateToProto(r.State),
+		Nqn:              s.svc.NQN(r.ID),
+		Nsid:             NSID,
+		NamespaceUuid:    nvmeof.NamespaceUUID(r.ID),
+		NamespaceNguid:   nvmeof.NamespaceNGUID(r.ID),
+		Serial:           nvmeof.SerialFor(r.ID),
+		AllowedHosts:     r.AllowedHosts,
+		Endpoints:        endpointsToProto(s.svc.Endpoints()),
+	}
+}
+
+// CreateReplica implements targetapi.TargetServer.
+func (s *Server) CreateReplica(ctx context.Context, req *targetapi.CreateReplicaRequest) (*targetapi.CreateReplicaResponse, error) {
+	r, err := s.svc.CreateReplica(ctx, CreateRequest{
+		ReplicaID:    req.GetReplicaId(),
+		VolumeID:     req.GetVolumeId(),
+		SizeBytes:    req.GetSizeBytes(),
+		Provisioning: provisioningFromProto(req.GetProvisioningType()),
+		AllowedHosts: req.GetAllowedHosts(),
+	})
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &targetapi.CreateReplicaResponse{Replica: s.replicaToProto(r)}, nil
+}
+
+// DeleteReplica implements targetapi.TargetServer.
+func (s *Server) DeleteReplica(ctx context.Context, req *targetapi.DeleteReplicaRequest) (*targetapi.DeleteReplicaResponse, error) {
+	if err := s.svc.DeleteReplica(ctx, req.GetReplicaId()); err != nil {
+		return nil, grpcError(err)
+	}
+	return &targetapi.DeleteReplicaResponse{}, nil
+}
+
+// ExpandReplica implements targetapi.TargetServer.
+func (s *Server) ExpandReplica(ctx context.Context, req *targetapi.ExpandReplicaRequest) (*targetapi.ExpandReplicaResponse, error) {
+	r, err := s.svc.ExpandReplica(ctx, req.GetReplicaId(), req.GetSizeBytes())
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &targetapi.ExpandReplicaResponse{Replica: s.replicaToProto(r)}, nil
+}
+
+// GetReplica implements targetapi.TargetServer.
+func (s *Server) GetReplica(_ context.Context, req *targetapi.GetReplicaRequest) (*targetapi.GetReplicaResponse, error) {
+	r, err := s.svc.GetReplica(req.GetReplicaId())
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &targetapi.GetReplicaResponse{Replica: s.replicaToProto(r)}, nil
+}
+
+// ListReplicas implements targetapi.TargetServer.
+func (s *Server) ListReplicas(_ context.Context, req *targetapi.ListReplicasRequest) (*targetapi.ListReplicasResponse, error) {
+	rs, err := s.svc.ListReplicas(req.GetVolumeId())
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	out := &targetapi.ListReplicasResponse{}
+	for _, r := range rs {
+		out.Replicas = append(out.Replicas, s.replicaToProto(r))
+	}
+	return out, nil
+}
+
+// AllowHost implements targetapi.TargetServer.
+func (s *Server) AllowHost(ctx context.Context, req *targetapi.AllowHostRequest) (*targetapi.AllowHostResponse, error) {
+	r, err := s.svc.AllowHost(ctx, req.GetReplicaId(), req.GetHostNqn())
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &targetapi.AllowHostResponse{Replica: s.replicaToProto(r)}, nil
+}
+
+// RevokeHost implements targetapi.TargetServer. For an unknown replica the
+// response has no replica.
+func (s *Server) RevokeHost(ctx context.Context, req *targetapi.RevokeHostRequest) (*targetapi.RevokeHostResponse, error) {
+	r, err := s.svc.RevokeHost(ctx, req.GetReplicaId(), req.GetHostNqn())
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &targetapi.RevokeHostResponse{Replica: s.replicaToProto(r)}, nil
+}
+
+// GetCapacity implements targetapi.TargetServer.
+func (s *Server) GetCapacity(context.Context, *targetapi.GetCapacityRequest) (*targetapi.GetCapacityResponse, error) {
+	c, err := s.svc.GetCapacity()
+	if err != nil {
+		return nil, grpcError(err)
+	}
+	return &targetapi.GetCapacityResponse{
+		TotalBytes:       c.TotalBytes,
+		AvailableBytes:   c.AvailableBytes,
+		ProvisionedBytes: c.ProvisionedBytes,
+		ReplicaCount:     int64(c.ReplicaCount),
+	}, nil
+}
+
+// NodeInfo implements targetapi.TargetServer.
+func (s *Server) NodeInfo(context.Context, *targetapi.NodeInfoRequest) (*targetapi.NodeInfoResponse, error) {
+	o := s.svc.Options()
+	return &targetapi.NodeInfoResponse{
+		NodeName:  o.NodeName,
+		Zone:      o.Zone,
+		Rack:      o.Rack,
+		Endpoints: endpointsToProto(s.svc.Endpoints()),
+		Version:   version.Version,
+		NqnPrefix: o.NQNPrefix,
+	}, nil
+}
