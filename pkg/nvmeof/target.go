@@ -420,18 +420,7 @@ func (t *Target) ListPorts() ([]Port, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Port, 0, len(ids))
-	for _, id := range ids {
-		p, err := t.getPortLocked(id)
-		if errors.Is(err, ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, nil
+	return readExisting(ids, t.getPortLocked)
 }
 
 // GetPort returns port id, or ErrNotFound.
@@ -767,18 +756,7 @@ func (t *Target) ListSubsystems() ([]Subsystem, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Subsystem, 0, len(names))
-	for _, n := range names {
-		s, err := t.getSubsystemLocked(n)
-		if errors.Is(err, ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, nil
+	return readExisting(names, t.getSubsystemLocked)
 }
 
 // GetSubsystem returns subsystem nqn, or ErrNotFound.
