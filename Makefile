@@ -64,7 +64,7 @@ fuzz:
 	  done; \
 	done
 
-## proto: regenerate pkg/targetapi from api/target/v1/target.proto (needs protoc,
+## proto: regenerate pkg/targetapi and pkg/provisionerapi from api/ (needs protoc,
 ## protoc-gen-go matching go.mod's google.golang.org/protobuf, protoc-gen-go-grpc)
 PROTOC_GEN_GO_VERSION ?= $(shell $(GO) list -m -f '{{.Version}}' google.golang.org/protobuf)
 proto:
@@ -74,7 +74,7 @@ proto:
 	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I api \
 	  --go_out=. --go_opt=module=github.com/nvmirror/nvmirror \
 	  --go-grpc_out=. --go-grpc_opt=module=github.com/nvmirror/nvmirror \
-	  api/target/v1/target.proto
+	  api/target/v1/target.proto api/provisioner/v1/provisioner.proto
 
 clean:
 	rm -rf $(BIN) _output
