@@ -17,6 +17,8 @@ need=(
   "dpkg-deb:dpkg"
   "cpio:cpio"
   "ldd:libc-bin"
+  "etcd:etcd-server"
+  "rsyslogd:rsyslog"
 )
 
 have() {

@@ -1,0 +1,98 @@
+package events
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestTypeTable(t *testing.T) {
+	// The healer-spec table: level per event, and MSGIDs valid for syslog.
+	want := map[Type]Level{
+		HostDisconnected: Fatal, HostReconnected: Info,
+		VolumeDegraded: Fatal, VolumeHealed: Info,
+		SynchStarted: Warning, SynchEnded: Warning,
+		SessionEstablished: Info, SessionClosed: Info, Audit: Info,
+	}
+	if len(Types()) != len(want) {
+		t.Fatalf("Types() has %d entries, want %d", len(Types()), len(want))
+	}
+	for _, typ := range Types() {
+		if got := typ.Level(); got != want[typ] {
+			t.Errorf("%s level = %v, want %v", typ, got, want[typ])
+		}
+		if len(typ) > 32 || len(typ) == 0 {
+			t.Errorf("%s: MSGID length %d not in 1..32", typ, len(typ))
+		}
+		for _, c := range []byte(typ) {
+			if c < 33 || c > 126 {
+				t.Errorf("%s: MSGID has non-printable %q", typ, c)
+			}
+		}
+	}
+	if HostDisconnected.Title() != "Host Disconnected" || VolumeDegraded.Title() != "Replicated Volume Degraded" {
+		t.Error("titles differ from the reference product's names")
+	}
+	if Type("Nope").Known() {
+		t.Error("unknown type reported known")
+	}
+}
+
+func TestSeverity(t *testing.T) {
+	for l, want := range map[Level]int{Fatal: 2, Warning: 4, Info: 6} {
+		if got := l.Severity(); got != want {
+			t.Errorf("%v.Severity() = %d, want %d", l, got, want)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	now := time.Now()
+	tests := []struct {
+		name string
+		e    Event
+		ok   bool
+	}{
+		{"ok", Event{Time: now, Type: VolumeHealed, Volume: "v"}, true},
+		{"audit ok", Event{Time: now, Type: Audit, Method: "CreateVolume"}, true},
+		{"unknown type", Event{Time: now, Type: "Boom"}, false},
+		{"no time", Event{Type: VolumeHealed}, false},
+		{"audit without method", Event{Time: now, Type: Audit}, false},
+	}
+	for _, tc := range tests {
+		err := tc.e.Validate()
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrInvalidEvent)) {
+			t.Errorf("%s: Validate = %v, want ok=%v", tc.name, err, tc.ok)
+		}
+	}
+}
+
+func TestFilterMatch(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	e := Event{Seq: 5, Time: t0, Type: VolumeDegraded, Volume: "v1", Node: "n1", StorageNode: "sn1"}
+	tests := []struct {
+		name string
+		f    Filter
+		want bool
+	}{
+		{"empty", Filter{}, true},
+		{"volume", Filter{Volume: "v1"}, true},
+		{"other volume", Filter{Volume: "v2"}, false},
+		{"node", Filter{Node: "n1"}, true},
+		{"storage node via node", Filter{Node: "sn1"}, true},
+		{"other node", Filter{Node: "n2"}, false},
+		{"type", Filter{Types: []Type{VolumeHealed, VolumeDegraded}}, true},
+		{"other type", Filter{Types: []Type{VolumeHealed}}, false},
+		{"since inclusive", Filter{Since: t0}, true},
+		{"since after", Filter{Since: t0.Add(time.Second)}, false},
+		{"until exclusive", Filter{Until: t0}, false},
+		{"until after", Filter{Until: t0.Add(time.Second)}, true},
+		{"after seq", Filter{AfterSeq: 4}, true},
+		{"after own seq", Filter{AfterSeq: 5}, false},
+	}
+	for _, tc := range tests {
+		if got := tc.f.Match(e); got != tc.want {
+			t.Errorf("%s: Match = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,63 @@
+package provisioner
+
+import (
+	"context"
+
+	"github.com/nvmirror/nvmirror/pkg/provisioner/params"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
+)
+
+// AgentClient is how the provisioner talks to one storage node's agent
+// (nvmirror-target). It is deliberately small and free of generated types,
+// so the service is tested against a fake and the gRPC adapter is the only
+// code that knows the wire API.
+//
+// Error contract (the adapter maps gRPC codes to these):
+//   - errors wrapping ErrNotFound: the replica does not exist;
+//   - errors wrapping ErrResourceExhausted: the pool is too small;
+//   - errors wrapping ErrUnavailable: the agent could not be reached.
+//
+// CreateReplica is idempotent by replica ID (a retry returns the existing
+// replica), DeleteReplica succeeds for a replica that is already gone, and
+// AllowHost / RevokeHost are idempotent.
+type AgentClient interface {
+	CreateReplica(ctx context.Context, r ReplicaSpec) (AgentReplica, error)
+	DeleteReplica(ctx context.Context, replicaID string) error
+	ExpandReplica(ctx context.Context, replicaID string, sizeBytes int64) error
+	AllowHost(ctx context.Context, replicaID, hostNQN string) error
+	RevokeHost(ctx context.Context, replicaID, hostNQN string) error
+	GetCapacity(ctx context.Context) (Capacity, error)
+	NodeInfo(ctx context.Context) (NodeInfo, error)
+}
+
+// Agents resolves a storage node's agent client (connections are cached by
+// the implementation).
+type Agents interface {
+	Agent(ctx context.Context, node *store.StorageNode) (AgentClient, error)
+}
+
+// ReplicaSpec is what the provisioner asks an agent to create.
+type ReplicaSpec struct {
+	ReplicaID        string
+	VolumeID         string
+	SizeBytes        int64
+	ProvisioningType params.ProvisioningType
+	AllowedHosts     []string
+}
+
+// AgentReplica is what an agent reports about a replica it holds.
+type AgentReplica struct {
+	NQN       string
+	Endpoints []store.Endpoint
+}
+
+// Capacity is an agent's pool usage.
+type Capacity struct {
+	TotalBytes, AvailableBytes, ProvisionedBytes int64
+	ReplicaCount                                 int
+}
+
+// NodeInfo is an agent's identity and failure domain.
+type NodeInfo struct {
+	Name, Zone, Rack string
+}

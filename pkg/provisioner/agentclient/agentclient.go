@@ -1,0 +1,192 @@
+// Package agentclient adapts the target agent's generated gRPC client
+// (pkg/targetapi) to provisioner.AgentClient, and keeps one TLS connection
+// per storage node with the shared bearer token (pkg/rpcauth).
+//
+// It is the only provisioner code that knows the wire API: gRPC codes are
+// translated here into the provisioner's sentinel errors, keeping the
+// agent's message for the user.
+package agentclient
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/nvmirror/nvmirror/pkg/provisioner"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/params"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
+	"github.com/nvmirror/nvmirror/pkg/rpcauth"
+	"github.com/nvmirror/nvmirror/pkg/targetapi"
+)
+
+// Client is a provisioner.AgentClient over one agent connection.
+type Client struct {
+	c targetapi.TargetClient
+}
+
+var _ provisioner.AgentClient = (*Client)(nil)
+
+// New wraps a generated client.
+func New(c targetapi.TargetClient) *Client { return &Client{c: c} }
+
+// mapErr translates a gRPC status into the provisioner's sentinels.
+// Codes without a counterpart (Internal, Unauthenticated, ...) are kept as
+// status errors, which provisioner.Code passes through.
+func mapErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	var sentinel error
+	switch st.Code() {
+	case codes.NotFound:
+		sentinel = provisioner.ErrNotFound
+	case codes.ResourceExhausted:
+		sentinel = provisioner.ErrResourceExhausted
+	case codes.Unavailable, codes.DeadlineExceeded:
+		sentinel = provisioner.ErrUnavailable
+	case codes.InvalidArgument:
+		sentinel = provisioner.ErrInvalidArgument
+	case codes.AlreadyExists:
+		sentinel = provisioner.ErrAlreadyExists
+	case codes.FailedPrecondition:
+		sentinel = provisioner.ErrFailedPrecondition
+	case codes.Aborted:
+		sentinel = provisioner.ErrAborted
+	default:
+		return err
+	}
+	return fmt.Errorf("agent: %s: %w", st.Message(), sentinel)
+}
+
+func provType(t params.ProvisioningType) targetapi.ProvisioningType {
+	if t == params.Thick {
+		return targetapi.ProvisioningType_PROVISIONING_TYPE_THICK
+	}
+	return targetapi.ProvisioningType_PROVISIONING_TYPE_THIN
+}
+
+func endpoints(in []*targetapi.Endpoint) []store.Endpoint {
+	out := make([]store.Endpoint, 0, len(in))
+	for _, e := range in {
+		out = append(out, store.Endpoint{Transport: e.GetTransport(), Family: e.GetAddressFamily(), Address: e.GetAddress(), ServiceID: e.GetServiceId()})
+	}
+	return out
+}
+
+func (c *Client) CreateReplica(ctx context.Context, r provisioner.ReplicaSpec) (provisioner.AgentReplica, error) {
+	resp, err := c.c.CreateReplica(ctx, &targetapi.CreateReplicaRequest{
+		ReplicaId: r.ReplicaID, VolumeId: r.VolumeID, SizeBytes: r.SizeBytes,
+		ProvisioningType: provType(r.ProvisioningType), AllowedHosts: r.AllowedHosts,
+	})
+	if err != nil {
+		return provisioner.AgentReplica{}, mapErr(err)
+	}
+	rep := resp.GetReplica()
+	return provisioner.AgentReplica{NQN: rep.GetNqn(), Endpoints: endpoints(rep.GetEndpoints())}, nil
+}
+
+func (c *Client) DeleteReplica(ctx context.Context, id string) error {
+	_, err := c.c.DeleteReplica(ctx, &targetapi.DeleteReplicaRequest{ReplicaId: id})
+	return mapErr(err)
+}
+
+func (c *Client) ExpandReplica(ctx context.Context, id string, size int64) error {
+	_, err := c.c.ExpandReplica(ctx, &targetapi.ExpandReplicaRequest{ReplicaId: id, SizeBytes: size})
+	return mapErr(err)
+}
+
+func (c *Client) AllowHost(ctx context.Context, id, host string) error {
+	_, err := c.c.AllowHost(ctx, &targetapi.AllowHostRequest{ReplicaId: id, HostNqn: host})
+	return mapErr(err)
+}
+
+func (c *Client) RevokeHost(ctx context.Context, id, host string) error {
+	_, err := c.c.RevokeHost(ctx, &targetapi.RevokeHostRequest{ReplicaId: id, HostNqn: host})
+	return mapErr(err)
+}
+
+func (c *Client) GetCapacity(ctx context.Context) (provisioner.Capacity, error) {
+	resp, err := c.c.GetCapacity(ctx, &targetapi.GetCapacityRequest{})
+	if err != nil {
+		return provisioner.Capacity{}, mapErr(err)
+	}
+	return provisioner.Capacity{TotalBytes: resp.GetTotalBytes(), AvailableBytes: resp.GetAvailableBytes(),
+		ProvisionedBytes: resp.GetProvisionedBytes(), ReplicaCount: int(resp.GetReplicaCount())}, nil
+}
+
+func (c *Client) NodeInfo(ctx context.Context) (provisioner.NodeInfo, error) {
+	resp, err := c.c.NodeInfo(ctx, &targetapi.NodeInfoRequest{})
+	if err != nil {
+		return provisioner.NodeInfo{}, mapErr(err)
+	}
+	return provisioner.NodeInfo{Name: resp.GetNodeName(), Zone: resp.GetZone(), Rack: resp.GetRack()}, nil
+}
+
+// Pool implements provisioner.Agents: one gRPC connection per agent
+// address, over TLS with the bearer token on every call.
+type Pool struct {
+	tls   *tls.Config
+	token string
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+var _ provisioner.Agents = (*Pool)(nil)
+
+// NewPool returns a pool; tlsCfg and token are required (the agents refuse
+// calls without them, and the token must never travel in clear text).
+func NewPool(tlsCfg *tls.Config, token string) (*Pool, error) {
+	if tlsCfg == nil {
+		return nil, errors.New("agent pool: TLS configuration is required")
+	}
+	if token == "" {
+		return nil, rpcauth.ErrEmptyToken
+	}
+	return &Pool{tls: tlsCfg, token: token, conns: map[string]*grpc.ClientConn{}}, nil
+}
+
+// Agent returns the client of the node's agent. Connections are lazy (no
+// dial here), so an unreachable agent shows up as ErrUnavailable on its
+// first call, not as a failure to build the client.
+func (p *Pool) Agent(ctx context.Context, n *store.StorageNode) (provisioner.AgentClient, error) {
+	if n.Address == "" {
+		return nil, fmt.Errorf("storage node %s has no agent address: %w", n.ID, provisioner.ErrUnavailable)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cc, ok := p.conns[n.Address]
+	if !ok {
+		var err error
+		cc, err = grpc.NewClient(n.Address,
+			grpc.WithTransportCredentials(credentials.NewTLS(p.tls)),
+			grpc.WithPerRPCCredentials(rpcauth.TokenCredentials{Token: p.token}))
+		if err != nil {
+			return nil, fmt.Errorf("storage node %s at %s: %w", n.ID, n.Address, err)
+		}
+		p.conns[n.Address] = cc
+	}
+	return New(targetapi.NewTargetClient(cc)), nil
+}
+
+// Close closes every connection.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var errs []error
+	for addr, cc := range p.conns {
+		errs = append(errs, cc.Close())
+		delete(p.conns, addr)
+	}
+	return errors.Join(errs...)
+}

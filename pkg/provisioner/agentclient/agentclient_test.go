@@ -1,0 +1,179 @@
+package agentclient
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/nvmirror/nvmirror/pkg/provisioner"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/params"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
+	"github.com/nvmirror/nvmirror/pkg/rpcauth"
+	"github.com/nvmirror/nvmirror/pkg/targetapi"
+)
+
+const token = "s3cret-token"
+
+// agent is a scripted TargetServer that records the last create request.
+type agent struct {
+	targetapi.UnimplementedTargetServer
+	lastCreate *targetapi.CreateReplicaRequest
+}
+
+func (a *agent) CreateReplica(ctx context.Context, r *targetapi.CreateReplicaRequest) (*targetapi.CreateReplicaResponse, error) {
+	if r.GetSizeBytes() > 1<<40 {
+		return nil, status.Error(codes.ResourceExhausted, "pool has 100 GiB free, need 2 TiB")
+	}
+	a.lastCreate = r
+	return &targetapi.CreateReplicaResponse{Replica: &targetapi.Replica{
+		ReplicaId: r.GetReplicaId(), Nqn: "nqn.2024-01.io.nvmirror:" + r.GetReplicaId(),
+		Endpoints: []*targetapi.Endpoint{{Transport: "tcp", AddressFamily: "ipv4", Address: "10.0.0.7", ServiceId: "4420"}},
+	}}, nil
+}
+
+func (a *agent) AllowHost(ctx context.Context, r *targetapi.AllowHostRequest) (*targetapi.AllowHostResponse, error) {
+	return nil, status.Errorf(codes.NotFound, "replica %s not found", r.GetReplicaId())
+}
+
+func (a *agent) GetCapacity(context.Context, *targetapi.GetCapacityRequest) (*targetapi.GetCapacityResponse, error) {
+	return &targetapi.GetCapacityResponse{TotalBytes: 100, AvailableBytes: 60, ProvisionedBytes: 70, ReplicaCount: 3}, nil
+}
+
+func (a *agent) NodeInfo(context.Context, *targetapi.NodeInfoRequest) (*targetapi.NodeInfoResponse, error) {
+	return &targetapi.NodeInfoResponse{NodeName: "sn-1", Zone: "z1", Rack: "r1"}, nil
+}
+
+func certs(t *testing.T) (server, client *tls.Config) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "agent"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}},
+		&tls.Config{RootCAs: pool}
+}
+
+func serve(t *testing.T, a *agent) (addr string, clientTLS *tls.Config, stop func()) {
+	t.Helper()
+	serverTLS, clientTLS := certs(t)
+	auth, err := rpcauth.NewTokenAuth(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(append(auth.ServerOptions(), grpc.Creds(credentials.NewTLS(serverTLS)))...)
+	targetapi.RegisterTargetServer(srv, a)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	return ln.Addr().String(), clientTLS, srv.Stop
+}
+
+func TestClientOverTLSWithToken(t *testing.T) {
+	a := &agent{}
+	addr, clientTLS, stop := serve(t, a)
+	defer stop()
+	pool, err := NewPool(clientTLS, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pool.Agent(ctx, &store.StorageNode{ID: "sn-1", Address: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	rep, err := c.CreateReplica(ctx, provisioner.ReplicaSpec{ReplicaID: "rep-1", VolumeID: "vol-1", SizeBytes: 1 << 30, ProvisioningType: params.Thick, AllowedHosts: []string{"h"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.NQN != "nqn.2024-01.io.nvmirror:rep-1" || len(rep.Endpoints) != 1 || rep.Endpoints[0] != (store.Endpoint{Transport: "tcp", Family: "ipv4", Address: "10.0.0.7", ServiceID: "4420"}) {
+		t.Errorf("replica = %+v", rep)
+	}
+	if lc := a.lastCreate; lc.GetProvisioningType() != targetapi.ProvisioningType_PROVISIONING_TYPE_THICK || lc.GetVolumeId() != "vol-1" || len(lc.GetAllowedHosts()) != 1 {
+		t.Errorf("request sent = %v", lc)
+	}
+	_, err = c.CreateReplica(ctx, provisioner.ReplicaSpec{ReplicaID: "rep-2", SizeBytes: 2 << 40})
+	if !errors.Is(err, provisioner.ErrResourceExhausted) || provisioner.Code(err) != codes.ResourceExhausted {
+		t.Errorf("oversized create: %v", err)
+	}
+	if err := c.AllowHost(ctx, "rep-x", "h"); !errors.Is(err, provisioner.ErrNotFound) {
+		t.Errorf("AllowHost on a missing replica: %v", err)
+	}
+	if err := c.DeleteReplica(ctx, "rep-1"); provisioner.Code(err) != codes.Unimplemented {
+		t.Errorf("unmapped code not passed through: %v", err)
+	}
+	capa, err := c.GetCapacity(ctx)
+	if err != nil || capa != (provisioner.Capacity{TotalBytes: 100, AvailableBytes: 60, ProvisionedBytes: 70, ReplicaCount: 3}) {
+		t.Errorf("GetCapacity = %+v, %v", capa, err)
+	}
+	info, err := c.NodeInfo(ctx)
+	if err != nil || info != (provisioner.NodeInfo{Name: "sn-1", Zone: "z1", Rack: "r1"}) {
+		t.Errorf("NodeInfo = %+v, %v", info, err)
+	}
+
+	// A wrong token is refused by the agent.
+	bad, _ := NewPool(clientTLS, "wrong")
+	defer bad.Close()
+	bc, _ := bad.Agent(ctx, &store.StorageNode{ID: "sn-1", Address: addr})
+	if _, err := bc.GetCapacity(ctx); provisioner.Code(err) != codes.Unauthenticated {
+		t.Errorf("wrong token: %v", err)
+	}
+}
+
+func TestUnreachableAgentIsUnavailable(t *testing.T) {
+	_, clientTLS := certs(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	pool, _ := NewPool(clientTLS, token)
+	defer pool.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	c, err := pool.Agent(ctx, &store.StorageNode{ID: "sn-9", Address: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetCapacity(ctx); !errors.Is(err, provisioner.ErrUnavailable) {
+		t.Errorf("GetCapacity on a dead address: %v, want ErrUnavailable", err)
+	}
+	if _, err := NewPool(nil, token); err == nil {
+		t.Error("pool without TLS accepted")
+	}
+	if _, err := NewPool(clientTLS, ""); err == nil {
+		t.Error("pool without token accepted")
+	}
+}

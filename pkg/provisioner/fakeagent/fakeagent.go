@@ -1,0 +1,262 @@
+// Package fakeagent is an in-memory cluster of storage-node agents that
+// implements provisioner.Agents, for tests of the provisioner and of its
+// users. It follows the agent contract (idempotent create and delete,
+// capacity accounting, host allow-lists) and lets a test take nodes down,
+// inject failures and block calls.
+package fakeagent
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/nvmirror/nvmirror/pkg/provisioner"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/params"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
+)
+
+// Replica is a replica held by a fake node.
+type Replica struct {
+	ID, VolumeID string
+	SizeBytes    int64
+	Type         params.ProvisioningType
+	Hosts        map[string]bool
+}
+
+// Node is a fake storage node.
+type Node struct {
+	ID, Zone, Rack   string
+	Address          string
+	TotalBytes       int64
+	AvailableBytes   int64
+	ProvisionedBytes int64
+	Down             bool
+	Replicas         map[string]*Replica
+	// CreateHook, when set, runs before CreateReplica (outside the lock):
+	// return an error to fail the call, block to hold it.
+	CreateHook func(provisioner.ReplicaSpec) error
+	Creates    int // CreateReplica calls that created something
+}
+
+// Cluster is a set of fake nodes.
+type Cluster struct {
+	mu    sync.Mutex
+	nodes map[string]*Node
+}
+
+// New returns an empty cluster.
+func New() *Cluster { return &Cluster{nodes: map[string]*Node{}} }
+
+// AddNode adds a node with an empty pool of total bytes and returns the
+// record to register in the store.
+func (c *Cluster) AddNode(id, zone, rack string, total int64) *store.StorageNode {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	addr := fmt.Sprintf("10.0.0.%d", len(c.nodes)+1)
+	c.nodes[id] = &Node{ID: id, Zone: zone, Rack: rack, Address: addr, TotalBytes: total, AvailableBytes: total, Replicas: map[string]*Replica{}}
+	return &store.StorageNode{ID: id, Address: addr + ":7070"}
+}
+
+// SetDown makes a node unreachable (true) or brings it back.
+func (c *Cluster) SetDown(id string, down bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nodes[id].Down = down
+}
+
+// SetCreateHook installs a CreateReplica hook on a node.
+func (c *Cluster) SetCreateHook(id string, hook func(provisioner.ReplicaSpec) error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nodes[id].CreateHook = hook
+}
+
+// Replica returns a copy of a replica held by node, or nil.
+func (c *Cluster) Replica(node, replicaID string) *Replica {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.nodes[node].Replicas[replicaID]
+	if r == nil {
+		return nil
+	}
+	cp := *r
+	cp.Hosts = map[string]bool{}
+	for h := range r.Hosts {
+		cp.Hosts[h] = true
+	}
+	return &cp
+}
+
+// ReplicaIDs returns the sorted IDs of the replicas a node holds.
+func (c *Cluster) ReplicaIDs(node string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for id := range c.nodes[node].Replicas {
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TotalReplicas counts replicas over all nodes.
+func (c *Cluster) TotalReplicas() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, node := range c.nodes {
+		n += len(node.Replicas)
+	}
+	return n
+}
+
+// Agent implements provisioner.Agents.
+func (c *Cluster) Agent(ctx context.Context, rec *store.StorageNode) (provisioner.AgentClient, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.nodes[rec.ID]; !ok {
+		return nil, fmt.Errorf("no agent for %s: %w", rec.ID, provisioner.ErrUnavailable)
+	}
+	return &client{c: c, id: rec.ID}, nil
+}
+
+type client struct {
+	c  *Cluster
+	id string
+}
+
+// node returns the node, locked, or ErrUnavailable when it is down.
+func (a *client) node() (*Node, func(), error) {
+	a.c.mu.Lock()
+	n := a.c.nodes[a.id]
+	if n.Down {
+		a.c.mu.Unlock()
+		return nil, nil, fmt.Errorf("storage node %s: connection refused: %w", a.id, provisioner.ErrUnavailable)
+	}
+	return n, a.c.mu.Unlock, nil
+}
+
+func (a *client) CreateReplica(ctx context.Context, spec provisioner.ReplicaSpec) (provisioner.AgentReplica, error) {
+	a.c.mu.Lock()
+	hook := a.c.nodes[a.id].CreateHook
+	a.c.mu.Unlock()
+	if hook != nil {
+		if err := hook(spec); err != nil {
+			return provisioner.AgentReplica{}, err
+		}
+	}
+	n, unlock, err := a.node()
+	if err != nil {
+		return provisioner.AgentReplica{}, err
+	}
+	defer unlock()
+	out := provisioner.AgentReplica{
+		NQN:       "nqn.2024-01.io.nvmirror:" + spec.ReplicaID,
+		Endpoints: []store.Endpoint{{Transport: "tcp", Family: "ipv4", Address: n.Address, ServiceID: "4420"}},
+	}
+	if _, ok := n.Replicas[spec.ReplicaID]; ok {
+		return out, nil // idempotent
+	}
+	if n.AvailableBytes < spec.SizeBytes {
+		return provisioner.AgentReplica{}, fmt.Errorf("pool has %d bytes free, need %d: %w", n.AvailableBytes, spec.SizeBytes, provisioner.ErrResourceExhausted)
+	}
+	r := &Replica{ID: spec.ReplicaID, VolumeID: spec.VolumeID, SizeBytes: spec.SizeBytes, Type: spec.ProvisioningType, Hosts: map[string]bool{}}
+	for _, h := range spec.AllowedHosts {
+		r.Hosts[h] = true
+	}
+	n.Replicas[r.ID] = r
+	n.ProvisionedBytes += r.SizeBytes
+	if r.Type == params.Thick {
+		n.AvailableBytes -= r.SizeBytes
+	}
+	n.Creates++
+	return out, nil
+}
+
+func (a *client) DeleteReplica(ctx context.Context, id string) error {
+	n, unlock, err := a.node()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	r, ok := n.Replicas[id]
+	if !ok {
+		return nil
+	}
+	n.ProvisionedBytes -= r.SizeBytes
+	if r.Type == params.Thick {
+		n.AvailableBytes += r.SizeBytes
+	}
+	delete(n.Replicas, id)
+	return nil
+}
+
+func (a *client) ExpandReplica(ctx context.Context, id string, size int64) error {
+	n, unlock, err := a.node()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	r, ok := n.Replicas[id]
+	if !ok {
+		return fmt.Errorf("replica %s: %w", id, provisioner.ErrNotFound)
+	}
+	if size <= r.SizeBytes {
+		return nil
+	}
+	grow := size - r.SizeBytes
+	if r.Type == params.Thick {
+		if n.AvailableBytes < grow {
+			return fmt.Errorf("pool too small: %w", provisioner.ErrResourceExhausted)
+		}
+		n.AvailableBytes -= grow
+	}
+	n.ProvisionedBytes += grow
+	r.SizeBytes = size
+	return nil
+}
+
+func (a *client) setHost(id, host string, allow bool) error {
+	n, unlock, err := a.node()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	r, ok := n.Replicas[id]
+	if !ok {
+		return fmt.Errorf("replica %s: %w", id, provisioner.ErrNotFound)
+	}
+	if allow {
+		r.Hosts[host] = true
+	} else {
+		delete(r.Hosts, host)
+	}
+	return nil
+}
+
+func (a *client) AllowHost(ctx context.Context, id, host string) error {
+	return a.setHost(id, host, true)
+}
+
+func (a *client) RevokeHost(ctx context.Context, id, host string) error {
+	return a.setHost(id, host, false)
+}
+
+func (a *client) GetCapacity(ctx context.Context) (provisioner.Capacity, error) {
+	n, unlock, err := a.node()
+	if err != nil {
+		return provisioner.Capacity{}, err
+	}
+	defer unlock()
+	return provisioner.Capacity{TotalBytes: n.TotalBytes, AvailableBytes: n.AvailableBytes, ProvisionedBytes: n.ProvisionedBytes, ReplicaCount: len(n.Replicas)}, nil
+}
+
+func (a *client) NodeInfo(ctx context.Context) (provisioner.NodeInfo, error) {
+	n, unlock, err := a.node()
+	if err != nil {
+		return provisioner.NodeInfo{}, err
+	}
+	defer unlock()
+	return provisioner.NodeInfo{Name: n.ID, Zone: n.Zone, Rack: n.Rack}, nil
+}

@@ -1,0 +1,290 @@
+// Package params parses and validates the StorageClass parameters of an
+// nvmirror volume into a typed Parameters value.
+//
+// Names follow the reference product where the concept is the same
+// (numReplicas, maxReplicaDownTime, sameRackAllowed, provisioningType,
+// csi.storage.k8s.io/fstype), so a StorageClass written for it reads the same
+// here. Unknown keys are rejected by name rather than ignored: a typo such as
+// "numReplica: 3" must not silently give a single-replica volume.
+package params
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// ErrInvalidArgument is wrapped by every validation error, so the service can
+// map it to codes.InvalidArgument with errors.Is.
+var ErrInvalidArgument = errors.New("invalid argument")
+
+// Parameter keys accepted in StorageClass.parameters.
+const (
+	KeyNumReplicas        = "numReplicas"
+	KeyMaxReplicaDownTime = "maxReplicaDownTime"
+	KeySameRackAllowed    = "sameRackAllowed"
+	KeyProvisioningType   = "provisioningType"
+	KeyFSType             = "csi.storage.k8s.io/fstype"
+	KeyZones              = "zones"
+	KeyRacks              = "racks"
+	KeyStorageNodes       = "storageNodes"
+
+	// Injected by the external-provisioner sidecar when it runs with
+	// --extra-create-metadata. They describe the claim, not the volume's
+	// configuration, so they are kept as metadata and never compared.
+	KeyPVName       = "csi.storage.k8s.io/pv/name"
+	KeyPVCName      = "csi.storage.k8s.io/pvc/name"
+	KeyPVCNamespace = "csi.storage.k8s.io/pvc/namespace"
+)
+
+// ProvisioningType says how a replica's backing storage is allocated.
+type ProvisioningType string
+
+const (
+	// Thin replicas are sparse: space is taken as data is written.
+	Thin ProvisioningType = "thin"
+	// Thick replicas are fully allocated when created.
+	Thick ProvisioningType = "thick"
+)
+
+// Filesystem types nvmirror formats.
+const (
+	FSExt4 = "ext4"
+	FSXFS  = "xfs"
+)
+
+// Defaults and bounds, documented in docs and the StorageClass examples.
+const (
+	// DefaultNumReplicas is 2, not the reference product's 1: a mirror with
+	// one leg survives nothing, and the point of nvmirror is to survive the
+	// loss of a storage node. Two replicas survive one failure at twice the
+	// capacity and need only two storage nodes in distinct racks; a default
+	// of 3 would make provisioning fail on the small clusters people start
+	// with. Clusters that want to survive two failures ask for 3.
+	DefaultNumReplicas = 2
+	MinNumReplicas     = 1
+	MaxNumReplicas     = 3
+
+	// DefaultMaxReplicaDownTime is 60 minutes. A storage node reboot or a
+	// kernel upgrade takes minutes and comes back with a cheap bitmap re-add;
+	// replacing the replica instead costs a full resync of the volume and
+	// network bandwidth for every volume on that node at once. An hour
+	// covers routine maintenance while bounding how long a volume runs
+	// with one leg short.
+	DefaultMaxReplicaDownTime = 60
+	// MaxMaxReplicaDownTime is 30 days in minutes. The spec asks for at least
+	// a week (10080); beyond a month "wait for the node" is not a policy
+	// but a forgotten volume, and 0 is the way to disable replacement.
+	MaxMaxReplicaDownTime = 30 * 24 * 60
+
+	// DefaultProvisioningType is thin: the agent's pool is sparse files, so
+	// thin is the natural form and creation does not write the full size.
+	// Placement still never promises more than the pool holds unless the
+	// operator sets an overcommit ratio (see package placement).
+	DefaultProvisioningType = Thin
+
+	DefaultFSType = FSExt4
+)
+
+// Parameters is the validated form of a StorageClass's parameters.
+type Parameters struct {
+	NumReplicas int `json:"numReplicas"`
+	// MaxReplicaDownTimeMinutes is how long a replica may stay down before
+	// the healer replaces it; 0 disables replacement.
+	MaxReplicaDownTimeMinutes int              `json:"maxReplicaDownTime"`
+	SameRackAllowed           bool             `json:"sameRackAllowed"`
+	ProvisioningType          ProvisioningType `json:"provisioningType"`
+	FSType                    string           `json:"fsType"`
+	// Placement selectors: when non-empty, replicas go only to storage nodes
+	// whose zone / rack / id is listed. Sorted and deduplicated.
+	Zones        []string `json:"zones,omitempty"`
+	Racks        []string `json:"racks,omitempty"`
+	StorageNodes []string `json:"storageNodes,omitempty"`
+
+	// Metadata describes the claim (CSI-injected keys); not configuration.
+	Metadata Metadata `json:"metadata"`
+}
+
+// Metadata holds the claim identity injected by the external-provisioner.
+type Metadata struct {
+	PVName       string `json:"pvName,omitempty"`
+	PVCName      string `json:"pvcName,omitempty"`
+	PVCNamespace string `json:"pvcNamespace,omitempty"`
+}
+
+// Defaults returns the parameters of a StorageClass that sets nothing.
+func Defaults() Parameters {
+	return Parameters{
+		NumReplicas:               DefaultNumReplicas,
+		MaxReplicaDownTimeMinutes: DefaultMaxReplicaDownTime,
+		ProvisioningType:          DefaultProvisioningType,
+		FSType:                    DefaultFSType,
+	}
+}
+
+// selectorItem is what a zone, rack or storage node name may look like: a
+// Kubernetes label value (which is where zones and racks come from).
+var selectorItem = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$`)
+
+// Parse validates a StorageClass's parameters. Every error wraps
+// ErrInvalidArgument and names the parameter and the offending value.
+// Keys are processed in sorted order so that, with several bad keys, the
+// error is always about the same one.
+func Parse(in map[string]string) (Parameters, error) {
+	p := Defaults()
+	keys := make([]string, 0, len(in))
+	for k := range in {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := in[k]
+		var err error
+		switch k {
+		case KeyNumReplicas:
+			p.NumReplicas, err = parseInt(k, v, MinNumReplicas, MaxNumReplicas)
+		case KeyMaxReplicaDownTime:
+			p.MaxReplicaDownTimeMinutes, err = parseInt(k, v, 0, MaxMaxReplicaDownTime)
+		case KeySameRackAllowed:
+			p.SameRackAllowed, err = parseBool(k, v)
+		case KeyProvisioningType:
+			switch strings.ToLower(strings.TrimSpace(v)) {
+			case string(Thin):
+				p.ProvisioningType = Thin
+			case string(Thick):
+				p.ProvisioningType = Thick
+			default:
+				err = invalid(k, v, "must be thin or thick")
+			}
+		case KeyFSType:
+			switch strings.ToLower(strings.TrimSpace(v)) {
+			case "": // the sidecar may pass an empty fstype: keep the default
+			case FSExt4:
+				p.FSType = FSExt4
+			case FSXFS:
+				p.FSType = FSXFS
+			default:
+				err = invalid(k, v, "must be ext4 or xfs")
+			}
+		case KeyZones:
+			p.Zones, err = parseList(k, v)
+		case KeyRacks:
+			p.Racks, err = parseList(k, v)
+		case KeyStorageNodes:
+			p.StorageNodes, err = parseList(k, v)
+		case KeyPVName:
+			p.Metadata.PVName = v
+		case KeyPVCName:
+			p.Metadata.PVCName = v
+		case KeyPVCNamespace:
+			p.Metadata.PVCNamespace = v
+		default:
+			err = fmt.Errorf("%w: unknown parameter %q", ErrInvalidArgument, k)
+		}
+		if err != nil {
+			return Parameters{}, err
+		}
+	}
+	return p, nil
+}
+
+// Map renders p back to StorageClass form (without metadata), so a stored
+// volume's parameters can be shown and re-parsed.
+func (p Parameters) Map() map[string]string {
+	m := map[string]string{
+		KeyNumReplicas:        strconv.Itoa(p.NumReplicas),
+		KeyMaxReplicaDownTime: strconv.Itoa(p.MaxReplicaDownTimeMinutes),
+		KeySameRackAllowed:    strconv.FormatBool(p.SameRackAllowed),
+		KeyProvisioningType:   string(p.ProvisioningType),
+		KeyFSType:             p.FSType,
+	}
+	if len(p.Zones) > 0 {
+		m[KeyZones] = strings.Join(p.Zones, ",")
+	}
+	if len(p.Racks) > 0 {
+		m[KeyRacks] = strings.Join(p.Racks, ",")
+	}
+	if len(p.StorageNodes) > 0 {
+		m[KeyStorageNodes] = strings.Join(p.StorageNodes, ",")
+	}
+	return m
+}
+
+// SameConfiguration reports whether p and o describe the same volume
+// configuration, ignoring metadata. CreateVolume uses it to tell a retry
+// (same name, same configuration) from a conflict (same name, different).
+func (p Parameters) SameConfiguration(o Parameters) bool {
+	return p.NumReplicas == o.NumReplicas &&
+		p.MaxReplicaDownTimeMinutes == o.MaxReplicaDownTimeMinutes &&
+		p.SameRackAllowed == o.SameRackAllowed &&
+		p.ProvisioningType == o.ProvisioningType &&
+		p.FSType == o.FSType &&
+		equalStrings(p.Zones, o.Zones) &&
+		equalStrings(p.Racks, o.Racks) &&
+		equalStrings(p.StorageNodes, o.StorageNodes)
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func invalid(key, value, why string) error {
+	return fmt.Errorf("%w: parameter %s=%q: %s", ErrInvalidArgument, key, value, why)
+}
+
+func parseInt(key, v string, lo, hi int) (int, error) {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil {
+		return 0, invalid(key, v, fmt.Sprintf("must be an integer from %d to %d", lo, hi))
+	}
+	if n < lo || n > hi {
+		return 0, invalid(key, v, fmt.Sprintf("must be from %d to %d", lo, hi))
+	}
+	return n, nil
+}
+
+// parseBool accepts only true/false (any case): strconv.ParseBool's "1",
+// "t" and "F" are not what a StorageClass author writes, and accepting them
+// would make two spellings of one class compare different.
+func parseBool(key, v string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "true":
+		return true, nil
+	case "false":
+		return false, nil
+	}
+	return false, invalid(key, v, "must be true or false")
+}
+
+// parseList splits a comma list, trims items, drops duplicates and sorts,
+// so "r2, r1" and "r1,r2" are the same configuration.
+func parseList(key, v string) ([]string, error) {
+	if strings.TrimSpace(v) == "" {
+		return nil, invalid(key, v, "must be a non-empty comma-separated list")
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		item = strings.TrimSpace(item)
+		if !selectorItem.MatchString(item) {
+			return nil, invalid(key, v, fmt.Sprintf("item %q is not a valid name (letters, digits, '-', '_', '.'; up to 63)", item))
+		}
+		if !seen[item] {
+			seen[item] = true
+			out = append(out, item)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}

@@ -1,0 +1,135 @@
+package params
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	withDefaults := func(f func(*Parameters)) Parameters {
+		p := Defaults()
+		f(&p)
+		return p
+	}
+	tests := []struct {
+		name    string
+		in      map[string]string
+		want    Parameters
+		wantErr []string // substrings the error must contain; nil = success
+	}{
+		{name: "empty gives defaults", in: nil, want: Defaults()},
+		{name: "defaults are documented values", in: map[string]string{}, want: Parameters{
+			NumReplicas: 2, MaxReplicaDownTimeMinutes: 60, ProvisioningType: Thin, FSType: "ext4"}},
+		{name: "all set", in: map[string]string{
+			"numReplicas": "3", "maxReplicaDownTime": "10080", "sameRackAllowed": "true",
+			"provisioningType": "thick", "csi.storage.k8s.io/fstype": "xfs",
+			"zones": "z2, z1,z2", "racks": "r1", "storageNodes": "sn-1,sn-0",
+		}, want: Parameters{
+			NumReplicas: 3, MaxReplicaDownTimeMinutes: 10080, SameRackAllowed: true,
+			ProvisioningType: Thick, FSType: "xfs",
+			Zones: []string{"z1", "z2"}, Racks: []string{"r1"}, StorageNodes: []string{"sn-0", "sn-1"},
+		}},
+		{name: "one replica", in: map[string]string{"numReplicas": "1"}, want: withDefaults(func(p *Parameters) { p.NumReplicas = 1 })},
+		{name: "zero down time disables replacement", in: map[string]string{"maxReplicaDownTime": "0"},
+			want: withDefaults(func(p *Parameters) { p.MaxReplicaDownTimeMinutes = 0 })},
+		{name: "30 days is the upper bound", in: map[string]string{"maxReplicaDownTime": "43200"},
+			want: withDefaults(func(p *Parameters) { p.MaxReplicaDownTimeMinutes = 43200 })},
+		{name: "case-insensitive values", in: map[string]string{"sameRackAllowed": "TRUE", "provisioningType": "Thick", "csi.storage.k8s.io/fstype": "EXT4"},
+			want: withDefaults(func(p *Parameters) { p.SameRackAllowed = true; p.ProvisioningType = Thick })},
+		{name: "empty fstype keeps default", in: map[string]string{"csi.storage.k8s.io/fstype": ""}, want: Defaults()},
+		{name: "csi metadata kept", in: map[string]string{
+			"csi.storage.k8s.io/pv/name": "pvc-123", "csi.storage.k8s.io/pvc/name": "data", "csi.storage.k8s.io/pvc/namespace": "db"},
+			want: withDefaults(func(p *Parameters) { p.Metadata = Metadata{PVName: "pvc-123", PVCName: "data", PVCNamespace: "db"} })},
+
+		{name: "replicas zero", in: map[string]string{"numReplicas": "0"}, wantErr: []string{"numReplicas", `"0"`, "1 to 3"}},
+		{name: "replicas four", in: map[string]string{"numReplicas": "4"}, wantErr: []string{"numReplicas", `"4"`}},
+		{name: "replicas not a number", in: map[string]string{"numReplicas": "two"}, wantErr: []string{"numReplicas", `"two"`, "integer"}},
+		{name: "negative down time", in: map[string]string{"maxReplicaDownTime": "-1"}, wantErr: []string{"maxReplicaDownTime", `"-1"`}},
+		{name: "down time above bound", in: map[string]string{"maxReplicaDownTime": "43201"}, wantErr: []string{"maxReplicaDownTime", "43200"}},
+		{name: "down time with unit", in: map[string]string{"maxReplicaDownTime": "10m"}, wantErr: []string{"maxReplicaDownTime", `"10m"`}},
+		{name: "bool spelled 1", in: map[string]string{"sameRackAllowed": "1"}, wantErr: []string{"sameRackAllowed", "true or false"}},
+		{name: "bad provisioning type", in: map[string]string{"provisioningType": "lazy"}, wantErr: []string{"provisioningType", `"lazy"`, "thin or thick"}},
+		{name: "bad fstype", in: map[string]string{"csi.storage.k8s.io/fstype": "btrfs"}, wantErr: []string{"fstype", `"btrfs"`}},
+		{name: "empty selector", in: map[string]string{"zones": " "}, wantErr: []string{"zones", "non-empty"}},
+		{name: "empty selector item", in: map[string]string{"racks": "r1,,r2"}, wantErr: []string{"racks", `item ""`}},
+		{name: "bad selector item", in: map[string]string{"storageNodes": "sn 1"}, wantErr: []string{"storageNodes", `"sn 1"`}},
+		{name: "unknown key named", in: map[string]string{"numReplica": "3"}, wantErr: []string{`unknown parameter "numReplica"`}},
+		{name: "reference-only key rejected", in: map[string]string{"maxIOPSPerGB": "10"}, wantErr: []string{"maxIOPSPerGB"}},
+		{name: "first bad key in sorted order", in: map[string]string{"zzz": "1", "aaa": "1"}, wantErr: []string{`"aaa"`}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Parse(tc.in)
+			if tc.wantErr != nil {
+				if err == nil {
+					t.Fatalf("Parse(%v) = %+v, want error", tc.in, got)
+				}
+				if !errors.Is(err, ErrInvalidArgument) {
+					t.Errorf("error %v does not wrap ErrInvalidArgument", err)
+				}
+				for _, s := range tc.wantErr {
+					if !strings.Contains(err.Error(), s) {
+						t.Errorf("error %q does not contain %q", err, s)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Parse(%v): %v", tc.in, err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("Parse(%v)\n got %+v\nwant %+v", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestMapRoundTrip(t *testing.T) {
+	for _, in := range []map[string]string{
+		nil,
+		{"numReplicas": "3", "sameRackAllowed": "true", "zones": "b,a", "racks": "r", "storageNodes": "n1", "provisioningType": "thick", "csi.storage.k8s.io/fstype": "xfs", "maxReplicaDownTime": "0"},
+	} {
+		p, err := Parse(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, err := Parse(p.Map())
+		if err != nil {
+			t.Fatalf("re-parse of %v: %v", p.Map(), err)
+		}
+		if !reflect.DeepEqual(p, q) {
+			t.Errorf("round trip: %+v != %+v", p, q)
+		}
+	}
+}
+
+func TestSameConfiguration(t *testing.T) {
+	base, _ := Parse(map[string]string{"racks": "r1,r2", "csi.storage.k8s.io/pvc/name": "a"})
+	tests := []struct {
+		name string
+		in   map[string]string
+		want bool
+	}{
+		{"metadata ignored, list order ignored", map[string]string{"racks": "r2,r1", "csi.storage.k8s.io/pvc/name": "b"}, true},
+		{"explicit defaults equal implicit", map[string]string{"racks": "r1,r2", "numReplicas": "2", "provisioningType": "thin"}, true},
+		{"other replicas", map[string]string{"racks": "r1,r2", "numReplicas": "3"}, false},
+		{"other racks", map[string]string{"racks": "r1"}, false},
+		{"other type", map[string]string{"racks": "r1,r2", "provisioningType": "thick"}, false},
+		{"other fs", map[string]string{"racks": "r1,r2", "csi.storage.k8s.io/fstype": "xfs"}, false},
+		{"other down time", map[string]string{"racks": "r1,r2", "maxReplicaDownTime": "5"}, false},
+		{"other same-rack", map[string]string{"racks": "r1,r2", "sameRackAllowed": "true"}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := Parse(tc.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := base.SameConfiguration(o); got != tc.want {
+				t.Errorf("SameConfiguration = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,506 @@
+// Package etcdstore is the provisioner Store for high availability: records
+// live in etcd, several provisioner replicas share them, and an etcd
+// election (concurrency.Election) picks the one that acts.
+//
+// Every read-modify-write is a transaction guarded by the key's
+// ModRevision (compare-and-swap), retried on conflict, so concurrent
+// operations never lose updates even if two processes briefly both believe
+// they lead. The client is go.etcd.io/etcd/client/v3 v3.5, which speaks to
+// etcd 3.4 servers (Debian 12 ships 3.4.23) as well as 3.5.
+//
+// Key layout under Options.Prefix (default "/nvmirror/"):
+//
+//	volumes/<id>          Volume JSON
+//	volume-names/<name>   volume id (the name index, updated in the same txn)
+//	storage-nodes/<id>    StorageNode JSON
+//	events/<seq, 20 digits> Event JSON (ordered by key)
+//	meta/event-seq        last event sequence number
+//	leader/               election
+package etcdstore
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+	"k8s.io/klog/v2"
+
+	"github.com/nvmirror/nvmirror/pkg/events"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
+)
+
+// Options configure Open.
+type Options struct {
+	Endpoints []string
+	// Prefix of every key; default "/nvmirror/". Two clusters can share an
+	// etcd with different prefixes.
+	Prefix      string
+	DialTimeout time.Duration // default 5 s
+	TLS         *tls.Config
+	Username    string
+	Password    string
+	// EventRetention: events kept; 0 means store.DefaultEventRetention.
+	EventRetention int
+	// SessionTTL is the leader lease: how long a crashed leader blocks the
+	// others. Default 10 s.
+	SessionTTL time.Duration
+}
+
+// maxCASAttempts bounds compare-and-swap retries; beyond it the caller gets
+// ErrConflict rather than spinning forever under pathological contention.
+const maxCASAttempts = 100
+
+// Store is the etcd implementation of store.Store.
+type Store struct {
+	cli       *clientv3.Client
+	prefix    string
+	retention uint64
+	ttl       time.Duration
+	leader    atomic.Bool
+	wg        sync.WaitGroup
+	// closed ends every campaign when Close is called, so Close never
+	// waits on a campaign retrying against a closed client.
+	closed context.Context
+	close  context.CancelFunc
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open connects to etcd and checks that it answers.
+func Open(ctx context.Context, o Options) (*Store, error) {
+	if len(o.Endpoints) == 0 {
+		return nil, errors.New("etcd store: no endpoints")
+	}
+	if o.Prefix == "" {
+		o.Prefix = "/nvmirror/"
+	}
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = 5 * time.Second
+	}
+	if o.EventRetention <= 0 {
+		o.EventRetention = store.DefaultEventRetention
+	}
+	if o.SessionTTL <= 0 {
+		o.SessionTTL = 10 * time.Second
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   o.Endpoints,
+		DialTimeout: o.DialTimeout,
+		TLS:         o.TLS,
+		Username:    o.Username,
+		Password:    o.Password,
+		Context:     ctx,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd client: %w", err)
+	}
+	// clientv3.New does not wait for a connection; fail now, with the
+	// endpoint in the message, rather than on the first request.
+	sctx, cancel := context.WithTimeout(ctx, o.DialTimeout)
+	defer cancel()
+	if _, err := cli.Status(sctx, o.Endpoints[0]); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("etcd %v: %w", o.Endpoints, err)
+	}
+	klog.V(2).InfoS("Connected to etcd", "endpoints", o.Endpoints, "prefix", o.Prefix)
+	closed, closeFn := context.WithCancel(context.Background())
+	return &Store{cli: cli, prefix: o.Prefix, retention: uint64(o.EventRetention), ttl: o.SessionTTL,
+		closed: closed, close: closeFn}, nil
+}
+
+// Close stops leadership campaigns and closes the client.
+func (s *Store) Close() error {
+	s.close()
+	s.wg.Wait()
+	return s.cli.Close()
+}
+
+func (s *Store) volKey(id string) string    { return s.prefix + "volumes/" + id }
+func (s *Store) nameKey(name string) string { return s.prefix + "volume-names/" + name }
+func (s *Store) nodeKey(id string) string   { return s.prefix + "storage-nodes/" + id }
+func (s *Store) eventKey(seq uint64) string { return fmt.Sprintf("%sevents/%020d", s.prefix, seq) }
+func (s *Store) seqKey() string             { return s.prefix + "meta/event-seq" }
+
+func (s *Store) CreateVolume(ctx context.Context, v *store.Volume) error {
+	if v.ID == "" || v.Name == "" {
+		return fmt.Errorf("volume needs an ID and a name")
+	}
+	c := v.Clone()
+	now := time.Now().UTC()
+	if c.CreatedAt.IsZero() {
+		c.CreatedAt = now
+	}
+	c.UpdatedAt = now
+	b, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	vk, nk := s.volKey(c.ID), s.nameKey(c.Name)
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(vk), "=", 0),
+			clientv3.Compare(clientv3.CreateRevision(nk), "=", 0)).
+		Then(clientv3.OpPut(vk, string(b)), clientv3.OpPut(nk, c.ID)).
+		Else(clientv3.OpGet(vk, clientv3.WithCountOnly())).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("create volume %s: %w", c.ID, err)
+	}
+	if !resp.Succeeded {
+		if resp.Responses[0].GetResponseRange().Count > 0 {
+			return fmt.Errorf("volume id %s: %w", c.ID, store.ErrAlreadyExists)
+		}
+		return fmt.Errorf("volume name %s: %w", c.Name, store.ErrAlreadyExists)
+	}
+	return nil
+}
+
+// getVolume returns the volume and its key's ModRevision.
+func (s *Store) getVolume(ctx context.Context, id string) (*store.Volume, int64, error) {
+	resp, err := s.cli.Get(ctx, s.volKey(id))
+	if err != nil {
+		return nil, 0, fmt.Errorf("get volume %s: %w", id, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, 0, fmt.Errorf("volume %s: %w", id, store.ErrNotFound)
+	}
+	var v store.Volume
+	if err := json.Unmarshal(resp.Kvs[0].Value, &v); err != nil {
+		return nil, 0, fmt.Errorf("decode volume %s: %w", id, err)
+	}
+	return &v, resp.Kvs[0].ModRevision, nil
+}
+
+func (s *Store) GetVolume(ctx context.Context, id string) (*store.Volume, error) {
+	v, _, err := s.getVolume(ctx, id)
+	return v, err
+}
+
+func (s *Store) GetVolumeByName(ctx context.Context, name string) (*store.Volume, error) {
+	// Two reads are fine: the name entry and the volume are written and
+	// deleted together, and a volume's name never changes, so the id read
+	// first either still names that volume or is gone (NotFound).
+	resp, err := s.cli.Get(ctx, s.nameKey(name))
+	if err != nil {
+		return nil, fmt.Errorf("get volume name %s: %w", name, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, fmt.Errorf("volume name %s: %w", name, store.ErrNotFound)
+	}
+	return s.GetVolume(ctx, string(resp.Kvs[0].Value))
+}
+
+func (s *Store) ListVolumes(ctx context.Context) ([]*store.Volume, error) {
+	var out []*store.Volume
+	err := s.scan(ctx, s.prefix+"volumes/", s.prefix+"volumes/", func(k, b []byte) error {
+		var v store.Volume
+		if err := json.Unmarshal(b, &v); err != nil {
+			return fmt.Errorf("decode %s: %w", k, err)
+		}
+		out = append(out, &v)
+		return nil
+	})
+	return out, err
+}
+
+// scanPage bounds each range read so a large registry or event log is read
+// in pieces rather than one huge response.
+const scanPage = 500
+
+// scan calls fn for every key in [from, end of prefix), in key order, one
+// page at a time (each page its own consistent read).
+func (s *Store) scan(ctx context.Context, prefix, from string, fn func(k, v []byte) error) error {
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	for {
+		resp, err := s.cli.Get(ctx, from, clientv3.WithRange(end), clientv3.WithLimit(scanPage))
+		if err != nil {
+			return fmt.Errorf("list %s: %w", prefix, err)
+		}
+		for _, kv := range resp.Kvs {
+			if err := fn(kv.Key, kv.Value); err != nil {
+				if errors.Is(err, errStopScan) {
+					return nil
+				}
+				return err
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+var errStopScan = errors.New("stop scan")
+
+func (s *Store) UpdateVolume(ctx context.Context, id string, fn func(*store.Volume) error) (*store.Volume, error) {
+	for attempt := 0; attempt < maxCASAttempts; attempt++ {
+		v, rev, err := s.getVolume(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		name := v.Name
+		if err := fn(v); err != nil {
+			return nil, err
+		}
+		if v.ID != id || v.Name != name {
+			return nil, fmt.Errorf("volume %s: ID and name are immutable", id)
+		}
+		v.UpdatedAt = time.Now().UTC()
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, err
+		}
+		vk := s.volKey(id)
+		resp, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(vk), "=", rev)).
+			Then(clientv3.OpPut(vk, string(b))).
+			Commit()
+		if err != nil {
+			return nil, fmt.Errorf("update volume %s: %w", id, err)
+		}
+		if resp.Succeeded {
+			return v, nil
+		}
+		klog.V(4).InfoS("Volume changed concurrently, retrying update", "volume", id, "attempt", attempt+1)
+	}
+	return nil, fmt.Errorf("update volume %s: %w", id, store.ErrConflict)
+}
+
+func (s *Store) DeleteVolume(ctx context.Context, id string) error {
+	for attempt := 0; attempt < maxCASAttempts; attempt++ {
+		v, rev, err := s.getVolume(ctx, id)
+		if err != nil {
+			return err
+		}
+		vk := s.volKey(id)
+		resp, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(vk), "=", rev)).
+			Then(clientv3.OpDelete(vk), clientv3.OpDelete(s.nameKey(v.Name))).
+			Commit()
+		if err != nil {
+			return fmt.Errorf("delete volume %s: %w", id, err)
+		}
+		if resp.Succeeded {
+			return nil
+		}
+	}
+	return fmt.Errorf("delete volume %s: %w", id, store.ErrConflict)
+}
+
+func (s *Store) PutStorageNode(ctx context.Context, n *store.StorageNode) error {
+	if n.ID == "" {
+		return fmt.Errorf("storage node needs an ID")
+	}
+	b, err := json.Marshal(n)
+	if err != nil {
+		return err
+	}
+	if _, err := s.cli.Put(ctx, s.nodeKey(n.ID), string(b)); err != nil {
+		return fmt.Errorf("put storage node %s: %w", n.ID, err)
+	}
+	return nil
+}
+
+func (s *Store) GetStorageNode(ctx context.Context, id string) (*store.StorageNode, error) {
+	resp, err := s.cli.Get(ctx, s.nodeKey(id))
+	if err != nil {
+		return nil, fmt.Errorf("get storage node %s: %w", id, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, fmt.Errorf("storage node %s: %w", id, store.ErrNotFound)
+	}
+	var n store.StorageNode
+	if err := json.Unmarshal(resp.Kvs[0].Value, &n); err != nil {
+		return nil, fmt.Errorf("decode storage node %s: %w", id, err)
+	}
+	return &n, nil
+}
+
+func (s *Store) ListStorageNodes(ctx context.Context) ([]*store.StorageNode, error) {
+	var out []*store.StorageNode
+	p := s.prefix + "storage-nodes/"
+	err := s.scan(ctx, p, p, func(k, b []byte) error {
+		var n store.StorageNode
+		if err := json.Unmarshal(b, &n); err != nil {
+			return fmt.Errorf("decode %s: %w", k, err)
+		}
+		out = append(out, &n)
+		return nil
+	})
+	return out, err
+}
+
+func (s *Store) DeleteStorageNode(ctx context.Context, id string) error {
+	resp, err := s.cli.Delete(ctx, s.nodeKey(id))
+	if err != nil {
+		return fmt.Errorf("delete storage node %s: %w", id, err)
+	}
+	if resp.Deleted == 0 {
+		return fmt.Errorf("storage node %s: %w", id, store.ErrNotFound)
+	}
+	return nil
+}
+
+// AppendEvent increments the sequence counter, writes the event and drops
+// the events beyond the retention in one transaction guarded by the
+// counter's revision.
+func (s *Store) AppendEvent(ctx context.Context, e events.Event) (events.Event, error) {
+	if err := e.Validate(); err != nil {
+		return events.Event{}, err
+	}
+	sk := s.seqKey()
+	for attempt := 0; attempt < maxCASAttempts; attempt++ {
+		resp, err := s.cli.Get(ctx, sk)
+		if err != nil {
+			return events.Event{}, fmt.Errorf("append event: %w", err)
+		}
+		var seq uint64
+		var rev int64
+		if len(resp.Kvs) > 0 {
+			rev = resp.Kvs[0].ModRevision
+			if seq, err = strconv.ParseUint(string(resp.Kvs[0].Value), 10, 64); err != nil {
+				return events.Event{}, fmt.Errorf("decode %s: %w", sk, err)
+			}
+		}
+		seq++
+		e.Seq = seq
+		b, err := json.Marshal(e)
+		if err != nil {
+			return events.Event{}, err
+		}
+		ops := []clientv3.Op{clientv3.OpPut(sk, strconv.FormatUint(seq, 10)), clientv3.OpPut(s.eventKey(seq), string(b))}
+		if seq > s.retention {
+			// Delete [0, seq-retention]: normally exactly one key.
+			ops = append(ops, clientv3.OpDelete(s.eventKey(0), clientv3.WithRange(s.eventKey(seq-s.retention+1))))
+		}
+		tr, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(sk), "=", rev)).Then(ops...).Commit()
+		if err != nil {
+			return events.Event{}, fmt.Errorf("append event: %w", err)
+		}
+		if tr.Succeeded {
+			return e, nil
+		}
+	}
+	return events.Event{}, fmt.Errorf("append event: %w", store.ErrConflict)
+}
+
+func (s *Store) ListEvents(ctx context.Context, f events.Filter) ([]events.Event, error) {
+	var out []events.Event
+	p := s.prefix + "events/"
+	err := s.scan(ctx, p, s.eventKey(f.AfterSeq+1), func(k, b []byte) error {
+		var e events.Event
+		if err := json.Unmarshal(b, &e); err != nil {
+			return fmt.Errorf("decode %s: %w", k, err)
+		}
+		if f.Match(e) {
+			out = append(out, e)
+			if f.Limit > 0 && len(out) >= f.Limit {
+				return errStopScan
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Leader campaigns in the background and reports transitions on the
+// returned channel. After losing the lease (etcd unreachable for longer
+// than the TTL, or the session expired) it reports false and campaigns
+// again with a new session. When ctx ends it resigns, so a successor does
+// not have to wait for the lease to expire, and closes the channel.
+func (s *Store) Leader(ctx context.Context, candidate string) (<-chan bool, error) {
+	if candidate == "" {
+		return nil, errors.New("leader election: empty candidate name")
+	}
+	ch := make(chan bool, 1)
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.closed, cancel)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer cancel()
+		defer stop()
+		defer close(ch)
+		defer s.leader.Store(false)
+		send := func(v bool) bool {
+			select {
+			case ch <- v:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		backoff := 100 * time.Millisecond
+		wait := func() bool {
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return false
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			return true
+		}
+		for ctx.Err() == nil {
+			sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(max(1, int(s.ttl.Seconds()))), concurrency.WithContext(ctx))
+			if err != nil {
+				klog.ErrorS(err, "Leader election: cannot create session, retrying", "candidate", candidate, "backoff", backoff)
+				if !wait() {
+					return
+				}
+				continue
+			}
+			el := concurrency.NewElection(sess, s.prefix+"leader/")
+			if err := el.Campaign(ctx, candidate); err != nil {
+				sess.Close()
+				if ctx.Err() != nil {
+					return
+				}
+				klog.ErrorS(err, "Leader election: campaign failed, retrying", "candidate", candidate, "backoff", backoff)
+				if !wait() {
+					return
+				}
+				continue
+			}
+			backoff = 100 * time.Millisecond
+			s.leader.Store(true)
+			klog.InfoS("Became leader", "candidate", candidate)
+			if !send(true) {
+				s.resign(el, sess)
+				return
+			}
+			select {
+			case <-sess.Done():
+				s.leader.Store(false)
+				klog.InfoS("Lost leadership: session expired", "candidate", candidate)
+				if !send(false) {
+					return
+				}
+			case <-ctx.Done():
+				s.leader.Store(false)
+				s.resign(el, sess)
+				return
+			}
+		}
+	}()
+	return ch, nil
+}
+
+func (s *Store) resign(el *concurrency.Election, sess *concurrency.Session) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := el.Resign(ctx); err != nil {
+		klog.V(2).InfoS("Resign failed; the lease will expire", "err", err)
+	}
+	sess.Close()
+}
+
+// IsLeader reports whether this process currently holds leadership.
+func (s *Store) IsLeader() bool { return s.leader.Load() }

@@ -1,0 +1,197 @@
+// Package store defines the provisioner's registry: volumes and their
+// replicas, storage nodes, and the bounded event/audit log, behind a Store
+// interface with two implementations (boltstore: one embedded database file,
+// the default; etcdstore: etcd, for several provisioner replicas with leader
+// election). storetest holds the conformance suite both pass.
+//
+// Concurrency: every read-modify-write of a volume goes through
+// UpdateVolume, which runs the mutation against the latest record and
+// commits only if nothing changed in between (bolt: one write transaction;
+// etcd: compare-and-swap on the key's revision, retried). Two provisioner
+// operations on one volume therefore never lose each other's updates.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/nvmirror/nvmirror/pkg/events"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/params"
+)
+
+// Sentinel errors; the service maps them to gRPC codes in one place.
+var (
+	ErrNotFound      = errors.New("not found")
+	ErrAlreadyExists = errors.New("already exists")
+	// ErrConflict: a compare-and-swap kept failing (heavy contention); the
+	// caller may retry the whole operation.
+	ErrConflict = errors.New("concurrent update conflict")
+	// ErrNotLeader: this provisioner lost (or never had) leadership.
+	ErrNotLeader = errors.New("not the leader")
+)
+
+// ReplicaState is a replica's state in the volume's configuration.
+type ReplicaState string
+
+const (
+	// ReplicaActive: part of the volume; the node assembles it.
+	ReplicaActive ReplicaState = "active"
+	// ReplicaDeleting: being deleted from its storage node (which may be
+	// away); the sweeper retries until the agent confirms.
+	ReplicaDeleting ReplicaState = "deleting"
+	// ReplicaDeleted: gone from its storage node; a node that still has it
+	// in its md array takes it out, then marks it removed.
+	ReplicaDeleted ReplicaState = "deleted"
+	// ReplicaRemoved: no longer in the volume's array (completed deletion,
+	// or replaced). Its storage-node copy may still await deletion
+	// (PendingDelete). Kept for history until the volume is deleted.
+	ReplicaRemoved ReplicaState = "removed"
+)
+
+// Endpoint is an NVMe-oF address where a replica is exported.
+type Endpoint struct {
+	Transport string `json:"transport"` // "tcp"
+	Family    string `json:"family"`    // "ipv4" | "ipv6"
+	Address   string `json:"address"`   // traddr
+	ServiceID string `json:"serviceID"` // trsvcid (port)
+}
+
+// Replica is one leg of a volume's mirror.
+//
+// State follows the replica's membership of the volume's md array (what the
+// node acts on); PendingDelete tracks its copy on the storage node (what the
+// sweeper acts on). They are separate because the two complete at
+// different times and on different machines: a replaced replica is
+// "removed" from the array at once but deleted from its storage node only
+// when that node returns.
+type Replica struct {
+	ID          string       `json:"id"`
+	StorageNode string       `json:"storageNode"`
+	NQN         string       `json:"nqn"`
+	Addresses   []Endpoint   `json:"addresses,omitempty"`
+	State       ReplicaState `json:"state"`
+	// PendingDelete: the storage node still holds this replica and must
+	// delete it; the sweeper retries until its agent confirms.
+	PendingDelete bool `json:"pendingDelete,omitempty"`
+	// AllowedHost is the host NQN the agent last confirmed as allowed; the
+	// sweeper reconciles it with the volume's PublishedHostNQN on agents
+	// that were unreachable at publish or unpublish time.
+	AllowedHost string `json:"allowedHost,omitempty"`
+	// ReplacedBy / Replaces link a replacement to the replica it stands in
+	// for, so ReplaceReplica can answer a retry with the same replica.
+	ReplacedBy string    `json:"replacedBy,omitempty"`
+	Replaces   string    `json:"replaces,omitempty"`
+	CreatedAt  time.Time `json:"createdAt"`
+	UpdatedAt  time.Time `json:"updatedAt"`
+}
+
+// VolumeState is the volume's lifecycle state.
+type VolumeState string
+
+const (
+	VolumeCreating VolumeState = "creating"
+	VolumeReady    VolumeState = "ready"
+	VolumeDeleting VolumeState = "deleting"
+)
+
+// Volume is the registry record of one volume.
+type Volume struct {
+	ID         string            `json:"id"`
+	Name       string            `json:"name"` // CSI CreateVolume name; unique
+	SizeBytes  int64             `json:"sizeBytes"`
+	Parameters params.Parameters `json:"parameters"`
+	State      VolumeState       `json:"state"`
+	MDUUID     string            `json:"mdUUID"`
+	MDName     string            `json:"mdName"`
+	// PublishedHostNQN is the one host allowed on the replicas ("" when
+	// unpublished).
+	PublishedHostNQN string    `json:"publishedHostNQN,omitempty"`
+	Replicas         []Replica `json:"replicas"`
+	CreatedAt        time.Time `json:"createdAt"`
+	UpdatedAt        time.Time `json:"updatedAt"`
+}
+
+// Clone returns a deep copy, so callers can mutate without aliasing what a
+// store (or another goroutine) holds.
+func (v *Volume) Clone() *Volume {
+	c := *v
+	c.Parameters.Zones = append([]string(nil), v.Parameters.Zones...)
+	c.Parameters.Racks = append([]string(nil), v.Parameters.Racks...)
+	c.Parameters.StorageNodes = append([]string(nil), v.Parameters.StorageNodes...)
+	c.Replicas = make([]Replica, len(v.Replicas))
+	for i, r := range v.Replicas {
+		r.Addresses = append([]Endpoint(nil), r.Addresses...)
+		c.Replicas[i] = r
+	}
+	return &c
+}
+
+// Replica returns the replica with id, or nil.
+func (v *Volume) Replica(id string) *Replica {
+	for i := range v.Replicas {
+		if v.Replicas[i].ID == id {
+			return &v.Replicas[i]
+		}
+	}
+	return nil
+}
+
+// StorageNode is a registered target agent.
+type StorageNode struct {
+	ID       string            `json:"id"`
+	Address  string            `json:"address"` // agent gRPC endpoint
+	Labels   map[string]string `json:"labels,omitempty"`
+	LastSeen time.Time         `json:"lastSeen"`
+}
+
+// DefaultEventRetention is how many events a store keeps when not told:
+// enough for weeks of a busy cluster's events, small enough (~30 MB) that
+// the registry stays light. Oldest are dropped first; syslog is the
+// long-term archive.
+const DefaultEventRetention = 100000
+
+// Store is the registry. Implementations are safe for concurrent use.
+type Store interface {
+	// CreateVolume records a new volume; ErrAlreadyExists if its ID or its
+	// name is taken.
+	CreateVolume(ctx context.Context, v *Volume) error
+	// GetVolume returns a copy of the volume; ErrNotFound if absent.
+	GetVolume(ctx context.Context, id string) (*Volume, error)
+	// GetVolumeByName finds a volume by its CSI name; ErrNotFound if absent.
+	GetVolumeByName(ctx context.Context, name string) (*Volume, error)
+	// ListVolumes returns every volume, ordered by ID.
+	ListVolumes(ctx context.Context) ([]*Volume, error)
+	// UpdateVolume applies fn to the current record and stores the result
+	// atomically. fn may run more than once (after a conflicting write) and
+	// must not have side effects beyond the volume; an error from fn aborts
+	// and is returned as is. The volume's ID and Name are immutable.
+	// Returns the stored record.
+	UpdateVolume(ctx context.Context, id string, fn func(*Volume) error) (*Volume, error)
+	// DeleteVolume removes the record (and frees its name); ErrNotFound if
+	// absent.
+	DeleteVolume(ctx context.Context, id string) error
+
+	// PutStorageNode creates or replaces a storage node record.
+	PutStorageNode(ctx context.Context, n *StorageNode) error
+	GetStorageNode(ctx context.Context, id string) (*StorageNode, error)
+	ListStorageNodes(ctx context.Context) ([]*StorageNode, error)
+	DeleteStorageNode(ctx context.Context, id string) error
+
+	// AppendEvent records e, assigning Seq (strictly increasing), and
+	// drops the oldest events beyond the retention.
+	AppendEvent(ctx context.Context, e events.Event) (events.Event, error)
+	// ListEvents returns matching events, oldest first.
+	ListEvents(ctx context.Context, f events.Filter) ([]events.Event, error)
+
+	// Leader campaigns for leadership of the provisioner (candidate names
+	// this process). The channel receives true when this process becomes
+	// leader and false when it loses leadership; it is closed after ctx
+	// ends (leadership is resigned). A store with a single writer (bolt:
+	// the file is locked by one process) is always leader.
+	Leader(ctx context.Context, candidate string) (<-chan bool, error)
+	// IsLeader reports the current leadership.
+	IsLeader() bool
+
+	Close() error
+}
