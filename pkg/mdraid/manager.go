@@ -94,6 +94,11 @@ type CreateOptions struct {
 	// AssumeClean skips the initial resync; only correct when every member
 	// is freshly zeroed, since otherwise the mirrors differ.
 	AssumeClean bool
+	// UUID, when set, is the array UUID to write (any form NormalizeUUID
+	// reads), passed as --uuid. The provisioner assigns each volume's UUID
+	// so that every node later assembles the array by a UUID it knew
+	// before the array existed; empty lets mdadm pick a random one.
+	UUID string
 }
 
 const (
@@ -154,12 +159,24 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) error {
 		return fmt.Errorf("%w: bitmap chunk %d bytes for %s: must be 0 or a power of two of at least %d", ErrInvalidArgument, o.BitmapChunk, o.Device, minBitmapChunk)
 	}
 
+	uuid := ""
+	if o.UUID != "" {
+		u, err := NormalizeUUID(o.UUID)
+		if err != nil {
+			return err
+		}
+		uuid = u
+	}
+
 	args := []string{"--create", o.Device, "--run", "--metadata=1.2", "--level=1",
 		"--raid-devices=" + strconv.Itoa(len(o.Devices)), "--bitmap=internal"}
 	if o.BitmapChunk != 0 {
 		args = append(args, "--bitmap-chunk="+strconv.FormatInt(o.BitmapChunk/1024, 10)+"K")
 	}
 	args = append(args, "--failfast", "--homehost=any", "--name="+o.Name)
+	if uuid != "" {
+		args = append(args, "--uuid="+uuid)
+	}
 	if o.AssumeClean {
 		args = append(args, "--assume-clean")
 	}
