@@ -1,0 +1,69 @@
+// Command nvmirror-csi serves nvmirror's CSI services on a unix socket:
+// --mode=controller (Deployment, with the CSI sidecars), --mode=node
+// (DaemonSet on compute nodes) or --mode=all. It stops gracefully on SIGTERM.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"k8s.io/klog/v2"
+	"k8s.io/utils/exec"
+
+	"github.com/nvmirror/nvmirror/pkg/driver"
+	"github.com/nvmirror/nvmirror/pkg/mdraid"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/version"
+)
+
+func main() {
+	klog.InitFlags(nil)
+	o := driver.DefaultOptions()
+	o.AddFlags(flag.CommandLine)
+	showVersion := flag.Bool("version", false, "print the version and exit")
+	flag.Parse()
+	if *showVersion {
+		fmt.Println(version.Version)
+		return
+	}
+	if err := o.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "nvmirror-csi: %v\n", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, o); err != nil {
+		klog.ErrorS(err, "nvmirror-csi failed")
+		klog.Flush()
+		os.Exit(1)
+	}
+	klog.Flush()
+}
+
+func run(ctx context.Context, o driver.Options) error {
+	klog.InfoS("Starting nvmirror-csi", "version", version.Version, "mode", o.Mode, "endpoint", o.Endpoint)
+	prov := newProvisionerClient(o)
+	var node driver.NodeDeps
+	if o.Mode != driver.ControllerMode {
+		host, err := driver.LoadHostIdentity(o.HostRoot)
+		if err != nil {
+			return err
+		}
+		ex := exec.New()
+		node = driver.NodeDeps{
+			Host:      host,
+			Initiator: nvmeof.NewInitiator(o.HostRoot),
+			Raid:      mdraid.NewManager(ex, o.HostRoot),
+			Mounter:   driver.NewSafeFormatAndMount(ex),
+		}
+	}
+	d, err := driver.NewDriver(o, prov, node)
+	if err != nil {
+		return err
+	}
+	return d.Run(ctx)
+}

@@ -1,0 +1,52 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/nvmirror/nvmirror/pkg/mdraid"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+)
+
+func TestGRPCError(t *testing.T) {
+	tests := []struct {
+		err  error
+		want codes.Code
+	}{
+		{errorf(ErrNotFound, "volume v"), codes.NotFound},
+		{fmt.Errorf("create: %w", ErrAlreadyExists), codes.AlreadyExists},
+		{errorf(ErrInvalidArgument, "numReplicas"), codes.InvalidArgument},
+		{errorf(ErrFailedPrecondition, "published elsewhere"), codes.FailedPrecondition},
+		{errorf(ErrAborted, "busy"), codes.Aborted},
+		{errorf(ErrResourceExhausted, "full"), codes.ResourceExhausted},
+		{errorf(ErrOutOfRange, "too big"), codes.OutOfRange},
+		{errorf(ErrUnavailable, "provisioner"), codes.Unavailable},
+		{fmt.Errorf("connect: %w", nvmeof.ErrConnectRefused), codes.Unavailable},
+		{fmt.Errorf("assemble: %w", mdraid.ErrNotEnoughMembers), codes.Unavailable},
+		{fmt.Errorf("%w: %w", nvmeof.ErrDeviceNotFound, nvmeof.ErrIdentityMismatch), codes.FailedPrecondition},
+		{fmt.Errorf("stop: %w", mdraid.ErrBusy), codes.FailedPrecondition},
+		{fmt.Errorf("x: %w", mdraid.ErrAssembledElsewhere), codes.FailedPrecondition},
+		{fmt.Errorf("x: %w", context.DeadlineExceeded), codes.DeadlineExceeded},
+		{context.Canceled, codes.Canceled},
+		{errors.New("disk on fire"), codes.Internal},
+		{fmt.Errorf("x: %w", mdraid.ErrInvalidArgument), codes.Internal}, // our bug, not the user's
+		{status.Error(codes.Aborted, "already a status"), codes.Aborted},
+	}
+	for _, tt := range tests {
+		got := grpcError(tt.err)
+		if status.Code(got) != tt.want {
+			t.Errorf("grpcError(%v) = %v, want %v", tt.err, status.Code(got), tt.want)
+		}
+		if s, _ := status.FromError(got); s.Message() != tt.err.Error() && status.Code(tt.err) == codes.Unknown {
+			t.Errorf("message %q lost the error text %q", s.Message(), tt.err.Error())
+		}
+	}
+	if grpcError(nil) != nil {
+		t.Error("grpcError(nil) != nil")
+	}
+}

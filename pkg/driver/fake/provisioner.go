@@ -1,0 +1,328 @@
+package fake
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"sort"
+	"strconv"
+	"sync"
+
+	"github.com/nvmirror/nvmirror/pkg/driver"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+)
+
+// knownParameters are the StorageClass keys the real provisioner accepts.
+var knownParameters = map[string]bool{
+	driver.ParamNumReplicas: true, driver.ParamMaxReplicaDownTime: true, driver.ParamSameRackAllowed: true,
+	driver.ParamProvisioningType: true, driver.ParamFSType: true, driver.ParamZones: true,
+	driver.ParamRacks: true, driver.ParamStorageNodes: true,
+	"csi.storage.k8s.io/pv/name": true, "csi.storage.k8s.io/pvc/name": true, "csi.storage.k8s.io/pvc/namespace": true,
+}
+
+// Provisioner is an in-memory volume registry. Replicas are exported on
+// Fabric, and publishing admits the host there, so the fake initiator sees
+// the same fence the kernel target enforces.
+type Provisioner struct {
+	mu       sync.Mutex
+	fabric   *Fabric
+	capacity int64 // bytes of replica space across all storage nodes
+	used     int64
+	vols     map[string]*driver.Volume
+	byName   map[string]string
+	nextID   int
+	audits   []driver.AuditRecord
+	// PingErr is returned by Ping.
+	PingErr error
+	// Err, when set, is returned by every volume call (an unreachable
+	// provisioner).
+	Err error
+}
+
+// NewProvisioner returns a registry with capacity bytes of replica space.
+func NewProvisioner(fabric *Fabric, capacity int64) *Provisioner {
+	return &Provisioner{fabric: fabric, capacity: capacity, vols: map[string]*driver.Volume{}, byName: map[string]string{}}
+}
+
+func clone(v *driver.Volume) *driver.Volume {
+	c := *v
+	c.Parameters = maps.Clone(v.Parameters)
+	c.Replicas = make([]driver.Replica, len(v.Replicas))
+	for i, r := range v.Replicas {
+		r.Endpoints = append([]driver.Endpoint(nil), r.Endpoints...)
+		c.Replicas[i] = r
+	}
+	return &c
+}
+
+func replicasOf(params map[string]string) (int, error) {
+	s, ok := params[driver.ParamNumReplicas]
+	if !ok {
+		return driver.DefaultNumReplicas, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 3 {
+		return 0, fmt.Errorf("%s=%q: want 1, 2 or 3: %w", driver.ParamNumReplicas, s, driver.ErrInvalidArgument)
+	}
+	return n, nil
+}
+
+func randomUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+func (p *Provisioner) CreateVolume(_ context.Context, req driver.CreateVolumeRequest) (*driver.Volume, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.Err != nil {
+		return nil, p.Err
+	}
+	for k := range req.Parameters {
+		if !knownParameters[k] {
+			return nil, fmt.Errorf("unknown parameter %q: %w", k, driver.ErrInvalidArgument)
+		}
+	}
+	n, err := replicasOf(req.Parameters)
+	if err != nil {
+		return nil, err
+	}
+	if id, ok := p.byName[req.Name]; ok {
+		v := p.vols[id]
+		if v.SizeBytes != req.SizeBytes || !maps.Equal(v.Parameters, req.Parameters) {
+			return nil, fmt.Errorf("volume %q exists with %d bytes and parameters %v: %w", req.Name, v.SizeBytes, v.Parameters, driver.ErrAlreadyExists)
+		}
+		return clone(v), nil
+	}
+	if p.used+req.SizeBytes*int64(n) > p.capacity {
+		return nil, fmt.Errorf("%d replicas of %d bytes do not fit: %w", n, req.SizeBytes, driver.ErrResourceExhausted)
+	}
+	p.nextID++
+	id := fmt.Sprintf("vol-%04d", p.nextID)
+	v := &driver.Volume{ID: id, Name: req.Name, SizeBytes: req.SizeBytes, Parameters: maps.Clone(req.Parameters)}
+	if v.Parameters == nil {
+		v.Parameters = map[string]string{}
+	}
+	if n > 1 {
+		v.MDUUID, v.MDName = randomUUID(), id
+	}
+	for i := range n {
+		rid := fmt.Sprintf("%s-r%d", id, i)
+		r := driver.Replica{
+			ID:            rid,
+			StorageNode:   fmt.Sprintf("sn%d", i+1),
+			NQN:           "nqn.2024-01.io.nvmirror:replica:" + rid,
+			NamespaceUUID: nvmeof.NamespaceUUID(rid),
+			Endpoints:     []driver.Endpoint{{Address: fmt.Sprintf("127.0.0.%d", i+2), Port: "4420"}},
+			State:         driver.ReplicaActive,
+		}
+		p.fabric.Export(r.NQN, r.NamespaceUUID, req.SizeBytes)
+		v.Replicas = append(v.Replicas, r)
+	}
+	p.used += req.SizeBytes * int64(n)
+	p.vols[id], p.byName[req.Name] = v, id
+	return clone(v), nil
+}
+
+func (p *Provisioner) DeleteVolume(_ context.Context, id string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.Err != nil {
+		return p.Err
+	}
+	v, ok := p.vols[id]
+	if !ok {
+		return nil
+	}
+	if v.PublishedHost != "" {
+		return fmt.Errorf("volume %s is published to %s: %w", id, v.PublishedNode, driver.ErrFailedPrecondition)
+	}
+	for _, r := range v.Replicas {
+		p.fabric.Unexport(r.NQN)
+	}
+	p.used -= v.SizeBytes * int64(len(v.Replicas))
+	delete(p.vols, id)
+	delete(p.byName, v.Name)
+	return nil
+}
+
+func (p *Provisioner) GetVolume(_ context.Context, id string) (*driver.Volume, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.Err != nil {
+		return nil, p.Err
+	}
+	v, ok := p.vols[id]
+	if !ok {
+		return nil, fmt.Errorf("volume %s: %w", id, driver.ErrNotFound)
+	}
+	return clone(v), nil
+}
+
+// ListVolumes pages by volume ID; the token is the hex of the last ID
+// returned, so deleting that volume does not invalidate it.
+func (p *Provisioner) ListVolumes(_ context.Context, startToken string, max int) ([]*driver.Volume, string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.Err != nil {
+		return nil, "", p.Err
+	}
+	after := ""
+	if startToken != "" {
+		b, err := hex.DecodeString(startToken)
+		if err != nil || len(b) == 0 {
+			return nil, "", fmt.Errorf("token %q: %w", startToken, driver.ErrInvalidArgument)
+		}
+		after = string(b)
+	}
+	ids := make([]string, 0, len(p.vols))
+	for id := range p.vols {
+		if id > after {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	next := ""
+	if max > 0 && len(ids) > max {
+		ids = ids[:max]
+		next = hex.EncodeToString([]byte(ids[max-1]))
+	}
+	out := make([]*driver.Volume, 0, len(ids))
+	for _, id := range ids {
+		out = append(out, clone(p.vols[id]))
+	}
+	return out, next, nil
+}
+
+func (p *Provisioner) PublishVolume(_ context.Context, id, hostNQN, nodeID string) (*driver.Volume, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.Err != nil {
+		return nil, p.Err
+	}
+	v, ok := p.vols[id]
+	if !ok {
+		return nil, fmt.Errorf("volume %s: %w", id, driver.ErrNotFound)
+	}
+	if v.PublishedHost != "" && v.PublishedHost != hostNQN {
+		return nil, fmt.Errorf("volume %s is published to %s: %w", id, v.PublishedNode, driver.ErrFailedPrecondition)
+	}
+	v.PublishedHost, v.PublishedNode = hostNQN, nodeID
+	for _, r := range v.Replicas {
+		p.fabric.Allow(r.NQN, hostNQN)
+	}
+	return clone(v), nil
+}
+
+func (p *Provisioner) UnpublishVolume(_ context.Context, id, hostNQN string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.Err != nil {
+		return p.Err
+	}
+	v, ok := p.vols[id]
+	if !ok || v.PublishedHost == "" || (hostNQN != "" && v.PublishedHost != hostNQN) {
+		return nil
+	}
+	for _, r := range v.Replicas {
+		p.fabric.Allow(r.NQN, "")
+	}
+	v.PublishedHost, v.PublishedNode = "", ""
+	return nil
+}
+
+func (p *Provisioner) ExpandVolume(_ context.Context, id string, size int64) (*driver.Volume, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.Err != nil {
+		return nil, p.Err
+	}
+	v, ok := p.vols[id]
+	if !ok {
+		return nil, fmt.Errorf("volume %s: %w", id, driver.ErrNotFound)
+	}
+	if size <= v.SizeBytes {
+		return clone(v), nil
+	}
+	extra := (size - v.SizeBytes) * int64(len(v.Replicas))
+	if p.used+extra > p.capacity {
+		return nil, fmt.Errorf("growing %s to %d bytes: %w", id, size, driver.ErrResourceExhausted)
+	}
+	p.used += extra
+	v.SizeBytes = size
+	for _, r := range v.Replicas {
+		p.fabric.Resize(r.NQN, size)
+	}
+	return clone(v), nil
+}
+
+func (p *Provisioner) ModifyVolume(_ context.Context, id string, mutable map[string]string) (*driver.Volume, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.Err != nil {
+		return nil, p.Err
+	}
+	v, ok := p.vols[id]
+	if !ok {
+		return nil, fmt.Errorf("volume %s: %w", id, driver.ErrNotFound)
+	}
+	for k, val := range mutable {
+		if k != driver.ParamMaxReplicaDownTime {
+			return nil, fmt.Errorf("parameter %q is not mutable: %w", k, driver.ErrInvalidArgument)
+		}
+		if n, err := strconv.Atoi(val); err != nil || n < 0 {
+			return nil, fmt.Errorf("%s=%q: want minutes >= 0: %w", k, val, driver.ErrInvalidArgument)
+		}
+	}
+	maps.Copy(v.Parameters, mutable)
+	return clone(v), nil
+}
+
+func (p *Provisioner) GetCapacity(_ context.Context, params map[string]string) (int64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.Err != nil {
+		return 0, p.Err
+	}
+	n, err := replicasOf(params)
+	if err != nil {
+		return 0, err
+	}
+	return (p.capacity - p.used) / int64(n), nil
+}
+
+func (p *Provisioner) ReportAudit(_ context.Context, rec driver.AuditRecord) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.audits = append(p.audits, rec)
+	return nil
+}
+
+func (p *Provisioner) Ping(context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.PingErr
+}
+
+// Audits returns the audit records received so far.
+func (p *Provisioner) Audits() []driver.AuditRecord {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]driver.AuditRecord(nil), p.audits...)
+}
+
+// Update changes a volume in place (tests: replica states, degradation).
+func (p *Provisioner) Update(id string, f func(v *driver.Volume)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if v, ok := p.vols[id]; ok {
+		f(v)
+	}
+}
+
+var _ driver.Provisioner = (*Provisioner)(nil)

@@ -1,0 +1,320 @@
+package driver_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+
+	"github.com/nvmirror/nvmirror/pkg/driver"
+	"github.com/nvmirror/nvmirror/pkg/mdraid"
+)
+
+func (e *env) countCalls(prefix string) int {
+	n := 0
+	for _, c := range e.exec.Calls {
+		if strings.HasPrefix(c, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+func (e *env) mounted(path string) bool {
+	m, _ := e.mounter.IsMountPoint(path)
+	return m
+}
+
+func TestStageCreatesThenReuses(t *testing.T) {
+	e := newEnv(t)
+	id := e.create("v", "3")
+	e.publish(id)
+	must(t, e.stage(id, mountCap))
+
+	v := e.volume(id)
+	want, _ := mdraid.NormalizeUUID(v.MDUUID)
+	arrays := e.raid.Arrays()
+	if e.raid.Creates != 1 || len(arrays) != 1 {
+		t.Fatalf("creates %d, arrays %v", e.raid.Creates, arrays)
+	}
+	a, err := e.raid.ReadArray(filepath.Base(arrays[0]))
+	must(t, err)
+	if a.UUID != want || a.RaidDisks != 3 {
+		t.Fatalf("array %+v, want the provisioner's uuid %s with 3 members", a, want)
+	}
+	if len(e.ini.Connected()) != 3 {
+		t.Fatalf("connected %v", e.ini.Connected())
+	}
+	o := e.ini.Options[0]
+	if *o.FastIOFailTmo != 1 || *o.ReconnectDelay != 2 || *o.CtrlLossTmo != 300 || *o.KeepAliveTmo != 5 || o.HostID == "" || o.HostNQN != v.PublishedHost {
+		t.Fatalf("connect options %+v", o)
+	}
+	if e.countCalls("mkfs.ext4") != 1 || !e.mounted(e.staging(id)) {
+		t.Fatalf("format/mount: calls %v, mounted %v", e.exec.Calls, e.mounted(e.staging(id)))
+	}
+	for _, p := range []string{filepath.Join(e.opts.StateDir, id+".json"), e.staging(id) + ".nvmirror.json"} {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("staging state: %v", err)
+		}
+	}
+
+	// A retry (the CO lost the answer) changes nothing.
+	connects := e.ini.Connects
+	must(t, e.stage(id, mountCap))
+	if e.raid.Creates != 1 || e.ini.Connects != connects || e.countCalls("mkfs") != 1 {
+		t.Fatal("a repeated NodeStage redid work")
+	}
+	// Staged as mount, staging as block is refused.
+	wantCode(t, e.stage(id, blockCap), codes.FailedPrecondition)
+
+	for range 2 {
+		must(t, e.unstage(id))
+	}
+	if len(e.raid.Arrays()) != 0 || len(e.ini.Connected()) != 0 || e.mounted(e.staging(id)) {
+		t.Fatalf("after unstage: arrays %v, connected %v", e.raid.Arrays(), e.ini.Connected())
+	}
+	if _, err := os.Stat(filepath.Join(e.opts.StateDir, id+".json")); !os.IsNotExist(err) {
+		t.Fatal("state left after unstage")
+	}
+}
+
+func TestStageAssemblesDegradedAndKeepsData(t *testing.T) {
+	e := newEnv(t)
+	id := e.create("v", "3")
+	e.publish(id)
+	must(t, e.stage(id, mountCap))
+	must(t, e.unstage(id))
+
+	v := e.volume(id)
+	e.fabric.SetDown(v.Replicas[2].NQN, true)
+	e.fabric.SetUUID(v.Replicas[1].NQN, "00000000-0000-4000-8000-000000000000") // a wrong namespace behind the NQN
+	must(t, e.stage(id, mountCap))
+	if e.raid.Creates != 1 {
+		t.Fatal("array re-created instead of assembled")
+	}
+	if e.countCalls("mkfs") != 1 {
+		t.Fatal("existing filesystem formatted again")
+	}
+	a, err := e.raid.ReadArray(filepath.Base(e.raid.Arrays()[0]))
+	must(t, err)
+	if len(a.Members) != 1 || a.Degraded != 2 {
+		t.Fatalf("array %+v, want 1 member (one replica away, one with the wrong identity)", a)
+	}
+	h, err := e.node.NodeGetVolumeHealth(context.Background(), &csi.NodeGetVolumeHealthRequest{VolumeId: id})
+	must(t, err)
+	st := h.GetVolumeHealth().GetHealthStatuses()
+	if len(st) != 1 || st[0].GetStatus() != csi.VolumeHealthErrorType_DEGRADED || !strings.Contains(st[0].GetMessage(), "1 of 3 slots in sync") {
+		t.Fatalf("health %v", h.GetVolumeHealth())
+	}
+	must(t, e.unstage(id))
+	if len(e.ini.Connected()) != 0 {
+		t.Fatalf("connections left: %v", e.ini.Connected())
+	}
+}
+
+func TestFirstUseNeedsEveryReplica(t *testing.T) {
+	e := newEnv(t)
+	id := e.create("v", "3")
+	e.publish(id)
+	e.fabric.SetDown(e.volume(id).Replicas[0].NQN, true)
+	wantCode(t, e.stage(id, mountCap), codes.Unavailable)
+	if e.raid.Creates != 0 || len(e.ini.Connected()) != 0 {
+		t.Fatalf("failed stage left creates=%d connected=%v", e.raid.Creates, e.ini.Connected())
+	}
+	if _, err := os.Stat(filepath.Join(e.opts.StateDir, id+".json")); !os.IsNotExist(err) {
+		t.Fatal("state left after a rolled back stage")
+	}
+}
+
+func TestNeverCreatesOverUnexpectedData(t *testing.T) {
+	tests := []struct {
+		name  string
+		plant func(e *env, namespace string)
+	}{
+		{"foreign md superblock", func(e *env, dev string) {
+			e.raid.SetSuperblock(dev, mdraid.Superblock{UUID: "11111111:22222222:33333333:44444444", Name: "other"})
+		}},
+		{"filesystem without superblock", func(e *env, dev string) { e.exec.SetFS(dev, "xfs") }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			id := e.create("v", "2")
+			e.publish(id)
+			// Data lives on the namespace, whatever device name it gets.
+			tt.plant(e, "ns:"+e.volume(id).Replicas[1].NQN)
+			err := e.stage(id, mountCap)
+			wantCode(t, err, codes.FailedPrecondition)
+			if !strings.Contains(err.Error(), "refusing to create") {
+				t.Fatalf("error %v", err)
+			}
+			if e.raid.Creates != 0 || e.countCalls("mkfs") != 0 || len(e.ini.Connected()) != 0 {
+				t.Fatalf("creates=%d mkfs=%d connected=%v", e.raid.Creates, e.countCalls("mkfs"), e.ini.Connected())
+			}
+		})
+	}
+}
+
+func TestStageRefusesUnpublishedVolume(t *testing.T) {
+	e := newEnv(t)
+	id := e.create("v", "2")
+	err := e.stage(id, mountCap)
+	wantCode(t, err, codes.FailedPrecondition)
+	if len(e.ini.Connected()) != 0 {
+		t.Fatal("connected to an unpublished volume")
+	}
+	wantCode(t, e.stage("nope", mountCap), codes.NotFound)
+}
+
+func TestSingleReplicaVolumeWithoutMD(t *testing.T) {
+	e := newEnv(t)
+	id := e.create("v", "1")
+	e.publish(id)
+	must(t, e.stage(id, mountCap))
+	if len(e.raid.Arrays()) != 0 {
+		t.Fatal("md used for a single replica")
+	}
+	if e.countCalls("mkfs.ext4 -F -m0 "+filepath.Join(e.root, "dev/nvme0n1")) != 1 {
+		t.Fatalf("calls %v", e.exec.Calls)
+	}
+	must(t, e.unstage(id))
+	if len(e.ini.Connected()) != 0 {
+		t.Fatal("replica left connected")
+	}
+}
+
+func TestPublishUnpublish(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	id := e.create("v", "2")
+	e.publish(id)
+	target := filepath.Join(e.tmp, "pods", "a", "mount")
+	pub := &csi.NodePublishVolumeRequest{VolumeId: id, StagingTargetPath: e.staging(id), TargetPath: target, VolumeCapability: mountCap, Readonly: true}
+	_, err := e.node.NodePublishVolume(ctx, pub)
+	wantCode(t, err, codes.FailedPrecondition) // not staged yet
+	must(t, e.stage(id, mountCap))
+	for range 2 {
+		_, err = e.node.NodePublishVolume(ctx, pub)
+		must(t, err)
+	}
+	mps, _ := e.mounter.List()
+	var bind []string
+	for _, m := range mps {
+		if m.Path == target {
+			bind = m.Opts
+		}
+	}
+	if !slices.Contains(bind, "bind") || !slices.Contains(bind, "ro") {
+		t.Fatalf("target mount options %v", bind)
+	}
+	stats, err := e.node.NodeGetVolumeStats(ctx, &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: target})
+	must(t, err)
+	if len(stats.GetUsage()) != 2 || stats.GetUsage()[0].GetTotal() <= 0 {
+		t.Fatalf("stats %v", stats)
+	}
+	_, err = e.node.NodeGetVolumeStats(ctx, &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: "/elsewhere"})
+	wantCode(t, err, codes.NotFound)
+
+	// A second target is fine for SINGLE_NODE_WRITER, not for SINGLE_NODE_SINGLE_WRITER.
+	ssw := &csi.VolumeCapability{AccessType: mountCap.AccessType, AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER}}
+	_, err = e.node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: id, StagingTargetPath: e.staging(id), TargetPath: target + "2", VolumeCapability: ssw})
+	wantCode(t, err, codes.FailedPrecondition)
+
+	for range 2 {
+		_, err = e.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
+		must(t, err)
+	}
+	if _, err := os.Stat(target); !os.IsNotExist(err) || e.mounted(target) {
+		t.Fatal("target not unmounted and removed")
+	}
+}
+
+func TestBlockVolume(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	id := e.create("v", "2")
+	e.publish(id)
+	must(t, e.stage(id, blockCap))
+	if e.countCalls("mkfs") != 0 || e.mounted(e.staging(id)) {
+		t.Fatal("block volume formatted or mounted")
+	}
+	target := filepath.Join(e.tmp, "pods", "b", "dev")
+	_, err := e.node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: id, StagingTargetPath: e.staging(id), TargetPath: target, VolumeCapability: blockCap})
+	must(t, err)
+	if fi, err := os.Stat(target); err != nil || !fi.Mode().IsRegular() {
+		t.Fatalf("block target %v %v", fi, err)
+	}
+	mps, _ := e.mounter.List()
+	if len(mps) != 1 || mps[0].Device != e.raid.Arrays()[0] {
+		t.Fatalf("mounts %v, want the md device bound", mps)
+	}
+	stats, err := e.node.NodeGetVolumeStats(ctx, &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: target})
+	must(t, err)
+	if stats.GetUsage()[0].GetTotal() != 64<<20 {
+		t.Fatalf("block size %v", stats.GetUsage())
+	}
+}
+
+func TestNodeExpand(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	id := e.create("v", "2")
+	e.publish(id)
+	must(t, e.stage(id, mountCap))
+	req := &csi.NodeExpandVolumeRequest{VolumeId: id, VolumePath: e.staging(id), CapacityRange: &csi.CapacityRange{RequiredBytes: 128 << 20}}
+	_, err := e.node.NodeExpandVolume(ctx, req)
+	wantCode(t, err, codes.FailedPrecondition) // replicas not grown yet
+	_, err = e.ctl.ControllerExpandVolume(ctx, &csi.ControllerExpandVolumeRequest{VolumeId: id, CapacityRange: &csi.CapacityRange{RequiredBytes: 128 << 20}})
+	must(t, err)
+	r, err := e.node.NodeExpandVolume(ctx, req)
+	must(t, err)
+	if r.GetCapacityBytes() != 128<<20 || e.countCalls("resize2fs") == 0 {
+		t.Fatalf("expand %v, calls %v", r, e.exec.Calls)
+	}
+	_, err = e.node.NodeExpandVolume(ctx, &csi.NodeExpandVolumeRequest{VolumeId: "nope", VolumePath: "/x"})
+	wantCode(t, err, codes.NotFound)
+}
+
+func TestUnstageBusyArrayIsRetried(t *testing.T) {
+	e := newEnv(t)
+	id := e.create("v", "2")
+	e.publish(id)
+	must(t, e.stage(id, mountCap))
+	dev := e.raid.Arrays()[0]
+	e.raid.Busy[dev] = true
+	wantCode(t, e.unstage(id), codes.FailedPrecondition)
+	if _, err := os.Stat(filepath.Join(e.opts.StateDir, id+".json")); err != nil {
+		t.Fatal("state dropped while the array still runs")
+	}
+	delete(e.raid.Busy, dev)
+	must(t, e.unstage(id))
+	if len(e.raid.Arrays()) != 0 || len(e.ini.Connected()) != 0 {
+		t.Fatal("retry did not finish the unstage")
+	}
+}
+
+func TestNodeInfoAndCapabilities(t *testing.T) {
+	e := newEnv(t)
+	ni, err := e.node.NodeGetInfo(context.Background(), &csi.NodeGetInfoRequest{})
+	must(t, err)
+	if !strings.HasPrefix(ni.GetNodeId(), "worker-1/nqn.2014-08.org.nvmexpress:uuid:") || ni.GetMaxVolumesPerNode() != 100 {
+		t.Fatalf("node info %v", ni)
+	}
+	caps, err := e.node.NodeGetCapabilities(context.Background(), &csi.NodeGetCapabilitiesRequest{})
+	must(t, err)
+	var got []string
+	for _, c := range caps.GetCapabilities() {
+		got = append(got, c.GetRpc().GetType().String())
+	}
+	slices.Sort(got)
+	want := []string{"EXPAND_VOLUME", "GET_VOLUME_HEALTH", "GET_VOLUME_STATS", "SINGLE_NODE_MULTI_WRITER", "STAGE_UNSTAGE_VOLUME"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("capabilities %v, want %v", got, want)
+	}
+	_ = driver.DriverName
+}

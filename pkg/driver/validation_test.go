@@ -1,0 +1,126 @@
+package driver
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+const mib = int64(1 << 20)
+
+func mountCap(mode csi.VolumeCapability_AccessMode_Mode, fs string) *csi.VolumeCapability {
+	return &csi.VolumeCapability{
+		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: fs}},
+		AccessMode: &csi.VolumeCapability_AccessMode{Mode: mode},
+	}
+}
+
+func blockCap(mode csi.VolumeCapability_AccessMode_Mode) *csi.VolumeCapability {
+	return &csi.VolumeCapability{
+		AccessType: &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}},
+		AccessMode: &csi.VolumeCapability_AccessMode{Mode: mode},
+	}
+}
+
+func TestVolumeSize(t *testing.T) {
+	tests := []struct {
+		name     string
+		r        *csi.CapacityRange
+		want     int64
+		wantCode codes.Code
+	}{
+		{"nothing asked: default", nil, DefaultVolumeSizeBytes, codes.OK},
+		{"exact MiB", &csi.CapacityRange{RequiredBytes: 64 * mib}, 64 * mib, codes.OK},
+		{"rounded up to MiB", &csi.CapacityRange{RequiredBytes: 64*mib + 1}, 65 * mib, codes.OK},
+		{"raised to minimum", &csi.CapacityRange{RequiredBytes: 1}, MinVolumeSizeBytes, codes.OK},
+		{"limit only, below default", &csi.CapacityRange{LimitBytes: 100 * mib}, 100 * mib, codes.OK},
+		{"limit equals rounded", &csi.CapacityRange{RequiredBytes: 20*mib - 5, LimitBytes: 20 * mib}, 20 * mib, codes.OK},
+		{"rounding exceeds limit", &csi.CapacityRange{RequiredBytes: 20*mib + 1, LimitBytes: 20*mib + 2}, 0, codes.OutOfRange},
+		{"minimum exceeds limit", &csi.CapacityRange{LimitBytes: mib}, 0, codes.OutOfRange},
+		{"limit below required", &csi.CapacityRange{RequiredBytes: 64 * mib, LimitBytes: 32 * mib}, 0, codes.InvalidArgument},
+		{"negative required", &csi.CapacityRange{RequiredBytes: -1}, 0, codes.InvalidArgument},
+		{"negative limit", &csi.CapacityRange{LimitBytes: -1}, 0, codes.InvalidArgument},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := volumeSize(tt.r, DefaultVolumeSizeBytes)
+			if status.Code(err) != tt.wantCode {
+				t.Fatalf("code %v (%v), want %v", status.Code(err), err, tt.wantCode)
+			}
+			if got != tt.want {
+				t.Fatalf("size %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidateCreateVolumeRequest(t *testing.T) {
+	sw := csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER
+	tests := []struct {
+		name    string
+		req     *csi.CreateVolumeRequest
+		mention string // "" = valid
+	}{
+		{"valid mount", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "xfs")}}, ""},
+		{"valid block", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{blockCap(csi.VolumeCapability_AccessMode_SINGLE_NODE_MULTI_WRITER)}}, ""},
+		{"valid mutable", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "")}, MutableParameters: map[string]string{ParamMaxReplicaDownTime: "5"}}, ""},
+		{"no name", &csi.CreateVolumeRequest{VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "")}}, "name: required"},
+		{"no capabilities", &csi.CreateVolumeRequest{Name: "v"}, "volume_capabilities"},
+		{"no access type", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{{AccessMode: &csi.VolumeCapability_AccessMode{Mode: sw}}}}, "volume_capabilities[0].access_type"},
+		{"no access mode", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{{AccessType: &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}}}}}, "access_mode"},
+		{"multi-node", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER, "")}}, "one node at a time"},
+		{"multi-node reader", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{blockCap(csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY)}}, "one node at a time"},
+		{"fs type", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "btrfs")}}, "btrfs"},
+		{"clone", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "")},
+			VolumeContentSource: &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: "x"}}}}, "volume_content_source"},
+		{"immutable in mutable", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "")}, MutableParameters: map[string]string{ParamNumReplicas: "3"}}, `"numReplicas" cannot be changed`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := validateCreateVolumeRequest(tt.req)
+			if tt.mention == "" {
+				if err != nil {
+					t.Fatalf("unexpected error %v", err)
+				}
+				return
+			}
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tt.mention) {
+				t.Fatalf("got %v, want InvalidArgument mentioning %q", err, tt.mention)
+			}
+		})
+	}
+}
+
+func TestValidateNodeRequests(t *testing.T) {
+	c := mountCap(csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER, "")
+	stage := []struct {
+		req   *csi.NodeStageVolumeRequest
+		field string
+	}{
+		{&csi.NodeStageVolumeRequest{StagingTargetPath: "/s", VolumeCapability: c}, "volume_id"},
+		{&csi.NodeStageVolumeRequest{VolumeId: "v", VolumeCapability: c}, "staging_target_path"},
+		{&csi.NodeStageVolumeRequest{VolumeId: "v", StagingTargetPath: "/s"}, "volume_capability"},
+	}
+	for _, tt := range stage {
+		if err := validateNodeStageRequest(tt.req); status.Code(err) != codes.InvalidArgument || !strings.HasPrefix(status.Convert(err).Message(), tt.field) {
+			t.Errorf("stage %v: got %v, want InvalidArgument on %s", tt.req, err, tt.field)
+		}
+	}
+	publish := []struct {
+		req   *csi.NodePublishVolumeRequest
+		field string
+	}{
+		{&csi.NodePublishVolumeRequest{StagingTargetPath: "/s", TargetPath: "/t", VolumeCapability: c}, "volume_id"},
+		{&csi.NodePublishVolumeRequest{VolumeId: "v", TargetPath: "/t", VolumeCapability: c}, "staging_target_path"},
+		{&csi.NodePublishVolumeRequest{VolumeId: "v", StagingTargetPath: "/s", VolumeCapability: c}, "target_path"},
+		{&csi.NodePublishVolumeRequest{VolumeId: "v", StagingTargetPath: "/s", TargetPath: "/t"}, "volume_capability"},
+	}
+	for _, tt := range publish {
+		if err := validateNodePublishRequest(tt.req); status.Code(err) != codes.InvalidArgument || !strings.HasPrefix(status.Convert(err).Message(), tt.field) {
+			t.Errorf("publish %v: got %v, want InvalidArgument on %s", tt.req, err, tt.field)
+		}
+	}
+}
