@@ -48,6 +48,9 @@ var DataPathOptionalModules = []string{"crc32c_generic", "crc32c_intel"}
 var DataPathTools = []string{
 	"/usr/sbin/mdadm", "/usr/sbin/mkfs.ext4", "/usr/sbin/mke2fs", "/usr/sbin/e2fsck",
 	"/usr/sbin/resize2fs", "/usr/sbin/mkfs.xfs", "/usr/sbin/xfs_growfs", "/usr/sbin/blkid",
+	// util-linux's mount tools: k8s.io/mount-utils parses their output and
+	// errors, which busybox's applets word differently.
+	"/usr/bin/mount", "/usr/bin/umount", "/usr/bin/findmnt",
 }
 
 // busyboxPaths are where Debian's busybox-static lives; the dynamic busybox
