@@ -42,7 +42,18 @@ var (
 	ErrWouldFailArray = errors.New("operation would fail the array")
 	// ErrMalformed: kernel or mdadm output this package cannot read.
 	ErrMalformed = errors.New("malformed md status")
+	// ErrSyncInProgress: md refuses to resize while a resync or recovery
+	// runs; the same request succeeds once the sync is done.
+	ErrSyncInProgress = errors.New("resync or recovery in progress")
 )
+
+// MetadataReserve is the data offset nvmirror creates its arrays with: the
+// md superblock (at 4 KiB) and the internal bitmap fit before it, and the
+// array holds exactly a member's size minus this. The provisioner sizes
+// every replica as the volume's size plus this reserve, so the md device
+// has the capacity the volume promises. 4 MiB holds a bitmap of 32 Mi
+// chunks: 32 TiB at 1 MiB chunks.
+const MetadataReserve int64 = 4 << 20
 
 // mdadmCommand is run by name, so the node image's PATH decides which mdadm
 // (and so which message formats, see testdata/README.md) is in use.
@@ -94,6 +105,12 @@ type CreateOptions struct {
 	// AssumeClean skips the initial resync; only correct when every member
 	// is freshly zeroed, since otherwise the mirrors differ.
 	AssumeClean bool
+	// DataOffset, when set, is where data starts on each member (bytes, a
+	// multiple of 1 MiB), passed as --data-offset. The superblock and the
+	// internal bitmap live before it. Fixing it (instead of mdadm's
+	// size-dependent default) makes the array size exactly member size
+	// minus DataOffset, so replicas can be sized for the capacity promised.
+	DataOffset int64
 	// UUID, when set, is the array UUID to write (any form NormalizeUUID
 	// reads), passed as --uuid. The provisioner assigns each volume's UUID
 	// so that every node later assembles the array by a UUID it knew
@@ -159,6 +176,9 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) error {
 		return fmt.Errorf("%w: bitmap chunk %d bytes for %s: must be 0 or a power of two of at least %d", ErrInvalidArgument, o.BitmapChunk, o.Device, minBitmapChunk)
 	}
 
+	if o.DataOffset < 0 || o.DataOffset%(1<<20) != 0 {
+		return fmt.Errorf("%w: data offset %d bytes for %s: must be a multiple of 1 MiB", ErrInvalidArgument, o.DataOffset, o.Device)
+	}
 	uuid := ""
 	if o.UUID != "" {
 		u, err := NormalizeUUID(o.UUID)
@@ -172,6 +192,9 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) error {
 		"--raid-devices=" + strconv.Itoa(len(o.Devices)), "--bitmap=internal"}
 	if o.BitmapChunk != 0 {
 		args = append(args, "--bitmap-chunk="+strconv.FormatInt(o.BitmapChunk/1024, 10)+"K")
+	}
+	if o.DataOffset != 0 {
+		args = append(args, "--data-offset="+strconv.FormatInt(o.DataOffset>>10, 10)+"K")
 	}
 	args = append(args, "--failfast", "--homehost=any", "--name="+o.Name)
 	if uuid != "" {
@@ -347,7 +370,7 @@ func (m *Manager) GrowSize(ctx context.Context, device string) error {
 		return err
 	}
 	if _, err := m.run(ctx, "--grow", device, "--size=max"); err != nil {
-		return classify("grow "+device+" to its members' size", err, commonRules)
+		return classify("grow "+device+" to its members' size", err, growRules)
 	}
 	klog.InfoS("Grew md array to its members' size", "device", device)
 	return nil
@@ -491,6 +514,13 @@ var failRules = append([]stderrRule{
 	{"array will be failed", ErrWouldFailArray},
 	{"set device faulty failed", ErrWouldFailArray},
 	{"does not appear to be a component", ErrNotFound},
+}, commonRules...)
+
+// growRules: seen on Debian 6.1 with mdadm 4.2 when a grow came during the
+// initial resync: "mdadm: /dev/md127 is performing resync/recovery and
+// cannot be reshaped".
+var growRules = append([]stderrRule{
+	{"is performing resync/recovery", ErrSyncInProgress},
 }, commonRules...)
 
 var removeRules = append([]stderrRule{

@@ -121,6 +121,18 @@ func TestCreate(t *testing.T) {
 				"/dev/nvme0n1", "/dev/nvme1n1", "/dev/nvme2n1"}, fixture: "create"},
 		},
 		{
+			name: "fixed data offset (nvmirror's metadata reserve)",
+			opts: CreateOptions{Device: "/dev/md1", Name: "vol-b", Devices: three[:2], DataOffset: MetadataReserve, AssumeClean: true},
+			step: &mdadmStep{args: []string{"--create", "/dev/md1", "--run", "--metadata=1.2", "--level=1", "--raid-devices=2",
+				"--bitmap=internal", "--data-offset=4096K", "--failfast", "--homehost=any", "--name=vol-b", "--assume-clean",
+				"/dev/nvme0n1", "/dev/nvme1n1"}},
+		},
+		{
+			name:    "data offset not a whole MiB",
+			opts:    CreateOptions{Device: "/dev/md1", Name: "vol-b", Devices: three[:2], DataOffset: 4096},
+			wantErr: ErrInvalidArgument, mentions: []string{"data offset"},
+		},
+		{
 			name: "two replicas, default chunk, initial resync",
 			opts: CreateOptions{Device: "/dev/md0", Name: "pvc-1.a_b", Devices: three[:2]},
 			step: &mdadmStep{args: []string{"--create", "/dev/md0", "--run", "--metadata=1.2", "--level=1", "--raid-devices=2",
@@ -444,6 +456,8 @@ func TestGrowSize(t *testing.T) {
 	}{
 		{name: "nothing to grow", step: mdadmStep{args: grow, fixture: "grow-unchanged"}},
 		{name: "array gone", step: mdadmStep{args: grow, exit: 1, stderr: "mdadm: cannot open /dev/md127: No such file or directory\n"}, wantErr: ErrNotFound},
+		// Seen in the VM: a grow right after create, during the resync.
+		{name: "during resync", step: mdadmStep{args: grow, exit: 1, stderr: "mdadm: /dev/md127 is performing resync/recovery and cannot be reshaped\n"}, wantErr: ErrSyncInProgress},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
