@@ -72,10 +72,9 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	if params == nil {
 		params = map[string]string{}
 	}
+	// The CSI spec: mutable parameters (from a VolumeAttributesClass) take
+	// precedence over the StorageClass's parameters of the same name.
 	for k, v := range req.GetMutableParameters() {
-		if old, ok := params[k]; ok && old != v {
-			return nil, invalid("mutable_parameters", "%q=%q conflicts with the StorageClass parameter %q=%q", k, v, k, old)
-		}
 		params[k] = v
 	}
 	caps := req.GetVolumeCapabilities()

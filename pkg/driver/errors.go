@@ -80,6 +80,10 @@ func codeOf(err error) codes.Code {
 	// to start the array, may heal by itself, so the CO should retry.
 	case errors.Is(err, nvmeof.ErrConnectRefused), errors.Is(err, mdraid.ErrNotEnoughMembers):
 		return codes.Unavailable
+	// md cannot resize while it resyncs or recovers (after a re-add, a
+	// replacement): the CO's retry succeeds once the sync is done.
+	case errors.Is(err, mdraid.ErrSyncInProgress):
+		return codes.Unavailable
 	// A device with another identity, a member held by another array, an
 	// array running elsewhere: a human has to look, retrying will not help.
 	case errors.Is(err, nvmeof.ErrIdentityMismatch), errors.Is(err, mdraid.ErrBusy),

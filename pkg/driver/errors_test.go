@@ -28,6 +28,7 @@ func TestGRPCError(t *testing.T) {
 		{errorf(ErrUnavailable, "provisioner"), codes.Unavailable},
 		{fmt.Errorf("connect: %w", nvmeof.ErrConnectRefused), codes.Unavailable},
 		{fmt.Errorf("assemble: %w", mdraid.ErrNotEnoughMembers), codes.Unavailable},
+		{fmt.Errorf("grow: %w", mdraid.ErrSyncInProgress), codes.Unavailable},
 		{fmt.Errorf("%w: %w", nvmeof.ErrDeviceNotFound, nvmeof.ErrIdentityMismatch), codes.FailedPrecondition},
 		{fmt.Errorf("stop: %w", mdraid.ErrBusy), codes.FailedPrecondition},
 		{fmt.Errorf("x: %w", mdraid.ErrAssembledElsewhere), codes.FailedPrecondition},

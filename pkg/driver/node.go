@@ -470,8 +470,16 @@ func (d *Driver) ensureArray(ctx context.Context, vol *Volume, mdUUID string, re
 		UUID:        mdUUID,
 		Devices:     paths,
 		BitmapChunk: d.opts.BitmapChunkBytes,
-		// Not AssumeClean: only the headers were checked blank, and a
-		// full initial resync is what makes the legs identical.
+		// The provisioner sized each replica as the volume plus this.
+		DataOffset: mdraid.MetadataReserve,
+		// The legs are identical already: every replica of a new volume is
+		// a file the agent has just created (sparse or fallocated, both
+		// read as zeros), and each was verified to carry no superblock or
+		// filesystem. An initial resync would rewrite zeros over zeros for
+		// the whole size, and md refuses to grow the array until it ends.
+		// An md check (mismatch_cnt) would show any divergence; replicas
+		// added later (re-add, replacement) are synced by md as usual.
+		AssumeClean: true,
 	})
 	if err != nil {
 		return "", fmt.Errorf("create md array of volume %s on %v: %w", vol.ID, paths, err)

@@ -47,6 +47,10 @@ func TestStageCreatesThenReuses(t *testing.T) {
 	if a.UUID != want || a.RaidDisks != 3 {
 		t.Fatalf("array %+v, want the provisioner's uuid %s with 3 members", a, want)
 	}
+	// New replicas are zeros on every leg: no initial resync.
+	if !e.raid.LastCreate.AssumeClean {
+		t.Errorf("first-use create without --assume-clean: %+v", e.raid.LastCreate)
+	}
 	if len(e.ini.Connected()) != 3 {
 		t.Fatalf("connected %v", e.ini.Connected())
 	}

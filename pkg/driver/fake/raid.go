@@ -31,6 +31,8 @@ type Raid struct {
 	Busy map[string]bool
 	// Creates counts Create calls that made an array.
 	Creates int
+	// LastCreate is the options of the last successful Create.
+	LastCreate mdraid.CreateOptions
 }
 
 // NewRaid returns an empty md over devs.
@@ -62,6 +64,7 @@ func (r *Raid) Create(_ context.Context, o mdraid.CreateOptions) error {
 	}
 	r.start(o.Device, uuid, len(o.Devices), o.Devices)
 	r.Creates++
+	r.LastCreate = o
 	return nil
 }
 
