@@ -46,7 +46,11 @@ func main() {
 
 func run(ctx context.Context, o driver.Options) error {
 	klog.InfoS("Starting nvmirror-csi", "version", version.Version, "mode", o.Mode, "endpoint", o.Endpoint)
-	prov := newProvisionerClient(o)
+	prov, conn, err := newProvisionerClient(o)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
 	var node driver.NodeDeps
 	if o.Mode != driver.ControllerMode {
 		host, err := driver.LoadHostIdentity(o.HostRoot)

@@ -1,55 +1,26 @@
 package main
 
 import (
-	"context"
-	"fmt"
+	"google.golang.org/grpc"
 
 	"github.com/nvmirror/nvmirror/pkg/driver"
+	"github.com/nvmirror/nvmirror/pkg/provisionerclient"
+	"github.com/nvmirror/nvmirror/pkg/rpcauth"
 )
 
-// newProvisionerClient returns the provisioner the driver talks to.
-//
-// PLACEHOLDER: the provisioner's gRPC client does not exist yet. Until the
-// adapter (provisioner client → driver.Provisioner, mapping status codes to
-// the driver's sentinels) lands, every call fails with ErrUnavailable, so
-// the binary starts and Probe reports the provisioner unreachable instead of
-// pretending to work.
-func newProvisionerClient(o driver.Options) driver.Provisioner {
-	return unavailableProvisioner{addr: o.ProvisionerAddress}
+// newProvisionerClient dials the provisioner over TLS with the bearer token
+// and returns the driver's view of it. Dialling is lazy: an unreachable
+// provisioner shows as ErrUnavailable on the first call (Probe says so),
+// not as a failure to start, so the plugin comes up while the provisioner
+// is still starting. The connection lives as long as the process.
+func newProvisionerClient(o driver.Options) (driver.Provisioner, *grpc.ClientConn, error) {
+	conn, err := rpcauth.Dial(o.ProvisionerAddress, rpcauth.ClientConfig{
+		CAFile:     o.ProvisionerCAFile,
+		ServerName: o.ProvisionerServerName,
+		TokenFile:  o.ProvisionerTokenFile,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return provisionerclient.New(conn), conn, nil
 }
-
-type unavailableProvisioner struct{ addr string }
-
-func (p unavailableProvisioner) err() error {
-	return fmt.Errorf("provisioner %s: no client wired into this build: %w", p.addr, driver.ErrUnavailable)
-}
-
-func (p unavailableProvisioner) CreateVolume(context.Context, driver.CreateVolumeRequest) (*driver.Volume, error) {
-	return nil, p.err()
-}
-func (p unavailableProvisioner) DeleteVolume(context.Context, string) error { return p.err() }
-func (p unavailableProvisioner) GetVolume(context.Context, string) (*driver.Volume, error) {
-	return nil, p.err()
-}
-func (p unavailableProvisioner) ListVolumes(context.Context, string, int) ([]*driver.Volume, string, error) {
-	return nil, "", p.err()
-}
-func (p unavailableProvisioner) PublishVolume(context.Context, string, string, string) (*driver.Volume, error) {
-	return nil, p.err()
-}
-func (p unavailableProvisioner) UnpublishVolume(context.Context, string, string) error {
-	return p.err()
-}
-func (p unavailableProvisioner) ExpandVolume(context.Context, string, int64) (*driver.Volume, error) {
-	return nil, p.err()
-}
-func (p unavailableProvisioner) ModifyVolume(context.Context, string, map[string]string) (*driver.Volume, error) {
-	return nil, p.err()
-}
-func (p unavailableProvisioner) GetCapacity(context.Context, map[string]string) (int64, error) {
-	return 0, p.err()
-}
-func (p unavailableProvisioner) ReportAudit(context.Context, driver.AuditRecord) error {
-	return p.err()
-}
-func (p unavailableProvisioner) Ping(context.Context) error { return p.err() }

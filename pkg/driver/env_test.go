@@ -58,7 +58,8 @@ func newEnv(t *testing.T, mutate ...func(*driver.Options)) *env {
 	e.mounter = mount.NewFakeMounter(nil)
 	e.opts = driver.DefaultOptions()
 	e.opts.Endpoint = "unix://" + filepath.Join(e.tmp, "csi.sock")
-	e.opts.ProvisionerAddress = "fake"
+	e.opts.ProvisionerAddress = "fake:9500"
+	e.opts.ProvisionerTokenFile = "/fake/token"
 	e.opts.NodeName = "worker-1"
 	e.opts.HostRoot = e.root
 	e.opts.StateDir = filepath.Join(e.tmp, "state")

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,11 +47,19 @@ type Options struct {
 	Endpoint string
 
 	// ProvisionerAddress is the provisioner's gRPC address (host:port).
+	// Every mode needs it: the controller for the volume lifecycle, the
+	// node for GetVolume at stage time and for events.
 	ProvisionerAddress string
-	// ProvisionerTokenFile holds the bearer token sent to the provisioner.
+	// ProvisionerTokenFile holds the bearer token sent to the provisioner
+	// (which refuses calls without it).
 	ProvisionerTokenFile string
-	// ProvisionerCAFile verifies the provisioner's TLS certificate.
+	// ProvisionerCAFile verifies the provisioner's TLS certificate (empty:
+	// the system roots).
 	ProvisionerCAFile string
+	// ProvisionerServerName is the name expected in the provisioner's
+	// certificate when it is not the host of ProvisionerAddress (e.g. a
+	// certificate issued for the Service name, dialled by IP).
+	ProvisionerServerName string
 
 	// NodeName is the Kubernetes node name (node mode); the first half of
 	// the node ID.
@@ -117,7 +126,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Endpoint, "endpoint", o.Endpoint, "CSI endpoint (unix socket)")
 	fs.StringVar(&o.ProvisionerAddress, "provisioner-address", o.ProvisionerAddress, "provisioner gRPC address host:port")
 	fs.StringVar(&o.ProvisionerTokenFile, "provisioner-token-file", o.ProvisionerTokenFile, "file holding the provisioner's bearer token")
-	fs.StringVar(&o.ProvisionerCAFile, "provisioner-ca-file", o.ProvisionerCAFile, "CA certificate (PEM) verifying the provisioner")
+	fs.StringVar(&o.ProvisionerCAFile, "provisioner-ca-file", o.ProvisionerCAFile, "CA certificate (PEM) verifying the provisioner (default: system roots)")
+	fs.StringVar(&o.ProvisionerServerName, "provisioner-server-name", o.ProvisionerServerName, "name expected in the provisioner's certificate (default: the host of --provisioner-address)")
 	o.addNodeFlags(fs)
 }
 
@@ -146,6 +156,11 @@ func (o *Options) Validate() error {
 	}
 	if o.ProvisionerAddress == "" {
 		errs = append(errs, errors.New("--provisioner-address is required"))
+	} else if _, _, err := net.SplitHostPort(o.ProvisionerAddress); err != nil {
+		errs = append(errs, fmt.Errorf("--provisioner-address %q: want host:port", o.ProvisionerAddress))
+	}
+	if o.ProvisionerTokenFile == "" {
+		errs = append(errs, errors.New("--provisioner-token-file is required (the provisioner refuses calls without its token)"))
 	}
 	if o.Mode.hasNode() {
 		if o.NodeName == "" || strings.Contains(o.NodeName, nodeIDSeparator) {

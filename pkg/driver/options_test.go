@@ -11,6 +11,7 @@ func validNodeOptions() Options {
 	o.Mode = NodeMode
 	o.NodeName = "worker-1"
 	o.ProvisionerAddress = "prov:9500"
+	o.ProvisionerTokenFile = "/var/run/secrets/nvmirror/token"
 	return o
 }
 
@@ -26,6 +27,9 @@ func TestOptionsValidate(t *testing.T) {
 		{"tcp endpoint", func(o *Options) { o.Endpoint = "tcp://0.0.0.0:10000" }, "unix"},
 		{"relative endpoint", func(o *Options) { o.Endpoint = "csi.sock" }, "--endpoint"},
 		{"no provisioner", func(o *Options) { o.ProvisionerAddress = "" }, "--provisioner-address"},
+		{"provisioner without port", func(o *Options) { o.ProvisionerAddress = "prov" }, "--provisioner-address"},
+		{"no provisioner token", func(o *Options) { o.ProvisionerTokenFile = "" }, "--provisioner-token-file"},
+		{"controller needs the token too", func(o *Options) { o.Mode = ControllerMode; o.ProvisionerTokenFile = "" }, "--provisioner-token-file"},
 		{"no node name", func(o *Options) { o.NodeName = "" }, "--node-name"},
 		{"relative state dir", func(o *Options) { o.StateDir = "state" }, "--state-dir"},
 		{"fast io fail off", func(o *Options) { o.FastIOFailTmo = 0 }, "--fast-io-fail-tmo"},

@@ -101,10 +101,18 @@ func (t Type) Title() string {
 	return string(t)
 }
 
+// MaxIDLength bounds an event ID: IDs are keys in the store's dedupe
+// index, and a UUID or a hash needs far less.
+const MaxIDLength = 128
+
 // Event is one event or audit record.
 type Event struct {
 	// Seq is assigned by the store when the event is recorded; 0 before.
-	Seq  uint64    `json:"seq,omitempty"`
+	Seq uint64 `json:"seq,omitempty"`
+	// ID is chosen by the reporter and unique per event; a store records
+	// an ID once, so a reporter whose call timed out can resend. Empty IDs
+	// are never deduplicated.
+	ID   string    `json:"id,omitempty"`
 	Time time.Time `json:"time"`
 	Type Type      `json:"type"`
 	// Volume, Replica: what the event is about. Node: the compute node that
@@ -132,6 +140,9 @@ func (e Event) Validate() error {
 	}
 	if e.Time.IsZero() {
 		return fmt.Errorf("%w: %s without time", ErrInvalidEvent, e.Type)
+	}
+	if len(e.ID) > MaxIDLength {
+		return fmt.Errorf("%w: id of %d bytes (at most %d)", ErrInvalidEvent, len(e.ID), MaxIDLength)
 	}
 	if e.Type == Audit && e.Method == "" {
 		return fmt.Errorf("%w: audit record without method", ErrInvalidEvent)

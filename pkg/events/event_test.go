@@ -2,6 +2,7 @@ package events
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -58,6 +59,8 @@ func TestValidate(t *testing.T) {
 		{"unknown type", Event{Time: now, Type: "Boom"}, false},
 		{"no time", Event{Type: VolumeHealed}, false},
 		{"audit without method", Event{Time: now, Type: Audit}, false},
+		{"id at the limit", Event{ID: strings.Repeat("x", MaxIDLength), Time: now, Type: VolumeHealed}, true},
+		{"id too long", Event{ID: strings.Repeat("x", MaxIDLength+1), Time: now, Type: VolumeHealed}, false},
 	}
 	for _, tc := range tests {
 		err := tc.e.Validate()

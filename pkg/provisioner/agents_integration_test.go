@@ -271,7 +271,7 @@ func TestWithRealAgents(t *testing.T) {
 		files, _ := filepath.Glob(filepath.Join(a.pool, r.ID+"*"))
 		if len(files) != 1 {
 			t.Errorf("replica %s: backing files %v in %s", r.ID, files, a.pool)
-		} else if fi, _ := os.Stat(files[0]); fi.Size() != 64<<20 {
+		} else if fi, _ := os.Stat(files[0]); fi.Size() != provisioner.ReplicaSize(64<<20) {
 			t.Errorf("replica %s: backing file size %d", r.ID, fi.Size())
 		}
 		if len(r.Addresses) != 1 || r.Addresses[0].Address != fmt.Sprintf("10.0.0.%s", r.StorageNode[3:]) || r.NQN == "" {
@@ -279,11 +279,11 @@ func TestWithRealAgents(t *testing.T) {
 		}
 	}
 
-	_, err = svc.PublishVolume(ctx, v.ID, "nqn.2014-08.org.nvmexpress:uuid:not-a-uuid")
+	_, err = svc.PublishVolume(ctx, v.ID, "nqn.2014-08.org.nvmexpress:uuid:not-a-uuid", "node-x")
 	if !errors.Is(err, provisioner.ErrInvalidArgument) {
 		t.Errorf("malformed host NQN: %v, want InvalidArgument", err)
 	}
-	if _, err := svc.PublishVolume(ctx, v.ID, hostA); err != nil {
+	if _, err := svc.PublishVolume(ctx, v.ID, hostA, "node-x"); err != nil {
 		t.Fatalf("PublishVolume: %v", err)
 	}
 	for _, r := range v.Replicas {
@@ -291,7 +291,7 @@ func TestWithRealAgents(t *testing.T) {
 			t.Errorf("replica %s allows %v", r.ID, hs)
 		}
 	}
-	_, err = svc.PublishVolume(ctx, v.ID, hostB)
+	_, err = svc.PublishVolume(ctx, v.ID, hostB, "node-x")
 	if !errors.Is(err, provisioner.ErrFailedPrecondition) {
 		t.Errorf("second host: %v", err)
 	}

@@ -69,5 +69,40 @@ func TestRecordEvents(t *testing.T) {
 	}
 }
 
+func TestRecordEventsTracksDegradedSince(t *testing.T) {
+	e := newEnv(t, threeRacks())
+	v := e.create(t, "pvc-1", gib, nil)
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	ev := func(id string, typ events.Type, at time.Duration) events.Event {
+		return events.Event{ID: id, Time: t0.Add(at), Type: typ, Volume: v.ID, Node: "node-a"}
+	}
+	steps := []struct {
+		name string
+		e    events.Event
+		want time.Time
+	}{
+		{"degraded sets", ev("d1", events.VolumeDegraded, 0), t0},
+		{"degraded again keeps the first time", ev("d2", events.VolumeDegraded, time.Minute), t0},
+		{"healed older than the degradation is ignored", ev("h0", events.VolumeHealed, -time.Minute), t0},
+		{"healed clears", ev("h1", events.VolumeHealed, 2*time.Minute), time.Time{}},
+		{"a resent degraded changes nothing", ev("d1", events.VolumeDegraded, 0), time.Time{}},
+		{"other types change nothing", ev("s1", events.SynchStarted, 3*time.Minute), time.Time{}},
+		{"degraded again", ev("d3", events.VolumeDegraded, 4*time.Minute), t0.Add(4 * time.Minute)},
+		{"unknown volume is stored, changes nothing", events.Event{ID: "x", Time: t0, Type: events.VolumeHealed, Volume: "vol-gone"}, t0.Add(4 * time.Minute)},
+	}
+	for _, s := range steps {
+		if _, err := e.svc.RecordEvents(e.ctx, s.e); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		got, err := e.svc.GetVolume(e.ctx, v.ID)
+		if err != nil || !got.DegradedSince.Equal(s.want) {
+			t.Errorf("%s: DegradedSince = %v, %v; want %v", s.name, got.DegradedSince, err, s.want)
+		}
+	}
+	if all, _ := e.svc.ListEvents(e.ctx, events.Filter{}); len(all) != len(steps)-1 {
+		t.Errorf("%d events stored, want %d (one resend deduplicated)", len(all), len(steps)-1)
+	}
+}
+
 // The syslog forwarder is the production sink.
 var _ provisioner.EventSink = (*events.Forwarder)(nil)

@@ -57,7 +57,7 @@ func (s *Service) ReplaceReplica(ctx context.Context, volumeID, missingID string
 	if err != nil {
 		return nil, err
 	}
-	req := placement.Request{SizeBytes: v.SizeBytes, Count: 1, Params: v.Parameters, ThinOvercommit: s.o.ThinOvercommit}
+	req := placement.Request{SizeBytes: ReplicaSize(v.SizeBytes), Count: 1, Params: v.Parameters, ThinOvercommit: s.o.ThinOvercommit}
 	for _, r := range v.Replicas {
 		switch {
 		case r.ID != missingID && r.State == store.ReplicaActive:
@@ -148,7 +148,7 @@ func (s *Service) finishReplacement(ctx context.Context, volumeID, missingID, ne
 	if nr.NQN != "" {
 		return nr, nil
 	}
-	spec := ReplicaSpec{ReplicaID: nr.ID, VolumeID: v.ID, SizeBytes: v.SizeBytes, ProvisioningType: v.Parameters.ProvisioningType}
+	spec := ReplicaSpec{ReplicaID: nr.ID, VolumeID: v.ID, SizeBytes: ReplicaSize(v.SizeBytes), ProvisioningType: v.Parameters.ProvisioningType}
 	if v.PublishedHostNQN != "" {
 		spec.AllowedHosts = []string{v.PublishedHostNQN}
 	}

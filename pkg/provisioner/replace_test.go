@@ -31,7 +31,7 @@ func TestReplaceReplica(t *testing.T) {
 	if _, err := e.store.UpdateVolume(e.ctx, v.ID, func(v *store.Volume) error { v.Parameters.Racks = nil; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.svc.PublishVolume(e.ctx, v.ID, hostA); err != nil {
+	if _, err := e.svc.PublishVolume(e.ctx, v.ID, hostA, "node-x"); err != nil {
 		t.Fatal(err)
 	}
 	v, _ = e.store.GetVolume(e.ctx, v.ID)

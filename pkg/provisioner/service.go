@@ -15,10 +15,16 @@ package provisioner
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"io"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -102,6 +108,16 @@ func (s *Service) randomHex(n int) string {
 // 27 bytes so mdadm stores it with the "any:" homehost prefix.
 func (s *Service) newVolumeID() string  { return "vol-" + s.randomHex(16) }
 func (s *Service) newReplicaID() string { return "rep-" + s.randomHex(12) }
+
+// newMDUUID returns a random array UUID in mdadm's colon form
+// (xxxxxxxx:xxxxxxxx:xxxxxxxx:xxxxxxxx). The provisioner chooses it, once,
+// at creation: the node passes it to mdadm --create and assembles only the
+// array with this UUID, so two nodes (or a node that lost its state) can
+// never end up with two different arrays for one volume.
+func (s *Service) newMDUUID() string {
+	h := s.randomHex(16)
+	return h[0:8] + ":" + h[8:16] + ":" + h[16:24] + ":" + h[24:32]
+}
 func mdName(volumeID string) string {
 	id := volumeID
 	if len(id) > 24 {
@@ -109,6 +125,11 @@ func mdName(volumeID string) string {
 	}
 	return "nvm-" + id[4:]
 }
+
+// ReplicaSize is the size of each replica of a volume of volumeSize bytes:
+// the volume plus the md metadata reserve the node creates the array with,
+// so the md device the pod sees holds the whole volume.
+func ReplicaSize(volumeSize int64) int64 { return volumeSize + mdraid.MetadataReserve }
 
 func roundUp(n int64) int64 { return (n + sizeAlignment - 1) / sizeAlignment * sizeAlignment }
 
@@ -200,6 +221,25 @@ type CreateRequest struct {
 	Name       string
 	SizeBytes  int64
 	Parameters map[string]string
+	// Block: the volume is for raw block access. Recorded for display; it
+	// is not part of the idempotency comparison (the node decides from the
+	// capability at stage time).
+	Block bool
+}
+
+// metadataOf returns the claim metadata the external-provisioner injected,
+// keyed by its parameter names; nil when there is none.
+func metadataOf(p params.Parameters) map[string]string {
+	m := map[string]string{}
+	for k, v := range map[string]string{params.KeyPVName: p.Metadata.PVName, params.KeyPVCName: p.Metadata.PVCName, params.KeyPVCNamespace: p.Metadata.PVCNamespace} {
+		if v != "" {
+			m[k] = v
+		}
+	}
+	if len(m) == 0 {
+		return nil
+	}
+	return m
 }
 
 // CreateVolume creates a volume, or returns the existing one when a volume
@@ -230,12 +270,16 @@ func (s *Service) CreateVolume(ctx context.Context, req CreateRequest) (*store.V
 	if err != nil {
 		return nil, err
 	}
-	chosen, err := placement.Choose(nodes, placement.Request{SizeBytes: size, Count: p.NumReplicas, Params: p, ThinOvercommit: s.o.ThinOvercommit})
+	chosen, err := placement.Choose(nodes, placement.Request{SizeBytes: ReplicaSize(size), Count: p.NumReplicas, Params: p, ThinOvercommit: s.o.ThinOvercommit})
 	if err != nil {
 		return nil, fmt.Errorf("volume %s: %w", req.Name, err)
 	}
 	id := s.newVolumeID()
-	v := &store.Volume{ID: id, Name: req.Name, SizeBytes: size, Parameters: p, State: store.VolumeCreating, MDName: mdName(id)}
+	// Every volume gets an md UUID, single-replica ones too: the node
+	// serves those without md and ignores it, and one rule is simpler for
+	// every reader than "UUID unless numReplicas is 1".
+	v := &store.Volume{ID: id, Name: req.Name, SizeBytes: size, Parameters: p, State: store.VolumeCreating,
+		MDUUID: s.newMDUUID(), MDName: mdName(id), Metadata: metadataOf(p), Block: req.Block}
 	for _, n := range chosen {
 		v.Replicas = append(v.Replicas, store.Replica{ID: s.newReplicaID(), StorageNode: n.ID, State: store.ReplicaActive})
 	}
@@ -297,7 +341,7 @@ func (s *Service) finishCreate(ctx context.Context, v *store.Volume) (*store.Vol
 			defer wg.Done()
 			a, err := s.agentFor(ctx, r.StorageNode)
 			if err == nil {
-				results[i].ar, err = a.CreateReplica(ctx, ReplicaSpec{ReplicaID: r.ID, VolumeID: v.ID, SizeBytes: v.SizeBytes, ProvisioningType: v.Parameters.ProvisioningType})
+				results[i].ar, err = a.CreateReplica(ctx, ReplicaSpec{ReplicaID: r.ID, VolumeID: v.ID, SizeBytes: ReplicaSize(v.SizeBytes), ProvisioningType: v.Parameters.ProvisioningType})
 			}
 			if err != nil {
 				results[i].err = fmt.Errorf("replica %s on storage node %s: %w", r.ID, r.StorageNode, err)
@@ -401,16 +445,83 @@ func (s *Service) GetVolume(ctx context.Context, id string) (*store.Volume, erro
 	return s.o.Store.GetVolume(ctx, id)
 }
 
-// ListVolumes returns every volume.
-func (s *Service) ListVolumes(ctx context.Context) ([]*store.Volume, error) {
-	return s.o.Store.ListVolumes(ctx)
+// listTokenPrefix marks the paging tokens this provisioner issues, so a
+// token from elsewhere (or mangled) is refused rather than misread.
+const listTokenPrefix = "v1:"
+
+// ListVolumes returns up to max volumes (0: all) in volume ID order,
+// starting after the volume named by startToken, and the token of the next
+// page ("" after the last). The token is the base64 of the last ID
+// returned: it stays valid when that volume is deleted meanwhile (the next
+// page starts after where it was) and needs no server-side state, so it
+// survives a provisioner restart or failover. A token not issued here is
+// ErrInvalidArgument.
+func (s *Service) ListVolumes(ctx context.Context, startToken string, max int) ([]*store.Volume, string, error) {
+	if max < 0 {
+		return nil, "", fmt.Errorf("%w: max entries %d must not be negative", ErrInvalidArgument, max)
+	}
+	after := ""
+	if startToken != "" {
+		b, err := base64.RawURLEncoding.DecodeString(startToken)
+		id, ok := strings.CutPrefix(string(b), listTokenPrefix)
+		if err != nil || !ok || id == "" {
+			return nil, "", fmt.Errorf("%w: starting token %q was not issued by this provisioner", ErrInvalidArgument, startToken)
+		}
+		after = id
+	}
+	all, err := s.o.Store.ListVolumes(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	i := sort.Search(len(all), func(i int) bool { return all[i].ID > after })
+	page := all[i:]
+	if max > 0 && len(page) > max {
+		page = page[:max]
+		return page, base64.RawURLEncoding.EncodeToString([]byte(listTokenPrefix + page[len(page)-1].ID)), nil
+	}
+	return page, "", nil
+}
+
+// ModifyVolume changes a volume's mutable parameters. Only
+// maxReplicaDownTime is mutable: the others decide where the replicas are
+// and how they were made, which changing a record cannot change. Values are
+// validated by the StorageClass rules (same messages); another key is
+// ErrInvalidArgument naming it. Setting the current value is a no-op, so a
+// retry succeeds.
+func (s *Service) ModifyVolume(ctx context.Context, id string, mutable map[string]string) (*store.Volume, error) {
+	if err := s.requireLeader(); err != nil {
+		return nil, err
+	}
+	keys := slices.Sorted(maps.Keys(mutable))
+	for _, k := range keys {
+		if k != params.KeyMaxReplicaDownTime {
+			return nil, fmt.Errorf("%w: parameter %q cannot be modified (only %s can)", ErrInvalidArgument, k, params.KeyMaxReplicaDownTime)
+		}
+	}
+	p, err := params.Parse(mutable)
+	if err != nil {
+		return nil, err
+	}
+	return s.o.Store.UpdateVolume(ctx, id, func(v *store.Volume) error {
+		if v.State == store.VolumeDeleting {
+			return fmt.Errorf("volume %s is being deleted: %w", id, ErrFailedPrecondition)
+		}
+		if _, ok := mutable[params.KeyMaxReplicaDownTime]; ok {
+			v.Parameters.MaxReplicaDownTimeMinutes = p.MaxReplicaDownTimeMinutes
+		}
+		return nil
+	})
 }
 
 // PublishVolume allows hostNQN on every active replica. A RAID1 volume is
 // attached to one host at a time: a second host gets ErrFailedPrecondition
 // (the fence against two hosts writing). Publishing again to the same host
 // is a retry and re-applies the allowance.
-func (s *Service) PublishVolume(ctx context.Context, id, hostNQN string) (*store.Volume, error) {
+//
+// nodeID (the CSI node ID) is recorded for display and audit; the fence is
+// the host NQN, so a publish to the same host with another node ID updates
+// it rather than failing.
+func (s *Service) PublishVolume(ctx context.Context, id, hostNQN, nodeID string) (*store.Volume, error) {
 	if err := s.requireLeader(); err != nil {
 		return nil, err
 	}
@@ -431,6 +542,9 @@ func (s *Service) PublishVolume(ctx context.Context, id, hostNQN string) (*store
 			return fmt.Errorf("volume %s is published to %s; a mirrored volume attaches to one host at a time: %w", id, v.PublishedHostNQN, ErrFailedPrecondition)
 		}
 		v.PublishedHostNQN = hostNQN
+		if nodeID != "" {
+			v.PublishedNodeID = nodeID
+		}
 		return nil
 	})
 	if err != nil {
@@ -493,7 +607,7 @@ func (s *Service) UnpublishVolume(ctx context.Context, id, hostNQN string) error
 			}
 		}
 		if v.PublishedHostNQN == host {
-			v.PublishedHostNQN = ""
+			v.PublishedHostNQN, v.PublishedNodeID = "", ""
 		}
 		return nil
 	})
@@ -587,7 +701,7 @@ func (s *Service) ExpandVolume(ctx context.Context, id string, newSize int64) (*
 		return v, nil
 	}
 	_, failed := s.forReplicas(ctx, v, func(r store.Replica) bool { return r.State == store.ReplicaActive }, func(a AgentClient, r store.Replica) error {
-		return a.ExpandReplica(ctx, r.ID, size)
+		return a.ExpandReplica(ctx, r.ID, ReplicaSize(size))
 	})
 	if len(failed) > 0 {
 		return nil, fmt.Errorf("expand volume %s to %d: %w", id, size, errors.Join(mapValues(failed)...))
@@ -598,57 +712,4 @@ func (s *Service) ExpandVolume(ctx context.Context, id string, newSize int64) (*
 		}
 		return nil
 	})
-}
-
-// SetArrayUUID records the md array UUID the node created, once: a
-// different UUID later means two arrays for one volume, which must not be
-// papered over.
-func (s *Service) SetArrayUUID(ctx context.Context, id, uuid string) (*store.Volume, error) {
-	if uuid == "" {
-		return nil, fmt.Errorf("%w: array UUID is empty", ErrInvalidArgument)
-	}
-	return s.o.Store.UpdateVolume(ctx, id, func(v *store.Volume) error {
-		switch v.MDUUID {
-		case "":
-			v.MDUUID = uuid
-		case uuid:
-		default:
-			return fmt.Errorf("volume %s already has array %s, not %s: %w", id, v.MDUUID, uuid, ErrFailedPrecondition)
-		}
-		return nil
-	})
-}
-
-// MaxVolumeSize returns the largest volume (whole MiB) that placement could
-// create now with the given parameters: CSI GetCapacity. Found by bisection
-// over placement itself, so it is exact under the same rules (racks,
-// selectors, overcommit) rather than a sum of free space no volume could
-// use.
-func (s *Service) MaxVolumeSize(ctx context.Context, parameters map[string]string) (int64, error) {
-	p, err := params.Parse(parameters)
-	if err != nil {
-		return 0, err
-	}
-	_, nodes, err := s.survey(ctx)
-	if err != nil {
-		return 0, err
-	}
-	fits := func(units int64) bool {
-		_, err := placement.Choose(nodes, placement.Request{SizeBytes: units * sizeAlignment, Count: p.NumReplicas, Params: p, ThinOvercommit: s.o.ThinOvercommit})
-		return err == nil
-	}
-	var hi int64
-	for _, n := range nodes {
-		hi = max(hi, n.AvailableBytes/sizeAlignment)
-	}
-	lo := int64(0) // fits(lo) holds trivially for 0
-	for lo < hi {
-		mid := lo + (hi-lo+1)/2
-		if fits(mid) {
-			lo = mid
-		} else {
-			hi = mid - 1
-		}
-	}
-	return lo * sizeAlignment, nil
 }

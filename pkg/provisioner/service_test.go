@@ -2,9 +2,14 @@ package provisioner_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"path/filepath"
+	"reflect"
+	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -101,6 +106,9 @@ func TestCreateVolume(t *testing.T) {
 	if !strings.HasPrefix(v.ID, "vol-") || len(v.MDName) > 27 || v.MDName == "" {
 		t.Errorf("ID %q / md name %q", v.ID, v.MDName)
 	}
+	if !regexp.MustCompile(`^[0-9a-f]{8}(:[0-9a-f]{8}){3}$`).MatchString(v.MDUUID) {
+		t.Errorf("md UUID %q is not in mdadm's colon form", v.MDUUID)
+	}
 	nodes := map[string]bool{}
 	for _, r := range v.Replicas {
 		if r.NQN == "" || len(r.Addresses) == 0 || r.State != store.ReplicaActive {
@@ -111,7 +119,7 @@ func TestCreateVolume(t *testing.T) {
 		}
 		nodes[r.StorageNode] = true
 		ar := e.cluster.Replica(r.StorageNode, r.ID)
-		if ar == nil || ar.VolumeID != v.ID || ar.SizeBytes != v.SizeBytes || ar.Type != "thick" {
+		if ar == nil || ar.VolumeID != v.ID || ar.SizeBytes != provisioner.ReplicaSize(v.SizeBytes) || ar.Type != "thick" {
 			t.Errorf("agent replica = %+v", ar)
 		}
 	}
@@ -303,7 +311,7 @@ func TestDeleteVolume(t *testing.T) {
 func TestDeletePublishedVolumeRefused(t *testing.T) {
 	e := newEnv(t, threeRacks())
 	v := e.create(t, "pvc-1", gib, nil)
-	if _, err := e.svc.PublishVolume(e.ctx, v.ID, hostA); err != nil {
+	if _, err := e.svc.PublishVolume(e.ctx, v.ID, hostA, "node-x"); err != nil {
 		t.Fatal(err)
 	}
 	wantCode(t, e.svc.DeleteVolume(e.ctx, v.ID), provisioner.ErrFailedPrecondition, hostA)
@@ -326,22 +334,22 @@ func hostsOf(e *env, v *store.Volume) map[string][]string {
 func TestPublishUnpublish(t *testing.T) {
 	e := newEnv(t, threeRacks())
 	v := e.create(t, "pvc-1", gib, map[string]string{"numReplicas": "3"})
-	pv, err := e.svc.PublishVolume(e.ctx, v.ID, hostA)
+	pv, err := e.svc.PublishVolume(e.ctx, v.ID, hostA, "node-x")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pv.PublishedHostNQN != hostA {
-		t.Errorf("published = %q", pv.PublishedHostNQN)
+	if pv.PublishedHostNQN != hostA || pv.PublishedNodeID != "node-x" {
+		t.Errorf("published = %q (node %q)", pv.PublishedHostNQN, pv.PublishedNodeID)
 	}
 	for _, r := range pv.Replicas {
 		if hs := hostsOf(e, pv)[r.ID]; len(hs) != 1 || hs[0] != hostA || r.AllowedHost != hostA {
 			t.Errorf("replica %s hosts %v recorded %q", r.ID, hs, r.AllowedHost)
 		}
 	}
-	if _, err := e.svc.PublishVolume(e.ctx, v.ID, hostA); err != nil {
+	if _, err := e.svc.PublishVolume(e.ctx, v.ID, hostA, "node-x"); err != nil {
 		t.Errorf("re-publish to the same host: %v", err)
 	}
-	_, err = e.svc.PublishVolume(e.ctx, v.ID, hostB)
+	_, err = e.svc.PublishVolume(e.ctx, v.ID, hostB, "node-x")
 	wantCode(t, err, provisioner.ErrFailedPrecondition, hostA)
 	if err := e.svc.UnpublishVolume(e.ctx, v.ID, hostB); err != nil {
 		t.Errorf("unpublish from a host it is not published to: %v", err)
@@ -353,16 +361,16 @@ func TestPublishUnpublish(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, _ := e.store.GetVolume(e.ctx, v.ID)
-	if got.PublishedHostNQN != "" || len(hostsOf(e, got)) != 0 {
+	if got.PublishedHostNQN != "" || got.PublishedNodeID != "" || len(hostsOf(e, got)) != 0 {
 		t.Errorf("after unpublish: published %q, agent hosts %v", got.PublishedHostNQN, hostsOf(e, got))
 	}
-	if _, err := e.svc.PublishVolume(e.ctx, v.ID, hostB); err != nil {
+	if _, err := e.svc.PublishVolume(e.ctx, v.ID, hostB, "node-x"); err != nil {
 		t.Errorf("publish to another host after unpublish: %v", err)
 	}
 	if err := e.svc.UnpublishVolume(e.ctx, "vol-unknown", hostA); err != nil {
 		t.Errorf("unpublish unknown: %v", err)
 	}
-	_, err = e.svc.PublishVolume(e.ctx, "vol-unknown", hostA)
+	_, err = e.svc.PublishVolume(e.ctx, "vol-unknown", hostA, "node-x")
 	wantCode(t, err, provisioner.ErrNotFound)
 }
 
@@ -371,7 +379,7 @@ func TestPublishWithNodeDownIsReconciled(t *testing.T) {
 	v := e.create(t, "pvc-1", gib, map[string]string{"numReplicas": "3"})
 	down := v.Replicas[0]
 	e.cluster.SetDown(down.StorageNode, true)
-	pv, err := e.svc.PublishVolume(e.ctx, v.ID, hostA)
+	pv, err := e.svc.PublishVolume(e.ctx, v.ID, hostA, "node-x")
 	if err != nil {
 		t.Fatalf("publish with one replica away must succeed (degraded): %v", err)
 	}
@@ -390,14 +398,14 @@ func TestPublishWithNodeDownIsReconciled(t *testing.T) {
 		e.cluster.SetDown(r.StorageNode, true)
 	}
 	e.svc.UnpublishVolume(e.ctx, v.ID, hostA)
-	_, err = e.svc.PublishVolume(e.ctx, v.ID, hostB)
+	_, err = e.svc.PublishVolume(e.ctx, v.ID, hostB, "node-x")
 	wantCode(t, err, provisioner.ErrUnavailable)
 }
 
 func TestUnpublishWithNodeDownRevokesLater(t *testing.T) {
 	e := newEnv(t, threeRacks())
 	v := e.create(t, "pvc-1", gib, map[string]string{"numReplicas": "3"})
-	if _, err := e.svc.PublishVolume(e.ctx, v.ID, hostA); err != nil {
+	if _, err := e.svc.PublishVolume(e.ctx, v.ID, hostA, "node-x"); err != nil {
 		t.Fatal(err)
 	}
 	down := v.Replicas[1]
@@ -405,7 +413,7 @@ func TestUnpublishWithNodeDownRevokesLater(t *testing.T) {
 	if err := e.svc.UnpublishVolume(e.ctx, v.ID, hostA); err != nil {
 		t.Fatalf("unpublish with a node away: %v", err)
 	}
-	if _, err := e.svc.PublishVolume(e.ctx, v.ID, hostB); err != nil {
+	if _, err := e.svc.PublishVolume(e.ctx, v.ID, hostB, "node-x"); err != nil {
 		t.Fatal(err)
 	}
 	e.cluster.SetDown(down.StorageNode, false)
@@ -426,7 +434,7 @@ func TestExpandVolume(t *testing.T) {
 		t.Fatalf("ExpandVolume = %+v, %v", got, err)
 	}
 	for _, r := range got.Replicas {
-		if ar := e.cluster.Replica(r.StorageNode, r.ID); ar.SizeBytes != 3*gib {
+		if ar := e.cluster.Replica(r.StorageNode, r.ID); ar.SizeBytes != provisioner.ReplicaSize(3*gib) {
 			t.Errorf("replica %s size %d", r.ID, ar.SizeBytes)
 		}
 	}
@@ -441,17 +449,143 @@ func TestExpandVolume(t *testing.T) {
 	}
 }
 
-func TestSetArrayUUID(t *testing.T) {
+func TestCreateVolumeRecordsUUIDMetadataBlock(t *testing.T) {
 	e := newEnv(t, threeRacks())
-	v := e.create(t, "pvc-1", gib, nil)
-	const u = "0a1b2c3d:4e5f6071:8293a4b5:c6d7e8f9"
-	for i := 0; i < 2; i++ {
-		if got, err := e.svc.SetArrayUUID(e.ctx, v.ID, u); err != nil || got.MDUUID != u {
-			t.Fatalf("SetArrayUUID #%d = %v, %v", i, got, err)
+	p := map[string]string{"numReplicas": "1", "csi.storage.k8s.io/pvc/name": "data", "csi.storage.k8s.io/pvc/namespace": "db", "csi.storage.k8s.io/pv/name": "pv-1"}
+	v, err := e.svc.CreateVolume(e.ctx, provisioner.CreateRequest{Name: "pvc-1", SizeBytes: gib, Parameters: p, Block: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"csi.storage.k8s.io/pvc/name": "data", "csi.storage.k8s.io/pvc/namespace": "db", "csi.storage.k8s.io/pv/name": "pv-1"}
+	if !reflect.DeepEqual(v.Metadata, want) || !v.Block {
+		t.Errorf("metadata %v block %v", v.Metadata, v.Block)
+	}
+	// Single-replica volumes get a UUID too (the node ignores it).
+	if v.MDUUID == "" {
+		t.Error("no md UUID for a single-replica volume")
+	}
+	w := e.create(t, "pvc-2", gib, nil)
+	if w.MDUUID == v.MDUUID || w.Metadata != nil {
+		t.Errorf("second volume: uuid %q (first %q), metadata %v", w.MDUUID, v.MDUUID, w.Metadata)
+	}
+	// A retry returns the same UUID: it is chosen once.
+	again, err := e.svc.CreateVolume(e.ctx, provisioner.CreateRequest{Name: "pvc-1", SizeBytes: gib, Parameters: p, Block: true})
+	if err != nil || again.MDUUID != v.MDUUID {
+		t.Errorf("retry: %v, uuid %q want %q", err, again.MDUUID, v.MDUUID)
+	}
+}
+
+func TestListVolumesPaging(t *testing.T) {
+	e := newEnv(t, threeRacks())
+	var want []string
+	for i := range 5 {
+		want = append(want, e.create(t, fmt.Sprintf("pvc-%d", i), gib, map[string]string{"numReplicas": "1"}).ID)
+	}
+	sort.Strings(want)
+	for _, max := range []int{0, 1, 2, 5, 6} {
+		var got []string
+		token := ""
+		for pages := 0; ; pages++ {
+			vols, next, err := e.svc.ListVolumes(e.ctx, token, max)
+			if err != nil {
+				t.Fatalf("max %d: %v", max, err)
+			}
+			if max > 0 && len(vols) > max {
+				t.Fatalf("max %d: page of %d", max, len(vols))
+			}
+			for _, v := range vols {
+				got = append(got, v.ID)
+			}
+			if next == "" {
+				break
+			}
+			if pages > 10 {
+				t.Fatal("paging does not end")
+			}
+			token = next
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("max %d: got %v, want %v", max, got, want)
 		}
 	}
-	_, err := e.svc.SetArrayUUID(e.ctx, v.ID, "ffffffff:4e5f6071:8293a4b5:c6d7e8f9")
-	wantCode(t, err, provisioner.ErrFailedPrecondition, u)
+	// A token stays valid when its volume is deleted meanwhile.
+	_, next, err := e.svc.ListVolumes(e.ctx, "", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.DeleteVolume(e.ctx, want[1]); err != nil {
+		t.Fatal(err)
+	}
+	vols, _, err := e.svc.ListVolumes(e.ctx, next, 1)
+	if err != nil || len(vols) != 1 || vols[0].ID != want[2] {
+		t.Errorf("after deleting the token's volume: %v, %v", vols, err)
+	}
+	for _, tc := range []struct {
+		token string
+		max   int
+		msg   string
+	}{
+		{"not base64!", 0, "starting token"},
+		{base64.RawURLEncoding.EncodeToString([]byte("vol-1")), 0, "starting token"},
+		{"", -1, "max entries"},
+	} {
+		_, _, err := e.svc.ListVolumes(e.ctx, tc.token, tc.max)
+		wantCode(t, err, provisioner.ErrInvalidArgument, tc.msg)
+	}
+}
+
+func TestModifyVolume(t *testing.T) {
+	e := newEnv(t, threeRacks())
+	v := e.create(t, "pvc-1", gib, nil)
+	for _, tc := range []struct {
+		name    string
+		mutable map[string]string
+		want    int
+		err     error
+		msg     string
+	}{
+		{"set", map[string]string{"maxReplicaDownTime": "15"}, 15, nil, ""},
+		{"same again (retry)", map[string]string{"maxReplicaDownTime": "15"}, 15, nil, ""},
+		{"disable", map[string]string{"maxReplicaDownTime": "0"}, 0, nil, ""},
+		{"nothing", map[string]string{}, 0, nil, ""},
+		{"negative", map[string]string{"maxReplicaDownTime": "-1"}, 0, provisioner.ErrInvalidArgument, `maxReplicaDownTime="-1"`},
+		{"not a number", map[string]string{"maxReplicaDownTime": "1h"}, 0, provisioner.ErrInvalidArgument, "maxReplicaDownTime"},
+		{"immutable", map[string]string{"numReplicas": "3"}, 0, provisioner.ErrInvalidArgument, `"numReplicas"`},
+		{"unknown", map[string]string{"maxReplicaDownTime": "5", "bogus": "1"}, 0, provisioner.ErrInvalidArgument, `"bogus"`},
+	} {
+		got, err := e.svc.ModifyVolume(e.ctx, v.ID, tc.mutable)
+		if tc.err != nil {
+			wantCode(t, err, tc.err, tc.msg)
+			continue
+		}
+		if err != nil || got.Parameters.MaxReplicaDownTimeMinutes != tc.want {
+			t.Errorf("%s: %v, %v; want %d", tc.name, got, err, tc.want)
+		}
+	}
+	if cur, _ := e.store.GetVolume(e.ctx, v.ID); cur.Parameters.MaxReplicaDownTimeMinutes != 0 || cur.Parameters.NumReplicas != 2 {
+		t.Errorf("stored parameters %+v", cur.Parameters)
+	}
+	_, err := e.svc.ModifyVolume(e.ctx, "vol-unknown", map[string]string{"maxReplicaDownTime": "5"})
+	wantCode(t, err, provisioner.ErrNotFound)
+}
+
+func TestGetCapacity(t *testing.T) {
+	e := newEnv(t, []node{{"sn-1", "", "r1", 10}, {"sn-2", "", "r2", 20}, {"sn-3", "", "r3", 30}})
+	c, err := e.svc.GetCapacity(e.ctx, map[string]string{"numReplicas": "2", "storageNodes": "sn-2,sn-3"})
+	if err != nil || c.AvailableBytes != 20*gib || c.TotalBytes != 50*gib {
+		t.Errorf("GetCapacity = %+v, %v; want 20 GiB available of 50", c, err)
+	}
+	e.cluster.SetDown("sn-3", true)
+	c, err = e.svc.GetCapacity(e.ctx, nil)
+	if err != nil || c.AvailableBytes != 10*gib || c.TotalBytes != 30*gib {
+		t.Errorf("GetCapacity with sn-3 down = %+v, %v", c, err)
+	}
+	_, err = e.svc.GetCapacity(e.ctx, map[string]string{"numReplica": "2"})
+	wantCode(t, err, provisioner.ErrInvalidArgument, "numReplica")
+	nodes, err := e.svc.ListStorageNodes(e.ctx)
+	if err != nil || len(nodes) != 3 || nodes[2].ID != "sn-3" || nodes[2].Reachable || nodes[2].Err == nil || !nodes[0].Reachable || nodes[0].TotalBytes != 10*gib || nodes[0].Rack != "r1" {
+		t.Errorf("ListStorageNodes = %+v, %v", nodes, err)
+	}
 }
 
 func TestMaxVolumeSize(t *testing.T) {
@@ -487,5 +621,13 @@ func TestNotLeaderRefuses(t *testing.T) {
 	wantCode(t, err, store.ErrNotLeader)
 	if c := provisioner.Code(err); c.String() != "Unavailable" {
 		t.Errorf("code %v", c)
+	}
+}
+
+// Replicas carry the md metadata reserve on top of the volume, so the md
+// device the node assembles holds the whole volume.
+func TestReplicaSize(t *testing.T) {
+	if got, want := provisioner.ReplicaSize(1<<30), int64(1<<30)+mdraid.MetadataReserve; got != want {
+		t.Fatalf("provisioner.ReplicaSize(1 GiB) = %d, want %d", got, want)
 	}
 }

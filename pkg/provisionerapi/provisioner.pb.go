@@ -356,7 +356,12 @@ type Volume struct {
 	Created       *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=created,proto3" json:"created,omitempty"`
 	Updated       *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=updated,proto3" json:"updated,omitempty"`
 	// Metadata the CSI external-provisioner passes (PVC name and namespace).
-	Metadata      map[string]string `protobuf:"bytes,13,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Metadata map[string]string `protobuf:"bytes,13,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Lifecycle: "creating", "ready" or "deleting" (a deleting volume waits
+	// for storage nodes that were away to delete its replicas).
+	State string `protobuf:"bytes,14,opt,name=state,proto3" json:"state,omitempty"`
+	// Created for raw block access.
+	Block         bool `protobuf:"varint,15,opt,name=block,proto3" json:"block,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -480,6 +485,20 @@ func (x *Volume) GetMetadata() map[string]string {
 		return x.Metadata
 	}
 	return nil
+}
+
+func (x *Volume) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Volume) GetBlock() bool {
+	if x != nil {
+		return x.Block
+	}
+	return false
 }
 
 type VolumeResponse struct {
@@ -1348,7 +1367,12 @@ type Event struct {
 	StorageNodes []string `protobuf:"bytes,8,rep,name=storage_nodes,json=storageNodes,proto3" json:"storage_nodes,omitempty"`
 	Message      string   `protobuf:"bytes,9,opt,name=message,proto3" json:"message,omitempty"`
 	// Audit records: the CSI operation, its outcome, and other details.
-	Attributes    map[string]string `protobuf:"bytes,10,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Keys the provisioner reads: "operation" (the CSI method), "outcome",
+	// and "node"/"message" when the fields above are empty.
+	Attributes map[string]string `protobuf:"bytes,10,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Assigned by the provisioner when stored (strictly increasing); ignored
+	// in ReportEvents.
+	Seq           uint64 `protobuf:"varint,11,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1453,6 +1477,13 @@ func (x *Event) GetAttributes() map[string]string {
 	return nil
 }
 
+func (x *Event) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 type ReportEventsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Events        []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
@@ -1534,12 +1565,15 @@ func (*ReportEventsResponse) Descriptor() ([]byte, []int) {
 }
 
 type ListEventsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	VolumeId      string                 `protobuf:"bytes,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
-	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
-	Type          string                 `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
-	Since         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
-	Limit         int32                  `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	VolumeId string                 `protobuf:"bytes,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	Node     string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Type     string                 `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
+	Since    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	// 0: 1000. Events are returned oldest first.
+	Limit int32 `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Only events stored after this sequence number (paging, following).
+	AfterSeq      uint64 `protobuf:"varint,6,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1605,6 +1639,13 @@ func (x *ListEventsRequest) GetSince() *timestamppb.Timestamp {
 func (x *ListEventsRequest) GetLimit() int32 {
 	if x != nil {
 		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListEventsRequest) GetAfterSeq() uint64 {
+	if x != nil {
+		return x.AfterSeq
 	}
 	return 0
 }
@@ -1869,7 +1910,7 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\breplaces\x18\t \x01(\tR\breplaces\x124\n" +
 	"\acreated\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x124\n" +
-	"\aupdated\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\"\xdc\x05\n" +
+	"\aupdated\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\"\x88\x06\n" +
 	"\x06Volume\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
@@ -1887,7 +1928,9 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\rdegradedSince\x124\n" +
 	"\acreated\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x124\n" +
 	"\aupdated\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x12I\n" +
-	"\bmetadata\x18\r \x03(\v2-.nvmirror.provisioner.v1.Volume.MetadataEntryR\bmetadata\x1a=\n" +
+	"\bmetadata\x18\r \x03(\v2-.nvmirror.provisioner.v1.Volume.MetadataEntryR\bmetadata\x12\x14\n" +
+	"\x05state\x18\x0e \x01(\tR\x05state\x12\x14\n" +
+	"\x05block\x18\x0f \x01(\bR\x05block\x1a=\n" +
 	"\x0fParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
@@ -1959,7 +2002,7 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\x19MarkReplicaRemovedRequest\x12\x1b\n" +
 	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\x12\x1d\n" +
 	"\n" +
-	"replica_id\x18\x02 \x01(\tR\treplicaId\"\xba\x03\n" +
+	"replica_id\x18\x02 \x01(\tR\treplicaId\"\xcc\x03\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12=\n" +
@@ -1974,19 +2017,21 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\n" +
 	"attributes\x18\n" +
 	" \x03(\v2..nvmirror.provisioner.v1.Event.AttributesEntryR\n" +
-	"attributes\x1a=\n" +
+	"attributes\x12\x10\n" +
+	"\x03seq\x18\v \x01(\x04R\x03seq\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"M\n" +
 	"\x13ReportEventsRequest\x126\n" +
 	"\x06events\x18\x01 \x03(\v2\x1e.nvmirror.provisioner.v1.EventR\x06events\"\x16\n" +
-	"\x14ReportEventsResponse\"\xa0\x01\n" +
+	"\x14ReportEventsResponse\"\xbd\x01\n" +
 	"\x11ListEventsRequest\x12\x1b\n" +
 	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x12\n" +
 	"\x04type\x18\x03 \x01(\tR\x04type\x120\n" +
 	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
-	"\x05limit\x18\x05 \x01(\x05R\x05limit\"L\n" +
+	"\x05limit\x18\x05 \x01(\x05R\x05limit\x12\x1b\n" +
+	"\tafter_seq\x18\x06 \x01(\x04R\bafterSeq\"L\n" +
 	"\x12ListEventsResponse\x126\n" +
 	"\x06events\x18\x01 \x03(\v2\x1e.nvmirror.provisioner.v1.EventR\x06events\"\xf1\x02\n" +
 	"\vStorageNode\x12\x12\n" +

@@ -50,7 +50,10 @@ func TestSanity(t *testing.T) {
 	opts := driver.DefaultOptions()
 	opts.Mode = driver.AllMode
 	opts.Endpoint = "unix://" + filepath.Join(tmp, "csi.sock")
-	opts.ProvisionerAddress = "in-memory"
+	// Never dialled (the in-memory provisioner is passed in), but Validate
+	// checks their form.
+	opts.ProvisionerAddress = "in-memory:0"
+	opts.ProvisionerTokenFile = "/unused/token"
 	opts.NodeName = "sanity-node"
 	opts.HostRoot = root
 	opts.StateDir = filepath.Join(tmp, "state")

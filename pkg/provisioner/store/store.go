@@ -14,6 +14,7 @@ package store
 import (
 	"context"
 	"errors"
+	"maps"
 	"time"
 
 	"github.com/nvmirror/nvmirror/pkg/events"
@@ -105,11 +106,23 @@ type Volume struct {
 	MDUUID     string            `json:"mdUUID"`
 	MDName     string            `json:"mdName"`
 	// PublishedHostNQN is the one host allowed on the replicas ("" when
-	// unpublished).
+	// unpublished); PublishedNodeID is the CSI node ID it was published for
+	// (display and audit; the fence is the host NQN).
 	PublishedHostNQN string    `json:"publishedHostNQN,omitempty"`
+	PublishedNodeID  string    `json:"publishedNodeID,omitempty"`
 	Replicas         []Replica `json:"replicas"`
-	CreatedAt        time.Time `json:"createdAt"`
-	UpdatedAt        time.Time `json:"updatedAt"`
+	// Metadata describes the claim (PVC name and namespace, PV name), keyed
+	// by the CSI parameter names the external-provisioner injects.
+	Metadata map[string]string `json:"metadata,omitempty"`
+	// DegradedSince is when a node first reported the volume degraded
+	// (VolumeDegraded event); zero while the volume is whole. It lives
+	// here, not only on the node, so it survives the node's restarts and
+	// the pod moving to another node.
+	DegradedSince time.Time `json:"degradedSince,omitzero"`
+	// Block: created for raw block access (no filesystem).
+	Block     bool      `json:"block,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
 }
 
 // Clone returns a deep copy, so callers can mutate without aliasing what a
@@ -119,6 +132,7 @@ func (v *Volume) Clone() *Volume {
 	c.Parameters.Zones = append([]string(nil), v.Parameters.Zones...)
 	c.Parameters.Racks = append([]string(nil), v.Parameters.Racks...)
 	c.Parameters.StorageNodes = append([]string(nil), v.Parameters.StorageNodes...)
+	c.Metadata = maps.Clone(v.Metadata)
 	c.Replicas = make([]Replica, len(v.Replicas))
 	for i, r := range v.Replicas {
 		r.Addresses = append([]Endpoint(nil), r.Addresses...)
@@ -179,8 +193,11 @@ type Store interface {
 	DeleteStorageNode(ctx context.Context, id string) error
 
 	// AppendEvent records e, assigning Seq (strictly increasing), and
-	// drops the oldest events beyond the retention.
-	AppendEvent(ctx context.Context, e events.Event) (events.Event, error)
+	// drops the oldest events beyond the retention. An event whose ID is
+	// already recorded (and still retained) is not recorded again: the
+	// stored one is returned with added false, so a reporter's resend is
+	// harmless.
+	AppendEvent(ctx context.Context, e events.Event) (rec events.Event, added bool, err error)
 	// ListEvents returns matching events, oldest first.
 	ListEvents(ctx context.Context, f events.Filter) ([]events.Event, error)
 

@@ -9,12 +9,15 @@ import (
 func TestCloneIsDeep(t *testing.T) {
 	p := params.Defaults()
 	p.Zones = []string{"z1"}
-	v := &Volume{ID: "v", Name: "n", Parameters: p, Replicas: []Replica{{ID: "r0", Addresses: []Endpoint{{Address: "a"}}}}}
+	v := &Volume{ID: "v", Name: "n", Parameters: p, Replicas: []Replica{{ID: "r0", Addresses: []Endpoint{{Address: "a"}}}},
+		Metadata: map[string]string{"csi.storage.k8s.io/pvc/name": "data"}}
 	c := v.Clone()
+	c.Metadata["csi.storage.k8s.io/pvc/name"] = "changed"
 	c.Parameters.Zones[0] = "changed"
 	c.Replicas[0].Addresses[0].Address = "changed"
 	c.Replicas[0].State = ReplicaDeleted
-	if v.Parameters.Zones[0] != "z1" || v.Replicas[0].Addresses[0].Address != "a" || v.Replicas[0].State != "" {
+	if v.Parameters.Zones[0] != "z1" || v.Replicas[0].Addresses[0].Address != "a" || v.Replicas[0].State != "" ||
+		v.Metadata["csi.storage.k8s.io/pvc/name"] != "data" {
 		t.Errorf("Clone aliases the original: %+v", v)
 	}
 }

@@ -27,8 +27,10 @@ var (
 	bucketNames   = []byte("volume-names") // name → id
 	bucketNodes   = []byte("storage-nodes")
 	bucketEvents  = []byte("events") // seq (8 bytes big endian) → Event JSON
-	bucketMeta    = []byte("meta")
-	keyEventSeq   = []byte("event-seq")
+	// bucketEventIDs indexes retained events by reporter ID, for dedupe.
+	bucketEventIDs = []byte("event-ids") // event ID → seq key
+	bucketMeta     = []byte("meta")
+	keyEventSeq    = []byte("event-seq")
 )
 
 // Options configure Open.
@@ -66,7 +68,7 @@ func Open(path string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("open registry %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketVolumes, bucketNames, bucketNodes, bucketEvents, bucketMeta} {
+		for _, b := range [][]byte{bucketVolumes, bucketNames, bucketNodes, bucketEvents, bucketEventIDs, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -268,13 +270,28 @@ func seqKey(seq uint64) []byte {
 }
 
 // AppendEvent assigns the next sequence number and trims the oldest events
-// beyond the retention in the same transaction.
-func (s *Store) AppendEvent(ctx context.Context, e events.Event) (events.Event, error) {
+// beyond the retention in the same transaction. An event ID already in the
+// ID index returns the stored event instead.
+func (s *Store) AppendEvent(ctx context.Context, e events.Event) (events.Event, bool, error) {
 	if err := e.Validate(); err != nil {
-		return events.Event{}, err
+		return events.Event{}, false, err
 	}
+	var existing *events.Event
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
+		evs := tx.Bucket(bucketEvents)
+		ids := tx.Bucket(bucketEventIDs)
+		if e.ID != "" {
+			if k := ids.Get([]byte(e.ID)); k != nil {
+				var prev events.Event
+				if b := evs.Get(k); b != nil && json.Unmarshal(b, &prev) == nil {
+					existing = &prev
+					return nil
+				}
+				// The index outlived its event (cannot happen: trimming
+				// removes both); record the event afresh.
+			}
+		}
 		var seq uint64
 		if b := meta.Get(keyEventSeq); b != nil {
 			seq = binary.BigEndian.Uint64(b)
@@ -285,9 +302,13 @@ func (s *Store) AppendEvent(ctx context.Context, e events.Event) (events.Event, 
 		if err != nil {
 			return err
 		}
-		evs := tx.Bucket(bucketEvents)
 		if err := evs.Put(seqKey(seq), b); err != nil {
 			return err
+		}
+		if e.ID != "" {
+			if err := ids.Put([]byte(e.ID), seqKey(seq)); err != nil {
+				return err
+			}
 		}
 		if err := meta.Put(keyEventSeq, seqKey(seq)); err != nil {
 			return err
@@ -295,7 +316,13 @@ func (s *Store) AppendEvent(ctx context.Context, e events.Event) (events.Event, 
 		if seq > s.retention {
 			cutoff := seqKey(seq - s.retention) // delete keys <= cutoff
 			c := evs.Cursor()
-			for k, _ := c.First(); k != nil && bytes.Compare(k, cutoff) <= 0; k, _ = c.First() {
+			for k, v := c.First(); k != nil && bytes.Compare(k, cutoff) <= 0; k, v = c.First() {
+				var old events.Event
+				if json.Unmarshal(v, &old) == nil && old.ID != "" {
+					if err := ids.Delete([]byte(old.ID)); err != nil {
+						return err
+					}
+				}
 				if err := c.Delete(); err != nil {
 					return err
 				}
@@ -304,9 +331,12 @@ func (s *Store) AppendEvent(ctx context.Context, e events.Event) (events.Event, 
 		return nil
 	})
 	if err != nil {
-		return events.Event{}, err
+		return events.Event{}, false, err
 	}
-	return e, nil
+	if existing != nil {
+		return *existing, false, nil
+	}
+	return e, true, nil
 }
 
 func (s *Store) ListEvents(ctx context.Context, f events.Filter) ([]events.Event, error) {

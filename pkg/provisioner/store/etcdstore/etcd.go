@@ -14,6 +14,7 @@
 //	volume-names/<name>   volume id (the name index, updated in the same txn)
 //	storage-nodes/<id>    StorageNode JSON
 //	events/<seq, 20 digits> Event JSON (ordered by key)
+//	event-ids/<id>        seq of the event with that reporter ID (dedupe)
 //	meta/event-seq        last event sequence number
 //	leader/               election
 package etcdstore
@@ -123,11 +124,12 @@ func (s *Store) Close() error {
 	return s.cli.Close()
 }
 
-func (s *Store) volKey(id string) string    { return s.prefix + "volumes/" + id }
-func (s *Store) nameKey(name string) string { return s.prefix + "volume-names/" + name }
-func (s *Store) nodeKey(id string) string   { return s.prefix + "storage-nodes/" + id }
-func (s *Store) eventKey(seq uint64) string { return fmt.Sprintf("%sevents/%020d", s.prefix, seq) }
-func (s *Store) seqKey() string             { return s.prefix + "meta/event-seq" }
+func (s *Store) volKey(id string) string     { return s.prefix + "volumes/" + id }
+func (s *Store) nameKey(name string) string  { return s.prefix + "volume-names/" + name }
+func (s *Store) nodeKey(id string) string    { return s.prefix + "storage-nodes/" + id }
+func (s *Store) eventKey(seq uint64) string  { return fmt.Sprintf("%sevents/%020d", s.prefix, seq) }
+func (s *Store) seqKey() string              { return s.prefix + "meta/event-seq" }
+func (s *Store) eventIDKey(id string) string { return s.prefix + "event-ids/" + id }
 
 func (s *Store) CreateVolume(ctx context.Context, v *store.Volume) error {
 	if v.ID == "" || v.Name == "" {
@@ -349,47 +351,101 @@ func (s *Store) DeleteStorageNode(ctx context.Context, id string) error {
 	return nil
 }
 
-// AppendEvent increments the sequence counter, writes the event and drops
-// the events beyond the retention in one transaction guarded by the
-// counter's revision.
-func (s *Store) AppendEvent(ctx context.Context, e events.Event) (events.Event, error) {
+// AppendEvent increments the sequence counter, writes the event (and its
+// ID index entry) and drops the events beyond the retention in one
+// transaction guarded by the counter's revision and the ID's absence. An
+// ID already indexed returns the stored event.
+func (s *Store) AppendEvent(ctx context.Context, e events.Event) (events.Event, bool, error) {
 	if err := e.Validate(); err != nil {
-		return events.Event{}, err
+		return events.Event{}, false, err
 	}
 	sk := s.seqKey()
 	for attempt := 0; attempt < maxCASAttempts; attempt++ {
+		if e.ID != "" {
+			prev, ok, err := s.eventByID(ctx, e.ID)
+			if err != nil {
+				return events.Event{}, false, err
+			}
+			if ok {
+				return prev, false, nil
+			}
+		}
 		resp, err := s.cli.Get(ctx, sk)
 		if err != nil {
-			return events.Event{}, fmt.Errorf("append event: %w", err)
+			return events.Event{}, false, fmt.Errorf("append event: %w", err)
 		}
 		var seq uint64
 		var rev int64
 		if len(resp.Kvs) > 0 {
 			rev = resp.Kvs[0].ModRevision
 			if seq, err = strconv.ParseUint(string(resp.Kvs[0].Value), 10, 64); err != nil {
-				return events.Event{}, fmt.Errorf("decode %s: %w", sk, err)
+				return events.Event{}, false, fmt.Errorf("decode %s: %w", sk, err)
 			}
 		}
 		seq++
 		e.Seq = seq
 		b, err := json.Marshal(e)
 		if err != nil {
-			return events.Event{}, err
+			return events.Event{}, false, err
 		}
 		ops := []clientv3.Op{clientv3.OpPut(sk, strconv.FormatUint(seq, 10)), clientv3.OpPut(s.eventKey(seq), string(b))}
-		if seq > s.retention {
-			// Delete [0, seq-retention]: normally exactly one key.
-			ops = append(ops, clientv3.OpDelete(s.eventKey(0), clientv3.WithRange(s.eventKey(seq-s.retention+1))))
+		conds := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(sk), "=", rev)}
+		if e.ID != "" {
+			ops = append(ops, clientv3.OpPut(s.eventIDKey(e.ID), strconv.FormatUint(seq, 10)))
+			conds = append(conds, clientv3.Compare(clientv3.CreateRevision(s.eventIDKey(e.ID)), "=", 0))
 		}
-		tr, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(sk), "=", rev)).Then(ops...).Commit()
+		if seq > s.retention {
+			// Delete [0, seq-retention]: normally exactly one key, whose
+			// ID index entry goes with it.
+			from, to := s.eventKey(0), s.eventKey(seq-s.retention+1)
+			old, err := s.cli.Get(ctx, from, clientv3.WithRange(to))
+			if err != nil {
+				return events.Event{}, false, fmt.Errorf("append event: %w", err)
+			}
+			for _, kv := range old.Kvs {
+				var oe events.Event
+				if json.Unmarshal(kv.Value, &oe) == nil && oe.ID != "" && oe.ID != e.ID {
+					ops = append(ops, clientv3.OpDelete(s.eventIDKey(oe.ID)))
+				}
+			}
+			ops = append(ops, clientv3.OpDelete(from, clientv3.WithRange(to)))
+		}
+		tr, err := s.cli.Txn(ctx).If(conds...).Then(ops...).Commit()
 		if err != nil {
-			return events.Event{}, fmt.Errorf("append event: %w", err)
+			return events.Event{}, false, fmt.Errorf("append event: %w", err)
 		}
 		if tr.Succeeded {
-			return e, nil
+			return e, true, nil
 		}
 	}
-	return events.Event{}, fmt.Errorf("append event: %w", store.ErrConflict)
+	return events.Event{}, false, fmt.Errorf("append event: %w", store.ErrConflict)
+}
+
+// eventByID returns the retained event recorded under a reporter ID.
+func (s *Store) eventByID(ctx context.Context, id string) (events.Event, bool, error) {
+	resp, err := s.cli.Get(ctx, s.eventIDKey(id))
+	if err != nil {
+		return events.Event{}, false, fmt.Errorf("look up event %s: %w", id, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return events.Event{}, false, nil
+	}
+	seq, err := strconv.ParseUint(string(resp.Kvs[0].Value), 10, 64)
+	if err != nil {
+		return events.Event{}, false, fmt.Errorf("decode %s: %w", s.eventIDKey(id), err)
+	}
+	er, err := s.cli.Get(ctx, s.eventKey(seq))
+	if err != nil {
+		return events.Event{}, false, fmt.Errorf("look up event %s: %w", id, err)
+	}
+	if len(er.Kvs) == 0 {
+		return events.Event{}, false, nil // trimmed between the two reads
+	}
+	var e events.Event
+	if err := json.Unmarshal(er.Kvs[0].Value, &e); err != nil {
+		return events.Event{}, false, fmt.Errorf("decode event %d: %w", seq, err)
+	}
+	return e, true, nil
 }
 
 func (s *Store) ListEvents(ctx context.Context, f events.Filter) ([]events.Event, error) {

@@ -40,6 +40,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"StorageNodes", testStorageNodes},
 		{"Events", testEvents},
 		{"EventRetention", testEventRetention},
+		{"EventDedupe", testEventDedupe},
 		{"Leader", testLeader},
 	}
 	for _, tc := range tests {
@@ -332,16 +333,16 @@ func testEvents(t *testing.T, s store.Store) {
 	}
 	var last uint64
 	for _, e := range in {
-		got, err := s.AppendEvent(c, e)
-		if err != nil {
-			t.Fatalf("AppendEvent: %v", err)
+		got, added, err := s.AppendEvent(c, e)
+		if err != nil || !added {
+			t.Fatalf("AppendEvent = %v, %v", added, err)
 		}
 		if got.Seq <= last {
 			t.Errorf("seq %d after %d: not increasing", got.Seq, last)
 		}
 		last = got.Seq
 	}
-	if _, err := s.AppendEvent(c, events.Event{Time: t0, Type: "Bogus"}); !errors.Is(err, events.ErrInvalidEvent) {
+	if _, _, err := s.AppendEvent(c, events.Event{Time: t0, Type: "Bogus"}); !errors.Is(err, events.ErrInvalidEvent) {
 		t.Errorf("bogus event: %v, want ErrInvalidEvent", err)
 	}
 	tests := []struct {
@@ -382,7 +383,9 @@ func testEventRetention(t *testing.T, s store.Store) {
 	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	const total = Retention*2 + 5
 	for i := 0; i < total; i++ {
-		if _, err := s.AppendEvent(c, events.Event{Time: t0.Add(time.Duration(i) * time.Second), Type: events.Audit, Method: fmt.Sprintf("m%d", i)}); err != nil {
+		// Every event has an ID, so the ID index is trimmed with them:
+		// the first IDs are recorded again as new events afterwards.
+		if _, _, err := s.AppendEvent(c, events.Event{ID: fmt.Sprintf("id-%d", i), Time: t0.Add(time.Duration(i) * time.Second), Type: events.Audit, Method: fmt.Sprintf("m%d", i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -395,6 +398,40 @@ func testEventRetention(t *testing.T, s store.Store) {
 	}
 	if got[0].Method != fmt.Sprintf("m%d", total-Retention) || got[len(got)-1].Method != fmt.Sprintf("m%d", total-1) {
 		t.Errorf("kept %s..%s, want the newest", got[0].Method, got[len(got)-1].Method)
+	}
+	if _, added, err := s.AppendEvent(c, events.Event{ID: "id-0", Time: t0, Type: events.Audit, Method: "again"}); err != nil || !added {
+		t.Errorf("ID of a trimmed event: added=%v, %v; want recorded afresh", added, err)
+	}
+	if _, added, err := s.AppendEvent(c, events.Event{ID: fmt.Sprintf("id-%d", total-1), Time: t0, Type: events.Audit, Method: "again"}); err != nil || added {
+		t.Errorf("ID of a retained event: added=%v, %v; want deduplicated", added, err)
+	}
+}
+
+func testEventDedupe(t *testing.T, s store.Store) {
+	c := ctx(t)
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	e := events.Event{ID: "node-a/42", Time: t0, Type: events.VolumeDegraded, Volume: "v1"}
+	first, added, err := s.AppendEvent(c, e)
+	if err != nil || !added {
+		t.Fatalf("first AppendEvent = %v, %v", added, err)
+	}
+	e.Message = "resent with another message"
+	again, added, err := s.AppendEvent(c, e)
+	if err != nil || added || again.Seq != first.Seq || again.Message != "" {
+		t.Fatalf("resend = %+v, added=%v, %v; want the stored event, not added", again, added, err)
+	}
+	// Events without ID are never deduplicated.
+	for range 2 {
+		if _, added, err := s.AppendEvent(c, events.Event{Time: t0, Type: events.VolumeHealed, Volume: "v1"}); err != nil || !added {
+			t.Fatalf("event without ID: added=%v, %v", added, err)
+		}
+	}
+	got, err := s.ListEvents(c, events.Filter{Volume: "v1"})
+	if err != nil || len(got) != 3 {
+		t.Fatalf("ListEvents = %d events, %v; want 3", len(got), err)
+	}
+	if got[0].ID != "node-a/42" {
+		t.Errorf("stored ID %q", got[0].ID)
 	}
 }
 

@@ -1,0 +1,269 @@
+// Command nvmirror-provisioner is the volume registry: it serves the
+// provisioner gRPC API (TLS and a bearer token) to the CSI driver and
+// nvmirrorctl, drives the storage nodes' agents, sweeps deletions and
+// allow-lists on nodes that were away, and forwards events to syslog.
+// Flags are documented in docs/provisioner.md. It stops gracefully on
+// SIGTERM.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"k8s.io/klog/v2"
+
+	"github.com/nvmirror/nvmirror/pkg/events"
+	"github.com/nvmirror/nvmirror/pkg/provisioner"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/agentclient"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/store/boltstore"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/store/etcdstore"
+	"github.com/nvmirror/nvmirror/pkg/provisionerapi"
+	"github.com/nvmirror/nvmirror/pkg/rpcauth"
+	"github.com/nvmirror/nvmirror/pkg/version"
+)
+
+func main() {
+	klog.InitFlags(nil)
+	o, showVersion, err := parseFlags(flag.CommandLine, os.Args[1:])
+	if showVersion {
+		fmt.Println(version.Version)
+		return
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "nvmirror-provisioner: %v\n", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, o, nil); err != nil {
+		klog.ErrorS(err, "nvmirror-provisioner failed")
+		klog.Flush()
+		os.Exit(1)
+	}
+	klog.Flush()
+}
+
+// parseFlags parses args into validated Options.
+func parseFlags(fs *flag.FlagSet, args []string) (Options, bool, error) {
+	o := DefaultOptions()
+	o.AddFlags(fs)
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return o, false, err
+	}
+	if *showVersion {
+		return o, true, nil
+	}
+	return o, false, o.Validate()
+}
+
+// run serves until ctx ends. ready, when set, is told the listen address
+// once the server accepts calls (tests listen on port 0).
+func run(ctx context.Context, o Options, ready func(addr string)) error {
+	klog.InfoS("Starting nvmirror-provisioner", "version", version.Version, "listen", o.Listen, "store", o.Store)
+	token, err := rpcauth.LoadToken(o.TokenFile)
+	if err != nil {
+		return fmt.Errorf("--token-file: %w", err)
+	}
+	auth, err := rpcauth.NewTokenAuth(token)
+	if err != nil {
+		return err
+	}
+	serverTLS, err := rpcauth.ServerTLSConfig(o.TLSCertFile, o.TLSKeyFile, o.TLSClientCAFile)
+	if err != nil {
+		return err
+	}
+	agentToken, err := rpcauth.LoadToken(o.AgentTokenFile)
+	if err != nil {
+		return fmt.Errorf("--agent-token-file: %w", err)
+	}
+	agentTLS, err := rpcauth.ClientTLSConfig(o.AgentCAFile, o.AgentServerName, o.AgentCertFile, o.AgentKeyFile)
+	if err != nil {
+		return err
+	}
+	agents, err := agentclient.NewPool(agentTLS, agentToken)
+	if err != nil {
+		return err
+	}
+	defer agents.Close()
+
+	st, err := openStore(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := registerStorageNodes(ctx, st, o); err != nil {
+		return err
+	}
+
+	// Background work ends with ctx (campaign, sweeper, forwarder); wait
+	// for it before the store closes.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	bgCtx, cancelBG := context.WithCancel(ctx)
+	defer cancelBG()
+
+	so := provisioner.Options{Store: st, Agents: agents, ThinOvercommit: o.ThinOvercommit,
+		MaxReplacementsPerNode: o.MaxReplacementsPerNode, AgentTimeout: o.AgentTimeout}
+	if o.SyslogAddress != "" {
+		fwd, err := newForwarder(o)
+		if err != nil {
+			return err
+		}
+		so.Events = fwd
+		wg.Go(func() {
+			if err := fwd.Run(bgCtx); err != nil && !errors.Is(err, context.Canceled) {
+				klog.ErrorS(err, "Syslog forwarder stopped")
+			}
+			// Closed only after Run: the queue is in use until then.
+			if err := fwd.Close(); err != nil {
+				klog.ErrorS(err, "Closing the syslog queue")
+			}
+		})
+	}
+	svc, err := provisioner.New(so)
+	if err != nil {
+		return err
+	}
+
+	health := provisioner.NewHealth()
+	leader, err := st.Leader(bgCtx, o.LeaderID)
+	if err != nil {
+		return fmt.Errorf("leader election: %w", err)
+	}
+	wg.Go(func() { health.Follow(leader) })
+	wg.Go(func() { svc.RunSweeper(bgCtx, o.SweepInterval) })
+
+	lis, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	srv := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(serverTLS)),
+		grpc.ChainUnaryInterceptor(auth.UnaryServerInterceptor(), provisioner.LoggingInterceptor),
+		grpc.ChainStreamInterceptor(auth.StreamServerInterceptor()),
+	)
+	provisionerapi.RegisterProvisionerServer(srv, provisioner.NewServer(svc))
+	healthpb.RegisterHealthServer(srv, health)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+	klog.InfoS("Serving the provisioner API", "address", lis.Addr().String())
+	if ready != nil {
+		ready(lis.Addr().String())
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	klog.InfoS("Stopping: waiting for running calls", "timeout", o.ShutdownTimeout)
+	health.Shutdown() // NOT_SERVING from now on: clients go elsewhere
+	done := make(chan struct{})
+	go func() { srv.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(o.ShutdownTimeout):
+		klog.InfoS("Shutdown timeout: closing remaining connections")
+		srv.Stop()
+	}
+	cancelBG() // resign leadership, stop the sweeper and the forwarder
+	return nil
+}
+
+func openStore(ctx context.Context, o Options) (store.Store, error) {
+	if o.Store == "bolt" {
+		if err := os.MkdirAll(filepath.Dir(o.BoltPath), 0o700); err != nil {
+			return nil, fmt.Errorf("--bolt-path: %w", err)
+		}
+		return boltstore.Open(o.BoltPath, boltstore.Options{EventRetention: o.EventRetention})
+	}
+	eo := etcdstore.Options{Endpoints: o.EtcdEndpoints, Prefix: o.EtcdPrefix, EventRetention: o.EventRetention, Username: o.EtcdUsername}
+	if o.EtcdCAFile != "" || o.EtcdCertFile != "" {
+		cfg, err := rpcauth.ClientTLSConfig(o.EtcdCAFile, "", o.EtcdCertFile, o.EtcdKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("etcd TLS: %w", err)
+		}
+		eo.TLS = cfg
+	}
+	if o.EtcdPasswordFile != "" {
+		pw, err := os.ReadFile(o.EtcdPasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("--etcd-password-file: %w", err)
+		}
+		eo.Password = strings.TrimSpace(string(pw))
+	}
+	return etcdstore.Open(ctx, eo)
+}
+
+// registerStorageNodes records the configured agents. Existing records keep
+// their labels. Registered nodes missing from the flags are left alone
+// (their replicas still need the sweeper) but reported, since placement
+// still considers them.
+func registerStorageNodes(ctx context.Context, st store.Store, o Options) error {
+	nodes, err := o.ParseStorageNodes()
+	if err != nil {
+		return err
+	}
+	configured := map[string]bool{}
+	for _, n := range nodes {
+		configured[n.Name] = true
+		rec := &store.StorageNode{ID: n.Name, Address: n.Address}
+		if cur, err := st.GetStorageNode(ctx, n.Name); err == nil {
+			rec.Labels, rec.LastSeen = cur.Labels, cur.LastSeen
+		}
+		if err := st.PutStorageNode(ctx, rec); err != nil {
+			return fmt.Errorf("register storage node %s: %w", n.Name, err)
+		}
+	}
+	all, err := st.ListStorageNodes(ctx)
+	if err != nil {
+		return err
+	}
+	for _, n := range all {
+		if !configured[n.ID] {
+			klog.InfoS("Registered storage node not in the configuration; it stays registered and placement may still use it", "storageNode", n.ID, "address", n.Address)
+		}
+	}
+	klog.InfoS("Storage nodes", "configured", len(nodes), "registered", len(all))
+	return nil
+}
+
+func newForwarder(o Options) (*events.Forwarder, error) {
+	f, err := events.NewFormatter(o.SyslogFacility, 0)
+	if err != nil {
+		return nil, fmt.Errorf("--syslog-facility: %w", err)
+	}
+	fo := events.ForwarderOptions{
+		Network: o.SyslogTransport, Address: o.SyslogAddress, Formatter: f,
+		QueuePath: filepath.Join(o.SyslogQueueDir, "syslog-queue.db"), QueueLimit: o.SyslogQueueLimit,
+	}
+	if o.SyslogTransport == "tls" {
+		serverName := o.SyslogServerName
+		if serverName == "" {
+			serverName, _, _ = net.SplitHostPort(o.SyslogAddress)
+		}
+		cfg, err := rpcauth.ClientTLSConfig(o.SyslogCAFile, serverName, "", "")
+		if err != nil {
+			return nil, fmt.Errorf("syslog TLS: %w", err)
+		}
+		fo.TLS = cfg
+	}
+	if err := os.MkdirAll(o.SyslogQueueDir, 0o700); err != nil {
+		return nil, fmt.Errorf("--syslog-queue-dir: %w", err)
+	}
+	return events.NewForwarder(fo)
+}

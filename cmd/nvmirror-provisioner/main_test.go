@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nvmirror/nvmirror/pkg/driver"
+	"github.com/nvmirror/nvmirror/pkg/provisionerclient"
+	"github.com/nvmirror/nvmirror/pkg/rpcauth"
+)
+
+func parse(args ...string) (Options, bool, error) {
+	fs := flag.NewFlagSet("nvmirror-provisioner", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return parseFlags(fs, args)
+}
+
+func TestFlagValidation(t *testing.T) {
+	base := []string{"--tls-cert-file=/c", "--tls-key-file=/k", "--token-file=/t", "--agent-token-file=/a", "--storage-node=sn-1=10.0.0.1:9400"}
+	if o, _, err := parse(base...); err != nil || len(o.StorageNodes) != 1 || o.Store != "bolt" {
+		t.Fatalf("valid flags: %+v, %v", o, err)
+	}
+	o, _, err := parse(append(base, "--storage-node=sn-2=10.0.0.2:9400,sn-3=10.0.0.3:9400", "--store=etcd", "--etcd-endpoints=https://e1:2379,https://e2:2379")...)
+	if err != nil || len(o.StorageNodes) != 3 || len(o.EtcdEndpoints) != 2 {
+		t.Fatalf("repeated and comma-separated flags: %+v, %v", o, err)
+	}
+	if _, v, err := parse("--version"); !v || err != nil {
+		t.Errorf("--version: %v, %v", v, err)
+	}
+	for _, tc := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"--store=mysql"}, "--store"},
+		{[]string{"--listen=nowhere"}, "--listen"},
+		{[]string{"--syslog-address=s:514", "--syslog-transport=smtp"}, "--syslog-transport"},
+		{[]string{"--storage-node=sn-9"}, "--storage-node"},
+		{[]string{"--sweep-interval=0s"}, "--sweep-interval"},
+		{[]string{"--sweep-interval=soon"}, "sweep-interval"}, // the flag package's own parse error
+	} {
+		_, _, err := parse(append(append([]string(nil), base...), tc.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tc.flag) {
+			t.Errorf("%v: %v, want an error naming %s", tc.args, err, tc.flag)
+		}
+	}
+	// Every missing required flag is reported at once.
+	_, _, err = parse()
+	for _, f := range []string{"--tls-cert-file", "--token-file", "--agent-token-file", "--storage-node"} {
+		if err == nil || !strings.Contains(err.Error(), f) {
+			t.Errorf("no flags: %v, want %s named", err, f)
+		}
+	}
+}
+
+func writeSelfSigned(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "nvmirror-provisioner-test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA: true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// TestRunServesAndStops starts the whole process in-memory (bolt store, one
+// storage node that is not there), reaches it through the client the CSI
+// driver uses, and stops it by cancelling the context (SIGTERM).
+func TestRunServesAndStops(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := writeSelfSigned(t, dir)
+	token := filepath.Join(dir, "token")
+	if err := os.WriteFile(token, []byte("client-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o, _, err := parse("--listen=127.0.0.1:0", "--tls-cert-file="+cert, "--tls-key-file="+key, "--token-file="+token,
+		"--agent-token-file="+token, "--storage-node=sn-1=127.0.0.1:1", "--bolt-path="+filepath.Join(dir, "db", "registry.db"),
+		"--syslog-address=127.0.0.1:1", "--syslog-queue-dir="+filepath.Join(dir, "queue"), "--agent-timeout=1s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addrc := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, o, func(a string) { addrc <- a }) }()
+	var addr string
+	select {
+	case addr = <-addrc:
+	case err := <-done:
+		t.Fatalf("run ended before serving: %v", err)
+	}
+	conn, err := rpcauth.Dial(addr, rpcauth.ClientConfig{CAFile: cert, ServerName: "localhost", TokenFile: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := provisionerclient.New(conn)
+	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+	defer ccancel()
+	// Leadership (bolt: at once) is reported asynchronously: wait for it
+	// through the client, bounded by the context.
+	for {
+		err := c.Ping(cctx)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, driver.ErrUnavailable) || cctx.Err() != nil {
+			t.Fatalf("Ping: %v", err)
+		}
+		select {
+		case <-cctx.Done():
+			t.Fatalf("Ping: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	nodes, err := c.ListStorageNodes(cctx)
+	if err != nil || len(nodes) != 1 || nodes[0].GetName() != "sn-1" || nodes[0].GetReachable() {
+		t.Fatalf("ListStorageNodes = %v, %v", nodes, err)
+	}
+	_, err = c.CreateVolume(cctx, driver.CreateVolumeRequest{Name: "pvc-1", SizeBytes: 1 << 30, Parameters: map[string]string{"numReplicas": "1"}})
+	if !errors.Is(err, driver.ErrResourceExhausted) || !strings.Contains(err.Error(), "sn-1") {
+		t.Errorf("CreateVolume with the only node away: %v, want ResourceExhausted naming sn-1", err)
+	}
+	if err := c.ReportAudit(cctx, driver.AuditRecord{Operation: "CreateVolume", Outcome: driver.AuditSuccess}); err != nil {
+		t.Errorf("ReportAudit (queued for syslog): %v", err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not stop after cancel")
+	}
+}

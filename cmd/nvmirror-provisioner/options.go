@@ -1,0 +1,293 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/nvmirror/nvmirror/pkg/events"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
+)
+
+// Options are the process's configuration, filled from flags. Every field is
+// checked by Validate, whose errors name the flag.
+type Options struct {
+	// Listen is the gRPC address (host:port) of the provisioner API.
+	Listen string
+	// TLSCertFile/TLSKeyFile are the server certificate; TLSClientCAFile,
+	// when set, requires client certificates signed by it (mutual TLS).
+	TLSCertFile, TLSKeyFile, TLSClientCAFile string
+	// TokenFile holds the bearer token clients (CSI driver, nvmirrorctl)
+	// must send.
+	TokenFile string
+	// ShutdownTimeout bounds how long SIGTERM waits for running calls.
+	ShutdownTimeout time.Duration
+
+	// Store is "bolt" (one file, one provisioner replica; the default) or
+	// "etcd" (several replicas, leader election).
+	Store    string
+	BoltPath string
+	// EtcdEndpoints, EtcdPrefix and the etcd client TLS/credentials.
+	EtcdEndpoints                         listFlag
+	EtcdPrefix                            string
+	EtcdCAFile, EtcdCertFile, EtcdKeyFile string
+	EtcdUsername, EtcdPasswordFile        string
+	// LeaderID names this process in the election (default: host name,
+	// which is the pod name in Kubernetes).
+	LeaderID string
+	// EventRetention is how many events the registry keeps.
+	EventRetention int
+
+	// StorageNodes are the agents to use (NAME=HOST:PORT), from repeated
+	// --storage-node flags and StorageNodesFile (one per line).
+	StorageNodes     listFlag
+	StorageNodesFile string
+	// Agent client: CA verifying the agents, the name in their
+	// certificates (when not their address), the token, and an optional
+	// client certificate.
+	AgentCAFile, AgentServerName, AgentTokenFile string
+	AgentCertFile, AgentKeyFile                  string
+	// AgentTimeout bounds each agent call of a capacity survey.
+	AgentTimeout time.Duration
+
+	// Syslog forwarding (disabled when SyslogAddress is empty).
+	SyslogAddress, SyslogTransport string
+	SyslogCAFile, SyslogServerName string
+	SyslogFacility, SyslogQueueDir string
+	SyslogQueueLimit               int
+
+	// SweepInterval: how often replicas of deleted volumes and host
+	// allow-lists on storage nodes that were away are reconciled.
+	SweepInterval time.Duration
+	// MaxReplacementsPerNode bounds concurrent replica replacements onto
+	// one storage node (rebuild storms).
+	MaxReplacementsPerNode int
+	// ThinOvercommit lets placement promise thin replicas more than the
+	// pools hold (1 = never).
+	ThinOvercommit float64
+}
+
+// listFlag is a repeatable, comma-separable flag.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+// DefaultOptions returns the defaults.
+func DefaultOptions() Options {
+	host, _ := os.Hostname()
+	return Options{
+		Listen:                 ":9500",
+		ShutdownTimeout:        30 * time.Second,
+		Store:                  "bolt",
+		BoltPath:               "/var/lib/nvmirror/provisioner/registry.db",
+		EtcdPrefix:             "/nvmirror/",
+		LeaderID:               host,
+		EventRetention:         store.DefaultEventRetention,
+		AgentTimeout:           5 * time.Second,
+		SyslogTransport:        "tcp",
+		SyslogFacility:         events.DefaultFacility,
+		SyslogQueueDir:         "/var/lib/nvmirror/provisioner",
+		SyslogQueueLimit:       events.DefaultQueueLimit,
+		SweepInterval:          30 * time.Second,
+		MaxReplacementsPerNode: 2,
+		ThinOvercommit:         1,
+	}
+}
+
+// AddFlags registers the flags with o's values as defaults.
+func (o *Options) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.Listen, "listen", o.Listen, "gRPC listen address host:port")
+	fs.StringVar(&o.TLSCertFile, "tls-cert-file", o.TLSCertFile, "server certificate (PEM)")
+	fs.StringVar(&o.TLSKeyFile, "tls-key-file", o.TLSKeyFile, "server private key (PEM)")
+	fs.StringVar(&o.TLSClientCAFile, "tls-client-ca-file", o.TLSClientCAFile, "if set, require client certificates signed by this CA (PEM)")
+	fs.StringVar(&o.TokenFile, "token-file", o.TokenFile, "file holding the bearer token clients must send")
+	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "how long SIGTERM waits for running calls")
+
+	fs.StringVar(&o.Store, "store", o.Store, "registry backend: bolt (one file, one replica) or etcd (several replicas, leader election)")
+	fs.StringVar(&o.BoltPath, "bolt-path", o.BoltPath, "[bolt] registry database file (absolute)")
+	fs.Var(&o.EtcdEndpoints, "etcd-endpoints", "[etcd] endpoints, comma-separated or repeated (https://host:2379)")
+	fs.StringVar(&o.EtcdPrefix, "etcd-prefix", o.EtcdPrefix, "[etcd] key prefix (two clusters may share an etcd)")
+	fs.StringVar(&o.EtcdCAFile, "etcd-ca-file", o.EtcdCAFile, "[etcd] CA verifying etcd (PEM)")
+	fs.StringVar(&o.EtcdCertFile, "etcd-cert-file", o.EtcdCertFile, "[etcd] client certificate (PEM)")
+	fs.StringVar(&o.EtcdKeyFile, "etcd-key-file", o.EtcdKeyFile, "[etcd] client key (PEM)")
+	fs.StringVar(&o.EtcdUsername, "etcd-username", o.EtcdUsername, "[etcd] user name")
+	fs.StringVar(&o.EtcdPasswordFile, "etcd-password-file", o.EtcdPasswordFile, "[etcd] file holding the user's password")
+	fs.StringVar(&o.LeaderID, "leader-id", o.LeaderID, "[etcd] this process's name in the leader election (default: host name)")
+	fs.IntVar(&o.EventRetention, "event-retention", o.EventRetention, "events and audit records kept in the registry (oldest dropped)")
+
+	fs.Var(&o.StorageNodes, "storage-node", "storage node agent NAME=HOST:PORT; repeat or comma-separate")
+	fs.StringVar(&o.StorageNodesFile, "storage-nodes-file", o.StorageNodesFile, "file of storage nodes, one NAME=HOST:PORT per line (# comments)")
+	fs.StringVar(&o.AgentCAFile, "agent-ca-file", o.AgentCAFile, "CA verifying the agents' certificates (PEM)")
+	fs.StringVar(&o.AgentServerName, "agent-server-name", o.AgentServerName, "name expected in the agents' certificates (default: the address dialled)")
+	fs.StringVar(&o.AgentTokenFile, "agent-token-file", o.AgentTokenFile, "file holding the agents' bearer token")
+	fs.StringVar(&o.AgentCertFile, "agent-cert-file", o.AgentCertFile, "client certificate for agents requiring mutual TLS (PEM)")
+	fs.StringVar(&o.AgentKeyFile, "agent-key-file", o.AgentKeyFile, "client key for agents requiring mutual TLS (PEM)")
+	fs.DurationVar(&o.AgentTimeout, "agent-timeout", o.AgentTimeout, "bound on each agent call of a capacity survey")
+
+	fs.StringVar(&o.SyslogAddress, "syslog-address", o.SyslogAddress, "syslog server host:port to forward events to (empty: no forwarding)")
+	fs.StringVar(&o.SyslogTransport, "syslog-transport", o.SyslogTransport, "syslog transport: udp, tcp or tls")
+	fs.StringVar(&o.SyslogCAFile, "syslog-ca-file", o.SyslogCAFile, "[tls] CA verifying the syslog server (PEM; default system roots)")
+	fs.StringVar(&o.SyslogServerName, "syslog-server-name", o.SyslogServerName, "[tls] name expected in the syslog server's certificate (default: its host)")
+	fs.StringVar(&o.SyslogFacility, "syslog-facility", o.SyslogFacility, "syslog facility (kern..local7 or 0-23)")
+	fs.StringVar(&o.SyslogQueueDir, "syslog-queue-dir", o.SyslogQueueDir, "directory of the persistent forwarding queue (absolute; keep it on a volume)")
+	fs.IntVar(&o.SyslogQueueLimit, "syslog-queue-limit", o.SyslogQueueLimit, "messages the queue holds before dropping the oldest")
+
+	fs.DurationVar(&o.SweepInterval, "sweep-interval", o.SweepInterval, "how often deletions and host allow-lists on returning storage nodes are reconciled")
+	fs.IntVar(&o.MaxReplacementsPerNode, "max-replacements-per-node", o.MaxReplacementsPerNode, "concurrent replica replacements onto one storage node")
+	fs.Float64Var(&o.ThinOvercommit, "thin-overcommit", o.ThinOvercommit, "ratio of thin provisioned bytes to pool size placement allows (>= 1)")
+}
+
+// nodeName is what a storage node name may look like: a Kubernetes label
+// value, since placement selectors (storageNodes=) name them.
+var nodeName = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$`)
+
+// StorageNodeAddr is one --storage-node.
+type StorageNodeAddr struct{ Name, Address string }
+
+// ParseStorageNodes reads the --storage-node values and the
+// --storage-nodes-file, and checks every entry.
+func (o *Options) ParseStorageNodes() ([]StorageNodeAddr, error) {
+	type entry struct{ value, origin string }
+	var entries []entry
+	for _, v := range o.StorageNodes {
+		entries = append(entries, entry{v, "--storage-node"})
+	}
+	if o.StorageNodesFile != "" {
+		f, err := os.Open(o.StorageNodesFile)
+		if err != nil {
+			return nil, fmt.Errorf("--storage-nodes-file: %w", err)
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for line := 1; sc.Scan(); line++ {
+			v := strings.TrimSpace(sc.Text())
+			if v == "" || strings.HasPrefix(v, "#") {
+				continue
+			}
+			entries = append(entries, entry{v, fmt.Sprintf("--storage-nodes-file %s:%d", o.StorageNodesFile, line)})
+		}
+		if err := sc.Err(); err != nil {
+			return nil, fmt.Errorf("--storage-nodes-file: %w", err)
+		}
+	}
+	var out []StorageNodeAddr
+	seen := map[string]bool{}
+	for _, e := range entries {
+		name, addr, ok := strings.Cut(e.value, "=")
+		if !ok || !nodeName.MatchString(name) {
+			return nil, fmt.Errorf("%s %q: want NAME=HOST:PORT with NAME a label value (letters, digits, '-', '_', '.')", e.origin, e.value)
+		}
+		if host, port, err := net.SplitHostPort(addr); err != nil || host == "" || port == "" {
+			return nil, fmt.Errorf("%s %q: address %q is not HOST:PORT", e.origin, e.value, addr)
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("%s: storage node %s given twice", e.origin, name)
+		}
+		seen[name] = true
+		out = append(out, StorageNodeAddr{Name: name, Address: addr})
+	}
+	return out, nil
+}
+
+// Validate checks every option and returns all problems at once, each
+// naming its flag.
+func (o *Options) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if _, _, err := net.SplitHostPort(o.Listen); err != nil {
+		bad("--listen %q: want host:port", o.Listen)
+	}
+	for flagName, v := range map[string]string{"--tls-cert-file": o.TLSCertFile, "--tls-key-file": o.TLSKeyFile, "--token-file": o.TokenFile, "--agent-token-file": o.AgentTokenFile} {
+		if v == "" {
+			bad("%s is required", flagName)
+		}
+	}
+	if o.ShutdownTimeout <= 0 {
+		bad("--shutdown-timeout %s: must be positive", o.ShutdownTimeout)
+	}
+	switch o.Store {
+	case "bolt":
+		if !filepath.IsAbs(o.BoltPath) {
+			bad("--bolt-path %q: must be an absolute path", o.BoltPath)
+		}
+		if len(o.EtcdEndpoints) > 0 {
+			bad("--etcd-endpoints given with --store=bolt: choose one backend")
+		}
+	case "etcd":
+		if len(o.EtcdEndpoints) == 0 {
+			bad("--etcd-endpoints is required with --store=etcd")
+		}
+		if o.LeaderID == "" {
+			bad("--leader-id is required with --store=etcd (no host name found)")
+		}
+		if (o.EtcdCertFile == "") != (o.EtcdKeyFile == "") {
+			bad("--etcd-cert-file and --etcd-key-file go together")
+		}
+		if (o.EtcdUsername == "") != (o.EtcdPasswordFile == "") {
+			bad("--etcd-username and --etcd-password-file go together")
+		}
+	default:
+		bad("--store %q: want bolt or etcd", o.Store)
+	}
+	if o.EventRetention <= 0 {
+		bad("--event-retention %d: must be positive", o.EventRetention)
+	}
+	if nodes, err := o.ParseStorageNodes(); err != nil {
+		errs = append(errs, err)
+	} else if len(nodes) == 0 {
+		bad("no storage nodes: give --storage-node NAME=HOST:PORT or --storage-nodes-file")
+	}
+	if (o.AgentCertFile == "") != (o.AgentKeyFile == "") {
+		bad("--agent-cert-file and --agent-key-file go together")
+	}
+	if o.AgentTimeout <= 0 {
+		bad("--agent-timeout %s: must be positive", o.AgentTimeout)
+	}
+	if o.SyslogAddress != "" {
+		if _, _, err := net.SplitHostPort(o.SyslogAddress); err != nil {
+			bad("--syslog-address %q: want host:port", o.SyslogAddress)
+		}
+		switch o.SyslogTransport {
+		case "udp", "tcp", "tls":
+		default:
+			bad("--syslog-transport %q: want udp, tcp or tls", o.SyslogTransport)
+		}
+		if (o.SyslogCAFile != "" || o.SyslogServerName != "") && o.SyslogTransport != "tls" {
+			bad("--syslog-ca-file/--syslog-server-name need --syslog-transport=tls")
+		}
+		if _, err := events.ParseFacility(o.SyslogFacility); err != nil {
+			bad("--syslog-facility: %v", err)
+		}
+		if !filepath.IsAbs(o.SyslogQueueDir) {
+			bad("--syslog-queue-dir %q: must be an absolute path", o.SyslogQueueDir)
+		}
+		if o.SyslogQueueLimit <= 0 {
+			bad("--syslog-queue-limit %d: must be positive", o.SyslogQueueLimit)
+		}
+	}
+	if o.SweepInterval <= 0 {
+		bad("--sweep-interval %s: must be positive", o.SweepInterval)
+	}
+	if o.MaxReplacementsPerNode <= 0 {
+		bad("--max-replacements-per-node %d: must be positive", o.MaxReplacementsPerNode)
+	}
+	if o.ThinOvercommit < 1 {
+		bad("--thin-overcommit %g: must be at least 1", o.ThinOvercommit)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// valid returns options that pass Validate.
+func valid() Options {
+	o := DefaultOptions()
+	o.TLSCertFile, o.TLSKeyFile, o.TokenFile, o.AgentTokenFile = "/tls/tls.crt", "/tls/tls.key", "/token/token", "/agent/token"
+	o.StorageNodes = listFlag{"sn-1=10.0.0.1:9400"}
+	return o
+}
+
+func TestValidate(t *testing.T) {
+	if err := func() error { o := valid(); return o.Validate() }(); err != nil {
+		t.Fatalf("valid options: %v", err)
+	}
+	tests := []struct {
+		name   string
+		modify func(*Options)
+		flag   string
+	}{
+		{"listen", func(o *Options) { o.Listen = "9500" }, "--listen"},
+		{"no cert", func(o *Options) { o.TLSCertFile = "" }, "--tls-cert-file"},
+		{"no token", func(o *Options) { o.TokenFile = "" }, "--token-file"},
+		{"no agent token", func(o *Options) { o.AgentTokenFile = "" }, "--agent-token-file"},
+		{"shutdown", func(o *Options) { o.ShutdownTimeout = 0 }, "--shutdown-timeout"},
+		{"store", func(o *Options) { o.Store = "sqlite" }, "--store"},
+		{"relative bolt path", func(o *Options) { o.BoltPath = "registry.db" }, "--bolt-path"},
+		{"etcd endpoints with bolt", func(o *Options) { o.EtcdEndpoints = listFlag{"http://e:2379"} }, "--etcd-endpoints"},
+		{"etcd without endpoints", func(o *Options) { o.Store = "etcd" }, "--etcd-endpoints"},
+		{"etcd cert without key", func(o *Options) {
+			o.Store, o.EtcdEndpoints, o.EtcdCertFile = "etcd", listFlag{"https://e:2379"}, "/c"
+		}, "--etcd-key-file"},
+		{"etcd user without password", func(o *Options) {
+			o.Store, o.EtcdEndpoints, o.EtcdUsername = "etcd", listFlag{"https://e:2379"}, "nvmirror"
+		}, "--etcd-password-file"},
+		{"retention", func(o *Options) { o.EventRetention = 0 }, "--event-retention"},
+		{"no storage nodes", func(o *Options) { o.StorageNodes = nil }, "--storage-node"},
+		{"storage node without address", func(o *Options) { o.StorageNodes = listFlag{"sn-1"} }, "--storage-node"},
+		{"storage node bad name", func(o *Options) { o.StorageNodes = listFlag{"sn 1=10.0.0.1:9400"} }, "--storage-node"},
+		{"storage node bad address", func(o *Options) { o.StorageNodes = listFlag{"sn-1=10.0.0.1"} }, "--storage-node"},
+		{"storage node twice", func(o *Options) { o.StorageNodes = listFlag{"sn-1=a:1", "sn-1=b:1"} }, "twice"},
+		{"storage nodes file missing", func(o *Options) { o.StorageNodesFile = "/nonexistent/nodes" }, "--storage-nodes-file"},
+		{"agent cert without key", func(o *Options) { o.AgentCertFile = "/c" }, "--agent-key-file"},
+		{"agent timeout", func(o *Options) { o.AgentTimeout = -time.Second }, "--agent-timeout"},
+		{"syslog address", func(o *Options) { o.SyslogAddress = "syslog" }, "--syslog-address"},
+		{"syslog transport", func(o *Options) { o.SyslogAddress, o.SyslogTransport = "s:514", "relp" }, "--syslog-transport"},
+		{"syslog CA without tls", func(o *Options) { o.SyslogAddress, o.SyslogCAFile = "s:514", "/ca" }, "--syslog-transport=tls"},
+		{"syslog facility", func(o *Options) { o.SyslogAddress, o.SyslogFacility = "s:514", "local9" }, "--syslog-facility"},
+		{"syslog queue dir", func(o *Options) { o.SyslogAddress, o.SyslogQueueDir = "s:514", "queue" }, "--syslog-queue-dir"},
+		{"sweep interval", func(o *Options) { o.SweepInterval = 0 }, "--sweep-interval"},
+		{"replacements", func(o *Options) { o.MaxReplacementsPerNode = 0 }, "--max-replacements-per-node"},
+		{"overcommit", func(o *Options) { o.ThinOvercommit = 0.5 }, "--thin-overcommit"},
+	}
+	for _, tc := range tests {
+		o := valid()
+		tc.modify(&o)
+		err := o.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.flag) {
+			t.Errorf("%s: %v, want an error naming %s", tc.name, err, tc.flag)
+		}
+	}
+}
+
+func TestParseStorageNodes(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "nodes")
+	if err := os.WriteFile(file, []byte("# storage nodes\nsn-2=10.0.0.2:9400\n\n  sn-3=[fd00::3]:9400  \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o := valid()
+	o.StorageNodesFile = file
+	got, err := o.ParseStorageNodes()
+	want := []StorageNodeAddr{{"sn-1", "10.0.0.1:9400"}, {"sn-2", "10.0.0.2:9400"}, {"sn-3", "[fd00::3]:9400"}}
+	if err != nil || len(got) != len(want) {
+		t.Fatalf("ParseStorageNodes = %v, %v", got, err)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("node %d = %v, want %v", i, got[i], want[i])
+		}
+	}
+	if err := os.WriteFile(file, []byte("sn-2=10.0.0.2:9400\nbroken\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.ParseStorageNodes(); err == nil || !strings.Contains(err.Error(), file+":2") {
+		t.Errorf("bad line: %v, want the file and line named", err)
+	}
+}

@@ -1,0 +1,323 @@
+// Package provisionerclient is the Go client of nvmirror-provisioner's gRPC
+// API. Client implements driver.Provisioner for the CSI driver, mapping the
+// provisioner's status codes onto the driver's sentinel errors (keeping the
+// provisioner's message, which names the volume and what is wrong), and
+// offers the calls other clients need (the node's healer and event
+// reporter, nvmirrorctl).
+//
+// Connect with rpcauth.Dial, which brings TLS and the bearer token:
+//
+//	conn, err := rpcauth.Dial(addr, rpcauth.ClientConfig{CAFile: ..., TokenFile: ...})
+//	prov := provisionerclient.New(conn)
+package provisionerclient
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/nvmirror/nvmirror/pkg/driver"
+	"github.com/nvmirror/nvmirror/pkg/events"
+	"github.com/nvmirror/nvmirror/pkg/provisionerapi"
+)
+
+// Client calls the provisioner over one connection. It is safe for
+// concurrent use.
+type Client struct {
+	api    provisionerapi.ProvisionerClient
+	health healthpb.HealthClient
+}
+
+var _ driver.Provisioner = (*Client)(nil)
+
+// New returns a client over conn (which the caller closes).
+func New(conn grpc.ClientConnInterface) *Client {
+	return &Client{api: provisionerapi.NewProvisionerClient(conn), health: healthpb.NewHealthClient(conn)}
+}
+
+// API returns the generated client, for callers that want the wire types
+// (nvmirrorctl).
+func (c *Client) API() provisionerapi.ProvisionerClient { return c.api }
+
+// mapErr translates a status error into the driver's sentinels, keeping
+// the provisioner's message. Codes without a sentinel (Internal,
+// Unauthenticated, Canceled, ...) stay status errors, which the driver
+// passes through to the CO unchanged.
+func mapErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	var sentinel error
+	switch st.Code() {
+	case codes.NotFound:
+		sentinel = driver.ErrNotFound
+	case codes.AlreadyExists:
+		sentinel = driver.ErrAlreadyExists
+	case codes.InvalidArgument:
+		sentinel = driver.ErrInvalidArgument
+	case codes.FailedPrecondition:
+		sentinel = driver.ErrFailedPrecondition
+	case codes.ResourceExhausted:
+		sentinel = driver.ErrResourceExhausted
+	case codes.Unavailable, codes.DeadlineExceeded:
+		sentinel = driver.ErrUnavailable
+	case codes.Aborted:
+		sentinel = driver.ErrAborted
+	case codes.OutOfRange:
+		sentinel = driver.ErrOutOfRange
+	default:
+		return err
+	}
+	return fmt.Errorf("provisioner: %s: %w", st.Message(), sentinel)
+}
+
+func (c *Client) CreateVolume(ctx context.Context, req driver.CreateVolumeRequest) (*driver.Volume, error) {
+	resp, err := c.api.CreateVolume(ctx, &provisionerapi.CreateVolumeRequest{Name: req.Name, SizeBytes: req.SizeBytes, Parameters: req.Parameters, Block: req.Block})
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return VolumeFromProto(resp.GetVolume()), nil
+}
+
+func (c *Client) DeleteVolume(ctx context.Context, id string) error {
+	_, err := c.api.DeleteVolume(ctx, &provisionerapi.DeleteVolumeRequest{VolumeId: id})
+	return mapErr(err)
+}
+
+func (c *Client) GetVolume(ctx context.Context, id string) (*driver.Volume, error) {
+	resp, err := c.api.GetVolume(ctx, &provisionerapi.GetVolumeRequest{VolumeId: id})
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return VolumeFromProto(resp.GetVolume()), nil
+}
+
+// ListVolumes pages through the registry for CSI ListVolumes. Volumes being
+// deleted are left out: the CO deleted them, and listing them would show it
+// volumes it no longer has (they only wait for storage nodes that were
+// away). A page can therefore hold fewer than max entries with a next
+// token, which CSI allows.
+func (c *Client) ListVolumes(ctx context.Context, startToken string, max int) ([]*driver.Volume, string, error) {
+	resp, err := c.api.ListVolumes(ctx, &provisionerapi.ListVolumesRequest{StartingToken: startToken, MaxEntries: int32(max)})
+	if err != nil {
+		return nil, "", mapErr(err)
+	}
+	var out []*driver.Volume
+	for _, v := range resp.GetVolumes() {
+		if v.GetState() == "deleting" {
+			continue
+		}
+		out = append(out, VolumeFromProto(v))
+	}
+	return out, resp.GetNextToken(), nil
+}
+
+func (c *Client) PublishVolume(ctx context.Context, id, hostNQN, nodeID string) (*driver.Volume, error) {
+	resp, err := c.api.PublishVolume(ctx, &provisionerapi.PublishVolumeRequest{VolumeId: id, HostNqn: hostNQN, NodeId: nodeID})
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return VolumeFromProto(resp.GetVolume()), nil
+}
+
+func (c *Client) UnpublishVolume(ctx context.Context, id, hostNQN string) error {
+	_, err := c.api.UnpublishVolume(ctx, &provisionerapi.UnpublishVolumeRequest{VolumeId: id, HostNqn: hostNQN})
+	return mapErr(err)
+}
+
+func (c *Client) ExpandVolume(ctx context.Context, id string, sizeBytes int64) (*driver.Volume, error) {
+	resp, err := c.api.ExpandVolume(ctx, &provisionerapi.ExpandVolumeRequest{VolumeId: id, SizeBytes: sizeBytes})
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return VolumeFromProto(resp.GetVolume()), nil
+}
+
+func (c *Client) ModifyVolume(ctx context.Context, id string, mutable map[string]string) (*driver.Volume, error) {
+	resp, err := c.api.ModifyVolume(ctx, &provisionerapi.ModifyVolumeRequest{VolumeId: id, MutableParameters: mutable})
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return VolumeFromProto(resp.GetVolume()), nil
+}
+
+func (c *Client) GetCapacity(ctx context.Context, params map[string]string) (int64, error) {
+	resp, err := c.api.GetCapacity(ctx, &provisionerapi.GetCapacityRequest{Parameters: params})
+	if err != nil {
+		return 0, mapErr(err)
+	}
+	return resp.GetAvailableBytes(), nil
+}
+
+// ReportAudit sends the record as an Audit event. Its ID is a digest of
+// the record, so sending the same record twice (a retry after a timeout)
+// stores it once.
+func (c *Client) ReportAudit(ctx context.Context, rec driver.AuditRecord) error {
+	if rec.Time.IsZero() {
+		rec.Time = time.Now()
+	}
+	e := &provisionerapi.Event{
+		Id:       AuditID(rec),
+		Type:     string(events.Audit),
+		Time:     timestamppb.New(rec.Time),
+		VolumeId: rec.VolumeID,
+		Node:     rec.Node,
+		Message:  rec.Message,
+		Attributes: map[string]string{
+			provisionerapi.AttrOperation: rec.Operation,
+			provisionerapi.AttrOutcome:   rec.Outcome,
+			provisionerapi.AttrNode:      rec.Node,
+			provisionerapi.AttrMessage:   rec.Message,
+		},
+	}
+	_, err := c.api.ReportEvents(ctx, &provisionerapi.ReportEventsRequest{Events: []*provisionerapi.Event{e}})
+	return mapErr(err)
+}
+
+// AuditID is the event ID of an audit record: a digest of every field, so
+// it is the same for a resend and differs between records (their times
+// differ by at least a nanosecond).
+func AuditID(rec driver.AuditRecord) string {
+	h := sha256.New()
+	for _, f := range []string{strconv.FormatInt(rec.Time.UnixNano(), 10), rec.Operation, rec.VolumeID, rec.Node, rec.Outcome, rec.Message} {
+		h.Write([]byte(f))
+		h.Write([]byte{0})
+	}
+	return "audit-" + hex.EncodeToString(h.Sum(nil))[:32]
+}
+
+// Ping succeeds when the provisioner answers its health check with
+// SERVING, which it does only while it leads.
+func (c *Client) Ping(ctx context.Context) error {
+	resp, err := c.health.Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		return mapErr(err)
+	}
+	if s := resp.GetStatus(); s != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("provisioner: health %s (not the leader, or shutting down): %w", s, driver.ErrUnavailable)
+	}
+	return nil
+}
+
+// ReplaceReplica asks for a replacement of a replica that stayed away too
+// long and returns the volume and the new replica (the same one on a
+// retry).
+func (c *Client) ReplaceReplica(ctx context.Context, volumeID, missingReplicaID string) (*driver.Volume, *driver.Replica, error) {
+	resp, err := c.api.ReplaceReplica(ctx, &provisionerapi.ReplaceReplicaRequest{VolumeId: volumeID, MissingReplicaId: missingReplicaID})
+	if err != nil {
+		return nil, nil, mapErr(err)
+	}
+	r := replicaFromProto(resp.GetNewReplica())
+	return VolumeFromProto(resp.GetVolume()), &r, nil
+}
+
+// MarkReplicaRemoved records that the node took a deleted replica out of
+// its array.
+func (c *Client) MarkReplicaRemoved(ctx context.Context, volumeID, replicaID string) (*driver.Volume, error) {
+	resp, err := c.api.MarkReplicaRemoved(ctx, &provisionerapi.MarkReplicaRemovedRequest{VolumeId: volumeID, ReplicaId: replicaID})
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return VolumeFromProto(resp.GetVolume()), nil
+}
+
+// ReportEvents sends events (give each an ID, so a resend is stored once).
+func (c *Client) ReportEvents(ctx context.Context, es ...events.Event) error {
+	req := &provisionerapi.ReportEventsRequest{}
+	for _, e := range es {
+		req.Events = append(req.Events, provisionerapi.EventToProto(e))
+	}
+	_, err := c.api.ReportEvents(ctx, req)
+	return mapErr(err)
+}
+
+// ListEvents queries stored events, oldest first. The API filters by one
+// type at most and has no end time: a filter with several types or Until
+// is ErrInvalidArgument rather than silently widened.
+func (c *Client) ListEvents(ctx context.Context, f events.Filter) ([]events.Event, error) {
+	if len(f.Types) > 1 || !f.Until.IsZero() {
+		return nil, fmt.Errorf("provisioner: event filter with %d types and until %v: the API takes one type and no end time: %w", len(f.Types), f.Until, driver.ErrInvalidArgument)
+	}
+	req := &provisionerapi.ListEventsRequest{VolumeId: f.Volume, Node: f.Node, Limit: int32(f.Limit), AfterSeq: f.AfterSeq}
+	if len(f.Types) == 1 {
+		req.Type = string(f.Types[0])
+	}
+	if !f.Since.IsZero() {
+		req.Since = timestamppb.New(f.Since)
+	}
+	resp, err := c.api.ListEvents(ctx, req)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	out := make([]events.Event, 0, len(resp.GetEvents()))
+	for _, p := range resp.GetEvents() {
+		e := provisionerapi.EventFromProto(p)
+		e.Seq = p.GetSeq()
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// ListStorageNodes returns the registered storage nodes as the provisioner
+// surveyed them just now.
+func (c *Client) ListStorageNodes(ctx context.Context) ([]*provisionerapi.StorageNode, error) {
+	resp, err := c.api.ListStorageNodes(ctx, &provisionerapi.ListStorageNodesRequest{})
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return resp.GetNodes(), nil
+}
+
+// VolumeFromProto converts a wire volume to the driver's form.
+func VolumeFromProto(p *provisionerapi.Volume) *driver.Volume {
+	v := &driver.Volume{
+		ID: p.GetId(), Name: p.GetName(), SizeBytes: p.GetSizeBytes(), Parameters: p.GetParameters(),
+		MDUUID: p.GetMdUuid(), MDName: p.GetMdName(),
+		PublishedHost: p.GetPublishedHostNqn(), PublishedNode: p.GetPublishedNodeId(),
+	}
+	if v.Parameters == nil {
+		v.Parameters = map[string]string{}
+	}
+	if p.GetDegradedSince() != nil {
+		v.DegradedSince = p.GetDegradedSince().AsTime()
+	}
+	for _, r := range p.GetReplicas() {
+		v.Replicas = append(v.Replicas, replicaFromProto(r))
+	}
+	return v
+}
+
+func replicaFromProto(p *provisionerapi.Replica) driver.Replica {
+	r := driver.Replica{ID: p.GetId(), StorageNode: p.GetStorageNode(), NQN: p.GetNqn(), NamespaceUUID: p.GetNamespaceUuid(), State: replicaState(p.GetState())}
+	for _, e := range p.GetEndpoints() {
+		r.Endpoints = append(r.Endpoints, driver.Endpoint{Address: e.GetAddress(), Port: e.GetPort()})
+	}
+	return r
+}
+
+func replicaState(s provisionerapi.ReplicaState) string {
+	switch s {
+	case provisionerapi.ReplicaState_REPLICA_STATE_ACTIVE:
+		return driver.ReplicaActive
+	case provisionerapi.ReplicaState_REPLICA_STATE_DELETING:
+		return driver.ReplicaDeleting
+	case provisionerapi.ReplicaState_REPLICA_STATE_DELETED:
+		return driver.ReplicaDeleted
+	case provisionerapi.ReplicaState_REPLICA_STATE_REMOVED:
+		return driver.ReplicaRemoved
+	}
+	return ""
+}

@@ -1,0 +1,368 @@
+package provisionerclient_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/nvmirror/nvmirror/pkg/driver"
+	"github.com/nvmirror/nvmirror/pkg/events"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/provisioner"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/fakeagent"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/store/boltstore"
+	"github.com/nvmirror/nvmirror/pkg/provisionerapi"
+	"github.com/nvmirror/nvmirror/pkg/provisionerclient"
+	"github.com/nvmirror/nvmirror/pkg/rpcauth"
+)
+
+const (
+	gib       = int64(1) << 30
+	testToken = "provisioner-test-token"
+	hostA     = "nqn.2014-08.org.nvmexpress:uuid:6f1c2a10-7d3e-4b8a-9c1d-1a2b3c4d5e6f"
+	hostB     = "nqn.2014-08.org.nvmexpress:uuid:0b9a8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c6d"
+)
+
+// writeSelfSigned writes a self-signed certificate for localhost and
+// 127.0.0.1 into dir.
+func writeSelfSigned(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "nvmirror-provisioner-test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+type env struct {
+	addr, caFile string
+	cluster      *fakeagent.Cluster
+	health       *provisioner.Health
+	client       *provisionerclient.Client
+}
+
+// start runs the provisioner's gRPC server the way cmd/nvmirror-provisioner
+// does (TLS, token, logging, health) on a loopback port, over a bolt store
+// and four fake storage nodes in distinct racks.
+func start(t *testing.T) *env {
+	t.Helper()
+	dir := t.TempDir()
+	certFile, keyFile := writeSelfSigned(t, dir)
+	tlsCfg, err := rpcauth.ServerTLSConfig(certFile, keyFile, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth, err := rpcauth.NewTokenAuth(testToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := boltstore.Open(filepath.Join(dir, "registry.db"), boltstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	c := fakeagent.New()
+	ctx := context.Background()
+	for i := 1; i <= 4; i++ {
+		if err := st.PutStorageNode(ctx, c.AddNode(fmt.Sprintf("sn-%d", i), "z1", fmt.Sprintf("r%d", i), 100*gib)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	svc, err := provisioner.New(provisioner.Options{Store: st, Agents: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(tlsCfg)),
+		grpc.ChainUnaryInterceptor(auth.UnaryServerInterceptor(), provisioner.LoggingInterceptor),
+		grpc.ChainStreamInterceptor(auth.StreamServerInterceptor()),
+	)
+	provisionerapi.RegisterProvisionerServer(srv, provisioner.NewServer(svc))
+	h := provisioner.NewHealth()
+	healthpb.RegisterHealthServer(srv, h)
+	h.SetLeader(true)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	e := &env{addr: lis.Addr().String(), caFile: certFile, cluster: c, health: h}
+	e.client = e.dial(t, testToken)
+	return e
+}
+
+func (e *env) dial(t *testing.T, token string) *provisionerclient.Client {
+	t.Helper()
+	conn, err := rpcauth.Dial(e.addr, rpcauth.ClientConfig{CAFile: e.caFile, ServerName: "localhost", Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return provisionerclient.New(conn)
+}
+
+func wantErr(t *testing.T, step string, err, sentinel error, contains string) {
+	t.Helper()
+	if !errors.Is(err, sentinel) {
+		t.Fatalf("%s: err = %v, want %v", step, err, sentinel)
+	}
+	if !strings.Contains(err.Error(), contains) {
+		t.Errorf("%s: err %q does not mention %q", step, err, contains)
+	}
+}
+
+// TestLifecycle walks a volume through every driver.Provisioner call over
+// a real TLS connection.
+func TestLifecycle(t *testing.T) {
+	e := start(t)
+	p := e.client
+	ctx := context.Background()
+
+	if err := p.Ping(ctx); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	params := map[string]string{"numReplicas": "3", "csi.storage.k8s.io/pvc/name": "data", "csi.storage.k8s.io/pvc/namespace": "db"}
+	v, err := p.CreateVolume(ctx, driver.CreateVolumeRequest{Name: "pvc-1", SizeBytes: gib, Parameters: params})
+	if err != nil {
+		t.Fatalf("CreateVolume: %v", err)
+	}
+	if len(v.Replicas) != 3 || v.MDUUID == "" || v.MDName == "" || v.SizeBytes != gib || v.Parameters["numReplicas"] != "3" {
+		t.Fatalf("created %+v", v)
+	}
+	for _, r := range v.Replicas {
+		if r.NQN == "" || r.State != driver.ReplicaActive || len(r.Endpoints) == 0 || r.Endpoints[0].Port == "" || r.NamespaceUUID != nvmeof.NamespaceUUID(r.ID) {
+			t.Errorf("replica %+v", r)
+		}
+	}
+	again, err := p.CreateVolume(ctx, driver.CreateVolumeRequest{Name: "pvc-1", SizeBytes: gib, Parameters: params})
+	if err != nil || again.ID != v.ID || again.MDUUID != v.MDUUID {
+		t.Fatalf("CreateVolume retry = %+v, %v", again, err)
+	}
+	_, err = p.CreateVolume(ctx, driver.CreateVolumeRequest{Name: "pvc-1", SizeBytes: 2 * gib, Parameters: params})
+	wantErr(t, "CreateVolume other size", err, driver.ErrAlreadyExists, "pvc-1")
+	_, err = p.CreateVolume(ctx, driver.CreateVolumeRequest{Name: "pvc-x", SizeBytes: gib, Parameters: map[string]string{"numReplica": "3"}})
+	wantErr(t, "CreateVolume bad parameter", err, driver.ErrInvalidArgument, "numReplica")
+	_, err = p.CreateVolume(ctx, driver.CreateVolumeRequest{Name: "pvc-big", SizeBytes: 200 * gib})
+	wantErr(t, "CreateVolume too big", err, driver.ErrResourceExhausted, "free")
+
+	got, err := p.GetVolume(ctx, v.ID)
+	if err != nil || got.ID != v.ID || got.Name != "pvc-1" {
+		t.Fatalf("GetVolume = %+v, %v", got, err)
+	}
+	_, err = p.GetVolume(ctx, "vol-nope")
+	wantErr(t, "GetVolume unknown", err, driver.ErrNotFound, "vol-nope")
+
+	pub, err := p.PublishVolume(ctx, v.ID, hostA, "node-a")
+	if err != nil || pub.PublishedHost != hostA || pub.PublishedNode != "node-a" {
+		t.Fatalf("PublishVolume = %+v, %v", pub, err)
+	}
+	if _, err := p.PublishVolume(ctx, v.ID, hostA, "node-a"); err != nil {
+		t.Errorf("PublishVolume retry: %v", err)
+	}
+	_, err = p.PublishVolume(ctx, v.ID, hostB, "node-b")
+	wantErr(t, "PublishVolume second host", err, driver.ErrFailedPrecondition, hostA)
+	err = p.DeleteVolume(ctx, v.ID)
+	wantErr(t, "DeleteVolume published", err, driver.ErrFailedPrecondition, "published")
+
+	// Paging over three volumes, two per page.
+	for _, name := range []string{"pvc-2", "pvc-3"} {
+		if _, err := p.CreateVolume(ctx, driver.CreateVolumeRequest{Name: name, SizeBytes: gib, Parameters: map[string]string{"numReplicas": "1"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	page1, next, err := p.ListVolumes(ctx, "", 2)
+	if err != nil || len(page1) != 2 || next == "" {
+		t.Fatalf("ListVolumes page 1 = %d, %q, %v", len(page1), next, err)
+	}
+	page2, next2, err := p.ListVolumes(ctx, next, 2)
+	if err != nil || len(page2) != 1 || next2 != "" || page2[0].ID == page1[0].ID || page2[0].ID == page1[1].ID {
+		t.Fatalf("ListVolumes page 2 = %v, %q, %v", page2, next2, err)
+	}
+	_, _, err = p.ListVolumes(ctx, "garbage", 2)
+	wantErr(t, "ListVolumes bad token", err, driver.ErrInvalidArgument, "garbage")
+
+	exp, err := p.ExpandVolume(ctx, v.ID, 2*gib)
+	if err != nil || exp.SizeBytes != 2*gib {
+		t.Fatalf("ExpandVolume = %+v, %v", exp, err)
+	}
+	mod, err := p.ModifyVolume(ctx, v.ID, map[string]string{"maxReplicaDownTime": "5"})
+	if err != nil || mod.Parameters["maxReplicaDownTime"] != "5" {
+		t.Fatalf("ModifyVolume = %+v, %v", mod, err)
+	}
+	_, err = p.ModifyVolume(ctx, v.ID, map[string]string{"numReplicas": "2"})
+	wantErr(t, "ModifyVolume immutable", err, driver.ErrInvalidArgument, "numReplicas")
+
+	avail, err := p.GetCapacity(ctx, map[string]string{"numReplicas": "1"})
+	if err != nil || avail <= 0 || avail > 100*gib {
+		t.Errorf("GetCapacity = %d, %v", avail, err)
+	}
+
+	if err := p.UnpublishVolume(ctx, v.ID, hostA); err != nil {
+		t.Fatalf("UnpublishVolume: %v", err)
+	}
+	if err := p.UnpublishVolume(ctx, v.ID, hostA); err != nil {
+		t.Errorf("UnpublishVolume retry: %v", err)
+	}
+	if err := p.DeleteVolume(ctx, v.ID); err != nil {
+		t.Fatalf("DeleteVolume: %v", err)
+	}
+	if err := p.DeleteVolume(ctx, v.ID); err != nil {
+		t.Errorf("DeleteVolume retry: %v", err)
+	}
+	_, err = p.GetVolume(ctx, v.ID)
+	wantErr(t, "GetVolume deleted", err, driver.ErrNotFound, v.ID)
+}
+
+func TestWrongTokenUnauthenticated(t *testing.T) {
+	e := start(t)
+	for _, tok := range []string{"wrong-token"} {
+		p := e.dial(t, tok)
+		_, err := p.GetVolume(context.Background(), "vol-x")
+		if status.Code(err) != codes.Unauthenticated {
+			t.Errorf("token %q: %v, want Unauthenticated", tok, err)
+		}
+		if err := p.Ping(context.Background()); status.Code(err) != codes.Unauthenticated {
+			t.Errorf("token %q: Ping %v, want Unauthenticated", tok, err)
+		}
+	}
+}
+
+func TestPingFollowsLeadership(t *testing.T) {
+	e := start(t)
+	e.health.SetLeader(false)
+	if err := e.client.Ping(context.Background()); !errors.Is(err, driver.ErrUnavailable) {
+		t.Errorf("Ping while not leader: %v, want ErrUnavailable", err)
+	}
+	e.health.SetLeader(true)
+	if err := e.client.Ping(context.Background()); err != nil {
+		t.Errorf("Ping while leader: %v", err)
+	}
+}
+
+func TestAuditAndEvents(t *testing.T) {
+	e := start(t)
+	p := e.client
+	ctx := context.Background()
+	rec := driver.AuditRecord{Time: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC), Operation: "NodeStageVolume", VolumeID: "vol-1", Node: "node-a", Outcome: driver.AuditFailure, Message: "Internal: boom"}
+	for range 2 { // a resend is stored once
+		if err := p.ReportAudit(ctx, rec); err != nil {
+			t.Fatalf("ReportAudit: %v", err)
+		}
+	}
+	got, err := p.ListEvents(ctx, events.Filter{Volume: "vol-1", Types: []events.Type{events.Audit}})
+	if err != nil || len(got) != 1 {
+		t.Fatalf("ListEvents = %+v, %v; want one record", got, err)
+	}
+	a := got[0]
+	if a.ID != provisionerclient.AuditID(rec) || a.Method != "NodeStageVolume" || a.Outcome != driver.AuditFailure || a.Node != "node-a" || a.Message != "Internal: boom" || !a.Time.Equal(rec.Time) || a.Seq == 0 {
+		t.Errorf("stored audit %+v", a)
+	}
+	deg := events.Event{ID: "node-a/1", Time: rec.Time, Type: events.VolumeDegraded, Volume: "vol-1", Node: "node-a", Replicas: []string{"r1", "r2"}}
+	if err := p.ReportEvents(ctx, deg, deg); err != nil {
+		t.Fatalf("ReportEvents: %v", err)
+	}
+	all, err := p.ListEvents(ctx, events.Filter{Node: "node-a"})
+	if err != nil || len(all) != 2 || all[1].Type != events.VolumeDegraded || len(all[1].Replicas) != 2 {
+		t.Fatalf("ListEvents = %+v, %v", all, err)
+	}
+	after, err := p.ListEvents(ctx, events.Filter{AfterSeq: all[0].Seq})
+	if err != nil || len(after) != 1 || after[0].ID != "node-a/1" {
+		t.Errorf("ListEvents after seq = %+v, %v", after, err)
+	}
+	err = p.ReportEvents(ctx, events.Event{Time: rec.Time, Type: "Bogus"})
+	wantErr(t, "ReportEvents unknown type", err, driver.ErrInvalidArgument, "Bogus")
+	_, err = p.ListEvents(ctx, events.Filter{Types: []events.Type{events.Audit, events.VolumeHealed}})
+	wantErr(t, "ListEvents two types", err, driver.ErrInvalidArgument, "one type")
+}
+
+func TestHealingCalls(t *testing.T) {
+	e := start(t)
+	p := e.client
+	ctx := context.Background()
+	v, err := p.CreateVolume(ctx, driver.CreateVolumeRequest{Name: "pvc-1", SizeBytes: gib, Parameters: map[string]string{"numReplicas": "3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.PublishVolume(ctx, v.ID, hostA, "node-a"); err != nil {
+		t.Fatal(err)
+	}
+	missing := v.Replicas[0]
+	e.cluster.SetDown(missing.StorageNode, true)
+	vol, nr, err := p.ReplaceReplica(ctx, v.ID, missing.ID)
+	if err != nil {
+		t.Fatalf("ReplaceReplica: %v", err)
+	}
+	if nr.ID == missing.ID || nr.NQN == "" || nr.StorageNode == missing.StorageNode || len(vol.Replicas) != 4 {
+		t.Fatalf("new replica %+v in %+v", nr, vol)
+	}
+	_, again, err := p.ReplaceReplica(ctx, v.ID, missing.ID)
+	if err != nil || again.ID != nr.ID {
+		t.Errorf("ReplaceReplica retry = %+v, %v; want %s", again, err, nr.ID)
+	}
+	for _, r := range vol.Replicas {
+		if r.ID == missing.ID && r.State != driver.ReplicaRemoved {
+			t.Errorf("missing replica state %q", r.State)
+		}
+	}
+	_, err = p.MarkReplicaRemoved(ctx, v.ID, nr.ID)
+	wantErr(t, "MarkReplicaRemoved active", err, driver.ErrFailedPrecondition, nr.ID)
+	if _, err := p.MarkReplicaRemoved(ctx, v.ID, missing.ID); err != nil {
+		t.Errorf("MarkReplicaRemoved removed: %v", err)
+	}
+	nodes, err := p.ListStorageNodes(ctx)
+	if err != nil || len(nodes) != 4 {
+		t.Fatalf("ListStorageNodes = %v, %v", nodes, err)
+	}
+	for _, n := range nodes {
+		if n.GetReachable() == (n.GetName() == missing.StorageNode) {
+			t.Errorf("node %s reachable=%v", n.GetName(), n.GetReachable())
+		}
+	}
+}
