@@ -16,8 +16,11 @@ import (
 // costs about 10 s under TCG, so scenarios share it.
 func TestRealKernel(t *testing.T) {
 	vm.GuestTests{
-		Package:  "./test/kernel",
-		Commands: []string{"./cmd/nvmirror-target"},
-		Timeout:  12 * time.Minute,
+		Package: "./test/kernel",
+		Commands: []string{
+			"./cmd/nvmirror-target", "./cmd/nvmirror-provisioner", "./cmd/nvmirror-csi",
+			"github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity",
+		},
+		Timeout: 12 * time.Minute,
 	}.Run(t)
 }
