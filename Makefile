@@ -13,7 +13,7 @@ HOST_PKGS    = $(shell $(GO) list ./... | grep -v /test/kernel)
 FUZZTIME    ?= 10s
 KERNEL_PKG  ?=
 
-.PHONY: all build deps vm-deps vm-kernel vet unit race test-kernel test demo fuzz clean
+.PHONY: all build deps vm-deps vm-kernel vet unit race test-kernel test sanity demo fuzz clean
 .PHONY: proto
 
 all: build
@@ -41,9 +41,11 @@ vet:
 	$(GO) vet -tags vmguest ./test/...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-## unit: host unit tests (fuzz seed corpora included) with the race detector
+## unit: host tests with the race detector: unit tests, fuzz seed corpora, in-process
+## csi-sanity, and the integration tests against real etcd and rsyslog (which fail,
+## not skip, here when those are missing)
 unit:
-	$(GO) test -race -count=1 $(HOST_PKGS)
+	NVMIRROR_REQUIRE_ETCD=1 NVMIRROR_REQUIRE_RSYSLOG=1 $(GO) test -race -count=1 $(HOST_PKGS)
 
 ## test-kernel: the real-kernel tests in the VM (fails, never skips, if the VM cannot run)
 test-kernel:
@@ -52,13 +54,17 @@ test-kernel:
 ## test: everything CI runs
 test: vm-deps vet unit test-kernel
 
+## sanity: the real csi-sanity binary against the real stack in the VM (mount and block)
+sanity: vm-deps
+	NVMIRROR_REQUIRE_VM=1 NVMIRROR_VM_RUN=TestCSISanity $(GO) test -v -count=1 -timeout 20m ./test/kernel/
+
 ## demo: the data-path scenario on a real kernel, narrated (the full product demo comes later)
 demo: vm-deps
 	NVMIRROR_REQUIRE_VM=1 $(GO) test -v -count=1 -timeout 20m -run 'TestRealKernel/TestDataPath' ./test/kernel/
 
 ## fuzz: run each fuzz target for FUZZTIME
 fuzz:
-	@for pkg in ./pkg/mdraid ./pkg/nvmeof; do \
+	@for pkg in $$(grep -rl --include=*_test.go "^func Fuzz" pkg | xargs -n1 dirname | sort -u); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
 	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
