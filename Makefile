@@ -64,7 +64,7 @@ demo: vm-deps
 
 ## fuzz: run each fuzz target for FUZZTIME
 fuzz:
-	@for pkg in $$(grep -rl --include=*_test.go "^func Fuzz" pkg | xargs -n1 dirname | sort -u); do \
+	@for pkg in $$(grep -rl --include=*_test.go "^func Fuzz" pkg | xargs -n1 dirname | sort -u | sed 's|^|./|'); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
 	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
