@@ -24,6 +24,8 @@ func main() {
 	klog.InitFlags(nil)
 	o := driver.DefaultOptions()
 	o.AddFlags(flag.CommandLine)
+	var h healerOptions
+	h.addFlags(flag.CommandLine)
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if *showVersion {
@@ -34,9 +36,13 @@ func main() {
 		fmt.Fprintf(os.Stderr, "nvmirror-csi: %v\n", err)
 		os.Exit(2)
 	}
+	if err := h.validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "nvmirror-csi: %v\n", err)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := run(ctx, o); err != nil {
+	if err := run(ctx, o, h); err != nil {
 		klog.ErrorS(err, "nvmirror-csi failed")
 		klog.Flush()
 		os.Exit(1)
@@ -44,7 +50,7 @@ func main() {
 	klog.Flush()
 }
 
-func run(ctx context.Context, o driver.Options) error {
+func run(ctx context.Context, o driver.Options, h healerOptions) error {
 	klog.InfoS("Starting nvmirror-csi", "version", version.Version, "mode", o.Mode, "endpoint", o.Endpoint)
 	prov, conn, err := newProvisionerClient(o)
 	if err != nil {
@@ -68,6 +74,14 @@ func run(ctx context.Context, o driver.Options) error {
 	d, err := driver.NewDriver(o, prov, node)
 	if err != nil {
 		return err
+	}
+	if o.Mode != driver.ControllerMode && h.enabled {
+		hl, queue, reg, err := newHealer(o, h, d, prov, node)
+		if err != nil {
+			return err
+		}
+		defer queue.Close()
+		go runHealer(ctx, hl, queue, reg, h.metricsAddress)
 	}
 	return d.Run(ctx)
 }

@@ -13,7 +13,7 @@ import (
 // provisioner shows as ErrUnavailable on the first call (Probe says so),
 // not as a failure to start, so the plugin comes up while the provisioner
 // is still starting. The connection lives as long as the process.
-func newProvisionerClient(o driver.Options) (driver.Provisioner, *grpc.ClientConn, error) {
+func newProvisionerClient(o driver.Options) (*provisionerclient.Client, *grpc.ClientConn, error) {
 	conn, err := rpcauth.Dial(o.ProvisionerAddress, rpcauth.ClientConfig{
 		CAFile:     o.ProvisionerCAFile,
 		ServerName: o.ProvisionerServerName,

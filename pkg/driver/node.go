@@ -280,6 +280,13 @@ func (d *Driver) stagedInPlace(st *stageState) (bool, string) {
 	return true, ""
 }
 
+// ConnectTemplate is the host identity and timeouts every replica
+// connection of this node uses, without a target: the healer reconnects
+// replicas with exactly what NodeStage would.
+func (d *Driver) ConnectTemplate() nvmeof.ConnectOptions {
+	return d.connectOptions(Replica{}, Endpoint{})
+}
+
 // connectOptions are the fabrics options for one replica endpoint.
 func (d *Driver) connectOptions(r Replica, ep Endpoint) nvmeof.ConnectOptions {
 	ctrlLoss, reconnect, fastFail, keepAlive := d.opts.CtrlLossTmo, d.opts.ReconnectDelay, d.opts.FastIOFailTmo, d.opts.KeepAliveTmo

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+
+	"github.com/nvmirror/nvmirror/pkg/driver"
+	"github.com/nvmirror/nvmirror/pkg/healer"
+	"github.com/nvmirror/nvmirror/pkg/mdraid"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/provisionerclient"
+)
+
+// healerOptions are the node plugin's healing flags.
+type healerOptions struct {
+	enabled        bool
+	cfg            healer.Config
+	metricsAddress string
+}
+
+func (h *healerOptions) addFlags(fs *flag.FlagSet) {
+	h.cfg = healer.DefaultConfig()
+	fs.BoolVar(&h.enabled, "heal", true, "[node] run the healer: re-add returning replicas, complete deletions, replace replicas away longer than maxReplicaDownTime")
+	fs.DurationVar(&h.cfg.Interval, "heal-interval", h.cfg.Interval, "[node] periodic healing check; md and NVMe changes also trigger one at once")
+	fs.DurationVar(&h.cfg.NVMePollInterval, "nvme-poll-interval", h.cfg.NVMePollInterval, "[node] how often NVMe controller states are read between checks (an idle md does not notice a lost replica)")
+	fs.DurationVar(&h.cfg.HealTimeUnit, "heal-time-unit", h.cfg.HealTimeUnit, "[node] FOR TESTS ONLY: the unit of maxReplicaDownTime (1m in production)")
+	fs.IntVar(&h.cfg.MaxConcurrentReplacements, "max-concurrent-replacements", h.cfg.MaxConcurrentReplacements, "[node] replacements this node runs at once (bounds rebuild storms)")
+	fs.BoolVar(&h.cfg.FailGoneMembers, "fail-gone-members", h.cfg.FailGoneMembers, "[node] fail in md the member of a replica whose NVMe controller is gone, so the bitmap tracks what it misses")
+	fs.DurationVar(&h.cfg.RetryBase, "heal-retry-base", h.cfg.RetryBase, "[node] first wait before retrying a failed reconnect or re-add (doubles up to --heal-retry-max)")
+	fs.DurationVar(&h.cfg.RetryMax, "heal-retry-max", h.cfg.RetryMax, "[node] longest wait between retries of a failed reconnect or re-add")
+	fs.StringVar(&h.metricsAddress, "metrics-address", "", "[node] address (host:port) serving Prometheus metrics at /metrics; empty disables")
+}
+
+func (h *healerOptions) validate() error {
+	switch {
+	case h.cfg.Interval < time.Second:
+		return fmt.Errorf("--heal-interval %v: must be at least 1s", h.cfg.Interval)
+	case h.cfg.NVMePollInterval < 100*time.Millisecond:
+		return fmt.Errorf("--nvme-poll-interval %v: must be at least 100ms", h.cfg.NVMePollInterval)
+	case h.cfg.HealTimeUnit < time.Second:
+		return fmt.Errorf("--heal-time-unit %v: must be at least 1s", h.cfg.HealTimeUnit)
+	case h.cfg.MaxConcurrentReplacements < 1:
+		return fmt.Errorf("--max-concurrent-replacements %d: must be at least 1", h.cfg.MaxConcurrentReplacements)
+	case h.cfg.RetryBase <= 0 || h.cfg.RetryMax < h.cfg.RetryBase:
+		return fmt.Errorf("--heal-retry-base %v / --heal-retry-max %v: need 0 < base <= max", h.cfg.RetryBase, h.cfg.RetryMax)
+	}
+	return nil
+}
+
+// newHealer wires the healer to the real system, the provisioner client and
+// the driver (its staging state, locks and connection settings).
+func newHealer(o driver.Options, h healerOptions, d *driver.Driver, prov *provisionerclient.Client, node driver.NodeDeps) (*healer.Healer, *healer.EventQueue, *prometheus.Registry, error) {
+	cfg := h.cfg
+	cfg.NodeID = d.NodeID()
+	queue, err := healer.OpenEventQueue(healer.EventQueueFile(o.StateDir), 0, prov, clock.RealClock{})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	reg := prometheus.NewRegistry()
+	raid := mdraid.NewManager(node.Mounter.Exec, o.HostRoot)
+	hl, err := healer.New(cfg, o.StateDir, healer.Deps{
+		Observer: &healer.Observer{
+			Staged:       func() ([]driver.StagedVolume, error) { return driver.ListStaged(o.StateDir) },
+			Arrays:       raid,
+			NVMe:         healer.SysfsNVMe{Root: o.HostRoot},
+			Provisioner:  prov,
+			ConfigMaxAge: 10 * time.Second,
+			CallTimeout:  10 * time.Second,
+		},
+		Actor: &healer.Actor{
+			Raid:        raid,
+			Fabric:      nvmeof.NewInitiator(o.HostRoot),
+			Provisioner: prov,
+			Record: func(volumeID string, r driver.StagedReplica) error {
+				return driver.RecordStagedReplica(o.StateDir, volumeID, r)
+			},
+			Connect:    d.ConnectTemplate(),
+			DeviceWait: o.DeviceWaitTimeout,
+			Timeout:    2 * time.Minute,
+		},
+		Queue:   queue,
+		Metrics: healer.NewMetrics(reg),
+		Watcher: mdraid.NewWatcher(o.HostRoot),
+		Lock:    d.TryLockVolume,
+	})
+	if err != nil {
+		queue.Close()
+		return nil, nil, nil, err
+	}
+	klog.InfoS("Healer configured", "interval", cfg.Interval, "nvmePoll", cfg.NVMePollInterval, "timeUnit", cfg.HealTimeUnit,
+		"maxConcurrentReplacements", cfg.MaxConcurrentReplacements, "metrics", h.metricsAddress)
+	return hl, queue, reg, nil
+}
+
+// runHealer runs the loop, the event queue and the metrics endpoint until
+// ctx ends; errors are logged: healing stopping must not take the CSI
+// services down with it, and Probe keeps reporting the node's readiness.
+func runHealer(ctx context.Context, hl *healer.Healer, queue *healer.EventQueue, reg *prometheus.Registry, metricsAddr string) {
+	go queue.Run(ctx)
+	go func() {
+		if err := healer.ServeMetrics(ctx, metricsAddr, reg); err != nil {
+			klog.ErrorS(err, "Metrics endpoint stopped", "address", metricsAddr)
+		}
+	}()
+	if err := hl.Run(ctx); err != nil && ctx.Err() == nil {
+		klog.ErrorS(err, "Healer stopped")
+	}
+}

@@ -1,0 +1,374 @@
+package healer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/nvmirror/nvmirror/pkg/driver"
+	"github.com/nvmirror/nvmirror/pkg/mdraid"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+)
+
+// RaidOps is the part of *mdraid.Manager acting uses. None of its methods
+// passes --force.
+type RaidOps interface {
+	ReadArray(name string) (mdraid.Array, error)
+	Add(ctx context.Context, device, member string) error
+	ReAdd(ctx context.Context, device, member string) error
+	Fail(ctx context.Context, device, member string) error
+	Remove(ctx context.Context, device, member string) error
+	Examine(ctx context.Context, member string) (mdraid.Superblock, error)
+}
+
+// FabricOps is the part of *nvmeof.Initiator acting uses. Connect returns
+// the existing controller when there is one and DisconnectNQN of a
+// subsystem without controllers succeeds, so both may be retried.
+type FabricOps interface {
+	Connect(ctx context.Context, o nvmeof.ConnectOptions) (nvmeof.Controller, error)
+	WaitForDevice(ctx context.Context, nqn, nsUUID string) (nvmeof.Device, error)
+	DisconnectNQN(ctx context.Context, nqn string) error
+}
+
+// ProvisionerOps is the provisioner as the healer needs it;
+// *provisionerclient.Client satisfies it (it maps NotFound to
+// driver.ErrNotFound and outages to driver.ErrUnavailable). Both mutating
+// calls are idempotent.
+type ProvisionerOps interface {
+	ConfigSource
+	// ReplaceReplica allocates (or, on a retry, returns the same) new
+	// replica for missingID and marks missingID removed.
+	ReplaceReplica(ctx context.Context, volumeID, missingID string) (*driver.Volume, *driver.Replica, error)
+	// MarkReplicaRemoved completes a deletion.
+	MarkReplicaRemoved(ctx context.Context, volumeID, replicaID string) (*driver.Volume, error)
+}
+
+var (
+	_ RaidOps   = (*mdraid.Manager)(nil)
+	_ FabricOps = (*nvmeof.Initiator)(nil)
+)
+
+// Errors of acting, for errors.Is.
+var (
+	// ErrIdentity: the array, device or superblock is not the volume's; the
+	// action stopped before changing anything.
+	ErrIdentity = errors.New("identity check failed")
+	// ErrUnsafe: the action would take out the last in-sync member.
+	ErrUnsafe = errors.New("would remove the last in-sync member")
+)
+
+// Actor runs actions.
+type Actor struct {
+	Raid        RaidOps
+	Fabric      FabricOps
+	Provisioner ProvisionerOps
+	// Record adds a replica the healer connected to the volume's staging
+	// state (driver.RecordStagedReplica), so NodeUnstage disconnects it.
+	Record func(volumeID string, r driver.StagedReplica) error
+	// Connect carries the host identity and timeouts (HostNQN, HostID,
+	// CtrlLossTmo...) of every connection; target fields are filled per
+	// endpoint. The same options as NodeStage's.
+	Connect nvmeof.ConnectOptions
+	// DeviceWait bounds the wait for a connected replica's block device.
+	DeviceWait time.Duration
+	// Timeout bounds one action (0: none beyond ctx).
+	Timeout time.Duration
+}
+
+// Do runs one action and reports what happened.
+func (a *Actor) Do(ctx context.Context, act Action) Outcome {
+	if a.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, a.Timeout)
+		defer cancel()
+	}
+	var out Outcome
+	switch act.Kind {
+	case ActFail:
+		out = a.fail(ctx, act)
+	case ActJoin:
+		out = a.join(ctx, act)
+	case ActRetire:
+		out = a.retire(ctx, act)
+	case ActReplace:
+		out = a.replace(ctx, act)
+	default:
+		out = Outcome{Err: fmt.Errorf("unknown action %q", act.Kind)}
+	}
+	out.Action = act
+	log := []any{"action", act.Kind, "volumeID", act.VolumeID, "replica", act.Replica.ID, "storageNode", act.Replica.StorageNode, "array", act.MDDevice}
+	if out.Err != nil {
+		klog.ErrorS(out.Err, "Healer action failed", log...)
+	} else {
+		klog.InfoS("Healer action done", append(log, "joined", out.Joined, "reAdded", out.ReAdded)...)
+	}
+	return out
+}
+
+// array re-reads the action's array and checks it is still the volume's.
+func (a *Actor) array(act Action) (mdraid.Array, error) {
+	want, err := mdraid.NormalizeUUID(act.MDUUID)
+	if err != nil {
+		return mdraid.Array{}, fmt.Errorf("%w: volume md UUID %q: %w", ErrIdentity, act.MDUUID, err)
+	}
+	arr, err := a.Raid.ReadArray(filepath.Base(act.MDDevice))
+	if err != nil {
+		return mdraid.Array{}, err
+	}
+	if arr.UUID != want {
+		return mdraid.Array{}, fmt.Errorf("%w: %s runs array %q, not the volume's %s", ErrIdentity, act.MDDevice, arr.UUID, want)
+	}
+	return arr, nil
+}
+
+// takeOut fails (when still in sync) and removes member from the array, if
+// it holds it; never the last in-sync member.
+func (a *Actor) takeOut(ctx context.Context, arr mdraid.Array, member string) error {
+	m, ok := arr.Member(member)
+	if !ok {
+		return nil
+	}
+	if m.State.InSync && !m.State.Faulty {
+		others := 0
+		for _, o := range arr.Members {
+			if o.Device != m.Device && o.State.InSync && !o.State.Faulty {
+				others++
+			}
+		}
+		if others == 0 {
+			return fmt.Errorf("%w: %s of %s", ErrUnsafe, member, arr.Device)
+		}
+		if err := a.Raid.Fail(ctx, arr.Device, m.Device); err != nil && !errors.Is(err, mdraid.ErrNotFound) {
+			return err
+		}
+	}
+	if err := a.Raid.Remove(ctx, arr.Device, m.Device); err != nil && !errors.Is(err, mdraid.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+func (a *Actor) fail(ctx context.Context, act Action) Outcome {
+	arr, err := a.array(act)
+	if err != nil {
+		return Outcome{Err: err}
+	}
+	m, ok := arr.Member(act.Member)
+	if !ok || m.State.Faulty {
+		return Outcome{}
+	}
+	others := 0
+	for _, o := range arr.Members {
+		if o.Device != m.Device && o.State.InSync && !o.State.Faulty {
+			others++
+		}
+	}
+	if others == 0 {
+		return Outcome{Err: fmt.Errorf("%w: %s of %s", ErrUnsafe, m.Device, arr.Device)}
+	}
+	return Outcome{Err: a.Raid.Fail(ctx, arr.Device, m.Device)}
+}
+
+// connect connects every endpoint of r; success when one answers.
+func (a *Actor) connect(ctx context.Context, r driver.Replica) error {
+	if len(r.Endpoints) == 0 {
+		return fmt.Errorf("replica %s has no endpoint", r.ID)
+	}
+	var errs []error
+	ok := false
+	for _, ep := range r.Endpoints {
+		o := a.Connect
+		o.TrAddr, o.TrSvcID, o.SubsysNQN = ep.Address, ep.Port, r.NQN
+		if _, err := a.Fabric.Connect(ctx, o); err != nil {
+			errs = append(errs, fmt.Errorf("%s:%s: %w", ep.Address, ep.Port, err))
+			continue
+		}
+		ok = true
+	}
+	if !ok {
+		return fmt.Errorf("connect replica %s: %w", r.ID, errors.Join(errs...))
+	}
+	return nil
+}
+
+// device waits for the replica's namespace and checks its identity.
+func (a *Actor) device(ctx context.Context, r driver.Replica) (nvmeof.Device, error) {
+	ns := r.NamespaceUUID
+	if ns == "" {
+		ns = nvmeof.NamespaceUUID(r.ID)
+	}
+	wctx := ctx
+	if a.DeviceWait > 0 {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(ctx, a.DeviceWait)
+		defer cancel()
+	}
+	dev, err := a.Fabric.WaitForDevice(wctx, r.NQN, ns)
+	if err != nil {
+		return nvmeof.Device{}, err
+	}
+	want := normalizeID(ns)
+	for _, id := range []string{dev.UUID, dev.NGUID, dev.WWID} {
+		if normalizeID(id) == want {
+			return dev, nil
+		}
+	}
+	return nvmeof.Device{}, fmt.Errorf("%w: %s of %s has uuid %q nguid %q, want %s", ErrIdentity, dev.Name, r.NQN, dev.UUID, dev.NGUID, ns)
+}
+
+// addDevice puts dev into the array: nothing when it is already an active
+// member; a faulty binding of it is removed first; its superblock must be
+// the volume's (re-add, bitmap) or absent (add, full sync).
+func (a *Actor) addDevice(ctx context.Context, act Action, dev nvmeof.Device) (reAdded, already bool, err error) {
+	arr, err := a.array(act)
+	if err != nil {
+		return false, false, err
+	}
+	if m, ok := arr.Member(dev.Name); ok {
+		if !m.State.Faulty {
+			return false, true, nil
+		}
+		if err := a.Raid.Remove(ctx, arr.Device, m.Device); err != nil {
+			return false, false, err
+		}
+	}
+	sb, err := a.Raid.Examine(ctx, dev.Path)
+	switch {
+	case errors.Is(err, mdraid.ErrNoSuperblock):
+		return false, false, a.Raid.Add(ctx, arr.Device, dev.Path)
+	case err != nil:
+		return false, false, err
+	case sb.UUID != arr.UUID:
+		// Another array's member: adding it would destroy what it holds.
+		return false, false, fmt.Errorf("%w: %s carries md superblock of array %s, not %s", ErrIdentity, dev.Path, sb.UUID, arr.UUID)
+	}
+	err = a.Raid.ReAdd(ctx, arr.Device, dev.Path)
+	if errors.Is(err, mdraid.ErrReAddRefused) {
+		klog.InfoS("md refused the bitmap re-add; adding for a full resync", "array", arr.Device, "device", dev.Path, "err", err)
+		return false, false, a.Raid.Add(ctx, arr.Device, dev.Path)
+	}
+	return err == nil, false, err
+}
+
+// join brings a replica (back) into the array.
+func (a *Actor) join(ctx context.Context, act Action) Outcome {
+	r := act.Replica
+	if _, err := a.array(act); err != nil {
+		return Outcome{Err: err}
+	}
+	if act.Connect {
+		if err := a.connect(ctx, r); err != nil {
+			return Outcome{Err: err}
+		}
+	}
+	a.record(act.VolumeID, r)
+	dev, err := a.device(ctx, r)
+	if err != nil {
+		return Outcome{Err: err}
+	}
+	if act.Member != "" && act.Member != dev.Name {
+		// md still holds the replica under the device name it had before
+		// the reconnect: out with that stale member first.
+		arr, err := a.array(act)
+		if err != nil {
+			return Outcome{Err: err}
+		}
+		if err := a.takeOut(ctx, arr, act.Member); err != nil {
+			return Outcome{Err: err}
+		}
+	}
+	reAdded, already, err := a.addDevice(ctx, act, dev)
+	if err != nil {
+		return Outcome{Err: err}
+	}
+	return Outcome{Joined: !already, ReAdded: reAdded}
+}
+
+// retire takes a replica out of the configuration's way.
+func (a *Actor) retire(ctx context.Context, act Action) Outcome {
+	if act.Member != "" {
+		arr, err := a.array(act)
+		if err != nil {
+			return Outcome{Err: err}
+		}
+		if err := a.takeOut(ctx, arr, act.Member); err != nil {
+			return Outcome{Err: err}
+		}
+	}
+	// "Try to disconnect": a storage node that is gone cannot be told, and
+	// that must not keep the deletion from completing.
+	if err := a.Fabric.DisconnectNQN(ctx, act.Replica.NQN); err != nil {
+		klog.InfoS("Could not disconnect a retired replica; continuing", "volumeID", act.VolumeID, "replica", act.Replica.ID, "err", err)
+	}
+	if act.Mark {
+		if _, err := a.Provisioner.MarkReplicaRemoved(ctx, act.VolumeID, act.Replica.ID); err != nil {
+			return Outcome{Err: fmt.Errorf("mark replica %s removed: %w", act.Replica.ID, err)}
+		}
+	}
+	return Outcome{}
+}
+
+// replace obtains a new replica for the missing one, takes the missing one
+// out of md and joins the new one. Once ReplaceReplica answered, the
+// outcome carries the new replica even if a later step fails: the old one
+// is out of the configuration for good, and the next cycles join the new
+// one like any replica that is down.
+func (a *Actor) replace(ctx context.Context, act Action) Outcome {
+	if _, err := a.array(act); err != nil {
+		return Outcome{Err: err}
+	}
+	_, nrp, err := a.Provisioner.ReplaceReplica(ctx, act.VolumeID, act.Replica.ID)
+	if err == nil && nrp == nil {
+		err = errors.New("provisioner returned no replica")
+	}
+	if err != nil {
+		return Outcome{Err: fmt.Errorf("replace replica %s: %w", act.Replica.ID, err)}
+	}
+	nr := *nrp
+	out := Outcome{NewReplica: &nr}
+	klog.InfoS("Replica replaced", "volumeID", act.VolumeID, "missing", act.Replica.ID, "new", nr.ID, "storageNode", nr.StorageNode)
+	a.record(act.VolumeID, nr)
+	if act.Member != "" {
+		arr, err := a.array(act)
+		if err != nil {
+			out.Err = err
+			return out
+		}
+		if err := a.takeOut(ctx, arr, act.Member); err != nil {
+			out.Err = err
+			return out
+		}
+	}
+	if err := a.Fabric.DisconnectNQN(ctx, act.Replica.NQN); err != nil {
+		klog.InfoS("Could not disconnect the replaced replica; continuing", "volumeID", act.VolumeID, "replica", act.Replica.ID, "err", err)
+	}
+	if err := a.connect(ctx, nr); err != nil {
+		out.Err = err
+		return out
+	}
+	dev, err := a.device(ctx, nr)
+	if err != nil {
+		out.Err = err
+		return out
+	}
+	_, already, err := a.addDevice(ctx, act, dev)
+	out.Err, out.Joined = err, err == nil && !already
+	return out
+}
+
+func (a *Actor) record(volumeID string, r driver.Replica) {
+	if a.Record == nil {
+		return
+	}
+	ns := r.NamespaceUUID
+	if ns == "" {
+		ns = nvmeof.NamespaceUUID(r.ID)
+	}
+	if err := a.Record(volumeID, driver.StagedReplica{ID: r.ID, NQN: r.NQN, NamespaceUUID: ns}); err != nil {
+		klog.ErrorS(err, "Could not record the replica in the staging state; NodeUnstage finds it through the provisioner", "volumeID", volumeID, "replica", r.ID)
+	}
+}

@@ -1,0 +1,206 @@
+package healer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/nvmirror/nvmirror/pkg/driver"
+	"github.com/nvmirror/nvmirror/pkg/events"
+	"github.com/nvmirror/nvmirror/pkg/mdraid"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+)
+
+// tree is a fixture root with sys/ and proc/ shaped like the kernel's, for
+// n staged RAID1 volumes of three NVMe/TCP replicas each (the layout of
+// pkg/mdraid/testdata/sysfs and pkg/nvmeof's sysfs tests).
+type tree struct {
+	tb     testing.TB
+	root   string
+	n      int
+	staged []driver.StagedVolume
+	vols   map[string]*driver.Volume
+}
+
+func arrayUUID(i int) string { return fmt.Sprintf("8b298196:48aa4550:d7d4d20e:%08x", i) }
+
+func (t *tree) write(rel, content string) {
+	p := filepath.Join(t.root, rel)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.tb.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content+"\n"), 0o644); err != nil {
+		t.tb.Fatal(err)
+	}
+}
+
+func newTree(tb testing.TB, n int) *tree {
+	t := &tree{tb: tb, root: tb.TempDir(), n: n, vols: map[string]*driver.Volume{}}
+	var mdstat strings.Builder
+	mdstat.WriteString("Personalities : [raid1] \n")
+	for i := 0; i < n; i++ {
+		md := fmt.Sprintf("md%d", i)
+		volID := fmt.Sprintf("vol-%04d", i)
+		vol := &driver.Volume{ID: volID, MDUUID: arrayUUID(i), Parameters: map[string]string{paramMaxReplicaDownTime: "60"}}
+		sv := driver.StagedVolume{VolumeID: volID, Staged: true, MDDevice: "/dev/" + md, MDUUID: arrayUUID(i)}
+		dir := "sys/block/" + md + "/md/"
+		for f, v := range map[string]string{"array_state": "clean", "level": "raid1", "uuid": strings.ReplaceAll(arrayUUID(i), ":", ""),
+			"raid_disks": "3", "degraded": "0", "sync_action": "idle", "sync_completed": "none", "mismatch_cnt": "0", "component_size": "39936"} {
+			t.write(dir+f, v)
+		}
+		fmt.Fprintf(&mdstat, "%s : active raid1", md)
+		for k := 0; k < 3; k++ {
+			j := 3*i + k
+			rid := fmt.Sprintf("%s-r%d", volID, k+1)
+			nqn := "nqn.2026-01.io.nvmirror:" + rid
+			ns := nvmeof.NamespaceUUID(rid)
+			dev := fmt.Sprintf("nvme%dn1", j)
+			t.write(fmt.Sprintf("%sdev-%s/state", dir, dev), "in_sync,failfast")
+			t.write(fmt.Sprintf("%sdev-%s/slot", dir, dev), fmt.Sprint(k))
+			t.write(fmt.Sprintf("%sdev-%s/errors", dir, dev), "0")
+			t.write("sys/block/"+dev+"/uuid", ns)
+			t.write("sys/block/"+dev+"/wwid", "uuid."+ns)
+			c := fmt.Sprintf("sys/class/nvme/nvme%d/", j)
+			t.write(c+"subsysnqn", nqn)
+			t.write(c+"state", "live")
+			t.write(c+"address", fmt.Sprintf("traddr=10.0.%d.1,trsvcid=4420,src_addr=10.1.0.1", k))
+			vol.Replicas = append(vol.Replicas, driver.Replica{ID: rid, StorageNode: fmt.Sprintf("sn-%d", k+1), NQN: nqn, NamespaceUUID: ns,
+				State: driver.ReplicaActive, Endpoints: []driver.Endpoint{{Address: fmt.Sprintf("10.0.%d.1", k), Port: "4420"}}})
+			sv.Replicas = append(sv.Replicas, driver.StagedReplica{ID: rid, NQN: nqn, NamespaceUUID: ns})
+			fmt.Fprintf(&mdstat, " %s[%d]", dev, k)
+		}
+		mdstat.WriteString("\n      39936 blocks super 1.2 [3/3] [UUU]\n      bitmap: 0/1 pages [0KB], 65536KB chunk\n\n")
+		t.staged = append(t.staged, sv)
+		t.vols[volID] = vol
+	}
+	mdstat.WriteString("unused devices: <none>\n")
+	t.write("proc/mdstat", mdstat.String())
+	return t
+}
+
+// ctrlState sets controller nvme<j>'s state; "" deletes it.
+func (t *tree) ctrlState(j int, state string) {
+	c := fmt.Sprintf("sys/class/nvme/nvme%d", j)
+	if state == "" {
+		if err := os.RemoveAll(filepath.Join(t.root, c)); err != nil {
+			t.tb.Fatal(err)
+		}
+		return
+	}
+	t.write(c+"/state", state)
+}
+
+func (t *tree) memberState(i, k int, state string) {
+	t.write(fmt.Sprintf("sys/block/md%d/md/dev-nvme%dn1/state", i, 3*i+k), state)
+}
+
+func (t *tree) observer(prov ConfigSource) *Observer {
+	return &Observer{
+		Staged:      func() ([]driver.StagedVolume, error) { return t.staged, nil },
+		Arrays:      mdraid.NewManager(nil, t.root),
+		NVMe:        SysfsNVMe{Root: t.root},
+		Provisioner: prov,
+	}
+}
+
+// fakeProv is an in-memory provisioner.
+type fakeProv struct {
+	mu       sync.Mutex
+	vols     map[string]*driver.Volume
+	down     bool
+	gets     int
+	replaced map[string]driver.Replica
+	marked   []string
+	reports  [][]events.Event
+	failNext int
+}
+
+func newFakeProv(vols map[string]*driver.Volume) *fakeProv {
+	return &fakeProv{vols: vols, replaced: map[string]driver.Replica{}}
+}
+
+func (p *fakeProv) GetVolume(_ context.Context, id string) (*driver.Volume, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.gets++
+	if p.down {
+		return nil, driver.ErrUnavailable
+	}
+	v, ok := p.vols[id]
+	if !ok {
+		return nil, driver.ErrNotFound
+	}
+	c := *v
+	c.Replicas = append([]driver.Replica(nil), v.Replicas...)
+	return &c, nil
+}
+
+func (p *fakeProv) ReplaceReplica(_ context.Context, volID, missing string) (*driver.Volume, *driver.Replica, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.down {
+		return nil, nil, driver.ErrUnavailable
+	}
+	if r, ok := p.replaced[volID+"/"+missing]; ok {
+		return p.vols[volID], &r, nil
+	}
+	v := p.vols[volID]
+	nr := driver.Replica{ID: missing + "-new", StorageNode: "sn-9", NQN: "nqn.2026-01.io.nvmirror:" + missing + "-new",
+		NamespaceUUID: nvmeof.NamespaceUUID(missing + "-new"), State: driver.ReplicaActive,
+		Endpoints: []driver.Endpoint{{Address: "10.0.9.1", Port: "4420"}}}
+	for i := range v.Replicas {
+		if v.Replicas[i].ID == missing {
+			v.Replicas[i].State = driver.ReplicaRemoved
+		}
+	}
+	v.Replicas = append(v.Replicas, nr)
+	p.replaced[volID+"/"+missing] = nr
+	return v, &nr, nil
+}
+
+func (p *fakeProv) MarkReplicaRemoved(_ context.Context, volID, id string) (*driver.Volume, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.down {
+		return nil, driver.ErrUnavailable
+	}
+	p.marked = append(p.marked, volID+"/"+id)
+	return p.vols[volID], nil
+}
+
+func (p *fakeProv) ReportEvents(_ context.Context, rs ...events.Event) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.down {
+		return driver.ErrUnavailable
+	}
+	if p.failNext > 0 {
+		p.failNext--
+		return errors.New("transient")
+	}
+	p.reports = append(p.reports, rs)
+	return nil
+}
+
+func (p *fakeProv) delivered() []events.Event {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []events.Event
+	for _, b := range p.reports {
+		out = append(out, b...)
+	}
+	return out
+}
+
+func (p *fakeProv) setDown(d bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = d
+}
+
+func removeFile(p string) error { return os.Remove(p) }

@@ -1,0 +1,273 @@
+package healer
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+)
+
+// MDWatcher wakes the loop when md changes; *mdraid.Watcher (Linux).
+type MDWatcher interface {
+	Wait(ctx context.Context, arrays []string) ([]string, error)
+}
+
+// Deps are the healer's seams; cmd/nvmirror-csi wires the real ones.
+type Deps struct {
+	Observer *Observer
+	Actor    *Actor
+	Queue    *EventQueue
+	// Metrics may be nil.
+	Metrics *Metrics
+	// Watcher may be nil: the interval and the NVMe poll still run.
+	Watcher MDWatcher
+	// Lock takes a volume's CSI lock without waiting (Driver.TryLockVolume);
+	// nil means no locking. Actions on a locked volume wait a cycle.
+	Lock  func(volumeID string) (unlock func(), ok bool)
+	Clock clock.WithTicker
+}
+
+// Healer is the loop: observe, decide, act, persist, on a timer and on
+// change notifications.
+type Healer struct {
+	cfg     Config
+	deps    Deps
+	memPath string
+	trigger chan struct{}
+
+	mu       sync.Mutex // guards mem, statuses, arrays (cycles run one at a time)
+	mem      Memory
+	statuses map[string]VolumeStatus
+	arrays   []string
+}
+
+// MemoryFile is the healer's memory under the state directory. It lives in
+// a subdirectory: the state directory's *.json files are staging states.
+func MemoryFile(stateDir string) string { return filepath.Join(stateDir, "healer", "memory.json") }
+
+// EventQueueFile is the event outbox under the state directory.
+func EventQueueFile(stateDir string) string { return filepath.Join(stateDir, "healer", "events.db") }
+
+// New loads the memory from stateDir and returns the healer.
+func New(cfg Config, stateDir string, deps Deps) (*Healer, error) {
+	if deps.Observer == nil || deps.Actor == nil || deps.Queue == nil {
+		return nil, fmt.Errorf("healer: observer, actor and event queue are required")
+	}
+	if deps.Clock == nil {
+		deps.Clock = clock.RealClock{}
+	}
+	if deps.Observer.Now == nil {
+		deps.Observer.Now = deps.Clock.Now
+	}
+	path := MemoryFile(stateDir)
+	mem, err := LoadMemory(path)
+	if err != nil {
+		return nil, err
+	}
+	klog.InfoS("Healer memory loaded", "path", path, "volumes", len(mem.Volumes), "storageNodes", len(mem.Hosts))
+	return &Healer{cfg: cfg, deps: deps, memPath: path, trigger: make(chan struct{}, 1), mem: mem, statuses: map[string]VolumeStatus{}}, nil
+}
+
+// Trigger asks for a cycle as soon as possible (coalesced).
+func (h *Healer) Trigger() {
+	select {
+	case h.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Status returns a volume's status after the last cycle (for the driver's
+// VolumeCondition and NodeGetVolumeHealth).
+func (h *Healer) Status(volumeID string) (VolumeStatus, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s, ok := h.statuses[volumeID]
+	return s, ok
+}
+
+// Memory returns a copy of the current memory.
+func (h *Healer) Memory() Memory {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return RecordOutcomes(h.mem, nil, h.cfg, time.Time{})
+}
+
+// RunOnce runs one cycle. Events are queued (fsynced) before the memory
+// that records their transitions is saved: a crash between the two resends
+// events rather than losing them.
+func (h *Healer) RunOnce(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	start := h.deps.Clock.Now()
+	obs, err := h.deps.Observer.Observe(ctx)
+	if err != nil {
+		return fmt.Errorf("observe: %w", err)
+	}
+	now := h.deps.Clock.Now()
+	actions, evs, mem := Decide(obs, h.cfg, h.mem, now)
+	if err := h.deps.Queue.Enqueue(evs); err != nil {
+		// Keep the old memory: the next cycle sees the same transitions
+		// and queues their events again.
+		return fmt.Errorf("queue events: %w", err)
+	}
+	var outs []Outcome
+	for _, a := range actions {
+		unlock, ok := func() (func(), bool) {
+			if h.deps.Lock == nil {
+				return func() {}, true
+			}
+			return h.deps.Lock(a.VolumeID)
+		}()
+		if !ok {
+			klog.V(2).InfoS("Volume busy with a CSI call; repair waits for the next cycle", "volumeID", a.VolumeID, "action", a.Kind)
+			h.deps.Metrics.repair(Outcome{Action: a}, true)
+			continue
+		}
+		o := h.deps.Actor.Do(ctx, a)
+		unlock()
+		h.deps.Metrics.repair(o, false)
+		outs = append(outs, o)
+	}
+	if len(outs) > 0 {
+		mem = RecordOutcomes(mem, outs, h.cfg, h.deps.Clock.Now())
+	}
+	if changed(h.mem, mem) {
+		if err := SaveMemory(h.memPath, mem); err != nil {
+			// The in-process memory moves on (events were queued); the
+			// file catches up at the next successful save.
+			klog.ErrorS(err, "Could not save healer memory", "path", h.memPath)
+		}
+	}
+	h.mem = mem
+	h.statuses = make(map[string]VolumeStatus, len(obs.Volumes))
+	h.arrays = h.arrays[:0]
+	for _, v := range obs.Volumes {
+		h.statuses[v.VolumeID] = volumeStatus(v, mem.Volumes[v.VolumeID])
+		if v.Array != nil {
+			h.arrays = append(h.arrays, v.Array.Name)
+		}
+	}
+	sort.Strings(h.arrays)
+	end := h.deps.Clock.Now()
+	h.deps.Metrics.update(obs, h.statuses, end)
+	h.deps.Metrics.cycleDone(end.Sub(start), h.deps.Queue.Len())
+	klog.V(4).InfoS("Healer cycle", "volumes", len(obs.Volumes), "actions", len(actions), "events", len(evs), "duration", end.Sub(start))
+	return nil
+}
+
+func changed(a, b Memory) bool {
+	x, err1 := json.Marshal(a)
+	y, err2 := json.Marshal(b)
+	return err1 != nil || err2 != nil || !bytes.Equal(x, y)
+}
+
+func (h *Healer) watchedArrays() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.arrays)
+}
+
+// Run runs cycles until ctx ends: at start, every Interval, when md signals
+// a change of a staged volume's array, and when the NVMe poll sees a
+// controller appear, vanish or change state. It also runs the event sender.
+func (h *Healer) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Add(1)
+	go func() { defer wg.Done(); h.deps.Queue.Run(ctx) }()
+	if h.deps.Watcher != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); h.watchMD(ctx) }()
+	}
+	if h.cfg.NVMePollInterval > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); h.pollNVMe(ctx) }()
+	}
+	tick := h.deps.Clock.NewTicker(h.cfg.Interval)
+	defer tick.Stop()
+	for {
+		if err := h.RunOnce(ctx); err != nil && ctx.Err() == nil {
+			klog.ErrorS(err, "Healer cycle failed")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C():
+		case <-h.trigger:
+		}
+	}
+}
+
+// watchMD turns md notifications into cycles. The arrays watched are those
+// of the last cycle; a new array is picked up at the next Wait.
+func (h *Healer) watchMD(ctx context.Context) {
+	for ctx.Err() == nil {
+		changed, err := h.deps.Watcher.Wait(ctx, h.watchedArrays())
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			klog.ErrorS(err, "md watch failed; relying on the interval until it recovers")
+			t := h.deps.Clock.NewTimer(h.cfg.Interval)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C():
+			}
+			continue
+		}
+		klog.V(4).InfoS("md changed", "arrays", changed)
+		h.Trigger()
+	}
+}
+
+// pollNVMe re-reads the controllers every NVMePollInterval (one directory
+// listing and three small reads per controller) and triggers a cycle when
+// their set or states changed: md does not notice a lost leg of an idle
+// array, and sysfs gives no notification for controller states.
+func (h *Healer) pollNVMe(ctx context.Context) {
+	last := ""
+	poll := func() {
+		cs, err := h.deps.Observer.NVMe.Controllers()
+		if err != nil {
+			return
+		}
+		fp := fingerprint(cs)
+		if last != "" && fp != last {
+			h.Trigger()
+		}
+		last = fp
+	}
+	poll()
+	t := h.deps.Clock.NewTicker(h.cfg.NVMePollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+		poll()
+	}
+}
+
+func fingerprint(cs []NVMeController) string {
+	parts := make([]string, 0, len(cs))
+	for _, c := range cs {
+		parts = append(parts, c.Name+"="+c.SubsysNQN+"/"+string(c.State))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ";") + ";"
+}

@@ -1,0 +1,301 @@
+package healer
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/nvmirror/nvmirror/pkg/driver"
+	"github.com/nvmirror/nvmirror/pkg/events"
+	"github.com/nvmirror/nvmirror/pkg/mdraid"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+)
+
+// treeRaid reads the fixture tree through the real mdraid reader and plays
+// mdadm on it: fail and remove rewrite the member files.
+type treeRaid struct {
+	*mdraid.Manager
+	tr    *tree
+	mu    sync.Mutex
+	calls []string
+}
+
+func (r *treeRaid) rec(s string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, s)
+}
+
+func (r *treeRaid) Add(_ context.Context, d, m string) error   { r.rec("add " + m); return nil }
+func (r *treeRaid) ReAdd(_ context.Context, d, m string) error { r.rec("re-add " + m); return nil }
+func (r *treeRaid) Fail(_ context.Context, d, m string) error {
+	r.rec("fail " + d + " " + m)
+	r.tr.write(filepath.Join("sys/block", filepath.Base(d), "md", "dev-"+m, "state"), "faulty,failfast")
+	return nil
+}
+func (r *treeRaid) Remove(_ context.Context, d, m string) error {
+	r.rec("remove " + d + " " + m)
+	return os.RemoveAll(filepath.Join(r.tr.root, "sys/block", filepath.Base(d), "md", "dev-"+m))
+}
+func (r *treeRaid) Examine(context.Context, string) (mdraid.Superblock, error) {
+	return mdraid.Superblock{}, mdraid.ErrNoSuperblock
+}
+
+func (r *treeRaid) Calls() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.calls)
+}
+
+type harness struct {
+	tr      *tree
+	prov    *fakeProv
+	raid    *treeRaid
+	fab     *fakeFabric
+	clk     *clocktesting.FakeClock
+	dir     string
+	reg     *prometheus.Registry
+	locked  map[string]bool
+	metrics *Metrics
+	q       *EventQueue
+}
+
+func newHarness(t *testing.T, n int) *harness {
+	tr := newTree(t, n)
+	return &harness{tr: tr, prov: newFakeProv(tr.vols), raid: &treeRaid{Manager: mdraid.NewManager(nil, tr.root), tr: tr},
+		fab: &fakeFabric{reachable: map[string]nvmeof.Device{}}, clk: clocktesting.NewFakeClock(t0), dir: t.TempDir(), locked: map[string]bool{}}
+}
+
+// healer builds a healer over the harness (a new one = a plugin restart).
+func (h *harness) healer(t *testing.T) (*Healer, *EventQueue) {
+	t.Helper()
+	cfg := testConfig()
+	if h.q != nil {
+		h.q.Close() // the previous plugin process is gone
+	}
+	q, err := OpenEventQueue(EventQueueFile(h.dir), 0, h.prov, h.clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.q = q
+	t.Cleanup(func() { q.Close() })
+	h.reg = prometheus.NewRegistry()
+	h.metrics = NewMetrics(h.reg)
+	obs := h.tr.observer(h.prov)
+	obs.ConfigMaxAge = time.Second
+	hl, err := New(cfg, h.dir, Deps{
+		Observer: obs,
+		Actor:    &Actor{Raid: h.raid, Fabric: h.fab, Provisioner: h.prov, Connect: nvmeof.ConnectOptions{HostNQN: "nqn.host", HostID: "id"}},
+		Queue:    q,
+		Metrics:  h.metrics,
+		Lock: func(id string) (func(), bool) {
+			if h.locked[id] {
+				return nil, false
+			}
+			return func() {}, true
+		},
+		Clock: h.clk,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hl, q
+}
+
+func reportTypes(rs []events.Event) []events.Type {
+	var out []events.Type
+	for _, r := range rs {
+		out = append(out, r.Type)
+	}
+	return out
+}
+
+func TestHealerCycleRestartAndLock(t *testing.T) {
+	h := newHarness(t, 2)
+	hl, q := h.healer(t)
+	ctx := context.Background()
+	if err := hl.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if q.Len() != 0 {
+		t.Fatalf("healthy node queued %d events", q.Len())
+	}
+	if s, ok := hl.Status("vol-0000"); !ok || s.Health != HealthHealthy {
+		t.Fatalf("status %+v", s)
+	}
+	if _, err := os.Stat(MemoryFile(h.dir)); err != nil {
+		t.Fatalf("memory not saved: %v", err)
+	}
+
+	// vol-0001's replica 2: the kernel deleted its controller; the idle
+	// array still counts the member in sync. The volume is busy (CSI call).
+	h.tr.ctrlState(4, "")
+	h.locked["vol-0001"] = true
+	h.clk.Step(30 * time.Second)
+	if err := hl.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// sn-2 still serves vol-0000 through a live controller: the host's
+	// connection to it is not lost, only this replica is.
+	if got := reportTypes(h.prov.delivered()); !slices.Equal(got, []events.Type{events.VolumeDegraded}) {
+		t.Fatalf("events %v", got)
+	}
+	if len(h.raid.Calls()) != 0 {
+		t.Fatalf("acted on a locked volume: %v", h.raid.Calls())
+	}
+	if s, _ := hl.Status("vol-0001"); s.Health != HealthDegraded || !s.DegradedSince.Equal(t0.Add(30*time.Second)) {
+		t.Fatalf("status %+v", s)
+	}
+	if v := value(h.metrics.repairs.WithLabelValues("fail", "skipped")); v != 1 {
+		t.Fatalf("skipped repairs %v", v)
+	}
+
+	// Plugin restart: memory reloaded, no event repeated, the lock is free
+	// now and the lost leg is failed in md; reconnecting is tried too.
+	h.locked["vol-0001"] = false
+	hl, q = h.healer(t)
+	h.clk.Step(30 * time.Second)
+	if err := hl.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if q.Len() != 0 {
+		t.Fatalf("restart re-queued %d events", q.Len())
+	}
+	if got := h.raid.Calls(); !slices.Equal(got, []string{"fail /dev/md1 nvme4n1"}) {
+		t.Fatalf("md calls %v", got)
+	}
+	if !slices.ContainsFunc(h.fab.calls, func(s string) bool { return strings.HasPrefix(s, "connect nqn.2026-01.io.nvmirror:vol-0001-r2") }) {
+		t.Fatalf("no reconnect attempt: %v", h.fab.calls)
+	}
+	mem := hl.Memory()
+	if !mem.Volumes["vol-0001"].DegradedSince.Equal(t0.Add(30*time.Second)) || mem.Volumes["vol-0001"].Replicas["vol-0001-r2"].Attempts != 1 {
+		t.Fatalf("memory %+v", mem.Volumes["vol-0001"])
+	}
+	if v := value(h.metrics.volumes.WithLabelValues("degraded")); v != 1 {
+		t.Fatalf("degraded volumes metric %v", v)
+	}
+	// Metrics describe what the cycle observed, before it acted.
+	if v := value(h.metrics.members.WithLabelValues("link_down")); v != 1 {
+		t.Fatalf("link_down members metric %v", v)
+	}
+	if err := hl.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v := value(h.metrics.members.WithLabelValues("faulty")); v != 1 {
+		t.Fatalf("faulty members metric %v", v)
+	}
+}
+
+// Run: the NVMe poll notices a controller going away between two
+// intervals, and the event reaches the provisioner.
+func TestHealerRunReactsToNVMeChange(t *testing.T) {
+	h := newHarness(t, 1)
+	hl, _ := h.healer(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- hl.Run(ctx) }()
+	// The first cycle has run (it saves the memory), and the interval and
+	// NVMe poll tickers wait.
+	waitFor(t, func() bool { _, err := os.Stat(MemoryFile(h.dir)); return err == nil && h.clk.Waiters() >= 2 })
+	h.tr.ctrlState(1, "connecting")
+	h.clk.Step(time.Second) // one NVMe poll, well before the 30 s interval
+	waitFor(t, func() bool { return len(h.prov.delivered()) == 2 })
+	if got := reportTypes(h.prov.delivered()); !slices.Equal(got, []events.Type{events.HostDisconnected, events.VolumeDegraded}) {
+		t.Fatalf("events %v", got)
+	}
+	if d := h.prov.delivered()[1].Time; !d.Equal(t0.Add(time.Second)) {
+		t.Fatalf("detected at %v", d)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+type fakeWatcher struct{ ch chan []string }
+
+func (w *fakeWatcher) Wait(ctx context.Context, arrays []string) ([]string, error) {
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case c := <-w.ch:
+		return c, nil
+	}
+}
+
+// Run: an md notification triggers a cycle at once.
+func TestHealerRunReactsToMDChange(t *testing.T) {
+	h := newHarness(t, 1)
+	hl, _ := h.healer(t)
+	w := &fakeWatcher{ch: make(chan []string)}
+	hl.deps.Watcher = w
+	hl.cfg.NVMePollInterval = 0
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- hl.Run(ctx) }()
+	waitFor(t, func() bool { _, err := os.Stat(MemoryFile(h.dir)); return err == nil && h.clk.Waiters() >= 1 })
+	h.tr.memberState(0, 2, "faulty,failfast")
+	w.ch <- []string{"md0"}
+	waitFor(t, func() bool { return len(h.prov.delivered()) == 1 })
+	if got := reportTypes(h.prov.delivered()); !slices.Equal(got, []events.Type{events.VolumeDegraded}) {
+		t.Fatalf("events %v", got)
+	}
+	cancel()
+	<-done
+}
+
+func TestMemoryFileVersion(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "m.json")
+	if m, err := LoadMemory(p); err != nil || m.Version != MemoryVersion {
+		t.Fatalf("missing file: %+v %v", m, err)
+	}
+	if err := os.WriteFile(p, []byte(fmt.Sprintf(`{"version":%d}`, MemoryVersion+1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadMemory(p); err == nil {
+		t.Fatal("newer memory layout accepted")
+	}
+	if err := os.WriteFile(p, []byte(`{`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadMemory(p); err == nil {
+		t.Fatal("torn memory accepted")
+	}
+}
+
+func TestStagedVolumesHealerFilesDoNotCollide(t *testing.T) {
+	// The healer's files live in a subdirectory the staging state ignores.
+	dir := t.TempDir()
+	if err := SaveMemory(MemoryFile(dir), Memory{}); err != nil {
+		t.Fatal(err)
+	}
+	vols, err := driver.ListStaged(dir)
+	if err != nil || len(vols) != 0 {
+		t.Fatalf("%v %v", vols, err)
+	}
+}
+
+// value reads one counter or gauge.
+func value(c prometheus.Metric) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		panic(err)
+	}
+	if m.Counter != nil {
+		return m.Counter.GetValue()
+	}
+	return m.Gauge.GetValue()
+}

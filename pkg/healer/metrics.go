@@ -1,0 +1,208 @@
+package healer
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/klog/v2"
+)
+
+// Health of a volume as the healer sees it; also what the driver's
+// VolumeCondition reports.
+type Health string
+
+const (
+	HealthHealthy Health = "healthy"
+	// HealthDegraded: a replica of the configuration does not serve.
+	HealthDegraded Health = "degraded"
+	// HealthSyncing: degraded, and md is resynchronising a replica.
+	HealthSyncing Health = "syncing"
+	// HealthUnavailable: the array does not run (or the only replica of a
+	// single-replica volume is not connected).
+	HealthUnavailable Health = "unavailable"
+)
+
+var allHealth = []Health{HealthHealthy, HealthDegraded, HealthSyncing, HealthUnavailable}
+
+// VolumeStatus is one volume's state after the last cycle.
+type VolumeStatus struct {
+	VolumeID      string
+	Health        Health
+	DegradedSince time.Time
+	// SyncProgress is the running sync's fraction done (0..1), -1 when none.
+	SyncProgress float64
+	// Missing are the replicas not serving.
+	Missing []string
+}
+
+// volumeStatus derives a volume's status from the cycle's observation and
+// the memory Decide returned.
+func volumeStatus(v VolumeObservation, vm VolumeMemory) VolumeStatus {
+	s := VolumeStatus{VolumeID: v.VolumeID, Health: HealthHealthy, DegradedSince: vm.DegradedSince, SyncProgress: -1, Missing: vm.Named}
+	if v.MDUUID == "" {
+		for _, cs := range v.Controllers {
+			if linkOf(cs) == linkLive {
+				return s
+			}
+		}
+		s.Health = HealthUnavailable
+		return s
+	}
+	a := v.Array
+	switch {
+	case a == nil || a.State == "broken" || a.State == "inactive" || a.State == "clear":
+		s.Health = HealthUnavailable
+	case vm.Sync.Active:
+		s.Health = HealthSyncing
+	case !vm.DegradedSince.IsZero():
+		s.Health = HealthDegraded
+	}
+	if a != nil && a.SyncTotal > 0 {
+		s.SyncProgress = float64(a.SyncDone) / float64(a.SyncTotal)
+	}
+	return s
+}
+
+// Metrics are the healer's Prometheus metrics.
+type Metrics struct {
+	volumes         *prometheus.GaugeVec
+	members         *prometheus.GaugeVec
+	syncProgress    *prometheus.GaugeVec
+	degradedSeconds *prometheus.GaugeVec
+	repairs         *prometheus.CounterVec
+	cycle           prometheus.Histogram
+	queued          prometheus.Gauge
+}
+
+// NewMetrics registers the metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		volumes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nvmirror_node_volumes",
+			Help: "Volumes staged on this node by health (healthy, degraded, syncing, unavailable)."}, []string{"health"}),
+		members: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nvmirror_node_md_members",
+			Help: "md members of staged volumes by state (in_sync, syncing, faulty, link_down: in md but its NVMe controller is not live)."}, []string{"state"}),
+		syncProgress: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nvmirror_node_volume_sync_progress_ratio",
+			Help: "Fraction done of the running resync of a volume's array."}, []string{"volume"}),
+		degradedSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nvmirror_node_volume_degraded_seconds",
+			Help: "Seconds since the volume became degraded (absent when whole)."}, []string{"volume"}),
+		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nvmirror_node_repairs_total",
+			Help: "Healer repairs by kind (fail, join, retire, replace) and outcome (ok, error, skipped)."}, []string{"kind", "outcome"}),
+		cycle: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "nvmirror_node_heal_cycle_duration_seconds",
+			Help: "Duration of one healer cycle (observe, decide, act, persist).", Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10)}),
+		queued: prometheus.NewGauge(prometheus.GaugeOpts{Name: "nvmirror_node_events_queued",
+			Help: "Events waiting for delivery to the provisioner."}),
+	}
+	reg.MustRegister(m.volumes, m.members, m.syncProgress, m.degradedSeconds, m.repairs, m.cycle, m.queued)
+	return m
+}
+
+// update sets the gauges from a cycle.
+func (m *Metrics) update(obs Observation, statuses map[string]VolumeStatus, now time.Time) {
+	if m == nil {
+		return
+	}
+	counts := map[Health]int{}
+	m.syncProgress.Reset()
+	m.degradedSeconds.Reset()
+	for _, s := range statuses {
+		counts[s.Health]++
+		if s.SyncProgress >= 0 {
+			m.syncProgress.WithLabelValues(s.VolumeID).Set(s.SyncProgress)
+		}
+		if !s.DegradedSince.IsZero() {
+			m.degradedSeconds.WithLabelValues(s.VolumeID).Set(now.Sub(s.DegradedSince).Seconds())
+		}
+	}
+	for _, h := range allHealth {
+		m.volumes.WithLabelValues(string(h)).Set(float64(counts[h]))
+	}
+	members := map[string]int{"in_sync": 0, "syncing": 0, "faulty": 0, "link_down": 0}
+	for _, v := range obs.Volumes {
+		if v.Array == nil {
+			continue
+		}
+		live := map[string]bool{}
+		for _, r := range v.StagedReplicas {
+			for _, id := range []string{r.NamespaceUUID} {
+				live[normalizeID(id)] = linkOf(v.Controllers[r.NQN]) == linkLive
+			}
+		}
+		for _, mem := range v.Array.Members {
+			switch {
+			case mem.Faulty:
+				members["faulty"]++
+			case !memberLive(mem, live):
+				members["link_down"]++
+			case mem.InSync:
+				members["in_sync"]++
+			default:
+				members["syncing"]++
+			}
+		}
+	}
+	for k, n := range members {
+		m.members.WithLabelValues(k).Set(float64(n))
+	}
+}
+
+func memberLive(m MemberObservation, live map[string]bool) bool {
+	for _, id := range m.Identities {
+		if l, ok := live[normalizeID(id)]; ok {
+			return l
+		}
+	}
+	return len(m.Identities) > 0 // device present but not one of ours: count as live
+}
+
+func (m *Metrics) repair(o Outcome, skipped bool) {
+	if m == nil {
+		return
+	}
+	outcome := "ok"
+	switch {
+	case skipped:
+		outcome = "skipped"
+	case o.Err != nil:
+		outcome = "error"
+	}
+	m.repairs.WithLabelValues(string(o.Action.Kind), outcome).Inc()
+}
+
+func (m *Metrics) cycleDone(d time.Duration, queued int) {
+	if m == nil {
+		return
+	}
+	m.cycle.Observe(d.Seconds())
+	m.queued.Set(float64(queued))
+}
+
+// ServeMetrics serves g on addr under /metrics until ctx ends
+// (--metrics-address; "" serves nothing).
+func ServeMetrics(ctx context.Context, addr string, g prometheus.Gatherer) error {
+	if addr == "" {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	klog.InfoS("Serving metrics", "address", ln.Addr().String())
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

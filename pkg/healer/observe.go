@@ -1,0 +1,340 @@
+package healer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/nvmirror/nvmirror/pkg/driver"
+	"github.com/nvmirror/nvmirror/pkg/mdraid"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+)
+
+// ArrayReader reads md state without spawning anything; *mdraid.Manager.
+type ArrayReader interface {
+	ReadMdstat() (mdraid.Mdstat, error)
+	ReadArray(name string) (mdraid.Array, error)
+}
+
+// NVMeReader reads NVMe controller states and namespace identities from
+// sysfs; SysfsNVMe is the real one.
+type NVMeReader interface {
+	// Controllers lists every controller with its subsystem NQN and state.
+	Controllers() ([]NVMeController, error)
+	// NamespaceIdentities returns the uuid/nguid/wwid of a namespace block
+	// device ("nvme1n1"); nil when the device is gone.
+	NamespaceIdentities(device string) ([]string, error)
+}
+
+// ConfigSource is the provisioner as observation needs it.
+type ConfigSource interface {
+	GetVolume(ctx context.Context, id string) (*driver.Volume, error)
+}
+
+// NVMeController is one /sys/class/nvme/<Name>.
+type NVMeController struct {
+	Name, SubsysNQN string
+	State           nvmeof.ControllerState
+	TrAddr, TrSvcID string
+}
+
+var _ ArrayReader = (*mdraid.Manager)(nil)
+
+// Observer builds an Observation: one read of /proc/mdstat, the md sysfs
+// directories of the staged volumes' arrays, one listing of the NVMe
+// controllers, and the provisioner's record of each volume.
+type Observer struct {
+	// Staged lists the staged volumes (driver.ListStaged on the state dir).
+	Staged      func() ([]driver.StagedVolume, error)
+	Arrays      ArrayReader
+	NVMe        NVMeReader
+	Provisioner ConfigSource
+	// ConfigMaxAge is how long a configuration read from the provisioner
+	// counts as fresh: cycles triggered by md or NVMe changes in quick
+	// succession reuse it instead of asking again for every volume.
+	ConfigMaxAge time.Duration
+	// CallTimeout bounds each GetVolume.
+	CallTimeout time.Duration
+	// Now is the clock (tests pass a fake one).
+	Now func() time.Time
+
+	cache map[string]cachedConfig
+}
+
+type cachedConfig struct {
+	vol *driver.Volume
+	at  time.Time
+}
+
+// Observe reads the system. A provisioner outage is not an error: the
+// cached configurations are used (not fresh) and the first failure stops
+// further calls for this cycle, so an outage costs one timeout, not one per
+// volume.
+func (o *Observer) Observe(ctx context.Context) (Observation, error) {
+	staged, err := o.Staged()
+	if err != nil {
+		return Observation{}, fmt.Errorf("list staged volumes: %w", err)
+	}
+	arrays, err := o.arrays(staged)
+	if err != nil {
+		return Observation{}, err
+	}
+	ctrls, err := o.NVMe.Controllers()
+	if err != nil {
+		return Observation{}, fmt.Errorf("list NVMe controllers: %w", err)
+	}
+	byNQN := map[string][]ControllerObservation{}
+	for _, c := range ctrls {
+		byNQN[c.SubsysNQN] = append(byNQN[c.SubsysNQN], ControllerObservation{Name: c.Name, State: c.State, TrAddr: c.TrAddr, TrSvcID: c.TrSvcID})
+	}
+	if o.cache == nil {
+		o.cache = map[string]cachedConfig{}
+	}
+	now := o.now()
+	provDown := false
+	seen := map[string]bool{}
+	obs := Observation{Volumes: make([]VolumeObservation, 0, len(staged))}
+	for _, sv := range staged {
+		seen[sv.VolumeID] = true
+		v := VolumeObservation{VolumeID: sv.VolumeID, Staged: sv.Staged, MDUUID: sv.MDUUID, StagedReplicas: sv.Replicas,
+			Controllers: map[string][]ControllerObservation{}}
+		if sv.MDUUID != "" {
+			if a, ok := arrays[sv.VolumeID]; ok {
+				v.Array = o.arrayObservation(a)
+			}
+		}
+		c, cached := o.cache[sv.VolumeID]
+		switch {
+		case cached && now.Sub(c.at) < o.ConfigMaxAge:
+			v.Config, v.ConfigFresh = c.vol, true
+		case provDown:
+			v.Config = c.vol
+		default:
+			vol, err := o.getVolume(ctx, sv.VolumeID)
+			switch {
+			case err == nil:
+				o.cache[sv.VolumeID] = cachedConfig{vol: vol, at: now}
+				v.Config, v.ConfigFresh = vol, true
+			case errors.Is(err, driver.ErrNotFound):
+				// Unknown to the registry: nothing to heal towards.
+				delete(o.cache, sv.VolumeID)
+				klog.V(2).InfoS("Staged volume unknown to the provisioner", "volumeID", sv.VolumeID)
+			default:
+				provDown = true
+				v.Config = c.vol
+				klog.InfoS("Provisioner unreachable; using the cached configuration, repairs that need it wait", "volumeID", sv.VolumeID, "err", err)
+			}
+		}
+		nqns := map[string]bool{}
+		for _, r := range sv.Replicas {
+			nqns[r.NQN] = true
+		}
+		if v.Config != nil {
+			for _, r := range v.Config.Replicas {
+				nqns[r.NQN] = true
+			}
+		}
+		for n := range nqns {
+			if cs := byNQN[n]; len(cs) > 0 {
+				v.Controllers[n] = cs
+			}
+		}
+		obs.Volumes = append(obs.Volumes, v)
+	}
+	for id := range o.cache {
+		if !seen[id] {
+			delete(o.cache, id)
+		}
+	}
+	return obs, nil
+}
+
+func (o *Observer) now() time.Time {
+	if o.Now != nil {
+		return o.Now()
+	}
+	return time.Now()
+}
+
+func (o *Observer) getVolume(ctx context.Context, id string) (*driver.Volume, error) {
+	if o.CallTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.CallTimeout)
+		defer cancel()
+	}
+	return o.Provisioner.GetVolume(ctx, id)
+}
+
+// arrays finds each staged volume's running array: first under the device
+// NodeStage recorded, checked by UUID; the others (re-assembled under
+// another number after a reboot) by reading the remaining arrays of
+// /proc/mdstat once.
+func (o *Observer) arrays(staged []driver.StagedVolume) (map[string]mdraid.Array, error) {
+	out := map[string]mdraid.Array{}
+	st, err := o.Arrays.ReadMdstat()
+	if errors.Is(err, mdraid.ErrNotFound) {
+		return out, nil // md not loaded: no array runs
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read mdstat: %w", err)
+	}
+	running := map[string]bool{}
+	for _, a := range st.Arrays {
+		running[a.Name] = true
+	}
+	read := map[string]*mdraid.Array{}
+	readArray := func(name string) (*mdraid.Array, error) {
+		if a, ok := read[name]; ok {
+			return a, nil
+		}
+		a, err := o.Arrays.ReadArray(name)
+		if errors.Is(err, mdraid.ErrNotFound) {
+			read[name] = nil
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		read[name] = &a
+		return &a, nil
+	}
+	var missing []driver.StagedVolume
+	for _, sv := range staged {
+		if sv.MDUUID == "" {
+			continue
+		}
+		want, err := mdraid.NormalizeUUID(sv.MDUUID)
+		if err != nil {
+			klog.ErrorS(err, "Staged volume has an unreadable md UUID", "volumeID", sv.VolumeID)
+			continue
+		}
+		name := filepath.Base(sv.MDDevice)
+		if running[name] {
+			a, err := readArray(name)
+			if err != nil {
+				return nil, err
+			}
+			if a != nil && a.UUID == want {
+				out[sv.VolumeID] = *a
+				continue
+			}
+		}
+		sv.MDUUID = want
+		missing = append(missing, sv)
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	byUUID := map[string]mdraid.Array{}
+	for _, a := range st.Arrays {
+		arr, err := readArray(a.Name)
+		if err != nil {
+			return nil, err
+		}
+		if arr != nil && arr.UUID != "" {
+			byUUID[arr.UUID] = *arr
+		}
+	}
+	for _, sv := range missing {
+		if a, ok := byUUID[sv.MDUUID]; ok {
+			out[sv.VolumeID] = a
+		}
+	}
+	return out, nil
+}
+
+func (o *Observer) arrayObservation(a mdraid.Array) *ArrayObservation {
+	ao := &ArrayObservation{Name: a.Name, Device: a.Device, UUID: a.UUID, State: a.ArrayState, RaidDisks: a.RaidDisks,
+		Degraded: a.Degraded, SyncAction: a.SyncAction}
+	if a.SyncCompleted.State == "progress" {
+		ao.SyncDone, ao.SyncTotal = a.SyncCompleted.Done, a.SyncCompleted.Total
+	}
+	for _, m := range a.Members {
+		ids, err := o.NVMe.NamespaceIdentities(m.Device)
+		if err != nil {
+			klog.V(2).InfoS("Cannot read the identity of an md member", "array", a.Name, "member", m.Device, "err", err)
+		}
+		ao.Members = append(ao.Members, MemberObservation{Device: m.Device, Identities: ids, Slot: m.Slot,
+			InSync: m.State.InSync, Faulty: m.State.Faulty, Spare: m.State.Spare})
+	}
+	return ao
+}
+
+// SysfsNVMe reads controllers and namespaces under Root ("/" on a node).
+// It reads three attributes per controller and nothing else: the
+// nvmeof.Initiator's Controllers also resolves each controller's subsystem
+// by scanning every subsystem, which is quadratic in the number of
+// controllers and not needed to tell whether a replica is connected.
+type SysfsNVMe struct{ Root string }
+
+var ctrlName = regexp.MustCompile(`^nvme[0-9]+$`)
+
+// Controllers lists /sys/class/nvme; controllers vanishing meanwhile are
+// skipped, and a missing class directory (nvme not loaded) is no controller.
+func (s SysfsNVMe) Controllers() ([]NVMeController, error) {
+	dir := filepath.Join(s.Root, "sys/class/nvme")
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]NVMeController, 0, len(entries))
+	for _, e := range entries {
+		if !ctrlName.MatchString(e.Name()) {
+			continue
+		}
+		d := filepath.Join(dir, e.Name())
+		nqn, err1 := readTrim(filepath.Join(d, "subsysnqn"))
+		state, err2 := readTrim(filepath.Join(d, "state"))
+		addr, _ := readTrim(filepath.Join(d, "address"))
+		if errors.Is(err1, fs.ErrNotExist) || errors.Is(err2, fs.ErrNotExist) {
+			continue
+		}
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, err
+		}
+		traddr, trsvcid, _ := nvmeof.ParseAddress(addr)
+		out = append(out, NVMeController{Name: e.Name(), SubsysNQN: nqn, State: nvmeof.ControllerState(state), TrAddr: traddr, TrSvcID: trsvcid})
+	}
+	return out, nil
+}
+
+// NamespaceIdentities reads /sys/block/<device>/{uuid,nguid,wwid}.
+func (s SysfsNVMe) NamespaceIdentities(device string) ([]string, error) {
+	if strings.ContainsAny(device, "/\x00") || device == "" || device == "." || device == ".." {
+		return nil, fmt.Errorf("bad device name %q", device)
+	}
+	dir := filepath.Join(s.Root, "sys/block", device)
+	var ids []string
+	for _, f := range []string{"uuid", "nguid", "wwid"} {
+		v, err := readTrim(filepath.Join(dir, f))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if v != "" && strings.Trim(strings.ReplaceAll(v, "-", ""), "0") != "" {
+			ids = append(ids, v)
+		}
+	}
+	return ids, nil
+}
+
+func readTrim(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}

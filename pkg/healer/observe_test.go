@@ -1,0 +1,188 @@
+package healer
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nvmirror/nvmirror/pkg/driver"
+	"github.com/nvmirror/nvmirror/pkg/events"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+)
+
+func TestObserveFixtureTree(t *testing.T) {
+	tr := newTree(t, 3)
+	prov := newFakeProv(tr.vols)
+	o := tr.observer(prov)
+	o.ConfigMaxAge = 10 * time.Second
+	now := t0
+	o.Now = func() time.Time { return now }
+	tr.ctrlState(4, "connecting") // vol-0001 replica 2
+	tr.ctrlState(8, "")           // vol-0002 replica 3: deleted by the kernel
+	tr.memberState(2, 2, "faulty,failfast")
+
+	obs, err := o.Observe(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(obs.Volumes) != 3 || prov.gets != 3 {
+		t.Fatalf("volumes %d, GetVolume calls %d", len(obs.Volumes), prov.gets)
+	}
+	v1 := obs.Volumes[1]
+	if v1.Array == nil || v1.Array.Name != "md1" || len(v1.Array.Members) != 3 || !v1.ConfigFresh {
+		t.Fatalf("vol-0001 %+v", v1)
+	}
+	m := v1.Array.Members[1]
+	if m.Device != "nvme4n1" || !m.InSync || len(m.Identities) != 2 || normalizeID(m.Identities[0]) != normalizeID(nvmeof.NamespaceUUID("vol-0001-r2")) {
+		t.Fatalf("member %+v", m)
+	}
+	if cs := v1.Controllers["nqn.2026-01.io.nvmirror:vol-0001-r2"]; len(cs) != 1 || cs[0].State != nvmeof.StateConnecting || cs[0].TrAddr != "10.0.1.1" {
+		t.Fatalf("controllers %+v", cs)
+	}
+	if _, ok := obs.Volumes[2].Controllers["nqn.2026-01.io.nvmirror:vol-0002-r3"]; ok {
+		t.Fatal("a deleted controller is observed")
+	}
+	if !obs.Volumes[2].Array.Members[2].Faulty {
+		t.Fatal("faulty member not seen")
+	}
+
+	// Decide on it: vol-0001 degraded (idle md, reconnecting), vol-0002
+	// degraded (faulty, controller gone).
+	_, evs, _ := Decide(obs, testConfig(), Memory{}, now)
+	if count(evs, events.VolumeDegraded) != 2 {
+		t.Fatalf("events %v", types(evs))
+	}
+
+	// Within ConfigMaxAge the cached configuration is reused and fresh.
+	now = now.Add(time.Second)
+	if obs, _ = o.Observe(context.Background()); prov.gets != 3 || !obs.Volumes[0].ConfigFresh {
+		t.Fatalf("GetVolume calls %d, fresh %v", prov.gets, obs.Volumes[0].ConfigFresh)
+	}
+	// Outage: one call fails, the others are not tried; cached, not fresh.
+	now = now.Add(time.Minute)
+	prov.setDown(true)
+	obs, err = o.Observe(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prov.gets != 4 {
+		t.Fatalf("GetVolume calls during an outage: %d", prov.gets-3)
+	}
+	for _, v := range obs.Volumes {
+		if v.ConfigFresh || v.Config == nil {
+			t.Fatalf("%s: fresh %v config %v", v.VolumeID, v.ConfigFresh, v.Config != nil)
+		}
+	}
+}
+
+func TestObserveArrayRenumbered(t *testing.T) {
+	tr := newTree(t, 2)
+	// NodeStage recorded md0 and md1 the other way round (a reboot
+	// assembled them under each other's number): found by UUID.
+	tr.staged[0].MDDevice, tr.staged[1].MDDevice = "/dev/md1", "/dev/md0"
+	tr.staged = append(tr.staged, driver.StagedVolume{VolumeID: "vol-gone", Staged: true, MDDevice: "/dev/md7", MDUUID: arrayUUID(7)})
+	obs, err := tr.observer(newFakeProv(tr.vols)).Observe(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if obs.Volumes[0].Array.Name != "md0" || obs.Volumes[1].Array.Name != "md1" || obs.Volumes[2].Array != nil {
+		t.Fatalf("arrays %+v %+v %+v", obs.Volumes[0].Array, obs.Volumes[1].Array, obs.Volumes[2].Array)
+	}
+	if obs.Volumes[2].Config != nil {
+		t.Fatal("unknown volume has a configuration")
+	}
+}
+
+func TestObserveWithoutMD(t *testing.T) {
+	o := &Observer{Staged: func() ([]driver.StagedVolume, error) { return nil, nil }, NVMe: SysfsNVMe{Root: t.TempDir()}}
+	tr := newTree(t, 0)
+	o.Arrays = tr.observer(nil).Arrays
+	if err := removeFile(tr.root + "/proc/mdstat"); err != nil {
+		t.Fatal(err)
+	}
+	obs, err := o.Observe(context.Background())
+	if err != nil || len(obs.Volumes) != 0 {
+		t.Fatalf("%+v %v", obs, err)
+	}
+}
+
+func TestSysfsNVMe(t *testing.T) {
+	tr := newTree(t, 1)
+	s := SysfsNVMe{Root: tr.root}
+	cs, err := s.Controllers()
+	if err != nil || len(cs) != 3 {
+		t.Fatalf("%+v %v", cs, err)
+	}
+	names := []string{}
+	for _, c := range cs {
+		names = append(names, c.Name)
+	}
+	slices.Sort(names)
+	if !slices.Equal(names, []string{"nvme0", "nvme1", "nvme2"}) || cs[0].State != nvmeof.StateLive || cs[0].TrSvcID != "4420" {
+		t.Fatalf("%+v", cs)
+	}
+	ids, err := s.NamespaceIdentities("nvme0n1")
+	if err != nil || len(ids) != 2 {
+		t.Fatalf("%v %v", ids, err)
+	}
+	if ids, err := s.NamespaceIdentities("nvme9n1"); err != nil || ids != nil {
+		t.Fatalf("gone device: %v %v", ids, err)
+	}
+	if _, err := s.NamespaceIdentities("../etc"); err == nil {
+		t.Fatal("path accepted as device name")
+	}
+	if cs, err := (SysfsNVMe{Root: t.TempDir()}).Controllers(); err != nil || cs != nil {
+		t.Fatalf("no nvme class: %v %v", cs, err)
+	}
+}
+
+// BenchmarkCycle measures one observation (mdstat, md sysfs of every
+// staged array, the NVMe controller listing, namespace identities; the
+// provisioner answers from memory) plus Decide, on a healthy node with 1,
+// 100 and 1000 three-replica arrays.
+func BenchmarkCycle(b *testing.B) {
+	for _, n := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("arrays=%d", n), func(b *testing.B) {
+			tr := newTree(b, n)
+			o := tr.observer(newFakeProv(tr.vols))
+			cfg := testConfig()
+			obs, err := o.Observe(context.Background())
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, _, mem := Decide(obs, cfg, Memory{}, t0)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				obs, err := o.Observe(context.Background())
+				if err != nil {
+					b.Fatal(err)
+				}
+				acts, evs, _ := Decide(obs, cfg, mem, t0.Add(time.Duration(i)*time.Second))
+				if len(acts) != 0 || len(evs) != 0 {
+					b.Fatalf("healthy node: %v %v", kinds(acts), types(evs))
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkNVMePoll is the cost of one NVMe state poll between cycles.
+func BenchmarkNVMePoll(b *testing.B) {
+	for _, n := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("arrays=%d", n), func(b *testing.B) {
+			tr := newTree(b, n)
+			s := SysfsNVMe{Root: tr.root}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				cs, err := s.Controllers()
+				if err != nil || len(cs) != 3*n {
+					b.Fatal(err)
+				}
+				_ = fingerprint(cs)
+			}
+		})
+	}
+}

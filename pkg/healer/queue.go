@@ -1,0 +1,169 @@
+package healer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+
+	"github.com/nvmirror/nvmirror/pkg/driver"
+	"github.com/nvmirror/nvmirror/pkg/events"
+)
+
+// EventReporter is the provisioner's ReportEvents;
+// *provisionerclient.Client satisfies it (it maps the comma-separated
+// StorageNode to storage_nodes). Every event carries its ID (EventID), which
+// makes the call idempotent.
+type EventReporter interface {
+	ReportEvents(ctx context.Context, es ...events.Event) error
+}
+
+// ErrRejected marks a batch the provisioner will never accept; so does
+// driver.ErrInvalidArgument (the client's mapping of InvalidArgument). Such
+// a batch is dropped, so that one bad event cannot block the queue forever.
+var ErrRejected = errors.New("events rejected")
+
+// EventQueue is the node's outbox of events: Enqueue returns once the
+// events are fsynced in a local file, and Run delivers them to the
+// provisioner in order, removing them only when ReportEvents succeeded. A
+// provisioner outage delays events; it loses none, and a restart resends
+// what was not acknowledged (at least once; the IDs make it exactly once
+// at the provisioner).
+type EventQueue struct {
+	q     *events.Queue
+	sink  EventReporter
+	clock clock.Clock
+	wake  chan struct{}
+	// Batch is how many events one ReportEvents carries.
+	Batch int
+	// MinBackoff and MaxBackoff bound the wait between failed deliveries.
+	MinBackoff, MaxBackoff time.Duration
+	// CallTimeout bounds one ReportEvents.
+	CallTimeout time.Duration
+}
+
+// OpenEventQueue opens (creating) the queue file. limit bounds its length
+// (events.DefaultQueueLimit when ≤ 0; the oldest are dropped beyond it).
+func OpenEventQueue(path string, limit int, sink EventReporter, clk clock.Clock) (*EventQueue, error) {
+	q, err := events.OpenQueue(path, limit)
+	if err != nil {
+		return nil, err
+	}
+	return &EventQueue{q: q, sink: sink, clock: clk, wake: make(chan struct{}, 1), Batch: 100,
+		MinBackoff: time.Second, MaxBackoff: 5 * time.Minute, CallTimeout: 30 * time.Second}, nil
+}
+
+// Close closes the file.
+func (e *EventQueue) Close() error { return e.q.Close() }
+
+// Enqueue logs and persists events, then wakes the sender.
+func (e *EventQueue) Enqueue(evs []events.Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	msgs := make([][]byte, 0, len(evs))
+	for _, ev := range evs {
+		if ev.ID == "" {
+			ev.ID = EventID(ev)
+		}
+		b, err := json.Marshal(ev)
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, b)
+		kv := []any{"id", ev.ID, "type", ev.Type, "level", ev.Type.Level(), "time", ev.Time, "volumeID", ev.Volume,
+			"replicas", ev.Replicas, "storageNode", ev.StorageNode, "node", ev.Node}
+		if ev.Type.Level() == events.Info {
+			klog.InfoS(ev.Message, kv...)
+		} else {
+			klog.InfoS(ev.Message, append(kv, "severity", ev.Type.Level().String())...)
+		}
+	}
+	if _, err := e.q.Push(msgs...); err != nil {
+		return err
+	}
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Len is the number of undelivered events.
+func (e *EventQueue) Len() int {
+	s, err := e.q.Stats()
+	if err != nil {
+		return 0
+	}
+	return s.Len
+}
+
+// Flush delivers queued events until the queue is empty or a delivery
+// fails; it returns that failure.
+func (e *EventQueue) Flush(ctx context.Context) error {
+	for {
+		items, err := e.q.Read(0, e.Batch)
+		if err != nil {
+			return err
+		}
+		if len(items) == 0 {
+			return nil
+		}
+		reports := make([]events.Event, 0, len(items))
+		for _, it := range items {
+			var r events.Event
+			if err := json.Unmarshal(it.Data, &r); err != nil {
+				klog.ErrorS(err, "Dropping an unreadable queued event", "seq", it.Seq)
+				continue
+			}
+			reports = append(reports, r)
+		}
+		cctx, cancel := ctx, context.CancelFunc(func() {})
+		if e.CallTimeout > 0 {
+			cctx, cancel = context.WithTimeout(ctx, e.CallTimeout)
+		}
+		err = e.sink.ReportEvents(cctx, reports...)
+		cancel()
+		if errors.Is(err, ErrRejected) || errors.Is(err, driver.ErrInvalidArgument) {
+			klog.ErrorS(err, "Provisioner rejected events; dropping them", "count", len(reports))
+		} else if err != nil {
+			return fmt.Errorf("report %d events: %w", len(reports), err)
+		}
+		if err := e.q.Ack(items[len(items)-1].Seq); err != nil {
+			return err
+		}
+	}
+}
+
+// Run delivers events until ctx ends: at once when some are enqueued, and
+// after a failure again with exponential backoff.
+func (e *EventQueue) Run(ctx context.Context) {
+	wait := time.Duration(0)
+	for {
+		if err := e.Flush(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			wait = min(max(2*wait, e.MinBackoff), e.MaxBackoff)
+			klog.InfoS("Event delivery failed; retrying", "queued", e.Len(), "retryIn", wait, "err", err)
+			t := e.clock.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C():
+			}
+			continue
+		}
+		wait = 0
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.wake:
+		}
+	}
+}

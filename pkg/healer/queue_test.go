@@ -1,0 +1,135 @@
+package healer
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nvmirror/nvmirror/pkg/events"
+	clocktesting "k8s.io/utils/clock/testing"
+)
+
+func someEvents(n int) []events.Event {
+	var out []events.Event
+	for i := range n {
+		out = append(out, events.Event{Type: events.HostDisconnected, Time: t0.Add(time.Duration(i) * time.Second), Node: "node-a", StorageNode: "sn-1"})
+	}
+	return out
+}
+
+func TestQueueOutageThenDelivery(t *testing.T) {
+	prov := newFakeProv(nil)
+	clk := clocktesting.NewFakeClock(t0)
+	q, err := OpenEventQueue(filepath.Join(t.TempDir(), "events.db"), 0, prov, clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	prov.setDown(true)
+	if err := q.Enqueue(someEvents(3)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { q.Run(ctx); close(done) }()
+	// The sender fails and waits on its backoff timer.
+	waitFor(t, func() bool { return clk.HasWaiters() })
+	if q.Len() != 3 || len(prov.delivered()) != 0 {
+		t.Fatalf("len %d delivered %d", q.Len(), len(prov.delivered()))
+	}
+	prov.setDown(false)
+	clk.Step(q.MinBackoff)
+	waitFor(t, func() bool { return q.Len() == 0 })
+	got := prov.delivered()
+	if len(got) != 3 || got[0].ID != EventID(got[0]) || !got[0].Time.Equal(t0) || !got[2].Time.Equal(t0.Add(2*time.Second)) {
+		t.Fatalf("delivered %+v", got)
+	}
+	// Enqueue wakes the sender at once.
+	if err := q.Enqueue(someEvents(1)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return len(prov.delivered()) == 4 })
+	cancel()
+	<-done
+}
+
+func TestQueueRestartResendsPending(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.db")
+	prov := newFakeProv(nil)
+	prov.setDown(true)
+	q, err := OpenEventQueue(path, 0, prov, clocktesting.NewFakeClock(t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := someEvents(150)
+	if err := q.Enqueue(evs); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Flush(context.Background()); err == nil {
+		t.Fatal("flush succeeded during an outage")
+	}
+	q.Close() // the plugin dies
+
+	prov.setDown(false)
+	prov.failNext = 1
+	q, err = OpenEventQueue(path, 0, prov, clocktesting.NewFakeClock(t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if q.Len() != 150 {
+		t.Fatalf("pending after restart: %d", q.Len())
+	}
+	if err := q.Flush(context.Background()); err == nil {
+		t.Fatal("transient failure not reported")
+	}
+	if err := q.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := prov.delivered()
+	if len(got) != 150 || q.Len() != 0 || len(prov.reports) != 2 {
+		t.Fatalf("delivered %d in %d batches, left %d", len(got), len(prov.reports), q.Len())
+	}
+	for i, r := range got {
+		if r.ID != EventID(evs[i]) {
+			t.Fatalf("event %d out of order or with another ID", i)
+		}
+	}
+}
+
+type rejecting struct{ calls int }
+
+func (r *rejecting) ReportEvents(context.Context, ...events.Event) error {
+	r.calls++
+	return fmt.Errorf("bad event: %w", ErrRejected)
+}
+
+func TestQueueDropsRejected(t *testing.T) {
+	sink := &rejecting{}
+	q, err := OpenEventQueue(filepath.Join(t.TempDir(), "events.db"), 0, sink, clocktesting.NewFakeClock(t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if err := q.Enqueue(someEvents(2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Flush(context.Background()); err != nil || q.Len() != 0 || sink.calls != 1 {
+		t.Fatalf("err %v len %d calls %d", err, q.Len(), sink.calls)
+	}
+}
+
+// waitFor polls cond: the goroutine under test runs on the real scheduler,
+// while every timer it uses is on the fake clock.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
