@@ -1,6 +1,7 @@
 package provisionerapi
 
 import (
+	"slices"
 	"strings"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -74,10 +75,13 @@ func EventToProto(e events.Event) *Event {
 	if !e.Time.IsZero() {
 		p.Time = timestamppb.New(e.Time)
 	}
-	if e.Replica != "" {
-		p.ReplicaIds = append(p.ReplicaIds, e.Replica)
+	// Replica and Replicas may overlap (a one-replica Degraded event sets
+	// both); each replica is named once.
+	for _, id := range append([]string{e.Replica}, e.Replicas...) {
+		if id != "" && !slices.Contains(p.ReplicaIds, id) {
+			p.ReplicaIds = append(p.ReplicaIds, id)
+		}
 	}
-	p.ReplicaIds = append(p.ReplicaIds, e.Replicas...)
 	if e.StorageNode != "" {
 		p.StorageNodes = strings.Split(e.StorageNode, storageNodeSeparator)
 	}

@@ -2,6 +2,7 @@ package provisionerapi
 
 import (
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -54,5 +55,12 @@ func TestEventFromProto(t *testing.T) {
 	}
 	if s := EventToProto(events.Event{Type: events.SynchStarted}).GetSeverity(); s != Severity_SEVERITY_WARNING {
 		t.Errorf("SynchStarted severity %v", s)
+	}
+}
+
+func TestEventToProtoNamesEachReplicaOnce(t *testing.T) {
+	p := EventToProto(events.Event{Type: events.VolumeDegraded, Replica: "r1", Replicas: []string{"r1", "r2", "r1"}})
+	if got := p.GetReplicaIds(); !slices.Equal(got, []string{"r1", "r2"}) {
+		t.Fatalf("replica_ids = %v, want [r1 r2]", got)
 	}
 }
