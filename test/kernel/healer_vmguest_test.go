@@ -1,0 +1,343 @@
+//go:build vmguest
+
+package kernel
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	utilexec "k8s.io/utils/exec"
+
+	"github.com/nvmirror/nvmirror/pkg/driver"
+	"github.com/nvmirror/nvmirror/pkg/events"
+	"github.com/nvmirror/nvmirror/pkg/mdraid"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/provisionerclient"
+	"github.com/nvmirror/nvmirror/pkg/rpcauth"
+)
+
+// csiVolume is a volume created, published, staged and published to a
+// target path through the CSI API, as kubelet and the sidecars would.
+type csiVolume struct {
+	id, staging, target string
+}
+
+// csiClients are the driver's CSI services on its socket.
+type csiClients struct {
+	ctrl csi.ControllerClient
+	node csi.NodeClient
+}
+
+func dialCSI(t *testing.T, socket string) csiClients {
+	t.Helper()
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return csiClients{ctrl: csi.NewControllerClient(conn), node: csi.NewNodeClient(conn)}
+}
+
+func dialProvisioner(t *testing.T, s *stack) *provisionerclient.Client {
+	t.Helper()
+	conn, err := rpcauth.Dial(s.provAddr, rpcauth.ClientConfig{
+		CAFile: filepath.Join(s.tlsDir, "tls.crt"), TokenFile: filepath.Join(s.tlsDir, "token"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return provisionerclient.New(conn)
+}
+
+var mountRW = &csi.VolumeCapability{
+	AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: "ext4"}},
+	AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
+}
+
+// provisionVolume goes through CreateVolume, ControllerPublish, NodeStage
+// and NodePublish, and undoes them at cleanup.
+func provisionVolume(t *testing.T, c csiClients, name string, size int64, params map[string]string) csiVolume {
+	t.Helper()
+	ctx := ctxTimeout(t, 3*time.Minute)
+	info, err := c.node.NodeGetInfo(ctx, &csi.NodeGetInfoRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cv, err := c.ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{
+		Name: name, CapacityRange: &csi.CapacityRange{RequiredBytes: size},
+		VolumeCapabilities: []*csi.VolumeCapability{mountRW}, Parameters: params,
+	})
+	if err != nil {
+		t.Fatalf("CreateVolume %s: %v", name, err)
+	}
+	v := csiVolume{id: cv.GetVolume().GetVolumeId(),
+		staging: filepath.Join("/run/nvmirror-test/kubelet", name, "staging"),
+		target:  filepath.Join("/run/nvmirror-test/kubelet", name, "target")}
+	pub, err := c.ctrl.ControllerPublishVolume(ctx, &csi.ControllerPublishVolumeRequest{
+		VolumeId: v.id, NodeId: info.GetNodeId(), VolumeCapability: mountRW,
+	})
+	if err != nil {
+		t.Fatalf("ControllerPublishVolume: %v", err)
+	}
+	if err := os.MkdirAll(v.staging, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{
+		VolumeId: v.id, StagingTargetPath: v.staging, VolumeCapability: mountRW,
+		PublishContext: pub.GetPublishContext(), VolumeContext: cv.GetVolume().GetVolumeContext(),
+	}); err != nil {
+		t.Fatalf("NodeStageVolume: %v", err)
+	}
+	if _, err := c.node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{
+		VolumeId: v.id, StagingTargetPath: v.staging, TargetPath: v.target, VolumeCapability: mountRW,
+		PublishContext: pub.GetPublishContext(), VolumeContext: cv.GetVolume().GetVolumeContext(),
+	}); err != nil {
+		t.Fatalf("NodePublishVolume: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx := ctxTimeout(t, 3*time.Minute)
+		steps := []func() error{
+			func() error {
+				_, err := c.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: v.id, TargetPath: v.target})
+				return err
+			},
+			func() error {
+				_, err := c.node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: v.id, StagingTargetPath: v.staging})
+				return err
+			},
+			func() error {
+				_, err := c.ctrl.ControllerUnpublishVolume(ctx, &csi.ControllerUnpublishVolumeRequest{VolumeId: v.id, NodeId: info.GetNodeId()})
+				return err
+			},
+			func() error {
+				_, err := c.ctrl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: v.id})
+				return err
+			},
+		}
+		for i, step := range steps {
+			if err := step(); err != nil {
+				t.Errorf("cleanup step %d of %s: %v", i, v.id, err)
+				return
+			}
+		}
+	})
+	return v
+}
+
+// eventsOf returns the volume's events of the given types, oldest first.
+func eventsOf(t *testing.T, p *provisionerclient.Client, volumeID string, typ events.Type) []events.Event {
+	t.Helper()
+	evs, err := p.ListEvents(ctxTimeout(t, 10*time.Second), events.Filter{Volume: volumeID, Types: []events.Type{typ}})
+	if err != nil {
+		t.Fatalf("ListEvents: %v", err)
+	}
+	return evs
+}
+
+func waitEvent(t *testing.T, p *provisionerclient.Client, volumeID string, typ events.Type, timeout time.Duration, after time.Time) events.Event {
+	t.Helper()
+	var found events.Event
+	waitFor(t, timeout, fmt.Sprintf("a %s event for %s", typ, volumeID), func() (bool, string) {
+		evs, err := p.ListEvents(ctxTimeout(t, 10*time.Second), events.Filter{Volume: volumeID, Types: []events.Type{typ}, Since: after})
+		if err != nil {
+			return false, err.Error()
+		}
+		if len(evs) == 0 {
+			return false, "none yet"
+		}
+		found = evs[0]
+		return true, ""
+	})
+	return found
+}
+
+func replicaOn(t *testing.T, v *driver.Volume, storageNode string) driver.Replica {
+	t.Helper()
+	for _, r := range v.Replicas {
+		if r.StorageNode == storageNode && r.State == "active" {
+			return r
+		}
+	}
+	t.Fatalf("volume %s has no active replica on %s: %+v", v.ID, storageNode, v.Replicas)
+	return driver.Replica{}
+}
+
+func agentNamed(t *testing.T, s *stack, name string) *agentProc {
+	t.Helper()
+	for _, a := range s.agents {
+		if a.name == name {
+			return a
+		}
+	}
+	t.Fatalf("no agent %s", name)
+	return nil
+}
+
+// mdOf finds the volume's running md array by its UUID.
+func mdOf(t *testing.T, md *mdraid.Manager, v *driver.Volume) mdraid.Array {
+	t.Helper()
+	a, err := md.FindByUUID(v.MDUUID)
+	if err != nil {
+		t.Fatalf("md array of %s (uuid %s): %v", v.ID, v.MDUUID, err)
+	}
+	return a
+}
+
+// TestHealer injects storage node faults under a staged, published,
+// written volume and checks what the node's healer does about them, with
+// the real binaries on the real kernel. One stack serves every scenario;
+// maxReplicaDownTime is counted in seconds here (--heal-time-unit=1s).
+func TestHealer(t *testing.T) {
+	s := startStack(t, "--heal-time-unit=1s", "--heal-interval=5s")
+	c := dialCSI(t, s.csiSocket)
+	p := dialProvisioner(t, s)
+	md := mdraid.NewManager(utilexec.New(), "")
+	tgt := nvmeof.NewTarget("")
+	ini := nvmeof.NewInitiator("")
+
+	t.Run("replica back after an outage is re-added from the bitmap", func(t *testing.T) {
+		// Ten minutes of allowed downtime: this outage must heal by re-add.
+		vol := provisionVolume(t, c, "heal-readd", 128<<20, map[string]string{"numReplicas": "3", "maxReplicaDownTime": "600"})
+		before := writeFiles(t, vol.target, "before", 8, 1<<20)
+		v, err := p.GetVolume(ctxTimeout(t, 10*time.Second), vol.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cutNode := agentNamed(t, s, "sn2")
+		cut := replicaOn(t, v, "sn2")
+		arr := mdOf(t, md, v)
+
+		faultAt := time.Now()
+		if err := tgt.UnlinkSubsystem(cutNode.portID, cut.NQN); err != nil {
+			t.Fatal(err)
+		}
+		during := writeFiles(t, vol.target, "during", 8, 1<<20)
+		degraded := waitEvent(t, p, vol.id, events.VolumeDegraded, 60*time.Second, faultAt.Add(-time.Second))
+		t.Logf("DETECTION: Degraded event %v after the cut (event time %v); names replica %s %v",
+			time.Since(faultAt).Round(time.Millisecond), degraded.Time.Sub(faultAt).Round(time.Millisecond), degraded.Replica, degraded.Replicas)
+		named := 0
+		for _, id := range degraded.Replicas {
+			if id == cut.ID {
+				named++
+			}
+		}
+		if degraded.Replica != cut.ID && named != 1 {
+			t.Errorf("Degraded event %+v does not name the cut replica %s once", degraded, cut.ID)
+		}
+
+		restoreAt := time.Now()
+		if err := tgt.LinkSubsystem(cutNode.portID, cut.NQN); err != nil {
+			t.Fatal(err)
+		}
+		healed := waitEvent(t, p, vol.id, events.VolumeHealed, 2*time.Minute, restoreAt)
+		t.Logf("HEAL: Healed event %v after the replica's port came back", healed.Time.Sub(restoreAt).Round(time.Millisecond))
+		for _, typ := range []events.Type{events.SynchStarted, events.SynchEnded} {
+			if len(eventsOf(t, p, vol.id, typ)) == 0 {
+				t.Errorf("no %s event", typ)
+			}
+		}
+		// Edges, not levels: one Disconnected and one Reconnected for the
+		// one outage of sn2, however many cycles saw it down.
+		for _, typ := range []events.Type{events.HostDisconnected, events.HostReconnected} {
+			var onNode []events.Event
+			for _, e := range eventsOf(t, p, "", typ) {
+				if strings.Contains(e.StorageNode, "sn2") && !e.Time.Before(faultAt.Add(-time.Second)) {
+					onNode = append(onNode, e)
+				}
+			}
+			if len(onNode) != 1 {
+				t.Errorf("%d %s events for sn2 after the cut, want 1: %+v", len(onNode), typ, onNode)
+			}
+		}
+		arr = mdOf(t, md, v)
+		if arr.Degraded != 0 || len(arr.Members) != 3 {
+			t.Errorf("after healing: %s", describe(arr))
+		}
+		checkMirrors(t, md, arr.Name)
+		dropCaches(t)
+		verifyFiles(t, mergeSums(before, during))
+		if v2, _ := p.GetVolume(ctxTimeout(t, 10*time.Second), vol.id); v2 != nil && len(v2.Replicas) != 3 {
+			t.Errorf("a re-add changed the configuration: %+v", v2.Replicas)
+		}
+	})
+
+	t.Run("replica away past maxReplicaDownTime is replaced on another node", func(t *testing.T) {
+		vol := provisionVolume(t, c, "heal-replace", 64<<20, map[string]string{"numReplicas": "2", "maxReplicaDownTime": "15"})
+		before := writeFiles(t, vol.target, "before", 4, 1<<20)
+		v, err := p.GetVolume(ctxTimeout(t, 10*time.Second), vol.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lost := v.Replicas[1]
+		lostNode := agentNamed(t, s, lost.StorageNode)
+		var spare string
+		for _, a := range s.agents {
+			if a.name != v.Replicas[0].StorageNode && a.name != lost.StorageNode {
+				spare = a.name
+			}
+		}
+		faultAt := time.Now()
+		if err := tgt.UnlinkSubsystem(lostNode.portID, lost.NQN); err != nil {
+			t.Fatal(err)
+		}
+		during := writeFiles(t, vol.target, "during", 4, 1<<20)
+		waitEvent(t, p, vol.id, events.VolumeDegraded, 60*time.Second, faultAt.Add(-time.Second))
+
+		var repl driver.Replica
+		waitFor(t, 2*time.Minute, "a replacement replica in the configuration", func() (bool, string) {
+			cur, err := p.GetVolume(ctxTimeout(t, 10*time.Second), vol.id)
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, r := range cur.Replicas {
+				if r.ID != lost.ID && r.ID != v.Replicas[0].ID && r.State == "active" {
+					repl = r
+					return true, ""
+				}
+			}
+			return false, fmt.Sprintf("%+v", cur.Replicas)
+		})
+		t.Logf("REPLACE: replica %s on %s replaced by %s on %s, %v after the cut (maxReplicaDownTime 15 s)",
+			lost.ID, lost.StorageNode, repl.ID, repl.StorageNode, time.Since(faultAt).Round(time.Millisecond))
+		if repl.StorageNode != spare {
+			t.Errorf("replacement on %s, want the node that held no replica: %s", repl.StorageNode, spare)
+		}
+		healed := waitEvent(t, p, vol.id, events.VolumeHealed, 3*time.Minute, faultAt)
+		t.Logf("REPLACE: healed %v after the cut", healed.Time.Sub(faultAt).Round(time.Millisecond))
+
+		cur, err := p.GetVolume(ctxTimeout(t, 10*time.Second), vol.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range cur.Replicas {
+			if r.ID == lost.ID && r.State == "active" {
+				t.Errorf("the lost replica is still active in the configuration: %+v", r)
+			}
+		}
+		arr := mdOf(t, md, cur)
+		if arr.Degraded != 0 {
+			t.Errorf("after replacement: %s", describe(arr))
+		}
+
+		// The old node comes back: its replica must not rejoin the array.
+		if err := tgt.LinkSubsystem(lostNode.portID, lost.NQN); err != nil && !strings.Contains(err.Error(), "not found") {
+			t.Logf("relink old replica: %v (it may be deleted already)", err)
+		}
+		waitFor(t, time.Minute, "the old replica to stay out of md and be disconnected", func() (bool, string) {
+			a := mdOf(t, md, cur)
+			ctrls, _ := ini.ControllersFor(lost.NQN)
+			return len(a.Members) == 2 && a.Degraded == 0 && len(ctrls) == 0, fmt.Sprintf("%s; controllers of old replica %d", describe(a), len(ctrls))
+		})
+		checkMirrors(t, md, arr.Name)
+		dropCaches(t)
+		verifyFiles(t, mergeSums(before, during))
+	})
+}
