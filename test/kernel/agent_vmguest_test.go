@@ -199,8 +199,15 @@ func newAgent(t *testing.T, name, addr string, portID int, tlsDir string) *agent
 	}
 	t.Cleanup(func() {
 		_ = a.stop(t, syscall.SIGKILL)
-		if err := nvmeof.NewTarget("").Teardown(a.prefix); err != nil {
+		tgt := nvmeof.NewTarget("")
+		if err := tgt.Teardown(a.prefix); err != nil {
 			t.Errorf("teardown %s: %v", a.prefix, err)
+		}
+		// Teardown removes only the ports it emptied; the agent's port may
+		// have been empty already, and the next test's agent on the same
+		// address needs it gone.
+		if err := tgt.RemovePort(a.portID); err != nil {
+			t.Errorf("remove nvmet port %d of %s: %v", a.portID, a.name, err)
 		}
 		_ = unix.Unmount(pool, 0)
 		if t.Failed() {
