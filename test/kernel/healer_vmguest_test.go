@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -197,6 +198,7 @@ func mdOf(t *testing.T, md *mdraid.Manager, v *driver.Volume) mdraid.Array {
 // maxReplicaDownTime is counted in seconds here (--heal-time-unit=1s).
 func TestHealer(t *testing.T) {
 	s := startStack(t, "--heal-time-unit=1s", "--heal-interval=5s")
+	top := t // daemons restarted by a subtest live as long as the stack
 	c := dialCSI(t, s.csiSocket)
 	p := dialProvisioner(t, s)
 	md := mdraid.NewManager(utilexec.New(), "")
@@ -340,4 +342,195 @@ func TestHealer(t *testing.T) {
 		dropCaches(t)
 		verifyFiles(t, mergeSums(before, during))
 	})
+
+	t.Run("two storage nodes lost at once", func(t *testing.T) {
+		vol := provisionVolume(t, c, "heal-double", 64<<20, map[string]string{"numReplicas": "3", "maxReplicaDownTime": "600"})
+		before := writeFiles(t, vol.target, "before", 4, 1<<20)
+		v, err := p.GetVolume(ctxTimeout(t, 10*time.Second), vol.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r1, r3 := replicaOn(t, v, "sn1"), replicaOn(t, v, "sn3")
+		a1, a3 := agentNamed(t, s, "sn1"), agentNamed(t, s, "sn3")
+		faultAt := time.Now()
+		if err := tgt.UnlinkSubsystem(a1.portID, r1.NQN); err != nil {
+			t.Fatal(err)
+		}
+		if err := tgt.UnlinkSubsystem(a3.portID, r3.NQN); err != nil {
+			t.Fatal(err)
+		}
+		during := writeFiles(t, vol.target, "during", 4, 1<<20)
+		// Wait until the healer has reported both missing, then look at
+		// every Degraded event of the fault.
+		var degradedEvents []events.Event
+		waitFor(t, time.Minute, "Degraded events naming both lost replicas", func() (bool, string) {
+			degradedEvents = nil
+			named := map[string]bool{}
+			for _, e := range eventsOf(t, p, vol.id, events.VolumeDegraded) {
+				if e.Time.Before(faultAt.Add(-time.Second)) {
+					continue
+				}
+				degradedEvents = append(degradedEvents, e)
+				for _, id := range append([]string{e.Replica}, e.Replicas...) {
+					named[id] = true
+				}
+			}
+			return named[r1.ID] && named[r3.ID], fmt.Sprintf("%d events naming %v", len(degradedEvents), named)
+		})
+		last := degradedEvents[len(degradedEvents)-1]
+		t.Logf("DOUBLE FAULT: %d Degraded event(s); the last names %s %v", len(degradedEvents), last.Replica, last.Replicas)
+		// Both legs go in the same instant; the healer names every missing
+		// replica, in one event when it sees both in one cycle and in a
+		// second, complete one if the second loss shows a cycle later.
+		if len(degradedEvents) > 2 || !(slicesContains(last.Replicas, r1.ID) && slicesContains(last.Replicas, r3.ID)) {
+			t.Errorf("Degraded events %+v: want at most two, the last naming %s and %s", degradedEvents, r1.ID, r3.ID)
+		}
+		restoreAt := time.Now()
+		if err := tgt.LinkSubsystem(a1.portID, r1.NQN); err != nil {
+			t.Fatal(err)
+		}
+		if err := tgt.LinkSubsystem(a3.portID, r3.NQN); err != nil {
+			t.Fatal(err)
+		}
+		waitEvent(t, p, vol.id, events.VolumeHealed, 2*time.Minute, restoreAt)
+		arr := mdOf(t, md, v)
+		if arr.Degraded != 0 || len(arr.Members) != 3 {
+			t.Errorf("after healing: %s", describe(arr))
+		}
+		checkMirrors(t, md, arr.Name)
+		dropCaches(t)
+		verifyFiles(t, mergeSums(before, during))
+	})
+
+	t.Run("a flapping target gives one event pair per flap and no replacement", func(t *testing.T) {
+		// 15 s of allowed downtime and three flaps of a few seconds within
+		// a minute: the down clock restarts each time the replica serves.
+		vol := provisionVolume(t, c, "heal-flap", 64<<20, map[string]string{"numReplicas": "3", "maxReplicaDownTime": "15"})
+		before := writeFiles(t, vol.target, "before", 2, 1<<20)
+		v, err := p.GetVolume(ctxTimeout(t, 10*time.Second), vol.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		flapping := replicaOn(t, v, "sn2")
+		a2 := agentNamed(t, s, "sn2")
+		start := time.Now()
+		count := func(typ events.Type) int {
+			n := 0
+			for _, e := range eventsOf(t, p, "", typ) {
+				if strings.Contains(e.StorageNode, "sn2") && !e.Time.Before(start) {
+					n++
+				}
+			}
+			return n
+		}
+		const flaps = 3
+		for i := 1; i <= flaps; i++ {
+			if err := tgt.UnlinkSubsystem(a2.portID, flapping.NQN); err != nil {
+				t.Fatal(err)
+			}
+			writeFiles(t, vol.target, fmt.Sprintf("flap%d", i), 1, 256<<10)
+			waitFor(t, 30*time.Second, fmt.Sprintf("HostDisconnected #%d", i), func() (bool, string) {
+				n := count(events.HostDisconnected)
+				return n >= i, fmt.Sprint(n)
+			})
+			if err := tgt.LinkSubsystem(a2.portID, flapping.NQN); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 30*time.Second, fmt.Sprintf("HostReconnected #%d", i), func() (bool, string) {
+				n := count(events.HostReconnected)
+				return n >= i, fmt.Sprint(n)
+			})
+		}
+		waitEvent(t, p, vol.id, events.VolumeHealed, time.Minute, start)
+		elapsed := time.Since(start)
+		// Let the healer run a few more cycles (heal interval 5 s) before
+		// counting: a storm would show as more events.
+		waitFor(t, 30*time.Second, "the volume to stay whole for two heal intervals", func() (bool, string) {
+			arr := mdOf(t, md, v)
+			return time.Since(start) > elapsed+10*time.Second && arr.Degraded == 0 && arr.SyncAction == "idle", describe(arr)
+		})
+		dis, rec := count(events.HostDisconnected), count(events.HostReconnected)
+		t.Logf("FLAP: %d flaps in %v: %d HostDisconnected, %d HostReconnected", flaps, elapsed.Round(time.Second), dis, rec)
+		if dis != flaps || rec != flaps {
+			t.Errorf("%d HostDisconnected and %d HostReconnected for %d flaps, want %d each", dis, rec, flaps, flaps)
+		}
+		cur, err := p.GetVolume(ctxTimeout(t, 10*time.Second), vol.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cur.Replicas) != 3 || replicaOn(t, cur, "sn2").ID != flapping.ID {
+			t.Errorf("a flapping replica was replaced: %+v", cur.Replicas)
+		}
+		dropCaches(t)
+		verifyFiles(t, before)
+	})
+
+	t.Run("node plugin killed mid-resync resumes without a second replacement", func(t *testing.T) {
+		vol := provisionVolume(t, c, "heal-restart", 64<<20, map[string]string{"numReplicas": "2", "maxReplicaDownTime": "5"})
+		before := writeFiles(t, vol.target, "before", 8, 1<<20)
+		v, err := p.GetVolume(ctxTimeout(t, 10*time.Second), vol.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		orig := map[string]bool{v.Replicas[0].ID: true, v.Replicas[1].ID: true}
+		lost := v.Replicas[1]
+		// Slow md's rebuild so the kill lands while it runs.
+		setSyncSpeed(t, 4000)
+		if err := tgt.UnlinkSubsystem(agentNamed(t, s, lost.StorageNode).portID, lost.NQN); err != nil {
+			t.Fatal(err)
+		}
+		writeFiles(t, vol.target, "during", 1, 1<<20)
+		waitFor(t, 2*time.Minute, "the replacement's rebuild to run", func() (bool, string) {
+			a, err := md.FindByUUID(v.MDUUID)
+			if err != nil {
+				return false, err.Error()
+			}
+			return a.SyncAction == "recover" && a.SyncCompleted.Done > 0, describe(a)
+		})
+		s.csi.stop(t, syscall.SIGKILL)
+		t.Logf("killed nvmirror-csi during the rebuild")
+		s.csi = startDaemon(top, "csi-restarted", s.csi.args...)
+		s.csi.waitListening(t, "unix", s.csiSocket)
+		setSyncSpeed(t, 200000)
+		healed := waitEvent(t, p, vol.id, events.VolumeHealed, 3*time.Minute, time.Now().Add(-time.Minute))
+		t.Logf("RESTART: healed at %v", healed.Time.Format(time.RFC3339Nano))
+		cur, err := p.GetVolume(ctxTimeout(t, 10*time.Second), vol.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var added []string
+		for _, r := range cur.Replicas {
+			if !orig[r.ID] {
+				added = append(added, r.ID+"@"+r.StorageNode+"="+r.State)
+			}
+		}
+		if len(added) != 1 {
+			t.Errorf("replacements after the restart: %v, want exactly one", added)
+		}
+		arr := mdOf(t, md, cur)
+		if arr.Degraded != 0 || len(arr.Members) != 2 {
+			t.Errorf("after the restart: %s", describe(arr))
+		}
+		checkMirrors(t, md, arr.Name)
+		dropCaches(t)
+		verifyFiles(t, before)
+	})
+}
+
+func slicesContains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// setSyncSpeed caps md's resync speed (KiB/s) for every array.
+func setSyncSpeed(t *testing.T, kbps int) {
+	t.Helper()
+	if err := os.WriteFile("/proc/sys/dev/raid/speed_limit_max", []byte(fmt.Sprint(kbps)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.WriteFile("/proc/sys/dev/raid/speed_limit_max", []byte("200000"), 0o644) })
 }

@@ -69,7 +69,8 @@ func (d *daemon) stop(t *testing.T, sig syscall.Signal) {
 	}
 	_ = d.cmd.Process.Signal(sig)
 	select {
-	case <-d.waitc:
+	case err := <-d.waitc:
+		d.waitc <- err // keep it: exited() reads it again later
 	case <-time.After(30 * time.Second):
 		_ = d.cmd.Process.Kill()
 		t.Errorf("%s did not exit within 30s of %v", d.name, sig)
