@@ -376,6 +376,25 @@ func (m *Manager) GrowSize(ctx context.Context, device string) error {
 	return nil
 }
 
+// SetRaidDevices changes how many members the array has slots for. After a
+// replica leaves a volume for good (deleted, not replaced), its empty slot
+// would keep md reporting the array degraded; shrinking the slot count
+// makes md agree with the volume's configuration. md refuses (ErrBusy) to
+// go below the members it holds, so a present member is never dropped.
+func (m *Manager) SetRaidDevices(ctx context.Context, device string, n int) error {
+	if err := validateMDDevice(device); err != nil {
+		return err
+	}
+	if n < 1 || n > maxMembers {
+		return fmt.Errorf("%w: %d raid devices for %s: must be 1 to %d", ErrInvalidArgument, n, device, maxMembers)
+	}
+	if _, err := m.run(ctx, "--grow", device, "--raid-devices="+strconv.Itoa(n)); err != nil {
+		return classify(fmt.Sprintf("set %s to %d raid devices", device, n), err, growRules)
+	}
+	klog.InfoS("Changed the number of md array slots", "device", device, "raidDevices", n)
+	return nil
+}
+
 // Examine reads the md superblock on a member device. A device without one
 // gives ErrNoSuperblock.
 func (m *Manager) Examine(ctx context.Context, member string) (Superblock, error) {

@@ -576,6 +576,7 @@ func TestNoMethodEverPassesForce(t *testing.T) {
 		_, _ = m.Examine(ctx, member)
 	}
 	_ = m.GrowSize(ctx, "/dev/md126")
+	_ = m.SetRaidDevices(ctx, "/dev/md126", 2)
 	_, _ = m.Detail(ctx, "/dev/md126")
 	modes := map[string]bool{}
 	for _, argv := range argvs {
@@ -648,5 +649,30 @@ func TestNewManagerRoot(t *testing.T) {
 	}
 	if got := NewManager(nil, "/tmp/x").procPath("mdstat"); got != "/tmp/x/proc/mdstat" {
 		t.Errorf("procfs at %s", got)
+	}
+}
+
+func TestSetRaidDevices(t *testing.T) {
+	args := []string{"--grow", "/dev/md127", "--raid-devices=2"}
+	tests := []struct {
+		name    string
+		n       int
+		step    *mdadmStep
+		wantErr error
+	}{
+		{name: "shrink after a deletion", n: 2, step: &mdadmStep{args: args}},
+		{name: "more members than slots", n: 2, step: &mdadmStep{args: args, exit: 1, stderr: "mdadm: Cannot set raid-devices for /dev/md127: Device or resource busy\n"}, wantErr: ErrBusy},
+		{name: "zero", n: 0, wantErr: ErrInvalidArgument},
+		{name: "five", n: 5, wantErr: ErrInvalidArgument},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var steps []mdadmStep
+			if tt.step != nil {
+				steps = append(steps, *tt.step)
+			}
+			m := NewManager(newFakeMdadm(t, steps...), sysRoot(t))
+			wantError(t, m.SetRaidDevices(context.Background(), "/dev/md127", tt.n), tt.wantErr)
+		})
 	}
 }
