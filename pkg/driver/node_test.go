@@ -48,8 +48,8 @@ func TestStageCreatesThenReuses(t *testing.T) {
 		t.Fatalf("array %+v, want the provisioner's uuid %s with 3 members", a, want)
 	}
 	// New replicas are zeros on every leg: no initial resync.
-	if !e.raid.LastCreate.AssumeClean {
-		t.Errorf("first-use create without --assume-clean: %+v", e.raid.LastCreate)
+	if lc := e.raid.LastCreate; !lc.AssumeClean || lc.DataOffset != mdraid.MetadataReserve || lc.BitmapChunk != driver.DefaultBitmapChunkBytes {
+		t.Errorf("first-use create options %+v: want assume-clean, the metadata reserve and the default bitmap chunk", lc)
 	}
 	if len(e.ini.Connected()) != 3 {
 		t.Fatalf("connected %v", e.ini.Connected())

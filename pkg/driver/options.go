@@ -98,7 +98,8 @@ type Options struct {
 	// volume is staged degraded.
 	DeviceWaitTimeout time.Duration
 	// BitmapChunkBytes is md's write-intent bitmap chunk for new arrays
-	// (0 = mdadm's 64 MiB). Smaller chunks make re-adds copy less.
+	// (DefaultBitmapChunkBytes; 0 = mdadm's own default, 64 MiB). Smaller
+	// chunks make re-adds copy less.
 	BitmapChunkBytes int64
 }
 
@@ -116,8 +117,18 @@ func DefaultOptions() Options {
 		FastIOFailTmo:     DefaultFastIOFailTmo,
 		KeepAliveTmo:      DefaultKeepAliveTmo,
 		DeviceWaitTimeout: DefaultDeviceWaitTimeout,
+		BitmapChunkBytes:  DefaultBitmapChunkBytes,
 	}
 }
+
+// DefaultBitmapChunkBytes is the write-intent bitmap chunk of new arrays.
+// A replica back from an outage is resynced chunk by chunk, so mdadm's
+// default of 64 MiB makes a short outage of a small volume cost a copy of
+// most of it. 4 MiB keeps re-adds small; its bitmap (one bit a chunk, 32 KiB
+// for 1 TiB) fits in mdraid.MetadataReserve for volumes up to 128 TiB, and
+// a chunk's bit is set once per burst of writes to it, so the extra bitmap
+// writes stay few.
+const DefaultBitmapChunkBytes = 4 << 20
 
 // AddFlags registers the flags on fs with o's values as defaults. Flags that
 // only matter in one mode say so; Validate checks them only in that mode.
@@ -141,7 +152,7 @@ func (o *Options) addNodeFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.FastIOFailTmo, "fast-io-fail-tmo", o.FastIOFailTmo, "[node] seconds before I/O to a reconnecting replica fails so md ejects the leg")
 	fs.IntVar(&o.KeepAliveTmo, "keep-alive-tmo", o.KeepAliveTmo, "[node] NVMe keep-alive timeout in seconds")
 	fs.DurationVar(&o.DeviceWaitTimeout, "device-wait-timeout", o.DeviceWaitTimeout, "[node] how long NodeStage waits for replica block devices")
-	fs.Int64Var(&o.BitmapChunkBytes, "bitmap-chunk-bytes", o.BitmapChunkBytes, "[node] md write-intent bitmap chunk for new arrays (0 = mdadm default)")
+	fs.Int64Var(&o.BitmapChunkBytes, "bitmap-chunk-bytes", o.BitmapChunkBytes, "[node] md write-intent bitmap chunk for new arrays in bytes, a power of two (0 = mdadm's 64 MiB)")
 }
 
 // Validate checks the options for the selected mode and returns every
