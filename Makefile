@@ -13,7 +13,7 @@ HOST_PKGS    = $(shell $(GO) list ./... | grep -v /test/kernel)
 FUZZTIME    ?= 10s
 KERNEL_PKG  ?=
 
-.PHONY: all build deps vm-deps vm-kernel vet unit race test-kernel test sanity demo fuzz clean
+.PHONY: all build deps vm-deps vm-kernel vet unit race test-kernel test sanity demo bench fuzz clean
 .PHONY: proto
 
 all: build
@@ -61,6 +61,11 @@ sanity: vm-deps
 ## demo: the data-path scenario on a real kernel, narrated (the full product demo comes later)
 demo: vm-deps
 	NVMIRROR_REQUIRE_VM=1 $(GO) test -v -count=1 -timeout 20m -run 'TestRealKernel/TestDataPath' ./test/kernel/
+
+## bench: every benchmark (placement, stores, volume create/delete per backend, agent
+## replica create/delete, healer cycle cost with 1/100/1000 arrays)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(HOST_PKGS)
 
 ## fuzz: run each fuzz target for FUZZTIME
 fuzz:
