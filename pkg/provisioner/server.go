@@ -212,6 +212,18 @@ func (s *Server) MarkReplicaRemoved(ctx context.Context, req *provisionerapi.Mar
 	})
 }
 
+func (s *Server) DeleteReplica(ctx context.Context, req *provisionerapi.DeleteReplicaRequest) (*provisionerapi.VolumeResponse, error) {
+	if err := required("volume_id", req.GetVolumeId()); err != nil {
+		return nil, err
+	}
+	if err := required("replica_id", req.GetReplicaId()); err != nil {
+		return nil, err
+	}
+	return guard(s, volumeKey(req.GetVolumeId()), func() (*provisionerapi.VolumeResponse, error) {
+		return volumeResponse(s.svc.DeleteReplica(ctx, req.GetVolumeId(), req.GetReplicaId()))
+	})
+}
+
 // ReportEvents is not guarded: events are idempotent by ID and a node's
 // queue must never be told to back off because a controller is busy with
 // the same volume.

@@ -56,8 +56,10 @@ const (
 	ReplicaState_REPLICA_STATE_ACTIVE ReplicaState = 1
 	// Being deleted; its storage node was unreachable and a sweeper retries.
 	ReplicaState_REPLICA_STATE_DELETING ReplicaState = 2
-	// Deleted on its storage node; the compute node may still hold it in md
-	// and must remove it (then MarkReplicaRemoved).
+	// Out of the volume's configuration and deleted on its storage node (or,
+	// after DeleteReplica with the node away, to be deleted when it returns);
+	// the compute node may still hold it in md and must remove it (then
+	// MarkReplicaRemoved).
 	ReplicaState_REPLICA_STATE_DELETED ReplicaState = 3
 	// Out of the configuration for good.
 	ReplicaState_REPLICA_STATE_REMOVED ReplicaState = 4
@@ -1350,6 +1352,58 @@ func (x *MarkReplicaRemovedRequest) GetReplicaId() string {
 	return ""
 }
 
+type DeleteReplicaRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	VolumeId      string                 `protobuf:"bytes,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	ReplicaId     string                 `protobuf:"bytes,2,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteReplicaRequest) Reset() {
+	*x = DeleteReplicaRequest{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteReplicaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteReplicaRequest) ProtoMessage() {}
+
+func (x *DeleteReplicaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteReplicaRequest.ProtoReflect.Descriptor instead.
+func (*DeleteReplicaRequest) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *DeleteReplicaRequest) GetVolumeId() string {
+	if x != nil {
+		return x.VolumeId
+	}
+	return ""
+}
+
+func (x *DeleteReplicaRequest) GetReplicaId() string {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return ""
+}
+
 type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Unique per event, chosen by the reporter; repeats are stored once.
@@ -1379,7 +1433,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[20]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1391,7 +1445,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[20]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1404,7 +1458,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{20}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Event) GetId() string {
@@ -1493,7 +1547,7 @@ type ReportEventsRequest struct {
 
 func (x *ReportEventsRequest) Reset() {
 	*x = ReportEventsRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[21]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1505,7 +1559,7 @@ func (x *ReportEventsRequest) String() string {
 func (*ReportEventsRequest) ProtoMessage() {}
 
 func (x *ReportEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[21]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1518,7 +1572,7 @@ func (x *ReportEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportEventsRequest.ProtoReflect.Descriptor instead.
 func (*ReportEventsRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{21}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReportEventsRequest) GetEvents() []*Event {
@@ -1536,7 +1590,7 @@ type ReportEventsResponse struct {
 
 func (x *ReportEventsResponse) Reset() {
 	*x = ReportEventsResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[22]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1548,7 +1602,7 @@ func (x *ReportEventsResponse) String() string {
 func (*ReportEventsResponse) ProtoMessage() {}
 
 func (x *ReportEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[22]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1561,7 +1615,7 @@ func (x *ReportEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportEventsResponse.ProtoReflect.Descriptor instead.
 func (*ReportEventsResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{22}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{23}
 }
 
 type ListEventsRequest struct {
@@ -1580,7 +1634,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[23]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1592,7 +1646,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[23]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1605,7 +1659,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{23}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListEventsRequest) GetVolumeId() string {
@@ -1659,7 +1713,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[24]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1671,7 +1725,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[24]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1684,7 +1738,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{24}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -1712,7 +1766,7 @@ type StorageNode struct {
 
 func (x *StorageNode) Reset() {
 	*x = StorageNode{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[25]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1724,7 +1778,7 @@ func (x *StorageNode) String() string {
 func (*StorageNode) ProtoMessage() {}
 
 func (x *StorageNode) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[25]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1737,7 +1791,7 @@ func (x *StorageNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageNode.ProtoReflect.Descriptor instead.
 func (*StorageNode) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{25}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StorageNode) GetName() string {
@@ -1818,7 +1872,7 @@ type ListStorageNodesRequest struct {
 
 func (x *ListStorageNodesRequest) Reset() {
 	*x = ListStorageNodesRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[26]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1830,7 +1884,7 @@ func (x *ListStorageNodesRequest) String() string {
 func (*ListStorageNodesRequest) ProtoMessage() {}
 
 func (x *ListStorageNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[26]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1843,7 +1897,7 @@ func (x *ListStorageNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStorageNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListStorageNodesRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{26}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{27}
 }
 
 type ListStorageNodesResponse struct {
@@ -1855,7 +1909,7 @@ type ListStorageNodesResponse struct {
 
 func (x *ListStorageNodesResponse) Reset() {
 	*x = ListStorageNodesResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1867,7 +1921,7 @@ func (x *ListStorageNodesResponse) String() string {
 func (*ListStorageNodesResponse) ProtoMessage() {}
 
 func (x *ListStorageNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1880,7 +1934,7 @@ func (x *ListStorageNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStorageNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListStorageNodesResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{27}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListStorageNodesResponse) GetNodes() []*StorageNode {
@@ -2002,6 +2056,10 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\x19MarkReplicaRemovedRequest\x12\x1b\n" +
 	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\x12\x1d\n" +
 	"\n" +
+	"replica_id\x18\x02 \x01(\tR\treplicaId\"R\n" +
+	"\x14DeleteReplicaRequest\x12\x1b\n" +
+	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\x12\x1d\n" +
+	"\n" +
 	"replica_id\x18\x02 \x01(\tR\treplicaId\"\xcc\x03\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
@@ -2061,7 +2119,7 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSEVERITY_INFO\x10\x01\x12\x14\n" +
 	"\x10SEVERITY_WARNING\x10\x02\x12\x12\n" +
-	"\x0eSEVERITY_FATAL\x10\x032\xf6\v\n" +
+	"\x0eSEVERITY_FATAL\x10\x032\xdf\f\n" +
 	"\vProvisioner\x12e\n" +
 	"\fCreateVolume\x12,.nvmirror.provisioner.v1.CreateVolumeRequest\x1a'.nvmirror.provisioner.v1.VolumeResponse\x12k\n" +
 	"\fDeleteVolume\x12,.nvmirror.provisioner.v1.DeleteVolumeRequest\x1a-.nvmirror.provisioner.v1.DeleteVolumeResponse\x12_\n" +
@@ -2073,7 +2131,8 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\fModifyVolume\x12,.nvmirror.provisioner.v1.ModifyVolumeRequest\x1a'.nvmirror.provisioner.v1.VolumeResponse\x12h\n" +
 	"\vGetCapacity\x12+.nvmirror.provisioner.v1.GetCapacityRequest\x1a,.nvmirror.provisioner.v1.GetCapacityResponse\x12q\n" +
 	"\x0eReplaceReplica\x12..nvmirror.provisioner.v1.ReplaceReplicaRequest\x1a/.nvmirror.provisioner.v1.ReplaceReplicaResponse\x12q\n" +
-	"\x12MarkReplicaRemoved\x122.nvmirror.provisioner.v1.MarkReplicaRemovedRequest\x1a'.nvmirror.provisioner.v1.VolumeResponse\x12k\n" +
+	"\x12MarkReplicaRemoved\x122.nvmirror.provisioner.v1.MarkReplicaRemovedRequest\x1a'.nvmirror.provisioner.v1.VolumeResponse\x12g\n" +
+	"\rDeleteReplica\x12-.nvmirror.provisioner.v1.DeleteReplicaRequest\x1a'.nvmirror.provisioner.v1.VolumeResponse\x12k\n" +
 	"\fReportEvents\x12,.nvmirror.provisioner.v1.ReportEventsRequest\x1a-.nvmirror.provisioner.v1.ReportEventsResponse\x12e\n" +
 	"\n" +
 	"ListEvents\x12*.nvmirror.provisioner.v1.ListEventsRequest\x1a+.nvmirror.provisioner.v1.ListEventsResponse\x12w\n" +
@@ -2092,7 +2151,7 @@ func file_provisioner_v1_provisioner_proto_rawDescGZIP() []byte {
 }
 
 var file_provisioner_v1_provisioner_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_provisioner_v1_provisioner_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_provisioner_v1_provisioner_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_provisioner_v1_provisioner_proto_goTypes = []any{
 	(ReplicaState)(0),                 // 0: nvmirror.provisioner.v1.ReplicaState
 	(Severity)(0),                     // 1: nvmirror.provisioner.v1.Severity
@@ -2116,49 +2175,50 @@ var file_provisioner_v1_provisioner_proto_goTypes = []any{
 	(*ReplaceReplicaRequest)(nil),     // 19: nvmirror.provisioner.v1.ReplaceReplicaRequest
 	(*ReplaceReplicaResponse)(nil),    // 20: nvmirror.provisioner.v1.ReplaceReplicaResponse
 	(*MarkReplicaRemovedRequest)(nil), // 21: nvmirror.provisioner.v1.MarkReplicaRemovedRequest
-	(*Event)(nil),                     // 22: nvmirror.provisioner.v1.Event
-	(*ReportEventsRequest)(nil),       // 23: nvmirror.provisioner.v1.ReportEventsRequest
-	(*ReportEventsResponse)(nil),      // 24: nvmirror.provisioner.v1.ReportEventsResponse
-	(*ListEventsRequest)(nil),         // 25: nvmirror.provisioner.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),        // 26: nvmirror.provisioner.v1.ListEventsResponse
-	(*StorageNode)(nil),               // 27: nvmirror.provisioner.v1.StorageNode
-	(*ListStorageNodesRequest)(nil),   // 28: nvmirror.provisioner.v1.ListStorageNodesRequest
-	(*ListStorageNodesResponse)(nil),  // 29: nvmirror.provisioner.v1.ListStorageNodesResponse
-	nil,                               // 30: nvmirror.provisioner.v1.Volume.ParametersEntry
-	nil,                               // 31: nvmirror.provisioner.v1.Volume.MetadataEntry
-	nil,                               // 32: nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
-	nil,                               // 33: nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
-	nil,                               // 34: nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
-	nil,                               // 35: nvmirror.provisioner.v1.Event.AttributesEntry
-	(*timestamppb.Timestamp)(nil),     // 36: google.protobuf.Timestamp
+	(*DeleteReplicaRequest)(nil),      // 22: nvmirror.provisioner.v1.DeleteReplicaRequest
+	(*Event)(nil),                     // 23: nvmirror.provisioner.v1.Event
+	(*ReportEventsRequest)(nil),       // 24: nvmirror.provisioner.v1.ReportEventsRequest
+	(*ReportEventsResponse)(nil),      // 25: nvmirror.provisioner.v1.ReportEventsResponse
+	(*ListEventsRequest)(nil),         // 26: nvmirror.provisioner.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),        // 27: nvmirror.provisioner.v1.ListEventsResponse
+	(*StorageNode)(nil),               // 28: nvmirror.provisioner.v1.StorageNode
+	(*ListStorageNodesRequest)(nil),   // 29: nvmirror.provisioner.v1.ListStorageNodesRequest
+	(*ListStorageNodesResponse)(nil),  // 30: nvmirror.provisioner.v1.ListStorageNodesResponse
+	nil,                               // 31: nvmirror.provisioner.v1.Volume.ParametersEntry
+	nil,                               // 32: nvmirror.provisioner.v1.Volume.MetadataEntry
+	nil,                               // 33: nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
+	nil,                               // 34: nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
+	nil,                               // 35: nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
+	nil,                               // 36: nvmirror.provisioner.v1.Event.AttributesEntry
+	(*timestamppb.Timestamp)(nil),     // 37: google.protobuf.Timestamp
 }
 var file_provisioner_v1_provisioner_proto_depIdxs = []int32{
 	2,  // 0: nvmirror.provisioner.v1.Replica.endpoints:type_name -> nvmirror.provisioner.v1.Endpoint
 	0,  // 1: nvmirror.provisioner.v1.Replica.state:type_name -> nvmirror.provisioner.v1.ReplicaState
-	36, // 2: nvmirror.provisioner.v1.Replica.created:type_name -> google.protobuf.Timestamp
-	36, // 3: nvmirror.provisioner.v1.Replica.updated:type_name -> google.protobuf.Timestamp
-	30, // 4: nvmirror.provisioner.v1.Volume.parameters:type_name -> nvmirror.provisioner.v1.Volume.ParametersEntry
+	37, // 2: nvmirror.provisioner.v1.Replica.created:type_name -> google.protobuf.Timestamp
+	37, // 3: nvmirror.provisioner.v1.Replica.updated:type_name -> google.protobuf.Timestamp
+	31, // 4: nvmirror.provisioner.v1.Volume.parameters:type_name -> nvmirror.provisioner.v1.Volume.ParametersEntry
 	3,  // 5: nvmirror.provisioner.v1.Volume.replicas:type_name -> nvmirror.provisioner.v1.Replica
-	36, // 6: nvmirror.provisioner.v1.Volume.degraded_since:type_name -> google.protobuf.Timestamp
-	36, // 7: nvmirror.provisioner.v1.Volume.created:type_name -> google.protobuf.Timestamp
-	36, // 8: nvmirror.provisioner.v1.Volume.updated:type_name -> google.protobuf.Timestamp
-	31, // 9: nvmirror.provisioner.v1.Volume.metadata:type_name -> nvmirror.provisioner.v1.Volume.MetadataEntry
+	37, // 6: nvmirror.provisioner.v1.Volume.degraded_since:type_name -> google.protobuf.Timestamp
+	37, // 7: nvmirror.provisioner.v1.Volume.created:type_name -> google.protobuf.Timestamp
+	37, // 8: nvmirror.provisioner.v1.Volume.updated:type_name -> google.protobuf.Timestamp
+	32, // 9: nvmirror.provisioner.v1.Volume.metadata:type_name -> nvmirror.provisioner.v1.Volume.MetadataEntry
 	4,  // 10: nvmirror.provisioner.v1.VolumeResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
-	32, // 11: nvmirror.provisioner.v1.CreateVolumeRequest.parameters:type_name -> nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
+	33, // 11: nvmirror.provisioner.v1.CreateVolumeRequest.parameters:type_name -> nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
 	4,  // 12: nvmirror.provisioner.v1.ListVolumesResponse.volumes:type_name -> nvmirror.provisioner.v1.Volume
-	33, // 13: nvmirror.provisioner.v1.ModifyVolumeRequest.mutable_parameters:type_name -> nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
-	34, // 14: nvmirror.provisioner.v1.GetCapacityRequest.parameters:type_name -> nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
+	34, // 13: nvmirror.provisioner.v1.ModifyVolumeRequest.mutable_parameters:type_name -> nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
+	35, // 14: nvmirror.provisioner.v1.GetCapacityRequest.parameters:type_name -> nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
 	4,  // 15: nvmirror.provisioner.v1.ReplaceReplicaResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
 	3,  // 16: nvmirror.provisioner.v1.ReplaceReplicaResponse.new_replica:type_name -> nvmirror.provisioner.v1.Replica
 	1,  // 17: nvmirror.provisioner.v1.Event.severity:type_name -> nvmirror.provisioner.v1.Severity
-	36, // 18: nvmirror.provisioner.v1.Event.time:type_name -> google.protobuf.Timestamp
-	35, // 19: nvmirror.provisioner.v1.Event.attributes:type_name -> nvmirror.provisioner.v1.Event.AttributesEntry
-	22, // 20: nvmirror.provisioner.v1.ReportEventsRequest.events:type_name -> nvmirror.provisioner.v1.Event
-	36, // 21: nvmirror.provisioner.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
-	22, // 22: nvmirror.provisioner.v1.ListEventsResponse.events:type_name -> nvmirror.provisioner.v1.Event
+	37, // 18: nvmirror.provisioner.v1.Event.time:type_name -> google.protobuf.Timestamp
+	36, // 19: nvmirror.provisioner.v1.Event.attributes:type_name -> nvmirror.provisioner.v1.Event.AttributesEntry
+	23, // 20: nvmirror.provisioner.v1.ReportEventsRequest.events:type_name -> nvmirror.provisioner.v1.Event
+	37, // 21: nvmirror.provisioner.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	23, // 22: nvmirror.provisioner.v1.ListEventsResponse.events:type_name -> nvmirror.provisioner.v1.Event
 	2,  // 23: nvmirror.provisioner.v1.StorageNode.endpoints:type_name -> nvmirror.provisioner.v1.Endpoint
-	36, // 24: nvmirror.provisioner.v1.StorageNode.last_seen:type_name -> google.protobuf.Timestamp
-	27, // 25: nvmirror.provisioner.v1.ListStorageNodesResponse.nodes:type_name -> nvmirror.provisioner.v1.StorageNode
+	37, // 24: nvmirror.provisioner.v1.StorageNode.last_seen:type_name -> google.protobuf.Timestamp
+	28, // 25: nvmirror.provisioner.v1.ListStorageNodesResponse.nodes:type_name -> nvmirror.provisioner.v1.StorageNode
 	6,  // 26: nvmirror.provisioner.v1.Provisioner.CreateVolume:input_type -> nvmirror.provisioner.v1.CreateVolumeRequest
 	7,  // 27: nvmirror.provisioner.v1.Provisioner.DeleteVolume:input_type -> nvmirror.provisioner.v1.DeleteVolumeRequest
 	9,  // 28: nvmirror.provisioner.v1.Provisioner.GetVolume:input_type -> nvmirror.provisioner.v1.GetVolumeRequest
@@ -2170,25 +2230,27 @@ var file_provisioner_v1_provisioner_proto_depIdxs = []int32{
 	17, // 34: nvmirror.provisioner.v1.Provisioner.GetCapacity:input_type -> nvmirror.provisioner.v1.GetCapacityRequest
 	19, // 35: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:input_type -> nvmirror.provisioner.v1.ReplaceReplicaRequest
 	21, // 36: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:input_type -> nvmirror.provisioner.v1.MarkReplicaRemovedRequest
-	23, // 37: nvmirror.provisioner.v1.Provisioner.ReportEvents:input_type -> nvmirror.provisioner.v1.ReportEventsRequest
-	25, // 38: nvmirror.provisioner.v1.Provisioner.ListEvents:input_type -> nvmirror.provisioner.v1.ListEventsRequest
-	28, // 39: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:input_type -> nvmirror.provisioner.v1.ListStorageNodesRequest
-	5,  // 40: nvmirror.provisioner.v1.Provisioner.CreateVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	8,  // 41: nvmirror.provisioner.v1.Provisioner.DeleteVolume:output_type -> nvmirror.provisioner.v1.DeleteVolumeResponse
-	5,  // 42: nvmirror.provisioner.v1.Provisioner.GetVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	11, // 43: nvmirror.provisioner.v1.Provisioner.ListVolumes:output_type -> nvmirror.provisioner.v1.ListVolumesResponse
-	5,  // 44: nvmirror.provisioner.v1.Provisioner.PublishVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	14, // 45: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:output_type -> nvmirror.provisioner.v1.UnpublishVolumeResponse
-	5,  // 46: nvmirror.provisioner.v1.Provisioner.ExpandVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	5,  // 47: nvmirror.provisioner.v1.Provisioner.ModifyVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	18, // 48: nvmirror.provisioner.v1.Provisioner.GetCapacity:output_type -> nvmirror.provisioner.v1.GetCapacityResponse
-	20, // 49: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:output_type -> nvmirror.provisioner.v1.ReplaceReplicaResponse
-	5,  // 50: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	24, // 51: nvmirror.provisioner.v1.Provisioner.ReportEvents:output_type -> nvmirror.provisioner.v1.ReportEventsResponse
-	26, // 52: nvmirror.provisioner.v1.Provisioner.ListEvents:output_type -> nvmirror.provisioner.v1.ListEventsResponse
-	29, // 53: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:output_type -> nvmirror.provisioner.v1.ListStorageNodesResponse
-	40, // [40:54] is the sub-list for method output_type
-	26, // [26:40] is the sub-list for method input_type
+	22, // 37: nvmirror.provisioner.v1.Provisioner.DeleteReplica:input_type -> nvmirror.provisioner.v1.DeleteReplicaRequest
+	24, // 38: nvmirror.provisioner.v1.Provisioner.ReportEvents:input_type -> nvmirror.provisioner.v1.ReportEventsRequest
+	26, // 39: nvmirror.provisioner.v1.Provisioner.ListEvents:input_type -> nvmirror.provisioner.v1.ListEventsRequest
+	29, // 40: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:input_type -> nvmirror.provisioner.v1.ListStorageNodesRequest
+	5,  // 41: nvmirror.provisioner.v1.Provisioner.CreateVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	8,  // 42: nvmirror.provisioner.v1.Provisioner.DeleteVolume:output_type -> nvmirror.provisioner.v1.DeleteVolumeResponse
+	5,  // 43: nvmirror.provisioner.v1.Provisioner.GetVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	11, // 44: nvmirror.provisioner.v1.Provisioner.ListVolumes:output_type -> nvmirror.provisioner.v1.ListVolumesResponse
+	5,  // 45: nvmirror.provisioner.v1.Provisioner.PublishVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	14, // 46: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:output_type -> nvmirror.provisioner.v1.UnpublishVolumeResponse
+	5,  // 47: nvmirror.provisioner.v1.Provisioner.ExpandVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	5,  // 48: nvmirror.provisioner.v1.Provisioner.ModifyVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	18, // 49: nvmirror.provisioner.v1.Provisioner.GetCapacity:output_type -> nvmirror.provisioner.v1.GetCapacityResponse
+	20, // 50: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:output_type -> nvmirror.provisioner.v1.ReplaceReplicaResponse
+	5,  // 51: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	5,  // 52: nvmirror.provisioner.v1.Provisioner.DeleteReplica:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	25, // 53: nvmirror.provisioner.v1.Provisioner.ReportEvents:output_type -> nvmirror.provisioner.v1.ReportEventsResponse
+	27, // 54: nvmirror.provisioner.v1.Provisioner.ListEvents:output_type -> nvmirror.provisioner.v1.ListEventsResponse
+	30, // 55: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:output_type -> nvmirror.provisioner.v1.ListStorageNodesResponse
+	41, // [41:56] is the sub-list for method output_type
+	26, // [26:41] is the sub-list for method input_type
 	26, // [26:26] is the sub-list for extension type_name
 	26, // [26:26] is the sub-list for extension extendee
 	0,  // [0:26] is the sub-list for field type_name
@@ -2205,7 +2267,7 @@ func file_provisioner_v1_provisioner_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_provisioner_v1_provisioner_proto_rawDesc), len(file_provisioner_v1_provisioner_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   34,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

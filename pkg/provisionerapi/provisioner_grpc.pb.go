@@ -56,6 +56,7 @@ const (
 	Provisioner_GetCapacity_FullMethodName        = "/nvmirror.provisioner.v1.Provisioner/GetCapacity"
 	Provisioner_ReplaceReplica_FullMethodName     = "/nvmirror.provisioner.v1.Provisioner/ReplaceReplica"
 	Provisioner_MarkReplicaRemoved_FullMethodName = "/nvmirror.provisioner.v1.Provisioner/MarkReplicaRemoved"
+	Provisioner_DeleteReplica_FullMethodName      = "/nvmirror.provisioner.v1.Provisioner/DeleteReplica"
 	Provisioner_ReportEvents_FullMethodName       = "/nvmirror.provisioner.v1.Provisioner/ReportEvents"
 	Provisioner_ListEvents_FullMethodName         = "/nvmirror.provisioner.v1.Provisioner/ListEvents"
 	Provisioner_ListStorageNodes_FullMethodName   = "/nvmirror.provisioner.v1.Provisioner/ListStorageNodes"
@@ -96,6 +97,17 @@ type ProvisionerClient interface {
 	// MarkReplicaRemoved records that the node removed a deleted replica from
 	// its md array, completing the deletion.
 	MarkReplicaRemoved(ctx context.Context, in *MarkReplicaRemovedRequest, opts ...grpc.CallOption) (*VolumeResponse, error)
+	// DeleteReplica (an administrator's operation) takes one replica out of
+	// the volume's configuration: it is marked deleted, and the node holding
+	// the volume removes it from its md array and calls MarkReplicaRemoved.
+	// The volume's host is revoked on the replica (best effort) and the
+	// replica's data is deleted on its storage node now or, if that node is
+	// unreachable, by the sweeper when it returns. Refused
+	// (FailedPrecondition, the message says why) for the last active replica
+	// of a volume, and while the volume is being created (Unavailable).
+	// Idempotent: a replica already deleting, deleted or removed returns the
+	// volume. Unknown volume or replica: NotFound.
+	DeleteReplica(ctx context.Context, in *DeleteReplicaRequest, opts ...grpc.CallOption) (*VolumeResponse, error)
 	// ReportEvents stores events and audit records and forwards them to
 	// syslog. Idempotent by event ID, so a node's queue can resend.
 	ReportEvents(ctx context.Context, in *ReportEventsRequest, opts ...grpc.CallOption) (*ReportEventsResponse, error)
@@ -221,6 +233,16 @@ func (c *provisionerClient) MarkReplicaRemoved(ctx context.Context, in *MarkRepl
 	return out, nil
 }
 
+func (c *provisionerClient) DeleteReplica(ctx context.Context, in *DeleteReplicaRequest, opts ...grpc.CallOption) (*VolumeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VolumeResponse)
+	err := c.cc.Invoke(ctx, Provisioner_DeleteReplica_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *provisionerClient) ReportEvents(ctx context.Context, in *ReportEventsRequest, opts ...grpc.CallOption) (*ReportEventsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ReportEventsResponse)
@@ -286,6 +308,17 @@ type ProvisionerServer interface {
 	// MarkReplicaRemoved records that the node removed a deleted replica from
 	// its md array, completing the deletion.
 	MarkReplicaRemoved(context.Context, *MarkReplicaRemovedRequest) (*VolumeResponse, error)
+	// DeleteReplica (an administrator's operation) takes one replica out of
+	// the volume's configuration: it is marked deleted, and the node holding
+	// the volume removes it from its md array and calls MarkReplicaRemoved.
+	// The volume's host is revoked on the replica (best effort) and the
+	// replica's data is deleted on its storage node now or, if that node is
+	// unreachable, by the sweeper when it returns. Refused
+	// (FailedPrecondition, the message says why) for the last active replica
+	// of a volume, and while the volume is being created (Unavailable).
+	// Idempotent: a replica already deleting, deleted or removed returns the
+	// volume. Unknown volume or replica: NotFound.
+	DeleteReplica(context.Context, *DeleteReplicaRequest) (*VolumeResponse, error)
 	// ReportEvents stores events and audit records and forwards them to
 	// syslog. Idempotent by event ID, so a node's queue can resend.
 	ReportEvents(context.Context, *ReportEventsRequest) (*ReportEventsResponse, error)
@@ -333,6 +366,9 @@ func (UnimplementedProvisionerServer) ReplaceReplica(context.Context, *ReplaceRe
 }
 func (UnimplementedProvisionerServer) MarkReplicaRemoved(context.Context, *MarkReplicaRemovedRequest) (*VolumeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MarkReplicaRemoved not implemented")
+}
+func (UnimplementedProvisionerServer) DeleteReplica(context.Context, *DeleteReplicaRequest) (*VolumeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteReplica not implemented")
 }
 func (UnimplementedProvisionerServer) ReportEvents(context.Context, *ReportEventsRequest) (*ReportEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportEvents not implemented")
@@ -562,6 +598,24 @@ func _Provisioner_MarkReplicaRemoved_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Provisioner_DeleteReplica_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteReplicaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProvisionerServer).DeleteReplica(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Provisioner_DeleteReplica_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProvisionerServer).DeleteReplica(ctx, req.(*DeleteReplicaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Provisioner_ReportEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ReportEventsRequest)
 	if err := dec(in); err != nil {
@@ -666,6 +720,10 @@ var Provisioner_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MarkReplicaRemoved",
 			Handler:    _Provisioner_MarkReplicaRemoved_Handler,
+		},
+		{
+			MethodName: "DeleteReplica",
+			Handler:    _Provisioner_DeleteReplica_Handler,
 		},
 		{
 			MethodName: "ReportEvents",

@@ -234,6 +234,18 @@ func (c *Client) MarkReplicaRemoved(ctx context.Context, volumeID, replicaID str
 	return VolumeFromProto(resp.GetVolume()), nil
 }
 
+// DeleteReplica takes one replica out of a volume's configuration (an
+// administrator's operation): it becomes deleted, the node removes it from
+// its array, and its storage node deletes it (now, or when it returns).
+// Deleting the last active replica is driver.ErrFailedPrecondition.
+func (c *Client) DeleteReplica(ctx context.Context, volumeID, replicaID string) (*driver.Volume, error) {
+	resp, err := c.api.DeleteReplica(ctx, &provisionerapi.DeleteReplicaRequest{VolumeId: volumeID, ReplicaId: replicaID})
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return VolumeFromProto(resp.GetVolume()), nil
+}
+
 // ReportEvents sends events (give each an ID, so a resend is stored once).
 func (c *Client) ReportEvents(ctx context.Context, es ...events.Event) error {
 	req := &provisionerapi.ReportEventsRequest{}

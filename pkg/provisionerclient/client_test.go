@@ -366,3 +366,64 @@ func TestHealingCalls(t *testing.T) {
 		}
 	}
 }
+
+// TestDeleteReplica: an administrator deletes a replica; the node would
+// then find it deleted, take it out of its array and mark it removed.
+func TestDeleteReplica(t *testing.T) {
+	e := start(t)
+	p := e.client
+	ctx := context.Background()
+	v, err := p.CreateVolume(ctx, driver.CreateVolumeRequest{Name: "pvc-1", SizeBytes: gib, Parameters: map[string]string{"numReplicas": "2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.PublishVolume(ctx, v.ID, hostA, "node-a"); err != nil {
+		t.Fatal(err)
+	}
+	victim, last := v.Replicas[0], v.Replicas[1]
+	e.cluster.SetDown(victim.StorageNode, true)
+	got, err := p.DeleteReplica(ctx, v.ID, victim.ID)
+	if err != nil {
+		t.Fatalf("DeleteReplica with its storage node away: %v", err)
+	}
+	states := map[string]string{}
+	for _, r := range got.Replicas {
+		states[r.ID] = r.State
+	}
+	if states[victim.ID] != driver.ReplicaDeleted || states[last.ID] != driver.ReplicaActive {
+		t.Errorf("states after DeleteReplica: %v", states)
+	}
+	if _, err := p.DeleteReplica(ctx, v.ID, victim.ID); err != nil {
+		t.Errorf("DeleteReplica retry: %v", err)
+	}
+	_, err = p.DeleteReplica(ctx, v.ID, last.ID)
+	wantErr(t, "DeleteReplica last active", err, driver.ErrFailedPrecondition, "last active replica")
+	_, err = p.DeleteReplica(ctx, v.ID, "rep-nope")
+	wantErr(t, "DeleteReplica unknown replica", err, driver.ErrNotFound, "rep-nope")
+	_, err = p.DeleteReplica(ctx, "vol-nope", victim.ID)
+	wantErr(t, "DeleteReplica unknown volume", err, driver.ErrNotFound, "vol-nope")
+	_, err = p.DeleteReplica(ctx, v.ID, "")
+	wantErr(t, "DeleteReplica no replica", err, driver.ErrInvalidArgument, "replica_id")
+
+	// The node completes its part; the storage node's copy goes when the
+	// node returns.
+	if _, err := p.MarkReplicaRemoved(ctx, v.ID, victim.ID); err != nil {
+		t.Fatalf("MarkReplicaRemoved: %v", err)
+	}
+	if e.cluster.Replica(victim.StorageNode, victim.ID) == nil {
+		t.Fatal("replica gone from a storage node that is down")
+	}
+	e.cluster.SetDown(victim.StorageNode, false)
+	got, err = p.DeleteReplica(ctx, v.ID, victim.ID)
+	if err != nil {
+		t.Fatalf("DeleteReplica after the node returned: %v", err)
+	}
+	for _, r := range got.Replicas {
+		if r.ID == victim.ID && r.State != driver.ReplicaRemoved {
+			t.Errorf("state %q, want removed", r.State)
+		}
+	}
+	if e.cluster.Replica(victim.StorageNode, victim.ID) != nil {
+		t.Error("replica still on its returned storage node")
+	}
+}

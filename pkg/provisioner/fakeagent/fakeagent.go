@@ -36,6 +36,9 @@ type Node struct {
 	// CreateHook, when set, runs before CreateReplica (outside the lock):
 	// return an error to fail the call, block to hold it.
 	CreateHook func(provisioner.ReplicaSpec) error
+	// DeleteHook, when set, runs before DeleteReplica (outside the lock),
+	// like CreateHook.
+	DeleteHook func(replicaID string) error
 	Creates    int // CreateReplica calls that created something
 }
 
@@ -70,6 +73,13 @@ func (c *Cluster) SetCreateHook(id string, hook func(provisioner.ReplicaSpec) er
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.nodes[id].CreateHook = hook
+}
+
+// SetDeleteHook installs a DeleteReplica hook on a node.
+func (c *Cluster) SetDeleteHook(id string, hook func(replicaID string) error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nodes[id].DeleteHook = hook
 }
 
 // Replica returns a copy of a replica held by node, or nil.
@@ -175,6 +185,14 @@ func (a *client) CreateReplica(ctx context.Context, spec provisioner.ReplicaSpec
 }
 
 func (a *client) DeleteReplica(ctx context.Context, id string) error {
+	a.c.mu.Lock()
+	hook := a.c.nodes[a.id].DeleteHook
+	a.c.mu.Unlock()
+	if hook != nil {
+		if err := hook(id); err != nil {
+			return err
+		}
+	}
 	n, unlock, err := a.node()
 	if err != nil {
 		return err

@@ -41,8 +41,10 @@ const (
 	// ReplicaDeleting: being deleted from its storage node (which may be
 	// away); the sweeper retries until the agent confirms.
 	ReplicaDeleting ReplicaState = "deleting"
-	// ReplicaDeleted: gone from its storage node; a node that still has it
-	// in its md array takes it out, then marks it removed.
+	// ReplicaDeleted: out of the volume's configuration and gone from its
+	// storage node (or, after DeleteReplica with the node away, still
+	// PendingDelete there); a node that still has it in its md array takes
+	// it out, then marks it removed.
 	ReplicaDeleted ReplicaState = "deleted"
 	// ReplicaRemoved: no longer in the volume's array (completed deletion,
 	// or replaced). Its storage-node copy may still await deletion
