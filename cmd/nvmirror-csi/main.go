@@ -81,6 +81,9 @@ func run(ctx context.Context, o driver.Options, h healerOptions) error {
 			return err
 		}
 		defer queue.Close()
+		// NodeGetVolumeHealth reports the healer's view (md and every
+		// replica's controller) once it has one.
+		d.SetHealthSource(hl)
 		go runHealer(ctx, hl, queue, reg, h.metricsAddress)
 	}
 	return d.Run(ctx)

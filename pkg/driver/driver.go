@@ -31,6 +31,9 @@ type NodeDeps struct {
 	// Mounter mounts, formats (blkid-guarded) and resizes through its
 	// Interface and Exec.
 	Mounter *mount.SafeFormatAndMount
+	// Health, when set, is asked first by NodeGetVolumeHealth (the node's
+	// healer); see also Driver.SetHealthSource.
+	Health HealthSource
 }
 
 // Driver serves the CSI services of its mode.
@@ -50,6 +53,9 @@ type Driver struct {
 	// an array on it: two volumes staged at once would otherwise pick the
 	// same /dev/mdN.
 	mdMu sync.Mutex
+	// healthMu guards health (SetHealthSource may run while serving).
+	healthMu sync.RWMutex
+	health   HealthSource
 }
 
 // NewDriver checks that the dependencies the mode needs are present and
@@ -58,7 +64,7 @@ func NewDriver(opts Options, prov Provisioner, node NodeDeps) (*Driver, error) {
 	if prov == nil {
 		return nil, errors.New("driver: a provisioner is required")
 	}
-	d := &Driver{opts: opts, prov: prov, node: node, inflight: newInFlight()}
+	d := &Driver{opts: opts, prov: prov, node: node, inflight: newInFlight(), health: node.Health}
 	if opts.Mode.hasNode() {
 		if node.Initiator == nil || node.Raid == nil || node.Mounter == nil || node.Mounter.Interface == nil || node.Mounter.Exec == nil {
 			return nil, errors.New("driver: node mode needs an initiator, an md manager and a mounter with exec")

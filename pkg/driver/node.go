@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -893,9 +894,11 @@ func (d *Driver) deviceSize(st *stageState) (int64, error) {
 	return int64(dev.SizeBytes), nil
 }
 
-// NodeGetVolumeHealth reports the mirror's health as this node's kernel sees
-// it: md's array state, degraded slots and members, or the connection of a
-// single replica. A volume not staged here is NotFound.
+// NodeGetVolumeHealth reports the mirror's health on this node: the health
+// source's (the healer's) view when it has a current one, which also counts
+// replicas whose controller is not live, else md's array state, degraded
+// slots and members, or the connection of a single replica. A volume not
+// staged here is NotFound.
 func (d *Driver) NodeGetVolumeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthRequest) (*csi.NodeGetVolumeHealthResponse, error) {
 	if err := required("volume_id", req.GetVolumeId()); err != nil {
 		return nil, err
@@ -918,6 +921,17 @@ func (d *Driver) nodeVolumeHealth(st *stageState) *csi.VolumeHealth {
 	if st.Phase != phaseStaged {
 		add(csi.VolumeHealthErrorType_INACCESSIBLE, reasonNotStaged, "staging did not complete")
 		return h
+	}
+	if src := d.healthSource(); src != nil {
+		if vh, ok := src.VolumeHealth(st.VolumeID); ok {
+			switch {
+			case vh.Inaccessible:
+				add(csi.VolumeHealthErrorType_INACCESSIBLE, cmp.Or(vh.Reason, reasonArrayNotRunning), vh.Message)
+			case vh.Abnormal:
+				add(csi.VolumeHealthErrorType_DEGRADED, cmp.Or(vh.Reason, reasonMirrorDegraded), vh.Message)
+			}
+			return h
+		}
 	}
 	if st.MDDevice == "" {
 		for _, r := range st.Replicas {

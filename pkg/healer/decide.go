@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"slices"
 	"sort"
 	"strconv"
@@ -70,13 +71,20 @@ func Decide(obs Observation, cfg Config, mem Memory, now time.Time) ([]Action, [
 		replacing -= before - len(vm.Replacements)
 		next.Volumes[v.VolumeID] = vm
 	}
+	var opened, closed []events.Event
+	observed := map[string]bool{}
 	for i, v := range vols {
+		observed[v.VolumeID] = true
 		vm := next.Volumes[v.VolumeID]
-		_, known := mem.Volumes[v.VolumeID]
+		prev, known := mem.Volumes[v.VolumeID]
 		d := volumeDecision{obs: v, cfg: cfg, now: now, mem: &vm, known: known, views: views[i], replacing: &replacing}
 		acts, evs := d.run()
 		actions = append(actions, acts...)
 		volEvents = append(volEvents, evs...)
+		o, c := decideSessions(v.VolumeID, views[i], !known || prev.SessionsTracked, cfg.NodeID, now)
+		opened, closed = append(opened, o...), append(closed, c...)
+		vm.SessionsTracked = true
+		syncViews(&vm, views[i])
 		next.Volumes[v.VolumeID] = vm
 		for _, rv := range views[i] {
 			if rv.expected() {
@@ -84,9 +92,125 @@ func Decide(obs Observation, cfg Config, mem Memory, now time.Time) ([]Action, [
 			}
 		}
 	}
+	// A volume no longer observed was unstaged: its sessions were closed.
+	gone := make([]string, 0)
+	for id := range mem.Volumes {
+		if !observed[id] {
+			gone = append(gone, id)
+		}
+	}
+	sort.Strings(gone)
+	for _, id := range gone {
+		closed = append(closed, closeVolumeSessions(id, mem.Volumes[id], cfg.NodeID, now)...)
+	}
 	hostDown, hostUp := decideHosts(hostReplicas, mem.Hosts, next.Hosts, cfg.NodeID, now)
-	evs := append(append(hostDown, volEvents...), hostUp...)
+	var evs []events.Event
+	evs = append(evs, closed...)
+	evs = append(evs, hostDown...)
+	evs = append(evs, volEvents...)
+	evs = append(evs, hostUp...)
+	evs = append(evs, opened...)
 	return actions, evs, next
+}
+
+// decideSessions turns the replicas' live controllers into Session events
+// (audit): SessionEstablished when a controller is live that was not live at
+// the last cycle (the first connect at stage, and every reconnect, by the
+// kernel or by the healer), SessionClosed when a controller that was live is
+// not any more (reconnecting, being deleted, or gone). A session is one
+// controller of one replica, keyed by controller name; a controller that
+// comes back live under the same name is a new session. With announce unset
+// (a volume remembered from before sessions were tracked) live sessions are
+// recorded without events. Each view's memory gets a new Sessions map: the
+// input memory is never written.
+func decideSessions(volumeID string, views []*replicaView, announce bool, node string, now time.Time) (opened, closed []events.Event) {
+	for _, rv := range views {
+		prev := rv.mem.Sessions
+		var cur map[string]SessionMemory
+		ctrls := slices.Clone(rv.ctrls)
+		sort.Slice(ctrls, func(i, j int) bool { return ctrls[i].Name < ctrls[j].Name })
+		for _, c := range ctrls {
+			if c.State != nvmeof.StateLive || c.Name == "" {
+				continue
+			}
+			if cur == nil {
+				cur = map[string]SessionMemory{}
+			}
+			s, ok := prev[c.Name]
+			if ok && (s.TrAddr != c.TrAddr || s.TrSvcID != c.TrSvcID) {
+				// Same name, another target: the old session ended.
+				closed = append(closed, sessionClosed(volumeID, rv.id, rv.storageNode, c.Name, s, string(c.State), node, now))
+				ok = false
+			}
+			if !ok {
+				s = SessionMemory{TrAddr: c.TrAddr, TrSvcID: c.TrSvcID, Since: now}
+				if announce {
+					opened = append(opened, sessionEstablished(volumeID, rv.id, rv.storageNode, c.Name, s, node, now))
+				}
+			}
+			cur[c.Name] = s
+		}
+		for _, name := range sortedKeys(prev) {
+			if _, ok := cur[name]; ok {
+				continue
+			}
+			state := "gone"
+			for _, c := range ctrls {
+				if c.Name == name {
+					state = string(c.State)
+				}
+			}
+			closed = append(closed, sessionClosed(volumeID, rv.id, rv.storageNode, name, prev[name], state, node, now))
+		}
+		rv.mem.Sessions = cur
+	}
+	return opened, closed
+}
+
+// closeVolumeSessions closes the remembered sessions of a volume that is no
+// longer staged here (NodeUnstage disconnected its replicas).
+func closeVolumeSessions(volumeID string, vm VolumeMemory, node string, now time.Time) []events.Event {
+	var out []events.Event
+	for _, id := range sortedKeys(vm.Replicas) {
+		rm := vm.Replicas[id]
+		for _, name := range sortedKeys(rm.Sessions) {
+			out = append(out, sessionClosed(volumeID, id, rm.StorageNode, name, rm.Sessions[name], "volume unstaged", node, now))
+		}
+	}
+	return out
+}
+
+func sessionEstablished(volumeID, replica, storageNode, ctrl string, s SessionMemory, node string, now time.Time) events.Event {
+	return events.Event{Time: now.UTC(), Type: events.SessionEstablished, Volume: volumeID, Node: node,
+		Replica: replica, Replicas: []string{replica}, StorageNode: storageNode,
+		Message: fmt.Sprintf("NVMe-oF session established: host %s to replica %s of volume %s on storage node %s (controller %s, target %s)",
+			node, replica, volumeID, orUnknown(storageNode), ctrl, targetAddr(s))}
+}
+
+func sessionClosed(volumeID, replica, storageNode, ctrl string, s SessionMemory, state, node string, now time.Time) events.Event {
+	return events.Event{Time: now.UTC(), Type: events.SessionClosed, Volume: volumeID, Node: node,
+		Replica: replica, Replicas: []string{replica}, StorageNode: storageNode,
+		Message: fmt.Sprintf("NVMe-oF session closed: host %s to replica %s of volume %s on storage node %s (controller %s, target %s) after %s; controller %s",
+			node, replica, volumeID, orUnknown(storageNode), ctrl, targetAddr(s), now.Sub(s.Since).Round(time.Second), state)}
+}
+
+func targetAddr(s SessionMemory) string {
+	switch {
+	case s.TrAddr == "":
+		return "address unknown"
+	case s.TrSvcID == "":
+		return s.TrAddr
+	}
+	return net.JoinHostPort(s.TrAddr, s.TrSvcID)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // link is the state of a replica's NVMe-oF connection.
@@ -724,14 +848,20 @@ func decideHosts(rs []hostReplica, prev, next map[string]HostMemory, node string
 }
 
 // EventID is an event's unique, deterministic ID: a hash of its type,
-// volume, node, storage nodes, replicas and time (not of its ID or message). The same transition
-// always yields the same ID, so the provisioner stores a resent event once.
+// volume, node, storage nodes, replicas and time (not of its ID, nor of its
+// message except for Session events, whose message names the controller and
+// target: a replica connected through two controllers has two sessions that
+// open and close in the same cycle). The same transition always yields the
+// same ID, so the provisioner stores a resent event once.
 func EventID(e events.Event) string {
 	h := sha256.New()
 	reps := slices.Clone(e.Replicas)
 	sort.Strings(reps)
 	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00%s\x00%d", e.Type, e.Volume, e.Node, e.StorageNode, e.Replica,
 		strings.Join(reps, ","), e.Time.UnixNano())
+	if e.Type == events.SessionEstablished || e.Type == events.SessionClosed {
+		fmt.Fprintf(h, "\x00%s", e.Message)
+	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
@@ -772,6 +902,13 @@ func cloneVolumeMemory(vm VolumeMemory) VolumeMemory {
 	out.Replacements = slices.Clone(vm.Replacements)
 	out.Replicas = make(map[string]ReplicaMemory, len(vm.Replicas))
 	for k, v := range vm.Replicas {
+		if v.Sessions != nil {
+			sessions := make(map[string]SessionMemory, len(v.Sessions))
+			for n, s := range v.Sessions {
+				sessions[n] = s
+			}
+			v.Sessions = sessions
+		}
 		out.Replicas[k] = v
 	}
 	return out

@@ -68,11 +68,15 @@ func observeVol(cfg *driver.Volume, fresh bool, states map[string]rs) VolumeObse
 		if !ok {
 			st = rs{"live", "U"}
 		}
+		var addr, port string
+		if len(r.Endpoints) > 0 {
+			addr, port = r.Endpoints[0].Address, r.Endpoints[0].Port
+		}
 		switch st.link {
 		case "live":
-			v.Controllers[r.NQN] = []ControllerObservation{{Name: fmt.Sprintf("nvme%d", i), State: nvmeof.StateLive}}
+			v.Controllers[r.NQN] = []ControllerObservation{{Name: fmt.Sprintf("nvme%d", i), State: nvmeof.StateLive, TrAddr: addr, TrSvcID: port}}
 		case "connecting":
-			v.Controllers[r.NQN] = []ControllerObservation{{Name: fmt.Sprintf("nvme%d", i), State: nvmeof.StateConnecting}}
+			v.Controllers[r.NQN] = []ControllerObservation{{Name: fmt.Sprintf("nvme%d", i), State: nvmeof.StateConnecting, TrAddr: addr, TrSvcID: port}}
 		}
 		m := MemberObservation{Device: fmt.Sprintf("nvme%dn1", i+1), Identities: []string{r.NamespaceUUID}, Slot: i}
 		switch st.md {
@@ -122,6 +126,18 @@ func kinds(acts []Action) []string {
 	return out
 }
 
+// noSessions drops the Session events (audit), for tests about the others;
+// TestDecideSessions and TestDecideHealthyIsQuiet assert full lists.
+func noSessions(evs []events.Event) []events.Event {
+	var out []events.Event
+	for _, e := range evs {
+		if e.Type != events.SessionEstablished && e.Type != events.SessionClosed {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 func count(evs []events.Event, t events.Type) int {
 	n := 0
 	for _, e := range evs {
@@ -135,7 +151,10 @@ func count(evs []events.Event, t events.Type) int {
 func TestDecideHealthyIsQuiet(t *testing.T) {
 	cfg := volCfg("vol-1", "60", "r1", "r2", "r3")
 	acts, evs, mem := Decide(obsOf(observeVol(cfg, true, nil)), testConfig(), Memory{}, t0)
-	if len(acts) != 0 || len(evs) != 0 {
+	// The first sighting of the volume reports its sessions (the connects
+	// of NodeStage), and nothing else.
+	want := []events.Type{events.SessionEstablished, events.SessionEstablished, events.SessionEstablished}
+	if len(acts) != 0 || !slices.Equal(types(evs), want) {
 		t.Fatalf("healthy volume: actions %v events %v", kinds(acts), types(evs))
 	}
 	if !mem.Volumes["vol-1"].DegradedSince.IsZero() || len(mem.Hosts) != 3 {
@@ -155,9 +174,10 @@ func TestDecideIdleArrayLostLegIsDown(t *testing.T) {
 	cfg := volCfg("vol-1", "60", "r1", "r2", "r3")
 	_, _, mem := Decide(obsOf(observeVol(cfg, true, nil)), c, Memory{}, t0)
 	acts, evs, mem := Decide(obsOf(observeVol(cfg, true, map[string]rs{"r2": {"connecting", "U"}})), c, mem, t0.Add(time.Second))
-	if !slices.Equal(types(evs), []events.Type{events.HostDisconnected, events.VolumeDegraded}) {
+	if !slices.Equal(types(evs), []events.Type{events.SessionClosed, events.HostDisconnected, events.VolumeDegraded}) {
 		t.Fatalf("events %v", types(evs))
 	}
+	evs = noSessions(evs)
 	if len(acts) != 0 {
 		t.Fatalf("a reconnecting controller is left to the kernel, got %v", kinds(acts))
 	}
@@ -321,7 +341,7 @@ func TestDecideReplicaBackIsReAdded(t *testing.T) {
 	if acts[0].Member != "nvme2n1" || acts[0].Replica.NQN != nqnOf("vol-1-r2") || acts[0].Replica.NamespaceUUID != nsUUID("vol-1-r2") {
 		t.Fatalf("join action %+v", acts[0])
 	}
-	if !slices.Equal(types(evs), []events.Type{events.HostReconnected}) {
+	if !slices.Equal(types(evs), []events.Type{events.HostReconnected, events.SessionEstablished}) {
 		t.Fatalf("events %v", types(evs))
 	}
 	mem = RecordOutcomes(mem, []Outcome{{Action: acts[0], Joined: true, ReAdded: true}}, c, t0.Add(11*time.Second))
@@ -825,5 +845,150 @@ func TestBackoff(t *testing.T) {
 		if got := backoff(c, attempts); got != want {
 			t.Errorf("backoff(%d) = %s, want %s", attempts, got, want)
 		}
+	}
+}
+
+func sessionsOnly(evs []events.Event) []string {
+	var out []string
+	for _, e := range evs {
+		switch e.Type {
+		case events.SessionEstablished:
+			out = append(out, "established:"+e.Replica)
+		case events.SessionClosed:
+			out = append(out, "closed:"+e.Replica)
+		}
+	}
+	return out
+}
+
+// Session events (audit) are edges per replica controller: one Established
+// per new live controller, one Closed when it stops being live, nothing while
+// nothing changes, nothing repeated after a restart.
+func TestDecideSessions(t *testing.T) {
+	c := testConfig()
+	cfg := volCfg("vol-1", "60", "r1", "r2", "r3")
+	steps := []struct {
+		name    string
+		r2      rs
+		cycles  int
+		restart bool // round-trip the memory through its file form first
+		want    []string
+	}{
+		{name: "stage, r2 not connected yet", r2: rs{"gone", "-"}, cycles: 1, want: []string{"established:r1", "established:r3"}},
+		{name: "r2 connects", r2: rs{"live", "S"}, cycles: 1, want: []string{"established:r2"}},
+		{name: "20 cycles live", r2: rs{"live", "U"}, cycles: 20},
+		{name: "cut", r2: rs{"connecting", "U"}, cycles: 1, want: []string{"closed:r2"}},
+		{name: "still reconnecting", r2: rs{"connecting", "U"}, cycles: 5},
+		{name: "back", r2: rs{"live", "U"}, cycles: 1, want: []string{"established:r2"}},
+		{name: "live", r2: rs{"live", "U"}, cycles: 3},
+		{name: "plugin restart with memory", r2: rs{"live", "U"}, cycles: 1, restart: true},
+		{name: "gone after ctrl_loss_tmo, then reconnected", r2: rs{"gone", "U"}, cycles: 1, want: []string{"closed:r2"}},
+		{name: "reconnected", r2: rs{"live", "U"}, cycles: 1, want: []string{"established:r2"}},
+	}
+	mem := Memory{}
+	now := t0
+	for _, st := range steps {
+		if st.restart {
+			b, err := json.Marshal(mem)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mem = Memory{}
+			if err := json.Unmarshal(b, &mem); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var got []string
+		var evs []events.Event
+		for range st.cycles {
+			now = now.Add(time.Second)
+			var all []events.Event
+			_, all, mem = Decide(obsOf(observeVol(cfg, true, map[string]rs{"r2": st.r2})), c, mem, now)
+			got = append(got, sessionsOnly(all)...)
+			evs = append(evs, all...)
+		}
+		if !slices.Equal(got, st.want) {
+			t.Fatalf("%s: session events %v, want %v", st.name, got, st.want)
+		}
+		for _, e := range evs {
+			if e.Type != events.SessionEstablished && e.Type != events.SessionClosed {
+				continue
+			}
+			if e.Type.Level() != events.Info || e.Volume != "vol-1" || e.Node != "node-a" || e.StorageNode != "sn-"+strings.TrimPrefix(e.Replica, "r") ||
+				!slices.Equal(e.Replicas, []string{e.Replica}) || !e.Time.Equal(now) {
+				t.Fatalf("%s: event %+v", st.name, e)
+			}
+			n := strings.TrimPrefix(e.Replica, "r")
+			if !strings.Contains(e.Message, "10.0.0."+n+":4420") || !strings.Contains(e.Message, "replica "+e.Replica) {
+				t.Fatalf("%s: message %q", st.name, e.Message)
+			}
+		}
+	}
+	// The cut's Closed event names the controller's state and the
+	// session's length.
+	_, evs, _ := Decide(obsOf(observeVol(cfg, true, map[string]rs{"r2": {"connecting", "U"}})), c, mem, now.Add(90*time.Second))
+	if !slices.Equal(types(evs), []events.Type{events.SessionClosed, events.HostDisconnected, events.VolumeDegraded}) ||
+		!strings.Contains(evs[0].Message, "after 1m30s; controller connecting") || !strings.Contains(evs[0].Message, "controller nvme1") {
+		t.Fatalf("cut: %v %q", types(evs), evs[0].Message)
+	}
+	// NodeUnstage: the volume is no longer observed, its sessions closed.
+	_, evs, next := Decide(Observation{}, c, mem, now.Add(time.Minute))
+	if got := sessionsOnly(evs); !slices.Equal(got, []string{"closed:r1", "closed:r2", "closed:r3"}) || len(evs) != 3 {
+		t.Fatalf("unstage: %v", types(evs))
+	}
+	if _, ok := next.Volumes["vol-1"]; ok {
+		t.Fatal("unstaged volume kept in memory")
+	}
+}
+
+// A memory written before sessions were tracked: the sessions alive at the
+// upgrade are recorded without events; later edges are reported.
+func TestDecideSessionsAfterUpgrade(t *testing.T) {
+	c := testConfig()
+	cfg := volCfg("vol-1", "60", "r1", "r2")
+	_, _, mem := Decide(obsOf(observeVol(cfg, true, nil)), c, Memory{}, t0)
+	vm := mem.Volumes["vol-1"]
+	vm.SessionsTracked = false
+	for id, rm := range vm.Replicas {
+		rm.Sessions = nil
+		vm.Replicas[id] = rm
+	}
+	mem.Volumes["vol-1"] = vm
+	_, evs, mem := Decide(obsOf(observeVol(cfg, true, nil)), c, mem, t0.Add(time.Second))
+	if len(evs) != 0 {
+		t.Fatalf("upgrade: %v", types(evs))
+	}
+	if !mem.Volumes["vol-1"].SessionsTracked || len(mem.Volumes["vol-1"].Replicas["r1"].Sessions) != 1 {
+		t.Fatalf("memory %+v", mem.Volumes["vol-1"])
+	}
+	_, evs, _ = Decide(obsOf(observeVol(cfg, true, map[string]rs{"r1": {"connecting", "U"}})), c, mem, t0.Add(2*time.Second))
+	if got := sessionsOnly(evs); !slices.Equal(got, []string{"closed:r1"}) {
+		t.Fatalf("after upgrade: %v", got)
+	}
+}
+
+// A replica reached through two controllers (two paths) has two sessions:
+// both reported, with distinct IDs; Decide does not write into its input.
+func TestDecideSessionsTwoControllers(t *testing.T) {
+	c := testConfig()
+	cfg := volCfg("vol-1", "60", "r1", "r2")
+	obs := observeVol(cfg, true, nil)
+	nqn := cfg.Replicas[0].NQN
+	obs.Controllers[nqn] = append(obs.Controllers[nqn], ControllerObservation{Name: "nvme7", State: nvmeof.StateLive, TrAddr: "10.1.0.1", TrSvcID: "4420"})
+	_, evs, mem := Decide(obsOf(obs), c, Memory{}, t0)
+	if got := sessionsOnly(evs); !slices.Equal(got, []string{"established:r1", "established:r1", "established:r2"}) {
+		t.Fatalf("sessions %v", got)
+	}
+	if EventID(evs[0]) == EventID(evs[1]) {
+		t.Fatal("two sessions of one replica share an event ID")
+	}
+	before, _ := json.Marshal(mem)
+	obs.Controllers[nqn][1].State = nvmeof.StateResetting
+	_, evs, _ = Decide(obsOf(obs), c, mem, t0.Add(time.Second))
+	if got := sessionsOnly(evs); !slices.Equal(got, []string{"closed:r1"}) || !strings.Contains(evs[0].Message, "nvme7") {
+		t.Fatalf("one path lost: %v", types(evs))
+	}
+	if after, _ := json.Marshal(mem); string(before) != string(after) {
+		t.Fatal("Decide modified its input memory")
 	}
 }

@@ -14,6 +14,8 @@ import (
 
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
+
+	"github.com/nvmirror/nvmirror/pkg/driver"
 )
 
 // MDWatcher wakes the loop when md changes; *mdraid.Watcher (Linux).
@@ -44,10 +46,17 @@ type Healer struct {
 	memPath string
 	trigger chan struct{}
 
-	mu       sync.Mutex // guards mem, statuses, arrays (cycles run one at a time)
-	mem      Memory
+	mu     sync.Mutex // guards mem, arrays (cycles run one at a time)
+	mem    Memory
+	arrays []string
+
+	// statusMu guards statuses and statusAt, apart from mu: a cycle holds
+	// mu while it acts (a replacement takes minutes), and the CSI health
+	// calls must not wait for it.
+	statusMu sync.RWMutex
 	statuses map[string]VolumeStatus
-	arrays   []string
+	// statusAt is when the last successful cycle ended.
+	statusAt time.Time
 }
 
 // MemoryFile is the healer's memory under the state directory. It lives in
@@ -88,10 +97,67 @@ func (h *Healer) Trigger() {
 // Status returns a volume's status after the last cycle (for the driver's
 // VolumeCondition and NodeGetVolumeHealth).
 func (h *Healer) Status(volumeID string) (VolumeStatus, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h.statusMu.RLock()
+	defer h.statusMu.RUnlock()
 	s, ok := h.statuses[volumeID]
 	return s, ok
+}
+
+// VolumeHealth is the volume's status for the driver's NodeGetVolumeHealth
+// (driver.HealthSource). ok is false when the last cycle did not see the
+// volume, or when no cycle succeeded for three intervals (the view is stale
+// and the driver reads md itself).
+func (h *Healer) VolumeHealth(volumeID string) (driver.VolumeHealth, bool) {
+	h.statusMu.RLock()
+	s, ok := h.statuses[volumeID]
+	at := h.statusAt
+	h.statusMu.RUnlock()
+	now := h.deps.Clock.Now()
+	if !ok || (h.cfg.Interval > 0 && now.Sub(at) > 3*h.cfg.Interval) {
+		return driver.VolumeHealth{}, false
+	}
+	return healthOf(s, now), true
+}
+
+var _ driver.HealthSource = (*Healer)(nil)
+
+// healthOf renders a status for CSI: what is missing, where, since when,
+// and how far a resync got.
+func healthOf(s VolumeStatus, now time.Time) driver.VolumeHealth {
+	var parts []string
+	if len(s.MissingReplicas) > 0 {
+		var rs []string
+		for _, r := range s.MissingReplicas {
+			d := fmt.Sprintf("%s (%s", r.ID, orUnknown(r.StorageNode))
+			if !r.DownSince.IsZero() {
+				d += fmt.Sprintf(", down since %s", r.DownSince.UTC().Format(time.RFC3339))
+			} else {
+				d += ", syncing"
+			}
+			rs = append(rs, d+")")
+		}
+		parts = append(parts, "replicas not serving: "+strings.Join(rs, ", "))
+	}
+	if !s.DegradedSince.IsZero() {
+		parts = append(parts, fmt.Sprintf("degraded since %s (%s)", s.DegradedSince.UTC().Format(time.RFC3339),
+			now.Sub(s.DegradedSince).Round(time.Second)))
+	}
+	if s.SyncProgress >= 0 {
+		parts = append(parts, fmt.Sprintf("resync %.1f%% done", 100*s.SyncProgress))
+	}
+	msg := "volume " + string(s.Health)
+	if len(parts) > 0 {
+		msg += ": " + strings.Join(parts, "; ")
+	}
+	switch s.Health {
+	case HealthUnavailable:
+		return driver.VolumeHealth{Abnormal: true, Inaccessible: true, Reason: "VolumeUnavailable", Message: msg}
+	case HealthSyncing:
+		return driver.VolumeHealth{Abnormal: true, Reason: "MirrorSyncing", Message: msg}
+	case HealthDegraded:
+		return driver.VolumeHealth{Abnormal: true, Reason: "MirrorDegraded", Message: msg}
+	}
+	return driver.VolumeHealth{Message: msg}
 }
 
 // Memory returns a copy of the current memory.
@@ -148,17 +214,20 @@ func (h *Healer) RunOnce(ctx context.Context) error {
 		}
 	}
 	h.mem = mem
-	h.statuses = make(map[string]VolumeStatus, len(obs.Volumes))
+	statuses := make(map[string]VolumeStatus, len(obs.Volumes))
 	h.arrays = h.arrays[:0]
 	for _, v := range obs.Volumes {
-		h.statuses[v.VolumeID] = volumeStatus(v, mem.Volumes[v.VolumeID])
+		statuses[v.VolumeID] = volumeStatus(v, mem.Volumes[v.VolumeID])
 		if v.Array != nil {
 			h.arrays = append(h.arrays, v.Array.Name)
 		}
 	}
 	sort.Strings(h.arrays)
 	end := h.deps.Clock.Now()
-	h.deps.Metrics.update(obs, h.statuses, end)
+	h.statusMu.Lock()
+	h.statuses, h.statusAt = statuses, end
+	h.statusMu.Unlock()
+	h.deps.Metrics.update(obs, statuses, end)
 	h.deps.Metrics.cycleDone(end.Sub(start), h.deps.Queue.Len())
 	klog.V(4).InfoS("Healer cycle", "volumes", len(obs.Volumes), "actions", len(actions), "events", len(evs), "duration", end.Sub(start))
 	return nil

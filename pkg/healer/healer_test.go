@@ -127,8 +127,13 @@ func TestHealerCycleRestartAndLock(t *testing.T) {
 	if err := hl.RunOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if q.Len() != 0 {
-		t.Fatalf("healthy node queued %d events", q.Len())
+	// A healthy node reports only its sessions, one per replica controller
+	// (2 volumes of 3 replicas), at the first cycle.
+	if err := q.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.prov.delivered(); len(got) != 6 || len(noSessions(got)) != 0 {
+		t.Fatalf("healthy node delivered %v", reportTypes(got))
 	}
 	if s, ok := hl.Status("vol-0000"); !ok || s.Health != HealthHealthy {
 		t.Fatalf("status %+v", s)
@@ -150,8 +155,11 @@ func TestHealerCycleRestartAndLock(t *testing.T) {
 	}
 	// sn-2 still serves vol-0000 through a live controller: the host's
 	// connection to it is not lost, only this replica is.
-	if got := reportTypes(h.prov.delivered()); !slices.Equal(got, []events.Type{events.VolumeDegraded}) {
+	if got := reportTypes(noSessions(h.prov.delivered())); !slices.Equal(got, []events.Type{events.VolumeDegraded}) {
 		t.Fatalf("events %v", got)
+	}
+	if n := count(h.prov.delivered(), events.SessionClosed); n != 1 {
+		t.Fatalf("%d SessionClosed, want 1", n)
 	}
 	if len(h.raid.Calls()) != 0 {
 		t.Fatalf("acted on a locked volume: %v", h.raid.Calls())
@@ -212,11 +220,11 @@ func TestHealerRunReactsToNVMeChange(t *testing.T) {
 	waitFor(t, func() bool { _, err := os.Stat(MemoryFile(h.dir)); return err == nil && h.clk.Waiters() >= 2 })
 	h.tr.ctrlState(1, "connecting")
 	h.clk.Step(time.Second) // one NVMe poll, well before the 30 s interval
-	waitFor(t, func() bool { return len(h.prov.delivered()) == 2 })
-	if got := reportTypes(h.prov.delivered()); !slices.Equal(got, []events.Type{events.HostDisconnected, events.VolumeDegraded}) {
+	waitFor(t, func() bool { return len(noSessions(h.prov.delivered())) == 2 })
+	if got := reportTypes(noSessions(h.prov.delivered())); !slices.Equal(got, []events.Type{events.HostDisconnected, events.VolumeDegraded}) {
 		t.Fatalf("events %v", got)
 	}
-	if d := h.prov.delivered()[1].Time; !d.Equal(t0.Add(time.Second)) {
+	if d := noSessions(h.prov.delivered())[1].Time; !d.Equal(t0.Add(time.Second)) {
 		t.Fatalf("detected at %v", d)
 	}
 	cancel()
@@ -249,8 +257,8 @@ func TestHealerRunReactsToMDChange(t *testing.T) {
 	waitFor(t, func() bool { _, err := os.Stat(MemoryFile(h.dir)); return err == nil && h.clk.Waiters() >= 1 })
 	h.tr.memberState(0, 2, "faulty,failfast")
 	w.ch <- []string{"md0"}
-	waitFor(t, func() bool { return len(h.prov.delivered()) == 1 })
-	if got := reportTypes(h.prov.delivered()); !slices.Equal(got, []events.Type{events.VolumeDegraded}) {
+	waitFor(t, func() bool { return len(noSessions(h.prov.delivered())) == 1 })
+	if got := reportTypes(noSessions(h.prov.delivered())); !slices.Equal(got, []events.Type{events.VolumeDegraded}) {
 		t.Fatalf("events %v", got)
 	}
 	cancel()
@@ -298,4 +306,72 @@ func value(c prometheus.Metric) float64 {
 		return m.Counter.GetValue()
 	}
 	return m.Gauge.GetValue()
+}
+
+// VolumeHealth (driver.HealthSource): the last cycle's status rendered for
+// NodeGetVolumeHealth, not blocked by a running cycle, and refused when stale.
+func TestHealerVolumeHealth(t *testing.T) {
+	h := newHarness(t, 2)
+	hl, _ := h.healer(t)
+	ctx := context.Background()
+	if _, ok := hl.VolumeHealth("vol-0000"); ok {
+		t.Fatal("a view before any cycle")
+	}
+	if err := hl.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if vh, ok := hl.VolumeHealth("vol-0000"); !ok || vh.Abnormal || vh.Inaccessible {
+		t.Fatalf("healthy volume: %+v %v", vh, ok)
+	}
+	if _, ok := hl.VolumeHealth("vol-9999"); ok {
+		t.Fatal("a view of a volume not staged")
+	}
+	h.tr.ctrlState(4, "")
+	h.clk.Step(30 * time.Second)
+	if err := hl.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.clk.Step(5 * time.Minute)
+	if err := hl.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	vh, ok := hl.VolumeHealth("vol-0001")
+	if !ok || !vh.Abnormal || vh.Inaccessible || vh.Reason != "MirrorDegraded" {
+		t.Fatalf("degraded volume: %+v %v", vh, ok)
+	}
+	since := t0.Add(30 * time.Second).Format(time.RFC3339)
+	for _, want := range []string{"vol-0001-r2 (sn-2, down since " + since + ")", "degraded since " + since + " (5m0s)"} {
+		if !strings.Contains(vh.Message, want) {
+			t.Fatalf("message %q lacks %q", vh.Message, want)
+		}
+	}
+	// A cycle holding the loop's lock (acting for minutes) does not block
+	// the CSI health call.
+	hl.mu.Lock()
+	done := make(chan struct{})
+	go func() { hl.VolumeHealth("vol-0001"); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("VolumeHealth waits for the cycle")
+	}
+	hl.mu.Unlock()
+	// No cycle for more than three intervals: stale, the driver reads md.
+	h.clk.Step(91 * time.Second)
+	if _, ok := hl.VolumeHealth("vol-0001"); ok {
+		t.Fatal("a stale view")
+	}
+}
+
+func TestHealthOf(t *testing.T) {
+	s := VolumeStatus{VolumeID: "v", Health: HealthSyncing, DegradedSince: t0, SyncProgress: 0.425,
+		Missing: []string{"r2"}, MissingReplicas: []MissingReplica{{ID: "r2", StorageNode: "sn-2"}}}
+	vh := healthOf(s, t0.Add(time.Hour))
+	want := "volume syncing: replicas not serving: r2 (sn-2, syncing); degraded since 2026-03-01T12:00:00Z (1h0m0s); resync 42.5% done"
+	if !vh.Abnormal || vh.Inaccessible || vh.Reason != "MirrorSyncing" || vh.Message != want {
+		t.Fatalf("syncing: %+v\nwant message %q", vh, want)
+	}
+	if vh := healthOf(VolumeStatus{Health: HealthUnavailable, SyncProgress: -1}, t0); !vh.Inaccessible || vh.Message != "volume unavailable" {
+		t.Fatalf("unavailable: %+v", vh)
+	}
 }

@@ -38,12 +38,25 @@ type VolumeStatus struct {
 	SyncProgress float64
 	// Missing are the replicas not serving.
 	Missing []string
+	// MissingReplicas details Missing: storage node and down clock.
+	MissingReplicas []MissingReplica
+}
+
+// MissingReplica is one replica of a degraded volume that does not serve.
+type MissingReplica struct {
+	ID, StorageNode string
+	// DownSince is zero for a replica that is syncing (not down).
+	DownSince time.Time
 }
 
 // volumeStatus derives a volume's status from the cycle's observation and
 // the memory Decide returned.
 func volumeStatus(v VolumeObservation, vm VolumeMemory) VolumeStatus {
 	s := VolumeStatus{VolumeID: v.VolumeID, Health: HealthHealthy, DegradedSince: vm.DegradedSince, SyncProgress: -1, Missing: vm.Named}
+	for _, id := range vm.Named {
+		rm := vm.Replicas[id]
+		s.MissingReplicas = append(s.MissingReplicas, MissingReplica{ID: id, StorageNode: rm.StorageNode, DownSince: rm.DownSince})
+	}
 	if v.MDUUID == "" {
 		for _, cs := range v.Controllers {
 			if linkOf(cs) == linkLive {

@@ -168,6 +168,11 @@ type VolumeMemory struct {
 	Replicas map[string]ReplicaMemory `json:"replicas,omitempty"`
 	// Replacements in progress: removed when the new replica is in sync.
 	Replacements []Replacement `json:"replacements,omitempty"`
+	// SessionsTracked is set once the replicas' Sessions have been
+	// recorded. A volume known from a memory written before sessions were
+	// tracked has it unset: its live sessions are then recorded without
+	// SessionEstablished events (they were not established now).
+	SessionsTracked bool `json:"sessionsTracked,omitempty"`
 }
 
 // SyncMemory is a resync between its Started and Ended events.
@@ -201,6 +206,18 @@ type ReplicaMemory struct {
 	ReplacedBy string `json:"replacedBy,omitempty"`
 	// Removed is set once MarkReplicaRemoved succeeded.
 	Removed bool `json:"removed,omitempty"`
+	// Sessions are the replica's live NVMe-oF controllers last seen, by
+	// controller name (edge detection for the Session events).
+	Sessions map[string]SessionMemory `json:"sessions,omitempty"`
+}
+
+// SessionMemory is one live NVMe-oF session (controller) of a replica.
+type SessionMemory struct {
+	// TrAddr and TrSvcID are the target address and port.
+	TrAddr  string `json:"trAddr,omitempty"`
+	TrSvcID string `json:"trSvcID,omitempty"`
+	// Since is when the session was first seen live.
+	Since time.Time `json:"since"`
 }
 
 // Replacement is a replacement between ReplaceReplica and the end of the
