@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -242,7 +243,7 @@ func readMembers(mdDir string) ([]Member, error) {
 		dir := filepath.Join(mdDir, e.Name())
 		mem := Member{Name: e.Name(), Device: strings.TrimPrefix(e.Name(), "dev-")}
 		state, err := readAttr(dir, "state")
-		if errors.Is(err, fs.ErrNotExist) {
+		if memberGone(err) {
 			continue
 		}
 		if err != nil {
@@ -250,19 +251,32 @@ func readMembers(mdDir string) ([]Member, error) {
 		}
 		mem.State = ParseMemberState(state)
 		slot, err := readOptionalAttr(dir, "slot")
+		if memberGone(err) {
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
 		if mem.Slot, err = parseSlot(slot); err != nil {
 			return nil, fmt.Errorf("%s: %w", e.Name(), err)
 		}
-		if mem.Errors, err = readUintAttr(dir, "errors"); err != nil {
+		if mem.Errors, err = readUintAttr(dir, "errors"); memberGone(err) {
+			continue
+		} else if err != nil {
 			return nil, fmt.Errorf("%s: %w", e.Name(), err)
 		}
 		members = append(members, mem)
 	}
 	sort.Slice(members, func(i, j int) bool { return members[i].Name < members[j].Name })
 	return members, nil
+}
+
+// memberGone reports whether reading a member's attribute failed because
+// md removed the member meanwhile: seen in the VM as ENODEV on
+// dev-nvme2n1/state while a member was being removed. A member that is gone
+// is simply not a member any more.
+func memberGone(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENODEV)
 }
 
 // parseSlot reads dev-*/slot: a number, "none" for no slot, or "journal".

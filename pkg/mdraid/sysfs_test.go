@@ -5,11 +5,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -524,4 +526,22 @@ func FuzzParseSyncCompleted(f *testing.F) {
 			t.Fatalf("unknown state %q", p.State)
 		}
 	})
+}
+
+// A member md removes while its directory is read is no member: seen in the
+// VM as ENODEV on dev-*/state during a removal.
+func TestMemberGone(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{&fs.PathError{Op: "read", Path: "dev-nvme2n1/state", Err: syscall.ENODEV}, true},
+		{fmt.Errorf("read attr: %w", &fs.PathError{Op: "open", Path: "x", Err: syscall.ENOENT}), true},
+		{&fs.PathError{Op: "read", Path: "x", Err: syscall.EIO}, false},
+	} {
+		if got := memberGone(tc.err); got != tc.want {
+			t.Errorf("memberGone(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
 }
