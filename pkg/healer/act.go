@@ -23,6 +23,7 @@ type RaidOps interface {
 	Fail(ctx context.Context, device, member string) error
 	Remove(ctx context.Context, device, member string) error
 	Examine(ctx context.Context, member string) (mdraid.Superblock, error)
+	SetRaidDevices(ctx context.Context, device string, n int) error
 }
 
 // FabricOps is the part of *nvmeof.Initiator acting uses. Connect returns
@@ -299,6 +300,9 @@ func (a *Actor) retire(ctx context.Context, act Action) Outcome {
 			return Outcome{Err: err}
 		}
 	}
+	if err := a.dropSlot(ctx, act); err != nil {
+		return Outcome{Err: err}
+	}
 	// "Try to disconnect": a storage node that is gone cannot be told, and
 	// that must not keep the deletion from completing.
 	if err := a.Fabric.DisconnectNQN(ctx, act.Replica.NQN); err != nil {
@@ -310,6 +314,29 @@ func (a *Actor) retire(ctx context.Context, act Action) Outcome {
 		}
 	}
 	return Outcome{}
+}
+
+// dropSlot shrinks the array's slot count to the replicas the volume keeps
+// after a deletion. It only ever goes down to act.Slots (never below two,
+// where mdadm wants --force, and never below the members md holds), so a
+// retry changes nothing and a replica that is merely away keeps its slot.
+func (a *Actor) dropSlot(ctx context.Context, act Action) error {
+	if act.Slots < 2 {
+		return nil
+	}
+	arr, err := a.array(act)
+	if err != nil {
+		return err
+	}
+	if arr.RaidDisks <= act.Slots {
+		return nil
+	}
+	if len(arr.Members) > act.Slots {
+		klog.InfoS("Keeping md's slots: it holds more members than the volume keeps replicas", "volumeID", act.VolumeID,
+			"device", arr.Device, "members", len(arr.Members), "replicas", act.Slots)
+		return nil
+	}
+	return a.Raid.SetRaidDevices(ctx, arr.Device, act.Slots)
 }
 
 // replace obtains a new replica for the missing one, takes the missing one

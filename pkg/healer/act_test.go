@@ -77,6 +77,15 @@ func (f *fakeRaid) Remove(_ context.Context, device, member string) error {
 	return nil
 }
 
+func (f *fakeRaid) SetRaidDevices(_ context.Context, device string, n int) error {
+	f.calls = append(f.calls, fmt.Sprintf("raid-devices %d", n))
+	if len(f.arr.Members) > n {
+		return mdraid.ErrBusy
+	}
+	f.arr.RaidDisks = n
+	return nil
+}
+
 func (f *fakeRaid) Examine(_ context.Context, member string) (mdraid.Superblock, error) {
 	f.calls = append(f.calls, "examine "+member)
 	sb, ok := f.sbs[member]
@@ -249,6 +258,34 @@ func TestActRetire(t *testing.T) {
 	out = a.Do(context.Background(), Action{Kind: ActRetire, VolumeID: "vol-1", MDDevice: "/dev/md127", MDUUID: actUUID, Replica: r, Member: "nvme3n1", Mark: true})
 	if !errors.Is(out.Err, driver.ErrUnavailable) {
 		t.Fatalf("err %v", out.Err)
+	}
+}
+
+// A replica deleted for good leaves md with an empty slot: retire drops it,
+// once, and only down to the replicas the volume keeps.
+func TestActRetireDropsTheSlot(t *testing.T) {
+	raid, _, _, a, _ := actFixture()
+	raid.arr.RaidDisks = 3
+	act := Action{Kind: ActRetire, VolumeID: "vol-1", MDDevice: "/dev/md127", MDUUID: actUUID, Replica: replicaOf("r2"), Member: "nvme2n1", Mark: true, Slots: 2}
+	if out := a.Do(context.Background(), act); out.Err != nil {
+		t.Fatal(out.Err)
+	}
+	if !slices.Equal(raid.calls, []string{"remove nvme2n1", "raid-devices 2"}) || raid.arr.RaidDisks != 2 {
+		t.Fatalf("md calls %v, raid disks %d", raid.calls, raid.arr.RaidDisks)
+	}
+	// A retry (say the mark failed) leaves the slots alone.
+	raid.calls = nil
+	if out := a.Do(context.Background(), act); out.Err != nil {
+		t.Fatal(out.Err)
+	}
+	if len(raid.calls) != 0 {
+		t.Fatalf("retry changed md: %v", raid.calls)
+	}
+	// No slot count given (a replaced replica): nothing to shrink.
+	raid.arr.RaidDisks = 3
+	act.Slots, act.Member = 0, ""
+	if out := a.Do(context.Background(), act); out.Err != nil || len(raid.calls) != 0 {
+		t.Fatalf("err %v, md calls %v", out.Err, raid.calls)
 	}
 }
 

@@ -691,7 +691,12 @@ func (d *volumeDecision) repairs() {
 		if rv.member != nil && rv.member.InSync && !rv.member.Faulty && !servesElsewhere(rv) {
 			continue // the last good copy stays until another serves
 		}
-		act(ActRetire, rv, func(x *Action) { x.Mark = deleted })
+		act(ActRetire, rv, func(x *Action) {
+			x.Mark = deleted
+			if deleted {
+				x.Slots = d.activeCount()
+			}
+		})
 	}
 
 	if !fresh {

@@ -402,7 +402,8 @@ func TestDecideCompletesDeletion(t *testing.T) {
 	if want := []string{"retire:r3+mark"}; !slices.Equal(kinds(acts), want) {
 		t.Fatalf("actions %v", kinds(acts))
 	}
-	if acts[0].Member != "nvme3n1" {
+	// Two replicas stay: md's third slot goes with the deleted one.
+	if acts[0].Member != "nvme3n1" || acts[0].Slots != 2 {
 		t.Fatalf("retire %+v", acts[0])
 	}
 	// Outage of the provisioner: no deletion is completed on a cached copy.

@@ -271,6 +271,11 @@ type Action struct {
 	Connect bool
 	// Mark: retire marks the replica removed at the provisioner.
 	Mark bool
+	// Slots, on the retire of a deleted replica: how many replicas the
+	// volume keeps (active in its configuration). Retire shrinks md's slot
+	// count to it, so the array stops counting the deleted replica as
+	// missing; 0 leaves the slots alone.
+	Slots int
 }
 
 // Outcome is what acting did.
