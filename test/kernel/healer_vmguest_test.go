@@ -13,7 +13,9 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/nvmirror/nvmirror/pkg/driver"
@@ -124,7 +126,14 @@ func provisionVolume(t *testing.T, c csiClients, name string, size int64, params
 			},
 		}
 		for i, step := range steps {
-			if err := step(); err != nil {
+			// Like kubelet and the sidecars, retry Aborted: the healer holds
+			// a volume's lock while it acts on it.
+			var err error
+			waitFor(t, 2*time.Minute, fmt.Sprintf("cleanup step %d of %s", i, v.id), func() (bool, string) {
+				err = step()
+				return status.Code(err) != codes.Aborted, fmt.Sprint(err)
+			})
+			if err != nil {
 				t.Errorf("cleanup step %d of %s: %v", i, v.id, err)
 				return
 			}
@@ -235,11 +244,36 @@ func TestHealer(t *testing.T) {
 			t.Errorf("Degraded event %+v does not name the cut replica %s once", degraded, cut.ID)
 		}
 
+		// Sectors written to the replica's device so far: what the resync
+		// adds to it is the bitmap-driven copy.
+		nsUUID := cut.NamespaceUUID
+		if nsUUID == "" {
+			nsUUID = nvmeof.NamespaceUUID(cut.ID)
+		}
+		dev, err := ini.FindDevice(cut.NQN, nsUUID)
+		if err != nil {
+			t.Fatalf("device of the cut replica: %v", err)
+		}
+		writtenBefore := writeSectors(t, dev.Name)
+
 		restoreAt := time.Now()
 		if err := tgt.LinkSubsystem(cutNode.portID, cut.NQN); err != nil {
 			t.Fatal(err)
 		}
 		healed := waitEvent(t, p, vol.id, events.VolumeHealed, 2*time.Minute, restoreAt)
+		devAfter, err := ini.FindDevice(cut.NQN, nsUUID)
+		if err != nil {
+			t.Fatalf("device of the returned replica: %v", err)
+		}
+		resynced := writeSectors(t, devAfter.Name)
+		if devAfter.Name == dev.Name {
+			resynced -= writtenBefore
+		}
+		volSectors := uint64(128<<20) / 512
+		t.Logf("RESYNC: the returning replica received %.1f MiB for a %d MiB volume (%.1f%%)", float64(resynced)/2048, 128, 100*float64(resynced)/float64(volSectors))
+		if resynced == 0 || resynced > volSectors/2 {
+			t.Errorf("resync wrote %d sectors to the returning replica: want a bitmap resync, some but well under half of %d", resynced, volSectors)
+		}
 		t.Logf("HEAL: Healed event %v after the replica's port came back", healed.Time.Sub(restoreAt).Round(time.Millisecond))
 		for _, typ := range []events.Type{events.SynchStarted, events.SynchEnded} {
 			if len(eventsOf(t, p, vol.id, typ)) == 0 {
@@ -338,6 +372,52 @@ func TestHealer(t *testing.T) {
 			ctrls, _ := ini.ControllersFor(lost.NQN)
 			return len(a.Members) == 2 && a.Degraded == 0 && len(ctrls) == 0, fmt.Sprintf("%s; controllers of old replica %d", describe(a), len(ctrls))
 		})
+		checkMirrors(t, md, arr.Name)
+		dropCaches(t)
+		verifyFiles(t, mergeSums(before, during))
+	})
+
+	t.Run("replica deleted while its node is away is removed from md", func(t *testing.T) {
+		vol := provisionVolume(t, c, "heal-delete", 64<<20, map[string]string{"numReplicas": "3", "maxReplicaDownTime": "600"})
+		before := writeFiles(t, vol.target, "before", 4, 1<<20)
+		v, err := p.GetVolume(ctxTimeout(t, 10*time.Second), vol.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gone := replicaOn(t, v, "sn3")
+		a3 := agentNamed(t, s, "sn3")
+		faultAt := time.Now()
+		if err := tgt.UnlinkSubsystem(a3.portID, gone.NQN); err != nil {
+			t.Fatal(err)
+		}
+		during := writeFiles(t, vol.target, "during", 4, 1<<20)
+		waitEvent(t, p, vol.id, events.VolumeDegraded, time.Minute, faultAt.Add(-time.Second))
+		if _, err := p.DeleteReplica(ctxTimeout(t, 30*time.Second), vol.id, gone.ID); err != nil {
+			t.Fatalf("DeleteReplica: %v", err)
+		}
+		deletedAt := time.Now()
+		waitFor(t, time.Minute, "the deleted replica out of md, disconnected and marked removed", func() (bool, string) {
+			cur, err := p.GetVolume(ctxTimeout(t, 10*time.Second), vol.id)
+			if err != nil {
+				return false, err.Error()
+			}
+			state := ""
+			for _, r := range cur.Replicas {
+				if r.ID == gone.ID {
+					state = r.State
+				}
+			}
+			a := mdOf(t, md, cur)
+			ctrls, _ := ini.ControllersFor(gone.NQN)
+			return state == "removed" && len(a.Members) == 2 && len(ctrls) == 0,
+				fmt.Sprintf("replica %s; %s; %d controllers", state, describe(a), len(ctrls))
+		})
+		t.Logf("DELETE: replica removed from md and marked removed %v after DeleteReplica", time.Since(deletedAt).Round(time.Millisecond))
+		arr := mdOf(t, md, v)
+		// The volume now has two replicas by configuration: md agrees.
+		if arr.RaidDisks != 2 || arr.Degraded != 0 {
+			t.Errorf("after the deletion md shows %d slots, %d degraded: %s", arr.RaidDisks, arr.Degraded, describe(arr))
+		}
 		checkMirrors(t, md, arr.Name)
 		dropCaches(t)
 		verifyFiles(t, mergeSums(before, during))
