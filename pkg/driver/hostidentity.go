@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/nvmirror/nvmirror/pkg/atomicfile"
+
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 )
 
@@ -38,6 +40,10 @@ var uuidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]
 func LoadHostIdentity(root string) (HostIdentity, error) {
 	nqnPath := filepath.Join(root, hostNQNFile)
 	idPath := filepath.Join(root, hostIDFile)
+	// /etc/nvme exists once nvme-cli is installed; a bare host lacks it.
+	if err := os.MkdirAll(filepath.Dir(nqnPath), 0o755); err != nil {
+		return HostIdentity{}, err
+	}
 	nqn, err := readTrimmed(nqnPath)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -46,7 +52,7 @@ func LoadHostIdentity(root string) (HostIdentity, error) {
 			return HostIdentity{}, err
 		}
 		nqn = uuidNQNPrefix + u
-		if err := writeFileAtomic(nqnPath, []byte(nqn+"\n"), 0o644); err != nil {
+		if err := atomicfile.Write(nqnPath, []byte(nqn+"\n"), 0o644); err != nil {
 			return HostIdentity{}, fmt.Errorf("create host NQN: %w", err)
 		}
 	case err != nil:
@@ -63,7 +69,7 @@ func LoadHostIdentity(root string) (HostIdentity, error) {
 		} else if id, err = newUUID(); err != nil {
 			return HostIdentity{}, err
 		}
-		if err := writeFileAtomic(idPath, []byte(id+"\n"), 0o644); err != nil {
+		if err := atomicfile.Write(idPath, []byte(id+"\n"), 0o644); err != nil {
 			return HostIdentity{}, fmt.Errorf("create host ID: %w", err)
 		}
 	case err != nil:
@@ -98,44 +104,4 @@ func newUUID() (string, error) {
 	u[6] = (u[6] & 0x0f) | 0x40
 	u[8] = (u[8] & 0x3f) | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16]), nil
-}
-
-// writeFileAtomic writes data to path through a temporary file in the same
-// directory, fsynced and renamed over path, then fsyncs the directory: a
-// reader sees the old content or the new, never a torn file.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op once renamed
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/nvmirror/nvmirror/pkg/atomicfile"
 )
 
 // Staging state. NodeUnstage receives only the volume ID and staging path,
@@ -140,11 +142,18 @@ func (s *stateStore) Save(st *stageState) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(s.fileFor(st.VolumeID), b, 0o600); err != nil {
+	if err := os.MkdirAll(filepath.Dir(s.fileFor(st.VolumeID)), 0o700); err != nil {
+		return err
+	}
+	if err := atomicfile.Write(s.fileFor(st.VolumeID), b, 0o600); err != nil {
 		return fmt.Errorf("save staging state of %s: %w", st.VolumeID, err)
 	}
 	if st.StagingPath != "" {
-		if err := writeFileAtomic(strings.TrimRight(st.StagingPath, "/")+sidecarSuffix, b, 0o600); err != nil {
+		sidecar := strings.TrimRight(st.StagingPath, "/") + sidecarSuffix
+		if err := os.MkdirAll(filepath.Dir(sidecar), 0o750); err != nil {
+			return err
+		}
+		if err := atomicfile.Write(sidecar, b, 0o600); err != nil {
 			return fmt.Errorf("save staging state of %s beside %s: %w", st.VolumeID, st.StagingPath, err)
 		}
 	}

@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
-	"strings"
+
+	"github.com/nvmirror/nvmirror/pkg/atomicfile"
+	"k8s.io/klog/v2"
 )
 
 // ReplicaState is the lifecycle state persisted for a replica. Only states
@@ -77,8 +78,6 @@ func NewStore(path string) *Store { return &Store{path: path} }
 // Path is the state file's path.
 func (s *Store) Path() string { return s.path }
 
-const tmpPrefix = ".state-"
-
 // Load reads the records. A missing file is an empty state (first start).
 // A file that cannot be parsed is an error, never an empty state: starting
 // empty would make the reconcile unexport every replica of this node.
@@ -122,47 +121,12 @@ func (s *Store) Save(recs map[string]*Replica) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(s.path, append(b, '\n'))
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, tmpPrefix+"*")
-	if err != nil {
-		return fmt.Errorf("create temporary state file: %w", err)
-	}
-	committed := false
-	defer func() {
-		if !committed {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("write temporary state file: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("fsync temporary state file: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("rename state file into place: %w", err)
-	}
-	committed = true
-	return syncDir(dir)
+	return atomicfile.Write(s.path, append(b, '\n'), 0o600)
 }
 
 // removeTemps deletes temporary files a crash left behind.
 func (s *Store) removeTemps() {
-	ents, err := os.ReadDir(filepath.Dir(s.path))
-	if err != nil {
-		return
-	}
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), tmpPrefix) {
-			_ = os.Remove(filepath.Join(filepath.Dir(s.path), e.Name()))
-		}
+	if err := atomicfile.RemoveTemps(s.path); err != nil {
+		klog.V(2).InfoS("Could not remove temporary state files", "path", s.path, "err", err)
 	}
 }

@@ -47,7 +47,7 @@ func TestStoreCrashDuringSave(t *testing.T) {
 	if err := s.Save(old); err != nil {
 		t.Fatal(err)
 	}
-	leftover := filepath.Join(dir, tmpPrefix+"12345")
+	leftover := filepath.Join(dir, "."+StateFileName+".tmp-12345")
 	if err := os.WriteFile(leftover, []byte(`{"version":1,"replicas":[{"id":"half`), 0o600); err != nil {
 		t.Fatal(err)
 	}
