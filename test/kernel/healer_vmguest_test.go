@@ -504,11 +504,12 @@ func TestHealer(t *testing.T) {
 			return n
 		}
 		const flaps = 3
+		written := []map[string]string{before}
 		for i := 1; i <= flaps; i++ {
 			if err := tgt.UnlinkSubsystem(a2.portID, flapping.NQN); err != nil {
 				t.Fatal(err)
 			}
-			writeFiles(t, vol.target, fmt.Sprintf("flap%d", i), 1, 256<<10)
+			written = append(written, writeFiles(t, vol.target, fmt.Sprintf("flap%d", i), 1, 256<<10))
 			waitFor(t, 30*time.Second, fmt.Sprintf("HostDisconnected #%d", i), func() (bool, string) {
 				n := count(events.HostDisconnected)
 				return n >= i, fmt.Sprint(n)
@@ -541,8 +542,9 @@ func TestHealer(t *testing.T) {
 		if len(cur.Replicas) != 3 || replicaOn(t, cur, "sn2").ID != flapping.ID {
 			t.Errorf("a flapping replica was replaced: %+v", cur.Replicas)
 		}
+		checkMirrors(t, md, mdOf(t, md, cur).Name)
 		dropCaches(t)
-		verifyFiles(t, before)
+		verifyFiles(t, mergeSums(written...))
 	})
 
 	t.Run("node plugin killed mid-resync resumes without a second replacement", func(t *testing.T) {
@@ -559,7 +561,7 @@ func TestHealer(t *testing.T) {
 		if err := tgt.UnlinkSubsystem(agentNamed(t, s, lost.StorageNode).portID, lost.NQN); err != nil {
 			t.Fatal(err)
 		}
-		writeFiles(t, vol.target, "during", 1, 1<<20)
+		during := writeFiles(t, vol.target, "during", 1, 1<<20)
 		waitFor(t, 2*time.Minute, "the replacement's rebuild to run", func() (bool, string) {
 			a, err := md.FindByUUID(v.MDUUID)
 			if err != nil {
@@ -593,7 +595,7 @@ func TestHealer(t *testing.T) {
 		}
 		checkMirrors(t, md, arr.Name)
 		dropCaches(t)
-		verifyFiles(t, before)
+		verifyFiles(t, mergeSums(before, during))
 	})
 }
 
