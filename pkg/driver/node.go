@@ -649,6 +649,14 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	if st != nil && len(st.Targets) > 0 {
 		klog.InfoS("Unstaging with publish targets recorded; the CO unpublishes first, so they are stale", "volumeID", volID, "targets", st.Targets)
 	}
+	if st != nil && st.Phase == phaseStaged {
+		// Tell the healer first: the members and sessions about to go are
+		// not a degradation.
+		st.Phase = phaseUnstaging
+		if err := d.state.Save(st); err != nil {
+			return nil, err
+		}
+	}
 
 	if mounted, err := d.isMountPoint(stagingPath); err != nil {
 		return nil, err

@@ -295,6 +295,12 @@ func TestUnstageBusyArrayIsRetried(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e.opts.StateDir, id+".json")); err != nil {
 		t.Fatal("state dropped while the array still runs")
 	}
+	// The healer sees the volume as being unstaged, not as degraded.
+	staged, err := driver.ListStaged(e.opts.StateDir)
+	must(t, err)
+	if len(staged) != 1 || staged[0].Staged {
+		t.Fatalf("half-unstaged volume listed as %+v, want not staged", staged)
+	}
 	delete(e.raid.Busy, dev)
 	must(t, e.unstage(id))
 	if len(e.raid.Arrays()) != 0 || len(e.ini.Connected()) != 0 {

@@ -29,6 +29,9 @@ import (
 const (
 	phaseStaging = "staging"
 	phaseStaged  = "staged"
+	// phaseUnstaging: NodeUnstage is tearing the volume down; the healer
+	// leaves it alone.
+	phaseUnstaging = "unstaging"
 
 	stateVersion = 1
 	// sidecarSuffix names the copy beside the staging path: kubelet's

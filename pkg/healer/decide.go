@@ -87,7 +87,7 @@ func Decide(obs Observation, cfg Config, mem Memory, now time.Time) ([]Action, [
 		syncViews(&vm, views[i])
 		next.Volumes[v.VolumeID] = vm
 		for _, rv := range views[i] {
-			if rv.expected() {
+			if v.Staged && rv.expected() {
 				hostReplicas = append(hostReplicas, hostReplica{storageNode: rv.storageNode, id: rv.id, live: rv.link == linkLive})
 			}
 		}
@@ -491,6 +491,12 @@ func (d *volumeDecision) run() ([]Action, []events.Event) {
 		// they are.
 		return nil, nil
 	}
+	if !d.obs.Staged {
+		// NodeStage or NodeUnstage is connecting or tearing the volume
+		// down: members and controllers coming and going are theirs, not
+		// a degradation to report or repair.
+		return nil, nil
+	}
 	d.clocks()
 	degradedEv, healedEv := d.degradation()
 	started, ended := d.sync()
@@ -498,9 +504,7 @@ func (d *volumeDecision) run() ([]Action, []events.Event) {
 	d.events = append(d.events, started...)
 	d.events = append(d.events, ended...)
 	d.events = append(d.events, healedEv...)
-	if d.obs.Staged {
-		d.repairs()
-	}
+	d.repairs()
 	return d.actions, d.events
 }
 
@@ -606,7 +610,10 @@ func (d *volumeDecision) sync() (started, ended []events.Event) {
 	arraySync := a.SyncAction == "resync" || a.SyncAction == "recover"
 	running := len(syncing) > 0 || arraySync || unseen
 	s := &d.mem.Sync
-	if !s.Active && (running || len(joined) > 0) {
+	// A sync is reported when it concerns a replica: md also runs an
+	// array-level "recover" for a moment after a member fails (looking for a
+	// spare it does not have), which copies nothing to anyone.
+	if !s.Active && (len(syncing) > 0 || len(joined) > 0) {
 		since := d.now
 		for _, rv := range d.views {
 			if t := rv.mem.JoinedAt; !t.IsZero() && t.Before(since) {

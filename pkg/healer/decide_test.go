@@ -993,3 +993,38 @@ func TestDecideSessionsTwoControllers(t *testing.T) {
 		t.Fatal("Decide modified its input memory")
 	}
 }
+
+// md runs an array-level "recover" for a moment after a member fails (it
+// looks for a spare); no replica is synced, so no Synch event is due.
+func TestDecideNoSynchEventWithoutAReplica(t *testing.T) {
+	c := testConfig()
+	cfg := volCfg("vol-1", "60", "r1", "r2", "r3")
+	obs := observeVol(cfg, true, map[string]rs{"r2": {"connecting", "F"}})
+	obs.Array.SyncAction = "recover"
+	_, evs, _ := Decide(obsOf(obs), c, Memory{}, t0)
+	for _, e := range evs {
+		if e.Type == events.SynchStarted || e.Type == events.SynchEnded {
+			t.Errorf("sync event without a syncing replica: %+v", e)
+		}
+	}
+	if !slices.Contains(types(evs), events.VolumeDegraded) {
+		t.Errorf("events %v: want the degradation reported", types(evs))
+	}
+}
+
+// While NodeStage or NodeUnstage works on a volume its members and
+// controllers come and go: no degradation, host loss or repair.
+func TestDecideLeavesVolumesInTransitionAlone(t *testing.T) {
+	c := testConfig()
+	cfg := volCfg("vol-1", "60", "r1", "r2", "r3")
+	_, _, mem := Decide(obsOf(observeVol(cfg, true, nil)), c, Memory{}, t0)
+	unstaging := observeVol(cfg, true, map[string]rs{"r1": {"gone", "-"}, "r2": {"gone", "-"}, "r3": {"gone", "-"}})
+	unstaging.Staged = false
+	acts, evs, _ := Decide(obsOf(unstaging), c, mem, t0.Add(time.Second))
+	if len(acts) != 0 {
+		t.Errorf("acted on a volume being unstaged: %v", kinds(acts))
+	}
+	for _, e := range noSessions(evs) {
+		t.Errorf("event about a volume being unstaged: %s %s", e.Type, e.Message)
+	}
+}
