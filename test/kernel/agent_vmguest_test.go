@@ -40,15 +40,16 @@ const agentToken = "vm-agent-token"
 // agentProc is one nvmirror-target process: a storage node with its own
 // loopback address, nvmet port, NQN prefix and tmpfs pool.
 type agentProc struct {
-	name    string
-	addr    string // NVMe/TCP and gRPC address
-	portID  int
-	prefix  string
-	pool    string
-	tlsDir  string
-	logPath string
-	cmd     *exec.Cmd
-	waitc   chan error
+	name     string
+	addr     string // NVMe/TCP and gRPC address
+	portID   int
+	poolSize int64
+	prefix   string
+	pool     string
+	tlsDir   string
+	logPath  string
+	cmd      *exec.Cmd
+	waitc    chan error
 }
 
 const (
@@ -70,7 +71,7 @@ func (a *agentProc) start(t *testing.T) {
 		"--nqn-prefix="+a.prefix,
 		"--nvme-address="+a.addr+":"+agentNvmePort,
 		fmt.Sprintf("--nvme-port-id=%d", a.portID),
-		"--node-name="+a.name, "--zone=zone-"+a.name, "--rack=rack-1",
+		"--node-name="+a.name, "--zone=zone-"+a.name, "--rack=rack-"+a.name,
 		"--listen="+a.addr+":"+agentAPIPort,
 		"--tls-cert-file="+filepath.Join(a.tlsDir, "tls.crt"),
 		"--tls-key-file="+filepath.Join(a.tlsDir, "tls.key"),
@@ -181,13 +182,20 @@ func writeAgentCredentials(t *testing.T, dir string, ips ...string) {
 
 func newAgent(t *testing.T, name, addr string, portID int, tlsDir string) *agentProc {
 	t.Helper()
+	return newAgentWithPool(t, name, addr, portID, tlsDir, agentPoolSize)
+}
+
+// newAgentWithPool is newAgent with a pool of poolSize bytes (tmpfs: only
+// what is written takes memory).
+func newAgentWithPool(t *testing.T, name, addr string, portID int, tlsDir string, poolSize int64) *agentProc {
+	t.Helper()
 	pool := filepath.Join("/run/nvmirror-test", name, "pool")
 	if err := os.MkdirAll(pool, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	// A tmpfs of known size: statfs gives real numbers (the VM's root
 	// filesystem reports none), and "beyond free space" is well defined.
-	if err := unix.Mount("tmpfs", pool, "tmpfs", 0, fmt.Sprintf("size=%d", agentPoolSize)); err != nil {
+	if err := unix.Mount("tmpfs", pool, "tmpfs", 0, fmt.Sprintf("size=%d", poolSize)); err != nil {
 		t.Fatalf("mount tmpfs on %s: %v", pool, err)
 	}
 	a := &agentProc{

@@ -21,6 +21,8 @@ func TestRealKernel(t *testing.T) {
 			"./cmd/nvmirror-target", "./cmd/nvmirror-provisioner", "./cmd/nvmirror-csi",
 			"github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity",
 		},
-		Timeout: 12 * time.Minute,
+		Timeout: 20 * time.Minute,
+		// The demo's replacement syncs a 1 GiB replica into a tmpfs pool.
+		MemoryMiB: 3072,
 	}.Run(t)
 }

@@ -115,16 +115,36 @@ const (
 	stackNodeName        = "vm-node-1"
 )
 
+// stackOptions shape a stack; the zero value is three storage nodes with
+// 256 MiB pools.
+type stackOptions struct {
+	storageNodes int
+	poolSize     int64
+	csiArgs      []string
+	provArgs     []string
+}
+
 // startStack starts the whole product with real binaries over the real
-// kernel. Agents live on 127.0.0.2-4 in distinct zones.
+// kernel. Agents live on 127.0.0.2-4, each in its own zone and rack.
 func startStack(t *testing.T, extraCSIArgs ...string) *stack {
 	t.Helper()
+	return startStackWith(t, stackOptions{csiArgs: extraCSIArgs})
+}
+
+func startStackWith(t *testing.T, o stackOptions) *stack {
+	t.Helper()
+	if o.storageNodes == 0 {
+		o.storageNodes = 3
+	}
+	if o.poolSize == 0 {
+		o.poolSize = agentPoolSize
+	}
 	s := &stack{tlsDir: t.TempDir(), csiSocket: "/run/nvmirror-test/csi/csi.sock", provAddr: stackProvisionerAddr}
-	writeAgentCredentials(t, s.tlsDir, "127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4")
+	writeAgentCredentials(t, s.tlsDir, "127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
 	var nodeFlags []string
-	for i := 0; i < 3; i++ {
+	for i := 0; i < o.storageNodes; i++ {
 		name := fmt.Sprintf("sn%d", i+1)
-		a := newAgent(t, name, fmt.Sprintf("127.0.0.%d", i+2), 31+i, s.tlsDir)
+		a := newAgentWithPool(t, name, fmt.Sprintf("127.0.0.%d", i+2), 31+i, s.tlsDir, o.poolSize)
 		a.start(t)
 		a.waitReady(t, a.client(t, agentToken))
 		s.agents = append(s.agents, a)
@@ -137,7 +157,7 @@ func startStack(t *testing.T, extraCSIArgs ...string) *stack {
 		"--store=bolt", "--bolt-path=/run/nvmirror-test/provisioner/registry.db",
 		"--agent-ca-file=" + crt, "--agent-token-file=" + token,
 		"-v=2",
-	}, nodeFlags...)
+	}, append(nodeFlags, o.provArgs...)...)
 	if err := os.MkdirAll("/run/nvmirror-test/provisioner", 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +178,7 @@ func startStack(t *testing.T, extraCSIArgs ...string) *stack {
 		// a test; production keeps the default.
 		"--ctrl-loss-tmo=10",
 		"-v=3",
-	}, extraCSIArgs...)
+	}, o.csiArgs...)
 	s.csi = startDaemon(t, "csi", csiArgs...)
 	s.csi.waitListening(t, "unix", s.csiSocket)
 	return s

@@ -19,6 +19,11 @@ import (
 // sets it so that CI can never pass by skipping the real-kernel tests.
 const EnvRequire = "NVMIRROR_REQUIRE_VM"
 
+// NarrationMarker starts a guest output line meant for the person running
+// the tests (the demo's timeline): the host prints it as it arrives,
+// without the marker, instead of keeping it for the replay.
+const NarrationMarker = "@@SAY "
+
 // EnvRun overrides the guest's -test.run pattern, to run one scenario while
 // working on it: NVMIRROR_VM_RUN=TestDataPath go test ./test/kernel/
 const EnvRun = "NVMIRROR_VM_RUN"
@@ -130,6 +135,10 @@ func (g GuestTests) Run(t *testing.T) {
 	defer cancel()
 	m := Machine{Kernel: k, Initramfs: initrd, ConsoleLog: console, MemoryMiB: g.MemoryMiB,
 		OnLine: func(line string) {
+			if i := strings.Index(line, NarrationMarker); i >= 0 {
+				fmt.Println(line[i+len(NarrationMarker):])
+				return
+			}
 			// Progress while the VM runs: which guest test starts and ends.
 			l := strings.TrimLeft(line, "\x16 ")
 			if strings.HasPrefix(l, "=== RUN") || strings.HasPrefix(l, "--- ") {
@@ -225,8 +234,9 @@ func replayNode(t *testing.T, n *testNode) {
 	t.Run(n.name, func(t *testing.T) {
 		for _, line := range n.output {
 			trimmed := strings.TrimSpace(line)
-			// Drop the framing lines test2json already turned into events.
-			if strings.HasPrefix(trimmed, "=== ") || strings.HasPrefix(trimmed, "--- ") {
+			// Drop the framing lines test2json already turned into events,
+			// and narration, printed live already.
+			if strings.HasPrefix(trimmed, "=== ") || strings.HasPrefix(trimmed, "--- ") || strings.Contains(line, NarrationMarker) {
 				continue
 			}
 			t.Log(line)
