@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -18,7 +20,6 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
-	"github.com/nvmirror/nvmirror/pkg/provisionerclient"
 	"github.com/nvmirror/nvmirror/test/vm"
 )
 
@@ -102,30 +103,20 @@ func (r *syslogReceiver) count() int {
 	return len(r.msgs)
 }
 
-// showVolume prints the volume as the provisioner has it: replicas, their
-// storage nodes and racks, states.
-func showVolume(t *testing.T, n *narrator, p *provisionerclient.Client, id string) *driver.Volume {
+// nvmirrorctl runs the admin CLI against the stack's provisioner and puts
+// its output on the timeline: what an admin would see.
+func nvmirrorctl(t *testing.T, n *narrator, s *stack, args ...string) {
 	t.Helper()
-	v, err := p.GetVolume(ctxTimeout(t, 10*time.Second), id)
+	full := append([]string{"--provisioner=" + s.provAddr, "--ca-file=" + filepath.Join(s.tlsDir, "tls.crt"),
+		"--token-file=" + filepath.Join(s.tlsDir, "token")}, args...)
+	out, err := exec.Command("nvmirrorctl", full...).CombinedOutput()
+	n.say("   $ nvmirrorctl %s", strings.Join(args, " "))
+	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+		n.say("     %s", line)
+	}
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("nvmirrorctl %v: %v", args, err)
 	}
-	racks := map[string]string{}
-	if nodes, err := p.ListStorageNodes(ctxTimeout(t, 10*time.Second)); err == nil {
-		for _, sn := range nodes {
-			racks[sn.GetName()] = sn.GetRack()
-		}
-	}
-	degraded := "-"
-	if !v.DegradedSince.IsZero() {
-		degraded = v.DegradedSince.Format("15:04:05")
-	}
-	n.say("   volume %s (%s): %d MiB, published to %s, degraded since %s", v.ID, v.Name, v.SizeBytes>>20, v.PublishedNode, degraded)
-	n.say("   %-30s %-6s %-10s %s", "REPLICA", "NODE", "RACK", "STATE")
-	for _, r := range v.Replicas {
-		n.say("   %-30s %-6s %-10s %s", r.ID, r.StorageNode, racks[r.StorageNode], r.State)
-	}
-	return v
 }
 
 // showMD prints the array's lines of /proc/mdstat.
@@ -179,17 +170,17 @@ func TestDemo(t *testing.T) {
 	md := mdraid.NewManager(utilexec.New(), "")
 	tgt := nvmeof.NewTarget("")
 	ini := nvmeof.NewInitiator("")
-	if nodes, err := p.ListStorageNodes(ctxTimeout(t, 10*time.Second)); err == nil {
-		for _, sn := range nodes {
-			n.say("   storage node %s at %s, zone %s, rack %s", sn.GetName(), sn.GetApiAddress(), sn.GetZone(), sn.GetRack())
-		}
-	}
+	nvmirrorctl(t, n, s, "nodes")
 	n.say("   provisioner on %s (bbolt store), events -> syslog %s; nvmirror-csi on %s", s.provAddr, syslogAddr, s.csiSocket)
 
 	n.step("CreateVolume, ControllerPublishVolume, NodeStageVolume, NodePublishVolume (the CSI calls kubelet and the sidecars make)")
 	const volSize = 1 << 30
 	vol := provisionVolume(t, c, "demo-volume", volSize, map[string]string{"numReplicas": "3", "maxReplicaDownTime": "1"})
-	v := showVolume(t, n, p, vol.id)
+	v, err := p.GetVolume(ctxTimeout(t, 10*time.Second), vol.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nvmirrorctl(t, n, s, "volume", vol.id)
 	showMD(t, n, md, v)
 	n.say("   mounted at %s (ext4 on the md device)", vol.target)
 
@@ -287,7 +278,10 @@ func TestDemo(t *testing.T) {
 		return false, describe(a)
 	})
 	n.say("   synced and healed %v after the replacement was placed", healed2.Round(time.Second))
-	v = showVolume(t, n, p, vol.id)
+	nvmirrorctl(t, n, s, "volume", vol.id)
+	if v, err = p.GetVolume(ctxTimeout(t, 10*time.Second), vol.id); err != nil {
+		t.Fatal(err)
+	}
 	showMD(t, n, md, v)
 
 	n.step("Verifying the data")

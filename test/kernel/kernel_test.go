@@ -18,7 +18,7 @@ func TestRealKernel(t *testing.T) {
 	vm.GuestTests{
 		Package: "./test/kernel",
 		Commands: []string{
-			"./cmd/nvmirror-target", "./cmd/nvmirror-provisioner", "./cmd/nvmirror-csi",
+			"./cmd/nvmirror-target", "./cmd/nvmirror-provisioner", "./cmd/nvmirror-csi", "./cmd/nvmirrorctl",
 			"github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity",
 		},
 		Timeout: 20 * time.Minute,

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	api "github.com/nvmirror/nvmirror/pkg/provisionerapi"
+)
+
+func TestUsageErrorsNameTheFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		errPart string
+	}{
+		{nil, "a command is required"},
+		{[]string{"--token-file=/x", "-o", "yaml", "volumes"}, `-o "yaml"`},
+		{[]string{"volumes"}, "--token-file is required"},
+		{[]string{"--token-file=/x", "--bogus", "volumes"}, "bogus"},
+	} {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), tc.args, &out, &errOut)
+		var ue usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.errPart) {
+			t.Errorf("%v: error %v, want a usage error mentioning %q", tc.args, err, tc.errPart)
+		}
+	}
+}
+
+func TestParseSet(t *testing.T) {
+	id, params, err := parseSet([]string{"vol-1", "maxReplicaDownTime=120"})
+	if err != nil || id != "vol-1" || params["maxReplicaDownTime"] != "120" {
+		t.Fatalf("parseSet = %q %v %v", id, params, err)
+	}
+	for _, bad := range [][]string{{"vol-1"}, {"vol-1", "maxReplicaDownTime"}, {"vol-1", "=3"}} {
+		if _, _, err := parseSet(bad); err == nil {
+			t.Errorf("parseSet(%q) accepted", bad)
+		}
+	}
+}
+
+func TestParseEventsFlags(t *testing.T) {
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	req, err := parseEventsFlags([]string{"--volume", "vol-1", "--type", "VolumeDegraded", "--since", "90m", "--limit", "5"}, now, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req.GetVolumeId() != "vol-1" || req.GetType() != "VolumeDegraded" || req.GetLimit() != 5 || !req.GetSince().AsTime().Equal(now.Add(-90*time.Minute)) {
+		t.Fatalf("request %v", req)
+	}
+	if _, err := parseEventsFlags([]string{"--since", "yesterday"}, now, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "--since") {
+		t.Errorf("bad --since: %v", err)
+	}
+	if _, err := parseEventsFlags([]string{"--limit", "-1"}, now, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "--limit") {
+		t.Errorf("negative --limit: %v", err)
+	}
+}
+
+func testVolume(now time.Time) *api.Volume {
+	return &api.Volume{
+		Id: "vol-1", Name: "pvc-123", SizeBytes: 1 << 30, State: "ready", MdName: "vol-1", MdUuid: "a:b:c:d",
+		PublishedNodeId: "worker-1/nqn.host", DegradedSince: timestamppb.New(now.Add(-2 * time.Minute)),
+		Parameters: map[string]string{"numReplicas": "3", "maxReplicaDownTime": "60"},
+		Metadata:   map[string]string{"csi.storage.k8s.io/pvc/name": "data", "csi.storage.k8s.io/pvc/namespace": "db"},
+		Replicas: []*api.Replica{
+			{Id: "r1", StorageNode: "sn1", State: api.ReplicaState_REPLICA_STATE_ACTIVE, Endpoints: []*api.Endpoint{{Address: "10.0.0.1", Port: "4420"}}},
+			{Id: "r2", StorageNode: "sn2", State: api.ReplicaState_REPLICA_STATE_ACTIVE},
+			{Id: "r3", StorageNode: "sn3", State: api.ReplicaState_REPLICA_STATE_DELETED},
+			{Id: "r0", StorageNode: "sn4", State: api.ReplicaState_REPLICA_STATE_REMOVED},
+		},
+	}
+}
+
+func TestRenderVolumes(t *testing.T) {
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	var b bytes.Buffer
+	renderVolumes(&b, []*api.Volume{testVolume(now)}, now)
+	out := b.String()
+	for _, want := range []string{"VOLUME", "DEGRADED SINCE", "vol-1", "db/data", "1Gi", "2/3", "ready", "2026-11-21T11:58:00Z (2m0s ago)", "worker-1/nqn.host"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("volumes table lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestRenderVolume(t *testing.T) {
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	nodes := map[string]*api.StorageNode{"sn1": {Name: "sn1", Zone: "z1", Rack: "rack-a"}}
+	evs := []*api.Event{
+		{Type: "VolumeDegraded", Severity: api.Severity_SEVERITY_FATAL, Time: timestamppb.New(now), VolumeId: "vol-1", StorageNodes: []string{"sn3"}, Message: "1 of 3 replicas missing"},
+		{Type: "Audit", Severity: api.Severity_SEVERITY_INFO, Time: timestamppb.New(now), VolumeId: "vol-1", Node: "worker-1",
+			Attributes: map[string]string{api.AttrOperation: "NodeStageVolume", api.AttrOutcome: "OK"}},
+	}
+	var b bytes.Buffer
+	renderVolume(&b, testVolume(now), nodes, evs, now)
+	out := b.String()
+	for _, want := range []string{"Replicas:", "2 active of 3", "maxReplicaDownTime=60 numReplicas=3", "rack-a", "10.0.0.1:4420", "deleted", "removed", "VolumeDegraded", "fatal", "1 of 3 replicas missing", "NodeStageVolume OK worker-1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("volume view lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestRenderJSON(t *testing.T) {
+	var b bytes.Buffer
+	if err := renderJSON(&b, &api.Volume{Id: "vol-1", SizeBytes: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), `"id": "vol-1"`) || !strings.Contains(b.String(), `"sizeBytes": "5"`) {
+		t.Fatalf("json %s", b.String())
+	}
+}

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	api "github.com/nvmirror/nvmirror/pkg/provisionerapi"
+)
+
+// Rendering is kept apart from the calls so that what an admin reads is
+// tested on its own.
+
+func replicaState(s api.ReplicaState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "REPLICA_STATE_"))
+}
+
+// replicaCounts returns the active replicas and the size of the
+// configuration (active, plus deleting/deleted still to leave it).
+func replicaCounts(v *api.Volume) (active, total int) {
+	for _, r := range v.GetReplicas() {
+		switch r.GetState() {
+		case api.ReplicaState_REPLICA_STATE_ACTIVE:
+			active++
+			total++
+		case api.ReplicaState_REPLICA_STATE_DELETING, api.ReplicaState_REPLICA_STATE_DELETED:
+			total++
+		}
+	}
+	return active, total
+}
+
+func since(ts interface{ AsTime() time.Time }, isSet bool, now time.Time) string {
+	if !isSet {
+		return "-"
+	}
+	t := ts.AsTime()
+	return fmt.Sprintf("%s (%s ago)", t.UTC().Format(time.RFC3339), now.Sub(t).Round(time.Second))
+}
+
+func pvcOf(v *api.Volume) string {
+	md := v.GetMetadata()
+	if md["csi.storage.k8s.io/pvc/name"] == "" {
+		return "-"
+	}
+	return md["csi.storage.k8s.io/pvc/namespace"] + "/" + md["csi.storage.k8s.io/pvc/name"]
+}
+
+func host(v *api.Volume) string {
+	if v.GetPublishedNodeId() != "" {
+		return v.GetPublishedNodeId()
+	}
+	if v.GetPublishedHostNqn() != "" {
+		return v.GetPublishedHostNqn()
+	}
+	return "-"
+}
+
+func renderVolumes(w io.Writer, vols []*api.Volume, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VOLUME\tPVC\tSIZE\tREPLICAS\tSTATE\tDEGRADED SINCE\tHOST")
+	for _, v := range vols {
+		active, total := replicaCounts(v)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", v.GetId(), pvcOf(v), size(v.GetSizeBytes()), active, total,
+			orDash(v.GetState()), since(v.GetDegradedSince(), v.GetDegradedSince() != nil, now), host(v))
+	}
+	tw.Flush()
+}
+
+func renderVolume(w io.Writer, v *api.Volume, nodes map[string]*api.StorageNode, evs []*api.Event, now time.Time) {
+	active, total := replicaCounts(v)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "Volume:\t%s\n", v.GetId())
+	fmt.Fprintf(tw, "Name:\t%s\n", v.GetName())
+	fmt.Fprintf(tw, "PVC:\t%s\n", pvcOf(v))
+	fmt.Fprintf(tw, "Size:\t%s\n", size(v.GetSizeBytes()))
+	fmt.Fprintf(tw, "State:\t%s\n", orDash(v.GetState()))
+	fmt.Fprintf(tw, "Replicas:\t%d active of %d\n", active, total)
+	fmt.Fprintf(tw, "Degraded since:\t%s\n", since(v.GetDegradedSince(), v.GetDegradedSince() != nil, now))
+	fmt.Fprintf(tw, "Published to:\t%s\n", host(v))
+	fmt.Fprintf(tw, "md array:\t%s (uuid %s)\n", orDash(v.GetMdName()), orDash(v.GetMdUuid()))
+	keys := make([]string, 0, len(v.GetParameters()))
+	for k := range v.GetParameters() {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var params []string
+	for _, k := range keys {
+		params = append(params, k+"="+v.GetParameters()[k])
+	}
+	fmt.Fprintf(tw, "Parameters:\t%s\n", strings.Join(params, " "))
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REPLICA\tSTORAGE NODE\tZONE\tRACK\tSTATE\tENDPOINT")
+	for _, r := range v.GetReplicas() {
+		zone, rack := r.GetZone(), r.GetRack()
+		if n := nodes[r.GetStorageNode()]; n != nil {
+			if zone == "" {
+				zone = n.GetZone()
+			}
+			if rack == "" {
+				rack = n.GetRack()
+			}
+		}
+		ep := "-"
+		if eps := r.GetEndpoints(); len(eps) > 0 {
+			ep = eps[0].GetAddress() + ":" + eps[0].GetPort()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.GetId(), r.GetStorageNode(), orDash(zone), orDash(rack), replicaState(r.GetState()), ep)
+	}
+	tw.Flush()
+	if len(evs) > 0 {
+		fmt.Fprintln(w)
+		renderEvents(w, evs)
+	}
+}
+
+func renderEvents(w io.Writer, evs []*api.Event) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tTYPE\tSEVERITY\tVOLUME\tSTORAGE NODES\tMESSAGE")
+	for _, e := range evs {
+		msg := e.GetMessage()
+		if a := e.GetAttributes(); a[api.AttrOperation] != "" {
+			// An audit record: which CSI call, its outcome, from where.
+			msg = strings.TrimSpace(fmt.Sprintf("%s %s %s %s", a[api.AttrOperation], a[api.AttrOutcome], e.GetNode(), msg))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.GetTime().AsTime().UTC().Format("15:04:05.000"), e.GetType(),
+			strings.ToLower(strings.TrimPrefix(e.GetSeverity().String(), "SEVERITY_")), orDash(e.GetVolumeId()),
+			orDash(strings.Join(e.GetStorageNodes(), ",")), msg)
+	}
+	tw.Flush()
+}
+
+func renderNodes(w io.Writer, nodes []*api.StorageNode) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STORAGE NODE\tAPI\tZONE\tRACK\tREACHABLE\tAVAILABLE\tTOTAL\tREPLICAS")
+	for _, n := range nodes {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\t%s\t%s\t%d\n", n.GetName(), n.GetApiAddress(), orDash(n.GetZone()), orDash(n.GetRack()),
+			n.GetReachable(), size(n.GetAvailableBytes()), size(n.GetTotalBytes()), n.GetReplicaCount())
+	}
+	tw.Flush()
+}
+
+// renderJSON prints protobuf messages in their canonical JSON form.
+func renderJSON(w io.Writer, msgs ...proto.Message) error {
+	out := make([]json.RawMessage, 0, len(msgs))
+	for _, m := range msgs {
+		b, err := protojson.Marshal(m)
+		if err != nil {
+			return err
+		}
+		out = append(out, b)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if len(out) == 1 {
+		return enc.Encode(out[0])
+	}
+	return enc.Encode(out)
+}
+
+func size(b int64) string {
+	switch {
+	case b >= 1<<30 && b%(1<<30) == 0:
+		return fmt.Sprintf("%dGi", b>>30)
+	case b >= 1<<20:
+		return fmt.Sprintf("%dMi", b>>20)
+	default:
+		return fmt.Sprintf("%d", b)
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
