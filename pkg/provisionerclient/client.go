@@ -19,10 +19,11 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/nvmirror/nvmirror/pkg/grpcerr"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/nvmirror/nvmirror/pkg/driver"
@@ -48,41 +49,23 @@ func New(conn grpc.ClientConnInterface) *Client {
 // (nvmirrorctl).
 func (c *Client) API() provisionerapi.ProvisionerClient { return c.api }
 
-// mapErr translates a status error into the driver's sentinels, keeping
-// the provisioner's message. Codes without a sentinel (Internal,
+// sentinels translate the provisioner's status codes into the driver's
+// errors, keeping its message. Codes without a sentinel (Internal,
 // Unauthenticated, Canceled, ...) stay status errors, which the driver
 // passes through to the CO unchanged.
-func mapErr(err error) error {
-	if err == nil {
-		return nil
-	}
-	st, ok := status.FromError(err)
-	if !ok {
-		return err
-	}
-	var sentinel error
-	switch st.Code() {
-	case codes.NotFound:
-		sentinel = driver.ErrNotFound
-	case codes.AlreadyExists:
-		sentinel = driver.ErrAlreadyExists
-	case codes.InvalidArgument:
-		sentinel = driver.ErrInvalidArgument
-	case codes.FailedPrecondition:
-		sentinel = driver.ErrFailedPrecondition
-	case codes.ResourceExhausted:
-		sentinel = driver.ErrResourceExhausted
-	case codes.Unavailable, codes.DeadlineExceeded:
-		sentinel = driver.ErrUnavailable
-	case codes.Aborted:
-		sentinel = driver.ErrAborted
-	case codes.OutOfRange:
-		sentinel = driver.ErrOutOfRange
-	default:
-		return err
-	}
-	return fmt.Errorf("provisioner: %s: %w", st.Message(), sentinel)
+var sentinels = grpcerr.Sentinels{
+	codes.NotFound:           driver.ErrNotFound,
+	codes.AlreadyExists:      driver.ErrAlreadyExists,
+	codes.InvalidArgument:    driver.ErrInvalidArgument,
+	codes.FailedPrecondition: driver.ErrFailedPrecondition,
+	codes.ResourceExhausted:  driver.ErrResourceExhausted,
+	codes.Unavailable:        driver.ErrUnavailable,
+	codes.DeadlineExceeded:   driver.ErrUnavailable,
+	codes.Aborted:            driver.ErrAborted,
+	codes.OutOfRange:         driver.ErrOutOfRange,
 }
+
+func mapErr(err error) error { return sentinels.Map(err, "provisioner") }
 
 func (c *Client) CreateVolume(ctx context.Context, req driver.CreateVolumeRequest) (*driver.Volume, error) {
 	resp, err := c.api.CreateVolume(ctx, &provisionerapi.CreateVolumeRequest{Name: req.Name, SizeBytes: req.SizeBytes, Parameters: req.Parameters, Block: req.Block})

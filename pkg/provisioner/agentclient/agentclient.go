@@ -14,10 +14,11 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/nvmirror/nvmirror/pkg/grpcerr"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/status"
 
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/params"
@@ -36,38 +37,21 @@ var _ provisioner.AgentClient = (*Client)(nil)
 // New wraps a generated client.
 func New(c targetapi.TargetClient) *Client { return &Client{c: c} }
 
-// mapErr translates a gRPC status into the provisioner's sentinels.
-// Codes without a counterpart (Internal, Unauthenticated, ...) are kept as
+// sentinels translate an agent's status codes into the provisioner's
+// errors. Codes without a counterpart (Internal, Unauthenticated, ...) stay
 // status errors, which provisioner.Code passes through.
-func mapErr(err error) error {
-	if err == nil {
-		return nil
-	}
-	st, ok := status.FromError(err)
-	if !ok {
-		return err
-	}
-	var sentinel error
-	switch st.Code() {
-	case codes.NotFound:
-		sentinel = provisioner.ErrNotFound
-	case codes.ResourceExhausted:
-		sentinel = provisioner.ErrResourceExhausted
-	case codes.Unavailable, codes.DeadlineExceeded:
-		sentinel = provisioner.ErrUnavailable
-	case codes.InvalidArgument:
-		sentinel = provisioner.ErrInvalidArgument
-	case codes.AlreadyExists:
-		sentinel = provisioner.ErrAlreadyExists
-	case codes.FailedPrecondition:
-		sentinel = provisioner.ErrFailedPrecondition
-	case codes.Aborted:
-		sentinel = provisioner.ErrAborted
-	default:
-		return err
-	}
-	return fmt.Errorf("agent: %s: %w", st.Message(), sentinel)
+var sentinels = grpcerr.Sentinels{
+	codes.NotFound:           provisioner.ErrNotFound,
+	codes.ResourceExhausted:  provisioner.ErrResourceExhausted,
+	codes.Unavailable:        provisioner.ErrUnavailable,
+	codes.DeadlineExceeded:   provisioner.ErrUnavailable,
+	codes.InvalidArgument:    provisioner.ErrInvalidArgument,
+	codes.AlreadyExists:      provisioner.ErrAlreadyExists,
+	codes.FailedPrecondition: provisioner.ErrFailedPrecondition,
+	codes.Aborted:            provisioner.ErrAborted,
 }
+
+func mapErr(err error) error { return sentinels.Map(err, "agent") }
 
 func provType(t params.ProvisioningType) targetapi.ProvisioningType {
 	if t == params.Thick {
