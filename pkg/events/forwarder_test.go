@@ -3,20 +3,16 @@ package events
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
-	"math/big"
 	"net"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
 )
 
 // collector is a minimal syslog server: octet-counted frames over TCP (or
@@ -196,7 +192,8 @@ func TestForwarderSurvivesServerOutage(t *testing.T) {
 		t.Run(network, func(t *testing.T) {
 			var serverTLS, clientTLS *tls.Config
 			if network == "tls" {
-				serverTLS, clientTLS = testTLS(t)
+				cert := rpcauthtest.NewCert(t)
+				serverTLS, clientTLS = cert.ServerTLS(), cert.ClientTLS()
 			}
 			start := func(addr string) *collector {
 				if network == "udp" {
@@ -285,29 +282,4 @@ func TestForwarderOptions(t *testing.T) {
 	if err := f.Enqueue(Event{Type: "Bogus", Time: time.Now()}); err == nil {
 		t.Error("invalid event enqueued")
 	}
-}
-
-// testTLS returns a server config with a fresh self-signed certificate for
-// 127.0.0.1 and a client config trusting it.
-func testTLS(t *testing.T) (server, client *tls.Config) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "syslog"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}},
-		&tls.Config{RootCAs: pool}
 }

@@ -2,15 +2,9 @@ package provisioner_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -158,35 +154,13 @@ type realAgent struct {
 
 const agentToken = "integration-token"
 
-func selfSigned(t testing.TB) (server, client *tls.Config) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "agents"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}},
-		&tls.Config{RootCAs: pool}
-}
-
 // startRealAgents runs n nvmirror-target services (pkg/target) behind
 // gRPC with TLS and the bearer token, each with a pool of sparse files in a
 // temporary directory, in rack r<i>.
 func startRealAgents(t testing.TB, n int) ([]*realAgent, *tls.Config) {
 	t.Helper()
-	serverTLS, clientTLS := selfSigned(t)
+	cert := rpcauthtest.NewCert(t)
+	serverTLS, clientTLS := cert.ServerTLS(), cert.ClientTLS()
 	auth, err := rpcauth.NewTokenAuth(agentToken)
 	if err != nil {
 		t.Fatal(err)

@@ -2,20 +2,15 @@ package rpcauth
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -26,44 +21,6 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// writeSelfSigned writes a self-signed certificate for "localhost" and
-// 127.0.0.1 into dir and returns the cert and key paths.
-func writeSelfSigned(t *testing.T, dir string) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "nvmirror-test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
-}
-
 const testToken = "s3cret-token"
 
 // startServer runs a TLS gRPC server with the health service behind the
@@ -71,7 +28,7 @@ const testToken = "s3cret-token"
 func startServer(t *testing.T) (addr, caFile string) {
 	t.Helper()
 	dir := t.TempDir()
-	certFile, keyFile := writeSelfSigned(t, dir)
+	certFile, keyFile := rpcauthtest.NewCert(t).WriteFiles(t, dir)
 	tlsCfg, err := ServerTLSConfig(certFile, keyFile, "")
 	if err != nil {
 		t.Fatal(err)
@@ -204,7 +161,7 @@ func TestServerTLSConfigErrors(t *testing.T) {
 	if _, err := ServerTLSConfig(filepath.Join(dir, "no.crt"), filepath.Join(dir, "no.key"), ""); err == nil {
 		t.Fatal("missing cert: no error")
 	}
-	cert, key := writeSelfSigned(t, dir)
+	cert, key := rpcauthtest.NewCert(t).WriteFiles(t, dir)
 	bad := filepath.Join(dir, "bad-ca.pem")
 	if err := os.WriteFile(bad, []byte("not pem"), 0o600); err != nil {
 		t.Fatal(err)

@@ -2,19 +2,15 @@ package target
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -28,36 +24,13 @@ import (
 
 const token = "test-token"
 
-// selfSigned returns a server certificate for "localhost" and a pool
-// trusting it.
-func selfSigned(t testing.TB) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		DNSNames: []string{"localhost"}, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IsCA: true, BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
-}
-
 // serve runs svc behind TLS, the token check and the logging interceptor
 // on an in-memory listener, and returns a client (with the token when
 // withToken).
 func serve(t testing.TB, svc *Service, withToken bool) targetapi.TargetClient {
 	t.Helper()
-	cert, roots := selfSigned(t)
+	c := rpcauthtest.NewCert(t)
+	cert, roots := c.TLS, c.Pool
 	auth, err := rpcauth.NewTokenAuth(token)
 	if err != nil {
 		t.Fatal(err)

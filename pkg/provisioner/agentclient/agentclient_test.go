@@ -2,17 +2,13 @@ package agentclient
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
-	"math/big"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -57,32 +53,10 @@ func (a *agent) NodeInfo(context.Context, *targetapi.NodeInfoRequest) (*targetap
 	return &targetapi.NodeInfoResponse{NodeName: "sn-1", Zone: "z1", Rack: "r1"}, nil
 }
 
-func certs(t *testing.T) (server, client *tls.Config) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "agent"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}},
-		&tls.Config{RootCAs: pool}
-}
-
 func serve(t *testing.T, a *agent) (addr string, clientTLS *tls.Config, stop func()) {
 	t.Helper()
-	serverTLS, clientTLS := certs(t)
+	cert := rpcauthtest.NewCert(t)
+	serverTLS, clientTLS := cert.ServerTLS(), cert.ClientTLS()
 	auth, err := rpcauth.NewTokenAuth(token)
 	if err != nil {
 		t.Fatal(err)
@@ -152,7 +126,7 @@ func TestClientOverTLSWithToken(t *testing.T) {
 }
 
 func TestUnreachableAgentIsUnavailable(t *testing.T) {
-	_, clientTLS := certs(t)
+	clientTLS := rpcauthtest.NewCert(t).ClientTLS()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
