@@ -14,8 +14,13 @@ BIN         := bin
 HOST_PKGS    = $(shell $(GO) list ./... | grep -v /test/kernel)
 FUZZTIME    ?= 10s
 KERNEL_PKG  ?=
+# The kernel for the NVMe in-band authentication tests: Debian 6.1 is built
+# without CONFIG_NVME_AUTH/CONFIG_NVME_TARGET_AUTH; bookworm-backports' 6.12
+# has both. Pinned so a run is reproducible; unpacked beside the default one.
+AUTH_KERNEL_PKG   ?= linux-image-6.12.95+deb12-amd64
+AUTH_KERNEL_SUITE ?= bookworm-backports
 
-.PHONY: all build deps vm-deps vm-kernel vet unit race test-kernel test sanity demo bench fuzz clean
+.PHONY: all build deps vm-deps vm-kernel vm-kernel-auth vet unit race test-kernel test sanity demo bench fuzz clean
 .PHONY: proto
 
 all: build
@@ -35,7 +40,11 @@ deps:
 vm-kernel:
 	hack/vm-kernel.sh $(KERNEL_PKG)
 
-vm-deps: deps vm-kernel
+## vm-kernel-auth: unpack the 6.12 backports kernel (NVMe DH-HMAC-CHAP) into .cache/vm/kernel-auth
+vm-kernel-auth:
+	hack/vm-kernel.sh $(AUTH_KERNEL_PKG) $(AUTH_KERNEL_SUITE) kernel-auth
+
+vm-deps: deps vm-kernel vm-kernel-auth
 
 ## vet: go vet for host and guest (vmguest) code, and gofmt
 vet:
