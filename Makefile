@@ -90,7 +90,8 @@ fuzz:
 	  done; \
 	done
 
-## proto: regenerate pkg/targetapi and pkg/provisionerapi from api/ (needs protoc,
+## proto: regenerate pkg/targetapi and pkg/provisionerapi from api/ (secret fields carry
+## csi.proto's csi_secret option, so protosanitizer strips them from logs; needs protoc,
 ## protoc-gen-go matching go.mod's google.golang.org/protobuf, protoc-gen-go-grpc)
 PROTOC_GEN_GO_VERSION ?= $(shell $(GO) list -m -f '{{.Version}}' google.golang.org/protobuf)
 proto:
@@ -98,8 +99,11 @@ proto:
 	GOFLAGS= $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	GOFLAGS= $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I api \
+	  -I "$$($(GO) list -m -f '{{.Dir}}' github.com/container-storage-interface/spec)" \
 	  --go_out=. --go_opt=module=github.com/nvmirror/nvmirror \
+	  --go_opt=Mcsi.proto=github.com/container-storage-interface/spec/lib/go/csi \
 	  --go-grpc_out=. --go-grpc_opt=module=github.com/nvmirror/nvmirror \
+	  --go-grpc_opt=Mcsi.proto=github.com/container-storage-interface/spec/lib/go/csi \
 	  api/target/v1/target.proto api/provisioner/v1/provisioner.proto
 
 clean:

@@ -33,6 +33,7 @@
 package provisionerapi
 
 import (
+	_ "github.com/container-storage-interface/spec/lib/go/csi"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -1864,6 +1865,339 @@ func (x *StorageNode) GetLastSeen() *timestamppb.Timestamp {
 	return nil
 }
 
+type GetHostCredentialsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	HostNqn       string                 `protobuf:"bytes,1,opt,name=host_nqn,json=hostNqn,proto3" json:"host_nqn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetHostCredentialsRequest) Reset() {
+	*x = GetHostCredentialsRequest{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetHostCredentialsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetHostCredentialsRequest) ProtoMessage() {}
+
+func (x *GetHostCredentialsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetHostCredentialsRequest.ProtoReflect.Descriptor instead.
+func (*GetHostCredentialsRequest) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *GetHostCredentialsRequest) GetHostNqn() string {
+	if x != nil {
+		return x.HostNqn
+	}
+	return ""
+}
+
+type StorageNodeCredentials struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	StorageNode string                 `protobuf:"bytes,1,opt,name=storage_node,json=storageNode,proto3" json:"storage_node,omitempty"`
+	// DH-HMAC-CHAP secrets in the NVMe "DHHC-1:hh:base64:" form: the host's
+	// key, and the controller's key for bidirectional authentication.
+	DhchapSecret     string `protobuf:"bytes,2,opt,name=dhchap_secret,json=dhchapSecret,proto3" json:"dhchap_secret,omitempty"`
+	DhchapCtrlSecret string `protobuf:"bytes,3,opt,name=dhchap_ctrl_secret,json=dhchapCtrlSecret,proto3" json:"dhchap_ctrl_secret,omitempty"`
+	// Increases with each rotation.
+	Generation    int64                  `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
+	Created       *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created,proto3" json:"created,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StorageNodeCredentials) Reset() {
+	*x = StorageNodeCredentials{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StorageNodeCredentials) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StorageNodeCredentials) ProtoMessage() {}
+
+func (x *StorageNodeCredentials) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StorageNodeCredentials.ProtoReflect.Descriptor instead.
+func (*StorageNodeCredentials) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *StorageNodeCredentials) GetStorageNode() string {
+	if x != nil {
+		return x.StorageNode
+	}
+	return ""
+}
+
+func (x *StorageNodeCredentials) GetDhchapSecret() string {
+	if x != nil {
+		return x.DhchapSecret
+	}
+	return ""
+}
+
+func (x *StorageNodeCredentials) GetDhchapCtrlSecret() string {
+	if x != nil {
+		return x.DhchapCtrlSecret
+	}
+	return ""
+}
+
+func (x *StorageNodeCredentials) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *StorageNodeCredentials) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+type GetHostCredentialsResponse struct {
+	state         protoimpl.MessageState    `protogen:"open.v1"`
+	HostNqn       string                    `protobuf:"bytes,1,opt,name=host_nqn,json=hostNqn,proto3" json:"host_nqn,omitempty"`
+	Credentials   []*StorageNodeCredentials `protobuf:"bytes,2,rep,name=credentials,proto3" json:"credentials,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetHostCredentialsResponse) Reset() {
+	*x = GetHostCredentialsResponse{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetHostCredentialsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetHostCredentialsResponse) ProtoMessage() {}
+
+func (x *GetHostCredentialsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetHostCredentialsResponse.ProtoReflect.Descriptor instead.
+func (*GetHostCredentialsResponse) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *GetHostCredentialsResponse) GetHostNqn() string {
+	if x != nil {
+		return x.HostNqn
+	}
+	return ""
+}
+
+func (x *GetHostCredentialsResponse) GetCredentials() []*StorageNodeCredentials {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
+}
+
+type RotateCredentialsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	VolumeId      string                 `protobuf:"bytes,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateCredentialsRequest) Reset() {
+	*x = RotateCredentialsRequest{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateCredentialsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateCredentialsRequest) ProtoMessage() {}
+
+func (x *RotateCredentialsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateCredentialsRequest.ProtoReflect.Descriptor instead.
+func (*RotateCredentialsRequest) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *RotateCredentialsRequest) GetVolumeId() string {
+	if x != nil {
+		return x.VolumeId
+	}
+	return ""
+}
+
+type RotatedStorageNode struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	StorageNode string                 `protobuf:"bytes,1,opt,name=storage_node,json=storageNode,proto3" json:"storage_node,omitempty"`
+	Generation  int64                  `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	// Empty when the storage node holds the new secrets; else why not (the
+	// rotation stays pending: call RotateCredentials again).
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotatedStorageNode) Reset() {
+	*x = RotatedStorageNode{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotatedStorageNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotatedStorageNode) ProtoMessage() {}
+
+func (x *RotatedStorageNode) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotatedStorageNode.ProtoReflect.Descriptor instead.
+func (*RotatedStorageNode) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *RotatedStorageNode) GetStorageNode() string {
+	if x != nil {
+		return x.StorageNode
+	}
+	return ""
+}
+
+func (x *RotatedStorageNode) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *RotatedStorageNode) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type RotateCredentialsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	HostNqn       string                 `protobuf:"bytes,1,opt,name=host_nqn,json=hostNqn,proto3" json:"host_nqn,omitempty"`
+	StorageNodes  []*RotatedStorageNode  `protobuf:"bytes,2,rep,name=storage_nodes,json=storageNodes,proto3" json:"storage_nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateCredentialsResponse) Reset() {
+	*x = RotateCredentialsResponse{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateCredentialsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateCredentialsResponse) ProtoMessage() {}
+
+func (x *RotateCredentialsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateCredentialsResponse.ProtoReflect.Descriptor instead.
+func (*RotateCredentialsResponse) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *RotateCredentialsResponse) GetHostNqn() string {
+	if x != nil {
+		return x.HostNqn
+	}
+	return ""
+}
+
+func (x *RotateCredentialsResponse) GetStorageNodes() []*RotatedStorageNode {
+	if x != nil {
+		return x.StorageNodes
+	}
+	return nil
+}
+
 type ListStorageNodesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1872,7 +2206,7 @@ type ListStorageNodesRequest struct {
 
 func (x *ListStorageNodesRequest) Reset() {
 	*x = ListStorageNodesRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1884,7 +2218,7 @@ func (x *ListStorageNodesRequest) String() string {
 func (*ListStorageNodesRequest) ProtoMessage() {}
 
 func (x *ListStorageNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1897,7 +2231,7 @@ func (x *ListStorageNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStorageNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListStorageNodesRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{27}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{33}
 }
 
 type ListStorageNodesResponse struct {
@@ -1909,7 +2243,7 @@ type ListStorageNodesResponse struct {
 
 func (x *ListStorageNodesResponse) Reset() {
 	*x = ListStorageNodesResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1921,7 +2255,7 @@ func (x *ListStorageNodesResponse) String() string {
 func (*ListStorageNodesResponse) ProtoMessage() {}
 
 func (x *ListStorageNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1934,7 +2268,7 @@ func (x *ListStorageNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStorageNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListStorageNodesResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{28}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListStorageNodesResponse) GetNodes() []*StorageNode {
@@ -1948,7 +2282,7 @@ var File_provisioner_v1_provisioner_proto protoreflect.FileDescriptor
 
 const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\n" +
-	" provisioner/v1/provisioner.proto\x12\x17nvmirror.provisioner.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n" +
+	" provisioner/v1/provisioner.proto\x12\x17nvmirror.provisioner.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\tcsi.proto\"8\n" +
 	"\bEndpoint\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\tR\x04port\"\xa3\x03\n" +
@@ -2105,7 +2439,31 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\rreplica_count\x18\b \x01(\x05R\freplicaCount\x12\x1c\n" +
 	"\treachable\x18\t \x01(\bR\treachable\x127\n" +
 	"\tlast_seen\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"\x19\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"6\n" +
+	"\x19GetHostCredentialsRequest\x12\x19\n" +
+	"\bhost_nqn\x18\x01 \x01(\tR\ahostNqn\"\xee\x01\n" +
+	"\x16StorageNodeCredentials\x12!\n" +
+	"\fstorage_node\x18\x01 \x01(\tR\vstorageNode\x12(\n" +
+	"\rdhchap_secret\x18\x02 \x01(\tB\x03\x98B\x01R\fdhchapSecret\x121\n" +
+	"\x12dhchap_ctrl_secret\x18\x03 \x01(\tB\x03\x98B\x01R\x10dhchapCtrlSecret\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x04 \x01(\x03R\n" +
+	"generation\x124\n" +
+	"\acreated\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\"\x8a\x01\n" +
+	"\x1aGetHostCredentialsResponse\x12\x19\n" +
+	"\bhost_nqn\x18\x01 \x01(\tR\ahostNqn\x12Q\n" +
+	"\vcredentials\x18\x02 \x03(\v2/.nvmirror.provisioner.v1.StorageNodeCredentialsR\vcredentials\"7\n" +
+	"\x18RotateCredentialsRequest\x12\x1b\n" +
+	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\"m\n" +
+	"\x12RotatedStorageNode\x12!\n" +
+	"\fstorage_node\x18\x01 \x01(\tR\vstorageNode\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x03R\n" +
+	"generation\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\x88\x01\n" +
+	"\x19RotateCredentialsResponse\x12\x19\n" +
+	"\bhost_nqn\x18\x01 \x01(\tR\ahostNqn\x12P\n" +
+	"\rstorage_nodes\x18\x02 \x03(\v2+.nvmirror.provisioner.v1.RotatedStorageNodeR\fstorageNodes\"\x19\n" +
 	"\x17ListStorageNodesRequest\"V\n" +
 	"\x18ListStorageNodesResponse\x12:\n" +
 	"\x05nodes\x18\x01 \x03(\v2$.nvmirror.provisioner.v1.StorageNodeR\x05nodes*\x99\x01\n" +
@@ -2119,7 +2477,7 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSEVERITY_INFO\x10\x01\x12\x14\n" +
 	"\x10SEVERITY_WARNING\x10\x02\x12\x12\n" +
-	"\x0eSEVERITY_FATAL\x10\x032\xdf\f\n" +
+	"\x0eSEVERITY_FATAL\x10\x032\xda\x0e\n" +
 	"\vProvisioner\x12e\n" +
 	"\fCreateVolume\x12,.nvmirror.provisioner.v1.CreateVolumeRequest\x1a'.nvmirror.provisioner.v1.VolumeResponse\x12k\n" +
 	"\fDeleteVolume\x12,.nvmirror.provisioner.v1.DeleteVolumeRequest\x1a-.nvmirror.provisioner.v1.DeleteVolumeResponse\x12_\n" +
@@ -2136,7 +2494,9 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\fReportEvents\x12,.nvmirror.provisioner.v1.ReportEventsRequest\x1a-.nvmirror.provisioner.v1.ReportEventsResponse\x12e\n" +
 	"\n" +
 	"ListEvents\x12*.nvmirror.provisioner.v1.ListEventsRequest\x1a+.nvmirror.provisioner.v1.ListEventsResponse\x12w\n" +
-	"\x10ListStorageNodes\x120.nvmirror.provisioner.v1.ListStorageNodesRequest\x1a1.nvmirror.provisioner.v1.ListStorageNodesResponseB@Z>github.com/nvmirror/nvmirror/pkg/provisionerapi;provisionerapib\x06proto3"
+	"\x10ListStorageNodes\x120.nvmirror.provisioner.v1.ListStorageNodesRequest\x1a1.nvmirror.provisioner.v1.ListStorageNodesResponse\x12}\n" +
+	"\x12GetHostCredentials\x122.nvmirror.provisioner.v1.GetHostCredentialsRequest\x1a3.nvmirror.provisioner.v1.GetHostCredentialsResponse\x12z\n" +
+	"\x11RotateCredentials\x121.nvmirror.provisioner.v1.RotateCredentialsRequest\x1a2.nvmirror.provisioner.v1.RotateCredentialsResponseB@Z>github.com/nvmirror/nvmirror/pkg/provisionerapi;provisionerapib\x06proto3"
 
 var (
 	file_provisioner_v1_provisioner_proto_rawDescOnce sync.Once
@@ -2151,109 +2511,122 @@ func file_provisioner_v1_provisioner_proto_rawDescGZIP() []byte {
 }
 
 var file_provisioner_v1_provisioner_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_provisioner_v1_provisioner_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_provisioner_v1_provisioner_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_provisioner_v1_provisioner_proto_goTypes = []any{
-	(ReplicaState)(0),                 // 0: nvmirror.provisioner.v1.ReplicaState
-	(Severity)(0),                     // 1: nvmirror.provisioner.v1.Severity
-	(*Endpoint)(nil),                  // 2: nvmirror.provisioner.v1.Endpoint
-	(*Replica)(nil),                   // 3: nvmirror.provisioner.v1.Replica
-	(*Volume)(nil),                    // 4: nvmirror.provisioner.v1.Volume
-	(*VolumeResponse)(nil),            // 5: nvmirror.provisioner.v1.VolumeResponse
-	(*CreateVolumeRequest)(nil),       // 6: nvmirror.provisioner.v1.CreateVolumeRequest
-	(*DeleteVolumeRequest)(nil),       // 7: nvmirror.provisioner.v1.DeleteVolumeRequest
-	(*DeleteVolumeResponse)(nil),      // 8: nvmirror.provisioner.v1.DeleteVolumeResponse
-	(*GetVolumeRequest)(nil),          // 9: nvmirror.provisioner.v1.GetVolumeRequest
-	(*ListVolumesRequest)(nil),        // 10: nvmirror.provisioner.v1.ListVolumesRequest
-	(*ListVolumesResponse)(nil),       // 11: nvmirror.provisioner.v1.ListVolumesResponse
-	(*PublishVolumeRequest)(nil),      // 12: nvmirror.provisioner.v1.PublishVolumeRequest
-	(*UnpublishVolumeRequest)(nil),    // 13: nvmirror.provisioner.v1.UnpublishVolumeRequest
-	(*UnpublishVolumeResponse)(nil),   // 14: nvmirror.provisioner.v1.UnpublishVolumeResponse
-	(*ExpandVolumeRequest)(nil),       // 15: nvmirror.provisioner.v1.ExpandVolumeRequest
-	(*ModifyVolumeRequest)(nil),       // 16: nvmirror.provisioner.v1.ModifyVolumeRequest
-	(*GetCapacityRequest)(nil),        // 17: nvmirror.provisioner.v1.GetCapacityRequest
-	(*GetCapacityResponse)(nil),       // 18: nvmirror.provisioner.v1.GetCapacityResponse
-	(*ReplaceReplicaRequest)(nil),     // 19: nvmirror.provisioner.v1.ReplaceReplicaRequest
-	(*ReplaceReplicaResponse)(nil),    // 20: nvmirror.provisioner.v1.ReplaceReplicaResponse
-	(*MarkReplicaRemovedRequest)(nil), // 21: nvmirror.provisioner.v1.MarkReplicaRemovedRequest
-	(*DeleteReplicaRequest)(nil),      // 22: nvmirror.provisioner.v1.DeleteReplicaRequest
-	(*Event)(nil),                     // 23: nvmirror.provisioner.v1.Event
-	(*ReportEventsRequest)(nil),       // 24: nvmirror.provisioner.v1.ReportEventsRequest
-	(*ReportEventsResponse)(nil),      // 25: nvmirror.provisioner.v1.ReportEventsResponse
-	(*ListEventsRequest)(nil),         // 26: nvmirror.provisioner.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),        // 27: nvmirror.provisioner.v1.ListEventsResponse
-	(*StorageNode)(nil),               // 28: nvmirror.provisioner.v1.StorageNode
-	(*ListStorageNodesRequest)(nil),   // 29: nvmirror.provisioner.v1.ListStorageNodesRequest
-	(*ListStorageNodesResponse)(nil),  // 30: nvmirror.provisioner.v1.ListStorageNodesResponse
-	nil,                               // 31: nvmirror.provisioner.v1.Volume.ParametersEntry
-	nil,                               // 32: nvmirror.provisioner.v1.Volume.MetadataEntry
-	nil,                               // 33: nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
-	nil,                               // 34: nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
-	nil,                               // 35: nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
-	nil,                               // 36: nvmirror.provisioner.v1.Event.AttributesEntry
-	(*timestamppb.Timestamp)(nil),     // 37: google.protobuf.Timestamp
+	(ReplicaState)(0),                  // 0: nvmirror.provisioner.v1.ReplicaState
+	(Severity)(0),                      // 1: nvmirror.provisioner.v1.Severity
+	(*Endpoint)(nil),                   // 2: nvmirror.provisioner.v1.Endpoint
+	(*Replica)(nil),                    // 3: nvmirror.provisioner.v1.Replica
+	(*Volume)(nil),                     // 4: nvmirror.provisioner.v1.Volume
+	(*VolumeResponse)(nil),             // 5: nvmirror.provisioner.v1.VolumeResponse
+	(*CreateVolumeRequest)(nil),        // 6: nvmirror.provisioner.v1.CreateVolumeRequest
+	(*DeleteVolumeRequest)(nil),        // 7: nvmirror.provisioner.v1.DeleteVolumeRequest
+	(*DeleteVolumeResponse)(nil),       // 8: nvmirror.provisioner.v1.DeleteVolumeResponse
+	(*GetVolumeRequest)(nil),           // 9: nvmirror.provisioner.v1.GetVolumeRequest
+	(*ListVolumesRequest)(nil),         // 10: nvmirror.provisioner.v1.ListVolumesRequest
+	(*ListVolumesResponse)(nil),        // 11: nvmirror.provisioner.v1.ListVolumesResponse
+	(*PublishVolumeRequest)(nil),       // 12: nvmirror.provisioner.v1.PublishVolumeRequest
+	(*UnpublishVolumeRequest)(nil),     // 13: nvmirror.provisioner.v1.UnpublishVolumeRequest
+	(*UnpublishVolumeResponse)(nil),    // 14: nvmirror.provisioner.v1.UnpublishVolumeResponse
+	(*ExpandVolumeRequest)(nil),        // 15: nvmirror.provisioner.v1.ExpandVolumeRequest
+	(*ModifyVolumeRequest)(nil),        // 16: nvmirror.provisioner.v1.ModifyVolumeRequest
+	(*GetCapacityRequest)(nil),         // 17: nvmirror.provisioner.v1.GetCapacityRequest
+	(*GetCapacityResponse)(nil),        // 18: nvmirror.provisioner.v1.GetCapacityResponse
+	(*ReplaceReplicaRequest)(nil),      // 19: nvmirror.provisioner.v1.ReplaceReplicaRequest
+	(*ReplaceReplicaResponse)(nil),     // 20: nvmirror.provisioner.v1.ReplaceReplicaResponse
+	(*MarkReplicaRemovedRequest)(nil),  // 21: nvmirror.provisioner.v1.MarkReplicaRemovedRequest
+	(*DeleteReplicaRequest)(nil),       // 22: nvmirror.provisioner.v1.DeleteReplicaRequest
+	(*Event)(nil),                      // 23: nvmirror.provisioner.v1.Event
+	(*ReportEventsRequest)(nil),        // 24: nvmirror.provisioner.v1.ReportEventsRequest
+	(*ReportEventsResponse)(nil),       // 25: nvmirror.provisioner.v1.ReportEventsResponse
+	(*ListEventsRequest)(nil),          // 26: nvmirror.provisioner.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),         // 27: nvmirror.provisioner.v1.ListEventsResponse
+	(*StorageNode)(nil),                // 28: nvmirror.provisioner.v1.StorageNode
+	(*GetHostCredentialsRequest)(nil),  // 29: nvmirror.provisioner.v1.GetHostCredentialsRequest
+	(*StorageNodeCredentials)(nil),     // 30: nvmirror.provisioner.v1.StorageNodeCredentials
+	(*GetHostCredentialsResponse)(nil), // 31: nvmirror.provisioner.v1.GetHostCredentialsResponse
+	(*RotateCredentialsRequest)(nil),   // 32: nvmirror.provisioner.v1.RotateCredentialsRequest
+	(*RotatedStorageNode)(nil),         // 33: nvmirror.provisioner.v1.RotatedStorageNode
+	(*RotateCredentialsResponse)(nil),  // 34: nvmirror.provisioner.v1.RotateCredentialsResponse
+	(*ListStorageNodesRequest)(nil),    // 35: nvmirror.provisioner.v1.ListStorageNodesRequest
+	(*ListStorageNodesResponse)(nil),   // 36: nvmirror.provisioner.v1.ListStorageNodesResponse
+	nil,                                // 37: nvmirror.provisioner.v1.Volume.ParametersEntry
+	nil,                                // 38: nvmirror.provisioner.v1.Volume.MetadataEntry
+	nil,                                // 39: nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
+	nil,                                // 40: nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
+	nil,                                // 41: nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
+	nil,                                // 42: nvmirror.provisioner.v1.Event.AttributesEntry
+	(*timestamppb.Timestamp)(nil),      // 43: google.protobuf.Timestamp
 }
 var file_provisioner_v1_provisioner_proto_depIdxs = []int32{
 	2,  // 0: nvmirror.provisioner.v1.Replica.endpoints:type_name -> nvmirror.provisioner.v1.Endpoint
 	0,  // 1: nvmirror.provisioner.v1.Replica.state:type_name -> nvmirror.provisioner.v1.ReplicaState
-	37, // 2: nvmirror.provisioner.v1.Replica.created:type_name -> google.protobuf.Timestamp
-	37, // 3: nvmirror.provisioner.v1.Replica.updated:type_name -> google.protobuf.Timestamp
-	31, // 4: nvmirror.provisioner.v1.Volume.parameters:type_name -> nvmirror.provisioner.v1.Volume.ParametersEntry
+	43, // 2: nvmirror.provisioner.v1.Replica.created:type_name -> google.protobuf.Timestamp
+	43, // 3: nvmirror.provisioner.v1.Replica.updated:type_name -> google.protobuf.Timestamp
+	37, // 4: nvmirror.provisioner.v1.Volume.parameters:type_name -> nvmirror.provisioner.v1.Volume.ParametersEntry
 	3,  // 5: nvmirror.provisioner.v1.Volume.replicas:type_name -> nvmirror.provisioner.v1.Replica
-	37, // 6: nvmirror.provisioner.v1.Volume.degraded_since:type_name -> google.protobuf.Timestamp
-	37, // 7: nvmirror.provisioner.v1.Volume.created:type_name -> google.protobuf.Timestamp
-	37, // 8: nvmirror.provisioner.v1.Volume.updated:type_name -> google.protobuf.Timestamp
-	32, // 9: nvmirror.provisioner.v1.Volume.metadata:type_name -> nvmirror.provisioner.v1.Volume.MetadataEntry
+	43, // 6: nvmirror.provisioner.v1.Volume.degraded_since:type_name -> google.protobuf.Timestamp
+	43, // 7: nvmirror.provisioner.v1.Volume.created:type_name -> google.protobuf.Timestamp
+	43, // 8: nvmirror.provisioner.v1.Volume.updated:type_name -> google.protobuf.Timestamp
+	38, // 9: nvmirror.provisioner.v1.Volume.metadata:type_name -> nvmirror.provisioner.v1.Volume.MetadataEntry
 	4,  // 10: nvmirror.provisioner.v1.VolumeResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
-	33, // 11: nvmirror.provisioner.v1.CreateVolumeRequest.parameters:type_name -> nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
+	39, // 11: nvmirror.provisioner.v1.CreateVolumeRequest.parameters:type_name -> nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
 	4,  // 12: nvmirror.provisioner.v1.ListVolumesResponse.volumes:type_name -> nvmirror.provisioner.v1.Volume
-	34, // 13: nvmirror.provisioner.v1.ModifyVolumeRequest.mutable_parameters:type_name -> nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
-	35, // 14: nvmirror.provisioner.v1.GetCapacityRequest.parameters:type_name -> nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
+	40, // 13: nvmirror.provisioner.v1.ModifyVolumeRequest.mutable_parameters:type_name -> nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
+	41, // 14: nvmirror.provisioner.v1.GetCapacityRequest.parameters:type_name -> nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
 	4,  // 15: nvmirror.provisioner.v1.ReplaceReplicaResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
 	3,  // 16: nvmirror.provisioner.v1.ReplaceReplicaResponse.new_replica:type_name -> nvmirror.provisioner.v1.Replica
 	1,  // 17: nvmirror.provisioner.v1.Event.severity:type_name -> nvmirror.provisioner.v1.Severity
-	37, // 18: nvmirror.provisioner.v1.Event.time:type_name -> google.protobuf.Timestamp
-	36, // 19: nvmirror.provisioner.v1.Event.attributes:type_name -> nvmirror.provisioner.v1.Event.AttributesEntry
+	43, // 18: nvmirror.provisioner.v1.Event.time:type_name -> google.protobuf.Timestamp
+	42, // 19: nvmirror.provisioner.v1.Event.attributes:type_name -> nvmirror.provisioner.v1.Event.AttributesEntry
 	23, // 20: nvmirror.provisioner.v1.ReportEventsRequest.events:type_name -> nvmirror.provisioner.v1.Event
-	37, // 21: nvmirror.provisioner.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	43, // 21: nvmirror.provisioner.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
 	23, // 22: nvmirror.provisioner.v1.ListEventsResponse.events:type_name -> nvmirror.provisioner.v1.Event
 	2,  // 23: nvmirror.provisioner.v1.StorageNode.endpoints:type_name -> nvmirror.provisioner.v1.Endpoint
-	37, // 24: nvmirror.provisioner.v1.StorageNode.last_seen:type_name -> google.protobuf.Timestamp
-	28, // 25: nvmirror.provisioner.v1.ListStorageNodesResponse.nodes:type_name -> nvmirror.provisioner.v1.StorageNode
-	6,  // 26: nvmirror.provisioner.v1.Provisioner.CreateVolume:input_type -> nvmirror.provisioner.v1.CreateVolumeRequest
-	7,  // 27: nvmirror.provisioner.v1.Provisioner.DeleteVolume:input_type -> nvmirror.provisioner.v1.DeleteVolumeRequest
-	9,  // 28: nvmirror.provisioner.v1.Provisioner.GetVolume:input_type -> nvmirror.provisioner.v1.GetVolumeRequest
-	10, // 29: nvmirror.provisioner.v1.Provisioner.ListVolumes:input_type -> nvmirror.provisioner.v1.ListVolumesRequest
-	12, // 30: nvmirror.provisioner.v1.Provisioner.PublishVolume:input_type -> nvmirror.provisioner.v1.PublishVolumeRequest
-	13, // 31: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:input_type -> nvmirror.provisioner.v1.UnpublishVolumeRequest
-	15, // 32: nvmirror.provisioner.v1.Provisioner.ExpandVolume:input_type -> nvmirror.provisioner.v1.ExpandVolumeRequest
-	16, // 33: nvmirror.provisioner.v1.Provisioner.ModifyVolume:input_type -> nvmirror.provisioner.v1.ModifyVolumeRequest
-	17, // 34: nvmirror.provisioner.v1.Provisioner.GetCapacity:input_type -> nvmirror.provisioner.v1.GetCapacityRequest
-	19, // 35: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:input_type -> nvmirror.provisioner.v1.ReplaceReplicaRequest
-	21, // 36: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:input_type -> nvmirror.provisioner.v1.MarkReplicaRemovedRequest
-	22, // 37: nvmirror.provisioner.v1.Provisioner.DeleteReplica:input_type -> nvmirror.provisioner.v1.DeleteReplicaRequest
-	24, // 38: nvmirror.provisioner.v1.Provisioner.ReportEvents:input_type -> nvmirror.provisioner.v1.ReportEventsRequest
-	26, // 39: nvmirror.provisioner.v1.Provisioner.ListEvents:input_type -> nvmirror.provisioner.v1.ListEventsRequest
-	29, // 40: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:input_type -> nvmirror.provisioner.v1.ListStorageNodesRequest
-	5,  // 41: nvmirror.provisioner.v1.Provisioner.CreateVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	8,  // 42: nvmirror.provisioner.v1.Provisioner.DeleteVolume:output_type -> nvmirror.provisioner.v1.DeleteVolumeResponse
-	5,  // 43: nvmirror.provisioner.v1.Provisioner.GetVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	11, // 44: nvmirror.provisioner.v1.Provisioner.ListVolumes:output_type -> nvmirror.provisioner.v1.ListVolumesResponse
-	5,  // 45: nvmirror.provisioner.v1.Provisioner.PublishVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	14, // 46: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:output_type -> nvmirror.provisioner.v1.UnpublishVolumeResponse
-	5,  // 47: nvmirror.provisioner.v1.Provisioner.ExpandVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	5,  // 48: nvmirror.provisioner.v1.Provisioner.ModifyVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	18, // 49: nvmirror.provisioner.v1.Provisioner.GetCapacity:output_type -> nvmirror.provisioner.v1.GetCapacityResponse
-	20, // 50: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:output_type -> nvmirror.provisioner.v1.ReplaceReplicaResponse
-	5,  // 51: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	5,  // 52: nvmirror.provisioner.v1.Provisioner.DeleteReplica:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	25, // 53: nvmirror.provisioner.v1.Provisioner.ReportEvents:output_type -> nvmirror.provisioner.v1.ReportEventsResponse
-	27, // 54: nvmirror.provisioner.v1.Provisioner.ListEvents:output_type -> nvmirror.provisioner.v1.ListEventsResponse
-	30, // 55: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:output_type -> nvmirror.provisioner.v1.ListStorageNodesResponse
-	41, // [41:56] is the sub-list for method output_type
-	26, // [26:41] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	43, // 24: nvmirror.provisioner.v1.StorageNode.last_seen:type_name -> google.protobuf.Timestamp
+	43, // 25: nvmirror.provisioner.v1.StorageNodeCredentials.created:type_name -> google.protobuf.Timestamp
+	30, // 26: nvmirror.provisioner.v1.GetHostCredentialsResponse.credentials:type_name -> nvmirror.provisioner.v1.StorageNodeCredentials
+	33, // 27: nvmirror.provisioner.v1.RotateCredentialsResponse.storage_nodes:type_name -> nvmirror.provisioner.v1.RotatedStorageNode
+	28, // 28: nvmirror.provisioner.v1.ListStorageNodesResponse.nodes:type_name -> nvmirror.provisioner.v1.StorageNode
+	6,  // 29: nvmirror.provisioner.v1.Provisioner.CreateVolume:input_type -> nvmirror.provisioner.v1.CreateVolumeRequest
+	7,  // 30: nvmirror.provisioner.v1.Provisioner.DeleteVolume:input_type -> nvmirror.provisioner.v1.DeleteVolumeRequest
+	9,  // 31: nvmirror.provisioner.v1.Provisioner.GetVolume:input_type -> nvmirror.provisioner.v1.GetVolumeRequest
+	10, // 32: nvmirror.provisioner.v1.Provisioner.ListVolumes:input_type -> nvmirror.provisioner.v1.ListVolumesRequest
+	12, // 33: nvmirror.provisioner.v1.Provisioner.PublishVolume:input_type -> nvmirror.provisioner.v1.PublishVolumeRequest
+	13, // 34: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:input_type -> nvmirror.provisioner.v1.UnpublishVolumeRequest
+	15, // 35: nvmirror.provisioner.v1.Provisioner.ExpandVolume:input_type -> nvmirror.provisioner.v1.ExpandVolumeRequest
+	16, // 36: nvmirror.provisioner.v1.Provisioner.ModifyVolume:input_type -> nvmirror.provisioner.v1.ModifyVolumeRequest
+	17, // 37: nvmirror.provisioner.v1.Provisioner.GetCapacity:input_type -> nvmirror.provisioner.v1.GetCapacityRequest
+	19, // 38: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:input_type -> nvmirror.provisioner.v1.ReplaceReplicaRequest
+	21, // 39: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:input_type -> nvmirror.provisioner.v1.MarkReplicaRemovedRequest
+	22, // 40: nvmirror.provisioner.v1.Provisioner.DeleteReplica:input_type -> nvmirror.provisioner.v1.DeleteReplicaRequest
+	24, // 41: nvmirror.provisioner.v1.Provisioner.ReportEvents:input_type -> nvmirror.provisioner.v1.ReportEventsRequest
+	26, // 42: nvmirror.provisioner.v1.Provisioner.ListEvents:input_type -> nvmirror.provisioner.v1.ListEventsRequest
+	35, // 43: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:input_type -> nvmirror.provisioner.v1.ListStorageNodesRequest
+	29, // 44: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:input_type -> nvmirror.provisioner.v1.GetHostCredentialsRequest
+	32, // 45: nvmirror.provisioner.v1.Provisioner.RotateCredentials:input_type -> nvmirror.provisioner.v1.RotateCredentialsRequest
+	5,  // 46: nvmirror.provisioner.v1.Provisioner.CreateVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	8,  // 47: nvmirror.provisioner.v1.Provisioner.DeleteVolume:output_type -> nvmirror.provisioner.v1.DeleteVolumeResponse
+	5,  // 48: nvmirror.provisioner.v1.Provisioner.GetVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	11, // 49: nvmirror.provisioner.v1.Provisioner.ListVolumes:output_type -> nvmirror.provisioner.v1.ListVolumesResponse
+	5,  // 50: nvmirror.provisioner.v1.Provisioner.PublishVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	14, // 51: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:output_type -> nvmirror.provisioner.v1.UnpublishVolumeResponse
+	5,  // 52: nvmirror.provisioner.v1.Provisioner.ExpandVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	5,  // 53: nvmirror.provisioner.v1.Provisioner.ModifyVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	18, // 54: nvmirror.provisioner.v1.Provisioner.GetCapacity:output_type -> nvmirror.provisioner.v1.GetCapacityResponse
+	20, // 55: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:output_type -> nvmirror.provisioner.v1.ReplaceReplicaResponse
+	5,  // 56: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	5,  // 57: nvmirror.provisioner.v1.Provisioner.DeleteReplica:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	25, // 58: nvmirror.provisioner.v1.Provisioner.ReportEvents:output_type -> nvmirror.provisioner.v1.ReportEventsResponse
+	27, // 59: nvmirror.provisioner.v1.Provisioner.ListEvents:output_type -> nvmirror.provisioner.v1.ListEventsResponse
+	36, // 60: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:output_type -> nvmirror.provisioner.v1.ListStorageNodesResponse
+	31, // 61: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:output_type -> nvmirror.provisioner.v1.GetHostCredentialsResponse
+	34, // 62: nvmirror.provisioner.v1.Provisioner.RotateCredentials:output_type -> nvmirror.provisioner.v1.RotateCredentialsResponse
+	46, // [46:63] is the sub-list for method output_type
+	29, // [29:46] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_provisioner_v1_provisioner_proto_init() }
@@ -2267,7 +2640,7 @@ func file_provisioner_v1_provisioner_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_provisioner_v1_provisioner_proto_rawDesc), len(file_provisioner_v1_provisioner_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   35,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

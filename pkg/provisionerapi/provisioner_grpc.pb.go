@@ -60,6 +60,8 @@ const (
 	Provisioner_ReportEvents_FullMethodName       = "/nvmirror.provisioner.v1.Provisioner/ReportEvents"
 	Provisioner_ListEvents_FullMethodName         = "/nvmirror.provisioner.v1.Provisioner/ListEvents"
 	Provisioner_ListStorageNodes_FullMethodName   = "/nvmirror.provisioner.v1.Provisioner/ListStorageNodes"
+	Provisioner_GetHostCredentials_FullMethodName = "/nvmirror.provisioner.v1.Provisioner/GetHostCredentials"
+	Provisioner_RotateCredentials_FullMethodName  = "/nvmirror.provisioner.v1.Provisioner/RotateCredentials"
 )
 
 // ProvisionerClient is the client API for Provisioner service.
@@ -113,6 +115,21 @@ type ProvisionerClient interface {
 	ReportEvents(ctx context.Context, in *ReportEventsRequest, opts ...grpc.CallOption) (*ReportEventsResponse, error)
 	ListEvents(ctx context.Context, in *ListEventsRequest, opts ...grpc.CallOption) (*ListEventsResponse, error)
 	ListStorageNodes(ctx context.Context, in *ListStorageNodesRequest, opts ...grpc.CallOption) (*ListStorageNodesResponse, error)
+	// GetHostCredentials returns the NVMe in-band authentication secrets of
+	// host_nqn, one set per storage node, as the storage nodes hold them
+	// (a rotation the storage node has not confirmed is not returned). The
+	// node plugin passes them to the fabrics connect and re-keys its live
+	// controllers when they change. Unknown host: an empty list.
+	GetHostCredentials(ctx context.Context, in *GetHostCredentialsRequest, opts ...grpc.CallOption) (*GetHostCredentialsResponse, error)
+	// RotateCredentials replaces the secrets between the volume's host and
+	// each storage node holding an active replica: the new secrets are set on
+	// the storage node (live sessions stay up), then returned by
+	// GetHostCredentials, and the node's healer re-authenticates its live
+	// controllers with them one at a time. A storage node that could not be
+	// reached keeps its pending rotation; calling again pushes the same
+	// pending secrets (no new ones), so a retry completes it. The volume must
+	// be published and use authentication (FailedPrecondition otherwise).
+	RotateCredentials(ctx context.Context, in *RotateCredentialsRequest, opts ...grpc.CallOption) (*RotateCredentialsResponse, error)
 }
 
 type provisionerClient struct {
@@ -273,6 +290,26 @@ func (c *provisionerClient) ListStorageNodes(ctx context.Context, in *ListStorag
 	return out, nil
 }
 
+func (c *provisionerClient) GetHostCredentials(ctx context.Context, in *GetHostCredentialsRequest, opts ...grpc.CallOption) (*GetHostCredentialsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetHostCredentialsResponse)
+	err := c.cc.Invoke(ctx, Provisioner_GetHostCredentials_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *provisionerClient) RotateCredentials(ctx context.Context, in *RotateCredentialsRequest, opts ...grpc.CallOption) (*RotateCredentialsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateCredentialsResponse)
+	err := c.cc.Invoke(ctx, Provisioner_RotateCredentials_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ProvisionerServer is the server API for Provisioner service.
 // All implementations must embed UnimplementedProvisionerServer
 // for forward compatibility.
@@ -324,6 +361,21 @@ type ProvisionerServer interface {
 	ReportEvents(context.Context, *ReportEventsRequest) (*ReportEventsResponse, error)
 	ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error)
 	ListStorageNodes(context.Context, *ListStorageNodesRequest) (*ListStorageNodesResponse, error)
+	// GetHostCredentials returns the NVMe in-band authentication secrets of
+	// host_nqn, one set per storage node, as the storage nodes hold them
+	// (a rotation the storage node has not confirmed is not returned). The
+	// node plugin passes them to the fabrics connect and re-keys its live
+	// controllers when they change. Unknown host: an empty list.
+	GetHostCredentials(context.Context, *GetHostCredentialsRequest) (*GetHostCredentialsResponse, error)
+	// RotateCredentials replaces the secrets between the volume's host and
+	// each storage node holding an active replica: the new secrets are set on
+	// the storage node (live sessions stay up), then returned by
+	// GetHostCredentials, and the node's healer re-authenticates its live
+	// controllers with them one at a time. A storage node that could not be
+	// reached keeps its pending rotation; calling again pushes the same
+	// pending secrets (no new ones), so a retry completes it. The volume must
+	// be published and use authentication (FailedPrecondition otherwise).
+	RotateCredentials(context.Context, *RotateCredentialsRequest) (*RotateCredentialsResponse, error)
 	mustEmbedUnimplementedProvisionerServer()
 }
 
@@ -378,6 +430,12 @@ func (UnimplementedProvisionerServer) ListEvents(context.Context, *ListEventsReq
 }
 func (UnimplementedProvisionerServer) ListStorageNodes(context.Context, *ListStorageNodesRequest) (*ListStorageNodesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListStorageNodes not implemented")
+}
+func (UnimplementedProvisionerServer) GetHostCredentials(context.Context, *GetHostCredentialsRequest) (*GetHostCredentialsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetHostCredentials not implemented")
+}
+func (UnimplementedProvisionerServer) RotateCredentials(context.Context, *RotateCredentialsRequest) (*RotateCredentialsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateCredentials not implemented")
 }
 func (UnimplementedProvisionerServer) mustEmbedUnimplementedProvisionerServer() {}
 func (UnimplementedProvisionerServer) testEmbeddedByValue()                     {}
@@ -670,6 +728,42 @@ func _Provisioner_ListStorageNodes_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Provisioner_GetHostCredentials_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetHostCredentialsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProvisionerServer).GetHostCredentials(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Provisioner_GetHostCredentials_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProvisionerServer).GetHostCredentials(ctx, req.(*GetHostCredentialsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Provisioner_RotateCredentials_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateCredentialsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProvisionerServer).RotateCredentials(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Provisioner_RotateCredentials_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProvisionerServer).RotateCredentials(ctx, req.(*RotateCredentialsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Provisioner_ServiceDesc is the grpc.ServiceDesc for Provisioner service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -736,6 +830,14 @@ var Provisioner_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListStorageNodes",
 			Handler:    _Provisioner_ListStorageNodes_Handler,
+		},
+		{
+			MethodName: "GetHostCredentials",
+			Handler:    _Provisioner_GetHostCredentials_Handler,
+		},
+		{
+			MethodName: "RotateCredentials",
+			Handler:    _Provisioner_RotateCredentials_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -22,6 +22,7 @@
 package targetapi
 
 import (
+	_ "github.com/container-storage-interface/spec/lib/go/csi"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -1015,6 +1016,105 @@ func (x *RevokeHostResponse) GetReplica() *Replica {
 	return nil
 }
 
+type SetHostAuthRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	HostNqn string                 `protobuf:"bytes,1,opt,name=host_nqn,json=hostNqn,proto3" json:"host_nqn,omitempty"`
+	// The key the host proves it holds, in the NVMe "DHHC-1:hh:base64:" form.
+	DhchapKey string `protobuf:"bytes,2,opt,name=dhchap_key,json=dhchapKey,proto3" json:"dhchap_key,omitempty"`
+	// The key the target proves it holds to a host that asks (bidirectional
+	// authentication); empty for one-way.
+	DhchapCtrlKey string `protobuf:"bytes,3,opt,name=dhchap_ctrl_key,json=dhchapCtrlKey,proto3" json:"dhchap_ctrl_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetHostAuthRequest) Reset() {
+	*x = SetHostAuthRequest{}
+	mi := &file_target_v1_target_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetHostAuthRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetHostAuthRequest) ProtoMessage() {}
+
+func (x *SetHostAuthRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetHostAuthRequest.ProtoReflect.Descriptor instead.
+func (*SetHostAuthRequest) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SetHostAuthRequest) GetHostNqn() string {
+	if x != nil {
+		return x.HostNqn
+	}
+	return ""
+}
+
+func (x *SetHostAuthRequest) GetDhchapKey() string {
+	if x != nil {
+		return x.DhchapKey
+	}
+	return ""
+}
+
+func (x *SetHostAuthRequest) GetDhchapCtrlKey() string {
+	if x != nil {
+		return x.DhchapCtrlKey
+	}
+	return ""
+}
+
+type SetHostAuthResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetHostAuthResponse) Reset() {
+	*x = SetHostAuthResponse{}
+	mi := &file_target_v1_target_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetHostAuthResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetHostAuthResponse) ProtoMessage() {}
+
+func (x *SetHostAuthResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetHostAuthResponse.ProtoReflect.Descriptor instead.
+func (*SetHostAuthResponse) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{17}
+}
+
 type GetCapacityRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1023,7 +1123,7 @@ type GetCapacityRequest struct {
 
 func (x *GetCapacityRequest) Reset() {
 	*x = GetCapacityRequest{}
-	mi := &file_target_v1_target_proto_msgTypes[16]
+	mi := &file_target_v1_target_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1035,7 +1135,7 @@ func (x *GetCapacityRequest) String() string {
 func (*GetCapacityRequest) ProtoMessage() {}
 
 func (x *GetCapacityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[16]
+	mi := &file_target_v1_target_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1048,7 +1148,7 @@ func (x *GetCapacityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCapacityRequest.ProtoReflect.Descriptor instead.
 func (*GetCapacityRequest) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{16}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{18}
 }
 
 type GetCapacityResponse struct {
@@ -1069,7 +1169,7 @@ type GetCapacityResponse struct {
 
 func (x *GetCapacityResponse) Reset() {
 	*x = GetCapacityResponse{}
-	mi := &file_target_v1_target_proto_msgTypes[17]
+	mi := &file_target_v1_target_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1181,7 @@ func (x *GetCapacityResponse) String() string {
 func (*GetCapacityResponse) ProtoMessage() {}
 
 func (x *GetCapacityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[17]
+	mi := &file_target_v1_target_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1194,7 @@ func (x *GetCapacityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCapacityResponse.ProtoReflect.Descriptor instead.
 func (*GetCapacityResponse) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{17}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetCapacityResponse) GetTotalBytes() int64 {
@@ -1133,7 +1233,7 @@ type NodeInfoRequest struct {
 
 func (x *NodeInfoRequest) Reset() {
 	*x = NodeInfoRequest{}
-	mi := &file_target_v1_target_proto_msgTypes[18]
+	mi := &file_target_v1_target_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1145,7 +1245,7 @@ func (x *NodeInfoRequest) String() string {
 func (*NodeInfoRequest) ProtoMessage() {}
 
 func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[18]
+	mi := &file_target_v1_target_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1158,7 +1258,7 @@ func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*NodeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{18}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{20}
 }
 
 type NodeInfoResponse struct {
@@ -1175,7 +1275,7 @@ type NodeInfoResponse struct {
 
 func (x *NodeInfoResponse) Reset() {
 	*x = NodeInfoResponse{}
-	mi := &file_target_v1_target_proto_msgTypes[19]
+	mi := &file_target_v1_target_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1287,7 @@ func (x *NodeInfoResponse) String() string {
 func (*NodeInfoResponse) ProtoMessage() {}
 
 func (x *NodeInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[19]
+	mi := &file_target_v1_target_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1300,7 @@ func (x *NodeInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoResponse.ProtoReflect.Descriptor instead.
 func (*NodeInfoResponse) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{19}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *NodeInfoResponse) GetNodeName() string {
@@ -1249,7 +1349,7 @@ var File_target_v1_target_proto protoreflect.FileDescriptor
 
 const file_target_v1_target_proto_rawDesc = "" +
 	"\n" +
-	"\x16target/v1/target.proto\x12\x12nvmirror.target.v1\"\x88\x01\n" +
+	"\x16target/v1/target.proto\x12\x12nvmirror.target.v1\x1a\tcsi.proto\"\x88\x01\n" +
 	"\bEndpoint\x12\x1c\n" +
 	"\ttransport\x18\x01 \x01(\tR\ttransport\x12%\n" +
 	"\x0eaddress_family\x18\x02 \x01(\tR\raddressFamily\x12\x18\n" +
@@ -1313,7 +1413,13 @@ const file_target_v1_target_proto_rawDesc = "" +
 	"replica_id\x18\x01 \x01(\tR\treplicaId\x12\x19\n" +
 	"\bhost_nqn\x18\x02 \x01(\tR\ahostNqn\"K\n" +
 	"\x12RevokeHostResponse\x125\n" +
-	"\areplica\x18\x01 \x01(\v2\x1b.nvmirror.target.v1.ReplicaR\areplica\"\x14\n" +
+	"\areplica\x18\x01 \x01(\v2\x1b.nvmirror.target.v1.ReplicaR\areplica\"\x80\x01\n" +
+	"\x12SetHostAuthRequest\x12\x19\n" +
+	"\bhost_nqn\x18\x01 \x01(\tR\ahostNqn\x12\"\n" +
+	"\n" +
+	"dhchap_key\x18\x02 \x01(\tB\x03\x98B\x01R\tdhchapKey\x12+\n" +
+	"\x0fdhchap_ctrl_key\x18\x03 \x01(\tB\x03\x98B\x01R\rdhchapCtrlKey\"\x15\n" +
+	"\x13SetHostAuthResponse\"\x14\n" +
 	"\x12GetCapacityRequest\"\xb1\x01\n" +
 	"\x13GetCapacityResponse\x12\x1f\n" +
 	"\vtotal_bytes\x18\x01 \x01(\x03R\n" +
@@ -1338,7 +1444,7 @@ const file_target_v1_target_proto_rawDesc = "" +
 	"\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16REPLICA_STATE_CREATING\x10\x01\x12\x17\n" +
 	"\x13REPLICA_STATE_READY\x10\x02\x12\x1a\n" +
-	"\x16REPLICA_STATE_DELETING\x10\x032\xe8\x06\n" +
+	"\x16REPLICA_STATE_DELETING\x10\x032\xc8\a\n" +
 	"\x06Target\x12d\n" +
 	"\rCreateReplica\x12(.nvmirror.target.v1.CreateReplicaRequest\x1a).nvmirror.target.v1.CreateReplicaResponse\x12d\n" +
 	"\rDeleteReplica\x12(.nvmirror.target.v1.DeleteReplicaRequest\x1a).nvmirror.target.v1.DeleteReplicaResponse\x12d\n" +
@@ -1349,6 +1455,7 @@ const file_target_v1_target_proto_rawDesc = "" +
 	"\tAllowHost\x12$.nvmirror.target.v1.AllowHostRequest\x1a%.nvmirror.target.v1.AllowHostResponse\x12[\n" +
 	"\n" +
 	"RevokeHost\x12%.nvmirror.target.v1.RevokeHostRequest\x1a&.nvmirror.target.v1.RevokeHostResponse\x12^\n" +
+	"\vSetHostAuth\x12&.nvmirror.target.v1.SetHostAuthRequest\x1a'.nvmirror.target.v1.SetHostAuthResponse\x12^\n" +
 	"\vGetCapacity\x12&.nvmirror.target.v1.GetCapacityRequest\x1a'.nvmirror.target.v1.GetCapacityResponse\x12U\n" +
 	"\bNodeInfo\x12#.nvmirror.target.v1.NodeInfoRequest\x1a$.nvmirror.target.v1.NodeInfoResponseB6Z4github.com/nvmirror/nvmirror/pkg/targetapi;targetapib\x06proto3"
 
@@ -1365,7 +1472,7 @@ func file_target_v1_target_proto_rawDescGZIP() []byte {
 }
 
 var file_target_v1_target_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_target_v1_target_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_target_v1_target_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_target_v1_target_proto_goTypes = []any{
 	(ProvisioningType)(0),         // 0: nvmirror.target.v1.ProvisioningType
 	(ReplicaState)(0),             // 1: nvmirror.target.v1.ReplicaState
@@ -1385,10 +1492,12 @@ var file_target_v1_target_proto_goTypes = []any{
 	(*AllowHostResponse)(nil),     // 15: nvmirror.target.v1.AllowHostResponse
 	(*RevokeHostRequest)(nil),     // 16: nvmirror.target.v1.RevokeHostRequest
 	(*RevokeHostResponse)(nil),    // 17: nvmirror.target.v1.RevokeHostResponse
-	(*GetCapacityRequest)(nil),    // 18: nvmirror.target.v1.GetCapacityRequest
-	(*GetCapacityResponse)(nil),   // 19: nvmirror.target.v1.GetCapacityResponse
-	(*NodeInfoRequest)(nil),       // 20: nvmirror.target.v1.NodeInfoRequest
-	(*NodeInfoResponse)(nil),      // 21: nvmirror.target.v1.NodeInfoResponse
+	(*SetHostAuthRequest)(nil),    // 18: nvmirror.target.v1.SetHostAuthRequest
+	(*SetHostAuthResponse)(nil),   // 19: nvmirror.target.v1.SetHostAuthResponse
+	(*GetCapacityRequest)(nil),    // 20: nvmirror.target.v1.GetCapacityRequest
+	(*GetCapacityResponse)(nil),   // 21: nvmirror.target.v1.GetCapacityResponse
+	(*NodeInfoRequest)(nil),       // 22: nvmirror.target.v1.NodeInfoRequest
+	(*NodeInfoResponse)(nil),      // 23: nvmirror.target.v1.NodeInfoResponse
 }
 var file_target_v1_target_proto_depIdxs = []int32{
 	0,  // 0: nvmirror.target.v1.Replica.provisioning_type:type_name -> nvmirror.target.v1.ProvisioningType
@@ -1409,19 +1518,21 @@ var file_target_v1_target_proto_depIdxs = []int32{
 	12, // 15: nvmirror.target.v1.Target.ListReplicas:input_type -> nvmirror.target.v1.ListReplicasRequest
 	14, // 16: nvmirror.target.v1.Target.AllowHost:input_type -> nvmirror.target.v1.AllowHostRequest
 	16, // 17: nvmirror.target.v1.Target.RevokeHost:input_type -> nvmirror.target.v1.RevokeHostRequest
-	18, // 18: nvmirror.target.v1.Target.GetCapacity:input_type -> nvmirror.target.v1.GetCapacityRequest
-	20, // 19: nvmirror.target.v1.Target.NodeInfo:input_type -> nvmirror.target.v1.NodeInfoRequest
-	5,  // 20: nvmirror.target.v1.Target.CreateReplica:output_type -> nvmirror.target.v1.CreateReplicaResponse
-	7,  // 21: nvmirror.target.v1.Target.DeleteReplica:output_type -> nvmirror.target.v1.DeleteReplicaResponse
-	9,  // 22: nvmirror.target.v1.Target.ExpandReplica:output_type -> nvmirror.target.v1.ExpandReplicaResponse
-	11, // 23: nvmirror.target.v1.Target.GetReplica:output_type -> nvmirror.target.v1.GetReplicaResponse
-	13, // 24: nvmirror.target.v1.Target.ListReplicas:output_type -> nvmirror.target.v1.ListReplicasResponse
-	15, // 25: nvmirror.target.v1.Target.AllowHost:output_type -> nvmirror.target.v1.AllowHostResponse
-	17, // 26: nvmirror.target.v1.Target.RevokeHost:output_type -> nvmirror.target.v1.RevokeHostResponse
-	19, // 27: nvmirror.target.v1.Target.GetCapacity:output_type -> nvmirror.target.v1.GetCapacityResponse
-	21, // 28: nvmirror.target.v1.Target.NodeInfo:output_type -> nvmirror.target.v1.NodeInfoResponse
-	20, // [20:29] is the sub-list for method output_type
-	11, // [11:20] is the sub-list for method input_type
+	18, // 18: nvmirror.target.v1.Target.SetHostAuth:input_type -> nvmirror.target.v1.SetHostAuthRequest
+	20, // 19: nvmirror.target.v1.Target.GetCapacity:input_type -> nvmirror.target.v1.GetCapacityRequest
+	22, // 20: nvmirror.target.v1.Target.NodeInfo:input_type -> nvmirror.target.v1.NodeInfoRequest
+	5,  // 21: nvmirror.target.v1.Target.CreateReplica:output_type -> nvmirror.target.v1.CreateReplicaResponse
+	7,  // 22: nvmirror.target.v1.Target.DeleteReplica:output_type -> nvmirror.target.v1.DeleteReplicaResponse
+	9,  // 23: nvmirror.target.v1.Target.ExpandReplica:output_type -> nvmirror.target.v1.ExpandReplicaResponse
+	11, // 24: nvmirror.target.v1.Target.GetReplica:output_type -> nvmirror.target.v1.GetReplicaResponse
+	13, // 25: nvmirror.target.v1.Target.ListReplicas:output_type -> nvmirror.target.v1.ListReplicasResponse
+	15, // 26: nvmirror.target.v1.Target.AllowHost:output_type -> nvmirror.target.v1.AllowHostResponse
+	17, // 27: nvmirror.target.v1.Target.RevokeHost:output_type -> nvmirror.target.v1.RevokeHostResponse
+	19, // 28: nvmirror.target.v1.Target.SetHostAuth:output_type -> nvmirror.target.v1.SetHostAuthResponse
+	21, // 29: nvmirror.target.v1.Target.GetCapacity:output_type -> nvmirror.target.v1.GetCapacityResponse
+	23, // 30: nvmirror.target.v1.Target.NodeInfo:output_type -> nvmirror.target.v1.NodeInfoResponse
+	21, // [21:31] is the sub-list for method output_type
+	11, // [11:21] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -1438,7 +1549,7 @@ func file_target_v1_target_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_target_v1_target_proto_rawDesc), len(file_target_v1_target_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -41,6 +41,7 @@ const (
 	Target_ListReplicas_FullMethodName  = "/nvmirror.target.v1.Target/ListReplicas"
 	Target_AllowHost_FullMethodName     = "/nvmirror.target.v1.Target/AllowHost"
 	Target_RevokeHost_FullMethodName    = "/nvmirror.target.v1.Target/RevokeHost"
+	Target_SetHostAuth_FullMethodName   = "/nvmirror.target.v1.Target/SetHostAuth"
 	Target_GetCapacity_FullMethodName   = "/nvmirror.target.v1.Target/GetCapacity"
 	Target_NodeInfo_FullMethodName      = "/nvmirror.target.v1.Target/NodeInfo"
 )
@@ -66,6 +67,15 @@ type TargetClient interface {
 	// the replica's live sessions, so a revoked host cannot keep writing.
 	// Sessions of hosts still allowed are cut too; their initiators reconnect.
 	RevokeHost(ctx context.Context, in *RevokeHostRequest, opts ...grpc.CallOption) (*RevokeHostResponse, error)
+	// SetHostAuth sets the NVMe in-band authentication (DH-HMAC-CHAP) secrets
+	// of host_nqn on this storage node. The kernel keeps them on the host's
+	// global entry, so they apply to every replica the host is allowed on
+	// here. The agent persists them and applies them before it allows the
+	// host anywhere (also after a restart), so the host is never admitted
+	// without them. Empty dhchap_key clears authentication for the host.
+	// A kernel without target authentication: FailedPrecondition naming
+	// CONFIG_NVME_TARGET_AUTH.
+	SetHostAuth(ctx context.Context, in *SetHostAuthRequest, opts ...grpc.CallOption) (*SetHostAuthResponse, error)
 	GetCapacity(ctx context.Context, in *GetCapacityRequest, opts ...grpc.CallOption) (*GetCapacityResponse, error)
 	NodeInfo(ctx context.Context, in *NodeInfoRequest, opts ...grpc.CallOption) (*NodeInfoResponse, error)
 }
@@ -148,6 +158,16 @@ func (c *targetClient) RevokeHost(ctx context.Context, in *RevokeHostRequest, op
 	return out, nil
 }
 
+func (c *targetClient) SetHostAuth(ctx context.Context, in *SetHostAuthRequest, opts ...grpc.CallOption) (*SetHostAuthResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetHostAuthResponse)
+	err := c.cc.Invoke(ctx, Target_SetHostAuth_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *targetClient) GetCapacity(ctx context.Context, in *GetCapacityRequest, opts ...grpc.CallOption) (*GetCapacityResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetCapacityResponse)
@@ -189,6 +209,15 @@ type TargetServer interface {
 	// the replica's live sessions, so a revoked host cannot keep writing.
 	// Sessions of hosts still allowed are cut too; their initiators reconnect.
 	RevokeHost(context.Context, *RevokeHostRequest) (*RevokeHostResponse, error)
+	// SetHostAuth sets the NVMe in-band authentication (DH-HMAC-CHAP) secrets
+	// of host_nqn on this storage node. The kernel keeps them on the host's
+	// global entry, so they apply to every replica the host is allowed on
+	// here. The agent persists them and applies them before it allows the
+	// host anywhere (also after a restart), so the host is never admitted
+	// without them. Empty dhchap_key clears authentication for the host.
+	// A kernel without target authentication: FailedPrecondition naming
+	// CONFIG_NVME_TARGET_AUTH.
+	SetHostAuth(context.Context, *SetHostAuthRequest) (*SetHostAuthResponse, error)
 	GetCapacity(context.Context, *GetCapacityRequest) (*GetCapacityResponse, error)
 	NodeInfo(context.Context, *NodeInfoRequest) (*NodeInfoResponse, error)
 	mustEmbedUnimplementedTargetServer()
@@ -221,6 +250,9 @@ func (UnimplementedTargetServer) AllowHost(context.Context, *AllowHostRequest) (
 }
 func (UnimplementedTargetServer) RevokeHost(context.Context, *RevokeHostRequest) (*RevokeHostResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeHost not implemented")
+}
+func (UnimplementedTargetServer) SetHostAuth(context.Context, *SetHostAuthRequest) (*SetHostAuthResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetHostAuth not implemented")
 }
 func (UnimplementedTargetServer) GetCapacity(context.Context, *GetCapacityRequest) (*GetCapacityResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetCapacity not implemented")
@@ -375,6 +407,24 @@ func _Target_RevokeHost_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Target_SetHostAuth_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetHostAuthRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetServer).SetHostAuth(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Target_SetHostAuth_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetServer).SetHostAuth(ctx, req.(*SetHostAuthRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Target_GetCapacity_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetCapacityRequest)
 	if err := dec(in); err != nil {
@@ -445,6 +495,10 @@ var Target_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeHost",
 			Handler:    _Target_RevokeHost_Handler,
+		},
+		{
+			MethodName: "SetHostAuth",
+			Handler:    _Target_SetHostAuth_Handler,
 		},
 		{
 			MethodName: "GetCapacity",
