@@ -31,6 +31,7 @@ const (
 	KeyZones              = "zones"
 	KeyRacks              = "racks"
 	KeyStorageNodes       = "storageNodes"
+	KeyAuthentication     = "authentication"
 
 	// Injected by the external-provisioner sidecar when it runs with
 	// --extra-create-metadata. They describe the claim, not the volume's
@@ -48,6 +49,25 @@ const (
 	Thin ProvisioningType = "thin"
 	// Thick replicas are fully allocated when created.
 	Thick ProvisioningType = "thick"
+)
+
+// Authentication is how an NVMe-oF connection between the volume's host and
+// a storage node is authenticated (NVMe in-band authentication,
+// DH-HMAC-CHAP), on top of the allowed-hosts list of host NQNs.
+type Authentication string
+
+const (
+	// AuthNone: the storage node admits the published host NQN without
+	// proof. A host NQN is a string anyone on the storage network can
+	// claim, so this trusts that network.
+	AuthNone Authentication = "none"
+	// AuthHost: the host proves it holds a secret shared with the storage
+	// node (one-way DH-HMAC-CHAP); a stranger claiming the host's NQN is
+	// refused by the kernel target.
+	AuthHost Authentication = "host"
+	// AuthBidirectional: AuthHost, and the storage node also proves its
+	// secret to the host, which refuses a target impersonating it.
+	AuthBidirectional Authentication = "bidirectional"
 )
 
 // Filesystem types nvmirror formats.
@@ -87,6 +107,14 @@ const (
 	DefaultProvisioningType = Thin
 
 	DefaultFSType = FSExt4
+
+	// DefaultAuthentication is none: NVMe in-band authentication needs
+	// CONFIG_NVME_AUTH on every node and CONFIG_NVME_TARGET_AUTH on every
+	// storage node (Linux 6.0+ built with them, e.g. Debian's 6.12
+	// backports kernel, not Debian 12's stock 6.1), and a default that
+	// fails to attach on common kernels would be an install trap. Clusters
+	// whose kernels have it should set host or bidirectional.
+	DefaultAuthentication = AuthNone
 )
 
 // Parameters is the validated form of a StorageClass's parameters.
@@ -103,6 +131,9 @@ type Parameters struct {
 	Zones        []string `json:"zones,omitempty"`
 	Racks        []string `json:"racks,omitempty"`
 	StorageNodes []string `json:"storageNodes,omitempty"`
+	// Authentication of the NVMe-oF connections ("" in records written
+	// before it existed, read as none).
+	Authentication Authentication `json:"authentication,omitempty"`
 
 	// Metadata describes the claim (CSI-injected keys); not configuration.
 	Metadata Metadata `json:"metadata"`
@@ -122,7 +153,17 @@ func Defaults() Parameters {
 		MaxReplicaDownTimeMinutes: DefaultMaxReplicaDownTime,
 		ProvisioningType:          DefaultProvisioningType,
 		FSType:                    DefaultFSType,
+		Authentication:            DefaultAuthentication,
 	}
+}
+
+// Auth is the volume's authentication mode; records from before the
+// parameter existed read as none.
+func (p Parameters) Auth() Authentication {
+	if p.Authentication == "" {
+		return AuthNone
+	}
+	return p.Authentication
 }
 
 // selectorItem is what a zone, rack or storage node name may look like: a
@@ -175,6 +216,13 @@ func Parse(in map[string]string) (Parameters, error) {
 			p.Racks, err = parseList(k, v)
 		case KeyStorageNodes:
 			p.StorageNodes, err = parseList(k, v)
+		case KeyAuthentication:
+			switch a := Authentication(strings.ToLower(strings.TrimSpace(v))); a {
+			case AuthNone, AuthHost, AuthBidirectional:
+				p.Authentication = a
+			default:
+				err = invalid(k, v, "must be none, host or bidirectional")
+			}
 		case KeyPVName:
 			p.Metadata.PVName = v
 		case KeyPVCName:
@@ -200,6 +248,7 @@ func (p Parameters) Map() map[string]string {
 		KeySameRackAllowed:    strconv.FormatBool(p.SameRackAllowed),
 		KeyProvisioningType:   string(p.ProvisioningType),
 		KeyFSType:             p.FSType,
+		KeyAuthentication:     string(p.Auth()),
 	}
 	if len(p.Zones) > 0 {
 		m[KeyZones] = strings.Join(p.Zones, ",")
@@ -222,6 +271,7 @@ func (p Parameters) SameConfiguration(o Parameters) bool {
 		p.SameRackAllowed == o.SameRackAllowed &&
 		p.ProvisioningType == o.ProvisioningType &&
 		p.FSType == o.FSType &&
+		p.Auth() == o.Auth() &&
 		equalStrings(p.Zones, o.Zones) &&
 		equalStrings(p.Racks, o.Racks) &&
 		equalStrings(p.StorageNodes, o.StorageNodes)

@@ -21,16 +21,19 @@ func TestParse(t *testing.T) {
 	}{
 		{name: "empty gives defaults", in: nil, want: Defaults()},
 		{name: "defaults are documented values", in: map[string]string{}, want: Parameters{
-			NumReplicas: 2, MaxReplicaDownTimeMinutes: 60, ProvisioningType: Thin, FSType: "ext4"}},
+			NumReplicas: 2, MaxReplicaDownTimeMinutes: 60, ProvisioningType: Thin, FSType: "ext4", Authentication: AuthNone}},
 		{name: "all set", in: map[string]string{
 			"numReplicas": "3", "maxReplicaDownTime": "10080", "sameRackAllowed": "true",
 			"provisioningType": "thick", "csi.storage.k8s.io/fstype": "xfs",
-			"zones": "z2, z1,z2", "racks": "r1", "storageNodes": "sn-1,sn-0",
+			"zones": "z2, z1,z2", "racks": "r1", "storageNodes": "sn-1,sn-0", "authentication": "bidirectional",
 		}, want: Parameters{
 			NumReplicas: 3, MaxReplicaDownTimeMinutes: 10080, SameRackAllowed: true,
 			ProvisioningType: Thick, FSType: "xfs",
 			Zones: []string{"z1", "z2"}, Racks: []string{"r1"}, StorageNodes: []string{"sn-0", "sn-1"},
+			Authentication: AuthBidirectional,
 		}},
+		{name: "host authentication", in: map[string]string{"authentication": " Host"},
+			want: withDefaults(func(p *Parameters) { p.Authentication = AuthHost })},
 		{name: "one replica", in: map[string]string{"numReplicas": "1"}, want: withDefaults(func(p *Parameters) { p.NumReplicas = 1 })},
 		{name: "zero down time disables replacement", in: map[string]string{"maxReplicaDownTime": "0"},
 			want: withDefaults(func(p *Parameters) { p.MaxReplicaDownTimeMinutes = 0 })},
@@ -55,6 +58,7 @@ func TestParse(t *testing.T) {
 		{name: "empty selector", in: map[string]string{"zones": " "}, wantErr: []string{"zones", "non-empty"}},
 		{name: "empty selector item", in: map[string]string{"racks": "r1,,r2"}, wantErr: []string{"racks", `item ""`}},
 		{name: "bad selector item", in: map[string]string{"storageNodes": "sn 1"}, wantErr: []string{"storageNodes", `"sn 1"`}},
+		{name: "bad authentication", in: map[string]string{"authentication": "chap"}, wantErr: []string{"authentication", `"chap"`, "none, host or bidirectional"}},
 		{name: "unknown key named", in: map[string]string{"numReplica": "3"}, wantErr: []string{`unknown parameter "numReplica"`}},
 		{name: "reference-only key rejected", in: map[string]string{"maxIOPSPerGB": "10"}, wantErr: []string{"maxIOPSPerGB"}},
 		{name: "first bad key in sorted order", in: map[string]string{"zzz": "1", "aaa": "1"}, wantErr: []string{`"aaa"`}},
@@ -120,6 +124,14 @@ func TestSameConfiguration(t *testing.T) {
 		{"other fs", map[string]string{"racks": "r1,r2", "csi.storage.k8s.io/fstype": "xfs"}, false},
 		{"other down time", map[string]string{"racks": "r1,r2", "maxReplicaDownTime": "5"}, false},
 		{"other same-rack", map[string]string{"racks": "r1,r2", "sameRackAllowed": "true"}, false},
+		{"explicit none equals implicit", map[string]string{"racks": "r1,r2", "authentication": "none"}, true},
+		{"other authentication", map[string]string{"racks": "r1,r2", "authentication": "host"}, false},
+	}
+	// A record written before the parameter existed reads as none.
+	legacy := base
+	legacy.Authentication = ""
+	if !base.SameConfiguration(legacy) || legacy.Auth() != AuthNone {
+		t.Errorf("a record without authentication must read as none")
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
