@@ -161,6 +161,53 @@ type StorageNode struct {
 	LastSeen time.Time         `json:"lastSeen"`
 }
 
+// HostCredentials are the NVMe in-band authentication (DH-HMAC-CHAP) secrets
+// of one host (a compute node's host NQN), one set per storage node. They
+// are per (host, storage node) and not per volume because the kernel target
+// keeps secrets on its global entry for the host: every replica a host is
+// allowed on, on one storage node, authenticates with the same secrets. A
+// storage node that leaks its secrets therefore exposes only its own pairs.
+type HostCredentials struct {
+	HostNQN string `json:"hostNQN"`
+	// Pairs by storage node ID.
+	Pairs     map[string]PairCredentials `json:"pairs,omitempty"`
+	UpdatedAt time.Time                  `json:"updatedAt"`
+}
+
+// Secrets is one generation of a pair's secrets, in the NVMe "DHHC-1:"
+// representation.
+type Secrets struct {
+	// Secret is the host's key; CtrlSecret the storage node's key for
+	// bidirectional authentication (always generated with Secret, so a
+	// volume asking for bidirectional never needs a rotation first).
+	Secret     string    `json:"secret"`
+	CtrlSecret string    `json:"ctrlSecret"`
+	Generation int64     `json:"generation"`
+	CreatedAt  time.Time `json:"createdAt"`
+}
+
+// IsZero reports whether no secrets are set.
+func (s Secrets) IsZero() bool { return s.Secret == "" }
+
+// PairCredentials are the secrets between one host and one storage node.
+type PairCredentials struct {
+	// Applied: what the storage node confirmed it holds; what the host
+	// connects and re-authenticates with.
+	Applied Secrets `json:"applied"`
+	// Pending: a rotation the storage node has not confirmed yet (zero when
+	// none). It is pushed again until confirmed, then becomes Applied. The
+	// host never uses it before: a host re-keyed ahead of its storage node
+	// would fail authentication.
+	Pending Secrets `json:"pending,omitzero"`
+}
+
+// Clone returns a deep copy.
+func (c *HostCredentials) Clone() *HostCredentials {
+	out := *c
+	out.Pairs = maps.Clone(c.Pairs)
+	return &out
+}
+
 // DefaultEventRetention is how many events a store keeps when not told:
 // enough for weeks of a busy cluster's events, small enough (~30 MB) that
 // the registry stays light. Oldest are dropped first; syslog is the
@@ -193,6 +240,15 @@ type Store interface {
 	GetStorageNode(ctx context.Context, id string) (*StorageNode, error)
 	ListStorageNodes(ctx context.Context) ([]*StorageNode, error)
 	DeleteStorageNode(ctx context.Context, id string) error
+
+	// GetHostCredentials returns a copy of a host's credentials;
+	// ErrNotFound if none were ever set.
+	GetHostCredentials(ctx context.Context, hostNQN string) (*HostCredentials, error)
+	// UpdateHostCredentials applies fn to the host's current credentials
+	// (an empty record with HostNQN set when there are none) and stores the
+	// result atomically, like UpdateVolume: fn may run more than once and
+	// must have no side effects. Returns the stored record.
+	UpdateHostCredentials(ctx context.Context, hostNQN string, fn func(*HostCredentials) error) (*HostCredentials, error)
 
 	// AppendEvent records e, assigning Seq (strictly increasing), and
 	// drops the oldest events beyond the retention. An event whose ID is

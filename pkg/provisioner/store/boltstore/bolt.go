@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -30,7 +31,10 @@ var (
 	// bucketEventIDs indexes retained events by reporter ID, for dedupe.
 	bucketEventIDs = []byte("event-ids") // event ID → seq key
 	bucketMeta     = []byte("meta")
-	keyEventSeq    = []byte("event-seq")
+	// bucketHostCredentials: host NQN → HostCredentials JSON (secrets: the
+	// database file must be readable by the provisioner only).
+	bucketHostCredentials = []byte("host-credentials")
+	keyEventSeq           = []byte("event-seq")
 )
 
 // Options configure Open.
@@ -68,7 +72,7 @@ func Open(path string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("open registry %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketVolumes, bucketNames, bucketNodes, bucketEvents, bucketEventIDs, bucketMeta} {
+		for _, b := range [][]byte{bucketVolumes, bucketNames, bucketNodes, bucketEvents, bucketEventIDs, bucketMeta, bucketHostCredentials} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -192,6 +196,62 @@ func (s *Store) UpdateVolume(ctx context.Context, id string, fn func(*store.Volu
 			return err
 		}
 		out = v.Clone()
+		return nil
+	})
+	return out, err
+}
+
+func getHostCredentials(tx *bolt.Tx, hostNQN string) (*store.HostCredentials, error) {
+	b := tx.Bucket(bucketHostCredentials).Get([]byte(hostNQN))
+	if b == nil {
+		return nil, fmt.Errorf("credentials of host %s: %w", hostNQN, store.ErrNotFound)
+	}
+	var c store.HostCredentials
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("decode credentials of host %s: %w", hostNQN, err)
+	}
+	return &c, nil
+}
+
+func (s *Store) GetHostCredentials(ctx context.Context, hostNQN string) (*store.HostCredentials, error) {
+	var out *store.HostCredentials
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c, err := getHostCredentials(tx, hostNQN)
+		out = c
+		return err
+	})
+	return out, err
+}
+
+// UpdateHostCredentials runs fn in one write transaction, like UpdateVolume.
+func (s *Store) UpdateHostCredentials(ctx context.Context, hostNQN string, fn func(*store.HostCredentials) error) (*store.HostCredentials, error) {
+	var out *store.HostCredentials
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		c, err := getHostCredentials(tx, hostNQN)
+		if errors.Is(err, store.ErrNotFound) {
+			c, err = &store.HostCredentials{HostNQN: hostNQN}, nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(c); err != nil {
+			return err
+		}
+		if c.HostNQN != hostNQN {
+			return fmt.Errorf("credentials of host %s: the host NQN is immutable", hostNQN)
+		}
+		c.UpdatedAt = time.Now().UTC()
+		b, err := json.Marshal(c)
+		if err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketHostCredentials).Put([]byte(hostNQN), b); err != nil {
+			return err
+		}
+		out = c.Clone()
 		return nil
 	})
 	return out, err

@@ -130,6 +130,9 @@ func (s *Store) nodeKey(id string) string    { return s.prefix + "storage-nodes/
 func (s *Store) eventKey(seq uint64) string  { return fmt.Sprintf("%sevents/%020d", s.prefix, seq) }
 func (s *Store) seqKey() string              { return s.prefix + "meta/event-seq" }
 func (s *Store) eventIDKey(id string) string { return s.prefix + "event-ids/" + id }
+func (s *Store) hostCredentialsKey(hostNQN string) string {
+	return s.prefix + "host-credentials/" + hostNQN
+}
 
 func (s *Store) CreateVolume(ctx context.Context, v *store.Volume) error {
 	if v.ID == "" || v.Name == "" {
@@ -274,6 +277,68 @@ func (s *Store) UpdateVolume(ctx context.Context, id string, fn func(*store.Volu
 		klog.V(4).InfoS("Volume changed concurrently, retrying update", "volume", id, "attempt", attempt+1)
 	}
 	return nil, fmt.Errorf("update volume %s: %w", id, store.ErrConflict)
+}
+
+// getHostCredentials returns the record and its mod revision (0 when absent,
+// with an empty record).
+func (s *Store) getHostCredentials(ctx context.Context, hostNQN string) (*store.HostCredentials, int64, error) {
+	resp, err := s.cli.Get(ctx, s.hostCredentialsKey(hostNQN))
+	if err != nil {
+		return nil, 0, fmt.Errorf("get credentials of host %s: %w", hostNQN, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return &store.HostCredentials{HostNQN: hostNQN}, 0, nil
+	}
+	var c store.HostCredentials
+	if err := json.Unmarshal(resp.Kvs[0].Value, &c); err != nil {
+		return nil, 0, fmt.Errorf("decode credentials of host %s: %w", hostNQN, err)
+	}
+	return &c, resp.Kvs[0].ModRevision, nil
+}
+
+func (s *Store) GetHostCredentials(ctx context.Context, hostNQN string) (*store.HostCredentials, error) {
+	c, rev, err := s.getHostCredentials(ctx, hostNQN)
+	if err != nil {
+		return nil, err
+	}
+	if rev == 0 {
+		return nil, fmt.Errorf("credentials of host %s: %w", hostNQN, store.ErrNotFound)
+	}
+	return c, nil
+}
+
+// UpdateHostCredentials is a compare-and-swap on the key's revision (0:
+// the key must still be absent), retried like UpdateVolume.
+func (s *Store) UpdateHostCredentials(ctx context.Context, hostNQN string, fn func(*store.HostCredentials) error) (*store.HostCredentials, error) {
+	key := s.hostCredentialsKey(hostNQN)
+	for attempt := 0; attempt < maxCASAttempts; attempt++ {
+		c, rev, err := s.getHostCredentials(ctx, hostNQN)
+		if err != nil {
+			return nil, err
+		}
+		if err := fn(c); err != nil {
+			return nil, err
+		}
+		if c.HostNQN != hostNQN {
+			return nil, fmt.Errorf("credentials of host %s: the host NQN is immutable", hostNQN)
+		}
+		c.UpdatedAt = time.Now().UTC()
+		b, err := json.Marshal(c)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+			Then(clientv3.OpPut(key, string(b))).
+			Commit()
+		if err != nil {
+			return nil, fmt.Errorf("update credentials of host %s: %w", hostNQN, err)
+		}
+		if resp.Succeeded {
+			return c, nil
+		}
+	}
+	return nil, fmt.Errorf("update credentials of host %s: %w", hostNQN, store.ErrConflict)
 }
 
 func (s *Store) DeleteVolume(ctx context.Context, id string) error {

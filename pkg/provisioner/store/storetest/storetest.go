@@ -42,6 +42,8 @@ func Run(t *testing.T, newStore Factory) {
 		{"EventRetention", testEventRetention},
 		{"EventDedupe", testEventDedupe},
 		{"Leader", testLeader},
+		{"HostCredentials", testHostCredentials},
+		{"ConcurrentHostCredentialUpdates", testConcurrentHostCredentials},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -463,5 +465,92 @@ func testLeader(t *testing.T, s store.Store) {
 		case <-deadline:
 			t.Fatal("leadership channel not closed after cancel")
 		}
+	}
+}
+
+func testHostCredentials(t *testing.T, s store.Store) {
+	c := ctx(t)
+	const host = "nqn.2014-08.org.nvmexpress:uuid:0f8e2c4a-1b3d-4e5f-8a9b-0c1d2e3f4a5b"
+	if _, err := s.GetHostCredentials(c, host); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetHostCredentials of an unknown host: %v, want ErrNotFound", err)
+	}
+	sec := store.Secrets{Secret: "DHHC-1:00:a:", CtrlSecret: "DHHC-1:00:b:", Generation: 1, CreatedAt: time.Now().UTC().Truncate(time.Second)}
+	got, err := s.UpdateHostCredentials(c, host, func(hc *store.HostCredentials) error {
+		if hc.HostNQN != host || len(hc.Pairs) != 0 {
+			return fmt.Errorf("first update sees %+v, want an empty record for the host", hc)
+		}
+		hc.Pairs = map[string]store.PairCredentials{"sn-1": {Applied: sec}}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Pairs["sn-1"].Applied != sec || got.UpdatedAt.IsZero() {
+		t.Errorf("UpdateHostCredentials returned %+v", got)
+	}
+	read, err := s.GetHostCredentials(c, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(read.Pairs, got.Pairs) {
+		t.Errorf("read back %+v, stored %+v", read.Pairs, got.Pairs)
+	}
+	// Returned copies are independent of the store.
+	read.Pairs["sn-2"] = store.PairCredentials{}
+	again, _ := s.GetHostCredentials(c, host)
+	if _, leaked := again.Pairs["sn-2"]; leaked {
+		t.Error("mutating a returned record changed the store")
+	}
+	// An error from fn stores nothing; the host NQN is immutable.
+	boom := errors.New("boom")
+	if _, err := s.UpdateHostCredentials(c, host, func(hc *store.HostCredentials) error {
+		hc.Pairs = nil
+		return boom
+	}); !errors.Is(err, boom) {
+		t.Errorf("fn error: got %v", err)
+	}
+	if _, err := s.UpdateHostCredentials(c, host, func(hc *store.HostCredentials) error {
+		hc.HostNQN = "other"
+		return nil
+	}); err == nil {
+		t.Error("changing the host NQN succeeded")
+	}
+	if again, _ := s.GetHostCredentials(c, host); again.Pairs["sn-1"].Applied != sec {
+		t.Errorf("failed updates changed the record: %+v", again)
+	}
+}
+
+func testConcurrentHostCredentials(t *testing.T, s store.Store) {
+	c := ctx(t)
+	const host, workers = "nqn.2026-11.io.nvmirror:host:a", 8
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.UpdateHostCredentials(c, host, func(hc *store.HostCredentials) error {
+				if hc.Pairs == nil {
+					hc.Pairs = map[string]store.PairCredentials{}
+				}
+				hc.Pairs[fmt.Sprintf("sn-%d", w)] = store.PairCredentials{Applied: store.Secrets{Secret: "s", Generation: 1}}
+				return nil
+			})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("UpdateHostCredentials: %v", err)
+		}
+	}
+	got, err := s.GetHostCredentials(c, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Pairs) != workers {
+		t.Errorf("lost updates: %d pairs, want %d", len(got.Pairs), workers)
 	}
 }
