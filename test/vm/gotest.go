@@ -24,8 +24,12 @@ const EnvRequire = "NVMIRROR_REQUIRE_VM"
 // without the marker, instead of keeping it for the replay.
 const NarrationMarker = "@@SAY "
 
-// EnvRun overrides the guest's -test.run pattern, to run one scenario while
+// EnvRun picks guest tests across every boot, to run one scenario while
 // working on it: NVMIRROR_VM_RUN=TestDataPath go test ./test/kernel/
+// It replaces each boot's Pattern as the guest's -test.run (subtest parts
+// apply), but a boot only ever runs its own tests (Pattern minus Skip): a
+// boot that owns none of the named tests skips without booting, so naming a
+// 6.1 scenario does not boot the auth kernel, and vice versa.
 const EnvRun = "NVMIRROR_VM_RUN"
 
 // GuestTests is a set of Go tests to run inside the VM.
@@ -35,8 +39,17 @@ type GuestTests struct {
 	Package string
 	// Commands are main packages built into /nvmirror/bin in the guest.
 	Commands []string
-	// Pattern is the guest's -test.run pattern; empty runs everything.
+	// Pattern selects the guest tests of this boot (-test.run syntax);
+	// empty means all of them.
 	Pattern string
+	// Skip removes tests from this boot (-test.skip syntax), e.g. those
+	// that another boot runs on another kernel.
+	Skip string
+	// KernelDir names the kernel to boot: a directory laid out like
+	// .cache/vm/kernel (boot/vmlinuz-V, lib/modules/V), relative to the repo
+	// root, e.g. AuthKernelDir. Empty means the default kernel (FindKernel,
+	// which $NVMIRROR_VM_KERNEL_DIR overrides).
+	KernelDir string
 	// Timeout bounds the whole boot; the guest's own -test.timeout is a
 	// little shorter so a hung guest test still reports its stack.
 	Timeout time.Duration
@@ -44,9 +57,16 @@ type GuestTests struct {
 	MemoryMiB int
 }
 
-// Prerequisites returns the kernel, or skips (fails under
+// Prerequisites returns the default kernel, or skips (fails under
 // NVMIRROR_REQUIRE_VM=1) with a message saying what is missing.
 func Prerequisites(t testing.TB) Kernel {
+	t.Helper()
+	return PrerequisitesFor(t, "")
+}
+
+// PrerequisitesFor is Prerequisites for the kernel in kernelDir (see
+// GuestTests.KernelDir; "" is the default kernel).
+func PrerequisitesFor(t testing.TB, kernelDir string) Kernel {
 	t.Helper()
 	var missing []string
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
@@ -55,7 +75,7 @@ func Prerequisites(t testing.TB) Kernel {
 	if _, err := findBusybox(); err != nil {
 		missing = append(missing, err.Error())
 	}
-	k, err := FindKernel()
+	k, err := findKernelFor(kernelDir)
 	if err != nil {
 		missing = append(missing, err.Error())
 	}
@@ -73,7 +93,7 @@ func Prerequisites(t testing.TB) Kernel {
 // guest test as a subtest of t with its output and result.
 func (g GuestTests) Run(t *testing.T) {
 	t.Helper()
-	k := Prerequisites(t)
+	k := PrerequisitesFor(t, g.KernelDir)
 	repo, err := RepoRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -86,31 +106,34 @@ func (g GuestTests) Run(t *testing.T) {
 	if err != nil {
 		t.Fatalf("go not in PATH: %v", err)
 	}
-	build := func(args ...string) {
-		t.Helper()
-		cmd := exec.Command(goBin, args...)
-		cmd.Dir = repo
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
+	all, err := listTests(repo, goBin, g.Package)
+	if err != nil {
+		t.Fatalf("listing the guest tests: %v", err)
+	}
+	sel, err := selectTests(all, g.Pattern, g.Skip, os.Getenv(EnvRun))
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case len(sel.OwnTests) == 0:
+		t.Fatalf("no guest test in %s is this boot's (Pattern %q, Skip %q); its tests: %v", g.Package, g.Pattern, g.Skip, all)
+	case len(sel.Tests) == 0:
+		t.Skipf("%s=%q names none of this boot's guest tests %v", EnvRun, os.Getenv(EnvRun), sel.OwnTests)
 	}
 	start := time.Now()
 	testBin := filepath.Join(work, "guest.test")
-	build("test", "-c", "-tags", "vmguest", "-o", testBin, g.Package)
+	buildGo(t, repo, goBin, "test", "-c", "-tags", "vmguest", "-o", testBin, g.Package)
 	files := map[string]string{"/nvmirror/tests/guest.test": testBin}
-	for _, c := range g.Commands {
-		out := filepath.Join(work, "bin", filepath.Base(c))
-		build("build", "-o", out, c)
-		files["/nvmirror/bin/"+filepath.Base(c)] = out
-	}
-	if p := os.Getenv(EnvRun); p != "" {
-		g.Pattern = p
+	for guest, host := range buildCommands(t, repo, goBin, work, g.Commands) {
+		files[guest] = host
 	}
 	guestTimeout := g.Timeout - time.Minute
 	script := fmt.Sprintf("exec /nvmirror/tests/guest.test -test.v=test2json -test.count=1 -test.timeout=%s", guestTimeout)
-	if g.Pattern != "" {
-		script += fmt.Sprintf(" -test.run '%s'", g.Pattern)
+	if sel.Run != "" {
+		script += " -test.run " + shellQuote(sel.Run)
+	}
+	if sel.Skip != "" {
+		script += " -test.skip " + shellQuote(sel.Skip)
 	}
 	img := Image{
 		Kernel:          k,
@@ -124,13 +147,9 @@ func (g GuestTests) Run(t *testing.T) {
 	if err := img.Build(initrd); err != nil {
 		t.Fatalf("build initramfs: %v", err)
 	}
-	t.Logf("built guest tests and initramfs in %v; booting kernel %s", time.Since(start).Round(time.Millisecond), k.Version)
+	t.Logf("built guest tests and initramfs in %v; booting kernel %s for %v", time.Since(start).Round(time.Millisecond), k.Version, sel.Tests)
 
-	console := filepath.Join(work, "console.log")
-	if dir := os.Getenv("NVMIRROR_VM_LOGDIR"); dir != "" {
-		_ = os.MkdirAll(dir, 0o755)
-		console = filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+".console.log")
-	}
+	console := logPath(t, work, "console.log")
 	ctx, cancel := context.WithTimeout(context.Background(), g.Timeout)
 	defer cancel()
 	m := Machine{Kernel: k, Initramfs: initrd, ConsoleLog: console, MemoryMiB: g.MemoryMiB,
@@ -158,6 +177,49 @@ func (g GuestTests) Run(t *testing.T) {
 	case res.ExitCode != 0:
 		t.Errorf("guest tests exited %d\n--- kernel console (last 60 lines) ---\n%s", res.ExitCode, ConsoleTail(console, 60))
 	}
+}
+
+// EnvLogDir names a directory where each boot keeps its kernel console log
+// (and a service VM its output), named after the test.
+const EnvLogDir = "NVMIRROR_VM_LOGDIR"
+
+// logPath is where a boot keeps a log: in $NVMIRROR_VM_LOGDIR, named after
+// the test, when set, else in the test's work directory.
+func logPath(t testing.TB, work, suffix string) string {
+	if dir := os.Getenv(EnvLogDir); dir != "" {
+		_ = os.MkdirAll(dir, 0o755)
+		return filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+"."+suffix)
+	}
+	return filepath.Join(work, suffix)
+}
+
+// buildGo runs the go command in the repo for the guest: static linux/amd64.
+func buildGo(t testing.TB, repo, goBin string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(goBin, args...)
+	cmd.Dir = repo
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// buildCommands builds main packages and returns them as guest path
+// (/nvmirror/bin/<name>) -> host path.
+func buildCommands(t testing.TB, repo, goBin, work string, pkgs []string) map[string]string {
+	t.Helper()
+	files := map[string]string{}
+	for _, c := range pkgs {
+		out := filepath.Join(work, "bin", filepath.Base(c))
+		buildGo(t, repo, goBin, "build", "-o", out, c)
+		files["/nvmirror/bin/"+filepath.Base(c)] = out
+	}
+	return files
+}
+
+// shellQuote quotes s for the guest's sh.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // testEvent is one line of `go tool test2json` output.

@@ -52,6 +52,51 @@ func FindKernel() (Kernel, error) {
 	return Kernel{}, fmt.Errorf("%w (run `make vm-deps`): %s", ErrNoKernel, strings.Join(tried, "; "))
 }
 
+// AuthKernelDir is where `make vm-kernel-auth` unpacks the 6.12
+// bookworm-backports kernel, relative to the repo root: Debian 6.1 is built
+// without NVMe in-band authentication (DH-HMAC-CHAP), this one has it.
+const AuthKernelDir = ".cache/vm/kernel-auth"
+
+// kernelMakeTargets names the make target that fills each known kernel
+// directory, so a missing kernel is reported with the command that fixes it.
+var kernelMakeTargets = map[string]string{
+	".cache/vm/kernel": "make vm-kernel",
+	AuthKernelDir:      "make vm-kernel-auth",
+}
+
+// KernelFromDir returns the kernel unpacked in dir, a directory laid out like
+// .cache/vm/kernel (boot/vmlinuz-V, lib/modules/V/modules.dep); a relative
+// dir is taken from the repo root. $NVMIRROR_VM_KERNEL_DIR does not apply:
+// it overrides the default kernel only, so a boot that names its kernel
+// (the NVMe-auth tests) gets that kernel or nothing.
+func KernelFromDir(dir string) (Kernel, error) {
+	abs := dir
+	if !filepath.IsAbs(dir) {
+		repo, err := RepoRoot()
+		if err != nil {
+			return Kernel{}, err
+		}
+		abs = filepath.Join(repo, dir)
+	}
+	k, err := kernelIn(abs)
+	if err != nil {
+		hint := "unpack a Debian linux-image package there"
+		if target, ok := kernelMakeTargets[filepath.Clean(dir)]; ok {
+			hint = "run `" + target + "`"
+		}
+		return Kernel{}, fmt.Errorf("%w in %s (%s): %v", ErrNoKernel, dir, hint, err)
+	}
+	return k, nil
+}
+
+// findKernelFor is FindKernel for dir "" and KernelFromDir otherwise.
+func findKernelFor(dir string) (Kernel, error) {
+	if dir == "" {
+		return FindKernel()
+	}
+	return KernelFromDir(dir)
+}
+
 // kernelIn finds the newest kernel under root whose modules were indexed by
 // depmod: an image without modules.dep cannot load md or nvmet.
 func kernelIn(root string) (Kernel, error) {
