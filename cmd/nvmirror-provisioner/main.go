@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -75,6 +77,16 @@ func parseFlags(fs *flag.FlagSet, args []string) (Options, bool, error) {
 // once the server accepts calls (tests listen on port 0).
 func run(ctx context.Context, o Options, ready func(addr string)) error {
 	klog.InfoS("Starting nvmirror-provisioner", "version", version.Version, "listen", o.Listen, "store", o.Store)
+	// The status endpoint starts first, so probes get answers (live, not
+	// ready) while the registry opens.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := provisioner.NewMetrics(reg)
+	status, err := startStatusServer(o.HTTPAddress, reg)
+	if err != nil {
+		return err
+	}
+	defer status.Close()
 	token, err := rpcauth.LoadToken(o.TokenFile)
 	if err != nil {
 		return fmt.Errorf("--token-file: %w", err)
@@ -106,6 +118,7 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 		return err
 	}
 	defer st.Close()
+	status.SetStore(st)
 	if err := registerStorageNodes(ctx, st, o); err != nil {
 		return err
 	}
@@ -125,6 +138,7 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 			return err
 		}
 		so.Events = fwd
+		reg.MustRegister(provisioner.NewForwarderCollector(fwd.Stats))
 		wg.Go(func() {
 			if err := fwd.Run(bgCtx); err != nil && !errors.Is(err, context.Canceled) {
 				klog.ErrorS(err, "Syslog forwarder stopped")
@@ -135,10 +149,12 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 			}
 		})
 	}
+	so.Events = metrics.CountEvents(so.Events)
 	svc, err := provisioner.New(so)
 	if err != nil {
 		return err
 	}
+	reg.MustRegister(provisioner.NewRegistryCollector(st, svc.ListStorageNodes, o.AgentTimeout+readyCheckTimeout))
 
 	health := provisioner.NewHealth()
 	leader, err := st.Leader(bgCtx, o.LeaderID)
@@ -154,8 +170,8 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 	}
 	srv := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(serverTLS)),
-		grpc.ChainUnaryInterceptor(auth.UnaryServerInterceptor(), provisioner.LoggingInterceptor),
-		grpc.ChainStreamInterceptor(auth.StreamServerInterceptor()),
+		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor(), auth.UnaryServerInterceptor(), provisioner.LoggingInterceptor),
+		grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor(), auth.StreamServerInterceptor()),
 	)
 	provisionerapi.RegisterProvisionerServer(srv, provisioner.NewServer(svc))
 	healthpb.RegisterHealthServer(srv, health)
@@ -172,6 +188,7 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 	}
 	klog.InfoS("Stopping: waiting for running calls", "timeout", o.ShutdownTimeout)
 	health.Shutdown() // NOT_SERVING from now on: clients go elsewhere
+	status.SetStopping()
 	done := make(chan struct{})
 	go func() { srv.GracefulStop(); close(done) }()
 	select {

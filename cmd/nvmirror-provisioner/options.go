@@ -29,6 +29,9 @@ type Options struct {
 	TokenFile string
 	// ShutdownTimeout bounds how long SIGTERM waits for running calls.
 	ShutdownTimeout time.Duration
+	// HTTPAddress (host:port) serves /healthz, /readyz and /metrics over
+	// plain HTTP for kubelet probes and Prometheus; empty disables it.
+	HTTPAddress string
 
 	// Store is "bolt" (one file, one provisioner replica; the default) or
 	// "etcd" (several replicas, leader election).
@@ -117,6 +120,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.TLSClientCAFile, "tls-client-ca-file", o.TLSClientCAFile, "if set, require client certificates signed by this CA (PEM)")
 	fs.StringVar(&o.TokenFile, "token-file", o.TokenFile, "file holding the bearer token clients must send")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "how long SIGTERM waits for running calls")
+	fs.StringVar(&o.HTTPAddress, "http-address", o.HTTPAddress, "host:port serving /healthz, /readyz and /metrics over plain HTTP (empty: off)")
 
 	fs.StringVar(&o.Store, "store", o.Store, "registry backend: bolt (one file, one replica) or etcd (several replicas, leader election)")
 	fs.StringVar(&o.BoltPath, "bolt-path", o.BoltPath, "[bolt] registry database file (absolute)")
@@ -215,6 +219,13 @@ func (o *Options) Validate() error {
 	for flagName, v := range map[string]string{"--tls-cert-file": o.TLSCertFile, "--tls-key-file": o.TLSKeyFile, "--token-file": o.TokenFile, "--agent-token-file": o.AgentTokenFile} {
 		if v == "" {
 			bad("%s is required", flagName)
+		}
+	}
+	if o.HTTPAddress != "" {
+		if _, _, err := net.SplitHostPort(o.HTTPAddress); err != nil {
+			bad("--http-address %q: want host:port", o.HTTPAddress)
+		} else if o.HTTPAddress == o.Listen {
+			bad("--http-address %q: the gRPC API already listens there (--listen)", o.HTTPAddress)
 		}
 	}
 	if o.ShutdownTimeout <= 0 {
