@@ -26,6 +26,9 @@ type AgentClient interface {
 	ExpandReplica(ctx context.Context, replicaID string, sizeBytes int64) error
 	AllowHost(ctx context.Context, replicaID, hostNQN string) error
 	RevokeHost(ctx context.Context, replicaID, hostNQN string) error
+	// SetHostAuth sets the DH-HMAC-CHAP secrets the storage node demands
+	// from hostNQN (on all its replicas); idempotent.
+	SetHostAuth(ctx context.Context, hostNQN string, s HostSecrets) error
 	GetCapacity(ctx context.Context) (Capacity, error)
 	NodeInfo(ctx context.Context) (NodeInfo, error)
 }

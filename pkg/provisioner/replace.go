@@ -153,6 +153,11 @@ func (s *Service) finishReplacement(ctx context.Context, volumeID, missingID, ne
 		spec.AllowedHosts = []string{v.PublishedHostNQN}
 	}
 	a, err := s.agentFor(ctx, nr.StorageNode)
+	if err == nil && v.PublishedHostNQN != "" {
+		// The replica is created with the host allowed: the storage node
+		// must hold the host's secrets first.
+		err = s.prepareHost(ctx, a, v, nr.StorageNode, v.PublishedHostNQN)
+	}
 	var ar AgentReplica
 	if err == nil {
 		ar, err = a.CreateReplica(ctx, spec)

@@ -286,6 +286,42 @@ func (s *Server) ListStorageNodes(ctx context.Context, _ *provisionerapi.ListSto
 	return resp, nil
 }
 
+// GetHostCredentials implements provisionerapi.ProvisionerServer.
+func (s *Server) GetHostCredentials(ctx context.Context, req *provisionerapi.GetHostCredentialsRequest) (*provisionerapi.GetHostCredentialsResponse, error) {
+	creds, err := s.svc.GetHostCredentials(ctx, req.GetHostNqn())
+	if err != nil {
+		return nil, Status(err)
+	}
+	resp := &provisionerapi.GetHostCredentialsResponse{HostNqn: req.GetHostNqn()}
+	for _, c := range creds {
+		resp.Credentials = append(resp.Credentials, &provisionerapi.StorageNodeCredentials{
+			StorageNode: c.StorageNode, DhchapSecret: c.Secret, DhchapCtrlSecret: c.CtrlSecret,
+			Generation: c.Generation, Created: ts(c.CreatedAt),
+		})
+	}
+	return resp, nil
+}
+
+// RotateCredentials implements provisionerapi.ProvisionerServer.
+func (s *Server) RotateCredentials(ctx context.Context, req *provisionerapi.RotateCredentialsRequest) (*provisionerapi.RotateCredentialsResponse, error) {
+	if req.GetVolumeId() == "" {
+		return nil, Status(fmt.Errorf("%w: volume_id is required", ErrInvalidArgument))
+	}
+	host, nodes, err := s.svc.RotateCredentials(ctx, req.GetVolumeId())
+	if err != nil {
+		return nil, Status(err)
+	}
+	resp := &provisionerapi.RotateCredentialsResponse{HostNqn: host}
+	for _, n := range nodes {
+		rn := &provisionerapi.RotatedStorageNode{StorageNode: n.StorageNode, Generation: n.Generation}
+		if n.Err != nil {
+			rn.Error = n.Err.Error()
+		}
+		resp.StorageNodes = append(resp.StorageNodes, rn)
+	}
+	return resp, nil
+}
+
 func volumeResponse(v *store.Volume, err error) (*provisionerapi.VolumeResponse, error) {
 	if err != nil {
 		return nil, err

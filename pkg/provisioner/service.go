@@ -551,7 +551,7 @@ func (s *Service) PublishVolume(ctx context.Context, id, hostNQN, nodeID string)
 		return nil, err
 	}
 	allowed, failed := s.forReplicas(ctx, v, func(r store.Replica) bool { return r.State == store.ReplicaActive }, func(a AgentClient, r store.Replica) error {
-		return a.AllowHost(ctx, r.ID, hostNQN)
+		return s.allowHost(ctx, a, v, r, hostNQN)
 	})
 	v, err = s.recordAllowed(ctx, id, allowed, hostNQN)
 	if err != nil {

@@ -119,7 +119,7 @@ func (s *Service) sweepVolume(ctx context.Context, id string) error {
 		}
 		allowed := ""
 		if r.State == store.ReplicaActive && v.PublishedHostNQN != "" {
-			if err := a.AllowHost(ctx, r.ID, v.PublishedHostNQN); err != nil {
+			if err := s.allowHost(ctx, a, v, r, v.PublishedHostNQN); err != nil {
 				fixed[r.ID] = hostFix{allowed: ""} // old host revoked at least
 				continue
 			}

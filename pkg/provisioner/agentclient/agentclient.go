@@ -95,6 +95,11 @@ func (c *Client) AllowHost(ctx context.Context, id, host string) error {
 	return mapErr(err)
 }
 
+func (c *Client) SetHostAuth(ctx context.Context, host string, s provisioner.HostSecrets) error {
+	_, err := c.c.SetHostAuth(ctx, &targetapi.SetHostAuthRequest{HostNqn: host, DhchapKey: s.Secret, DhchapCtrlKey: s.CtrlSecret})
+	return mapErr(err)
+}
+
 func (c *Client) RevokeHost(ctx context.Context, id, host string) error {
 	_, err := c.c.RevokeHost(ctx, &targetapi.RevokeHostRequest{ReplicaId: id, HostNqn: host})
 	return mapErr(err)

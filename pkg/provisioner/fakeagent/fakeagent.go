@@ -33,6 +33,14 @@ type Node struct {
 	ProvisionedBytes int64
 	Down             bool
 	Replicas         map[string]*Replica
+	// HostAuth holds the secrets set per host; AuthUnsupported makes
+	// SetHostAuth fail like a kernel without target authentication.
+	HostAuth        map[string]provisioner.HostSecrets
+	AuthUnsupported bool
+	// AllowedWithSecret records, per replica and host, the host secret the
+	// node held when the host was allowed ("" = none): tests check that a
+	// host is never admitted before its secrets.
+	AllowedWithSecret map[string]string
 	// CreateHook, when set, runs before CreateReplica (outside the lock):
 	// return an error to fail the call, block to hold it.
 	CreateHook func(provisioner.ReplicaSpec) error
@@ -173,6 +181,10 @@ func (a *client) CreateReplica(ctx context.Context, spec provisioner.ReplicaSpec
 	}
 	r := &Replica{ID: spec.ReplicaID, VolumeID: spec.VolumeID, SizeBytes: spec.SizeBytes, Type: spec.ProvisioningType, Hosts: map[string]bool{}}
 	for _, h := range spec.AllowedHosts {
+		if n.AllowedWithSecret == nil {
+			n.AllowedWithSecret = map[string]string{}
+		}
+		n.AllowedWithSecret[r.ID+"/"+h] = n.HostAuth[h].Secret
 		r.Hosts[h] = true
 	}
 	n.Replicas[r.ID] = r
@@ -246,6 +258,10 @@ func (a *client) setHost(id, host string, allow bool) error {
 		return fmt.Errorf("replica %s: %w", id, provisioner.ErrNotFound)
 	}
 	if allow {
+		if n.AllowedWithSecret == nil {
+			n.AllowedWithSecret = map[string]string{}
+		}
+		n.AllowedWithSecret[id+"/"+host] = n.HostAuth[host].Secret
 		r.Hosts[host] = true
 	} else {
 		delete(r.Hosts, host)
@@ -255,6 +271,50 @@ func (a *client) setHost(id, host string, allow bool) error {
 
 func (a *client) AllowHost(ctx context.Context, id, host string) error {
 	return a.setHost(id, host, true)
+}
+
+func (a *client) SetHostAuth(ctx context.Context, host string, s provisioner.HostSecrets) error {
+	n, unlock, err := a.node()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if n.AuthUnsupported {
+		return fmt.Errorf("storage node %s: kernel NVMe target without in-band authentication (CONFIG_NVME_TARGET_AUTH): %w", n.ID, provisioner.ErrFailedPrecondition)
+	}
+	if n.HostAuth == nil {
+		n.HostAuth = map[string]provisioner.HostSecrets{}
+	}
+	if s.Secret == "" {
+		delete(n.HostAuth, host)
+	} else {
+		n.HostAuth[host] = s
+	}
+	return nil
+}
+
+// HostAuth returns the secrets a node holds for host.
+func (c *Cluster) HostAuth(node, host string) provisioner.HostSecrets {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[node].HostAuth[host]
+}
+
+// SetAuthUnsupported makes a node refuse SetHostAuth like a kernel without
+// target authentication.
+func (c *Cluster) SetAuthUnsupported(node string, v bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nodes[node].AuthUnsupported = v
+}
+
+// AllowedWithSecret is the host secret node held when host was allowed on
+// replicaID ("" = none), and whether it was allowed at all.
+func (c *Cluster) AllowedWithSecret(node, replicaID, host string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, ok := c.nodes[node].AllowedWithSecret[replicaID+"/"+host]
+	return s, ok
 }
 
 func (a *client) RevokeHost(ctx context.Context, id, host string) error {

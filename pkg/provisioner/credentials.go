@@ -1,0 +1,257 @@
+package provisioner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/nvmirror/nvmirror/pkg/dhchap"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/params"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
+)
+
+// NVMe in-band authentication (DH-HMAC-CHAP).
+//
+// Secrets are per (host, storage node) pair, generated here and kept in the
+// registry (store.HostCredentials). A pair's secrets reach its storage node
+// before the host is allowed on any replica there (allowHost), so the
+// kernel target never admits the host without them. A pair gets secrets
+// when a volume requiring authentication is first allowed on it; from then
+// on every connection of that host to that storage node authenticates,
+// whatever the volume's own mode, because the kernel target keeps secrets
+// on its global entry for the host. The node therefore uses a pair's
+// secrets for every replica on that storage node (GetHostCredentials).
+//
+// New secrets, at creation and at rotation, are recorded Pending first,
+// pushed to the agent, then recorded Applied. GetHostCredentials returns
+// Applied only: a host re-keyed before its storage node would fail to
+// authenticate. A push whose outcome is unknown leaves Pending, which the
+// next allowHost or RotateCredentials pushes again.
+
+// HostSecrets are a pair's secrets as an agent's SetHostAuth takes them.
+type HostSecrets struct {
+	Secret     string // the host's key
+	CtrlSecret string // the storage node's key (bidirectional)
+}
+
+// StorageNodeCredentials are the secrets between a host and one storage node.
+type StorageNodeCredentials struct {
+	StorageNode string
+	store.Secrets
+}
+
+// RotatedNode is the outcome of a rotation on one storage node.
+type RotatedNode struct {
+	StorageNode string
+	Generation  int64
+	Err         error // nil when the storage node holds the new secrets
+}
+
+func (s *Service) newSecrets(generation int64) (store.Secrets, error) {
+	host, err := dhchap.Generate(s.o.Rand)
+	if err != nil {
+		return store.Secrets{}, fmt.Errorf("generate DH-HMAC-CHAP secret: %w", err)
+	}
+	ctrl, err := dhchap.Generate(s.o.Rand)
+	if err != nil {
+		return store.Secrets{}, fmt.Errorf("generate DH-HMAC-CHAP secret: %w", err)
+	}
+	return store.Secrets{Secret: host, CtrlSecret: ctrl, Generation: generation, CreatedAt: time.Now().UTC()}, nil
+}
+
+// pairCredentials returns the pair's credentials; when need is set and the
+// pair has none, it records new ones (Pending) first.
+func (s *Service) pairCredentials(ctx context.Context, host, node string, need bool) (store.PairCredentials, error) {
+	if !need {
+		hc, err := s.o.Store.GetHostCredentials(ctx, host)
+		if errors.Is(err, store.ErrNotFound) {
+			return store.PairCredentials{}, nil
+		}
+		if err != nil {
+			return store.PairCredentials{}, err
+		}
+		return hc.Pairs[node], nil
+	}
+	fresh, err := s.newSecrets(1)
+	if err != nil {
+		return store.PairCredentials{}, err
+	}
+	hc, err := s.o.Store.UpdateHostCredentials(ctx, host, func(hc *store.HostCredentials) error {
+		pc := hc.Pairs[node]
+		if pc.Applied.IsZero() && pc.Pending.IsZero() {
+			if hc.Pairs == nil {
+				hc.Pairs = map[string]store.PairCredentials{}
+			}
+			pc.Pending = fresh
+			hc.Pairs[node] = pc
+		}
+		return nil
+	})
+	if err != nil {
+		return store.PairCredentials{}, err
+	}
+	return hc.Pairs[node], nil
+}
+
+// pushPair makes the agent hold the pair's newest secrets and, when those
+// were pending, records them applied.
+func (s *Service) pushPair(ctx context.Context, a AgentClient, host, node string, pc store.PairCredentials) error {
+	want := pc.Applied
+	if !pc.Pending.IsZero() {
+		want = pc.Pending
+	}
+	if want.IsZero() {
+		return nil
+	}
+	if err := a.SetHostAuth(ctx, host, HostSecrets{Secret: want.Secret, CtrlSecret: want.CtrlSecret}); err != nil {
+		return fmt.Errorf("set the authentication secrets of host %s on storage node %s: %w", host, node, err)
+	}
+	if pc.Pending.IsZero() {
+		return nil
+	}
+	_, err := s.o.Store.UpdateHostCredentials(ctx, host, func(hc *store.HostCredentials) error {
+		cur := hc.Pairs[node]
+		if cur.Pending.Generation == want.Generation && cur.Pending.Secret == want.Secret {
+			cur.Applied, cur.Pending = cur.Pending, store.Secrets{}
+			hc.Pairs[node] = cur
+		}
+		return nil
+	})
+	if err == nil {
+		klog.InfoS("Storage node holds new authentication secrets", "host", host, "storageNode", node, "generation", want.Generation)
+	}
+	return err
+}
+
+// allowHost is the one way the provisioner admits a host on a replica:
+// the pair's secrets first, then the allowance.
+func (s *Service) allowHost(ctx context.Context, a AgentClient, v *store.Volume, r store.Replica, host string) error {
+	if err := s.prepareHost(ctx, a, v, r.StorageNode, host); err != nil {
+		return err
+	}
+	return a.AllowHost(ctx, r.ID, host)
+}
+
+// prepareHost gives the storage node the secrets it must demand from host
+// before the host is allowed there (also for a replica created with the
+// host already allowed).
+func (s *Service) prepareHost(ctx context.Context, a AgentClient, v *store.Volume, node, host string) error {
+	pc, err := s.pairCredentials(ctx, host, node, v.Parameters.Auth() != params.AuthNone)
+	if err != nil {
+		return err
+	}
+	return s.pushPair(ctx, a, host, node, pc)
+}
+
+// GetHostCredentials returns the applied secrets of host, by storage node.
+func (s *Service) GetHostCredentials(ctx context.Context, host string) ([]StorageNodeCredentials, error) {
+	if err := nvmeof.ValidateNQN(host); err != nil {
+		return nil, fmt.Errorf("%w: host NQN %q: %v", ErrInvalidArgument, host, err)
+	}
+	hc, err := s.o.Store.GetHostCredentials(ctx, host)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []StorageNodeCredentials
+	for _, node := range slices.Sorted(maps.Keys(hc.Pairs)) {
+		if pc := hc.Pairs[node]; !pc.Applied.IsZero() {
+			out = append(out, StorageNodeCredentials{StorageNode: node, Secrets: pc.Applied})
+		}
+	}
+	return out, nil
+}
+
+// RotateCredentials replaces the secrets between the volume's host and the
+// storage nodes of its active replicas (see the API's comment). It returns
+// the host and the outcome per storage node; the error is for the call as a
+// whole (volume not found, not published, no authentication).
+func (s *Service) RotateCredentials(ctx context.Context, volumeID string) (string, []RotatedNode, error) {
+	if err := s.requireLeader(); err != nil {
+		return "", nil, err
+	}
+	v, err := s.o.Store.GetVolume(ctx, volumeID)
+	if err != nil {
+		return "", nil, err
+	}
+	host := v.PublishedHostNQN
+	if host == "" {
+		return "", nil, fmt.Errorf("volume %s is not published to any host, so it has no connection secrets to rotate: %w", volumeID, ErrFailedPrecondition)
+	}
+	if v.Parameters.Auth() == params.AuthNone {
+		return "", nil, fmt.Errorf("volume %s has authentication %s (StorageClass parameter %s); there are no secrets to rotate: %w",
+			volumeID, params.AuthNone, params.KeyAuthentication, ErrFailedPrecondition)
+	}
+	var nodes []string
+	for _, r := range v.Replicas {
+		if r.State == store.ReplicaActive && !slices.Contains(nodes, r.StorageNode) {
+			nodes = append(nodes, r.StorageNode)
+		}
+	}
+	slices.Sort(nodes)
+	out := make([]RotatedNode, 0, len(nodes))
+	for _, node := range nodes {
+		pc, err := s.beginRotation(ctx, host, node)
+		if err != nil {
+			return "", nil, err
+		}
+		res := RotatedNode{StorageNode: node, Generation: pc.Pending.Generation}
+		a, err := s.agentFor(ctx, node)
+		if err == nil {
+			err = s.pushPair(ctx, a, host, node, pc)
+		}
+		if err != nil {
+			klog.ErrorS(err, "Rotation left pending", "volume", volumeID, "host", host, "storageNode", node, "generation", res.Generation)
+		}
+		res.Err = err
+		out = append(out, res)
+	}
+	return host, out, nil
+}
+
+// beginRotation records new pending secrets for the pair, unless a rotation
+// is already pending: then that one is pushed again, so retrying a rotation
+// that could not reach a storage node completes it instead of starting
+// another.
+func (s *Service) beginRotation(ctx context.Context, host, node string) (store.PairCredentials, error) {
+	hc, err := s.o.Store.GetHostCredentials(ctx, host)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return store.PairCredentials{}, err
+	}
+	var next int64 = 1
+	if hc != nil {
+		pc := hc.Pairs[node]
+		if !pc.Pending.IsZero() {
+			return pc, nil
+		}
+		next = pc.Applied.Generation + 1
+	}
+	fresh, err := s.newSecrets(next)
+	if err != nil {
+		return store.PairCredentials{}, err
+	}
+	hc, err = s.o.Store.UpdateHostCredentials(ctx, host, func(hc *store.HostCredentials) error {
+		if hc.Pairs == nil {
+			hc.Pairs = map[string]store.PairCredentials{}
+		}
+		pc := hc.Pairs[node]
+		if pc.Pending.IsZero() {
+			fresh.Generation = pc.Applied.Generation + 1
+			pc.Pending = fresh
+			hc.Pairs[node] = pc
+		}
+		return nil
+	})
+	if err != nil {
+		return store.PairCredentials{}, err
+	}
+	return hc.Pairs[node], nil
+}
