@@ -19,6 +19,7 @@ const (
 	ParamZones              = "zones"
 	ParamRacks              = "racks"
 	ParamStorageNodes       = "storageNodes"
+	ParamAuthentication     = "authentication"
 )
 
 // mutableParameters are the parameters a VolumeAttributesClass may set at

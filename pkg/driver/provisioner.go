@@ -50,6 +50,36 @@ type Provisioner interface {
 	ReportAudit(ctx context.Context, rec AuditRecord) error
 	// Ping succeeds when the provisioner is reachable and serving.
 	Ping(ctx context.Context) error
+	// GetHostCredentials returns the NVMe in-band authentication secrets
+	// between hostNQN and every storage node that demands them (none: an
+	// empty list). The node uses them for every replica on those storage
+	// nodes: the kernel target keeps secrets per host, not per replica.
+	GetHostCredentials(ctx context.Context, hostNQN string) ([]Credentials, error)
+}
+
+// Credentials are the DH-HMAC-CHAP secrets between this node's host and one
+// storage node, in the NVMe "DHHC-1:" form. Never log them.
+type Credentials struct {
+	StorageNode string
+	// Secret is the host's key; CtrlSecret the storage node's, used only
+	// by volumes with bidirectional authentication.
+	Secret, CtrlSecret string
+	Generation         int64
+}
+
+// Authentication modes of the StorageClass parameter ParamAuthentication.
+const (
+	AuthNone          = "none"
+	AuthHost          = "host"
+	AuthBidirectional = "bidirectional"
+)
+
+// Authentication is the volume's authentication mode; none when unset.
+func (v *Volume) Authentication() string {
+	if a := v.Parameters[ParamAuthentication]; a != "" {
+		return a
+	}
+	return AuthNone
 }
 
 // CreateVolumeRequest is what the controller asks the provisioner for.

@@ -80,6 +80,27 @@ func (c *Client) DeleteVolume(ctx context.Context, id string) error {
 	return mapErr(err)
 }
 
+// GetHostCredentials fetches the host's DH-HMAC-CHAP secrets per storage node.
+func (c *Client) GetHostCredentials(ctx context.Context, hostNQN string) ([]driver.Credentials, error) {
+	resp, err := c.api.GetHostCredentials(ctx, &provisionerapi.GetHostCredentialsRequest{HostNqn: hostNQN})
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	out := make([]driver.Credentials, 0, len(resp.GetCredentials()))
+	for _, cr := range resp.GetCredentials() {
+		out = append(out, driver.Credentials{StorageNode: cr.GetStorageNode(), Secret: cr.GetDhchapSecret(),
+			CtrlSecret: cr.GetDhchapCtrlSecret(), Generation: cr.GetGeneration()})
+	}
+	return out, nil
+}
+
+// RotateCredentials asks for new secrets between the volume's host and its
+// storage nodes; per storage node, an empty error means done.
+func (c *Client) RotateCredentials(ctx context.Context, volumeID string) (*provisionerapi.RotateCredentialsResponse, error) {
+	resp, err := c.api.RotateCredentials(ctx, &provisionerapi.RotateCredentialsRequest{VolumeId: volumeID})
+	return resp, mapErr(err)
+}
+
 func (c *Client) GetVolume(ctx context.Context, id string) (*driver.Volume, error) {
 	resp, err := c.api.GetVolume(ctx, &provisionerapi.GetVolumeRequest{VolumeId: id})
 	if err != nil {

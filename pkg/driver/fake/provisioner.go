@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -18,7 +19,7 @@ import (
 var knownParameters = map[string]bool{
 	driver.ParamNumReplicas: true, driver.ParamMaxReplicaDownTime: true, driver.ParamSameRackAllowed: true,
 	driver.ParamProvisioningType: true, driver.ParamFSType: true, driver.ParamZones: true,
-	driver.ParamRacks: true, driver.ParamStorageNodes: true,
+	driver.ParamRacks: true, driver.ParamStorageNodes: true, driver.ParamAuthentication: true,
 	"csi.storage.k8s.io/pv/name": true, "csi.storage.k8s.io/pvc/name": true, "csi.storage.k8s.io/pvc/namespace": true,
 }
 
@@ -36,6 +37,8 @@ type Provisioner struct {
 	audits   []driver.AuditRecord
 	// PingErr is returned by Ping.
 	PingErr error
+	// creds are GetHostCredentials' answers by host NQN.
+	creds map[string][]driver.Credentials
 	// Err, when set, is returned by every volume call (an unreachable
 	// provisioner).
 	Err error
@@ -323,6 +326,26 @@ func (p *Provisioner) Update(id string, f func(v *driver.Volume)) {
 	if v, ok := p.vols[id]; ok {
 		f(v)
 	}
+}
+
+// SetCredentials sets what GetHostCredentials returns for host.
+func (p *Provisioner) SetCredentials(host string, creds []driver.Credentials) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.creds == nil {
+		p.creds = map[string][]driver.Credentials{}
+	}
+	p.creds[host] = slices.Clone(creds)
+}
+
+// GetHostCredentials implements driver.Provisioner.
+func (p *Provisioner) GetHostCredentials(_ context.Context, host string) ([]driver.Credentials, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.Err != nil {
+		return nil, p.Err
+	}
+	return slices.Clone(p.creds[host]), nil
 }
 
 var _ driver.Provisioner = (*Provisioner)(nil)
