@@ -6,6 +6,7 @@
 //	nvmirrorctl [global flags] events [--volume ID] [--node NAME] [--type TYPE] [--since DURATION|RFC3339] [--limit N]
 //	nvmirrorctl [global flags] nodes
 //	nvmirrorctl [global flags] set VOLUME_ID maxReplicaDownTime=MINUTES
+//	nvmirrorctl [global flags] rotate-keys VOLUME_ID
 package main
 
 import (
@@ -40,6 +41,10 @@ commands:
   events [flags]              events and audit records (--volume, --node, --type, --since, --limit)
   nodes                       storage nodes: address, zone, rack, capacity, replicas
   set VOLUME_ID KEY=VALUE     change a mutable parameter (maxReplicaDownTime=MINUTES)
+  rotate-keys VOLUME_ID       new NVMe authentication secrets between the volume's host and its
+                              storage nodes; the node re-authenticates its live connections with
+                              them at its next healing check (no I/O stops). Rerun to complete a
+                              rotation a storage node missed.
 
 global flags:
 `
@@ -182,6 +187,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		for k := range params {
 			fmt.Fprintf(stdout, "volume %s: %s=%s\n", id, k, resp.GetVolume().GetParameters()[k])
+		}
+	case "rotate-keys":
+		if len(cargs) != 1 {
+			return usagef("rotate-keys takes one VOLUME_ID, got %d arguments", len(cargs))
+		}
+		resp, err := c.RotateCredentials(ctx, &api.RotateCredentialsRequest{VolumeId: cargs[0]})
+		if err != nil {
+			return err
+		}
+		if json {
+			if err := renderJSON(stdout, resp); err != nil {
+				return err
+			}
+		} else {
+			renderRotation(stdout, cargs[0], resp)
+		}
+		if failed := failedRotations(resp); len(failed) > 0 {
+			return fmt.Errorf("rotation pending on storage nodes %s: run rotate-keys %s again when they are reachable", strings.Join(failed, ", "), cargs[0])
 		}
 	default:
 		fs.Usage()

@@ -150,6 +150,30 @@ func renderNodes(w io.Writer, nodes []*api.StorageNode) {
 }
 
 // renderJSON prints protobuf messages in their canonical JSON form.
+func renderRotation(w io.Writer, volumeID string, r *api.RotateCredentialsResponse) {
+	fmt.Fprintf(w, "volume %s, host %s:\n", volumeID, r.GetHostNqn())
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STORAGE NODE\tGENERATION\tRESULT")
+	for _, n := range r.GetStorageNodes() {
+		res := "rotated"
+		if n.GetError() != "" {
+			res = "PENDING: " + n.GetError()
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\n", n.GetStorageNode(), n.GetGeneration(), res)
+	}
+	tw.Flush()
+}
+
+func failedRotations(r *api.RotateCredentialsResponse) []string {
+	var out []string
+	for _, n := range r.GetStorageNodes() {
+		if n.GetError() != "" {
+			out = append(out, n.GetStorageNode())
+		}
+	}
+	return out
+}
+
 func renderJSON(w io.Writer, msgs ...proto.Message) error {
 	out := make([]json.RawMessage, 0, len(msgs))
 	for _, m := range msgs {

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/nvmirror/nvmirror/pkg/events"
+	"github.com/nvmirror/nvmirror/pkg/provisioner"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/fakeagent"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/store/boltstore"
+	"github.com/nvmirror/nvmirror/pkg/provisionerapi"
+	"github.com/nvmirror/nvmirror/pkg/rpcauth"
+	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
+)
+
+const liveHost = "nqn.2014-08.org.nvmexpress:uuid:6f1c2a10-7d3e-4b8a-9c1d-1a2b3c4d5e6f"
+
+// liveProvisioner is a real provisioner gRPC server (TLS, bearer token, bolt
+// registry) over fake storage-node agents: what nvmirrorctl talks to in
+// production, minus the kernel.
+type liveProvisioner struct {
+	svc     *provisioner.Service
+	cluster *fakeagent.Cluster
+	flags   []string // global flags that reach it
+}
+
+func startLiveProvisioner(t *testing.T) *liveProvisioner {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := boltstore.Open(filepath.Join(dir, "registry.db"), boltstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ctx := context.Background()
+	c := fakeagent.New()
+	for i, n := range []string{"sn-1", "sn-2", "sn-3"} {
+		if err := st.PutStorageNode(ctx, c.AddNode(n, "z1", "rack-"+string(rune('a'+i)), 100<<30)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	svc, err := provisioner.New(provisioner.Options{Store: st, Agents: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := rpcauthtest.NewCert(t)
+	caFile, _ := cert.WriteFiles(t, dir)
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("s3cret-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	auth, err := rpcauth.NewTokenAuth("s3cret-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(cert.ServerTLS())),
+		grpc.ChainUnaryInterceptor(auth.UnaryServerInterceptor(), provisioner.LoggingInterceptor))
+	provisionerapi.RegisterProvisionerServer(srv, provisioner.NewServer(svc))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	return &liveProvisioner{svc: svc, cluster: c,
+		flags: []string{"--provisioner", lis.Addr().String(), "--ca-file", caFile, "--token-file", tokenFile, "--timeout", "10s"}}
+}
+
+// ctl runs nvmirrorctl with the provisioner's flags and returns stdout.
+func (p *liveProvisioner) ctl(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), append(append([]string{}, p.flags...), args...), &out, &errOut)
+	return out.String(), err
+}
+
+func mustContain(t *testing.T, what, out string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("%s lacks %q:\n%s", what, w, out)
+		}
+	}
+}
+
+func TestAgainstRunningProvisioner(t *testing.T) {
+	p := startLiveProvisioner(t)
+	ctx := context.Background()
+	v, err := p.svc.CreateVolume(ctx, provisioner.CreateRequest{Name: "pvc-7f3a", SizeBytes: 2 << 30, Parameters: map[string]string{
+		"numReplicas": "3", "authentication": "host",
+		"csi.storage.k8s.io/pvc/name": "data", "csi.storage.k8s.io/pvc/namespace": "db"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.svc.PublishVolume(ctx, v.ID, liveHost, "worker-1/"+liveHost); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.svc.RecordEvents(ctx, events.Event{ID: "e1", Type: events.VolumeDegraded,
+		Time: time.Now(), Volume: v.ID, Replicas: []string{v.Replicas[2].ID}, StorageNode: v.Replicas[2].StorageNode,
+		Node: "worker-1", Message: "1 of 3 replicas missing"}); err != nil {
+		t.Fatal(err)
+	}
+
+	out, err := p.ctl(t, "volumes")
+	if err != nil {
+		t.Fatalf("volumes: %v", err)
+	}
+	mustContain(t, "volumes", out, v.ID, "db/data", "2Gi", "3/3", "ready", "worker-1/")
+
+	out, err = p.ctl(t, "volume", v.ID)
+	if err != nil {
+		t.Fatalf("volume: %v", err)
+	}
+	mustContain(t, "volume", out, v.Replicas[0].ID, v.Replicas[0].StorageNode, "rack-", "authentication=host", "VolumeDegraded", "1 of 3 replicas missing")
+
+	out, err = p.ctl(t, "events", "--volume", v.ID, "--type", "VolumeDegraded", "--since", "1h")
+	if err != nil {
+		t.Fatalf("events: %v", err)
+	}
+	mustContain(t, "events", out, "VolumeDegraded", v.ID)
+	if out, _ := p.ctl(t, "events", "--type", "VolumeHealed"); strings.Contains(out, v.ID) {
+		t.Errorf("events --type VolumeHealed shows the Degraded event:\n%s", out)
+	}
+
+	out, err = p.ctl(t, "nodes")
+	if err != nil {
+		t.Fatalf("nodes: %v", err)
+	}
+	mustContain(t, "nodes", out, "sn-1", "sn-2", "sn-3", "rack-a")
+
+	out, err = p.ctl(t, "set", v.ID, "maxReplicaDownTime=120")
+	if err != nil || !strings.Contains(out, "maxReplicaDownTime=120") {
+		t.Fatalf("set: %q, %v", out, err)
+	}
+	got, _ := p.svc.GetVolume(ctx, v.ID)
+	if got.Parameters.MaxReplicaDownTimeMinutes != 120 {
+		t.Errorf("set did not reach the registry: %d", got.Parameters.MaxReplicaDownTimeMinutes)
+	}
+	// The provisioner's refusal names the parameter.
+	if _, err := p.ctl(t, "set", v.ID, "numReplicas=2"); err == nil || !strings.Contains(err.Error(), "numReplicas") {
+		t.Errorf("set of an immutable parameter: %v", err)
+	}
+
+	// rotate-keys: every storage node gets new secrets; JSON output parses.
+	before := p.cluster.HostAuth(v.Replicas[0].StorageNode, liveHost)
+	out, err = p.ctl(t, "-o", "json", "rotate-keys", v.ID)
+	if err != nil {
+		t.Fatalf("rotate-keys: %v", err)
+	}
+	var rot struct {
+		HostNqn      string `json:"hostNqn"`
+		StorageNodes []struct {
+			StorageNode string `json:"storageNode"`
+			Generation  string `json:"generation"`
+			Error       string `json:"error"`
+		} `json:"storageNodes"`
+	}
+	if err := json.Unmarshal([]byte(out), &rot); err != nil {
+		t.Fatalf("rotate-keys -o json: %v\n%s", err, out)
+	}
+	if rot.HostNqn != liveHost || len(rot.StorageNodes) != 3 || rot.StorageNodes[0].Generation != "2" || rot.StorageNodes[0].Error != "" {
+		t.Errorf("rotate-keys answer %+v", rot)
+	}
+	if after := p.cluster.HostAuth(v.Replicas[0].StorageNode, liveHost); after.Secret == before.Secret || after.Secret == "" {
+		t.Error("rotate-keys did not change the storage node's secret")
+	}
+	if strings.Contains(out, "DHHC-1") {
+		t.Error("rotate-keys printed a secret")
+	}
+	// A storage node away: the table says PENDING and the command fails,
+	// naming the node and what to do.
+	p.cluster.SetDown("sn-2", true)
+	out, err = p.ctl(t, "rotate-keys", v.ID)
+	if err == nil || !strings.Contains(err.Error(), "sn-2") || !strings.Contains(err.Error(), "again") {
+		t.Errorf("rotate-keys with sn-2 away: err %v", err)
+	}
+	mustContain(t, "rotate-keys table", out, "sn-1", "rotated", "sn-2", "PENDING")
+
+	// Errors name what is wrong.
+	if _, err := p.ctl(t, "volume", "vol-nope"); err == nil || !strings.Contains(err.Error(), "vol-nope") {
+		t.Errorf("volume of an unknown ID: %v", err)
+	}
+	var ue usageError
+	if _, err := p.ctl(t, "rotate-keys"); !errors.As(err, &ue) || !strings.Contains(err.Error(), "VOLUME_ID") {
+		t.Errorf("rotate-keys without a volume: %v", err)
+	}
+}
