@@ -29,7 +29,16 @@ import (
 //   - port addr_* writes are EACCES while subsystems are linked; linking a
 //     subsystem to a port without trtype/traddr is EINVAL;
 //   - symlink targets must be absolute existing items; rmdir is ENOTEMPTY
-//     with child items or links, EBUSY for a link target.
+//     with child items or links, EBUSY for a link target;
+//   - with targetAuth (CONFIG_NVME_TARGET_AUTH), host entries have
+//     dhchap_key, dhchap_ctrl_key (shown "" when unset), dhchap_hash
+//     (default hmac(sha256)) and dhchap_dhgroup (default null). A key write
+//     is checked like nvmet_auth_set_key does (only "DHHC-1:<hh>:" with hh
+//     0-3; the key itself is parsed at connect time) and stored trimmed; a
+//     write whose C string is empty (a single NUL) clears the key, while a
+//     zero-length write never reaches the attribute (configfs drops it);
+//     hash and DH group must be known names, and with noDH the DH groups
+//     are missing from the crypto API (EINVAL).
 type fakeConfigFS struct {
 	t    *testing.T
 	root string
@@ -38,6 +47,8 @@ type fakeConfigFS struct {
 	requireBufferedIO bool                     // emulate a backing fs without O_DIRECT
 	discovered        map[string]bool          // subsystems whose serial is frozen
 	transportMissing  bool                     // linking to a port fails as without nvmet-tcp
+	targetAuth        bool                     // kernel built with CONFIG_NVME_TARGET_AUTH
+	noDH              bool                     // ffdhe groups missing from the crypto API
 	failWrite         map[string]error         // attribute path -> injected error
 	failSymlink       map[string]syscall.Errno // link path -> injected error
 	ops               []string
@@ -160,6 +171,9 @@ func (f *fakeConfigFS) Mkdir(path string) error {
 		groups = []string{"subsystems", "referrals"}
 	case "host":
 		attrs = map[string]string{}
+		if f.targetAuth {
+			attrs = map[string]string{"dhchap_key": "", "dhchap_ctrl_key": "", "dhchap_hash": "hmac(sha256)", "dhchap_dhgroup": "null"}
+		}
 	default:
 		return perr("mkdir", path, syscall.EPERM)
 	}
@@ -329,6 +343,11 @@ func (f *fakeConfigFS) WriteFile(path string, value []byte) error {
 	if e, ok := f.failWrite[path]; ok {
 		return e
 	}
+	if len(value) == 0 {
+		// configfs never calls the attribute's store for a zero-length
+		// write: nothing changes and the write "succeeds".
+		return nil
+	}
 	v := strings.TrimRight(string(value), "\n")
 	dir := filepath.Dir(path)
 	attr := filepath.Base(path)
@@ -394,6 +413,34 @@ func (f *fakeConfigFS) WriteFile(path string, value []byte) error {
 			if f.discovered[p[1]] || v == "" || len(v) > 20 {
 				return werr(syscall.EINVAL)
 			}
+		}
+	case "host":
+		switch attr {
+		case "dhchap_key", "dhchap_ctrl_key":
+			// The kernel sees a C string: a NUL ends it, so "\x00" is "".
+			if i := strings.IndexByte(v, 0); i >= 0 {
+				v = v[:i]
+			}
+			if v != "" {
+				var hh int
+				if n, _ := fmt.Sscanf(v, "DHHC-1:%d:", &hh); n != 1 || len(v) < 11 || hh < 0 || hh > 3 {
+					return werr(syscall.EINVAL)
+				}
+				v = strings.TrimSpace(v)
+			}
+		case "dhchap_hash":
+			if !slices.Contains([]string{"hmac(sha256)", "hmac(sha384)", "hmac(sha512)"}, v) {
+				return werr(syscall.EINVAL)
+			}
+		case "dhchap_dhgroup":
+			if !slices.Contains([]string{"null", "ffdhe2048", "ffdhe3072", "ffdhe4096", "ffdhe6144", "ffdhe8192"}, v) {
+				return werr(syscall.EINVAL)
+			}
+			if f.noDH && v != "null" {
+				return werr(syscall.EINVAL)
+			}
+		default:
+			return werr(syscall.EPERM)
 		}
 	case "port":
 		if !f.dirEmpty(filepath.Join(dir, "subsystems")) {

@@ -61,7 +61,8 @@ func (d devFabrics) Write(options string) (string, error) {
 	// EINVAL once the first created a controller. os.File.Write only loops
 	// on short writes, and the kernel always consumes the whole buffer.
 	if _, err := f.Write([]byte(options)); err != nil {
-		return "", fmt.Errorf("writing %q to %s: %w", options, d.path, err)
+		// The options can hold DH-HMAC-CHAP secrets: quote them redacted.
+		return "", fmt.Errorf("writing %q to %s: %w", redactOptions(options), d.path, err)
 	}
 	// The kernel's write does not move the file offset; the seq_file read
 	// from offset 0 now shows this controller's instance.

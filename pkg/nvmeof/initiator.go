@@ -10,10 +10,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"k8s.io/klog/v2"
+
+	"github.com/nvmirror/nvmirror/pkg/dhchap"
 )
 
 // DefaultWaitTimeout bounds waits whose context carries no deadline, so a
@@ -34,6 +37,8 @@ type Initiator struct {
 	sys     sysfs
 	fabrics Fabrics
 	poll    time.Duration
+	// authOK caches a positive answer of hostAuthCompiled.
+	authOK atomic.Bool
 }
 
 // NewInitiator returns an initiator using root/dev/nvme-fabrics and
@@ -74,7 +79,30 @@ type ConnectOptions struct {
 	FastIOFailTmo  *int
 	KeepAliveTmo   *int
 	NrIOQueues     int // 0 = kernel default (one per CPU)
+	// DHCHAPSecret is the host's DH-HMAC-CHAP secret in the DHHC-1
+	// representation (see pkg/dhchap): the host proves it holds it when the
+	// target asks. "" connects without a secret. A secret on a kernel that
+	// cannot authenticate is ErrAuthUnsupported, never a connection
+	// without authentication.
+	DHCHAPSecret string
+	// DHCHAPCtrlSecret makes authentication bidirectional: the host also
+	// makes the controller prove it holds this secret, and refuses the
+	// connection otherwise. Needs DHCHAPSecret, and must differ from it.
+	DHCHAPCtrlSecret string
 }
+
+// String renders o as FabricsString does but with the secrets redacted, so
+// that printing or logging options never shows a key.
+func (o ConnectOptions) String() string { return redactOptions(o.FabricsString()) }
+
+// GoString keeps %#v redacted.
+func (o ConnectOptions) GoString() string { return "nvmeof.ConnectOptions{" + o.String() + "}" }
+
+// MarshalLog is what structured loggers (logr, klog) print for o.
+func (o ConnectOptions) MarshalLog() any { return o.String() }
+
+// wantsAuth reports whether o asks for DH-HMAC-CHAP.
+func (o ConnectOptions) wantsAuth() bool { return o.DHCHAPSecret != "" || o.DHCHAPCtrlSecret != "" }
 
 func (o ConnectOptions) transport() string {
 	if o.Transport == "" {
@@ -140,9 +168,37 @@ func (o ConnectOptions) Validate() error {
 	if o.NrIOQueues < 0 {
 		return fmt.Errorf("%w: nr_io_queues %d is negative", ErrInvalidArgument, o.NrIOQueues)
 	}
+	if o.DHCHAPCtrlSecret != "" && o.DHCHAPSecret == "" {
+		return fmt.Errorf("%w: DHCHAPCtrlSecret without DHCHAPSecret: bidirectional authentication needs the host secret too", ErrInvalidArgument)
+	}
+	var secret, ctrlSecret string
+	if o.DHCHAPSecret != "" {
+		var err error
+		if secret, err = canonicalSecret("DHCHAPSecret", o.DHCHAPSecret); err != nil {
+			return err
+		}
+	}
+	if o.DHCHAPCtrlSecret != "" {
+		var err error
+		if ctrlSecret, err = canonicalSecret("DHCHAPCtrlSecret", o.DHCHAPCtrlSecret); err != nil {
+			return err
+		}
+		if ctrlSecret == secret {
+			return fmt.Errorf("%w: DHCHAPCtrlSecret equals DHCHAPSecret; bidirectional authentication needs two different secrets", ErrInvalidArgument)
+		}
+	}
 	// Defence in depth: the checks above already exclude separators, but
 	// the option string must never depend on that reasoning alone.
 	for _, kv := range o.pairs() {
+		if secretOptions[kv[0]] {
+			// Base64 padding makes '=' legal in a secret (the kernel's
+			// parser takes everything after the first '='); the value is
+			// never shown.
+			if strings.ContainsAny(kv[1], ",\n\r\t \x00") {
+				return fmt.Errorf("%w: option %s contains a separator", ErrInvalidArgument, kv[0])
+			}
+			continue
+		}
 		if err := checkOptionValue(kv[0], kv[1]); err != nil {
 			return err
 		}
@@ -176,14 +232,25 @@ func (o ConnectOptions) pairs() [][2]string {
 	if o.NrIOQueues > 0 {
 		p = append(p, [2]string{"nr_io_queues", strconv.Itoa(o.NrIOQueues)})
 	}
+	// The kernel gets the canonical spelling, so that what sysfs shows
+	// back compares equal to what another caller asks for.
+	if o.DHCHAPSecret != "" {
+		p = append(p, [2]string{"dhchap_secret", canonicalOrRaw(o.DHCHAPSecret)})
+	}
+	if o.DHCHAPCtrlSecret != "" {
+		p = append(p, [2]string{"dhchap_ctrl_secret", canonicalOrRaw(o.DHCHAPCtrlSecret)})
+	}
 	return p
 }
 
 // FabricsString renders the options as written to /dev/nvme-fabrics, in a
 // stable order: transport, traddr, trsvcid, nqn, hostnqn, hostid, then the
 // timeouts that are set (ctrl_loss_tmo, reconnect_delay, fast_io_fail_tmo,
-// keep_alive_tmo) and nr_io_queues. Call Validate first: this function
-// does not check anything.
+// keep_alive_tmo), nr_io_queues, dhchap_secret and dhchap_ctrl_secret.
+// Call Validate first: this function does not check anything.
+//
+// The result contains the secrets: it is for the kernel only. Log String,
+// which redacts them.
 func (o ConnectOptions) FabricsString() string {
 	var b strings.Builder
 	for i, kv := range o.pairs() {
@@ -226,6 +293,16 @@ func (i *Initiator) SupportedOptions() ([]string, error) {
 // the kernel does not list, e.g. fast_io_fail_tmo on old kernels, instead
 // of letting the write fail with a bare EINVAL.
 //
+// With DH-HMAC-CHAP secrets, Connect first makes sure the kernel will
+// authenticate (ErrAuthUnsupported otherwise, nothing written), and an
+// existing controller is returned only if it was connected with the same
+// secrets: one with other secrets (or none) is ErrBusy, because returning
+// it would hand the caller a connection that did not authenticate the way
+// it asked (rotate it with SetControllerSecrets, or disconnect it first;
+// the kernel refuses a second controller to the same place). Options
+// without secrets accept an existing controller whatever its secrets. A
+// refusal by authentication is ErrAuthFailed (with ErrConnectRefused).
+//
 // The kernel's connect blocks until the target answers or TCP gives up. If
 // ctx ends first Connect returns, but the write cannot be interrupted: a
 // connection that completes afterwards stays, and the next Connect with the
@@ -235,9 +312,17 @@ func (i *Initiator) Connect(ctx context.Context, o ConnectOptions) (Controller, 
 		return Controller{}, err
 	}
 	target := fmt.Sprintf("%s:%s", o.canonicalAddr(), o.TrSvcID)
+	if o.wantsAuth() {
+		if err := i.checkAuthSupport(o); err != nil {
+			return Controller{}, fmt.Errorf("connecting %s at %s with DH-HMAC-CHAP: %w", o.SubsysNQN, target, err)
+		}
+	}
 	if c, ok, err := i.existing(o); err != nil {
 		return Controller{}, err
 	} else if ok {
+		if err := i.checkSameSecrets(c, o, target); err != nil {
+			return Controller{}, err
+		}
 		klog.V(4).InfoS("NVMe-oF controller already connected", "controller", c.Name, "nqn", o.SubsysNQN, "target", target, "state", c.State)
 		return c, nil
 	}
@@ -245,6 +330,10 @@ func (i *Initiator) Connect(ctx context.Context, o ConnectOptions) (Controller, 
 	if supported, err := i.SupportedOptions(); err == nil {
 		for _, kv := range o.pairs() {
 			if !slices.Contains(supported, kv[0]) {
+				if secretOptions[kv[0]] {
+					return Controller{}, fmt.Errorf("%w: the kernel's /dev/nvme-fabrics does not accept option %s (connecting %s at %s): it is built without %s",
+						ErrAuthUnsupported, kv[0], o.SubsysNQN, target, hostAuthConfig)
+				}
 				return Controller{}, fmt.Errorf("%w: kernel does not support NVMe-oF option %s (connecting %s at %s); supported: %s",
 					ErrInvalidArgument, kv[0], o.SubsysNQN, target, strings.Join(supported, " "))
 			}
@@ -289,17 +378,71 @@ func (i *Initiator) Connect(ctx context.Context, o ConnectOptions) (Controller, 
 	if err != nil {
 		return Controller{}, fmt.Errorf("connected %s at %s as %s but: %w", o.SubsysNQN, target, name, err)
 	}
-	klog.InfoS("Connected NVMe-oF controller", "controller", c.Name, "nqn", o.SubsysNQN, "target", target, "hostnqn", o.HostNQN, "state", c.State, "subsystem", c.Subsystem)
+	if o.wantsAuth() {
+		// Defence in depth behind checkAuthSupport: a controller without
+		// the dhchap_secret attribute was connected by a kernel that
+		// ignored the secret. It must not be used.
+		if _, err := os.Stat(filepath.Join(i.sys.classNVMe(), name, "dhchap_secret")); errors.Is(err, fs.ErrNotExist) {
+			derr := i.Disconnect(ctx, name)
+			return Controller{}, errors.Join(fmt.Errorf("%w: controller %s for %s at %s has no dhchap_secret attribute: the kernel connected without authenticating (built without %s); disconnected it",
+				ErrAuthUnsupported, name, o.SubsysNQN, target, hostAuthConfig), derr)
+		}
+	}
+	klog.InfoS("Connected NVMe-oF controller", "controller", c.Name, "nqn", o.SubsysNQN, "target", target, "hostnqn", o.HostNQN,
+		"state", c.State, "subsystem", c.Subsystem, "dhchap", o.authMode())
 	return c, nil
+}
+
+// authMode describes o's authentication for logs.
+func (o ConnectOptions) authMode() string {
+	switch {
+	case o.DHCHAPCtrlSecret != "":
+		return "bidirectional"
+	case o.DHCHAPSecret != "":
+		return "host"
+	}
+	return "none"
+}
+
+// checkSameSecrets refuses an existing controller whose secrets differ from
+// those o asks for (see Connect).
+func (i *Initiator) checkSameSecrets(c Controller, o ConnectOptions, target string) error {
+	if !o.wantsAuth() {
+		return nil
+	}
+	secret, ctrlSecret, err := i.ControllerSecrets(c.Name)
+	if err != nil {
+		return fmt.Errorf("checking the secrets of existing controller %s for %s at %s: %w", c.Name, o.SubsysNQN, target, err)
+	}
+	var diff []string
+	if !dhchap.Equal(secret, canonicalOrRaw(o.DHCHAPSecret)) {
+		diff = append(diff, fmt.Sprintf("host secret %s (asked: %s)", redactSecret(secret), redactSecret(o.DHCHAPSecret)))
+	}
+	if !dhchap.Equal(ctrlSecret, canonicalOrRaw(o.DHCHAPCtrlSecret)) {
+		diff = append(diff, fmt.Sprintf("controller secret %s (asked: %s)", redactSecret(ctrlSecret), redactSecret(o.DHCHAPCtrlSecret)))
+	}
+	if len(diff) > 0 {
+		return fmt.Errorf("%w: controller %s for %s at %s is connected with other DH-HMAC-CHAP secrets: %s; rotate them with SetControllerSecrets or disconnect it first",
+			ErrBusy, c.Name, o.SubsysNQN, target, strings.Join(diff, ", "))
+	}
+	return nil
 }
 
 // connectFailed maps a failed fabrics write to the package's errors.
 func (i *Initiator) connectFailed(o ConnectOptions, target string, err error) (Controller, error) {
+	err = scrubError(err, o.DHCHAPSecret, o.DHCHAPCtrlSecret, canonicalOrRaw(o.DHCHAPSecret), canonicalOrRaw(o.DHCHAPCtrlSecret))
+	if authErr := authFailure(o, err); authErr != "" {
+		return Controller{}, fmt.Errorf("%w: %w: connecting %s at %s as host %s: %s: %w",
+			ErrAuthFailed, ErrConnectRefused, o.SubsysNQN, target, o.HostNQN, authErr, err)
+	}
 	switch {
 	case errors.Is(err, syscall.EALREADY):
 		// Someone connected the same controller between our check and our
 		// write (the kernel refuses duplicates): return theirs.
 		if c, ok, e := i.existing(o); e == nil && ok {
+			if err := i.checkSameSecrets(c, o, target); err != nil {
+				return Controller{}, err
+			}
 			klog.V(4).InfoS("NVMe-oF controller connected concurrently", "controller", c.Name, "nqn", o.SubsysNQN, "target", target)
 			return c, nil
 		}

@@ -59,7 +59,7 @@ func kernelLikeFabrics(tree *sysTree, first int) *fakeFabrics {
 		next++
 		mu.Unlock()
 		tree.addController(ctrlSpec{name: fmt.Sprintf("nvme%d", n), nqn: m["nqn"], traddr: m["traddr"],
-			trsvcid: m["trsvcid"], hostnqn: m["hostnqn"]})
+			trsvcid: m["trsvcid"], hostnqn: m["hostnqn"], secret: m["dhchap_secret"], ctrlSecret: m["dhchap_ctrl_secret"]})
 		return fmt.Sprintf("instance=%d,cntlid=1\n", n), nil
 	}
 	return f

@@ -19,6 +19,24 @@ import (
 type sysTree struct {
 	t    *testing.T
 	root string
+	// hostAuth: controllers get the dhchap_secret and dhchap_ctrl_secret
+	// attributes of a kernel with NVMe host authentication.
+	hostAuth bool
+}
+
+// enableHostAuth makes the tree a kernel with host authentication: its
+// symbol in proc/kallsyms, and the attributes on new controllers.
+func (s *sysTree) enableHostAuth() {
+	s.hostAuth = true
+	s.write("proc/kallsyms", "ffffffffc0a10000 t nvme_auth_free\t[nvme_core]\n"+
+		"ffffffffc0a1b2c0 T "+hostAuthSymbol+"\t[nvme_core]\nffffffffc0a1b400 T nvme_auth_wait\t[nvme_core]\n")
+}
+
+// withoutHostAuth is a kernel whose kallsyms lacks host authentication,
+// like Debian's 6.1.
+func (s *sysTree) withoutHostAuth() {
+	s.hostAuth = false
+	s.write("proc/kallsyms", "ffffffffc0a10000 T nvme_init_ctrl\t[nvme_core]\nffffffffc0a10100 T nvmf_connect_admin_queue\t[nvme_fabrics]\n")
 }
 
 func newSysTree(t *testing.T) *sysTree {
@@ -60,6 +78,7 @@ func (s *sysTree) symlink(target, rel string) {
 type ctrlSpec struct {
 	name, nqn, traddr, trsvcid, hostnqn, state string
 	extraAddr                                  string // e.g. ",host_traddr=10.0.0.1"
+	secret, ctrlSecret                         string // DH-HMAC-CHAP, with sysTree.hostAuth
 }
 
 func (s *sysTree) addController(c ctrlSpec) {
@@ -78,6 +97,14 @@ func (s *sysTree) addController(c ctrlSpec) {
 		"transport": "tcp", "delete_controller": "", "cntlid": "1",
 	} {
 		s.write(d+"/"+f, v+"\n")
+	}
+	if s.hostAuth {
+		for f, v := range map[string]string{"dhchap_secret": c.secret, "dhchap_ctrl_secret": c.ctrlSecret} {
+			if v == "" {
+				v = "none"
+			}
+			s.write(d+"/"+f, v+"\n")
+		}
 	}
 }
 

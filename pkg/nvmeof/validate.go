@@ -30,8 +30,22 @@ var (
 	ErrInvalidArgument = errors.New("invalid argument")
 	// ErrBusy: the object exists in a state that conflicts with the request
 	// (e.g. a port with another address and linked subsystems, an enabled
-	// namespace backed by another device).
+	// namespace backed by another device, a controller connected with other
+	// DH-HMAC-CHAP secrets).
 	ErrBusy = errors.New("busy")
+	// ErrAuthUnsupported: NVMe in-band authentication (DH-HMAC-CHAP) was
+	// asked for but the kernel is built without it; the message names the
+	// missing option (CONFIG_NVME_AUTH / CONFIG_NVME_HOST_AUTH on the host,
+	// CONFIG_NVME_TARGET_AUTH on the target). Nothing is connected or
+	// configured without authentication when this is returned.
+	ErrAuthUnsupported = errors.New("NVMe in-band authentication (DH-HMAC-CHAP) is not supported by this kernel")
+	// ErrAuthFailed: DH-HMAC-CHAP authentication failed: the target refused
+	// the host's secret (wrong or missing), or the host refused the
+	// controller's (bidirectional authentication with a wrong controller
+	// secret). It refines ErrConnectRefused: both are wrapped, with the
+	// kernel's errno, so callers that only know ErrConnectRefused still
+	// see a refused connection.
+	ErrAuthFailed = errors.New("NVMe in-band authentication (DH-HMAC-CHAP) failed")
 )
 
 // MaxNQNLength is the longest NQN the kernel accepts. The NVMe

@@ -1,0 +1,313 @@
+package nvmeof
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+
+	"k8s.io/klog/v2"
+
+	"github.com/nvmirror/nvmirror/pkg/dhchap"
+)
+
+// NVMe in-band authentication (DH-HMAC-CHAP) support shared by the target
+// and the initiator. Secrets are credentials: they reach the kernel and
+// nowhere else. Every message of this package that concerns one shows
+// redactSecret's form instead.
+
+// redactSecret is what logs and errors show in place of a secret.
+func redactSecret(s string) string {
+	if s == "" {
+		return `""`
+	}
+	return dhchap.Redact(s)
+}
+
+// canonicalSecret validates a secret with pkg/dhchap and returns the
+// canonical text to hand the kernel. field names the option in errors,
+// which carry ErrInvalidArgument and the reason, never the value.
+func canonicalSecret(field, s string) (string, error) {
+	sec, err := dhchap.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: %w", ErrInvalidArgument, field, err)
+	}
+	return sec.Encode(), nil
+}
+
+// canonicalOrRaw is canonicalSecret for callers that validated already.
+func canonicalOrRaw(s string) string {
+	if sec, err := dhchap.Parse(s); err == nil {
+		return sec.Encode()
+	}
+	return s
+}
+
+// secretOptions are the fabrics options whose values are secrets.
+var secretOptions = map[string]bool{"dhchap_secret": true, "dhchap_ctrl_secret": true, "tls_key": true}
+
+// redactOptions returns a fabrics option string with the values of secret
+// options replaced, for messages about a write to /dev/nvme-fabrics.
+func redactOptions(opts string) string {
+	parts := strings.Split(opts, ",")
+	for i, kv := range parts {
+		k, v, ok := strings.Cut(kv, "=")
+		if ok && secretOptions[strings.TrimSpace(k)] {
+			parts[i] = k + "=" + redactSecret(v)
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// scrubError returns err, or an error with the same message minus any of
+// secrets when its text contains one (a Fabrics implementation could quote
+// what it wrote). The replacement keeps errors.Is working for the errno
+// and the sentinels err wraps, but not errors.Unwrap to the original text.
+func scrubError(err error, secrets ...string) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	leaked := false
+	for _, s := range secrets {
+		if s != "" && strings.Contains(msg, s) {
+			msg = strings.ReplaceAll(msg, s, redactSecret(s))
+			leaked = true
+		}
+	}
+	if !leaked {
+		return err
+	}
+	return &scrubbedError{msg: msg, orig: err}
+}
+
+type scrubbedError struct {
+	msg  string
+	orig error
+}
+
+func (e *scrubbedError) Error() string { return e.msg }
+
+// Is reports whether the original error matches, so errno and sentinel
+// checks keep working; the original itself is not reachable.
+func (e *scrubbedError) Is(target error) bool { return errors.Is(e.orig, target) }
+
+// As lets errors.As find an errno in the original.
+func (e *scrubbedError) As(target any) bool { return errors.As(e.orig, target) }
+
+// hostAuthSymbol is a function of the kernel's NVMe host authentication
+// (drivers/nvme/host/auth.c), present in /proc/kallsyms exactly when the
+// host side is built with it (CONFIG_NVME_AUTH on 6.0-6.6,
+// CONFIG_NVME_HOST_AUTH from 6.7), whether built in or in nvme-core.
+const hostAuthSymbol = "nvme_auth_negotiate"
+
+// hostAuthConfig names the kernel options in messages.
+const hostAuthConfig = "CONFIG_NVME_AUTH (CONFIG_NVME_HOST_AUTH on 6.7 and later)"
+
+// hostAuthCompiled reports whether the host side of the kernel can
+// authenticate. /dev/nvme-fabrics is no evidence: Debian's 6.1 lists the
+// dhchap_secret options in its table although it is built without
+// authentication, and then connects without authenticating. The evidence
+// used, cheapest first: a fabrics controller in sysfs with a dhchap_secret
+// attribute (only created with host authentication), then the symbol in
+// /proc/kallsyms. The answer is cached once positive (the kernel cannot
+// lose it while running).
+func (i *Initiator) hostAuthCompiled() error {
+	if i.authOK.Load() {
+		return nil
+	}
+	names, err := listNames(i.sys.classNVMe(), ctrlNameRE)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if _, err := os.Stat(filepath.Join(i.sys.classNVMe(), n, "dhchap_secret")); err == nil {
+			i.authOK.Store(true)
+			return nil
+		}
+	}
+	ks := filepath.Join(i.sys.root, "proc/kallsyms")
+	f, err := os.Open(ks)
+	if err != nil {
+		return fmt.Errorf("%w: cannot tell whether the kernel has NVMe host authentication (%s): no controller shows it and %s is unreadable: %w",
+			ErrAuthUnsupported, hostAuthConfig, ks, err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// "ffffffffc0a1b2c0 T nvme_auth_negotiate\t[nvme_core]"
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 3 && fields[2] == hostAuthSymbol {
+			i.authOK.Store(true)
+			return nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("%w: cannot tell whether the kernel has NVMe host authentication (%s): reading %s: %w",
+			ErrAuthUnsupported, hostAuthConfig, ks, err)
+	}
+	return fmt.Errorf("%w: the kernel's NVMe host is built without %s (%s is not in %s); its nvme-fabrics would connect without authenticating",
+		ErrAuthUnsupported, hostAuthConfig, hostAuthSymbol, ks)
+}
+
+// checkAuthSupport refuses a connect with secrets unless the kernel will
+// authenticate with them: the options must be listed by
+// /dev/nvme-fabrics (when the list is readable; an unreadable list alone
+// proves nothing, and a missing device fails the write with ErrNotFound),
+// and the host authentication code must be built in.
+func (i *Initiator) checkAuthSupport(o ConnectOptions) error {
+	if supported, err := i.SupportedOptions(); err == nil {
+		for _, kv := range o.pairs() {
+			if secretOptions[kv[0]] && !slices.Contains(supported, kv[0]) {
+				return fmt.Errorf("%w: the kernel's /dev/nvme-fabrics does not accept option %s: it is built without %s",
+					ErrAuthUnsupported, kv[0], hostAuthConfig)
+			}
+		}
+	}
+	return i.hostAuthCompiled()
+}
+
+// authFailure explains a failed connect as an authentication failure, or
+// returns "" when err is something else. The errnos are those the kernel's
+// fabrics write was seen to return (see the real-kernel tests).
+func authFailure(o ConnectOptions, err error) string {
+	switch {
+	case errors.Is(err, syscall.EKEYREJECTED):
+		if o.DHCHAPCtrlSecret != "" {
+			return "authentication refused: the target does not accept the host secret, or the controller does not prove the controller secret"
+		}
+		return "authentication refused: the target does not accept the host secret"
+	case errors.Is(err, syscall.ENOKEY):
+		if !o.wantsAuth() {
+			return "the target requires DH-HMAC-CHAP authentication and no secret was given"
+		}
+		return "authentication impossible: a secret is missing on one side"
+	}
+	return ""
+}
+
+// ControllerSecrets returns the DH-HMAC-CHAP secrets controller name
+// ("nvme3") authenticates with, as its sysfs dhchap_secret and
+// dhchap_ctrl_secret show them ("" for none). A controller without these
+// attributes (a kernel without host authentication, or PCIe) is
+// ErrAuthUnsupported; a missing controller ErrNotFound. Never log the
+// result.
+func (i *Initiator) ControllerSecrets(name string) (secret, ctrlSecret string, err error) {
+	dir, err := i.controllerDir(name)
+	if err != nil {
+		return "", "", err
+	}
+	vals := make([]string, 2)
+	for k, attr := range []string{"dhchap_secret", "dhchap_ctrl_secret"} {
+		v, err := readAttr(filepath.Join(dir, attr))
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", "", fmt.Errorf("%w: controller %s has no %s attribute (kernel without %s, or not a fabrics controller)",
+				ErrAuthUnsupported, name, attr, hostAuthConfig)
+		}
+		if err != nil {
+			return "", "", fmt.Errorf("reading %s of controller %s: %w", attr, name, err)
+		}
+		// The kernel shows "none" for a secret it was not given.
+		if v == "none" {
+			v = ""
+		}
+		vals[k] = v
+	}
+	return vals[0], vals[1], nil
+}
+
+func (i *Initiator) controllerDir(name string) (string, error) {
+	if !ctrlNameRE.MatchString(name) {
+		return "", fmt.Errorf("%w: %q is not an NVMe controller name (nvme<N>)", ErrInvalidArgument, name)
+	}
+	dir := filepath.Join(i.sys.classNVMe(), name)
+	if _, err := os.Stat(dir); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("%w: controller %s (%s)", ErrNotFound, name, dir)
+		}
+		return "", err
+	}
+	return dir, nil
+}
+
+// SetControllerSecrets re-keys a live controller: it writes the new host
+// secret and/or controller secret to the controller's sysfs dhchap_secret
+// and dhchap_ctrl_secret ("" leaves that one as it is; secrets equal to the
+// current ones are not rewritten). Each write makes the kernel
+// re-authenticate the controller's queues in the background with the
+// target; the controller is not disconnected and I/O goes on.
+//
+// Order matters and is the caller's: give the target the new secrets first
+// (Target.SetHostAuth; live sessions keep working on it), then call this.
+// The host secret is written before the controller secret, so with both
+// changing the first re-authentication runs with the new host secret and
+// the old controller secret; when the target already has both new ones
+// that one fails, the second (both new) succeeds. The write itself returns
+// before the re-authentication ends and does not report its outcome.
+//
+// The kernel can only change a secret the controller was connected with
+// (a controller connected without a controller secret cannot get one
+// live): asking for that is ErrInvalidArgument.
+func (i *Initiator) SetControllerSecrets(name, secret, ctrlSecret string) error {
+	if secret == "" && ctrlSecret == "" {
+		return fmt.Errorf("%w: no secret to set on controller %s", ErrInvalidArgument, name)
+	}
+	var err error
+	if secret != "" {
+		if secret, err = canonicalSecret("host secret", secret); err != nil {
+			return fmt.Errorf("controller %s: %w", name, err)
+		}
+	}
+	if ctrlSecret != "" {
+		if ctrlSecret, err = canonicalSecret("controller secret", ctrlSecret); err != nil {
+			return fmt.Errorf("controller %s: %w", name, err)
+		}
+	}
+	dir, err := i.controllerDir(name)
+	if err != nil {
+		return err
+	}
+	curSecret, curCtrl, err := i.ControllerSecrets(name)
+	if err != nil {
+		return err
+	}
+	newSecret, newCtrl := curSecret, curCtrl
+	if secret != "" {
+		newSecret = secret
+	}
+	if ctrlSecret != "" {
+		newCtrl = ctrlSecret
+	}
+	if newCtrl != "" && dhchap.Equal(newSecret, newCtrl) {
+		return fmt.Errorf("%w: controller %s: the controller secret would equal the host secret", ErrInvalidArgument, name)
+	}
+	for _, w := range []struct {
+		attr, what, cur, val string
+	}{
+		{"dhchap_secret", "host secret", curSecret, secret},
+		{"dhchap_ctrl_secret", "controller secret", curCtrl, ctrlSecret},
+	} {
+		if w.val == "" {
+			continue
+		}
+		if w.cur == "" {
+			return fmt.Errorf("%w: controller %s was connected without a %s; the kernel can only change secrets a controller was connected with (reconnect with it instead)",
+				ErrInvalidArgument, name, w.what)
+		}
+		if dhchap.Equal(w.cur, w.val) {
+			continue
+		}
+		p := filepath.Join(dir, w.attr)
+		if err := writeAttr(p, w.val); err != nil {
+			return fmt.Errorf("setting the %s %s of controller %s (%s): %w", w.what, redactSecret(w.val), name, p, scrubError(err, w.val))
+		}
+		klog.InfoS("Set DH-HMAC-CHAP secret of NVMe controller; the kernel re-authenticates it", "controller", name,
+			"secret", w.what, "new", redactSecret(w.val), "old", redactSecret(w.cur))
+	}
+	return nil
+}

@@ -1,0 +1,728 @@
+package nvmeof
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nvmirror/nvmirror/pkg/dhchap"
+)
+
+// testSecret returns a valid secret whose key is n repeated (keyLen bytes).
+func testSecret(t *testing.T, n byte, keyLen int) string {
+	t.Helper()
+	s, err := dhchap.New(dhchap.HashNone, bytes.Repeat([]byte{n}, keyLen))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Encode()
+}
+
+// assertNoSecret fails when text shows any 12-character run of a secret's
+// base64 key.
+func assertNoSecret(t *testing.T, text string, secrets ...string) {
+	t.Helper()
+	for _, s := range secrets {
+		if len(s) < 12 {
+			continue
+		}
+		b64 := strings.Trim(s[10:], ":=")
+		for i := 0; i+12 <= len(b64); i++ {
+			if strings.Contains(text, b64[i:i+12]) {
+				t.Fatalf("%q shows a secret", text)
+			}
+		}
+	}
+}
+
+func newFakeAuthTarget(t *testing.T) (*Target, *fakeConfigFS) {
+	tg, f := newFakeTarget(t)
+	f.targetAuth = true
+	return tg, f
+}
+
+// ------------------------------------------------------------------ target
+
+func TestSetHostAuth(t *testing.T) {
+	tg, f := newFakeAuthTarget(t)
+	key, ctrl := testSecret(t, 1, 32), testSecret(t, 2, 48)
+	if err := tg.SetHostAuth(hostA, HostAuth{Secret: key, CtrlSecret: ctrl}); err != nil {
+		t.Fatal(err)
+	}
+	// Hash and DH group before the secrets: the first authentication after
+	// the host secret appears already uses them. Host secret before the
+	// controller secret: authentication is required from the first write.
+	ops := f.Ops()
+	want := []string{"mkdir hosts/" + hostA, "write hosts/" + hostA + "/dhchap_hash=hmac(sha256)",
+		"write hosts/" + hostA + "/dhchap_dhgroup=" + DefaultAuthDHGroup,
+		"write hosts/" + hostA + "/dhchap_key=" + key, "write hosts/" + hostA + "/dhchap_ctrl_key=" + ctrl}
+	if !slices.Equal(ops, want) {
+		t.Fatalf("ops =\n%s\nwant\n%s", strings.Join(ops, "\n"), strings.Join(want, "\n"))
+	}
+	got, err := tg.HostAuth(hostA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != (HostAuth{Secret: key, CtrlSecret: ctrl, Hash: DefaultAuthHash, DHGroup: DefaultAuthDHGroup}) {
+		t.Errorf("HostAuth = %s", got)
+	}
+	for _, out := range []string{got.String(), fmt.Sprintf("%v", got), fmt.Sprintf("%+v", got), fmt.Sprintf("%#v", got), fmt.Sprint(got.MarshalLog())} {
+		assertNoSecret(t, out, key, ctrl)
+		if !strings.Contains(out, "redacted") {
+			t.Errorf("%q is not redacted", out)
+		}
+	}
+
+	// Rotation to other secrets and parameters, unidirectional now: the
+	// controller secret is cleared with the NUL write nvmet sees as "".
+	key2 := testSecret(t, 3, 64)
+	n := len(f.Ops())
+	if err := tg.SetHostAuth(hostA, HostAuth{Secret: key2, Hash: "hmac(sha512)", DHGroup: "null"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := tg.HostAuth(hostA); got != (HostAuth{Secret: key2, Hash: "hmac(sha512)", DHGroup: "null"}) {
+		t.Errorf("after rotation HostAuth = %s", got)
+	}
+	if ops := f.Ops()[n:]; !slices.Contains(ops, "write hosts/"+hostA+"/dhchap_ctrl_key=") || indexOf(ops, "mkdir") >= 0 {
+		t.Errorf("rotation ops %q", ops)
+	}
+
+	// A non-canonical spelling is written canonically.
+	if err := tg.SetHostAuth(hostA, HostAuth{Secret: key}); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.attr("hosts/" + hostA + "/dhchap_key"); got != key {
+		t.Errorf("dhchap_key = %q", dhchap.Redact(got))
+	}
+}
+
+func TestSetHostAuthInvalid(t *testing.T) {
+	key := testSecret(t, 1, 32)
+	bad := strings.Replace(key, "AQEB", "AQEC", 1) // CRC no longer matches
+	for _, tc := range []struct {
+		name string
+		a    HostAuth
+		want string
+	}{
+		{"bad secret", HostAuth{Secret: bad}, "Secret: invalid DH-HMAC-CHAP secret: CRC"},
+		{"bad ctrl secret", HostAuth{Secret: key, CtrlSecret: bad}, "CtrlSecret: invalid"},
+		{"not a secret", HostAuth{Secret: "hunter2-hunter2-hunter2"}, "does not start with"},
+		{"ctrl without host", HostAuth{CtrlSecret: key}, "CtrlSecret without Secret"},
+		{"same secrets", HostAuth{Secret: key, CtrlSecret: key}, "two different secrets"},
+		{"hash", HostAuth{Secret: key, Hash: "hmac(md5)"}, `Hash "hmac(md5)"`},
+		{"dh group", HostAuth{Secret: key, DHGroup: "ffdhe1024"}, `DHGroup "ffdhe1024"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tg, f := newFakeAuthTarget(t)
+			err := tg.SetHostAuth(hostA, tc.a)
+			if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("SetHostAuth = %v, want ErrInvalidArgument saying %q", err, tc.want)
+			}
+			assertNoSecret(t, err.Error(), key, bad)
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("%q shows the input", err)
+			}
+			if ops := f.Ops(); len(ops) != 0 {
+				t.Errorf("invalid input changed configfs: %q", ops)
+			}
+		})
+	}
+	tg, _ := newFakeAuthTarget(t)
+	if err := tg.SetHostAuth("not-an-nqn", HostAuth{Secret: key}); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("SetHostAuth(bad NQN) = %v", err)
+	}
+	if _, err := tg.HostAuth("nqn.x/../y"); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("HostAuth(bad NQN) = %v", err)
+	}
+}
+
+func TestSetHostAuthKernelErrors(t *testing.T) {
+	key := testSecret(t, 1, 32)
+	t.Run("DH group missing from crypto API", func(t *testing.T) {
+		tg, f := newFakeAuthTarget(t)
+		f.noDH = true
+		err := tg.SetHostAuth(hostA, HostAuth{Secret: key})
+		if err == nil || !strings.Contains(err.Error(), "CONFIG_CRYPTO_DH") || !errors.Is(err, syscall.EINVAL) {
+			t.Fatalf("SetHostAuth = %v", err)
+		}
+		if f.exists("hosts/" + hostA) {
+			t.Error("the entry created for the host was left half-configured")
+		}
+		if err := tg.SetHostAuth(hostA, HostAuth{Secret: key, DHGroup: "null"}); err != nil {
+			t.Errorf("with the null group: %v", err)
+		}
+	})
+	t.Run("key write refused", func(t *testing.T) {
+		tg, f := newFakeAuthTarget(t)
+		if err := tg.SetHostAuth(hostA, HostAuth{Secret: testSecret(t, 9, 32)}); err != nil {
+			t.Fatal(err)
+		}
+		f.failWrite[filepath.Join(f.root, "hosts", hostA, "dhchap_key")] = perr("write", "dhchap_key", syscall.ENOMEM)
+		err := tg.SetHostAuth(hostA, HostAuth{Secret: key})
+		if !errors.Is(err, syscall.ENOMEM) {
+			t.Fatalf("SetHostAuth = %v", err)
+		}
+		assertNoSecret(t, err.Error(), key)
+		if !f.exists("hosts/" + hostA) {
+			t.Error("an existing host entry was removed after a failed update")
+		}
+	})
+	t.Run("kernel without target auth", func(t *testing.T) {
+		tg, f := newFakeTarget(t) // Debian 6.1: host entries have no dhchap_* attributes
+		err := tg.SetHostAuth(hostA, HostAuth{Secret: key})
+		if !errors.Is(err, ErrAuthUnsupported) || !strings.Contains(err.Error(), "CONFIG_NVME_TARGET_AUTH") {
+			t.Fatalf("SetHostAuth = %v, want ErrAuthUnsupported naming CONFIG_NVME_TARGET_AUTH", err)
+		}
+		if f.exists("hosts/" + hostA) {
+			t.Error("host entry left behind")
+		}
+		// Clearing is a no-op: nothing can be configured.
+		if err := tg.AllowHost(testNQN2(t, tg), hostA); err != nil {
+			t.Fatal(err)
+		}
+		if err := tg.SetHostAuth(hostA, HostAuth{}); err != nil {
+			t.Errorf("clearing on a kernel without auth = %v", err)
+		}
+		if _, err := tg.HostAuth(hostA); !errors.Is(err, ErrAuthUnsupported) {
+			t.Errorf("HostAuth = %v, want ErrAuthUnsupported", err)
+		}
+	})
+}
+
+// testNQN2 creates subsystem testNQN on tg and returns its NQN.
+func testNQN2(t *testing.T, tg *Target) string {
+	t.Helper()
+	if err := tg.EnsureSubsystem(testNQN, ""); err != nil {
+		t.Fatal(err)
+	}
+	return testNQN
+}
+
+func TestClearHostAuth(t *testing.T) {
+	tg, f := newFakeAuthTarget(t)
+	key, ctrl := testSecret(t, 1, 32), testSecret(t, 2, 32)
+	nqn := testNQN2(t, tg)
+	for _, h := range []string{hostA, hostB} {
+		if err := tg.SetHostAuth(h, HostAuth{Secret: key, CtrlSecret: ctrl}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tg.AllowHost(nqn, hostA); err != nil {
+		t.Fatal(err)
+	}
+	// Linked host: secrets cleared, entry kept (the link needs it).
+	if err := tg.SetHostAuth(hostA, HostAuth{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := tg.HostAuth(hostA); err != nil || got.Secret != "" || got.CtrlSecret != "" {
+		t.Errorf("after clearing HostAuth = %s, %v", got, err)
+	}
+	// Unlinked host: its entry existed only for the secrets and goes.
+	if err := tg.SetHostAuth(hostB, HostAuth{}); err != nil {
+		t.Fatal(err)
+	}
+	if f.exists("hosts/" + hostB) {
+		t.Error("unreferenced host entry kept after clearing its secrets")
+	}
+	if _, err := tg.HostAuth(hostB); !errors.Is(err, ErrNotFound) {
+		t.Errorf("HostAuth(removed) = %v, want ErrNotFound", err)
+	}
+	// Unknown host: nothing to do.
+	n := len(f.Ops())
+	if err := tg.SetHostAuth("nqn.2024-01.io.nvmirror:nobody", HostAuth{}); err != nil || len(f.Ops()) != n {
+		t.Errorf("clearing an unknown host = %v, ops %q", err, f.Ops()[n:])
+	}
+}
+
+// A host entry with secrets survives RevokeHost, so that AllowHost links
+// it again with its secrets, never a fresh entry without them. Teardown
+// removes it.
+func TestHostAuthSurvivesRevoke(t *testing.T) {
+	tg, f := newFakeAuthTarget(t)
+	nqn := testNQN2(t, tg)
+	key := testSecret(t, 5, 32)
+	if err := tg.SetHostAuth(hostA, HostAuth{Secret: key}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tg.AllowHost(nqn, hostA); err != nil {
+		t.Fatal(err)
+	}
+	if err := tg.AllowHost(nqn, hostB); err != nil { // no secrets: removed as before
+		t.Fatal(err)
+	}
+	for _, h := range []string{hostA, hostB} {
+		if err := tg.RevokeHost(nqn, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !f.exists("hosts/"+hostA) || f.attr("hosts/"+hostA+"/dhchap_key") != key {
+		t.Fatal("RevokeHost removed a host entry carrying secrets")
+	}
+	if f.exists("hosts/" + hostB) {
+		t.Error("RevokeHost kept an unreferenced host entry without secrets")
+	}
+	if err := tg.AllowHost(nqn, hostA); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := tg.HostAuth(hostA); got.Secret != key {
+		t.Errorf("after re-allowing, the secret is %s", redactSecret(got.Secret))
+	}
+	if err := tg.RemoveSubsystem(nqn); err != nil {
+		t.Fatal(err)
+	}
+	if !f.exists("hosts/" + hostA) {
+		t.Error("RemoveSubsystem removed a host entry carrying secrets")
+	}
+	if err := tg.Teardown("nqn.2024-01.io.nvmirror:"); err != nil {
+		t.Fatal(err)
+	}
+	if f.exists("hosts/" + hostA) {
+		t.Error("Teardown kept an unreferenced host entry")
+	}
+}
+
+func TestAuthSupported(t *testing.T) {
+	tg, f := newFakeAuthTarget(t)
+	if err := tg.AuthSupported(); err != nil {
+		t.Fatalf("AuthSupported (probe entry) = %v", err)
+	}
+	if ops := f.Ops(); len(ops) != 2 || !strings.HasPrefix(ops[0], "mkdir hosts/"+authProbeHost) || !strings.HasPrefix(ops[1], "rmdir") {
+		t.Errorf("probe ops = %q", ops)
+	}
+	if err := tg.SetHostAuth(hostA, HostAuth{Secret: testSecret(t, 1, 32)}); err != nil {
+		t.Fatal(err)
+	}
+	n := len(f.Ops())
+	if err := tg.AuthSupported(); err != nil || len(f.Ops()) != n {
+		t.Errorf("AuthSupported with a host entry = %v (ops %q)", err, f.Ops()[n:])
+	}
+
+	old, f61 := newFakeTarget(t)
+	err := old.AuthSupported()
+	if !errors.Is(err, ErrAuthUnsupported) || !strings.Contains(err.Error(), "CONFIG_NVME_TARGET_AUTH") {
+		t.Fatalf("AuthSupported on a kernel without target auth = %v", err)
+	}
+	if f61.exists("hosts/" + authProbeHost) {
+		t.Error("probe entry left behind")
+	}
+	if err := old.AllowHost(testNQN2(t, old), hostA); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.AuthSupported(); !errors.Is(err, ErrAuthUnsupported) {
+		t.Errorf("AuthSupported with an existing entry = %v", err)
+	}
+
+	missing := newTargetWithFS(filepath.Join(t.TempDir(), "nvmet"), realConfigFS{})
+	if err := missing.AuthSupported(); !errors.Is(err, ErrNotFound) {
+		t.Errorf("AuthSupported without nvmet = %v, want ErrNotFound", err)
+	}
+}
+
+// ------------------------------------------------------------------ initiator
+
+func authOpts(t *testing.T) ConnectOptions {
+	o := baseOpts()
+	o.DHCHAPSecret = testSecret(t, 1, 32)
+	return o
+}
+
+func TestConnectOptionsSecrets(t *testing.T) {
+	s32, s48, s64 := testSecret(t, 1, 32), testSecret(t, 2, 48), testSecret(t, 3, 64)
+	bad := strings.Replace(s32, "AQEB", "AQEC", 1)
+	tests := []struct {
+		name         string
+		secret, ctrl string
+		want         string // "" = valid
+	}{
+		{"host secret", s32, "", ""},
+		{"padded secrets", s48, s64, ""},
+		{"bad secret", bad, "", "DHCHAPSecret: invalid DH-HMAC-CHAP secret: CRC"},
+		{"bad ctrl secret", s32, bad, "DHCHAPCtrlSecret: invalid"},
+		{"injection", s32 + ",duplicate_connect", "", "DHCHAPSecret: invalid"},
+		{"newline", s32 + "\n", "", "DHCHAPSecret: invalid"},
+		{"ctrl only", "", s32, "DHCHAPCtrlSecret without DHCHAPSecret"},
+		{"same secrets", s32, s32, "two different secrets"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			o := baseOpts()
+			o.DHCHAPSecret, o.DHCHAPCtrlSecret = tc.secret, tc.ctrl
+			err := o.Validate()
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("Validate = %v", err)
+				}
+				m := parseOpts(o.FabricsString())
+				if m["dhchap_secret"] != tc.secret || m["dhchap_ctrl_secret"] != tc.ctrl {
+					t.Errorf("FabricsString does not carry the secrets")
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate = %v, want ErrInvalidArgument saying %q", err, tc.want)
+			}
+			assertNoSecret(t, err.Error(), s32, bad)
+		})
+	}
+}
+
+func TestConnectOptionsRedacted(t *testing.T) {
+	o := authOpts(t)
+	o.DHCHAPCtrlSecret = testSecret(t, 2, 48)
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	want := "transport=tcp,traddr=127.0.0.1,trsvcid=4421,nqn=" + testNQN + ",hostnqn=" + testHostNQN + ",hostid=" + testHostID +
+		",dhchap_secret=" + o.DHCHAPSecret + ",dhchap_ctrl_secret=" + o.DHCHAPCtrlSecret
+	if got := o.FabricsString(); got != want {
+		t.Fatalf("FabricsString =\n%s\nwant\n%s", got, want)
+	}
+	type holder struct {
+		Opts ConnectOptions
+		Ptr  *ConnectOptions
+	}
+	for _, out := range []string{o.String(), fmt.Sprintf("%v", o), fmt.Sprintf("%+v", o), fmt.Sprintf("%#v", o), fmt.Sprintf("%s", o),
+		fmt.Sprintf("%+v", holder{o, &o}), fmt.Sprint(o.MarshalLog()), redactOptions(o.FabricsString())} {
+		assertNoSecret(t, out, o.DHCHAPSecret, o.DHCHAPCtrlSecret)
+		if !strings.Contains(out, "dhchap_secret=DHHC-1:00:<redacted") || !strings.Contains(out, testNQN) {
+			t.Errorf("%q: not the redacted fabrics string", out)
+		}
+	}
+	if got := redactOptions("transport=tcp,dhchap_secret=garbage,tls_key=x"); got != "transport=tcp,dhchap_secret=<redacted invalid secret>,tls_key=<redacted invalid secret>" {
+		t.Errorf("redactOptions = %q", got)
+	}
+}
+
+func TestConnectWithSecret(t *testing.T) {
+	tree := newSysTree(t)
+	tree.enableHostAuth()
+	f := kernelLikeFabrics(tree, 3)
+	in := fastInitiator(tree.root, f)
+	o := authOpts(t)
+	o.DHCHAPCtrlSecret = testSecret(t, 2, 64)
+	c, err := in.Connect(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := f.Writes(); len(w) != 1 || w[0] != o.FabricsString() {
+		t.Fatalf("writes = %d, want the fabrics string with both secrets", len(w))
+	}
+	secret, ctrl, err := in.ControllerSecrets(c.Name)
+	if err != nil || secret != o.DHCHAPSecret || ctrl != o.DHCHAPCtrlSecret {
+		t.Fatalf("ControllerSecrets = %s %s %v", redactSecret(secret), redactSecret(ctrl), err)
+	}
+
+	// Same secrets: the existing controller, no write.
+	if c2, err := in.Connect(context.Background(), o); err != nil || c2.Name != c.Name || len(f.Writes()) != 1 {
+		t.Fatalf("second Connect = %+v, %v, %d writes", c2, err, len(f.Writes()))
+	}
+	// No secrets asked: the existing controller whatever its secrets.
+	plain := baseOpts()
+	if c3, err := in.Connect(context.Background(), plain); err != nil || c3.Name != c.Name {
+		t.Fatalf("Connect without secrets = %+v, %v", c3, err)
+	}
+	// Other secrets, or only the host one: ErrBusy naming both, no write.
+	for _, mod := range []func(*ConnectOptions){
+		func(o *ConnectOptions) { o.DHCHAPSecret = testSecret(t, 7, 32) },
+		func(o *ConnectOptions) { o.DHCHAPCtrlSecret = "" },
+		func(o *ConnectOptions) { o.DHCHAPCtrlSecret = testSecret(t, 8, 32) },
+	} {
+		o2 := o
+		mod(&o2)
+		_, err := in.Connect(context.Background(), o2)
+		if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), c.Name) || !strings.Contains(err.Error(), "SetControllerSecrets") {
+			t.Errorf("Connect with other secrets = %v, want ErrBusy", err)
+		}
+		if err != nil {
+			assertNoSecret(t, err.Error(), o.DHCHAPSecret, o.DHCHAPCtrlSecret, o2.DHCHAPSecret, o2.DHCHAPCtrlSecret)
+		}
+		if len(f.Writes()) != 1 {
+			t.Fatalf("Connect with other secrets wrote to nvme-fabrics")
+		}
+	}
+	// A controller connected without secrets is not one with secrets.
+	tree.addController(ctrlSpec{name: "nvme9", nqn: testNQN, traddr: "127.0.0.1", trsvcid: "4499", hostnqn: testHostNQN})
+	o3 := authOpts(t)
+	o3.TrSvcID = "4499"
+	if _, err := in.Connect(context.Background(), o3); !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), `host secret ""`) {
+		t.Errorf("Connect with secrets to an unauthenticated controller = %v", err)
+	}
+}
+
+func TestConnectWithSecretUnsupported(t *testing.T) {
+	tests := []struct {
+		name    string
+		setup   func(*sysTree, *fakeFabrics)
+		errHas  string
+		noWrite bool
+	}{
+		{
+			// Debian 6.1: the option table lists dhchap_secret, the kernel
+			// has no authentication code and would connect without it.
+			name:   "6.1: options listed, no host auth",
+			setup:  func(s *sysTree, f *fakeFabrics) { s.withoutHostAuth() },
+			errHas: "CONFIG_NVME_AUTH",
+		},
+		{
+			name: "options not listed",
+			setup: func(s *sysTree, f *fakeFabrics) {
+				s.enableHostAuth()
+				f.options = strings.Replace(kernelOptions61, ",dhchap_secret=%s,dhchap_ctrl_secret=%s", "", 1)
+			},
+			errHas: "does not accept option dhchap_secret",
+		},
+		{
+			name:   "kallsyms unreadable",
+			setup:  func(s *sysTree, f *fakeFabrics) {},
+			errHas: "cannot tell",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tree := newSysTree(t)
+			f := kernelLikeFabrics(tree, 0)
+			tc.setup(tree, f)
+			_, err := fastInitiator(tree.root, f).Connect(context.Background(), authOpts(t))
+			if !errors.Is(err, ErrAuthUnsupported) || !strings.Contains(err.Error(), tc.errHas) || !strings.Contains(err.Error(), testNQN) {
+				t.Fatalf("Connect = %v, want ErrAuthUnsupported saying %q", err, tc.errHas)
+			}
+			if n := len(f.Writes()); n != 0 {
+				t.Fatalf("connected although authentication is unsupported (%d writes)", n)
+			}
+		})
+	}
+}
+
+// The cheap evidence first: a controller showing dhchap_secret proves host
+// authentication without reading kallsyms; a positive answer is cached.
+func TestHostAuthCompiledEvidence(t *testing.T) {
+	tree := newSysTree(t)
+	tree.hostAuth = true
+	tree.addController(ctrlSpec{name: "nvme0", nqn: "nqn.2024-01.io.nvmirror:other", traddr: "127.0.0.9", trsvcid: "4420", hostnqn: testHostNQN})
+	in := fastInitiator(tree.root, kernelLikeFabrics(tree, 1))
+	if err := in.hostAuthCompiled(); err != nil {
+		t.Fatalf("with a controller showing dhchap_secret: %v", err)
+	}
+	tree2 := newSysTree(t)
+	tree2.enableHostAuth()
+	in2 := fastInitiator(tree2.root, kernelLikeFabrics(tree2, 1))
+	if err := in2.hostAuthCompiled(); err != nil {
+		t.Fatalf("from kallsyms: %v", err)
+	}
+	if err := os.Remove(tree2.path("proc/kallsyms")); err != nil {
+		t.Fatal(err)
+	}
+	if err := in2.hostAuthCompiled(); err != nil {
+		t.Fatalf("cached answer not used: %v", err)
+	}
+}
+
+// A kernel that takes the secret and connects without authenticating (the
+// controller lacks dhchap_secret) is caught after the fact: the
+// controller is deleted and the caller gets ErrAuthUnsupported.
+func TestConnectDisconnectsUnauthenticatedController(t *testing.T) {
+	tree := newSysTree(t)
+	tree.enableHostAuth()
+	tree.hostAuth = false // controllers come without the attributes
+	f := kernelLikeFabrics(tree, 4)
+	stop := kernelDeleter(t, tree, "nvme4")
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := fastInitiator(tree.root, f).Connect(ctx, authOpts(t))
+	if !errors.Is(err, ErrAuthUnsupported) || !strings.Contains(err.Error(), "nvme4") {
+		t.Fatalf("Connect = %v", err)
+	}
+	if _, err := os.Stat(tree.path("sys/class/nvme/nvme4")); !os.IsNotExist(err) {
+		t.Error("the unauthenticated controller was kept")
+	}
+}
+
+func TestConnectAuthErrors(t *testing.T) {
+	pathErr := func(e syscall.Errno) error {
+		return &os.PathError{Op: "write", Path: "/dev/nvme-fabrics", Err: e}
+	}
+	ctrlOpts := authOpts(t)
+	ctrlOpts.DHCHAPCtrlSecret = testSecret(t, 2, 32)
+	tests := []struct {
+		name     string
+		o        ConnectOptions
+		err      error
+		sentinel []error
+		has      string
+	}{
+		{"wrong host secret", authOpts(t), pathErr(syscall.EKEYREJECTED), []error{ErrAuthFailed, ErrConnectRefused}, "refused"},
+		{"wrong controller secret", ctrlOpts, pathErr(syscall.EKEYREJECTED), []error{ErrAuthFailed, ErrConnectRefused}, "controller"},
+		{"no secret, target requires one", baseOpts(), pathErr(syscall.ENOKEY), []error{ErrAuthFailed, ErrConnectRefused}, "no secret was given"},
+		{"missing secret on one side", ctrlOpts, pathErr(syscall.ENOKEY), []error{ErrAuthFailed, ErrConnectRefused}, "missing"},
+		{"other refusal stays refusal", authOpts(t), pathErr(syscall.ECONNREFUSED), []error{ErrConnectRefused}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tree := newSysTree(t)
+			tree.enableHostAuth()
+			// A Fabrics that quotes what it wrote: Connect must scrub it.
+			f := &fakeFabrics{options: kernelOptions61, onWrite: func(opts string) (string, error) {
+				return "", fmt.Errorf("writing %q: %w", opts, tc.err)
+			}}
+			_, err := fastInitiator(tree.root, f).Connect(context.Background(), tc.o)
+			for _, s := range tc.sentinel {
+				if !errors.Is(err, s) {
+					t.Fatalf("Connect = %v, want %v", err, s)
+				}
+			}
+			if len(tc.sentinel) == 1 && errors.Is(err, ErrAuthFailed) {
+				t.Fatalf("Connect = %v: not an authentication failure", err)
+			}
+			var errno syscall.Errno
+			if !errors.As(tc.err, &errno) || !errors.Is(err, errno) {
+				t.Errorf("error %v lost the errno", err)
+			}
+			if !strings.Contains(err.Error(), tc.has) || !strings.Contains(err.Error(), testNQN) {
+				t.Errorf("error %q does not say %q and name the NQN", err, tc.has)
+			}
+			assertNoSecret(t, err.Error(), tc.o.DHCHAPSecret, tc.o.DHCHAPCtrlSecret)
+		})
+	}
+}
+
+func TestScrubError(t *testing.T) {
+	s := testSecret(t, 4, 32)
+	orig := fmt.Errorf("kernel said no to %s: %w", s, fmt.Errorf("%w: %w", ErrConnectRefused, syscall.EIO))
+	err := scrubError(orig, s)
+	assertNoSecret(t, err.Error(), s)
+	var errno syscall.Errno
+	if !errors.Is(err, syscall.EIO) || !errors.Is(err, ErrConnectRefused) || !errors.As(err, &errno) || errno != syscall.EIO {
+		t.Errorf("scrubbed error lost its chain: %v", err)
+	}
+	if plain := errors.New("no secret here"); scrubError(plain, s) != plain {
+		t.Error("an error without secret was rewrapped")
+	}
+	if scrubError(nil, s) != nil {
+		t.Error("nil became an error")
+	}
+}
+
+func TestControllerSecrets(t *testing.T) {
+	tree := newSysTree(t)
+	tree.hostAuth = true
+	key := testSecret(t, 1, 32)
+	tree.addController(ctrlSpec{name: "nvme1", nqn: testNQN, traddr: "127.0.0.1", trsvcid: "4421", hostnqn: testHostNQN, secret: key})
+	in := fastInitiator(tree.root, &fakeFabrics{})
+	if s, c, err := in.ControllerSecrets("nvme1"); err != nil || s != key || c != "" {
+		t.Fatalf("ControllerSecrets = %s %s %v", redactSecret(s), redactSecret(c), err)
+	}
+	if _, _, err := in.ControllerSecrets("nvme2"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("missing controller: %v", err)
+	}
+	if _, _, err := in.ControllerSecrets("../nvme1"); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("bad name: %v", err)
+	}
+	tree.hostAuth = false
+	tree.addController(ctrlSpec{name: "nvme3", nqn: testNQN, traddr: "127.0.0.1", trsvcid: "4422", hostnqn: testHostNQN})
+	if _, _, err := in.ControllerSecrets("nvme3"); !errors.Is(err, ErrAuthUnsupported) {
+		t.Errorf("controller without the attributes: %v", err)
+	}
+}
+
+func TestSetControllerSecrets(t *testing.T) {
+	old, oldCtrl := testSecret(t, 1, 32), testSecret(t, 2, 32)
+	newKey, newCtrl := testSecret(t, 3, 48), testSecret(t, 4, 64)
+	setup := func(t *testing.T) (*Initiator, *sysTree) {
+		tree := newSysTree(t)
+		tree.hostAuth = true
+		tree.addController(ctrlSpec{name: "nvme1", nqn: testNQN, traddr: "127.0.0.1", trsvcid: "4421", hostnqn: testHostNQN, secret: old, ctrlSecret: oldCtrl})
+		tree.addController(ctrlSpec{name: "nvme2", nqn: testNQN, traddr: "127.0.0.2", trsvcid: "4421", hostnqn: testHostNQN, secret: old})
+		return fastInitiator(tree.root, &fakeFabrics{}), tree
+	}
+	read := func(tree *sysTree, ctrl, attr string) string {
+		b, err := os.ReadFile(tree.path("sys/class/nvme/" + ctrl + "/" + attr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	t.Run("both", func(t *testing.T) {
+		in, tree := setup(t)
+		if err := in.SetControllerSecrets("nvme1", newKey, newCtrl); err != nil {
+			t.Fatal(err)
+		}
+		// Written without a newline: the kernel keeps the bytes verbatim.
+		if read(tree, "nvme1", "dhchap_secret") != newKey || read(tree, "nvme1", "dhchap_ctrl_secret") != newCtrl {
+			t.Errorf("secrets not written verbatim")
+		}
+	})
+	t.Run("one, other unchanged", func(t *testing.T) {
+		in, tree := setup(t)
+		mtime := func() time.Time {
+			fi, _ := os.Stat(tree.path("sys/class/nvme/nvme1/dhchap_secret"))
+			return fi.ModTime()
+		}
+		before := mtime()
+		time.Sleep(10 * time.Millisecond) // distinct mtimes on coarse filesystems
+		if err := in.SetControllerSecrets("nvme1", old, newCtrl); err != nil {
+			t.Fatal(err)
+		}
+		if !mtime().Equal(before) {
+			t.Error("an unchanged secret was rewritten (each write re-authenticates)")
+		}
+		if read(tree, "nvme1", "dhchap_ctrl_secret") != newCtrl {
+			t.Error("controller secret not written")
+		}
+		if err := in.SetControllerSecrets("nvme2", newKey, ""); err != nil {
+			t.Fatal(err)
+		}
+		if read(tree, "nvme2", "dhchap_secret") != newKey || strings.TrimSpace(read(tree, "nvme2", "dhchap_ctrl_secret")) != "none" {
+			t.Error("host secret not written, or controller secret touched")
+		}
+	})
+	t.Run("refusals", func(t *testing.T) {
+		in, tree := setup(t)
+		bad := strings.Replace(newKey, "AwMD", "AwME", 1)
+		for _, tc := range []struct {
+			name, ctrl, secret, ctrlSecret string
+			sentinel                       error
+			has                            string
+		}{
+			{"nothing", "nvme1", "", "", ErrInvalidArgument, "no secret"},
+			{"invalid", "nvme1", bad, "", ErrInvalidArgument, "host secret: invalid DH-HMAC-CHAP secret"},
+			{"ctrl secret on unidirectional", "nvme2", "", newCtrl, ErrInvalidArgument, "connected without a controller secret"},
+			{"equal", "nvme1", oldCtrl, "", ErrInvalidArgument, "would equal"},
+			{"missing controller", "nvme7", newKey, "", ErrNotFound, "nvme7"},
+			{"bad name", "nvme1/../nvme2", newKey, "", ErrInvalidArgument, "not an NVMe controller name"},
+		} {
+			err := in.SetControllerSecrets(tc.ctrl, tc.secret, tc.ctrlSecret)
+			if !errors.Is(err, tc.sentinel) || !strings.Contains(err.Error(), tc.has) {
+				t.Errorf("%s: SetControllerSecrets = %v, want %v saying %q", tc.name, err, tc.sentinel, tc.has)
+				continue
+			}
+			assertNoSecret(t, err.Error(), bad, newKey, newCtrl, old, oldCtrl)
+		}
+		if read(tree, "nvme1", "dhchap_secret") != old+"\n" || read(tree, "nvme2", "dhchap_ctrl_secret") != "none\n" {
+			t.Error("a refused call wrote")
+		}
+	})
+	t.Run("kernel refuses the write", func(t *testing.T) {
+		in, tree := setup(t)
+		p := tree.path("sys/class/nvme/nvme1/dhchap_secret")
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Mkdir(p, 0o755); err != nil { // reads fail, writes fail
+			t.Fatal(err)
+		}
+		err := in.SetControllerSecrets("nvme1", newKey, "")
+		if err == nil {
+			t.Fatal("SetControllerSecrets succeeded")
+		}
+		assertNoSecret(t, err.Error(), newKey)
+	})
+}
