@@ -131,7 +131,8 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 	defer cancelBG()
 
 	so := provisioner.Options{Store: st, Agents: agents, ThinOvercommit: o.ThinOvercommit,
-		MaxReplacementsPerNode: o.MaxReplacementsPerNode, AgentTimeout: o.AgentTimeout}
+		MaxReplacementsPerNode: o.MaxReplacementsPerNode, AgentTimeout: o.AgentTimeout,
+		CredentialScope: provisioner.CredentialScope(o.CredentialScope)}
 	if o.SyslogAddress != "" {
 		fwd, err := newForwarder(o)
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nvmirror/nvmirror/pkg/events"
+	"github.com/nvmirror/nvmirror/pkg/provisioner"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 )
 
@@ -75,6 +76,9 @@ type Options struct {
 	// ThinOvercommit lets placement promise thin replicas more than the
 	// pools hold (1 = never).
 	ThinOvercommit float64
+	// CredentialScope: DH-HMAC-CHAP secrets per host and storage node, or
+	// one set per host.
+	CredentialScope string
 }
 
 // listFlag is a repeatable, comma-separable flag.
@@ -109,6 +113,7 @@ func DefaultOptions() Options {
 		SweepInterval:          30 * time.Second,
 		MaxReplacementsPerNode: 2,
 		ThinOvercommit:         1,
+		CredentialScope:        string(provisioner.ScopeStorageNode),
 	}
 }
 
@@ -154,6 +159,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.SweepInterval, "sweep-interval", o.SweepInterval, "how often deletions and host allow-lists on returning storage nodes are reconciled")
 	fs.IntVar(&o.MaxReplacementsPerNode, "max-replacements-per-node", o.MaxReplacementsPerNode, "concurrent replica replacements onto one storage node")
 	fs.Float64Var(&o.ThinOvercommit, "thin-overcommit", o.ThinOvercommit, "ratio of thin provisioned bytes to pool size placement allows (>= 1)")
+	fs.StringVar(&o.CredentialScope, "credential-scope", o.CredentialScope, "NVMe in-band authentication secrets: storage-node (one set per host and storage node) or host (one set per host, for storage-node agents sharing one kernel)")
 }
 
 // nodeName is what a storage node name may look like: a Kubernetes label
@@ -227,6 +233,11 @@ func (o *Options) Validate() error {
 		} else if o.HTTPAddress == o.Listen {
 			bad("--http-address %q: the gRPC API already listens there (--listen)", o.HTTPAddress)
 		}
+	}
+	switch provisioner.CredentialScope(o.CredentialScope) {
+	case provisioner.ScopeStorageNode, provisioner.ScopeHost:
+	default:
+		bad("--credential-scope %q: want %s or %s", o.CredentialScope, provisioner.ScopeStorageNode, provisioner.ScopeHost)
 	}
 	if o.ShutdownTimeout <= 0 {
 		bad("--shutdown-timeout %s: must be positive", o.ShutdownTimeout)

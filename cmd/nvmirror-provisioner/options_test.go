@@ -57,6 +57,7 @@ func TestValidate(t *testing.T) {
 		{"sweep interval", func(o *Options) { o.SweepInterval = 0 }, "--sweep-interval"},
 		{"replacements", func(o *Options) { o.MaxReplacementsPerNode = 0 }, "--max-replacements-per-node"},
 		{"overcommit", func(o *Options) { o.ThinOvercommit = 0.5 }, "--thin-overcommit"},
+		{"credential scope", func(o *Options) { o.CredentialScope = "volume" }, "--credential-scope"},
 	}
 	for _, tc := range tests {
 		o := valid()

@@ -35,9 +35,25 @@ import (
 type memExporter struct {
 	mu   sync.Mutex
 	subs map[string]*nvmeof.Subsystem
+	auth map[string]nvmeof.HostAuth
 }
 
-func newMemExporter() *memExporter { return &memExporter{subs: map[string]*nvmeof.Subsystem{}} }
+func newMemExporter() *memExporter {
+	return &memExporter{subs: map[string]*nvmeof.Subsystem{}, auth: map[string]nvmeof.HostAuth{}}
+}
+
+func (m *memExporter) AuthSupported() error { return nil }
+func (m *memExporter) SetHostAuth(host string, a nvmeof.HostAuth) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.auth[host] = a
+	return nil
+}
+func (m *memExporter) hostAuth(host string) nvmeof.HostAuth {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.auth[host]
+}
 
 func (m *memExporter) Available() error             { return nil }
 func (m *memExporter) EnsurePort(nvmeof.Port) error { return nil }
@@ -268,6 +284,39 @@ func TestWithRealAgents(t *testing.T) {
 	_, err = svc.PublishVolume(ctx, v.ID, hostB, "node-x")
 	if !errors.Is(err, provisioner.ErrFailedPrecondition) {
 		t.Errorf("second host: %v", err)
+	}
+
+	// Authentication through the real agent API: secrets reach every
+	// storage node, and a rotation replaces them.
+	av, err := svc.CreateVolume(ctx, provisioner.CreateRequest{Name: "pvc-auth", SizeBytes: 64 << 20, Parameters: map[string]string{"numReplicas": "2", "authentication": "bidirectional"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.PublishVolume(ctx, av.ID, hostA, "node-x"); err != nil {
+		t.Fatalf("publish with authentication: %v", err)
+	}
+	creds, err := svc.GetHostCredentials(ctx, hostA)
+	if err != nil || len(creds) != 2 {
+		t.Fatalf("GetHostCredentials = %v, %v", len(creds), err)
+	}
+	for _, c := range creds {
+		if got := agentByID(agents, c.StorageNode).exp.hostAuth(hostA); got.Secret != c.Secret || got.CtrlSecret != c.CtrlSecret {
+			t.Errorf("agent %s holds other secrets than the registry", c.StorageNode)
+		}
+	}
+	if _, rotated, err := svc.RotateCredentials(ctx, av.ID); err != nil || len(rotated) != 2 || rotated[0].Err != nil {
+		t.Fatalf("RotateCredentials = %+v, %v", rotated, err)
+	}
+	for _, c := range creds {
+		if got := agentByID(agents, c.StorageNode).exp.hostAuth(hostA); got.Secret == c.Secret || got.Secret == "" {
+			t.Errorf("agent %s still holds the old secret after rotation", c.StorageNode)
+		}
+	}
+	if err := svc.UnpublishVolume(ctx, av.ID, hostA); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.DeleteVolume(ctx, av.ID); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := svc.ExpandVolume(ctx, v.ID, 128<<20); err != nil {
 		t.Fatalf("ExpandVolume: %v", err)

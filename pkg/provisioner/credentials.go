@@ -34,6 +34,22 @@ import (
 // authenticate. A push whose outcome is unknown leaves Pending, which the
 // next allowHost or RotateCredentials pushes again.
 
+// CredentialScope is how widely one set of secrets is shared.
+type CredentialScope string
+
+const (
+	// ScopeStorageNode: each (host, storage node) pair has its own
+	// secrets. A storage node that leaks what it holds exposes only its own
+	// pairs: nobody can use them to pass as the host elsewhere.
+	ScopeStorageNode CredentialScope = "storage-node"
+	// ScopeHost: one set of secrets per host, held by every storage node
+	// the host uses. Needed when several storage-node agents share one
+	// kernel target (the kernel keeps one entry per host NQN, so they
+	// would overwrite each other's secrets); a leak from one storage node
+	// then exposes the host's secrets on all.
+	ScopeHost CredentialScope = "host"
+)
+
 // HostSecrets are a pair's secrets as an agent's SetHostAuth takes them.
 type HostSecrets struct {
 	Secret     string // the host's key
@@ -89,6 +105,13 @@ func (s *Service) pairCredentials(ctx context.Context, host, node string, need b
 				hc.Pairs = map[string]store.PairCredentials{}
 			}
 			pc.Pending = fresh
+			if s.o.CredentialScope == ScopeHost {
+				// The host's one set: the newest any storage node has
+				// (pending or applied), so every node converges on it.
+				if newest := newestSecrets(hc); !newest.IsZero() {
+					pc.Pending = newest
+				}
+			}
 			hc.Pairs[node] = pc
 		}
 		return nil
@@ -149,6 +172,20 @@ func (s *Service) prepareHost(ctx context.Context, a AgentClient, v *store.Volum
 	return s.pushPair(ctx, a, host, node, pc)
 }
 
+// newestSecrets returns the highest generation of secrets any pair of the
+// host has, pending or applied.
+func newestSecrets(hc *store.HostCredentials) store.Secrets {
+	var best store.Secrets
+	for _, pc := range hc.Pairs {
+		for _, s := range []store.Secrets{pc.Applied, pc.Pending} {
+			if !s.IsZero() && s.Generation > best.Generation {
+				best = s
+			}
+		}
+	}
+	return best
+}
+
 // GetHostCredentials returns the applied secrets of host, by storage node.
 func (s *Service) GetHostCredentials(ctx context.Context, host string) ([]StorageNodeCredentials, error) {
 	if err := nvmeof.ValidateNQN(host); err != nil {
@@ -196,14 +233,30 @@ func (s *Service) RotateCredentials(ctx context.Context, volumeID string) (strin
 			nodes = append(nodes, r.StorageNode)
 		}
 	}
+	var shared store.Secrets
+	if s.o.CredentialScope == ScopeHost {
+		// One set per host: every storage node holding the host's secrets
+		// gets the new ones, not only this volume's.
+		if shared, nodes, err = s.beginHostRotation(ctx, host, nodes); err != nil {
+			return "", nil, err
+		}
+	}
 	slices.Sort(nodes)
 	out := make([]RotatedNode, 0, len(nodes))
 	for _, node := range nodes {
-		pc, err := s.beginRotation(ctx, host, node)
+		var pc store.PairCredentials
+		if shared.IsZero() {
+			pc, err = s.beginRotation(ctx, host, node)
+		} else {
+			pc, err = s.pairCredentials(ctx, host, node, false)
+		}
 		if err != nil {
 			return "", nil, err
 		}
 		res := RotatedNode{StorageNode: node, Generation: pc.Pending.Generation}
+		if pc.Pending.IsZero() {
+			res.Generation = pc.Applied.Generation // already holds the newest
+		}
 		a, err := s.agentFor(ctx, node)
 		if err == nil {
 			err = s.pushPair(ctx, a, host, node, pc)
@@ -215,6 +268,56 @@ func (s *Service) RotateCredentials(ctx context.Context, volumeID string) (strin
 		out = append(out, res)
 	}
 	return host, out, nil
+}
+
+// beginHostRotation records one new set of pending secrets on every pair of
+// the host (and on the volume's nodes), unless a rotation is pending
+// already, which is completed instead. It returns the set and every node.
+func (s *Service) beginHostRotation(ctx context.Context, host string, volumeNodes []string) (store.Secrets, []string, error) {
+	hc, err := s.o.Store.GetHostCredentials(ctx, host)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return store.Secrets{}, nil, err
+	}
+	var next int64 = 1
+	if hc != nil {
+		next = newestSecrets(hc).Generation + 1
+	}
+	fresh, err := s.newSecrets(next)
+	if err != nil {
+		return store.Secrets{}, nil, err
+	}
+	var shared store.Secrets
+	var nodes []string
+	_, err = s.o.Store.UpdateHostCredentials(ctx, host, func(hc *store.HostCredentials) error {
+		if hc.Pairs == nil {
+			hc.Pairs = map[string]store.PairCredentials{}
+		}
+		for _, n := range volumeNodes {
+			if _, ok := hc.Pairs[n]; !ok {
+				hc.Pairs[n] = store.PairCredentials{}
+			}
+		}
+		shared = store.Secrets{}
+		for _, pc := range hc.Pairs {
+			if !pc.Pending.IsZero() && pc.Pending.Generation > shared.Generation {
+				shared = pc.Pending
+			}
+		}
+		if shared.IsZero() {
+			shared = fresh
+			shared.Generation = newestSecrets(hc).Generation + 1
+		}
+		nodes = nodes[:0]
+		for n, pc := range hc.Pairs {
+			if pc.Applied != shared {
+				pc.Pending = shared
+			}
+			hc.Pairs[n] = pc
+			nodes = append(nodes, n)
+		}
+		return nil
+	})
+	return shared, nodes, err
 }
 
 // beginRotation records new pending secrets for the pair, unless a rotation

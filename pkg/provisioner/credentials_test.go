@@ -9,6 +9,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/dhchap"
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/provisionerapi"
 	"github.com/nvmirror/nvmirror/pkg/targetapi"
 )
@@ -236,5 +237,45 @@ func TestCredentialSecretsAreStrippedFromLogs(t *testing.T) {
 	req := &targetapi.SetHostAuthRequest{HostNqn: hostA, DhchapKey: secret, DhchapCtrlKey: secret}
 	if logged := fmt.Sprint(protosanitizer.StripSecrets(req)); strings.Contains(logged, "DHHC-1") {
 		t.Errorf("agent request logged as %s", logged)
+	}
+}
+
+func TestHostScopeSharesOneSecretAcrossStorageNodes(t *testing.T) {
+	nodes := append(threeRacks(), node{"sn-4", "z1", "r4", 100})
+	e := newEnvOpts(t, nodes, provisioner.Options{CredentialScope: provisioner.ScopeHost})
+	a := e.create(t, "pvc-a", gib, map[string]string{"numReplicas": "2", "authentication": "host", "storageNodes": "sn-1,sn-2"})
+	b := e.create(t, "pvc-b", gib, map[string]string{"numReplicas": "2", "authentication": "host", "storageNodes": "sn-3,sn-4"})
+	for _, v := range []*store.Volume{a, b} {
+		if _, err := e.svc.PublishVolume(e.ctx, v.ID, hostA, "node-a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	creds := secretsByNode(t, e, hostA)
+	if len(creds) != 4 {
+		t.Fatalf("credentials for %d storage nodes, want 4", len(creds))
+	}
+	first := creds["sn-1"].Secrets
+	for n, c := range creds {
+		if c.Secrets != first {
+			t.Errorf("storage node %s has other secrets than sn-1 in host scope", n)
+		}
+	}
+	// Rotating one volume rotates the host's one set everywhere, or the
+	// other volume's storage nodes would demand secrets the host dropped.
+	_, rotated, err := e.svc.RotateCredentials(e.ctx, a.ID)
+	if err != nil || len(rotated) != 4 {
+		t.Fatalf("RotateCredentials = %+v, %v; want all 4 storage nodes", rotated, err)
+	}
+	after := secretsByNode(t, e, hostA)
+	for n, c := range after {
+		if c.Generation != 2 || c.Secret == first.Secret || c.Secrets != after["sn-1"].Secrets {
+			t.Errorf("storage node %s after rotation: generation %d, changed %v, shared %v", n, c.Generation, c.Secret != first.Secret, c.Secrets == after["sn-1"].Secrets)
+		}
+		if e.cluster.HostAuth(n, hostA).Secret != c.Secret {
+			t.Errorf("storage node %s does not hold the rotated secret", n)
+		}
+	}
+	if _, err := provisioner.New(provisioner.Options{Store: e.store, Agents: e.cluster, CredentialScope: "volume"}); err == nil {
+		t.Error("an unknown credential scope was accepted")
 	}
 }

@@ -70,6 +70,9 @@ type Options struct {
 	Rand io.Reader
 	// Events receives recorded events for syslog forwarding; nil = store only.
 	Events EventSink
+	// CredentialScope says how DH-HMAC-CHAP secrets are shared: per
+	// (host, storage node), the default, or one set per host.
+	CredentialScope CredentialScope
 }
 
 // Service implements the volume operations.
@@ -92,6 +95,13 @@ func New(o Options) (*Service, error) {
 	}
 	if o.Rand == nil {
 		o.Rand = rand.Reader
+	}
+	switch o.CredentialScope {
+	case "":
+		o.CredentialScope = ScopeStorageNode
+	case ScopeStorageNode, ScopeHost:
+	default:
+		return nil, fmt.Errorf("provisioner: credential scope %q: want %s or %s", o.CredentialScope, ScopeStorageNode, ScopeHost)
 	}
 	return &Service{o: o, replacing: map[string]int{}}, nil
 }
