@@ -21,10 +21,18 @@ type fakeExporter struct {
 	calls []string
 	// failOn makes the named method return err once per entry.
 	failOn map[string]error
+	// auth is each host entry's secrets; like the kernel, an entry (and
+	// its secrets) goes when the host's last allowance goes.
+	auth            map[string]nvmeof.HostAuth
+	authUnsupported bool
+	// allowedWith records the host secret in place when a host was
+	// allowed on a subsystem (nqn/host → secret; "" = none).
+	allowedWith map[string]string
 }
 
 func newFakeExporter() *fakeExporter {
-	return &fakeExporter{ports: map[int]nvmeof.Port{}, subs: map[string]*nvmeof.Subsystem{}, cuts: map[string]int{}, failOn: map[string]error{}}
+	return &fakeExporter{ports: map[int]nvmeof.Port{}, subs: map[string]*nvmeof.Subsystem{}, cuts: map[string]int{}, failOn: map[string]error{},
+		auth: map[string]nvmeof.HostAuth{}, allowedWith: map[string]string{}}
 }
 
 var _ Exporter = (*fakeExporter)(nil)
@@ -44,6 +52,39 @@ func (f *fakeExporter) wipe() {
 	defer f.mu.Unlock()
 	f.ports = map[int]nvmeof.Port{}
 	f.subs = map[string]*nvmeof.Subsystem{}
+	f.auth = map[string]nvmeof.HostAuth{}
+}
+
+func (f *fakeExporter) AuthSupported() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.authUnsupported {
+		return fmt.Errorf("%w: no dhchap_key attribute (CONFIG_NVME_TARGET_AUTH)", nvmeof.ErrAuthUnsupported)
+	}
+	return nil
+}
+
+func (f *fakeExporter) SetHostAuth(host string, a nvmeof.HostAuth) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("SetHostAuth"); err != nil {
+		return err
+	}
+	if f.authUnsupported {
+		return fmt.Errorf("%w: no dhchap_key attribute (CONFIG_NVME_TARGET_AUTH)", nvmeof.ErrAuthUnsupported)
+	}
+	if a.Secret == "" {
+		delete(f.auth, host)
+	} else {
+		f.auth[host] = a
+	}
+	return nil
+}
+
+func (f *fakeExporter) hostAuth(host string) nvmeof.HostAuth {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.auth[host]
 }
 
 func (f *fakeExporter) Available() error {
@@ -166,6 +207,7 @@ func (f *fakeExporter) AllowHost(nqn, host string) error {
 		s.AllowedHosts = append(s.AllowedHosts, host)
 		slices.Sort(s.AllowedHosts)
 	}
+	f.allowedWith[nqn+"/"+host] = f.auth[host].Secret
 	return nil
 }
 
@@ -178,6 +220,12 @@ func (f *fakeExporter) RevokeHost(nqn, host string) error {
 	if s, ok := f.subs[nqn]; ok {
 		s.AllowedHosts = slices.DeleteFunc(s.AllowedHosts, func(h string) bool { return h == host })
 	}
+	for _, s := range f.subs {
+		if slices.Contains(s.AllowedHosts, host) {
+			return nil
+		}
+	}
+	delete(f.auth, host) // the orphan host entry goes, with its secrets
 	return nil
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 
+	"github.com/kubernetes-csi/csi-lib-utils/protosanitizer"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -58,14 +60,15 @@ func grpcError(err error) error {
 
 // LoggingInterceptor logs each call's method at V(3) (NodeInfo and
 // GetCapacity, which are polled, at V(5)) and every error with its code.
-// Requests carry no secrets (the token is metadata, never logged).
+// SetHostAuth requests carry secrets: their fields are marked csi_secret and
+// protosanitizer strips them (the token is metadata, never logged).
 func LoggingInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	lvl := klog.Level(3)
 	if strings.HasSuffix(info.FullMethod, "/NodeInfo") || strings.HasSuffix(info.FullMethod, "/GetCapacity") {
 		lvl = 5
 	}
 	klog.V(lvl).InfoS("gRPC call", "method", info.FullMethod)
-	klog.V(5).InfoS("gRPC request", "method", info.FullMethod, "request", req)
+	klog.V(5).InfoS("gRPC request", "method", info.FullMethod, "request", protosanitizer.StripSecrets(req))
 	resp, err := handler(ctx, req)
 	if err != nil {
 		klog.ErrorS(err, "gRPC call failed", "method", info.FullMethod, "code", status.Code(err))
@@ -194,6 +197,14 @@ func (s *Server) AllowHost(ctx context.Context, req *targetapi.AllowHostRequest)
 		return nil, grpcError(err)
 	}
 	return &targetapi.AllowHostResponse{Replica: s.replicaToProto(r)}, nil
+}
+
+// SetHostAuth implements targetapi.TargetServer.
+func (s *Server) SetHostAuth(ctx context.Context, req *targetapi.SetHostAuthRequest) (*targetapi.SetHostAuthResponse, error) {
+	if err := s.svc.SetHostAuth(ctx, req.GetHostNqn(), HostSecrets{Secret: req.GetDhchapKey(), CtrlSecret: req.GetDhchapCtrlKey()}); err != nil {
+		return nil, grpcError(err)
+	}
+	return &targetapi.SetHostAuthResponse{}, nil
 }
 
 // RevokeHost implements targetapi.TargetServer. For an unknown replica the

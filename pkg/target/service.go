@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -31,6 +32,10 @@ type Exporter interface {
 	LinkSubsystem(portID int, nqn string) error
 	UnlinkSubsystem(portID int, nqn string) error
 	RemoveSubsystem(nqn string) error
+	// AuthSupported reports (nvmeof.ErrAuthUnsupported) a kernel target
+	// without in-band authentication; SetHostAuth sets a host's secrets.
+	AuthSupported() error
+	SetHostAuth(hostNQN string, a nvmeof.HostAuth) error
 }
 
 var _ Exporter = (*nvmeof.Target)(nil)
@@ -64,6 +69,12 @@ type Service struct {
 	replicas map[string]*Replica
 
 	bufferedIO bool
+
+	// authMu guards hostAuth (the hosts' DH-HMAC-CHAP secrets, persisted
+	// in authStore) and orders secret changes with their configfs writes.
+	authMu    sync.Mutex
+	hostAuth  map[string]HostSecrets
+	authStore *HostAuthStore
 }
 
 // CreateRequest is the input of CreateReplica.
@@ -85,7 +96,13 @@ func NewService(opts Options, pool *Pool, store *Store, exp Exporter) (*Service,
 	if err != nil {
 		return nil, err
 	}
-	return &Service{opts: opts, pool: pool, store: store, exp: exp, replicas: recs, bufferedIO: opts.BufferedIO}, nil
+	authStore := NewHostAuthStore(filepath.Join(filepath.Dir(store.Path()), HostAuthFileName))
+	hostAuth, err := authStore.Load()
+	if err != nil {
+		return nil, err
+	}
+	return &Service{opts: opts, pool: pool, store: store, exp: exp, replicas: recs, bufferedIO: opts.BufferedIO,
+		hostAuth: hostAuth, authStore: authStore}, nil
 }
 
 // NQN is the subsystem NQN of replica id.
@@ -324,6 +341,10 @@ func (s *Service) export(r *Replica, fileMayBeNew bool) error {
 		}
 	}
 	for _, h := range r.AllowedHosts {
+		// Secrets first: the host must never be admitted without them.
+		if err := s.applyHostAuth(h); err != nil {
+			return err
+		}
 		if err := s.exp.AllowHost(nqn, h); err != nil {
 			return fmt.Errorf("allow host %s on %s: %w", h, nqn, err)
 		}
@@ -524,6 +545,9 @@ func (s *Service) AllowHost(ctx context.Context, id, host string) (*Replica, err
 		if err := s.put(r); err != nil { // (1)
 			return nil, err
 		}
+	}
+	if err := s.applyHostAuth(host); err != nil { // (2) secrets before the allowance
+		return nil, err
 	}
 	if err := s.exp.AllowHost(s.NQN(id), host); err != nil { // (2)
 		return nil, fmt.Errorf("allow host %s on replica %s: %w", host, id, err)
