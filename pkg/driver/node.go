@@ -195,7 +195,11 @@ func (d *Driver) stage(ctx context.Context, req *csi.NodeStageVolumeRequest) (re
 		}
 	}()
 
-	devices, err := d.connectReplicas(ctx, replicas, &u)
+	secrets, err := d.replicaSecrets(ctx, vol)
+	if err != nil {
+		return err
+	}
+	devices, err := d.connectReplicas(ctx, replicas, secrets, vol.Authentication(), &u)
 	if err != nil {
 		return err
 	}
@@ -288,6 +292,37 @@ func (d *Driver) ConnectTemplate() nvmeof.ConnectOptions {
 	return d.connectOptions(Replica{}, Endpoint{})
 }
 
+// connectSecrets are the DH-HMAC-CHAP secrets of one replica's connection.
+type connectSecrets struct{ secret, ctrlSecret string }
+
+// replicaSecrets returns the secrets to connect each storage node of vol
+// with. The pair's secret is used whenever the pair has one, whatever the
+// volume's mode: the kernel target keeps secrets per host, so it demands
+// them from this host for every replica on that storage node. The
+// controller secret (the host checks the storage node) is used only for
+// bidirectional volumes. For a volume requiring authentication, a storage
+// node without secrets is left out of the map: connectReplicas never
+// connects it unauthenticated.
+func (d *Driver) replicaSecrets(ctx context.Context, vol *Volume) (map[string]connectSecrets, error) {
+	creds, err := d.prov.GetHostCredentials(ctx, d.node.Host.NQN)
+	if err != nil {
+		return nil, fmt.Errorf("authentication secrets of host %s: %w", d.node.Host.NQN, err)
+	}
+	bidi := vol.Authentication() == AuthBidirectional
+	out := make(map[string]connectSecrets, len(creds))
+	for _, c := range creds {
+		if c.Secret == "" {
+			continue
+		}
+		cs := connectSecrets{secret: c.Secret}
+		if bidi {
+			cs.ctrlSecret = c.CtrlSecret
+		}
+		out[c.StorageNode] = cs
+	}
+	return out, nil
+}
+
 // connectOptions are the fabrics options for one replica endpoint.
 func (d *Driver) connectOptions(r Replica, ep Endpoint) nvmeof.ConnectOptions {
 	ctrlLoss, reconnect, fastFail, keepAlive := d.opts.CtrlLossTmo, d.opts.ReconnectDelay, d.opts.FastIOFailTmo, d.opts.KeepAliveTmo
@@ -309,15 +344,31 @@ func (d *Driver) connectOptions(r Replica, ep Endpoint) nvmeof.ConnectOptions {
 // one deadline, for their block devices. Replicas that fail or do not show
 // up are logged and left out: the volume runs degraded and the healer
 // brings them back. No device at all is Unavailable.
-func (d *Driver) connectReplicas(ctx context.Context, replicas []Replica, u *undo) (map[string]nvmeof.Device, error) {
+//
+// With authentication, a replica whose storage node has no secrets is not
+// connected (never without authentication), and a kernel without NVMe
+// in-band authentication fails the whole call (FailedPrecondition naming
+// the missing kernel feature): no replica could be connected as asked.
+func (d *Driver) connectReplicas(ctx context.Context, replicas []Replica, secrets map[string]connectSecrets, auth string, u *undo) (map[string]nvmeof.Device, error) {
 	var problems []string
 	connected := make([]Replica, 0, len(replicas))
 	for _, r := range replicas {
+		sec, has := secrets[r.StorageNode]
+		if !has && (auth == AuthHost || auth == AuthBidirectional) {
+			problems = append(problems, fmt.Sprintf("replica %s (%s): the storage node holds no authentication secrets for this host yet; not connecting without authentication", r.ID, r.StorageNode))
+			klog.ErrorS(nil, "Replica not connected: no authentication secrets for its storage node", "replica", r.ID, "storageNode", r.StorageNode)
+			continue
+		}
 		had := d.hasController(r.NQN)
 		ok := false
 		var errs []string
 		for _, ep := range r.Endpoints {
-			if _, err := d.node.Initiator.Connect(ctx, d.connectOptions(r, ep)); err != nil {
+			o := d.connectOptions(r, ep)
+			o.DHCHAPSecret, o.DHCHAPCtrlSecret = sec.secret, sec.ctrlSecret
+			if _, err := d.node.Initiator.Connect(ctx, o); err != nil {
+				if errors.Is(err, nvmeof.ErrAuthUnsupported) {
+					return nil, errorf(ErrFailedPrecondition, "volume needs NVMe in-band authentication, which this node's kernel lacks: %v", err)
+				}
 				errs = append(errs, fmt.Sprintf("%s:%s: %v", ep.Address, ep.Port, err))
 				continue
 			}

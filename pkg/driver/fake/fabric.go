@@ -11,6 +11,9 @@ type Namespace struct {
 	AllowedHost string
 	// Down makes connects fail as if the storage node were away.
 	Down bool
+	// Secret, when set, is the DH-HMAC-CHAP secret the host must present
+	// (the kernel target refuses a connect without it).
+	Secret string
 }
 
 // Fabric is the set of replicas the storage nodes export.
@@ -41,6 +44,9 @@ func (f *Fabric) Resize(nqn string, size int64) {
 
 // SetDown takes a replica's storage node away or brings it back.
 func (f *Fabric) SetDown(nqn string, down bool) { f.update(nqn, func(n *Namespace) { n.Down = down }) }
+
+// RequireSecret makes the namespace's target demand a DH-HMAC-CHAP secret.
+func (f *Fabric) RequireSecret(nqn, secret string) { f.update(nqn, func(n *Namespace) { n.Secret = secret }) }
 
 // SetUUID changes the namespace's identity (tests of identity checks).
 func (f *Fabric) SetUUID(nqn, uuid string) { f.update(nqn, func(n *Namespace) { n.UUID = uuid }) }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 
@@ -37,7 +38,7 @@ type conn struct {
 // NewInitiator returns an initiator whose device files live under root/dev.
 func NewInitiator(f *Fabric, root string) *Initiator {
 	return &Initiator{fabric: f, root: root, ctrls: map[string]*conn{},
-		Supported: []string{"transport", "traddr", "trsvcid", "nqn", "hostnqn", "hostid", "ctrl_loss_tmo", "reconnect_delay", "fast_io_fail_tmo", "keep_alive_tmo", "nr_io_queues"}}
+		Supported: []string{"transport", "traddr", "trsvcid", "nqn", "hostnqn", "hostid", "ctrl_loss_tmo", "reconnect_delay", "fast_io_fail_tmo", "keep_alive_tmo", "nr_io_queues", "dhchap_secret", "dhchap_ctrl_secret"}}
 }
 
 func (i *Initiator) Connect(_ context.Context, o nvmeof.ConnectOptions) (nvmeof.Controller, error) {
@@ -50,9 +51,15 @@ func (i *Initiator) Connect(_ context.Context, o nvmeof.ConnectOptions) (nvmeof.
 	if c, ok := i.ctrls[o.SubsysNQN]; ok {
 		return c.ctrl, nil
 	}
+	if o.DHCHAPSecret != "" && !slices.Contains(i.Supported, "dhchap_secret") {
+		return nvmeof.Controller{}, fmt.Errorf("connect %s: %w: /dev/nvme-fabrics does not accept dhchap_secret (kernel built without CONFIG_NVME_HOST_AUTH)", o.SubsysNQN, nvmeof.ErrAuthUnsupported)
+	}
 	ns, ok := i.fabric.Get(o.SubsysNQN)
 	if !ok || ns.Down || ns.AllowedHost != o.HostNQN {
 		return nvmeof.Controller{}, fmt.Errorf("connect %s at %s:%s as %s: %w", o.SubsysNQN, o.TrAddr, o.TrSvcID, o.HostNQN, nvmeof.ErrConnectRefused)
+	}
+	if ns.Secret != "" && o.DHCHAPSecret != ns.Secret {
+		return nvmeof.Controller{}, fmt.Errorf("connect %s as %s: %w", o.SubsysNQN, o.HostNQN, nvmeof.ErrAuthFailed)
 	}
 	n := i.next
 	i.next++
