@@ -64,6 +64,7 @@ func newHealer(o driver.Options, h healerOptions, d *driver.Driver, prov *provis
 	}
 	reg := prometheus.NewRegistry()
 	raid := mdraid.NewManager(node.Mounter.Exec, o.HostRoot)
+	initiator := nvmeof.NewInitiator(o.HostRoot)
 	hl, err := healer.New(cfg, o.StateDir, healer.Deps{
 		Observer: &healer.Observer{
 			Staged:       func() ([]driver.StagedVolume, error) { return driver.ListStaged(o.StateDir) },
@@ -75,14 +76,22 @@ func newHealer(o driver.Options, h healerOptions, d *driver.Driver, prov *provis
 		},
 		Actor: &healer.Actor{
 			Raid:        raid,
-			Fabric:      nvmeof.NewInitiator(o.HostRoot),
+			Fabric:      initiator,
 			Provisioner: prov,
+			Credentials: prov,
 			Record: func(volumeID string, r driver.StagedReplica) error {
 				return driver.RecordStagedReplica(o.StateDir, volumeID, r)
 			},
 			Connect:    d.ConnectTemplate(),
 			DeviceWait: o.DeviceWaitTimeout,
 			Timeout:    2 * time.Minute,
+		},
+		Rekeyer: &healer.Rekeyer{
+			HostNQN: node.Host.NQN, NodeID: d.NodeID(), Credentials: prov, Secrets: initiator,
+			ControllerState: func(name string) (nvmeof.ControllerState, error) {
+				c, err := initiator.Controller(name)
+				return c.State, err
+			},
 		},
 		Queue:   queue,
 		Metrics: healer.NewMetrics(reg),

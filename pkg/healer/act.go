@@ -74,6 +74,9 @@ type Actor struct {
 	// CtrlLossTmo...) of every connection; target fields are filled per
 	// endpoint. The same options as NodeStage's.
 	Connect nvmeof.ConnectOptions
+	// Credentials, when set, gives the DH-HMAC-CHAP secrets of the host
+	// (Connect.HostNQN) per storage node for reconnects.
+	Credentials CredentialSource
 	// DeviceWait bounds the wait for a connected replica's block device.
 	DeviceWait time.Duration
 	// Timeout bounds one action (0: none beyond ctx).
@@ -175,15 +178,20 @@ func (a *Actor) fail(ctx context.Context, act Action) Outcome {
 }
 
 // connect connects every endpoint of r; success when one answers.
-func (a *Actor) connect(ctx context.Context, r driver.Replica) error {
+func (a *Actor) connect(ctx context.Context, r driver.Replica, auth string) error {
 	if len(r.Endpoints) == 0 {
 		return fmt.Errorf("replica %s has no endpoint", r.ID)
+	}
+	secret, ctrlSecret, err := a.secretsFor(ctx, r.StorageNode, auth)
+	if err != nil {
+		return fmt.Errorf("connect replica %s: %w", r.ID, err)
 	}
 	var errs []error
 	ok := false
 	for _, ep := range r.Endpoints {
 		o := a.Connect
 		o.TrAddr, o.TrSvcID, o.SubsysNQN = ep.Address, ep.Port, r.NQN
+		o.DHCHAPSecret, o.DHCHAPCtrlSecret = secret, ctrlSecret
 		if _, err := a.Fabric.Connect(ctx, o); err != nil {
 			errs = append(errs, fmt.Errorf("%s:%s: %w", ep.Address, ep.Port, err))
 			continue
@@ -194,6 +202,36 @@ func (a *Actor) connect(ctx context.Context, r driver.Replica) error {
 		return fmt.Errorf("connect replica %s: %w", r.ID, errors.Join(errs...))
 	}
 	return nil
+}
+
+// secretsFor returns the secrets a connection to storage node uses: the
+// pair's secrets whenever it has some (the kernel target demands them from
+// this host for every replica there), the controller secret only for
+// bidirectional volumes. A volume requiring authentication without secrets
+// is an error: never connect it unauthenticated.
+func (a *Actor) secretsFor(ctx context.Context, node, auth string) (secret, ctrlSecret string, err error) {
+	if a.Credentials == nil {
+		if auth == driver.AuthHost || auth == driver.AuthBidirectional {
+			return "", "", fmt.Errorf("volume requires %s authentication but the healer has no credential source", auth)
+		}
+		return "", "", nil
+	}
+	list, err := a.Credentials.GetHostCredentials(ctx, a.Connect.HostNQN)
+	if err != nil {
+		return "", "", fmt.Errorf("get authentication secrets: %w", err)
+	}
+	for _, c := range list {
+		if c.StorageNode == node && c.Secret != "" {
+			if auth == driver.AuthBidirectional {
+				return c.Secret, c.CtrlSecret, nil
+			}
+			return c.Secret, "", nil
+		}
+	}
+	if auth == driver.AuthHost || auth == driver.AuthBidirectional {
+		return "", "", fmt.Errorf("storage node %s holds no authentication secrets for this host yet (the provisioner sets them when it allows the host); not connecting without authentication", node)
+	}
+	return "", "", nil
 }
 
 // device waits for the replica's namespace and checks its identity.
@@ -262,7 +300,7 @@ func (a *Actor) join(ctx context.Context, act Action) Outcome {
 		return Outcome{Err: err}
 	}
 	if act.Connect {
-		if err := a.connect(ctx, r); err != nil {
+		if err := a.connect(ctx, r, act.Auth); err != nil {
 			return Outcome{Err: err}
 		}
 	}
@@ -373,7 +411,7 @@ func (a *Actor) replace(ctx context.Context, act Action) Outcome {
 	if err := a.Fabric.DisconnectNQN(ctx, act.Replica.NQN); err != nil {
 		klog.InfoS("Could not disconnect the replaced replica; continuing", "volumeID", act.VolumeID, "replica", act.Replica.ID, "err", err)
 	}
-	if err := a.connect(ctx, nr); err != nil {
+	if err := a.connect(ctx, nr, act.Auth); err != nil {
 		out.Err = err
 		return out
 	}

@@ -651,6 +651,9 @@ func (d *volumeDecision) repairs() {
 		}
 	}
 	base := Action{VolumeID: d.obs.VolumeID, MDDevice: a.Device, MDUUID: d.obs.MDUUID}
+	if d.obs.Config != nil {
+		base.Auth = d.obs.Config.Authentication()
+	}
 	act := func(k ActionKind, rv *replicaView, f func(*Action)) {
 		x := base
 		x.Kind, x.Replica = k, rv.replica()

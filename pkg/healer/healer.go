@@ -30,6 +30,8 @@ type Deps struct {
 	Queue    *EventQueue
 	// Metrics may be nil.
 	Metrics *Metrics
+	// Rekeyer may be nil (no re-keying after credential rotations).
+	Rekeyer *Rekeyer
 	// Watcher may be nil: the interval and the NVMe poll still run.
 	Watcher MDWatcher
 	// Lock takes a volume's CSI lock without waiting (Driver.TryLockVolume);
@@ -205,6 +207,15 @@ func (h *Healer) RunOnce(ctx context.Context) error {
 	}
 	if len(outs) > 0 {
 		mem = RecordOutcomes(mem, outs, h.cfg, h.deps.Clock.Now())
+	}
+	if h.deps.Rekeyer != nil {
+		evs, err := h.deps.Rekeyer.Run(ctx, obs.Volumes, h.deps.Lock)
+		if err != nil {
+			klog.ErrorS(err, "Re-keying check failed")
+		}
+		if err := h.deps.Queue.Enqueue(evs); err != nil {
+			klog.ErrorS(err, "Cannot queue re-keying events")
+		}
 	}
 	if changed(h.mem, mem) {
 		if err := SaveMemory(h.memPath, mem); err != nil {

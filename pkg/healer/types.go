@@ -269,6 +269,9 @@ type Action struct {
 	// Connect is set when the replica has no controller and join must
 	// connect it first.
 	Connect bool
+	// Auth is the volume's authentication mode (driver.Auth*; "" = none):
+	// a connect for host or bidirectional never goes without secrets.
+	Auth string
 	// Mark: retire marks the replica removed at the provisioner.
 	Mark bool
 	// Slots, on the retire of a deleted replica: how many replicas the

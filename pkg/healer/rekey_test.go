@@ -1,0 +1,190 @@
+package healer
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nvmirror/nvmirror/pkg/driver"
+	"github.com/nvmirror/nvmirror/pkg/events"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+)
+
+func authVolume(id, auth string) VolumeObservation {
+	cfg := &driver.Volume{ID: id, Parameters: map[string]string{driver.ParamAuthentication: auth}}
+	ctrls := map[string][]ControllerObservation{}
+	for i, sn := range []string{"sn-1", "sn-2"} {
+		nqn := "nqn.2026-11.io.nvmirror:replica:" + id + "-" + sn
+		cfg.Replicas = append(cfg.Replicas, driver.Replica{ID: id + "-" + sn, StorageNode: sn, NQN: nqn, State: driver.ReplicaActive})
+		ctrls[nqn] = []ControllerObservation{{Name: id + "-c" + string(rune('0'+i)), State: nvmeof.StateLive}}
+	}
+	return VolumeObservation{VolumeID: id, Staged: true, Config: cfg, ConfigFresh: true, Controllers: ctrls}
+}
+
+func TestDecideRekeys(t *testing.T) {
+	creds := map[string]driver.Credentials{
+		"sn-1": {StorageNode: "sn-1", Secret: "new-1", CtrlSecret: "ctrl-1", Generation: 2},
+		"sn-2": {StorageNode: "sn-2", Secret: "old-2", CtrlSecret: "ctrl-2", Generation: 1},
+	}
+	host := authVolume("va", driver.AuthHost)
+	bidi := authVolume("vb", driver.AuthBidirectional)
+	current := map[string]ControllerSecretsView{
+		"va-c0": {Secret: "old-1"},                         // rotated on sn-1: re-key
+		"va-c1": {Secret: "old-2"},                         // up to date
+		"vb-c0": {Secret: "new-1", CtrlSecret: "ctrl-1"},   // up to date
+		"vb-c1": {Secret: "old-2", CtrlSecret: "ctrl-old"}, // bidirectional, controller secret rotated: re-key
+	}
+	got := DecideRekeys([]VolumeObservation{bidi, host}, creds, current)
+	if len(got) != 2 {
+		t.Fatalf("rekeys %+v, want 2", got)
+	}
+	if got[0].VolumeID != "va" || got[0].Controller != "va-c0" || got[0].Secret != "new-1" || got[0].CtrlSecret != "" || got[0].Generation != 2 {
+		t.Errorf("first rekey %+v: want va-c0 with sn-1's host secret only", got[0])
+	}
+	if got[1].Controller != "vb-c1" || got[1].Secret != "old-2" || got[1].CtrlSecret != "ctrl-2" {
+		t.Errorf("second rekey %+v: want vb-c1 with both of sn-2's secrets", got[1])
+	}
+
+	// Never towards no secret, never a controller not live, never an
+	// unstaged volume, never an unreadable controller.
+	noPair := map[string]driver.Credentials{"sn-2": creds["sn-2"]}
+	if r := DecideRekeys([]VolumeObservation{host}, noPair, map[string]ControllerSecretsView{"va-c0": {Secret: "x"}}); len(r) != 0 {
+		t.Errorf("re-keyed a controller whose storage node has no secrets: %+v", r)
+	}
+	down := authVolume("va", driver.AuthHost)
+	for nqn := range down.Controllers {
+		down.Controllers[nqn][0].State = nvmeof.StateConnecting
+	}
+	if r := DecideRekeys([]VolumeObservation{down}, creds, current); len(r) != 0 {
+		t.Errorf("re-keyed a reconnecting controller: %+v", r)
+	}
+	unstaged := authVolume("va", driver.AuthHost)
+	unstaged.Staged = false
+	if r := DecideRekeys([]VolumeObservation{unstaged}, creds, current); len(r) != 0 {
+		t.Errorf("re-keyed a volume still being staged: %+v", r)
+	}
+	if r := DecideRekeys([]VolumeObservation{host}, creds, map[string]ControllerSecretsView{}); len(r) != 0 {
+		t.Errorf("re-keyed controllers whose secrets could not be read: %+v", r)
+	}
+	// A controller connected without secrets cannot be given some live;
+	// one without a controller secret gets the host secret only.
+	plain := map[string]ControllerSecretsView{"vb-c0": {}, "vb-c1": {Secret: "older-2"}}
+	r := DecideRekeys([]VolumeObservation{authVolume("vb", driver.AuthBidirectional)}, creds, plain)
+	if len(r) != 1 || r[0].Controller != "vb-c1" || r[0].CtrlSecret != "" {
+		t.Errorf("rekeys %+v: want vb-c1's host secret only", r)
+	}
+}
+
+type fakeSecrets struct {
+	mu      sync.Mutex
+	current map[string]ControllerSecretsView
+	state   map[string]nvmeof.ControllerState
+	failOn  string
+	writes  []string
+}
+
+func (f *fakeSecrets) ControllerSecrets(name string) (string, string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.current[name]
+	if !ok {
+		return "", "", errors.New("no such controller")
+	}
+	return c.Secret, c.CtrlSecret, nil
+}
+
+func (f *fakeSecrets) SetControllerSecrets(name, s, cs string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.writes = append(f.writes, name)
+	if name == f.failOn {
+		f.state[name] = nvmeof.StateResetting // the kernel resets a controller whose re-authentication failed
+		return nil
+	}
+	f.current[name] = ControllerSecretsView{Secret: s, CtrlSecret: cs}
+	return nil
+}
+
+func (f *fakeSecrets) stateOf(name string) (nvmeof.ControllerState, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if s, ok := f.state[name]; ok {
+		return s, nil
+	}
+	return nvmeof.StateLive, nil
+}
+
+type fakeCreds []driver.Credentials
+
+func (c fakeCreds) GetHostCredentials(context.Context, string) ([]driver.Credentials, error) {
+	return c, nil
+}
+
+func TestRekeyerRunsOneLegAtATimeAndReports(t *testing.T) {
+	vols := []VolumeObservation{authVolume("va", driver.AuthHost)}
+	creds := fakeCreds{{StorageNode: "sn-1", Secret: "new-1", Generation: 2}, {StorageNode: "sn-2", Secret: "new-2", Generation: 2}}
+	sec := &fakeSecrets{current: map[string]ControllerSecretsView{"va-c0": {Secret: "old-1"}, "va-c1": {Secret: "old-2"}}, state: map[string]nvmeof.ControllerState{}}
+	k := &Rekeyer{HostNQN: "nqn.host", NodeID: "worker-1", Credentials: creds, Secrets: sec, ControllerState: sec.stateOf,
+		Settle: time.Second, Clock: func() time.Time { return time.Unix(1000, 0) }}
+	evs, err := k.Run(context.Background(), vols, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 2 || sec.current["va-c0"].Secret != "new-1" || sec.current["va-c1"].Secret != "new-2" {
+		t.Fatalf("events %+v, controllers %+v", evs, sec.current)
+	}
+	for _, e := range evs {
+		if e.Type != events.Audit || e.Method != "RotateCredentials" || e.Outcome != "OK" || e.Node != "worker-1" || e.Volume != "va" {
+			t.Errorf("event %+v", e)
+		}
+		if strings.Contains(e.Message, "new-") {
+			t.Errorf("event message carries a secret: %q", e.Message)
+		}
+		if err := e.Validate(); err != nil {
+			t.Errorf("event invalid: %v", err)
+		}
+	}
+	// Nothing left to do: no writes.
+	sec.writes = nil
+	if evs, _ := k.Run(context.Background(), vols, nil); len(evs) != 0 || len(sec.writes) != 0 {
+		t.Errorf("second run re-keyed again: %v %v", evs, sec.writes)
+	}
+
+	// A failed re-authentication stops before the next leg.
+	creds = fakeCreds{{StorageNode: "sn-1", Secret: "newer-1", Generation: 3}, {StorageNode: "sn-2", Secret: "newer-2", Generation: 3}}
+	sec.failOn, sec.writes = "va-c0", nil
+	k.Credentials = creds
+	evs, _ = k.Run(context.Background(), vols, nil)
+	if len(evs) != 1 || evs[0].Outcome != "Failed" || len(sec.writes) != 1 {
+		t.Errorf("after a failed leg: events %+v, writes %v; want one failure and no second write", evs, sec.writes)
+	}
+
+	// A busy volume waits.
+	sec.failOn, sec.writes = "", nil
+	sec.state = map[string]nvmeof.ControllerState{}
+	evs, _ = k.Run(context.Background(), vols, func(string) (func(), bool) { return nil, false })
+	if len(evs) != 0 || len(sec.writes) != 0 {
+		t.Errorf("re-keyed a locked volume: %v", sec.writes)
+	}
+}
+
+func TestActorSecretsFor(t *testing.T) {
+	a := &Actor{Credentials: fakeCreds{{StorageNode: "sn-1", Secret: "s1", CtrlSecret: "c1"}}}
+	a.Connect.HostNQN = "nqn.host"
+	ctx := context.Background()
+	if s, c, err := a.secretsFor(ctx, "sn-1", driver.AuthBidirectional); err != nil || s != "s1" || c != "c1" {
+		t.Errorf("bidirectional: %q %q %v", s, c, err)
+	}
+	if s, c, err := a.secretsFor(ctx, "sn-1", driver.AuthNone); err != nil || s != "s1" || c != "" {
+		t.Errorf("none with pair secrets: %q %q %v", s, c, err)
+	}
+	if _, _, err := a.secretsFor(ctx, "sn-2", driver.AuthHost); err == nil || !strings.Contains(err.Error(), "sn-2") {
+		t.Errorf("host auth without secrets must refuse to connect: %v", err)
+	}
+	if s, _, err := a.secretsFor(ctx, "sn-2", ""); err != nil || s != "" {
+		t.Errorf("no auth, no secrets: %q %v", s, err)
+	}
+}
