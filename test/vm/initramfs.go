@@ -31,6 +31,9 @@ type Image struct {
 	// Script runs as root after the base system is up; its stdout and stderr
 	// are the VM's result stream, and its exit status the result.
 	Script string
+	// Network brings up eth0 as 10.0.2.15/24 for qemu's user-mode network
+	// (see ServiceConfig); Modules must then include NetModules.
+	Network bool
 }
 
 // DataPathModules are what the nvmirror data path needs: md RAID1, the
@@ -225,6 +228,9 @@ func (img Image) Build(dst string) error {
 			return err
 		}
 		fmt.Fprintf(&script, "loadmod %s\n", g)
+	}
+	if img.Network {
+		script.WriteString(initNetwork)
 	}
 	script.WriteString(initSystem)
 	addFile("/nvmirror/run.sh", []byte("#!/bin/sh\n"+img.Script+"\n"), 0o755)

@@ -8,8 +8,10 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -27,6 +29,18 @@ type Machine struct {
 	ConsoleLog string
 	// OnLine sees each line of the result stream as it arrives.
 	OnLine func(string)
+	// Forward gives the VM a virtio-net NIC on qemu's user-mode network and
+	// forwards each host port (on 127.0.0.1) to a guest port. The network is
+	// restricted: the guest can answer forwarded connections but reach
+	// nothing. Without forwards the VM has no NIC at all. The initramfs must
+	// bring the NIC up (Image.Network).
+	Forward []PortForward
+}
+
+// PortForward is one forwarded TCP port: 127.0.0.1:HostPort on the host
+// reaches GuestPort on the guest's eth0.
+type PortForward struct {
+	HostPort, GuestPort int
 }
 
 // Result is what a boot produced.
@@ -46,9 +60,33 @@ const (
 // end, or qemu to die. The guest powers itself off when its script is done, so
 // a context deadline is only the guard against a hung kernel.
 func (m Machine) Run(ctx context.Context) (Result, error) {
+	p, err := m.start(ctx, false)
+	if err != nil {
+		return Result{}, err
+	}
+	return p.wait()
+}
+
+// process is a running qemu.
+type process struct {
+	ctx    context.Context
+	cmd    *exec.Cmd
+	input  *os.File // writes to the guest's ttyS1; nil unless asked for
+	stderr lockedBuffer
+	start  time.Time
+	done   chan struct{} // closed once qemu exited and its output is read
+	// Set before done is closed.
+	res              Result
+	readErr, waitErr error
+}
+
+// start launches qemu. With input, the guest can read what is written to
+// p.input on its ttyS1 (a service VM's stop request); otherwise qemu's stdin
+// is /dev/null.
+func (m Machine) start(ctx context.Context, input bool) (*process, error) {
 	qemu, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
-		return Result{}, ErrNoQemu
+		return nil, ErrNoQemu
 	}
 	if m.MemoryMiB == 0 {
 		m.MemoryMiB = 2048
@@ -60,45 +98,130 @@ func (m Machine) Run(ctx context.Context) (Result, error) {
 	if console == "" {
 		console = os.DevNull
 	}
+	nic := []string{"-nic", "none"}
+	if len(m.Forward) > 0 {
+		netdev := "user,id=n0,restrict=on"
+		for _, f := range m.Forward {
+			netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", f.HostPort, f.GuestPort)
+		}
+		nic = []string{"-netdev", netdev, "-device", "virtio-net-pci,netdev=n0"}
+	}
 	args := []string{
 		// KVM is not available on the build machines; TCG is slower but the
 		// same kernel code runs.
 		"-machine", "pc", "-accel", "tcg", "-cpu", "max",
 		"-m", strconv.Itoa(m.MemoryMiB), "-smp", strconv.Itoa(m.CPUs),
-		"-display", "none", "-monitor", "none", "-nic", "none", "-no-reboot",
+		"-display", "none", "-monitor", "none", "-no-reboot",
+	}
+	args = append(args, nic...)
+	args = append(args,
 		"-kernel", m.Kernel.Image, "-initrd", m.Initramfs,
 		"-append", "console=ttyS0 panic=-1 loglevel=6 printk.time=1",
-		"-serial", "file:" + console,
+		"-serial", "file:"+console,
 		"-serial", "stdio",
-	}
-	cmd := exec.CommandContext(ctx, qemu, args...)
-	cmd.Stdin = nil
-	cmd.WaitDelay = 5 * time.Second
-	stdout, err := cmd.StdoutPipe()
+	)
+	p := &process{ctx: ctx, done: make(chan struct{}), res: Result{ExitCode: -1}}
+	p.cmd = exec.CommandContext(ctx, qemu, args...)
+	p.cmd.WaitDelay = 5 * time.Second
+	p.cmd.Stderr = &p.stderr
+	killWithParent(p.cmd)
+	// Plain pipes rather than StdoutPipe: Wait runs on its own goroutine
+	// (below) and must not close the stream while it is still being read.
+	outR, outW, err := os.Pipe()
 	if err != nil {
-		return Result{}, err
+		return nil, err
 	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		return Result{}, fmt.Errorf("start qemu: %w", err)
+	p.cmd.Stdout = outW
+	var inR *os.File
+	if input {
+		if inR, p.input, err = os.Pipe(); err != nil {
+			outR.Close()
+			outW.Close()
+			return nil, err
+		}
+		p.cmd.Stdin = inR
 	}
-	res := Result{ExitCode: -1}
-	readErr := scanResults(stdout, &res, m.OnLine)
-	waitErr := cmd.Wait()
-	res.Elapsed = time.Since(start)
+	// The thread that forks qemu must live as long as qemu does: the
+	// parent-death signal (killWithParent) fires when that thread exits, not
+	// the process. A goroutine locked to its thread from Start to Wait keeps
+	// it alive, so qemu dies only with the test binary (e.g. on a go test
+	// timeout, which runs no cleanup) and is never left behind.
+	started := make(chan error, 1)
+	waited := make(chan struct{})
+	go func() {
+		defer close(waited)
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := p.cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		p.start = time.Now()
+		started <- nil
+		p.waitErr = p.cmd.Wait()
+	}()
+	err = <-started
+	// qemu holds its own copies of the pipe ends it uses.
+	outW.Close()
+	if inR != nil {
+		inR.Close()
+	}
+	if err != nil {
+		outR.Close()
+		if p.input != nil {
+			p.input.Close()
+		}
+		return nil, fmt.Errorf("start qemu: %w", err)
+	}
+	go func() {
+		p.readErr = scanResults(outR, &p.res, m.OnLine)
+		outR.Close()
+		<-waited
+		p.res.Elapsed = time.Since(p.start)
+		if p.input != nil {
+			p.input.Close()
+		}
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// wait waits for qemu to exit and says how the boot ended.
+func (p *process) wait() (Result, error) {
+	<-p.done
+	res := p.res
 	switch {
-	case ctx.Err() != nil:
-		return res, fmt.Errorf("VM did not finish in time (%v elapsed): %w", res.Elapsed.Round(time.Second), ctx.Err())
-	case readErr != nil:
-		return res, readErr
+	case res.ExitCode == -1 && p.ctx.Err() != nil:
+		// Killed by the context (a guest that printed its exit marker
+		// finished, even if the context ended as qemu powered off).
+		return res, fmt.Errorf("VM did not finish in time (%v elapsed): %w", res.Elapsed.Round(time.Second), p.ctx.Err())
+	case p.readErr != nil:
+		return res, p.readErr
 	case res.ExitCode == -1:
-		return res, fmt.Errorf("VM stopped without a result (kernel panic or crash? see the console log); qemu: %v %s", waitErr, strings.TrimSpace(stderr.String()))
-	case waitErr != nil:
-		return res, fmt.Errorf("qemu: %v: %s", waitErr, strings.TrimSpace(stderr.String()))
+		return res, fmt.Errorf("VM stopped without a result (kernel panic or crash? see the console log); qemu: %v %s", p.waitErr, strings.TrimSpace(p.stderr.String()))
+	case p.waitErr != nil:
+		return res, fmt.Errorf("qemu: %v: %s", p.waitErr, strings.TrimSpace(p.stderr.String()))
 	}
 	return res, nil
+}
+
+// lockedBuffer collects qemu's stderr, which exec copies on a goroutine of
+// its own while others may read it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // scanResults reads the result stream until the exit marker.
