@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
 	"github.com/nvmirror/nvmirror/pkg/dhchap"
@@ -173,20 +175,32 @@ func (i *Initiator) checkAuthSupport(o ConnectOptions) error {
 }
 
 // authFailure explains a failed connect as an authentication failure, or
-// returns "" when err is something else. The errnos are those the kernel's
-// fabrics write was seen to return (see the real-kernel tests).
+// returns "" when err is something else. The errnos are what the fabrics
+// write returned on 6.12 (test/kernel/auth_vmguest_test.go):
+//   - EKEYREJECTED: the target refused the host's response (dmesg, target:
+//     "nvmet: ctrl N qid 0 host response mismatch", "failure1", "fatal error
+//     occurred!"; host: "qid 0: authentication failed, error -129"); the
+//     controller's response did not match the controller secret (host:
+//     "qid 0: controller authentication failed"); or the host asked for
+//     bidirectional authentication and the target has no controller
+//     secret (target: "qid 0 no ctrl key").
+//   - ENOKEY: the target requires authentication and the host has no
+//     secret (host: "qid 0: no key", "authentication setup failed").
+//
+// A target whose own configured secret is unusable (bad CRC) answers the
+// Connect command with an error instead: EIO, like a host not allowed.
 func authFailure(o ConnectOptions, err error) string {
 	switch {
 	case errors.Is(err, syscall.EKEYREJECTED):
 		if o.DHCHAPCtrlSecret != "" {
-			return "authentication refused: the target does not accept the host secret, or the controller does not prove the controller secret"
+			return "authentication refused: the target does not accept the host secret, or the controller failed to prove the controller secret (a wrong one, or none configured on the target)"
 		}
 		return "authentication refused: the target does not accept the host secret"
 	case errors.Is(err, syscall.ENOKEY):
 		if !o.wantsAuth() {
 			return "the target requires DH-HMAC-CHAP authentication and no secret was given"
 		}
-		return "authentication impossible: a secret is missing on one side"
+		return "authentication impossible: a secret is missing"
 	}
 	return ""
 }
@@ -236,23 +250,33 @@ func (i *Initiator) controllerDir(name string) (string, error) {
 }
 
 // SetControllerSecrets re-keys a live controller: it writes the new host
-// secret and/or controller secret to the controller's sysfs dhchap_secret
-// and dhchap_ctrl_secret ("" leaves that one as it is; secrets equal to the
-// current ones are not rewritten). Each write makes the kernel
-// re-authenticate the controller's queues in the background with the
-// target; the controller is not disconnected and I/O goes on.
+// secret or the new controller secret to the controller's sysfs
+// dhchap_secret or dhchap_ctrl_secret ("" leaves that one as it is; a
+// secret equal to the current one is not rewritten). The write makes the
+// kernel re-authenticate the controller with the target in the background:
+// the controller is not disconnected, I/O goes on, and the write returns
+// before the re-authentication ends, without its outcome.
 //
-// Order matters and is the caller's: give the target the new secrets first
-// (Target.SetHostAuth; live sessions keep working on it), then call this.
-// The host secret is written before the controller secret, so with both
-// changing the first re-authentication runs with the new host secret and
-// the old controller secret; when the target already has both new ones
-// that one fails, the second (both new) succeeds. The write itself returns
-// before the re-authentication ends and does not report its outcome.
+// The target must hold the new secrets first (Target.SetHostAuth; that
+// does not disturb live sessions). Seen on 6.12, when it does not: the
+// target fails the re-authentication as a fatal error and drops the
+// association; the host reconnects with the secret it now has, which the
+// target refuses, so I/O fails after fast_io_fail_tmo (md fails the leg)
+// and the controller is deleted at ctrl_loss_tmo unless the right secret is
+// set in time (a reconnect attempt caught in the failed authentication
+// waited out the 60 s admin timeout).
 //
-// The kernel can only change a secret the controller was connected with
-// (a controller connected without a controller secret cannot get one
-// live): asking for that is ErrInvalidArgument.
+// For the same reason at most one secret may change per call
+// (ErrInvalidArgument otherwise): each write re-authenticates with the pair
+// the controller holds at that moment, and with both changing the first
+// re-authentication would run with one new and one old secret against a
+// target that holds both new ones, and fail. Rotate bidirectional secrets
+// one at a time: target host secret, then this with the host secret; target
+// controller secret, then this with the controller secret.
+//
+// The kernel can only change a secret the controller was connected with (a
+// controller connected without a controller secret cannot get one live):
+// asking for that is ErrInvalidArgument too.
 func (i *Initiator) SetControllerSecrets(name, secret, ctrlSecret string) error {
 	if secret == "" && ctrlSecret == "" {
 		return fmt.Errorf("%w: no secret to set on controller %s", ErrInvalidArgument, name)
@@ -286,6 +310,10 @@ func (i *Initiator) SetControllerSecrets(name, secret, ctrlSecret string) error 
 	if newCtrl != "" && dhchap.Equal(newSecret, newCtrl) {
 		return fmt.Errorf("%w: controller %s: the controller secret would equal the host secret", ErrInvalidArgument, name)
 	}
+	if !dhchap.Equal(newSecret, curSecret) && !dhchap.Equal(newCtrl, curCtrl) {
+		return fmt.Errorf("%w: controller %s: both secrets would change at once; change one per call (the target holding the matching pair each time)",
+			ErrInvalidArgument, name)
+	}
 	for _, w := range []struct {
 		attr, what, cur, val string
 	}{
@@ -310,4 +338,65 @@ func (i *Initiator) SetControllerSecrets(name, secret, ctrlSecret string) error 
 			"secret", w.what, "new", redactSecret(w.val), "old", redactSecret(w.cur))
 	}
 	return nil
+}
+
+// kmsgCursor reads the kernel log records (/dev/kmsg) written after it was
+// opened. Bidirectional authentication needs it: the Linux host skips the
+// controller's authentication, without an error, when the target does not
+// ask for authentication at all (seen on 6.12: a host connecting with a
+// controller secret to a target without any secret for it gets a live,
+// unauthenticated controller). The only trace the kernel leaves of a
+// successful controller authentication is its log line.
+type kmsgCursor struct {
+	fd   int
+	path string
+}
+
+func openKmsg(path string) (*kmsgCursor, error) {
+	// Raw syscalls: a non-blocking os.File would park reads in the poller
+	// instead of returning EAGAIN at the end of the log.
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	if _, err := unix.Seek(fd, 0, io.SeekEnd); err != nil {
+		unix.Close(fd)
+		return nil, &fs.PathError{Op: "seek", Path: path, Err: err}
+	}
+	return &kmsgCursor{fd: fd, path: path}, nil
+}
+
+func (k *kmsgCursor) Close() { unix.Close(k.fd) }
+
+// find reports whether a record logged since the cursor was opened (or
+// last searched) contains text. /dev/kmsg returns one record per read,
+// "<prio>,<seq>,<usec>,<flags>;<message>\n" followed by continuation
+// lines; a regular file (tests) returns several per read.
+func (k *kmsgCursor) find(text string) (bool, error) {
+	buf := make([]byte, 8192)
+	found := false
+	for {
+		n, err := unix.Read(k.fd, buf)
+		if errors.Is(err, unix.EPIPE) {
+			continue // records overwritten while reading: go on with the oldest left
+		}
+		if errors.Is(err, unix.EAGAIN) || (err == nil && n == 0) {
+			return found, nil
+		}
+		if err != nil {
+			return found, &fs.PathError{Op: "read", Path: k.path, Err: err}
+		}
+		for _, line := range strings.Split(string(buf[:n]), "\n") {
+			if _, msg, ok := strings.Cut(line, ";"); ok && strings.Contains(msg, text) {
+				found = true
+			}
+		}
+	}
+}
+
+// controllerAuthenticatedLog is what the host logs when the controller
+// proved its secret (drivers/nvme/host/auth.c: dev_info "qid %d:
+// controller authenticated"), prefixed by the device name.
+func controllerAuthenticatedLog(instance int) string {
+	return fmt.Sprintf("nvme nvme%d: qid 0: controller authenticated", instance)
 }

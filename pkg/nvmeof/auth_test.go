@@ -235,6 +235,15 @@ func TestClearHostAuth(t *testing.T) {
 	if _, err := tg.HostAuth(hostB); !errors.Is(err, ErrNotFound) {
 		t.Errorf("HostAuth(removed) = %v, want ErrNotFound", err)
 	}
+	// What the kernel does with the obvious ways to clear (the reason for
+	// the NUL write): a zero-length write is EFAULT, "\n" a bad key.
+	p := filepath.Join(f.root, "hosts", hostA, "dhchap_key")
+	if err := f.WriteFile(p, nil); !errors.Is(err, syscall.EFAULT) {
+		t.Errorf("zero-length write = %v, want EFAULT", err)
+	}
+	if err := f.WriteFile(p, []byte("\n")); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("newline write = %v, want EINVAL", err)
+	}
 	// Unknown host: nothing to do.
 	n := len(f.Ops())
 	if err := tg.SetHostAuth("nqn.2024-01.io.nvmirror:nobody", HostAuth{}); err != nil || len(f.Ops()) != n {
@@ -546,6 +555,47 @@ func TestConnectDisconnectsUnauthenticatedController(t *testing.T) {
 	}
 }
 
+// A target that does not ask for authentication gets no controller
+// authentication from the kernel, silently: with a controller secret,
+// Connect sees no "controller authenticated" log line for the new
+// controller and refuses it. An older line about another controller (or
+// the same name before) does not count.
+func TestConnectBidirectionalNeedsControllerAuthenticated(t *testing.T) {
+	tree := newSysTree(t)
+	tree.enableHostAuth() // logs "nvme0 ... controller authenticated" before the connect
+	tree.rogueTarget = true
+	f := kernelLikeFabrics(tree, 0)
+	stop := kernelDeleter(t, tree, "nvme0")
+	defer stop()
+	o := authOpts(t)
+	o.DHCHAPCtrlSecret = testSecret(t, 2, 32)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := fastInitiator(tree.root, f).Connect(ctx, o)
+	if !errors.Is(err, ErrAuthFailed) || !errors.Is(err, ErrConnectRefused) || !strings.Contains(err.Error(), "did not authenticate itself") {
+		t.Fatalf("Connect to a target that skips authentication = %v", err)
+	}
+	if _, err := os.Stat(tree.path("sys/class/nvme/nvme0")); !os.IsNotExist(err) {
+		t.Error("the unauthenticated controller was kept")
+	}
+	assertNoSecret(t, err.Error(), o.DHCHAPSecret, o.DHCHAPCtrlSecret)
+
+	// Without the kernel log nothing can be verified: refused before writing.
+	tree2 := newSysTree(t)
+	tree2.enableHostAuth()
+	if err := os.Remove(tree2.path("dev/kmsg")); err != nil {
+		t.Fatal(err)
+	}
+	f2 := kernelLikeFabrics(tree2, 0)
+	if _, err := fastInitiator(tree2.root, f2).Connect(ctx, o); !errors.Is(err, ErrAuthUnsupported) || !strings.Contains(err.Error(), "kmsg") || len(f2.Writes()) != 0 {
+		t.Fatalf("Connect without /dev/kmsg = %v (%d writes)", err, len(f2.Writes()))
+	}
+	// Unidirectional needs no log.
+	if _, err := fastInitiator(tree2.root, f2).Connect(ctx, authOpts(t)); err != nil {
+		t.Fatalf("unidirectional Connect without /dev/kmsg = %v", err)
+	}
+}
+
 func TestConnectAuthErrors(t *testing.T) {
 	pathErr := func(e syscall.Errno) error {
 		return &os.PathError{Op: "write", Path: "/dev/nvme-fabrics", Err: e}
@@ -650,9 +700,20 @@ func TestSetControllerSecrets(t *testing.T) {
 		}
 		return string(b)
 	}
-	t.Run("both", func(t *testing.T) {
+	t.Run("both, one per call", func(t *testing.T) {
 		in, tree := setup(t)
-		if err := in.SetControllerSecrets("nvme1", newKey, newCtrl); err != nil {
+		// Both at once would re-authenticate once with a mixed pair.
+		err := in.SetControllerSecrets("nvme1", newKey, newCtrl)
+		if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "one per call") {
+			t.Fatalf("SetControllerSecrets(both) = %v", err)
+		}
+		if read(tree, "nvme1", "dhchap_secret") != old+"\n" {
+			t.Fatal("a refused call wrote")
+		}
+		if err := in.SetControllerSecrets("nvme1", newKey, ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := in.SetControllerSecrets("nvme1", "", newCtrl); err != nil {
 			t.Fatal(err)
 		}
 		// Written without a newline: the kernel keeps the bytes verbatim.

@@ -36,7 +36,7 @@ import (
 //     is checked like nvmet_auth_set_key does (only "DHHC-1:<hh>:" with hh
 //     0-3; the key itself is parsed at connect time) and stored trimmed; a
 //     write whose C string is empty (a single NUL) clears the key, while a
-//     zero-length write never reaches the attribute (configfs drops it);
+//     zero-length write never reaches the attribute (configfs: EFAULT);
 //     hash and DH group must be known names, and with noDH the DH groups
 //     are missing from the crypto API (EINVAL).
 type fakeConfigFS struct {
@@ -345,8 +345,8 @@ func (f *fakeConfigFS) WriteFile(path string, value []byte) error {
 	}
 	if len(value) == 0 {
 		// configfs never calls the attribute's store for a zero-length
-		// write: nothing changes and the write "succeeds".
-		return nil
+		// write: fill_write_buffer copies nothing and answers EFAULT.
+		return werrEarly(path, syscall.EFAULT)
 	}
 	v := strings.TrimRight(string(value), "\n")
 	dir := filepath.Dir(path)
@@ -417,7 +417,9 @@ func (f *fakeConfigFS) WriteFile(path string, value []byte) error {
 	case "host":
 		switch attr {
 		case "dhchap_key", "dhchap_ctrl_key":
-			// The kernel sees a C string: a NUL ends it, so "\x00" is "".
+			// The kernel sees the raw bytes as a C string: a NUL ends it,
+			// so "\x00" is "" (clear), while "\n" is a (bad) key.
+			v = string(value)
 			if i := strings.IndexByte(v, 0); i >= 0 {
 				v = v[:i]
 			}
@@ -465,6 +467,8 @@ func (f *fakeConfigFS) WriteFile(path string, value []byte) error {
 	f.record("write %s=%s", f.rel(path), v)
 	return nil
 }
+
+func werrEarly(path string, e syscall.Errno) error { return perr("write", path, e) }
 
 func (f *fakeConfigFS) ReadDir(path string) ([]fs.DirEntry, error) {
 	f.mu.Lock()

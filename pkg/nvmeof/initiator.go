@@ -346,6 +346,15 @@ func (i *Initiator) Connect(ctx context.Context, o ConnectOptions) (Controller, 
 	if err := ctx.Err(); err != nil {
 		return Controller{}, fmt.Errorf("connecting %s at %s: %w", o.SubsysNQN, target, err)
 	}
+	var kmsg *kmsgCursor
+	if o.DHCHAPCtrlSecret != "" {
+		var err error
+		if kmsg, err = openKmsg(i.sys.dev("kmsg")); err != nil {
+			return Controller{}, fmt.Errorf("%w: connecting %s at %s with bidirectional DH-HMAC-CHAP: the kernel log is needed to verify that the controller authenticated: %w",
+				ErrAuthUnsupported, o.SubsysNQN, target, err)
+		}
+		defer kmsg.Close()
+	}
 
 	type result struct {
 		out string
@@ -386,6 +395,19 @@ func (i *Initiator) Connect(ctx context.Context, o ConnectOptions) (Controller, 
 			derr := i.Disconnect(ctx, name)
 			return Controller{}, errors.Join(fmt.Errorf("%w: controller %s for %s at %s has no dhchap_secret attribute: the kernel connected without authenticating (built without %s); disconnected it",
 				ErrAuthUnsupported, name, o.SubsysNQN, target, hostAuthConfig), derr)
+		}
+	}
+	if kmsg != nil {
+		// The kernel logs the line before the fabrics write returns.
+		ok, err := kmsg.find(controllerAuthenticatedLog(instance))
+		if err != nil || !ok {
+			why := "the target did not authenticate itself (it did not ask for DH-HMAC-CHAP, and the kernel then skips the controller's authentication)"
+			if err != nil {
+				why = "cannot verify that the controller authenticated: " + err.Error()
+			}
+			derr := i.Disconnect(ctx, name)
+			return Controller{}, errors.Join(fmt.Errorf("%w: %w: controller %s for %s at %s: %s; disconnected it",
+				ErrAuthFailed, ErrConnectRefused, name, o.SubsysNQN, target, why), derr)
 		}
 	}
 	klog.InfoS("Connected NVMe-oF controller", "controller", c.Name, "nqn", o.SubsysNQN, "target", target, "hostnqn", o.HostNQN,

@@ -60,6 +60,9 @@ func kernelLikeFabrics(tree *sysTree, first int) *fakeFabrics {
 		mu.Unlock()
 		tree.addController(ctrlSpec{name: fmt.Sprintf("nvme%d", n), nqn: m["nqn"], traddr: m["traddr"],
 			trsvcid: m["trsvcid"], hostnqn: m["hostnqn"], secret: m["dhchap_secret"], ctrlSecret: m["dhchap_ctrl_secret"]})
+		if m["dhchap_ctrl_secret"] != "" && !tree.rogueTarget {
+			tree.logKmsg(fmt.Sprintf("nvme nvme%d: qid 0: controller authenticated", n))
+		}
 		return fmt.Sprintf("instance=%d,cntlid=1\n", n), nil
 	}
 	return f

@@ -22,12 +22,29 @@ type sysTree struct {
 	// hostAuth: controllers get the dhchap_secret and dhchap_ctrl_secret
 	// attributes of a kernel with NVMe host authentication.
 	hostAuth bool
+	// rogueTarget: the target does not ask for authentication, so a
+	// controller connected with a controller secret is never logged as
+	// authenticated.
+	rogueTarget bool
+}
+
+// logKmsg appends a record to dev/kmsg as the kernel would log it.
+func (s *sysTree) logKmsg(msg string) {
+	s.t.Helper()
+	f, err := os.OpenFile(s.path("dev/kmsg"), os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
+	s.check(err)
+	if err == nil {
+		_, err = fmt.Fprintf(f, "6,1234,5678901,-;%s\n SUBSYSTEM=nvme\n", msg)
+		s.check(err)
+		s.check(f.Close())
+	}
 }
 
 // enableHostAuth makes the tree a kernel with host authentication: its
 // symbol in proc/kallsyms, and the attributes on new controllers.
 func (s *sysTree) enableHostAuth() {
 	s.hostAuth = true
+	s.logKmsg("nvme nvme0: qid 0: controller authenticated") // old news: before any Connect
 	s.write("proc/kallsyms", "ffffffffc0a10000 t nvme_auth_free\t[nvme_core]\n"+
 		"ffffffffc0a1b2c0 T "+hostAuthSymbol+"\t[nvme_core]\nffffffffc0a1b400 T nvme_auth_wait\t[nvme_core]\n")
 }
