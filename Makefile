@@ -22,6 +22,7 @@ AUTH_KERNEL_SUITE ?= bookworm-backports
 
 .PHONY: all build deps vm-deps vm-kernel vm-kernel-auth vet unit race test-kernel test sanity demo bench fuzz clean
 .PHONY: proto
+.PHONY: image-check
 
 all: build
 
@@ -51,6 +52,13 @@ vet:
 	$(GO) vet ./...
 	$(GO) vet -tags vmguest ./test/...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+## image-check: the container image without a Docker engine (also part of `make unit`):
+## BuildKit's lint rules on the Dockerfile (hack/dockerfile-lint), the binaries built from
+## the build context by the Dockerfile's own make build as static ELF files, and the runtime
+## stage's packages for every program the code runs
+image-check:
+	$(GO) test -count=1 ./test/image/
 
 ## unit: host tests with the race detector: unit tests, fuzz seed corpora, in-process
 ## csi-sanity, and the integration tests against real etcd and rsyslog (which fail,
