@@ -288,7 +288,7 @@ var renders = struct {
 }{out: map[string][]doc{}}
 
 // render runs `kubectl kustomize` on a directory (relative to the
-// repository) and returns its documents.
+// repository, or absolute) and returns its documents.
 func render(t *testing.T, dir string) []doc {
 	t.Helper()
 	k := kubectl(t)
@@ -297,7 +297,11 @@ func render(t *testing.T, dir string) []doc {
 	if d, ok := renders.out[dir]; ok {
 		return d
 	}
-	cmd := exec.Command(k, "kustomize", filepath.Join(repoRoot, dir))
+	full := dir
+	if !filepath.IsAbs(dir) {
+		full = filepath.Join(repoRoot, dir)
+	}
+	cmd := exec.Command(k, "kustomize", full)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

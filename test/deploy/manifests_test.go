@@ -159,6 +159,12 @@ func TestKustomizationsRender(t *testing.T) {
 					need("ConfigMap", str(v, "configMap", "name"))
 					need("PersistentVolumeClaim", str(v, "persistentVolumeClaim", "claimName"))
 				}
+				for _, c := range containersOf(d.value) {
+					for _, e := range list(c.spec, "env") {
+						need("ConfigMap", str(e, "valueFrom", "configMapKeyRef", "name"))
+						need("Secret", str(e, "valueFrom", "secretKeyRef", "name"))
+					}
+				}
 			}
 		})
 	}
@@ -169,18 +175,25 @@ type invocation struct {
 	where  string
 	binary string
 	args   []string
-	env    map[string]string // values Kubernetes substitutes for $(VAR)
+	env    map[string]string // values Kubernetes substitutes for $(VAR); nil: not known
 }
 
 // nvmirrorInvocations finds the containers running the nvmirror image in
 // docs and checks they name the binary to run.
 func nvmirrorInvocations(t *testing.T, docs []doc) []invocation {
 	t.Helper()
+	return invocationsOf(t, docs, nvmirrorImage)
+}
+
+// invocationsOf is nvmirrorInvocations for the image renamed (a site's
+// registry).
+func invocationsOf(t *testing.T, docs []doc, image string) []invocation {
+	t.Helper()
 	commands := commandNames(t)
 	var out []invocation
 	for _, d := range docs {
 		for _, c := range containersOf(d.value) {
-			if imageName(str(c.spec, "image")) != nvmirrorImage {
+			if imageName(str(c.spec, "image")) != image {
 				continue
 			}
 			cmd := strs(c.spec, "command")
@@ -242,6 +255,9 @@ func checkInvocation(t *testing.T, inv invocation) {
 			errorf("%s: %s has no flag --%s", inv.where, inv.binary, name)
 		}
 		resolved = append(resolved, varRef.ReplaceAllStringFunc(a, func(m string) string {
+			if inv.env == nil {
+				return "x" // unknown here; the rendered check resolves it
+			}
 			v, ok := inv.env[varRef.FindStringSubmatch(m)[1]]
 			if !ok {
 				errorf("%s: %q refers to %s, which the container's env does not define (Kubernetes would pass it literally)", inv.where, a, m)
@@ -352,7 +368,7 @@ func checkJSONPatchFlags(t *testing.T, raw []doc) {
 					continue
 				}
 				checkInvocation(t, invocation{where: file + " on " + kind + "/" + name, binary: filepath.Base(cmd[0]),
-					args: []string{str(op, "value")}, env: map[string]string{}})
+					args: []string{str(op, "value")}}) // env: the patch's own SMP may add it
 			}
 		}
 	}
