@@ -1,6 +1,7 @@
 package image_test
 
 import (
+	"encoding/json"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -166,11 +167,19 @@ func TestEveryExecCallIsKnown(t *testing.T) {
 // uses the parts that run them, and every filesystem a StorageClass may ask
 // for has its mkfs and grow tool.
 func TestMountUtilsPrograms(t *testing.T) {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "k8s.io/mount-utils").Output()
+	// go mod download (not go list -m): it fetches the module when this
+	// machine's cache lacks it, and prints where it is.
+	cmd := exec.Command("go", "mod", "download", "-json", "k8s.io/mount-utils")
+	cmd.Dir = repoRoot
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("go list -m k8s.io/mount-utils: %v", err)
+		t.Fatalf("go mod download k8s.io/mount-utils: %v", err)
 	}
-	dir := strings.TrimSpace(string(out))
+	var mod struct{ Dir string }
+	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
+		t.Fatalf("go mod download k8s.io/mount-utils: %v: %s", err, out)
+	}
+	dir := mod.Dir
 	var src strings.Builder
 	for _, f := range []string{"mount.go", "mount_linux.go", "resizefs_linux.go"} {
 		b, err := os.ReadFile(filepath.Join(dir, f))
