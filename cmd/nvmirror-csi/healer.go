@@ -92,6 +92,7 @@ func newHealer(o driver.Options, h healerOptions, d *driver.Driver, prov *provis
 				c, err := initiator.Controller(name)
 				return c.State, err
 			},
+			Disconnect: initiator.Disconnect,
 		},
 		Queue:   queue,
 		Metrics: healer.NewMetrics(reg),

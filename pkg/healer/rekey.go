@@ -22,6 +22,18 @@ import (
 // no disconnect, md never loses the leg. Controllers are re-keyed one at a
 // time, each confirmed live before the next, so a failure costs at most one
 // leg of a mirror.
+//
+// Bidirectional connections are the exception, seen on the 6.12 kernel:
+// the host and controller secrets are separate sysfs writes, each starting
+// a re-authentication, and the first one runs with one new and one old
+// secret against a target that has both new ones: it fails, the kernel
+// starts error recovery, I/O on the leg fails and md drops it. So a
+// bidirectional controller is re-keyed by reconnecting it on purpose: only
+// when its array is whole and idle, one leg per volume per cycle, by
+// disconnecting it; the healer's join connects it again with the new
+// secrets and md takes it back with a bitmap re-add. The volume keeps
+// serving from the other legs meanwhile. A single-replica bidirectional
+// volume (no mirror to serve from) is left to its next stage.
 
 // SecretOps reads and re-keys live NVMe controllers (*nvmeof.Initiator).
 type SecretOps interface {
@@ -44,6 +56,9 @@ type Rekey struct {
 	Controller                       string
 	Secret, CtrlSecret               string
 	Generation                       int64
+	// Reconnect: disconnect the controller (the healer reconnects it with
+	// the new secrets) instead of re-keying it live.
+	Reconnect bool
 }
 
 // ControllerSecretsView is what a controller authenticates with now.
@@ -65,6 +80,7 @@ func DecideRekeys(vols []VolumeObservation, creds map[string]driver.Credentials,
 		if !v.Staged || v.Config == nil {
 			continue
 		}
+		reconnected := false
 		bidi := v.Config.Authentication() == driver.AuthBidirectional
 		for _, r := range v.Config.Replicas {
 			if r.State != driver.ReplicaActive {
@@ -98,9 +114,15 @@ func DecideRekeys(vols []VolumeObservation, creds map[string]driver.Credentials,
 					// have refused it).
 					continue
 				}
-				want := w
-				out = append(out, Rekey{VolumeID: v.VolumeID, ReplicaID: r.ID, StorageNode: r.StorageNode, Controller: ctrl.Name,
-					Secret: want.Secret, CtrlSecret: want.CtrlSecret, Generation: c.Generation})
+				rk := Rekey{VolumeID: v.VolumeID, ReplicaID: r.ID, StorageNode: r.StorageNode, Controller: ctrl.Name,
+					Secret: w.Secret, CtrlSecret: w.CtrlSecret, Generation: c.Generation}
+				if have.CtrlSecret != "" {
+					if reconnected || !mirrorWholeAndIdle(v) {
+						continue // one leg at a time, and never the last one
+					}
+					rk.Reconnect, reconnected = true, true
+				}
+				out = append(out, rk)
 			}
 		}
 	}
@@ -113,6 +135,22 @@ func DecideRekeys(vols []VolumeObservation, creds map[string]driver.Credentials,
 	return out
 }
 
+// mirrorWholeAndIdle reports whether the volume's array has every slot in
+// sync and no sync running: only then may one leg be taken out to reconnect.
+func mirrorWholeAndIdle(v VolumeObservation) bool {
+	a := v.Array
+	if a == nil || a.RaidDisks < 2 || a.Degraded != 0 || (a.SyncAction != "" && a.SyncAction != "idle") {
+		return false
+	}
+	inSync := 0
+	for _, m := range a.Members {
+		if m.InSync {
+			inSync++
+		}
+	}
+	return inSync >= a.RaidDisks
+}
+
 // Rekeyer runs re-keying once per healer cycle.
 type Rekeyer struct {
 	HostNQN     string
@@ -122,6 +160,8 @@ type Rekeyer struct {
 	// ControllerState reads a controller's state, to confirm it is live
 	// after re-authentication before the next one.
 	ControllerState func(name string) (nvmeof.ControllerState, error)
+	// Disconnect takes a controller down for a reconnect re-key.
+	Disconnect func(ctx context.Context, name string) error
 	// Settle bounds the wait for a re-keyed controller to be live again.
 	Settle time.Duration
 	Clock  func() time.Time
@@ -180,6 +220,9 @@ func (k *Rekeyer) Run(ctx context.Context, vols []VolumeObservation, lock func(v
 		e := events.Event{Time: k.now(), Type: events.Audit, Volume: rk.VolumeID, Replica: rk.ReplicaID,
 			Node: k.NodeID, StorageNode: rk.StorageNode, Method: "RotateCredentials", Outcome: "OK",
 			Message: fmt.Sprintf("controller %s re-authenticated with generation %d secrets", rk.Controller, rk.Generation)}
+		if rk.Reconnect {
+			e.Message = fmt.Sprintf("controller %s disconnected to reconnect with generation %d secrets (bidirectional)", rk.Controller, rk.Generation)
+		}
 		if err != nil {
 			e.Outcome = "Failed"
 			e.Message = fmt.Sprintf("controller %s: re-authentication with generation %d secrets failed: %v", rk.Controller, rk.Generation, err)
@@ -203,8 +246,15 @@ func (k *Rekeyer) now() time.Time {
 	return time.Now()
 }
 
-// rekey writes the secrets and waits until the controller is live with them.
+// rekey writes the secrets and waits until the controller is live with them,
+// or, for a reconnect, disconnects it.
 func (k *Rekeyer) rekey(ctx context.Context, rk Rekey) error {
+	if rk.Reconnect {
+		if k.Disconnect == nil {
+			return fmt.Errorf("controller %s: reconnect re-key without a disconnect function", rk.Controller)
+		}
+		return k.Disconnect(ctx, rk.Controller)
+	}
 	if err := k.Secrets.SetControllerSecrets(rk.Controller, rk.Secret, rk.CtrlSecret); err != nil {
 		return err
 	}

@@ -21,7 +21,9 @@ func authVolume(id, auth string) VolumeObservation {
 		cfg.Replicas = append(cfg.Replicas, driver.Replica{ID: id + "-" + sn, StorageNode: sn, NQN: nqn, State: driver.ReplicaActive})
 		ctrls[nqn] = []ControllerObservation{{Name: id + "-c" + string(rune('0'+i)), State: nvmeof.StateLive}}
 	}
-	return VolumeObservation{VolumeID: id, Staged: true, Config: cfg, ConfigFresh: true, Controllers: ctrls}
+	whole := &ArrayObservation{Name: "md-" + id, RaidDisks: 2, SyncAction: "idle",
+		Members: []MemberObservation{{InSync: true}, {InSync: true}}}
+	return VolumeObservation{VolumeID: id, Staged: true, Config: cfg, ConfigFresh: true, Controllers: ctrls, Array: whole}
 }
 
 func TestDecideRekeys(t *testing.T) {
@@ -44,8 +46,35 @@ func TestDecideRekeys(t *testing.T) {
 	if got[0].VolumeID != "va" || got[0].Controller != "va-c0" || got[0].Secret != "new-1" || got[0].CtrlSecret != "" || got[0].Generation != 2 {
 		t.Errorf("first rekey %+v: want va-c0 with sn-1's host secret only", got[0])
 	}
-	if got[1].Controller != "vb-c1" || got[1].Secret != "old-2" || got[1].CtrlSecret != "ctrl-2" {
-		t.Errorf("second rekey %+v: want vb-c1 with both of sn-2's secrets", got[1])
+	if got[1].Controller != "vb-c1" || got[1].Secret != "old-2" || got[1].CtrlSecret != "ctrl-2" || !got[1].Reconnect {
+		t.Errorf("second rekey %+v: want vb-c1 reconnected with both of sn-2's secrets", got[1])
+	}
+	if got[0].Reconnect {
+		t.Error("a host-only controller must be re-keyed live, not reconnected")
+	}
+	// Bidirectional: one leg per volume at a time, and only from a whole,
+	// idle mirror.
+	both := map[string]ControllerSecretsView{"vb-c0": {Secret: "x", CtrlSecret: "y"}, "vb-c1": {Secret: "x", CtrlSecret: "y"}}
+	if r := DecideRekeys([]VolumeObservation{bidi}, creds, both); len(r) != 1 || !r[0].Reconnect {
+		t.Errorf("rekeys %+v: want exactly one reconnect", r)
+	}
+	for name, mutate := range map[string]func(*ArrayObservation){
+		"degraded": func(a *ArrayObservation) { a.Degraded = 1 },
+		"syncing":  func(a *ArrayObservation) { a.SyncAction = "recover" },
+		"member out of sync": func(a *ArrayObservation) {
+			a.Members = []MemberObservation{{InSync: true}, {InSync: false}}
+		},
+	} {
+		v := authVolume("vb", driver.AuthBidirectional)
+		mutate(v.Array)
+		if r := DecideRekeys([]VolumeObservation{v}, creds, both); len(r) != 0 {
+			t.Errorf("%s array: reconnect re-key %+v must wait", name, r)
+		}
+	}
+	single := authVolume("vb", driver.AuthBidirectional)
+	single.Array = nil
+	if r := DecideRekeys([]VolumeObservation{single}, creds, both); len(r) != 0 {
+		t.Errorf("a volume without a mirror was reconnected: %+v", r)
 	}
 
 	// Never towards no secret, never a controller not live, never an
@@ -186,5 +215,25 @@ func TestActorSecretsFor(t *testing.T) {
 	}
 	if s, _, err := a.secretsFor(ctx, "sn-2", ""); err != nil || s != "" {
 		t.Errorf("no auth, no secrets: %q %v", s, err)
+	}
+}
+
+func TestRekeyerReconnectsBidirectionalLeg(t *testing.T) {
+	vols := []VolumeObservation{authVolume("vb", driver.AuthBidirectional)}
+	creds := fakeCreds{{StorageNode: "sn-1", Secret: "new-1", CtrlSecret: "nc-1", Generation: 2}, {StorageNode: "sn-2", Secret: "new-2", CtrlSecret: "nc-2", Generation: 2}}
+	sec := &fakeSecrets{current: map[string]ControllerSecretsView{"vb-c0": {Secret: "o1", CtrlSecret: "oc1"}, "vb-c1": {Secret: "o2", CtrlSecret: "oc2"}},
+		state: map[string]nvmeof.ControllerState{}}
+	var disconnected []string
+	k := &Rekeyer{HostNQN: "nqn.host", NodeID: "worker-1", Credentials: creds, Secrets: sec, ControllerState: sec.stateOf,
+		Disconnect: func(_ context.Context, name string) error { disconnected = append(disconnected, name); return nil }}
+	evs, err := k.Run(context.Background(), vols, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(disconnected) != 1 || len(sec.writes) != 0 {
+		t.Fatalf("disconnected %v, sysfs writes %v: want one leg reconnected and no live write", disconnected, sec.writes)
+	}
+	if len(evs) != 1 || evs[0].Outcome != "OK" || !strings.Contains(evs[0].Message, "reconnect") {
+		t.Errorf("events %+v", evs)
 	}
 }
