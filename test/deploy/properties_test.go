@@ -445,3 +445,31 @@ func TestMountedFilesExist(t *testing.T) {
 		}
 	}
 }
+
+// TestRackOverlay: the rack example replaces the base's agent DaemonSet by
+// one per rack, each selecting its rack's nodes and reporting that rack.
+func TestRackOverlay(t *testing.T) {
+	objs := objects(render(t, "deploy/overlays/racks"))
+	if _, ok := objs["DaemonSet/nvmirror-target"]; ok {
+		t.Error("the base's agent DaemonSet is still rendered beside the per-rack ones")
+	}
+	n := 0
+	for key, obj := range objs {
+		rack, ok := strings.CutPrefix(key, "DaemonSet/nvmirror-target-")
+		if !ok {
+			continue
+		}
+		n++
+		ps := podSpec(obj)
+		if str(ps, "nodeSelector", "nvmirror.io/rack") != rack || str(ps, "nodeSelector", "nvmirror.io/storage-node") != "true" {
+			t.Errorf("%s: nodeSelector %v, want storage nodes of rack %s", key, get(ps, "nodeSelector"), rack)
+		}
+		if str(obj, "spec", "selector", "matchLabels", "nvmirror.io/rack") != rack {
+			t.Errorf("%s: selector %v does not include its rack (DaemonSets would share pods)", key, get(obj, "spec", "selector"))
+		}
+		wantFlag(t, containerNamed(t, obj, "nvmirror-target"), "rack", rack)
+	}
+	if n != 2 {
+		t.Errorf("%d per-rack agent DaemonSets, want 2", n)
+	}
+}
