@@ -37,7 +37,9 @@ const readyCheckTimeout = 3 * time.Second
 //     with etcd a rolling update starts the new pod while the old one still
 //     leads, and the old one only resigns after the new one is Ready, so
 //     "ready = leader" would stall every rollout. A standby answers calls
-//     that need the leader with Unavailable; clients retry.
+//     that need the leader with Unavailable, and a CSI driver keeps its one
+//     connection to whichever pod it reached, so deploy/ runs a single
+//     replica and a standby exists only for the length of a rollout.
 //   - /metrics: the Prometheus registry.
 type statusServer struct {
 	store    atomic.Pointer[storeRef]
