@@ -17,6 +17,8 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store/boltstore"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/store/etcdstore"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/store/etcdstore/etcdtest"
 	"github.com/nvmirror/nvmirror/pkg/provisionerclient"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
@@ -230,5 +232,70 @@ func TestRunServesStatusEndpoint(t *testing.T) {
 	// The endpoint goes away with the process.
 	if _, _, err := httpGet(context.Background(), base+"/healthz"); err == nil {
 		t.Error("/healthz still answers after run returned")
+	}
+}
+
+// TestReadyzWithEtcd runs /readyz over a real etcd: ready as a standby
+// (leadership is reported, not required), ready as the leader, and not
+// ready once etcd is gone (a linearizable read fails within the check's
+// timeout).
+func TestReadyzWithEtcd(t *testing.T) {
+	bin := etcdtest.Binary()
+	if bin == "" {
+		if os.Getenv(etcdtest.RequireEnv) == "1" {
+			t.Fatal(etcdtest.RequireEnv + "=1 but no etcd binary (apt-get install etcd-server)")
+		}
+		t.Skip(etcdtest.ErrNoEtcd)
+	}
+	srv, err := etcdtest.Start(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			srv.Stop()
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, err := etcdstore.Open(ctx, etcdstore.Options{Endpoints: []string{srv.Endpoint}, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	s := newStatusServer(prometheus.NewRegistry())
+	s.SetStore(st)
+	h := s.Handler()
+	if code, body := get(t, h, "/readyz"); code != 200 || !strings.Contains(body, "role: standby") {
+		t.Errorf("before the election: /readyz = %d %q, want 200 standby", code, body)
+	}
+	leader, err := st.Leader(ctx, "p-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case l := <-leader:
+		if !l {
+			t.Fatal("lost an election with no other candidate")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("not elected within 20s")
+	}
+	if code, body := get(t, h, "/readyz"); code != 200 || !strings.Contains(body, "role: leader") {
+		t.Errorf("elected: /readyz = %d %q, want 200 leader", code, body)
+	}
+	srv.Stop()
+	stopped = true
+	start := time.Now()
+	code, body := get(t, h, "/readyz")
+	if code != 503 || !strings.Contains(body, "registry unreachable") {
+		t.Errorf("etcd stopped: /readyz = %d %q, want 503 registry unreachable", code, body)
+	}
+	if d := time.Since(start); d > readyCheckTimeout+2*time.Second {
+		t.Errorf("/readyz took %v with etcd gone, want at most about %v", d, readyCheckTimeout)
+	}
+	if code, _ := get(t, h, "/healthz"); code != 200 {
+		t.Errorf("/healthz = %d with etcd gone: liveness must not depend on the registry", code)
 	}
 }
