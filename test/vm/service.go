@@ -39,8 +39,8 @@ type ServiceConfig struct {
 	// MemoryMiB of the VM; 0 means the default (2048).
 	MemoryMiB int
 	// ReadyLine is an output line (a substring of one) that means the
-	// services are up, printed by Script when it has checked them. Empty
-	// means "Script returned".
+	// services are up: printed by Script once it has checked them, or by a
+	// service. Empty means "Script returned".
 	ReadyLine string
 	// ReadyTimeout bounds boot plus Script until ReadyLine; default 3
 	// minutes (a boot takes 10-20 s under TCG).
