@@ -46,7 +46,9 @@ func (f *Fabric) Resize(nqn string, size int64) {
 func (f *Fabric) SetDown(nqn string, down bool) { f.update(nqn, func(n *Namespace) { n.Down = down }) }
 
 // RequireSecret makes the namespace's target demand a DH-HMAC-CHAP secret.
-func (f *Fabric) RequireSecret(nqn, secret string) { f.update(nqn, func(n *Namespace) { n.Secret = secret }) }
+func (f *Fabric) RequireSecret(nqn, secret string) {
+	f.update(nqn, func(n *Namespace) { n.Secret = secret })
+}
 
 // SetUUID changes the namespace's identity (tests of identity checks).
 func (f *Fabric) SetUUID(nqn, uuid string) { f.update(nqn, func(n *Namespace) { n.UUID = uuid }) }
