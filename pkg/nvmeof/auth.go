@@ -205,6 +205,27 @@ func authFailure(o ConnectOptions, err error) string {
 	return ""
 }
 
+// authFailureLogs are the host's log lines of a failed authentication
+// (drivers/nvme/host/auth.c, 6.12).
+var authFailureLogs = []string{": qid 0: authentication failed", ": qid 0: controller authentication failed", ": qid 0: no key"}
+
+// authFailureLogged explains a failed connect whose errno says nothing
+// about authentication by the kernel log written meanwhile. Seen on 6.12:
+// when the target drops the association right after refusing the host
+// (its "fatal error"), the host sometimes waits for its outstanding
+// authentication command until nvme_core's admin_timeout (60 s) and the
+// write then fails with EIO, as for a host that is not allowed at all. The
+// log shows "qid 0: authentication failed, error 880". Another connect
+// failing at the same moment could be the one that logged it: the
+// classification is a hint, ErrConnectRefused holds either way.
+func authFailureLogged(kmsg *kmsgCursor) string {
+	l, _ := kmsg.find(authFailureLogs...)
+	if l == "" {
+		return ""
+	}
+	return fmt.Sprintf("authentication failed (the kernel logged %q while connecting; the connection was dropped mid-authentication)", strings.TrimPrefix(l, ": "))
+}
+
 // ControllerSecrets returns the DH-HMAC-CHAP secrets controller name
 // ("nvme3") authenticates with, as its sysfs dhchap_secret and
 // dhchap_ctrl_secret show them ("" for none). A controller without these
@@ -368,30 +389,45 @@ func openKmsg(path string) (*kmsgCursor, error) {
 
 func (k *kmsgCursor) Close() { unix.Close(k.fd) }
 
-// find reports whether a record logged since the cursor was opened (or
-// last searched) contains text. /dev/kmsg returns one record per read,
-// "<prio>,<seq>,<usec>,<flags>;<message>\n" followed by continuation
-// lines; a regular file (tests) returns several per read.
-func (k *kmsgCursor) find(text string) (bool, error) {
+// messages returns the messages of the records logged since the cursor
+// was opened (or last read). /dev/kmsg returns one record per read,
+// "<prio>,<seq>,<usec>,<flags>;<message>\n" followed by continuation lines
+// (which have no ';' prefix and are skipped); a regular file (tests)
+// returns several per read.
+func (k *kmsgCursor) messages() ([]string, error) {
 	buf := make([]byte, 8192)
-	found := false
+	var out []string
 	for {
 		n, err := unix.Read(k.fd, buf)
 		if errors.Is(err, unix.EPIPE) {
 			continue // records overwritten while reading: go on with the oldest left
 		}
 		if errors.Is(err, unix.EAGAIN) || (err == nil && n == 0) {
-			return found, nil
+			return out, nil
 		}
 		if err != nil {
-			return found, &fs.PathError{Op: "read", Path: k.path, Err: err}
+			return out, &fs.PathError{Op: "read", Path: k.path, Err: err}
 		}
 		for _, line := range strings.Split(string(buf[:n]), "\n") {
-			if _, msg, ok := strings.Cut(line, ";"); ok && strings.Contains(msg, text) {
-				found = true
+			if _, msg, ok := strings.Cut(line, ";"); ok {
+				out = append(out, msg)
 			}
 		}
 	}
+}
+
+// find returns the first of texts that a message logged since the last
+// read contains, or "".
+func (k *kmsgCursor) find(texts ...string) (string, error) {
+	msgs, err := k.messages()
+	for _, text := range texts {
+		for _, m := range msgs {
+			if strings.Contains(m, text) {
+				return text, err
+			}
+		}
+	}
+	return "", err
 }
 
 // controllerAuthenticatedLog is what the host logs when the controller

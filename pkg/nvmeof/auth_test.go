@@ -579,6 +579,11 @@ func TestConnectBidirectionalNeedsControllerAuthenticated(t *testing.T) {
 		t.Error("the unauthenticated controller was kept")
 	}
 	assertNoSecret(t, err.Error(), o.DHCHAPSecret, o.DHCHAPCtrlSecret)
+	// Unidirectional: the host proves itself, nothing to verify about the
+	// controller, so no log line is needed.
+	if c, err := fastInitiator(tree.root, f).Connect(ctx, authOpts(t)); err != nil || c.Name != "nvme1" {
+		t.Fatalf("unidirectional Connect = %+v, %v", c, err)
+	}
 
 	// Without the kernel log nothing can be verified: refused before writing.
 	tree2 := newSysTree(t)
@@ -608,12 +613,19 @@ func TestConnectAuthErrors(t *testing.T) {
 		err      error
 		sentinel []error
 		has      string
+		kmsg     string // logged by the kernel during the write
 	}{
-		{"wrong host secret", authOpts(t), pathErr(syscall.EKEYREJECTED), []error{ErrAuthFailed, ErrConnectRefused}, "refused"},
-		{"wrong controller secret", ctrlOpts, pathErr(syscall.EKEYREJECTED), []error{ErrAuthFailed, ErrConnectRefused}, "controller"},
-		{"no secret, target requires one", baseOpts(), pathErr(syscall.ENOKEY), []error{ErrAuthFailed, ErrConnectRefused}, "no secret was given"},
-		{"missing secret on one side", ctrlOpts, pathErr(syscall.ENOKEY), []error{ErrAuthFailed, ErrConnectRefused}, "missing"},
-		{"other refusal stays refusal", authOpts(t), pathErr(syscall.ECONNREFUSED), []error{ErrConnectRefused}, ""},
+		{"wrong host secret", authOpts(t), pathErr(syscall.EKEYREJECTED), []error{ErrAuthFailed, ErrConnectRefused}, "refused", ""},
+		// The target dropped the association mid-authentication and the
+		// host waited out its admin timeout: EIO, but the log tells.
+		{"EIO after a logged authentication failure", authOpts(t), pathErr(syscall.EIO), []error{ErrAuthFailed, ErrConnectRefused},
+			`logged "qid 0: authentication failed"`, "nvme nvme4: qid 0: authentication failed, error 880"},
+		{"EIO, nothing logged: host not allowed", authOpts(t), pathErr(syscall.EIO), []error{ErrConnectRefused}, "host not allowed",
+			"nvmet: creating nvm controller 1 for subsystem x for NQN y"},
+		{"wrong controller secret", ctrlOpts, pathErr(syscall.EKEYREJECTED), []error{ErrAuthFailed, ErrConnectRefused}, "controller", ""},
+		{"no secret, target requires one", baseOpts(), pathErr(syscall.ENOKEY), []error{ErrAuthFailed, ErrConnectRefused}, "no secret was given", ""},
+		{"missing secret on one side", ctrlOpts, pathErr(syscall.ENOKEY), []error{ErrAuthFailed, ErrConnectRefused}, "missing", ""},
+		{"other refusal stays refusal", authOpts(t), pathErr(syscall.ECONNREFUSED), []error{ErrConnectRefused}, "", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -621,6 +633,9 @@ func TestConnectAuthErrors(t *testing.T) {
 			tree.enableHostAuth()
 			// A Fabrics that quotes what it wrote: Connect must scrub it.
 			f := &fakeFabrics{options: kernelOptions61, onWrite: func(opts string) (string, error) {
+				if tc.kmsg != "" {
+					tree.logKmsg(tc.kmsg)
+				}
 				return "", fmt.Errorf("writing %q: %w", opts, tc.err)
 			}}
 			_, err := fastInitiator(tree.root, f).Connect(context.Background(), tc.o)

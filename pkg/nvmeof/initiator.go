@@ -346,14 +346,22 @@ func (i *Initiator) Connect(ctx context.Context, o ConnectOptions) (Controller, 
 	if err := ctx.Err(); err != nil {
 		return Controller{}, fmt.Errorf("connecting %s at %s: %w", o.SubsysNQN, target, err)
 	}
+	// The kernel log tells what the fabrics write does not: whether the
+	// controller authenticated (bidirectional: required), and whether a
+	// connect that failed with a plain EIO failed in authentication.
 	var kmsg *kmsgCursor
-	if o.DHCHAPCtrlSecret != "" {
+	if o.wantsAuth() {
 		var err error
-		if kmsg, err = openKmsg(i.sys.dev("kmsg")); err != nil {
+		kmsg, err = openKmsg(i.sys.dev("kmsg"))
+		switch {
+		case err != nil && o.DHCHAPCtrlSecret != "":
 			return Controller{}, fmt.Errorf("%w: connecting %s at %s with bidirectional DH-HMAC-CHAP: the kernel log is needed to verify that the controller authenticated: %w",
 				ErrAuthUnsupported, o.SubsysNQN, target, err)
+		case err != nil:
+			klog.V(4).InfoS("Kernel log unreadable; connect failures are classified by errno only", "err", err)
+		default:
+			defer kmsg.Close()
 		}
-		defer kmsg.Close()
 	}
 
 	type result struct {
@@ -376,7 +384,7 @@ func (i *Initiator) Connect(ctx context.Context, o ConnectOptions) (Controller, 
 		return Controller{}, fmt.Errorf("connecting %s at %s: %w", o.SubsysNQN, target, ctx.Err())
 	}
 	if r.err != nil {
-		return i.connectFailed(o, target, r.err)
+		return i.connectFailed(o, target, r.err, kmsg)
 	}
 	instance, _, err := parseConnectResult(r.out)
 	if err != nil {
@@ -397,10 +405,10 @@ func (i *Initiator) Connect(ctx context.Context, o ConnectOptions) (Controller, 
 				ErrAuthUnsupported, name, o.SubsysNQN, target, hostAuthConfig), derr)
 		}
 	}
-	if kmsg != nil {
+	if o.DHCHAPCtrlSecret != "" {
 		// The kernel logs the line before the fabrics write returns.
-		ok, err := kmsg.find(controllerAuthenticatedLog(instance))
-		if err != nil || !ok {
+		found, err := kmsg.find(controllerAuthenticatedLog(instance))
+		if err != nil || found == "" {
 			why := "the target did not authenticate itself (it did not ask for DH-HMAC-CHAP, and the kernel then skips the controller's authentication)"
 			if err != nil {
 				why = "cannot verify that the controller authenticated: " + err.Error()
@@ -451,9 +459,13 @@ func (i *Initiator) checkSameSecrets(c Controller, o ConnectOptions, target stri
 }
 
 // connectFailed maps a failed fabrics write to the package's errors.
-func (i *Initiator) connectFailed(o ConnectOptions, target string, err error) (Controller, error) {
+func (i *Initiator) connectFailed(o ConnectOptions, target string, err error, kmsg *kmsgCursor) (Controller, error) {
 	err = scrubError(err, o.DHCHAPSecret, o.DHCHAPCtrlSecret, canonicalOrRaw(o.DHCHAPSecret), canonicalOrRaw(o.DHCHAPCtrlSecret))
-	if authErr := authFailure(o, err); authErr != "" {
+	authErr := authFailure(o, err)
+	if authErr == "" && kmsg != nil {
+		authErr = authFailureLogged(kmsg)
+	}
+	if authErr != "" {
 		return Controller{}, fmt.Errorf("%w: %w: connecting %s at %s as host %s: %s: %w",
 			ErrAuthFailed, ErrConnectRefused, o.SubsysNQN, target, o.HostNQN, authErr, err)
 	}
