@@ -45,7 +45,14 @@ var DataPathModules = []string{
 
 // DataPathOptionalModules load first when present: ext4 and xfs need a crc32c
 // implementation that nothing loads for them without modprobe's softdeps.
-var DataPathOptionalModules = []string{"crc32c_generic", "crc32c_intel"}
+// NVMe in-band authentication (DH-HMAC-CHAP) allocates its DH groups by
+// name ("ffdhe2048(dh)"), which needs modprobe when CONFIG_CRYPTO_DH is a
+// module (dh_generic); the 6.12 backports kernel builds DH, the RFC 7919
+// groups, HMAC and SHA-2 in. Its nvme_auth and nvme_keyring are not listed:
+// modules.dep makes them dependencies of nvme_core, nvme_fabrics and nvmet,
+// so they load with DataPathModules, and listing them here too would
+// insmod them twice (the second, required, load fails with EEXIST).
+var DataPathOptionalModules = []string{"crc32c_generic", "crc32c_intel", "dh_generic"}
 
 // DataPathTools are the userspace programs the nvmirror data path runs.
 var DataPathTools = []string{
