@@ -11,6 +11,9 @@ import (
 // Sentinel errors. Every error returned by this package wraps at most one of
 // these (with %w) next to a message that names the NQN, address or path
 // concerned, so callers branch with errors.Is and humans read the message.
+// The exceptions refine another sentinel and are wrapped with it:
+// ErrIdentityMismatch with ErrDeviceNotFound, ErrAuthFailed with
+// ErrConnectRefused.
 var (
 	// ErrNotFound: a controller, subsystem, namespace, port or host entry
 	// does not exist (or the kernel facility itself is missing).
