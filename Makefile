@@ -10,8 +10,8 @@ VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 
 LDFLAGS     := -s -w -X github.com/nvmirror/nvmirror/pkg/version.Version=$(VERSION)
 BIN         := bin
 # Packages whose tests run on the host; test/kernel boots the VM and runs in
-# its own target.
-HOST_PKGS    = $(shell $(GO) list ./... | grep -v /test/kernel)
+# its own target, and so does test/k8s (a control plane and a VM).
+HOST_PKGS    = $(shell $(GO) list ./... | grep -v -e /test/kernel -e /test/k8s)
 FUZZTIME    ?= 10s
 KERNEL_PKG  ?=
 # The kernel for the NVMe in-band authentication tests: Debian 6.1 is built
@@ -23,6 +23,7 @@ AUTH_KERNEL_SUITE ?= bookworm-backports
 .PHONY: all build deps vm-deps vm-kernel vm-kernel-auth vet unit race test-kernel test sanity demo bench fuzz clean
 .PHONY: proto
 .PHONY: image-check
+.PHONY: k8s-tools test-k8s
 
 all: build
 
@@ -70,8 +71,20 @@ unit:
 test-kernel:
 	NVMIRROR_REQUIRE_VM=1 NVMIRROR_VM_LOGDIR=$(CURDIR)/_output/vm $(GO) test -v -count=1 -timeout 30m ./test/kernel/
 
+## k8s-tools: kube-apiserver, kube-controller-manager, kubectl and the CSI sidecars, built
+## from the pinned helper modules in hack/k8s/ into .cache/k8s (a no-op once built)
+k8s-tools:
+	hack/k8s-tools.sh >/dev/null
+
+## test-k8s: the control-plane e2e (test/k8s): deploy/ against a real API server, and a PVC's
+## whole life through the real sidecars, nvmirror and storage nodes in a VM (fails, never skips,
+## if a tool is missing)
+test-k8s: vm-deps k8s-tools
+	NVMIRROR_REQUIRE_K8S=1 NVMIRROR_REQUIRE_VM=1 NVMIRROR_K8S_LOGDIR=$(CURDIR)/_output/k8s \
+	  $(GO) test -v -count=1 -timeout 20m ./test/k8s/
+
 ## test: everything CI runs
-test: vm-deps vet unit test-kernel
+test: vm-deps k8s-tools vet unit test-kernel test-k8s
 
 ## sanity: the real csi-sanity binary against the real stack in the VM (mount and block)
 sanity: vm-deps

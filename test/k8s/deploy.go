@@ -1,0 +1,223 @@
+package k8s
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Manifests is one unit of deploy/ as the API server would receive it: a
+// kustomization rendered with `kubectl kustomize`, or a plain YAML file.
+type Manifests struct {
+	Source string // path relative to the repository root
+	YAML   string
+}
+
+// kustomizationFiles are the names kustomize accepts for a kustomization.
+var kustomizationFiles = []string{"kustomization.yaml", "kustomization.yml", "Kustomization"}
+
+func isKustomization(dir string) bool {
+	for _, n := range kustomizationFiles {
+		if _, err := os.Stat(filepath.Join(dir, n)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// DeployManifests renders every kustomization under dir (base and overlays
+// alike, each as a user would apply it) and reads every other YAML file.
+// Files inside a kustomization's directory tree are its resources or
+// patches, which are not valid objects alone: they are checked through the
+// rendering instead.
+func (cp *ControlPlane) DeployManifests(repo, dir string) []Manifests {
+	cp.t.Helper()
+	root := filepath.Join(repo, dir)
+	var kdirs, files []string
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if isKustomization(path) {
+				kdirs = append(kdirs, path)
+			}
+			return nil
+		}
+		if ext := filepath.Ext(path); ext == ".yaml" || ext == ".yml" {
+			files = append(files, path)
+		}
+		return nil
+	})
+	if err != nil {
+		cp.t.Fatalf("reading %s: %v", dir, err)
+	}
+	inKustomization := func(path string) bool {
+		for _, k := range kdirs {
+			if strings.HasPrefix(path, k+string(filepath.Separator)) {
+				return true
+			}
+		}
+		return false
+	}
+	rel := func(p string) string {
+		r, err := filepath.Rel(repo, p)
+		if err != nil {
+			return p
+		}
+		return r
+	}
+	var out []Manifests
+	for _, k := range kdirs {
+		y, err := cp.Kubectl("kustomize", k)
+		if err != nil {
+			cp.t.Fatalf("rendering %s: %v", rel(k), err)
+		}
+		out = append(out, Manifests{Source: rel(k) + " (kustomize)", YAML: y})
+	}
+	for _, f := range files {
+		if inKustomization(f) {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			cp.t.Fatal(err)
+		}
+		out = append(out, Manifests{Source: rel(f), YAML: string(b)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Source < out[j].Source })
+	return out
+}
+
+// Object is one object of a manifest, as JSON decodes it.
+type Object map[string]any
+
+// Kind, Name and Namespace read the object's type and metadata.
+func (o Object) Kind() string      { return str(o["kind"]) }
+func (o Object) Name() string      { return str(o.metadata()["name"]) }
+func (o Object) Namespace() string { return str(o.metadata()["namespace"]) }
+
+func (o Object) metadata() map[string]any {
+	m, _ := o["metadata"].(map[string]any)
+	return m
+}
+
+// JSON is the object as `kubectl apply -f -` accepts it.
+func (o Object) JSON() string {
+	b, err := json.Marshal(map[string]any(o))
+	if err != nil {
+		panic(err) // decoded from JSON, so it encodes
+	}
+	return string(b)
+}
+
+// ListJSON is objects as one v1 List, to apply them with one kubectl call.
+func ListJSON(objs []Object) string {
+	items := make([]any, len(objs))
+	for i, o := range objs {
+		items[i] = map[string]any(o)
+	}
+	b, err := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "List", "items": items})
+	if err != nil {
+		panic(err) // decoded from JSON, so it encodes
+	}
+	return string(b)
+}
+
+func str(v any) string {
+	s, _ := v.(string)
+	return s
+}
+
+// Objects parses manifests with kubectl itself (client-side, nothing is sent
+// to the server), so the YAML is read exactly as `kubectl apply` reads it.
+func (cp *ControlPlane) Objects(m Manifests) ([]Object, error) {
+	if strings.TrimSpace(m.YAML) == "" {
+		return nil, nil
+	}
+	out, err := cp.KubectlIn(m.YAML, "create", "--dry-run=client", "-f", "-", "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	// kubectl prints one JSON document per object, one after the other
+	// (a List only when the input was one).
+	var objs []Object
+	dec := json.NewDecoder(strings.NewReader(out))
+	for {
+		var obj Object
+		if err := dec.Decode(&obj); err == io.EOF {
+			break
+		} else if err != nil {
+			return nil, fmt.Errorf("kubectl's JSON: %w", err)
+		}
+		if !strings.HasSuffix(obj.Kind(), "List") {
+			objs = append(objs, obj)
+			continue
+		}
+		items, _ := obj["items"].([]any)
+		for _, it := range items {
+			if o, ok := it.(map[string]any); ok {
+				objs = append(objs, Object(o))
+			}
+		}
+	}
+	return objs, nil
+}
+
+// DryRun sends manifests to the API server with `kubectl apply
+// --dry-run=server`: every object goes through decoding, defaulting,
+// validation and admission, and nothing is stored. Namespaces the objects
+// live in are created for real first, since the server checks that a
+// namespaced object's namespace exists.
+func (cp *ControlPlane) DryRun(m Manifests) ([]Object, error) {
+	objs, err := cp.Objects(m)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", m.Source, err)
+	}
+	for _, o := range objs {
+		ns := o.Namespace()
+		if o.Kind() == "Namespace" {
+			ns = o.Name()
+		}
+		if ns == "" {
+			continue
+		}
+		if err := cp.EnsureNamespace(ns); err != nil {
+			return nil, fmt.Errorf("%s: %w", m.Source, err)
+		}
+	}
+	if out, err := cp.KubectlIn(m.YAML, "apply", "--dry-run=server", "-f", "-"); err != nil {
+		return nil, fmt.Errorf("%s: %w\naccepted before the error:\n%s", m.Source, err, out)
+	}
+	return objs, nil
+}
+
+// EnsureNamespace creates a namespace unless it exists, and waits for its
+// default ServiceAccount: the ServiceAccount admission plugin refuses pods
+// (dry run included) until the controller manager has created it.
+func (cp *ControlPlane) EnsureNamespace(ns string) error {
+	if _, err := cp.Kubectl("get", "namespace", ns); err != nil {
+		// --save-config: a manifest applying the same Namespace later
+		// would otherwise warn that it was not created by apply.
+		if _, err := cp.Kubectl("create", "namespace", ns, "--save-config"); err != nil {
+			return err
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := cp.Kubectl("get", "serviceaccount", "default", "-n", ns)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("namespace %s has no default ServiceAccount after 30s: %w", ns, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -1,0 +1,16 @@
+// Package k8s runs a real Kubernetes control plane on loopback for
+// nvmirror's end-to-end tests: etcd, kube-apiserver, kube-controller-manager
+// and the CSI sidecars (csi-provisioner, csi-attacher, csi-resizer) against
+// nvmirror-csi's controller socket, driven with kubectl.
+//
+// There is no kubelet, scheduler or container runtime: the tests play
+// kubelet's part themselves (Node and CSINode objects, VolumeAttachments),
+// which is all the controller side of a CSI driver ever sees of a node.
+//
+// The binaries come from `make k8s-tools` (hack/k8s-tools.sh builds them from
+// pinned helper modules under hack/k8s/ and caches them in .cache/k8s); etcd is
+// Debian's etcd-server. When any is missing the tests skip with a message
+// naming what to run, and fail instead under NVMIRROR_REQUIRE_K8S=1 (`make
+// test-k8s`), so CI cannot pass by skipping. The client side is the kubectl
+// binary: the main module takes no dependency on client-go for this.
+package k8s

@@ -1,0 +1,116 @@
+package k8s
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nvmirror/nvmirror/pkg/targetapi"
+	"github.com/nvmirror/nvmirror/test/vm"
+)
+
+// The storage nodes run in a VM: nvmirror-target exports replicas through
+// the kernel NVMe target (nvmet), which this host's kernel does not have.
+// Everything else runs on the host and reaches the agents' gRPC API through
+// ports qemu forwards to 127.0.0.1.
+
+const (
+	// storageNodeCount agents, each in its own zone and rack, so that a
+	// three-replica volume fits with the default sameRackAllowed=false.
+	storageNodeCount = 3
+	// storagePoolBytes is each agent's pool: a tmpfs of that size in the
+	// guest. Thin replicas are sparse and cost nothing until written, but
+	// a thick one is fallocated: it takes its whole size in guest memory.
+	storagePoolBytes = 1 << 30
+	// e2eClaimBytes caps the example claim's size (the resize step
+	// doubles it): three thick replicas of twice this fit the VM's memory.
+	e2eClaimBytes = 64 << 20
+	// agentAPIPortBase: agent i (from 1) serves gRPC on guest port base+i.
+	agentAPIPortBase = 9400
+)
+
+// storageVM is the service VM running the agents.
+type storageVM struct {
+	svc   *vm.Service
+	nodes []storageNode
+}
+
+// guestCredentials is where the certificate, key and token are in the guest.
+const guestCredentials = "/nvmirror/tls"
+
+// bootStorageNodes builds nvmirror-target into a VM image with the test's
+// credentials and boots it: three agents on 127.0.0.2-4 inside the guest
+// (NVMe/TCP), their gRPC APIs on the guest's NIC, forwarded to the host.
+func bootStorageNodes(t *testing.T, creds credentials) *storageVM {
+	t.Helper()
+	var script strings.Builder
+	script.WriteString("set -e\n")
+	var forward []int
+	for i := 1; i <= storageNodeCount; i++ {
+		name := fmt.Sprintf("sn%d", i)
+		port := agentAPIPortBase + i
+		forward = append(forward, port)
+		pool := "/run/nvmirror/" + name + "/pool"
+		// Each agent's output goes to the VM's output, prefixed with its
+		// name: the service VM's report shows it when the test fails.
+		fmt.Fprintf(&script, `mkdir -p %[3]s
+mount -t tmpfs -o size=%[4]d tmpfs %[3]s
+nvmirror-target --node-name=%[1]s --zone=zone-%[1]s --rack=rack-%[1]s \
+  --pool-dir=%[3]s --nqn-prefix=nqn.2026-11.io.nvmirror:%[1]s: \
+  --nvme-address=127.0.0.%[2]d:4430 --nvme-port-id=%[5]d \
+  --listen=%[6]s:%[7]d \
+  --tls-cert-file=%[8]s/tls.crt --tls-key-file=%[8]s/tls.key --token-file=%[8]s/token \
+  --shutdown-timeout=5s -v=2 2>&1 | sed 's/^/%[1]s: /' &
+`, name, i+1, pool, storagePoolBytes, i, vm.GuestIP, port, guestCredentials)
+		t.Logf("storage node %s: NVMe/TCP 127.0.0.%d:4430 in the VM, gRPC guest port %d", name, i+1, port)
+	}
+	svc := vm.StartService(t, vm.ServiceConfig{
+		Commands: []string{"./cmd/nvmirror-target"},
+		Files: map[string]string{
+			guestCredentials + "/tls.crt": creds.Cert,
+			guestCredentials + "/tls.key": creds.Key,
+			guestCredentials + "/token":   creds.Token,
+		},
+		Script:  script.String(),
+		Forward: forward,
+	})
+	s := &storageVM{svc: svc}
+	for i := 1; i <= storageNodeCount; i++ {
+		name := fmt.Sprintf("sn%d", i)
+		s.nodes = append(s.nodes, storageNode{
+			Name: name, Zone: "zone-" + name, Rack: "rack-" + name,
+			API: svc.HostAddr(agentAPIPortBase + i),
+		})
+	}
+	return s
+}
+
+// wait returns the storage nodes once every agent answers NodeInfo through
+// its forwarded port with the identity it was given. (The agents serve
+// only after restoring their exports, so an answer means ready.)
+func (s *storageVM) wait(t *testing.T, e *Env, creds credentials) []storageNode {
+	t.Helper()
+	ag := dialAgents(t, s.nodes, creds)
+	for _, n := range s.nodes {
+		e.WaitFor(time.Minute, "agent "+n.Name+" to answer on "+n.API, func() (bool, string) {
+			select {
+			case <-s.svc.Exited():
+				t.Fatalf("the storage VM exited")
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			info, err := ag[n.Name].NodeInfo(ctx, &targetapi.NodeInfoRequest{})
+			if err != nil {
+				return false, err.Error()
+			}
+			if info.GetNodeName() != n.Name || info.GetZone() != n.Zone || info.GetRack() != n.Rack {
+				t.Fatalf("%s answers as node %q zone %q rack %q", n.API, info.GetNodeName(), info.GetZone(), info.GetRack())
+			}
+			return true, ""
+		})
+	}
+	return s.nodes
+}

@@ -1,0 +1,103 @@
+package k8s
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nvmirror/nvmirror/pkg/provisioner/store/etcdstore/etcdtest"
+	"github.com/nvmirror/nvmirror/test/vm"
+)
+
+// EnvRequire makes missing tools a failure instead of a skip; `make
+// test-k8s` sets it.
+const EnvRequire = "NVMIRROR_REQUIRE_K8S"
+
+// EnvBinDir names the directory holding the Kubernetes binaries explicitly;
+// by default it is the one hack/k8s-tools.sh builds into for the current
+// helper modules.
+const EnvBinDir = "NVMIRROR_K8S_BIN"
+
+// EnvLogDir keeps every process's log there (it is a temporary directory
+// removed after the test otherwise); `make test-k8s` sets _output/k8s.
+const EnvLogDir = "NVMIRROR_K8S_LOGDIR"
+
+// Tools are the paths of the binaries a control plane runs.
+type Tools struct {
+	Etcd              string
+	APIServer         string
+	ControllerManager string
+	Kubectl           string
+	CSIProvisioner    string
+	CSIAttacher       string
+	CSIResizer        string
+}
+
+// Unavailable skips the test with msg, or fails it under NVMIRROR_REQUIRE_K8S.
+func Unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv(EnvRequire) != "" {
+		t.Fatalf("%s (%s is set, so this is a failure, not a skip)", msg, EnvRequire)
+	}
+	t.Skip(msg)
+}
+
+// FindTools returns the binaries or skips (fails under NVMIRROR_REQUIRE_K8S)
+// naming each missing one and how to get it.
+func FindTools(t testing.TB) Tools {
+	t.Helper()
+	dir, err := binDir()
+	if err != nil {
+		Unavailable(t, "Kubernetes binaries: %v (run `make k8s-tools`)", err)
+	}
+	tools := Tools{
+		Etcd:              etcdtest.Binary(),
+		APIServer:         filepath.Join(dir, "kube-apiserver"),
+		ControllerManager: filepath.Join(dir, "kube-controller-manager"),
+		Kubectl:           filepath.Join(dir, "kubectl"),
+		CSIProvisioner:    filepath.Join(dir, "csi-provisioner"),
+		CSIAttacher:       filepath.Join(dir, "csi-attacher"),
+		CSIResizer:        filepath.Join(dir, "csi-resizer"),
+	}
+	var missing []string
+	if tools.Etcd == "" {
+		missing = append(missing, "etcd (apt-get install etcd-server, or `make deps`)")
+	}
+	for _, p := range []string{tools.APIServer, tools.ControllerManager, tools.Kubectl, tools.CSIProvisioner, tools.CSIAttacher, tools.CSIResizer} {
+		if fi, err := os.Stat(p); err != nil || fi.Mode()&0o111 == 0 {
+			missing = append(missing, p+" (run `make k8s-tools`)")
+		}
+	}
+	if len(missing) > 0 {
+		Unavailable(t, "the Kubernetes e2e needs: %s", strings.Join(missing, "; "))
+	}
+	return tools
+}
+
+// binDir is $NVMIRROR_K8S_BIN, or the directory hack/k8s-tools.sh builds
+// into for the helper modules as they are now (it only hashes them here,
+// it builds nothing), so stale binaries of other versions are never used.
+func binDir() (string, error) {
+	if d := os.Getenv(EnvBinDir); d != "" {
+		return d, nil
+	}
+	repo, err := vm.RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.Command("bash", filepath.Join(repo, "hack", "k8s-tools.sh"), "--print-bin-dir")
+	cmd.Dir = repo
+	out, err := cmd.Output()
+	if err != nil {
+		msg := ""
+		if ee, ok := err.(*exec.ExitError); ok {
+			msg = strings.TrimSpace(string(ee.Stderr))
+		}
+		return "", fmt.Errorf("hack/k8s-tools.sh --print-bin-dir: %v %s", err, msg)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
