@@ -63,17 +63,20 @@ func FindTools(t testing.TB) Tools {
 		CSIAttacher:       filepath.Join(dir, "csi-attacher"),
 		CSIResizer:        filepath.Join(dir, "csi-resizer"),
 	}
-	var missing []string
+	var missing, built []string
 	if tools.Etcd == "" {
 		missing = append(missing, "etcd (apt-get install etcd-server, or `make deps`)")
 	}
 	for _, p := range []string{tools.APIServer, tools.ControllerManager, tools.Kubectl, tools.CSIProvisioner, tools.CSIAttacher, tools.CSIResizer} {
 		if fi, err := os.Stat(p); err != nil || fi.Mode()&0o111 == 0 {
-			missing = append(missing, p+" (run `make k8s-tools`)")
+			built = append(built, filepath.Base(p))
 		}
 	}
+	if len(built) > 0 {
+		missing = append(missing, fmt.Sprintf("%s in %s (run `make k8s-tools`)", strings.Join(built, ", "), dir))
+	}
 	if len(missing) > 0 {
-		Unavailable(t, "the Kubernetes e2e needs: %s", strings.Join(missing, "; "))
+		Unavailable(t, "the Kubernetes e2e needs %s", strings.Join(missing, "; "))
 	}
 	return tools
 }
