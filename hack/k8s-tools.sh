@@ -6,7 +6,8 @@
 #
 # Each comes from a helper module under hack/k8s/ (its own go.mod, pinned
 # versions, upstream's replace lines), never from the main go.mod. The binaries
-# are static, stripped and cached in .cache/k8s/<key>/bin, where <key> hashes
+# are static, stripped and cached in ~/.cache/nvmirror/k8s/<key>/bin ($NVMIRROR_K8S_CACHE),
+# where <key> hashes
 # the helper modules' go.mod/go.sum, this script and the Go version: a second
 # run with nothing changed costs nothing.
 #
@@ -41,7 +42,10 @@ key=$({
     cat "$dir/go.mod" "$dir/go.sum"
   done
 } | sha256sum | cut -c1-16)
-cache="$root/.cache/k8s"
+# Outside the work tree by default, so every clone on a machine (CI runs a
+# fresh clone each time) shares the one 10-minute build; NVMIRROR_K8S_CACHE
+# overrides, e.g. to keep it inside the repo's ignored .cache/.
+cache="${NVMIRROR_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nvmirror/k8s}"
 out="$cache/$key"
 
 if [ "${1:-}" = "--print-bin-dir" ]; then

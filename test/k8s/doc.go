@@ -8,7 +8,7 @@
 // which is all the controller side of a CSI driver ever sees of a node.
 //
 // The binaries come from `make k8s-tools` (hack/k8s-tools.sh builds them from
-// pinned helper modules under hack/k8s/ and caches them in .cache/k8s); etcd is
+// pinned helper modules under hack/k8s/ and caches them in ~/.cache/nvmirror/k8s); etcd is
 // Debian's etcd-server. When any is missing the tests skip with a message
 // naming what to run, and fail instead under NVMIRROR_REQUIRE_K8S=1 (`make
 // test-k8s`), so CI cannot pass by skipping. The client side is the kubectl
