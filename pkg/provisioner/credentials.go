@@ -165,9 +165,16 @@ func (s *Service) allowHost(ctx context.Context, a AgentClient, v *store.Volume,
 // before the host is allowed there (also for a replica created with the
 // host already allowed).
 func (s *Service) prepareHost(ctx context.Context, a AgentClient, v *store.Volume, node, host string) error {
-	pc, err := s.pairCredentials(ctx, host, node, v.Parameters.Auth() != params.AuthNone)
+	need := v.Parameters.Auth() != params.AuthNone
+	pc, err := s.pairCredentials(ctx, host, node, need)
 	if err != nil {
 		return err
+	}
+	if !need && pc.Applied.IsZero() {
+		// Secrets that never reached the storage node (its kernel refused
+		// them, say) are not demanded there: a volume without
+		// authentication must not fail on them.
+		return nil
 	}
 	return s.pushPair(ctx, a, host, node, pc)
 }

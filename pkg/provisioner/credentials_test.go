@@ -279,3 +279,23 @@ func TestHostScopeSharesOneSecretAcrossStorageNodes(t *testing.T) {
 		t.Error("an unknown credential scope was accepted")
 	}
 }
+
+// A volume requiring authentication that failed on a storage node without
+// kernel support leaves pending secrets; a later volume without
+// authentication on that node must still publish.
+func TestPendingSecretsDoNotBlockVolumesWithoutAuthentication(t *testing.T) {
+	e := newEnv(t, threeRacks())
+	for _, n := range []string{"sn-1", "sn-2", "sn-3"} {
+		e.cluster.SetAuthUnsupported(n, true)
+	}
+	authed := e.create(t, "pvc-auth", gib, map[string]string{"numReplicas": "3", "authentication": "host"})
+	_, err := e.svc.PublishVolume(e.ctx, authed.ID, hostA, "node-a")
+	wantCode(t, err, provisioner.ErrFailedPrecondition, "CONFIG_NVME_TARGET_AUTH")
+	if err := e.svc.UnpublishVolume(e.ctx, authed.ID, hostA); err != nil {
+		t.Fatal(err)
+	}
+	plain := e.create(t, "pvc-plain", gib, map[string]string{"numReplicas": "3"})
+	if _, err := e.svc.PublishVolume(e.ctx, plain.ID, hostA, "node-a"); err != nil {
+		t.Fatalf("a volume without authentication failed on secrets that never took effect: %v", err)
+	}
+}

@@ -161,6 +161,11 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 	if err := os.MkdirAll("/run/nvmirror-test/provisioner", 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// Every stack starts with an empty registry: what an earlier test left
+	// (host secrets, events) must not leak into the next one.
+	if err := os.Remove("/run/nvmirror-test/provisioner/registry.db"); err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
 	s.provisioner = startDaemon(t, "provisioner", provArgs...)
 	s.provisioner.waitListening(t, "tcp", s.provAddr)
 
