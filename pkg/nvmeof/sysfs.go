@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // ControllerState is the content of /sys/class/nvme/<ctrl>/state.
@@ -112,6 +113,12 @@ func (s sysfs) dev(name string) string  { return filepath.Join(s.root, "dev", na
 // readAttr returns a sysfs attribute without its trailing newline/padding.
 func readAttr(path string) (string, error) {
 	b, err := os.ReadFile(path)
+	if errors.Is(err, syscall.ENODEV) {
+		// The controller is being deleted: its attributes still exist but
+		// reads fail (seen on 6.12 while a controller is disconnected).
+		// To every caller that is the same as already gone.
+		return "", fmt.Errorf("%s: %w (device going away: %v)", path, fs.ErrNotExist, err)
+	}
 	if err != nil {
 		return "", err
 	}

@@ -146,7 +146,10 @@ func TestAuthStack(t *testing.T) {
 				bidi bool
 			}{{hlegs, false}, {blegs, true}} {
 				for _, l := range lv.legs {
-					ctrls := controllersOf(t, ini, l)
+					ctrls, err := ini.ControllersFor(l.NQN)
+					if err != nil {
+						return false, err.Error()
+					}
 					if len(ctrls) == 0 {
 						return false, fmt.Sprintf("%s (%s) has no controller (reconnecting)", l.ID, l.StorageNode)
 					}
