@@ -176,57 +176,15 @@ func startAuthNodes(t *testing.T, tgt *nvmeof.Target, prefix string, count int, 
 			t.Fatalf("SetHostAuth: %v", err)
 		}
 	}
-	var nodes []storageNode
-	for i := 0; i < count; i++ {
-		replicaID := fmt.Sprintf("%s-r%d", prefix, i)
-		n := storageNode{
-			portID:  firstPort + i,
-			addr:    fmt.Sprintf("127.0.0.%d", 2+i),
-			svcID:   "4420",
-			nqn:     "nqn.2026-11.io.nvmirror:replica:" + replicaID,
-			nsUUID:  nvmeof.NamespaceUUID(replicaID),
-			backing: filepath.Join("/var/lib", replicaID+".img"),
-		}
-		f, err := os.Create(n.backing)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := f.Truncate(sizeBytes); err != nil {
-			t.Fatal(err)
-		}
-		f.Close()
-		if err := tgt.EnsureSubsystem(n.nqn, nvmeof.SerialFor(replicaID)); err != nil {
-			t.Fatalf("EnsureSubsystem %s: %v", n.nqn, err)
-		}
-		ns := nvmeof.Namespace{NSID: 1, DevicePath: n.backing, UUID: n.nsUUID, NGUID: nvmeof.NamespaceNGUID(replicaID), BufferedIO: true}
-		if err := tgt.EnsureNamespace(n.nqn, ns); err != nil {
-			t.Fatalf("EnsureNamespace %s: %v", n.nqn, err)
-		}
-		if err := tgt.AllowHost(n.nqn, host.nqn); err != nil {
-			t.Fatalf("AllowHost: %v", err)
-		}
-		if err := tgt.EnsurePort(nvmeof.Port{ID: n.portID, Transport: "tcp", TrAddr: n.addr, TrSvcID: n.svcID}); err != nil {
-			t.Fatalf("EnsurePort %d: %v", n.portID, err)
-		}
-		if err := tgt.LinkSubsystem(n.portID, n.nqn); err != nil {
-			t.Fatalf("LinkSubsystem: %v", err)
-		}
-		nodes = append(nodes, n)
-	}
+	// Registered first, so it runs after startStorageNodes' teardown:
+	// Teardown keeps nothing unreferenced; clear anyway in case the host
+	// entry is still linked somewhere.
 	t.Cleanup(func() {
-		if err := tgt.Teardown("nqn.2026-11.io.nvmirror:replica:" + prefix); err != nil {
-			t.Errorf("target teardown: %v", err)
-		}
-		// Teardown keeps nothing unreferenced; clear anyway in case the
-		// host entry is still linked somewhere.
 		if err := tgt.SetHostAuth(host.nqn, nvmeof.HostAuth{}); err != nil {
 			t.Errorf("clearing the host's secrets: %v", err)
 		}
-		for _, n := range nodes {
-			os.Remove(n.backing)
-		}
 	})
-	return nodes
+	return startStorageNodes(t, tgt, prefix, count, sizeBytes, host, firstPort)
 }
 
 func (n storageNode) authOptions(h hostIdentity, secret, ctrlSecret string) nvmeof.ConnectOptions {
