@@ -86,11 +86,11 @@ func TestAuthStack(t *testing.T) {
 				{"no secret", "", ""},
 				// The host's secret is right, but it expects another
 				// controller secret: the host refuses the target.
-				{"wrong controller secret", first[leg.StorageNode].Secret, mustSecret(t)},
+				{"wrong controller secret", first[leg.StorageNode].Secret, newSecret(t)},
 				// Last: a refused host secret can take the target the
 				// admin timeout to answer, and the kernel serialises
 				// fabrics connects.
-				{"wrong secret", mustSecret(t), ""},
+				{"wrong secret", newSecret(t), ""},
 			} {
 				o := legOptions(host, leg)
 				o.DHCHAPSecret, o.DHCHAPCtrlSecret = tc.secret, tc.ctrlSe
@@ -251,15 +251,6 @@ func getVolume(t *testing.T, p *provisionerclient.Client, id string) *driver.Vol
 		t.Fatal(err)
 	}
 	return v
-}
-
-func mustSecret(t *testing.T) string {
-	t.Helper()
-	s, err := dhchap.Generate(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
 }
 
 // hostCreds returns the provisioner's secrets for host by storage node.
