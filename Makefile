@@ -62,10 +62,10 @@ image-check:
 	$(GO) test -count=1 ./test/image/
 
 ## unit: host tests with the race detector: unit tests, fuzz seed corpora, in-process
-## csi-sanity, and the integration tests against real etcd and rsyslog (which fail,
-## not skip, here when those are missing)
-unit:
-	NVMIRROR_REQUIRE_ETCD=1 NVMIRROR_REQUIRE_RSYSLOG=1 $(GO) test -race -count=1 $(HOST_PKGS)
+## csi-sanity, the integration tests against real etcd and rsyslog, and deploy/ rendered by
+## the kubectl k8s-tools builds (all of which fail, not skip, here when missing)
+unit: k8s-tools
+	NVMIRROR_REQUIRE_ETCD=1 NVMIRROR_REQUIRE_RSYSLOG=1 NVMIRROR_REQUIRE_KUBECTL=1 $(GO) test -race -count=1 $(HOST_PKGS)
 
 ## test-kernel: the real-kernel tests in the VM (fails, never skips, if the VM cannot run)
 test-kernel:

@@ -7,7 +7,8 @@
 // (privileges, host mounts, probes on the ports the flags open).
 //
 // Applying the manifests to a real API server is the e2e test's job; these
-// tests need no cluster. Rendering uses `kubectl kustomize` when kubectl is
-// installed (it is on the project's machines); without it the rendered
-// checks skip, unless NVMIRROR_REQUIRE_KUBECTL=1 makes them fail.
+// tests need no cluster. Rendering uses `kubectl kustomize`, with the
+// kubectl `make k8s-tools` builds (else one on PATH); without any the
+// rendered checks skip, unless NVMIRROR_REQUIRE_KUBECTL=1 (set by `make
+// unit`) makes them fail.
 package deploy

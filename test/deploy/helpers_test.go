@@ -268,10 +268,17 @@ func flagsOf(t *testing.T, binary string) map[string]bool {
 	return set
 }
 
-// kubectl returns the kubectl binary, or skips (fails with
-// NVMIRROR_REQUIRE_KUBECTL=1) when there is none.
+// kubectl returns the kubectl binary: the one `make k8s-tools` built (the
+// version the e2e tests run), else one on PATH; it skips (fails with
+// NVMIRROR_REQUIRE_KUBECTL=1, as `make unit` sets) when there is none.
 func kubectl(t *testing.T) string {
 	t.Helper()
+	if out, err := exec.Command("bash", filepath.Join(repoRoot, "hack", "k8s-tools.sh"), "--print-bin-dir").Output(); err == nil {
+		built := filepath.Join(strings.TrimSpace(string(out)), "kubectl")
+		if fi, err := os.Stat(built); err == nil && fi.Mode()&0o111 != 0 {
+			return built
+		}
+	}
 	p, err := exec.LookPath("kubectl")
 	if err != nil {
 		if os.Getenv("NVMIRROR_REQUIRE_KUBECTL") == "1" {
