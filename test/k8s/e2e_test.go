@@ -1,8 +1,10 @@
 package k8s
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -299,10 +301,65 @@ func TestVolumeLifecycle(t *testing.T) {
 	if v, err := getVolume(pc, volID); err != nil || v != nil {
 		t.Errorf("provisioner still has volume %s after the PV was deleted: %v (state %q)", volID, err, v.GetState())
 	}
+	authenticatedVolume(t, e, cp, pc, repo, ns, hostNQN)
+
 	t.Logf("timings: control plane %v, PVC bound %v, attach %v, resize %v, detach %v, delete %v; whole test %v",
 		cp.Ready.Round(time.Millisecond), tBound.Round(time.Millisecond), tAttach.Round(time.Millisecond),
 		tResize.Round(time.Millisecond), tDetach.Round(time.Millisecond), tDelete.Round(time.Millisecond),
 		time.Since(start).Round(time.Millisecond))
+}
+
+// authenticatedVolume takes a claim of deploy/'s authenticated example class
+// through attach and delete: attaching must give every replica's storage
+// node (the 6.12 kernel in the VM) the host's DH-HMAC-CHAP secrets, which
+// the provisioner hands out only once the agent confirmed them.
+func authenticatedVolume(t *testing.T, e *Env, cp *ControlPlane, pc provisionerapi.ProvisionerClient, repo, ns, hostNQN string) {
+	t.Helper()
+	const class, claim = "nvmirror-authenticated", "e2e-authenticated"
+	cp.MustKubectl("apply", "-f", filepath.Join(repo, "deploy", "examples", "storageclass-authenticated.yaml"))
+	cp.Apply(fmt.Sprintf(`{"apiVersion":"v1","kind":"PersistentVolumeClaim","metadata":{"name":%q,"namespace":%q,
+		"annotations":{"volume.kubernetes.io/selected-node":%q}},
+		"spec":{"storageClassName":%q,"accessModes":["ReadWriteOnce"],"resources":{"requests":{"storage":%q}}}}`,
+		claim, ns, e2eNode, class, FormatBytes(e2eClaimBytes)))
+	cp.WaitJSONPath(3*time.Minute, ns, "pvc", claim, "{.status.phase}", "PVC "+claim+" Bound", func(v string) bool { return v == "Bound" })
+	pvName := strings.TrimSpace(cp.mustJSONPath(ns, "pvc", claim, "{.spec.volumeName}"))
+	volID := strings.TrimSpace(cp.mustJSONPath("", "pv", pvName, "{.spec.csi.volumeHandle}"))
+	vaName := "e2e-" + pvName
+	t0 := time.Now()
+	cp.Apply(fmt.Sprintf(`{"apiVersion":"storage.k8s.io/v1","kind":"VolumeAttachment","metadata":{"name":%q},
+		"spec":{"attacher":%q,"nodeName":%q,"source":{"persistentVolumeName":%q}}}`, vaName, driverName, e2eNode, pvName))
+	cp.WaitJSONPath(2*time.Minute, "", "volumeattachment", vaName, "{.status.attached}", "authenticated VolumeAttachment attached", func(v string) bool { return v == "true" })
+	t.Logf("timing: authenticated volume %s attached in %v", volID, time.Since(t0).Round(time.Millisecond))
+	vol, err := getVolume(pc, volID)
+	if err != nil || vol == nil {
+		t.Fatalf("provisioner GetVolume(%s): %v", volID, err)
+	}
+	if got := vol.GetParameters()["authentication"]; got != "bidirectional" {
+		t.Errorf("volume %s has authentication %q, want the class's bidirectional", volID, got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	creds, err := pc.GetHostCredentials(ctx, &provisionerapi.GetHostCredentialsRequest{HostNqn: hostNQN})
+	if err != nil {
+		t.Fatalf("GetHostCredentials: %v", err)
+	}
+	held := map[string]bool{}
+	for _, c := range creds.GetCredentials() {
+		held[c.GetStorageNode()] = c.GetDhchapSecret() != "" && c.GetDhchapCtrlSecret() != "" && c.GetGeneration() >= 1
+	}
+	for _, r := range vol.GetReplicas() {
+		if !held[r.GetStorageNode()] {
+			t.Errorf("replica %s: storage node %s holds no confirmed secrets for %s", r.GetId(), r.GetStorageNode(), hostNQN)
+		}
+	}
+	cp.MustKubectl("delete", "volumeattachment", vaName, "--wait=false")
+	cp.WaitGone(2*time.Minute, "", "volumeattachment", vaName)
+	cp.MustKubectl("delete", "pvc", claim, "-n", ns, "--wait=false")
+	cp.WaitGone(2*time.Minute, "", "pv", pvName)
+	e.WaitFor(time.Minute, "authenticated volume "+volID+" deleted", func() (bool, string) {
+		v, err := getVolume(pc, volID)
+		return err == nil && v == nil, fmt.Sprintf("%v %v", v.GetState(), err)
+	})
 }
 
 // checkReplicas checks the volume's replicas on the storage nodes

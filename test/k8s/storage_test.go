@@ -67,7 +67,10 @@ nvmirror-target --node-name=%[1]s --zone=zone-%[1]s --rack=rack-%[1]s \
 		t.Logf("storage node %s: NVMe/TCP 127.0.0.%d:4430 in the VM, gRPC guest port %d", name, i+1, port)
 	}
 	svc := vm.StartService(t, vm.ServiceConfig{
-		Commands: []string{"./cmd/nvmirror-target"},
+		// The 6.12 kernel: its target does NVMe in-band authentication,
+		// which the authenticated example class needs.
+		KernelDir: vm.AuthKernelDir,
+		Commands:  []string{"./cmd/nvmirror-target"},
 		Files: map[string]string{
 			guestCredentials + "/tls.crt": creds.Cert,
 			guestCredentials + "/tls.key": creds.Key,
