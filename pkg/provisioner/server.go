@@ -307,19 +307,24 @@ func (s *Server) RotateCredentials(ctx context.Context, req *provisionerapi.Rota
 	if req.GetVolumeId() == "" {
 		return nil, Status(fmt.Errorf("%w: volume_id is required", ErrInvalidArgument))
 	}
-	host, nodes, err := s.svc.RotateCredentials(ctx, req.GetVolumeId())
-	if err != nil {
-		return nil, Status(err)
-	}
-	resp := &provisionerapi.RotateCredentialsResponse{HostNqn: host}
-	for _, n := range nodes {
-		rn := &provisionerapi.RotatedStorageNode{StorageNode: n.StorageNode, Generation: n.Generation}
-		if n.Err != nil {
-			rn.Error = n.Err.Error()
+	// Guarded like every mutating call on a volume: a rotation racing a
+	// publish of the same volume would push secrets for a host that is
+	// being replaced.
+	return guard(s, volumeKey(req.GetVolumeId()), func() (*provisionerapi.RotateCredentialsResponse, error) {
+		host, nodes, err := s.svc.RotateCredentials(ctx, req.GetVolumeId())
+		if err != nil {
+			return nil, Status(err)
 		}
-		resp.StorageNodes = append(resp.StorageNodes, rn)
-	}
-	return resp, nil
+		resp := &provisionerapi.RotateCredentialsResponse{HostNqn: host}
+		for _, n := range nodes {
+			rn := &provisionerapi.RotatedStorageNode{StorageNode: n.StorageNode, Generation: n.Generation}
+			if n.Err != nil {
+				rn.Error = n.Err.Error()
+			}
+			resp.StorageNodes = append(resp.StorageNodes, rn)
+		}
+		return resp, nil
+	})
 }
 
 func volumeResponse(v *store.Volume, err error) (*provisionerapi.VolumeResponse, error) {
