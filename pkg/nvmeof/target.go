@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"k8s.io/klog/v2"
@@ -1255,6 +1257,9 @@ var AuthDHGroups = []string{"null", "ffdhe2048", "ffdhe3072", "ffdhe4096", "ffdh
 // see a host entry's attributes when no host entry exists.
 const authProbeHost = "nqn.2014-08.io.nvmirror:auth-probe"
 
+// authProbeSeq makes each probe entry's name unique within the process.
+var authProbeSeq atomic.Uint64
+
 // HostAuth is the DH-HMAC-CHAP configuration of one host NQN on the target.
 // The kernel keeps it on the host's global entry (hosts/<hostnqn>), so it
 // applies to every subsystem that host is allowed on, and is checked only
@@ -1362,24 +1367,34 @@ func (t *Target) AuthSupported() error {
 	if err != nil {
 		return err
 	}
-	if len(hosts) > 0 {
-		hd := t.hostDir(hosts[0])
+	for _, h := range hosts {
+		if strings.HasPrefix(h, authProbeHost) {
+			// Another process's probe, which it may remove any moment.
+			continue
+		}
+		hd := t.hostDir(h)
 		ok, err := t.authAttrsPresent(hd)
 		if err != nil {
 			return err
 		}
-		if !ok {
-			return targetAuthUnsupported(hd)
+		if ok {
+			return nil
 		}
-		return nil
+		if still, _ := t.exists(hd); !still {
+			continue // removed while we looked: ask another entry
+		}
+		return targetAuthUnsupported(hd)
 	}
-	hd := t.hostDir(authProbeHost)
+	// A probe entry of our own: two agents sharing a kernel target (test
+	// setups) probe at the same time, and one must not remove the entry the
+	// other is looking at.
+	hd := t.hostDir(fmt.Sprintf("%s-%d-%d", authProbeHost, os.Getpid(), authProbeSeq.Add(1)))
 	if err := t.fs.Mkdir(hd); err != nil && !errors.Is(err, fs.ErrExist) {
 		return t.mkdirError("auth probe host entry", hd, err)
 	}
 	ok, err := t.authAttrsPresent(hd)
 	if rerr := t.fs.Rmdir(hd); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-		klog.ErrorS(rerr, "Cannot remove nvmet auth probe host entry", "host", authProbeHost)
+		klog.ErrorS(rerr, "Cannot remove nvmet auth probe host entry", "entry", hd)
 	}
 	if err != nil {
 		return err
