@@ -69,7 +69,9 @@ type RotatedNode struct {
 	Err         error // nil when the storage node holds the new secrets
 }
 
-func (s *Service) newSecrets(generation int64) (store.Secrets, error) {
+// newSecrets draws a host and a controller secret; the caller sets the
+// generation.
+func (s *Service) newSecrets() (store.Secrets, error) {
 	host, err := dhchap.Generate(s.o.Rand)
 	if err != nil {
 		return store.Secrets{}, fmt.Errorf("generate DH-HMAC-CHAP secret: %w", err)
@@ -78,7 +80,7 @@ func (s *Service) newSecrets(generation int64) (store.Secrets, error) {
 	if err != nil {
 		return store.Secrets{}, fmt.Errorf("generate DH-HMAC-CHAP secret: %w", err)
 	}
-	return store.Secrets{Secret: host, CtrlSecret: ctrl, Generation: generation, CreatedAt: time.Now().UTC()}, nil
+	return store.Secrets{Secret: host, CtrlSecret: ctrl, CreatedAt: time.Now().UTC()}, nil
 }
 
 // pairCredentials returns the pair's credentials; when need is set and the
@@ -94,10 +96,11 @@ func (s *Service) pairCredentials(ctx context.Context, host, node string, need b
 		}
 		return hc.Pairs[node], nil
 	}
-	fresh, err := s.newSecrets(1)
+	fresh, err := s.newSecrets()
 	if err != nil {
 		return store.PairCredentials{}, err
 	}
+	fresh.Generation = 1
 	hc, err := s.o.Store.UpdateHostCredentials(ctx, host, func(hc *store.HostCredentials) error {
 		pc := hc.Pairs[node]
 		if pc.Applied.IsZero() && pc.Pending.IsZero() {
@@ -240,26 +243,16 @@ func (s *Service) RotateCredentials(ctx context.Context, volumeID string) (strin
 			nodes = append(nodes, r.StorageNode)
 		}
 	}
-	var shared store.Secrets
-	if s.o.CredentialScope == ScopeHost {
-		// One set per host: every storage node holding the host's secrets
-		// gets the new ones, not only this volume's.
-		if shared, nodes, err = s.beginHostRotation(ctx, host, nodes); err != nil {
-			return "", nil, err
-		}
+	pairs, err := s.beginRotation(ctx, host, nodes)
+	if err != nil {
+		return "", nil, err
 	}
-	slices.Sort(nodes)
+	// In ScopeHost the rotation reaches every storage node holding the
+	// host's secrets, not only this volume's.
+	nodes = slices.Sorted(maps.Keys(pairs))
 	out := make([]RotatedNode, 0, len(nodes))
 	for _, node := range nodes {
-		var pc store.PairCredentials
-		if shared.IsZero() {
-			pc, err = s.beginRotation(ctx, host, node)
-		} else {
-			pc, err = s.pairCredentials(ctx, host, node, false)
-		}
-		if err != nil {
-			return "", nil, err
-		}
+		pc := pairs[node]
 		res := RotatedNode{StorageNode: node, Generation: pc.Pending.Generation}
 		if pc.Pending.IsZero() {
 			res.Generation = pc.Applied.Generation // already holds the newest
@@ -277,91 +270,68 @@ func (s *Service) RotateCredentials(ctx context.Context, volumeID string) (strin
 	return host, out, nil
 }
 
-// beginHostRotation records one new set of pending secrets on every pair of
-// the host (and on the volume's nodes), unless a rotation is pending
-// already, which is completed instead. It returns the set and every node.
-func (s *Service) beginHostRotation(ctx context.Context, host string, volumeNodes []string) (store.Secrets, []string, error) {
-	hc, err := s.o.Store.GetHostCredentials(ctx, host)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return store.Secrets{}, nil, err
+// beginRotation records new pending secrets for the pairs of host and
+// nodes, in one registry update, and returns the pairs to push. A pair with
+// a rotation already pending keeps it: a retry of a rotation that could not
+// reach a storage node completes it instead of starting another. In
+// ScopeHost one new set (or the newest pending one) goes to every pair of
+// the host, the nodes' included.
+func (s *Service) beginRotation(ctx context.Context, host string, nodes []string) (map[string]store.PairCredentials, error) {
+	// Drawn before the update, whose function may run more than once: one
+	// set per node, or the host's one set ("").
+	draw := nodes
+	if s.o.CredentialScope == ScopeHost {
+		draw = []string{""}
 	}
-	var next int64 = 1
-	if hc != nil {
-		next = newestSecrets(hc).Generation + 1
+	fresh := make(map[string]store.Secrets, len(draw))
+	for _, n := range draw {
+		sec, err := s.newSecrets()
+		if err != nil {
+			return nil, err
+		}
+		fresh[n] = sec
 	}
-	fresh, err := s.newSecrets(next)
-	if err != nil {
-		return store.Secrets{}, nil, err
-	}
-	var shared store.Secrets
-	var nodes []string
-	_, err = s.o.Store.UpdateHostCredentials(ctx, host, func(hc *store.HostCredentials) error {
+	var out map[string]store.PairCredentials
+	_, err := s.o.Store.UpdateHostCredentials(ctx, host, func(hc *store.HostCredentials) error {
 		if hc.Pairs == nil {
 			hc.Pairs = map[string]store.PairCredentials{}
 		}
-		for _, n := range volumeNodes {
+		out = map[string]store.PairCredentials{}
+		if s.o.CredentialScope != ScopeHost {
+			for _, n := range nodes {
+				pc := hc.Pairs[n]
+				if pc.Pending.IsZero() {
+					pc.Pending = fresh[n]
+					pc.Pending.Generation = pc.Applied.Generation + 1
+					hc.Pairs[n] = pc
+				}
+				out[n] = pc
+			}
+			return nil
+		}
+		for _, n := range nodes {
 			if _, ok := hc.Pairs[n]; !ok {
 				hc.Pairs[n] = store.PairCredentials{}
 			}
 		}
-		shared = store.Secrets{}
+		var shared store.Secrets
 		for _, pc := range hc.Pairs {
 			if !pc.Pending.IsZero() && pc.Pending.Generation > shared.Generation {
 				shared = pc.Pending
 			}
 		}
 		if shared.IsZero() {
-			shared = fresh
+			shared = fresh[""]
 			shared.Generation = newestSecrets(hc).Generation + 1
 		}
-		nodes = nodes[:0]
 		for n, pc := range hc.Pairs {
 			if pc.Applied != shared {
 				pc.Pending = shared
 			}
 			hc.Pairs[n] = pc
-			nodes = append(nodes, n)
+			out[n] = pc
 		}
 		return nil
 	})
-	return shared, nodes, err
-}
-
-// beginRotation records new pending secrets for the pair, unless a rotation
-// is already pending: then that one is pushed again, so retrying a rotation
-// that could not reach a storage node completes it instead of starting
-// another.
-func (s *Service) beginRotation(ctx context.Context, host, node string) (store.PairCredentials, error) {
-	hc, err := s.o.Store.GetHostCredentials(ctx, host)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return store.PairCredentials{}, err
-	}
-	var next int64 = 1
-	if hc != nil {
-		pc := hc.Pairs[node]
-		if !pc.Pending.IsZero() {
-			return pc, nil
-		}
-		next = pc.Applied.Generation + 1
-	}
-	fresh, err := s.newSecrets(next)
-	if err != nil {
-		return store.PairCredentials{}, err
-	}
-	hc, err = s.o.Store.UpdateHostCredentials(ctx, host, func(hc *store.HostCredentials) error {
-		if hc.Pairs == nil {
-			hc.Pairs = map[string]store.PairCredentials{}
-		}
-		pc := hc.Pairs[node]
-		if pc.Pending.IsZero() {
-			fresh.Generation = pc.Applied.Generation + 1
-			pc.Pending = fresh
-			hc.Pairs[node] = pc
-		}
-		return nil
-	})
-	if err != nil {
-		return store.PairCredentials{}, err
-	}
-	return hc.Pairs[node], nil
+	return out, err
 }
