@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 
 	"k8s.io/klog/v2"
@@ -102,25 +103,21 @@ func (s *Service) SetHostAuth(ctx context.Context, host string, sec HostSecrets)
 	}
 	s.authMu.Lock()
 	defer s.authMu.Unlock()
-	cur, had := s.hostAuth[host]
-	if had && cur == sec || !had && sec.Secret == "" {
-		// Recorded already; configfs may still lag after a failed call.
-		return s.applyHostAuthLocked(host)
+	if cur, had := s.hostAuth[host]; cur != sec || had != (sec.Secret != "") {
+		next := maps.Clone(s.hostAuth)
+		if sec.Secret == "" {
+			delete(next, host)
+		} else {
+			next[host] = sec
+		}
+		if err := s.authStore.Save(next); err != nil { // (1)
+			return err
+		}
+		s.hostAuth = next
 	}
-	next := make(map[string]HostSecrets, len(s.hostAuth)+1)
-	for h, v := range s.hostAuth {
-		next[h] = v
-	}
-	if sec.Secret == "" {
-		delete(next, host)
-	} else {
-		next[host] = sec
-	}
-	if err := s.authStore.Save(next); err != nil { // (1)
-		return err
-	}
-	s.hostAuth = next
-	if err := s.applyHostAuthLocked(host); err != nil { // (2)
+	// (2), also when recorded already: configfs may lag after a failed or
+	// interrupted call. An empty sec clears the kernel's entry.
+	if err := s.setKernelHostAuth(host, sec); err != nil {
 		return err
 	}
 	klog.InfoS("Host authentication set", "host", host, "bidirectional", sec.CtrlSecret != "", "cleared", sec.Secret == "")
@@ -133,14 +130,16 @@ func (s *Service) SetHostAuth(ctx context.Context, host string, sec HostSecrets)
 func (s *Service) applyHostAuth(host string) error {
 	s.authMu.Lock()
 	defer s.authMu.Unlock()
-	return s.applyHostAuthLocked(host)
-}
-
-func (s *Service) applyHostAuthLocked(host string) error {
 	sec, ok := s.hostAuth[host]
 	if !ok {
 		return nil
 	}
+	return s.setKernelHostAuth(host, sec)
+}
+
+// setKernelHostAuth sets (or, with no secret, clears) the kernel target's
+// secrets of host.
+func (s *Service) setKernelHostAuth(host string, sec HostSecrets) error {
 	if err := s.exp.SetHostAuth(host, kernelHostAuth(sec)); err != nil {
 		if errors.Is(err, nvmeof.ErrAuthUnsupported) {
 			return fmt.Errorf("%w: host %s: %v", ErrFailedPrecondition, host, err)

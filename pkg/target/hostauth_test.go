@@ -94,6 +94,12 @@ func TestSetHostAuthBeforeAllowAndAfterRestart(t *testing.T) {
 	if err := e.svc.SetHostAuth(ctx, authHost, HostSecrets{}); err != nil {
 		t.Fatal(err)
 	}
+	if got := e.exp.hostAuth(authHost); got.Secret != "" {
+		t.Error("clearing left the secret in configfs")
+	}
+	if err := e.svc.SetHostAuth(ctx, authHost, HostSecrets{}); err != nil { // repeated: no-op
+		t.Fatal(err)
+	}
 	if err := e.restart(); err != nil {
 		t.Fatal(err)
 	}
