@@ -195,11 +195,11 @@ func (d *Driver) stage(ctx context.Context, req *csi.NodeStageVolumeRequest) (re
 		}
 	}()
 
-	secrets, err := d.replicaSecrets(ctx, vol)
+	creds, err := d.prov.GetHostCredentials(ctx, d.node.Host.NQN)
 	if err != nil {
-		return err
+		return fmt.Errorf("authentication secrets of host %s: %w", d.node.Host.NQN, err)
 	}
-	devices, err := d.connectReplicas(ctx, replicas, secrets, vol.Authentication(), &u)
+	devices, err := d.connectReplicas(ctx, replicas, creds, vol.Authentication(), &u)
 	if err != nil {
 		return err
 	}
@@ -292,37 +292,6 @@ func (d *Driver) ConnectTemplate() nvmeof.ConnectOptions {
 	return d.connectOptions(Replica{}, Endpoint{})
 }
 
-// connectSecrets are the DH-HMAC-CHAP secrets of one replica's connection.
-type connectSecrets struct{ secret, ctrlSecret string }
-
-// replicaSecrets returns the secrets to connect each storage node of vol
-// with. The pair's secret is used whenever the pair has one, whatever the
-// volume's mode: the kernel target keeps secrets per host, so it demands
-// them from this host for every replica on that storage node. The
-// controller secret (the host checks the storage node) is used only for
-// bidirectional volumes. For a volume requiring authentication, a storage
-// node without secrets is left out of the map: connectReplicas never
-// connects it unauthenticated.
-func (d *Driver) replicaSecrets(ctx context.Context, vol *Volume) (map[string]connectSecrets, error) {
-	creds, err := d.prov.GetHostCredentials(ctx, d.node.Host.NQN)
-	if err != nil {
-		return nil, fmt.Errorf("authentication secrets of host %s: %w", d.node.Host.NQN, err)
-	}
-	bidi := vol.Authentication() == AuthBidirectional
-	out := make(map[string]connectSecrets, len(creds))
-	for _, c := range creds {
-		if c.Secret == "" {
-			continue
-		}
-		cs := connectSecrets{secret: c.Secret}
-		if bidi {
-			cs.ctrlSecret = c.CtrlSecret
-		}
-		out[c.StorageNode] = cs
-	}
-	return out, nil
-}
-
 // connectOptions are the fabrics options for one replica endpoint.
 func (d *Driver) connectOptions(r Replica, ep Endpoint) nvmeof.ConnectOptions {
 	ctrlLoss, reconnect, fastFail, keepAlive := d.opts.CtrlLossTmo, d.opts.ReconnectDelay, d.opts.FastIOFailTmo, d.opts.KeepAliveTmo
@@ -349,11 +318,11 @@ func (d *Driver) connectOptions(r Replica, ep Endpoint) nvmeof.ConnectOptions {
 // connected (never without authentication), and a kernel without NVMe
 // in-band authentication fails the whole call (FailedPrecondition naming
 // the missing kernel feature): no replica could be connected as asked.
-func (d *Driver) connectReplicas(ctx context.Context, replicas []Replica, secrets map[string]connectSecrets, auth string, u *undo) (map[string]nvmeof.Device, error) {
+func (d *Driver) connectReplicas(ctx context.Context, replicas []Replica, creds []Credentials, auth string, u *undo) (map[string]nvmeof.Device, error) {
 	var problems []string
 	connected := make([]Replica, 0, len(replicas))
 	for _, r := range replicas {
-		sec, has := secrets[r.StorageNode]
+		secret, ctrlSecret, has := ConnectSecrets(creds, r.StorageNode, auth)
 		if !has && (auth == AuthHost || auth == AuthBidirectional) {
 			problems = append(problems, fmt.Sprintf("replica %s (%s): the storage node holds no authentication secrets for this host yet; not connecting without authentication", r.ID, r.StorageNode))
 			klog.ErrorS(nil, "Replica not connected: no authentication secrets for its storage node", "replica", r.ID, "storageNode", r.StorageNode)
@@ -364,7 +333,7 @@ func (d *Driver) connectReplicas(ctx context.Context, replicas []Replica, secret
 		var errs []string
 		for _, ep := range r.Endpoints {
 			o := d.connectOptions(r, ep)
-			o.DHCHAPSecret, o.DHCHAPCtrlSecret = sec.secret, sec.ctrlSecret
+			o.DHCHAPSecret, o.DHCHAPCtrlSecret = secret, ctrlSecret
 			if _, err := d.node.Initiator.Connect(ctx, o); err != nil {
 				if errors.Is(err, nvmeof.ErrAuthUnsupported) {
 					return nil, errorf(ErrFailedPrecondition, "volume needs NVMe in-band authentication, which this node's kernel lacks: %v", err)

@@ -74,6 +74,27 @@ const (
 	AuthBidirectional = "bidirectional"
 )
 
+// ConnectSecrets returns the secrets a connection to storageNode uses, for a
+// volume of authentication mode auth: the pair's host secret whenever the
+// pair has one, whatever the mode (the kernel target keeps secrets per host,
+// so it demands them from this host for every replica on that storage
+// node), and the controller secret (the host checks the storage node) only
+// for bidirectional volumes. ok is false when the pair has no secrets; a
+// volume requiring authentication must then not connect at all. NodeStage
+// and the healer's reconnects both use it.
+func ConnectSecrets(creds []Credentials, storageNode, auth string) (secret, ctrlSecret string, ok bool) {
+	for _, c := range creds {
+		if c.StorageNode != storageNode || c.Secret == "" {
+			continue
+		}
+		if auth == AuthBidirectional {
+			return c.Secret, c.CtrlSecret, true
+		}
+		return c.Secret, "", true
+	}
+	return "", "", false
+}
+
 // Authentication is the volume's authentication mode; none when unset.
 func (v *Volume) Authentication() string {
 	if a := v.Parameters[ParamAuthentication]; a != "" {

@@ -220,13 +220,8 @@ func (a *Actor) secretsFor(ctx context.Context, node, auth string) (secret, ctrl
 	if err != nil {
 		return "", "", fmt.Errorf("get authentication secrets: %w", err)
 	}
-	for _, c := range list {
-		if c.StorageNode == node && c.Secret != "" {
-			if auth == driver.AuthBidirectional {
-				return c.Secret, c.CtrlSecret, nil
-			}
-			return c.Secret, "", nil
-		}
+	if secret, ctrlSecret, ok := driver.ConnectSecrets(list, node, auth); ok {
+		return secret, ctrlSecret, nil
 	}
 	if auth == driver.AuthHost || auth == driver.AuthBidirectional {
 		return "", "", fmt.Errorf("storage node %s holds no authentication secrets for this host yet (the provisioner sets them when it allows the host); not connecting without authentication", node)
