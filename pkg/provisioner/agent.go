@@ -3,8 +3,8 @@ package provisioner
 import (
 	"context"
 
-	"github.com/nvmirror/nvmirror/pkg/provisioner/params"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
 // AgentClient is how the provisioner talks to one storage node's agent
@@ -44,7 +44,7 @@ type ReplicaSpec struct {
 	ReplicaID        string
 	VolumeID         string
 	SizeBytes        int64
-	ProvisioningType params.ProvisioningType
+	ProvisioningType storageclass.ProvisioningType
 	AllowedHosts     []string
 }
 

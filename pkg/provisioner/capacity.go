@@ -6,9 +6,9 @@ import (
 	"sort"
 	"time"
 
-	"github.com/nvmirror/nvmirror/pkg/provisioner/params"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/placement"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
 // CapacityReport is what GetCapacity reports for a set of StorageClass
@@ -26,7 +26,7 @@ type CapacityReport struct {
 // GetCapacity surveys the storage nodes once and reports, for these
 // parameters, the largest creatable volume and the total pool size.
 func (s *Service) GetCapacity(ctx context.Context, parameters map[string]string) (CapacityReport, error) {
-	p, err := params.Parse(parameters)
+	p, err := storageclass.Parse(parameters)
 	if err != nil {
 		return CapacityReport{}, err
 	}
@@ -44,7 +44,7 @@ func (s *Service) GetCapacity(ctx context.Context, parameters map[string]string)
 }
 
 // selected applies the placement selectors (zones, racks, storage nodes).
-func selected(p params.Parameters, n placement.Node) bool {
+func selected(p storageclass.Parameters, n placement.Node) bool {
 	in := func(list []string, v string) bool { return len(list) == 0 || slices.Contains(list, v) }
 	return in(p.Zones, n.Zone) && in(p.Racks, n.Rack) && in(p.StorageNodes, n.ID)
 }
@@ -59,7 +59,7 @@ func (s *Service) MaxVolumeSize(ctx context.Context, parameters map[string]strin
 // create on nodes with parameters p. Found by bisection over placement
 // itself, so it is exact under the same rules (racks, selectors,
 // overcommit) rather than a sum of free space no volume could use.
-func (s *Service) maxVolumeSize(nodes []placement.Node, p params.Parameters) int64 {
+func (s *Service) maxVolumeSize(nodes []placement.Node, p storageclass.Parameters) int64 {
 	fits := func(units int64) bool {
 		_, err := placement.Choose(nodes, placement.Request{SizeBytes: units * sizeAlignment, Count: p.NumReplicas, Params: p, ThinOvercommit: s.o.ThinOvercommit})
 		return err == nil

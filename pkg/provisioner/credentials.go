@@ -12,8 +12,8 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/dhchap"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
-	"github.com/nvmirror/nvmirror/pkg/provisioner/params"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
 // NVMe in-band authentication (DH-HMAC-CHAP).
@@ -168,7 +168,7 @@ func (s *Service) allowHost(ctx context.Context, a AgentClient, v *store.Volume,
 // before the host is allowed there (also for a replica created with the
 // host already allowed).
 func (s *Service) prepareHost(ctx context.Context, a AgentClient, v *store.Volume, node, host string) error {
-	need := v.Parameters.Auth() != params.AuthNone
+	need := v.Parameters.Auth() != storageclass.AuthNone
 	pc, err := s.pairCredentials(ctx, host, node, need)
 	if err != nil {
 		return err
@@ -233,9 +233,9 @@ func (s *Service) RotateCredentials(ctx context.Context, volumeID string) (strin
 	if host == "" {
 		return "", nil, fmt.Errorf("volume %s is not published to any host, so it has no connection secrets to rotate: %w", volumeID, ErrFailedPrecondition)
 	}
-	if v.Parameters.Auth() == params.AuthNone {
+	if v.Parameters.Auth() == storageclass.AuthNone {
 		return "", nil, fmt.Errorf("volume %s has authentication %s (StorageClass parameter %s); there are no secrets to rotate: %w",
-			volumeID, params.AuthNone, params.KeyAuthentication, ErrFailedPrecondition)
+			volumeID, storageclass.AuthNone, storageclass.KeyAuthentication, ErrFailedPrecondition)
 	}
 	var nodes []string
 	for _, r := range v.Replicas {

@@ -7,9 +7,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/nvmirror/nvmirror/pkg/provisioner/params"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/placement"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
 // Sentinel errors of the service. Operations wrap them with a message for
@@ -17,7 +17,7 @@ import (
 // package already defines the sentinel, it is reused, so errors.Is works
 // across layers without translation.
 var (
-	ErrInvalidArgument   = params.ErrInvalidArgument
+	ErrInvalidArgument   = storageclass.ErrInvalidArgument
 	ErrNotFound          = store.ErrNotFound
 	ErrAlreadyExists     = store.ErrAlreadyExists
 	ErrResourceExhausted = placement.ErrResourceExhausted

@@ -31,9 +31,9 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
-	"github.com/nvmirror/nvmirror/pkg/provisioner/params"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/placement"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
 // Labels read from a storage node's record when its agent does not report
@@ -239,9 +239,9 @@ type CreateRequest struct {
 
 // metadataOf returns the claim metadata the external-provisioner injected,
 // keyed by its parameter names; nil when there is none.
-func metadataOf(p params.Parameters) map[string]string {
+func metadataOf(p storageclass.Parameters) map[string]string {
 	m := map[string]string{}
-	for k, v := range map[string]string{params.KeyPVName: p.Metadata.PVName, params.KeyPVCName: p.Metadata.PVCName, params.KeyPVCNamespace: p.Metadata.PVCNamespace} {
+	for k, v := range map[string]string{storageclass.KeyPVName: p.Metadata.PVName, storageclass.KeyPVCName: p.Metadata.PVCName, storageclass.KeyPVCNamespace: p.Metadata.PVCNamespace} {
 		if v != "" {
 			m[k] = v
 		}
@@ -266,7 +266,7 @@ func (s *Service) CreateVolume(ctx context.Context, req CreateRequest) (*store.V
 		return nil, fmt.Errorf("%w: size %d must be positive", ErrInvalidArgument, req.SizeBytes)
 	}
 	size := roundUp(req.SizeBytes)
-	p, err := params.Parse(req.Parameters)
+	p, err := storageclass.Parse(req.Parameters)
 	if err != nil {
 		return nil, err
 	}
@@ -314,7 +314,7 @@ func replicaNodes(v *store.Volume) []string {
 	return out
 }
 
-func (s *Service) existing(ctx context.Context, v *store.Volume, size int64, p params.Parameters) (*store.Volume, error) {
+func (s *Service) existing(ctx context.Context, v *store.Volume, size int64, p storageclass.Parameters) (*store.Volume, error) {
 	if v.SizeBytes != size {
 		return nil, fmt.Errorf("volume %s exists with size %d, not %d: %w", v.Name, v.SizeBytes, size, ErrAlreadyExists)
 	}
@@ -504,11 +504,11 @@ func (s *Service) ModifyVolume(ctx context.Context, id string, mutable map[strin
 	}
 	keys := slices.Sorted(maps.Keys(mutable))
 	for _, k := range keys {
-		if k != params.KeyMaxReplicaDownTime {
-			return nil, fmt.Errorf("%w: parameter %q cannot be modified (only %s can)", ErrInvalidArgument, k, params.KeyMaxReplicaDownTime)
+		if k != storageclass.KeyMaxReplicaDownTime {
+			return nil, fmt.Errorf("%w: parameter %q cannot be modified (only %s can)", ErrInvalidArgument, k, storageclass.KeyMaxReplicaDownTime)
 		}
 	}
-	p, err := params.Parse(mutable)
+	p, err := storageclass.Parse(mutable)
 	if err != nil {
 		return nil, err
 	}
@@ -516,7 +516,7 @@ func (s *Service) ModifyVolume(ctx context.Context, id string, mutable map[strin
 		if v.State == store.VolumeDeleting {
 			return fmt.Errorf("volume %s is being deleted: %w", id, ErrFailedPrecondition)
 		}
-		if _, ok := mutable[params.KeyMaxReplicaDownTime]; ok {
+		if _, ok := mutable[storageclass.KeyMaxReplicaDownTime]; ok {
 			v.Parameters.MaxReplicaDownTimeMinutes = p.MaxReplicaDownTimeMinutes
 		}
 		return nil

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nvmirror/nvmirror/pkg/provisioner/params"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
 // TestEveryYAMLDocumentParses decodes every document of every YAML file
@@ -403,13 +403,13 @@ func TestStorageClassExamples(t *testing.T) {
 					ps[k] = s
 				}
 			}
-			if _, err := params.Parse(ps); err != nil {
+			if _, err := storageclass.Parse(ps); err != nil {
 				t.Errorf("%s: %v", d, err)
 			}
 			if kind == "VolumeAttributesClass" {
 				for k := range ps {
-					if k != params.KeyMaxReplicaDownTime {
-						t.Errorf("%s: %s is not mutable (only %s is)", d, k, params.KeyMaxReplicaDownTime)
+					if k != storageclass.KeyMaxReplicaDownTime {
+						t.Errorf("%s: %s is not mutable (only %s is)", d, k, storageclass.KeyMaxReplicaDownTime)
 					}
 				}
 			}

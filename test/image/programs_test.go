@@ -13,7 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nvmirror/nvmirror/pkg/provisioner/params"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
 // program is an external program nvmirror runs, the Debian package that
@@ -206,7 +206,7 @@ func TestMountUtilsPrograms(t *testing.T) {
 			t.Logf("pkg/driver no longer calls %s: the programs it implied may be gone", use)
 		}
 	}
-	for _, fs := range []string{params.FSExt4, params.FSXFS} {
+	for _, fs := range []string{storageclass.FSExt4, storageclass.FSXFS} {
 		if programNamed("mkfs."+fs) == nil {
 			t.Errorf("filesystem %s: no mkfs.%s in the table", fs, fs)
 		}

@@ -21,9 +21,9 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
-	"github.com/nvmirror/nvmirror/pkg/provisioner/params"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"github.com/nvmirror/nvmirror/pkg/targetapi"
 )
 
@@ -53,8 +53,8 @@ var sentinels = grpcerr.Sentinels{
 
 func mapErr(err error) error { return sentinels.Map(err, "agent") }
 
-func provType(t params.ProvisioningType) targetapi.ProvisioningType {
-	if t == params.Thick {
+func provType(t storageclass.ProvisioningType) targetapi.ProvisioningType {
+	if t == storageclass.Thick {
 		return targetapi.ProvisioningType_PROVISIONING_TYPE_THICK
 	}
 	return targetapi.ProvisioningType_PROVISIONING_TYPE_THIN

@@ -16,9 +16,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
-	"github.com/nvmirror/nvmirror/pkg/provisioner/params"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"github.com/nvmirror/nvmirror/pkg/targetapi"
 )
 
@@ -87,7 +87,7 @@ func TestClientOverTLSWithToken(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rep, err := c.CreateReplica(ctx, provisioner.ReplicaSpec{ReplicaID: "rep-1", VolumeID: "vol-1", SizeBytes: 1 << 30, ProvisioningType: params.Thick, AllowedHosts: []string{"h"}})
+	rep, err := c.CreateReplica(ctx, provisioner.ReplicaSpec{ReplicaID: "rep-1", VolumeID: "vol-1", SizeBytes: 1 << 30, ProvisioningType: storageclass.Thick, AllowedHosts: []string{"h"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,15 +12,15 @@ import (
 	"sync"
 
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
-	"github.com/nvmirror/nvmirror/pkg/provisioner/params"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
 // Replica is a replica held by a fake node.
 type Replica struct {
 	ID, VolumeID string
 	SizeBytes    int64
-	Type         params.ProvisioningType
+	Type         storageclass.ProvisioningType
 	Hosts        map[string]bool
 }
 
@@ -189,7 +189,7 @@ func (a *client) CreateReplica(ctx context.Context, spec provisioner.ReplicaSpec
 	}
 	n.Replicas[r.ID] = r
 	n.ProvisionedBytes += r.SizeBytes
-	if r.Type == params.Thick {
+	if r.Type == storageclass.Thick {
 		n.AvailableBytes -= r.SizeBytes
 	}
 	n.Creates++
@@ -215,7 +215,7 @@ func (a *client) DeleteReplica(ctx context.Context, id string) error {
 		return nil
 	}
 	n.ProvisionedBytes -= r.SizeBytes
-	if r.Type == params.Thick {
+	if r.Type == storageclass.Thick {
 		n.AvailableBytes += r.SizeBytes
 	}
 	delete(n.Replicas, id)
@@ -236,7 +236,7 @@ func (a *client) ExpandReplica(ctx context.Context, id string, size int64) error
 		return nil
 	}
 	grow := size - r.SizeBytes
-	if r.Type == params.Thick {
+	if r.Type == storageclass.Thick {
 		if n.AvailableBytes < grow {
 			return fmt.Errorf("pool too small: %w", provisioner.ErrResourceExhausted)
 		}

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
-	"github.com/nvmirror/nvmirror/pkg/provisioner/params"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
 // TestContract checks the fake keeps the agent contract the provisioner
@@ -19,7 +19,7 @@ func TestContract(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec := provisioner.ReplicaSpec{ReplicaID: "r1", VolumeID: "v1", SizeBytes: 60, ProvisioningType: params.Thick, AllowedHosts: []string{"h1"}}
+	spec := provisioner.ReplicaSpec{ReplicaID: "r1", VolumeID: "v1", SizeBytes: 60, ProvisioningType: storageclass.Thick, AllowedHosts: []string{"h1"}}
 	r1, err := a.CreateReplica(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
@@ -31,7 +31,7 @@ func TestContract(t *testing.T) {
 	if capa, _ := a.GetCapacity(ctx); capa.AvailableBytes != 40 || capa.ProvisionedBytes != 60 || capa.ReplicaCount != 1 {
 		t.Errorf("thick accounting: %+v", capa)
 	}
-	if _, err := a.CreateReplica(ctx, provisioner.ReplicaSpec{ReplicaID: "r2", SizeBytes: 50, ProvisioningType: params.Thick}); !errors.Is(err, provisioner.ErrResourceExhausted) {
+	if _, err := a.CreateReplica(ctx, provisioner.ReplicaSpec{ReplicaID: "r2", SizeBytes: 50, ProvisioningType: storageclass.Thick}); !errors.Is(err, provisioner.ErrResourceExhausted) {
 		t.Errorf("oversized create: %v", err)
 	}
 	if err := a.RevokeHost(ctx, "r1", "h1"); err != nil || len(c.Replica("sn-1", "r1").Hosts) != 0 {

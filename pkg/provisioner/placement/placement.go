@@ -33,7 +33,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/nvmirror/nvmirror/pkg/provisioner/params"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
 // ErrResourceExhausted is wrapped when not enough nodes qualify; the message
@@ -76,7 +76,7 @@ type Request struct {
 	SizeBytes int64
 	// Count is how many new replicas to place.
 	Count  int
-	Params params.Parameters
+	Params storageclass.Parameters
 	// Existing are the replicas the volume keeps; their nodes are excluded
 	// and their zones and racks count as already used.
 	Existing []Location
@@ -93,11 +93,11 @@ type Request struct {
 // available now. Thin replicas need the space available too (the agent
 // refuses a replica larger than its free space) and, in addition, must keep
 // the node's provisioned total within TotalBytes × overcommit.
-func Fits(n Node, size int64, typ params.ProvisioningType, overcommit float64) (bool, string) {
+func Fits(n Node, size int64, typ storageclass.ProvisioningType, overcommit float64) (bool, string) {
 	if n.AvailableBytes < size {
 		return false, fmt.Sprintf("has only %s free", FormatBytes(n.AvailableBytes))
 	}
-	if typ == params.Thin {
+	if typ == storageclass.Thin {
 		if overcommit <= 0 {
 			overcommit = DefaultThinOvercommit
 		}

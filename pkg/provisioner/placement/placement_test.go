@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nvmirror/nvmirror/pkg/provisioner/params"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
 const gib = int64(1) << 30
@@ -19,9 +19,9 @@ func node(id, zone, rack string, free, prov int64) Node {
 	return Node{ID: id, Zone: zone, Rack: rack, TotalBytes: 100 * gib, AvailableBytes: free * gib, ProvisionedBytes: prov * gib, Healthy: true}
 }
 
-func thick(f func(*params.Parameters)) params.Parameters {
-	p := params.Defaults()
-	p.ProvisioningType = params.Thick
+func thick(f func(*storageclass.Parameters)) storageclass.Parameters {
+	p := storageclass.Defaults()
+	p.ProvisioningType = storageclass.Thick
 	if f != nil {
 		f(&p)
 	}
@@ -96,13 +96,13 @@ func TestChoose(t *testing.T) {
 		{
 			name:  "same rack allowed when racks run short, new racks first",
 			nodes: []Node{node("a", "z1", "r1", 100, 0), node("b", "z1", "r1", 100, 1), node("c", "z1", "r2", 100, 50)},
-			req:   Request{SizeBytes: gib, Count: 3, Params: thick(func(p *params.Parameters) { p.SameRackAllowed = true })},
+			req:   Request{SizeBytes: gib, Count: 3, Params: thick(func(p *storageclass.Parameters) { p.SameRackAllowed = true })},
 			want:  []string{"a", "c", "b"},
 		},
 		{
 			name:    "same rack allowed still never two on one node",
 			nodes:   []Node{node("a", "z1", "r1", 100, 0), node("a", "z1", "r1", 100, 0)},
-			req:     Request{SizeBytes: gib, Count: 2, Params: thick(func(p *params.Parameters) { p.SameRackAllowed = true })},
+			req:     Request{SizeBytes: gib, Count: 2, Params: thick(func(p *storageclass.Parameters) { p.SameRackAllowed = true })},
 			wantErr: []string{"need 2 storage nodes with 1 GiB free", "found 1", "1 eligible node(s)"},
 		},
 		{
@@ -126,7 +126,7 @@ func TestChoose(t *testing.T) {
 		{
 			name:  "selectors restrict",
 			nodes: []Node{node("a", "z1", "r1", 100, 0), node("b", "z2", "r2", 100, 0), node("c", "z2", "r3", 100, 9), node("d", "z2", "r4", 100, 0)},
-			req: Request{SizeBytes: gib, Count: 2, Params: thick(func(p *params.Parameters) {
+			req: Request{SizeBytes: gib, Count: 2, Params: thick(func(p *storageclass.Parameters) {
 				p.Zones = []string{"z2"}
 				p.Racks = []string{"r2", "r3", "r4"}
 				p.StorageNodes = []string{"a", "b", "c"}
@@ -136,25 +136,25 @@ func TestChoose(t *testing.T) {
 		{
 			name:    "selector rejections named",
 			nodes:   []Node{node("a", "z1", "r1", 100, 0), node("b", "z2", "r2", 100, 0), node("c", "z2", "r3", 100, 0)},
-			req:     Request{SizeBytes: gib, Count: 1, Params: thick(func(p *params.Parameters) { p.Zones = []string{"z3"}; p.StorageNodes = []string{"a", "b"} })},
+			req:     Request{SizeBytes: gib, Count: 1, Params: thick(func(p *storageclass.Parameters) { p.Zones = []string{"z3"}; p.StorageNodes = []string{"a", "b"} })},
 			wantErr: []string{`node a zone "z1" is not in zones`, "node c is not in storageNodes"},
 		},
 		{
 			name:  "thin counts provisioned against total",
 			nodes: []Node{node("full", "", "r1", 100, 95), node("ok", "", "r2", 100, 80)},
-			req:   Request{SizeBytes: 10 * gib, Count: 1, Params: params.Defaults()},
+			req:   Request{SizeBytes: 10 * gib, Count: 1, Params: storageclass.Defaults()},
 			want:  []string{"ok"},
 		},
 		{
 			name:    "thin refused when overcommitted",
 			nodes:   []Node{node("full", "", "r1", 100, 95)},
-			req:     Request{SizeBytes: 10 * gib, Count: 1, Params: params.Defaults()},
+			req:     Request{SizeBytes: 10 * gib, Count: 1, Params: storageclass.Defaults()},
 			wantErr: []string{"node full has 95 GiB provisioned of 100 GiB (overcommit 1)"},
 		},
 		{
 			name:  "thin overcommit ratio",
 			nodes: []Node{node("full", "", "r1", 100, 95)},
-			req:   Request{SizeBytes: 10 * gib, Count: 1, Params: params.Defaults(), ThinOvercommit: 1.5},
+			req:   Request{SizeBytes: 10 * gib, Count: 1, Params: storageclass.Defaults(), ThinOvercommit: 1.5},
 			want:  []string{"full"},
 		},
 		{
@@ -240,7 +240,7 @@ func TestChooseMaximisesDomains(t *testing.T) {
 		}
 		count := 1 + r.Intn(3)
 		sameRack := r.Intn(2) == 0
-		req := Request{SizeBytes: 5 * gib, Count: count, Params: thick(func(p *params.Parameters) { p.SameRackAllowed = sameRack })}
+		req := Request{SizeBytes: 5 * gib, Count: count, Params: thick(func(p *storageclass.Parameters) { p.SameRackAllowed = sameRack })}
 		got, err := Choose(nodes, req)
 		bestZ, bestR, feasible := bruteForce(nodes, req)
 		if !feasible {

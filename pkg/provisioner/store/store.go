@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/nvmirror/nvmirror/pkg/events"
-	"github.com/nvmirror/nvmirror/pkg/provisioner/params"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
 // Sentinel errors; the service maps them to gRPC codes in one place.
@@ -100,13 +100,13 @@ const (
 
 // Volume is the registry record of one volume.
 type Volume struct {
-	ID         string            `json:"id"`
-	Name       string            `json:"name"` // CSI CreateVolume name; unique
-	SizeBytes  int64             `json:"sizeBytes"`
-	Parameters params.Parameters `json:"parameters"`
-	State      VolumeState       `json:"state"`
-	MDUUID     string            `json:"mdUUID"`
-	MDName     string            `json:"mdName"`
+	ID         string                  `json:"id"`
+	Name       string                  `json:"name"` // CSI CreateVolume name; unique
+	SizeBytes  int64                   `json:"sizeBytes"`
+	Parameters storageclass.Parameters `json:"parameters"`
+	State      VolumeState             `json:"state"`
+	MDUUID     string                  `json:"mdUUID"`
+	MDName     string                  `json:"mdName"`
 	// PublishedHostNQN is the one host allowed on the replicas ("" when
 	// unpublished); PublishedNodeID is the CSI node ID it was published for
 	// (display and audit; the fence is the host NQN).

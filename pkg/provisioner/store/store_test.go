@@ -3,11 +3,11 @@ package store
 import (
 	"testing"
 
-	"github.com/nvmirror/nvmirror/pkg/provisioner/params"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
 func TestCloneIsDeep(t *testing.T) {
-	p := params.Defaults()
+	p := storageclass.Defaults()
 	p.Zones = []string{"z1"}
 	v := &Volume{ID: "v", Name: "n", Parameters: p, Replicas: []Replica{{ID: "r0", Addresses: []Endpoint{{Address: "a"}}}},
 		Metadata: map[string]string{"csi.storage.k8s.io/pvc/name": "data"}}

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/nvmirror/nvmirror/pkg/events"
-	"github.com/nvmirror/nvmirror/pkg/provisioner/params"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
 // Retention is the event retention the factory must configure; small, so
@@ -57,7 +57,7 @@ func Run(t *testing.T, newStore Factory) {
 // NewVolume returns a plausible volume record for tests.
 func NewVolume(id, name string) *store.Volume {
 	return &store.Volume{
-		ID: id, Name: name, SizeBytes: 1 << 30, Parameters: params.Defaults(), State: store.VolumeReady,
+		ID: id, Name: name, SizeBytes: 1 << 30, Parameters: storageclass.Defaults(), State: store.VolumeReady,
 		MDUUID: "0a1b2c3d:4e5f6071:8293a4b5:c6d7e8f9", MDName: "nvmirror-" + id,
 		Replicas: []store.Replica{
 			{ID: id + "-r0", StorageNode: "sn-0", NQN: "nqn.2024-01.io.nvmirror:" + id + "-r0", Addresses: []store.Endpoint{{Transport: "tcp", Family: "ipv4", Address: "10.0.0.1", ServiceID: "4420"}}, State: store.ReplicaActive},

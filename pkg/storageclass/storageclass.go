@@ -1,4 +1,4 @@
-// Package params parses and validates the StorageClass parameters of an
+// Package storageclass is the StorageClass vocabulary: it parses and validates the StorageClass parameters of an
 // nvmirror volume into a typed Parameters value.
 //
 // Names follow the reference product where the concept is the same
@@ -6,7 +6,7 @@
 // csi.storage.k8s.io/fstype), so a StorageClass written for it reads the same
 // here. Unknown keys are rejected by name rather than ignored: a typo such as
 // "numReplica: 3" must not silently give a single-replica volume.
-package params
+package storageclass
 
 import (
 	"errors"
