@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nvmirror/nvmirror/pkg/driver"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 func TestProvisionerClientNeedsToken(t *testing.T) {
@@ -40,10 +41,10 @@ func TestProvisionerClientUnreachableIsUnavailable(t *testing.T) {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := p.Ping(ctx); !errors.Is(err, driver.ErrUnavailable) {
+	if err := p.Ping(ctx); !errors.Is(err, volume.ErrUnavailable) {
 		t.Fatalf("Ping: %v, want ErrUnavailable", err)
 	}
-	if _, err := p.GetVolume(ctx, "v"); !errors.Is(err, driver.ErrUnavailable) {
+	if _, err := p.GetVolume(ctx, "v"); !errors.Is(err, volume.ErrUnavailable) {
 		t.Fatalf("GetVolume: %v, want ErrUnavailable", err)
 	}
 }

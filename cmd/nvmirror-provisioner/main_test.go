@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 
-	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/provisionerclient"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth"
 )
@@ -103,7 +103,7 @@ func TestRunServesAndStops(t *testing.T) {
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, driver.ErrUnavailable) || cctx.Err() != nil {
+		if !errors.Is(err, volume.ErrUnavailable) || cctx.Err() != nil {
 			t.Fatalf("Ping: %v", err)
 		}
 		select {
@@ -116,11 +116,11 @@ func TestRunServesAndStops(t *testing.T) {
 	if err != nil || len(nodes) != 1 || nodes[0].GetName() != "sn-1" || nodes[0].GetReachable() {
 		t.Fatalf("ListStorageNodes = %v, %v", nodes, err)
 	}
-	_, err = c.CreateVolume(cctx, driver.CreateVolumeRequest{Name: "pvc-1", SizeBytes: 1 << 30, Parameters: map[string]string{"numReplicas": "1"}})
-	if !errors.Is(err, driver.ErrResourceExhausted) || !strings.Contains(err.Error(), "sn-1") {
+	_, err = c.CreateVolume(cctx, volume.CreateVolumeRequest{Name: "pvc-1", SizeBytes: 1 << 30, Parameters: map[string]string{"numReplicas": "1"}})
+	if !errors.Is(err, volume.ErrResourceExhausted) || !strings.Contains(err.Error(), "sn-1") {
 		t.Errorf("CreateVolume with the only node away: %v, want ResourceExhausted naming sn-1", err)
 	}
-	if err := c.ReportAudit(cctx, driver.AuditRecord{Operation: "CreateVolume", Outcome: driver.AuditSuccess}); err != nil {
+	if err := c.ReportAudit(cctx, volume.AuditRecord{Operation: "CreateVolume", Outcome: volume.AuditSuccess}); err != nil {
 		t.Errorf("ReportAudit (queued for syslog): %v", err)
 	}
 	cancel()

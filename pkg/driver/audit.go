@@ -5,6 +5,7 @@ import (
 	"path"
 	"time"
 
+	"github.com/nvmirror/nvmirror/pkg/volume"
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 )
@@ -27,12 +28,12 @@ const auditQueueLen = 1024
 // auditor sends audit records to the provisioner from one goroutine, so a
 // slow or unreachable provisioner never delays or fails a CSI call.
 type auditor struct {
-	prov Provisioner
-	q    chan AuditRecord
+	prov volume.Provisioner
+	q    chan volume.AuditRecord
 }
 
-func newAuditor(p Provisioner) *auditor {
-	return &auditor{prov: p, q: make(chan AuditRecord, auditQueueLen)}
+func newAuditor(p volume.Provisioner) *auditor {
+	return &auditor{prov: p, q: make(chan volume.AuditRecord, auditQueueLen)}
 }
 
 type volumeIDGetter interface{ GetVolumeId() string }
@@ -46,7 +47,7 @@ func (a *auditor) record(fullMethod string, req any, localNode string, err error
 	if !auditedMethods[op] {
 		return
 	}
-	rec := AuditRecord{Time: time.Now(), Operation: op, Node: localNode, Outcome: AuditSuccess}
+	rec := volume.AuditRecord{Time: time.Now(), Operation: op, Node: localNode, Outcome: volume.AuditSuccess}
 	if g, ok := req.(volumeIDGetter); ok {
 		rec.VolumeID = g.GetVolumeId()
 	}
@@ -54,7 +55,7 @@ func (a *auditor) record(fullMethod string, req any, localNode string, err error
 		rec.Node = g.GetNodeId()
 	}
 	if err != nil {
-		rec.Outcome = AuditFailure
+		rec.Outcome = volume.AuditFailure
 		rec.Message = status.Convert(err).Code().String() + ": " + status.Convert(err).Message()
 	}
 	select {
@@ -83,7 +84,7 @@ func (a *auditor) run(ctx context.Context) {
 	}
 }
 
-func (a *auditor) send(ctx context.Context, rec AuditRecord) {
+func (a *auditor) send(ctx context.Context, rec volume.AuditRecord) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
 	defer cancel()
 	if err := a.prov.ReportAudit(ctx, rec); err != nil {

@@ -11,33 +11,34 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/nvmirror/nvmirror/pkg/dhchap"
-	"github.com/nvmirror/nvmirror/pkg/driver"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 // createAuth makes a 3-replica volume with the given authentication mode.
-func (e *env) createAuth(name, auth string) string {
+func (e *env) createAuth(name string, auth storageclass.Authentication) string {
 	e.t.Helper()
 	resp, err := e.ctl.CreateVolume(context.Background(), &csi.CreateVolumeRequest{Name: name,
 		CapacityRange:      &csi.CapacityRange{RequiredBytes: 64 << 20},
 		VolumeCapabilities: []*csi.VolumeCapability{mountCap},
-		Parameters:         map[string]string{driver.ParamNumReplicas: "3", driver.ParamAuthentication: auth}})
+		Parameters:         map[string]string{storageclass.KeyNumReplicas: "3", storageclass.KeyAuthentication: string(auth)}})
 	must(e.t, err)
 	return resp.GetVolume().GetVolumeId()
 }
 
 // secure gives each listed replica's storage node a pair of secrets, makes
 // its target demand the host secret, and returns the credentials by node.
-func (e *env) secure(v *driver.Volume, replicas ...int) map[string]driver.Credentials {
+func (e *env) secure(v *volume.Volume, replicas ...int) map[string]volume.Credentials {
 	e.t.Helper()
-	var creds []driver.Credentials
-	out := map[string]driver.Credentials{}
+	var creds []volume.Credentials
+	out := map[string]volume.Credentials{}
 	for _, i := range replicas {
 		r := v.Replicas[i]
 		s, err := dhchap.Generate(rand.Reader)
 		must(e.t, err)
 		cs, err := dhchap.Generate(rand.Reader)
 		must(e.t, err)
-		c := driver.Credentials{StorageNode: r.StorageNode, Secret: s, CtrlSecret: cs, Generation: 1}
+		c := volume.Credentials{StorageNode: r.StorageNode, Secret: s, CtrlSecret: cs, Generation: 1}
 		creds = append(creds, c)
 		out[r.StorageNode] = c
 		e.fabric.RequireSecret(r.NQN, s)
@@ -48,7 +49,7 @@ func (e *env) secure(v *driver.Volume, replicas ...int) map[string]driver.Creden
 
 func TestStageBidirectionalPassesBothSecrets(t *testing.T) {
 	e := newEnv(t)
-	id := e.createAuth("v", driver.AuthBidirectional)
+	id := e.createAuth("v", storageclass.AuthBidirectional)
 	e.publish(id)
 	v := e.volume(id)
 	creds := e.secure(v, 0, 1, 2)
@@ -67,7 +68,7 @@ func TestStageBidirectionalPassesBothSecrets(t *testing.T) {
 
 func TestStageHostAuthLeavesOutStorageNodeWithoutSecrets(t *testing.T) {
 	e := newEnv(t)
-	id := e.createAuth("v", driver.AuthHost)
+	id := e.createAuth("v", storageclass.AuthHost)
 	e.publish(id)
 	v := e.volume(id)
 	// The array is created with every replica; then the third storage
@@ -112,7 +113,7 @@ func TestStageUsesPairSecretsForVolumeWithoutAuthentication(t *testing.T) {
 
 func TestStageAuthOnKernelWithoutSupportFailsAndLeavesNothing(t *testing.T) {
 	e := newEnv(t)
-	id := e.createAuth("v", driver.AuthHost)
+	id := e.createAuth("v", storageclass.AuthHost)
 	e.publish(id)
 	v := e.volume(id)
 	e.secure(v, 0, 1, 2)
@@ -132,7 +133,7 @@ func TestStageAuthOnKernelWithoutSupportFailsAndLeavesNothing(t *testing.T) {
 
 func TestStageWithWrongSecretIsRefused(t *testing.T) {
 	e := newEnv(t)
-	id := e.createAuth("v", driver.AuthHost)
+	id := e.createAuth("v", storageclass.AuthHost)
 	e.publish(id)
 	v := e.volume(id)
 	e.secure(v, 0, 1, 2)
@@ -147,11 +148,11 @@ func TestStageWithWrongSecretIsRefused(t *testing.T) {
 	}
 }
 
-func replicaByNQN(v *driver.Volume, nqn string) driver.Replica {
+func replicaByNQN(v *volume.Volume, nqn string) volume.Replica {
 	for _, r := range v.Replicas {
 		if r.NQN == nqn {
 			return r
 		}
 	}
-	return driver.Replica{}
+	return volume.Replica{}
 }

@@ -5,31 +5,6 @@ import "time"
 // DriverName is the CSI plugin name Kubernetes matches StorageClasses against.
 const DriverName = "csi.nvmirror.io"
 
-// StorageClass parameter keys. The provisioner is the authority on their
-// values (it rejects unknown keys by name); the driver names them here because
-// it reads a few (fsType, numReplicas) and passes mutable ones through
-// ControllerModifyVolume. Names follow the reference product where the concept
-// is the same.
-const (
-	ParamNumReplicas        = "numReplicas"
-	ParamMaxReplicaDownTime = "maxReplicaDownTime"
-	ParamSameRackAllowed    = "sameRackAllowed"
-	ParamProvisioningType   = "provisioningType"
-	ParamFSType             = "csi.storage.k8s.io/fstype"
-	ParamZones              = "zones"
-	ParamRacks              = "racks"
-	ParamStorageNodes       = "storageNodes"
-	ParamAuthentication     = "authentication"
-)
-
-// mutableParameters are the parameters a VolumeAttributesClass may set at
-// creation or change later through ControllerModifyVolume. Only healing policy
-// is mutable: the replica count, placement and provisioning type shape data
-// that already exists.
-var mutableParameters = map[string]bool{
-	ParamMaxReplicaDownTime: true,
-}
-
 // Volume context keys, returned by CreateVolume and handed back by the CO to
 // NodeStage/NodePublish. They are informative only: NodeStage re-fetches the
 // replica set from the provisioner, because healing can change it after the
@@ -47,25 +22,6 @@ const (
 // that the replicas now admit; NodeStage checks it against its own identity so
 // a mis-routed stage fails before connecting anything.
 const PublishContextHostNQN = "hostNQN"
-
-// Replica states as the provisioner reports them.
-const (
-	ReplicaActive   = "active"
-	ReplicaDeleting = "deleting"
-	ReplicaDeleted  = "deleted"
-	ReplicaRemoved  = "removed"
-)
-
-// Filesystems nvmirror formats.
-const (
-	FSExt4        = "ext4"
-	FSXFS         = "xfs"
-	DefaultFSType = FSExt4
-)
-
-// DefaultNumReplicas mirrors the provisioner's default (2): a volume whose
-// parameters do not say otherwise is mirrored.
-const DefaultNumReplicas = 2
 
 // Sizes.
 const (
@@ -98,9 +54,3 @@ const (
 
 // maxNodeIDLength is Kubernetes' limit on a CSI node ID (CSINode validation).
 const maxNodeIDLength = 192
-
-// Audit outcomes.
-const (
-	AuditSuccess = "success"
-	AuditFailure = "failure"
-)

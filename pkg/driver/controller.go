@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -88,7 +90,7 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 			}
 		}
 	}
-	vol, err := d.prov.CreateVolume(ctx, CreateVolumeRequest{
+	vol, err := d.prov.CreateVolume(ctx, volume.CreateVolumeRequest{
 		Name:       req.GetName(),
 		SizeBytes:  size,
 		Parameters: params,
@@ -113,12 +115,12 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 
 // volumeContext is what NodeStage may read without asking the provisioner;
 // it only informs (the replica set is always re-fetched).
-func volumeContext(v *Volume, fsType string) map[string]string {
+func volumeContext(v *volume.Volume, fsType string) map[string]string {
 	if fsType == "" {
-		fsType = v.Parameters[ParamFSType]
+		fsType = v.Policy.FSType
 	}
 	if fsType == "" {
-		fsType = DefaultFSType
+		fsType = storageclass.DefaultFSType
 	}
 	return map[string]string{
 		VolumeContextFSType:      fsType,
@@ -129,11 +131,11 @@ func volumeContext(v *Volume, fsType string) map[string]string {
 
 // numReplicas is the configured replica count (the provisioner's default
 // when the parameters do not say).
-func numReplicas(v *Volume) int {
-	if n, err := strconv.Atoi(v.Parameters[ParamNumReplicas]); err == nil && n > 0 {
-		return n
+func numReplicas(v *volume.Volume) int {
+	if v.Policy.NumReplicas > 0 {
+		return v.Policy.NumReplicas
 	}
-	return DefaultNumReplicas
+	return storageclass.DefaultNumReplicas
 }
 
 // DeleteVolume is idempotent: an unknown volume is success.
@@ -146,7 +148,7 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 		return nil, err
 	}
 	defer unlock()
-	if err := d.prov.DeleteVolume(ctx, req.GetVolumeId()); err != nil && !errors.Is(err, ErrNotFound) {
+	if err := d.prov.DeleteVolume(ctx, req.GetVolumeId()); err != nil && !errors.Is(err, volume.ErrNotFound) {
 		return nil, fmt.Errorf("delete volume %s: %w", req.GetVolumeId(), err)
 	}
 	return &csi.DeleteVolumeResponse{}, nil
@@ -198,7 +200,7 @@ func (d *Driver) ControllerUnpublishVolume(ctx context.Context, req *csi.Control
 		return nil, err
 	}
 	defer unlock()
-	if err := d.prov.UnpublishVolume(ctx, req.GetVolumeId(), hostNQN); err != nil && !errors.Is(err, ErrNotFound) {
+	if err := d.prov.UnpublishVolume(ctx, req.GetVolumeId(), hostNQN); err != nil && !errors.Is(err, volume.ErrNotFound) {
 		return nil, fmt.Errorf("unpublish volume %s from %s: %w", req.GetVolumeId(), req.GetNodeId(), err)
 	}
 	return &csi.ControllerUnpublishVolumeResponse{}, nil
@@ -243,7 +245,7 @@ func (d *Driver) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (
 		return nil, invalid("max_entries", "must not be negative")
 	}
 	vols, next, err := d.prov.ListVolumes(ctx, req.GetStartingToken(), int(req.GetMaxEntries()))
-	if errors.Is(err, ErrInvalidArgument) {
+	if errors.Is(err, volume.ErrInvalidArgument) {
 		return nil, status.Errorf(codes.Aborted, "starting_token %q: %v", req.GetStartingToken(), err)
 	}
 	if err != nil {
@@ -261,7 +263,7 @@ func (d *Driver) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (
 	return resp, nil
 }
 
-func publishedNodes(v *Volume) []string {
+func publishedNodes(v *volume.Volume) []string {
 	if v.PublishedNode == "" {
 		return nil
 	}
@@ -288,15 +290,15 @@ const (
 // than configured, or the node's healer having reported it degraded),
 // inaccessible without any active replica. Messages name the missing
 // replicas and their storage nodes so an admin can go straight there.
-func volumeHealth(v *Volume) *csi.VolumeHealth {
+func volumeHealth(v *volume.Volume) *csi.VolumeHealth {
 	h := &csi.VolumeHealth{VolumeId: v.ID}
 	var notActive []string
 	active := 0
 	for _, r := range v.Replicas {
 		switch r.State {
-		case ReplicaActive:
+		case volume.ReplicaActive:
 			active++
-		case ReplicaRemoved:
+		case volume.ReplicaRemoved:
 			// History: it left the mirror and was replaced.
 		default:
 			notActive = append(notActive, fmt.Sprintf("replica %s on %s is %s", r.ID, r.StorageNode, r.State))
@@ -340,7 +342,7 @@ func (d *Driver) ControllerListVolumeHealth(ctx context.Context, req *csi.Contro
 		return nil, invalid("max_entries", "must not be negative")
 	}
 	vols, next, err := d.prov.ListVolumes(ctx, req.GetStartingToken(), int(req.GetMaxEntries()))
-	if errors.Is(err, ErrInvalidArgument) {
+	if errors.Is(err, volume.ErrInvalidArgument) {
 		return nil, status.Errorf(codes.Aborted, "starting_token %q: %v", req.GetStartingToken(), err)
 	}
 	if err != nil {

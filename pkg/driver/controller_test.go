@@ -10,14 +10,16 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/nvmirror/nvmirror/pkg/driver"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 func TestCreateVolume(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	req := &csi.CreateVolumeRequest{Name: "pvc-1", CapacityRange: &csi.CapacityRange{RequiredBytes: 100<<20 + 1},
-		VolumeCapabilities: []*csi.VolumeCapability{mountCap}, Parameters: map[string]string{driver.ParamNumReplicas: "3"},
-		MutableParameters: map[string]string{driver.ParamMaxReplicaDownTime: "15"}}
+		VolumeCapabilities: []*csi.VolumeCapability{mountCap}, Parameters: map[string]string{storageclass.KeyNumReplicas: "3"},
+		MutableParameters: map[string]string{storageclass.KeyMaxReplicaDownTime: "15"}}
 	first, err := e.ctl.CreateVolume(ctx, req)
 	must(t, err)
 	v := first.GetVolume()
@@ -27,7 +29,7 @@ func TestCreateVolume(t *testing.T) {
 	if v.GetVolumeContext()[driver.VolumeContextNumReplicas] != "3" || v.GetVolumeContext()[driver.VolumeContextFSType] != "ext4" || v.GetVolumeContext()[driver.VolumeContextMDUUID] == "" {
 		t.Fatalf("volume context %v", v.GetVolumeContext())
 	}
-	if got := e.volume(v.GetVolumeId()).Parameters[driver.ParamMaxReplicaDownTime]; got != "15" {
+	if got := e.volume(v.GetVolumeId()).Parameters[storageclass.KeyMaxReplicaDownTime]; got != "15" {
 		t.Fatalf("mutable parameter not passed to the provisioner: %q", got)
 	}
 	again, err := e.ctl.CreateVolume(ctx, req)
@@ -148,8 +150,8 @@ func TestVolumeHealthNamesMissingReplicas(t *testing.T) {
 		t.Fatalf("healthy volume reports %v", h.GetVolumeHealth())
 	}
 	since := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	e.prov.Update(id, func(v *driver.Volume) {
-		v.Replicas[1].State = driver.ReplicaDeleting
+	e.prov.Update(id, func(v *volume.Volume) {
+		v.Replicas[1].State = volume.ReplicaDeleting
 		v.DegradedSince = since
 	})
 	h, err = e.ctl.ControllerGetVolumeHealth(ctx, &csi.ControllerGetVolumeHealthRequest{VolumeId: id})
@@ -193,17 +195,17 @@ func TestExpandModifyCapacityDelete(t *testing.T) {
 	_, err = e.ctl.ControllerExpandVolume(ctx, &csi.ControllerExpandVolumeRequest{VolumeId: id})
 	wantCode(t, err, codes.InvalidArgument)
 
-	_, err = e.ctl.ControllerModifyVolume(ctx, &csi.ControllerModifyVolumeRequest{VolumeId: id, MutableParameters: map[string]string{driver.ParamMaxReplicaDownTime: "0"}})
+	_, err = e.ctl.ControllerModifyVolume(ctx, &csi.ControllerModifyVolumeRequest{VolumeId: id, MutableParameters: map[string]string{storageclass.KeyMaxReplicaDownTime: "0"}})
 	must(t, err)
-	if e.volume(id).Parameters[driver.ParamMaxReplicaDownTime] != "0" {
+	if e.volume(id).Parameters[storageclass.KeyMaxReplicaDownTime] != "0" {
 		t.Fatal("modify not applied")
 	}
-	_, err = e.ctl.ControllerModifyVolume(ctx, &csi.ControllerModifyVolumeRequest{VolumeId: id, MutableParameters: map[string]string{driver.ParamNumReplicas: "3"}})
+	_, err = e.ctl.ControllerModifyVolume(ctx, &csi.ControllerModifyVolumeRequest{VolumeId: id, MutableParameters: map[string]string{storageclass.KeyNumReplicas: "3"}})
 	wantCode(t, err, codes.InvalidArgument)
-	_, err = e.ctl.ControllerModifyVolume(ctx, &csi.ControllerModifyVolumeRequest{VolumeId: "nope", MutableParameters: map[string]string{driver.ParamMaxReplicaDownTime: "1"}})
+	_, err = e.ctl.ControllerModifyVolume(ctx, &csi.ControllerModifyVolumeRequest{VolumeId: "nope", MutableParameters: map[string]string{storageclass.KeyMaxReplicaDownTime: "1"}})
 	wantCode(t, err, codes.NotFound)
 
-	c, err := e.ctl.GetCapacity(ctx, &csi.GetCapacityRequest{Parameters: map[string]string{driver.ParamNumReplicas: "2"}})
+	c, err := e.ctl.GetCapacity(ctx, &csi.GetCapacityRequest{Parameters: map[string]string{storageclass.KeyNumReplicas: "2"}})
 	must(t, err)
 	if c.GetAvailableCapacity() <= 0 || c.GetMinimumVolumeSize().GetValue() != driver.MinVolumeSizeBytes {
 		t.Fatalf("capacity %v", c)

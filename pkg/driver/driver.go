@@ -16,6 +16,7 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/kubernetes-csi/csi-lib-utils/protosanitizer"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
 	"k8s.io/mount-utils"
@@ -33,7 +34,7 @@ type NodeDeps struct {
 	Mounter *mount.SafeFormatAndMount
 	// Health, when set, is asked first by NodeGetVolumeHealth (the node's
 	// healer); see also Driver.SetHealthSource.
-	Health HealthSource
+	Health volume.HealthSource
 }
 
 // Driver serves the CSI services of its mode.
@@ -43,7 +44,7 @@ type Driver struct {
 	csi.UnimplementedNodeServer
 
 	opts     Options
-	prov     Provisioner
+	prov     volume.Provisioner
 	node     NodeDeps
 	nodeID   string
 	inflight *inFlight
@@ -55,12 +56,12 @@ type Driver struct {
 	mdMu sync.Mutex
 	// healthMu guards health (SetHealthSource may run while serving).
 	healthMu sync.RWMutex
-	health   HealthSource
+	health   volume.HealthSource
 }
 
 // NewDriver checks that the dependencies the mode needs are present and
 // returns the driver. opts must have passed Validate.
-func NewDriver(opts Options, prov Provisioner, node NodeDeps) (*Driver, error) {
+func NewDriver(opts Options, prov volume.Provisioner, node NodeDeps) (*Driver, error) {
 	if prov == nil {
 		return nil, errors.New("driver: a provisioner is required")
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/driver/fake"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 func TestNewDriverChecksDependencies(t *testing.T) {
@@ -100,10 +101,10 @@ func TestAuditRecords(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("audit records %+v, want 2 (CreateVolume, DeleteVolume)", got)
 	}
-	if got[0].Operation != "CreateVolume" || got[0].VolumeID != "" || got[0].Outcome != driver.AuditSuccess || got[0].Node != e.drv.NodeID() {
+	if got[0].Operation != "CreateVolume" || got[0].VolumeID != "" || got[0].Outcome != volume.AuditSuccess || got[0].Node != e.drv.NodeID() {
 		t.Errorf("create record %+v (volume %s)", got[0], id)
 	}
-	if got[1].Operation != "DeleteVolume" || got[1].Outcome != driver.AuditFailure || !strings.Contains(got[1].Message, "InvalidArgument") {
+	if got[1].Operation != "DeleteVolume" || got[1].Outcome != volume.AuditFailure || !strings.Contains(got[1].Message, "InvalidArgument") {
 		t.Errorf("delete record %+v", got[1])
 	}
 }

@@ -17,6 +17,8 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/driver/fake"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 // env is a driver in "all" mode served on a unix socket, with the fakes
@@ -126,7 +128,7 @@ func (e *env) create(name string, n string) string {
 	e.t.Helper()
 	resp, err := e.ctl.CreateVolume(context.Background(), &csi.CreateVolumeRequest{Name: name,
 		CapacityRange:      &csi.CapacityRange{RequiredBytes: 64 << 20},
-		VolumeCapabilities: []*csi.VolumeCapability{mountCap}, Parameters: map[string]string{driver.ParamNumReplicas: n}})
+		VolumeCapabilities: []*csi.VolumeCapability{mountCap}, Parameters: map[string]string{storageclass.KeyNumReplicas: n}})
 	must(e.t, err)
 	return resp.GetVolume().GetVolumeId()
 }
@@ -156,7 +158,7 @@ func (e *env) unstage(volID string) error {
 	return err
 }
 
-func (e *env) volume(id string) *driver.Volume {
+func (e *env) volume(id string) *volume.Volume {
 	e.t.Helper()
 	v, err := e.prov.GetVolume(context.Background(), id)
 	must(e.t, err)

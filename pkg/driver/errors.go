@@ -3,40 +3,13 @@ package driver
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
-)
-
-// Sentinel errors the driver expects from its backends. The provisioner
-// client adapter maps the provisioner's gRPC codes onto these, fakes return
-// them directly, and grpcError turns them into CSI status codes in one place.
-var (
-	// ErrNotFound: the volume (or node) does not exist.
-	ErrNotFound = errors.New("not found")
-	// ErrAlreadyExists: a volume with this name exists with another size or
-	// other parameters.
-	ErrAlreadyExists = errors.New("already exists")
-	// ErrInvalidArgument: a parameter or value was refused; the message
-	// names it.
-	ErrInvalidArgument = errors.New("invalid argument")
-	// ErrFailedPrecondition: the volume's state forbids the call (published
-	// to another host, not staged, holding unexpected data...).
-	ErrFailedPrecondition = errors.New("failed precondition")
-	// ErrAborted: another operation on the same object is in progress, or a
-	// paging token is no longer valid.
-	ErrAborted = errors.New("aborted")
-	// ErrResourceExhausted: no storage nodes with enough capacity.
-	ErrResourceExhausted = errors.New("resource exhausted")
-	// ErrOutOfRange: a requested size cannot be satisfied.
-	ErrOutOfRange = errors.New("out of range")
-	// ErrUnavailable: a backend (provisioner, replicas) cannot be reached
-	// now; retrying later may succeed.
-	ErrUnavailable = errors.New("unavailable")
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 // grpcError maps an error to a gRPC status error. It is the only place where
@@ -60,21 +33,21 @@ func codeOf(err error) codes.Code {
 		return codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, volume.ErrNotFound):
 		return codes.NotFound
-	case errors.Is(err, ErrAlreadyExists):
+	case errors.Is(err, volume.ErrAlreadyExists):
 		return codes.AlreadyExists
-	case errors.Is(err, ErrInvalidArgument):
+	case errors.Is(err, volume.ErrInvalidArgument):
 		return codes.InvalidArgument
-	case errors.Is(err, ErrFailedPrecondition):
+	case errors.Is(err, volume.ErrFailedPrecondition):
 		return codes.FailedPrecondition
-	case errors.Is(err, ErrAborted):
+	case errors.Is(err, volume.ErrAborted):
 		return codes.Aborted
-	case errors.Is(err, ErrResourceExhausted):
+	case errors.Is(err, volume.ErrResourceExhausted):
 		return codes.ResourceExhausted
-	case errors.Is(err, ErrOutOfRange):
+	case errors.Is(err, volume.ErrOutOfRange):
 		return codes.OutOfRange
-	case errors.Is(err, ErrUnavailable):
+	case errors.Is(err, volume.ErrUnavailable):
 		return codes.Unavailable
 	// The data path: an unreachable or refusing replica, or too few members
 	// to start the array, may heal by itself, so the CO should retry.
@@ -91,10 +64,4 @@ func codeOf(err error) codes.Code {
 		return codes.FailedPrecondition
 	}
 	return codes.Internal
-}
-
-// errorf wraps a sentinel with a formatted message: errorf(ErrNotFound,
-// "volume %s", id) reads "volume x: not found".
-func errorf(sentinel error, format string, args ...any) error {
-	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), sentinel)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 func TestGRPCError(t *testing.T) {
@@ -18,14 +19,14 @@ func TestGRPCError(t *testing.T) {
 		err  error
 		want codes.Code
 	}{
-		{errorf(ErrNotFound, "volume v"), codes.NotFound},
-		{fmt.Errorf("create: %w", ErrAlreadyExists), codes.AlreadyExists},
-		{errorf(ErrInvalidArgument, "numReplicas"), codes.InvalidArgument},
-		{errorf(ErrFailedPrecondition, "published elsewhere"), codes.FailedPrecondition},
-		{errorf(ErrAborted, "busy"), codes.Aborted},
-		{errorf(ErrResourceExhausted, "full"), codes.ResourceExhausted},
-		{errorf(ErrOutOfRange, "too big"), codes.OutOfRange},
-		{errorf(ErrUnavailable, "provisioner"), codes.Unavailable},
+		{volume.Errorf(volume.ErrNotFound, "volume v"), codes.NotFound},
+		{fmt.Errorf("create: %w", volume.ErrAlreadyExists), codes.AlreadyExists},
+		{volume.Errorf(volume.ErrInvalidArgument, "numReplicas"), codes.InvalidArgument},
+		{volume.Errorf(volume.ErrFailedPrecondition, "published elsewhere"), codes.FailedPrecondition},
+		{volume.Errorf(volume.ErrAborted, "busy"), codes.Aborted},
+		{volume.Errorf(volume.ErrResourceExhausted, "full"), codes.ResourceExhausted},
+		{volume.Errorf(volume.ErrOutOfRange, "too big"), codes.OutOfRange},
+		{volume.Errorf(volume.ErrUnavailable, "provisioner"), codes.Unavailable},
 		{fmt.Errorf("connect: %w", nvmeof.ErrConnectRefused), codes.Unavailable},
 		{fmt.Errorf("assemble: %w", mdraid.ErrNotEnoughMembers), codes.Unavailable},
 		{fmt.Errorf("grow: %w", mdraid.ErrSyncInProgress), codes.Unavailable},

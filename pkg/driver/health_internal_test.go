@@ -4,11 +4,15 @@ import (
 	"testing"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
-type staticHealth map[string]VolumeHealth
+type staticHealth map[string]volume.VolumeHealth
 
-func (s staticHealth) VolumeHealth(id string) (VolumeHealth, bool) { h, ok := s[id]; return h, ok }
+func (s staticHealth) VolumeHealth(id string) (volume.VolumeHealth, bool) {
+	h, ok := s[id]
+	return h, ok
+}
 
 // A source given in NodeDeps is used without SetHealthSource; an unfinished
 // staging is reported as such before the source is asked.
@@ -25,7 +29,7 @@ func TestNodeDepsHealthSource(t *testing.T) {
 	if st := h.GetHealthStatuses(); len(st) != 1 || st[0].GetReason() != reasonNotStaged {
 		t.Fatalf("unfinished staging: %v", h)
 	}
-	src["s"] = VolumeHealth{Abnormal: true, Inaccessible: true, Message: "the only replica is not connected"}
+	src["s"] = volume.VolumeHealth{Abnormal: true, Inaccessible: true, Message: "the only replica is not connected"}
 	h = d.nodeVolumeHealth(&stageState{VolumeID: "s", Phase: phaseStaged})
 	if st := h.GetHealthStatuses(); len(st) != 1 || st[0].GetStatus() != csi.VolumeHealthErrorType_INACCESSIBLE || st[0].GetReason() != reasonArrayNotRunning {
 		t.Fatalf("inaccessible: %v", h)

@@ -7,18 +7,17 @@ import (
 	"testing"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-
-	"github.com/nvmirror/nvmirror/pkg/driver"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 // fakeHealth is a HealthSource (the healer in production).
 type fakeHealth struct {
 	mu    sync.Mutex
-	views map[string]driver.VolumeHealth
+	views map[string]volume.VolumeHealth
 	asked []string
 }
 
-func (f *fakeHealth) VolumeHealth(id string) (driver.VolumeHealth, bool) {
+func (f *fakeHealth) VolumeHealth(id string) (volume.VolumeHealth, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.asked = append(f.asked, id)
@@ -26,7 +25,7 @@ func (f *fakeHealth) VolumeHealth(id string) (driver.VolumeHealth, bool) {
 	return h, ok
 }
 
-func (f *fakeHealth) set(id string, h *driver.VolumeHealth) {
+func (f *fakeHealth) set(id string, h *volume.VolumeHealth) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if h == nil {
@@ -67,7 +66,7 @@ func TestNodeVolumeHealthSource(t *testing.T) {
 	// No source: md's view.
 	wantHealth(t, e.health(id), csi.VolumeHealthErrorType_DEGRADED, "ArrayDegraded", "2 of 3 slots in sync")
 
-	src := &fakeHealth{views: map[string]driver.VolumeHealth{}}
+	src := &fakeHealth{views: map[string]volume.VolumeHealth{}}
 	e.drv.SetHealthSource(src)
 	// The source has not seen the volume yet: md's view still.
 	wantHealth(t, e.health(id), csi.VolumeHealthErrorType_DEGRADED, "ArrayDegraded", "2 of 3 slots in sync")
@@ -77,16 +76,16 @@ func TestNodeVolumeHealthSource(t *testing.T) {
 
 	// The source's view wins: degraded with its reason and message...
 	msg := "volume degraded: replicas not serving: r3 (sn-3, down since 2026-03-01T12:00:00Z); degraded since 2026-03-01T12:00:00Z (5m0s)"
-	src.set(id, &driver.VolumeHealth{Abnormal: true, Reason: "MirrorDegraded", Message: msg})
+	src.set(id, &volume.VolumeHealth{Abnormal: true, Reason: "MirrorDegraded", Message: msg})
 	wantHealth(t, e.health(id), csi.VolumeHealthErrorType_DEGRADED, "MirrorDegraded", msg)
 	// ... the default reason when it gives none ...
-	src.set(id, &driver.VolumeHealth{Abnormal: true, Message: "resync 42.0% done"})
+	src.set(id, &volume.VolumeHealth{Abnormal: true, Message: "resync 42.0% done"})
 	wantHealth(t, e.health(id), csi.VolumeHealthErrorType_DEGRADED, "MirrorDegraded", "resync 42.0% done")
 	// ... inaccessible ...
-	src.set(id, &driver.VolumeHealth{Abnormal: true, Inaccessible: true, Reason: "VolumeUnavailable", Message: "volume unavailable"})
+	src.set(id, &volume.VolumeHealth{Abnormal: true, Inaccessible: true, Reason: "VolumeUnavailable", Message: "volume unavailable"})
 	wantHealth(t, e.health(id), csi.VolumeHealthErrorType_INACCESSIBLE, "VolumeUnavailable", "volume unavailable")
 	// ... and healthy (it also counts controllers md has not noticed).
-	src.set(id, &driver.VolumeHealth{Message: "volume healthy"})
+	src.set(id, &volume.VolumeHealth{Message: "volume healthy"})
 	if got := e.health(id); len(got) != 0 {
 		t.Fatalf("healthy per source: %v", got)
 	}
@@ -97,7 +96,7 @@ func TestNodeVolumeHealthSource(t *testing.T) {
 
 	// A volume that is not staged stays NotFound, whatever the source says.
 	e.drv.SetHealthSource(src)
-	src.set("nope", &driver.VolumeHealth{})
+	src.set("nope", &volume.VolumeHealth{})
 	if _, err := e.node.NodeGetVolumeHealth(context.Background(), &csi.NodeGetVolumeHealthRequest{VolumeId: "nope"}); err == nil {
 		t.Fatal("health of an unstaged volume")
 	}

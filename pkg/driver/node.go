@@ -19,8 +19,11 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/mount-utils"
 
+	"github.com/nvmirror/nvmirror/pkg/connector"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 var nodeCapabilities = []csi.NodeServiceCapability_RPC_Type{
@@ -123,10 +126,10 @@ func (d *Driver) stage(ctx context.Context, req *csi.NodeStageVolumeRequest) (re
 		fsType = req.GetVolumeContext()[VolumeContextFSType]
 	}
 	if fsType == "" {
-		fsType = DefaultFSType
+		fsType = storageclass.DefaultFSType
 	}
 	if h := req.GetPublishContext()[PublishContextHostNQN]; h != "" && h != d.node.Host.NQN {
-		return errorf(ErrFailedPrecondition, "volume %s was published to host %s, this node is %s", volID, h, d.node.Host.NQN)
+		return volume.Errorf(volume.ErrFailedPrecondition, "volume %s was published to host %s, this node is %s", volID, h, d.node.Host.NQN)
 	}
 
 	prev, err := d.state.Load(volID)
@@ -134,11 +137,11 @@ func (d *Driver) stage(ctx context.Context, req *csi.NodeStageVolumeRequest) (re
 		return err
 	}
 	if prev != nil && prev.StagingPath != stagingPath {
-		return errorf(ErrFailedPrecondition, "volume %s is already staged at %s", volID, prev.StagingPath)
+		return volume.Errorf(volume.ErrFailedPrecondition, "volume %s is already staged at %s", volID, prev.StagingPath)
 	}
 	if prev != nil && prev.Phase == phaseStaged {
 		if prev.Block != block {
-			return errorf(ErrFailedPrecondition, "volume %s is staged as %s", volID, accessTypeName(prev.Block))
+			return volume.Errorf(volume.ErrFailedPrecondition, "volume %s is staged as %s", volID, accessTypeName(prev.Block))
 		}
 		if ok, why := d.stagedInPlace(prev); ok {
 			klog.V(4).InfoS("Volume already staged", "volumeID", volID, "device", prev.Device)
@@ -155,11 +158,11 @@ func (d *Driver) stage(ctx context.Context, req *csi.NodeStageVolumeRequest) (re
 	if vol.PublishedHost != d.node.Host.NQN {
 		// The storage nodes would refuse us anyway; saying so here gives a
 		// readable error instead of refused connections.
-		return errorf(ErrFailedPrecondition, "volume %s is published to host %q, not to this node (%s): ControllerPublishVolume first", volID, vol.PublishedHost, d.node.Host.NQN)
+		return volume.Errorf(volume.ErrFailedPrecondition, "volume %s is published to host %q, not to this node (%s): ControllerPublishVolume first", volID, vol.PublishedHost, d.node.Host.NQN)
 	}
-	replicas := activeReplicas(vol)
+	replicas := vol.ActiveReplicas()
 	if len(replicas) == 0 {
-		return errorf(ErrFailedPrecondition, "volume %s has no active replica", volID)
+		return volume.Errorf(volume.ErrFailedPrecondition, "volume %s has no active replica", volID)
 	}
 	useMD := numReplicas(vol) > 1
 	mdUUID := ""
@@ -238,27 +241,10 @@ func accessTypeName(block bool) string {
 	return "mount"
 }
 
-func activeReplicas(v *Volume) []Replica {
-	var out []Replica
-	for _, r := range v.Replicas {
-		if r.State == ReplicaActive {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-func namespaceUUID(r Replica) string {
-	if r.NamespaceUUID != "" {
-		return r.NamespaceUUID
-	}
-	return nvmeof.NamespaceUUID(r.ID)
-}
-
-func stagedReplicas(rs []Replica) []stagedReplica {
+func stagedReplicas(rs []volume.Replica) []stagedReplica {
 	out := make([]stagedReplica, 0, len(rs))
 	for _, r := range rs {
-		out = append(out, stagedReplica{ID: r.ID, NQN: r.NQN, NamespaceUUID: namespaceUUID(r)})
+		out = append(out, stagedReplica{ID: r.ID, NQN: r.NQN, NamespaceUUID: r.NamespaceID()})
 	}
 	return out
 }
@@ -289,17 +275,9 @@ func (d *Driver) stagedInPlace(st *stageState) (bool, string) {
 // connection of this node uses, without a target: the healer reconnects
 // replicas with exactly what NodeStage would.
 func (d *Driver) ConnectTemplate() nvmeof.ConnectOptions {
-	return d.connectOptions(Replica{}, Endpoint{})
-}
-
-// connectOptions are the fabrics options for one replica endpoint.
-func (d *Driver) connectOptions(r Replica, ep Endpoint) nvmeof.ConnectOptions {
 	ctrlLoss, reconnect, fastFail, keepAlive := d.opts.CtrlLossTmo, d.opts.ReconnectDelay, d.opts.FastIOFailTmo, d.opts.KeepAliveTmo
 	return nvmeof.ConnectOptions{
 		Transport:      "tcp",
-		TrAddr:         ep.Address,
-		TrSvcID:        ep.Port,
-		SubsysNQN:      r.NQN,
 		HostNQN:        d.node.Host.NQN,
 		HostID:         d.node.Host.ID,
 		CtrlLossTmo:    &ctrlLoss,
@@ -318,37 +296,26 @@ func (d *Driver) connectOptions(r Replica, ep Endpoint) nvmeof.ConnectOptions {
 // connected (never without authentication), and a kernel without NVMe
 // in-band authentication fails the whole call (FailedPrecondition naming
 // the missing kernel feature): no replica could be connected as asked.
-func (d *Driver) connectReplicas(ctx context.Context, replicas []Replica, creds []Credentials, auth string, u *undo) (map[string]nvmeof.Device, error) {
+func (d *Driver) connectReplicas(ctx context.Context, replicas []volume.Replica, creds []volume.Credentials, auth storageclass.Authentication, u *undo) (map[string]nvmeof.Device, error) {
 	var problems []string
-	connected := make([]Replica, 0, len(replicas))
+	connected := make([]volume.Replica, 0, len(replicas))
+	conn := d.connector()
 	for _, r := range replicas {
-		secret, ctrlSecret, has := ConnectSecrets(creds, r.StorageNode, auth)
-		if !has && (auth == AuthHost || auth == AuthBidirectional) {
-			problems = append(problems, fmt.Sprintf("replica %s (%s): the storage node holds no authentication secrets for this host yet; not connecting without authentication", r.ID, r.StorageNode))
-			klog.ErrorS(nil, "Replica not connected: no authentication secrets for its storage node", "replica", r.ID, "storageNode", r.StorageNode)
-			continue
-		}
 		had := d.hasController(r.NQN)
-		ok := false
-		var errs []string
-		for _, ep := range r.Endpoints {
-			o := d.connectOptions(r, ep)
-			o.DHCHAPSecret, o.DHCHAPCtrlSecret = secret, ctrlSecret
-			if _, err := d.node.Initiator.Connect(ctx, o); err != nil {
-				if errors.Is(err, nvmeof.ErrAuthUnsupported) {
-					return nil, errorf(ErrFailedPrecondition, "volume needs NVMe in-band authentication, which this node's kernel lacks: %v", err)
-				}
-				errs = append(errs, fmt.Sprintf("%s:%s: %v", ep.Address, ep.Port, err))
-				continue
-			}
-			ok = true
-		}
+		err := conn.Connect(ctx, r, creds, auth)
 		if !had && d.hasController(r.NQN) {
 			u.nqns = append(u.nqns, r.NQN)
 		}
-		if !ok {
-			problems = append(problems, fmt.Sprintf("replica %s (%s): connect: %s", r.ID, r.StorageNode, strings.Join(errs, "; ")))
-			klog.ErrorS(nil, "Replica not connected; continuing without it", "replica", r.ID, "nqn", r.NQN, "errors", errs)
+		switch {
+		case errors.Is(err, nvmeof.ErrAuthUnsupported):
+			return nil, volume.Errorf(volume.ErrFailedPrecondition, "volume needs NVMe in-band authentication, which this node's kernel lacks: %v", err)
+		case errors.Is(err, connector.ErrNoSecrets):
+			problems = append(problems, err.Error())
+			klog.ErrorS(nil, "Replica not connected: no authentication secrets for its storage node", "replica", r.ID, "storageNode", r.StorageNode)
+			continue
+		case err != nil:
+			problems = append(problems, err.Error())
+			klog.ErrorS(err, "Replica not connected; continuing without it", "replica", r.ID, "nqn", r.NQN)
 			continue
 		}
 		connected = append(connected, r)
@@ -357,7 +324,7 @@ func (d *Driver) connectReplicas(ctx context.Context, replicas []Replica, creds 
 	wctx, cancel := context.WithTimeout(ctx, d.opts.DeviceWaitTimeout)
 	defer cancel()
 	for _, r := range connected {
-		dev, err := d.node.Initiator.WaitForDevice(wctx, r.NQN, namespaceUUID(r))
+		dev, err := d.node.Initiator.WaitForDevice(wctx, r.NQN, r.NamespaceID())
 		if err != nil {
 			// A namespace with another identity (ErrIdentityMismatch) is
 			// never used, whatever else happens.
@@ -368,9 +335,15 @@ func (d *Driver) connectReplicas(ctx context.Context, replicas []Replica, creds 
 		devices[r.ID] = dev
 	}
 	if len(devices) == 0 {
-		return nil, errorf(ErrUnavailable, "no replica of %d reachable: %s", len(replicas), strings.Join(problems, "; "))
+		return nil, volume.Errorf(volume.ErrUnavailable, "no replica of %d reachable: %s", len(replicas), strings.Join(problems, "; "))
 	}
 	return devices, nil
+}
+
+// connector connects replicas as this node: NodeStage and the healer
+// share the routine and the template.
+func (d *Driver) connector() *connector.Connector {
+	return &connector.Connector{Fabric: d.node.Initiator, Template: d.ConnectTemplate()}
 }
 
 // hasController reports whether the host has a controller for nqn that
@@ -390,7 +363,7 @@ func (d *Driver) hasController(nqn string) bool {
 
 // member is one reachable replica's device, classified by what it holds.
 type member struct {
-	replica Replica
+	replica volume.Replica
 	device  nvmeof.Device
 }
 
@@ -398,7 +371,7 @@ type member struct {
 // comment for the decision; the invariant is that nothing destructive
 // (mdadm --create) runs unless every replica is present and verified blank:
 // no md superblock (mdadm --examine) and nothing blkid recognises.
-func (d *Driver) ensureArray(ctx context.Context, vol *Volume, mdUUID string, replicas []Replica, devices map[string]nvmeof.Device, u *undo) (string, error) {
+func (d *Driver) ensureArray(ctx context.Context, vol *volume.Volume, mdUUID string, replicas []volume.Replica, devices map[string]nvmeof.Device, u *undo) (string, error) {
 	d.mdMu.Lock()
 	defer d.mdMu.Unlock()
 
@@ -479,13 +452,13 @@ func (d *Driver) ensureArray(ctx context.Context, vol *Volume, mdUUID string, re
 	// No reachable replica carries the array: first use, if it is provably
 	// one. A replica that is away might hold the only copy of the data.
 	if len(foreign) > 0 {
-		return "", errorf(ErrFailedPrecondition, "volume %s: refusing to create its md array: %s", vol.ID, strings.Join(foreign, "; "))
+		return "", volume.Errorf(volume.ErrFailedPrecondition, "volume %s: refusing to create its md array: %s", vol.ID, strings.Join(foreign, "; "))
 	}
 	if len(blank) != len(replicas) {
-		return "", errorf(ErrUnavailable, "volume %s: creating its md array needs every replica, %d of %d reachable", vol.ID, len(blank), len(replicas))
+		return "", volume.Errorf(volume.ErrUnavailable, "volume %s: creating its md array needs every replica, %d of %d reachable", vol.ID, len(blank), len(replicas))
 	}
 	if len(blank) < 2 {
-		return "", errorf(ErrFailedPrecondition, "volume %s wants %d replicas but has %d active: an md RAID1 needs two", vol.ID, numReplicas(vol), len(blank))
+		return "", volume.Errorf(volume.ErrFailedPrecondition, "volume %s wants %d replicas but has %d active: an md RAID1 needs two", vol.ID, numReplicas(vol), len(blank))
 	}
 	dev, err := d.node.Raid.NextFreeDevice()
 	if err != nil {
@@ -540,10 +513,10 @@ func (d *Driver) stopInactiveHolder(ctx context.Context, devPath, mdUUID string)
 		return err
 	}
 	if a.UUID != "" && a.UUID != mdUUID {
-		return errorf(ErrFailedPrecondition, "%s is held by md array %s (%s)", devPath, a.Device, a.UUID)
+		return volume.Errorf(volume.ErrFailedPrecondition, "%s is held by md array %s (%s)", devPath, a.Device, a.UUID)
 	}
 	if a.ArrayState != "inactive" && a.ArrayState != "clear" && a.ArrayState != "" {
-		return errorf(ErrFailedPrecondition, "%s is held by running md array %s", devPath, a.Device)
+		return volume.Errorf(volume.ErrFailedPrecondition, "%s is held by running md array %s", devPath, a.Device)
 	}
 	klog.InfoS("Stopping an inactive md array holding our replica", "device", a.Device, "member", devPath)
 	return d.node.Raid.Stop(ctx, a.Device)
@@ -556,14 +529,14 @@ func (d *Driver) verifyArray(dev, mdUUID string) error {
 		return fmt.Errorf("reading %s after start: %w", dev, err)
 	}
 	if a.UUID != mdUUID {
-		return errorf(ErrFailedPrecondition, "%s runs md array %q, expected %q", dev, a.UUID, mdUUID)
+		return volume.Errorf(volume.ErrFailedPrecondition, "%s runs md array %q, expected %q", dev, a.UUID, mdUUID)
 	}
 	return nil
 }
 
 // mdName is stored in the superblock: the provisioner's name, or one derived
 // from the volume ID (md keeps 31 bytes of [A-Za-z0-9._-]).
-func mdName(v *Volume) string {
+func mdName(v *volume.Volume) string {
 	if v.MDName != "" {
 		return v.MDName
 	}
@@ -586,10 +559,10 @@ func mdName(v *Volume) string {
 // singleReplicaDevice returns the namespace device of a one-replica volume,
 // which is used without md. It must not carry an md superblock: that would
 // mean the replica belonged to a mirror and someone mixed up identities.
-func (d *Driver) singleReplicaDevice(ctx context.Context, r Replica, devices map[string]nvmeof.Device) (string, error) {
+func (d *Driver) singleReplicaDevice(ctx context.Context, r volume.Replica, devices map[string]nvmeof.Device) (string, error) {
 	dev, ok := devices[r.ID]
 	if !ok {
-		return "", errorf(ErrUnavailable, "replica %s not reachable", r.ID)
+		return "", volume.Errorf(volume.ErrUnavailable, "replica %s not reachable", r.ID)
 	}
 	sb, err := d.node.Raid.Examine(ctx, dev.Path)
 	switch {
@@ -597,10 +570,10 @@ func (d *Driver) singleReplicaDevice(ctx context.Context, r Replica, devices map
 	case err != nil:
 		return "", fmt.Errorf("examining %s: %w", dev.Path, err)
 	default:
-		return "", errorf(ErrFailedPrecondition, "single-replica volume's device %s carries md array %s", dev.Path, sb.UUID)
+		return "", volume.Errorf(volume.ErrFailedPrecondition, "single-replica volume's device %s carries md array %s", dev.Path, sb.UUID)
 	}
 	if a, err := d.node.Raid.ArrayHolding(dev.Path); err == nil {
-		return "", errorf(ErrFailedPrecondition, "%s is held by md array %s", dev.Path, a.Device)
+		return "", volume.Errorf(volume.ErrFailedPrecondition, "%s is held by md array %s", dev.Path, a.Device)
 	}
 	return dev.Path, nil
 }
@@ -618,7 +591,7 @@ func (d *Driver) mountStaging(device, stagingPath, fsType string, flags []string
 	if mounted {
 		src, _, err := mount.GetDeviceNameFromMount(d.node.Mounter.Interface, stagingPath)
 		if err == nil && src != "" && src != device {
-			return errorf(ErrFailedPrecondition, "%s is mounted from %s, not %s", stagingPath, src, device)
+			return volume.Errorf(volume.ErrFailedPrecondition, "%s is mounted from %s, not %s", stagingPath, src, device)
 		}
 		return nil
 	}
@@ -696,7 +669,7 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	// provisioner added since) are disconnected too, best effort.
 	if vol, err := d.prov.GetVolume(ctx, volID); err == nil {
 		st.addReplicas(stagedReplicas(vol.Replicas))
-	} else if !errors.Is(err, ErrNotFound) {
+	} else if !errors.Is(err, volume.ErrNotFound) {
 		klog.InfoS("Provisioner not reachable; disconnecting the recorded replicas only", "volumeID", volID, "err", err)
 	}
 
@@ -756,14 +729,14 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		return nil, err
 	}
 	if st == nil || st.Phase != phaseStaged {
-		return nil, errorf(ErrFailedPrecondition, "volume %s is not staged on this node", volID)
+		return nil, volume.Errorf(volume.ErrFailedPrecondition, "volume %s is not staged on this node", volID)
 	}
 	if st.StagingPath != req.GetStagingTargetPath() {
-		return nil, errorf(ErrFailedPrecondition, "volume %s is staged at %s, not %s", volID, st.StagingPath, req.GetStagingTargetPath())
+		return nil, volume.Errorf(volume.ErrFailedPrecondition, "volume %s is staged at %s, not %s", volID, st.StagingPath, req.GetStagingTargetPath())
 	}
 	block := req.GetVolumeCapability().GetBlock() != nil
 	if block != st.Block {
-		return nil, errorf(ErrFailedPrecondition, "volume %s is staged as %s, publish asks for %s", volID, accessTypeName(st.Block), accessTypeName(block))
+		return nil, volume.Errorf(volume.ErrFailedPrecondition, "volume %s is staged as %s, publish asks for %s", volID, accessTypeName(st.Block), accessTypeName(block))
 	}
 	mode := req.GetVolumeCapability().GetAccessMode().GetMode().String()
 	for t, p := range st.Targets {
@@ -771,7 +744,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 			continue
 		}
 		if mode == csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER.String() || p.AccessMode == csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER.String() {
-			return nil, errorf(ErrFailedPrecondition, "volume %s is SINGLE_NODE_SINGLE_WRITER and already published at %s", volID, t)
+			return nil, volume.Errorf(volume.ErrFailedPrecondition, "volume %s is SINGLE_NODE_SINGLE_WRITER and already published at %s", volID, t)
 		}
 	}
 
@@ -912,7 +885,7 @@ func (d *Driver) deviceSize(st *stageState) (int64, error) {
 		return int64(a.SizeKiB) * 1024, nil
 	}
 	if len(st.Replicas) == 0 {
-		return 0, errorf(ErrFailedPrecondition, "volume %s records no replica", st.VolumeID)
+		return 0, volume.Errorf(volume.ErrFailedPrecondition, "volume %s records no replica", st.VolumeID)
 	}
 	r := st.Replicas[0]
 	dev, err := d.node.Initiator.FindDevice(r.NQN, r.NamespaceUUID)
@@ -1067,7 +1040,7 @@ func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolume
 		return nil, err
 	}
 	if want := req.GetCapacityRange().GetRequiredBytes(); want > 0 && size < want {
-		return nil, errorf(ErrFailedPrecondition, "volume %s is %d bytes after growing, %d required: the replicas have not grown yet", volID, size, want)
+		return nil, volume.Errorf(volume.ErrFailedPrecondition, "volume %s is %d bytes after growing, %d required: the replicas have not grown yet", volID, size, want)
 	}
 	klog.InfoS("Expanded volume on node", "volumeID", volID, "device", st.Device, "sizeBytes", size)
 	return &csi.NodeExpandVolumeResponse{CapacityBytes: size}, nil

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 // The CSI node ID is "<node name>/<host NQN>".
@@ -43,10 +44,10 @@ func encodeNodeID(nodeName, hostNQN string) (string, error) {
 func parseNodeID(id string) (nodeName, hostNQN string, err error) {
 	nodeName, hostNQN, ok := strings.Cut(id, nodeIDSeparator)
 	if !ok || nodeName == "" {
-		return "", "", errorf(ErrNotFound, "node %q (not an nvmirror node ID <node>/<host NQN>)", id)
+		return "", "", volume.Errorf(volume.ErrNotFound, "node %q (not an nvmirror node ID <node>/<host NQN>)", id)
 	}
 	if err := nvmeof.ValidateNQN(hostNQN); err != nil {
-		return "", "", errorf(ErrNotFound, "node %q (host NQN: %v)", id, err)
+		return "", "", volume.Errorf(volume.ErrNotFound, "node %q (host NQN: %v)", id, err)
 	}
 	return nodeName, hostNQN, nil
 }

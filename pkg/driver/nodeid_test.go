@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 const testNQN = "nqn.2014-08.org.nvmexpress:uuid:1b4e28ba-2fa1-41d2-883f-0016d3cca427"
@@ -38,7 +40,7 @@ func TestEncodeNodeIDRefuses(t *testing.T) {
 
 func TestParseNodeIDUnknownIsNotFound(t *testing.T) {
 	for _, id := range []string{"some-fake-node-id", "/" + testNQN, "n/not-an-nqn", "n/"} {
-		if _, _, err := parseNodeID(id); !errors.Is(err, ErrNotFound) {
+		if _, _, err := parseNodeID(id); !errors.Is(err, volume.ErrNotFound) {
 			t.Errorf("parseNodeID(%q) = %v, want ErrNotFound", id, err)
 		}
 	}

@@ -3,8 +3,10 @@ package driver
 import (
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -35,7 +37,7 @@ var supportedAccessModes = map[csi.VolumeCapability_AccessMode_Mode]bool{
 	csi.VolumeCapability_AccessMode_SINGLE_NODE_MULTI_WRITER:  true,
 }
 
-var supportedFSTypes = map[string]bool{"": true, FSExt4: true, FSXFS: true}
+var supportedFSTypes = map[string]bool{"": true, storageclass.FSExt4: true, storageclass.FSXFS: true}
 
 // validateCapability checks that cap is well formed (InvalidArgument).
 func validateCapability(field string, c *csi.VolumeCapability) error {
@@ -104,8 +106,8 @@ func validateMutableParameters(p map[string]string) error {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if !mutableParameters[k] {
-			return invalid("mutable_parameters", "%q cannot be changed after creation (mutable: %s)", k, ParamMaxReplicaDownTime)
+		if !storageclass.IsMutable(k) {
+			return invalid("mutable_parameters", "%q cannot be changed after creation (mutable: %s)", k, strings.Join(storageclass.MutableKeys(), ", "))
 		}
 	}
 	return nil

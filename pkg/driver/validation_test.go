@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -66,7 +67,7 @@ func TestValidateCreateVolumeRequest(t *testing.T) {
 	}{
 		{"valid mount", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "xfs")}}, ""},
 		{"valid block", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{blockCap(csi.VolumeCapability_AccessMode_SINGLE_NODE_MULTI_WRITER)}}, ""},
-		{"valid mutable", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "")}, MutableParameters: map[string]string{ParamMaxReplicaDownTime: "5"}}, ""},
+		{"valid mutable", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "")}, MutableParameters: map[string]string{storageclass.KeyMaxReplicaDownTime: "5"}}, ""},
 		{"no name", &csi.CreateVolumeRequest{VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "")}}, "name: required"},
 		{"no capabilities", &csi.CreateVolumeRequest{Name: "v"}, "volume_capabilities"},
 		{"no access type", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{{AccessMode: &csi.VolumeCapability_AccessMode{Mode: sw}}}}, "volume_capabilities[0].access_type"},
@@ -76,7 +77,7 @@ func TestValidateCreateVolumeRequest(t *testing.T) {
 		{"fs type", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "btrfs")}}, "btrfs"},
 		{"clone", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "")},
 			VolumeContentSource: &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: "x"}}}}, "volume_content_source"},
-		{"immutable in mutable", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "")}, MutableParameters: map[string]string{ParamNumReplicas: "3"}}, `"numReplicas" cannot be changed`},
+		{"immutable in mutable", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "")}, MutableParameters: map[string]string{storageclass.KeyNumReplicas: "3"}}, `"numReplicas" cannot be changed`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

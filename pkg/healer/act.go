@@ -9,9 +9,12 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"github.com/nvmirror/nvmirror/pkg/connector"
 	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 // RaidOps is the part of *mdraid.Manager acting uses. None of its methods
@@ -37,15 +40,15 @@ type FabricOps interface {
 
 // ProvisionerOps is the provisioner as the healer needs it;
 // *provisionerclient.Client satisfies it (it maps NotFound to
-// driver.ErrNotFound and outages to driver.ErrUnavailable). Both mutating
+// volume.ErrNotFound and outages to volume.ErrUnavailable). Both mutating
 // calls are idempotent.
 type ProvisionerOps interface {
 	ConfigSource
 	// ReplaceReplica allocates (or, on a retry, returns the same) new
 	// replica for missingID and marks missingID removed.
-	ReplaceReplica(ctx context.Context, volumeID, missingID string) (*driver.Volume, *driver.Replica, error)
+	ReplaceReplica(ctx context.Context, volumeID, missingID string) (*volume.Volume, *volume.Replica, error)
 	// MarkReplicaRemoved completes a deletion.
-	MarkReplicaRemoved(ctx context.Context, volumeID, replicaID string) (*driver.Volume, error)
+	MarkReplicaRemoved(ctx context.Context, volumeID, replicaID string) (*volume.Volume, error)
 }
 
 var (
@@ -177,64 +180,38 @@ func (a *Actor) fail(ctx context.Context, act Action) Outcome {
 	return Outcome{Err: a.Raid.Fail(ctx, arr.Device, m.Device)}
 }
 
-// connect connects every endpoint of r; success when one answers.
-func (a *Actor) connect(ctx context.Context, r driver.Replica, auth string) error {
-	if len(r.Endpoints) == 0 {
-		return fmt.Errorf("replica %s has no endpoint", r.ID)
-	}
-	secret, ctrlSecret, err := a.secretsFor(ctx, r.StorageNode, auth)
+// connect connects r exactly as NodeStage does (pkg/connector: every
+// endpoint, the same template, the same secrets rule), with this host's
+// secrets fetched now: a reconnect after a rotation must use the new ones.
+func (a *Actor) connect(ctx context.Context, r volume.Replica, auth storageclass.Authentication) error {
+	creds, err := a.credentials(ctx, auth)
 	if err != nil {
 		return fmt.Errorf("connect replica %s: %w", r.ID, err)
 	}
-	var errs []error
-	ok := false
-	for _, ep := range r.Endpoints {
-		o := a.Connect
-		o.TrAddr, o.TrSvcID, o.SubsysNQN = ep.Address, ep.Port, r.NQN
-		o.DHCHAPSecret, o.DHCHAPCtrlSecret = secret, ctrlSecret
-		if _, err := a.Fabric.Connect(ctx, o); err != nil {
-			errs = append(errs, fmt.Errorf("%s:%s: %w", ep.Address, ep.Port, err))
-			continue
-		}
-		ok = true
-	}
-	if !ok {
-		return fmt.Errorf("connect replica %s: %w", r.ID, errors.Join(errs...))
-	}
-	return nil
+	c := connector.Connector{Fabric: a.Fabric, Template: a.Connect}
+	return c.Connect(ctx, r, creds, auth)
 }
 
-// secretsFor returns the secrets a connection to storage node uses: the
-// pair's secrets whenever it has some (the kernel target demands them from
-// this host for every replica there), the controller secret only for
-// bidirectional volumes. A volume requiring authentication without secrets
-// is an error: never connect it unauthenticated.
-func (a *Actor) secretsFor(ctx context.Context, node, auth string) (secret, ctrlSecret string, err error) {
+// credentials returns this host's secrets per storage node. Without a
+// source there are none, which only a volume without authentication
+// accepts: never connect an authenticated volume unauthenticated.
+func (a *Actor) credentials(ctx context.Context, auth storageclass.Authentication) ([]volume.Credentials, error) {
 	if a.Credentials == nil {
-		if auth == driver.AuthHost || auth == driver.AuthBidirectional {
-			return "", "", fmt.Errorf("volume requires %s authentication but the healer has no credential source", auth)
+		if auth.Required() {
+			return nil, fmt.Errorf("volume requires %s authentication but the healer has no credential source", auth)
 		}
-		return "", "", nil
+		return nil, nil
 	}
 	list, err := a.Credentials.GetHostCredentials(ctx, a.Connect.HostNQN)
 	if err != nil {
-		return "", "", fmt.Errorf("get authentication secrets: %w", err)
+		return nil, fmt.Errorf("get authentication secrets: %w", err)
 	}
-	if secret, ctrlSecret, ok := driver.ConnectSecrets(list, node, auth); ok {
-		return secret, ctrlSecret, nil
-	}
-	if auth == driver.AuthHost || auth == driver.AuthBidirectional {
-		return "", "", fmt.Errorf("storage node %s holds no authentication secrets for this host yet (the provisioner sets them when it allows the host); not connecting without authentication", node)
-	}
-	return "", "", nil
+	return list, nil
 }
 
 // device waits for the replica's namespace and checks its identity.
-func (a *Actor) device(ctx context.Context, r driver.Replica) (nvmeof.Device, error) {
-	ns := r.NamespaceUUID
-	if ns == "" {
-		ns = nvmeof.NamespaceUUID(r.ID)
-	}
+func (a *Actor) device(ctx context.Context, r volume.Replica) (nvmeof.Device, error) {
+	ns := r.NamespaceID()
 	wctx := ctx
 	if a.DeviceWait > 0 {
 		var cancel context.CancelFunc
@@ -420,14 +397,11 @@ func (a *Actor) replace(ctx context.Context, act Action) Outcome {
 	return out
 }
 
-func (a *Actor) record(volumeID string, r driver.Replica) {
+func (a *Actor) record(volumeID string, r volume.Replica) {
 	if a.Record == nil {
 		return
 	}
-	ns := r.NamespaceUUID
-	if ns == "" {
-		ns = nvmeof.NamespaceUUID(r.ID)
-	}
+	ns := r.NamespaceID()
 	if err := a.Record(volumeID, driver.StagedReplica{ID: r.ID, NQN: r.NQN, NamespaceUUID: ns}); err != nil {
 		klog.ErrorS(err, "Could not record the replica in the staging state; NodeUnstage finds it through the provisioner", "volumeID", volumeID, "replica", r.ID)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 	"github.com/nvmirror/nvmirror/pkg/provisionerclient"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 // fakeRaid is one md array in memory, recording every mdadm call.
@@ -132,14 +133,14 @@ func actFixture() (*fakeRaid, *fakeFabric, *fakeProv, *Actor, *[]string) {
 		{Device: "nvme3n1", Slot: 2, State: mdraid.MemberState{InSync: true}},
 	}}, sbs: map[string]mdraid.Superblock{}}
 	fab := &fakeFabric{reachable: map[string]nvmeof.Device{}}
-	prov := newFakeProv(map[string]*driver.Volume{"vol-1": volCfg("vol-1", "1", "r1", "r2", "r3")})
+	prov := newFakeProv(map[string]*volume.Volume{"vol-1": volCfg("vol-1", "1", "r1", "r2", "r3")})
 	var recorded []string
 	a := &Actor{Raid: raid, Fabric: fab, Provisioner: prov, Connect: nvmeof.ConnectOptions{HostNQN: "nqn.host", HostID: "id"},
 		Record: func(v string, r driver.StagedReplica) error { recorded = append(recorded, v+"/"+r.ID); return nil }}
 	return raid, fab, prov, a, &recorded
 }
 
-func replicaOf(id string) driver.Replica { return volCfg("vol-1", "1", id).Replicas[0] }
+func replicaOf(id string) volume.Replica { return volCfg("vol-1", "1", id).Replicas[0] }
 
 func devFor(id, name string) nvmeof.Device {
 	return nvmeof.Device{Name: name, Path: "/dev/" + name, UUID: nsUUID("vol-1-" + id)}
@@ -190,16 +191,16 @@ func TestActJoinFallsBackToAdd(t *testing.T) {
 
 func TestActJoinChecksIdentities(t *testing.T) {
 	for name, tc := range map[string]struct {
-		setup func(*fakeRaid, *fakeFabric, driver.Replica)
+		setup func(*fakeRaid, *fakeFabric, volume.Replica)
 	}{
-		"array UUID": {func(r *fakeRaid, f *fakeFabric, rep driver.Replica) {
+		"array UUID": {func(r *fakeRaid, f *fakeFabric, rep volume.Replica) {
 			r.arr.UUID = "00000000:00000000:00000000:00000001"
 			f.reachable[rep.NQN] = devFor("r2", "nvme5n1")
 		}},
-		"namespace UUID": {func(r *fakeRaid, f *fakeFabric, rep driver.Replica) {
+		"namespace UUID": {func(r *fakeRaid, f *fakeFabric, rep volume.Replica) {
 			f.reachable[rep.NQN] = devFor("r3", "nvme5n1")
 		}},
-		"foreign superblock": {func(r *fakeRaid, f *fakeFabric, rep driver.Replica) {
+		"foreign superblock": {func(r *fakeRaid, f *fakeFabric, rep volume.Replica) {
 			f.reachable[rep.NQN] = devFor("r2", "nvme5n1")
 			r.sbs["/dev/nvme5n1"] = mdraid.Superblock{UUID: "00000000:00000000:00000000:00000002"}
 		}},
@@ -256,7 +257,7 @@ func TestActRetire(t *testing.T) {
 	// idempotent).
 	prov.setDown(true)
 	out = a.Do(context.Background(), Action{Kind: ActRetire, VolumeID: "vol-1", MDDevice: "/dev/md127", MDUUID: actUUID, Replica: r, Member: "nvme3n1", Mark: true})
-	if !errors.Is(out.Err, driver.ErrUnavailable) {
+	if !errors.Is(out.Err, volume.ErrUnavailable) {
 		t.Fatalf("err %v", out.Err)
 	}
 }

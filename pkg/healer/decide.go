@@ -7,13 +7,13 @@ import (
 	"net"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 // The rules, in one place (healer-spec.md):
@@ -233,9 +233,9 @@ func (l link) String() string {
 // replicaView is everything known about one replica this cycle.
 type replicaView struct {
 	id, nqn, nsUUID, storageNode string
-	endpoints                    []driver.Endpoint
+	endpoints                    []volume.Endpoint
 	// state is the provisioner's state; "" when unknown (no config).
-	state string
+	state volume.ReplicaState
 	// staged: recorded in the staging state (NodeStage or the healer
 	// connected it), so its connection is expected.
 	staged bool
@@ -255,10 +255,10 @@ func (r *replicaView) active() bool {
 		return false
 	}
 	switch r.state {
-	case driver.ReplicaActive:
+	case volume.ReplicaActive:
 		return true
 	case "":
-		return r.mem.LastState == "" || r.mem.LastState == driver.ReplicaActive
+		return r.mem.LastState == "" || r.mem.LastState == volume.ReplicaActive
 	}
 	return false
 }
@@ -278,8 +278,8 @@ func (r *replicaView) down() bool { return r.active() && !r.serving() && !r.sync
 // expected: this node holds (or should hold) a connection to the replica.
 func (r *replicaView) expected() bool { return r.active() && r.staged && r.storageNode != "" }
 
-func (r *replicaView) replica() driver.Replica {
-	return driver.Replica{ID: r.id, StorageNode: r.storageNode, NQN: r.nqn, NamespaceUUID: r.nsUUID,
+func (r *replicaView) replica() volume.Replica {
+	return volume.Replica{ID: r.id, StorageNode: r.storageNode, NQN: r.nqn, NamespaceUUID: r.nsUUID,
 		Endpoints: r.endpoints, State: r.state}
 }
 
@@ -298,8 +298,8 @@ func buildViews(v VolumeObservation, vm *VolumeMemory) []*replicaView {
 		order = append(order, id)
 		return rv
 	}
-	if v.Config != nil {
-		for _, r := range v.Config.Replicas {
+	if v.Record != nil {
+		for _, r := range v.Record.Replicas {
 			rv := get(r.ID)
 			rv.nqn, rv.nsUUID, rv.storageNode, rv.state = r.NQN, r.NamespaceUUID, r.StorageNode, r.State
 			rv.endpoints = r.Endpoints
@@ -457,7 +457,7 @@ func endReplacements(vm *VolumeMemory, views []*replicaView) {
 				nv = rv
 			}
 		}
-		if nv == nil || nv.serving() || (nv.state != "" && nv.state != driver.ReplicaActive) {
+		if nv == nil || nv.serving() || (nv.state != "" && nv.state != volume.ReplicaActive) {
 			continue
 		}
 		keep = append(keep, r)
@@ -514,7 +514,7 @@ func (d *volumeDecision) clocks() {
 		if rv.down() {
 			if rv.mem.DownSince.IsZero() {
 				rv.mem.DownSince = d.now
-				if c := d.obs.Config; c != nil && !d.known && !c.DegradedSince.IsZero() && c.DegradedSince.Before(d.now) {
+				if c := d.obs.Record; c != nil && !d.known && !c.DegradedSince.IsZero() && c.DegradedSince.Before(d.now) {
 					// First sighting in this node's memory, but the
 					// provisioner knows the volume has been degraded since
 					// earlier (the state directory was lost): the replica
@@ -559,7 +559,7 @@ func (d *volumeDecision) degradation() (degraded, healed []events.Event) {
 	ids := viewIDs(missing)
 	if d.mem.DegradedSince.IsZero() {
 		d.mem.DegradedSince = d.now
-		if c := d.obs.Config; c != nil && !d.known && !c.DegradedSince.IsZero() && c.DegradedSince.Before(d.now) {
+		if c := d.obs.Record; c != nil && !d.known && !c.DegradedSince.IsZero() && c.DegradedSince.Before(d.now) {
 			// The provisioner recorded an earlier start (this node's state
 			// was lost): keep the clock it knows.
 			d.mem.DegradedSince = c.DegradedSince
@@ -643,7 +643,7 @@ func (d *volumeDecision) sync() (started, ended []events.Event) {
 // repairs decides the actions.
 func (d *volumeDecision) repairs() {
 	a := d.obs.Array
-	fresh := d.obs.ConfigFresh && d.obs.Config != nil
+	fresh := d.obs.RecordFresh && d.obs.Record != nil
 	serving := 0
 	for _, rv := range d.views {
 		if rv.serving() {
@@ -651,8 +651,8 @@ func (d *volumeDecision) repairs() {
 		}
 	}
 	base := Action{VolumeID: d.obs.VolumeID, MDDevice: a.Device, MDUUID: d.obs.MDUUID}
-	if d.obs.Config != nil {
-		base.Auth = d.obs.Config.Authentication()
+	if d.obs.Record != nil {
+		base.Auth = d.obs.Record.Authentication()
 	}
 	act := func(k ActionKind, rv *replicaView, f func(*Action)) {
 		x := base
@@ -692,8 +692,8 @@ func (d *volumeDecision) repairs() {
 		if rv.active() || !due(rv) {
 			continue
 		}
-		deleted := fresh && rv.state == driver.ReplicaDeleted && !rv.mem.Removed
-		gone := (fresh && rv.state == driver.ReplicaRemoved) || rv.mem.ReplacedBy != "" || rv.mem.Removed
+		deleted := fresh && rv.state == volume.ReplicaDeleted && !rv.mem.Removed
+		gone := (fresh && rv.state == volume.ReplicaRemoved) || rv.mem.ReplacedBy != "" || rv.mem.Removed
 		holds := rv.member != nil || hasController(rv.ctrls)
 		if !(deleted || (gone && holds)) {
 			continue
@@ -718,7 +718,7 @@ func (d *volumeDecision) repairs() {
 	// Longest down first: it is the first due for replacement.
 	down := []*replicaView{}
 	for _, rv := range d.views {
-		if rv.down() && rv.state == driver.ReplicaActive {
+		if rv.down() && rv.state == volume.ReplicaActive {
 			down = append(down, rv)
 		}
 	}
@@ -745,19 +745,15 @@ func (d *volumeDecision) repairs() {
 	}
 }
 
-// maxDown is the volume's maxReplicaDownTime; 0 disables replacement.
+// maxDown is the volume's maxReplicaDownTime (typed by the registry; the
+// StorageClass default before a record was read); 0 disables replacement.
 func (d *volumeDecision) maxDown() time.Duration {
-	n := d.cfg.DefaultMaxReplicaDownTime
-	if s, ok := d.obs.Config.Parameters[paramMaxReplicaDownTime]; ok {
-		if v, err := strconv.Atoi(strings.TrimSpace(s)); err == nil && v >= 0 {
-			n = v
-		}
+	p := storageclass.DefaultPolicy()
+	if d.obs.Record != nil {
+		p = d.obs.Record.Policy
 	}
-	return time.Duration(n) * d.cfg.HealTimeUnit
+	return time.Duration(p.MaxReplicaDownTimeMinutes) * d.cfg.HealTimeUnit
 }
-
-// paramMaxReplicaDownTime is the StorageClass parameter (minutes).
-const paramMaxReplicaDownTime = "maxReplicaDownTime"
 
 func (d *volumeDecision) activeCount() int {
 	n := 0
@@ -971,7 +967,7 @@ func RecordOutcomes(mem Memory, outs []Outcome, cfg Config, now time.Time) Memor
 				rm.ReplacedBy = o.NewReplica.ID
 				nm := vm.Replicas[o.NewReplica.ID]
 				nm.StorageNode = o.NewReplica.StorageNode
-				nm.LastState = driver.ReplicaActive
+				nm.LastState = volume.ReplicaActive
 				if o.Joined {
 					nm.JoinedAt = now
 				}

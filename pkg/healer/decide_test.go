@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -29,20 +32,24 @@ func nqnOf(id string) string  { return "nqn.2026-01.io.nvmirror:" + id }
 
 // volCfg is the provisioner's record of a volume with active replicas on
 // storage nodes sn-<n> for replica r<n>.
-func volCfg(id string, maxDown string, replicas ...string) *driver.Volume {
-	v := &driver.Volume{ID: id, MDUUID: testMDUUID, Parameters: map[string]string{}}
+func volCfg(id string, maxDown string, replicas ...string) *volume.Volume {
+	v := &volume.Volume{ID: id, MDUUID: testMDUUID, Parameters: map[string]string{}, Policy: storageclass.DefaultPolicy()}
 	if maxDown != "" {
-		v.Parameters[paramMaxReplicaDownTime] = maxDown
+		n, err := strconv.Atoi(maxDown)
+		if err != nil {
+			panic(err)
+		}
+		v.Policy.MaxReplicaDownTimeMinutes = n
 	}
 	for _, r := range replicas {
-		v.Replicas = append(v.Replicas, driver.Replica{ID: r, StorageNode: "sn-" + strings.TrimPrefix(r, "r"),
-			NQN: nqnOf(id + "-" + r), NamespaceUUID: nsUUID(id + "-" + r), State: driver.ReplicaActive,
-			Endpoints: []driver.Endpoint{{Address: "10.0.0." + strings.TrimPrefix(r, "r"), Port: "4420"}}})
+		v.Replicas = append(v.Replicas, volume.Replica{ID: r, StorageNode: "sn-" + strings.TrimPrefix(r, "r"),
+			NQN: nqnOf(id + "-" + r), NamespaceUUID: nsUUID(id + "-" + r), State: volume.ReplicaActive,
+			Endpoints: []volume.Endpoint{{Address: "10.0.0." + strings.TrimPrefix(r, "r"), Port: "4420"}}})
 	}
 	return v
 }
 
-func setState(v *driver.Volume, id, state string) *driver.Volume {
+func setState(v *volume.Volume, id string, state volume.ReplicaState) *volume.Volume {
 	for i := range v.Replicas {
 		if v.Replicas[i].ID == id {
 			v.Replicas[i].State = state
@@ -58,8 +65,8 @@ type rs struct{ link, md string }
 
 // observeVol builds a volume observation from the replicas' states; replica
 // rN's md member device is nvme<N>n1 unless dev overrides it.
-func observeVol(cfg *driver.Volume, fresh bool, states map[string]rs) VolumeObservation {
-	v := VolumeObservation{VolumeID: cfg.ID, Staged: true, MDUUID: testMDUUID, Config: cfg, ConfigFresh: fresh,
+func observeVol(cfg *volume.Volume, fresh bool, states map[string]rs) VolumeObservation {
+	v := VolumeObservation{VolumeID: cfg.ID, Staged: true, MDUUID: testMDUUID, Record: cfg, RecordFresh: fresh,
 		Controllers: map[string][]ControllerObservation{}}
 	a := &ArrayObservation{Name: "md127", Device: "/dev/md127", UUID: testMDUUID, State: "clean", RaidDisks: 3, SyncAction: "idle"}
 	for i, r := range cfg.Replicas {
@@ -371,7 +378,7 @@ func TestDecideInstantBitmapReAdd(t *testing.T) {
 	c := testConfig()
 	cfg := volCfg("vol-1", "60", "r1", "r2")
 	_, _, mem := Decide(obsOf(observeVol(cfg, true, map[string]rs{"r2": {"live", "F"}})), c, Memory{}, t0)
-	mem = RecordOutcomes(mem, []Outcome{{Action: Action{Kind: ActJoin, VolumeID: "vol-1", Replica: driver.Replica{ID: "r2"}}, Joined: true, ReAdded: true}}, c, t0)
+	mem = RecordOutcomes(mem, []Outcome{{Action: Action{Kind: ActJoin, VolumeID: "vol-1", Replica: volume.Replica{ID: "r2"}}, Joined: true, ReAdded: true}}, c, t0)
 	_, evs, _ := Decide(obsOf(observeVol(cfg, true, nil)), c, mem, t0.Add(time.Second))
 	if !slices.Equal(types(evs), []events.Type{events.SynchStarted, events.SynchEnded, events.VolumeHealed}) {
 		t.Fatalf("events %v", types(evs))
@@ -380,8 +387,8 @@ func TestDecideInstantBitmapReAdd(t *testing.T) {
 
 // Replicas the provisioner took out of the configuration never rejoin.
 func TestDecideNeverRejoinsReplicasOutOfConfiguration(t *testing.T) {
-	for _, state := range []string{driver.ReplicaRemoved, driver.ReplicaDeleted, driver.ReplicaDeleting} {
-		t.Run(state, func(t *testing.T) {
+	for _, state := range []volume.ReplicaState{volume.ReplicaRemoved, volume.ReplicaDeleted, volume.ReplicaDeleting} {
+		t.Run(string(state), func(t *testing.T) {
 			cfg := setState(volCfg("vol-1", "60", "r1", "r2", "r3"), "r2", state)
 			acts, _, _ := Decide(obsOf(observeVol(cfg, true, map[string]rs{"r2": {"live", "-"}})), testConfig(), Memory{}, t0)
 			for _, a := range acts {
@@ -397,7 +404,7 @@ func TestDecideNeverRejoinsReplicasOutOfConfiguration(t *testing.T) {
 // marked, never again; the last serving copy is never taken out.
 func TestDecideCompletesDeletion(t *testing.T) {
 	c := testConfig()
-	cfg := setState(volCfg("vol-1", "60", "r1", "r2", "r3"), "r3", driver.ReplicaDeleted)
+	cfg := setState(volCfg("vol-1", "60", "r1", "r2", "r3"), "r3", volume.ReplicaDeleted)
 	acts, _, mem := Decide(obsOf(observeVol(cfg, true, nil)), c, Memory{}, t0)
 	if want := []string{"retire:r3+mark"}; !slices.Equal(kinds(acts), want) {
 		t.Fatalf("actions %v", kinds(acts))
@@ -428,7 +435,7 @@ func TestDecideCompletesDeletion(t *testing.T) {
 		t.Fatalf("actions %v", kinds(acts))
 	}
 	// The deleted replica is the only serving copy: it stays.
-	cfg2 := setState(volCfg("vol-1", "60", "r1", "r2"), "r2", driver.ReplicaDeleted)
+	cfg2 := setState(volCfg("vol-1", "60", "r1", "r2"), "r2", volume.ReplicaDeleted)
 	acts, _, _ = Decide(obsOf(observeVol(cfg2, true, map[string]rs{"r1": {"live", "S"}})), c, Memory{}, t0)
 	if len(acts) != 0 {
 		t.Fatalf("took out the last good copy: %v", kinds(acts))
@@ -437,7 +444,7 @@ func TestDecideCompletesDeletion(t *testing.T) {
 
 // downFor runs a volume whose replica r2 is gone from t0 to t0+d and
 // returns the actions of the last cycle.
-func replaceDue(t *testing.T, c Config, cfg *driver.Volume, d time.Duration) []Action {
+func replaceDue(t *testing.T, c Config, cfg *volume.Volume, d time.Duration) []Action {
 	t.Helper()
 	_, _, mem := Decide(obsOf(observeVol(cfg, true, map[string]rs{"r2": {"gone", "F"}})), c, Memory{}, t0)
 	// JSON round trip: the clock must survive a restart of the plugin.
@@ -513,7 +520,7 @@ func TestDecideReplaceRules(t *testing.T) {
 		}
 	})
 	t.Run("removed replica counts towards the four only while in configuration", func(t *testing.T) {
-		cfg := setState(volCfg("vol-1", "1", "r1", "r2", "r3", "r4"), "r4", driver.ReplicaRemoved)
+		cfg := setState(volCfg("vol-1", "1", "r1", "r2", "r3", "r4"), "r4", volume.ReplicaRemoved)
 		if got := replaceDue(t, c, cfg, time.Hour); len(got) != 1 {
 			t.Fatal("a removed replica blocked replacement")
 		}
@@ -579,7 +586,7 @@ func TestDecideReplaceRules(t *testing.T) {
 func TestDecideReplacementBound(t *testing.T) {
 	c := testConfig()
 	c.MaxConcurrentReplacements = 2
-	var cfgs []*driver.Volume
+	var cfgs []*volume.Volume
 	down := func(fresh bool, extra map[string]map[string]rs) Observation {
 		var o Observation
 		for _, cfg := range cfgs {
@@ -607,12 +614,12 @@ func TestDecideReplacementBound(t *testing.T) {
 	}
 	var outs []Outcome
 	for _, a := range reps {
-		outs = append(outs, Outcome{Action: a, Joined: true, NewReplica: &driver.Replica{ID: "r9", StorageNode: "sn-9"}})
+		outs = append(outs, Outcome{Action: a, Joined: true, NewReplica: &volume.Replica{ID: "r9", StorageNode: "sn-9"}})
 	}
 	mem = RecordOutcomes(mem, outs, c, t0.Add(time.Minute))
 	// The provisioner now has r2 removed and r9 syncing in vol-1 and vol-2.
 	for _, cfg := range cfgs[:2] {
-		setState(cfg, "r2", driver.ReplicaRemoved)
+		setState(cfg, "r2", volume.ReplicaRemoved)
 		cfg.Replicas = append(cfg.Replicas, volCfg(cfg.ID, "1", "r9").Replicas...)
 	}
 	syncing := map[string]map[string]rs{"vol-1": {"r9": {"live", "S"}}, "vol-2": {"r9": {"live", "S"}}}
@@ -655,9 +662,9 @@ func TestDecideReplacedReplicaReturningDuringSync(t *testing.T) {
 			rep = a
 		}
 	}
-	mem = RecordOutcomes(mem, []Outcome{{Action: rep, Joined: true, NewReplica: &driver.Replica{ID: "r4", StorageNode: "sn-4"}}}, c, t0.Add(time.Minute))
+	mem = RecordOutcomes(mem, []Outcome{{Action: rep, Joined: true, NewReplica: &volume.Replica{ID: "r4", StorageNode: "sn-4"}}}, c, t0.Add(time.Minute))
 	next := volCfg("vol-1", "1", "r1", "r2", "r3", "r4")
-	setState(next, "r2", driver.ReplicaRemoved)
+	setState(next, "r2", volume.ReplicaRemoved)
 	for _, fresh := range []bool{true, false} {
 		// Stale cached copy from before the replacement: r2 still active.
 		cfgSeen := next
@@ -702,7 +709,7 @@ func TestDecideRestart(t *testing.T) {
 			rep = a
 		}
 	}
-	mem = RecordOutcomes(mem, []Outcome{{Action: rep, Joined: true, NewReplica: &driver.Replica{ID: "r4", StorageNode: "sn-4"}}}, c, t0.Add(time.Minute))
+	mem = RecordOutcomes(mem, []Outcome{{Action: rep, Joined: true, NewReplica: &volume.Replica{ID: "r4", StorageNode: "sn-4"}}}, c, t0.Add(time.Minute))
 	path := t.TempDir() + "/memory.json"
 	if err := SaveMemory(path, mem); err != nil {
 		t.Fatal(err)
@@ -727,7 +734,7 @@ func TestDecideRestart(t *testing.T) {
 	}
 	// A ReplaceReplica whose answer was lost in the crash: the next
 	// configuration shows the replacement, and nothing is requested again.
-	next := setState(volCfg("vol-1", "1", "r1", "r2", "r3", "r4"), "r2", driver.ReplicaRemoved)
+	next := setState(volCfg("vol-1", "1", "r1", "r2", "r3", "r4"), "r2", volume.ReplicaRemoved)
 	acts, _, _ = Decide(obsOf(observeVol(next, true, map[string]rs{"r2": {"gone", "F"}, "r4": {"live", "S"}})), c, Memory{}, t0.Add(2*time.Minute))
 	if slices.Contains(kinds(acts), "replace:r2") {
 		t.Fatalf("replaced twice: %v", kinds(acts))

@@ -14,6 +14,8 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 // tree is a fixture root with sys/ and proc/ shaped like the kernel's, for
@@ -24,7 +26,7 @@ type tree struct {
 	root   string
 	n      int
 	staged []driver.StagedVolume
-	vols   map[string]*driver.Volume
+	vols   map[string]*volume.Volume
 }
 
 func arrayUUID(i int) string { return fmt.Sprintf("8b298196:48aa4550:d7d4d20e:%08x", i) }
@@ -40,13 +42,13 @@ func (t *tree) write(rel, content string) {
 }
 
 func newTree(tb testing.TB, n int) *tree {
-	t := &tree{tb: tb, root: tb.TempDir(), n: n, vols: map[string]*driver.Volume{}}
+	t := &tree{tb: tb, root: tb.TempDir(), n: n, vols: map[string]*volume.Volume{}}
 	var mdstat strings.Builder
 	mdstat.WriteString("Personalities : [raid1] \n")
 	for i := 0; i < n; i++ {
 		md := fmt.Sprintf("md%d", i)
 		volID := fmt.Sprintf("vol-%04d", i)
-		vol := &driver.Volume{ID: volID, MDUUID: arrayUUID(i), Parameters: map[string]string{paramMaxReplicaDownTime: "60"}}
+		vol := &volume.Volume{ID: volID, MDUUID: arrayUUID(i), Policy: storageclass.DefaultPolicy()}
 		sv := driver.StagedVolume{VolumeID: volID, Staged: true, MDDevice: "/dev/" + md, MDUUID: arrayUUID(i)}
 		dir := "sys/block/" + md + "/md/"
 		for f, v := range map[string]string{"array_state": "clean", "level": "raid1", "uuid": strings.ReplaceAll(arrayUUID(i), ":", ""),
@@ -69,8 +71,8 @@ func newTree(tb testing.TB, n int) *tree {
 			t.write(c+"subsysnqn", nqn)
 			t.write(c+"state", "live")
 			t.write(c+"address", fmt.Sprintf("traddr=10.0.%d.1,trsvcid=4420,src_addr=10.1.0.1", k))
-			vol.Replicas = append(vol.Replicas, driver.Replica{ID: rid, StorageNode: fmt.Sprintf("sn-%d", k+1), NQN: nqn, NamespaceUUID: ns,
-				State: driver.ReplicaActive, Endpoints: []driver.Endpoint{{Address: fmt.Sprintf("10.0.%d.1", k), Port: "4420"}}})
+			vol.Replicas = append(vol.Replicas, volume.Replica{ID: rid, StorageNode: fmt.Sprintf("sn-%d", k+1), NQN: nqn, NamespaceUUID: ns,
+				State: volume.ReplicaActive, Endpoints: []volume.Endpoint{{Address: fmt.Sprintf("10.0.%d.1", k), Port: "4420"}}})
 			sv.Replicas = append(sv.Replicas, driver.StagedReplica{ID: rid, NQN: nqn, NamespaceUUID: ns})
 			fmt.Fprintf(&mdstat, " %s[%d]", dev, k)
 		}
@@ -111,51 +113,51 @@ func (t *tree) observer(prov ConfigSource) *Observer {
 // fakeProv is an in-memory provisioner.
 type fakeProv struct {
 	mu       sync.Mutex
-	vols     map[string]*driver.Volume
+	vols     map[string]*volume.Volume
 	down     bool
 	gets     int
-	replaced map[string]driver.Replica
+	replaced map[string]volume.Replica
 	marked   []string
 	reports  [][]events.Event
 	failNext int
 }
 
-func newFakeProv(vols map[string]*driver.Volume) *fakeProv {
-	return &fakeProv{vols: vols, replaced: map[string]driver.Replica{}}
+func newFakeProv(vols map[string]*volume.Volume) *fakeProv {
+	return &fakeProv{vols: vols, replaced: map[string]volume.Replica{}}
 }
 
-func (p *fakeProv) GetVolume(_ context.Context, id string) (*driver.Volume, error) {
+func (p *fakeProv) GetVolume(_ context.Context, id string) (*volume.Volume, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.gets++
 	if p.down {
-		return nil, driver.ErrUnavailable
+		return nil, volume.ErrUnavailable
 	}
 	v, ok := p.vols[id]
 	if !ok {
-		return nil, driver.ErrNotFound
+		return nil, volume.ErrNotFound
 	}
 	c := *v
-	c.Replicas = append([]driver.Replica(nil), v.Replicas...)
+	c.Replicas = append([]volume.Replica(nil), v.Replicas...)
 	return &c, nil
 }
 
-func (p *fakeProv) ReplaceReplica(_ context.Context, volID, missing string) (*driver.Volume, *driver.Replica, error) {
+func (p *fakeProv) ReplaceReplica(_ context.Context, volID, missing string) (*volume.Volume, *volume.Replica, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.down {
-		return nil, nil, driver.ErrUnavailable
+		return nil, nil, volume.ErrUnavailable
 	}
 	if r, ok := p.replaced[volID+"/"+missing]; ok {
 		return p.vols[volID], &r, nil
 	}
 	v := p.vols[volID]
-	nr := driver.Replica{ID: missing + "-new", StorageNode: "sn-9", NQN: "nqn.2026-01.io.nvmirror:" + missing + "-new",
-		NamespaceUUID: nvmeof.NamespaceUUID(missing + "-new"), State: driver.ReplicaActive,
-		Endpoints: []driver.Endpoint{{Address: "10.0.9.1", Port: "4420"}}}
+	nr := volume.Replica{ID: missing + "-new", StorageNode: "sn-9", NQN: "nqn.2026-01.io.nvmirror:" + missing + "-new",
+		NamespaceUUID: nvmeof.NamespaceUUID(missing + "-new"), State: volume.ReplicaActive,
+		Endpoints: []volume.Endpoint{{Address: "10.0.9.1", Port: "4420"}}}
 	for i := range v.Replicas {
 		if v.Replicas[i].ID == missing {
-			v.Replicas[i].State = driver.ReplicaRemoved
+			v.Replicas[i].State = volume.ReplicaRemoved
 		}
 	}
 	v.Replicas = append(v.Replicas, nr)
@@ -163,11 +165,11 @@ func (p *fakeProv) ReplaceReplica(_ context.Context, volID, missing string) (*dr
 	return v, &nr, nil
 }
 
-func (p *fakeProv) MarkReplicaRemoved(_ context.Context, volID, id string) (*driver.Volume, error) {
+func (p *fakeProv) MarkReplicaRemoved(_ context.Context, volID, id string) (*volume.Volume, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.down {
-		return nil, driver.ErrUnavailable
+		return nil, volume.ErrUnavailable
 	}
 	p.marked = append(p.marked, volID+"/"+id)
 	return p.vols[volID], nil
@@ -177,7 +179,7 @@ func (p *fakeProv) ReportEvents(_ context.Context, rs ...events.Event) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.down {
-		return driver.ErrUnavailable
+		return volume.ErrUnavailable
 	}
 	if p.failNext > 0 {
 		p.failNext--

@@ -12,10 +12,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nvmirror/nvmirror/pkg/volume"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
-
-	"github.com/nvmirror/nvmirror/pkg/driver"
 )
 
 // MDWatcher wakes the loop when md changes; *mdraid.Watcher (Linux).
@@ -106,26 +105,26 @@ func (h *Healer) Status(volumeID string) (VolumeStatus, bool) {
 }
 
 // VolumeHealth is the volume's status for the driver's NodeGetVolumeHealth
-// (driver.HealthSource). ok is false when the last cycle did not see the
+// (volume.HealthSource). ok is false when the last cycle did not see the
 // volume, or when no cycle succeeded for three intervals (the view is stale
 // and the driver reads md itself).
-func (h *Healer) VolumeHealth(volumeID string) (driver.VolumeHealth, bool) {
+func (h *Healer) VolumeHealth(volumeID string) (volume.VolumeHealth, bool) {
 	h.statusMu.RLock()
 	s, ok := h.statuses[volumeID]
 	at := h.statusAt
 	h.statusMu.RUnlock()
 	now := h.deps.Clock.Now()
 	if !ok || (h.cfg.Interval > 0 && now.Sub(at) > 3*h.cfg.Interval) {
-		return driver.VolumeHealth{}, false
+		return volume.VolumeHealth{}, false
 	}
 	return healthOf(s, now), true
 }
 
-var _ driver.HealthSource = (*Healer)(nil)
+var _ volume.HealthSource = (*Healer)(nil)
 
 // healthOf renders a status for CSI: what is missing, where, since when,
 // and how far a resync got.
-func healthOf(s VolumeStatus, now time.Time) driver.VolumeHealth {
+func healthOf(s VolumeStatus, now time.Time) volume.VolumeHealth {
 	var parts []string
 	if len(s.MissingReplicas) > 0 {
 		var rs []string
@@ -153,13 +152,13 @@ func healthOf(s VolumeStatus, now time.Time) driver.VolumeHealth {
 	}
 	switch s.Health {
 	case HealthUnavailable:
-		return driver.VolumeHealth{Abnormal: true, Inaccessible: true, Reason: "VolumeUnavailable", Message: msg}
+		return volume.VolumeHealth{Abnormal: true, Inaccessible: true, Reason: "VolumeUnavailable", Message: msg}
 	case HealthSyncing:
-		return driver.VolumeHealth{Abnormal: true, Reason: "MirrorSyncing", Message: msg}
+		return volume.VolumeHealth{Abnormal: true, Reason: "MirrorSyncing", Message: msg}
 	case HealthDegraded:
-		return driver.VolumeHealth{Abnormal: true, Reason: "MirrorDegraded", Message: msg}
+		return volume.VolumeHealth{Abnormal: true, Reason: "MirrorDegraded", Message: msg}
 	}
-	return driver.VolumeHealth{Message: msg}
+	return volume.VolumeHealth{Message: msg}
 }
 
 // Memory returns a copy of the current memory.

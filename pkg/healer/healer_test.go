@@ -308,7 +308,7 @@ func value(c prometheus.Metric) float64 {
 	return m.Gauge.GetValue()
 }
 
-// VolumeHealth (driver.HealthSource): the last cycle's status rendered for
+// VolumeHealth (volume.HealthSource): the last cycle's status rendered for
 // NodeGetVolumeHealth, not blocked by a running cycle, and refused when stale.
 func TestHealerVolumeHealth(t *testing.T) {
 	h := newHarness(t, 2)

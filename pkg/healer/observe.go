@@ -16,6 +16,7 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 // ArrayReader reads md state without spawning anything; *mdraid.Manager.
@@ -36,7 +37,7 @@ type NVMeReader interface {
 
 // ConfigSource is the provisioner as observation needs it.
 type ConfigSource interface {
-	GetVolume(ctx context.Context, id string) (*driver.Volume, error)
+	GetVolume(ctx context.Context, id string) (*volume.Volume, error)
 }
 
 // NVMeController is one /sys/class/nvme/<Name>.
@@ -66,11 +67,11 @@ type Observer struct {
 	// Now is the clock (tests pass a fake one).
 	Now func() time.Time
 
-	cache map[string]cachedConfig
+	cache map[string]cachedRecord
 }
 
-type cachedConfig struct {
-	vol *driver.Volume
+type cachedRecord struct {
+	vol *volume.Volume
 	at  time.Time
 }
 
@@ -96,7 +97,7 @@ func (o *Observer) Observe(ctx context.Context) (Observation, error) {
 		byNQN[c.SubsysNQN] = append(byNQN[c.SubsysNQN], ControllerObservation{Name: c.Name, State: c.State, TrAddr: c.TrAddr, TrSvcID: c.TrSvcID})
 	}
 	if o.cache == nil {
-		o.cache = map[string]cachedConfig{}
+		o.cache = map[string]cachedRecord{}
 	}
 	now := o.now()
 	provDown := false
@@ -114,22 +115,22 @@ func (o *Observer) Observe(ctx context.Context) (Observation, error) {
 		c, cached := o.cache[sv.VolumeID]
 		switch {
 		case cached && now.Sub(c.at) < o.ConfigMaxAge:
-			v.Config, v.ConfigFresh = c.vol, true
+			v.Record, v.RecordFresh = c.vol, true
 		case provDown:
-			v.Config = c.vol
+			v.Record = c.vol
 		default:
 			vol, err := o.getVolume(ctx, sv.VolumeID)
 			switch {
 			case err == nil:
-				o.cache[sv.VolumeID] = cachedConfig{vol: vol, at: now}
-				v.Config, v.ConfigFresh = vol, true
-			case errors.Is(err, driver.ErrNotFound):
+				o.cache[sv.VolumeID] = cachedRecord{vol: vol, at: now}
+				v.Record, v.RecordFresh = vol, true
+			case errors.Is(err, volume.ErrNotFound):
 				// Unknown to the registry: nothing to heal towards.
 				delete(o.cache, sv.VolumeID)
 				klog.V(2).InfoS("Staged volume unknown to the provisioner", "volumeID", sv.VolumeID)
 			default:
 				provDown = true
-				v.Config = c.vol
+				v.Record = c.vol
 				klog.InfoS("Provisioner unreachable; using the cached configuration, repairs that need it wait", "volumeID", sv.VolumeID, "err", err)
 			}
 		}
@@ -137,8 +138,8 @@ func (o *Observer) Observe(ctx context.Context) (Observation, error) {
 		for _, r := range sv.Replicas {
 			nqns[r.NQN] = true
 		}
-		if v.Config != nil {
-			for _, r := range v.Config.Replicas {
+		if v.Record != nil {
+			for _, r := range v.Record.Replicas {
 				nqns[r.NQN] = true
 			}
 		}
@@ -164,7 +165,7 @@ func (o *Observer) now() time.Time {
 	return time.Now()
 }
 
-func (o *Observer) getVolume(ctx context.Context, id string) (*driver.Volume, error) {
+func (o *Observer) getVolume(ctx context.Context, id string) (*volume.Volume, error) {
 	if o.CallTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, o.CallTimeout)

@@ -31,7 +31,7 @@ func TestObserveFixtureTree(t *testing.T) {
 		t.Fatalf("volumes %d, GetVolume calls %d", len(obs.Volumes), prov.gets)
 	}
 	v1 := obs.Volumes[1]
-	if v1.Array == nil || v1.Array.Name != "md1" || len(v1.Array.Members) != 3 || !v1.ConfigFresh {
+	if v1.Array == nil || v1.Array.Name != "md1" || len(v1.Array.Members) != 3 || !v1.RecordFresh {
 		t.Fatalf("vol-0001 %+v", v1)
 	}
 	m := v1.Array.Members[1]
@@ -57,8 +57,8 @@ func TestObserveFixtureTree(t *testing.T) {
 
 	// Within ConfigMaxAge the cached configuration is reused and fresh.
 	now = now.Add(time.Second)
-	if obs, _ = o.Observe(context.Background()); prov.gets != 3 || !obs.Volumes[0].ConfigFresh {
-		t.Fatalf("GetVolume calls %d, fresh %v", prov.gets, obs.Volumes[0].ConfigFresh)
+	if obs, _ = o.Observe(context.Background()); prov.gets != 3 || !obs.Volumes[0].RecordFresh {
+		t.Fatalf("GetVolume calls %d, fresh %v", prov.gets, obs.Volumes[0].RecordFresh)
 	}
 	// Outage: one call fails, the others are not tried; cached, not fresh.
 	now = now.Add(time.Minute)
@@ -71,8 +71,8 @@ func TestObserveFixtureTree(t *testing.T) {
 		t.Fatalf("GetVolume calls during an outage: %d", prov.gets-3)
 	}
 	for _, v := range obs.Volumes {
-		if v.ConfigFresh || v.Config == nil {
-			t.Fatalf("%s: fresh %v config %v", v.VolumeID, v.ConfigFresh, v.Config != nil)
+		if v.RecordFresh || v.Record == nil {
+			t.Fatalf("%s: fresh %v config %v", v.VolumeID, v.RecordFresh, v.Record != nil)
 		}
 	}
 }
@@ -90,7 +90,7 @@ func TestObserveArrayRenumbered(t *testing.T) {
 	if obs.Volumes[0].Array.Name != "md0" || obs.Volumes[1].Array.Name != "md1" || obs.Volumes[2].Array != nil {
 		t.Fatalf("arrays %+v %+v %+v", obs.Volumes[0].Array, obs.Volumes[1].Array, obs.Volumes[2].Array)
 	}
-	if obs.Volumes[2].Config != nil {
+	if obs.Volumes[2].Record != nil {
 		t.Fatal("unknown volume has a configuration")
 	}
 }

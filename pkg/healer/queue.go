@@ -10,8 +10,8 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
-	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/events"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 // EventReporter is the provisioner's ReportEvents;
@@ -23,7 +23,7 @@ type EventReporter interface {
 }
 
 // ErrRejected marks a batch the provisioner will never accept; so does
-// driver.ErrInvalidArgument (the client's mapping of InvalidArgument). Such
+// volume.ErrInvalidArgument (the client's mapping of InvalidArgument). Such
 // a batch is dropped, so that one bad event cannot block the queue forever.
 var ErrRejected = errors.New("events rejected")
 
@@ -128,7 +128,7 @@ func (e *EventQueue) Flush(ctx context.Context) error {
 		}
 		err = e.sink.ReportEvents(cctx, reports...)
 		cancel()
-		if errors.Is(err, ErrRejected) || errors.Is(err, driver.ErrInvalidArgument) {
+		if errors.Is(err, ErrRejected) || errors.Is(err, volume.ErrInvalidArgument) {
 			klog.ErrorS(err, "Provisioner rejected events; dropping them", "count", len(reports))
 		} else if err != nil {
 			return fmt.Errorf("report %d events: %w", len(reports), err)

@@ -8,9 +8,10 @@ import (
 
 	"k8s.io/klog/v2"
 
-	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 // Re-keying: after a rotation (nvmirrorctl rotate-keys) the storage node
@@ -47,7 +48,7 @@ type SecretOps interface {
 
 // CredentialSource is the provisioner as re-keying needs it.
 type CredentialSource interface {
-	GetHostCredentials(ctx context.Context, hostNQN string) ([]driver.Credentials, error)
+	GetHostCredentials(ctx context.Context, hostNQN string) ([]volume.Credentials, error)
 }
 
 // Rekey is one controller to re-authenticate with new secrets.
@@ -74,16 +75,16 @@ type ControllerSecretsView struct {
 // is expected only for volumes with bidirectional authentication and only
 // changed on controllers connected with one (the kernel cannot add one to a
 // live controller).
-func DecideRekeys(vols []VolumeObservation, creds map[string]driver.Credentials, current map[string]ControllerSecretsView) []Rekey {
+func DecideRekeys(vols []VolumeObservation, creds map[string]volume.Credentials, current map[string]ControllerSecretsView) []Rekey {
 	var out []Rekey
 	for _, v := range vols {
-		if !v.Staged || v.Config == nil {
+		if !v.Staged || v.Record == nil {
 			continue
 		}
 		reconnected := false
-		bidi := v.Config.Authentication() == driver.AuthBidirectional
-		for _, r := range v.Config.Replicas {
-			if r.State != driver.ReplicaActive {
+		bidi := v.Record.Authentication() == storageclass.AuthBidirectional
+		for _, r := range v.Record.Replicas {
+			if r.State != volume.ReplicaActive {
 				continue
 			}
 			c, ok := creds[r.StorageNode]
@@ -174,7 +175,7 @@ type Rekeyer struct {
 func (k *Rekeyer) Run(ctx context.Context, vols []VolumeObservation, lock func(volumeID string) (func(), bool)) ([]events.Event, error) {
 	authed := false
 	for _, v := range vols {
-		if v.Config != nil && v.Config.Authentication() != driver.AuthNone {
+		if v.Record != nil && v.Record.Authentication() != storageclass.AuthNone {
 			authed = true
 		}
 	}
@@ -188,7 +189,7 @@ func (k *Rekeyer) Run(ctx context.Context, vols []VolumeObservation, lock func(v
 	if len(list) == 0 {
 		return nil, nil
 	}
-	creds := make(map[string]driver.Credentials, len(list))
+	creds := make(map[string]volume.Credentials, len(list))
 	for _, c := range list {
 		creds[c.StorageNode] = c
 	}

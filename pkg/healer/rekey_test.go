@@ -8,31 +8,32 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
-func authVolume(id, auth string) VolumeObservation {
-	cfg := &driver.Volume{ID: id, Parameters: map[string]string{driver.ParamAuthentication: auth}}
+func authVolume(id string, auth storageclass.Authentication) VolumeObservation {
+	cfg := &volume.Volume{ID: id, Policy: storageclass.Policy{Authentication: auth}}
 	ctrls := map[string][]ControllerObservation{}
 	for i, sn := range []string{"sn-1", "sn-2"} {
 		nqn := "nqn.2026-11.io.nvmirror:replica:" + id + "-" + sn
-		cfg.Replicas = append(cfg.Replicas, driver.Replica{ID: id + "-" + sn, StorageNode: sn, NQN: nqn, State: driver.ReplicaActive})
+		cfg.Replicas = append(cfg.Replicas, volume.Replica{ID: id + "-" + sn, StorageNode: sn, NQN: nqn, State: volume.ReplicaActive})
 		ctrls[nqn] = []ControllerObservation{{Name: id + "-c" + string(rune('0'+i)), State: nvmeof.StateLive}}
 	}
 	whole := &ArrayObservation{Name: "md-" + id, RaidDisks: 2, SyncAction: "idle",
 		Members: []MemberObservation{{InSync: true}, {InSync: true}}}
-	return VolumeObservation{VolumeID: id, Staged: true, Config: cfg, ConfigFresh: true, Controllers: ctrls, Array: whole}
+	return VolumeObservation{VolumeID: id, Staged: true, Record: cfg, RecordFresh: true, Controllers: ctrls, Array: whole}
 }
 
 func TestDecideRekeys(t *testing.T) {
-	creds := map[string]driver.Credentials{
+	creds := map[string]volume.Credentials{
 		"sn-1": {StorageNode: "sn-1", Secret: "new-1", CtrlSecret: "ctrl-1", Generation: 2},
 		"sn-2": {StorageNode: "sn-2", Secret: "old-2", CtrlSecret: "ctrl-2", Generation: 1},
 	}
-	host := authVolume("va", driver.AuthHost)
-	bidi := authVolume("vb", driver.AuthBidirectional)
+	host := authVolume("va", storageclass.AuthHost)
+	bidi := authVolume("vb", storageclass.AuthBidirectional)
 	current := map[string]ControllerSecretsView{
 		"va-c0": {Secret: "old-1"},                         // rotated on sn-1: re-key
 		"va-c1": {Secret: "old-2"},                         // up to date
@@ -65,13 +66,13 @@ func TestDecideRekeys(t *testing.T) {
 			a.Members = []MemberObservation{{InSync: true}, {InSync: false}}
 		},
 	} {
-		v := authVolume("vb", driver.AuthBidirectional)
+		v := authVolume("vb", storageclass.AuthBidirectional)
 		mutate(v.Array)
 		if r := DecideRekeys([]VolumeObservation{v}, creds, both); len(r) != 0 {
 			t.Errorf("%s array: reconnect re-key %+v must wait", name, r)
 		}
 	}
-	single := authVolume("vb", driver.AuthBidirectional)
+	single := authVolume("vb", storageclass.AuthBidirectional)
 	single.Array = nil
 	if r := DecideRekeys([]VolumeObservation{single}, creds, both); len(r) != 0 {
 		t.Errorf("a volume without a mirror was reconnected: %+v", r)
@@ -79,18 +80,18 @@ func TestDecideRekeys(t *testing.T) {
 
 	// Never towards no secret, never a controller not live, never an
 	// unstaged volume, never an unreadable controller.
-	noPair := map[string]driver.Credentials{"sn-2": creds["sn-2"]}
+	noPair := map[string]volume.Credentials{"sn-2": creds["sn-2"]}
 	if r := DecideRekeys([]VolumeObservation{host}, noPair, map[string]ControllerSecretsView{"va-c0": {Secret: "x"}}); len(r) != 0 {
 		t.Errorf("re-keyed a controller whose storage node has no secrets: %+v", r)
 	}
-	down := authVolume("va", driver.AuthHost)
+	down := authVolume("va", storageclass.AuthHost)
 	for nqn := range down.Controllers {
 		down.Controllers[nqn][0].State = nvmeof.StateConnecting
 	}
 	if r := DecideRekeys([]VolumeObservation{down}, creds, current); len(r) != 0 {
 		t.Errorf("re-keyed a reconnecting controller: %+v", r)
 	}
-	unstaged := authVolume("va", driver.AuthHost)
+	unstaged := authVolume("va", storageclass.AuthHost)
 	unstaged.Staged = false
 	if r := DecideRekeys([]VolumeObservation{unstaged}, creds, current); len(r) != 0 {
 		t.Errorf("re-keyed a volume still being staged: %+v", r)
@@ -101,7 +102,7 @@ func TestDecideRekeys(t *testing.T) {
 	// A controller connected without secrets cannot be given some live;
 	// one without a controller secret gets the host secret only.
 	plain := map[string]ControllerSecretsView{"vb-c0": {}, "vb-c1": {Secret: "older-2"}}
-	r := DecideRekeys([]VolumeObservation{authVolume("vb", driver.AuthBidirectional)}, creds, plain)
+	r := DecideRekeys([]VolumeObservation{authVolume("vb", storageclass.AuthBidirectional)}, creds, plain)
 	if len(r) != 1 || r[0].Controller != "vb-c1" || r[0].CtrlSecret != "" {
 		t.Errorf("rekeys %+v: want vb-c1's host secret only", r)
 	}
@@ -146,14 +147,14 @@ func (f *fakeSecrets) stateOf(name string) (nvmeof.ControllerState, error) {
 	return nvmeof.StateLive, nil
 }
 
-type fakeCreds []driver.Credentials
+type fakeCreds []volume.Credentials
 
-func (c fakeCreds) GetHostCredentials(context.Context, string) ([]driver.Credentials, error) {
+func (c fakeCreds) GetHostCredentials(context.Context, string) ([]volume.Credentials, error) {
 	return c, nil
 }
 
 func TestRekeyerRunsOneLegAtATimeAndReports(t *testing.T) {
-	vols := []VolumeObservation{authVolume("va", driver.AuthHost)}
+	vols := []VolumeObservation{authVolume("va", storageclass.AuthHost)}
 	creds := fakeCreds{{StorageNode: "sn-1", Secret: "new-1", Generation: 2}, {StorageNode: "sn-2", Secret: "new-2", Generation: 2}}
 	sec := &fakeSecrets{current: map[string]ControllerSecretsView{"va-c0": {Secret: "old-1"}, "va-c1": {Secret: "old-2"}}, state: map[string]nvmeof.ControllerState{}}
 	k := &Rekeyer{HostNQN: "nqn.host", NodeID: "worker-1", Credentials: creds, Secrets: sec, ControllerState: sec.stateOf,
@@ -200,26 +201,55 @@ func TestRekeyerRunsOneLegAtATimeAndReports(t *testing.T) {
 	}
 }
 
-func TestActorSecretsFor(t *testing.T) {
-	a := &Actor{Credentials: fakeCreds{{StorageNode: "sn-1", Secret: "s1", CtrlSecret: "c1"}}}
+// TestActorConnectSecrets: the healer's reconnects carry the pair's
+// secrets by the same rule as NodeStage, and refuse to connect an
+// authenticated volume without them.
+func TestActorConnectSecrets(t *testing.T) {
+	r := func(sn string) volume.Replica {
+		return volume.Replica{ID: "r-" + sn, StorageNode: sn, NQN: "nqn.x:" + sn, Endpoints: []volume.Endpoint{{Address: "10.0.0.1", Port: "4420"}}}
+	}
+	fab := &recordingFabric{}
+	a := &Actor{Fabric: fab, Credentials: fakeCreds{{StorageNode: "sn-1", Secret: "s1", CtrlSecret: "c1"}}}
 	a.Connect.HostNQN = "nqn.host"
 	ctx := context.Background()
-	if s, c, err := a.secretsFor(ctx, "sn-1", driver.AuthBidirectional); err != nil || s != "s1" || c != "c1" {
-		t.Errorf("bidirectional: %q %q %v", s, c, err)
+	if err := a.connect(ctx, r("sn-1"), storageclass.AuthBidirectional); err != nil || fab.last.DHCHAPSecret != "s1" || fab.last.DHCHAPCtrlSecret != "c1" {
+		t.Errorf("bidirectional: %+v %v", fab.last, err)
 	}
-	if s, c, err := a.secretsFor(ctx, "sn-1", driver.AuthNone); err != nil || s != "s1" || c != "" {
-		t.Errorf("none with pair secrets: %q %q %v", s, c, err)
+	if err := a.connect(ctx, r("sn-1"), storageclass.AuthNone); err != nil || fab.last.DHCHAPSecret != "s1" || fab.last.DHCHAPCtrlSecret != "" {
+		t.Errorf("none with pair secrets: %+v %v", fab.last, err)
 	}
-	if _, _, err := a.secretsFor(ctx, "sn-2", driver.AuthHost); err == nil || !strings.Contains(err.Error(), "sn-2") {
-		t.Errorf("host auth without secrets must refuse to connect: %v", err)
+	n := len(fab.all)
+	if err := a.connect(ctx, r("sn-2"), storageclass.AuthHost); err == nil || !strings.Contains(err.Error(), "sn-2") || len(fab.all) != n {
+		t.Errorf("host auth without secrets must refuse to connect: %v (%d connects)", err, len(fab.all)-n)
 	}
-	if s, _, err := a.secretsFor(ctx, "sn-2", ""); err != nil || s != "" {
-		t.Errorf("no auth, no secrets: %q %v", s, err)
+	if err := a.connect(ctx, r("sn-2"), ""); err != nil || fab.last.DHCHAPSecret != "" {
+		t.Errorf("no auth, no secrets: %+v %v", fab.last, err)
+	}
+	a.Credentials = nil
+	if err := a.connect(ctx, r("sn-1"), storageclass.AuthHost); err == nil || !strings.Contains(err.Error(), "no credential source") {
+		t.Errorf("host auth without a credential source: %v", err)
 	}
 }
 
+// recordingFabric accepts every connect and keeps the options.
+type recordingFabric struct {
+	last nvmeof.ConnectOptions
+	all  []nvmeof.ConnectOptions
+}
+
+func (f *recordingFabric) Connect(_ context.Context, o nvmeof.ConnectOptions) (nvmeof.Controller, error) {
+	f.last, f.all = o, append(f.all, o)
+	return nvmeof.Controller{Name: "nvme1", State: nvmeof.StateLive}, nil
+}
+
+func (f *recordingFabric) WaitForDevice(context.Context, string, string) (nvmeof.Device, error) {
+	return nvmeof.Device{}, nvmeof.ErrDeviceNotFound
+}
+
+func (f *recordingFabric) DisconnectNQN(context.Context, string) error { return nil }
+
 func TestRekeyerReconnectsBidirectionalLeg(t *testing.T) {
-	vols := []VolumeObservation{authVolume("vb", driver.AuthBidirectional)}
+	vols := []VolumeObservation{authVolume("vb", storageclass.AuthBidirectional)}
 	creds := fakeCreds{{StorageNode: "sn-1", Secret: "new-1", CtrlSecret: "nc-1", Generation: 2}, {StorageNode: "sn-2", Secret: "new-2", CtrlSecret: "nc-2", Generation: 2}}
 	sec := &fakeSecrets{current: map[string]ControllerSecretsView{"vb-c0": {Secret: "o1", CtrlSecret: "oc1"}, "vb-c1": {Secret: "o2", CtrlSecret: "oc2"}},
 		state: map[string]nvmeof.ControllerState{}}

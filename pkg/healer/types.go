@@ -17,6 +17,8 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 // Observation is what one cycle saw on this node.
@@ -35,11 +37,11 @@ type VolumeObservation struct {
 	MDUUID string
 	// Array is the running array whose UUID is MDUUID; nil when none runs.
 	Array *ArrayObservation
-	// Config is the provisioner's record of the volume: read this cycle
-	// when ConfigFresh, else the last copy read (nil if none). Decisions
+	// Record is the provisioner's record of the volume: read this cycle
+	// when RecordFresh, else the last copy read (nil if none). Decisions
 	// that change the mirror's membership need a fresh one.
-	Config      *driver.Volume
-	ConfigFresh bool
+	Record      *volume.Volume
+	RecordFresh bool
 	// StagedReplicas are the replica subsystems recorded in the staging
 	// state (connected by NodeStage or by the healer).
 	StagedReplicas []driver.StagedReplica
@@ -98,10 +100,6 @@ type Config struct {
 	// One minute in production; tests and VM scenarios shrink it (e.g. 1s)
 	// so that "2 minutes" passes in 2 seconds. Only for tests.
 	HealTimeUnit time.Duration
-	// DefaultMaxReplicaDownTime (in HealTimeUnits) applies when a volume's
-	// parameters lack maxReplicaDownTime (the provisioner normally fills
-	// it in).
-	DefaultMaxReplicaDownTime int
 	// MaxConcurrentReplacements bounds the replacements this node runs at
 	// once (--max-concurrent-replacements, default 2): a storage node that
 	// dies takes many volumes' replicas with it, and replacing them all at
@@ -129,7 +127,6 @@ func DefaultConfig() Config {
 		Interval:                  30 * time.Second,
 		NVMePollInterval:          time.Second,
 		HealTimeUnit:              time.Minute,
-		DefaultMaxReplicaDownTime: 60,
 		MaxConcurrentReplacements: 2,
 		FailGoneMembers:           true,
 		RetryBase:                 30 * time.Second,
@@ -187,7 +184,7 @@ type ReplicaMemory struct {
 	StorageNode string `json:"storageNode,omitempty"`
 	// LastState is the provisioner state last read, so that a replica
 	// known deleted or removed stays so during a provisioner outage.
-	LastState string `json:"lastState,omitempty"`
+	LastState volume.ReplicaState `json:"lastState,omitempty"`
 	// Member is the md member device last bound for this replica: after
 	// its controller is deleted the device's identity can no longer be
 	// read, but md still lists it under this name.
@@ -263,15 +260,15 @@ type Action struct {
 	// MDDevice and MDUUID identify the array: act re-reads it and checks
 	// the UUID before changing anything.
 	MDDevice, MDUUID string
-	Replica          driver.Replica
+	Replica          volume.Replica
 	// Member is the replica's md member device, when md holds one.
 	Member string
 	// Connect is set when the replica has no controller and join must
 	// connect it first.
 	Connect bool
-	// Auth is the volume's authentication mode (driver.Auth*; "" = none):
+	// Auth is the volume's authentication mode ("" = none):
 	// a connect for host or bidirectional never goes without secrets.
-	Auth string
+	Auth storageclass.Authentication
 	// Mark: retire marks the replica removed at the provisioner.
 	Mark bool
 	// Slots, on the retire of a deleted replica: how many replicas the
@@ -292,5 +289,5 @@ type Outcome struct {
 	// in the array, syncing.
 	Joined bool
 	// NewReplica is the replacement ReplaceReplica returned.
-	NewReplica *driver.Replica
+	NewReplica *volume.Replica
 }

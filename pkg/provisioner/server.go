@@ -19,6 +19,7 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/provisionerapi"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
 // Server implements provisionerapi.ProvisionerServer over a Service: it
@@ -345,7 +346,7 @@ func ts(t time.Time) *timestamppb.Timestamp {
 // VolumeToProto converts a registry record to the wire form.
 func VolumeToProto(v *store.Volume) *provisionerapi.Volume {
 	p := &provisionerapi.Volume{
-		Id: v.ID, Name: v.Name, SizeBytes: v.SizeBytes, Parameters: v.Parameters.Map(),
+		Id: v.ID, Name: v.Name, SizeBytes: v.SizeBytes, Parameters: v.Parameters.Map(), Policy: PolicyToProto(v.Parameters.Policy()),
 		MdUuid: v.MDUUID, MdName: v.MDName,
 		PublishedHostNqn: v.PublishedHostNQN, PublishedNodeId: v.PublishedNodeID,
 		DegradedSince: ts(v.DegradedSince), Created: ts(v.CreatedAt), Updated: ts(v.UpdatedAt),
@@ -438,4 +439,15 @@ func (h *Health) Follow(leader <-chan bool) {
 		h.SetLeader(l)
 	}
 	h.SetLeader(false)
+}
+
+// PolicyToProto is the typed policy the node side reads instead of the
+// parameter strings.
+func PolicyToProto(p storageclass.Policy) *provisionerapi.VolumePolicy {
+	return &provisionerapi.VolumePolicy{
+		NumReplicas:               int32(p.NumReplicas),
+		MaxReplicaDownTimeMinutes: int32(p.MaxReplicaDownTimeMinutes),
+		FsType:                    p.FSType,
+		Authentication:            string(p.Authentication),
+	}
 }

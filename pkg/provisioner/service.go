@@ -19,14 +19,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"io"
-	"maps"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/nvmirror/nvmirror/pkg/mdraid"
 
 	"k8s.io/klog/v2"
 
@@ -502,23 +501,20 @@ func (s *Service) ModifyVolume(ctx context.Context, id string, mutable map[strin
 	if err := s.requireLeader(); err != nil {
 		return nil, err
 	}
-	keys := slices.Sorted(maps.Keys(mutable))
-	for _, k := range keys {
-		if k != storageclass.KeyMaxReplicaDownTime {
-			return nil, fmt.Errorf("%w: parameter %q cannot be modified (only %s can)", ErrInvalidArgument, k, storageclass.KeyMaxReplicaDownTime)
-		}
-	}
-	p, err := storageclass.Parse(mutable)
-	if err != nil {
+	// Validate before touching the record: a bad key or value changes
+	// nothing.
+	if _, err := storageclass.Defaults().WithMutable(mutable); err != nil {
 		return nil, err
 	}
 	return s.o.Store.UpdateVolume(ctx, id, func(v *store.Volume) error {
 		if v.State == store.VolumeDeleting {
 			return fmt.Errorf("volume %s is being deleted: %w", id, ErrFailedPrecondition)
 		}
-		if _, ok := mutable[storageclass.KeyMaxReplicaDownTime]; ok {
-			v.Parameters.MaxReplicaDownTimeMinutes = p.MaxReplicaDownTimeMinutes
+		p, err := v.Parameters.WithMutable(mutable)
+		if err != nil {
+			return err
 		}
+		v.Parameters = p
 		return nil
 	})
 }

@@ -364,7 +364,12 @@ type Volume struct {
 	// for storage nodes that were away to delete its replicas).
 	State string `protobuf:"bytes,14,opt,name=state,proto3" json:"state,omitempty"`
 	// Created for raw block access.
-	Block         bool `protobuf:"varint,15,opt,name=block,proto3" json:"block,omitempty"`
+	Block bool `protobuf:"varint,15,opt,name=block,proto3" json:"block,omitempty"`
+	// The part of the parameters the node side acts on, typed, so the CSI
+	// driver and the healer never parse StorageClass strings. Unset in
+	// answers from a provisioner older than this field: readers then use
+	// the StorageClass defaults.
+	Policy        *VolumePolicy `protobuf:"bytes,16,opt,name=policy,proto3" json:"policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -504,6 +509,87 @@ func (x *Volume) GetBlock() bool {
 	return false
 }
 
+func (x *Volume) GetPolicy() *VolumePolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+// VolumePolicy is a volume's policy as the node side uses it (see the
+// StorageClass parameters of the same names in docs/storageclass.md).
+type VolumePolicy struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	NumReplicas int32                  `protobuf:"varint,1,opt,name=num_replicas,json=numReplicas,proto3" json:"num_replicas,omitempty"`
+	// Minutes a replica may stay away before the healer replaces it; 0
+	// disables replacement.
+	MaxReplicaDownTimeMinutes int32 `protobuf:"varint,2,opt,name=max_replica_down_time_minutes,json=maxReplicaDownTimeMinutes,proto3" json:"max_replica_down_time_minutes,omitempty"`
+	// "ext4" or "xfs".
+	FsType string `protobuf:"bytes,3,opt,name=fs_type,json=fsType,proto3" json:"fs_type,omitempty"`
+	// "none", "host" or "bidirectional".
+	Authentication string `protobuf:"bytes,4,opt,name=authentication,proto3" json:"authentication,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *VolumePolicy) Reset() {
+	*x = VolumePolicy{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumePolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumePolicy) ProtoMessage() {}
+
+func (x *VolumePolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumePolicy.ProtoReflect.Descriptor instead.
+func (*VolumePolicy) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *VolumePolicy) GetNumReplicas() int32 {
+	if x != nil {
+		return x.NumReplicas
+	}
+	return 0
+}
+
+func (x *VolumePolicy) GetMaxReplicaDownTimeMinutes() int32 {
+	if x != nil {
+		return x.MaxReplicaDownTimeMinutes
+	}
+	return 0
+}
+
+func (x *VolumePolicy) GetFsType() string {
+	if x != nil {
+		return x.FsType
+	}
+	return ""
+}
+
+func (x *VolumePolicy) GetAuthentication() string {
+	if x != nil {
+		return x.Authentication
+	}
+	return ""
+}
+
 type VolumeResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Volume        *Volume                `protobuf:"bytes,1,opt,name=volume,proto3" json:"volume,omitempty"`
@@ -513,7 +599,7 @@ type VolumeResponse struct {
 
 func (x *VolumeResponse) Reset() {
 	*x = VolumeResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[3]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -525,7 +611,7 @@ func (x *VolumeResponse) String() string {
 func (*VolumeResponse) ProtoMessage() {}
 
 func (x *VolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[3]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -538,7 +624,7 @@ func (x *VolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeResponse.ProtoReflect.Descriptor instead.
 func (*VolumeResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{3}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *VolumeResponse) GetVolume() *Volume {
@@ -560,7 +646,7 @@ type CreateVolumeRequest struct {
 
 func (x *CreateVolumeRequest) Reset() {
 	*x = CreateVolumeRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[4]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -572,7 +658,7 @@ func (x *CreateVolumeRequest) String() string {
 func (*CreateVolumeRequest) ProtoMessage() {}
 
 func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[4]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -585,7 +671,7 @@ func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVolumeRequest.ProtoReflect.Descriptor instead.
 func (*CreateVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{4}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateVolumeRequest) GetName() string {
@@ -625,7 +711,7 @@ type DeleteVolumeRequest struct {
 
 func (x *DeleteVolumeRequest) Reset() {
 	*x = DeleteVolumeRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[5]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +723,7 @@ func (x *DeleteVolumeRequest) String() string {
 func (*DeleteVolumeRequest) ProtoMessage() {}
 
 func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[5]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +736,7 @@ func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVolumeRequest.ProtoReflect.Descriptor instead.
 func (*DeleteVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{5}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DeleteVolumeRequest) GetVolumeId() string {
@@ -668,7 +754,7 @@ type DeleteVolumeResponse struct {
 
 func (x *DeleteVolumeResponse) Reset() {
 	*x = DeleteVolumeResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[6]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +766,7 @@ func (x *DeleteVolumeResponse) String() string {
 func (*DeleteVolumeResponse) ProtoMessage() {}
 
 func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[6]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +779,7 @@ func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVolumeResponse.ProtoReflect.Descriptor instead.
 func (*DeleteVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{6}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{7}
 }
 
 type GetVolumeRequest struct {
@@ -705,7 +791,7 @@ type GetVolumeRequest struct {
 
 func (x *GetVolumeRequest) Reset() {
 	*x = GetVolumeRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[7]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -717,7 +803,7 @@ func (x *GetVolumeRequest) String() string {
 func (*GetVolumeRequest) ProtoMessage() {}
 
 func (x *GetVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[7]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -730,7 +816,7 @@ func (x *GetVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVolumeRequest.ProtoReflect.Descriptor instead.
 func (*GetVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{7}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetVolumeRequest) GetVolumeId() string {
@@ -752,7 +838,7 @@ type ListVolumesRequest struct {
 
 func (x *ListVolumesRequest) Reset() {
 	*x = ListVolumesRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[8]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -764,7 +850,7 @@ func (x *ListVolumesRequest) String() string {
 func (*ListVolumesRequest) ProtoMessage() {}
 
 func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[8]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -777,7 +863,7 @@ func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesRequest.ProtoReflect.Descriptor instead.
 func (*ListVolumesRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{8}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListVolumesRequest) GetStartingToken() string {
@@ -804,7 +890,7 @@ type ListVolumesResponse struct {
 
 func (x *ListVolumesResponse) Reset() {
 	*x = ListVolumesResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[9]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -816,7 +902,7 @@ func (x *ListVolumesResponse) String() string {
 func (*ListVolumesResponse) ProtoMessage() {}
 
 func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[9]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -829,7 +915,7 @@ func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesResponse.ProtoReflect.Descriptor instead.
 func (*ListVolumesResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{9}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListVolumesResponse) GetVolumes() []*Volume {
@@ -857,7 +943,7 @@ type PublishVolumeRequest struct {
 
 func (x *PublishVolumeRequest) Reset() {
 	*x = PublishVolumeRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[10]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +955,7 @@ func (x *PublishVolumeRequest) String() string {
 func (*PublishVolumeRequest) ProtoMessage() {}
 
 func (x *PublishVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[10]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +968,7 @@ func (x *PublishVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishVolumeRequest.ProtoReflect.Descriptor instead.
 func (*PublishVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{10}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PublishVolumeRequest) GetVolumeId() string {
@@ -917,7 +1003,7 @@ type UnpublishVolumeRequest struct {
 
 func (x *UnpublishVolumeRequest) Reset() {
 	*x = UnpublishVolumeRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[11]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -929,7 +1015,7 @@ func (x *UnpublishVolumeRequest) String() string {
 func (*UnpublishVolumeRequest) ProtoMessage() {}
 
 func (x *UnpublishVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[11]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -942,7 +1028,7 @@ func (x *UnpublishVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpublishVolumeRequest.ProtoReflect.Descriptor instead.
 func (*UnpublishVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{11}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UnpublishVolumeRequest) GetVolumeId() string {
@@ -967,7 +1053,7 @@ type UnpublishVolumeResponse struct {
 
 func (x *UnpublishVolumeResponse) Reset() {
 	*x = UnpublishVolumeResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[12]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -979,7 +1065,7 @@ func (x *UnpublishVolumeResponse) String() string {
 func (*UnpublishVolumeResponse) ProtoMessage() {}
 
 func (x *UnpublishVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[12]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -992,7 +1078,7 @@ func (x *UnpublishVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpublishVolumeResponse.ProtoReflect.Descriptor instead.
 func (*UnpublishVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{12}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{13}
 }
 
 type ExpandVolumeRequest struct {
@@ -1005,7 +1091,7 @@ type ExpandVolumeRequest struct {
 
 func (x *ExpandVolumeRequest) Reset() {
 	*x = ExpandVolumeRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[13]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1017,7 +1103,7 @@ func (x *ExpandVolumeRequest) String() string {
 func (*ExpandVolumeRequest) ProtoMessage() {}
 
 func (x *ExpandVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[13]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1030,7 +1116,7 @@ func (x *ExpandVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpandVolumeRequest.ProtoReflect.Descriptor instead.
 func (*ExpandVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{13}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ExpandVolumeRequest) GetVolumeId() string {
@@ -1057,7 +1143,7 @@ type ModifyVolumeRequest struct {
 
 func (x *ModifyVolumeRequest) Reset() {
 	*x = ModifyVolumeRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[14]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1069,7 +1155,7 @@ func (x *ModifyVolumeRequest) String() string {
 func (*ModifyVolumeRequest) ProtoMessage() {}
 
 func (x *ModifyVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[14]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1082,7 +1168,7 @@ func (x *ModifyVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModifyVolumeRequest.ProtoReflect.Descriptor instead.
 func (*ModifyVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{14}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ModifyVolumeRequest) GetVolumeId() string {
@@ -1109,7 +1195,7 @@ type GetCapacityRequest struct {
 
 func (x *GetCapacityRequest) Reset() {
 	*x = GetCapacityRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[15]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1121,7 +1207,7 @@ func (x *GetCapacityRequest) String() string {
 func (*GetCapacityRequest) ProtoMessage() {}
 
 func (x *GetCapacityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[15]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1134,7 +1220,7 @@ func (x *GetCapacityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCapacityRequest.ProtoReflect.Descriptor instead.
 func (*GetCapacityRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{15}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetCapacityRequest) GetParameters() map[string]string {
@@ -1155,7 +1241,7 @@ type GetCapacityResponse struct {
 
 func (x *GetCapacityResponse) Reset() {
 	*x = GetCapacityResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[16]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1167,7 +1253,7 @@ func (x *GetCapacityResponse) String() string {
 func (*GetCapacityResponse) ProtoMessage() {}
 
 func (x *GetCapacityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[16]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1180,7 +1266,7 @@ func (x *GetCapacityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCapacityResponse.ProtoReflect.Descriptor instead.
 func (*GetCapacityResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{16}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetCapacityResponse) GetAvailableBytes() int64 {
@@ -1207,7 +1293,7 @@ type ReplaceReplicaRequest struct {
 
 func (x *ReplaceReplicaRequest) Reset() {
 	*x = ReplaceReplicaRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[17]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1219,7 +1305,7 @@ func (x *ReplaceReplicaRequest) String() string {
 func (*ReplaceReplicaRequest) ProtoMessage() {}
 
 func (x *ReplaceReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[17]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1232,7 +1318,7 @@ func (x *ReplaceReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplaceReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ReplaceReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{17}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReplaceReplicaRequest) GetVolumeId() string {
@@ -1259,7 +1345,7 @@ type ReplaceReplicaResponse struct {
 
 func (x *ReplaceReplicaResponse) Reset() {
 	*x = ReplaceReplicaResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[18]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1271,7 +1357,7 @@ func (x *ReplaceReplicaResponse) String() string {
 func (*ReplaceReplicaResponse) ProtoMessage() {}
 
 func (x *ReplaceReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[18]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1284,7 +1370,7 @@ func (x *ReplaceReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplaceReplicaResponse.ProtoReflect.Descriptor instead.
 func (*ReplaceReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{18}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReplaceReplicaResponse) GetVolume() *Volume {
@@ -1311,7 +1397,7 @@ type MarkReplicaRemovedRequest struct {
 
 func (x *MarkReplicaRemovedRequest) Reset() {
 	*x = MarkReplicaRemovedRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[19]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1409,7 @@ func (x *MarkReplicaRemovedRequest) String() string {
 func (*MarkReplicaRemovedRequest) ProtoMessage() {}
 
 func (x *MarkReplicaRemovedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[19]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1422,7 @@ func (x *MarkReplicaRemovedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkReplicaRemovedRequest.ProtoReflect.Descriptor instead.
 func (*MarkReplicaRemovedRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{19}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MarkReplicaRemovedRequest) GetVolumeId() string {
@@ -1363,7 +1449,7 @@ type DeleteReplicaRequest struct {
 
 func (x *DeleteReplicaRequest) Reset() {
 	*x = DeleteReplicaRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[20]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1375,7 +1461,7 @@ func (x *DeleteReplicaRequest) String() string {
 func (*DeleteReplicaRequest) ProtoMessage() {}
 
 func (x *DeleteReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[20]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1388,7 +1474,7 @@ func (x *DeleteReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteReplicaRequest.ProtoReflect.Descriptor instead.
 func (*DeleteReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{20}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DeleteReplicaRequest) GetVolumeId() string {
@@ -1434,7 +1520,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[21]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1532,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[21]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1545,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{21}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Event) GetId() string {
@@ -1548,7 +1634,7 @@ type ReportEventsRequest struct {
 
 func (x *ReportEventsRequest) Reset() {
 	*x = ReportEventsRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[22]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1560,7 +1646,7 @@ func (x *ReportEventsRequest) String() string {
 func (*ReportEventsRequest) ProtoMessage() {}
 
 func (x *ReportEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[22]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1573,7 +1659,7 @@ func (x *ReportEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportEventsRequest.ProtoReflect.Descriptor instead.
 func (*ReportEventsRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{22}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReportEventsRequest) GetEvents() []*Event {
@@ -1591,7 +1677,7 @@ type ReportEventsResponse struct {
 
 func (x *ReportEventsResponse) Reset() {
 	*x = ReportEventsResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[23]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1603,7 +1689,7 @@ func (x *ReportEventsResponse) String() string {
 func (*ReportEventsResponse) ProtoMessage() {}
 
 func (x *ReportEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[23]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1616,7 +1702,7 @@ func (x *ReportEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportEventsResponse.ProtoReflect.Descriptor instead.
 func (*ReportEventsResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{23}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{24}
 }
 
 type ListEventsRequest struct {
@@ -1635,7 +1721,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[24]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1733,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[24]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1746,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{24}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListEventsRequest) GetVolumeId() string {
@@ -1714,7 +1800,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[25]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1726,7 +1812,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[25]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1739,7 +1825,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{25}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -1767,7 +1853,7 @@ type StorageNode struct {
 
 func (x *StorageNode) Reset() {
 	*x = StorageNode{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[26]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1779,7 +1865,7 @@ func (x *StorageNode) String() string {
 func (*StorageNode) ProtoMessage() {}
 
 func (x *StorageNode) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[26]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1792,7 +1878,7 @@ func (x *StorageNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageNode.ProtoReflect.Descriptor instead.
 func (*StorageNode) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{26}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *StorageNode) GetName() string {
@@ -1874,7 +1960,7 @@ type GetHostCredentialsRequest struct {
 
 func (x *GetHostCredentialsRequest) Reset() {
 	*x = GetHostCredentialsRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1886,7 +1972,7 @@ func (x *GetHostCredentialsRequest) String() string {
 func (*GetHostCredentialsRequest) ProtoMessage() {}
 
 func (x *GetHostCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1899,7 +1985,7 @@ func (x *GetHostCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*GetHostCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{27}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetHostCredentialsRequest) GetHostNqn() string {
@@ -1925,7 +2011,7 @@ type StorageNodeCredentials struct {
 
 func (x *StorageNodeCredentials) Reset() {
 	*x = StorageNodeCredentials{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1937,7 +2023,7 @@ func (x *StorageNodeCredentials) String() string {
 func (*StorageNodeCredentials) ProtoMessage() {}
 
 func (x *StorageNodeCredentials) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1950,7 +2036,7 @@ func (x *StorageNodeCredentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageNodeCredentials.ProtoReflect.Descriptor instead.
 func (*StorageNodeCredentials) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{28}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StorageNodeCredentials) GetStorageNode() string {
@@ -1998,7 +2084,7 @@ type GetHostCredentialsResponse struct {
 
 func (x *GetHostCredentialsResponse) Reset() {
 	*x = GetHostCredentialsResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[29]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2010,7 +2096,7 @@ func (x *GetHostCredentialsResponse) String() string {
 func (*GetHostCredentialsResponse) ProtoMessage() {}
 
 func (x *GetHostCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[29]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2023,7 +2109,7 @@ func (x *GetHostCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*GetHostCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{29}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetHostCredentialsResponse) GetHostNqn() string {
@@ -2049,7 +2135,7 @@ type RotateCredentialsRequest struct {
 
 func (x *RotateCredentialsRequest) Reset() {
 	*x = RotateCredentialsRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[30]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2061,7 +2147,7 @@ func (x *RotateCredentialsRequest) String() string {
 func (*RotateCredentialsRequest) ProtoMessage() {}
 
 func (x *RotateCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[30]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2074,7 +2160,7 @@ func (x *RotateCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*RotateCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{30}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RotateCredentialsRequest) GetVolumeId() string {
@@ -2097,7 +2183,7 @@ type RotatedStorageNode struct {
 
 func (x *RotatedStorageNode) Reset() {
 	*x = RotatedStorageNode{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[31]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2109,7 +2195,7 @@ func (x *RotatedStorageNode) String() string {
 func (*RotatedStorageNode) ProtoMessage() {}
 
 func (x *RotatedStorageNode) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[31]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2122,7 +2208,7 @@ func (x *RotatedStorageNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotatedStorageNode.ProtoReflect.Descriptor instead.
 func (*RotatedStorageNode) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{31}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RotatedStorageNode) GetStorageNode() string {
@@ -2156,7 +2242,7 @@ type RotateCredentialsResponse struct {
 
 func (x *RotateCredentialsResponse) Reset() {
 	*x = RotateCredentialsResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[32]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2168,7 +2254,7 @@ func (x *RotateCredentialsResponse) String() string {
 func (*RotateCredentialsResponse) ProtoMessage() {}
 
 func (x *RotateCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[32]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2181,7 +2267,7 @@ func (x *RotateCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*RotateCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{32}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RotateCredentialsResponse) GetHostNqn() string {
@@ -2206,7 +2292,7 @@ type ListStorageNodesRequest struct {
 
 func (x *ListStorageNodesRequest) Reset() {
 	*x = ListStorageNodesRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[33]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2218,7 +2304,7 @@ func (x *ListStorageNodesRequest) String() string {
 func (*ListStorageNodesRequest) ProtoMessage() {}
 
 func (x *ListStorageNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[33]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2231,7 +2317,7 @@ func (x *ListStorageNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStorageNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListStorageNodesRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{33}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{34}
 }
 
 type ListStorageNodesResponse struct {
@@ -2243,7 +2329,7 @@ type ListStorageNodesResponse struct {
 
 func (x *ListStorageNodesResponse) Reset() {
 	*x = ListStorageNodesResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[34]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2255,7 +2341,7 @@ func (x *ListStorageNodesResponse) String() string {
 func (*ListStorageNodesResponse) ProtoMessage() {}
 
 func (x *ListStorageNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[34]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2268,7 +2354,7 @@ func (x *ListStorageNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStorageNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListStorageNodesResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{34}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListStorageNodesResponse) GetNodes() []*StorageNode {
@@ -2298,7 +2384,7 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\breplaces\x18\t \x01(\tR\breplaces\x124\n" +
 	"\acreated\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x124\n" +
-	"\aupdated\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\"\x88\x06\n" +
+	"\aupdated\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\"\xc7\x06\n" +
 	"\x06Volume\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
@@ -2318,13 +2404,19 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\aupdated\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x12I\n" +
 	"\bmetadata\x18\r \x03(\v2-.nvmirror.provisioner.v1.Volume.MetadataEntryR\bmetadata\x12\x14\n" +
 	"\x05state\x18\x0e \x01(\tR\x05state\x12\x14\n" +
-	"\x05block\x18\x0f \x01(\bR\x05block\x1a=\n" +
+	"\x05block\x18\x0f \x01(\bR\x05block\x12=\n" +
+	"\x06policy\x18\x10 \x01(\v2%.nvmirror.provisioner.v1.VolumePolicyR\x06policy\x1a=\n" +
 	"\x0fParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"I\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb4\x01\n" +
+	"\fVolumePolicy\x12!\n" +
+	"\fnum_replicas\x18\x01 \x01(\x05R\vnumReplicas\x12@\n" +
+	"\x1dmax_replica_down_time_minutes\x18\x02 \x01(\x05R\x19maxReplicaDownTimeMinutes\x12\x17\n" +
+	"\afs_type\x18\x03 \x01(\tR\x06fsType\x12&\n" +
+	"\x0eauthentication\x18\x04 \x01(\tR\x0eauthentication\"I\n" +
 	"\x0eVolumeResponse\x127\n" +
 	"\x06volume\x18\x01 \x01(\v2\x1f.nvmirror.provisioner.v1.VolumeR\x06volume\"\xfb\x01\n" +
 	"\x13CreateVolumeRequest\x12\x12\n" +
@@ -2511,122 +2603,124 @@ func file_provisioner_v1_provisioner_proto_rawDescGZIP() []byte {
 }
 
 var file_provisioner_v1_provisioner_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_provisioner_v1_provisioner_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_provisioner_v1_provisioner_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_provisioner_v1_provisioner_proto_goTypes = []any{
 	(ReplicaState)(0),                  // 0: nvmirror.provisioner.v1.ReplicaState
 	(Severity)(0),                      // 1: nvmirror.provisioner.v1.Severity
 	(*Endpoint)(nil),                   // 2: nvmirror.provisioner.v1.Endpoint
 	(*Replica)(nil),                    // 3: nvmirror.provisioner.v1.Replica
 	(*Volume)(nil),                     // 4: nvmirror.provisioner.v1.Volume
-	(*VolumeResponse)(nil),             // 5: nvmirror.provisioner.v1.VolumeResponse
-	(*CreateVolumeRequest)(nil),        // 6: nvmirror.provisioner.v1.CreateVolumeRequest
-	(*DeleteVolumeRequest)(nil),        // 7: nvmirror.provisioner.v1.DeleteVolumeRequest
-	(*DeleteVolumeResponse)(nil),       // 8: nvmirror.provisioner.v1.DeleteVolumeResponse
-	(*GetVolumeRequest)(nil),           // 9: nvmirror.provisioner.v1.GetVolumeRequest
-	(*ListVolumesRequest)(nil),         // 10: nvmirror.provisioner.v1.ListVolumesRequest
-	(*ListVolumesResponse)(nil),        // 11: nvmirror.provisioner.v1.ListVolumesResponse
-	(*PublishVolumeRequest)(nil),       // 12: nvmirror.provisioner.v1.PublishVolumeRequest
-	(*UnpublishVolumeRequest)(nil),     // 13: nvmirror.provisioner.v1.UnpublishVolumeRequest
-	(*UnpublishVolumeResponse)(nil),    // 14: nvmirror.provisioner.v1.UnpublishVolumeResponse
-	(*ExpandVolumeRequest)(nil),        // 15: nvmirror.provisioner.v1.ExpandVolumeRequest
-	(*ModifyVolumeRequest)(nil),        // 16: nvmirror.provisioner.v1.ModifyVolumeRequest
-	(*GetCapacityRequest)(nil),         // 17: nvmirror.provisioner.v1.GetCapacityRequest
-	(*GetCapacityResponse)(nil),        // 18: nvmirror.provisioner.v1.GetCapacityResponse
-	(*ReplaceReplicaRequest)(nil),      // 19: nvmirror.provisioner.v1.ReplaceReplicaRequest
-	(*ReplaceReplicaResponse)(nil),     // 20: nvmirror.provisioner.v1.ReplaceReplicaResponse
-	(*MarkReplicaRemovedRequest)(nil),  // 21: nvmirror.provisioner.v1.MarkReplicaRemovedRequest
-	(*DeleteReplicaRequest)(nil),       // 22: nvmirror.provisioner.v1.DeleteReplicaRequest
-	(*Event)(nil),                      // 23: nvmirror.provisioner.v1.Event
-	(*ReportEventsRequest)(nil),        // 24: nvmirror.provisioner.v1.ReportEventsRequest
-	(*ReportEventsResponse)(nil),       // 25: nvmirror.provisioner.v1.ReportEventsResponse
-	(*ListEventsRequest)(nil),          // 26: nvmirror.provisioner.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),         // 27: nvmirror.provisioner.v1.ListEventsResponse
-	(*StorageNode)(nil),                // 28: nvmirror.provisioner.v1.StorageNode
-	(*GetHostCredentialsRequest)(nil),  // 29: nvmirror.provisioner.v1.GetHostCredentialsRequest
-	(*StorageNodeCredentials)(nil),     // 30: nvmirror.provisioner.v1.StorageNodeCredentials
-	(*GetHostCredentialsResponse)(nil), // 31: nvmirror.provisioner.v1.GetHostCredentialsResponse
-	(*RotateCredentialsRequest)(nil),   // 32: nvmirror.provisioner.v1.RotateCredentialsRequest
-	(*RotatedStorageNode)(nil),         // 33: nvmirror.provisioner.v1.RotatedStorageNode
-	(*RotateCredentialsResponse)(nil),  // 34: nvmirror.provisioner.v1.RotateCredentialsResponse
-	(*ListStorageNodesRequest)(nil),    // 35: nvmirror.provisioner.v1.ListStorageNodesRequest
-	(*ListStorageNodesResponse)(nil),   // 36: nvmirror.provisioner.v1.ListStorageNodesResponse
-	nil,                                // 37: nvmirror.provisioner.v1.Volume.ParametersEntry
-	nil,                                // 38: nvmirror.provisioner.v1.Volume.MetadataEntry
-	nil,                                // 39: nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
-	nil,                                // 40: nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
-	nil,                                // 41: nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
-	nil,                                // 42: nvmirror.provisioner.v1.Event.AttributesEntry
-	(*timestamppb.Timestamp)(nil),      // 43: google.protobuf.Timestamp
+	(*VolumePolicy)(nil),               // 5: nvmirror.provisioner.v1.VolumePolicy
+	(*VolumeResponse)(nil),             // 6: nvmirror.provisioner.v1.VolumeResponse
+	(*CreateVolumeRequest)(nil),        // 7: nvmirror.provisioner.v1.CreateVolumeRequest
+	(*DeleteVolumeRequest)(nil),        // 8: nvmirror.provisioner.v1.DeleteVolumeRequest
+	(*DeleteVolumeResponse)(nil),       // 9: nvmirror.provisioner.v1.DeleteVolumeResponse
+	(*GetVolumeRequest)(nil),           // 10: nvmirror.provisioner.v1.GetVolumeRequest
+	(*ListVolumesRequest)(nil),         // 11: nvmirror.provisioner.v1.ListVolumesRequest
+	(*ListVolumesResponse)(nil),        // 12: nvmirror.provisioner.v1.ListVolumesResponse
+	(*PublishVolumeRequest)(nil),       // 13: nvmirror.provisioner.v1.PublishVolumeRequest
+	(*UnpublishVolumeRequest)(nil),     // 14: nvmirror.provisioner.v1.UnpublishVolumeRequest
+	(*UnpublishVolumeResponse)(nil),    // 15: nvmirror.provisioner.v1.UnpublishVolumeResponse
+	(*ExpandVolumeRequest)(nil),        // 16: nvmirror.provisioner.v1.ExpandVolumeRequest
+	(*ModifyVolumeRequest)(nil),        // 17: nvmirror.provisioner.v1.ModifyVolumeRequest
+	(*GetCapacityRequest)(nil),         // 18: nvmirror.provisioner.v1.GetCapacityRequest
+	(*GetCapacityResponse)(nil),        // 19: nvmirror.provisioner.v1.GetCapacityResponse
+	(*ReplaceReplicaRequest)(nil),      // 20: nvmirror.provisioner.v1.ReplaceReplicaRequest
+	(*ReplaceReplicaResponse)(nil),     // 21: nvmirror.provisioner.v1.ReplaceReplicaResponse
+	(*MarkReplicaRemovedRequest)(nil),  // 22: nvmirror.provisioner.v1.MarkReplicaRemovedRequest
+	(*DeleteReplicaRequest)(nil),       // 23: nvmirror.provisioner.v1.DeleteReplicaRequest
+	(*Event)(nil),                      // 24: nvmirror.provisioner.v1.Event
+	(*ReportEventsRequest)(nil),        // 25: nvmirror.provisioner.v1.ReportEventsRequest
+	(*ReportEventsResponse)(nil),       // 26: nvmirror.provisioner.v1.ReportEventsResponse
+	(*ListEventsRequest)(nil),          // 27: nvmirror.provisioner.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),         // 28: nvmirror.provisioner.v1.ListEventsResponse
+	(*StorageNode)(nil),                // 29: nvmirror.provisioner.v1.StorageNode
+	(*GetHostCredentialsRequest)(nil),  // 30: nvmirror.provisioner.v1.GetHostCredentialsRequest
+	(*StorageNodeCredentials)(nil),     // 31: nvmirror.provisioner.v1.StorageNodeCredentials
+	(*GetHostCredentialsResponse)(nil), // 32: nvmirror.provisioner.v1.GetHostCredentialsResponse
+	(*RotateCredentialsRequest)(nil),   // 33: nvmirror.provisioner.v1.RotateCredentialsRequest
+	(*RotatedStorageNode)(nil),         // 34: nvmirror.provisioner.v1.RotatedStorageNode
+	(*RotateCredentialsResponse)(nil),  // 35: nvmirror.provisioner.v1.RotateCredentialsResponse
+	(*ListStorageNodesRequest)(nil),    // 36: nvmirror.provisioner.v1.ListStorageNodesRequest
+	(*ListStorageNodesResponse)(nil),   // 37: nvmirror.provisioner.v1.ListStorageNodesResponse
+	nil,                                // 38: nvmirror.provisioner.v1.Volume.ParametersEntry
+	nil,                                // 39: nvmirror.provisioner.v1.Volume.MetadataEntry
+	nil,                                // 40: nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
+	nil,                                // 41: nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
+	nil,                                // 42: nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
+	nil,                                // 43: nvmirror.provisioner.v1.Event.AttributesEntry
+	(*timestamppb.Timestamp)(nil),      // 44: google.protobuf.Timestamp
 }
 var file_provisioner_v1_provisioner_proto_depIdxs = []int32{
 	2,  // 0: nvmirror.provisioner.v1.Replica.endpoints:type_name -> nvmirror.provisioner.v1.Endpoint
 	0,  // 1: nvmirror.provisioner.v1.Replica.state:type_name -> nvmirror.provisioner.v1.ReplicaState
-	43, // 2: nvmirror.provisioner.v1.Replica.created:type_name -> google.protobuf.Timestamp
-	43, // 3: nvmirror.provisioner.v1.Replica.updated:type_name -> google.protobuf.Timestamp
-	37, // 4: nvmirror.provisioner.v1.Volume.parameters:type_name -> nvmirror.provisioner.v1.Volume.ParametersEntry
+	44, // 2: nvmirror.provisioner.v1.Replica.created:type_name -> google.protobuf.Timestamp
+	44, // 3: nvmirror.provisioner.v1.Replica.updated:type_name -> google.protobuf.Timestamp
+	38, // 4: nvmirror.provisioner.v1.Volume.parameters:type_name -> nvmirror.provisioner.v1.Volume.ParametersEntry
 	3,  // 5: nvmirror.provisioner.v1.Volume.replicas:type_name -> nvmirror.provisioner.v1.Replica
-	43, // 6: nvmirror.provisioner.v1.Volume.degraded_since:type_name -> google.protobuf.Timestamp
-	43, // 7: nvmirror.provisioner.v1.Volume.created:type_name -> google.protobuf.Timestamp
-	43, // 8: nvmirror.provisioner.v1.Volume.updated:type_name -> google.protobuf.Timestamp
-	38, // 9: nvmirror.provisioner.v1.Volume.metadata:type_name -> nvmirror.provisioner.v1.Volume.MetadataEntry
-	4,  // 10: nvmirror.provisioner.v1.VolumeResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
-	39, // 11: nvmirror.provisioner.v1.CreateVolumeRequest.parameters:type_name -> nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
-	4,  // 12: nvmirror.provisioner.v1.ListVolumesResponse.volumes:type_name -> nvmirror.provisioner.v1.Volume
-	40, // 13: nvmirror.provisioner.v1.ModifyVolumeRequest.mutable_parameters:type_name -> nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
-	41, // 14: nvmirror.provisioner.v1.GetCapacityRequest.parameters:type_name -> nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
-	4,  // 15: nvmirror.provisioner.v1.ReplaceReplicaResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
-	3,  // 16: nvmirror.provisioner.v1.ReplaceReplicaResponse.new_replica:type_name -> nvmirror.provisioner.v1.Replica
-	1,  // 17: nvmirror.provisioner.v1.Event.severity:type_name -> nvmirror.provisioner.v1.Severity
-	43, // 18: nvmirror.provisioner.v1.Event.time:type_name -> google.protobuf.Timestamp
-	42, // 19: nvmirror.provisioner.v1.Event.attributes:type_name -> nvmirror.provisioner.v1.Event.AttributesEntry
-	23, // 20: nvmirror.provisioner.v1.ReportEventsRequest.events:type_name -> nvmirror.provisioner.v1.Event
-	43, // 21: nvmirror.provisioner.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
-	23, // 22: nvmirror.provisioner.v1.ListEventsResponse.events:type_name -> nvmirror.provisioner.v1.Event
-	2,  // 23: nvmirror.provisioner.v1.StorageNode.endpoints:type_name -> nvmirror.provisioner.v1.Endpoint
-	43, // 24: nvmirror.provisioner.v1.StorageNode.last_seen:type_name -> google.protobuf.Timestamp
-	43, // 25: nvmirror.provisioner.v1.StorageNodeCredentials.created:type_name -> google.protobuf.Timestamp
-	30, // 26: nvmirror.provisioner.v1.GetHostCredentialsResponse.credentials:type_name -> nvmirror.provisioner.v1.StorageNodeCredentials
-	33, // 27: nvmirror.provisioner.v1.RotateCredentialsResponse.storage_nodes:type_name -> nvmirror.provisioner.v1.RotatedStorageNode
-	28, // 28: nvmirror.provisioner.v1.ListStorageNodesResponse.nodes:type_name -> nvmirror.provisioner.v1.StorageNode
-	6,  // 29: nvmirror.provisioner.v1.Provisioner.CreateVolume:input_type -> nvmirror.provisioner.v1.CreateVolumeRequest
-	7,  // 30: nvmirror.provisioner.v1.Provisioner.DeleteVolume:input_type -> nvmirror.provisioner.v1.DeleteVolumeRequest
-	9,  // 31: nvmirror.provisioner.v1.Provisioner.GetVolume:input_type -> nvmirror.provisioner.v1.GetVolumeRequest
-	10, // 32: nvmirror.provisioner.v1.Provisioner.ListVolumes:input_type -> nvmirror.provisioner.v1.ListVolumesRequest
-	12, // 33: nvmirror.provisioner.v1.Provisioner.PublishVolume:input_type -> nvmirror.provisioner.v1.PublishVolumeRequest
-	13, // 34: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:input_type -> nvmirror.provisioner.v1.UnpublishVolumeRequest
-	15, // 35: nvmirror.provisioner.v1.Provisioner.ExpandVolume:input_type -> nvmirror.provisioner.v1.ExpandVolumeRequest
-	16, // 36: nvmirror.provisioner.v1.Provisioner.ModifyVolume:input_type -> nvmirror.provisioner.v1.ModifyVolumeRequest
-	17, // 37: nvmirror.provisioner.v1.Provisioner.GetCapacity:input_type -> nvmirror.provisioner.v1.GetCapacityRequest
-	19, // 38: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:input_type -> nvmirror.provisioner.v1.ReplaceReplicaRequest
-	21, // 39: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:input_type -> nvmirror.provisioner.v1.MarkReplicaRemovedRequest
-	22, // 40: nvmirror.provisioner.v1.Provisioner.DeleteReplica:input_type -> nvmirror.provisioner.v1.DeleteReplicaRequest
-	24, // 41: nvmirror.provisioner.v1.Provisioner.ReportEvents:input_type -> nvmirror.provisioner.v1.ReportEventsRequest
-	26, // 42: nvmirror.provisioner.v1.Provisioner.ListEvents:input_type -> nvmirror.provisioner.v1.ListEventsRequest
-	35, // 43: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:input_type -> nvmirror.provisioner.v1.ListStorageNodesRequest
-	29, // 44: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:input_type -> nvmirror.provisioner.v1.GetHostCredentialsRequest
-	32, // 45: nvmirror.provisioner.v1.Provisioner.RotateCredentials:input_type -> nvmirror.provisioner.v1.RotateCredentialsRequest
-	5,  // 46: nvmirror.provisioner.v1.Provisioner.CreateVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	8,  // 47: nvmirror.provisioner.v1.Provisioner.DeleteVolume:output_type -> nvmirror.provisioner.v1.DeleteVolumeResponse
-	5,  // 48: nvmirror.provisioner.v1.Provisioner.GetVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	11, // 49: nvmirror.provisioner.v1.Provisioner.ListVolumes:output_type -> nvmirror.provisioner.v1.ListVolumesResponse
-	5,  // 50: nvmirror.provisioner.v1.Provisioner.PublishVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	14, // 51: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:output_type -> nvmirror.provisioner.v1.UnpublishVolumeResponse
-	5,  // 52: nvmirror.provisioner.v1.Provisioner.ExpandVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	5,  // 53: nvmirror.provisioner.v1.Provisioner.ModifyVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	18, // 54: nvmirror.provisioner.v1.Provisioner.GetCapacity:output_type -> nvmirror.provisioner.v1.GetCapacityResponse
-	20, // 55: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:output_type -> nvmirror.provisioner.v1.ReplaceReplicaResponse
-	5,  // 56: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	5,  // 57: nvmirror.provisioner.v1.Provisioner.DeleteReplica:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	25, // 58: nvmirror.provisioner.v1.Provisioner.ReportEvents:output_type -> nvmirror.provisioner.v1.ReportEventsResponse
-	27, // 59: nvmirror.provisioner.v1.Provisioner.ListEvents:output_type -> nvmirror.provisioner.v1.ListEventsResponse
-	36, // 60: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:output_type -> nvmirror.provisioner.v1.ListStorageNodesResponse
-	31, // 61: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:output_type -> nvmirror.provisioner.v1.GetHostCredentialsResponse
-	34, // 62: nvmirror.provisioner.v1.Provisioner.RotateCredentials:output_type -> nvmirror.provisioner.v1.RotateCredentialsResponse
-	46, // [46:63] is the sub-list for method output_type
-	29, // [29:46] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	44, // 6: nvmirror.provisioner.v1.Volume.degraded_since:type_name -> google.protobuf.Timestamp
+	44, // 7: nvmirror.provisioner.v1.Volume.created:type_name -> google.protobuf.Timestamp
+	44, // 8: nvmirror.provisioner.v1.Volume.updated:type_name -> google.protobuf.Timestamp
+	39, // 9: nvmirror.provisioner.v1.Volume.metadata:type_name -> nvmirror.provisioner.v1.Volume.MetadataEntry
+	5,  // 10: nvmirror.provisioner.v1.Volume.policy:type_name -> nvmirror.provisioner.v1.VolumePolicy
+	4,  // 11: nvmirror.provisioner.v1.VolumeResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
+	40, // 12: nvmirror.provisioner.v1.CreateVolumeRequest.parameters:type_name -> nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
+	4,  // 13: nvmirror.provisioner.v1.ListVolumesResponse.volumes:type_name -> nvmirror.provisioner.v1.Volume
+	41, // 14: nvmirror.provisioner.v1.ModifyVolumeRequest.mutable_parameters:type_name -> nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
+	42, // 15: nvmirror.provisioner.v1.GetCapacityRequest.parameters:type_name -> nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
+	4,  // 16: nvmirror.provisioner.v1.ReplaceReplicaResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
+	3,  // 17: nvmirror.provisioner.v1.ReplaceReplicaResponse.new_replica:type_name -> nvmirror.provisioner.v1.Replica
+	1,  // 18: nvmirror.provisioner.v1.Event.severity:type_name -> nvmirror.provisioner.v1.Severity
+	44, // 19: nvmirror.provisioner.v1.Event.time:type_name -> google.protobuf.Timestamp
+	43, // 20: nvmirror.provisioner.v1.Event.attributes:type_name -> nvmirror.provisioner.v1.Event.AttributesEntry
+	24, // 21: nvmirror.provisioner.v1.ReportEventsRequest.events:type_name -> nvmirror.provisioner.v1.Event
+	44, // 22: nvmirror.provisioner.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	24, // 23: nvmirror.provisioner.v1.ListEventsResponse.events:type_name -> nvmirror.provisioner.v1.Event
+	2,  // 24: nvmirror.provisioner.v1.StorageNode.endpoints:type_name -> nvmirror.provisioner.v1.Endpoint
+	44, // 25: nvmirror.provisioner.v1.StorageNode.last_seen:type_name -> google.protobuf.Timestamp
+	44, // 26: nvmirror.provisioner.v1.StorageNodeCredentials.created:type_name -> google.protobuf.Timestamp
+	31, // 27: nvmirror.provisioner.v1.GetHostCredentialsResponse.credentials:type_name -> nvmirror.provisioner.v1.StorageNodeCredentials
+	34, // 28: nvmirror.provisioner.v1.RotateCredentialsResponse.storage_nodes:type_name -> nvmirror.provisioner.v1.RotatedStorageNode
+	29, // 29: nvmirror.provisioner.v1.ListStorageNodesResponse.nodes:type_name -> nvmirror.provisioner.v1.StorageNode
+	7,  // 30: nvmirror.provisioner.v1.Provisioner.CreateVolume:input_type -> nvmirror.provisioner.v1.CreateVolumeRequest
+	8,  // 31: nvmirror.provisioner.v1.Provisioner.DeleteVolume:input_type -> nvmirror.provisioner.v1.DeleteVolumeRequest
+	10, // 32: nvmirror.provisioner.v1.Provisioner.GetVolume:input_type -> nvmirror.provisioner.v1.GetVolumeRequest
+	11, // 33: nvmirror.provisioner.v1.Provisioner.ListVolumes:input_type -> nvmirror.provisioner.v1.ListVolumesRequest
+	13, // 34: nvmirror.provisioner.v1.Provisioner.PublishVolume:input_type -> nvmirror.provisioner.v1.PublishVolumeRequest
+	14, // 35: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:input_type -> nvmirror.provisioner.v1.UnpublishVolumeRequest
+	16, // 36: nvmirror.provisioner.v1.Provisioner.ExpandVolume:input_type -> nvmirror.provisioner.v1.ExpandVolumeRequest
+	17, // 37: nvmirror.provisioner.v1.Provisioner.ModifyVolume:input_type -> nvmirror.provisioner.v1.ModifyVolumeRequest
+	18, // 38: nvmirror.provisioner.v1.Provisioner.GetCapacity:input_type -> nvmirror.provisioner.v1.GetCapacityRequest
+	20, // 39: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:input_type -> nvmirror.provisioner.v1.ReplaceReplicaRequest
+	22, // 40: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:input_type -> nvmirror.provisioner.v1.MarkReplicaRemovedRequest
+	23, // 41: nvmirror.provisioner.v1.Provisioner.DeleteReplica:input_type -> nvmirror.provisioner.v1.DeleteReplicaRequest
+	25, // 42: nvmirror.provisioner.v1.Provisioner.ReportEvents:input_type -> nvmirror.provisioner.v1.ReportEventsRequest
+	27, // 43: nvmirror.provisioner.v1.Provisioner.ListEvents:input_type -> nvmirror.provisioner.v1.ListEventsRequest
+	36, // 44: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:input_type -> nvmirror.provisioner.v1.ListStorageNodesRequest
+	30, // 45: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:input_type -> nvmirror.provisioner.v1.GetHostCredentialsRequest
+	33, // 46: nvmirror.provisioner.v1.Provisioner.RotateCredentials:input_type -> nvmirror.provisioner.v1.RotateCredentialsRequest
+	6,  // 47: nvmirror.provisioner.v1.Provisioner.CreateVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	9,  // 48: nvmirror.provisioner.v1.Provisioner.DeleteVolume:output_type -> nvmirror.provisioner.v1.DeleteVolumeResponse
+	6,  // 49: nvmirror.provisioner.v1.Provisioner.GetVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	12, // 50: nvmirror.provisioner.v1.Provisioner.ListVolumes:output_type -> nvmirror.provisioner.v1.ListVolumesResponse
+	6,  // 51: nvmirror.provisioner.v1.Provisioner.PublishVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	15, // 52: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:output_type -> nvmirror.provisioner.v1.UnpublishVolumeResponse
+	6,  // 53: nvmirror.provisioner.v1.Provisioner.ExpandVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	6,  // 54: nvmirror.provisioner.v1.Provisioner.ModifyVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	19, // 55: nvmirror.provisioner.v1.Provisioner.GetCapacity:output_type -> nvmirror.provisioner.v1.GetCapacityResponse
+	21, // 56: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:output_type -> nvmirror.provisioner.v1.ReplaceReplicaResponse
+	6,  // 57: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	6,  // 58: nvmirror.provisioner.v1.Provisioner.DeleteReplica:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	26, // 59: nvmirror.provisioner.v1.Provisioner.ReportEvents:output_type -> nvmirror.provisioner.v1.ReportEventsResponse
+	28, // 60: nvmirror.provisioner.v1.Provisioner.ListEvents:output_type -> nvmirror.provisioner.v1.ListEventsResponse
+	37, // 61: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:output_type -> nvmirror.provisioner.v1.ListStorageNodesResponse
+	32, // 62: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:output_type -> nvmirror.provisioner.v1.GetHostCredentialsResponse
+	35, // 63: nvmirror.provisioner.v1.Provisioner.RotateCredentials:output_type -> nvmirror.provisioner.v1.RotateCredentialsResponse
+	47, // [47:64] is the sub-list for method output_type
+	30, // [30:47] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_provisioner_v1_provisioner_proto_init() }
@@ -2640,7 +2734,7 @@ func file_provisioner_v1_provisioner_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_provisioner_v1_provisioner_proto_rawDesc), len(file_provisioner_v1_provisioner_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   41,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

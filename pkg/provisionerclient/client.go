@@ -1,5 +1,5 @@
 // Package provisionerclient is the Go client of nvmirror-provisioner's gRPC
-// API. Client implements driver.Provisioner for the CSI driver, mapping the
+// API. Client implements volume.Provisioner for the CSI driver, mapping the
 // provisioner's status codes onto the driver's sentinel errors (keeping the
 // provisioner's message, which names the volume and what is wrong), and
 // offers the calls other clients need (the node's healer and event
@@ -20,13 +20,14 @@ import (
 	"time"
 
 	"github.com/nvmirror/nvmirror/pkg/grpcerr"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/provisionerapi"
 )
@@ -38,7 +39,7 @@ type Client struct {
 	health healthpb.HealthClient
 }
 
-var _ driver.Provisioner = (*Client)(nil)
+var _ volume.Provisioner = (*Client)(nil)
 
 // New returns a client over conn (which the caller closes).
 func New(conn grpc.ClientConnInterface) *Client {
@@ -54,20 +55,20 @@ func (c *Client) API() provisionerapi.ProvisionerClient { return c.api }
 // Unauthenticated, Canceled, ...) stay status errors, which the driver
 // passes through to the CO unchanged.
 var sentinels = grpcerr.Sentinels{
-	codes.NotFound:           driver.ErrNotFound,
-	codes.AlreadyExists:      driver.ErrAlreadyExists,
-	codes.InvalidArgument:    driver.ErrInvalidArgument,
-	codes.FailedPrecondition: driver.ErrFailedPrecondition,
-	codes.ResourceExhausted:  driver.ErrResourceExhausted,
-	codes.Unavailable:        driver.ErrUnavailable,
-	codes.DeadlineExceeded:   driver.ErrUnavailable,
-	codes.Aborted:            driver.ErrAborted,
-	codes.OutOfRange:         driver.ErrOutOfRange,
+	codes.NotFound:           volume.ErrNotFound,
+	codes.AlreadyExists:      volume.ErrAlreadyExists,
+	codes.InvalidArgument:    volume.ErrInvalidArgument,
+	codes.FailedPrecondition: volume.ErrFailedPrecondition,
+	codes.ResourceExhausted:  volume.ErrResourceExhausted,
+	codes.Unavailable:        volume.ErrUnavailable,
+	codes.DeadlineExceeded:   volume.ErrUnavailable,
+	codes.Aborted:            volume.ErrAborted,
+	codes.OutOfRange:         volume.ErrOutOfRange,
 }
 
 func mapErr(err error) error { return sentinels.Map(err, "provisioner") }
 
-func (c *Client) CreateVolume(ctx context.Context, req driver.CreateVolumeRequest) (*driver.Volume, error) {
+func (c *Client) CreateVolume(ctx context.Context, req volume.CreateVolumeRequest) (*volume.Volume, error) {
 	resp, err := c.api.CreateVolume(ctx, &provisionerapi.CreateVolumeRequest{Name: req.Name, SizeBytes: req.SizeBytes, Parameters: req.Parameters, Block: req.Block})
 	if err != nil {
 		return nil, mapErr(err)
@@ -81,14 +82,14 @@ func (c *Client) DeleteVolume(ctx context.Context, id string) error {
 }
 
 // GetHostCredentials fetches the host's DH-HMAC-CHAP secrets per storage node.
-func (c *Client) GetHostCredentials(ctx context.Context, hostNQN string) ([]driver.Credentials, error) {
+func (c *Client) GetHostCredentials(ctx context.Context, hostNQN string) ([]volume.Credentials, error) {
 	resp, err := c.api.GetHostCredentials(ctx, &provisionerapi.GetHostCredentialsRequest{HostNqn: hostNQN})
 	if err != nil {
 		return nil, mapErr(err)
 	}
-	out := make([]driver.Credentials, 0, len(resp.GetCredentials()))
+	out := make([]volume.Credentials, 0, len(resp.GetCredentials()))
 	for _, cr := range resp.GetCredentials() {
-		out = append(out, driver.Credentials{StorageNode: cr.GetStorageNode(), Secret: cr.GetDhchapSecret(),
+		out = append(out, volume.Credentials{StorageNode: cr.GetStorageNode(), Secret: cr.GetDhchapSecret(),
 			CtrlSecret: cr.GetDhchapCtrlSecret(), Generation: cr.GetGeneration()})
 	}
 	return out, nil
@@ -101,7 +102,7 @@ func (c *Client) RotateCredentials(ctx context.Context, volumeID string) (*provi
 	return resp, mapErr(err)
 }
 
-func (c *Client) GetVolume(ctx context.Context, id string) (*driver.Volume, error) {
+func (c *Client) GetVolume(ctx context.Context, id string) (*volume.Volume, error) {
 	resp, err := c.api.GetVolume(ctx, &provisionerapi.GetVolumeRequest{VolumeId: id})
 	if err != nil {
 		return nil, mapErr(err)
@@ -114,12 +115,12 @@ func (c *Client) GetVolume(ctx context.Context, id string) (*driver.Volume, erro
 // volumes it no longer has (they only wait for storage nodes that were
 // away). A page can therefore hold fewer than max entries with a next
 // token, which CSI allows.
-func (c *Client) ListVolumes(ctx context.Context, startToken string, max int) ([]*driver.Volume, string, error) {
+func (c *Client) ListVolumes(ctx context.Context, startToken string, max int) ([]*volume.Volume, string, error) {
 	resp, err := c.api.ListVolumes(ctx, &provisionerapi.ListVolumesRequest{StartingToken: startToken, MaxEntries: int32(max)})
 	if err != nil {
 		return nil, "", mapErr(err)
 	}
-	var out []*driver.Volume
+	var out []*volume.Volume
 	for _, v := range resp.GetVolumes() {
 		if v.GetState() == "deleting" {
 			continue
@@ -129,7 +130,7 @@ func (c *Client) ListVolumes(ctx context.Context, startToken string, max int) ([
 	return out, resp.GetNextToken(), nil
 }
 
-func (c *Client) PublishVolume(ctx context.Context, id, hostNQN, nodeID string) (*driver.Volume, error) {
+func (c *Client) PublishVolume(ctx context.Context, id, hostNQN, nodeID string) (*volume.Volume, error) {
 	resp, err := c.api.PublishVolume(ctx, &provisionerapi.PublishVolumeRequest{VolumeId: id, HostNqn: hostNQN, NodeId: nodeID})
 	if err != nil {
 		return nil, mapErr(err)
@@ -142,7 +143,7 @@ func (c *Client) UnpublishVolume(ctx context.Context, id, hostNQN string) error 
 	return mapErr(err)
 }
 
-func (c *Client) ExpandVolume(ctx context.Context, id string, sizeBytes int64) (*driver.Volume, error) {
+func (c *Client) ExpandVolume(ctx context.Context, id string, sizeBytes int64) (*volume.Volume, error) {
 	resp, err := c.api.ExpandVolume(ctx, &provisionerapi.ExpandVolumeRequest{VolumeId: id, SizeBytes: sizeBytes})
 	if err != nil {
 		return nil, mapErr(err)
@@ -150,7 +151,7 @@ func (c *Client) ExpandVolume(ctx context.Context, id string, sizeBytes int64) (
 	return VolumeFromProto(resp.GetVolume()), nil
 }
 
-func (c *Client) ModifyVolume(ctx context.Context, id string, mutable map[string]string) (*driver.Volume, error) {
+func (c *Client) ModifyVolume(ctx context.Context, id string, mutable map[string]string) (*volume.Volume, error) {
 	resp, err := c.api.ModifyVolume(ctx, &provisionerapi.ModifyVolumeRequest{VolumeId: id, MutableParameters: mutable})
 	if err != nil {
 		return nil, mapErr(err)
@@ -169,7 +170,7 @@ func (c *Client) GetCapacity(ctx context.Context, params map[string]string) (int
 // ReportAudit sends the record as an Audit event. Its ID is a digest of
 // the record, so sending the same record twice (a retry after a timeout)
 // stores it once.
-func (c *Client) ReportAudit(ctx context.Context, rec driver.AuditRecord) error {
+func (c *Client) ReportAudit(ctx context.Context, rec volume.AuditRecord) error {
 	if rec.Time.IsZero() {
 		rec.Time = time.Now()
 	}
@@ -182,7 +183,7 @@ func (c *Client) ReportAudit(ctx context.Context, rec driver.AuditRecord) error 
 		Message:  rec.Message,
 		Attributes: map[string]string{
 			provisionerapi.AttrOperation: rec.Operation,
-			provisionerapi.AttrOutcome:   rec.Outcome,
+			provisionerapi.AttrOutcome:   string(rec.Outcome),
 			provisionerapi.AttrNode:      rec.Node,
 			provisionerapi.AttrMessage:   rec.Message,
 		},
@@ -194,9 +195,9 @@ func (c *Client) ReportAudit(ctx context.Context, rec driver.AuditRecord) error 
 // AuditID is the event ID of an audit record: a digest of every field, so
 // it is the same for a resend and differs between records (their times
 // differ by at least a nanosecond).
-func AuditID(rec driver.AuditRecord) string {
+func AuditID(rec volume.AuditRecord) string {
 	h := sha256.New()
-	for _, f := range []string{strconv.FormatInt(rec.Time.UnixNano(), 10), rec.Operation, rec.VolumeID, rec.Node, rec.Outcome, rec.Message} {
+	for _, f := range []string{strconv.FormatInt(rec.Time.UnixNano(), 10), rec.Operation, rec.VolumeID, rec.Node, string(rec.Outcome), rec.Message} {
 		h.Write([]byte(f))
 		h.Write([]byte{0})
 	}
@@ -211,7 +212,7 @@ func (c *Client) Ping(ctx context.Context) error {
 		return mapErr(err)
 	}
 	if s := resp.GetStatus(); s != healthpb.HealthCheckResponse_SERVING {
-		return fmt.Errorf("provisioner: health %s (not the leader, or shutting down): %w", s, driver.ErrUnavailable)
+		return fmt.Errorf("provisioner: health %s (not the leader, or shutting down): %w", s, volume.ErrUnavailable)
 	}
 	return nil
 }
@@ -219,7 +220,7 @@ func (c *Client) Ping(ctx context.Context) error {
 // ReplaceReplica asks for a replacement of a replica that stayed away too
 // long and returns the volume and the new replica (the same one on a
 // retry).
-func (c *Client) ReplaceReplica(ctx context.Context, volumeID, missingReplicaID string) (*driver.Volume, *driver.Replica, error) {
+func (c *Client) ReplaceReplica(ctx context.Context, volumeID, missingReplicaID string) (*volume.Volume, *volume.Replica, error) {
 	resp, err := c.api.ReplaceReplica(ctx, &provisionerapi.ReplaceReplicaRequest{VolumeId: volumeID, MissingReplicaId: missingReplicaID})
 	if err != nil {
 		return nil, nil, mapErr(err)
@@ -230,7 +231,7 @@ func (c *Client) ReplaceReplica(ctx context.Context, volumeID, missingReplicaID 
 
 // MarkReplicaRemoved records that the node took a deleted replica out of
 // its array.
-func (c *Client) MarkReplicaRemoved(ctx context.Context, volumeID, replicaID string) (*driver.Volume, error) {
+func (c *Client) MarkReplicaRemoved(ctx context.Context, volumeID, replicaID string) (*volume.Volume, error) {
 	resp, err := c.api.MarkReplicaRemoved(ctx, &provisionerapi.MarkReplicaRemovedRequest{VolumeId: volumeID, ReplicaId: replicaID})
 	if err != nil {
 		return nil, mapErr(err)
@@ -241,8 +242,8 @@ func (c *Client) MarkReplicaRemoved(ctx context.Context, volumeID, replicaID str
 // DeleteReplica takes one replica out of a volume's configuration (an
 // administrator's operation): it becomes deleted, the node removes it from
 // its array, and its storage node deletes it (now, or when it returns).
-// Deleting the last active replica is driver.ErrFailedPrecondition.
-func (c *Client) DeleteReplica(ctx context.Context, volumeID, replicaID string) (*driver.Volume, error) {
+// Deleting the last active replica is volume.ErrFailedPrecondition.
+func (c *Client) DeleteReplica(ctx context.Context, volumeID, replicaID string) (*volume.Volume, error) {
 	resp, err := c.api.DeleteReplica(ctx, &provisionerapi.DeleteReplicaRequest{VolumeId: volumeID, ReplicaId: replicaID})
 	if err != nil {
 		return nil, mapErr(err)
@@ -265,7 +266,7 @@ func (c *Client) ReportEvents(ctx context.Context, es ...events.Event) error {
 // is ErrInvalidArgument rather than silently widened.
 func (c *Client) ListEvents(ctx context.Context, f events.Filter) ([]events.Event, error) {
 	if len(f.Types) > 1 || !f.Until.IsZero() {
-		return nil, fmt.Errorf("provisioner: event filter with %d types and until %v: the API takes one type and no end time: %w", len(f.Types), f.Until, driver.ErrInvalidArgument)
+		return nil, fmt.Errorf("provisioner: event filter with %d types and until %v: the API takes one type and no end time: %w", len(f.Types), f.Until, volume.ErrInvalidArgument)
 	}
 	req := &provisionerapi.ListEventsRequest{VolumeId: f.Volume, Node: f.Node, Limit: int32(f.Limit), AfterSeq: f.AfterSeq}
 	if len(f.Types) == 1 {
@@ -298,8 +299,8 @@ func (c *Client) ListStorageNodes(ctx context.Context) ([]*provisionerapi.Storag
 }
 
 // VolumeFromProto converts a wire volume to the driver's form.
-func VolumeFromProto(p *provisionerapi.Volume) *driver.Volume {
-	v := &driver.Volume{
+func VolumeFromProto(p *provisionerapi.Volume) *volume.Volume {
+	v := &volume.Volume{
 		ID: p.GetId(), Name: p.GetName(), SizeBytes: p.GetSizeBytes(), Parameters: p.GetParameters(),
 		MDUUID: p.GetMdUuid(), MDName: p.GetMdName(),
 		PublishedHost: p.GetPublishedHostNqn(), PublishedNode: p.GetPublishedNodeId(),
@@ -307,6 +308,7 @@ func VolumeFromProto(p *provisionerapi.Volume) *driver.Volume {
 	if v.Parameters == nil {
 		v.Parameters = map[string]string{}
 	}
+	v.Policy = policyFromProto(p.GetPolicy())
 	if p.GetDegradedSince() != nil {
 		v.DegradedSince = p.GetDegradedSince().AsTime()
 	}
@@ -316,24 +318,38 @@ func VolumeFromProto(p *provisionerapi.Volume) *driver.Volume {
 	return v
 }
 
-func replicaFromProto(p *provisionerapi.Replica) driver.Replica {
-	r := driver.Replica{ID: p.GetId(), StorageNode: p.GetStorageNode(), NQN: p.GetNqn(), NamespaceUUID: p.GetNamespaceUuid(), State: replicaState(p.GetState())}
+func replicaFromProto(p *provisionerapi.Replica) volume.Replica {
+	r := volume.Replica{ID: p.GetId(), StorageNode: p.GetStorageNode(), NQN: p.GetNqn(), NamespaceUUID: p.GetNamespaceUuid(), State: replicaState(p.GetState())}
 	for _, e := range p.GetEndpoints() {
-		r.Endpoints = append(r.Endpoints, driver.Endpoint{Address: e.GetAddress(), Port: e.GetPort()})
+		r.Endpoints = append(r.Endpoints, volume.Endpoint{Address: e.GetAddress(), Port: e.GetPort()})
 	}
 	return r
 }
 
-func replicaState(s provisionerapi.ReplicaState) string {
+// policyFromProto reads the typed policy; a provisioner older than the
+// field sends none, and a volume then has the StorageClass defaults.
+func policyFromProto(p *provisionerapi.VolumePolicy) storageclass.Policy {
+	if p == nil {
+		return storageclass.DefaultPolicy()
+	}
+	return storageclass.Policy{
+		NumReplicas:               int(p.GetNumReplicas()),
+		MaxReplicaDownTimeMinutes: int(p.GetMaxReplicaDownTimeMinutes()),
+		FSType:                    p.GetFsType(),
+		Authentication:            storageclass.Authentication(p.GetAuthentication()),
+	}
+}
+
+func replicaState(s provisionerapi.ReplicaState) volume.ReplicaState {
 	switch s {
 	case provisionerapi.ReplicaState_REPLICA_STATE_ACTIVE:
-		return driver.ReplicaActive
+		return volume.ReplicaActive
 	case provisionerapi.ReplicaState_REPLICA_STATE_DELETING:
-		return driver.ReplicaDeleting
+		return volume.ReplicaDeleting
 	case provisionerapi.ReplicaState_REPLICA_STATE_DELETED:
-		return driver.ReplicaDeleted
+		return volume.ReplicaDeleted
 	case provisionerapi.ReplicaState_REPLICA_STATE_REMOVED:
-		return driver.ReplicaRemoved
+		return volume.ReplicaRemoved
 	}
 	return ""
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -18,7 +19,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
-	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
@@ -114,7 +114,7 @@ func wantErr(t *testing.T, step string, err, sentinel error, contains string) {
 	}
 }
 
-// TestLifecycle walks a volume through every driver.Provisioner call over
+// TestLifecycle walks a volume through every volume.Provisioner call over
 // a real TLS connection.
 func TestLifecycle(t *testing.T) {
 	e := start(t)
@@ -125,7 +125,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("Ping: %v", err)
 	}
 	params := map[string]string{"numReplicas": "3", "csi.storage.k8s.io/pvc/name": "data", "csi.storage.k8s.io/pvc/namespace": "db"}
-	v, err := p.CreateVolume(ctx, driver.CreateVolumeRequest{Name: "pvc-1", SizeBytes: gib, Parameters: params})
+	v, err := p.CreateVolume(ctx, volume.CreateVolumeRequest{Name: "pvc-1", SizeBytes: gib, Parameters: params})
 	if err != nil {
 		t.Fatalf("CreateVolume: %v", err)
 	}
@@ -133,27 +133,27 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("created %+v", v)
 	}
 	for _, r := range v.Replicas {
-		if r.NQN == "" || r.State != driver.ReplicaActive || len(r.Endpoints) == 0 || r.Endpoints[0].Port == "" || r.NamespaceUUID != nvmeof.NamespaceUUID(r.ID) {
+		if r.NQN == "" || r.State != volume.ReplicaActive || len(r.Endpoints) == 0 || r.Endpoints[0].Port == "" || r.NamespaceUUID != nvmeof.NamespaceUUID(r.ID) {
 			t.Errorf("replica %+v", r)
 		}
 	}
-	again, err := p.CreateVolume(ctx, driver.CreateVolumeRequest{Name: "pvc-1", SizeBytes: gib, Parameters: params})
+	again, err := p.CreateVolume(ctx, volume.CreateVolumeRequest{Name: "pvc-1", SizeBytes: gib, Parameters: params})
 	if err != nil || again.ID != v.ID || again.MDUUID != v.MDUUID {
 		t.Fatalf("CreateVolume retry = %+v, %v", again, err)
 	}
-	_, err = p.CreateVolume(ctx, driver.CreateVolumeRequest{Name: "pvc-1", SizeBytes: 2 * gib, Parameters: params})
-	wantErr(t, "CreateVolume other size", err, driver.ErrAlreadyExists, "pvc-1")
-	_, err = p.CreateVolume(ctx, driver.CreateVolumeRequest{Name: "pvc-x", SizeBytes: gib, Parameters: map[string]string{"numReplica": "3"}})
-	wantErr(t, "CreateVolume bad parameter", err, driver.ErrInvalidArgument, "numReplica")
-	_, err = p.CreateVolume(ctx, driver.CreateVolumeRequest{Name: "pvc-big", SizeBytes: 200 * gib})
-	wantErr(t, "CreateVolume too big", err, driver.ErrResourceExhausted, "free")
+	_, err = p.CreateVolume(ctx, volume.CreateVolumeRequest{Name: "pvc-1", SizeBytes: 2 * gib, Parameters: params})
+	wantErr(t, "CreateVolume other size", err, volume.ErrAlreadyExists, "pvc-1")
+	_, err = p.CreateVolume(ctx, volume.CreateVolumeRequest{Name: "pvc-x", SizeBytes: gib, Parameters: map[string]string{"numReplica": "3"}})
+	wantErr(t, "CreateVolume bad parameter", err, volume.ErrInvalidArgument, "numReplica")
+	_, err = p.CreateVolume(ctx, volume.CreateVolumeRequest{Name: "pvc-big", SizeBytes: 200 * gib})
+	wantErr(t, "CreateVolume too big", err, volume.ErrResourceExhausted, "free")
 
 	got, err := p.GetVolume(ctx, v.ID)
 	if err != nil || got.ID != v.ID || got.Name != "pvc-1" {
 		t.Fatalf("GetVolume = %+v, %v", got, err)
 	}
 	_, err = p.GetVolume(ctx, "vol-nope")
-	wantErr(t, "GetVolume unknown", err, driver.ErrNotFound, "vol-nope")
+	wantErr(t, "GetVolume unknown", err, volume.ErrNotFound, "vol-nope")
 
 	pub, err := p.PublishVolume(ctx, v.ID, hostA, "node-a")
 	if err != nil || pub.PublishedHost != hostA || pub.PublishedNode != "node-a" {
@@ -163,13 +163,13 @@ func TestLifecycle(t *testing.T) {
 		t.Errorf("PublishVolume retry: %v", err)
 	}
 	_, err = p.PublishVolume(ctx, v.ID, hostB, "node-b")
-	wantErr(t, "PublishVolume second host", err, driver.ErrFailedPrecondition, hostA)
+	wantErr(t, "PublishVolume second host", err, volume.ErrFailedPrecondition, hostA)
 	err = p.DeleteVolume(ctx, v.ID)
-	wantErr(t, "DeleteVolume published", err, driver.ErrFailedPrecondition, "published")
+	wantErr(t, "DeleteVolume published", err, volume.ErrFailedPrecondition, "published")
 
 	// Paging over three volumes, two per page.
 	for _, name := range []string{"pvc-2", "pvc-3"} {
-		if _, err := p.CreateVolume(ctx, driver.CreateVolumeRequest{Name: name, SizeBytes: gib, Parameters: map[string]string{"numReplicas": "1"}}); err != nil {
+		if _, err := p.CreateVolume(ctx, volume.CreateVolumeRequest{Name: name, SizeBytes: gib, Parameters: map[string]string{"numReplicas": "1"}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -182,7 +182,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("ListVolumes page 2 = %v, %q, %v", page2, next2, err)
 	}
 	_, _, err = p.ListVolumes(ctx, "garbage", 2)
-	wantErr(t, "ListVolumes bad token", err, driver.ErrInvalidArgument, "garbage")
+	wantErr(t, "ListVolumes bad token", err, volume.ErrInvalidArgument, "garbage")
 
 	exp, err := p.ExpandVolume(ctx, v.ID, 2*gib)
 	if err != nil || exp.SizeBytes != 2*gib {
@@ -193,7 +193,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("ModifyVolume = %+v, %v", mod, err)
 	}
 	_, err = p.ModifyVolume(ctx, v.ID, map[string]string{"numReplicas": "2"})
-	wantErr(t, "ModifyVolume immutable", err, driver.ErrInvalidArgument, "numReplicas")
+	wantErr(t, "ModifyVolume immutable", err, volume.ErrInvalidArgument, "numReplicas")
 
 	avail, err := p.GetCapacity(ctx, map[string]string{"numReplicas": "1"})
 	if err != nil || avail <= 0 || avail > 100*gib {
@@ -213,7 +213,7 @@ func TestLifecycle(t *testing.T) {
 		t.Errorf("DeleteVolume retry: %v", err)
 	}
 	_, err = p.GetVolume(ctx, v.ID)
-	wantErr(t, "GetVolume deleted", err, driver.ErrNotFound, v.ID)
+	wantErr(t, "GetVolume deleted", err, volume.ErrNotFound, v.ID)
 }
 
 func TestWrongTokenUnauthenticated(t *testing.T) {
@@ -233,7 +233,7 @@ func TestWrongTokenUnauthenticated(t *testing.T) {
 func TestPingFollowsLeadership(t *testing.T) {
 	e := start(t)
 	e.health.SetLeader(false)
-	if err := e.client.Ping(context.Background()); !errors.Is(err, driver.ErrUnavailable) {
+	if err := e.client.Ping(context.Background()); !errors.Is(err, volume.ErrUnavailable) {
 		t.Errorf("Ping while not leader: %v, want ErrUnavailable", err)
 	}
 	e.health.SetLeader(true)
@@ -246,7 +246,7 @@ func TestAuditAndEvents(t *testing.T) {
 	e := start(t)
 	p := e.client
 	ctx := context.Background()
-	rec := driver.AuditRecord{Time: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC), Operation: "NodeStageVolume", VolumeID: "vol-1", Node: "node-a", Outcome: driver.AuditFailure, Message: "Internal: boom"}
+	rec := volume.AuditRecord{Time: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC), Operation: "NodeStageVolume", VolumeID: "vol-1", Node: "node-a", Outcome: volume.AuditFailure, Message: "Internal: boom"}
 	for range 2 { // a resend is stored once
 		if err := p.ReportAudit(ctx, rec); err != nil {
 			t.Fatalf("ReportAudit: %v", err)
@@ -257,7 +257,7 @@ func TestAuditAndEvents(t *testing.T) {
 		t.Fatalf("ListEvents = %+v, %v; want one record", got, err)
 	}
 	a := got[0]
-	if a.ID != provisionerclient.AuditID(rec) || a.Method != "NodeStageVolume" || a.Outcome != driver.AuditFailure || a.Node != "node-a" || a.Message != "Internal: boom" || !a.Time.Equal(rec.Time) || a.Seq == 0 {
+	if a.ID != provisionerclient.AuditID(rec) || a.Method != "NodeStageVolume" || a.Outcome != string(volume.AuditFailure) || a.Node != "node-a" || a.Message != "Internal: boom" || !a.Time.Equal(rec.Time) || a.Seq == 0 {
 		t.Errorf("stored audit %+v", a)
 	}
 	deg := events.Event{ID: "node-a/1", Time: rec.Time, Type: events.VolumeDegraded, Volume: "vol-1", Node: "node-a", Replicas: []string{"r1", "r2"}}
@@ -273,16 +273,16 @@ func TestAuditAndEvents(t *testing.T) {
 		t.Errorf("ListEvents after seq = %+v, %v", after, err)
 	}
 	err = p.ReportEvents(ctx, events.Event{Time: rec.Time, Type: "Bogus"})
-	wantErr(t, "ReportEvents unknown type", err, driver.ErrInvalidArgument, "Bogus")
+	wantErr(t, "ReportEvents unknown type", err, volume.ErrInvalidArgument, "Bogus")
 	_, err = p.ListEvents(ctx, events.Filter{Types: []events.Type{events.Audit, events.VolumeHealed}})
-	wantErr(t, "ListEvents two types", err, driver.ErrInvalidArgument, "one type")
+	wantErr(t, "ListEvents two types", err, volume.ErrInvalidArgument, "one type")
 }
 
 func TestHealingCalls(t *testing.T) {
 	e := start(t)
 	p := e.client
 	ctx := context.Background()
-	v, err := p.CreateVolume(ctx, driver.CreateVolumeRequest{Name: "pvc-1", SizeBytes: gib, Parameters: map[string]string{"numReplicas": "3"}})
+	v, err := p.CreateVolume(ctx, volume.CreateVolumeRequest{Name: "pvc-1", SizeBytes: gib, Parameters: map[string]string{"numReplicas": "3"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,12 +303,12 @@ func TestHealingCalls(t *testing.T) {
 		t.Errorf("ReplaceReplica retry = %+v, %v; want %s", again, err, nr.ID)
 	}
 	for _, r := range vol.Replicas {
-		if r.ID == missing.ID && r.State != driver.ReplicaRemoved {
+		if r.ID == missing.ID && r.State != volume.ReplicaRemoved {
 			t.Errorf("missing replica state %q", r.State)
 		}
 	}
 	_, err = p.MarkReplicaRemoved(ctx, v.ID, nr.ID)
-	wantErr(t, "MarkReplicaRemoved active", err, driver.ErrFailedPrecondition, nr.ID)
+	wantErr(t, "MarkReplicaRemoved active", err, volume.ErrFailedPrecondition, nr.ID)
 	if _, err := p.MarkReplicaRemoved(ctx, v.ID, missing.ID); err != nil {
 		t.Errorf("MarkReplicaRemoved removed: %v", err)
 	}
@@ -329,7 +329,7 @@ func TestDeleteReplica(t *testing.T) {
 	e := start(t)
 	p := e.client
 	ctx := context.Background()
-	v, err := p.CreateVolume(ctx, driver.CreateVolumeRequest{Name: "pvc-1", SizeBytes: gib, Parameters: map[string]string{"numReplicas": "2"}})
+	v, err := p.CreateVolume(ctx, volume.CreateVolumeRequest{Name: "pvc-1", SizeBytes: gib, Parameters: map[string]string{"numReplicas": "2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,24 +342,24 @@ func TestDeleteReplica(t *testing.T) {
 	if err != nil {
 		t.Fatalf("DeleteReplica with its storage node away: %v", err)
 	}
-	states := map[string]string{}
+	states := map[string]volume.ReplicaState{}
 	for _, r := range got.Replicas {
 		states[r.ID] = r.State
 	}
-	if states[victim.ID] != driver.ReplicaDeleted || states[last.ID] != driver.ReplicaActive {
+	if states[victim.ID] != volume.ReplicaDeleted || states[last.ID] != volume.ReplicaActive {
 		t.Errorf("states after DeleteReplica: %v", states)
 	}
 	if _, err := p.DeleteReplica(ctx, v.ID, victim.ID); err != nil {
 		t.Errorf("DeleteReplica retry: %v", err)
 	}
 	_, err = p.DeleteReplica(ctx, v.ID, last.ID)
-	wantErr(t, "DeleteReplica last active", err, driver.ErrFailedPrecondition, "last active replica")
+	wantErr(t, "DeleteReplica last active", err, volume.ErrFailedPrecondition, "last active replica")
 	_, err = p.DeleteReplica(ctx, v.ID, "rep-nope")
-	wantErr(t, "DeleteReplica unknown replica", err, driver.ErrNotFound, "rep-nope")
+	wantErr(t, "DeleteReplica unknown replica", err, volume.ErrNotFound, "rep-nope")
 	_, err = p.DeleteReplica(ctx, "vol-nope", victim.ID)
-	wantErr(t, "DeleteReplica unknown volume", err, driver.ErrNotFound, "vol-nope")
+	wantErr(t, "DeleteReplica unknown volume", err, volume.ErrNotFound, "vol-nope")
 	_, err = p.DeleteReplica(ctx, v.ID, "")
-	wantErr(t, "DeleteReplica no replica", err, driver.ErrInvalidArgument, "replica_id")
+	wantErr(t, "DeleteReplica no replica", err, volume.ErrInvalidArgument, "replica_id")
 
 	// The node completes its part; the storage node's copy goes when the
 	// node returns.
@@ -375,7 +375,7 @@ func TestDeleteReplica(t *testing.T) {
 		t.Fatalf("DeleteReplica after the node returned: %v", err)
 	}
 	for _, r := range got.Replicas {
-		if r.ID == victim.ID && r.State != driver.ReplicaRemoved {
+		if r.ID == victim.ID && r.State != volume.ReplicaRemoved {
 			t.Errorf("state %q, want removed", r.State)
 		}
 	}

@@ -8,8 +8,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/provisionerapi"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 func TestMapErr(t *testing.T) {
@@ -17,15 +17,15 @@ func TestMapErr(t *testing.T) {
 		code codes.Code
 		want error // nil: stays a status error with the same code
 	}{
-		{codes.NotFound, driver.ErrNotFound},
-		{codes.AlreadyExists, driver.ErrAlreadyExists},
-		{codes.InvalidArgument, driver.ErrInvalidArgument},
-		{codes.FailedPrecondition, driver.ErrFailedPrecondition},
-		{codes.ResourceExhausted, driver.ErrResourceExhausted},
-		{codes.Unavailable, driver.ErrUnavailable},
-		{codes.DeadlineExceeded, driver.ErrUnavailable},
-		{codes.Aborted, driver.ErrAborted},
-		{codes.OutOfRange, driver.ErrOutOfRange},
+		{codes.NotFound, volume.ErrNotFound},
+		{codes.AlreadyExists, volume.ErrAlreadyExists},
+		{codes.InvalidArgument, volume.ErrInvalidArgument},
+		{codes.FailedPrecondition, volume.ErrFailedPrecondition},
+		{codes.ResourceExhausted, volume.ErrResourceExhausted},
+		{codes.Unavailable, volume.ErrUnavailable},
+		{codes.DeadlineExceeded, volume.ErrUnavailable},
+		{codes.Aborted, volume.ErrAborted},
+		{codes.OutOfRange, volume.ErrOutOfRange},
 		{codes.Internal, nil},
 		{codes.Unauthenticated, nil},
 		{codes.Canceled, nil},
@@ -53,12 +53,12 @@ func TestMapErr(t *testing.T) {
 }
 
 func TestAuditID(t *testing.T) {
-	rec := driver.AuditRecord{Operation: "CreateVolume", VolumeID: "v", Outcome: driver.AuditSuccess}
+	rec := volume.AuditRecord{Operation: "CreateVolume", VolumeID: "v", Outcome: volume.AuditSuccess}
 	if AuditID(rec) != AuditID(rec) {
 		t.Error("AuditID not stable")
 	}
 	other := rec
-	other.Outcome = driver.AuditFailure
+	other.Outcome = volume.AuditFailure
 	if AuditID(rec) == AuditID(other) {
 		t.Error("different records share an ID")
 	}
@@ -71,7 +71,7 @@ func TestVolumeFromProto(t *testing.T) {
 	v := VolumeFromProto(&provisionerapi.Volume{Id: "v", Replicas: []*provisionerapi.Replica{
 		{Id: "r1", State: provisionerapi.ReplicaState_REPLICA_STATE_DELETED, Endpoints: []*provisionerapi.Endpoint{{Address: "10.0.0.1", Port: "4420"}}},
 	}})
-	if v.Parameters == nil || len(v.Replicas) != 1 || v.Replicas[0].State != driver.ReplicaDeleted || v.Replicas[0].Endpoints[0] != (driver.Endpoint{Address: "10.0.0.1", Port: "4420"}) || !v.DegradedSince.IsZero() {
+	if v.Parameters == nil || len(v.Replicas) != 1 || v.Replicas[0].State != volume.ReplicaDeleted || v.Replicas[0].Endpoints[0] != (volume.Endpoint{Address: "10.0.0.1", Port: "4420"}) || !v.DegradedSince.IsZero() {
 		t.Errorf("VolumeFromProto = %+v", v)
 	}
 }

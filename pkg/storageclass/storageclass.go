@@ -11,7 +11,9 @@ package storageclass
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -165,6 +167,64 @@ func (p Parameters) Auth() Authentication {
 	}
 	return p.Authentication
 }
+
+// mutableKeys are the parameters a VolumeAttributesClass may set at creation
+// or change later (ControllerModifyVolume). Only healing policy is mutable:
+// the replica count, placement, provisioning type, filesystem and
+// authentication shape data and connections that already exist, which
+// changing a record cannot change.
+var mutableKeys = []string{KeyMaxReplicaDownTime}
+
+// IsMutable reports whether key may be changed after creation.
+func IsMutable(key string) bool { return slices.Contains(mutableKeys, key) }
+
+// MutableKeys returns the keys IsMutable accepts, for messages and docs.
+func MutableKeys() []string { return slices.Clone(mutableKeys) }
+
+// WithMutable returns p with the mutable parameters in changes applied.
+// A key that is not mutable is ErrInvalidArgument naming it, and values are
+// validated by the StorageClass rules (same messages); p is unchanged on
+// error.
+func (p Parameters) WithMutable(changes map[string]string) (Parameters, error) {
+	for _, k := range slices.Sorted(maps.Keys(changes)) {
+		if !IsMutable(k) {
+			return p, fmt.Errorf("%w: parameter %q cannot be modified (mutable: %s)", ErrInvalidArgument, k, strings.Join(mutableKeys, ", "))
+		}
+	}
+	parsed, err := Parse(changes)
+	if err != nil {
+		return p, err
+	}
+	if _, ok := changes[KeyMaxReplicaDownTime]; ok {
+		p.MaxReplicaDownTimeMinutes = parsed.MaxReplicaDownTimeMinutes
+	}
+	return p, nil
+}
+
+// Policy is what the node side acts on: the part of a volume's parameters
+// the registry sends typed with every volume, so the CSI driver and the
+// healer never parse StorageClass strings again.
+type Policy struct {
+	NumReplicas int
+	// MaxReplicaDownTimeMinutes: how long a replica may stay away before
+	// the healer replaces it; 0 disables replacement.
+	MaxReplicaDownTimeMinutes int
+	FSType                    string
+	Authentication            Authentication
+}
+
+// Policy returns the node side's part of p.
+func (p Parameters) Policy() Policy {
+	return Policy{NumReplicas: p.NumReplicas, MaxReplicaDownTimeMinutes: p.MaxReplicaDownTimeMinutes,
+		FSType: p.FSType, Authentication: p.Auth()}
+}
+
+// DefaultPolicy is the policy of a volume whose StorageClass sets nothing.
+func DefaultPolicy() Policy { return Defaults().Policy() }
+
+// Required reports whether a connection must authenticate: a volume of
+// this mode is never connected without secrets.
+func (a Authentication) Required() bool { return a == AuthHost || a == AuthBidirectional }
 
 // selectorItem is what a zone, rack or storage node name may look like: a
 // Kubernetes label value (which is where zones and racks come from).

@@ -145,3 +145,34 @@ func TestSameConfiguration(t *testing.T) {
 		})
 	}
 }
+
+// TestMutableParametersAreStorageClassParameters: a mutable parameter must
+// also be settable in the StorageClass, or a VolumeAttributesClass could set
+// something a StorageClass cannot; and WithMutable refuses the others by
+// name, changing nothing.
+func TestMutableParametersAreStorageClassParameters(t *testing.T) {
+	for _, k := range MutableKeys() {
+		if _, err := Parse(map[string]string{k: "1"}); err != nil {
+			t.Errorf("mutable parameter %q is not a StorageClass parameter: %v", k, err)
+		}
+	}
+	if !IsMutable(KeyMaxReplicaDownTime) {
+		t.Error("maxReplicaDownTime must be mutable (healing is tuned through VolumeAttributesClasses)")
+	}
+	p := Defaults()
+	got, err := p.WithMutable(map[string]string{KeyMaxReplicaDownTime: "15"})
+	if err != nil || got.MaxReplicaDownTimeMinutes != 15 || got.Policy().MaxReplicaDownTimeMinutes != 15 {
+		t.Errorf("WithMutable(15) = %+v, %v", got, err)
+	}
+	for _, bad := range []map[string]string{{KeyNumReplicas: "3"}, {KeyMaxReplicaDownTime: "-1"}} {
+		got, err := p.WithMutable(bad)
+		if !errors.Is(err, ErrInvalidArgument) || got.SameConfiguration(p) == false {
+			t.Errorf("WithMutable(%v) = %+v, %v: want InvalidArgument and no change", bad, got, err)
+		}
+		for k := range bad {
+			if !strings.Contains(err.Error(), k) {
+				t.Errorf("error %q does not name %s", err, k)
+			}
+		}
+	}
+}

@@ -26,6 +26,7 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 	"github.com/nvmirror/nvmirror/pkg/provisionerclient"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 // TestAuthStack runs authenticated volumes through the whole product on the
@@ -68,7 +69,7 @@ func TestAuthStack(t *testing.T) {
 	checkLegSecrets(t, ini, hlegs, first, false, "host-only volume after staging")
 	checkLegSecrets(t, ini, blegs, first, true, "bidirectional volume after staging")
 	checkTargetSecret(t, host.NQN, first[blegs[0].StorageNode].Secret)
-	for _, v := range []*driver.Volume{hvol, bvol} {
+	for _, v := range []*volume.Volume{hvol, bvol} {
 		if a := mdOf(t, md, v); a.Degraded != 0 || a.RaidDisks != 2 {
 			t.Fatalf("array of %s after staging: %s", v.ID, describe(a))
 		}
@@ -142,7 +143,7 @@ func TestAuthStack(t *testing.T) {
 		checkTargetSecret(t, host.NQN, next[blegs[0].StorageNode].Secret)
 		took := waitFor(t, 3*time.Minute, "every leg re-keyed and both mirrors whole", func() (bool, string) {
 			for _, lv := range []struct {
-				legs []driver.Replica
+				legs []volume.Replica
 				bidi bool
 			}{{hlegs, false}, {blegs, true}} {
 				for _, l := range lv.legs {
@@ -162,7 +163,7 @@ func TestAuthStack(t *testing.T) {
 					}
 				}
 			}
-			for _, v := range []*driver.Volume{hvol, bvol} {
+			for _, v := range []*volume.Volume{hvol, bvol} {
 				if a := mdOf(t, md, v); a.Degraded != 0 || a.SyncAction != "idle" {
 					return false, describe(a)
 				}
@@ -172,7 +173,7 @@ func TestAuthStack(t *testing.T) {
 		t.Logf("every leg re-keyed and both mirrors whole %v after rotate-keys returned", took.Round(time.Millisecond))
 		waitFor(t, 30*time.Second, "an Audit record per re-keyed leg", func() (bool, string) {
 			n := 0
-			for _, v := range []*driver.Volume{hvol, bvol} {
+			for _, v := range []*volume.Volume{hvol, bvol} {
 				for _, e := range eventsOf(t, p, v.ID, events.Audit) {
 					if e.Method == "RotateCredentials" && e.Outcome == "OK" && !e.Time.Before(since.Add(-time.Second)) {
 						n++
@@ -198,7 +199,7 @@ func TestAuthStack(t *testing.T) {
 		dropCaches(t)
 		verifyFiles(t, hsums)
 		verifyFiles(t, bsums)
-		for _, v := range []*driver.Volume{hvol, bvol} {
+		for _, v := range []*volume.Volume{hvol, bvol} {
 			checkMirrors(t, md, mdOf(t, md, v).Name)
 		}
 		t.Logf("%d + %d files written during the rotation verified", len(hsums), len(bsums))
@@ -244,7 +245,7 @@ func refusedByTarget(t *testing.T, what string, err error, targetSide bool) {
 	t.Errorf("%s: %v, want an authentication failure", what, err)
 }
 
-func getVolume(t *testing.T, p *provisionerclient.Client, id string) *driver.Volume {
+func getVolume(t *testing.T, p *provisionerclient.Client, id string) *volume.Volume {
 	t.Helper()
 	v, err := p.GetVolume(ctxTimeout(t, 10*time.Second), id)
 	if err != nil {
@@ -254,24 +255,24 @@ func getVolume(t *testing.T, p *provisionerclient.Client, id string) *driver.Vol
 }
 
 // hostCreds returns the provisioner's secrets for host by storage node.
-func hostCreds(t *testing.T, p *provisionerclient.Client, host string) map[string]driver.Credentials {
+func hostCreds(t *testing.T, p *provisionerclient.Client, host string) map[string]volume.Credentials {
 	t.Helper()
 	list, err := p.GetHostCredentials(ctxTimeout(t, 10*time.Second), host)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]driver.Credentials{}
+	out := map[string]volume.Credentials{}
 	for _, c := range list {
 		out[c.StorageNode] = c
 	}
 	return out
 }
 
-func activeLegs(t *testing.T, v *driver.Volume) []driver.Replica {
+func activeLegs(t *testing.T, v *volume.Volume) []volume.Replica {
 	t.Helper()
-	var out []driver.Replica
+	var out []volume.Replica
 	for _, r := range v.Replicas {
-		if r.State == driver.ReplicaActive {
+		if r.State == volume.ReplicaActive {
 			out = append(out, r)
 		}
 	}
@@ -281,7 +282,7 @@ func activeLegs(t *testing.T, v *driver.Volume) []driver.Replica {
 	return out
 }
 
-func controllersOf(t *testing.T, ini *nvmeof.Initiator, r driver.Replica) []nvmeof.Controller {
+func controllersOf(t *testing.T, ini *nvmeof.Initiator, r volume.Replica) []nvmeof.Controller {
 	t.Helper()
 	ctrls, err := ini.ControllersFor(r.NQN)
 	if err != nil {
@@ -292,7 +293,7 @@ func controllersOf(t *testing.T, ini *nvmeof.Initiator, r driver.Replica) []nvme
 
 // checkLegSecrets requires every leg's controllers to authenticate with the
 // pair's host secret, and for bidirectional legs its controller secret.
-func checkLegSecrets(t *testing.T, ini *nvmeof.Initiator, legs []driver.Replica, creds map[string]driver.Credentials, bidi bool, when string) {
+func checkLegSecrets(t *testing.T, ini *nvmeof.Initiator, legs []volume.Replica, creds map[string]volume.Credentials, bidi bool, when string) {
 	t.Helper()
 	for _, l := range legs {
 		c, ok := creds[l.StorageNode]
@@ -333,13 +334,13 @@ func checkTargetSecret(t *testing.T, host, secret string) {
 	}
 }
 
-func legOptions(h driver.HostIdentity, r driver.Replica) nvmeof.ConnectOptions {
+func legOptions(h driver.HostIdentity, r volume.Replica) nvmeof.ConnectOptions {
 	ep := r.Endpoints[0]
 	return nvmeof.ConnectOptions{Transport: "tcp", TrAddr: ep.Address, TrSvcID: ep.Port, SubsysNQN: r.NQN,
 		HostNQN: h.NQN, HostID: h.ID, CtrlLossTmo: intp(2), ReconnectDelay: intp(1)}
 }
 
-func disconnectLeg(t *testing.T, ini *nvmeof.Initiator, r driver.Replica) {
+func disconnectLeg(t *testing.T, ini *nvmeof.Initiator, r volume.Replica) {
 	t.Helper()
 	if err := ini.DisconnectNQN(ctxTimeout(t, 30*time.Second), r.NQN); err != nil {
 		t.Fatalf("disconnect %s: %v", r.ID, err)
@@ -362,7 +363,7 @@ func withHealerPaused(t *testing.T, s *stack, fn func()) {
 }
 
 // waitWhole waits until every volume's mirror is whole and idle.
-func waitWhole(t *testing.T, md *mdraid.Manager, vols ...*driver.Volume) {
+func waitWhole(t *testing.T, md *mdraid.Manager, vols ...*volume.Volume) {
 	t.Helper()
 	waitFor(t, 2*time.Minute, "mirrors whole", func() (bool, string) {
 		for _, v := range vols {
@@ -462,7 +463,7 @@ type worstState struct {
 
 // watchArray polls the volume's array until the returned function is
 // called, which reports the worst state seen.
-func watchArray(t *testing.T, md *mdraid.Manager, v *driver.Volume) func() worstState {
+func watchArray(t *testing.T, md *mdraid.Manager, v *volume.Volume) func() worstState {
 	t.Helper()
 	name := mdOf(t, md, v).Name
 	ctx, cancel := context.WithCancel(context.Background())

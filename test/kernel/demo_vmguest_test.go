@@ -16,10 +16,10 @@ import (
 
 	utilexec "k8s.io/utils/exec"
 
-	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 	"github.com/nvmirror/nvmirror/test/vm"
 )
 
@@ -120,7 +120,7 @@ func nvmirrorctl(t *testing.T, n *narrator, s *stack, args ...string) {
 }
 
 // showMD prints the array's lines of /proc/mdstat.
-func showMD(t *testing.T, n *narrator, md *mdraid.Manager, v *driver.Volume) {
+func showMD(t *testing.T, n *narrator, md *mdraid.Manager, v *volume.Volume) {
 	t.Helper()
 	a := mdOf(t, md, v)
 	b, err := os.ReadFile("/proc/mdstat")
@@ -251,7 +251,7 @@ func TestDemo(t *testing.T) {
 	for _, r := range v.Replicas {
 		orig[r.ID] = true
 	}
-	var repl driver.Replica
+	var repl volume.Replica
 	n.wait(t, 3*time.Minute, "the healer to replace the replica on sn3", func() (bool, string) {
 		cur, err := p.GetVolume(ctxTimeout(t, 10*time.Second), vol.id)
 		if err != nil {

@@ -18,12 +18,12 @@ import (
 	"google.golang.org/grpc/status"
 	utilexec "k8s.io/utils/exec"
 
-	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 	"github.com/nvmirror/nvmirror/pkg/provisionerclient"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 // csiVolume is a volume created, published, staged and published to a
@@ -169,7 +169,7 @@ func waitEvent(t *testing.T, p *provisionerclient.Client, volumeID string, typ e
 	return found
 }
 
-func replicaOn(t *testing.T, v *driver.Volume, storageNode string) driver.Replica {
+func replicaOn(t *testing.T, v *volume.Volume, storageNode string) volume.Replica {
 	t.Helper()
 	for _, r := range v.Replicas {
 		if r.StorageNode == storageNode && r.State == "active" {
@@ -177,7 +177,7 @@ func replicaOn(t *testing.T, v *driver.Volume, storageNode string) driver.Replic
 		}
 	}
 	t.Fatalf("volume %s has no active replica on %s: %+v", v.ID, storageNode, v.Replicas)
-	return driver.Replica{}
+	return volume.Replica{}
 }
 
 func agentNamed(t *testing.T, s *stack, name string) *agentProc {
@@ -192,7 +192,7 @@ func agentNamed(t *testing.T, s *stack, name string) *agentProc {
 }
 
 // mdOf finds the volume's running md array by its UUID.
-func mdOf(t *testing.T, md *mdraid.Manager, v *driver.Volume) mdraid.Array {
+func mdOf(t *testing.T, md *mdraid.Manager, v *volume.Volume) mdraid.Array {
 	t.Helper()
 	a, err := md.FindByUUID(v.MDUUID)
 	if err != nil {
@@ -327,7 +327,7 @@ func TestHealer(t *testing.T) {
 		during := writeFiles(t, vol.target, "during", 4, 1<<20)
 		waitEvent(t, p, vol.id, events.VolumeDegraded, 60*time.Second, faultAt.Add(-time.Second))
 
-		var repl driver.Replica
+		var repl volume.Replica
 		waitFor(t, 2*time.Minute, "a replacement replica in the configuration", func() (bool, string) {
 			cur, err := p.GetVolume(ctxTimeout(t, 10*time.Second), vol.id)
 			if err != nil {
@@ -401,7 +401,7 @@ func TestHealer(t *testing.T) {
 			if err != nil {
 				return false, err.Error()
 			}
-			state := ""
+			var state volume.ReplicaState
 			for _, r := range cur.Replicas {
 				if r.ID == gone.ID {
 					state = r.State
@@ -583,7 +583,7 @@ func TestHealer(t *testing.T) {
 		var added []string
 		for _, r := range cur.Replicas {
 			if !orig[r.ID] {
-				added = append(added, r.ID+"@"+r.StorageNode+"="+r.State)
+				added = append(added, r.ID+"@"+r.StorageNode+"="+string(r.State))
 			}
 		}
 		if len(added) != 1 {

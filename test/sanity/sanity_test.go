@@ -15,6 +15,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/driver/fake"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
 const (
@@ -86,7 +87,7 @@ func TestSanity(t *testing.T) {
 	cfg.TargetPath = filepath.Join(tmp, "target")
 	cfg.StagingPath = filepath.Join(tmp, "staging")
 	cfg.TestVolumeSize = volumeSize
-	cfg.TestVolumeParameters = map[string]string{driver.ParamNumReplicas: "3"}
-	cfg.TestVolumeMutableParameters = map[string]string{driver.ParamMaxReplicaDownTime: "30"}
+	cfg.TestVolumeParameters = map[string]string{storageclass.KeyNumReplicas: "3"}
+	cfg.TestVolumeMutableParameters = map[string]string{storageclass.KeyMaxReplicaDownTime: "30"}
 	sanity.Test(t, cfg)
 }

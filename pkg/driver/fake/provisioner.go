@@ -8,20 +8,12 @@ import (
 	"maps"
 	"slices"
 	"sort"
-	"strconv"
 	"sync"
 
-	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
-
-// knownParameters are the StorageClass keys the real provisioner accepts.
-var knownParameters = map[string]bool{
-	driver.ParamNumReplicas: true, driver.ParamMaxReplicaDownTime: true, driver.ParamSameRackAllowed: true,
-	driver.ParamProvisioningType: true, driver.ParamFSType: true, driver.ParamZones: true,
-	driver.ParamRacks: true, driver.ParamStorageNodes: true, driver.ParamAuthentication: true,
-	"csi.storage.k8s.io/pv/name": true, "csi.storage.k8s.io/pvc/name": true, "csi.storage.k8s.io/pvc/namespace": true,
-}
 
 // Provisioner is an in-memory volume registry. Replicas are exported on
 // Fabric, and publishing admits the host there, so the fake initiator sees
@@ -31,14 +23,14 @@ type Provisioner struct {
 	fabric   *Fabric
 	capacity int64 // bytes of replica space across all storage nodes
 	used     int64
-	vols     map[string]*driver.Volume
+	vols     map[string]*volume.Volume
 	byName   map[string]string
 	nextID   int
-	audits   []driver.AuditRecord
+	audits   []volume.AuditRecord
 	// PingErr is returned by Ping.
 	PingErr error
 	// creds are GetHostCredentials' answers by host NQN.
-	creds map[string][]driver.Credentials
+	creds map[string][]volume.Credentials
 	// Err, when set, is returned by every volume call (an unreachable
 	// provisioner).
 	Err error
@@ -46,30 +38,18 @@ type Provisioner struct {
 
 // NewProvisioner returns a registry with capacity bytes of replica space.
 func NewProvisioner(fabric *Fabric, capacity int64) *Provisioner {
-	return &Provisioner{fabric: fabric, capacity: capacity, vols: map[string]*driver.Volume{}, byName: map[string]string{}}
+	return &Provisioner{fabric: fabric, capacity: capacity, vols: map[string]*volume.Volume{}, byName: map[string]string{}}
 }
 
-func clone(v *driver.Volume) *driver.Volume {
+func clone(v *volume.Volume) *volume.Volume {
 	c := *v
 	c.Parameters = maps.Clone(v.Parameters)
-	c.Replicas = make([]driver.Replica, len(v.Replicas))
+	c.Replicas = make([]volume.Replica, len(v.Replicas))
 	for i, r := range v.Replicas {
-		r.Endpoints = append([]driver.Endpoint(nil), r.Endpoints...)
+		r.Endpoints = append([]volume.Endpoint(nil), r.Endpoints...)
 		c.Replicas[i] = r
 	}
 	return &c
-}
-
-func replicasOf(params map[string]string) (int, error) {
-	s, ok := params[driver.ParamNumReplicas]
-	if !ok {
-		return driver.DefaultNumReplicas, nil
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 1 || n > 3 {
-		return 0, fmt.Errorf("%s=%q: want 1, 2 or 3: %w", driver.ParamNumReplicas, s, driver.ErrInvalidArgument)
-	}
-	return n, nil
 }
 
 func randomUUID() string {
@@ -80,34 +60,30 @@ func randomUUID() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
-func (p *Provisioner) CreateVolume(_ context.Context, req driver.CreateVolumeRequest) (*driver.Volume, error) {
+func (p *Provisioner) CreateVolume(_ context.Context, req volume.CreateVolumeRequest) (*volume.Volume, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.Err != nil {
 		return nil, p.Err
 	}
-	for k := range req.Parameters {
-		if !knownParameters[k] {
-			return nil, fmt.Errorf("unknown parameter %q: %w", k, driver.ErrInvalidArgument)
-		}
-	}
-	n, err := replicasOf(req.Parameters)
+	params, err := storageclass.Parse(req.Parameters)
 	if err != nil {
 		return nil, err
 	}
+	n := params.NumReplicas
 	if id, ok := p.byName[req.Name]; ok {
 		v := p.vols[id]
 		if v.SizeBytes != req.SizeBytes || !maps.Equal(v.Parameters, req.Parameters) {
-			return nil, fmt.Errorf("volume %q exists with %d bytes and parameters %v: %w", req.Name, v.SizeBytes, v.Parameters, driver.ErrAlreadyExists)
+			return nil, fmt.Errorf("volume %q exists with %d bytes and parameters %v: %w", req.Name, v.SizeBytes, v.Parameters, volume.ErrAlreadyExists)
 		}
 		return clone(v), nil
 	}
 	if p.used+req.SizeBytes*int64(n) > p.capacity {
-		return nil, fmt.Errorf("%d replicas of %d bytes do not fit: %w", n, req.SizeBytes, driver.ErrResourceExhausted)
+		return nil, fmt.Errorf("%d replicas of %d bytes do not fit: %w", n, req.SizeBytes, volume.ErrResourceExhausted)
 	}
 	p.nextID++
 	id := fmt.Sprintf("vol-%04d", p.nextID)
-	v := &driver.Volume{ID: id, Name: req.Name, SizeBytes: req.SizeBytes, Parameters: maps.Clone(req.Parameters)}
+	v := &volume.Volume{ID: id, Name: req.Name, SizeBytes: req.SizeBytes, Parameters: maps.Clone(req.Parameters), Policy: params.Policy()}
 	if v.Parameters == nil {
 		v.Parameters = map[string]string{}
 	}
@@ -116,13 +92,13 @@ func (p *Provisioner) CreateVolume(_ context.Context, req driver.CreateVolumeReq
 	}
 	for i := range n {
 		rid := fmt.Sprintf("%s-r%d", id, i)
-		r := driver.Replica{
+		r := volume.Replica{
 			ID:            rid,
 			StorageNode:   fmt.Sprintf("sn%d", i+1),
 			NQN:           "nqn.2024-01.io.nvmirror:replica:" + rid,
 			NamespaceUUID: nvmeof.NamespaceUUID(rid),
-			Endpoints:     []driver.Endpoint{{Address: fmt.Sprintf("127.0.0.%d", i+2), Port: "4420"}},
-			State:         driver.ReplicaActive,
+			Endpoints:     []volume.Endpoint{{Address: fmt.Sprintf("127.0.0.%d", i+2), Port: "4420"}},
+			State:         volume.ReplicaActive,
 		}
 		p.fabric.Export(r.NQN, r.NamespaceUUID, req.SizeBytes)
 		v.Replicas = append(v.Replicas, r)
@@ -143,7 +119,7 @@ func (p *Provisioner) DeleteVolume(_ context.Context, id string) error {
 		return nil
 	}
 	if v.PublishedHost != "" {
-		return fmt.Errorf("volume %s is published to %s: %w", id, v.PublishedNode, driver.ErrFailedPrecondition)
+		return fmt.Errorf("volume %s is published to %s: %w", id, v.PublishedNode, volume.ErrFailedPrecondition)
 	}
 	for _, r := range v.Replicas {
 		p.fabric.Unexport(r.NQN)
@@ -154,7 +130,7 @@ func (p *Provisioner) DeleteVolume(_ context.Context, id string) error {
 	return nil
 }
 
-func (p *Provisioner) GetVolume(_ context.Context, id string) (*driver.Volume, error) {
+func (p *Provisioner) GetVolume(_ context.Context, id string) (*volume.Volume, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.Err != nil {
@@ -162,14 +138,14 @@ func (p *Provisioner) GetVolume(_ context.Context, id string) (*driver.Volume, e
 	}
 	v, ok := p.vols[id]
 	if !ok {
-		return nil, fmt.Errorf("volume %s: %w", id, driver.ErrNotFound)
+		return nil, fmt.Errorf("volume %s: %w", id, volume.ErrNotFound)
 	}
 	return clone(v), nil
 }
 
 // ListVolumes pages by volume ID; the token is the hex of the last ID
 // returned, so deleting that volume does not invalidate it.
-func (p *Provisioner) ListVolumes(_ context.Context, startToken string, max int) ([]*driver.Volume, string, error) {
+func (p *Provisioner) ListVolumes(_ context.Context, startToken string, max int) ([]*volume.Volume, string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.Err != nil {
@@ -179,7 +155,7 @@ func (p *Provisioner) ListVolumes(_ context.Context, startToken string, max int)
 	if startToken != "" {
 		b, err := hex.DecodeString(startToken)
 		if err != nil || len(b) == 0 {
-			return nil, "", fmt.Errorf("token %q: %w", startToken, driver.ErrInvalidArgument)
+			return nil, "", fmt.Errorf("token %q: %w", startToken, volume.ErrInvalidArgument)
 		}
 		after = string(b)
 	}
@@ -195,14 +171,14 @@ func (p *Provisioner) ListVolumes(_ context.Context, startToken string, max int)
 		ids = ids[:max]
 		next = hex.EncodeToString([]byte(ids[max-1]))
 	}
-	out := make([]*driver.Volume, 0, len(ids))
+	out := make([]*volume.Volume, 0, len(ids))
 	for _, id := range ids {
 		out = append(out, clone(p.vols[id]))
 	}
 	return out, next, nil
 }
 
-func (p *Provisioner) PublishVolume(_ context.Context, id, hostNQN, nodeID string) (*driver.Volume, error) {
+func (p *Provisioner) PublishVolume(_ context.Context, id, hostNQN, nodeID string) (*volume.Volume, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.Err != nil {
@@ -210,10 +186,10 @@ func (p *Provisioner) PublishVolume(_ context.Context, id, hostNQN, nodeID strin
 	}
 	v, ok := p.vols[id]
 	if !ok {
-		return nil, fmt.Errorf("volume %s: %w", id, driver.ErrNotFound)
+		return nil, fmt.Errorf("volume %s: %w", id, volume.ErrNotFound)
 	}
 	if v.PublishedHost != "" && v.PublishedHost != hostNQN {
-		return nil, fmt.Errorf("volume %s is published to %s: %w", id, v.PublishedNode, driver.ErrFailedPrecondition)
+		return nil, fmt.Errorf("volume %s is published to %s: %w", id, v.PublishedNode, volume.ErrFailedPrecondition)
 	}
 	v.PublishedHost, v.PublishedNode = hostNQN, nodeID
 	for _, r := range v.Replicas {
@@ -239,7 +215,7 @@ func (p *Provisioner) UnpublishVolume(_ context.Context, id, hostNQN string) err
 	return nil
 }
 
-func (p *Provisioner) ExpandVolume(_ context.Context, id string, size int64) (*driver.Volume, error) {
+func (p *Provisioner) ExpandVolume(_ context.Context, id string, size int64) (*volume.Volume, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.Err != nil {
@@ -247,14 +223,14 @@ func (p *Provisioner) ExpandVolume(_ context.Context, id string, size int64) (*d
 	}
 	v, ok := p.vols[id]
 	if !ok {
-		return nil, fmt.Errorf("volume %s: %w", id, driver.ErrNotFound)
+		return nil, fmt.Errorf("volume %s: %w", id, volume.ErrNotFound)
 	}
 	if size <= v.SizeBytes {
 		return clone(v), nil
 	}
 	extra := (size - v.SizeBytes) * int64(len(v.Replicas))
 	if p.used+extra > p.capacity {
-		return nil, fmt.Errorf("growing %s to %d bytes: %w", id, size, driver.ErrResourceExhausted)
+		return nil, fmt.Errorf("growing %s to %d bytes: %w", id, size, volume.ErrResourceExhausted)
 	}
 	p.used += extra
 	v.SizeBytes = size
@@ -264,7 +240,7 @@ func (p *Provisioner) ExpandVolume(_ context.Context, id string, size int64) (*d
 	return clone(v), nil
 }
 
-func (p *Provisioner) ModifyVolume(_ context.Context, id string, mutable map[string]string) (*driver.Volume, error) {
+func (p *Provisioner) ModifyVolume(_ context.Context, id string, mutable map[string]string) (*volume.Volume, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.Err != nil {
@@ -272,17 +248,17 @@ func (p *Provisioner) ModifyVolume(_ context.Context, id string, mutable map[str
 	}
 	v, ok := p.vols[id]
 	if !ok {
-		return nil, fmt.Errorf("volume %s: %w", id, driver.ErrNotFound)
+		return nil, fmt.Errorf("volume %s: %w", id, volume.ErrNotFound)
 	}
-	for k, val := range mutable {
-		if k != driver.ParamMaxReplicaDownTime {
-			return nil, fmt.Errorf("parameter %q is not mutable: %w", k, driver.ErrInvalidArgument)
-		}
-		if n, err := strconv.Atoi(val); err != nil || n < 0 {
-			return nil, fmt.Errorf("%s=%q: want minutes >= 0: %w", k, val, driver.ErrInvalidArgument)
-		}
+	params, err := storageclass.Parse(v.Parameters)
+	if err != nil {
+		return nil, err
+	}
+	if params, err = params.WithMutable(mutable); err != nil {
+		return nil, err
 	}
 	maps.Copy(v.Parameters, mutable)
+	v.Policy = params.Policy()
 	return clone(v), nil
 }
 
@@ -292,14 +268,14 @@ func (p *Provisioner) GetCapacity(_ context.Context, params map[string]string) (
 	if p.Err != nil {
 		return 0, p.Err
 	}
-	n, err := replicasOf(params)
+	parsed, err := storageclass.Parse(params)
 	if err != nil {
 		return 0, err
 	}
-	return (p.capacity - p.used) / int64(n), nil
+	return (p.capacity - p.used) / int64(parsed.NumReplicas), nil
 }
 
-func (p *Provisioner) ReportAudit(_ context.Context, rec driver.AuditRecord) error {
+func (p *Provisioner) ReportAudit(_ context.Context, rec volume.AuditRecord) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.audits = append(p.audits, rec)
@@ -313,14 +289,14 @@ func (p *Provisioner) Ping(context.Context) error {
 }
 
 // Audits returns the audit records received so far.
-func (p *Provisioner) Audits() []driver.AuditRecord {
+func (p *Provisioner) Audits() []volume.AuditRecord {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return append([]driver.AuditRecord(nil), p.audits...)
+	return append([]volume.AuditRecord(nil), p.audits...)
 }
 
 // Update changes a volume in place (tests: replica states, degradation).
-func (p *Provisioner) Update(id string, f func(v *driver.Volume)) {
+func (p *Provisioner) Update(id string, f func(v *volume.Volume)) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if v, ok := p.vols[id]; ok {
@@ -329,17 +305,17 @@ func (p *Provisioner) Update(id string, f func(v *driver.Volume)) {
 }
 
 // SetCredentials sets what GetHostCredentials returns for host.
-func (p *Provisioner) SetCredentials(host string, creds []driver.Credentials) {
+func (p *Provisioner) SetCredentials(host string, creds []volume.Credentials) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.creds == nil {
-		p.creds = map[string][]driver.Credentials{}
+		p.creds = map[string][]volume.Credentials{}
 	}
 	p.creds[host] = slices.Clone(creds)
 }
 
-// GetHostCredentials implements driver.Provisioner.
-func (p *Provisioner) GetHostCredentials(_ context.Context, host string) ([]driver.Credentials, error) {
+// GetHostCredentials implements volume.Provisioner.
+func (p *Provisioner) GetHostCredentials(_ context.Context, host string) ([]volume.Credentials, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.Err != nil {
@@ -348,4 +324,4 @@ func (p *Provisioner) GetHostCredentials(_ context.Context, host string) ([]driv
 	return slices.Clone(p.creds[host]), nil
 }
 
-var _ driver.Provisioner = (*Provisioner)(nil)
+var _ volume.Provisioner = (*Provisioner)(nil)
