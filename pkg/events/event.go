@@ -1,6 +1,6 @@
 // Package events defines nvmirror's events and audit records (the table in
-// healer-spec.md), their RFC 5424 syslog form, and a forwarder that delivers
-// them to a syslog server from a persistent on-disk queue.
+// docs/healer.md, section "Events"), their RFC 5424 syslog form, and a
+// forwarder that delivers them to a syslog server from a persistent on-disk queue.
 package events
 
 import (
@@ -17,8 +17,8 @@ var ErrInvalidEvent = errors.New("invalid event")
 // characters (RFC 5424 MSGID).
 type Type string
 
-// Event types. The first eight are the healer-spec table; Audit is a CSI
-// command executed by a controller or node.
+// Event types. The first eight are the table in docs/healer.md (section
+// "Events"); Audit is a CSI command executed by a controller or node.
 const (
 	HostDisconnected   Type = "HostDisconnected"
 	HostReconnected    Type = "HostReconnected"

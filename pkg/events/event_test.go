@@ -8,7 +8,7 @@ import (
 )
 
 func TestTypeTable(t *testing.T) {
-	// The healer-spec table: level per event, and MSGIDs valid for syslog.
+	// docs/healer.md, section "Events": level per event, and MSGIDs valid for syslog.
 	want := map[Type]Level{
 		HostDisconnected: Fatal, HostReconnected: Info,
 		VolumeDegraded: Fatal, VolumeHealed: Info,

@@ -16,7 +16,7 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
-// The rules, in one place (healer-spec.md):
+// The rules, in one place (docs/healer.md, section "The rules"):
 //
 // Down. A replica in the volume's configuration is down when it does not
 // serve and is not syncing: md failed it, md does not hold it, or its NVMe

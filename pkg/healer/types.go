@@ -2,7 +2,7 @@
 // node whole: it watches md and the NVMe-oF controllers of every replica,
 // re-adds replicas that come back, completes deletions the provisioner
 // recorded, replaces replicas that stayed away past maxReplicaDownTime, and
-// reports each transition once as an event (healer-spec.md).
+// reports each transition once as an event (docs/healer.md, section "Events").
 //
 // The package is split the way the rules are tested: observe.go reads the
 // system into an Observation (no process spawned), decide.go is a pure
