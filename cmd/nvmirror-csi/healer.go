@@ -15,6 +15,7 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 	"github.com/nvmirror/nvmirror/pkg/provisionerclient"
+	"github.com/nvmirror/nvmirror/pkg/stagestate"
 )
 
 // healerOptions are the node plugin's healing flags.
@@ -67,7 +68,7 @@ func newHealer(o driver.Options, h healerOptions, d *driver.Driver, prov *provis
 	initiator := nvmeof.NewInitiator(o.HostRoot)
 	hl, err := healer.New(cfg, o.StateDir, healer.Deps{
 		Observer: &healer.Observer{
-			Staged:       func() ([]driver.StagedVolume, error) { return driver.ListStaged(o.StateDir) },
+			Staged:       func() ([]stagestate.Volume, error) { return stagestate.ListVolumes(o.StateDir) },
 			Arrays:       raid,
 			NVMe:         healer.SysfsNVMe{Root: o.HostRoot},
 			Provisioner:  prov,
@@ -79,8 +80,8 @@ func newHealer(o driver.Options, h healerOptions, d *driver.Driver, prov *provis
 			Fabric:      initiator,
 			Provisioner: prov,
 			Credentials: prov,
-			Record: func(volumeID string, r driver.StagedReplica) error {
-				return driver.RecordStagedReplica(o.StateDir, volumeID, r)
+			Record: func(volumeID string, r stagestate.Replica) error {
+				return stagestate.RecordReplica(o.StateDir, volumeID, r)
 			},
 			Connect:    d.ConnectTemplate(),
 			DeviceWait: o.DeviceWaitTimeout,

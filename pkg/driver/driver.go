@@ -16,6 +16,7 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/kubernetes-csi/csi-lib-utils/protosanitizer"
+	"github.com/nvmirror/nvmirror/pkg/stagestate"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
@@ -48,7 +49,7 @@ type Driver struct {
 	node     NodeDeps
 	nodeID   string
 	inflight *inFlight
-	state    *stateStore
+	state    *stagestate.Store
 	audit    *auditor
 	// mdMu serializes choosing a free md number and creating or assembling
 	// an array on it: two volumes staged at once would otherwise pick the
@@ -78,7 +79,7 @@ func NewDriver(opts Options, prov volume.Provisioner, node NodeDeps) (*Driver, e
 			return nil, errors.New("driver: node mode needs a host ID")
 		}
 		d.nodeID = id
-		d.state = newStateStore(opts.StateDir)
+		d.state = stagestate.New(opts.StateDir)
 	}
 	d.audit = newAuditor(prov)
 	return d, nil

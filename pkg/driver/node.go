@@ -22,6 +22,7 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/connector"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/stagestate"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 )
@@ -139,7 +140,7 @@ func (d *Driver) stage(ctx context.Context, req *csi.NodeStageVolumeRequest) (re
 	if prev != nil && prev.StagingPath != stagingPath {
 		return volume.Errorf(volume.ErrFailedPrecondition, "volume %s is already staged at %s", volID, prev.StagingPath)
 	}
-	if prev != nil && prev.Phase == phaseStaged {
+	if prev != nil && prev.Phase == stagestate.Staged {
 		if prev.Block != block {
 			return volume.Errorf(volume.ErrFailedPrecondition, "volume %s is staged as %s", volID, accessTypeName(prev.Block))
 		}
@@ -174,13 +175,13 @@ func (d *Driver) stage(ctx context.Context, req *csi.NodeStageVolumeRequest) (re
 
 	st := prev
 	if st == nil {
-		st = &stageState{VolumeID: volID, StagingPath: stagingPath}
+		st = &stagestate.State{VolumeID: volID, StagingPath: stagingPath}
 	}
-	st.Phase, st.Block, st.FSType, st.HostNQN, st.MDUUID = phaseStaging, block, fsType, d.node.Host.NQN, mdUUID
+	st.Phase, st.Block, st.FSType, st.HostNQN, st.MDUUID = stagestate.Staging, block, fsType, d.node.Host.NQN, mdUUID
 	if block {
 		st.FSType = ""
 	}
-	st.addReplicas(stagedReplicas(replicas))
+	st.AddReplicas(stagedReplicas(replicas))
 	if err := d.state.Save(st); err != nil {
 		return err
 	}
@@ -226,7 +227,7 @@ func (d *Driver) stage(ctx context.Context, req *csi.NodeStageVolumeRequest) (re
 			return err
 		}
 	}
-	st.Phase = phaseStaged
+	st.Phase = stagestate.Staged
 	if err := d.state.Save(st); err != nil {
 		return err
 	}
@@ -241,10 +242,10 @@ func accessTypeName(block bool) string {
 	return "mount"
 }
 
-func stagedReplicas(rs []volume.Replica) []stagedReplica {
-	out := make([]stagedReplica, 0, len(rs))
+func stagedReplicas(rs []volume.Replica) []stagestate.Replica {
+	out := make([]stagestate.Replica, 0, len(rs))
 	for _, r := range rs {
-		out = append(out, stagedReplica{ID: r.ID, NQN: r.NQN, NamespaceUUID: r.NamespaceID()})
+		out = append(out, stagestate.Replica{ID: r.ID, NQN: r.NQN, NamespaceUUID: r.NamespaceID()})
 	}
 	return out
 }
@@ -252,7 +253,7 @@ func stagedReplicas(rs []volume.Replica) []stagedReplica {
 // stagedInPlace checks that a volume recorded as staged still is: its device
 // is up with the right identity and, for a filesystem, mounted at the staging
 // path. Anything else is redone by the (idempotent) stage steps.
-func (d *Driver) stagedInPlace(st *stageState) (bool, string) {
+func (d *Driver) stagedInPlace(st *stagestate.State) (bool, string) {
 	if st.MDDevice != "" {
 		a, err := d.node.Raid.ReadArray(filepath.Base(st.MDDevice))
 		if err != nil {
@@ -642,10 +643,10 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	if st != nil && len(st.Targets) > 0 {
 		klog.InfoS("Unstaging with publish targets recorded; the CO unpublishes first, so they are stale", "volumeID", volID, "targets", st.Targets)
 	}
-	if st != nil && st.Phase == phaseStaged {
+	if st != nil && st.Phase == stagestate.Staged {
 		// Tell the healer first: the members and sessions about to go are
 		// not a degradation.
-		st.Phase = phaseUnstaging
+		st.Phase = stagestate.Unstaging
 		if err := d.state.Save(st); err != nil {
 			return nil, err
 		}
@@ -668,7 +669,7 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	// Replicas the healer connected without recording (or that the
 	// provisioner added since) are disconnected too, best effort.
 	if vol, err := d.prov.GetVolume(ctx, volID); err == nil {
-		st.addReplicas(stagedReplicas(vol.Replicas))
+		st.AddReplicas(stagedReplicas(vol.Replicas))
 	} else if !errors.Is(err, volume.ErrNotFound) {
 		klog.InfoS("Provisioner not reachable; disconnecting the recorded replicas only", "volumeID", volID, "err", err)
 	}
@@ -697,7 +698,7 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 // stopArray stops the volume's array wherever it runs, identified by UUID
 // (the recorded device number may have been reused by another array after a
 // reboot).
-func (d *Driver) stopArray(ctx context.Context, st *stageState) error {
+func (d *Driver) stopArray(ctx context.Context, st *stagestate.State) error {
 	a, err := d.node.Raid.FindByUUID(st.MDUUID)
 	if errors.Is(err, mdraid.ErrNotFound) {
 		return nil
@@ -728,7 +729,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if err != nil {
 		return nil, err
 	}
-	if st == nil || st.Phase != phaseStaged {
+	if st == nil || st.Phase != stagestate.Staged {
 		return nil, volume.Errorf(volume.ErrFailedPrecondition, "volume %s is not staged on this node", volID)
 	}
 	if st.StagingPath != req.GetStagingTargetPath() {
@@ -774,9 +775,9 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		}
 	}
 	if st.Targets == nil {
-		st.Targets = map[string]publishTarget{}
+		st.Targets = map[string]stagestate.PublishTarget{}
 	}
-	st.Targets[target] = publishTarget{ReadOnly: req.GetReadonly(), AccessMode: mode}
+	st.Targets[target] = stagestate.PublishTarget{ReadOnly: req.GetReadonly(), AccessMode: mode}
 	if err := d.state.Save(st); err != nil {
 		return nil, err
 	}
@@ -843,7 +844,7 @@ func (d *Driver) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeS
 	if err != nil {
 		return nil, err
 	}
-	if st == nil || st.Phase != phaseStaged {
+	if st == nil || st.Phase != stagestate.Staged {
 		return nil, status.Errorf(codes.NotFound, "volume %s is not staged on this node", req.GetVolumeId())
 	}
 	path := req.GetVolumePath()
@@ -876,7 +877,7 @@ func (d *Driver) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeS
 
 // deviceSize is the size of the staged device, from md sysfs or the NVMe
 // namespace: no process spawned, no device opened.
-func (d *Driver) deviceSize(st *stageState) (int64, error) {
+func (d *Driver) deviceSize(st *stagestate.State) (int64, error) {
 	if st.MDDevice != "" {
 		a, err := d.node.Raid.ReadArray(filepath.Base(st.MDDevice))
 		if err != nil {
@@ -914,12 +915,12 @@ func (d *Driver) NodeGetVolumeHealth(ctx context.Context, req *csi.NodeGetVolume
 	return &csi.NodeGetVolumeHealthResponse{VolumeHealth: d.nodeVolumeHealth(st)}, nil
 }
 
-func (d *Driver) nodeVolumeHealth(st *stageState) *csi.VolumeHealth {
+func (d *Driver) nodeVolumeHealth(st *stagestate.State) *csi.VolumeHealth {
 	h := &csi.VolumeHealth{VolumeId: st.VolumeID}
 	add := func(s csi.VolumeHealthErrorType, reason, msg string) {
 		h.HealthStatuses = append(h.HealthStatuses, &csi.VolumeHealth_VolumeHealthEntry{Status: s, Reason: reason, Message: msg})
 	}
-	if st.Phase != phaseStaged {
+	if st.Phase != stagestate.Staged {
 		add(csi.VolumeHealthErrorType_INACCESSIBLE, reasonNotStaged, "staging did not complete")
 		return h
 	}
@@ -1022,7 +1023,7 @@ func (d *Driver) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolume
 	if err != nil {
 		return nil, err
 	}
-	if st == nil || st.Phase != phaseStaged {
+	if st == nil || st.Phase != stagestate.Staged {
 		return nil, status.Errorf(codes.NotFound, "volume %s is not staged on this node", volID)
 	}
 	if st.MDDevice != "" {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
+	"github.com/nvmirror/nvmirror/pkg/stagestate"
 )
 
 func (e *env) countCalls(prefix string) int {
@@ -296,7 +297,7 @@ func TestUnstageBusyArrayIsRetried(t *testing.T) {
 		t.Fatal("state dropped while the array still runs")
 	}
 	// The healer sees the volume as being unstaged, not as degraded.
-	staged, err := driver.ListStaged(e.opts.StateDir)
+	staged, err := stagestate.ListVolumes(e.opts.StateDir)
 	must(t, err)
 	if len(staged) != 1 || staged[0].Staged {
 		t.Fatalf("half-unstaged volume listed as %+v, want not staged", staged)

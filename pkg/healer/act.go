@@ -10,9 +10,9 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/nvmirror/nvmirror/pkg/connector"
-	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/stagestate"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 )
@@ -71,8 +71,8 @@ type Actor struct {
 	Fabric      FabricOps
 	Provisioner ProvisionerOps
 	// Record adds a replica the healer connected to the volume's staging
-	// state (driver.RecordStagedReplica), so NodeUnstage disconnects it.
-	Record func(volumeID string, r driver.StagedReplica) error
+	// state (stagestate.RecordReplica), so NodeUnstage disconnects it.
+	Record func(volumeID string, r stagestate.Replica) error
 	// Connect carries the host identity and timeouts (HostNQN, HostID,
 	// CtrlLossTmo...) of every connection; target fields are filled per
 	// endpoint. The same options as NodeStage's.
@@ -402,7 +402,7 @@ func (a *Actor) record(volumeID string, r volume.Replica) {
 		return
 	}
 	ns := r.NamespaceID()
-	if err := a.Record(volumeID, driver.StagedReplica{ID: r.ID, NQN: r.NQN, NamespaceUUID: ns}); err != nil {
+	if err := a.Record(volumeID, stagestate.Replica{ID: r.ID, NQN: r.NQN, NamespaceUUID: ns}); err != nil {
 		klog.ErrorS(err, "Could not record the replica in the staging state; NodeUnstage finds it through the provisioner", "volumeID", volumeID, "replica", r.ID)
 	}
 }

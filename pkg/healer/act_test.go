@@ -8,10 +8,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 	"github.com/nvmirror/nvmirror/pkg/provisionerclient"
+	"github.com/nvmirror/nvmirror/pkg/stagestate"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
@@ -136,7 +136,7 @@ func actFixture() (*fakeRaid, *fakeFabric, *fakeProv, *Actor, *[]string) {
 	prov := newFakeProv(map[string]*volume.Volume{"vol-1": volCfg("vol-1", "1", "r1", "r2", "r3")})
 	var recorded []string
 	a := &Actor{Raid: raid, Fabric: fab, Provisioner: prov, Connect: nvmeof.ConnectOptions{HostNQN: "nqn.host", HostID: "id"},
-		Record: func(v string, r driver.StagedReplica) error { recorded = append(recorded, v+"/"+r.ID); return nil }}
+		Record: func(v string, r stagestate.Replica) error { recorded = append(recorded, v+"/"+r.ID); return nil }}
 	return raid, fab, prov, a, &recorded
 }
 

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/stagestate"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 )
@@ -70,7 +70,7 @@ func observeVol(cfg *volume.Volume, fresh bool, states map[string]rs) VolumeObse
 		Controllers: map[string][]ControllerObservation{}}
 	a := &ArrayObservation{Name: "md127", Device: "/dev/md127", UUID: testMDUUID, State: "clean", RaidDisks: 3, SyncAction: "idle"}
 	for i, r := range cfg.Replicas {
-		v.StagedReplicas = append(v.StagedReplicas, driver.StagedReplica{ID: r.ID, NQN: r.NQN, NamespaceUUID: r.NamespaceUUID})
+		v.StagedReplicas = append(v.StagedReplicas, stagestate.Replica{ID: r.ID, NQN: r.NQN, NamespaceUUID: r.NamespaceUUID})
 		st, ok := states[r.ID]
 		if !ok {
 			st = rs{"live", "U"}

@@ -10,10 +10,10 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/stagestate"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 )
@@ -25,7 +25,7 @@ type tree struct {
 	tb     testing.TB
 	root   string
 	n      int
-	staged []driver.StagedVolume
+	staged []stagestate.Volume
 	vols   map[string]*volume.Volume
 }
 
@@ -49,7 +49,7 @@ func newTree(tb testing.TB, n int) *tree {
 		md := fmt.Sprintf("md%d", i)
 		volID := fmt.Sprintf("vol-%04d", i)
 		vol := &volume.Volume{ID: volID, MDUUID: arrayUUID(i), Policy: storageclass.DefaultPolicy()}
-		sv := driver.StagedVolume{VolumeID: volID, Staged: true, MDDevice: "/dev/" + md, MDUUID: arrayUUID(i)}
+		sv := stagestate.Volume{VolumeID: volID, Staged: true, MDDevice: "/dev/" + md, MDUUID: arrayUUID(i)}
 		dir := "sys/block/" + md + "/md/"
 		for f, v := range map[string]string{"array_state": "clean", "level": "raid1", "uuid": strings.ReplaceAll(arrayUUID(i), ":", ""),
 			"raid_disks": "3", "degraded": "0", "sync_action": "idle", "sync_completed": "none", "mismatch_cnt": "0", "component_size": "39936"} {
@@ -73,7 +73,7 @@ func newTree(tb testing.TB, n int) *tree {
 			t.write(c+"address", fmt.Sprintf("traddr=10.0.%d.1,trsvcid=4420,src_addr=10.1.0.1", k))
 			vol.Replicas = append(vol.Replicas, volume.Replica{ID: rid, StorageNode: fmt.Sprintf("sn-%d", k+1), NQN: nqn, NamespaceUUID: ns,
 				State: volume.ReplicaActive, Endpoints: []volume.Endpoint{{Address: fmt.Sprintf("10.0.%d.1", k), Port: "4420"}}})
-			sv.Replicas = append(sv.Replicas, driver.StagedReplica{ID: rid, NQN: nqn, NamespaceUUID: ns})
+			sv.Replicas = append(sv.Replicas, stagestate.Replica{ID: rid, NQN: nqn, NamespaceUUID: ns})
 			fmt.Fprintf(&mdstat, " %s[%d]", dev, k)
 		}
 		mdstat.WriteString("\n      39936 blocks super 1.2 [3/3] [UUU]\n      bitmap: 0/1 pages [0KB], 65536KB chunk\n\n")
@@ -103,7 +103,7 @@ func (t *tree) memberState(i, k int, state string) {
 
 func (t *tree) observer(prov ConfigSource) *Observer {
 	return &Observer{
-		Staged:      func() ([]driver.StagedVolume, error) { return t.staged, nil },
+		Staged:      func() ([]stagestate.Volume, error) { return t.staged, nil },
 		Arrays:      mdraid.NewManager(nil, t.root),
 		NVMe:        SysfsNVMe{Root: t.root},
 		Provisioner: prov,

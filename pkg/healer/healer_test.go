@@ -15,10 +15,10 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	clocktesting "k8s.io/utils/clock/testing"
 
-	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/stagestate"
 )
 
 // treeRaid reads the fixture tree through the real mdraid reader and plays
@@ -290,7 +290,7 @@ func TestStagedVolumesHealerFilesDoNotCollide(t *testing.T) {
 	if err := SaveMemory(MemoryFile(dir), Memory{}); err != nil {
 		t.Fatal(err)
 	}
-	vols, err := driver.ListStaged(dir)
+	vols, err := stagestate.ListVolumes(dir)
 	if err != nil || len(vols) != 0 {
 		t.Fatalf("%v %v", vols, err)
 	}

@@ -13,9 +13,9 @@ import (
 
 	"k8s.io/klog/v2"
 
-	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/stagestate"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
@@ -53,8 +53,8 @@ var _ ArrayReader = (*mdraid.Manager)(nil)
 // directories of the staged volumes' arrays, one listing of the NVMe
 // controllers, and the provisioner's record of each volume.
 type Observer struct {
-	// Staged lists the staged volumes (driver.ListStaged on the state dir).
-	Staged      func() ([]driver.StagedVolume, error)
+	// Staged lists the staged volumes (stagestate.ListVolumes on the state dir).
+	Staged      func() ([]stagestate.Volume, error)
 	Arrays      ArrayReader
 	NVMe        NVMeReader
 	Provisioner ConfigSource
@@ -178,7 +178,7 @@ func (o *Observer) getVolume(ctx context.Context, id string) (*volume.Volume, er
 // NodeStage recorded, checked by UUID; the others (re-assembled under
 // another number after a reboot) by reading the remaining arrays of
 // /proc/mdstat once.
-func (o *Observer) arrays(staged []driver.StagedVolume) (map[string]mdraid.Array, error) {
+func (o *Observer) arrays(staged []stagestate.Volume) (map[string]mdraid.Array, error) {
 	out := map[string]mdraid.Array{}
 	st, err := o.Arrays.ReadMdstat()
 	if errors.Is(err, mdraid.ErrNotFound) {
@@ -207,7 +207,7 @@ func (o *Observer) arrays(staged []driver.StagedVolume) (map[string]mdraid.Array
 		read[name] = &a
 		return &a, nil
 	}
-	var missing []driver.StagedVolume
+	var missing []stagestate.Volume
 	for _, sv := range staged {
 		if sv.MDUUID == "" {
 			continue

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/stagestate"
 )
 
 func TestObserveFixtureTree(t *testing.T) {
@@ -82,7 +82,7 @@ func TestObserveArrayRenumbered(t *testing.T) {
 	// NodeStage recorded md0 and md1 the other way round (a reboot
 	// assembled them under each other's number): found by UUID.
 	tr.staged[0].MDDevice, tr.staged[1].MDDevice = "/dev/md1", "/dev/md0"
-	tr.staged = append(tr.staged, driver.StagedVolume{VolumeID: "vol-gone", Staged: true, MDDevice: "/dev/md7", MDUUID: arrayUUID(7)})
+	tr.staged = append(tr.staged, stagestate.Volume{VolumeID: "vol-gone", Staged: true, MDDevice: "/dev/md7", MDUUID: arrayUUID(7)})
 	obs, err := tr.observer(newFakeProv(tr.vols)).Observe(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -96,7 +96,7 @@ func TestObserveArrayRenumbered(t *testing.T) {
 }
 
 func TestObserveWithoutMD(t *testing.T) {
-	o := &Observer{Staged: func() ([]driver.StagedVolume, error) { return nil, nil }, NVMe: SysfsNVMe{Root: t.TempDir()}}
+	o := &Observer{Staged: func() ([]stagestate.Volume, error) { return nil, nil }, NVMe: SysfsNVMe{Root: t.TempDir()}}
 	tr := newTree(t, 0)
 	o.Arrays = tr.observer(nil).Arrays
 	if err := removeFile(tr.root + "/proc/mdstat"); err != nil {

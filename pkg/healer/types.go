@@ -15,8 +15,8 @@ package healer
 import (
 	"time"
 
-	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/stagestate"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 )
@@ -44,7 +44,7 @@ type VolumeObservation struct {
 	RecordFresh bool
 	// StagedReplicas are the replica subsystems recorded in the staging
 	// state (connected by NodeStage or by the healer).
-	StagedReplicas []driver.StagedReplica
+	StagedReplicas []stagestate.Replica
 	// Controllers are the NVMe controllers of each replica NQN of the
 	// volume (staged or configured); a NQN without any is absent.
 	Controllers map[string][]ControllerObservation

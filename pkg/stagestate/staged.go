@@ -1,4 +1,4 @@
-package driver
+package stagestate
 
 import (
 	"errors"
@@ -11,12 +11,12 @@ import (
 // disconnects it too, and the per-volume lock the CSI calls take so that the
 // healer never changes an array while NodeStage or NodeUnstage works on it.
 
-// ErrNotStaged is returned by RecordStagedReplica for a volume that has no
+// ErrNotStaged is returned by RecordReplica for a volume that has no
 // staging state (unstaged meanwhile).
 var ErrNotStaged = errors.New("volume not staged on this node")
 
-// StagedVolume is one volume recorded in the node state directory.
-type StagedVolume struct {
+// Volume is one volume recorded in the node state directory.
+type Volume struct {
 	VolumeID string
 	// Staged is false while NodeStage runs (or after it crashed halfway):
 	// the healer leaves such volumes to NodeStage's retry.
@@ -26,49 +26,42 @@ type StagedVolume struct {
 	MDDevice, MDUUID string
 	HostNQN          string
 	// Replicas are every replica subsystem recorded for the volume.
-	Replicas []StagedReplica
+	Replicas []Replica
 }
 
-// StagedReplica is one recorded replica subsystem.
-type StagedReplica struct {
-	ID, NQN, NamespaceUUID string
-}
-
-// ListStaged returns the volumes recorded in stateDir, ordered by ID. It
+// ListVolumes returns the volumes recorded in stateDir, ordered by ID. It
 // reads only the state directory copies (the healer's view).
-func ListStaged(stateDir string) ([]StagedVolume, error) {
-	sts, err := newStateStore(stateDir).List()
+func ListVolumes(stateDir string) ([]Volume, error) {
+	sts, err := New(stateDir).List()
 	if err != nil {
 		return nil, err
 	}
-	out := make([]StagedVolume, 0, len(sts))
+	out := make([]Volume, 0, len(sts))
 	for _, st := range sts {
 		if st.VolumeID == "" {
 			continue
 		}
-		sv := StagedVolume{
+		sv := Volume{
 			VolumeID: st.VolumeID,
-			Staged:   st.Phase == phaseStaged,
+			Staged:   st.Phase == Staged,
 			MDDevice: st.MDDevice,
 			MDUUID:   st.MDUUID,
 			HostNQN:  st.HostNQN,
 		}
-		for _, r := range st.Replicas {
-			sv.Replicas = append(sv.Replicas, StagedReplica{ID: r.ID, NQN: r.NQN, NamespaceUUID: r.NamespaceUUID})
-		}
+		sv.Replicas = append(sv.Replicas, st.Replicas...)
 		out = append(out, sv)
 	}
 	return out, nil
 }
 
-// RecordStagedReplica adds a replica the healer connected to the volume's
+// RecordReplica adds a replica the healer connected to the volume's
 // staging state, so NodeUnstage disconnects it. A volume without state
 // (unstaged meanwhile) gives ErrNotStaged and nothing is written: recreating
 // the file would make an unstaged volume look staged. The caller holds the
 // volume's lock (Driver.TryLockVolume) so this read-modify-write does not
 // race NodeStage or NodeUnstage.
-func RecordStagedReplica(stateDir, volumeID string, r StagedReplica) error {
-	store := newStateStore(stateDir)
+func RecordReplica(stateDir, volumeID string, r Replica) error {
+	store := New(stateDir)
 	st, err := store.Load(volumeID)
 	if err != nil {
 		return err
@@ -81,16 +74,6 @@ func RecordStagedReplica(stateDir, volumeID string, r StagedReplica) error {
 			return nil
 		}
 	}
-	st.addReplicas([]stagedReplica{{ID: r.ID, NQN: r.NQN, NamespaceUUID: r.NamespaceUUID}})
+	st.AddReplicas([]Replica{r})
 	return store.Save(st)
-}
-
-// TryLockVolume takes the lock the CSI node calls take on a volume, without
-// waiting: the healer skips a volume that NodeStage, NodeUnstage or
-// NodeExpand is working on and looks again at its next cycle.
-func (d *Driver) TryLockVolume(volumeID string) (unlock func(), ok bool) {
-	if !d.inflight.Insert(volumeID) {
-		return nil, false
-	}
-	return func() { d.inflight.Delete(volumeID) }, true
 }

@@ -1,4 +1,4 @@
-package driver
+package stagestate
 
 import (
 	"os"
@@ -9,10 +9,10 @@ import (
 
 func TestStateStoreRoundTrip(t *testing.T) {
 	dir := t.TempDir()
-	s := newStateStore(filepath.Join(dir, "state"))
+	s := New(filepath.Join(dir, "state"))
 	staging := filepath.Join(dir, "pv", "globalmount")
-	st := &stageState{VolumeID: "vol-1", Phase: phaseStaged, StagingPath: staging, MDDevice: "/dev/md127", MDUUID: "a:b:c:d",
-		Replicas: []stagedReplica{{ID: "r0", NQN: "nqn.x:r0"}}}
+	st := &State{VolumeID: "vol-1", Phase: Staged, StagingPath: staging, MDDevice: "/dev/md127", MDUUID: "a:b:c:d",
+		Replicas: []Replica{{ID: "r0", NQN: "nqn.x:r0"}}}
 	if err := s.Save(st); err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func TestStateStoreRoundTrip(t *testing.T) {
 }
 
 func TestStateFileNamesStayInDir(t *testing.T) {
-	s := newStateStore("/var/lib/nvmirror/node")
+	s := New("/var/lib/nvmirror/node")
 	for _, id := range []string{"../../etc/passwd", ".hidden", "a/b", strings.Repeat("x", 300), "vol-1"} {
 		p := s.fileFor(id)
 		if filepath.Dir(p) != s.dir || strings.HasPrefix(filepath.Base(p), ".") {
@@ -59,7 +59,7 @@ func TestStateFileNamesStayInDir(t *testing.T) {
 
 func TestStateLoadRejectsOtherVolume(t *testing.T) {
 	dir := t.TempDir()
-	s := newStateStore(dir)
+	s := New(dir)
 	if err := os.WriteFile(filepath.Join(dir, "vol-1.json"), []byte(`{"volumeID":"vol-9"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -69,8 +69,8 @@ func TestStateLoadRejectsOtherVolume(t *testing.T) {
 }
 
 func TestAddReplicasKeepsEveryNQN(t *testing.T) {
-	st := &stageState{Replicas: []stagedReplica{{ID: "r0", NQN: "n0"}}}
-	st.addReplicas([]stagedReplica{{ID: "r0", NQN: "n0"}, {ID: "r3", NQN: "n3"}})
+	st := &State{Replicas: []Replica{{ID: "r0", NQN: "n0"}}}
+	st.AddReplicas([]Replica{{ID: "r0", NQN: "n0"}, {ID: "r3", NQN: "n3"}})
 	if len(st.Replicas) != 2 || st.Replicas[1].NQN != "n3" {
 		t.Fatalf("replicas %+v", st.Replicas)
 	}

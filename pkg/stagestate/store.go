@@ -1,4 +1,18 @@
-package driver
+// Package stagestate is the node's record of the volumes staged on it.
+//
+// NodeUnstage receives only the volume ID and staging path,
+// and a restarted plugin (or the healer) must know what is staged where: which
+// md array, which replica subsystems are connected, which publish targets
+// exist. So NodeStage records it, before touching the system (phase
+// "staging": enough for NodeUnstage to undo a crashed stage) and again when
+// done ("staged"). Two copies: one in the node state directory (on the host,
+// the healer's view) and one beside the staging path (it travels with
+// kubelet's own per-volume directory, and is the fallback when the state
+// directory was lost). Both are written atomically.
+//
+// The healer reads the same record (ListVolumes) and adds the replicas it
+// connects (RecordReplica), so NodeUnstage disconnects them too.
+package stagestate
 
 import (
 	"encoding/hex"
@@ -16,23 +30,21 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/atomicfile"
 )
 
-// Staging state. NodeUnstage receives only the volume ID and staging path,
-// and a restarted plugin (or the healer) must know what is staged where: which
-// md array, which replica subsystems are connected, which publish targets
-// exist. So NodeStage records it, before touching the system (phase
-// "staging": enough for NodeUnstage to undo a crashed stage) and again when
-// done ("staged"). Two copies: one in the node state directory (on the host,
-// the healer's view) and one beside the staging path (it travels with
-// kubelet's own per-volume directory, and is the fallback when the state
-// directory was lost). Both are written atomically.
+// Phase is where a volume is in its staging.
+type Phase string
 
 const (
-	phaseStaging = "staging"
-	phaseStaged  = "staged"
-	// phaseUnstaging: NodeUnstage is tearing the volume down; the healer
+	// Staging: NodeStage is bringing the volume up (or crashed doing so);
+	// the record is enough for NodeUnstage to undo it.
+	Staging Phase = "staging"
+	// Staged: the volume is up and mounted (or exposed as a device).
+	Staged Phase = "staged"
+	// Unstaging: NodeUnstage is tearing the volume down; the healer
 	// leaves it alone.
-	phaseUnstaging = "unstaging"
+	Unstaging Phase = "unstaging"
+)
 
+const (
 	stateVersion = 1
 	// sidecarSuffix names the copy beside the staging path: kubelet's
 	// staging path is <dir>/globalmount, so the copy is
@@ -40,11 +52,11 @@ const (
 	sidecarSuffix = ".nvmirror.json"
 )
 
-// stageState is one staged volume.
-type stageState struct {
+// State is one staged volume.
+type State struct {
 	Version     int    `json:"version"`
 	VolumeID    string `json:"volumeID"`
-	Phase       string `json:"phase"`
+	Phase       Phase  `json:"phase"`
 	StagingPath string `json:"stagingPath"`
 	Block       bool   `json:"block"`
 	FSType      string `json:"fsType,omitempty"`
@@ -58,27 +70,27 @@ type stageState struct {
 	// Replicas are every replica subsystem this node may have connected for
 	// the volume; NodeUnstage disconnects all of them. The healer adds the
 	// ones it connects.
-	Replicas []stagedReplica `json:"replicas"`
+	Replicas []Replica `json:"replicas"`
 	// Targets are the NodePublish targets, for the single-writer check.
-	Targets map[string]publishTarget `json:"targets,omitempty"`
+	Targets map[string]PublishTarget `json:"targets,omitempty"`
 	// DegradedSince is maintained by the healer; kept across restarts.
 	DegradedSince time.Time `json:"degradedSince,omitzero"`
 	UpdatedAt     time.Time `json:"updatedAt"`
 }
 
-type stagedReplica struct {
+type Replica struct {
 	ID            string `json:"id"`
 	NQN           string `json:"nqn"`
 	NamespaceUUID string `json:"namespaceUUID"`
 }
 
-type publishTarget struct {
+type PublishTarget struct {
 	ReadOnly   bool   `json:"readOnly"`
 	AccessMode string `json:"accessMode"`
 }
 
-// addReplicas merges replicas into the state, keeping every NQN ever seen.
-func (s *stageState) addReplicas(rs []stagedReplica) {
+// AddReplicas merges replicas into the state, keeping every NQN ever seen.
+func (s *State) AddReplicas(rs []Replica) {
 	seen := map[string]bool{}
 	for _, r := range s.Replicas {
 		seen[r.NQN] = true
@@ -91,16 +103,16 @@ func (s *stageState) addReplicas(rs []stagedReplica) {
 	}
 }
 
-type stateStore struct{ dir string }
+type Store struct{ dir string }
 
-func newStateStore(dir string) *stateStore { return &stateStore{dir: dir} }
+func New(dir string) *Store { return &Store{dir: dir} }
 
 var safeFileName = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$`)
 
 // fileFor returns the state file of a volume. IDs are the provisioner's;
 // any that is not a plain file name is hex-encoded so it can never escape
 // the directory.
-func (s *stateStore) fileFor(volumeID string) string {
+func (s *Store) fileFor(volumeID string) string {
 	name := volumeID
 	if !safeFileName.MatchString(name) {
 		name = "x-" + hex.EncodeToString([]byte(volumeID))
@@ -109,16 +121,16 @@ func (s *stateStore) fileFor(volumeID string) string {
 }
 
 // Load returns the volume's state, nil when it is not staged here.
-func (s *stateStore) Load(volumeID string) (*stageState, error) {
+func (s *Store) Load(volumeID string) (*State, error) {
 	return readState(s.fileFor(volumeID), volumeID)
 }
 
 // LoadSidecar returns the copy beside stagingPath, nil when absent.
-func (s *stateStore) LoadSidecar(volumeID, stagingPath string) (*stageState, error) {
+func (s *Store) LoadSidecar(volumeID, stagingPath string) (*State, error) {
 	return readState(strings.TrimRight(stagingPath, "/")+sidecarSuffix, volumeID)
 }
 
-func readState(path, volumeID string) (*stageState, error) {
+func readState(path, volumeID string) (*State, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -126,7 +138,7 @@ func readState(path, volumeID string) (*stageState, error) {
 	if err != nil {
 		return nil, err
 	}
-	var st stageState
+	var st State
 	if err := json.Unmarshal(b, &st); err != nil {
 		return nil, fmt.Errorf("staging state %s: %w", path, err)
 	}
@@ -138,7 +150,7 @@ func readState(path, volumeID string) (*stageState, error) {
 
 // Save writes both copies. The state directory copy is written first: it
 // is the one the healer reads.
-func (s *stateStore) Save(st *stageState) error {
+func (s *Store) Save(st *State) error {
 	st.Version = stateVersion
 	st.UpdatedAt = time.Now().UTC()
 	b, err := json.MarshalIndent(st, "", "  ")
@@ -166,7 +178,7 @@ func (s *stateStore) Save(st *stageState) error {
 // Delete removes both copies; missing ones are fine. The sidecar goes first
 // so that a crash in between leaves the state directory copy, which the next
 // NodeUnstage retry (or the healer) finds.
-func (s *stateStore) Delete(volumeID, stagingPath string) error {
+func (s *Store) Delete(volumeID, stagingPath string) error {
 	if stagingPath != "" {
 		if err := os.Remove(strings.TrimRight(stagingPath, "/") + sidecarSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
@@ -180,7 +192,7 @@ func (s *stateStore) Delete(volumeID, stagingPath string) error {
 
 // List returns every recorded volume, ordered by ID (for the healer and for
 // recovery after a restart).
-func (s *stateStore) List() ([]*stageState, error) {
+func (s *Store) List() ([]*State, error) {
 	entries, err := os.ReadDir(s.dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -188,7 +200,7 @@ func (s *stateStore) List() ([]*stageState, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []*stageState
+	var out []*State
 	for _, e := range entries {
 		if e.IsDir() || !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") {
 			continue
@@ -197,7 +209,7 @@ func (s *stateStore) List() ([]*stageState, error) {
 		if err != nil {
 			return nil, err
 		}
-		var st stageState
+		var st State
 		if err := json.Unmarshal(b, &st); err != nil {
 			return nil, fmt.Errorf("staging state %s: %w", e.Name(), err)
 		}
