@@ -16,6 +16,7 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/kubernetes-csi/csi-lib-utils/protosanitizer"
+	"github.com/nvmirror/nvmirror/pkg/inflight"
 	"github.com/nvmirror/nvmirror/pkg/stagestate"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 	"google.golang.org/grpc"
@@ -48,7 +49,7 @@ type Driver struct {
 	prov     volume.Provisioner
 	node     NodeDeps
 	nodeID   string
-	inflight *inFlight
+	inflight *inflight.Set
 	state    *stagestate.Store
 	audit    *auditor
 	// mdMu serializes choosing a free md number and creating or assembling
@@ -66,7 +67,7 @@ func NewDriver(opts Options, prov volume.Provisioner, node NodeDeps) (*Driver, e
 	if prov == nil {
 		return nil, errors.New("driver: a provisioner is required")
 	}
-	d := &Driver{opts: opts, prov: prov, node: node, inflight: newInFlight(), health: node.Health}
+	d := &Driver{opts: opts, prov: prov, node: node, inflight: &inflight.Set{}, health: node.Health}
 	if opts.Mode.hasNode() {
 		if node.Initiator == nil || node.Raid == nil || node.Mounter == nil || node.Mounter.Interface == nil || node.Mounter.Exec == nil {
 			return nil, errors.New("driver: node mode needs an initiator, an md manager and a mounter with exec")

@@ -1,9 +1,13 @@
 package driver
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/nvmirror/nvmirror/pkg/inflight"
+)
 
 func TestTryLockVolume(t *testing.T) {
-	d := &Driver{inflight: newInFlight()}
+	d := &Driver{inflight: &inflight.Set{}}
 	unlock, ok := d.TryLockVolume("vol-1")
 	if !ok {
 		t.Fatal("free volume not locked")

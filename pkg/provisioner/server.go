@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/kubernetes-csi/csi-lib-utils/protosanitizer"
@@ -16,6 +15,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/nvmirror/nvmirror/pkg/events"
+	"github.com/nvmirror/nvmirror/pkg/inflight"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/provisionerapi"
@@ -28,51 +28,30 @@ import (
 // holds no state of its own beyond the in-flight set.
 type Server struct {
 	provisionerapi.UnimplementedProvisionerServer
-	svc      *Service
-	inflight inflight
+	svc *Service
+	// inflight holds the volumes (by ID, or by name while being created)
+	// with a mutating call running. Concurrent calls on one volume (a
+	// sidecar's retry racing its first attempt, the healer's
+	// ReplaceReplica racing a publish) are safe in the service thanks to
+	// compare-and-swap updates, but the second would mostly wait on the
+	// same agents for the same result; Aborted tells its caller to retry.
+	inflight inflight.Set
 }
 
 var _ provisionerapi.ProvisionerServer = (*Server)(nil)
 
 // NewServer returns the gRPC server of svc.
 func NewServer(svc *Service) *Server {
-	return &Server{svc: svc, inflight: inflight{keys: map[string]bool{}}}
-}
-
-// inflight is the set of volumes (by ID, or by name while being created)
-// with a mutating call running. Two concurrent calls on one volume (a
-// CSI sidecar's retry racing its first attempt, the healer's ReplaceReplica
-// racing a publish) are safe in the service thanks to compare-and-swap
-// updates, but the second would mostly wait on the same agents for the same
-// result; Aborted tells its caller to retry later instead.
-type inflight struct {
-	mu   sync.Mutex
-	keys map[string]bool
-}
-
-func (f *inflight) insert(key string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.keys[key] {
-		return false
-	}
-	f.keys[key] = true
-	return true
-}
-
-func (f *inflight) delete(key string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.keys, key)
+	return &Server{svc: svc}
 }
 
 // guard runs fn unless another call holds key.
 func guard[T any](s *Server, key string, fn func() (T, error)) (T, error) {
 	var zero T
-	if !s.inflight.insert(key) {
+	if !s.inflight.Insert(key) {
 		return zero, status.Error(Code(ErrAborted), fmt.Sprintf("an operation on %s is already in progress; retry", key))
 	}
-	defer s.inflight.delete(key)
+	defer s.inflight.Delete(key)
 	v, err := fn()
 	if err != nil {
 		return zero, Status(err)

@@ -1,4 +1,4 @@
-package driver
+package inflight
 
 import (
 	"sync"
@@ -6,7 +6,7 @@ import (
 )
 
 func TestInFlight(t *testing.T) {
-	f := newInFlight()
+	f := &Set{}
 	if !f.Insert("vol-1") {
 		t.Fatal("first Insert of vol-1 refused")
 	}
@@ -26,7 +26,7 @@ func TestInFlight(t *testing.T) {
 // TestInFlightConcurrent checks that exactly one of many concurrent callers
 // wins a key (run with -race).
 func TestInFlightConcurrent(t *testing.T) {
-	f := newInFlight()
+	f := &Set{}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	wins := 0
