@@ -20,7 +20,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"k8s.io/klog/v2"
 
-	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth"
 	"github.com/nvmirror/nvmirror/pkg/target"
 	"github.com/nvmirror/nvmirror/pkg/targetapi"
@@ -51,7 +51,7 @@ func main() {
 	)
 	flag.StringVar(&o.PoolDir, "pool-dir", "/var/lib/nvmirror/pool", "directory holding the replicas' backing files (absolute)")
 	flag.StringVar(&o.StateFile, "state-file", "", "replica state file (default <pool-dir>/state.json; keep it on the pool's filesystem)")
-	flag.StringVar(&o.NvmetRoot, "nvmet-root", nvmeof.DefaultNvmetRoot, "nvmet configfs directory")
+	flag.StringVar(&o.NvmetRoot, "nvmet-root", nvmet.DefaultRoot, "nvmet configfs directory")
 	flag.StringVar(&o.NQNPrefix, "nqn-prefix", target.DefaultNQNPrefix, "subsystem NQN prefix; the agent owns every subsystem under it (must end with ':')")
 	flag.Var(&addrs, "nvme-address", "NVMe/TCP listen address ADDR:PORT (IPv6 as [ADDR]:PORT); repeat or comma-separate for several")
 	flag.IntVar(&firstPortID, "nvme-port-id", 1, "nvmet port ID of the first --nvme-address; the next ones count up")
@@ -109,7 +109,7 @@ func run(ctx context.Context, o target.Options, kmsgPath string) error {
 	if err != nil {
 		return err
 	}
-	svc, err := target.NewService(o, pool, target.NewStore(o.StateFile), nvmeof.NewTarget(o.NvmetRoot))
+	svc, err := target.NewService(o, pool, target.NewStore(o.StateFile), nvmet.NewTarget(o.NvmetRoot))
 	if err != nil {
 		return err
 	}

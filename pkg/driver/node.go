@@ -21,6 +21,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 )
 
 var nodeCapabilities = []csi.NodeServiceCapability_RPC_Type{
@@ -288,14 +289,14 @@ func (d *Driver) stagedInPlace(st *stageState) (bool, string) {
 // ConnectTemplate is the host identity and timeouts every replica
 // connection of this node uses, without a target: the healer reconnects
 // replicas with exactly what NodeStage would.
-func (d *Driver) ConnectTemplate() nvmeof.ConnectOptions {
+func (d *Driver) ConnectTemplate() host.ConnectOptions {
 	return d.connectOptions(Replica{}, Endpoint{})
 }
 
 // connectOptions are the fabrics options for one replica endpoint.
-func (d *Driver) connectOptions(r Replica, ep Endpoint) nvmeof.ConnectOptions {
+func (d *Driver) connectOptions(r Replica, ep Endpoint) host.ConnectOptions {
 	ctrlLoss, reconnect, fastFail, keepAlive := d.opts.CtrlLossTmo, d.opts.ReconnectDelay, d.opts.FastIOFailTmo, d.opts.KeepAliveTmo
-	return nvmeof.ConnectOptions{
+	return host.ConnectOptions{
 		Transport:      "tcp",
 		TrAddr:         ep.Address,
 		TrSvcID:        ep.Port,
@@ -318,7 +319,7 @@ func (d *Driver) connectOptions(r Replica, ep Endpoint) nvmeof.ConnectOptions {
 // connected (never without authentication), and a kernel without NVMe
 // in-band authentication fails the whole call (FailedPrecondition naming
 // the missing kernel feature): no replica could be connected as asked.
-func (d *Driver) connectReplicas(ctx context.Context, replicas []Replica, creds []Credentials, auth string, u *undo) (map[string]nvmeof.Device, error) {
+func (d *Driver) connectReplicas(ctx context.Context, replicas []Replica, creds []Credentials, auth string, u *undo) (map[string]host.Device, error) {
 	var problems []string
 	connected := make([]Replica, 0, len(replicas))
 	for _, r := range replicas {
@@ -353,7 +354,7 @@ func (d *Driver) connectReplicas(ctx context.Context, replicas []Replica, creds 
 		}
 		connected = append(connected, r)
 	}
-	devices := map[string]nvmeof.Device{}
+	devices := map[string]host.Device{}
 	wctx, cancel := context.WithTimeout(ctx, d.opts.DeviceWaitTimeout)
 	defer cancel()
 	for _, r := range connected {
@@ -381,7 +382,7 @@ func (d *Driver) hasController(nqn string) bool {
 		return false
 	}
 	for _, c := range ctrls {
-		if c.State != nvmeof.StateDeleting && c.State != nvmeof.StateDeletingNoIO && c.State != nvmeof.StateDead {
+		if c.State != host.StateDeleting && c.State != host.StateDeletingNoIO && c.State != host.StateDead {
 			return true
 		}
 	}
@@ -391,14 +392,14 @@ func (d *Driver) hasController(nqn string) bool {
 // member is one reachable replica's device, classified by what it holds.
 type member struct {
 	replica Replica
-	device  nvmeof.Device
+	device  host.Device
 }
 
 // ensureArray returns the md device of the volume, started. See stage's
 // comment for the decision; the invariant is that nothing destructive
 // (mdadm --create) runs unless every replica is present and verified blank:
 // no md superblock (mdadm --examine) and nothing blkid recognises.
-func (d *Driver) ensureArray(ctx context.Context, vol *Volume, mdUUID string, replicas []Replica, devices map[string]nvmeof.Device, u *undo) (string, error) {
+func (d *Driver) ensureArray(ctx context.Context, vol *Volume, mdUUID string, replicas []Replica, devices map[string]host.Device, u *undo) (string, error) {
 	d.mdMu.Lock()
 	defer d.mdMu.Unlock()
 
@@ -586,7 +587,7 @@ func mdName(v *Volume) string {
 // singleReplicaDevice returns the namespace device of a one-replica volume,
 // which is used without md. It must not carry an md superblock: that would
 // mean the replica belonged to a mirror and someone mixed up identities.
-func (d *Driver) singleReplicaDevice(ctx context.Context, r Replica, devices map[string]nvmeof.Device) (string, error) {
+func (d *Driver) singleReplicaDevice(ctx context.Context, r Replica, devices map[string]host.Device) (string, error) {
 	dev, ok := devices[r.ID]
 	if !ok {
 		return "", errorf(ErrUnavailable, "replica %s not reachable", r.ID)

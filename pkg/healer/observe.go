@@ -15,7 +15,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
-	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 )
 
 // ArrayReader reads md state without spawning anything; *mdraid.Manager.
@@ -42,7 +42,7 @@ type ConfigSource interface {
 // NVMeController is one /sys/class/nvme/<Name>.
 type NVMeController struct {
 	Name, SubsysNQN string
-	State           nvmeof.ControllerState
+	State           host.ControllerState
 	TrAddr, TrSvcID string
 }
 
@@ -270,7 +270,7 @@ func (o *Observer) arrayObservation(a mdraid.Array) *ArrayObservation {
 
 // SysfsNVMe reads controllers and namespaces under Root ("/" on a node).
 // It reads three attributes per controller and nothing else: the
-// nvmeof.Initiator's Controllers also resolves each controller's subsystem
+// host.Initiator's Controllers also resolves each controller's subsystem
 // by scanning every subsystem, which is quadratic in the number of
 // controllers and not needed to tell whether a replica is connected.
 type SysfsNVMe struct{ Root string }
@@ -303,8 +303,8 @@ func (s SysfsNVMe) Controllers() ([]NVMeController, error) {
 		if err := errors.Join(err1, err2); err != nil {
 			return nil, err
 		}
-		traddr, trsvcid, _ := nvmeof.ParseAddress(addr)
-		out = append(out, NVMeController{Name: e.Name(), SubsysNQN: nqn, State: nvmeof.ControllerState(state), TrAddr: traddr, TrSvcID: trsvcid})
+		traddr, trsvcid, _ := host.ParseAddress(addr)
+		out = append(out, NVMeController{Name: e.Name(), SubsysNQN: nqn, State: host.ControllerState(state), TrAddr: traddr, TrSvcID: trsvcid})
 	}
 	return out, nil
 }

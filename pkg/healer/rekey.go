@@ -10,7 +10,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/events"
-	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 )
 
 // Re-keying: after a rotation (nvmirrorctl rotate-keys) the storage node
@@ -35,7 +35,7 @@ import (
 // serving from the other legs meanwhile. A single-replica bidirectional
 // volume (no mirror to serve from) is left to its next stage.
 
-// SecretOps reads and re-keys live NVMe controllers (*nvmeof.Initiator).
+// SecretOps reads and re-keys live NVMe controllers (*host.Initiator).
 type SecretOps interface {
 	// ControllerSecrets returns the secrets a controller authenticates
 	// with ("" when none).
@@ -95,7 +95,7 @@ func DecideRekeys(vols []VolumeObservation, creds map[string]driver.Credentials,
 				want.CtrlSecret = c.CtrlSecret
 			}
 			for _, ctrl := range v.Controllers[r.NQN] {
-				if ctrl.State != nvmeof.StateLive {
+				if ctrl.State != host.StateLive {
 					continue // re-keyed when live again (its reconnect uses the new secrets)
 				}
 				have, known := current[ctrl.Name]
@@ -159,7 +159,7 @@ type Rekeyer struct {
 	Secrets     SecretOps
 	// ControllerState reads a controller's state, to confirm it is live
 	// after re-authentication before the next one.
-	ControllerState func(name string) (nvmeof.ControllerState, error)
+	ControllerState func(name string) (host.ControllerState, error)
 	// Disconnect takes a controller down for a reconnect re-key.
 	Disconnect func(ctx context.Context, name string) error
 	// Settle bounds the wait for a re-keyed controller to be live again.
@@ -268,7 +268,7 @@ func (k *Rekeyer) rekey(ctx context.Context, rk Rekey) error {
 	defer tick.Stop()
 	for {
 		st, err := k.ControllerState(rk.Controller)
-		if err == nil && st == nvmeof.StateLive {
+		if err == nil && st == host.StateLive {
 			s, cs, rerr := k.Secrets.ControllerSecrets(rk.Controller)
 			if rerr == nil && s == rk.Secret && cs == rk.CtrlSecret {
 				return nil

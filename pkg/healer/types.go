@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/nvmirror/nvmirror/pkg/driver"
-	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 )
 
 // Observation is what one cycle saw on this node.
@@ -78,7 +78,7 @@ type MemberObservation struct {
 // ControllerObservation is one NVMe controller of a replica subsystem.
 type ControllerObservation struct {
 	Name  string
-	State nvmeof.ControllerState
+	State host.ControllerState
 	// TrAddr and TrSvcID are the target address and port.
 	TrAddr, TrSvcID string
 }

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/agentclient"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
@@ -34,44 +35,44 @@ import (
 // server with TLS and token, and the provisioner's adapter) is real.
 type memExporter struct {
 	mu   sync.Mutex
-	subs map[string]*nvmeof.Subsystem
-	auth map[string]nvmeof.HostAuth
+	subs map[string]*nvmet.Subsystem
+	auth map[string]nvmet.HostAuth
 }
 
 func newMemExporter() *memExporter {
-	return &memExporter{subs: map[string]*nvmeof.Subsystem{}, auth: map[string]nvmeof.HostAuth{}}
+	return &memExporter{subs: map[string]*nvmet.Subsystem{}, auth: map[string]nvmet.HostAuth{}}
 }
 
 func (m *memExporter) AuthSupported() error { return nil }
-func (m *memExporter) SetHostAuth(host string, a nvmeof.HostAuth) error {
+func (m *memExporter) SetHostAuth(host string, a nvmet.HostAuth) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.auth[host] = a
 	return nil
 }
-func (m *memExporter) hostAuth(host string) nvmeof.HostAuth {
+func (m *memExporter) hostAuth(host string) nvmet.HostAuth {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.auth[host]
 }
 
-func (m *memExporter) Available() error             { return nil }
-func (m *memExporter) EnsurePort(nvmeof.Port) error { return nil }
-func (m *memExporter) ListSubsystems() ([]nvmeof.Subsystem, error) {
+func (m *memExporter) Available() error            { return nil }
+func (m *memExporter) EnsurePort(nvmet.Port) error { return nil }
+func (m *memExporter) ListSubsystems() ([]nvmet.Subsystem, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []nvmeof.Subsystem
+	var out []nvmet.Subsystem
 	for _, s := range m.subs {
 		out = append(out, *s)
 	}
 	return out, nil
 }
-func (m *memExporter) GetSubsystem(nqn string) (nvmeof.Subsystem, error) {
+func (m *memExporter) GetSubsystem(nqn string) (nvmet.Subsystem, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s, ok := m.subs[nqn]
 	if !ok {
-		return nvmeof.Subsystem{}, fmt.Errorf("subsystem %s: %w", nqn, nvmeof.ErrNotFound)
+		return nvmet.Subsystem{}, fmt.Errorf("subsystem %s: %w", nqn, nvmeof.ErrNotFound)
 	}
 	c := *s
 	c.AllowedHosts = slices.Clone(s.AllowedHosts)
@@ -81,18 +82,18 @@ func (m *memExporter) EnsureSubsystem(nqn, serial string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.subs[nqn]; !ok {
-		m.subs[nqn] = &nvmeof.Subsystem{NQN: nqn, Serial: serial}
+		m.subs[nqn] = &nvmet.Subsystem{NQN: nqn, Serial: serial}
 	}
 	return nil
 }
-func (m *memExporter) sub(nqn string) (*nvmeof.Subsystem, error) {
+func (m *memExporter) sub(nqn string) (*nvmet.Subsystem, error) {
 	s, ok := m.subs[nqn]
 	if !ok {
 		return nil, fmt.Errorf("subsystem %s: %w", nqn, nvmeof.ErrNotFound)
 	}
 	return s, nil
 }
-func (m *memExporter) EnsureNamespace(nqn string, ns nvmeof.Namespace) error {
+func (m *memExporter) EnsureNamespace(nqn string, ns nvmet.Namespace) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s, err := m.sub(nqn)
@@ -100,7 +101,7 @@ func (m *memExporter) EnsureNamespace(nqn string, ns nvmeof.Namespace) error {
 		return err
 	}
 	ns.Enabled = true
-	s.Namespaces = []nvmeof.Namespace{ns}
+	s.Namespaces = []nvmet.Namespace{ns}
 	return nil
 }
 func (m *memExporter) RevalidateNamespace(string, int) error { return nil }
@@ -190,7 +191,7 @@ func startRealAgents(t testing.TB, n int) ([]*realAgent, *tls.Config) {
 		}
 		opts := target.Options{
 			PoolDir: a.pool, NQNPrefix: fmt.Sprintf("nqn.2026-11.io.nvmirror:sn%d:", i),
-			Ports:    []nvmeof.Port{{ID: 1, Transport: "tcp", AdrFam: "ipv4", TrAddr: fmt.Sprintf("10.0.0.%d", i), TrSvcID: "4420"}},
+			Ports:    []nvmet.Port{{ID: 1, Transport: "tcp", AdrFam: "ipv4", TrAddr: fmt.Sprintf("10.0.0.%d", i), TrSvcID: "4420"}},
 			NodeName: a.id, Zone: "z1", Rack: fmt.Sprintf("r%d", i),
 		}
 		svc, err := target.NewService(opts, pool, target.NewStore(filepath.Join(a.pool, "state.json")), a.exp)

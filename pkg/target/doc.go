@@ -1,7 +1,7 @@
 // Package target is nvmirror-target, the storage node agent: it keeps
 // replicas as files in a pool directory (pool.go), exports each as its own
 // NVMe-oF subsystem through the kernel target (an Exporter, in production
-// *nvmeof.Target), persists what it holds in a state file (state.go) and
+// *nvmet.Target), persists what it holds in a state file (state.go) and
 // serves the provisioner's gRPC API (server.go, api/target/v1/target.proto).
 //
 // # Replicas
@@ -59,7 +59,7 @@
 //
 // The kernel checks allowed_hosts only when a controller connects, so
 // RevokeHost removes the host and then cuts every session of the replica
-// (nvmeof.Target.CutSessions unlinks and relinks the subsystem's ports). The
+// (nvmet.Target.CutSessions unlinks and relinks the subsystem's ports). The
 // hosts still allowed reconnect (reconnect_delay); the revoked host's
 // reconnects are refused. A pending cut is recorded in the state file, so a
 // crash between revoke and cut is repaired at the next start.

@@ -7,23 +7,24 @@ import (
 	"sync"
 
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
 )
 
 // fakeExporter is an in-memory nvmet: subsystems, namespaces, allowed hosts
-// and port links, with nvmeof.Target's error conventions (ErrNotFound for a
+// and port links, with nvmet.Target's error conventions (ErrNotFound for a
 // missing subsystem; Remove* of missing things succeed). It counts session
 // cuts and can fail a chosen method.
 type fakeExporter struct {
 	mu    sync.Mutex
-	ports map[int]nvmeof.Port
-	subs  map[string]*nvmeof.Subsystem
+	ports map[int]nvmet.Port
+	subs  map[string]*nvmet.Subsystem
 	cuts  map[string]int
 	calls []string
 	// failOn makes the named method return err once per entry.
 	failOn map[string]error
 	// auth is each host entry's secrets; like the kernel, an entry (and
 	// its secrets) goes when the host's last allowance goes.
-	auth            map[string]nvmeof.HostAuth
+	auth            map[string]nvmet.HostAuth
 	authUnsupported bool
 	// allowedWith records the host secret in place when a host was
 	// allowed on a subsystem (nqn/host → secret; "" = none).
@@ -31,8 +32,8 @@ type fakeExporter struct {
 }
 
 func newFakeExporter() *fakeExporter {
-	return &fakeExporter{ports: map[int]nvmeof.Port{}, subs: map[string]*nvmeof.Subsystem{}, cuts: map[string]int{}, failOn: map[string]error{},
-		auth: map[string]nvmeof.HostAuth{}, allowedWith: map[string]string{}}
+	return &fakeExporter{ports: map[int]nvmet.Port{}, subs: map[string]*nvmet.Subsystem{}, cuts: map[string]int{}, failOn: map[string]error{},
+		auth: map[string]nvmet.HostAuth{}, allowedWith: map[string]string{}}
 }
 
 var _ Exporter = (*fakeExporter)(nil)
@@ -50,9 +51,9 @@ func (f *fakeExporter) call(name string) error {
 func (f *fakeExporter) wipe() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.ports = map[int]nvmeof.Port{}
-	f.subs = map[string]*nvmeof.Subsystem{}
-	f.auth = map[string]nvmeof.HostAuth{}
+	f.ports = map[int]nvmet.Port{}
+	f.subs = map[string]*nvmet.Subsystem{}
+	f.auth = map[string]nvmet.HostAuth{}
 }
 
 func (f *fakeExporter) AuthSupported() error {
@@ -64,7 +65,7 @@ func (f *fakeExporter) AuthSupported() error {
 	return nil
 }
 
-func (f *fakeExporter) SetHostAuth(host string, a nvmeof.HostAuth) error {
+func (f *fakeExporter) SetHostAuth(host string, a nvmet.HostAuth) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.call("SetHostAuth"); err != nil {
@@ -81,7 +82,7 @@ func (f *fakeExporter) SetHostAuth(host string, a nvmeof.HostAuth) error {
 	return nil
 }
 
-func (f *fakeExporter) hostAuth(host string) nvmeof.HostAuth {
+func (f *fakeExporter) hostAuth(host string) nvmet.HostAuth {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.auth[host]
@@ -93,7 +94,7 @@ func (f *fakeExporter) Available() error {
 	return f.call("Available")
 }
 
-func (f *fakeExporter) EnsurePort(p nvmeof.Port) error {
+func (f *fakeExporter) EnsurePort(p nvmet.Port) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.call("EnsurePort"); err != nil {
@@ -105,7 +106,7 @@ func (f *fakeExporter) EnsurePort(p nvmeof.Port) error {
 	return nil
 }
 
-func (f *fakeExporter) sub(nqn string) (*nvmeof.Subsystem, error) {
+func (f *fakeExporter) sub(nqn string) (*nvmet.Subsystem, error) {
 	s, ok := f.subs[nqn]
 	if !ok {
 		return nil, fmt.Errorf("%w: subsystem %s", nvmeof.ErrNotFound, nqn)
@@ -113,7 +114,7 @@ func (f *fakeExporter) sub(nqn string) (*nvmeof.Subsystem, error) {
 	return s, nil
 }
 
-func cloneSub(s *nvmeof.Subsystem) nvmeof.Subsystem {
+func cloneSub(s *nvmet.Subsystem) nvmet.Subsystem {
 	c := *s
 	c.AllowedHosts = slices.Clone(s.AllowedHosts)
 	c.Namespaces = slices.Clone(s.Namespaces)
@@ -121,13 +122,13 @@ func cloneSub(s *nvmeof.Subsystem) nvmeof.Subsystem {
 	return c
 }
 
-func (f *fakeExporter) ListSubsystems() ([]nvmeof.Subsystem, error) {
+func (f *fakeExporter) ListSubsystems() ([]nvmet.Subsystem, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.call("ListSubsystems"); err != nil {
 		return nil, err
 	}
-	var out []nvmeof.Subsystem
+	var out []nvmet.Subsystem
 	for _, s := range f.subs {
 		out = append(out, cloneSub(s))
 	}
@@ -135,15 +136,15 @@ func (f *fakeExporter) ListSubsystems() ([]nvmeof.Subsystem, error) {
 	return out, nil
 }
 
-func (f *fakeExporter) GetSubsystem(nqn string) (nvmeof.Subsystem, error) {
+func (f *fakeExporter) GetSubsystem(nqn string) (nvmet.Subsystem, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.call("GetSubsystem"); err != nil {
-		return nvmeof.Subsystem{}, err
+		return nvmet.Subsystem{}, err
 	}
 	s, err := f.sub(nqn)
 	if err != nil {
-		return nvmeof.Subsystem{}, err
+		return nvmet.Subsystem{}, err
 	}
 	return cloneSub(s), nil
 }
@@ -155,12 +156,12 @@ func (f *fakeExporter) EnsureSubsystem(nqn, serial string) error {
 		return err
 	}
 	if _, ok := f.subs[nqn]; !ok {
-		f.subs[nqn] = &nvmeof.Subsystem{NQN: nqn, Serial: serial}
+		f.subs[nqn] = &nvmet.Subsystem{NQN: nqn, Serial: serial}
 	}
 	return nil
 }
 
-func (f *fakeExporter) EnsureNamespace(nqn string, ns nvmeof.Namespace) error {
+func (f *fakeExporter) EnsureNamespace(nqn string, ns nvmet.Namespace) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.call("EnsureNamespace"); err != nil {
@@ -285,12 +286,12 @@ func (f *fakeExporter) RemoveSubsystem(nqn string) error {
 }
 
 // exported returns a copy of subsystem nqn and whether it exists.
-func (f *fakeExporter) exported(nqn string) (nvmeof.Subsystem, bool) {
+func (f *fakeExporter) exported(nqn string) (nvmet.Subsystem, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s, ok := f.subs[nqn]
 	if !ok {
-		return nvmeof.Subsystem{}, false
+		return nvmet.Subsystem{}, false
 	}
 	return cloneSub(s), true
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/atomicfile"
 	"github.com/nvmirror/nvmirror/pkg/dhchap"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
 )
 
 // HostAuthFileName is the file, beside the state file, holding the hosts'
@@ -161,8 +162,8 @@ func (s *Service) HostAuthHosts() []string {
 }
 
 // kernelHostAuth is the kernel target's form of a host's secrets; hash and
-// DH group are nvmeof's defaults (the kernel target offers them, the host
+// DH group are nvmet's defaults (the kernel target offers them, the host
 // negotiates).
-func kernelHostAuth(s HostSecrets) nvmeof.HostAuth {
-	return nvmeof.HostAuth{Secret: s.Secret, CtrlSecret: s.CtrlSecret}
+func kernelHostAuth(s HostSecrets) nvmet.HostAuth {
+	return nvmet.HostAuth{Secret: s.Secret, CtrlSecret: s.CtrlSecret}
 }

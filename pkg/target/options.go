@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
 )
 
 // Options configure the agent. cmd/nvmirror-target fills them from flags
@@ -29,7 +30,7 @@ type Options struct {
 	NQNPrefix string
 	// Ports are the nvmet ports (tcp listeners) every replica is exported
 	// on. Two agents sharing one kernel need different port IDs.
-	Ports []nvmeof.Port
+	Ports []nvmet.Port
 	// BufferedIO exports backing files with buffered I/O (forced on when
 	// the pool is on tmpfs, which has no O_DIRECT).
 	BufferedIO bool
@@ -51,8 +52,8 @@ type Options struct {
 
 // ParseNvmeAddresses turns "ADDR:PORT" entries (IPv6 as "[ADDR]:PORT")
 // into ports numbered from firstID.
-func ParseNvmeAddresses(addrs []string, firstID int) ([]nvmeof.Port, error) {
-	var out []nvmeof.Port
+func ParseNvmeAddresses(addrs []string, firstID int) ([]nvmet.Port, error) {
+	var out []nvmet.Port
 	for i, a := range addrs {
 		ap, err := netip.ParseAddrPort(strings.TrimSpace(a))
 		if err != nil {
@@ -62,7 +63,7 @@ func ParseNvmeAddresses(addrs []string, firstID int) ([]nvmeof.Port, error) {
 		if ap.Addr().Is6() && !ap.Addr().Is4In6() {
 			fam = "ipv6"
 		}
-		out = append(out, nvmeof.Port{
+		out = append(out, nvmet.Port{
 			ID:        firstID + i,
 			Transport: "tcp",
 			AdrFam:    fam,

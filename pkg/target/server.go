@@ -13,6 +13,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
 	"github.com/nvmirror/nvmirror/pkg/targetapi"
 	"github.com/nvmirror/nvmirror/pkg/version"
 )
@@ -108,7 +109,7 @@ func stateToProto(s ReplicaState) targetapi.ReplicaState {
 	return targetapi.ReplicaState_REPLICA_STATE_UNSPECIFIED
 }
 
-func endpointsToProto(ports []nvmeof.Port) []*targetapi.Endpoint {
+func endpointsToProto(ports []nvmet.Port) []*targetapi.Endpoint {
 	out := make([]*targetapi.Endpoint, 0, len(ports))
 	for _, p := range ports {
 		out = append(out, &targetapi.Endpoint{Transport: p.Transport, AddressFamily: p.AdrFam, Address: p.TrAddr, ServiceId: p.TrSvcID})

@@ -14,17 +14,18 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
 )
 
-// Exporter is the part of the kernel target (nvmeof.Target) the agent uses.
+// Exporter is the part of the kernel target (nvmet.Target) the agent uses.
 // Tests substitute an in-memory fake.
 type Exporter interface {
 	Available() error
-	EnsurePort(p nvmeof.Port) error
-	ListSubsystems() ([]nvmeof.Subsystem, error)
-	GetSubsystem(nqn string) (nvmeof.Subsystem, error)
+	EnsurePort(p nvmet.Port) error
+	ListSubsystems() ([]nvmet.Subsystem, error)
+	GetSubsystem(nqn string) (nvmet.Subsystem, error)
 	EnsureSubsystem(nqn, serial string) error
-	EnsureNamespace(nqn string, ns nvmeof.Namespace) error
+	EnsureNamespace(nqn string, ns nvmet.Namespace) error
 	RevalidateNamespace(nqn string, nsid int) error
 	AllowHost(nqn, hostNQN string) error
 	RevokeHost(nqn, hostNQN string) error
@@ -35,10 +36,10 @@ type Exporter interface {
 	// AuthSupported reports (nvmeof.ErrAuthUnsupported) a kernel target
 	// without in-band authentication; SetHostAuth sets a host's secrets.
 	AuthSupported() error
-	SetHostAuth(hostNQN string, a nvmeof.HostAuth) error
+	SetHostAuth(hostNQN string, a nvmet.HostAuth) error
 }
 
-var _ Exporter = (*nvmeof.Target)(nil)
+var _ Exporter = (*nvmet.Target)(nil)
 
 // NSID is the namespace ID of every replica: one namespace per subsystem.
 const NSID = 1
@@ -109,7 +110,7 @@ func NewService(opts Options, pool *Pool, store *Store, exp Exporter) (*Service,
 func (s *Service) NQN(id string) string { return s.opts.NQNPrefix + id }
 
 // Endpoints are the nvmet ports the agent exports its replicas on.
-func (s *Service) Endpoints() []nvmeof.Port { return slices.Clone(s.opts.Ports) }
+func (s *Service) Endpoints() []nvmet.Port { return slices.Clone(s.opts.Ports) }
 
 // Start checks the kernel target, creates the agent's ports and reconciles
 // configfs to the state. An error wrapping ErrRestoreIncomplete lists
@@ -311,7 +312,7 @@ func (s *Service) export(r *Replica, fileMayBeNew bool) error {
 	if err := s.exp.EnsureSubsystem(nqn, nvmeof.SerialFor(r.ID)); err != nil {
 		return fmt.Errorf("subsystem %s: %w", nqn, err)
 	}
-	ns := nvmeof.Namespace{
+	ns := nvmet.Namespace{
 		NSID:       NSID,
 		DevicePath: s.pool.Path(r.ID),
 		UUID:       nvmeof.NamespaceUUID(r.ID),

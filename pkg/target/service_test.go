@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
 )
 
 const (
@@ -29,7 +30,7 @@ type env struct {
 func testOptions() Options {
 	return Options{
 		NodeName: "node-1", Zone: "z1", Rack: "r1",
-		Ports: []nvmeof.Port{{ID: 7, Transport: "tcp", AdrFam: "ipv4", TrAddr: "127.0.0.1", TrSvcID: "4420"}},
+		Ports: []nvmet.Port{{ID: 7, Transport: "tcp", AdrFam: "ipv4", TrAddr: "127.0.0.1", TrSvcID: "4420"}},
 	}
 }
 
@@ -459,7 +460,7 @@ func TestReconcileRemovesWhatItDoesNotOwn(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := e.exp.EnsurePort(nvmeof.Port{ID: 99, TrAddr: "127.0.0.9", TrSvcID: "4420"}); err != nil {
+	if err := e.exp.EnsurePort(nvmet.Port{ID: 99, TrAddr: "127.0.0.9", TrSvcID: "4420"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range []string{mine, foreign} {

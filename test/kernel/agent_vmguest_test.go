@@ -26,6 +26,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth"
 	"github.com/nvmirror/nvmirror/pkg/targetapi"
 )
@@ -180,7 +182,7 @@ func newAgentWithPool(t *testing.T, name, addr string, portID int, tlsDir string
 	}
 	t.Cleanup(func() {
 		_ = a.stop(t, syscall.SIGKILL)
-		tgt := nvmeof.NewTarget("")
+		tgt := nvmet.NewTarget("")
 		if err := tgt.Teardown(a.prefix); err != nil {
 			t.Errorf("teardown %s: %v", a.prefix, err)
 		}
@@ -209,8 +211,8 @@ func grpcCode(err error) codes.Code { return status.Code(err) }
 // intact, revoking a connected host cuts its session, deletion removes
 // everything. It also measures create/delete latency on the real kernel.
 func TestTargetAgent(t *testing.T) {
-	tgt := nvmeof.NewTarget("")
-	ini := nvmeof.NewInitiator("")
+	tgt := nvmet.NewTarget("")
+	ini := host.NewInitiator("")
 	if err := tgt.Available(); err != nil {
 		t.Fatalf("nvmet: %v", err)
 	}
@@ -322,9 +324,9 @@ func TestTargetAgent(t *testing.T) {
 	}
 
 	// --- The allowed host connects to both, another host is refused.
-	endpoint := func(r *targetapi.Replica, h hostIdentity, ctrlLoss int) nvmeof.ConnectOptions {
+	endpoint := func(r *targetapi.Replica, h hostIdentity, ctrlLoss int) host.ConnectOptions {
 		e := r.GetEndpoints()[0]
-		return nvmeof.ConnectOptions{
+		return host.ConnectOptions{
 			Transport: "tcp", TrAddr: e.GetAddress(), TrSvcID: e.GetServiceId(), SubsysNQN: r.GetNqn(),
 			HostNQN: h.nqn, HostID: h.id,
 			CtrlLossTmo: intp(ctrlLoss), ReconnectDelay: intp(1), FastIOFailTmo: intp(1), KeepAliveTmo: intp(5),
@@ -522,7 +524,7 @@ func TestTargetAgent(t *testing.T) {
 	}
 }
 
-func mustControllers(t *testing.T, ini *nvmeof.Initiator, nqn string) []nvmeof.Controller {
+func mustControllers(t *testing.T, ini *host.Initiator, nqn string) []host.Controller {
 	t.Helper()
 	cs, err := ini.ControllersFor(nqn)
 	if err != nil {
@@ -605,7 +607,7 @@ func logKmsg(t *testing.T, substr string) {
 // exists from Linux 6.9 on).
 func logSessionInterfaces(t *testing.T, nqn string) {
 	t.Helper()
-	dir := filepath.Join(nvmeof.DefaultNvmetRoot, "subsystems", nqn)
+	dir := filepath.Join(nvmet.DefaultRoot, "subsystems", nqn)
 	ents, err := os.ReadDir(dir)
 	var names []string
 	for _, e := range ents {

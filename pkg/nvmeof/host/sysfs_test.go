@@ -1,4 +1,4 @@
-package nvmeof
+package host
 
 import (
 	"errors"
@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 )
 
 // sysTree builds a temp tree shaped like the real sysfs/dev layout:
@@ -330,10 +332,10 @@ func TestReadController(t *testing.T) {
 		name string
 		err  error
 	}{
-		{"nvme9", ErrNotFound},
-		{"nvme1n2", ErrInvalidArgument},
-		{"../../etc", ErrInvalidArgument},
-		{"", ErrInvalidArgument},
+		{"nvme9", nvmeof.ErrNotFound},
+		{"nvme1n2", nvmeof.ErrInvalidArgument},
+		{"../../etc", nvmeof.ErrInvalidArgument},
+		{"", nvmeof.ErrInvalidArgument},
 	} {
 		if _, err := s.controller(tc.name); !errors.Is(err, tc.err) {
 			t.Errorf("controller(%q) = %v, want %v", tc.name, err, tc.err)

@@ -1,4 +1,4 @@
-package nvmeof
+package nvmet
 
 import (
 	"fmt"
@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 )
 
 // fakeConfigFS emulates nvmet's configfs on a temp dir closely enough that
@@ -147,7 +149,7 @@ func (f *fakeConfigFS) Mkdir(path string) error {
 	var groups []string
 	switch kind {
 	case "subsystem":
-		if p[1] == DiscoveryNQN {
+		if p[1] == nvmeof.DiscoveryNQN {
 			return perr("mkdir", path, syscall.EINVAL)
 		}
 		f.serial++
@@ -362,13 +364,13 @@ func (f *fakeConfigFS) WriteFile(path string, value []byte) error {
 				return werr(syscall.EBUSY)
 			}
 			if attr == "device_uuid" {
-				if !isUUID(v) {
+				if !nvmeof.IsUUID(v) {
 					return werr(syscall.EINVAL)
 				}
 				v = strings.ToLower(v)
 			}
 			if attr == "device_nguid" {
-				n := normalizeID(v)
+				n := nvmeof.NormalizeID(v)
 				if len(n) != 32 {
 					return werr(syscall.EINVAL)
 				}

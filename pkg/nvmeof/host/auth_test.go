@@ -1,4 +1,4 @@
-package nvmeof
+package host
 
 import (
 	"bytes"
@@ -6,14 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nvmirror/nvmirror/pkg/dhchap"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 )
 
 // testSecret returns a valid secret whose key is n repeated (keyLen bytes).
@@ -42,315 +41,6 @@ func assertNoSecret(t *testing.T, text string, secrets ...string) {
 		}
 	}
 }
-
-func newFakeAuthTarget(t *testing.T) (*Target, *fakeConfigFS) {
-	tg, f := newFakeTarget(t)
-	f.targetAuth = true
-	return tg, f
-}
-
-// ------------------------------------------------------------------ target
-
-func TestSetHostAuth(t *testing.T) {
-	tg, f := newFakeAuthTarget(t)
-	key, ctrl := testSecret(t, 1, 32), testSecret(t, 2, 48)
-	if err := tg.SetHostAuth(hostA, HostAuth{Secret: key, CtrlSecret: ctrl}); err != nil {
-		t.Fatal(err)
-	}
-	// Hash and DH group before the secrets: the first authentication after
-	// the host secret appears already uses them. Host secret before the
-	// controller secret: authentication is required from the first write.
-	ops := f.Ops()
-	want := []string{"mkdir hosts/" + hostA, "write hosts/" + hostA + "/dhchap_hash=hmac(sha256)",
-		"write hosts/" + hostA + "/dhchap_dhgroup=" + DefaultAuthDHGroup,
-		"write hosts/" + hostA + "/dhchap_key=" + key, "write hosts/" + hostA + "/dhchap_ctrl_key=" + ctrl}
-	if !slices.Equal(ops, want) {
-		t.Fatalf("ops =\n%s\nwant\n%s", strings.Join(ops, "\n"), strings.Join(want, "\n"))
-	}
-	got, err := tg.HostAuth(hostA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != (HostAuth{Secret: key, CtrlSecret: ctrl, Hash: DefaultAuthHash, DHGroup: DefaultAuthDHGroup}) {
-		t.Errorf("HostAuth = %s", got)
-	}
-	for _, out := range []string{got.String(), fmt.Sprintf("%v", got), fmt.Sprintf("%+v", got), fmt.Sprintf("%#v", got), fmt.Sprint(got.MarshalLog())} {
-		assertNoSecret(t, out, key, ctrl)
-		if !strings.Contains(out, "redacted") {
-			t.Errorf("%q is not redacted", out)
-		}
-	}
-
-	// Rotation to other secrets and parameters, unidirectional now: the
-	// controller secret is cleared with the NUL write nvmet sees as "".
-	key2 := testSecret(t, 3, 64)
-	n := len(f.Ops())
-	if err := tg.SetHostAuth(hostA, HostAuth{Secret: key2, Hash: "hmac(sha512)", DHGroup: "null"}); err != nil {
-		t.Fatal(err)
-	}
-	if got, _ := tg.HostAuth(hostA); got != (HostAuth{Secret: key2, Hash: "hmac(sha512)", DHGroup: "null"}) {
-		t.Errorf("after rotation HostAuth = %s", got)
-	}
-	if ops := f.Ops()[n:]; !slices.Contains(ops, "write hosts/"+hostA+"/dhchap_ctrl_key=") || indexOf(ops, "mkdir") >= 0 {
-		t.Errorf("rotation ops %q", ops)
-	}
-
-	// A non-canonical spelling is written canonically.
-	if err := tg.SetHostAuth(hostA, HostAuth{Secret: key}); err != nil {
-		t.Fatal(err)
-	}
-	if got := f.attr("hosts/" + hostA + "/dhchap_key"); got != key {
-		t.Errorf("dhchap_key = %q", dhchap.Redact(got))
-	}
-}
-
-func TestSetHostAuthInvalid(t *testing.T) {
-	key := testSecret(t, 1, 32)
-	bad := strings.Replace(key, "AQEB", "AQEC", 1) // CRC no longer matches
-	for _, tc := range []struct {
-		name string
-		a    HostAuth
-		want string
-	}{
-		{"bad secret", HostAuth{Secret: bad}, "Secret: invalid DH-HMAC-CHAP secret: CRC"},
-		{"bad ctrl secret", HostAuth{Secret: key, CtrlSecret: bad}, "CtrlSecret: invalid"},
-		{"not a secret", HostAuth{Secret: "hunter2-hunter2-hunter2"}, "does not start with"},
-		{"ctrl without host", HostAuth{CtrlSecret: key}, "CtrlSecret without Secret"},
-		{"same secrets", HostAuth{Secret: key, CtrlSecret: key}, "two different secrets"},
-		{"hash", HostAuth{Secret: key, Hash: "hmac(md5)"}, `Hash "hmac(md5)"`},
-		{"dh group", HostAuth{Secret: key, DHGroup: "ffdhe1024"}, `DHGroup "ffdhe1024"`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			tg, f := newFakeAuthTarget(t)
-			err := tg.SetHostAuth(hostA, tc.a)
-			if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("SetHostAuth = %v, want ErrInvalidArgument saying %q", err, tc.want)
-			}
-			assertNoSecret(t, err.Error(), key, bad)
-			if strings.Contains(err.Error(), "hunter2") {
-				t.Fatalf("%q shows the input", err)
-			}
-			if ops := f.Ops(); len(ops) != 0 {
-				t.Errorf("invalid input changed configfs: %q", ops)
-			}
-		})
-	}
-	tg, _ := newFakeAuthTarget(t)
-	if err := tg.SetHostAuth("not-an-nqn", HostAuth{Secret: key}); !errors.Is(err, ErrInvalidArgument) {
-		t.Errorf("SetHostAuth(bad NQN) = %v", err)
-	}
-	if _, err := tg.HostAuth("nqn.x/../y"); !errors.Is(err, ErrInvalidArgument) {
-		t.Errorf("HostAuth(bad NQN) = %v", err)
-	}
-}
-
-func TestSetHostAuthKernelErrors(t *testing.T) {
-	key := testSecret(t, 1, 32)
-	t.Run("DH group missing from crypto API", func(t *testing.T) {
-		tg, f := newFakeAuthTarget(t)
-		f.noDH = true
-		err := tg.SetHostAuth(hostA, HostAuth{Secret: key})
-		if err == nil || !strings.Contains(err.Error(), "CONFIG_CRYPTO_DH") || !errors.Is(err, syscall.EINVAL) {
-			t.Fatalf("SetHostAuth = %v", err)
-		}
-		if f.exists("hosts/" + hostA) {
-			t.Error("the entry created for the host was left half-configured")
-		}
-		if err := tg.SetHostAuth(hostA, HostAuth{Secret: key, DHGroup: "null"}); err != nil {
-			t.Errorf("with the null group: %v", err)
-		}
-	})
-	t.Run("key write refused", func(t *testing.T) {
-		tg, f := newFakeAuthTarget(t)
-		if err := tg.SetHostAuth(hostA, HostAuth{Secret: testSecret(t, 9, 32)}); err != nil {
-			t.Fatal(err)
-		}
-		f.failWrite[filepath.Join(f.root, "hosts", hostA, "dhchap_key")] = perr("write", "dhchap_key", syscall.ENOMEM)
-		err := tg.SetHostAuth(hostA, HostAuth{Secret: key})
-		if !errors.Is(err, syscall.ENOMEM) {
-			t.Fatalf("SetHostAuth = %v", err)
-		}
-		assertNoSecret(t, err.Error(), key)
-		if !f.exists("hosts/" + hostA) {
-			t.Error("an existing host entry was removed after a failed update")
-		}
-	})
-	t.Run("kernel without target auth", func(t *testing.T) {
-		tg, f := newFakeTarget(t) // Debian 6.1: host entries have no dhchap_* attributes
-		err := tg.SetHostAuth(hostA, HostAuth{Secret: key})
-		if !errors.Is(err, ErrAuthUnsupported) || !strings.Contains(err.Error(), "CONFIG_NVME_TARGET_AUTH") {
-			t.Fatalf("SetHostAuth = %v, want ErrAuthUnsupported naming CONFIG_NVME_TARGET_AUTH", err)
-		}
-		if f.exists("hosts/" + hostA) {
-			t.Error("host entry left behind")
-		}
-		// Clearing is a no-op: nothing can be configured.
-		if err := tg.AllowHost(testNQN2(t, tg), hostA); err != nil {
-			t.Fatal(err)
-		}
-		if err := tg.SetHostAuth(hostA, HostAuth{}); err != nil {
-			t.Errorf("clearing on a kernel without auth = %v", err)
-		}
-		if _, err := tg.HostAuth(hostA); !errors.Is(err, ErrAuthUnsupported) {
-			t.Errorf("HostAuth = %v, want ErrAuthUnsupported", err)
-		}
-	})
-}
-
-// testNQN2 creates subsystem testNQN on tg and returns its NQN.
-func testNQN2(t *testing.T, tg *Target) string {
-	t.Helper()
-	if err := tg.EnsureSubsystem(testNQN, ""); err != nil {
-		t.Fatal(err)
-	}
-	return testNQN
-}
-
-func TestClearHostAuth(t *testing.T) {
-	tg, f := newFakeAuthTarget(t)
-	key, ctrl := testSecret(t, 1, 32), testSecret(t, 2, 32)
-	nqn := testNQN2(t, tg)
-	for _, h := range []string{hostA, hostB} {
-		if err := tg.SetHostAuth(h, HostAuth{Secret: key, CtrlSecret: ctrl}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tg.AllowHost(nqn, hostA); err != nil {
-		t.Fatal(err)
-	}
-	// Linked host: secrets cleared, entry kept (the link needs it).
-	if err := tg.SetHostAuth(hostA, HostAuth{}); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := tg.HostAuth(hostA); err != nil || got.Secret != "" || got.CtrlSecret != "" {
-		t.Errorf("after clearing HostAuth = %s, %v", got, err)
-	}
-	// Unlinked host: its entry existed only for the secrets and goes.
-	if err := tg.SetHostAuth(hostB, HostAuth{}); err != nil {
-		t.Fatal(err)
-	}
-	if f.exists("hosts/" + hostB) {
-		t.Error("unreferenced host entry kept after clearing its secrets")
-	}
-	if _, err := tg.HostAuth(hostB); !errors.Is(err, ErrNotFound) {
-		t.Errorf("HostAuth(removed) = %v, want ErrNotFound", err)
-	}
-	// What the kernel does with the obvious ways to clear (the reason for
-	// the NUL write): a zero-length write is EFAULT, "\n" a bad key.
-	p := filepath.Join(f.root, "hosts", hostA, "dhchap_key")
-	if err := f.WriteFile(p, nil); !errors.Is(err, syscall.EFAULT) {
-		t.Errorf("zero-length write = %v, want EFAULT", err)
-	}
-	if err := f.WriteFile(p, []byte("\n")); !errors.Is(err, syscall.EINVAL) {
-		t.Errorf("newline write = %v, want EINVAL", err)
-	}
-	// Unknown host: nothing to do.
-	n := len(f.Ops())
-	if err := tg.SetHostAuth("nqn.2024-01.io.nvmirror:nobody", HostAuth{}); err != nil || len(f.Ops()) != n {
-		t.Errorf("clearing an unknown host = %v, ops %q", err, f.Ops()[n:])
-	}
-}
-
-// A host entry with secrets survives RevokeHost, so that AllowHost links
-// it again with its secrets, never a fresh entry without them. Teardown
-// removes it.
-func TestHostAuthSurvivesRevoke(t *testing.T) {
-	tg, f := newFakeAuthTarget(t)
-	nqn := testNQN2(t, tg)
-	key := testSecret(t, 5, 32)
-	if err := tg.SetHostAuth(hostA, HostAuth{Secret: key}); err != nil {
-		t.Fatal(err)
-	}
-	if err := tg.AllowHost(nqn, hostA); err != nil {
-		t.Fatal(err)
-	}
-	if err := tg.AllowHost(nqn, hostB); err != nil { // no secrets: removed as before
-		t.Fatal(err)
-	}
-	for _, h := range []string{hostA, hostB} {
-		if err := tg.RevokeHost(nqn, h); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if !f.exists("hosts/"+hostA) || f.attr("hosts/"+hostA+"/dhchap_key") != key {
-		t.Fatal("RevokeHost removed a host entry carrying secrets")
-	}
-	if f.exists("hosts/" + hostB) {
-		t.Error("RevokeHost kept an unreferenced host entry without secrets")
-	}
-	if err := tg.AllowHost(nqn, hostA); err != nil {
-		t.Fatal(err)
-	}
-	if got, _ := tg.HostAuth(hostA); got.Secret != key {
-		t.Errorf("after re-allowing, the secret is %s", redactSecret(got.Secret))
-	}
-	if err := tg.RemoveSubsystem(nqn); err != nil {
-		t.Fatal(err)
-	}
-	if !f.exists("hosts/" + hostA) {
-		t.Error("RemoveSubsystem removed a host entry carrying secrets")
-	}
-	if err := tg.Teardown("nqn.2024-01.io.nvmirror:"); err != nil {
-		t.Fatal(err)
-	}
-	if f.exists("hosts/" + hostA) {
-		t.Error("Teardown kept an unreferenced host entry")
-	}
-}
-
-// Two agents sharing a kernel target probe at once: one's probe entry, which
-// it may be removing (here: seen without its attributes), must not make the
-// other conclude the kernel lacks authentication.
-func TestAuthSupportedIgnoresAnotherProcessProbe(t *testing.T) {
-	tg, f := newFakeTarget(t)
-	if err := f.Mkdir(tg.hostDir(authProbeHost + "-4242-1")); err != nil {
-		t.Fatal(err)
-	}
-	f.targetAuth = true
-	if err := tg.AuthSupported(); err != nil {
-		t.Fatalf("AuthSupported with another process's half-gone probe entry = %v", err)
-	}
-}
-
-func TestAuthSupported(t *testing.T) {
-	tg, f := newFakeAuthTarget(t)
-	if err := tg.AuthSupported(); err != nil {
-		t.Fatalf("AuthSupported (probe entry) = %v", err)
-	}
-	if ops := f.Ops(); len(ops) != 2 || !strings.HasPrefix(ops[0], "mkdir hosts/"+authProbeHost) || !strings.HasPrefix(ops[1], "rmdir") {
-		t.Errorf("probe ops = %q", ops)
-	}
-	if err := tg.SetHostAuth(hostA, HostAuth{Secret: testSecret(t, 1, 32)}); err != nil {
-		t.Fatal(err)
-	}
-	n := len(f.Ops())
-	if err := tg.AuthSupported(); err != nil || len(f.Ops()) != n {
-		t.Errorf("AuthSupported with a host entry = %v (ops %q)", err, f.Ops()[n:])
-	}
-
-	old, f61 := newFakeTarget(t)
-	err := old.AuthSupported()
-	if !errors.Is(err, ErrAuthUnsupported) || !strings.Contains(err.Error(), "CONFIG_NVME_TARGET_AUTH") {
-		t.Fatalf("AuthSupported on a kernel without target auth = %v", err)
-	}
-	if hosts, _ := old.names(old.hostsDir()); len(hosts) != 0 {
-		t.Errorf("probe entry left behind: %v", hosts)
-	}
-	_ = f61
-	if err := old.AllowHost(testNQN2(t, old), hostA); err != nil {
-		t.Fatal(err)
-	}
-	if err := old.AuthSupported(); !errors.Is(err, ErrAuthUnsupported) {
-		t.Errorf("AuthSupported with an existing entry = %v", err)
-	}
-
-	missing := newTargetWithFS(filepath.Join(t.TempDir(), "nvmet"), realConfigFS{})
-	if err := missing.AuthSupported(); !errors.Is(err, ErrNotFound) {
-		t.Errorf("AuthSupported without nvmet = %v, want ErrNotFound", err)
-	}
-}
-
-// ------------------------------------------------------------------ initiator
 
 func authOpts(t *testing.T) ConnectOptions {
 	o := baseOpts()
@@ -390,8 +80,8 @@ func TestConnectOptionsSecrets(t *testing.T) {
 				}
 				return
 			}
-			if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Validate = %v, want ErrInvalidArgument saying %q", err, tc.want)
+			if !errors.Is(err, nvmeof.ErrInvalidArgument) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate = %v, want nvmeof.ErrInvalidArgument saying %q", err, tc.want)
 			}
 			assertNoSecret(t, err.Error(), s32, bad)
 		})
@@ -441,7 +131,7 @@ func TestConnectWithSecret(t *testing.T) {
 	}
 	secret, ctrl, err := in.ControllerSecrets(c.Name)
 	if err != nil || secret != o.DHCHAPSecret || ctrl != o.DHCHAPCtrlSecret {
-		t.Fatalf("ControllerSecrets = %s %s %v", redactSecret(secret), redactSecret(ctrl), err)
+		t.Fatalf("ControllerSecrets = %s %s %v", nvmeof.RedactSecret(secret), nvmeof.RedactSecret(ctrl), err)
 	}
 
 	// Same secrets: the existing controller, no write.
@@ -453,7 +143,7 @@ func TestConnectWithSecret(t *testing.T) {
 	if c3, err := in.Connect(context.Background(), plain); err != nil || c3.Name != c.Name {
 		t.Fatalf("Connect without secrets = %+v, %v", c3, err)
 	}
-	// Other secrets, or only the host one: ErrBusy naming both, no write.
+	// Other secrets, or only the host one: nvmeof.ErrBusy naming both, no write.
 	for _, mod := range []func(*ConnectOptions){
 		func(o *ConnectOptions) { o.DHCHAPSecret = testSecret(t, 7, 32) },
 		func(o *ConnectOptions) { o.DHCHAPCtrlSecret = "" },
@@ -462,8 +152,8 @@ func TestConnectWithSecret(t *testing.T) {
 		o2 := o
 		mod(&o2)
 		_, err := in.Connect(context.Background(), o2)
-		if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), c.Name) || !strings.Contains(err.Error(), "SetControllerSecrets") {
-			t.Errorf("Connect with other secrets = %v, want ErrBusy", err)
+		if !errors.Is(err, nvmeof.ErrBusy) || !strings.Contains(err.Error(), c.Name) || !strings.Contains(err.Error(), "SetControllerSecrets") {
+			t.Errorf("Connect with other secrets = %v, want nvmeof.ErrBusy", err)
 		}
 		if err != nil {
 			assertNoSecret(t, err.Error(), o.DHCHAPSecret, o.DHCHAPCtrlSecret, o2.DHCHAPSecret, o2.DHCHAPCtrlSecret)
@@ -476,7 +166,7 @@ func TestConnectWithSecret(t *testing.T) {
 	tree.addController(ctrlSpec{name: "nvme9", nqn: testNQN, traddr: "127.0.0.1", trsvcid: "4499", hostnqn: testHostNQN})
 	o3 := authOpts(t)
 	o3.TrSvcID = "4499"
-	if _, err := in.Connect(context.Background(), o3); !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), `host secret ""`) {
+	if _, err := in.Connect(context.Background(), o3); !errors.Is(err, nvmeof.ErrBusy) || !strings.Contains(err.Error(), `host secret ""`) {
 		t.Errorf("Connect with secrets to an unauthenticated controller = %v", err)
 	}
 }
@@ -515,8 +205,8 @@ func TestConnectWithSecretUnsupported(t *testing.T) {
 			f := kernelLikeFabrics(tree, 0)
 			tc.setup(tree, f)
 			_, err := fastInitiator(tree.root, f).Connect(context.Background(), authOpts(t))
-			if !errors.Is(err, ErrAuthUnsupported) || !strings.Contains(err.Error(), tc.errHas) || !strings.Contains(err.Error(), testNQN) {
-				t.Fatalf("Connect = %v, want ErrAuthUnsupported saying %q", err, tc.errHas)
+			if !errors.Is(err, nvmeof.ErrAuthUnsupported) || !strings.Contains(err.Error(), tc.errHas) || !strings.Contains(err.Error(), testNQN) {
+				t.Fatalf("Connect = %v, want nvmeof.ErrAuthUnsupported saying %q", err, tc.errHas)
 			}
 			if n := len(f.Writes()); n != 0 {
 				t.Fatalf("connected although authentication is unsupported (%d writes)", n)
@@ -551,7 +241,7 @@ func TestHostAuthCompiledEvidence(t *testing.T) {
 
 // A kernel that takes the secret and connects without authenticating (the
 // controller lacks dhchap_secret) is caught after the fact: the
-// controller is deleted and the caller gets ErrAuthUnsupported.
+// controller is deleted and the caller gets nvmeof.ErrAuthUnsupported.
 func TestConnectDisconnectsUnauthenticatedController(t *testing.T) {
 	tree := newSysTree(t)
 	tree.enableHostAuth()
@@ -562,7 +252,7 @@ func TestConnectDisconnectsUnauthenticatedController(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, err := fastInitiator(tree.root, f).Connect(ctx, authOpts(t))
-	if !errors.Is(err, ErrAuthUnsupported) || !strings.Contains(err.Error(), "nvme4") {
+	if !errors.Is(err, nvmeof.ErrAuthUnsupported) || !strings.Contains(err.Error(), "nvme4") {
 		t.Fatalf("Connect = %v", err)
 	}
 	if _, err := os.Stat(tree.path("sys/class/nvme/nvme4")); !os.IsNotExist(err) {
@@ -587,7 +277,7 @@ func TestConnectBidirectionalNeedsControllerAuthenticated(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, err := fastInitiator(tree.root, f).Connect(ctx, o)
-	if !errors.Is(err, ErrAuthFailed) || !errors.Is(err, ErrConnectRefused) || !strings.Contains(err.Error(), "did not authenticate itself") {
+	if !errors.Is(err, nvmeof.ErrAuthFailed) || !errors.Is(err, nvmeof.ErrConnectRefused) || !strings.Contains(err.Error(), "did not authenticate itself") {
 		t.Fatalf("Connect to a target that skips authentication = %v", err)
 	}
 	if _, err := os.Stat(tree.path("sys/class/nvme/nvme0")); !os.IsNotExist(err) {
@@ -607,7 +297,7 @@ func TestConnectBidirectionalNeedsControllerAuthenticated(t *testing.T) {
 		t.Fatal(err)
 	}
 	f2 := kernelLikeFabrics(tree2, 0)
-	if _, err := fastInitiator(tree2.root, f2).Connect(ctx, o); !errors.Is(err, ErrAuthUnsupported) || !strings.Contains(err.Error(), "kmsg") || len(f2.Writes()) != 0 {
+	if _, err := fastInitiator(tree2.root, f2).Connect(ctx, o); !errors.Is(err, nvmeof.ErrAuthUnsupported) || !strings.Contains(err.Error(), "kmsg") || len(f2.Writes()) != 0 {
 		t.Fatalf("Connect without /dev/kmsg = %v (%d writes)", err, len(f2.Writes()))
 	}
 	// Unidirectional needs no log.
@@ -630,17 +320,17 @@ func TestConnectAuthErrors(t *testing.T) {
 		has      string
 		kmsg     string // logged by the kernel during the write
 	}{
-		{"wrong host secret", authOpts(t), pathErr(syscall.EKEYREJECTED), []error{ErrAuthFailed, ErrConnectRefused}, "refused", ""},
+		{"wrong host secret", authOpts(t), pathErr(syscall.EKEYREJECTED), []error{nvmeof.ErrAuthFailed, nvmeof.ErrConnectRefused}, "refused", ""},
 		// The target dropped the association mid-authentication and the
 		// host waited out its admin timeout: EIO, but the log tells.
-		{"EIO after a logged authentication failure", authOpts(t), pathErr(syscall.EIO), []error{ErrAuthFailed, ErrConnectRefused},
+		{"EIO after a logged authentication failure", authOpts(t), pathErr(syscall.EIO), []error{nvmeof.ErrAuthFailed, nvmeof.ErrConnectRefused},
 			`logged "qid 0: authentication failed"`, "nvme nvme4: qid 0: authentication failed, error 880"},
-		{"EIO, nothing logged: host not allowed", authOpts(t), pathErr(syscall.EIO), []error{ErrConnectRefused}, "host not allowed",
+		{"EIO, nothing logged: host not allowed", authOpts(t), pathErr(syscall.EIO), []error{nvmeof.ErrConnectRefused}, "host not allowed",
 			"nvmet: creating nvm controller 1 for subsystem x for NQN y"},
-		{"wrong controller secret", ctrlOpts, pathErr(syscall.EKEYREJECTED), []error{ErrAuthFailed, ErrConnectRefused}, "controller", ""},
-		{"no secret, target requires one", baseOpts(), pathErr(syscall.ENOKEY), []error{ErrAuthFailed, ErrConnectRefused}, "no secret was given", ""},
-		{"missing secret on one side", ctrlOpts, pathErr(syscall.ENOKEY), []error{ErrAuthFailed, ErrConnectRefused}, "missing", ""},
-		{"other refusal stays refusal", authOpts(t), pathErr(syscall.ECONNREFUSED), []error{ErrConnectRefused}, "", ""},
+		{"wrong controller secret", ctrlOpts, pathErr(syscall.EKEYREJECTED), []error{nvmeof.ErrAuthFailed, nvmeof.ErrConnectRefused}, "controller", ""},
+		{"no secret, target requires one", baseOpts(), pathErr(syscall.ENOKEY), []error{nvmeof.ErrAuthFailed, nvmeof.ErrConnectRefused}, "no secret was given", ""},
+		{"missing secret on one side", ctrlOpts, pathErr(syscall.ENOKEY), []error{nvmeof.ErrAuthFailed, nvmeof.ErrConnectRefused}, "missing", ""},
+		{"other refusal stays refusal", authOpts(t), pathErr(syscall.ECONNREFUSED), []error{nvmeof.ErrConnectRefused}, "", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -659,7 +349,7 @@ func TestConnectAuthErrors(t *testing.T) {
 					t.Fatalf("Connect = %v, want %v", err, s)
 				}
 			}
-			if len(tc.sentinel) == 1 && errors.Is(err, ErrAuthFailed) {
+			if len(tc.sentinel) == 1 && errors.Is(err, nvmeof.ErrAuthFailed) {
 				t.Fatalf("Connect = %v: not an authentication failure", err)
 			}
 			var errno syscall.Errno
@@ -676,11 +366,11 @@ func TestConnectAuthErrors(t *testing.T) {
 
 func TestScrubError(t *testing.T) {
 	s := testSecret(t, 4, 32)
-	orig := fmt.Errorf("kernel said no to %s: %w", s, fmt.Errorf("%w: %w", ErrConnectRefused, syscall.EIO))
+	orig := fmt.Errorf("kernel said no to %s: %w", s, fmt.Errorf("%w: %w", nvmeof.ErrConnectRefused, syscall.EIO))
 	err := scrubError(orig, s)
 	assertNoSecret(t, err.Error(), s)
 	var errno syscall.Errno
-	if !errors.Is(err, syscall.EIO) || !errors.Is(err, ErrConnectRefused) || !errors.As(err, &errno) || errno != syscall.EIO {
+	if !errors.Is(err, syscall.EIO) || !errors.Is(err, nvmeof.ErrConnectRefused) || !errors.As(err, &errno) || errno != syscall.EIO {
 		t.Errorf("scrubbed error lost its chain: %v", err)
 	}
 	if plain := errors.New("no secret here"); scrubError(plain, s) != plain {
@@ -698,17 +388,17 @@ func TestControllerSecrets(t *testing.T) {
 	tree.addController(ctrlSpec{name: "nvme1", nqn: testNQN, traddr: "127.0.0.1", trsvcid: "4421", hostnqn: testHostNQN, secret: key})
 	in := fastInitiator(tree.root, &fakeFabrics{})
 	if s, c, err := in.ControllerSecrets("nvme1"); err != nil || s != key || c != "" {
-		t.Fatalf("ControllerSecrets = %s %s %v", redactSecret(s), redactSecret(c), err)
+		t.Fatalf("ControllerSecrets = %s %s %v", nvmeof.RedactSecret(s), nvmeof.RedactSecret(c), err)
 	}
-	if _, _, err := in.ControllerSecrets("nvme2"); !errors.Is(err, ErrNotFound) {
+	if _, _, err := in.ControllerSecrets("nvme2"); !errors.Is(err, nvmeof.ErrNotFound) {
 		t.Errorf("missing controller: %v", err)
 	}
-	if _, _, err := in.ControllerSecrets("../nvme1"); !errors.Is(err, ErrInvalidArgument) {
+	if _, _, err := in.ControllerSecrets("../nvme1"); !errors.Is(err, nvmeof.ErrInvalidArgument) {
 		t.Errorf("bad name: %v", err)
 	}
 	tree.hostAuth = false
 	tree.addController(ctrlSpec{name: "nvme3", nqn: testNQN, traddr: "127.0.0.1", trsvcid: "4422", hostnqn: testHostNQN})
-	if _, _, err := in.ControllerSecrets("nvme3"); !errors.Is(err, ErrAuthUnsupported) {
+	if _, _, err := in.ControllerSecrets("nvme3"); !errors.Is(err, nvmeof.ErrAuthUnsupported) {
 		t.Errorf("controller without the attributes: %v", err)
 	}
 }
@@ -734,7 +424,7 @@ func TestSetControllerSecrets(t *testing.T) {
 		in, tree := setup(t)
 		// Both at once would re-authenticate once with a mixed pair.
 		err := in.SetControllerSecrets("nvme1", newKey, newCtrl)
-		if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "one per call") {
+		if !errors.Is(err, nvmeof.ErrInvalidArgument) || !strings.Contains(err.Error(), "one per call") {
 			t.Fatalf("SetControllerSecrets(both) = %v", err)
 		}
 		if read(tree, "nvme1", "dhchap_secret") != old+"\n" {
@@ -783,12 +473,12 @@ func TestSetControllerSecrets(t *testing.T) {
 			sentinel                       error
 			has                            string
 		}{
-			{"nothing", "nvme1", "", "", ErrInvalidArgument, "no secret"},
-			{"invalid", "nvme1", bad, "", ErrInvalidArgument, "host secret: invalid DH-HMAC-CHAP secret"},
-			{"ctrl secret on unidirectional", "nvme2", "", newCtrl, ErrInvalidArgument, "connected without a controller secret"},
-			{"equal", "nvme1", oldCtrl, "", ErrInvalidArgument, "would equal"},
-			{"missing controller", "nvme7", newKey, "", ErrNotFound, "nvme7"},
-			{"bad name", "nvme1/../nvme2", newKey, "", ErrInvalidArgument, "not an NVMe controller name"},
+			{"nothing", "nvme1", "", "", nvmeof.ErrInvalidArgument, "no secret"},
+			{"invalid", "nvme1", bad, "", nvmeof.ErrInvalidArgument, "host secret: invalid DH-HMAC-CHAP secret"},
+			{"ctrl secret on unidirectional", "nvme2", "", newCtrl, nvmeof.ErrInvalidArgument, "connected without a controller secret"},
+			{"equal", "nvme1", oldCtrl, "", nvmeof.ErrInvalidArgument, "would equal"},
+			{"missing controller", "nvme7", newKey, "", nvmeof.ErrNotFound, "nvme7"},
+			{"bad name", "nvme1/../nvme2", newKey, "", nvmeof.ErrInvalidArgument, "not an NVMe controller name"},
 		} {
 			err := in.SetControllerSecrets(tc.ctrl, tc.secret, tc.ctrlSecret)
 			if !errors.Is(err, tc.sentinel) || !strings.Contains(err.Error(), tc.has) {

@@ -1,4 +1,4 @@
-package nvmeof
+package host
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/nvmirror/nvmirror/pkg/dhchap"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 )
 
 // DefaultWaitTimeout bounds waits whose context carries no deadline, so a
@@ -82,7 +83,7 @@ type ConnectOptions struct {
 	// DHCHAPSecret is the host's DH-HMAC-CHAP secret in the DHHC-1
 	// representation (see pkg/dhchap): the host proves it holds it when the
 	// target asks. "" connects without a secret. A secret on a kernel that
-	// cannot authenticate is ErrAuthUnsupported, never a connection
+	// cannot authenticate is nvmeof.ErrAuthUnsupported, never a connection
 	// without authentication.
 	DHCHAPSecret string
 	// DHCHAPCtrlSecret makes authentication bidirectional: the host also
@@ -96,7 +97,7 @@ type ConnectOptions struct {
 func (o ConnectOptions) String() string { return redactOptions(o.FabricsString()) }
 
 // GoString keeps %#v redacted.
-func (o ConnectOptions) GoString() string { return "nvmeof.ConnectOptions{" + o.String() + "}" }
+func (o ConnectOptions) GoString() string { return "host.ConnectOptions{" + o.String() + "}" }
 
 // MarshalLog is what structured loggers (logr, klog) print for o.
 func (o ConnectOptions) MarshalLog() any { return o.String() }
@@ -115,7 +116,7 @@ func (o ConnectOptions) transport() string {
 // compares traddr strings verbatim, so writing one canonical form keeps our
 // duplicate detection consistent with the kernel's.
 func (o ConnectOptions) canonicalAddr() string {
-	if a, err := parseIP("traddr", o.TrAddr); err == nil {
+	if a, err := nvmeof.ParseIP("traddr", o.TrAddr); err == nil {
 		return a.String()
 	}
 	return o.TrAddr
@@ -125,29 +126,29 @@ func (o ConnectOptions) canonicalAddr() string {
 // comma-separated option string.
 func (o ConnectOptions) Validate() error {
 	if t := o.transport(); t != "tcp" {
-		return fmt.Errorf("%w: transport %q is not supported (only tcp)", ErrInvalidArgument, t)
+		return fmt.Errorf("%w: transport %q is not supported (only tcp)", nvmeof.ErrInvalidArgument, t)
 	}
-	if _, err := parseIP("traddr", o.TrAddr); err != nil {
+	if _, err := nvmeof.ParseIP("traddr", o.TrAddr); err != nil {
 		return err
 	}
-	if _, err := parsePort("trsvcid", o.TrSvcID); err != nil {
+	if _, err := nvmeof.ParsePort("trsvcid", o.TrSvcID); err != nil {
 		return err
 	}
-	if err := ValidateNQN(o.SubsysNQN); err != nil {
+	if err := nvmeof.ValidateNQN(o.SubsysNQN); err != nil {
 		return fmt.Errorf("subsystem NQN: %w", err)
 	}
-	if o.SubsysNQN == DiscoveryNQN {
-		return fmt.Errorf("%w: %s is the discovery NQN, not a storage subsystem", ErrInvalidArgument, o.SubsysNQN)
+	if o.SubsysNQN == nvmeof.DiscoveryNQN {
+		return fmt.Errorf("%w: %s is the discovery NQN, not a storage subsystem", nvmeof.ErrInvalidArgument, o.SubsysNQN)
 	}
 	if o.HostNQN == "" || o.HostID == "" {
 		return fmt.Errorf("%w: host NQN and host ID must both be set (host NQN %q, host ID %q)",
-			ErrInvalidArgument, o.HostNQN, o.HostID)
+			nvmeof.ErrInvalidArgument, o.HostNQN, o.HostID)
 	}
-	if err := ValidateNQN(o.HostNQN); err != nil {
+	if err := nvmeof.ValidateNQN(o.HostNQN); err != nil {
 		return fmt.Errorf("host NQN: %w", err)
 	}
-	if !isUUID(o.HostID) {
-		return fmt.Errorf("%w: host ID %q is not a UUID", ErrInvalidArgument, o.HostID)
+	if !nvmeof.IsUUID(o.HostID) {
+		return fmt.Errorf("%w: host ID %q is not a UUID", nvmeof.ErrInvalidArgument, o.HostID)
 	}
 	for _, t := range []struct {
 		name string
@@ -162,29 +163,29 @@ func (o ConnectOptions) Validate() error {
 		{"keep_alive_tmo", o.KeepAliveTmo, 1},
 	} {
 		if t.v != nil && *t.v < t.min {
-			return fmt.Errorf("%w: %s %d is below %d", ErrInvalidArgument, t.name, *t.v, t.min)
+			return fmt.Errorf("%w: %s %d is below %d", nvmeof.ErrInvalidArgument, t.name, *t.v, t.min)
 		}
 	}
 	if o.NrIOQueues < 0 {
-		return fmt.Errorf("%w: nr_io_queues %d is negative", ErrInvalidArgument, o.NrIOQueues)
+		return fmt.Errorf("%w: nr_io_queues %d is negative", nvmeof.ErrInvalidArgument, o.NrIOQueues)
 	}
 	if o.DHCHAPCtrlSecret != "" && o.DHCHAPSecret == "" {
-		return fmt.Errorf("%w: DHCHAPCtrlSecret without DHCHAPSecret: bidirectional authentication needs the host secret too", ErrInvalidArgument)
+		return fmt.Errorf("%w: DHCHAPCtrlSecret without DHCHAPSecret: bidirectional authentication needs the host secret too", nvmeof.ErrInvalidArgument)
 	}
 	var secret, ctrlSecret string
 	if o.DHCHAPSecret != "" {
 		var err error
-		if secret, err = canonicalSecret("DHCHAPSecret", o.DHCHAPSecret); err != nil {
+		if secret, err = nvmeof.CanonicalSecret("DHCHAPSecret", o.DHCHAPSecret); err != nil {
 			return err
 		}
 	}
 	if o.DHCHAPCtrlSecret != "" {
 		var err error
-		if ctrlSecret, err = canonicalSecret("DHCHAPCtrlSecret", o.DHCHAPCtrlSecret); err != nil {
+		if ctrlSecret, err = nvmeof.CanonicalSecret("DHCHAPCtrlSecret", o.DHCHAPCtrlSecret); err != nil {
 			return err
 		}
 		if ctrlSecret == secret {
-			return fmt.Errorf("%w: DHCHAPCtrlSecret equals DHCHAPSecret; bidirectional authentication needs two different secrets", ErrInvalidArgument)
+			return fmt.Errorf("%w: DHCHAPCtrlSecret equals DHCHAPSecret; bidirectional authentication needs two different secrets", nvmeof.ErrInvalidArgument)
 		}
 	}
 	// Defence in depth: the checks above already exclude separators, but
@@ -195,7 +196,7 @@ func (o ConnectOptions) Validate() error {
 			// parser takes everything after the first '='); the value is
 			// never shown.
 			if strings.ContainsAny(kv[1], ",\n\r\t \x00") {
-				return fmt.Errorf("%w: option %s contains a separator", ErrInvalidArgument, kv[0])
+				return fmt.Errorf("%w: option %s contains a separator", nvmeof.ErrInvalidArgument, kv[0])
 			}
 			continue
 		}
@@ -294,14 +295,14 @@ func (i *Initiator) SupportedOptions() ([]string, error) {
 // of letting the write fail with a bare EINVAL.
 //
 // With DH-HMAC-CHAP secrets, Connect first makes sure the kernel will
-// authenticate (ErrAuthUnsupported otherwise, nothing written), and an
+// authenticate (nvmeof.ErrAuthUnsupported otherwise, nothing written), and an
 // existing controller is returned only if it was connected with the same
-// secrets: one with other secrets (or none) is ErrBusy, because returning
+// secrets: one with other secrets (or none) is nvmeof.ErrBusy, because returning
 // it would hand the caller a connection that did not authenticate the way
 // it asked (rotate it with SetControllerSecrets, or disconnect it first;
 // the kernel refuses a second controller to the same place). Options
 // without secrets accept an existing controller whatever its secrets. A
-// refusal by authentication is ErrAuthFailed (with ErrConnectRefused).
+// refusal by authentication is nvmeof.ErrAuthFailed (with nvmeof.ErrConnectRefused).
 //
 // The kernel's connect blocks until the target answers or TCP gives up. If
 // ctx ends first Connect returns, but the write cannot be interrupted: a
@@ -332,10 +333,10 @@ func (i *Initiator) Connect(ctx context.Context, o ConnectOptions) (Controller, 
 			if !slices.Contains(supported, kv[0]) {
 				if secretOptions[kv[0]] {
 					return Controller{}, fmt.Errorf("%w: the kernel's /dev/nvme-fabrics does not accept option %s (connecting %s at %s): it is built without %s",
-						ErrAuthUnsupported, kv[0], o.SubsysNQN, target, hostAuthConfig)
+						nvmeof.ErrAuthUnsupported, kv[0], o.SubsysNQN, target, hostAuthConfig)
 				}
 				return Controller{}, fmt.Errorf("%w: kernel does not support NVMe-oF option %s (connecting %s at %s); supported: %s",
-					ErrInvalidArgument, kv[0], o.SubsysNQN, target, strings.Join(supported, " "))
+					nvmeof.ErrInvalidArgument, kv[0], o.SubsysNQN, target, strings.Join(supported, " "))
 			}
 		}
 	} else {
@@ -356,7 +357,7 @@ func (i *Initiator) Connect(ctx context.Context, o ConnectOptions) (Controller, 
 		switch {
 		case err != nil && o.DHCHAPCtrlSecret != "":
 			return Controller{}, fmt.Errorf("%w: connecting %s at %s with bidirectional DH-HMAC-CHAP: the kernel log is needed to verify that the controller authenticated: %w",
-				ErrAuthUnsupported, o.SubsysNQN, target, err)
+				nvmeof.ErrAuthUnsupported, o.SubsysNQN, target, err)
 		case err != nil:
 			klog.V(4).InfoS("Kernel log unreadable; connect failures are classified by errno only", "err", err)
 		default:
@@ -402,7 +403,7 @@ func (i *Initiator) Connect(ctx context.Context, o ConnectOptions) (Controller, 
 		if _, err := os.Stat(filepath.Join(i.sys.classNVMe(), name, "dhchap_secret")); errors.Is(err, fs.ErrNotExist) {
 			derr := i.Disconnect(ctx, name)
 			return Controller{}, errors.Join(fmt.Errorf("%w: controller %s for %s at %s has no dhchap_secret attribute: the kernel connected without authenticating (built without %s); disconnected it",
-				ErrAuthUnsupported, name, o.SubsysNQN, target, hostAuthConfig), derr)
+				nvmeof.ErrAuthUnsupported, name, o.SubsysNQN, target, hostAuthConfig), derr)
 		}
 	}
 	if o.DHCHAPCtrlSecret != "" {
@@ -415,7 +416,7 @@ func (i *Initiator) Connect(ctx context.Context, o ConnectOptions) (Controller, 
 			}
 			derr := i.Disconnect(ctx, name)
 			return Controller{}, errors.Join(fmt.Errorf("%w: %w: controller %s for %s at %s: %s; disconnected it",
-				ErrAuthFailed, ErrConnectRefused, name, o.SubsysNQN, target, why), derr)
+				nvmeof.ErrAuthFailed, nvmeof.ErrConnectRefused, name, o.SubsysNQN, target, why), derr)
 		}
 	}
 	klog.InfoS("Connected NVMe-oF controller", "controller", c.Name, "nqn", o.SubsysNQN, "target", target, "hostnqn", o.HostNQN,
@@ -446,14 +447,14 @@ func (i *Initiator) checkSameSecrets(c Controller, o ConnectOptions, target stri
 	}
 	var diff []string
 	if !dhchap.Equal(secret, canonicalOrRaw(o.DHCHAPSecret)) {
-		diff = append(diff, fmt.Sprintf("host secret %s (asked: %s)", redactSecret(secret), redactSecret(o.DHCHAPSecret)))
+		diff = append(diff, fmt.Sprintf("host secret %s (asked: %s)", nvmeof.RedactSecret(secret), nvmeof.RedactSecret(o.DHCHAPSecret)))
 	}
 	if !dhchap.Equal(ctrlSecret, canonicalOrRaw(o.DHCHAPCtrlSecret)) {
-		diff = append(diff, fmt.Sprintf("controller secret %s (asked: %s)", redactSecret(ctrlSecret), redactSecret(o.DHCHAPCtrlSecret)))
+		diff = append(diff, fmt.Sprintf("controller secret %s (asked: %s)", nvmeof.RedactSecret(ctrlSecret), nvmeof.RedactSecret(o.DHCHAPCtrlSecret)))
 	}
 	if len(diff) > 0 {
 		return fmt.Errorf("%w: controller %s for %s at %s is connected with other DH-HMAC-CHAP secrets: %s; rotate them with SetControllerSecrets or disconnect it first",
-			ErrBusy, c.Name, o.SubsysNQN, target, strings.Join(diff, ", "))
+			nvmeof.ErrBusy, c.Name, o.SubsysNQN, target, strings.Join(diff, ", "))
 	}
 	return nil
 }
@@ -467,7 +468,7 @@ func (i *Initiator) connectFailed(o ConnectOptions, target string, err error, km
 	}
 	if authErr != "" {
 		return Controller{}, fmt.Errorf("%w: %w: connecting %s at %s as host %s: %s: %w",
-			ErrAuthFailed, ErrConnectRefused, o.SubsysNQN, target, o.HostNQN, authErr, err)
+			nvmeof.ErrAuthFailed, nvmeof.ErrConnectRefused, o.SubsysNQN, target, o.HostNQN, authErr, err)
 	}
 	switch {
 	case errors.Is(err, syscall.EALREADY):
@@ -481,13 +482,13 @@ func (i *Initiator) connectFailed(o ConnectOptions, target string, err error, km
 			return c, nil
 		}
 		return Controller{}, fmt.Errorf("%w: kernel reports a controller for %s at %s (host %s) already exists but it is not visible or is being deleted; retry: %w",
-			ErrBusy, o.SubsysNQN, target, o.HostNQN, err)
+			nvmeof.ErrBusy, o.SubsysNQN, target, o.HostNQN, err)
 	case errors.Is(err, syscall.EINVAL):
 		return Controller{}, fmt.Errorf("%w: kernel rejected the connect options for %s at %s (an unsupported option, or host NQN %s / host ID %s already in use with a different partner; see dmesg): %w",
-			ErrInvalidArgument, o.SubsysNQN, target, o.HostNQN, o.HostID, err)
+			nvmeof.ErrInvalidArgument, o.SubsysNQN, target, o.HostNQN, o.HostID, err)
 	case isConnectionErrno(err):
 		return Controller{}, fmt.Errorf("%w: connecting %s at %s as host %s (target unreachable, port closed, subsystem not exported on that port, or host not allowed): %w",
-			ErrConnectRefused, o.SubsysNQN, target, o.HostNQN, err)
+			nvmeof.ErrConnectRefused, o.SubsysNQN, target, o.HostNQN, err)
 	}
 	return Controller{}, fmt.Errorf("connecting %s at %s as host %s: %w", o.SubsysNQN, target, o.HostNQN, err)
 }
@@ -526,7 +527,7 @@ func (i *Initiator) waitController(ctx context.Context, name string) (Controller
 	err := poll(ctx, i.poll, func() (bool, error) {
 		var err error
 		c, err = i.sys.controller(name)
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, nvmeof.ErrNotFound) {
 			last = err
 			return false, nil
 		}
@@ -550,7 +551,7 @@ func (i *Initiator) Controllers() ([]Controller, error) {
 // ControllersFor returns the controllers of subsystem nqn, including those
 // reconnecting or being deleted (check State).
 func (i *Initiator) ControllersFor(nqn string) ([]Controller, error) {
-	if err := ValidateNQN(nqn); err != nil {
+	if err := nvmeof.ValidateNQN(nqn); err != nil {
 		return nil, err
 	}
 	cs, err := i.sys.controllers()
@@ -566,7 +567,7 @@ func (i *Initiator) ControllersFor(nqn string) ([]Controller, error) {
 	return out, nil
 }
 
-// Controller returns the controller called name ("nvme3"), or ErrNotFound.
+// Controller returns the controller called name ("nvme3"), or nvmeof.ErrNotFound.
 func (i *Initiator) Controller(name string) (Controller, error) {
 	return i.sys.controller(name)
 }
@@ -581,7 +582,7 @@ func (i *Initiator) Controller(name string) (Controller, error) {
 // controller's queues are torn down, and the directory is then already gone.
 func (i *Initiator) Disconnect(ctx context.Context, name string) error {
 	if !ctrlNameRE.MatchString(name) {
-		return fmt.Errorf("%w: %q is not an NVMe controller name (nvme<N>)", ErrInvalidArgument, name)
+		return fmt.Errorf("%w: %q is not an NVMe controller name (nvme<N>)", nvmeof.ErrInvalidArgument, name)
 	}
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
@@ -605,7 +606,7 @@ func (i *Initiator) Disconnect(ctx context.Context, name string) error {
 	})
 	if err != nil {
 		state, _ := readOptionalAttr(filepath.Join(dir, "state"))
-		return fmt.Errorf("%w: controller %s still present (state %q) after writing %s: %w", ErrBusy, name, state, attr, err)
+		return fmt.Errorf("%w: controller %s still present (state %q) after writing %s: %w", nvmeof.ErrBusy, name, state, attr, err)
 	}
 	klog.InfoS("Disconnected NVMe controller", "controller", name)
 	return nil
@@ -634,27 +635,27 @@ func (i *Initiator) DisconnectNQN(ctx context.Context, nqn string) error {
 // the controller name.
 //
 // With nsUUID set, the namespace's uuid, nguid or wwid must match it; a
-// namespace found with another identity yields ErrDeviceNotFound and
-// ErrIdentityMismatch naming what was found, so the caller never touches a
+// namespace found with another identity yields nvmeof.ErrDeviceNotFound and
+// nvmeof.ErrIdentityMismatch naming what was found, so the caller never touches a
 // wrong device. With nsUUID empty the subsystem must hold exactly one
 // namespace.
 func (i *Initiator) FindDevice(nqn, nsUUID string) (Device, error) {
-	if err := ValidateNQN(nqn); err != nil {
+	if err := nvmeof.ValidateNQN(nqn); err != nil {
 		return Device{}, err
 	}
-	if nsUUID != "" && !isUUID(nsUUID) && !validNGUID(nsUUID) {
-		return Device{}, fmt.Errorf("%w: namespace identity %q is neither a UUID nor an NGUID", ErrInvalidArgument, nsUUID)
+	if nsUUID != "" && !nvmeof.IsUUID(nsUUID) && !nvmeof.ValidNGUID(nsUUID) {
+		return Device{}, fmt.Errorf("%w: namespace identity %q is neither a UUID nor an NGUID", nvmeof.ErrInvalidArgument, nsUUID)
 	}
 	subs, cands, err := i.sys.namespaceCandidates(nqn)
 	if err != nil {
 		return Device{}, err
 	}
 	if len(subs) == 0 && len(cands) == 0 {
-		return Device{}, fmt.Errorf("%w: no NVMe subsystem with NQN %s on this host (not connected?)", ErrDeviceNotFound, nqn)
+		return Device{}, fmt.Errorf("%w: no NVMe subsystem with NQN %s on this host (not connected?)", nvmeof.ErrDeviceNotFound, nqn)
 	}
 	if len(cands) == 0 {
 		return Device{}, fmt.Errorf("%w: subsystem %s (NQN %s) has no namespace block device yet",
-			ErrDeviceNotFound, strings.Join(subs, ","), nqn)
+			nvmeof.ErrDeviceNotFound, strings.Join(subs, ","), nqn)
 	}
 	devs := make([]Device, 0, len(cands))
 	for _, c := range cands {
@@ -671,7 +672,7 @@ func (i *Initiator) FindDevice(nqn, nsUUID string) (Device, error) {
 				names[k] = d.Name
 			}
 			return Device{}, fmt.Errorf("%w: NQN %s has %d namespaces (%s); a namespace UUID is needed to choose",
-				ErrInvalidArgument, nqn, len(devs), strings.Join(names, ", "))
+				nvmeof.ErrInvalidArgument, nqn, len(devs), strings.Join(names, ", "))
 		}
 		return devs[0], nil
 	}
@@ -683,7 +684,7 @@ func (i *Initiator) FindDevice(nqn, nsUUID string) (Device, error) {
 		seen = append(seen, fmt.Sprintf("%s has uuid %q nguid %q", d.Name, d.UUID, d.NGUID))
 	}
 	return Device{}, fmt.Errorf("%w: %w: NQN %s has no namespace with identity %s: %s",
-		ErrDeviceNotFound, ErrIdentityMismatch, nqn, nsUUID, strings.Join(seen, "; "))
+		nvmeof.ErrDeviceNotFound, nvmeof.ErrIdentityMismatch, nqn, nsUUID, strings.Join(seen, "; "))
 }
 
 // WaitForDevice polls FindDevice every 100ms until the device exists in
@@ -699,7 +700,7 @@ func (i *Initiator) WaitForDevice(ctx context.Context, nqn, nsUUID string) (Devi
 	)
 	err := poll(ctx, i.poll, func() (bool, error) {
 		d, err := i.FindDevice(nqn, nsUUID)
-		if errors.Is(err, ErrInvalidArgument) && !errors.Is(err, ErrDeviceNotFound) {
+		if errors.Is(err, nvmeof.ErrInvalidArgument) && !errors.Is(err, nvmeof.ErrDeviceNotFound) {
 			return false, err
 		}
 		if err != nil {
@@ -708,14 +709,14 @@ func (i *Initiator) WaitForDevice(ctx context.Context, nqn, nsUUID string) (Devi
 		}
 		// sysfs can list the disk a moment before devtmpfs has the node.
 		if _, serr := os.Stat(d.Path); serr != nil {
-			last = fmt.Errorf("%w: %s is in sysfs but %s is not there yet: %w", ErrDeviceNotFound, d.Name, d.Path, serr)
+			last = fmt.Errorf("%w: %s is in sysfs but %s is not there yet: %w", nvmeof.ErrDeviceNotFound, d.Name, d.Path, serr)
 			return false, nil
 		}
 		dev = d
 		return true, nil
 	})
 	if err != nil {
-		if errors.Is(err, ErrInvalidArgument) {
+		if errors.Is(err, nvmeof.ErrInvalidArgument) {
 			return Device{}, err
 		}
 		if last != nil {
@@ -725,6 +726,19 @@ func (i *Initiator) WaitForDevice(ctx context.Context, nqn, nsUUID string) (Devi
 	}
 	klog.V(4).InfoS("Found NVMe namespace device", "nqn", nqn, "device", dev.Path, "nsid", dev.NSID, "uuid", dev.UUID)
 	return dev, nil
+}
+
+// checkOptionValue refuses values that would change the meaning of the
+// comma-separated fabrics option string (or of a sysfs/configfs write).
+func checkOptionValue(name, v string) error {
+	if v == "" {
+		return fmt.Errorf("%w: option %s is empty", nvmeof.ErrInvalidArgument, name)
+	}
+	if i := strings.IndexAny(v, ",=\n\r\t \x00"); i >= 0 {
+		return fmt.Errorf("%w: option %s value %q contains forbidden character %q (it would inject fabrics options)",
+			nvmeof.ErrInvalidArgument, name, v, v[i])
+	}
+	return nil
 }
 
 // writeAttr writes a sysfs attribute. The file is opened write-only without

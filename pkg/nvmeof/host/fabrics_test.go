@@ -1,4 +1,4 @@
-package nvmeof
+package host
 
 import (
 	"errors"
@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 )
 
 // fakeFabrics stands in for /dev/nvme-fabrics. onWrite decides the answer
@@ -128,11 +130,11 @@ func TestIsConnectionErrno(t *testing.T) {
 func TestDevFabrics(t *testing.T) {
 	dir := t.TempDir()
 	missing := devFabrics{path: filepath.Join(dir, "nvme-fabrics")}
-	if _, err := missing.Write("transport=tcp"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Write on missing device = %v, want ErrNotFound", err)
+	if _, err := missing.Write("transport=tcp"); !errors.Is(err, nvmeof.ErrNotFound) {
+		t.Errorf("Write on missing device = %v, want nvmeof.ErrNotFound", err)
 	}
-	if _, err := missing.ReadOptions(); !errors.Is(err, ErrNotFound) {
-		t.Errorf("ReadOptions on missing device = %v, want ErrNotFound", err)
+	if _, err := missing.ReadOptions(); !errors.Is(err, nvmeof.ErrNotFound) {
+		t.Errorf("ReadOptions on missing device = %v, want nvmeof.ErrNotFound", err)
 	}
 
 	// A regular file stands in for the read side of the device.
@@ -160,8 +162,8 @@ func TestSupportedOptionsFallsBackToDeviceFile(t *testing.T) {
 	tree := newSysTree(t)
 	// A Fabrics without ReadOptions: SupportedOptions reads root/dev/nvme-fabrics.
 	in := NewInitiatorWithFabrics(tree.root, writeOnlyFabrics{})
-	if _, err := in.SupportedOptions(); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("SupportedOptions without device = %v, want ErrNotFound", err)
+	if _, err := in.SupportedOptions(); !errors.Is(err, nvmeof.ErrNotFound) {
+		t.Fatalf("SupportedOptions without device = %v, want nvmeof.ErrNotFound", err)
 	}
 	tree.write("dev/nvme-fabrics", kernelOptions61)
 	names, err := in.SupportedOptions()

@@ -1,4 +1,4 @@
-package nvmeof
+package nvmet
 
 import (
 	"errors"
@@ -17,11 +17,12 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/nvmirror/nvmirror/pkg/dhchap"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 )
 
-// DefaultNvmetRoot is where nvmet's configfs tree lives when configfs is
+// DefaultRoot is where nvmet's configfs tree lives when configfs is
 // mounted at its usual place.
-const DefaultNvmetRoot = "/sys/kernel/config/nvmet"
+const DefaultRoot = "/sys/kernel/config/nvmet"
 
 // Target drives the kernel NVMe-oF target (nvmet) through configfs.
 //
@@ -38,10 +39,10 @@ type Target struct {
 }
 
 // NewTarget returns a Target for the nvmet configfs directory root
-// ("" means DefaultNvmetRoot).
+// ("" means DefaultRoot).
 func NewTarget(root string) *Target {
 	if root == "" {
-		root = DefaultNvmetRoot
+		root = DefaultRoot
 	}
 	return newTargetWithFS(root, realConfigFS{})
 }
@@ -103,14 +104,14 @@ func (t *Target) Available() error {
 		parent := filepath.Dir(t.root)
 		if _, perr := t.fs.Lstat(parent); perr != nil {
 			return fmt.Errorf("%w: configfs is not mounted at %s (mount -t configfs none %s), so %s is missing: %w",
-				ErrNotFound, parent, parent, t.root, err)
+				nvmeof.ErrNotFound, parent, parent, t.root, err)
 		}
 		return fmt.Errorf("%w: %s is missing: kernel module nvmet is not loaded (modprobe nvmet nvmet-tcp): %w",
-			ErrNotFound, t.root, err)
+			nvmeof.ErrNotFound, t.root, err)
 	}
 	for _, d := range []string{t.subsystemsDir(), t.portsDir(), t.hostsDir()} {
 		if _, err := t.fs.Lstat(d); err != nil {
-			return fmt.Errorf("%w: %s is missing: %s is not an nvmet configfs tree: %w", ErrNotFound, d, t.root, err)
+			return fmt.Errorf("%w: %s is missing: %s is not an nvmet configfs tree: %w", nvmeof.ErrNotFound, d, t.root, err)
 		}
 	}
 	return nil
@@ -205,11 +206,11 @@ func (t *Target) numericNames(dir string) ([]int, error) {
 }
 
 func validateSubsysNQN(nqn string) error {
-	if err := ValidateNQN(nqn); err != nil {
+	if err := nvmeof.ValidateNQN(nqn); err != nil {
 		return err
 	}
-	if nqn == DiscoveryNQN {
-		return fmt.Errorf("%w: %s is the discovery NQN, not a storage subsystem", ErrInvalidArgument, nqn)
+	if nqn == nvmeof.DiscoveryNQN {
+		return fmt.Errorf("%w: %s is the discovery NQN, not a storage subsystem", nvmeof.ErrInvalidArgument, nqn)
 	}
 	return nil
 }
@@ -220,7 +221,7 @@ func (t *Target) requireSubsystem(nqn string) error {
 		return fmt.Errorf("checking subsystem %s: %w", nqn, err)
 	}
 	if !ok {
-		return fmt.Errorf("%w: subsystem %s (%s)", ErrNotFound, nqn, t.subsysDir(nqn))
+		return fmt.Errorf("%w: subsystem %s (%s)", nvmeof.ErrNotFound, nqn, t.subsysDir(nqn))
 	}
 	return nil
 }
@@ -231,15 +232,15 @@ func (t *Target) requireSubsystem(nqn string) error {
 // address, address family from the address.
 func normalizePort(p Port) (Port, error) {
 	if p.ID < 0 || p.ID > 65535 {
-		return Port{}, fmt.Errorf("%w: port ID %d is outside 0-65535", ErrInvalidArgument, p.ID)
+		return Port{}, fmt.Errorf("%w: port ID %d is outside 0-65535", nvmeof.ErrInvalidArgument, p.ID)
 	}
 	if p.Transport == "" {
 		p.Transport = "tcp"
 	}
 	if p.Transport != "tcp" {
-		return Port{}, fmt.Errorf("%w: port %d: transport %q is not supported (only tcp)", ErrInvalidArgument, p.ID, p.Transport)
+		return Port{}, fmt.Errorf("%w: port %d: transport %q is not supported (only tcp)", nvmeof.ErrInvalidArgument, p.ID, p.Transport)
 	}
-	a, err := parseIP("port traddr", p.TrAddr)
+	a, err := nvmeof.ParseIP("port traddr", p.TrAddr)
 	if err != nil {
 		return Port{}, fmt.Errorf("port %d: %w", p.ID, err)
 	}
@@ -252,9 +253,9 @@ func normalizePort(p Port) (Port, error) {
 		p.AdrFam = fam
 	} else if p.AdrFam != fam {
 		return Port{}, fmt.Errorf("%w: port %d: address family %q does not match address %s (%s)",
-			ErrInvalidArgument, p.ID, p.AdrFam, p.TrAddr, fam)
+			nvmeof.ErrInvalidArgument, p.ID, p.AdrFam, p.TrAddr, fam)
 	}
-	if _, err := parsePort("port trsvcid", p.TrSvcID); err != nil {
+	if _, err := nvmeof.ParsePort("port trsvcid", p.TrSvcID); err != nil {
 		return Port{}, fmt.Errorf("port %d: %w", p.ID, err)
 	}
 	for _, s := range p.Subsystems {
@@ -277,8 +278,8 @@ func (p Port) sameAddress(q Port) bool {
 // subsystems listed in p.Subsystems (others already linked stay). An
 // existing port with another address is rewritten only when no subsystem
 // is linked to it (the kernel refuses address changes on an enabled port);
-// otherwise ErrBusy names both addresses. Another port already using the
-// same address is ErrBusy too (it would fail with EADDRINUSE on link).
+// otherwise nvmeof.ErrBusy names both addresses. Another port already using the
+// same address is nvmeof.ErrBusy too (it would fail with EADDRINUSE on link).
 func (t *Target) EnsurePort(p Port) error {
 	p, err := normalizePort(p)
 	if err != nil {
@@ -300,7 +301,7 @@ func (t *Target) EnsurePort(p Port) error {
 		if !cur.sameAddress(p) {
 			if len(cur.Subsystems) > 0 {
 				return fmt.Errorf("%w: port %d exists with address %s and exports %s; wanted %s (the address cannot change while subsystems are linked)",
-					ErrBusy, p.ID, cur.addrString(), strings.Join(cur.Subsystems, ", "), p.addrString())
+					nvmeof.ErrBusy, p.ID, cur.addrString(), strings.Join(cur.Subsystems, ", "), p.addrString())
 			}
 			if err := t.checkAddressFree(p); err != nil {
 				return err
@@ -361,7 +362,7 @@ func (t *Target) checkAddressFree(p Port) error {
 			continue
 		}
 		q, err := t.getPortLocked(id)
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, nvmeof.ErrNotFound) {
 			continue
 		}
 		if err != nil {
@@ -369,7 +370,7 @@ func (t *Target) checkAddressFree(p Port) error {
 		}
 		if q.sameAddress(p) {
 			return fmt.Errorf("%w: address %s is already configured on port %d (wanted for port %d)",
-				ErrBusy, p.addrString(), id, p.ID)
+				nvmeof.ErrBusy, p.addrString(), id, p.ID)
 		}
 	}
 	return nil
@@ -425,10 +426,10 @@ func (t *Target) ListPorts() ([]Port, error) {
 	if err != nil {
 		return nil, err
 	}
-	return readExisting(ids, t.getPortLocked)
+	return nvmeof.ReadExisting(ids, t.getPortLocked)
 }
 
-// GetPort returns port id, or ErrNotFound.
+// GetPort returns port id, or nvmeof.ErrNotFound.
 func (t *Target) GetPort(id int) (Port, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -442,7 +443,7 @@ func (t *Target) getPortLocked(id int) (Port, error) {
 		return Port{}, fmt.Errorf("checking port %d: %w", id, err)
 	}
 	if !ok {
-		return Port{}, fmt.Errorf("%w: nvmet port %d (%s)", ErrNotFound, id, dir)
+		return Port{}, fmt.Errorf("%w: nvmet port %d (%s)", nvmeof.ErrNotFound, id, dir)
 	}
 	p := Port{ID: id}
 	for _, a := range []struct {
@@ -587,30 +588,18 @@ func (t *Target) CutSessions(nqn string) error {
 
 // ---------------------------------------------------------------- subsystems
 
-func validateSerial(serial string) error {
-	if len(serial) > 20 {
-		return fmt.Errorf("%w: serial %q is longer than 20 characters", ErrInvalidArgument, serial)
-	}
-	for i := 0; i < len(serial); i++ {
-		if !isHex(serial[i]) {
-			return fmt.Errorf("%w: serial %q must be hexadecimal", ErrInvalidArgument, serial)
-		}
-	}
-	return nil
-}
-
 // EnsureSubsystem creates subsystem nqn if missing and always writes
 // attr_allow_any_host=0: with 1 (the default on some kernels) any host
 // could connect, which would defeat the fencing md relies on. serial (up
 // to 20 hex digits, unique per replica; "" keeps the kernel's) is written
 // when it differs. The kernel fixes the serial once a host has identified
 // the subsystem, and a serial change under a connected host is refused
-// here too (any namespace enabled): both give ErrBusy.
+// here too (any namespace enabled): both give nvmeof.ErrBusy.
 func (t *Target) EnsureSubsystem(nqn, serial string) error {
 	if err := validateSubsysNQN(nqn); err != nil {
 		return err
 	}
-	if err := validateSerial(serial); err != nil {
+	if err := nvmeof.ValidateSerial(serial); err != nil {
 		return err
 	}
 	serial = strings.ToLower(serial)
@@ -655,11 +644,11 @@ func (t *Target) EnsureSubsystem(nqn, serial string) error {
 			}
 			if len(enabled) > 0 {
 				return fail(fmt.Errorf("%w: subsystem %s has serial %q, wanted %q, but namespaces %v are enabled (hosts may have identified it)",
-					ErrBusy, nqn, cur, serial, enabled))
+					nvmeof.ErrBusy, nqn, cur, serial, enabled))
 			}
 			if err := t.write(filepath.Join(dir, "attr_serial"), serial); err != nil {
 				return fail(fmt.Errorf("%w: subsystem %s has serial %q and the kernel refuses %q (fixed once a host identified it): %w",
-					ErrBusy, nqn, cur, serial, err))
+					nvmeof.ErrBusy, nqn, cur, serial, err))
 			}
 		}
 	}
@@ -761,12 +750,12 @@ func (t *Target) ListSubsystems() ([]Subsystem, error) {
 	if err != nil {
 		return nil, err
 	}
-	return readExisting(names, t.getSubsystemLocked)
+	return nvmeof.ReadExisting(names, t.getSubsystemLocked)
 }
 
-// GetSubsystem returns subsystem nqn, or ErrNotFound.
+// GetSubsystem returns subsystem nqn, or nvmeof.ErrNotFound.
 func (t *Target) GetSubsystem(nqn string) (Subsystem, error) {
-	if err := ValidateNQN(nqn); err != nil {
+	if err := nvmeof.ValidateNQN(nqn); err != nil {
 		return Subsystem{}, err
 	}
 	t.mu.Lock()
@@ -837,7 +826,7 @@ func (t *Target) readNamespace(nqn string, nsid int) (Namespace, error) {
 		}
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
-				return Namespace{}, fmt.Errorf("%w: namespace %d of %s: %w", ErrNotFound, nsid, nqn, err)
+				return Namespace{}, fmt.Errorf("%w: namespace %d of %s: %w", nvmeof.ErrNotFound, nsid, nqn, err)
 			}
 			return Namespace{}, err
 		}
@@ -848,7 +837,7 @@ func (t *Target) readNamespace(nqn string, nsid int) (Namespace, error) {
 		ns.DevicePath = ""
 	}
 	// An all-zero NGUID is the kernel's "none".
-	if strings.Trim(normalizeID(ns.NGUID), "0") == "" {
+	if strings.Trim(nvmeof.NormalizeID(ns.NGUID), "0") == "" {
 		ns.NGUID = ""
 	}
 	ns.BufferedIO = parseBool(buffered)
@@ -858,17 +847,17 @@ func (t *Target) readNamespace(nqn string, nsid int) (Namespace, error) {
 
 func validateNamespace(ns Namespace) error {
 	if ns.NSID < 1 || ns.NSID > 0xfffffffe {
-		return fmt.Errorf("%w: NSID %d is outside 1-4294967294", ErrInvalidArgument, ns.NSID)
+		return fmt.Errorf("%w: NSID %d is outside 1-4294967294", nvmeof.ErrInvalidArgument, ns.NSID)
 	}
 	if !filepath.IsAbs(ns.DevicePath) || strings.ContainsAny(ns.DevicePath, "\n\r\x00") {
 		return fmt.Errorf("%w: namespace %d: device path %q must be an absolute path without newlines",
-			ErrInvalidArgument, ns.NSID, ns.DevicePath)
+			nvmeof.ErrInvalidArgument, ns.NSID, ns.DevicePath)
 	}
-	if ns.UUID != "" && !isUUID(ns.UUID) {
-		return fmt.Errorf("%w: namespace %d: UUID %q is not a UUID", ErrInvalidArgument, ns.NSID, ns.UUID)
+	if ns.UUID != "" && !nvmeof.IsUUID(ns.UUID) {
+		return fmt.Errorf("%w: namespace %d: UUID %q is not a UUID", nvmeof.ErrInvalidArgument, ns.NSID, ns.UUID)
 	}
-	if ns.NGUID != "" && !validNGUID(ns.NGUID) {
-		return fmt.Errorf("%w: namespace %d: NGUID %q is not 32 hex digits", ErrInvalidArgument, ns.NSID, ns.NGUID)
+	if ns.NGUID != "" && !nvmeof.ValidNGUID(ns.NGUID) {
+		return fmt.Errorf("%w: namespace %d: NGUID %q is not 32 hex digits", nvmeof.ErrInvalidArgument, ns.NSID, ns.NGUID)
 	}
 	return nil
 }
@@ -882,7 +871,7 @@ func validateNamespace(ns Namespace) error {
 // and BufferedIO unset).
 //
 // An already enabled namespace with the same device path and identity is
-// left alone; with another device path or identity it is ErrBusy.
+// left alone; with another device path or identity it is nvmeof.ErrBusy.
 func (t *Target) EnsureNamespace(nqn string, ns Namespace) error {
 	if err := validateSubsysNQN(nqn); err != nil {
 		return err
@@ -914,14 +903,14 @@ func (t *Target) EnsureNamespace(nqn string, ns Namespace) error {
 		if cur.DevicePath != ns.DevicePath {
 			diffs = append(diffs, fmt.Sprintf("device_path %q (wanted %q)", cur.DevicePath, ns.DevicePath))
 		}
-		if ns.UUID != "" && normalizeID(cur.UUID) != normalizeID(ns.UUID) {
+		if ns.UUID != "" && nvmeof.NormalizeID(cur.UUID) != nvmeof.NormalizeID(ns.UUID) {
 			diffs = append(diffs, fmt.Sprintf("uuid %q (wanted %q)", cur.UUID, ns.UUID))
 		}
-		if ns.NGUID != "" && normalizeID(cur.NGUID) != normalizeID(ns.NGUID) {
+		if ns.NGUID != "" && nvmeof.NormalizeID(cur.NGUID) != nvmeof.NormalizeID(ns.NGUID) {
 			diffs = append(diffs, fmt.Sprintf("nguid %q (wanted %q)", cur.NGUID, ns.NGUID))
 		}
 		if len(diffs) > 0 {
-			return fmt.Errorf("%w: namespace %d of %s is enabled with %s", ErrBusy, ns.NSID, nqn, strings.Join(diffs, ", "))
+			return fmt.Errorf("%w: namespace %d of %s is enabled with %s", nvmeof.ErrBusy, ns.NSID, nqn, strings.Join(diffs, ", "))
 		}
 		if cur.BufferedIO != ns.BufferedIO {
 			// Not an identity problem, and fixing it needs a disable that
@@ -937,7 +926,7 @@ func (t *Target) EnsureNamespace(nqn string, ns Namespace) error {
 		writes = append(writes, [2]string{"device_uuid", strings.ToLower(ns.UUID)})
 	}
 	if ns.NGUID != "" {
-		writes = append(writes, [2]string{"device_nguid", normalizeID(ns.NGUID)})
+		writes = append(writes, [2]string{"device_nguid", nvmeof.NormalizeID(ns.NGUID)})
 	}
 	writes = append(writes, [2]string{"buffered_io", boolAttr(ns.BufferedIO)})
 	for _, w := range writes {
@@ -970,7 +959,7 @@ func (t *Target) requireNamespace(nqn string, nsid int) (string, error) {
 		return "", err
 	}
 	if nsid < 1 || nsid > 0xfffffffe {
-		return "", fmt.Errorf("%w: NSID %d is outside 1-4294967294", ErrInvalidArgument, nsid)
+		return "", fmt.Errorf("%w: NSID %d is outside 1-4294967294", nvmeof.ErrInvalidArgument, nsid)
 	}
 	dir := t.nsDir(nqn, nsid)
 	ok, err := t.exists(dir)
@@ -978,7 +967,7 @@ func (t *Target) requireNamespace(nqn string, nsid int) (string, error) {
 		return "", err
 	}
 	if !ok {
-		return "", fmt.Errorf("%w: namespace %d of subsystem %s (%s)", ErrNotFound, nsid, nqn, dir)
+		return "", fmt.Errorf("%w: namespace %d of subsystem %s (%s)", nvmeof.ErrNotFound, nsid, nqn, dir)
 	}
 	return dir, nil
 }
@@ -1036,7 +1025,7 @@ func (t *Target) AllowHost(nqn, hostNQN string) error {
 	if err := validateSubsysNQN(nqn); err != nil {
 		return err
 	}
-	if err := ValidateNQN(hostNQN); err != nil {
+	if err := nvmeof.ValidateNQN(hostNQN); err != nil {
 		return fmt.Errorf("host NQN: %w", err)
 	}
 	t.mu.Lock()
@@ -1061,10 +1050,10 @@ func (t *Target) AllowHost(nqn, hostNQN string) error {
 	link := filepath.Join(dir, "allowed_hosts", hostNQN)
 	if fi, err := t.fs.Lstat(link); err == nil {
 		if fi.Mode()&fs.ModeSymlink == 0 {
-			return fmt.Errorf("%w: %s exists and is not a symlink", ErrBusy, link)
+			return fmt.Errorf("%w: %s exists and is not a symlink", nvmeof.ErrBusy, link)
 		}
 		if tgt, err := t.fs.Readlink(link); err == nil && filepath.Base(tgt) != hostNQN {
-			return fmt.Errorf("%w: %s points to %s, not to host %s", ErrBusy, link, tgt, hostNQN)
+			return fmt.Errorf("%w: %s points to %s, not to host %s", nvmeof.ErrBusy, link, tgt, hostNQN)
 		}
 		klog.V(4).InfoS("Host already allowed on nvmet subsystem", "nqn", nqn, "host", hostNQN)
 		return nil
@@ -1090,7 +1079,7 @@ func (t *Target) RevokeHost(nqn, hostNQN string) error {
 	if err := validateSubsysNQN(nqn); err != nil {
 		return err
 	}
-	if err := ValidateNQN(hostNQN); err != nil {
+	if err := nvmeof.ValidateNQN(hostNQN); err != nil {
 		return fmt.Errorf("host NQN: %w", err)
 	}
 	t.mu.Lock()
@@ -1174,7 +1163,7 @@ func (t *Target) removeOrphanHost(host string, keepAuth bool) error {
 // (that would remove everything).
 func (t *Target) Teardown(prefix string) error {
 	if prefix == "" {
-		return fmt.Errorf("%w: empty NQN prefix would tear down every subsystem", ErrInvalidArgument)
+		return fmt.Errorf("%w: empty NQN prefix would tear down every subsystem", nvmeof.ErrInvalidArgument)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -1290,11 +1279,11 @@ func (a HostAuth) Enabled() bool { return a.Secret != "" }
 // String shows a with its secrets redacted.
 func (a HostAuth) String() string {
 	return fmt.Sprintf("{Secret:%s CtrlSecret:%s Hash:%s DHGroup:%s}",
-		redactSecret(a.Secret), redactSecret(a.CtrlSecret), a.Hash, a.DHGroup)
+		nvmeof.RedactSecret(a.Secret), nvmeof.RedactSecret(a.CtrlSecret), a.Hash, a.DHGroup)
 }
 
 // GoString keeps %#v redacted.
-func (a HostAuth) GoString() string { return "nvmeof.HostAuth" + a.String() }
+func (a HostAuth) GoString() string { return "nvmet.HostAuth" + a.String() }
 
 // MarshalLog is what structured loggers (logr, klog) print for a.
 func (a HostAuth) MarshalLog() any { return a.String() }
@@ -1304,36 +1293,36 @@ func (a HostAuth) MarshalLog() any { return a.String() }
 func (a HostAuth) normalize() (HostAuth, error) {
 	if a.Secret == "" {
 		if a.CtrlSecret != "" {
-			return HostAuth{}, fmt.Errorf("%w: CtrlSecret without Secret: bidirectional authentication needs the host secret too", ErrInvalidArgument)
+			return HostAuth{}, fmt.Errorf("%w: CtrlSecret without Secret: bidirectional authentication needs the host secret too", nvmeof.ErrInvalidArgument)
 		}
 		return HostAuth{}, nil
 	}
 	var err error
-	if a.Secret, err = canonicalSecret("Secret", a.Secret); err != nil {
+	if a.Secret, err = nvmeof.CanonicalSecret("Secret", a.Secret); err != nil {
 		return HostAuth{}, err
 	}
 	if a.CtrlSecret != "" {
-		if a.CtrlSecret, err = canonicalSecret("CtrlSecret", a.CtrlSecret); err != nil {
+		if a.CtrlSecret, err = nvmeof.CanonicalSecret("CtrlSecret", a.CtrlSecret); err != nil {
 			return HostAuth{}, err
 		}
 		if a.CtrlSecret == a.Secret {
 			// Legal for the kernel, but a controller secret equal to the
 			// host's lets anyone who can answer as the host answer as the
 			// controller too: it defeats the point of bidirectional.
-			return HostAuth{}, fmt.Errorf("%w: CtrlSecret equals Secret; bidirectional authentication needs two different secrets", ErrInvalidArgument)
+			return HostAuth{}, fmt.Errorf("%w: CtrlSecret equals Secret; bidirectional authentication needs two different secrets", nvmeof.ErrInvalidArgument)
 		}
 	}
 	if a.Hash == "" {
 		a.Hash = DefaultAuthHash
 	}
 	if !slices.Contains(AuthHashes, a.Hash) {
-		return HostAuth{}, fmt.Errorf("%w: Hash %q is not one of %s", ErrInvalidArgument, a.Hash, strings.Join(AuthHashes, ", "))
+		return HostAuth{}, fmt.Errorf("%w: Hash %q is not one of %s", nvmeof.ErrInvalidArgument, a.Hash, strings.Join(AuthHashes, ", "))
 	}
 	if a.DHGroup == "" {
 		a.DHGroup = DefaultAuthDHGroup
 	}
 	if !slices.Contains(AuthDHGroups, a.DHGroup) {
-		return HostAuth{}, fmt.Errorf("%w: DHGroup %q is not one of %s", ErrInvalidArgument, a.DHGroup, strings.Join(AuthDHGroups, ", "))
+		return HostAuth{}, fmt.Errorf("%w: DHGroup %q is not one of %s", nvmeof.ErrInvalidArgument, a.DHGroup, strings.Join(AuthDHGroups, ", "))
 	}
 	return a, nil
 }
@@ -1349,11 +1338,11 @@ func (t *Target) authAttrsPresent(hd string) (bool, error) {
 
 func targetAuthUnsupported(hd string) error {
 	return fmt.Errorf("%w: nvmet host entry %s has no dhchap_key attribute: the kernel's NVMe target is built without CONFIG_NVME_TARGET_AUTH",
-		ErrAuthUnsupported, hd)
+		nvmeof.ErrAuthUnsupported, hd)
 }
 
 // AuthSupported returns nil when the kernel's NVMe target supports in-band
-// authentication, ErrAuthUnsupported naming CONFIG_NVME_TARGET_AUTH when it
+// authentication, nvmeof.ErrAuthUnsupported naming CONFIG_NVME_TARGET_AUTH when it
 // does not, and Available's error when nvmet is not there at all. It looks
 // at an existing host entry, or creates and removes a probe entry when
 // there is none.
@@ -1427,7 +1416,7 @@ func (t *Target) AuthSupported() error {
 // re-links the host with its secret instead of re-creating the entry
 // without one; clearing the secret here (or Teardown) removes them.
 func (t *Target) SetHostAuth(hostNQN string, a HostAuth) error {
-	if err := ValidateNQN(hostNQN); err != nil {
+	if err := nvmeof.ValidateNQN(hostNQN); err != nil {
 		return fmt.Errorf("host NQN: %w", err)
 	}
 	a, err := a.normalize()
@@ -1509,14 +1498,14 @@ func (t *Target) SetHostAuth(hostNQN string, a HostAuth) error {
 func (t *Target) writeSecretAttr(host, attr, secret string) error {
 	p := t.hostAuthAttr(host, attr)
 	if err := t.fs.WriteFile(p, []byte(secret)); err != nil {
-		return fmt.Errorf("writing secret %s to %s: %w", redactSecret(secret), p, err)
+		return fmt.Errorf("writing secret %s to %s: %w", nvmeof.RedactSecret(secret), p, err)
 	}
 	got, err := t.read(p)
 	if err != nil {
 		return err
 	}
 	if !dhchap.Equal(got, secret) {
-		return fmt.Errorf("writing secret %s to %s: the kernel shows %s afterwards", redactSecret(secret), p, redactSecret(got))
+		return fmt.Errorf("writing secret %s to %s: the kernel shows %s afterwards", nvmeof.RedactSecret(secret), p, nvmeof.RedactSecret(got))
 	}
 	return nil
 }
@@ -1540,17 +1529,17 @@ func (t *Target) clearSecretAttr(host, attr string) error {
 	if got, err := t.read(p); err != nil {
 		return err
 	} else if got != "" {
-		return fmt.Errorf("clearing %s: the kernel still shows %s", p, redactSecret(got))
+		return fmt.Errorf("clearing %s: the kernel still shows %s", p, nvmeof.RedactSecret(got))
 	}
 	return nil
 }
 
 // HostAuth returns hostNQN's DH-HMAC-CHAP configuration as the kernel
-// shows it: ErrNotFound without a host entry, ErrAuthUnsupported on a
+// shows it: nvmeof.ErrNotFound without a host entry, nvmeof.ErrAuthUnsupported on a
 // kernel without target authentication. The secrets are returned as
 // stored; do not log them (HostAuth's String redacts).
 func (t *Target) HostAuth(hostNQN string) (HostAuth, error) {
-	if err := ValidateNQN(hostNQN); err != nil {
+	if err := nvmeof.ValidateNQN(hostNQN); err != nil {
 		return HostAuth{}, fmt.Errorf("host NQN: %w", err)
 	}
 	t.mu.Lock()
@@ -1565,7 +1554,7 @@ func (t *Target) hostAuthLocked(hostNQN string) (HostAuth, error) {
 		return HostAuth{}, err
 	}
 	if !ok {
-		return HostAuth{}, fmt.Errorf("%w: nvmet host entry %s", ErrNotFound, hd)
+		return HostAuth{}, fmt.Errorf("%w: nvmet host entry %s", nvmeof.ErrNotFound, hd)
 	}
 	present, err := t.authAttrsPresent(hd)
 	if err != nil {
@@ -1585,7 +1574,7 @@ func (t *Target) hostAuthLocked(hostNQN string) (HostAuth, error) {
 		v, err := t.read(t.hostAuthAttr(hostNQN, f.attr))
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
-				return HostAuth{}, fmt.Errorf("%w: host %s: %w", ErrNotFound, hostNQN, err)
+				return HostAuth{}, fmt.Errorf("%w: host %s: %w", nvmeof.ErrNotFound, hostNQN, err)
 			}
 			return HostAuth{}, err
 		}

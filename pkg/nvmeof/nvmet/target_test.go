@@ -1,4 +1,4 @@
-package nvmeof
+package nvmet
 
 import (
 	"errors"
@@ -9,11 +9,15 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 )
 
 const (
-	hostA = "nqn.2014-08.org.nvmexpress:uuid:6a1f3c52-0d1e-4c57-9a3b-8f0e2d4c6b10"
-	hostB = "nqn.2024-01.io.nvmirror:node-b"
+	testHostNQN = "nqn.2014-08.org.nvmexpress:uuid:6a1f3c52-0d1e-4c57-9a3b-8f0e2d4c6b10"
+	testNQN     = "nqn.2024-01.io.nvmirror:pvc-1.r0"
+	hostA       = "nqn.2014-08.org.nvmexpress:uuid:6a1f3c52-0d1e-4c57-9a3b-8f0e2d4c6b10"
+	hostB       = "nqn.2024-01.io.nvmirror:node-b"
 )
 
 func backingFile(t *testing.T) string {
@@ -31,7 +35,7 @@ func indexOf(ops []string, prefix string) int {
 
 func TestEnsureSubsystem(t *testing.T) {
 	tg, f := newFakeTarget(t)
-	serial := SerialFor("r0")
+	serial := nvmeof.SerialFor("r0")
 	if err := tg.EnsureSubsystem(testNQN, serial); err != nil {
 		t.Fatal(err)
 	}
@@ -68,8 +72,8 @@ func TestEnsureSubsystem(t *testing.T) {
 	f.mu.Lock()
 	f.discovered[testNQN] = true
 	f.mu.Unlock()
-	if err := tg.EnsureSubsystem(testNQN, serial); !errors.Is(err, ErrBusy) || !errors.Is(err, syscall.EINVAL) || !strings.Contains(err.Error(), testNQN) {
-		t.Errorf("frozen serial = %v, want ErrBusy", err)
+	if err := tg.EnsureSubsystem(testNQN, serial); !errors.Is(err, nvmeof.ErrBusy) || !errors.Is(err, syscall.EINVAL) || !strings.Contains(err.Error(), testNQN) {
+		t.Errorf("frozen serial = %v, want nvmeof.ErrBusy", err)
 	}
 	f.mu.Lock()
 	f.discovered[testNQN] = false
@@ -78,8 +82,8 @@ func TestEnsureSubsystem(t *testing.T) {
 	if err := tg.EnsureNamespace(testNQN, Namespace{NSID: 1, DevicePath: backingFile(t)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := tg.EnsureSubsystem(testNQN, serial); !errors.Is(err, ErrBusy) {
-		t.Errorf("serial change with enabled namespace = %v, want ErrBusy", err)
+	if err := tg.EnsureSubsystem(testNQN, serial); !errors.Is(err, nvmeof.ErrBusy) {
+		t.Errorf("serial change with enabled namespace = %v, want nvmeof.ErrBusy", err)
 	}
 	if got := f.attr("subsystems/" + testNQN + "/attr_serial"); got != "abcdef" {
 		t.Errorf("serial changed to %q", got)
@@ -93,7 +97,7 @@ func TestEnsureSubsystemInvalid(t *testing.T) {
 		{"bad nqn", "iqn.x", ""},
 		{"nqn with slash", "nqn.2024-01.io.nvmirror:../../ports", ""},
 		{"nqn with comma", "nqn.2024-01.io.nvmirror:a,b", ""},
-		{"discovery", DiscoveryNQN, ""},
+		{"discovery", nvmeof.DiscoveryNQN, ""},
 		{"serial too long", testNQN, strings.Repeat("a", 21)},
 		{"serial not hex", testNQN, "serial-1"},
 		{"serial newline", testNQN, "abc\n"},
@@ -101,8 +105,8 @@ func TestEnsureSubsystemInvalid(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tg, f := newFakeTarget(t)
-			if err := tg.EnsureSubsystem(tc.nqn, tc.serial); !errors.Is(err, ErrInvalidArgument) {
-				t.Fatalf("EnsureSubsystem = %v, want ErrInvalidArgument", err)
+			if err := tg.EnsureSubsystem(tc.nqn, tc.serial); !errors.Is(err, nvmeof.ErrInvalidArgument) {
+				t.Fatalf("EnsureSubsystem = %v, want nvmeof.ErrInvalidArgument", err)
 			}
 			if len(f.Ops()) != 0 {
 				t.Errorf("invalid input reached configfs: %v", f.Ops())
@@ -123,8 +127,8 @@ func TestEnsureSubsystemCleansUpOnFailure(t *testing.T) {
 }
 
 func TestEnsureNamespace(t *testing.T) {
-	uuid := NamespaceUUID("r0")
-	nguid := NamespaceNGUID("r0")
+	uuid := nvmeof.NamespaceUUID("r0")
+	nguid := nvmeof.NamespaceNGUID("r0")
 	tests := []struct {
 		name        string
 		bufferedFS  bool // backing filesystem without O_DIRECT
@@ -156,15 +160,15 @@ func TestEnsureNamespace(t *testing.T) {
 				if err := tg.EnsureNamespace(testNQN, other); err != nil {
 					t.Fatal(err)
 				}
-			}, wantErr: []error{ErrBusy}, errHas: []string{"device_path"}, wantEnabled: true},
+			}, wantErr: []error{nvmeof.ErrBusy}, errHas: []string{"device_path"}, wantEnabled: true},
 		{name: "enabled with another uuid",
 			prepare: func(t *testing.T, tg *Target, f *fakeConfigFS, ns *Namespace) {
 				other := *ns
-				other.UUID = NamespaceUUID("r1")
+				other.UUID = nvmeof.NamespaceUUID("r1")
 				if err := tg.EnsureNamespace(testNQN, other); err != nil {
 					t.Fatal(err)
 				}
-			}, wantErr: []error{ErrBusy}, errHas: []string{"uuid", NamespaceUUID("r1")}, wantEnabled: true},
+			}, wantErr: []error{nvmeof.ErrBusy}, errHas: []string{"uuid", nvmeof.NamespaceUUID("r1")}, wantEnabled: true},
 		{name: "disabled with another device is rewritten",
 			prepare: func(t *testing.T, tg *Target, f *fakeConfigFS, ns *Namespace) {
 				other := *ns
@@ -181,18 +185,18 @@ func TestEnsureNamespace(t *testing.T) {
 				if err := tg.RemoveSubsystem(testNQN); err != nil {
 					t.Fatal(err)
 				}
-			}, wantErr: []error{ErrNotFound}},
-		{name: "nsid 0", ns: func(ns Namespace) Namespace { ns.NSID = 0; return ns }, wantErr: []error{ErrInvalidArgument}},
-		{name: "relative path", ns: func(ns Namespace) Namespace { ns.DevicePath = "dev/loop0"; return ns }, wantErr: []error{ErrInvalidArgument}},
-		{name: "path with newline", ns: func(ns Namespace) Namespace { ns.DevicePath = "/dev/loop0\n"; return ns }, wantErr: []error{ErrInvalidArgument}},
-		{name: "bad uuid", ns: func(ns Namespace) Namespace { ns.UUID = "r0"; return ns }, wantErr: []error{ErrInvalidArgument}},
-		{name: "bad nguid", ns: func(ns Namespace) Namespace { ns.NGUID = "1234"; return ns }, wantErr: []error{ErrInvalidArgument}},
+			}, wantErr: []error{nvmeof.ErrNotFound}},
+		{name: "nsid 0", ns: func(ns Namespace) Namespace { ns.NSID = 0; return ns }, wantErr: []error{nvmeof.ErrInvalidArgument}},
+		{name: "relative path", ns: func(ns Namespace) Namespace { ns.DevicePath = "dev/loop0"; return ns }, wantErr: []error{nvmeof.ErrInvalidArgument}},
+		{name: "path with newline", ns: func(ns Namespace) Namespace { ns.DevicePath = "/dev/loop0\n"; return ns }, wantErr: []error{nvmeof.ErrInvalidArgument}},
+		{name: "bad uuid", ns: func(ns Namespace) Namespace { ns.UUID = "r0"; return ns }, wantErr: []error{nvmeof.ErrInvalidArgument}},
+		{name: "bad nguid", ns: func(ns Namespace) Namespace { ns.NGUID = "1234"; return ns }, wantErr: []error{nvmeof.ErrInvalidArgument}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tg, f := newFakeTarget(t)
 			f.requireBufferedIO = tc.bufferedFS
-			if err := tg.EnsureSubsystem(testNQN, SerialFor("r0")); err != nil {
+			if err := tg.EnsureSubsystem(testNQN, nvmeof.SerialFor("r0")); err != nil {
 				t.Fatal(err)
 			}
 			ns := Namespace{NSID: 1, DevicePath: backingFile(t), UUID: uuid, NGUID: nguid}
@@ -217,13 +221,13 @@ func TestEnsureNamespace(t *testing.T) {
 					t.Errorf("error %q does not mention %q", err, s)
 				}
 			}
-			if errors.Is(err, ErrInvalidArgument) {
+			if errors.Is(err, nvmeof.ErrInvalidArgument) {
 				if len(f.Ops()) != before {
 					t.Errorf("invalid namespace reached configfs: %v", f.Ops()[before:])
 				}
 				return
 			}
-			if errors.Is(err, ErrNotFound) {
+			if errors.Is(err, nvmeof.ErrNotFound) {
 				return
 			}
 			nsDir := "subsystems/" + testNQN + "/namespaces/1/"
@@ -239,7 +243,7 @@ func TestEnsureNamespace(t *testing.T) {
 			if ns.UUID != "" && f.attr(nsDir+"device_uuid") != ns.UUID {
 				t.Errorf("device_uuid = %q", f.attr(nsDir+"device_uuid"))
 			}
-			if ns.NGUID != "" && normalizeID(f.attr(nsDir+"device_nguid")) != ns.NGUID {
+			if ns.NGUID != "" && nvmeof.NormalizeID(f.attr(nsDir+"device_nguid")) != ns.NGUID {
 				t.Errorf("device_nguid = %q", f.attr(nsDir+"device_nguid"))
 			}
 			// Order: every identity/config attribute before enable.
@@ -280,10 +284,10 @@ func TestNamespaceEnableAndRevalidate(t *testing.T) {
 		{"disable again", func() error { return tg.SetNamespaceEnabled(testNQN, 2, false) }, nil},
 		{"revalidate disabled", func() error { return tg.RevalidateNamespace(testNQN, 2) }, syscall.EINVAL},
 		{"enable", func() error { return tg.SetNamespaceEnabled(testNQN, 2, true) }, nil},
-		{"missing namespace", func() error { return tg.SetNamespaceEnabled(testNQN, 3, true) }, ErrNotFound},
-		{"missing subsystem", func() error { return tg.RevalidateNamespace("nqn.2024-01.io.nvmirror:none", 1) }, ErrNotFound},
-		{"bad nsid", func() error { return tg.SetNamespaceEnabled(testNQN, 0, true) }, ErrInvalidArgument},
-		{"bad nqn", func() error { return tg.RevalidateNamespace("x", 1) }, ErrInvalidArgument},
+		{"missing namespace", func() error { return tg.SetNamespaceEnabled(testNQN, 3, true) }, nvmeof.ErrNotFound},
+		{"missing subsystem", func() error { return tg.RevalidateNamespace("nqn.2024-01.io.nvmirror:none", 1) }, nvmeof.ErrNotFound},
+		{"bad nsid", func() error { return tg.SetNamespaceEnabled(testNQN, 0, true) }, nvmeof.ErrInvalidArgument},
+		{"bad nqn", func() error { return tg.RevalidateNamespace("x", 1) }, nvmeof.ErrInvalidArgument},
 	}
 	for _, tc := range tests {
 		err := tc.op()
@@ -329,9 +333,9 @@ func TestAllowRevokeHost(t *testing.T) {
 		{"revoke again", func() error { return tg.RevokeHost(testNQN, hostA) }, nil, false, true},
 		{"revoke last removes host", func() error { return tg.RevokeHost(nqn2, hostA) }, nil, false, false},
 		{"revoke on missing subsystem", func() error { return tg.RevokeHost("nqn.2024-01.io.nvmirror:none", hostA) }, nil, false, false},
-		{"allow on missing subsystem", func() error { return tg.AllowHost("nqn.2024-01.io.nvmirror:none", hostA) }, ErrNotFound, false, false},
-		{"bad host nqn", func() error { return tg.AllowHost(testNQN, "nqn.x/../../y") }, ErrInvalidArgument, false, false},
-		{"host nqn injection", func() error { return tg.AllowHost(testNQN, "nqn.x,y") }, ErrInvalidArgument, false, false},
+		{"allow on missing subsystem", func() error { return tg.AllowHost("nqn.2024-01.io.nvmirror:none", hostA) }, nvmeof.ErrNotFound, false, false},
+		{"bad host nqn", func() error { return tg.AllowHost(testNQN, "nqn.x/../../y") }, nvmeof.ErrInvalidArgument, false, false},
+		{"host nqn injection", func() error { return tg.AllowHost(testNQN, "nqn.x,y") }, nvmeof.ErrInvalidArgument, false, false},
 	}
 	for _, s := range steps {
 		err := s.op()
@@ -381,20 +385,20 @@ func TestPorts(t *testing.T) {
 		}, nil, nil},
 		{"same address on another port", func() error {
 			return tg.EnsurePort(Port{ID: 3, TrAddr: "127.0.0.1", TrSvcID: "4421"})
-		}, ErrBusy, []string{"port 1"}},
+		}, nvmeof.ErrBusy, []string{"port 1"}},
 		{"readdress empty port", func() error { return tg.EnsurePort(Port{ID: 1, TrAddr: "127.0.0.5", TrSvcID: "4425"}) }, nil, nil},
 		{"readdress busy port", func() error { return tg.EnsurePort(Port{ID: 2, TrAddr: "::2", TrSvcID: "4422"}) },
-			ErrBusy, []string{"::1", "::2", testNQN}},
-		{"port id too big", func() error { return tg.EnsurePort(Port{ID: 70000, TrAddr: "127.0.0.1", TrSvcID: "4421"}) }, ErrInvalidArgument, nil},
+			nvmeof.ErrBusy, []string{"::1", "::2", testNQN}},
+		{"port id too big", func() error { return tg.EnsurePort(Port{ID: 70000, TrAddr: "127.0.0.1", TrSvcID: "4421"}) }, nvmeof.ErrInvalidArgument, nil},
 		{"rdma", func() error {
 			return tg.EnsurePort(Port{ID: 4, Transport: "rdma", TrAddr: "127.0.0.1", TrSvcID: "4421"})
-		}, ErrInvalidArgument, nil},
-		{"hostname", func() error { return tg.EnsurePort(Port{ID: 4, TrAddr: "localhost", TrSvcID: "4421"}) }, ErrInvalidArgument, nil},
-		{"adrfam mismatch", func() error { return tg.EnsurePort(Port{ID: 4, AdrFam: "ipv6", TrAddr: "127.0.0.1", TrSvcID: "4421"}) }, ErrInvalidArgument, nil},
-		{"bad port", func() error { return tg.EnsurePort(Port{ID: 4, TrAddr: "127.0.0.1", TrSvcID: "0"}) }, ErrInvalidArgument, nil},
+		}, nvmeof.ErrInvalidArgument, nil},
+		{"hostname", func() error { return tg.EnsurePort(Port{ID: 4, TrAddr: "localhost", TrSvcID: "4421"}) }, nvmeof.ErrInvalidArgument, nil},
+		{"adrfam mismatch", func() error { return tg.EnsurePort(Port{ID: 4, AdrFam: "ipv6", TrAddr: "127.0.0.1", TrSvcID: "4421"}) }, nvmeof.ErrInvalidArgument, nil},
+		{"bad port", func() error { return tg.EnsurePort(Port{ID: 4, TrAddr: "127.0.0.1", TrSvcID: "0"}) }, nvmeof.ErrInvalidArgument, nil},
 		{"missing subsystem", func() error {
 			return tg.EnsurePort(Port{ID: 4, TrAddr: "127.0.0.4", TrSvcID: "4424", Subsystems: []string{"nqn.2024-01.io.nvmirror:none"}})
-		}, ErrNotFound, nil},
+		}, nvmeof.ErrNotFound, nil},
 	}
 	for _, s := range steps {
 		err := s.op()
@@ -419,7 +423,7 @@ func TestPorts(t *testing.T) {
 	if !reflect.DeepEqual(ports, want) {
 		t.Errorf("ListPorts =\n%+v\nwant\n%+v", ports, want)
 	}
-	if _, err := tg.GetPort(9); !errors.Is(err, ErrNotFound) {
+	if _, err := tg.GetPort(9); !errors.Is(err, nvmeof.ErrNotFound) {
 		t.Errorf("GetPort(9) = %v", err)
 	}
 	if err := tg.RemovePort(2); err != nil {
@@ -454,9 +458,9 @@ func TestLinkUnlinkSubsystem(t *testing.T) {
 		{"link again", func() error { return tg.LinkSubsystem(1, testNQN) }, nil, true},
 		{"unlink", func() error { return tg.UnlinkSubsystem(1, testNQN) }, nil, false},
 		{"unlink again", func() error { return tg.UnlinkSubsystem(1, testNQN) }, nil, false},
-		{"missing port", func() error { return tg.LinkSubsystem(7, testNQN) }, ErrNotFound, false},
-		{"missing subsystem", func() error { return tg.LinkSubsystem(1, "nqn.2024-01.io.nvmirror:none") }, ErrNotFound, false},
-		{"bad nqn", func() error { return tg.LinkSubsystem(1, "nqn.a/b") }, ErrInvalidArgument, false},
+		{"missing port", func() error { return tg.LinkSubsystem(7, testNQN) }, nvmeof.ErrNotFound, false},
+		{"missing subsystem", func() error { return tg.LinkSubsystem(1, "nqn.2024-01.io.nvmirror:none") }, nvmeof.ErrNotFound, false},
+		{"bad nqn", func() error { return tg.LinkSubsystem(1, "nqn.a/b") }, nvmeof.ErrInvalidArgument, false},
 	}
 	for _, s := range steps {
 		err := s.op()
@@ -505,7 +509,7 @@ func TestCutSessions(t *testing.T) {
 	if !f.exists("ports/1/subsystems/" + testNQN) {
 		t.Errorf("port 1 not relinked")
 	}
-	if err := tg.CutSessions("nqn.2024-01.io.nvmirror:none"); !errors.Is(err, ErrNotFound) {
+	if err := tg.CutSessions("nqn.2024-01.io.nvmirror:none"); !errors.Is(err, nvmeof.ErrNotFound) {
 		t.Errorf("CutSessions(missing) = %v", err)
 	}
 }
@@ -513,11 +517,11 @@ func TestCutSessions(t *testing.T) {
 // fullSubsystem sets up a subsystem the way the product does.
 func fullSubsystem(t *testing.T, tg *Target, nqn, replica string, port Port, hosts ...string) {
 	t.Helper()
-	if err := tg.EnsureSubsystem(nqn, SerialFor(replica)); err != nil {
+	if err := tg.EnsureSubsystem(nqn, nvmeof.SerialFor(replica)); err != nil {
 		t.Fatal(err)
 	}
 	if err := tg.EnsureNamespace(nqn, Namespace{NSID: 1, DevicePath: backingFile(t),
-		UUID: NamespaceUUID(replica), NGUID: NamespaceNGUID(replica)}); err != nil {
+		UUID: nvmeof.NamespaceUUID(replica), NGUID: nvmeof.NamespaceNGUID(replica)}); err != nil {
 		t.Fatal(err)
 	}
 	for _, h := range hosts {
@@ -541,15 +545,15 @@ func TestGetSubsystem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.NQN != testNQN || s.Serial != SerialFor("r0") || s.Model != "Linux" || s.AllowAnyHost ||
+	if s.NQN != testNQN || s.Serial != nvmeof.SerialFor("r0") || s.Model != "Linux" || s.AllowAnyHost ||
 		!slices.Equal(s.AllowedHosts, []string{hostA, hostB}) || !slices.Equal(s.Ports, []int{1, 3}) || len(s.Namespaces) != 1 {
 		t.Fatalf("GetSubsystem = %+v", s)
 	}
 	ns := s.Namespaces[0]
-	if ns.NSID != 1 || !ns.Enabled || ns.BufferedIO || ns.UUID != NamespaceUUID("r0") || normalizeID(ns.NGUID) != NamespaceNGUID("r0") {
+	if ns.NSID != 1 || !ns.Enabled || ns.BufferedIO || ns.UUID != nvmeof.NamespaceUUID("r0") || nvmeof.NormalizeID(ns.NGUID) != nvmeof.NamespaceNGUID("r0") {
 		t.Errorf("namespace = %+v", ns)
 	}
-	if _, err := tg.GetSubsystem("nqn.2024-01.io.nvmirror:none"); !errors.Is(err, ErrNotFound) {
+	if _, err := tg.GetSubsystem("nqn.2024-01.io.nvmirror:none"); !errors.Is(err, nvmeof.ErrNotFound) {
 		t.Errorf("GetSubsystem(missing) = %v", err)
 	}
 	all, err := tg.ListSubsystems()
@@ -604,7 +608,7 @@ func TestRemoveSubsystem(t *testing.T) {
 	if err := tg.RemoveSubsystem(testNQN); err != nil {
 		t.Errorf("RemoveSubsystem(missing) = %v", err)
 	}
-	if err := tg.RemoveSubsystem("nqn.x,y"); !errors.Is(err, ErrInvalidArgument) {
+	if err := tg.RemoveSubsystem("nqn.x,y"); !errors.Is(err, nvmeof.ErrInvalidArgument) {
 		t.Errorf("RemoveSubsystem(bad) = %v", err)
 	}
 }
@@ -626,7 +630,7 @@ func TestTeardown(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := tg.Teardown(""); !errors.Is(err, ErrInvalidArgument) {
+	if err := tg.Teardown(""); !errors.Is(err, nvmeof.ErrInvalidArgument) {
 		t.Fatalf("Teardown(\"\") = %v", err)
 	}
 	if err := tg.Teardown(prefixA); err != nil {
@@ -670,9 +674,9 @@ func TestAvailable(t *testing.T) {
 				_ = os.MkdirAll(filepath.Join(root, d), 0o755)
 			}
 		}, nil, ""},
-		{"nvmet not loaded", func(root string) { _ = os.MkdirAll(filepath.Dir(root), 0o755) }, ErrNotFound, "nvmet"},
-		{"configfs not mounted", func(root string) {}, ErrNotFound, "configfs"},
-		{"not an nvmet tree", func(root string) { _ = os.MkdirAll(root, 0o755) }, ErrNotFound, "subsystems"},
+		{"nvmet not loaded", func(root string) { _ = os.MkdirAll(filepath.Dir(root), 0o755) }, nvmeof.ErrNotFound, "nvmet"},
+		{"configfs not mounted", func(root string) {}, nvmeof.ErrNotFound, "configfs"},
+		{"not an nvmet tree", func(root string) { _ = os.MkdirAll(root, 0o755) }, nvmeof.ErrNotFound, "subsystems"},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -687,12 +691,12 @@ func TestAvailable(t *testing.T) {
 			}
 		})
 	}
-	if got := NewTarget("").root; got != DefaultNvmetRoot {
+	if got := NewTarget("").root; got != DefaultRoot {
 		t.Errorf("NewTarget(\"\").root = %q", got)
 	}
 	// Creating anything without nvmet explains why.
 	tg := newTargetWithFS(filepath.Join(base, "none", "config", "nvmet"), realConfigFS{})
-	if err := tg.EnsureSubsystem(testNQN, ""); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "configfs") {
+	if err := tg.EnsureSubsystem(testNQN, ""); !errors.Is(err, nvmeof.ErrNotFound) || !strings.Contains(err.Error(), "configfs") {
 		t.Errorf("EnsureSubsystem without nvmet = %v", err)
 	}
 }

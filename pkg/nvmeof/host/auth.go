@@ -1,4 +1,4 @@
-package nvmeof
+package host
 
 import (
 	"bufio"
@@ -16,33 +16,10 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/nvmirror/nvmirror/pkg/dhchap"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 )
 
-// NVMe in-band authentication (DH-HMAC-CHAP) support shared by the target
-// and the initiator. Secrets are credentials: they reach the kernel and
-// nowhere else. Every message of this package that concerns one shows
-// redactSecret's form instead.
-
-// redactSecret is what logs and errors show in place of a secret.
-func redactSecret(s string) string {
-	if s == "" {
-		return `""`
-	}
-	return dhchap.Redact(s)
-}
-
-// canonicalSecret validates a secret with pkg/dhchap and returns the
-// canonical text to hand the kernel. field names the option in errors,
-// which carry ErrInvalidArgument and the reason, never the value.
-func canonicalSecret(field, s string) (string, error) {
-	sec, err := dhchap.Parse(s)
-	if err != nil {
-		return "", fmt.Errorf("%w: %s: %w", ErrInvalidArgument, field, err)
-	}
-	return sec.Encode(), nil
-}
-
-// canonicalOrRaw is canonicalSecret for callers that validated already.
+// canonicalOrRaw is nvmeof.CanonicalSecret for callers that validated already.
 func canonicalOrRaw(s string) string {
 	if sec, err := dhchap.Parse(s); err == nil {
 		return sec.Encode()
@@ -60,7 +37,7 @@ func redactOptions(opts string) string {
 	for i, kv := range parts {
 		k, v, ok := strings.Cut(kv, "=")
 		if ok && secretOptions[strings.TrimSpace(k)] {
-			parts[i] = k + "=" + redactSecret(v)
+			parts[i] = k + "=" + nvmeof.RedactSecret(v)
 		}
 	}
 	return strings.Join(parts, ",")
@@ -78,7 +55,7 @@ func scrubError(err error, secrets ...string) error {
 	leaked := false
 	for _, s := range secrets {
 		if s != "" && strings.Contains(msg, s) {
-			msg = strings.ReplaceAll(msg, s, redactSecret(s))
+			msg = strings.ReplaceAll(msg, s, nvmeof.RedactSecret(s))
 			leaked = true
 		}
 	}
@@ -137,7 +114,7 @@ func (i *Initiator) hostAuthCompiled() error {
 	f, err := os.Open(ks)
 	if err != nil {
 		return fmt.Errorf("%w: cannot tell whether the kernel has NVMe host authentication (%s): no controller shows it and %s is unreadable: %w",
-			ErrAuthUnsupported, hostAuthConfig, ks, err)
+			nvmeof.ErrAuthUnsupported, hostAuthConfig, ks, err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -151,23 +128,23 @@ func (i *Initiator) hostAuthCompiled() error {
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("%w: cannot tell whether the kernel has NVMe host authentication (%s): reading %s: %w",
-			ErrAuthUnsupported, hostAuthConfig, ks, err)
+			nvmeof.ErrAuthUnsupported, hostAuthConfig, ks, err)
 	}
 	return fmt.Errorf("%w: the kernel's NVMe host is built without %s (%s is not in %s); its nvme-fabrics would connect without authenticating",
-		ErrAuthUnsupported, hostAuthConfig, hostAuthSymbol, ks)
+		nvmeof.ErrAuthUnsupported, hostAuthConfig, hostAuthSymbol, ks)
 }
 
 // checkAuthSupport refuses a connect with secrets unless the kernel will
 // authenticate with them: the options must be listed by
 // /dev/nvme-fabrics (when the list is readable; an unreadable list alone
-// proves nothing, and a missing device fails the write with ErrNotFound),
+// proves nothing, and a missing device fails the write with nvmeof.ErrNotFound),
 // and the host authentication code must be built in.
 func (i *Initiator) checkAuthSupport(o ConnectOptions) error {
 	if supported, err := i.SupportedOptions(); err == nil {
 		for _, kv := range o.pairs() {
 			if secretOptions[kv[0]] && !slices.Contains(supported, kv[0]) {
 				return fmt.Errorf("%w: the kernel's /dev/nvme-fabrics does not accept option %s: it is built without %s",
-					ErrAuthUnsupported, kv[0], hostAuthConfig)
+					nvmeof.ErrAuthUnsupported, kv[0], hostAuthConfig)
 			}
 		}
 	}
@@ -217,7 +194,7 @@ var authFailureLogs = []string{": qid 0: authentication failed", ": qid 0: contr
 // write then fails with EIO, as for a host that is not allowed at all. The
 // log shows "qid 0: authentication failed, error 880". Another connect
 // failing at the same moment could be the one that logged it: the
-// classification is a hint, ErrConnectRefused holds either way.
+// classification is a hint, nvmeof.ErrConnectRefused holds either way.
 func authFailureLogged(kmsg *kmsgCursor) string {
 	l, _ := kmsg.find(authFailureLogs...)
 	if l == "" {
@@ -230,7 +207,7 @@ func authFailureLogged(kmsg *kmsgCursor) string {
 // ("nvme3") authenticates with, as its sysfs dhchap_secret and
 // dhchap_ctrl_secret show them ("" for none). A controller without these
 // attributes (a kernel without host authentication, or PCIe) is
-// ErrAuthUnsupported; a missing controller ErrNotFound. Never log the
+// nvmeof.ErrAuthUnsupported; a missing controller nvmeof.ErrNotFound. Never log the
 // result.
 func (i *Initiator) ControllerSecrets(name string) (secret, ctrlSecret string, err error) {
 	dir, err := i.controllerDir(name)
@@ -242,7 +219,7 @@ func (i *Initiator) ControllerSecrets(name string) (secret, ctrlSecret string, e
 		v, err := readAttr(filepath.Join(dir, attr))
 		if errors.Is(err, fs.ErrNotExist) {
 			return "", "", fmt.Errorf("%w: controller %s has no %s attribute (kernel without %s, or not a fabrics controller)",
-				ErrAuthUnsupported, name, attr, hostAuthConfig)
+				nvmeof.ErrAuthUnsupported, name, attr, hostAuthConfig)
 		}
 		if err != nil {
 			return "", "", fmt.Errorf("reading %s of controller %s: %w", attr, name, err)
@@ -258,12 +235,12 @@ func (i *Initiator) ControllerSecrets(name string) (secret, ctrlSecret string, e
 
 func (i *Initiator) controllerDir(name string) (string, error) {
 	if !ctrlNameRE.MatchString(name) {
-		return "", fmt.Errorf("%w: %q is not an NVMe controller name (nvme<N>)", ErrInvalidArgument, name)
+		return "", fmt.Errorf("%w: %q is not an NVMe controller name (nvme<N>)", nvmeof.ErrInvalidArgument, name)
 	}
 	dir := filepath.Join(i.sys.classNVMe(), name)
 	if _, err := os.Stat(dir); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return "", fmt.Errorf("%w: controller %s (%s)", ErrNotFound, name, dir)
+			return "", fmt.Errorf("%w: controller %s (%s)", nvmeof.ErrNotFound, name, dir)
 		}
 		return "", err
 	}
@@ -288,7 +265,7 @@ func (i *Initiator) controllerDir(name string) (string, error) {
 // waited out the 60 s admin timeout).
 //
 // For the same reason at most one secret may change per call
-// (ErrInvalidArgument otherwise): each write re-authenticates with the pair
+// (nvmeof.ErrInvalidArgument otherwise): each write re-authenticates with the pair
 // the controller holds at that moment, and with both changing the first
 // re-authentication would run with one new and one old secret against a
 // target that holds both new ones, and fail. Rotate bidirectional secrets
@@ -297,19 +274,19 @@ func (i *Initiator) controllerDir(name string) (string, error) {
 //
 // The kernel can only change a secret the controller was connected with (a
 // controller connected without a controller secret cannot get one live):
-// asking for that is ErrInvalidArgument too.
+// asking for that is nvmeof.ErrInvalidArgument too.
 func (i *Initiator) SetControllerSecrets(name, secret, ctrlSecret string) error {
 	if secret == "" && ctrlSecret == "" {
-		return fmt.Errorf("%w: no secret to set on controller %s", ErrInvalidArgument, name)
+		return fmt.Errorf("%w: no secret to set on controller %s", nvmeof.ErrInvalidArgument, name)
 	}
 	var err error
 	if secret != "" {
-		if secret, err = canonicalSecret("host secret", secret); err != nil {
+		if secret, err = nvmeof.CanonicalSecret("host secret", secret); err != nil {
 			return fmt.Errorf("controller %s: %w", name, err)
 		}
 	}
 	if ctrlSecret != "" {
-		if ctrlSecret, err = canonicalSecret("controller secret", ctrlSecret); err != nil {
+		if ctrlSecret, err = nvmeof.CanonicalSecret("controller secret", ctrlSecret); err != nil {
 			return fmt.Errorf("controller %s: %w", name, err)
 		}
 	}
@@ -329,11 +306,11 @@ func (i *Initiator) SetControllerSecrets(name, secret, ctrlSecret string) error 
 		newCtrl = ctrlSecret
 	}
 	if newCtrl != "" && dhchap.Equal(newSecret, newCtrl) {
-		return fmt.Errorf("%w: controller %s: the controller secret would equal the host secret", ErrInvalidArgument, name)
+		return fmt.Errorf("%w: controller %s: the controller secret would equal the host secret", nvmeof.ErrInvalidArgument, name)
 	}
 	if !dhchap.Equal(newSecret, curSecret) && !dhchap.Equal(newCtrl, curCtrl) {
 		return fmt.Errorf("%w: controller %s: both secrets would change at once; change one per call (the target holding the matching pair each time)",
-			ErrInvalidArgument, name)
+			nvmeof.ErrInvalidArgument, name)
 	}
 	for _, w := range []struct {
 		attr, what, cur, val string
@@ -346,17 +323,17 @@ func (i *Initiator) SetControllerSecrets(name, secret, ctrlSecret string) error 
 		}
 		if w.cur == "" {
 			return fmt.Errorf("%w: controller %s was connected without a %s; the kernel can only change secrets a controller was connected with (reconnect with it instead)",
-				ErrInvalidArgument, name, w.what)
+				nvmeof.ErrInvalidArgument, name, w.what)
 		}
 		if dhchap.Equal(w.cur, w.val) {
 			continue
 		}
 		p := filepath.Join(dir, w.attr)
 		if err := writeAttr(p, w.val); err != nil {
-			return fmt.Errorf("setting the %s %s of controller %s (%s): %w", w.what, redactSecret(w.val), name, p, scrubError(err, w.val))
+			return fmt.Errorf("setting the %s %s of controller %s (%s): %w", w.what, nvmeof.RedactSecret(w.val), name, p, scrubError(err, w.val))
 		}
 		klog.InfoS("Set DH-HMAC-CHAP secret of NVMe controller; the kernel re-authenticates it", "controller", name,
-			"secret", w.what, "new", redactSecret(w.val), "old", redactSecret(w.cur))
+			"secret", w.what, "new", nvmeof.RedactSecret(w.val), "old", nvmeof.RedactSecret(w.cur))
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package nvmeof
+package host
 
 import (
 	"errors"
@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 )
 
 // Fabrics is the kernel's /dev/nvme-fabrics character device, reduced to the
@@ -44,7 +46,7 @@ func (d devFabrics) open(flag int) (*os.File, error) {
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENODEV) || errors.Is(err, syscall.ENXIO) {
 			return nil, fmt.Errorf("%w: %s is missing: kernel modules nvme-fabrics and nvme-tcp are not loaded: %w",
-				ErrNotFound, d.path, err)
+				nvmeof.ErrNotFound, d.path, err)
 		}
 		return nil, fmt.Errorf("opening %s: %w", d.path, err)
 	}

@@ -1,4 +1,4 @@
-package nvmeof
+package host
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 )
 
 const (
@@ -95,7 +97,7 @@ func TestConnectOptionsValidate(t *testing.T) {
 		{"nqn equals", func(o *ConnectOptions) { o.SubsysNQN = testNQN + "=x" }, false},
 		{"nqn newline", func(o *ConnectOptions) { o.SubsysNQN = testNQN + "\nhostnqn=evil" }, false},
 		{"nqn empty", func(o *ConnectOptions) { o.SubsysNQN = "" }, false},
-		{"discovery nqn", func(o *ConnectOptions) { o.SubsysNQN = DiscoveryNQN }, false},
+		{"discovery nqn", func(o *ConnectOptions) { o.SubsysNQN = nvmeof.DiscoveryNQN }, false},
 		{"hostnqn comma", func(o *ConnectOptions) { o.HostNQN = testHostNQN[:20] + ",x" }, false},
 		{"hostnqn newline", func(o *ConnectOptions) { o.HostNQN = "nqn.2024-01.io.x:h\n" }, false},
 		{"hostnqn missing", func(o *ConnectOptions) { o.HostNQN = "" }, false},
@@ -116,8 +118,8 @@ func TestConnectOptionsValidate(t *testing.T) {
 			if tc.ok && err != nil {
 				t.Fatalf("Validate() = %v", err)
 			}
-			if !tc.ok && !errors.Is(err, ErrInvalidArgument) {
-				t.Fatalf("Validate() = %v, want ErrInvalidArgument", err)
+			if !tc.ok && !errors.Is(err, nvmeof.ErrInvalidArgument) {
+				t.Fatalf("Validate() = %v, want nvmeof.ErrInvalidArgument", err)
 			}
 			if tc.ok && strings.Count(o.FabricsString(), "=") != strings.Count(o.FabricsString(), ",")+1 {
 				t.Errorf("FabricsString %q is not a clean key=value list", o.FabricsString())
@@ -237,16 +239,16 @@ func TestConnectErrors(t *testing.T) {
 		err      error
 		sentinel error
 	}{
-		{"host not allowed (EIO on 6.1)", pathErr(syscall.EIO), ErrConnectRefused},
-		{"port closed", pathErr(syscall.ECONNREFUSED), ErrConnectRefused},
-		{"EPERM", pathErr(syscall.EPERM), ErrConnectRefused},
-		{"EACCES", pathErr(syscall.EACCES), ErrConnectRefused},
-		{"ECONNRESET", pathErr(syscall.ECONNRESET), ErrConnectRefused},
-		{"unreachable", pathErr(syscall.EHOSTUNREACH), ErrConnectRefused},
-		{"timeout", pathErr(syscall.ETIMEDOUT), ErrConnectRefused},
-		{"invalid options", pathErr(syscall.EINVAL), ErrInvalidArgument},
-		{"duplicate not visible", pathErr(syscall.EALREADY), ErrBusy},
-		{"module missing", fmt.Errorf("%w: /dev/nvme-fabrics is missing", ErrNotFound), ErrNotFound},
+		{"host not allowed (EIO on 6.1)", pathErr(syscall.EIO), nvmeof.ErrConnectRefused},
+		{"port closed", pathErr(syscall.ECONNREFUSED), nvmeof.ErrConnectRefused},
+		{"EPERM", pathErr(syscall.EPERM), nvmeof.ErrConnectRefused},
+		{"EACCES", pathErr(syscall.EACCES), nvmeof.ErrConnectRefused},
+		{"ECONNRESET", pathErr(syscall.ECONNRESET), nvmeof.ErrConnectRefused},
+		{"unreachable", pathErr(syscall.EHOSTUNREACH), nvmeof.ErrConnectRefused},
+		{"timeout", pathErr(syscall.ETIMEDOUT), nvmeof.ErrConnectRefused},
+		{"invalid options", pathErr(syscall.EINVAL), nvmeof.ErrInvalidArgument},
+		{"duplicate not visible", pathErr(syscall.EALREADY), nvmeof.ErrBusy},
+		{"module missing", fmt.Errorf("%w: /dev/nvme-fabrics is missing", nvmeof.ErrNotFound), nvmeof.ErrNotFound},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -260,7 +262,7 @@ func TestConnectErrors(t *testing.T) {
 			if errors.As(tc.err, &errno) && !errors.Is(err, errno) {
 				t.Errorf("error %v lost the errno %v", err, errno)
 			}
-			if tc.sentinel != ErrNotFound {
+			if tc.sentinel != nvmeof.ErrNotFound {
 				for _, want := range []string{testNQN, "127.0.0.1:4421"} {
 					if !strings.Contains(err.Error(), want) {
 						t.Errorf("error %q does not name %s", err, want)
@@ -273,7 +275,7 @@ func TestConnectErrors(t *testing.T) {
 		tree := newSysTree(t)
 		f := &fakeFabrics{options: kernelOptions61, onWrite: func(string) (string, error) { return "", pathErr(syscall.ENOMEM) }}
 		_, err := fastInitiator(tree.root, f).Connect(context.Background(), baseOpts())
-		if err == nil || errors.Is(err, ErrConnectRefused) || errors.Is(err, ErrInvalidArgument) || !errors.Is(err, syscall.ENOMEM) {
+		if err == nil || errors.Is(err, nvmeof.ErrConnectRefused) || errors.Is(err, nvmeof.ErrInvalidArgument) || !errors.Is(err, syscall.ENOMEM) {
 			t.Fatalf("Connect = %v", err)
 		}
 	})
@@ -312,7 +314,7 @@ func TestConnectOptionSupport(t *testing.T) {
 		writes  int
 	}{
 		{"supported", kernelOptions61, nil, true, nil, 1},
-		{"fast_io_fail_tmo unsupported", noFastIO, nil, true, ErrInvalidArgument, 0},
+		{"fast_io_fail_tmo unsupported", noFastIO, nil, true, nvmeof.ErrInvalidArgument, 0},
 		{"unsupported but unused", noFastIO, nil, false, nil, 1},
 		{"list unreadable: write decides", "", syscall.EACCES, true, nil, 1},
 	}
@@ -350,8 +352,8 @@ func TestConnectRejectsInjectionWithoutWriting(t *testing.T) {
 		f := kernelLikeFabrics(tree, 0)
 		o := baseOpts()
 		mod(&o)
-		if _, err := fastInitiator(tree.root, f).Connect(context.Background(), o); !errors.Is(err, ErrInvalidArgument) {
-			t.Errorf("Connect(%+v) = %v, want ErrInvalidArgument", o, err)
+		if _, err := fastInitiator(tree.root, f).Connect(context.Background(), o); !errors.Is(err, nvmeof.ErrInvalidArgument) {
+			t.Errorf("Connect(%+v) = %v, want nvmeof.ErrInvalidArgument", o, err)
 		}
 		if n := len(f.Writes()); n != 0 {
 			t.Errorf("invalid options reached nvme-fabrics: %q", f.Writes())
@@ -436,8 +438,8 @@ func TestConnectWaitsForSysfs(t *testing.T) {
 	defer cancel()
 	o := baseOpts()
 	o.TrSvcID = "4430"
-	if _, err := fastInitiator(tree.root, f).Connect(ctx, o); !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrNotFound) {
-		t.Fatalf("Connect = %v, want deadline exceeded with ErrNotFound", err)
+	if _, err := fastInitiator(tree.root, f).Connect(ctx, o); !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, nvmeof.ErrNotFound) {
+		t.Fatalf("Connect = %v, want deadline exceeded with nvmeof.ErrNotFound", err)
 	}
 }
 
@@ -451,7 +453,7 @@ func TestControllersFor(t *testing.T) {
 	if err != nil || len(cs) != 2 || cs[0].Name != "nvme1" || cs[1].Name != "nvme11" {
 		t.Fatalf("ControllersFor = %+v, %v", cs, err)
 	}
-	if _, err := in.ControllersFor("bad"); !errors.Is(err, ErrInvalidArgument) {
+	if _, err := in.ControllersFor("bad"); !errors.Is(err, nvmeof.ErrInvalidArgument) {
 		t.Errorf("ControllersFor(bad) = %v", err)
 	}
 	all, err := in.Controllers()
@@ -461,7 +463,7 @@ func TestControllersFor(t *testing.T) {
 	if c, err := in.Controller("nvme11"); err != nil || c.State != StateConnecting {
 		t.Fatalf("Controller(nvme11) = %+v, %v", c, err)
 	}
-	if _, err := in.Controller("nvme12"); !errors.Is(err, ErrNotFound) {
+	if _, err := in.Controller("nvme12"); !errors.Is(err, nvmeof.ErrNotFound) {
 		t.Errorf("Controller(nvme12) = %v", err)
 	}
 }
@@ -515,14 +517,14 @@ func TestDisconnect(t *testing.T) {
 	if err := in.Disconnect(ctx, "nvme3"); err != nil {
 		t.Fatalf("second Disconnect(nvme3) = %v", err)
 	}
-	if err := in.Disconnect(ctx, "../nvme5"); !errors.Is(err, ErrInvalidArgument) {
+	if err := in.Disconnect(ctx, "../nvme5"); !errors.Is(err, nvmeof.ErrInvalidArgument) {
 		t.Fatalf("Disconnect(../nvme5) = %v", err)
 	}
 	// The kernel never removes nvme6: the wait ends with the deadline.
 	short, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel2()
 	err := in.Disconnect(short, "nvme6")
-	if !errors.Is(err, ErrBusy) || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "nvme6") {
+	if !errors.Is(err, nvmeof.ErrBusy) || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "nvme6") {
 		t.Fatalf("Disconnect(stuck) = %v", err)
 	}
 
@@ -580,7 +582,7 @@ func TestFindDevice(t *testing.T) {
 				s.addHead("nvme-subsys1", nsSpec{dev: "nvme1n1", nsid: 1, uuid: otherUUID, sectors: 8})
 			},
 			nqn: testNQN, uuid: testUUID,
-			wantErr: []error{ErrDeviceNotFound, ErrIdentityMismatch},
+			wantErr: []error{nvmeof.ErrDeviceNotFound, nvmeof.ErrIdentityMismatch},
 			errHas:  []string{otherUUID, "nvme1n1", testNQN, testUUID},
 		},
 		{
@@ -607,7 +609,7 @@ func TestFindDevice(t *testing.T) {
 				s.addHead("nvme-subsys1", nsSpec{dev: "nvme1n1", nsid: 1, uuid: otherUUID, sectors: 8})
 				s.addHead("nvme-subsys1", nsSpec{dev: "nvme1n2", nsid: 2, uuid: testUUID, sectors: 8})
 			},
-			nqn: testNQN, wantErr: []error{ErrInvalidArgument}, errHas: []string{"nvme1n1", "nvme1n2"},
+			nqn: testNQN, wantErr: []error{nvmeof.ErrInvalidArgument}, errHas: []string{"nvme1n1", "nvme1n2"},
 		},
 		{
 			name: "single namespace without uuid",
@@ -642,27 +644,27 @@ func TestFindDevice(t *testing.T) {
 				s.addCtrlDisk("nvme3", nsSpec{dev: "nvme1c3n1", nsid: 1, uuid: testUUID, sectors: 8})
 			},
 			nqn: testNQN, uuid: testUUID,
-			wantErr: []error{ErrDeviceNotFound}, errHas: []string{"nvme-subsys1", "no namespace"},
+			wantErr: []error{nvmeof.ErrDeviceNotFound}, errHas: []string{"nvme-subsys1", "no namespace"},
 		},
 		{
 			name:    "not connected",
 			setup:   func(s *sysTree) {},
 			nqn:     testNQN,
 			uuid:    testUUID,
-			wantErr: []error{ErrDeviceNotFound}, errHas: []string{testNQN, "not connected"},
+			wantErr: []error{nvmeof.ErrDeviceNotFound}, errHas: []string{testNQN, "not connected"},
 		},
 		{
 			name:    "invalid nqn",
 			setup:   func(s *sysTree) {},
 			nqn:     "nqn.x,y",
-			wantErr: []error{ErrInvalidArgument},
+			wantErr: []error{nvmeof.ErrInvalidArgument},
 		},
 		{
 			name:    "invalid uuid",
 			setup:   func(s *sysTree) {},
 			nqn:     testNQN,
 			uuid:    "replica-1",
-			wantErr: []error{ErrInvalidArgument},
+			wantErr: []error{nvmeof.ErrInvalidArgument},
 		},
 	}
 	for _, tc := range tests {
@@ -740,7 +742,7 @@ func TestWaitForDevice(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
 		_, err := fastInitiator(tree.root, &fakeFabrics{}).WaitForDevice(ctx, testNQN, testUUID)
-		for _, w := range []error{context.DeadlineExceeded, ErrDeviceNotFound, ErrIdentityMismatch} {
+		for _, w := range []error{context.DeadlineExceeded, nvmeof.ErrDeviceNotFound, nvmeof.ErrIdentityMismatch} {
 			if !errors.Is(err, w) {
 				t.Errorf("WaitForDevice = %v, want %v", err, w)
 			}
@@ -758,7 +760,7 @@ func TestWaitForDevice(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
 		_, err := fastInitiator(tree.root, &fakeFabrics{}).WaitForDevice(ctx, testNQN, testUUID)
-		if !errors.Is(err, ErrDeviceNotFound) || !strings.Contains(err.Error(), tree.path("dev/nvme1n1")) {
+		if !errors.Is(err, nvmeof.ErrDeviceNotFound) || !strings.Contains(err.Error(), tree.path("dev/nvme1n1")) {
 			t.Fatalf("WaitForDevice = %v", err)
 		}
 	})
@@ -766,7 +768,7 @@ func TestWaitForDevice(t *testing.T) {
 		tree := newSysTree(t)
 		start := time.Now()
 		_, err := fastInitiator(tree.root, &fakeFabrics{}).WaitForDevice(context.Background(), "bad", "")
-		if !errors.Is(err, ErrInvalidArgument) || time.Since(start) > time.Second {
+		if !errors.Is(err, nvmeof.ErrInvalidArgument) || time.Since(start) > time.Second {
 			t.Fatalf("WaitForDevice = %v after %v", err, time.Since(start))
 		}
 	})
@@ -813,8 +815,8 @@ func FuzzConnectOptions(f *testing.F) {
 		o := ConnectOptions{TrAddr: addr, TrSvcID: port, SubsysNQN: nqn, HostNQN: hostnqn, HostID: testHostID,
 			FastIOFailTmo: intp(1)}
 		if err := o.Validate(); err != nil {
-			if !errors.Is(err, ErrInvalidArgument) {
-				t.Fatalf("Validate error without ErrInvalidArgument: %v", err)
+			if !errors.Is(err, nvmeof.ErrInvalidArgument) {
+				t.Fatalf("Validate error without nvmeof.ErrInvalidArgument: %v", err)
 			}
 			return
 		}
@@ -839,4 +841,30 @@ func FuzzConnectOptions(f *testing.F) {
 			t.Fatalf("FabricsString %q altered a value", s)
 		}
 	})
+}
+func TestCheckOptionValue(t *testing.T) {
+	tests := []struct {
+		v  string
+		ok bool
+	}{
+		{"127.0.0.1", true},
+		{"nqn.2024-01.io.nvmirror:x", true},
+		{"", false},
+		{"a,b", false},
+		{"a=b", false},
+		{"a\nb", false},
+		{"a\rb", false},
+		{"a b", false},
+		{"a\tb", false},
+		{"a\x00b", false},
+	}
+	for _, tc := range tests {
+		err := checkOptionValue("traddr", tc.v)
+		if (err == nil) != tc.ok {
+			t.Errorf("checkOptionValue(%q) = %v, want ok=%v", tc.v, err, tc.ok)
+		}
+		if err != nil && !errors.Is(err, nvmeof.ErrInvalidArgument) {
+			t.Errorf("checkOptionValue(%q) = %v, want nvmeof.ErrInvalidArgument", tc.v, err)
+		}
+	}
 }

@@ -1,4 +1,4 @@
-package nvmeof
+package host
 
 import (
 	"errors"
@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 )
 
 // ControllerState is the content of /sys/class/nvme/<ctrl>/state.
@@ -192,17 +194,17 @@ func sortNatural(names []string) {
 	})
 }
 
-// controller reads /sys/class/nvme/<name>. It returns ErrNotFound when the
+// controller reads /sys/class/nvme/<name>. It returns nvmeof.ErrNotFound when the
 // directory does not exist (never created, or deleted meanwhile).
 func (s sysfs) controller(name string) (Controller, error) {
 	m := ctrlNameRE.FindStringSubmatch(name)
 	if m == nil {
-		return Controller{}, fmt.Errorf("%w: %q is not an NVMe controller name (nvme<N>)", ErrInvalidArgument, name)
+		return Controller{}, fmt.Errorf("%w: %q is not an NVMe controller name (nvme<N>)", nvmeof.ErrInvalidArgument, name)
 	}
 	dir := filepath.Join(s.classNVMe(), name)
 	if _, err := os.Stat(dir); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return Controller{}, fmt.Errorf("%w: controller %s (%s)", ErrNotFound, name, dir)
+			return Controller{}, fmt.Errorf("%w: controller %s (%s)", nvmeof.ErrNotFound, name, dir)
 		}
 		return Controller{}, fmt.Errorf("reading controller %s: %w", dir, err)
 	}
@@ -228,7 +230,7 @@ func (s sysfs) controller(name string) (Controller, error) {
 	// The directory may vanish between the Stat and the reads: report that
 	// as not found rather than as a controller with empty attributes.
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-		return Controller{}, fmt.Errorf("%w: controller %s disappeared while reading it", ErrNotFound, name)
+		return Controller{}, fmt.Errorf("%w: controller %s disappeared while reading it", nvmeof.ErrNotFound, name)
 	}
 	c.State = ControllerState(state)
 	f := parseAddressFields(address)
@@ -249,25 +251,7 @@ func (s sysfs) controllers() ([]Controller, error) {
 	if err != nil {
 		return nil, err
 	}
-	return readExisting(names, s.controller)
-}
-
-// readExisting reads every named kernel object, skipping those that vanish
-// between listing and reading them (ErrNotFound): sysfs and configfs change
-// under us, and a listing is only a snapshot.
-func readExisting[K any, T any](keys []K, read func(K) (T, error)) ([]T, error) {
-	out := make([]T, 0, len(keys))
-	for _, k := range keys {
-		v, err := read(k)
-		if errors.Is(err, ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, nil
+	return nvmeof.ReadExisting(names, s.controller)
 }
 
 // subsystemOfController finds the nvme-subsysN directory holding a link to
@@ -425,12 +409,12 @@ func (s sysfs) device(c namespaceCandidate, nqn string) (Device, error) {
 // matchesIdentity reports whether one of the device's identifiers equals id
 // (a UUID or an NGUID, any case, dashed or not).
 func (d Device) matchesIdentity(id string) bool {
-	want := normalizeID(id)
+	want := nvmeof.NormalizeID(id)
 	if want == "" {
 		return false
 	}
 	for _, have := range []string{d.UUID, d.NGUID, d.WWID} {
-		if h := normalizeID(have); h != "" && h == want {
+		if h := nvmeof.NormalizeID(have); h != "" && h == want {
 			return true
 		}
 	}

@@ -1,9 +1,10 @@
-package nvmeof
+package nvmet
 
 import (
 	"io/fs"
 	"os"
 
+	"github.com/nvmirror/nvmirror/pkg/sysfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -68,5 +69,5 @@ func (realConfigFS) Lstat(path string) (fs.FileInfo, error)     { return os.Lsta
 // the write and the close, because the kernel reports a refused value (for
 // example enable=1 with an unusable device_path) as the write's error.
 func (realConfigFS) WriteFile(path string, value []byte) error {
-	return writeAttr(path, string(value))
+	return sysfs.WriteAttr(path, string(value))
 }

@@ -1,4 +1,4 @@
-package nvmeof
+package nvmet
 
 import (
 	"errors"
