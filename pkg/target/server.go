@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/kubernetes-csi/csi-lib-utils/protosanitizer"
-
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"

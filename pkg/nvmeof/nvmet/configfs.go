@@ -4,8 +4,9 @@ import (
 	"io/fs"
 	"os"
 
-	"github.com/nvmirror/nvmirror/pkg/sysfs"
 	"golang.org/x/sys/unix"
+
+	"github.com/nvmirror/nvmirror/pkg/sysfs"
 )
 
 // configFS is the set of file operations the target uses on nvmet's
