@@ -1,4 +1,4 @@
-// Package target is nvmirror-target, the storage node agent: it keeps
+// Package agent is nvmirror-target, the storage node agent: it keeps
 // replicas as files in a pool directory (pool.go), exports each as its own
 // NVMe-oF subsystem through the kernel target (an Exporter, in production
 // *nvmet.Target), persists what it holds in a state file (state.go) and
@@ -63,4 +63,4 @@
 // hosts still allowed reconnect (reconnect_delay); the revoked host's
 // reconnects are refused. A pending cut is recorded in the state file, so a
 // crash between revoke and cut is repaired at the next start.
-package target
+package agent

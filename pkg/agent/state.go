@@ -1,4 +1,4 @@
-package target
+package agent
 
 import (
 	"encoding/json"

@@ -19,7 +19,7 @@
 // - protoc             v3.21.12
 // source: target/v1/target.proto
 
-package targetapi
+package agentapi
 
 import (
 	context "context"

@@ -19,7 +19,7 @@
 // 	protoc        v3.21.12
 // source: target/v1/target.proto
 
-package targetapi
+package agentapi
 
 import (
 	_ "github.com/container-storage-interface/spec/lib/go/csi"
@@ -1457,7 +1457,7 @@ const file_target_v1_target_proto_rawDesc = "" +
 	"RevokeHost\x12%.nvmirror.target.v1.RevokeHostRequest\x1a&.nvmirror.target.v1.RevokeHostResponse\x12^\n" +
 	"\vSetHostAuth\x12&.nvmirror.target.v1.SetHostAuthRequest\x1a'.nvmirror.target.v1.SetHostAuthResponse\x12^\n" +
 	"\vGetCapacity\x12&.nvmirror.target.v1.GetCapacityRequest\x1a'.nvmirror.target.v1.GetCapacityResponse\x12U\n" +
-	"\bNodeInfo\x12#.nvmirror.target.v1.NodeInfoRequest\x1a$.nvmirror.target.v1.NodeInfoResponseB6Z4github.com/nvmirror/nvmirror/pkg/targetapi;targetapib\x06proto3"
+	"\bNodeInfo\x12#.nvmirror.target.v1.NodeInfoRequest\x1a$.nvmirror.target.v1.NodeInfoResponseB4Z2github.com/nvmirror/nvmirror/pkg/agentapi;agentapib\x06proto3"
 
 var (
 	file_target_v1_target_proto_rawDescOnce sync.Once

@@ -1,4 +1,4 @@
-package target
+package agent
 
 import (
 	"context"
@@ -11,19 +11,19 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
 
+	"github.com/nvmirror/nvmirror/pkg/agentapi"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
-	"github.com/nvmirror/nvmirror/pkg/targetapi"
 	"github.com/nvmirror/nvmirror/pkg/version"
 )
 
 // Server is the gRPC face of a Service.
 type Server struct {
-	targetapi.UnimplementedTargetServer
+	agentapi.UnimplementedTargetServer
 	svc *Service
 }
 
-var _ targetapi.TargetServer = (*Server)(nil)
+var _ agentapi.TargetServer = (*Server)(nil)
 
 // NewServer returns the gRPC server for svc.
 func NewServer(svc *Service) *Server { return &Server{svc: svc} }
@@ -76,51 +76,51 @@ func LoggingInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	return resp, err
 }
 
-func provisioningFromProto(p targetapi.ProvisioningType) Provisioning {
+func provisioningFromProto(p agentapi.ProvisioningType) Provisioning {
 	switch p {
-	case targetapi.ProvisioningType_PROVISIONING_TYPE_THIN:
+	case agentapi.ProvisioningType_PROVISIONING_TYPE_THIN:
 		return Thin
-	case targetapi.ProvisioningType_PROVISIONING_TYPE_THICK:
+	case agentapi.ProvisioningType_PROVISIONING_TYPE_THICK:
 		return Thick
 	}
 	return ""
 }
 
-func provisioningToProto(p Provisioning) targetapi.ProvisioningType {
+func provisioningToProto(p Provisioning) agentapi.ProvisioningType {
 	switch p {
 	case Thin:
-		return targetapi.ProvisioningType_PROVISIONING_TYPE_THIN
+		return agentapi.ProvisioningType_PROVISIONING_TYPE_THIN
 	case Thick:
-		return targetapi.ProvisioningType_PROVISIONING_TYPE_THICK
+		return agentapi.ProvisioningType_PROVISIONING_TYPE_THICK
 	}
-	return targetapi.ProvisioningType_PROVISIONING_TYPE_UNSPECIFIED
+	return agentapi.ProvisioningType_PROVISIONING_TYPE_UNSPECIFIED
 }
 
-func stateToProto(s ReplicaState) targetapi.ReplicaState {
+func stateToProto(s ReplicaState) agentapi.ReplicaState {
 	switch s {
 	case StateCreating:
-		return targetapi.ReplicaState_REPLICA_STATE_CREATING
+		return agentapi.ReplicaState_REPLICA_STATE_CREATING
 	case StateReady:
-		return targetapi.ReplicaState_REPLICA_STATE_READY
+		return agentapi.ReplicaState_REPLICA_STATE_READY
 	case StateDeleting:
-		return targetapi.ReplicaState_REPLICA_STATE_DELETING
+		return agentapi.ReplicaState_REPLICA_STATE_DELETING
 	}
-	return targetapi.ReplicaState_REPLICA_STATE_UNSPECIFIED
+	return agentapi.ReplicaState_REPLICA_STATE_UNSPECIFIED
 }
 
-func endpointsToProto(ports []nvmet.Port) []*targetapi.Endpoint {
-	out := make([]*targetapi.Endpoint, 0, len(ports))
+func endpointsToProto(ports []nvmet.Port) []*agentapi.Endpoint {
+	out := make([]*agentapi.Endpoint, 0, len(ports))
 	for _, p := range ports {
-		out = append(out, &targetapi.Endpoint{Transport: p.Transport, AddressFamily: p.AdrFam, Address: p.TrAddr, ServiceId: p.TrSvcID})
+		out = append(out, &agentapi.Endpoint{Transport: p.Transport, AddressFamily: p.AdrFam, Address: p.TrAddr, ServiceId: p.TrSvcID})
 	}
 	return out
 }
 
-func (s *Server) replicaToProto(r *Replica) *targetapi.Replica {
+func (s *Server) replicaToProto(r *Replica) *agentapi.Replica {
 	if r == nil {
 		return nil
 	}
-	return &targetapi.Replica{
+	return &agentapi.Replica{
 		ReplicaId:        r.ID,
 		VolumeId:         r.VolumeID,
 		SizeBytes:        r.SizeBytes,
@@ -136,8 +136,8 @@ func (s *Server) replicaToProto(r *Replica) *targetapi.Replica {
 	}
 }
 
-// CreateReplica implements targetapi.TargetServer.
-func (s *Server) CreateReplica(ctx context.Context, req *targetapi.CreateReplicaRequest) (*targetapi.CreateReplicaResponse, error) {
+// CreateReplica implements agentapi.TargetServer.
+func (s *Server) CreateReplica(ctx context.Context, req *agentapi.CreateReplicaRequest) (*agentapi.CreateReplicaResponse, error) {
 	r, err := s.svc.CreateReplica(ctx, CreateRequest{
 		ReplicaID:    req.GetReplicaId(),
 		VolumeID:     req.GetVolumeId(),
@@ -148,82 +148,82 @@ func (s *Server) CreateReplica(ctx context.Context, req *targetapi.CreateReplica
 	if err != nil {
 		return nil, grpcError(err)
 	}
-	return &targetapi.CreateReplicaResponse{Replica: s.replicaToProto(r)}, nil
+	return &agentapi.CreateReplicaResponse{Replica: s.replicaToProto(r)}, nil
 }
 
-// DeleteReplica implements targetapi.TargetServer.
-func (s *Server) DeleteReplica(ctx context.Context, req *targetapi.DeleteReplicaRequest) (*targetapi.DeleteReplicaResponse, error) {
+// DeleteReplica implements agentapi.TargetServer.
+func (s *Server) DeleteReplica(ctx context.Context, req *agentapi.DeleteReplicaRequest) (*agentapi.DeleteReplicaResponse, error) {
 	if err := s.svc.DeleteReplica(ctx, req.GetReplicaId()); err != nil {
 		return nil, grpcError(err)
 	}
-	return &targetapi.DeleteReplicaResponse{}, nil
+	return &agentapi.DeleteReplicaResponse{}, nil
 }
 
-// ExpandReplica implements targetapi.TargetServer.
-func (s *Server) ExpandReplica(ctx context.Context, req *targetapi.ExpandReplicaRequest) (*targetapi.ExpandReplicaResponse, error) {
+// ExpandReplica implements agentapi.TargetServer.
+func (s *Server) ExpandReplica(ctx context.Context, req *agentapi.ExpandReplicaRequest) (*agentapi.ExpandReplicaResponse, error) {
 	r, err := s.svc.ExpandReplica(ctx, req.GetReplicaId(), req.GetSizeBytes())
 	if err != nil {
 		return nil, grpcError(err)
 	}
-	return &targetapi.ExpandReplicaResponse{Replica: s.replicaToProto(r)}, nil
+	return &agentapi.ExpandReplicaResponse{Replica: s.replicaToProto(r)}, nil
 }
 
-// GetReplica implements targetapi.TargetServer.
-func (s *Server) GetReplica(_ context.Context, req *targetapi.GetReplicaRequest) (*targetapi.GetReplicaResponse, error) {
+// GetReplica implements agentapi.TargetServer.
+func (s *Server) GetReplica(_ context.Context, req *agentapi.GetReplicaRequest) (*agentapi.GetReplicaResponse, error) {
 	r, err := s.svc.GetReplica(req.GetReplicaId())
 	if err != nil {
 		return nil, grpcError(err)
 	}
-	return &targetapi.GetReplicaResponse{Replica: s.replicaToProto(r)}, nil
+	return &agentapi.GetReplicaResponse{Replica: s.replicaToProto(r)}, nil
 }
 
-// ListReplicas implements targetapi.TargetServer.
-func (s *Server) ListReplicas(_ context.Context, req *targetapi.ListReplicasRequest) (*targetapi.ListReplicasResponse, error) {
+// ListReplicas implements agentapi.TargetServer.
+func (s *Server) ListReplicas(_ context.Context, req *agentapi.ListReplicasRequest) (*agentapi.ListReplicasResponse, error) {
 	rs, err := s.svc.ListReplicas(req.GetVolumeId())
 	if err != nil {
 		return nil, grpcError(err)
 	}
-	out := &targetapi.ListReplicasResponse{}
+	out := &agentapi.ListReplicasResponse{}
 	for _, r := range rs {
 		out.Replicas = append(out.Replicas, s.replicaToProto(r))
 	}
 	return out, nil
 }
 
-// AllowHost implements targetapi.TargetServer.
-func (s *Server) AllowHost(ctx context.Context, req *targetapi.AllowHostRequest) (*targetapi.AllowHostResponse, error) {
+// AllowHost implements agentapi.TargetServer.
+func (s *Server) AllowHost(ctx context.Context, req *agentapi.AllowHostRequest) (*agentapi.AllowHostResponse, error) {
 	r, err := s.svc.AllowHost(ctx, req.GetReplicaId(), req.GetHostNqn())
 	if err != nil {
 		return nil, grpcError(err)
 	}
-	return &targetapi.AllowHostResponse{Replica: s.replicaToProto(r)}, nil
+	return &agentapi.AllowHostResponse{Replica: s.replicaToProto(r)}, nil
 }
 
-// SetHostAuth implements targetapi.TargetServer.
-func (s *Server) SetHostAuth(ctx context.Context, req *targetapi.SetHostAuthRequest) (*targetapi.SetHostAuthResponse, error) {
+// SetHostAuth implements agentapi.TargetServer.
+func (s *Server) SetHostAuth(ctx context.Context, req *agentapi.SetHostAuthRequest) (*agentapi.SetHostAuthResponse, error) {
 	if err := s.svc.SetHostAuth(ctx, req.GetHostNqn(), HostSecrets{Secret: req.GetDhchapKey(), CtrlSecret: req.GetDhchapCtrlKey()}); err != nil {
 		return nil, grpcError(err)
 	}
-	return &targetapi.SetHostAuthResponse{}, nil
+	return &agentapi.SetHostAuthResponse{}, nil
 }
 
-// RevokeHost implements targetapi.TargetServer. For an unknown replica the
+// RevokeHost implements agentapi.TargetServer. For an unknown replica the
 // response has no replica.
-func (s *Server) RevokeHost(ctx context.Context, req *targetapi.RevokeHostRequest) (*targetapi.RevokeHostResponse, error) {
+func (s *Server) RevokeHost(ctx context.Context, req *agentapi.RevokeHostRequest) (*agentapi.RevokeHostResponse, error) {
 	r, err := s.svc.RevokeHost(ctx, req.GetReplicaId(), req.GetHostNqn())
 	if err != nil {
 		return nil, grpcError(err)
 	}
-	return &targetapi.RevokeHostResponse{Replica: s.replicaToProto(r)}, nil
+	return &agentapi.RevokeHostResponse{Replica: s.replicaToProto(r)}, nil
 }
 
-// GetCapacity implements targetapi.TargetServer.
-func (s *Server) GetCapacity(context.Context, *targetapi.GetCapacityRequest) (*targetapi.GetCapacityResponse, error) {
+// GetCapacity implements agentapi.TargetServer.
+func (s *Server) GetCapacity(context.Context, *agentapi.GetCapacityRequest) (*agentapi.GetCapacityResponse, error) {
 	c, err := s.svc.GetCapacity()
 	if err != nil {
 		return nil, grpcError(err)
 	}
-	return &targetapi.GetCapacityResponse{
+	return &agentapi.GetCapacityResponse{
 		TotalBytes:       c.TotalBytes,
 		AvailableBytes:   c.AvailableBytes,
 		ProvisionedBytes: c.ProvisionedBytes,
@@ -231,10 +231,10 @@ func (s *Server) GetCapacity(context.Context, *targetapi.GetCapacityRequest) (*t
 	}, nil
 }
 
-// NodeInfo implements targetapi.TargetServer.
-func (s *Server) NodeInfo(context.Context, *targetapi.NodeInfoRequest) (*targetapi.NodeInfoResponse, error) {
+// NodeInfo implements agentapi.TargetServer.
+func (s *Server) NodeInfo(context.Context, *agentapi.NodeInfoRequest) (*agentapi.NodeInfoResponse, error) {
 	o := s.svc.Options()
-	return &targetapi.NodeInfoResponse{
+	return &agentapi.NodeInfoResponse{
 		NodeName:  o.NodeName,
 		Zone:      o.Zone,
 		Rack:      o.Rack,

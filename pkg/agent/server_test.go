@@ -1,4 +1,4 @@
-package target
+package agent
 
 import (
 	"context"
@@ -18,8 +18,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/nvmirror/nvmirror/pkg/agentapi"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth"
-	"github.com/nvmirror/nvmirror/pkg/targetapi"
 )
 
 const token = "test-token"
@@ -27,7 +27,7 @@ const token = "test-token"
 // serve runs svc behind TLS, the token check and the logging interceptor
 // on an in-memory listener, and returns a client (with the token when
 // withToken).
-func serve(t testing.TB, svc *Service, withToken bool) targetapi.TargetClient {
+func serve(t testing.TB, svc *Service, withToken bool) agentapi.TargetClient {
 	t.Helper()
 	c := rpcauthtest.NewCert(t)
 	cert, roots := c.TLS, c.Pool
@@ -39,7 +39,7 @@ func serve(t testing.TB, svc *Service, withToken bool) targetapi.TargetClient {
 		grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})),
 		grpc.ChainUnaryInterceptor(auth.UnaryServerInterceptor(), LoggingInterceptor),
 	)
-	targetapi.RegisterTargetServer(srv, NewServer(svc))
+	agentapi.RegisterTargetServer(srv, NewServer(svc))
 	lis := bufconn.Listen(1 << 20)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
@@ -55,7 +55,7 @@ func serve(t testing.TB, svc *Service, withToken bool) targetapi.TargetClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return targetapi.NewTargetClient(conn)
+	return agentapi.NewTargetClient(conn)
 }
 
 func TestGRPCErrorMapping(t *testing.T) {
@@ -87,15 +87,15 @@ func TestGRPCEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	resp, err := c.CreateReplica(ctx, &targetapi.CreateReplicaRequest{
+	resp, err := c.CreateReplica(ctx, &agentapi.CreateReplicaRequest{
 		ReplicaId: "r1", VolumeId: "vol-1", SizeBytes: 4 * mib,
-		ProvisioningType: targetapi.ProvisioningType_PROVISIONING_TYPE_THIN, AllowedHosts: []string{hostA},
+		ProvisioningType: agentapi.ProvisioningType_PROVISIONING_TYPE_THIN, AllowedHosts: []string{hostA},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := resp.GetReplica()
-	if r.GetNqn() != DefaultNQNPrefix+"r1" || r.GetState() != targetapi.ReplicaState_REPLICA_STATE_READY ||
+	if r.GetNqn() != DefaultNQNPrefix+"r1" || r.GetState() != agentapi.ReplicaState_REPLICA_STATE_READY ||
 		r.GetNsid() != 1 || r.GetNamespaceUuid() == "" || len(r.GetEndpoints()) != 1 || r.GetEndpoints()[0].GetAddress() != "127.0.0.1" {
 		t.Fatalf("replica %v", r)
 	}
@@ -106,40 +106,40 @@ func TestGRPCEndToEnd(t *testing.T) {
 		field string
 	}{
 		{"negative size", func() error {
-			_, err := c.CreateReplica(ctx, &targetapi.CreateReplicaRequest{ReplicaId: "r2", VolumeId: "v", SizeBytes: -1, ProvisioningType: targetapi.ProvisioningType_PROVISIONING_TYPE_THIN})
+			_, err := c.CreateReplica(ctx, &agentapi.CreateReplicaRequest{ReplicaId: "r2", VolumeId: "v", SizeBytes: -1, ProvisioningType: agentapi.ProvisioningType_PROVISIONING_TYPE_THIN})
 			return err
 		}, codes.InvalidArgument, "size_bytes"},
 		{"traversal", func() error {
-			_, err := c.CreateReplica(ctx, &targetapi.CreateReplicaRequest{ReplicaId: "../x", VolumeId: "v", SizeBytes: mib, ProvisioningType: targetapi.ProvisioningType_PROVISIONING_TYPE_THIN})
+			_, err := c.CreateReplica(ctx, &agentapi.CreateReplicaRequest{ReplicaId: "../x", VolumeId: "v", SizeBytes: mib, ProvisioningType: agentapi.ProvisioningType_PROVISIONING_TYPE_THIN})
 			return err
 		}, codes.InvalidArgument, "replica_id"},
 		{"unspecified type", func() error {
-			_, err := c.CreateReplica(ctx, &targetapi.CreateReplicaRequest{ReplicaId: "r2", VolumeId: "v", SizeBytes: mib})
+			_, err := c.CreateReplica(ctx, &agentapi.CreateReplicaRequest{ReplicaId: "r2", VolumeId: "v", SizeBytes: mib})
 			return err
 		}, codes.InvalidArgument, "provisioning_type"},
 		{"other size", func() error {
-			_, err := c.CreateReplica(ctx, &targetapi.CreateReplicaRequest{ReplicaId: "r1", VolumeId: "vol-1", SizeBytes: 8 * mib, ProvisioningType: targetapi.ProvisioningType_PROVISIONING_TYPE_THIN})
+			_, err := c.CreateReplica(ctx, &agentapi.CreateReplicaRequest{ReplicaId: "r1", VolumeId: "vol-1", SizeBytes: 8 * mib, ProvisioningType: agentapi.ProvisioningType_PROVISIONING_TYPE_THIN})
 			return err
 		}, codes.AlreadyExists, ""},
 		{"beyond free space", func() error {
-			_, err := c.CreateReplica(ctx, &targetapi.CreateReplicaRequest{ReplicaId: "r2", VolumeId: "v", SizeBytes: 1 << 59, ProvisioningType: targetapi.ProvisioningType_PROVISIONING_TYPE_THICK})
+			_, err := c.CreateReplica(ctx, &agentapi.CreateReplicaRequest{ReplicaId: "r2", VolumeId: "v", SizeBytes: 1 << 59, ProvisioningType: agentapi.ProvisioningType_PROVISIONING_TYPE_THICK})
 			return err
 		}, codes.ResourceExhausted, ""},
-		{"get unknown", func() error { _, err := c.GetReplica(ctx, &targetapi.GetReplicaRequest{ReplicaId: "nope"}); return err }, codes.NotFound, ""},
+		{"get unknown", func() error { _, err := c.GetReplica(ctx, &agentapi.GetReplicaRequest{ReplicaId: "nope"}); return err }, codes.NotFound, ""},
 		{"expand unknown", func() error {
-			_, err := c.ExpandReplica(ctx, &targetapi.ExpandReplicaRequest{ReplicaId: "nope", SizeBytes: mib})
+			_, err := c.ExpandReplica(ctx, &agentapi.ExpandReplicaRequest{ReplicaId: "nope", SizeBytes: mib})
 			return err
 		}, codes.NotFound, ""},
 		{"delete unknown", func() error {
-			_, err := c.DeleteReplica(ctx, &targetapi.DeleteReplicaRequest{ReplicaId: "nope"})
+			_, err := c.DeleteReplica(ctx, &agentapi.DeleteReplicaRequest{ReplicaId: "nope"})
 			return err
 		}, codes.OK, ""},
 		{"revoke unknown", func() error {
-			_, err := c.RevokeHost(ctx, &targetapi.RevokeHostRequest{ReplicaId: "nope", HostNqn: hostA})
+			_, err := c.RevokeHost(ctx, &agentapi.RevokeHostRequest{ReplicaId: "nope", HostNqn: hostA})
 			return err
 		}, codes.OK, ""},
 		{"allow bad host", func() error {
-			_, err := c.AllowHost(ctx, &targetapi.AllowHostRequest{ReplicaId: "r1", HostNqn: "x/y"})
+			_, err := c.AllowHost(ctx, &agentapi.AllowHostRequest{ReplicaId: "r1", HostNqn: "x/y"})
 			return err
 		}, codes.InvalidArgument, "host_nqn"},
 	} {
@@ -157,23 +157,23 @@ func TestGRPCEndToEnd(t *testing.T) {
 
 	// Aborted while another call holds the replica.
 	e.svc.inflight.insert("r1")
-	if _, err := c.ExpandReplica(ctx, &targetapi.ExpandReplicaRequest{ReplicaId: "r1", SizeBytes: 8 * mib}); status.Code(err) != codes.Aborted {
+	if _, err := c.ExpandReplica(ctx, &agentapi.ExpandReplicaRequest{ReplicaId: "r1", SizeBytes: 8 * mib}); status.Code(err) != codes.Aborted {
 		t.Errorf("expand while busy: %v, want Aborted", err)
 	}
 	e.svc.inflight.remove("r1")
 
-	if _, err := c.RevokeHost(ctx, &targetapi.RevokeHostRequest{ReplicaId: "r1", HostNqn: hostA}); err != nil {
+	if _, err := c.RevokeHost(ctx, &agentapi.RevokeHostRequest{ReplicaId: "r1", HostNqn: hostA}); err != nil {
 		t.Fatal(err)
 	}
-	list, err := c.ListReplicas(ctx, &targetapi.ListReplicasRequest{})
+	list, err := c.ListReplicas(ctx, &agentapi.ListReplicasRequest{})
 	if err != nil || len(list.GetReplicas()) != 1 || len(list.GetReplicas()[0].GetAllowedHosts()) != 0 {
 		t.Fatalf("ListReplicas = %v, %v", list, err)
 	}
-	capResp, err := c.GetCapacity(ctx, &targetapi.GetCapacityRequest{})
+	capResp, err := c.GetCapacity(ctx, &agentapi.GetCapacityRequest{})
 	if err != nil || capResp.GetProvisionedBytes() != 4*mib || capResp.GetReplicaCount() != 1 || capResp.GetAvailableBytes() <= 0 {
 		t.Fatalf("GetCapacity = %v, %v", capResp, err)
 	}
-	ni, err := c.NodeInfo(ctx, &targetapi.NodeInfoRequest{})
+	ni, err := c.NodeInfo(ctx, &agentapi.NodeInfoRequest{})
 	if err != nil || ni.GetNodeName() != "node-1" || ni.GetZone() != "z1" || ni.GetRack() != "r1" || len(ni.GetEndpoints()) != 1 || ni.GetVersion() == "" {
 		t.Fatalf("NodeInfo = %v, %v", ni, err)
 	}
@@ -184,7 +184,7 @@ func TestGRPCWithoutTokenUnauthenticated(t *testing.T) {
 	c := serve(t, e.svc, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err := c.CreateReplica(ctx, &targetapi.CreateReplicaRequest{ReplicaId: "r1", VolumeId: "v", SizeBytes: mib, ProvisioningType: targetapi.ProvisioningType_PROVISIONING_TYPE_THIN})
+	_, err := c.CreateReplica(ctx, &agentapi.CreateReplicaRequest{ReplicaId: "r1", VolumeId: "v", SizeBytes: mib, ProvisioningType: agentapi.ProvisioningType_PROVISIONING_TYPE_THIN})
 	if status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("create without token: %v, want Unauthenticated", err)
 	}
@@ -196,7 +196,7 @@ func TestGRPCWithoutTokenUnauthenticated(t *testing.T) {
 // exporter: the agent's own cost (validation, two or three fsynced state
 // writes per call, backing file creation/removal), without the kernel.
 func BenchmarkCreateDeleteReplica(b *testing.B) {
-	for _, prov := range []targetapi.ProvisioningType{targetapi.ProvisioningType_PROVISIONING_TYPE_THIN, targetapi.ProvisioningType_PROVISIONING_TYPE_THICK} {
+	for _, prov := range []agentapi.ProvisioningType{agentapi.ProvisioningType_PROVISIONING_TYPE_THIN, agentapi.ProvisioningType_PROVISIONING_TYPE_THICK} {
 		b.Run(strings.ToLower(strings.TrimPrefix(prov.String(), "PROVISIONING_TYPE_")), func(b *testing.B) {
 			dir := b.TempDir()
 			pool, err := NewPool(dir)
@@ -215,10 +215,10 @@ func BenchmarkCreateDeleteReplica(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
 				id := fmt.Sprintf("bench-%d", i)
-				if _, err := c.CreateReplica(ctx, &targetapi.CreateReplicaRequest{ReplicaId: id, VolumeId: "v", SizeBytes: 64 * mib, ProvisioningType: prov, AllowedHosts: []string{hostA}}); err != nil {
+				if _, err := c.CreateReplica(ctx, &agentapi.CreateReplicaRequest{ReplicaId: id, VolumeId: "v", SizeBytes: 64 * mib, ProvisioningType: prov, AllowedHosts: []string{hostA}}); err != nil {
 					b.Fatal(err)
 				}
-				if _, err := c.DeleteReplica(ctx, &targetapi.DeleteReplicaRequest{ReplicaId: id}); err != nil {
+				if _, err := c.DeleteReplica(ctx, &agentapi.DeleteReplicaRequest{ReplicaId: id}); err != nil {
 					b.Fatal(err)
 				}
 			}
