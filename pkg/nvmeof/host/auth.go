@@ -17,6 +17,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/dhchap"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/sysfs"
 )
 
 // canonicalOrRaw is nvmeof.CanonicalSecret for callers that validated already.
@@ -216,7 +217,7 @@ func (i *Initiator) ControllerSecrets(name string) (secret, ctrlSecret string, e
 	}
 	vals := make([]string, 2)
 	for k, attr := range []string{"dhchap_secret", "dhchap_ctrl_secret"} {
-		v, err := readAttr(filepath.Join(dir, attr))
+		v, err := attrs.ReadAttr(filepath.Join(dir, attr))
 		if errors.Is(err, fs.ErrNotExist) {
 			return "", "", fmt.Errorf("%w: controller %s has no %s attribute (kernel without %s, or not a fabrics controller)",
 				nvmeof.ErrAuthUnsupported, name, attr, hostAuthConfig)
@@ -329,7 +330,7 @@ func (i *Initiator) SetControllerSecrets(name, secret, ctrlSecret string) error 
 			continue
 		}
 		p := filepath.Join(dir, w.attr)
-		if err := writeAttr(p, w.val); err != nil {
+		if err := sysfs.WriteAttr(p, w.val); err != nil {
 			return fmt.Errorf("setting the %s %s of controller %s (%s): %w", w.what, nvmeof.RedactSecret(w.val), name, p, scrubError(err, w.val))
 		}
 		klog.InfoS("Set DH-HMAC-CHAP secret of NVMe controller; the kernel re-authenticates it", "controller", name,

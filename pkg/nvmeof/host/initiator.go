@@ -18,6 +18,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/dhchap"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/sysfs"
 )
 
 // DefaultWaitTimeout bounds waits whose context carries no deadline, so a
@@ -35,7 +36,7 @@ const pollInterval = 100 * time.Millisecond
 // the kernel itself refuses duplicate connects (EALREADY), which Connect
 // turns into returning the existing controller.
 type Initiator struct {
-	sys     sysfs
+	sys     Sysfs
 	fabrics Fabrics
 	poll    time.Duration
 	// authOK caches a positive answer of hostAuthCompiled.
@@ -57,7 +58,7 @@ func NewInitiatorWithFabrics(root string, f Fabrics) *Initiator {
 	if root == "" {
 		root = "/"
 	}
-	return &Initiator{sys: sysfs{root: root}, fabrics: f, poll: pollInterval}
+	return &Initiator{sys: Sysfs{root: root}, fabrics: f, poll: pollInterval}
 }
 
 // ConnectOptions are the options of one NVMe-oF connection.
@@ -588,7 +589,7 @@ func (i *Initiator) Disconnect(ctx context.Context, name string) error {
 	defer cancel()
 	dir := filepath.Join(i.sys.classNVMe(), name)
 	attr := filepath.Join(dir, "delete_controller")
-	if err := writeAttr(attr, "1"); err != nil {
+	if err := sysfs.WriteAttr(attr, "1"); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			if _, serr := os.Stat(dir); errors.Is(serr, fs.ErrNotExist) {
 				klog.V(4).InfoS("NVMe controller already gone", "controller", name)
@@ -605,7 +606,7 @@ func (i *Initiator) Disconnect(ctx context.Context, name string) error {
 		return false, nil
 	})
 	if err != nil {
-		state, _ := readOptionalAttr(filepath.Join(dir, "state"))
+		state, _ := attrs.ReadOptionalAttr(filepath.Join(dir, "state"))
 		return fmt.Errorf("%w: controller %s still present (state %q) after writing %s: %w", nvmeof.ErrBusy, name, state, attr, err)
 	}
 	klog.InfoS("Disconnected NVMe controller", "controller", name)
@@ -739,22 +740,6 @@ func checkOptionValue(name, v string) error {
 			nvmeof.ErrInvalidArgument, name, v, v[i])
 	}
 	return nil
-}
-
-// writeAttr writes a sysfs attribute. The file is opened write-only without
-// O_CREATE or O_TRUNC: sysfs and configfs attributes exist or not, and the
-// kernel reports the result of the store through write(2) and close(2),
-// both of which are checked.
-func writeAttr(path, value string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write([]byte(value)); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // withDefaultTimeout gives ctx a deadline if it has none.

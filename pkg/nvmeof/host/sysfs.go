@@ -10,9 +10,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/sysfs"
 )
 
 // ControllerState is the content of /sys/class/nvme/<ctrl>/state.
@@ -101,41 +101,33 @@ func parseAddressFields(s string) map[string]string {
 	return m
 }
 
-// sysfs is the read side of the initiator: a root directory under which
-// sys/class/nvme, sys/class/nvme-subsystem, sys/block and dev live.
-type sysfs struct {
+// Sysfs reads the host's NVMe state from sysfs: controllers, their state
+// and namespace devices, under a root directory in which sys/class/nvme,
+// sys/class/nvme-subsystem, sys/block and dev live ("/" on a node, a temp
+// tree in tests). It is the initiator's read side, and the only reader of
+// NVMe controller state from sysfs: the healer uses it too.
+type Sysfs struct {
 	root string
 }
 
-func (s sysfs) classNVMe() string       { return filepath.Join(s.root, "sys/class/nvme") }
-func (s sysfs) classSubsys() string     { return filepath.Join(s.root, "sys/class/nvme-subsystem") }
-func (s sysfs) block(dev string) string { return filepath.Join(s.root, "sys/block", dev) }
-func (s sysfs) dev(name string) string  { return filepath.Join(s.root, "dev", name) }
-
-// readAttr returns a sysfs attribute without its trailing newline/padding.
-func readAttr(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, syscall.ENODEV) {
-		// The controller is being deleted: its attributes still exist but
-		// reads fail (seen on 6.12 while a controller is disconnected).
-		// To every caller that is the same as already gone.
-		return "", fmt.Errorf("%s: %w (device going away: %v)", path, fs.ErrNotExist, err)
+// NewSysfs returns the reader for root ("" means "/").
+func NewSysfs(root string) Sysfs {
+	if root == "" {
+		root = "/"
 	}
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(string(b)), nil
+	return Sysfs{root: root}
 }
 
-// readOptionalAttr returns "" when the attribute does not exist: many
-// attributes only exist for some transports or namespace identifiers.
-func readOptionalAttr(path string) (string, error) {
-	v, err := readAttr(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return "", nil
-	}
-	return v, err
-}
+func (s Sysfs) classNVMe() string       { return filepath.Join(s.root, "sys/class/nvme") }
+func (s Sysfs) classSubsys() string     { return filepath.Join(s.root, "sys/class/nvme-subsystem") }
+func (s Sysfs) block(dev string) string { return filepath.Join(s.root, "sys/block", dev) }
+func (s Sysfs) dev(name string) string  { return filepath.Join(s.root, "dev", name) }
+
+// attrs reads the host's NVMe sysfs attributes. A controller being
+// deleted keeps its attribute files for a moment but every read fails with
+// ENODEV (seen on 6.12 while a controller is disconnected); to every reader
+// here that is the same as already gone.
+var attrs = sysfs.Reader{NoDevIsGone: true}
 
 // listNames returns the names in dir matching re, sorted naturally (nvme2
 // before nvme10). A missing dir is an empty list: the class directories do
@@ -196,7 +188,7 @@ func sortNatural(names []string) {
 
 // controller reads /sys/class/nvme/<name>. It returns nvmeof.ErrNotFound when the
 // directory does not exist (never created, or deleted meanwhile).
-func (s sysfs) controller(name string) (Controller, error) {
+func (s Sysfs) controller(name string) (Controller, error) {
 	m := ctrlNameRE.FindStringSubmatch(name)
 	if m == nil {
 		return Controller{}, fmt.Errorf("%w: %q is not an NVMe controller name (nvme<N>)", nvmeof.ErrInvalidArgument, name)
@@ -221,7 +213,7 @@ func (s sysfs) controller(name string) (Controller, error) {
 		{"address", &address},
 		{"state", &state},
 	} {
-		v, err := readOptionalAttr(filepath.Join(dir, a.file))
+		v, err := attrs.ReadOptionalAttr(filepath.Join(dir, a.file))
 		if err != nil {
 			return Controller{}, fmt.Errorf("reading controller %s: %w", name, err)
 		}
@@ -246,7 +238,7 @@ func (s sysfs) controller(name string) (Controller, error) {
 
 // controllers reads every controller under /sys/class/nvme, skipping those
 // that disappear while being read.
-func (s sysfs) controllers() ([]Controller, error) {
+func (s Sysfs) controllers() ([]Controller, error) {
 	names, err := listNames(s.classNVMe(), ctrlNameRE)
 	if err != nil {
 		return nil, err
@@ -256,7 +248,7 @@ func (s sysfs) controllers() ([]Controller, error) {
 
 // subsystemOfController finds the nvme-subsysN directory holding a link to
 // the controller; the controller directory itself has no back link.
-func (s sysfs) subsystemOfController(ctrl string) (string, error) {
+func (s Sysfs) subsystemOfController(ctrl string) (string, error) {
 	subs, err := listNames(s.classSubsys(), subsysNameRE)
 	if err != nil {
 		return "", err
@@ -270,14 +262,14 @@ func (s sysfs) subsystemOfController(ctrl string) (string, error) {
 }
 
 // subsystemsFor returns the nvme-subsysN directories whose subsysnqn is nqn.
-func (s sysfs) subsystemsFor(nqn string) ([]string, error) {
+func (s Sysfs) subsystemsFor(nqn string) ([]string, error) {
 	subs, err := listNames(s.classSubsys(), subsysNameRE)
 	if err != nil {
 		return nil, err
 	}
 	var out []string
 	for _, sub := range subs {
-		v, err := readOptionalAttr(filepath.Join(s.classSubsys(), sub, "subsysnqn"))
+		v, err := attrs.ReadOptionalAttr(filepath.Join(s.classSubsys(), sub, "subsysnqn"))
 		if err != nil {
 			return nil, fmt.Errorf("reading subsystem %s: %w", sub, err)
 		}
@@ -299,7 +291,7 @@ type namespaceCandidate struct {
 // directory; without it, the nvme<C>n<N> disks inside each controller's
 // directory. The names are never derived from controller names: after a
 // reconnect controller nvme3 served block device nvme1n2.
-func (s sysfs) namespaceCandidates(nqn string) (subsystems []string, cands []namespaceCandidate, err error) {
+func (s Sysfs) namespaceCandidates(nqn string) (subsystems []string, cands []namespaceCandidate, err error) {
 	subsystems, err = s.subsystemsFor(nqn)
 	if err != nil {
 		return nil, nil, err
@@ -365,7 +357,7 @@ func (s sysfs) namespaceCandidates(nqn string) (subsystems []string, cands []nam
 }
 
 // device reads the identity and size of a namespace block device.
-func (s sysfs) device(c namespaceCandidate, nqn string) (Device, error) {
+func (s Sysfs) device(c namespaceCandidate, nqn string) (Device, error) {
 	dir := s.block(c.name)
 	if _, err := os.Stat(dir); err != nil {
 		dir = c.dir
@@ -378,7 +370,7 @@ func (s sysfs) device(c namespaceCandidate, nqn string) (Device, error) {
 	}{
 		{"uuid", &d.UUID}, {"nguid", &d.NGUID}, {"wwid", &d.WWID}, {"nsid", &nsid}, {"size", &size},
 	} {
-		v, err := readOptionalAttr(filepath.Join(dir, a.file))
+		v, err := attrs.ReadOptionalAttr(filepath.Join(dir, a.file))
 		if err != nil {
 			return Device{}, fmt.Errorf("reading namespace %s: %w", c.name, err)
 		}

@@ -296,7 +296,7 @@ func TestReadController(t *testing.T) {
 	// Noise that must be ignored.
 	tree.mkdir("sys/class/nvme/nvme-fabrics")
 
-	s := sysfs{root: tree.root}
+	s := Sysfs{root: tree.root}
 	c, err := s.controller("nvme3")
 	if err != nil {
 		t.Fatal(err)
@@ -370,7 +370,7 @@ func TestListNamesMissingDir(t *testing.T) {
 		t.Errorf("listNames(missing) = %v, %v", names, err)
 	}
 	// No class dirs at all (modules not loaded): empty, not an error.
-	s := sysfs{root: t.TempDir()}
+	s := Sysfs{root: t.TempDir()}
 	if cs, err := s.controllers(); err != nil || len(cs) != 0 {
 		t.Errorf("controllers without sysfs = %v, %v", cs, err)
 	}

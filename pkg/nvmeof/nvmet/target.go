@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/sysfs"
 )
 
 // DefaultRoot is where nvmet's configfs tree lives when configfs is
@@ -86,24 +87,25 @@ func (t *Target) exists(path string) (bool, error) {
 	return false, err
 }
 
+// attrs reads configfs attributes through the filesystem seam, so tests
+// run on the fake tree; errors pass through as configfs gives them.
+func (t *Target) attrs() sysfs.Reader { return sysfs.Reader{ReadFile: t.fs.ReadFile} }
+
 func (t *Target) read(path string) (string, error) {
-	b, err := t.fs.ReadFile(path)
+	v, err := t.attrs().ReadAttr(path)
 	if err != nil {
 		return "", fmt.Errorf("reading %s: %w", path, err)
 	}
-	return strings.TrimSpace(string(b)), nil
+	return v, nil
 }
 
 // readOptional returns "" for attributes older kernels lack (attr_model).
 func (t *Target) readOptional(path string) (string, error) {
-	b, err := t.fs.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return "", nil
-	}
+	v, err := t.attrs().ReadOptionalAttr(path)
 	if err != nil {
 		return "", fmt.Errorf("reading %s: %w", path, err)
 	}
-	return strings.TrimSpace(string(b)), nil
+	return v, nil
 }
 
 func (t *Target) write(path, value string) error {
