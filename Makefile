@@ -111,7 +111,7 @@ fuzz:
 	  done; \
 	done
 
-## proto: regenerate pkg/targetapi and pkg/provisionerapi from api/ (secret fields carry
+## proto: regenerate pkg/agentapi and pkg/provisionerapi from api/ (secret fields carry
 ## csi.proto's csi_secret option, so protosanitizer strips them from logs; needs protoc,
 ## protoc-gen-go matching go.mod's google.golang.org/protobuf, protoc-gen-go-grpc)
 PROTOC_GEN_GO_VERSION ?= $(shell $(GO) list -m -f '{{.Version}}' google.golang.org/protobuf)

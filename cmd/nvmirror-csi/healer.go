@@ -13,7 +13,7 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/healer"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
-	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 	"github.com/nvmirror/nvmirror/pkg/provisionerclient"
 	"github.com/nvmirror/nvmirror/pkg/stagestate"
 )
@@ -65,7 +65,7 @@ func newHealer(o driver.Options, h healerOptions, d *driver.Driver, prov *provis
 	}
 	reg := prometheus.NewRegistry()
 	raid := mdraid.NewManager(node.Mounter.Exec, o.HostRoot)
-	initiator := nvmeof.NewInitiator(o.HostRoot)
+	initiator := host.NewInitiator(o.HostRoot)
 	hl, err := healer.New(cfg, o.StateDir, healer.Deps{
 		Observer: &healer.Observer{
 			Staged:       func() ([]stagestate.Volume, error) { return stagestate.ListVolumes(o.StateDir) },
@@ -89,7 +89,7 @@ func newHealer(o driver.Options, h healerOptions, d *driver.Driver, prov *provis
 		},
 		Rekeyer: &healer.Rekeyer{
 			HostNQN: node.Host.NQN, NodeID: d.NodeID(), Credentials: prov, Secrets: initiator,
-			ControllerState: func(name string) (nvmeof.ControllerState, error) {
+			ControllerState: func(name string) (host.ControllerState, error) {
 				c, err := initiator.Controller(name)
 				return c.State, err
 			},

@@ -16,7 +16,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
-	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 	"github.com/nvmirror/nvmirror/pkg/version"
 )
 
@@ -59,14 +59,14 @@ func run(ctx context.Context, o driver.Options, h healerOptions) error {
 	defer conn.Close()
 	var node driver.NodeDeps
 	if o.Mode != driver.ControllerMode {
-		host, err := driver.LoadHostIdentity(o.HostRoot)
+		identity, err := driver.LoadHostIdentity(o.HostRoot)
 		if err != nil {
 			return err
 		}
 		ex := exec.New()
 		node = driver.NodeDeps{
-			Host:      host,
-			Initiator: nvmeof.NewInitiator(o.HostRoot),
+			Host:      identity,
+			Initiator: host.NewInitiator(o.HostRoot),
 			Raid:      mdraid.NewManager(ex, o.HostRoot),
 			Mounter:   driver.NewSafeFormatAndMount(ex),
 		}

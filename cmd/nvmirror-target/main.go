@@ -20,10 +20,10 @@ import (
 	"google.golang.org/grpc/credentials"
 	"k8s.io/klog/v2"
 
-	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/agent"
+	"github.com/nvmirror/nvmirror/pkg/agentapi"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth"
-	"github.com/nvmirror/nvmirror/pkg/target"
-	"github.com/nvmirror/nvmirror/pkg/targetapi"
 	"github.com/nvmirror/nvmirror/pkg/version"
 )
 
@@ -43,7 +43,7 @@ func (l *listFlag) Set(v string) error {
 func main() {
 	klog.InitFlags(nil)
 	var (
-		o           target.Options
+		o           agent.Options
 		addrs       listFlag
 		firstPortID int
 		showVersion bool
@@ -51,8 +51,8 @@ func main() {
 	)
 	flag.StringVar(&o.PoolDir, "pool-dir", "/var/lib/nvmirror/pool", "directory holding the replicas' backing files (absolute)")
 	flag.StringVar(&o.StateFile, "state-file", "", "replica state file (default <pool-dir>/state.json; keep it on the pool's filesystem)")
-	flag.StringVar(&o.NvmetRoot, "nvmet-root", nvmeof.DefaultNvmetRoot, "nvmet configfs directory")
-	flag.StringVar(&o.NQNPrefix, "nqn-prefix", target.DefaultNQNPrefix, "subsystem NQN prefix; the agent owns every subsystem under it (must end with ':')")
+	flag.StringVar(&o.NvmetRoot, "nvmet-root", nvmet.DefaultRoot, "nvmet configfs directory")
+	flag.StringVar(&o.NQNPrefix, "nqn-prefix", agent.DefaultNQNPrefix, "subsystem NQN prefix; the agent owns every subsystem under it (must end with ':')")
 	flag.Var(&addrs, "nvme-address", "NVMe/TCP listen address ADDR:PORT (IPv6 as [ADDR]:PORT); repeat or comma-separate for several")
 	flag.IntVar(&firstPortID, "nvme-port-id", 1, "nvmet port ID of the first --nvme-address; the next ones count up")
 	flag.BoolVar(&o.BufferedIO, "buffered-io", false, "export backing files with buffered I/O (forced on when the pool is on tmpfs)")
@@ -72,7 +72,7 @@ func main() {
 		fmt.Println(version.Version)
 		return
 	}
-	ports, err := target.ParseNvmeAddresses(addrs, firstPortID)
+	ports, err := agent.ParseNvmeAddresses(addrs, firstPortID)
 	if err == nil {
 		o.Ports = ports
 		err = o.Validate()
@@ -91,7 +91,7 @@ func main() {
 	klog.Flush()
 }
 
-func run(ctx context.Context, o target.Options, kmsgPath string) error {
+func run(ctx context.Context, o agent.Options, kmsgPath string) error {
 	klog.InfoS("Starting nvmirror-target", "version", version.Version, "node", o.NodeName, "pool", o.PoolDir, "listen", o.Listen)
 	token, err := rpcauth.LoadToken(o.TokenFile)
 	if err != nil {
@@ -105,22 +105,22 @@ func run(ctx context.Context, o target.Options, kmsgPath string) error {
 	if err != nil {
 		return err
 	}
-	pool, err := target.NewPool(o.PoolDir)
+	pool, err := agent.NewPool(o.PoolDir)
 	if err != nil {
 		return err
 	}
-	svc, err := target.NewService(o, pool, target.NewStore(o.StateFile), nvmeof.NewTarget(o.NvmetRoot))
+	svc, err := agent.NewService(o, pool, agent.NewStore(o.StateFile), nvmet.NewTarget(o.NvmetRoot))
 	if err != nil {
 		return err
 	}
 	if err := svc.Start(ctx); err != nil {
-		if !errors.Is(err, target.ErrRestoreIncomplete) {
+		if !errors.Is(err, agent.ErrRestoreIncomplete) {
 			return err
 		}
 		klog.ErrorS(err, "Serving with some replicas not restored")
 	}
 	if kmsgPath != "" {
-		w := &target.SessionWatcher{Path: kmsgPath, Prefix: o.NQNPrefix, Sink: target.LogSessionEvent}
+		w := &agent.SessionWatcher{Path: kmsgPath, Prefix: o.NQNPrefix, Sink: agent.LogSessionEvent}
 		if err := w.Open(); err != nil {
 			klog.ErrorS(err, "NVMe-oF session audit events unavailable")
 		} else {
@@ -133,10 +133,10 @@ func run(ctx context.Context, o target.Options, kmsgPath string) error {
 	}
 	srv := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(tlsCfg)),
-		grpc.ChainUnaryInterceptor(auth.UnaryServerInterceptor(), target.LoggingInterceptor),
+		grpc.ChainUnaryInterceptor(auth.UnaryServerInterceptor(), agent.LoggingInterceptor),
 		grpc.ChainStreamInterceptor(auth.StreamServerInterceptor()),
 	)
-	targetapi.RegisterTargetServer(srv, target.NewServer(svc))
+	agentapi.RegisterTargetServer(srv, agent.NewServer(svc))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	klog.InfoS("Serving the target API", "address", lis.Addr().String())

@@ -11,6 +11,7 @@ import (
 	"fmt"
 
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 )
@@ -25,7 +26,7 @@ var ErrNoSecrets = errors.New("the storage node holds no authentication secrets 
 // Connect returns the existing controller when there is one, so connecting
 // again is a no-op.
 type Fabric interface {
-	Connect(ctx context.Context, o nvmeof.ConnectOptions) (nvmeof.Controller, error)
+	Connect(ctx context.Context, o host.ConnectOptions) (host.Controller, error)
 }
 
 // Connector connects replicas with one host identity.
@@ -34,7 +35,7 @@ type Connector struct {
 	// Template carries the host identity and timeouts (HostNQN, HostID,
 	// CtrlLossTmo...) of every connection; the target and secrets are
 	// filled per replica endpoint.
-	Template nvmeof.ConnectOptions
+	Template host.ConnectOptions
 }
 
 // Connect connects every endpoint of r, using the secrets in creds that the

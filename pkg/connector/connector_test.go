@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 )
@@ -15,15 +16,15 @@ import (
 // fabric answers per target address and records every attempt.
 type fabric struct {
 	fail     map[string]error // by TrAddr
-	attempts []nvmeof.ConnectOptions
+	attempts []host.ConnectOptions
 }
 
-func (f *fabric) Connect(_ context.Context, o nvmeof.ConnectOptions) (nvmeof.Controller, error) {
+func (f *fabric) Connect(_ context.Context, o host.ConnectOptions) (host.Controller, error) {
 	f.attempts = append(f.attempts, o)
 	if err := f.fail[o.TrAddr]; err != nil {
-		return nvmeof.Controller{}, err
+		return host.Controller{}, err
 	}
-	return nvmeof.Controller{Name: "nvme1", State: nvmeof.StateLive}, nil
+	return host.Controller{Name: "nvme1", State: host.StateLive}, nil
 }
 
 func replica(addrs ...string) volume.Replica {
@@ -40,7 +41,7 @@ var pair = []volume.Credentials{{StorageNode: "sn-1", Secret: "DHHC-1:00:host", 
 // identity, the target filled per endpoint, and one answering is enough.
 func TestConnectEveryEndpoint(t *testing.T) {
 	f := &fabric{fail: map[string]error{"10.0.0.2": nvmeof.ErrConnectRefused}}
-	c := &Connector{Fabric: f, Template: nvmeof.ConnectOptions{Transport: "tcp", HostNQN: "nqn.host", HostID: "id"}}
+	c := &Connector{Fabric: f, Template: host.ConnectOptions{Transport: "tcp", HostNQN: "nqn.host", HostID: "id"}}
 	if err := c.Connect(context.Background(), replica("10.0.0.1", "10.0.0.2", "10.0.0.3"), nil, storageclass.AuthNone); err != nil {
 		t.Fatal(err)
 	}

@@ -4,19 +4,19 @@ import (
 	"context"
 
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
-	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 )
 
-// Initiator is the part of *nvmeof.Initiator the node service uses.
+// Initiator is the part of *host.Initiator the node service uses.
 // Connect returns the existing controller when one exists (so a retried
 // NodeStage does not stack connections) and DisconnectNQN of a subsystem
 // without controllers succeeds: both are idempotent, which NodeStage and
 // NodeUnstage rely on.
 type Initiator interface {
-	Connect(ctx context.Context, o nvmeof.ConnectOptions) (nvmeof.Controller, error)
-	WaitForDevice(ctx context.Context, nqn, nsUUID string) (nvmeof.Device, error)
-	FindDevice(nqn, nsUUID string) (nvmeof.Device, error)
-	ControllersFor(nqn string) ([]nvmeof.Controller, error)
+	Connect(ctx context.Context, o host.ConnectOptions) (host.Controller, error)
+	WaitForDevice(ctx context.Context, nqn, nsUUID string) (host.Device, error)
+	FindDevice(nqn, nsUUID string) (host.Device, error)
+	ControllersFor(nqn string) ([]host.Controller, error)
 	DisconnectNQN(ctx context.Context, nqn string) error
 	SupportedOptions() ([]string, error)
 }
@@ -37,6 +37,6 @@ type RaidManager interface {
 }
 
 var (
-	_ Initiator   = (*nvmeof.Initiator)(nil)
+	_ Initiator   = (*host.Initiator)(nil)
 	_ RaidManager = (*mdraid.Manager)(nil)
 )

@@ -22,6 +22,7 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/connector"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 	"github.com/nvmirror/nvmirror/pkg/stagestate"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"github.com/nvmirror/nvmirror/pkg/volume"
@@ -275,9 +276,9 @@ func (d *Driver) stagedInPlace(st *stagestate.State) (bool, string) {
 // ConnectTemplate is the host identity and timeouts every replica
 // connection of this node uses, without a target: the healer reconnects
 // replicas with exactly what NodeStage would.
-func (d *Driver) ConnectTemplate() nvmeof.ConnectOptions {
+func (d *Driver) ConnectTemplate() host.ConnectOptions {
 	ctrlLoss, reconnect, fastFail, keepAlive := d.opts.CtrlLossTmo, d.opts.ReconnectDelay, d.opts.FastIOFailTmo, d.opts.KeepAliveTmo
-	return nvmeof.ConnectOptions{
+	return host.ConnectOptions{
 		Transport:      "tcp",
 		HostNQN:        d.node.Host.NQN,
 		HostID:         d.node.Host.ID,
@@ -297,7 +298,7 @@ func (d *Driver) ConnectTemplate() nvmeof.ConnectOptions {
 // connected (never without authentication), and a kernel without NVMe
 // in-band authentication fails the whole call (FailedPrecondition naming
 // the missing kernel feature): no replica could be connected as asked.
-func (d *Driver) connectReplicas(ctx context.Context, replicas []volume.Replica, creds []volume.Credentials, auth storageclass.Authentication, u *undo) (map[string]nvmeof.Device, error) {
+func (d *Driver) connectReplicas(ctx context.Context, replicas []volume.Replica, creds []volume.Credentials, auth storageclass.Authentication, u *undo) (map[string]host.Device, error) {
 	var problems []string
 	connected := make([]volume.Replica, 0, len(replicas))
 	conn := d.connector()
@@ -321,7 +322,7 @@ func (d *Driver) connectReplicas(ctx context.Context, replicas []volume.Replica,
 		}
 		connected = append(connected, r)
 	}
-	devices := map[string]nvmeof.Device{}
+	devices := map[string]host.Device{}
 	wctx, cancel := context.WithTimeout(ctx, d.opts.DeviceWaitTimeout)
 	defer cancel()
 	for _, r := range connected {
@@ -355,7 +356,7 @@ func (d *Driver) hasController(nqn string) bool {
 		return false
 	}
 	for _, c := range ctrls {
-		if c.State != nvmeof.StateDeleting && c.State != nvmeof.StateDeletingNoIO && c.State != nvmeof.StateDead {
+		if c.State != host.StateDeleting && c.State != host.StateDeletingNoIO && c.State != host.StateDead {
 			return true
 		}
 	}
@@ -365,14 +366,14 @@ func (d *Driver) hasController(nqn string) bool {
 // member is one reachable replica's device, classified by what it holds.
 type member struct {
 	replica volume.Replica
-	device  nvmeof.Device
+	device  host.Device
 }
 
 // ensureArray returns the md device of the volume, started. See stage's
 // comment for the decision; the invariant is that nothing destructive
 // (mdadm --create) runs unless every replica is present and verified blank:
 // no md superblock (mdadm --examine) and nothing blkid recognises.
-func (d *Driver) ensureArray(ctx context.Context, vol *volume.Volume, mdUUID string, replicas []volume.Replica, devices map[string]nvmeof.Device, u *undo) (string, error) {
+func (d *Driver) ensureArray(ctx context.Context, vol *volume.Volume, mdUUID string, replicas []volume.Replica, devices map[string]host.Device, u *undo) (string, error) {
 	d.mdMu.Lock()
 	defer d.mdMu.Unlock()
 
@@ -560,7 +561,7 @@ func mdName(v *volume.Volume) string {
 // singleReplicaDevice returns the namespace device of a one-replica volume,
 // which is used without md. It must not carry an md superblock: that would
 // mean the replica belonged to a mirror and someone mixed up identities.
-func (d *Driver) singleReplicaDevice(ctx context.Context, r volume.Replica, devices map[string]nvmeof.Device) (string, error) {
+func (d *Driver) singleReplicaDevice(ctx context.Context, r volume.Replica, devices map[string]host.Device) (string, error) {
 	dev, ok := devices[r.ID]
 	if !ok {
 		return "", volume.Errorf(volume.ErrUnavailable, "replica %s not reachable", r.ID)

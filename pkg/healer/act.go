@@ -11,7 +11,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/connector"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
-	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 	"github.com/nvmirror/nvmirror/pkg/stagestate"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"github.com/nvmirror/nvmirror/pkg/volume"
@@ -29,12 +29,12 @@ type RaidOps interface {
 	SetRaidDevices(ctx context.Context, device string, n int) error
 }
 
-// FabricOps is the part of *nvmeof.Initiator acting uses. Connect returns
+// FabricOps is the part of *host.Initiator acting uses. Connect returns
 // the existing controller when there is one and DisconnectNQN of a
 // subsystem without controllers succeeds, so both may be retried.
 type FabricOps interface {
-	Connect(ctx context.Context, o nvmeof.ConnectOptions) (nvmeof.Controller, error)
-	WaitForDevice(ctx context.Context, nqn, nsUUID string) (nvmeof.Device, error)
+	Connect(ctx context.Context, o host.ConnectOptions) (host.Controller, error)
+	WaitForDevice(ctx context.Context, nqn, nsUUID string) (host.Device, error)
 	DisconnectNQN(ctx context.Context, nqn string) error
 }
 
@@ -53,7 +53,7 @@ type ProvisionerOps interface {
 
 var (
 	_ RaidOps   = (*mdraid.Manager)(nil)
-	_ FabricOps = (*nvmeof.Initiator)(nil)
+	_ FabricOps = (*host.Initiator)(nil)
 )
 
 // Errors of acting, for errors.Is.
@@ -76,7 +76,7 @@ type Actor struct {
 	// Connect carries the host identity and timeouts (HostNQN, HostID,
 	// CtrlLossTmo...) of every connection; target fields are filled per
 	// endpoint. The same options as NodeStage's.
-	Connect nvmeof.ConnectOptions
+	Connect host.ConnectOptions
 	// Credentials, when set, gives the DH-HMAC-CHAP secrets of the host
 	// (Connect.HostNQN) per storage node for reconnects.
 	Credentials CredentialSource
@@ -210,7 +210,7 @@ func (a *Actor) credentials(ctx context.Context, auth storageclass.Authenticatio
 }
 
 // device waits for the replica's namespace and checks its identity.
-func (a *Actor) device(ctx context.Context, r volume.Replica) (nvmeof.Device, error) {
+func (a *Actor) device(ctx context.Context, r volume.Replica) (host.Device, error) {
 	ns := r.NamespaceID()
 	wctx := ctx
 	if a.DeviceWait > 0 {
@@ -220,7 +220,7 @@ func (a *Actor) device(ctx context.Context, r volume.Replica) (nvmeof.Device, er
 	}
 	dev, err := a.Fabric.WaitForDevice(wctx, r.NQN, ns)
 	if err != nil {
-		return nvmeof.Device{}, err
+		return host.Device{}, err
 	}
 	want := normalizeID(ns)
 	for _, id := range []string{dev.UUID, dev.NGUID, dev.WWID} {
@@ -228,13 +228,13 @@ func (a *Actor) device(ctx context.Context, r volume.Replica) (nvmeof.Device, er
 			return dev, nil
 		}
 	}
-	return nvmeof.Device{}, fmt.Errorf("%w: %s of %s has uuid %q nguid %q, want %s", ErrIdentity, dev.Name, r.NQN, dev.UUID, dev.NGUID, ns)
+	return host.Device{}, fmt.Errorf("%w: %s of %s has uuid %q nguid %q, want %s", ErrIdentity, dev.Name, r.NQN, dev.UUID, dev.NGUID, ns)
 }
 
 // addDevice puts dev into the array: nothing when it is already an active
 // member; a faulty binding of it is removed first; its superblock must be
 // the volume's (re-add, bitmap) or absent (add, full sync).
-func (a *Actor) addDevice(ctx context.Context, act Action, dev nvmeof.Device) (reAdded, already bool, err error) {
+func (a *Actor) addDevice(ctx context.Context, act Action, dev host.Device) (reAdded, already bool, err error) {
 	arr, err := a.array(act)
 	if err != nil {
 		return false, false, err

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 	"github.com/nvmirror/nvmirror/pkg/provisionerclient"
 	"github.com/nvmirror/nvmirror/pkg/stagestate"
 	"github.com/nvmirror/nvmirror/pkg/volume"
@@ -99,22 +100,22 @@ func (f *fakeRaid) Examine(_ context.Context, member string) (mdraid.Superblock,
 // fakeFabric connects replicas whose NQN is reachable and hands out their
 // devices.
 type fakeFabric struct {
-	reachable map[string]nvmeof.Device // by NQN
+	reachable map[string]host.Device // by NQN
 	calls     []string
 }
 
-func (f *fakeFabric) Connect(_ context.Context, o nvmeof.ConnectOptions) (nvmeof.Controller, error) {
+func (f *fakeFabric) Connect(_ context.Context, o host.ConnectOptions) (host.Controller, error) {
 	f.calls = append(f.calls, fmt.Sprintf("connect %s %s:%s host=%s", o.SubsysNQN, o.TrAddr, o.TrSvcID, o.HostNQN))
 	if _, ok := f.reachable[o.SubsysNQN]; !ok {
-		return nvmeof.Controller{}, nvmeof.ErrConnectRefused
+		return host.Controller{}, nvmeof.ErrConnectRefused
 	}
-	return nvmeof.Controller{Name: "nvme7", State: nvmeof.StateLive}, nil
+	return host.Controller{Name: "nvme7", State: host.StateLive}, nil
 }
 
-func (f *fakeFabric) WaitForDevice(_ context.Context, nqn, ns string) (nvmeof.Device, error) {
+func (f *fakeFabric) WaitForDevice(_ context.Context, nqn, ns string) (host.Device, error) {
 	d, ok := f.reachable[nqn]
 	if !ok {
-		return nvmeof.Device{}, nvmeof.ErrDeviceNotFound
+		return host.Device{}, nvmeof.ErrDeviceNotFound
 	}
 	return d, nil
 }
@@ -132,18 +133,18 @@ func actFixture() (*fakeRaid, *fakeFabric, *fakeProv, *Actor, *[]string) {
 		{Device: "nvme2n1", Slot: -1, State: mdraid.MemberState{Faulty: true}},
 		{Device: "nvme3n1", Slot: 2, State: mdraid.MemberState{InSync: true}},
 	}}, sbs: map[string]mdraid.Superblock{}}
-	fab := &fakeFabric{reachable: map[string]nvmeof.Device{}}
+	fab := &fakeFabric{reachable: map[string]host.Device{}}
 	prov := newFakeProv(map[string]*volume.Volume{"vol-1": volCfg("vol-1", "1", "r1", "r2", "r3")})
 	var recorded []string
-	a := &Actor{Raid: raid, Fabric: fab, Provisioner: prov, Connect: nvmeof.ConnectOptions{HostNQN: "nqn.host", HostID: "id"},
+	a := &Actor{Raid: raid, Fabric: fab, Provisioner: prov, Connect: host.ConnectOptions{HostNQN: "nqn.host", HostID: "id"},
 		Record: func(v string, r stagestate.Replica) error { recorded = append(recorded, v+"/"+r.ID); return nil }}
 	return raid, fab, prov, a, &recorded
 }
 
 func replicaOf(id string) volume.Replica { return volCfg("vol-1", "1", id).Replicas[0] }
 
-func devFor(id, name string) nvmeof.Device {
-	return nvmeof.Device{Name: name, Path: "/dev/" + name, UUID: nsUUID("vol-1-" + id)}
+func devFor(id, name string) host.Device {
+	return host.Device{Name: name, Path: "/dev/" + name, UUID: nsUUID("vol-1-" + id)}
 }
 
 func TestActJoinReAddsWithBitmap(t *testing.T) {
@@ -292,7 +293,7 @@ func TestActRetireDropsTheSlot(t *testing.T) {
 
 func TestActReplace(t *testing.T) {
 	raid, fab, prov, a, recorded := actFixture()
-	fab.reachable[nqnOf("vol-1-r2-new")] = nvmeof.Device{Name: "nvme8n1", Path: "/dev/nvme8n1", UUID: nvmeof.NamespaceUUID("r2-new")}
+	fab.reachable[nqnOf("vol-1-r2-new")] = host.Device{Name: "nvme8n1", Path: "/dev/nvme8n1", UUID: nvmeof.NamespaceUUID("r2-new")}
 	// The fake provisioner names the new replica's subsystem after the
 	// missing one; map its NQN.
 	fab.reachable["nqn.2026-01.io.nvmirror:r2-new"] = fab.reachable[nqnOf("vol-1-r2-new")]

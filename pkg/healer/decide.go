@@ -12,6 +12,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 )
@@ -130,7 +131,7 @@ func decideSessions(volumeID string, views []*replicaView, announce bool, node s
 		ctrls := slices.Clone(rv.ctrls)
 		sort.Slice(ctrls, func(i, j int) bool { return ctrls[i].Name < ctrls[j].Name })
 		for _, c := range ctrls {
-			if c.State != nvmeof.StateLive || c.Name == "" {
+			if c.State != host.StateLive || c.Name == "" {
 				continue
 			}
 			if cur == nil {
@@ -374,9 +375,9 @@ func linkOf(cs []ControllerObservation) link {
 	l := linkGone
 	for _, c := range cs {
 		switch c.State {
-		case nvmeof.StateLive:
+		case host.StateLive:
 			return linkLive
-		case nvmeof.StateNew, nvmeof.StateResetting, nvmeof.StateConnecting:
+		case host.StateNew, host.StateResetting, host.StateConnecting:
 			l = linkReconnecting
 		}
 	}
@@ -767,7 +768,7 @@ func (d *volumeDecision) activeCount() int {
 
 func hasController(cs []ControllerObservation) bool {
 	for _, c := range cs {
-		if c.State != nvmeof.StateDeleting && c.State != nvmeof.StateDeletingNoIO && c.State != nvmeof.StateDead {
+		if c.State != host.StateDeleting && c.State != host.StateDeletingNoIO && c.State != host.StateDead {
 			return true
 		}
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 	"github.com/nvmirror/nvmirror/pkg/stagestate"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"github.com/nvmirror/nvmirror/pkg/volume"
@@ -81,9 +82,9 @@ func observeVol(cfg *volume.Volume, fresh bool, states map[string]rs) VolumeObse
 		}
 		switch st.link {
 		case "live":
-			v.Controllers[r.NQN] = []ControllerObservation{{Name: fmt.Sprintf("nvme%d", i), State: nvmeof.StateLive, TrAddr: addr, TrSvcID: port}}
+			v.Controllers[r.NQN] = []ControllerObservation{{Name: fmt.Sprintf("nvme%d", i), State: host.StateLive, TrAddr: addr, TrSvcID: port}}
 		case "connecting":
-			v.Controllers[r.NQN] = []ControllerObservation{{Name: fmt.Sprintf("nvme%d", i), State: nvmeof.StateConnecting, TrAddr: addr, TrSvcID: port}}
+			v.Controllers[r.NQN] = []ControllerObservation{{Name: fmt.Sprintf("nvme%d", i), State: host.StateConnecting, TrAddr: addr, TrSvcID: port}}
 		}
 		m := MemberObservation{Device: fmt.Sprintf("nvme%dn1", i+1), Identities: []string{r.NamespaceUUID}, Slot: i}
 		switch st.md {
@@ -982,7 +983,7 @@ func TestDecideSessionsTwoControllers(t *testing.T) {
 	cfg := volCfg("vol-1", "60", "r1", "r2")
 	obs := observeVol(cfg, true, nil)
 	nqn := cfg.Replicas[0].NQN
-	obs.Controllers[nqn] = append(obs.Controllers[nqn], ControllerObservation{Name: "nvme7", State: nvmeof.StateLive, TrAddr: "10.1.0.1", TrSvcID: "4420"})
+	obs.Controllers[nqn] = append(obs.Controllers[nqn], ControllerObservation{Name: "nvme7", State: host.StateLive, TrAddr: "10.1.0.1", TrSvcID: "4420"})
 	_, evs, mem := Decide(obsOf(obs), c, Memory{}, t0)
 	if got := sessionsOnly(evs); !slices.Equal(got, []string{"established:r1", "established:r1", "established:r2"}) {
 		t.Fatalf("sessions %v", got)
@@ -991,7 +992,7 @@ func TestDecideSessionsTwoControllers(t *testing.T) {
 		t.Fatal("two sessions of one replica share an event ID")
 	}
 	before, _ := json.Marshal(mem)
-	obs.Controllers[nqn][1].State = nvmeof.StateResetting
+	obs.Controllers[nqn][1].State = host.StateResetting
 	_, evs, _ = Decide(obsOf(obs), c, mem, t0.Add(time.Second))
 	if got := sessionsOnly(evs); !slices.Equal(got, []string{"closed:r1"}) || !strings.Contains(evs[0].Message, "nvme7") {
 		t.Fatalf("one path lost: %v", types(evs))

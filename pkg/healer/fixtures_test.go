@@ -20,7 +20,7 @@ import (
 
 // tree is a fixture root with sys/ and proc/ shaped like the kernel's, for
 // n staged RAID1 volumes of three NVMe/TCP replicas each (the layout of
-// pkg/mdraid/testdata/sysfs and pkg/nvmeof's sysfs tests).
+// pkg/mdraid/testdata/sysfs and pkg/nvmeof/host's sysfs tests).
 type tree struct {
 	tb     testing.TB
 	root   string

@@ -17,7 +17,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
-	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 	"github.com/nvmirror/nvmirror/pkg/stagestate"
 )
 
@@ -73,7 +73,7 @@ type harness struct {
 func newHarness(t *testing.T, n int) *harness {
 	tr := newTree(t, n)
 	return &harness{tr: tr, prov: newFakeProv(tr.vols), raid: &treeRaid{Manager: mdraid.NewManager(nil, tr.root), tr: tr},
-		fab: &fakeFabric{reachable: map[string]nvmeof.Device{}}, clk: clocktesting.NewFakeClock(t0), dir: t.TempDir(), locked: map[string]bool{}}
+		fab: &fakeFabric{reachable: map[string]host.Device{}}, clk: clocktesting.NewFakeClock(t0), dir: t.TempDir(), locked: map[string]bool{}}
 }
 
 // healer builds a healer over the harness (a new one = a plugin restart).
@@ -95,7 +95,7 @@ func (h *harness) healer(t *testing.T) (*Healer, *EventQueue) {
 	obs.ConfigMaxAge = time.Second
 	hl, err := New(cfg, h.dir, Deps{
 		Observer: obs,
-		Actor:    &Actor{Raid: h.raid, Fabric: h.fab, Provisioner: h.prov, Connect: nvmeof.ConnectOptions{HostNQN: "nqn.host", HostID: "id"}},
+		Actor:    &Actor{Raid: h.raid, Fabric: h.fab, Provisioner: h.prov, Connect: host.ConnectOptions{HostNQN: "nqn.host", HostID: "id"}},
 		Queue:    q,
 		Metrics:  h.metrics,
 		Lock: func(id string) (func(), bool) {

@@ -4,17 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
-	"regexp"
-	"strings"
 	"time"
 
 	"k8s.io/klog/v2"
 
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
-	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 	"github.com/nvmirror/nvmirror/pkg/stagestate"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 )
@@ -43,7 +39,7 @@ type ConfigSource interface {
 // NVMeController is one /sys/class/nvme/<Name>.
 type NVMeController struct {
 	Name, SubsysNQN string
-	State           nvmeof.ControllerState
+	State           host.ControllerState
 	TrAddr, TrSvcID string
 }
 
@@ -269,73 +265,28 @@ func (o *Observer) arrayObservation(a mdraid.Array) *ArrayObservation {
 	return ao
 }
 
-// SysfsNVMe reads controllers and namespaces under Root ("/" on a node).
-// It reads three attributes per controller and nothing else: the
-// nvmeof.Initiator's Controllers also resolves each controller's subsystem
-// by scanning every subsystem, which is quadratic in the number of
-// controllers and not needed to tell whether a replica is connected.
+// SysfsNVMe reads controllers and namespaces under Root ("/" on a node)
+// through host.Sysfs, the one reader of NVMe state in sysfs; it only turns
+// host's types into the healer's.
 type SysfsNVMe struct{ Root string }
 
-var ctrlName = regexp.MustCompile(`^nvme[0-9]+$`)
-
-// Controllers lists /sys/class/nvme; controllers vanishing meanwhile are
-// skipped, and a missing class directory (nvme not loaded) is no controller.
+// Controllers lists /sys/class/nvme with host.Sysfs.ControllerStatuses:
+// three attributes per controller, no subsystem lookup; controllers
+// vanishing meanwhile are skipped, and a missing class directory (nvme not
+// loaded) is no controller.
 func (s SysfsNVMe) Controllers() ([]NVMeController, error) {
-	dir := filepath.Join(s.Root, "sys/class/nvme")
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
+	cs, err := host.NewSysfs(s.Root).ControllerStatuses()
+	if cs == nil || err != nil {
 		return nil, err
 	}
-	out := make([]NVMeController, 0, len(entries))
-	for _, e := range entries {
-		if !ctrlName.MatchString(e.Name()) {
-			continue
-		}
-		d := filepath.Join(dir, e.Name())
-		nqn, err1 := readTrim(filepath.Join(d, "subsysnqn"))
-		state, err2 := readTrim(filepath.Join(d, "state"))
-		addr, _ := readTrim(filepath.Join(d, "address"))
-		if errors.Is(err1, fs.ErrNotExist) || errors.Is(err2, fs.ErrNotExist) {
-			continue
-		}
-		if err := errors.Join(err1, err2); err != nil {
-			return nil, err
-		}
-		traddr, trsvcid, _ := nvmeof.ParseAddress(addr)
-		out = append(out, NVMeController{Name: e.Name(), SubsysNQN: nqn, State: nvmeof.ControllerState(state), TrAddr: traddr, TrSvcID: trsvcid})
+	out := make([]NVMeController, 0, len(cs))
+	for _, c := range cs {
+		out = append(out, NVMeController{Name: c.Name, SubsysNQN: c.SubsysNQN, State: c.State, TrAddr: c.TrAddr, TrSvcID: c.TrSvcID})
 	}
 	return out, nil
 }
 
 // NamespaceIdentities reads /sys/block/<device>/{uuid,nguid,wwid}.
 func (s SysfsNVMe) NamespaceIdentities(device string) ([]string, error) {
-	if strings.ContainsAny(device, "/\x00") || device == "" || device == "." || device == ".." {
-		return nil, fmt.Errorf("bad device name %q", device)
-	}
-	dir := filepath.Join(s.Root, "sys/block", device)
-	var ids []string
-	for _, f := range []string{"uuid", "nguid", "wwid"} {
-		v, err := readTrim(filepath.Join(dir, f))
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if v != "" && strings.Trim(strings.ReplaceAll(v, "-", ""), "0") != "" {
-			ids = append(ids, v)
-		}
-	}
-	return ids, nil
-}
-
-func readTrim(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(string(b)), nil
+	return host.NewSysfs(s.Root).NamespaceIdentities(device)
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 	"github.com/nvmirror/nvmirror/pkg/stagestate"
 )
 
@@ -38,7 +39,7 @@ func TestObserveFixtureTree(t *testing.T) {
 	if m.Device != "nvme4n1" || !m.InSync || len(m.Identities) != 2 || normalizeID(m.Identities[0]) != normalizeID(nvmeof.NamespaceUUID("vol-0001-r2")) {
 		t.Fatalf("member %+v", m)
 	}
-	if cs := v1.Controllers["nqn.2026-01.io.nvmirror:vol-0001-r2"]; len(cs) != 1 || cs[0].State != nvmeof.StateConnecting || cs[0].TrAddr != "10.0.1.1" {
+	if cs := v1.Controllers["nqn.2026-01.io.nvmirror:vol-0001-r2"]; len(cs) != 1 || cs[0].State != host.StateConnecting || cs[0].TrAddr != "10.0.1.1" {
 		t.Fatalf("controllers %+v", cs)
 	}
 	if _, ok := obs.Volumes[2].Controllers["nqn.2026-01.io.nvmirror:vol-0002-r3"]; ok {
@@ -120,7 +121,7 @@ func TestSysfsNVMe(t *testing.T) {
 		names = append(names, c.Name)
 	}
 	slices.Sort(names)
-	if !slices.Equal(names, []string{"nvme0", "nvme1", "nvme2"}) || cs[0].State != nvmeof.StateLive || cs[0].TrSvcID != "4420" {
+	if !slices.Equal(names, []string{"nvme0", "nvme1", "nvme2"}) || cs[0].State != host.StateLive || cs[0].TrSvcID != "4420" {
 		t.Fatalf("%+v", cs)
 	}
 	ids, err := s.NamespaceIdentities("nvme0n1")

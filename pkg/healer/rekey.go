@@ -9,7 +9,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/nvmirror/nvmirror/pkg/events"
-	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 )
@@ -36,7 +36,7 @@ import (
 // serving from the other legs meanwhile. A single-replica bidirectional
 // volume (no mirror to serve from) is left to its next stage.
 
-// SecretOps reads and re-keys live NVMe controllers (*nvmeof.Initiator).
+// SecretOps reads and re-keys live NVMe controllers (*host.Initiator).
 type SecretOps interface {
 	// ControllerSecrets returns the secrets a controller authenticates
 	// with ("" when none).
@@ -96,7 +96,7 @@ func DecideRekeys(vols []VolumeObservation, creds map[string]volume.Credentials,
 				want.CtrlSecret = c.CtrlSecret
 			}
 			for _, ctrl := range v.Controllers[r.NQN] {
-				if ctrl.State != nvmeof.StateLive {
+				if ctrl.State != host.StateLive {
 					continue // re-keyed when live again (its reconnect uses the new secrets)
 				}
 				have, known := current[ctrl.Name]
@@ -160,7 +160,7 @@ type Rekeyer struct {
 	Secrets     SecretOps
 	// ControllerState reads a controller's state, to confirm it is live
 	// after re-authentication before the next one.
-	ControllerState func(name string) (nvmeof.ControllerState, error)
+	ControllerState func(name string) (host.ControllerState, error)
 	// Disconnect takes a controller down for a reconnect re-key.
 	Disconnect func(ctx context.Context, name string) error
 	// Settle bounds the wait for a re-keyed controller to be live again.
@@ -269,7 +269,7 @@ func (k *Rekeyer) rekey(ctx context.Context, rk Rekey) error {
 	defer tick.Stop()
 	for {
 		st, err := k.ControllerState(rk.Controller)
-		if err == nil && st == nvmeof.StateLive {
+		if err == nil && st == host.StateLive {
 			s, cs, rerr := k.Secrets.ControllerSecrets(rk.Controller)
 			if rerr == nil && s == rk.Secret && cs == rk.CtrlSecret {
 				return nil

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 )
@@ -20,7 +21,7 @@ func authVolume(id string, auth storageclass.Authentication) VolumeObservation {
 	for i, sn := range []string{"sn-1", "sn-2"} {
 		nqn := "nqn.2026-11.io.nvmirror:replica:" + id + "-" + sn
 		cfg.Replicas = append(cfg.Replicas, volume.Replica{ID: id + "-" + sn, StorageNode: sn, NQN: nqn, State: volume.ReplicaActive})
-		ctrls[nqn] = []ControllerObservation{{Name: id + "-c" + string(rune('0'+i)), State: nvmeof.StateLive}}
+		ctrls[nqn] = []ControllerObservation{{Name: id + "-c" + string(rune('0'+i)), State: host.StateLive}}
 	}
 	whole := &ArrayObservation{Name: "md-" + id, RaidDisks: 2, SyncAction: "idle",
 		Members: []MemberObservation{{InSync: true}, {InSync: true}}}
@@ -32,7 +33,7 @@ func TestDecideRekeys(t *testing.T) {
 		"sn-1": {StorageNode: "sn-1", Secret: "new-1", CtrlSecret: "ctrl-1", Generation: 2},
 		"sn-2": {StorageNode: "sn-2", Secret: "old-2", CtrlSecret: "ctrl-2", Generation: 1},
 	}
-	host := authVolume("va", storageclass.AuthHost)
+	hostOnly := authVolume("va", storageclass.AuthHost)
 	bidi := authVolume("vb", storageclass.AuthBidirectional)
 	current := map[string]ControllerSecretsView{
 		"va-c0": {Secret: "old-1"},                         // rotated on sn-1: re-key
@@ -40,7 +41,7 @@ func TestDecideRekeys(t *testing.T) {
 		"vb-c0": {Secret: "new-1", CtrlSecret: "ctrl-1"},   // up to date
 		"vb-c1": {Secret: "old-2", CtrlSecret: "ctrl-old"}, // bidirectional, controller secret rotated: re-key
 	}
-	got := DecideRekeys([]VolumeObservation{bidi, host}, creds, current)
+	got := DecideRekeys([]VolumeObservation{bidi, hostOnly}, creds, current)
 	if len(got) != 2 {
 		t.Fatalf("rekeys %+v, want 2", got)
 	}
@@ -81,12 +82,12 @@ func TestDecideRekeys(t *testing.T) {
 	// Never towards no secret, never a controller not live, never an
 	// unstaged volume, never an unreadable controller.
 	noPair := map[string]volume.Credentials{"sn-2": creds["sn-2"]}
-	if r := DecideRekeys([]VolumeObservation{host}, noPair, map[string]ControllerSecretsView{"va-c0": {Secret: "x"}}); len(r) != 0 {
+	if r := DecideRekeys([]VolumeObservation{hostOnly}, noPair, map[string]ControllerSecretsView{"va-c0": {Secret: "x"}}); len(r) != 0 {
 		t.Errorf("re-keyed a controller whose storage node has no secrets: %+v", r)
 	}
 	down := authVolume("va", storageclass.AuthHost)
 	for nqn := range down.Controllers {
-		down.Controllers[nqn][0].State = nvmeof.StateConnecting
+		down.Controllers[nqn][0].State = host.StateConnecting
 	}
 	if r := DecideRekeys([]VolumeObservation{down}, creds, current); len(r) != 0 {
 		t.Errorf("re-keyed a reconnecting controller: %+v", r)
@@ -96,7 +97,7 @@ func TestDecideRekeys(t *testing.T) {
 	if r := DecideRekeys([]VolumeObservation{unstaged}, creds, current); len(r) != 0 {
 		t.Errorf("re-keyed a volume still being staged: %+v", r)
 	}
-	if r := DecideRekeys([]VolumeObservation{host}, creds, map[string]ControllerSecretsView{}); len(r) != 0 {
+	if r := DecideRekeys([]VolumeObservation{hostOnly}, creds, map[string]ControllerSecretsView{}); len(r) != 0 {
 		t.Errorf("re-keyed controllers whose secrets could not be read: %+v", r)
 	}
 	// A controller connected without secrets cannot be given some live;
@@ -111,7 +112,7 @@ func TestDecideRekeys(t *testing.T) {
 type fakeSecrets struct {
 	mu      sync.Mutex
 	current map[string]ControllerSecretsView
-	state   map[string]nvmeof.ControllerState
+	state   map[string]host.ControllerState
 	failOn  string
 	writes  []string
 }
@@ -131,20 +132,20 @@ func (f *fakeSecrets) SetControllerSecrets(name, s, cs string) error {
 	defer f.mu.Unlock()
 	f.writes = append(f.writes, name)
 	if name == f.failOn {
-		f.state[name] = nvmeof.StateResetting // the kernel resets a controller whose re-authentication failed
+		f.state[name] = host.StateResetting // the kernel resets a controller whose re-authentication failed
 		return nil
 	}
 	f.current[name] = ControllerSecretsView{Secret: s, CtrlSecret: cs}
 	return nil
 }
 
-func (f *fakeSecrets) stateOf(name string) (nvmeof.ControllerState, error) {
+func (f *fakeSecrets) stateOf(name string) (host.ControllerState, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if s, ok := f.state[name]; ok {
 		return s, nil
 	}
-	return nvmeof.StateLive, nil
+	return host.StateLive, nil
 }
 
 type fakeCreds []volume.Credentials
@@ -156,7 +157,7 @@ func (c fakeCreds) GetHostCredentials(context.Context, string) ([]volume.Credent
 func TestRekeyerRunsOneLegAtATimeAndReports(t *testing.T) {
 	vols := []VolumeObservation{authVolume("va", storageclass.AuthHost)}
 	creds := fakeCreds{{StorageNode: "sn-1", Secret: "new-1", Generation: 2}, {StorageNode: "sn-2", Secret: "new-2", Generation: 2}}
-	sec := &fakeSecrets{current: map[string]ControllerSecretsView{"va-c0": {Secret: "old-1"}, "va-c1": {Secret: "old-2"}}, state: map[string]nvmeof.ControllerState{}}
+	sec := &fakeSecrets{current: map[string]ControllerSecretsView{"va-c0": {Secret: "old-1"}, "va-c1": {Secret: "old-2"}}, state: map[string]host.ControllerState{}}
 	k := &Rekeyer{HostNQN: "nqn.host", NodeID: "worker-1", Credentials: creds, Secrets: sec, ControllerState: sec.stateOf,
 		Settle: time.Second, Clock: func() time.Time { return time.Unix(1000, 0) }}
 	evs, err := k.Run(context.Background(), vols, nil)
@@ -194,7 +195,7 @@ func TestRekeyerRunsOneLegAtATimeAndReports(t *testing.T) {
 
 	// A busy volume waits.
 	sec.failOn, sec.writes = "", nil
-	sec.state = map[string]nvmeof.ControllerState{}
+	sec.state = map[string]host.ControllerState{}
 	evs, _ = k.Run(context.Background(), vols, func(string) (func(), bool) { return nil, false })
 	if len(evs) != 0 || len(sec.writes) != 0 {
 		t.Errorf("re-keyed a locked volume: %v", sec.writes)
@@ -233,17 +234,17 @@ func TestActorConnectSecrets(t *testing.T) {
 
 // recordingFabric accepts every connect and keeps the options.
 type recordingFabric struct {
-	last nvmeof.ConnectOptions
-	all  []nvmeof.ConnectOptions
+	last host.ConnectOptions
+	all  []host.ConnectOptions
 }
 
-func (f *recordingFabric) Connect(_ context.Context, o nvmeof.ConnectOptions) (nvmeof.Controller, error) {
+func (f *recordingFabric) Connect(_ context.Context, o host.ConnectOptions) (host.Controller, error) {
 	f.last, f.all = o, append(f.all, o)
-	return nvmeof.Controller{Name: "nvme1", State: nvmeof.StateLive}, nil
+	return host.Controller{Name: "nvme1", State: host.StateLive}, nil
 }
 
-func (f *recordingFabric) WaitForDevice(context.Context, string, string) (nvmeof.Device, error) {
-	return nvmeof.Device{}, nvmeof.ErrDeviceNotFound
+func (f *recordingFabric) WaitForDevice(context.Context, string, string) (host.Device, error) {
+	return host.Device{}, nvmeof.ErrDeviceNotFound
 }
 
 func (f *recordingFabric) DisconnectNQN(context.Context, string) error { return nil }
@@ -252,7 +253,7 @@ func TestRekeyerReconnectsBidirectionalLeg(t *testing.T) {
 	vols := []VolumeObservation{authVolume("vb", storageclass.AuthBidirectional)}
 	creds := fakeCreds{{StorageNode: "sn-1", Secret: "new-1", CtrlSecret: "nc-1", Generation: 2}, {StorageNode: "sn-2", Secret: "new-2", CtrlSecret: "nc-2", Generation: 2}}
 	sec := &fakeSecrets{current: map[string]ControllerSecretsView{"vb-c0": {Secret: "o1", CtrlSecret: "oc1"}, "vb-c1": {Secret: "o2", CtrlSecret: "oc2"}},
-		state: map[string]nvmeof.ControllerState{}}
+		state: map[string]host.ControllerState{}}
 	var disconnected []string
 	k := &Rekeyer{HostNQN: "nqn.host", NodeID: "worker-1", Credentials: creds, Secrets: sec, ControllerState: sec.stateOf,
 		Disconnect: func(_ context.Context, name string) error { disconnected = append(disconnected, name); return nil }}

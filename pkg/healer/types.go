@@ -15,7 +15,7 @@ package healer
 import (
 	"time"
 
-	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 	"github.com/nvmirror/nvmirror/pkg/stagestate"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"github.com/nvmirror/nvmirror/pkg/volume"
@@ -80,7 +80,7 @@ type MemberObservation struct {
 // ControllerObservation is one NVMe controller of a replica subsystem.
 type ControllerObservation struct {
 	Name  string
-	State nvmeof.ControllerState
+	State host.ControllerState
 	// TrAddr and TrSvcID are the target address and port.
 	TrAddr, TrSvcID string
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"k8s.io/klog/v2"
+
+	"github.com/nvmirror/nvmirror/pkg/sysfs"
 )
 
 // Array is the state of one md array as the kernel shows it under
@@ -171,13 +173,13 @@ func (m *Manager) ReadArray(name string) (Array, error) {
 	mdDir := m.sysPath("block", name, "md")
 	a := Array{Name: name, Device: "/dev/" + name}
 	var err error
-	if a.ArrayState, err = readAttr(mdDir, "array_state"); err != nil {
+	if a.ArrayState, err = attrs.ReadAttr(filepath.Join(mdDir, "array_state")); err != nil {
 		return Array{}, arrayReadError(name, err)
 	}
-	if a.Level, err = readOptionalAttr(mdDir, "level"); err != nil {
+	if a.Level, err = attrs.ReadOptionalAttr(filepath.Join(mdDir, "level")); err != nil {
 		return Array{}, arrayReadError(name, err)
 	}
-	uuid, err := readOptionalAttr(mdDir, "uuid")
+	uuid, err := attrs.ReadOptionalAttr(filepath.Join(mdDir, "uuid"))
 	if err != nil {
 		return Array{}, arrayReadError(name, err)
 	}
@@ -190,27 +192,27 @@ func (m *Manager) ReadArray(name string) (Array, error) {
 			a.UUID = canonical
 		}
 	}
-	if a.RaidDisks, err = readIntAttr(mdDir, "raid_disks"); err != nil {
+	if a.RaidDisks, err = attrs.ReadInt(filepath.Join(mdDir, "raid_disks")); err != nil {
 		return Array{}, arrayReadError(name, err)
 	}
-	if a.Degraded, err = readIntAttr(mdDir, "degraded"); err != nil {
+	if a.Degraded, err = attrs.ReadInt(filepath.Join(mdDir, "degraded")); err != nil {
 		return Array{}, arrayReadError(name, err)
 	}
-	if a.SyncAction, err = readOptionalAttr(mdDir, "sync_action"); err != nil {
+	if a.SyncAction, err = attrs.ReadOptionalAttr(filepath.Join(mdDir, "sync_action")); err != nil {
 		return Array{}, arrayReadError(name, err)
 	}
 	a.SyncCompleted = SyncProgress{State: "none"}
-	if text, err := readOptionalAttr(mdDir, "sync_completed"); err != nil {
+	if text, err := attrs.ReadOptionalAttr(filepath.Join(mdDir, "sync_completed")); err != nil {
 		return Array{}, arrayReadError(name, err)
 	} else if text != "" {
 		if a.SyncCompleted, err = ParseSyncCompleted(text); err != nil {
 			return Array{}, fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	if a.MismatchCount, err = readUintAttr(mdDir, "mismatch_cnt"); err != nil {
+	if a.MismatchCount, err = attrs.ReadUint(filepath.Join(mdDir, "mismatch_cnt")); err != nil {
 		return Array{}, arrayReadError(name, err)
 	}
-	if a.SizeKiB, err = readUintAttr(mdDir, "component_size"); err != nil {
+	if a.SizeKiB, err = attrs.ReadUint(filepath.Join(mdDir, "component_size")); err != nil {
 		return Array{}, arrayReadError(name, err)
 	}
 	if a.Members, err = readMembers(mdDir); err != nil {
@@ -242,7 +244,7 @@ func readMembers(mdDir string) ([]Member, error) {
 		}
 		dir := filepath.Join(mdDir, e.Name())
 		mem := Member{Name: e.Name(), Device: strings.TrimPrefix(e.Name(), "dev-")}
-		state, err := readAttr(dir, "state")
+		state, err := attrs.ReadAttr(filepath.Join(dir, "state"))
 		if memberGone(err) {
 			continue
 		}
@@ -250,7 +252,7 @@ func readMembers(mdDir string) ([]Member, error) {
 			return nil, err
 		}
 		mem.State = ParseMemberState(state)
-		slot, err := readOptionalAttr(dir, "slot")
+		slot, err := attrs.ReadOptionalAttr(filepath.Join(dir, "slot"))
 		if memberGone(err) {
 			continue
 		}
@@ -260,7 +262,7 @@ func readMembers(mdDir string) ([]Member, error) {
 		if mem.Slot, err = parseSlot(slot); err != nil {
 			return nil, fmt.Errorf("%s: %w", e.Name(), err)
 		}
-		if mem.Errors, err = readUintAttr(dir, "errors"); memberGone(err) {
+		if mem.Errors, err = attrs.ReadUint(filepath.Join(dir, "errors")); memberGone(err) {
 			continue
 		} else if err != nil {
 			return nil, fmt.Errorf("%s: %w", e.Name(), err)
@@ -441,52 +443,9 @@ func (m *Manager) NextFreeDevice() (string, error) {
 	return "", fmt.Errorf("%w: every md device number mdadm would use is taken", ErrBusy)
 }
 
-// readAttr reads one sysfs attribute without its trailing newline.
-func readAttr(dir, name string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(dir, name))
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(string(b)), nil
-}
-
-// readOptionalAttr reads an attribute that only some levels or kernels
-// have; a missing one reads as "".
-func readOptionalAttr(dir, name string) (string, error) {
-	s, err := readAttr(dir, name)
-	if errors.Is(err, fs.ErrNotExist) {
-		if _, dirErr := os.Stat(dir); dirErr != nil {
-			return "", dirErr
-		}
-		return "", nil
-	}
-	return s, err
-}
-
-// readIntAttr reads an optional count. raid_disks reads "N (M)" during a
-// reshape that changes the number of disks; N is the new count.
-func readIntAttr(dir, name string) (int, error) {
-	s, err := readOptionalAttr(dir, name)
-	if err != nil || s == "" {
-		return 0, err
-	}
-	first, _, _ := strings.Cut(s, " ")
-	n, err := strconv.ParseInt(first, 10, 32)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("%w: %s %q is not a count", ErrMalformed, name, s)
-	}
-	return int(n), nil
-}
-
-// readUintAttr reads an optional unsigned number.
-func readUintAttr(dir, name string) (uint64, error) {
-	s, err := readOptionalAttr(dir, name)
-	if err != nil || s == "" {
-		return 0, err
-	}
-	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%w: %s %q is not a number", ErrMalformed, name, s)
-	}
-	return n, nil
-}
+// attrs reads md's sysfs attributes. An optional attribute whose directory
+// is gone is the directory's error, not "": an array stopped (or a member
+// removed) between two reads must read as gone, never as an array without
+// that attribute. ENODEV is passed through as it is: memberGone tells it
+// apart for members.
+var attrs = sysfs.Reader{MissingDirIsError: true, Malformed: ErrMalformed}

@@ -63,3 +63,18 @@ func SerialFor(replicaID string) string {
 func formatUUID(u [16]byte) string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
 }
+
+// ValidateSerial checks that serial fits nvmet's attr_serial the way
+// SerialFor's serials do: at most 20 characters (the NVMe field's width),
+// hexadecimal only.
+func ValidateSerial(serial string) error {
+	if len(serial) > 20 {
+		return fmt.Errorf("%w: serial %q is longer than 20 characters", ErrInvalidArgument, serial)
+	}
+	for i := 0; i < len(serial); i++ {
+		if !isHex(serial[i]) {
+			return fmt.Errorf("%w: serial %q must be hexadecimal", ErrInvalidArgument, serial)
+		}
+	}
+	return nil
+}

@@ -37,19 +37,19 @@ func TestIdentityProperties(t *testing.T) {
 	seen := map[string]string{}
 	for _, r := range []string{"", "a", "b", "replica-1", "replica-2", "pvc-0001/r0", "pvc-0001/r1", "ünïcode"} {
 		u, n, s := NamespaceUUID(r), NamespaceNGUID(r), SerialFor(r)
-		if !v5.MatchString(u) || !isUUID(u) {
+		if !v5.MatchString(u) || !IsUUID(u) {
 			t.Errorf("NamespaceUUID(%q) = %q is not a version 5 UUID", r, u)
 		}
-		if !hex32.MatchString(n) || !validNGUID(n) {
+		if !hex32.MatchString(n) || !ValidNGUID(n) {
 			t.Errorf("NamespaceNGUID(%q) = %q is not 32 hex digits", r, n)
 		}
-		if !hex20.MatchString(s) || validateSerial(s) != nil {
+		if !hex20.MatchString(s) || ValidateSerial(s) != nil {
 			t.Errorf("SerialFor(%q) = %q is not 20 hex digits", r, s)
 		}
-		if normalizeID(u) == n {
+		if NormalizeID(u) == n {
 			t.Errorf("replica %q: UUID and NGUID share the same bytes", r)
 		}
-		for _, v := range []string{normalizeID(u), n, s} {
+		for _, v := range []string{NormalizeID(u), n, s} {
 			if prev, dup := seen[v]; dup {
 				t.Errorf("identity %q of replica %q collides with replica %q", v, r, prev)
 			}

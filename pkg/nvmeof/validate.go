@@ -8,9 +8,9 @@ import (
 	"strings"
 )
 
-// Sentinel errors. Every error returned by this package wraps at most one of
-// these (with %w) next to a message that names the NQN, address or path
-// concerned, so callers branch with errors.Is and humans read the message.
+// Sentinel errors. Every error returned by this package and by its host and
+// nvmet sub-packages wraps at most one of these (with %w) next to a message
+// that names the NQN, address or path concerned, so callers branch with errors.Is and humans read the message.
 // The exceptions refine another sentinel and are wrapped with it:
 // ErrIdentityMismatch with ErrDeviceNotFound, ErrAuthFailed with
 // ErrConnectRefused.
@@ -86,7 +86,7 @@ func ValidateNQN(nqn string) error {
 		}
 	}
 	if rest, ok := strings.CutPrefix(nqn, uuidNQNPrefix); ok {
-		if !isUUID(rest) {
+		if !IsUUID(rest) {
 			return fmt.Errorf("%w: NQN %q uses the UUID form but %q is not a UUID",
 				ErrInvalidArgument, nqn, rest)
 		}
@@ -102,9 +102,9 @@ func nqnChar(c byte) bool {
 	return strings.IndexByte(".:-_+@", c) >= 0
 }
 
-// isUUID reports whether s has the canonical 8-4-4-4-12 hex form, the only
+// IsUUID reports whether s has the canonical 8-4-4-4-12 hex form, the only
 // form the kernel's uuid_parse accepts (for hostid and device_uuid).
-func isUUID(s string) bool {
+func IsUUID(s string) bool {
 	if len(s) != 36 {
 		return false
 	}
@@ -127,11 +127,11 @@ func isHex(c byte) bool {
 	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
 }
 
-// normalizeID turns a UUID, an NGUID (dashed or not) or a sysfs wwid
+// NormalizeID turns a UUID, an NGUID (dashed or not) or a sysfs wwid
 // ("uuid.<uuid>", "eui.<hex>") into lowercase hex without separators, so
 // identities read from different places compare equal. It returns "" for
 // values that are not hex identifiers.
-func normalizeID(s string) string {
+func NormalizeID(s string) string {
 	s = strings.TrimSpace(s)
 	for _, p := range []string{"uuid.", "eui.", "nvme."} {
 		s = strings.TrimPrefix(s, p)
@@ -154,28 +154,15 @@ func normalizeID(s string) string {
 	return b.String()
 }
 
-// validNGUID reports whether s is 16 bytes of hex, with or without dashes.
-func validNGUID(s string) bool {
-	n := normalizeID(s)
+// ValidNGUID reports whether s is 16 bytes of hex, with or without dashes.
+func ValidNGUID(s string) bool {
+	n := NormalizeID(s)
 	return len(n) == 32 && !strings.HasPrefix(s, "uuid.") && !strings.HasPrefix(s, "eui.")
 }
 
-// checkOptionValue refuses values that would change the meaning of the
-// comma-separated fabrics option string (or of a sysfs/configfs write).
-func checkOptionValue(name, v string) error {
-	if v == "" {
-		return fmt.Errorf("%w: option %s is empty", ErrInvalidArgument, name)
-	}
-	if i := strings.IndexAny(v, ",=\n\r\t \x00"); i >= 0 {
-		return fmt.Errorf("%w: option %s value %q contains forbidden character %q (it would inject fabrics options)",
-			ErrInvalidArgument, name, v, v[i])
-	}
-	return nil
-}
-
-// parseIP accepts a literal IPv4 or IPv6 address without zone. Zones are
+// ParseIP accepts a literal IPv4 or IPv6 address without zone. Zones are
 // refused: they are free text and we do not use link-local addresses.
-func parseIP(name, s string) (netip.Addr, error) {
+func ParseIP(name, s string) (netip.Addr, error) {
 	a, err := netip.ParseAddr(s)
 	if err != nil || a.Zone() != "" {
 		return netip.Addr{}, fmt.Errorf("%w: %s %q is not an IP address", ErrInvalidArgument, name, s)
@@ -183,10 +170,10 @@ func parseIP(name, s string) (netip.Addr, error) {
 	return a, nil
 }
 
-// parsePort accepts a decimal TCP port 1-65535 in canonical form. Canonical
+// ParsePort accepts a decimal TCP port 1-65535 in canonical form. Canonical
 // form matters: the kernel compares trsvcid as a string, so "04420" and
 // "4420" would be different controllers.
-func parsePort(name, s string) (int, error) {
+func ParsePort(name, s string) (int, error) {
 	n, err := strconv.Atoi(s)
 	if err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != s {
 		return 0, fmt.Errorf("%w: %s %q is not a port number 1-65535", ErrInvalidArgument, name, s)

@@ -66,8 +66,8 @@ func TestIsUUID(t *testing.T) {
 		{"{334c447f-cade-46b9-b567-b8b432108bca}", false},
 	}
 	for _, tc := range tests {
-		if got := isUUID(tc.in); got != tc.ok {
-			t.Errorf("isUUID(%q) = %v, want %v", tc.in, got, tc.ok)
+		if got := IsUUID(tc.in); got != tc.ok {
+			t.Errorf("IsUUID(%q) = %v, want %v", tc.in, got, tc.ok)
 		}
 	}
 }
@@ -85,8 +85,8 @@ func TestNormalizeID(t *testing.T) {
 		{"", ""},
 	}
 	for _, tc := range tests {
-		if got := normalizeID(tc.in); got != tc.want {
-			t.Errorf("normalizeID(%q) = %q, want %q", tc.in, got, tc.want)
+		if got := NormalizeID(tc.in); got != tc.want {
+			t.Errorf("NormalizeID(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
 }
@@ -103,35 +103,8 @@ func TestValidNGUID(t *testing.T) {
 		{"zz6e51696aca1f529ff6332e5648d3e2", false},
 	}
 	for _, tc := range tests {
-		if got := validNGUID(tc.in); got != tc.ok {
-			t.Errorf("validNGUID(%q) = %v, want %v", tc.in, got, tc.ok)
-		}
-	}
-}
-
-func TestCheckOptionValue(t *testing.T) {
-	tests := []struct {
-		v  string
-		ok bool
-	}{
-		{"127.0.0.1", true},
-		{"nqn.2024-01.io.nvmirror:x", true},
-		{"", false},
-		{"a,b", false},
-		{"a=b", false},
-		{"a\nb", false},
-		{"a\rb", false},
-		{"a b", false},
-		{"a\tb", false},
-		{"a\x00b", false},
-	}
-	for _, tc := range tests {
-		err := checkOptionValue("traddr", tc.v)
-		if (err == nil) != tc.ok {
-			t.Errorf("checkOptionValue(%q) = %v, want ok=%v", tc.v, err, tc.ok)
-		}
-		if err != nil && !errors.Is(err, ErrInvalidArgument) {
-			t.Errorf("checkOptionValue(%q) = %v, want ErrInvalidArgument", tc.v, err)
+		if got := ValidNGUID(tc.in); got != tc.ok {
+			t.Errorf("ValidNGUID(%q) = %v, want %v", tc.in, got, tc.ok)
 		}
 	}
 }
@@ -145,9 +118,9 @@ func TestParseIPAndPort(t *testing.T) {
 		{"fe80::1%eth0", false}, {"localhost", false}, {"", false}, {"1.2.3.4,trsvcid=1", false}, {"256.1.1.1", false},
 	}
 	for _, tc := range ips {
-		_, err := parseIP("traddr", tc.in)
+		_, err := ParseIP("traddr", tc.in)
 		if (err == nil) != tc.ok {
-			t.Errorf("parseIP(%q) = %v, want ok=%v", tc.in, err, tc.ok)
+			t.Errorf("ParseIP(%q) = %v, want ok=%v", tc.in, err, tc.ok)
 		}
 	}
 	ports := []struct {
@@ -158,12 +131,12 @@ func TestParseIPAndPort(t *testing.T) {
 		{"0", false}, {"65536", false}, {"-1", false}, {"04420", false}, {"+4420", false}, {"", false}, {"4420,x", false},
 	}
 	for _, tc := range ports {
-		_, err := parsePort("trsvcid", tc.in)
+		_, err := ParsePort("trsvcid", tc.in)
 		if (err == nil) != tc.ok {
-			t.Errorf("parsePort(%q) = %v, want ok=%v", tc.in, err, tc.ok)
+			t.Errorf("ParsePort(%q) = %v, want ok=%v", tc.in, err, tc.ok)
 		}
 		if err != nil && !errors.Is(err, ErrInvalidArgument) {
-			t.Errorf("parsePort(%q) = %v, want ErrInvalidArgument", tc.in, err)
+			t.Errorf("ParsePort(%q) = %v, want ErrInvalidArgument", tc.in, err)
 		}
 	}
 }

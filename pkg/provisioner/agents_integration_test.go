@@ -13,65 +13,65 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
-
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/nvmirror/nvmirror/pkg/agent"
+	"github.com/nvmirror/nvmirror/pkg/agentapi"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/agentclient"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store/boltstore"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth"
-	"github.com/nvmirror/nvmirror/pkg/target"
-	"github.com/nvmirror/nvmirror/pkg/targetapi"
+	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
 )
 
 // memExporter stands in for the kernel's nvmet configfs under the real
-// agent (pkg/target): subsystems, namespaces and allowed hosts in memory.
+// agent (pkg/agent): subsystems, namespaces and allowed hosts in memory.
 // Everything above it (the agent's state file, pool of sparse files, gRPC
 // server with TLS and token, and the provisioner's adapter) is real.
 type memExporter struct {
 	mu   sync.Mutex
-	subs map[string]*nvmeof.Subsystem
-	auth map[string]nvmeof.HostAuth
+	subs map[string]*nvmet.Subsystem
+	auth map[string]nvmet.HostAuth
 }
 
 func newMemExporter() *memExporter {
-	return &memExporter{subs: map[string]*nvmeof.Subsystem{}, auth: map[string]nvmeof.HostAuth{}}
+	return &memExporter{subs: map[string]*nvmet.Subsystem{}, auth: map[string]nvmet.HostAuth{}}
 }
 
 func (m *memExporter) AuthSupported() error { return nil }
-func (m *memExporter) SetHostAuth(host string, a nvmeof.HostAuth) error {
+func (m *memExporter) SetHostAuth(host string, a nvmet.HostAuth) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.auth[host] = a
 	return nil
 }
-func (m *memExporter) hostAuth(host string) nvmeof.HostAuth {
+func (m *memExporter) hostAuth(host string) nvmet.HostAuth {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.auth[host]
 }
 
-func (m *memExporter) Available() error             { return nil }
-func (m *memExporter) EnsurePort(nvmeof.Port) error { return nil }
-func (m *memExporter) ListSubsystems() ([]nvmeof.Subsystem, error) {
+func (m *memExporter) Available() error            { return nil }
+func (m *memExporter) EnsurePort(nvmet.Port) error { return nil }
+func (m *memExporter) ListSubsystems() ([]nvmet.Subsystem, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []nvmeof.Subsystem
+	var out []nvmet.Subsystem
 	for _, s := range m.subs {
 		out = append(out, *s)
 	}
 	return out, nil
 }
-func (m *memExporter) GetSubsystem(nqn string) (nvmeof.Subsystem, error) {
+func (m *memExporter) GetSubsystem(nqn string) (nvmet.Subsystem, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s, ok := m.subs[nqn]
 	if !ok {
-		return nvmeof.Subsystem{}, fmt.Errorf("subsystem %s: %w", nqn, nvmeof.ErrNotFound)
+		return nvmet.Subsystem{}, fmt.Errorf("subsystem %s: %w", nqn, nvmeof.ErrNotFound)
 	}
 	c := *s
 	c.AllowedHosts = slices.Clone(s.AllowedHosts)
@@ -81,18 +81,18 @@ func (m *memExporter) EnsureSubsystem(nqn, serial string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.subs[nqn]; !ok {
-		m.subs[nqn] = &nvmeof.Subsystem{NQN: nqn, Serial: serial}
+		m.subs[nqn] = &nvmet.Subsystem{NQN: nqn, Serial: serial}
 	}
 	return nil
 }
-func (m *memExporter) sub(nqn string) (*nvmeof.Subsystem, error) {
+func (m *memExporter) sub(nqn string) (*nvmet.Subsystem, error) {
 	s, ok := m.subs[nqn]
 	if !ok {
 		return nil, fmt.Errorf("subsystem %s: %w", nqn, nvmeof.ErrNotFound)
 	}
 	return s, nil
 }
-func (m *memExporter) EnsureNamespace(nqn string, ns nvmeof.Namespace) error {
+func (m *memExporter) EnsureNamespace(nqn string, ns nvmet.Namespace) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s, err := m.sub(nqn)
@@ -100,7 +100,7 @@ func (m *memExporter) EnsureNamespace(nqn string, ns nvmeof.Namespace) error {
 		return err
 	}
 	ns.Enabled = true
-	s.Namespaces = []nvmeof.Namespace{ns}
+	s.Namespaces = []nvmet.Namespace{ns}
 	return nil
 }
 func (m *memExporter) RevalidateNamespace(string, int) error { return nil }
@@ -170,7 +170,7 @@ type realAgent struct {
 
 const agentToken = "integration-token"
 
-// startRealAgents runs n nvmirror-target services (pkg/target) behind
+// startRealAgents runs n nvmirror-target services (pkg/agent) behind
 // gRPC with TLS and the bearer token, each with a pool of sparse files in a
 // temporary directory, in rack r<i>.
 func startRealAgents(t testing.TB, n int) ([]*realAgent, *tls.Config) {
@@ -184,16 +184,16 @@ func startRealAgents(t testing.TB, n int) ([]*realAgent, *tls.Config) {
 	var out []*realAgent
 	for i := 1; i <= n; i++ {
 		a := &realAgent{id: fmt.Sprintf("sn-%d", i), pool: filepath.Join(t.TempDir(), "pool"), exp: newMemExporter()}
-		pool, err := target.NewPool(a.pool)
+		pool, err := agent.NewPool(a.pool)
 		if err != nil {
 			t.Fatal(err)
 		}
-		opts := target.Options{
+		opts := agent.Options{
 			PoolDir: a.pool, NQNPrefix: fmt.Sprintf("nqn.2026-11.io.nvmirror:sn%d:", i),
-			Ports:    []nvmeof.Port{{ID: 1, Transport: "tcp", AdrFam: "ipv4", TrAddr: fmt.Sprintf("10.0.0.%d", i), TrSvcID: "4420"}},
+			Ports:    []nvmet.Port{{ID: 1, Transport: "tcp", AdrFam: "ipv4", TrAddr: fmt.Sprintf("10.0.0.%d", i), TrSvcID: "4420"}},
 			NodeName: a.id, Zone: "z1", Rack: fmt.Sprintf("r%d", i),
 		}
-		svc, err := target.NewService(opts, pool, target.NewStore(filepath.Join(a.pool, "state.json")), a.exp)
+		svc, err := agent.NewService(opts, pool, agent.NewStore(filepath.Join(a.pool, "state.json")), a.exp)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -201,7 +201,7 @@ func startRealAgents(t testing.TB, n int) ([]*realAgent, *tls.Config) {
 			t.Fatal(err)
 		}
 		a.srv = grpc.NewServer(append(auth.ServerOptions(), grpc.Creds(credentials.NewTLS(serverTLS)))...)
-		targetapi.RegisterTargetServer(a.srv, target.NewServer(svc))
+		agentapi.RegisterTargetServer(a.srv, agent.NewServer(svc))
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -350,7 +350,7 @@ func TestWithRealAgents(t *testing.T) {
 }
 
 // BenchmarkRealAgentsCreateDelete: volumes (3 replicas of 64 MiB) created
-// and deleted per second with three real agents (pkg/target: sparse-file
+// and deleted per second with three real agents (pkg/agent: sparse-file
 // pools and state files on disk, in-memory configfs) over gRPC with TLS and
 // the bearer token, for each store backend.
 func BenchmarkRealAgentsCreateDelete(b *testing.B) {

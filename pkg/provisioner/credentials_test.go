@@ -7,11 +7,11 @@ import (
 
 	"github.com/kubernetes-csi/csi-lib-utils/protosanitizer"
 
+	"github.com/nvmirror/nvmirror/pkg/agentapi"
 	"github.com/nvmirror/nvmirror/pkg/dhchap"
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/provisionerapi"
-	"github.com/nvmirror/nvmirror/pkg/targetapi"
 )
 
 // secretsByNode returns GetHostCredentials as storage node → secrets.
@@ -234,7 +234,7 @@ func TestCredentialSecretsAreStrippedFromLogs(t *testing.T) {
 	if strings.Contains(logged, "DHHC-1") || !strings.Contains(logged, "sn-1") {
 		t.Errorf("logged form %s: secrets must be stripped, the rest kept", logged)
 	}
-	req := &targetapi.SetHostAuthRequest{HostNqn: hostA, DhchapKey: secret, DhchapCtrlKey: secret}
+	req := &agentapi.SetHostAuthRequest{HostNqn: hostA, DhchapKey: secret, DhchapCtrlKey: secret}
 	if logged := fmt.Sprint(protosanitizer.StripSecrets(req)); strings.Contains(logged, "DHHC-1") {
 		t.Errorf("agent request logged as %s", logged)
 	}

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nvmirror/nvmirror/pkg/agentapi"
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
 	"github.com/nvmirror/nvmirror/pkg/provisionerapi"
-	"github.com/nvmirror/nvmirror/pkg/targetapi"
 	"github.com/nvmirror/nvmirror/test/vm"
 )
 
@@ -366,7 +366,7 @@ func authenticatedVolume(t *testing.T, e *Env, cp *ControlPlane, pc provisionera
 // themselves: one on each of numReplicas distinct nodes, as the provisioner
 // records them, each the replica size of a volume of size bytes, admitting
 // exactly host (none when host is ""). It returns them by node.
-func checkReplicas(t *testing.T, ag agents, vol *provisionerapi.Volume, numReplicas int, size int64, host string) map[string][]*targetapi.Replica {
+func checkReplicas(t *testing.T, ag agents, vol *provisionerapi.Volume, numReplicas int, size int64, host string) map[string][]*agentapi.Replica {
 	t.Helper()
 	onNodes, err := ag.replicasOf(vol.GetId())
 	if err != nil {
@@ -405,7 +405,7 @@ func checkReplicas(t *testing.T, ag agents, vol *provisionerapi.Volume, numRepli
 	return onNodes
 }
 
-func replicaIDs(m map[string][]*targetapi.Replica) map[string][]string {
+func replicaIDs(m map[string][]*agentapi.Replica) map[string][]string {
 	out := map[string][]string{}
 	for node, reps := range m {
 		for _, r := range reps {

@@ -15,10 +15,10 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/nvmirror/nvmirror/pkg/agentapi"
 	"github.com/nvmirror/nvmirror/pkg/provisionerapi"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
-	"github.com/nvmirror/nvmirror/pkg/targetapi"
 )
 
 // This file starts nvmirror's own processes for the e2e: the binaries built
@@ -168,7 +168,7 @@ func startCSIController(t *testing.T, e *Env, bins nvmirrorBins, p *provisionerP
 }
 
 // agents are gRPC clients of every storage node's agent, by node name.
-type agents map[string]targetapi.TargetClient
+type agents map[string]agentapi.TargetClient
 
 func dialAgents(t *testing.T, nodes []storageNode, creds credentials) agents {
 	t.Helper()
@@ -179,17 +179,17 @@ func dialAgents(t *testing.T, nodes []storageNode, creds credentials) agents {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { conn.Close() })
-		a[n.Name] = targetapi.NewTargetClient(conn)
+		a[n.Name] = agentapi.NewTargetClient(conn)
 	}
 	return a
 }
 
 // replicasOf lists the volume's replicas on every agent, by node name.
-func (a agents) replicasOf(volumeID string) (map[string][]*targetapi.Replica, error) {
-	out := map[string][]*targetapi.Replica{}
+func (a agents) replicasOf(volumeID string) (map[string][]*agentapi.Replica, error) {
+	out := map[string][]*agentapi.Replica{}
 	for name, c := range a {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		resp, err := c.ListReplicas(ctx, &targetapi.ListReplicasRequest{VolumeId: volumeID})
+		resp, err := c.ListReplicas(ctx, &agentapi.ListReplicasRequest{VolumeId: volumeID})
 		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("ListReplicas on %s: %w", name, err)

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nvmirror/nvmirror/pkg/targetapi"
+	"github.com/nvmirror/nvmirror/pkg/agentapi"
 	"github.com/nvmirror/nvmirror/test/vm"
 )
 
@@ -105,7 +105,7 @@ func (s *storageVM) wait(t *testing.T, e *Env, creds credentials) []storageNode 
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
-			info, err := ag[n.Name].NodeInfo(ctx, &targetapi.NodeInfoRequest{})
+			info, err := ag[n.Name].NodeInfo(ctx, &agentapi.NodeInfoRequest{})
 			if err != nil {
 				return false, err.Error()
 			}

@@ -17,17 +17,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
-
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/nvmirror/nvmirror/pkg/agentapi"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth"
-	"github.com/nvmirror/nvmirror/pkg/targetapi"
+	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
 )
 
 const agentToken = "vm-agent-token"
@@ -107,7 +108,7 @@ func (a *agentProc) log() string {
 }
 
 // client dials the agent's API with TLS and (when token != "") the token.
-func (a *agentProc) client(t *testing.T, token string) targetapi.TargetClient {
+func (a *agentProc) client(t *testing.T, token string) agentapi.TargetClient {
 	t.Helper()
 	tlsCfg, err := rpcauth.ClientTLSConfig(filepath.Join(a.tlsDir, "tls.crt"), "", "", "")
 	if err != nil {
@@ -122,12 +123,12 @@ func (a *agentProc) client(t *testing.T, token string) targetapi.TargetClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return targetapi.NewTargetClient(conn)
+	return agentapi.NewTargetClient(conn)
 }
 
 // waitReady polls NodeInfo until the agent answers (it serves only after
 // restoring its exports).
-func (a *agentProc) waitReady(t *testing.T, c targetapi.TargetClient) time.Duration {
+func (a *agentProc) waitReady(t *testing.T, c agentapi.TargetClient) time.Duration {
 	t.Helper()
 	return waitFor(t, 30*time.Second, "agent "+a.name+" to serve", func() (bool, string) {
 		select {
@@ -138,7 +139,7 @@ func (a *agentProc) waitReady(t *testing.T, c targetapi.TargetClient) time.Durat
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_, err := c.NodeInfo(ctx, &targetapi.NodeInfoRequest{})
+		_, err := c.NodeInfo(ctx, &agentapi.NodeInfoRequest{})
 		return err == nil, fmt.Sprint(err)
 	})
 }
@@ -180,7 +181,7 @@ func newAgentWithPool(t *testing.T, name, addr string, portID int, tlsDir string
 	}
 	t.Cleanup(func() {
 		_ = a.stop(t, syscall.SIGKILL)
-		tgt := nvmeof.NewTarget("")
+		tgt := nvmet.NewTarget("")
 		if err := tgt.Teardown(a.prefix); err != nil {
 			t.Errorf("teardown %s: %v", a.prefix, err)
 		}
@@ -209,8 +210,8 @@ func grpcCode(err error) codes.Code { return status.Code(err) }
 // intact, revoking a connected host cuts its session, deletion removes
 // everything. It also measures create/delete latency on the real kernel.
 func TestTargetAgent(t *testing.T) {
-	tgt := nvmeof.NewTarget("")
-	ini := nvmeof.NewInitiator("")
+	tgt := nvmet.NewTarget("")
+	ini := host.NewInitiator("")
 	if err := tgt.Available(); err != nil {
 		t.Fatalf("nvmet: %v", err)
 	}
@@ -224,33 +225,33 @@ func TestTargetAgent(t *testing.T) {
 	t.Logf("agent a ready after %v, agent b after %v", a.waitReady(t, ca).Round(time.Millisecond), b.waitReady(t, cb).Round(time.Millisecond))
 	h1, h2 := newHostIdentity(t, 21), newHostIdentity(t, 22)
 	ctx := ctxTimeout(t, 8*time.Minute)
-	thin, thick := targetapi.ProvisioningType_PROVISIONING_TYPE_THIN, targetapi.ProvisioningType_PROVISIONING_TYPE_THICK
+	thin, thick := agentapi.ProvisioningType_PROVISIONING_TYPE_THIN, agentapi.ProvisioningType_PROVISIONING_TYPE_THICK
 
-	ni, err := ca.NodeInfo(ctx, &targetapi.NodeInfoRequest{})
+	ni, err := ca.NodeInfo(ctx, &agentapi.NodeInfoRequest{})
 	if err != nil || ni.GetNodeName() != "agent-a" || ni.GetZone() != "zone-agent-a" || len(ni.GetEndpoints()) != 1 || ni.GetEndpoints()[0].GetAddress() != "127.0.0.2" {
 		t.Fatalf("NodeInfo = %v, %v", ni, err)
 	}
 
 	// --- Refused calls create nothing.
-	if _, err := a.client(t, "").ListReplicas(ctx, &targetapi.ListReplicasRequest{}); grpcCode(err) != codes.Unauthenticated {
+	if _, err := a.client(t, "").ListReplicas(ctx, &agentapi.ListReplicasRequest{}); grpcCode(err) != codes.Unauthenticated {
 		t.Errorf("call without token: %v, want Unauthenticated", err)
 	}
-	if _, err := a.client(t, "wrong").CreateReplica(ctx, &targetapi.CreateReplicaRequest{ReplicaId: "x", VolumeId: "v", SizeBytes: 1 << 20, ProvisioningType: thin}); grpcCode(err) != codes.Unauthenticated {
+	if _, err := a.client(t, "wrong").CreateReplica(ctx, &agentapi.CreateReplicaRequest{ReplicaId: "x", VolumeId: "v", SizeBytes: 1 << 20, ProvisioningType: thin}); grpcCode(err) != codes.Unauthenticated {
 		t.Errorf("call with wrong token: %v, want Unauthenticated", err)
 	}
 	for _, tc := range []struct {
 		name string
-		req  *targetapi.CreateReplicaRequest
+		req  *agentapi.CreateReplicaRequest
 		code codes.Code
 		want string
 	}{
-		{"negative size", &targetapi.CreateReplicaRequest{ReplicaId: "bad1", VolumeId: "v", SizeBytes: -4096, ProvisioningType: thin}, codes.InvalidArgument, "size_bytes"},
-		{"beyond free space", &targetapi.CreateReplicaRequest{ReplicaId: "bad2", VolumeId: "v", SizeBytes: 2 * agentPoolSize, ProvisioningType: thick}, codes.ResourceExhausted, "available"},
-		{"thin beyond free space", &targetapi.CreateReplicaRequest{ReplicaId: "bad3", VolumeId: "v", SizeBytes: 1 << 40, ProvisioningType: thin}, codes.ResourceExhausted, "available"},
-		{"path traversal", &targetapi.CreateReplicaRequest{ReplicaId: "../../../etc/passwd", VolumeId: "v", SizeBytes: 1 << 20, ProvisioningType: thin}, codes.InvalidArgument, "replica_id"},
-		{"malformed id", &targetapi.CreateReplicaRequest{ReplicaId: "Bad_ID", VolumeId: "v", SizeBytes: 1 << 20, ProvisioningType: thin}, codes.InvalidArgument, "replica_id"},
-		{"nqn injection", &targetapi.CreateReplicaRequest{ReplicaId: "x,hostnqn=evil", VolumeId: "v", SizeBytes: 1 << 20, ProvisioningType: thin}, codes.InvalidArgument, "replica_id"},
-		{"bad host", &targetapi.CreateReplicaRequest{ReplicaId: "bad4", VolumeId: "v", SizeBytes: 1 << 20, ProvisioningType: thin, AllowedHosts: []string{"../hosts"}}, codes.InvalidArgument, "allowed_hosts[0]"},
+		{"negative size", &agentapi.CreateReplicaRequest{ReplicaId: "bad1", VolumeId: "v", SizeBytes: -4096, ProvisioningType: thin}, codes.InvalidArgument, "size_bytes"},
+		{"beyond free space", &agentapi.CreateReplicaRequest{ReplicaId: "bad2", VolumeId: "v", SizeBytes: 2 * agentPoolSize, ProvisioningType: thick}, codes.ResourceExhausted, "available"},
+		{"thin beyond free space", &agentapi.CreateReplicaRequest{ReplicaId: "bad3", VolumeId: "v", SizeBytes: 1 << 40, ProvisioningType: thin}, codes.ResourceExhausted, "available"},
+		{"path traversal", &agentapi.CreateReplicaRequest{ReplicaId: "../../../etc/passwd", VolumeId: "v", SizeBytes: 1 << 20, ProvisioningType: thin}, codes.InvalidArgument, "replica_id"},
+		{"malformed id", &agentapi.CreateReplicaRequest{ReplicaId: "Bad_ID", VolumeId: "v", SizeBytes: 1 << 20, ProvisioningType: thin}, codes.InvalidArgument, "replica_id"},
+		{"nqn injection", &agentapi.CreateReplicaRequest{ReplicaId: "x,hostnqn=evil", VolumeId: "v", SizeBytes: 1 << 20, ProvisioningType: thin}, codes.InvalidArgument, "replica_id"},
+		{"bad host", &agentapi.CreateReplicaRequest{ReplicaId: "bad4", VolumeId: "v", SizeBytes: 1 << 20, ProvisioningType: thin, AllowedHosts: []string{"../hosts"}}, codes.InvalidArgument, "allowed_hosts[0]"},
 	} {
 		_, err := ca.CreateReplica(ctx, tc.req)
 		if grpcCode(err) != tc.code || !strings.Contains(status.Convert(err).Message(), tc.want) {
@@ -259,13 +260,13 @@ func TestTargetAgent(t *testing.T) {
 			t.Logf("%s -> %v: %s", tc.name, grpcCode(err), status.Convert(err).Message())
 		}
 	}
-	if _, err := ca.GetReplica(ctx, &targetapi.GetReplicaRequest{ReplicaId: "unknown"}); grpcCode(err) != codes.NotFound {
+	if _, err := ca.GetReplica(ctx, &agentapi.GetReplicaRequest{ReplicaId: "unknown"}); grpcCode(err) != codes.NotFound {
 		t.Errorf("get unknown: %v, want NotFound", err)
 	}
-	if _, err := ca.ExpandReplica(ctx, &targetapi.ExpandReplicaRequest{ReplicaId: "unknown", SizeBytes: 1 << 20}); grpcCode(err) != codes.NotFound {
+	if _, err := ca.ExpandReplica(ctx, &agentapi.ExpandReplicaRequest{ReplicaId: "unknown", SizeBytes: 1 << 20}); grpcCode(err) != codes.NotFound {
 		t.Errorf("expand unknown: %v, want NotFound", err)
 	}
-	if _, err := ca.AllowHost(ctx, &targetapi.AllowHostRequest{ReplicaId: "unknown", HostNqn: h1.nqn}); grpcCode(err) != codes.NotFound {
+	if _, err := ca.AllowHost(ctx, &agentapi.AllowHostRequest{ReplicaId: "unknown", HostNqn: h1.nqn}); grpcCode(err) != codes.NotFound {
 		t.Errorf("allow on unknown: %v, want NotFound", err)
 	}
 	subs, err := tgt.ListSubsystems()
@@ -286,9 +287,9 @@ func TestTargetAgent(t *testing.T) {
 
 	// --- Create one replica per agent, repeat the create (idempotent).
 	const size = 64 << 20
-	reqA := &targetapi.CreateReplicaRequest{ReplicaId: "ra1", VolumeId: "vol-1", SizeBytes: size, ProvisioningType: thin, AllowedHosts: []string{h1.nqn}}
-	reqB := &targetapi.CreateReplicaRequest{ReplicaId: "rb1", VolumeId: "vol-1", SizeBytes: size, ProvisioningType: thick, AllowedHosts: []string{h1.nqn}}
-	var ra, rb *targetapi.Replica
+	reqA := &agentapi.CreateReplicaRequest{ReplicaId: "ra1", VolumeId: "vol-1", SizeBytes: size, ProvisioningType: thin, AllowedHosts: []string{h1.nqn}}
+	reqB := &agentapi.CreateReplicaRequest{ReplicaId: "rb1", VolumeId: "vol-1", SizeBytes: size, ProvisioningType: thick, AllowedHosts: []string{h1.nqn}}
+	var ra, rb *agentapi.Replica
 	for i := 0; i < 2; i++ {
 		r, err := ca.CreateReplica(ctx, reqA)
 		if err != nil {
@@ -301,7 +302,7 @@ func TestTargetAgent(t *testing.T) {
 		}
 		rb = r.GetReplica()
 	}
-	if _, err := ca.CreateReplica(ctx, &targetapi.CreateReplicaRequest{ReplicaId: "ra1", VolumeId: "vol-1", SizeBytes: 2 * size, ProvisioningType: thin}); grpcCode(err) != codes.AlreadyExists {
+	if _, err := ca.CreateReplica(ctx, &agentapi.CreateReplicaRequest{ReplicaId: "ra1", VolumeId: "vol-1", SizeBytes: 2 * size, ProvisioningType: thin}); grpcCode(err) != codes.AlreadyExists {
 		t.Errorf("create ra1 with another size: %v, want AlreadyExists", err)
 	}
 	t.Logf("replica a: %v", ra)
@@ -316,15 +317,15 @@ func TestTargetAgent(t *testing.T) {
 	if err := unix.Stat(filepath.Join(b.pool, "rb1.img"), &st); err != nil || st.Blocks*512 < size {
 		t.Errorf("thick replica rb1: %d bytes allocated (%v), want >= %d", st.Blocks*512, err, size)
 	}
-	capB, err := cb.GetCapacity(ctx, &targetapi.GetCapacityRequest{})
+	capB, err := cb.GetCapacity(ctx, &agentapi.GetCapacityRequest{})
 	if err != nil || capB.GetAvailableBytes() > agentPoolSize-size {
 		t.Errorf("agent b capacity after a thick 64 MiB replica: %v, %v", capB, err)
 	}
 
 	// --- The allowed host connects to both, another host is refused.
-	endpoint := func(r *targetapi.Replica, h hostIdentity, ctrlLoss int) nvmeof.ConnectOptions {
+	endpoint := func(r *agentapi.Replica, h hostIdentity, ctrlLoss int) host.ConnectOptions {
 		e := r.GetEndpoints()[0]
-		return nvmeof.ConnectOptions{
+		return host.ConnectOptions{
 			Transport: "tcp", TrAddr: e.GetAddress(), TrSvcID: e.GetServiceId(), SubsysNQN: r.GetNqn(),
 			HostNQN: h.nqn, HostID: h.id,
 			CtrlLossTmo: intp(ctrlLoss), ReconnectDelay: intp(1), FastIOFailTmo: intp(1), KeepAliveTmo: intp(5),
@@ -380,7 +381,7 @@ func TestTargetAgent(t *testing.T) {
 	}
 
 	// --- Growth reaches the host.
-	if _, err := cb.ExpandReplica(ctx, &targetapi.ExpandReplicaRequest{ReplicaId: "rb1", SizeBytes: 2 * size}); err != nil {
+	if _, err := cb.ExpandReplica(ctx, &agentapi.ExpandReplicaRequest{ReplicaId: "rb1", SizeBytes: 2 * size}); err != nil {
 		t.Fatalf("expand rb1: %v", err)
 	}
 	took := waitFor(t, 30*time.Second, "host to see rb1 grown", func() (bool, string) {
@@ -437,7 +438,7 @@ func TestTargetAgent(t *testing.T) {
 
 	// --- Revoking the connected host cuts its session; allowing it again
 	// lets it back in.
-	if _, err := ca.RevokeHost(ctx, &targetapi.RevokeHostRequest{ReplicaId: "ra1", HostNqn: h1.nqn}); err != nil {
+	if _, err := ca.RevokeHost(ctx, &agentapi.RevokeHostRequest{ReplicaId: "ra1", HostNqn: h1.nqn}); err != nil {
 		t.Fatalf("revoke h1 on ra1: %v", err)
 	}
 	took = waitFor(t, 15*time.Second, "revoked host's session to drop", func() (bool, string) {
@@ -463,7 +464,7 @@ func TestTargetAgent(t *testing.T) {
 	if _, err := ini.Connect(ctxTimeout(t, 30*time.Second), endpoint(ra, h1, 5)); err == nil {
 		t.Fatal("revoked host connected again")
 	}
-	if _, err := ca.AllowHost(ctx, &targetapi.AllowHostRequest{ReplicaId: "ra1", HostNqn: h1.nqn}); err != nil {
+	if _, err := ca.AllowHost(ctx, &agentapi.AllowHostRequest{ReplicaId: "ra1", HostNqn: h1.nqn}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ini.Connect(ctxTimeout(t, 30*time.Second), endpoint(ra, h1, 5)); err != nil {
@@ -479,10 +480,10 @@ func TestTargetAgent(t *testing.T) {
 		}
 	}
 	for i := 0; i < 2; i++ {
-		if _, err := ca.DeleteReplica(ctx, &targetapi.DeleteReplicaRequest{ReplicaId: "ra1"}); err != nil {
+		if _, err := ca.DeleteReplica(ctx, &agentapi.DeleteReplicaRequest{ReplicaId: "ra1"}); err != nil {
 			t.Fatalf("delete ra1 #%d: %v", i+1, err)
 		}
-		if _, err := cb.DeleteReplica(ctx, &targetapi.DeleteReplicaRequest{ReplicaId: "rb1"}); err != nil {
+		if _, err := cb.DeleteReplica(ctx, &agentapi.DeleteReplicaRequest{ReplicaId: "rb1"}); err != nil {
 			t.Fatalf("delete rb1 #%d: %v", i+1, err)
 		}
 	}
@@ -499,19 +500,19 @@ func TestTargetAgent(t *testing.T) {
 
 	// --- Latency of create and delete through the API on the real kernel.
 	for _, tc := range []struct {
-		c    targetapi.TargetClient
-		prov targetapi.ProvisioningType
+		c    agentapi.TargetClient
+		prov agentapi.ProvisioningType
 	}{{ca, thin}, {cb, thick}} {
 		const n = 10
 		var createT, deleteT time.Duration
 		for i := 0; i < n; i++ {
 			id := fmt.Sprintf("lat-%d", i)
 			start := time.Now()
-			if _, err := tc.c.CreateReplica(ctx, &targetapi.CreateReplicaRequest{ReplicaId: id, VolumeId: "lat", SizeBytes: 64 << 20, ProvisioningType: tc.prov, AllowedHosts: []string{h1.nqn}}); err != nil {
+			if _, err := tc.c.CreateReplica(ctx, &agentapi.CreateReplicaRequest{ReplicaId: id, VolumeId: "lat", SizeBytes: 64 << 20, ProvisioningType: tc.prov, AllowedHosts: []string{h1.nqn}}); err != nil {
 				t.Fatalf("latency create %s: %v", id, err)
 			}
 			mid := time.Now()
-			if _, err := tc.c.DeleteReplica(ctx, &targetapi.DeleteReplicaRequest{ReplicaId: id}); err != nil {
+			if _, err := tc.c.DeleteReplica(ctx, &agentapi.DeleteReplicaRequest{ReplicaId: id}); err != nil {
 				t.Fatalf("latency delete %s: %v", id, err)
 			}
 			createT += mid.Sub(start)
@@ -522,7 +523,7 @@ func TestTargetAgent(t *testing.T) {
 	}
 }
 
-func mustControllers(t *testing.T, ini *nvmeof.Initiator, nqn string) []nvmeof.Controller {
+func mustControllers(t *testing.T, ini *host.Initiator, nqn string) []host.Controller {
 	t.Helper()
 	cs, err := ini.ControllersFor(nqn)
 	if err != nil {
@@ -605,7 +606,7 @@ func logKmsg(t *testing.T, substr string) {
 // exists from Linux 6.9 on).
 func logSessionInterfaces(t *testing.T, nqn string) {
 	t.Helper()
-	dir := filepath.Join(nvmeof.DefaultNvmetRoot, "subsystems", nqn)
+	dir := filepath.Join(nvmet.DefaultRoot, "subsystems", nqn)
 	ents, err := os.ReadDir(dir)
 	var names []string
 	for _, e := range ents {

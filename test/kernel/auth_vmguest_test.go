@@ -29,6 +29,8 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/dhchap"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
 )
 
 // NVMe in-band authentication (DH-HMAC-CHAP) on the real kernel: these run
@@ -166,13 +168,13 @@ func randomKey(t *testing.T, n int) []byte {
 // host's DH-HMAC-CHAP settings given to the target BEFORE the host is
 // allowed: the order a storage node must follow, so that the host entry
 // never exists linked without its secret.
-func startAuthNodes(t *testing.T, tgt *nvmeof.Target, prefix string, count int, sizeBytes int64, host hostIdentity, firstPort int, auth nvmeof.HostAuth) []storageNode {
+func startAuthNodes(t *testing.T, tgt *nvmet.Target, prefix string, count int, sizeBytes int64, hostIdent hostIdentity, firstPort int, auth nvmet.HostAuth) []storageNode {
 	t.Helper()
 	if err := tgt.AuthSupported(); err != nil {
 		t.Fatalf("AuthSupported on the auth kernel: %v", err)
 	}
 	if auth.Enabled() {
-		if err := tgt.SetHostAuth(host.nqn, auth); err != nil {
+		if err := tgt.SetHostAuth(hostIdent.nqn, auth); err != nil {
 			t.Fatalf("SetHostAuth: %v", err)
 		}
 	}
@@ -180,20 +182,20 @@ func startAuthNodes(t *testing.T, tgt *nvmeof.Target, prefix string, count int, 
 	// Teardown keeps nothing unreferenced; clear anyway in case the host
 	// entry is still linked somewhere.
 	t.Cleanup(func() {
-		if err := tgt.SetHostAuth(host.nqn, nvmeof.HostAuth{}); err != nil {
+		if err := tgt.SetHostAuth(hostIdent.nqn, nvmet.HostAuth{}); err != nil {
 			t.Errorf("clearing the host's secrets: %v", err)
 		}
 	})
-	return startStorageNodes(t, tgt, prefix, count, sizeBytes, host, firstPort)
+	return startStorageNodes(t, tgt, prefix, count, sizeBytes, hostIdent, firstPort)
 }
 
-func (n storageNode) authOptions(h hostIdentity, secret, ctrlSecret string) nvmeof.ConnectOptions {
+func (n storageNode) authOptions(h hostIdentity, secret, ctrlSecret string) host.ConnectOptions {
 	o := n.connectOptions(h)
 	o.DHCHAPSecret, o.DHCHAPCtrlSecret = secret, ctrlSecret
 	return o
 }
 
-func disconnectAll(t *testing.T, ini *nvmeof.Initiator, nqn string) {
+func disconnectAll(t *testing.T, ini *host.Initiator, nqn string) {
 	t.Helper()
 	if err := ini.DisconnectNQN(ctxTimeout(t, 60*time.Second), nqn); err != nil {
 		t.Errorf("disconnect %s: %v", nqn, err)
@@ -201,7 +203,7 @@ func disconnectAll(t *testing.T, ini *nvmeof.Initiator, nqn string) {
 }
 
 // requireNoController fails when a refused connect left a controller.
-func requireNoController(t *testing.T, ini *nvmeof.Initiator, nqn string) {
+func requireNoController(t *testing.T, ini *host.Initiator, nqn string) {
 	t.Helper()
 	cs, err := ini.ControllersFor(nqn)
 	if err != nil {
@@ -245,7 +247,7 @@ func shortAdminTimeout(t *testing.T) {
 
 // refusedConnect connects with o, which must fail, and reports how long
 // the kernel took to refuse.
-func refusedConnect(t *testing.T, ini *nvmeof.Initiator, o nvmeof.ConnectOptions, what string) error {
+func refusedConnect(t *testing.T, ini *host.Initiator, o host.ConnectOptions, what string) error {
 	t.Helper()
 	start := time.Now()
 	_, err := ini.Connect(ctxTimeout(t, 90*time.Second), o)
@@ -277,10 +279,10 @@ func median(ds []time.Duration) time.Duration {
 // purpose, nvme-cli's check-dhchap-key refuses them too, and the data path
 // hands the kernel only Parse's canonical text.
 func TestAuthKeyFormatMatchesKernel(t *testing.T) {
-	tgt := nvmeof.NewTarget("")
-	ini := nvmeof.NewInitiator("")
-	host := newHostIdentity(t, 61)
-	nodes := startAuthNodes(t, tgt, "akf", 1, 16<<20, host, 61, nvmeof.HostAuth{})
+	tgt := nvmet.NewTarget("")
+	ini := host.NewInitiator("")
+	hostIdent := newHostIdentity(t, 61)
+	nodes := startAuthNodes(t, tgt, "akf", 1, 16<<20, hostIdent, 61, nvmet.HostAuth{})
 	n := nodes[0]
 	k := openKmsgTail(t)
 
@@ -288,7 +290,7 @@ func TestAuthKeyFormatMatchesKernel(t *testing.T) {
 	// the fabrics write succeeds exactly when the host kernel parsed the
 	// secret (it parses it when the controller is created).
 	hostAccepts := func(s string) (bool, error) {
-		c, err := rawFabricsWrite(rawOpts(n, host, ",dhchap_secret="+s))
+		c, err := rawFabricsWrite(rawOpts(n, hostIdent, ",dhchap_secret="+s))
 		if err != nil {
 			return false, err
 		}
@@ -369,10 +371,10 @@ func TestAuthKeyFormatMatchesKernel(t *testing.T) {
 	// Target side: each valid secret as the target's key authenticates a
 	// host holding it, through nvmeof on both ends.
 	for name, s := range valid {
-		if err := tgt.SetHostAuth(host.nqn, nvmeof.HostAuth{Secret: s}); err != nil {
+		if err := tgt.SetHostAuth(hostIdent.nqn, nvmet.HostAuth{Secret: s}); err != nil {
 			t.Fatalf("%s: SetHostAuth = %v", name, err)
 		}
-		c, err := ini.Connect(ctxTimeout(t, 60*time.Second), n.authOptions(host, s, ""))
+		c, err := ini.Connect(ctxTimeout(t, 60*time.Second), n.authOptions(hostIdent, s, ""))
 		if err != nil {
 			t.Errorf("%s: target key refused: %v", name, err)
 			continue
@@ -386,18 +388,18 @@ func TestAuthKeyFormatMatchesKernel(t *testing.T) {
 	}
 	// configfs itself only checks "DHHC-1:<hh>:" with hh 0-3: a broken key
 	// is stored and fails every connect with EIO. SetHostAuth validates.
-	hk := filepath.Join(nvmeof.DefaultNvmetRoot, "hosts", host.nqn, "dhchap_key")
+	hk := filepath.Join(nvmet.DefaultRoot, "hosts", hostIdent.nqn, "dhchap_key")
 	if err := os.WriteFile(hk, []byte(variants["CRC wrong"]), 0); err != nil {
 		t.Errorf("configfs refused a key with a bad CRC: %v (it used not to check)", err)
 	} else {
-		_, err := ini.Connect(ctxTimeout(t, 60*time.Second), n.authOptions(host, good32, ""))
+		_, err := ini.Connect(ctxTimeout(t, 60*time.Second), n.authOptions(hostIdent, good32, ""))
 		t.Logf("target configured with a bad-CRC key: connect = %v (errno %d)", err, int(errnoOf(err)))
 		if err == nil {
 			t.Error("a target with a corrupt key admitted a host")
 			disconnectAll(t, ini, n.nqn)
 		}
 	}
-	if err := tgt.SetHostAuth(host.nqn, nvmeof.HostAuth{Secret: variants["CRC wrong"]}); !errors.Is(err, nvmeof.ErrInvalidArgument) {
+	if err := tgt.SetHostAuth(hostIdent.nqn, nvmet.HostAuth{Secret: variants["CRC wrong"]}); !errors.Is(err, nvmeof.ErrInvalidArgument) {
 		t.Errorf("SetHostAuth with a bad CRC = %v, want ErrInvalidArgument", err)
 	}
 	k.logSince(t, "bad target key")
@@ -411,29 +413,29 @@ func bits32Swap(v uint32) uint32 { return v>>24 | (v>>8)&0xff00 | (v<<8)&0xff000
 // session survives the target changing the secret; connect times per DH
 // group are measured.
 func TestAuthConnect(t *testing.T) {
-	tgt := nvmeof.NewTarget("")
-	ini := nvmeof.NewInitiator("")
-	host := newHostIdentity(t, 62)
+	tgt := nvmet.NewTarget("")
+	ini := host.NewInitiator("")
+	hostIdent := newHostIdentity(t, 62)
 	key := newSecret(t)
-	auth := nvmeof.HostAuth{Secret: key}
+	auth := nvmet.HostAuth{Secret: key}
 	shortAdminTimeout(t)
-	nodes := startAuthNodes(t, tgt, "acn", 1, 64<<20, host, 62, auth)
+	nodes := startAuthNodes(t, tgt, "acn", 1, 64<<20, hostIdent, 62, auth)
 	n := nodes[0]
 	k := openKmsgTail(t)
 
-	got, err := tgt.HostAuth(host.nqn)
+	got, err := tgt.HostAuth(hostIdent.nqn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Secret != key || got.CtrlSecret != "" || got.Hash != nvmeof.DefaultAuthHash || got.DHGroup != nvmeof.DefaultAuthDHGroup {
-		t.Errorf("HostAuth = %s, want the secret with hash %s and group %s", got, nvmeof.DefaultAuthHash, nvmeof.DefaultAuthDHGroup)
+	if got.Secret != key || got.CtrlSecret != "" || got.Hash != nvmet.DefaultAuthHash || got.DHGroup != nvmet.DefaultAuthDHGroup {
+		t.Errorf("HostAuth = %s, want the secret with hash %s and group %s", got, nvmet.DefaultAuthHash, nvmet.DefaultAuthDHGroup)
 	}
 
 	// A wrong secret: the target refuses, nothing is left behind.
 	wrong := newSecret(t)
 	// EKEYREJECTED, or EIO when the host waited out its admin timeout
 	// (see shortAdminTimeout): either way an authentication failure.
-	err = refusedConnect(t, ini, n.authOptions(host, wrong, ""), "wrong secret")
+	err = refusedConnect(t, ini, n.authOptions(hostIdent, wrong, ""), "wrong secret")
 	if !errors.Is(err, nvmeof.ErrAuthFailed) || !errors.Is(err, nvmeof.ErrConnectRefused) ||
 		!(errors.Is(err, syscall.EKEYREJECTED) || errors.Is(err, syscall.EIO)) {
 		t.Fatalf("wrong secret: %v, want ErrAuthFailed with EKEYREJECTED or EIO", err)
@@ -449,7 +451,7 @@ func TestAuthConnect(t *testing.T) {
 	}
 
 	// No secret at all.
-	err = refusedConnect(t, ini, n.connectOptions(host), "no secret")
+	err = refusedConnect(t, ini, n.connectOptions(hostIdent), "no secret")
 	if !errors.Is(err, nvmeof.ErrAuthFailed) || !errors.Is(err, syscall.ENOKEY) || !strings.Contains(err.Error(), "no secret was given") {
 		t.Fatalf("no secret: %v, want ErrAuthFailed with ENOKEY", err)
 	}
@@ -459,14 +461,14 @@ func TestAuthConnect(t *testing.T) {
 	}
 
 	// The right secret: connected, authenticated, I/O works.
-	c, err := ini.Connect(ctxTimeout(t, 60*time.Second), n.authOptions(host, key, ""))
+	c, err := ini.Connect(ctxTimeout(t, 60*time.Second), n.authOptions(hostIdent, key, ""))
 	if err != nil {
 		t.Fatalf("right secret refused: %v", err)
 	}
 	t.Cleanup(func() { disconnectAll(t, ini, n.nqn) })
 	lines = k.logSince(t, "right secret")
-	if !hasLine(lines, c.Name+": qid 0: authenticated with hash hmac(sha256) dhgroup "+nvmeof.DefaultAuthDHGroup) {
-		t.Errorf("kernel log does not show %s authenticated with %s", c.Name, nvmeof.DefaultAuthDHGroup)
+	if !hasLine(lines, c.Name+": qid 0: authenticated with hash hmac(sha256) dhgroup "+nvmet.DefaultAuthDHGroup) {
+		t.Errorf("kernel log does not show %s authenticated with %s", c.Name, nvmet.DefaultAuthDHGroup)
 	}
 	if s, cs, err := ini.ControllerSecrets(c.Name); err != nil || s != key || cs != "" {
 		t.Errorf("ControllerSecrets = (%s, %s, %v)", dhchap.Redact(s), dhchap.Redact(cs), err)
@@ -483,16 +485,16 @@ func TestAuthConnect(t *testing.T) {
 	}
 	// Connecting again with the same secret returns the controller; with
 	// another it is refused rather than returned.
-	if again, err := ini.Connect(ctxTimeout(t, 30*time.Second), n.authOptions(host, key, "")); err != nil || again.Name != c.Name {
+	if again, err := ini.Connect(ctxTimeout(t, 30*time.Second), n.authOptions(hostIdent, key, "")); err != nil || again.Name != c.Name {
 		t.Errorf("second connect = %s, %v", again.Name, err)
 	}
-	if _, err := ini.Connect(ctxTimeout(t, 30*time.Second), n.authOptions(host, wrong, "")); !errors.Is(err, nvmeof.ErrBusy) {
+	if _, err := ini.Connect(ctxTimeout(t, 30*time.Second), n.authOptions(hostIdent, wrong, "")); !errors.Is(err, nvmeof.ErrBusy) {
 		t.Errorf("connect with other secrets over a live controller = %v, want ErrBusy", err)
 	}
 
 	// The target changes the secret: the live session is not affected
 	// (nvmet checks secrets at connect and re-authentication only).
-	if err := tgt.SetHostAuth(host.nqn, nvmeof.HostAuth{Secret: newSecret(t)}); err != nil {
+	if err := tgt.SetHostAuth(hostIdent.nqn, nvmet.HostAuth{Secret: newSecret(t)}); err != nil {
 		t.Fatal(err)
 	}
 	dropCaches(t)
@@ -513,13 +515,13 @@ func TestAuthConnect(t *testing.T) {
 	// CONFIG_CRYPTO_DH_RFC7919_GROUPS=y).
 	timings := map[string]time.Duration{}
 	for _, group := range []string{"", "null", "ffdhe2048", "ffdhe3072", "ffdhe4096"} {
-		a := nvmeof.HostAuth{Secret: key, DHGroup: group}
-		o := n.authOptions(host, key, "")
+		a := nvmet.HostAuth{Secret: key, DHGroup: group}
+		o := n.authOptions(hostIdent, key, "")
 		label := "dhgroup " + group
 		if group == "" {
-			a, o, label = nvmeof.HostAuth{}, n.connectOptions(host), "no authentication"
+			a, o, label = nvmet.HostAuth{}, n.connectOptions(hostIdent), "no authentication"
 		}
-		if err := tgt.SetHostAuth(host.nqn, a); err != nil {
+		if err := tgt.SetHostAuth(hostIdent.nqn, a); err != nil {
 			t.Fatalf("SetHostAuth(%s): %v", label, err)
 		}
 		var ds []time.Duration
@@ -546,16 +548,16 @@ func TestAuthConnect(t *testing.T) {
 // not ask for authentication at all (which the kernel lets through) is
 // refused by nvmeof.
 func TestAuthBidirectional(t *testing.T) {
-	tgt := nvmeof.NewTarget("")
-	ini := nvmeof.NewInitiator("")
-	host := newHostIdentity(t, 63)
+	tgt := nvmet.NewTarget("")
+	ini := host.NewInitiator("")
+	hostIdent := newHostIdentity(t, 63)
 	key, ctrlKey := newSecret(t), newSecret(t)
 	shortAdminTimeout(t)
-	nodes := startAuthNodes(t, tgt, "abi", 1, 16<<20, host, 63, nvmeof.HostAuth{Secret: key, CtrlSecret: ctrlKey})
+	nodes := startAuthNodes(t, tgt, "abi", 1, 16<<20, hostIdent, 63, nvmet.HostAuth{Secret: key, CtrlSecret: ctrlKey})
 	n := nodes[0]
 	k := openKmsgTail(t)
 
-	c, err := ini.Connect(ctxTimeout(t, 60*time.Second), n.authOptions(host, key, ctrlKey))
+	c, err := ini.Connect(ctxTimeout(t, 60*time.Second), n.authOptions(hostIdent, key, ctrlKey))
 	if err != nil {
 		t.Fatalf("right controller secret refused: %v", err)
 	}
@@ -570,7 +572,7 @@ func TestAuthBidirectional(t *testing.T) {
 
 	// Wrong controller secret: the target proves the real one, the HOST
 	// refuses it.
-	err = refusedConnect(t, ini, n.authOptions(host, key, newSecret(t)), "wrong controller secret")
+	err = refusedConnect(t, ini, n.authOptions(hostIdent, key, newSecret(t)), "wrong controller secret")
 	if !errors.Is(err, nvmeof.ErrAuthFailed) || !(errors.Is(err, syscall.EKEYREJECTED) || errors.Is(err, syscall.EIO)) {
 		t.Fatalf("wrong controller secret: %v, want ErrAuthFailed with EKEYREJECTED (or EIO)", err)
 	}
@@ -580,10 +582,10 @@ func TestAuthBidirectional(t *testing.T) {
 	}
 
 	// The target authenticates the host but has no controller secret.
-	if err := tgt.SetHostAuth(host.nqn, nvmeof.HostAuth{Secret: key}); err != nil {
+	if err := tgt.SetHostAuth(hostIdent.nqn, nvmet.HostAuth{Secret: key}); err != nil {
 		t.Fatal(err)
 	}
-	err = refusedConnect(t, ini, n.authOptions(host, key, ctrlKey), "target without controller secret")
+	err = refusedConnect(t, ini, n.authOptions(hostIdent, key, ctrlKey), "target without controller secret")
 	if !errors.Is(err, nvmeof.ErrAuthFailed) || !(errors.Is(err, syscall.EKEYREJECTED) || errors.Is(err, syscall.EIO)) {
 		t.Fatalf("target without controller secret: %v, want ErrAuthFailed", err)
 	}
@@ -594,17 +596,17 @@ func TestAuthBidirectional(t *testing.T) {
 	// A target (or an impostor at its address) that does not ask for
 	// authentication: the kernel connects, unauthenticated, and says
 	// nothing; nvmeof finds no "controller authenticated" and refuses.
-	if err := tgt.SetHostAuth(host.nqn, nvmeof.HostAuth{}); err != nil {
+	if err := tgt.SetHostAuth(hostIdent.nqn, nvmet.HostAuth{}); err != nil {
 		t.Fatal(err)
 	}
-	raw, err := rawFabricsWrite(rawOpts(n, host, ",dhchap_secret="+key+",dhchap_ctrl_secret="+ctrlKey))
+	raw, err := rawFabricsWrite(rawOpts(n, hostIdent, ",dhchap_secret="+key+",dhchap_ctrl_secret="+ctrlKey))
 	if err != nil {
 		t.Logf("the kernel refuses a bidirectional connect to a target without authentication: %v (nvmeof's check is then redundant)", err)
 	} else {
 		t.Logf("the kernel connected %s with a controller secret to a target that did not authenticate", raw)
 		disconnectAll(t, ini, n.nqn)
 	}
-	err = refusedConnect(t, ini, n.authOptions(host, key, ctrlKey), "target without authentication")
+	err = refusedConnect(t, ini, n.authOptions(hostIdent, key, ctrlKey), "target without authentication")
 	if !errors.Is(err, nvmeof.ErrAuthFailed) || !strings.Contains(err.Error(), "did not authenticate itself") {
 		t.Fatalf("bidirectional connect to a target without authentication = %v, want ErrAuthFailed", err)
 	}
@@ -684,7 +686,7 @@ func (w *fileWriter) finish() (map[string]string, error) {
 
 // watchHealth samples the array and the controllers until stopped and
 // reports everything that was ever not healthy.
-func watchHealth(md *mdraid.Manager, ini *nvmeof.Initiator, mdName string, ctrls []string) (stop func() []string) {
+func watchHealth(md *mdraid.Manager, ini *host.Initiator, mdName string, ctrls []string) (stop func() []string) {
 	quit := make(chan struct{})
 	done := make(chan []string)
 	go func() {
@@ -766,19 +768,19 @@ func waitReauth(t *testing.T, k *kmsgTail, ctrl string, bidirectional bool) time
 // mismatch, and afterwards a fresh connect with the old secrets is refused
 // while the new ones work.
 func TestAuthRekeyUnderIO(t *testing.T) {
-	tgt := nvmeof.NewTarget("")
-	ini := nvmeof.NewInitiator("")
+	tgt := nvmet.NewTarget("")
+	ini := host.NewInitiator("")
 	md := mdraid.NewManager(utilexec.New(), "")
-	host := newHostIdentity(t, 64)
+	hostIdent := newHostIdentity(t, 64)
 	oldKey, oldCtrl := newSecret(t), newSecret(t)
 	shortAdminTimeout(t)
-	nodes := startAuthNodes(t, tgt, "ark", 2, 64<<20, host, 64, nvmeof.HostAuth{Secret: oldKey, CtrlSecret: oldCtrl})
+	nodes := startAuthNodes(t, tgt, "ark", 2, 64<<20, hostIdent, 64, nvmet.HostAuth{Secret: oldKey, CtrlSecret: oldCtrl})
 	k := openKmsgTail(t)
 
 	var devs []string
 	var ctrls []string
 	for _, n := range nodes {
-		c, err := ini.Connect(ctxTimeout(t, 60*time.Second), n.authOptions(host, oldKey, oldCtrl))
+		c, err := ini.Connect(ctxTimeout(t, 60*time.Second), n.authOptions(hostIdent, oldKey, oldCtrl))
 		if err != nil {
 			t.Fatalf("connect %s: %v", n.nqn, err)
 		}
@@ -833,7 +835,7 @@ func TestAuthRekeyUnderIO(t *testing.T) {
 	newKey, newCtrl := newSecret(t), newSecret(t)
 	// Host secret: target first (live sessions keep working on the old
 	// one), then each controller, writing files in between.
-	if err := tgt.SetHostAuth(host.nqn, nvmeof.HostAuth{Secret: newKey, CtrlSecret: oldCtrl}); err != nil {
+	if err := tgt.SetHostAuth(hostIdent.nqn, nvmet.HostAuth{Secret: newKey, CtrlSecret: oldCtrl}); err != nil {
 		t.Fatal(err)
 	}
 	waitIO("after the target's new host secret")
@@ -845,7 +847,7 @@ func TestAuthRekeyUnderIO(t *testing.T) {
 		waitIO("after re-keying " + c)
 	}
 	// Controller secret, the same way.
-	if err := tgt.SetHostAuth(host.nqn, nvmeof.HostAuth{Secret: newKey, CtrlSecret: newCtrl}); err != nil {
+	if err := tgt.SetHostAuth(hostIdent.nqn, nvmet.HostAuth{Secret: newKey, CtrlSecret: newCtrl}); err != nil {
 		t.Fatal(err)
 	}
 	waitIO("after the target's new controller secret")
@@ -891,11 +893,11 @@ func TestAuthRekeyUnderIO(t *testing.T) {
 		}
 		for _, old := range olds {
 			what := fmt.Sprintf("%s with the old host secret %v, old controller secret %v", n.nqn, old[0] == oldKey, old[1] == oldCtrl)
-			if err := refusedConnect(t, ini, n.authOptions(host, old[0], old[1]), what); !errors.Is(err, nvmeof.ErrAuthFailed) {
+			if err := refusedConnect(t, ini, n.authOptions(hostIdent, old[0], old[1]), what); !errors.Is(err, nvmeof.ErrAuthFailed) {
 				t.Fatalf("%s = %v, want ErrAuthFailed", what, err)
 			}
 		}
-		if _, err := ini.Connect(ctxTimeout(t, 60*time.Second), n.authOptions(host, newKey, newCtrl)); err != nil {
+		if _, err := ini.Connect(ctxTimeout(t, 60*time.Second), n.authOptions(hostIdent, newKey, newCtrl)); err != nil {
 			t.Fatalf("connect to %s with the new secrets: %v", n.nqn, err)
 		}
 		d, err := ini.WaitForDevice(ctxTimeout(t, 30*time.Second), n.nqn, n.nsUUID)

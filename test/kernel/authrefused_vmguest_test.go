@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
 )
 
 // TestPublishAuthenticatedVolumeWithoutKernelSupport runs on the 6.1 kernel,
@@ -50,7 +50,7 @@ func TestPublishAuthenticatedVolumeWithoutKernelSupport(t *testing.T) {
 	t.Logf("refused as expected: %v", err)
 	vol := getVolume(t, p, id)
 	for _, r := range vol.Replicas {
-		hosts, _ := os.ReadDir(filepath.Join(nvmeof.DefaultNvmetRoot, "subsystems", r.NQN, "allowed_hosts"))
+		hosts, _ := os.ReadDir(filepath.Join(nvmet.DefaultRoot, "subsystems", r.NQN, "allowed_hosts"))
 		if len(hosts) != 0 {
 			t.Errorf("replica %s admits %d hosts although authentication could not be set up", r.ID, len(hosts))
 		}

@@ -25,6 +25,8 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
 	"github.com/nvmirror/nvmirror/pkg/provisionerclient"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 )
@@ -50,8 +52,8 @@ func TestAuthStack(t *testing.T) {
 	c := dialCSI(t, s.csiSocket)
 	p := dialProvisioner(t, s)
 	md := mdraid.NewManager(utilexec.New(), "")
-	ini := nvmeof.NewInitiator("")
-	host, err := driver.LoadHostIdentity("/")
+	ini := host.NewInitiator("")
+	hostIdent, err := driver.LoadHostIdentity("/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,14 +63,14 @@ func TestAuthStack(t *testing.T) {
 	hv := provisionVolume(t, c, "auth-host", 64<<20, map[string]string{"numReplicas": "2", "authentication": "host"})
 	bv := provisionVolume(t, c, "auth-bidi", 64<<20, map[string]string{"numReplicas": "2", "authentication": "bidirectional"})
 	hvol, bvol := getVolume(t, p, hv.id), getVolume(t, p, bv.id)
-	if bvol.PublishedHost != host.NQN {
-		t.Fatalf("volume published to %s, this node is %s", bvol.PublishedHost, host.NQN)
+	if bvol.PublishedHost != hostIdent.NQN {
+		t.Fatalf("volume published to %s, this node is %s", bvol.PublishedHost, hostIdent.NQN)
 	}
-	first := hostCreds(t, p, host.NQN)
+	first := hostCreds(t, p, hostIdent.NQN)
 	hlegs, blegs := activeLegs(t, hvol), activeLegs(t, bvol)
 	checkLegSecrets(t, ini, hlegs, first, false, "host-only volume after staging")
 	checkLegSecrets(t, ini, blegs, first, true, "bidirectional volume after staging")
-	checkTargetSecret(t, host.NQN, first[blegs[0].StorageNode].Secret)
+	checkTargetSecret(t, hostIdent.NQN, first[blegs[0].StorageNode].Secret)
 	for _, v := range []*volume.Volume{hvol, bvol} {
 		if a := mdOf(t, md, v); a.Degraded != 0 || a.RaidDisks != 2 {
 			t.Fatalf("array of %s after staging: %s", v.ID, describe(a))
@@ -93,7 +95,7 @@ func TestAuthStack(t *testing.T) {
 				// fabrics connects.
 				{"wrong secret", newSecret(t), ""},
 			} {
-				o := legOptions(host, leg)
+				o := legOptions(hostIdent, leg)
 				o.DHCHAPSecret, o.DHCHAPCtrlSecret = tc.secret, tc.ctrlSe
 				start := time.Now()
 				_, err := ini.Connect(ctxTimeout(t, 2*time.Minute), o)
@@ -133,14 +135,14 @@ func TestAuthStack(t *testing.T) {
 		if strings.Contains(string(out), "DHHC-1:") {
 			t.Error("rotate-keys printed a secret")
 		}
-		next := hostCreds(t, p, host.NQN)
+		next := hostCreds(t, p, hostIdent.NQN)
 		for _, l := range blegs {
 			if next[l.StorageNode].Secret == first[l.StorageNode].Secret || next[l.StorageNode].Generation != first[l.StorageNode].Generation+1 {
 				t.Fatalf("storage node %s: secrets not rotated (generation %d)", l.StorageNode, next[l.StorageNode].Generation)
 			}
 		}
 		// The target holds the new secret only: the old one is gone.
-		checkTargetSecret(t, host.NQN, next[blegs[0].StorageNode].Secret)
+		checkTargetSecret(t, hostIdent.NQN, next[blegs[0].StorageNode].Secret)
 		took := waitFor(t, 3*time.Minute, "every leg re-keyed and both mirrors whole", func() (bool, string) {
 			for _, lv := range []struct {
 				legs []volume.Replica
@@ -210,7 +212,7 @@ func TestAuthStack(t *testing.T) {
 		since = time.Now()
 		withHealerPaused(t, s, func() {
 			disconnectLeg(t, ini, leg)
-			o := legOptions(host, leg)
+			o := legOptions(hostIdent, leg)
 			o.DHCHAPSecret = first[leg.StorageNode].Secret
 			_, err := ini.Connect(ctxTimeout(t, 2*time.Minute), o)
 			if err == nil {
@@ -255,9 +257,9 @@ func getVolume(t *testing.T, p *provisionerclient.Client, id string) *volume.Vol
 }
 
 // hostCreds returns the provisioner's secrets for host by storage node.
-func hostCreds(t *testing.T, p *provisionerclient.Client, host string) map[string]volume.Credentials {
+func hostCreds(t *testing.T, p *provisionerclient.Client, hostIdent string) map[string]volume.Credentials {
 	t.Helper()
-	list, err := p.GetHostCredentials(ctxTimeout(t, 10*time.Second), host)
+	list, err := p.GetHostCredentials(ctxTimeout(t, 10*time.Second), hostIdent)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +284,7 @@ func activeLegs(t *testing.T, v *volume.Volume) []volume.Replica {
 	return out
 }
 
-func controllersOf(t *testing.T, ini *nvmeof.Initiator, r volume.Replica) []nvmeof.Controller {
+func controllersOf(t *testing.T, ini *host.Initiator, r volume.Replica) []host.Controller {
 	t.Helper()
 	ctrls, err := ini.ControllersFor(r.NQN)
 	if err != nil {
@@ -293,7 +295,7 @@ func controllersOf(t *testing.T, ini *nvmeof.Initiator, r volume.Replica) []nvme
 
 // checkLegSecrets requires every leg's controllers to authenticate with the
 // pair's host secret, and for bidirectional legs its controller secret.
-func checkLegSecrets(t *testing.T, ini *nvmeof.Initiator, legs []volume.Replica, creds map[string]volume.Credentials, bidi bool, when string) {
+func checkLegSecrets(t *testing.T, ini *host.Initiator, legs []volume.Replica, creds map[string]volume.Credentials, bidi bool, when string) {
 	t.Helper()
 	for _, l := range legs {
 		c, ok := creds[l.StorageNode]
@@ -323,24 +325,24 @@ func checkLegSecrets(t *testing.T, ini *nvmeof.Initiator, legs []volume.Replica,
 
 // checkTargetSecret requires the kernel target's entry for host to demand
 // secret.
-func checkTargetSecret(t *testing.T, host, secret string) {
+func checkTargetSecret(t *testing.T, hostIdent, secret string) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(nvmeof.DefaultNvmetRoot, "hosts", host, "dhchap_key"))
+	b, err := os.ReadFile(filepath.Join(nvmet.DefaultRoot, "hosts", hostIdent, "dhchap_key"))
 	if err != nil {
-		t.Fatalf("target entry of %s: %v", host, err)
+		t.Fatalf("target entry of %s: %v", hostIdent, err)
 	}
 	if !dhchap.Equal(strings.TrimSpace(string(b)), secret) {
-		t.Errorf("the kernel target demands another secret from %s than the registry's", host)
+		t.Errorf("the kernel target demands another secret from %s than the registry's", hostIdent)
 	}
 }
 
-func legOptions(h driver.HostIdentity, r volume.Replica) nvmeof.ConnectOptions {
+func legOptions(h driver.HostIdentity, r volume.Replica) host.ConnectOptions {
 	ep := r.Endpoints[0]
-	return nvmeof.ConnectOptions{Transport: "tcp", TrAddr: ep.Address, TrSvcID: ep.Port, SubsysNQN: r.NQN,
+	return host.ConnectOptions{Transport: "tcp", TrAddr: ep.Address, TrSvcID: ep.Port, SubsysNQN: r.NQN,
 		HostNQN: h.NQN, HostID: h.ID, CtrlLossTmo: intp(2), ReconnectDelay: intp(1)}
 }
 
-func disconnectLeg(t *testing.T, ini *nvmeof.Initiator, r volume.Replica) {
+func disconnectLeg(t *testing.T, ini *host.Initiator, r volume.Replica) {
 	t.Helper()
 	if err := ini.DisconnectNQN(ctxTimeout(t, 30*time.Second), r.NQN); err != nil {
 		t.Fatalf("disconnect %s: %v", r.ID, err)

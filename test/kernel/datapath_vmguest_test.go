@@ -17,6 +17,8 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
 )
 
 const (
@@ -32,21 +34,21 @@ const (
 // mismatch, and the array assembles again from scratch with every checksum
 // intact.
 func TestDataPath(t *testing.T) {
-	tgt := nvmeof.NewTarget("")
-	ini := nvmeof.NewInitiator("")
+	tgt := nvmet.NewTarget("")
+	ini := host.NewInitiator("")
 	md := mdraid.NewManager(utilexec.New(), "")
-	host := newHostIdentity(t, 1)
-	nodes := startStorageNodes(t, tgt, "dp", 3, replicaBytes, host, 1)
+	hostIdent := newHostIdentity(t, 1)
+	nodes := startStorageNodes(t, tgt, "dp", 3, replicaBytes, hostIdent, 1)
 
 	// Connect every replica and resolve its block device by NQN and
 	// namespace UUID; connecting again must return the same controller.
-	devs := make([]nvmeof.Device, len(nodes))
+	devs := make([]host.Device, len(nodes))
 	for i, n := range nodes {
-		ctrl, err := ini.Connect(ctxTimeout(t, 30*time.Second), n.connectOptions(host))
+		ctrl, err := ini.Connect(ctxTimeout(t, 30*time.Second), n.connectOptions(hostIdent))
 		if err != nil {
 			t.Fatalf("connect %s: %v", n.nqn, err)
 		}
-		again, err := ini.Connect(ctxTimeout(t, 30*time.Second), n.connectOptions(host))
+		again, err := ini.Connect(ctxTimeout(t, 30*time.Second), n.connectOptions(hostIdent))
 		if err != nil || again.Name != ctrl.Name {
 			t.Fatalf("second connect of %s: controller %q, err %v; want the existing %q", n.nqn, again.Name, err, ctrl.Name)
 		}
@@ -181,7 +183,7 @@ func TestDataPath(t *testing.T) {
 	if err := tgt.LinkSubsystem(cut.portID, cut.nqn); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ini.Connect(ctxTimeout(t, 30*time.Second), cut.connectOptions(host)); err != nil {
+	if _, err := ini.Connect(ctxTimeout(t, 30*time.Second), cut.connectOptions(hostIdent)); err != nil {
 		t.Fatalf("reconnect %s: %v", cut.nqn, err)
 	}
 	back, err := ini.WaitForDevice(ctxTimeout(t, 30*time.Second), cut.nqn, cut.nsUUID)
@@ -291,8 +293,8 @@ func TestDataPath(t *testing.T) {
 // its allowed_hosts; any other host is refused by the kernel, and nothing is
 // left half-connected.
 func TestUnallowedHostCannotConnect(t *testing.T) {
-	tgt := nvmeof.NewTarget("")
-	ini := nvmeof.NewInitiator("")
+	tgt := nvmet.NewTarget("")
+	ini := host.NewInitiator("")
 	allowed := newHostIdentity(t, 2)
 	stranger := newHostIdentity(t, 3)
 	nodes := startStorageNodes(t, tgt, "acl", 1, 64<<20, allowed, 11)

@@ -19,6 +19,8 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 	"github.com/nvmirror/nvmirror/test/vm"
 )
@@ -168,8 +170,8 @@ func TestDemo(t *testing.T) {
 	c := dialCSI(t, s.csiSocket)
 	p := dialProvisioner(t, s)
 	md := mdraid.NewManager(utilexec.New(), "")
-	tgt := nvmeof.NewTarget("")
-	ini := nvmeof.NewInitiator("")
+	tgt := nvmet.NewTarget("")
+	ini := host.NewInitiator("")
 	nvmirrorctl(t, n, s, "nodes")
 	n.say("   provisioner on %s (bbolt store), events -> syslog %s; nvmirror-csi on %s", s.provAddr, syslogAddr, s.csiSocket)
 

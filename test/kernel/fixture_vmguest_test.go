@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
 )
 
 // storageNode is one simulated storage node: its own loopback address and
@@ -44,7 +46,7 @@ func newHostIdentity(t *testing.T, n int) hostIdentity {
 
 // startStorageNodes exports one replica of sizeBytes per node on 127.0.0.(2+i)
 // and allows only host to connect.
-func startStorageNodes(t *testing.T, tgt *nvmeof.Target, prefix string, count int, sizeBytes int64, host hostIdentity, firstPort int) []storageNode {
+func startStorageNodes(t *testing.T, tgt *nvmet.Target, prefix string, count int, sizeBytes int64, hostIdent hostIdentity, firstPort int) []storageNode {
 	t.Helper()
 	if err := tgt.Available(); err != nil {
 		t.Fatalf("nvmet not available: %v", err)
@@ -74,14 +76,14 @@ func startStorageNodes(t *testing.T, tgt *nvmeof.Target, prefix string, count in
 		// The VM's root is a RAM filesystem without O_DIRECT: file-backed
 		// namespaces need buffered I/O there (a real pool directory on ext4 or
 		// xfs does not).
-		ns := nvmeof.Namespace{NSID: 1, DevicePath: n.backing, UUID: n.nsUUID, NGUID: nvmeof.NamespaceNGUID(replicaID), BufferedIO: true}
+		ns := nvmet.Namespace{NSID: 1, DevicePath: n.backing, UUID: n.nsUUID, NGUID: nvmeof.NamespaceNGUID(replicaID), BufferedIO: true}
 		if err := tgt.EnsureNamespace(n.nqn, ns); err != nil {
 			t.Fatalf("EnsureNamespace %s: %v", n.nqn, err)
 		}
-		if err := tgt.AllowHost(n.nqn, host.nqn); err != nil {
+		if err := tgt.AllowHost(n.nqn, hostIdent.nqn); err != nil {
 			t.Fatalf("AllowHost: %v", err)
 		}
-		if err := tgt.EnsurePort(nvmeof.Port{ID: n.portID, Transport: "tcp", TrAddr: n.addr, TrSvcID: n.svcID}); err != nil {
+		if err := tgt.EnsurePort(nvmet.Port{ID: n.portID, Transport: "tcp", TrAddr: n.addr, TrSvcID: n.svcID}); err != nil {
 			t.Fatalf("EnsurePort %d: %v", n.portID, err)
 		}
 		if err := tgt.LinkSubsystem(n.portID, n.nqn); err != nil {
@@ -106,8 +108,8 @@ func intp(v int) *int { return &v }
 // fast_io_fail_tmo so md fails a lost leg within about a second instead of
 // the whole array freezing on queued I/O; ctrl_loss_tmo kept short here so
 // the test sees the controller deleted and reconnects it like the healer will.
-func (n storageNode) connectOptions(h hostIdentity) nvmeof.ConnectOptions {
-	return nvmeof.ConnectOptions{
+func (n storageNode) connectOptions(h hostIdentity) host.ConnectOptions {
+	return host.ConnectOptions{
 		Transport: "tcp", TrAddr: n.addr, TrSvcID: n.svcID, SubsysNQN: n.nqn,
 		HostNQN: h.nqn, HostID: h.id,
 		CtrlLossTmo: intp(5), ReconnectDelay: intp(1), FastIOFailTmo: intp(1), KeepAliveTmo: intp(5),

@@ -21,6 +21,8 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
 	"github.com/nvmirror/nvmirror/pkg/provisionerclient"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth"
 	"github.com/nvmirror/nvmirror/pkg/volume"
@@ -211,8 +213,8 @@ func TestHealer(t *testing.T) {
 	c := dialCSI(t, s.csiSocket)
 	p := dialProvisioner(t, s)
 	md := mdraid.NewManager(utilexec.New(), "")
-	tgt := nvmeof.NewTarget("")
-	ini := nvmeof.NewInitiator("")
+	tgt := nvmet.NewTarget("")
+	ini := host.NewInitiator("")
 
 	t.Run("replica back after an outage is re-added from the bitmap", func(t *testing.T) {
 		// Ten minutes of allowed downtime: this outage must heal by re-add.

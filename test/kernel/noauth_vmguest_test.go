@@ -13,6 +13,8 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/dhchap"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
 )
 
 // TestKernelWithoutNVMeAuth runs on Debian's 6.1, built without NVMe
@@ -30,10 +32,10 @@ func TestKernelWithoutNVMeAuth(t *testing.T) {
 	if strings.Contains(string(ks), " nvme_auth_negotiate") {
 		t.Skip("this kernel has NVMe host authentication; the test is for kernels without it (the 6.1 boot)")
 	}
-	tgt := nvmeof.NewTarget("")
-	ini := nvmeof.NewInitiator("")
-	host := newHostIdentity(t, 81)
-	nodes := startStorageNodes(t, tgt, "noauth", 1, 16<<20, host, 81)
+	tgt := nvmet.NewTarget("")
+	ini := host.NewInitiator("")
+	hostIdent := newHostIdentity(t, 81)
+	nodes := startStorageNodes(t, tgt, "noauth", 1, 16<<20, hostIdent, 81)
 	n := nodes[0]
 	secret, err := dhchap.Generate(rand.Reader)
 	if err != nil {
@@ -47,13 +49,13 @@ func TestKernelWithoutNVMeAuth(t *testing.T) {
 	}
 	t.Logf("target: %v", err)
 	stranger := "nqn.2014-08.org.nvmexpress:uuid:6b1d8e3c-0000-4000-8000-000000000082"
-	if err := tgt.SetHostAuth(stranger, nvmeof.HostAuth{Secret: secret}); !errors.Is(err, nvmeof.ErrAuthUnsupported) {
+	if err := tgt.SetHostAuth(stranger, nvmet.HostAuth{Secret: secret}); !errors.Is(err, nvmeof.ErrAuthUnsupported) {
 		t.Errorf("SetHostAuth = %v, want ErrAuthUnsupported", err)
 	}
-	if _, err := os.Stat(filepath.Join(nvmeof.DefaultNvmetRoot, "hosts", stranger)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(nvmet.DefaultRoot, "hosts", stranger)); !os.IsNotExist(err) {
 		t.Errorf("SetHostAuth left a host entry behind: %v", err)
 	}
-	if _, err := tgt.HostAuth(host.nqn); !errors.Is(err, nvmeof.ErrAuthUnsupported) {
+	if _, err := tgt.HostAuth(hostIdent.nqn); !errors.Is(err, nvmeof.ErrAuthUnsupported) {
 		t.Errorf("HostAuth = %v, want ErrAuthUnsupported", err)
 	}
 
@@ -64,7 +66,7 @@ func TestKernelWithoutNVMeAuth(t *testing.T) {
 	}
 	listed := strings.Contains(strings.Join(opts, " "), "dhchap_secret")
 	t.Logf("/dev/nvme-fabrics lists dhchap_secret: %v", listed)
-	o := n.connectOptions(host)
+	o := n.connectOptions(hostIdent)
 	o.DHCHAPSecret = secret
 	_, err = ini.Connect(ctxTimeout(t, 30*time.Second), o)
 	if !errors.Is(err, nvmeof.ErrAuthUnsupported) || !strings.Contains(err.Error(), "CONFIG_NVME_AUTH") {
@@ -80,7 +82,7 @@ func TestKernelWithoutNVMeAuth(t *testing.T) {
 
 	// Why: the kernel takes the option and connects without authenticating.
 	if listed {
-		name, err := rawFabricsWrite(rawOpts(n, host, ",dhchap_secret="+secret))
+		name, err := rawFabricsWrite(rawOpts(n, hostIdent, ",dhchap_secret="+secret))
 		if err != nil {
 			t.Logf("6.1 refuses a raw connect with a secret: %v", err)
 		} else {
@@ -95,7 +97,7 @@ func TestKernelWithoutNVMeAuth(t *testing.T) {
 		}
 	}
 	// Without a secret, everything works as before.
-	c, err := ini.Connect(ctxTimeout(t, 30*time.Second), n.connectOptions(host))
+	c, err := ini.Connect(ctxTimeout(t, 30*time.Second), n.connectOptions(hostIdent))
 	if err != nil {
 		t.Fatalf("connect without a secret: %v", err)
 	}

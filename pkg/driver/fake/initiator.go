@@ -11,6 +11,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 )
 
 // Initiator connects to the Fabric's namespaces. Each connected namespace
@@ -25,14 +26,14 @@ type Initiator struct {
 	// Connects counts successful Connect calls that made a new controller.
 	Connects int
 	// Options records the options of every Connect call.
-	Options []nvmeof.ConnectOptions
+	Options []host.ConnectOptions
 	// Supported is what SupportedOptions returns.
 	Supported []string
 }
 
 type conn struct {
-	ctrl nvmeof.Controller
-	dev  nvmeof.Device
+	ctrl host.Controller
+	dev  host.Device
 }
 
 // NewInitiator returns an initiator whose device files live under root/dev.
@@ -41,9 +42,9 @@ func NewInitiator(f *Fabric, root string) *Initiator {
 		Supported: []string{"transport", "traddr", "trsvcid", "nqn", "hostnqn", "hostid", "ctrl_loss_tmo", "reconnect_delay", "fast_io_fail_tmo", "keep_alive_tmo", "nr_io_queues", "dhchap_secret", "dhchap_ctrl_secret"}}
 }
 
-func (i *Initiator) Connect(_ context.Context, o nvmeof.ConnectOptions) (nvmeof.Controller, error) {
+func (i *Initiator) Connect(_ context.Context, o host.ConnectOptions) (host.Controller, error) {
 	if err := o.Validate(); err != nil {
-		return nvmeof.Controller{}, err
+		return host.Controller{}, err
 	}
 	i.mu.Lock()
 	defer i.mu.Unlock()
@@ -52,14 +53,14 @@ func (i *Initiator) Connect(_ context.Context, o nvmeof.ConnectOptions) (nvmeof.
 		return c.ctrl, nil
 	}
 	if o.DHCHAPSecret != "" && !slices.Contains(i.Supported, "dhchap_secret") {
-		return nvmeof.Controller{}, fmt.Errorf("connect %s: %w: /dev/nvme-fabrics does not accept dhchap_secret (kernel built without CONFIG_NVME_HOST_AUTH)", o.SubsysNQN, nvmeof.ErrAuthUnsupported)
+		return host.Controller{}, fmt.Errorf("connect %s: %w: /dev/nvme-fabrics does not accept dhchap_secret (kernel built without CONFIG_NVME_HOST_AUTH)", o.SubsysNQN, nvmeof.ErrAuthUnsupported)
 	}
 	ns, ok := i.fabric.Get(o.SubsysNQN)
 	if !ok || ns.Down || ns.AllowedHost != o.HostNQN {
-		return nvmeof.Controller{}, fmt.Errorf("connect %s at %s:%s as %s: %w", o.SubsysNQN, o.TrAddr, o.TrSvcID, o.HostNQN, nvmeof.ErrConnectRefused)
+		return host.Controller{}, fmt.Errorf("connect %s at %s:%s as %s: %w", o.SubsysNQN, o.TrAddr, o.TrSvcID, o.HostNQN, nvmeof.ErrConnectRefused)
 	}
 	if ns.Secret != "" && o.DHCHAPSecret != ns.Secret {
-		return nvmeof.Controller{}, fmt.Errorf("connect %s as %s: %w", o.SubsysNQN, o.HostNQN, nvmeof.ErrAuthFailed)
+		return host.Controller{}, fmt.Errorf("connect %s as %s: %w", o.SubsysNQN, o.HostNQN, nvmeof.ErrAuthFailed)
 	}
 	n := i.next
 	i.next++
@@ -67,15 +68,15 @@ func (i *Initiator) Connect(_ context.Context, o nvmeof.ConnectOptions) (nvmeof.
 	devName := name + "n1"
 	path := filepath.Join(i.root, "dev", devName)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nvmeof.Controller{}, err
+		return host.Controller{}, err
 	}
 	if err := os.WriteFile(path, nil, 0o600); err != nil {
-		return nvmeof.Controller{}, err
+		return host.Controller{}, err
 	}
 	c := &conn{
-		ctrl: nvmeof.Controller{Name: name, Instance: n, Transport: "tcp", SubsysNQN: o.SubsysNQN, HostNQN: o.HostNQN,
-			TrAddr: o.TrAddr, TrSvcID: o.TrSvcID, State: nvmeof.StateLive, Subsystem: fmt.Sprintf("nvme-subsys%d", n)},
-		dev: nvmeof.Device{Name: devName, Path: path, NSID: 1, UUID: ns.UUID, SizeBytes: uint64(ns.SizeBytes),
+		ctrl: host.Controller{Name: name, Instance: n, Transport: "tcp", SubsysNQN: o.SubsysNQN, HostNQN: o.HostNQN,
+			TrAddr: o.TrAddr, TrSvcID: o.TrSvcID, State: host.StateLive, Subsystem: fmt.Sprintf("nvme-subsys%d", n)},
+		dev: host.Device{Name: devName, Path: path, NSID: 1, UUID: ns.UUID, SizeBytes: uint64(ns.SizeBytes),
 			Subsystem: fmt.Sprintf("nvme-subsys%d", n), SubsysNQN: o.SubsysNQN},
 	}
 	i.ctrls[o.SubsysNQN] = c
@@ -83,16 +84,16 @@ func (i *Initiator) Connect(_ context.Context, o nvmeof.ConnectOptions) (nvmeof.
 	return c.ctrl, nil
 }
 
-func (i *Initiator) FindDevice(nqn, nsUUID string) (nvmeof.Device, error) {
+func (i *Initiator) FindDevice(nqn, nsUUID string) (host.Device, error) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	c, ok := i.ctrls[nqn]
 	if !ok {
-		return nvmeof.Device{}, fmt.Errorf("%s: %w", nqn, nvmeof.ErrDeviceNotFound)
+		return host.Device{}, fmt.Errorf("%s: %w", nqn, nvmeof.ErrDeviceNotFound)
 	}
 	ns, _ := i.fabric.Get(nqn)
 	if nsUUID != "" && ns.UUID != nsUUID {
-		return nvmeof.Device{}, fmt.Errorf("%s has namespace %s, want %s: %w: %w", nqn, ns.UUID, nsUUID, nvmeof.ErrDeviceNotFound, nvmeof.ErrIdentityMismatch)
+		return host.Device{}, fmt.Errorf("%s has namespace %s, want %s: %w: %w", nqn, ns.UUID, nsUUID, nvmeof.ErrDeviceNotFound, nvmeof.ErrIdentityMismatch)
 	}
 	d := c.dev
 	d.SizeBytes = uint64(ns.SizeBytes)
@@ -101,15 +102,15 @@ func (i *Initiator) FindDevice(nqn, nsUUID string) (nvmeof.Device, error) {
 
 // WaitForDevice does not wait: a fake device exists as soon as it is
 // connected.
-func (i *Initiator) WaitForDevice(_ context.Context, nqn, nsUUID string) (nvmeof.Device, error) {
+func (i *Initiator) WaitForDevice(_ context.Context, nqn, nsUUID string) (host.Device, error) {
 	return i.FindDevice(nqn, nsUUID)
 }
 
-func (i *Initiator) ControllersFor(nqn string) ([]nvmeof.Controller, error) {
+func (i *Initiator) ControllersFor(nqn string) ([]host.Controller, error) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	if c, ok := i.ctrls[nqn]; ok {
-		return []nvmeof.Controller{c.ctrl}, nil
+		return []host.Controller{c.ctrl}, nil
 	}
 	return nil, nil
 }
@@ -172,7 +173,7 @@ func (i *Initiator) IdentityOf(path string) string {
 }
 
 // SetState changes a controller's state (tests of health reporting).
-func (i *Initiator) SetState(nqn string, s nvmeof.ControllerState) {
+func (i *Initiator) SetState(nqn string, s host.ControllerState) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	if c, ok := i.ctrls[nqn]; ok {

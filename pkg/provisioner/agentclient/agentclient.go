@@ -1,5 +1,5 @@
 // Package agentclient adapts the target agent's generated gRPC client
-// (pkg/targetapi) to provisioner.AgentClient, and keeps one TLS connection
+// (pkg/agentapi) to provisioner.AgentClient, and keeps one TLS connection
 // per storage node with the shared bearer token (pkg/rpcauth).
 //
 // It is the only provisioner code that knows the wire API: gRPC codes are
@@ -20,22 +20,22 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/nvmirror/nvmirror/pkg/agentapi"
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
-	"github.com/nvmirror/nvmirror/pkg/targetapi"
 )
 
 // Client is a provisioner.AgentClient over one agent connection.
 type Client struct {
-	c targetapi.TargetClient
+	c agentapi.TargetClient
 }
 
 var _ provisioner.AgentClient = (*Client)(nil)
 
 // New wraps a generated client.
-func New(c targetapi.TargetClient) *Client { return &Client{c: c} }
+func New(c agentapi.TargetClient) *Client { return &Client{c: c} }
 
 // sentinels translate an agent's status codes into the provisioner's
 // errors. Codes without a counterpart (Internal, Unauthenticated, ...) stay
@@ -53,14 +53,14 @@ var sentinels = grpcerr.Sentinels{
 
 func mapErr(err error) error { return sentinels.Map(err, "agent") }
 
-func provType(t storageclass.ProvisioningType) targetapi.ProvisioningType {
+func provType(t storageclass.ProvisioningType) agentapi.ProvisioningType {
 	if t == storageclass.Thick {
-		return targetapi.ProvisioningType_PROVISIONING_TYPE_THICK
+		return agentapi.ProvisioningType_PROVISIONING_TYPE_THICK
 	}
-	return targetapi.ProvisioningType_PROVISIONING_TYPE_THIN
+	return agentapi.ProvisioningType_PROVISIONING_TYPE_THIN
 }
 
-func endpoints(in []*targetapi.Endpoint) []store.Endpoint {
+func endpoints(in []*agentapi.Endpoint) []store.Endpoint {
 	out := make([]store.Endpoint, 0, len(in))
 	for _, e := range in {
 		out = append(out, store.Endpoint{Transport: e.GetTransport(), Family: e.GetAddressFamily(), Address: e.GetAddress(), ServiceID: e.GetServiceId()})
@@ -69,7 +69,7 @@ func endpoints(in []*targetapi.Endpoint) []store.Endpoint {
 }
 
 func (c *Client) CreateReplica(ctx context.Context, r provisioner.ReplicaSpec) (provisioner.AgentReplica, error) {
-	resp, err := c.c.CreateReplica(ctx, &targetapi.CreateReplicaRequest{
+	resp, err := c.c.CreateReplica(ctx, &agentapi.CreateReplicaRequest{
 		ReplicaId: r.ReplicaID, VolumeId: r.VolumeID, SizeBytes: r.SizeBytes,
 		ProvisioningType: provType(r.ProvisioningType), AllowedHosts: r.AllowedHosts,
 	})
@@ -81,32 +81,32 @@ func (c *Client) CreateReplica(ctx context.Context, r provisioner.ReplicaSpec) (
 }
 
 func (c *Client) DeleteReplica(ctx context.Context, id string) error {
-	_, err := c.c.DeleteReplica(ctx, &targetapi.DeleteReplicaRequest{ReplicaId: id})
+	_, err := c.c.DeleteReplica(ctx, &agentapi.DeleteReplicaRequest{ReplicaId: id})
 	return mapErr(err)
 }
 
 func (c *Client) ExpandReplica(ctx context.Context, id string, size int64) error {
-	_, err := c.c.ExpandReplica(ctx, &targetapi.ExpandReplicaRequest{ReplicaId: id, SizeBytes: size})
+	_, err := c.c.ExpandReplica(ctx, &agentapi.ExpandReplicaRequest{ReplicaId: id, SizeBytes: size})
 	return mapErr(err)
 }
 
 func (c *Client) AllowHost(ctx context.Context, id, host string) error {
-	_, err := c.c.AllowHost(ctx, &targetapi.AllowHostRequest{ReplicaId: id, HostNqn: host})
+	_, err := c.c.AllowHost(ctx, &agentapi.AllowHostRequest{ReplicaId: id, HostNqn: host})
 	return mapErr(err)
 }
 
 func (c *Client) SetHostAuth(ctx context.Context, host string, s provisioner.HostSecrets) error {
-	_, err := c.c.SetHostAuth(ctx, &targetapi.SetHostAuthRequest{HostNqn: host, DhchapKey: s.Secret, DhchapCtrlKey: s.CtrlSecret})
+	_, err := c.c.SetHostAuth(ctx, &agentapi.SetHostAuthRequest{HostNqn: host, DhchapKey: s.Secret, DhchapCtrlKey: s.CtrlSecret})
 	return mapErr(err)
 }
 
 func (c *Client) RevokeHost(ctx context.Context, id, host string) error {
-	_, err := c.c.RevokeHost(ctx, &targetapi.RevokeHostRequest{ReplicaId: id, HostNqn: host})
+	_, err := c.c.RevokeHost(ctx, &agentapi.RevokeHostRequest{ReplicaId: id, HostNqn: host})
 	return mapErr(err)
 }
 
 func (c *Client) GetCapacity(ctx context.Context) (provisioner.Capacity, error) {
-	resp, err := c.c.GetCapacity(ctx, &targetapi.GetCapacityRequest{})
+	resp, err := c.c.GetCapacity(ctx, &agentapi.GetCapacityRequest{})
 	if err != nil {
 		return provisioner.Capacity{}, mapErr(err)
 	}
@@ -115,7 +115,7 @@ func (c *Client) GetCapacity(ctx context.Context) (provisioner.Capacity, error) 
 }
 
 func (c *Client) NodeInfo(ctx context.Context) (provisioner.NodeInfo, error) {
-	resp, err := c.c.NodeInfo(ctx, &targetapi.NodeInfoRequest{})
+	resp, err := c.c.NodeInfo(ctx, &agentapi.NodeInfoRequest{})
 	if err != nil {
 		return provisioner.NodeInfo{}, mapErr(err)
 	}
@@ -165,7 +165,7 @@ func (p *Pool) Agent(ctx context.Context, n *store.StorageNode) (provisioner.Age
 		}
 		p.conns[n.Address] = cc
 	}
-	return New(targetapi.NewTargetClient(cc)), nil
+	return New(agentapi.NewTargetClient(cc)), nil
 }
 
 // Close closes every connection.

@@ -15,42 +15,42 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/nvmirror/nvmirror/pkg/agentapi"
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
-	"github.com/nvmirror/nvmirror/pkg/targetapi"
 )
 
 const token = "s3cret-token"
 
 // agent is a scripted TargetServer that records the last create request.
 type agent struct {
-	targetapi.UnimplementedTargetServer
-	lastCreate *targetapi.CreateReplicaRequest
+	agentapi.UnimplementedTargetServer
+	lastCreate *agentapi.CreateReplicaRequest
 }
 
-func (a *agent) CreateReplica(ctx context.Context, r *targetapi.CreateReplicaRequest) (*targetapi.CreateReplicaResponse, error) {
+func (a *agent) CreateReplica(ctx context.Context, r *agentapi.CreateReplicaRequest) (*agentapi.CreateReplicaResponse, error) {
 	if r.GetSizeBytes() > 1<<40 {
 		return nil, status.Error(codes.ResourceExhausted, "pool has 100 GiB free, need 2 TiB")
 	}
 	a.lastCreate = r
-	return &targetapi.CreateReplicaResponse{Replica: &targetapi.Replica{
+	return &agentapi.CreateReplicaResponse{Replica: &agentapi.Replica{
 		ReplicaId: r.GetReplicaId(), Nqn: "nqn.2024-01.io.nvmirror:" + r.GetReplicaId(),
-		Endpoints: []*targetapi.Endpoint{{Transport: "tcp", AddressFamily: "ipv4", Address: "10.0.0.7", ServiceId: "4420"}},
+		Endpoints: []*agentapi.Endpoint{{Transport: "tcp", AddressFamily: "ipv4", Address: "10.0.0.7", ServiceId: "4420"}},
 	}}, nil
 }
 
-func (a *agent) AllowHost(ctx context.Context, r *targetapi.AllowHostRequest) (*targetapi.AllowHostResponse, error) {
+func (a *agent) AllowHost(ctx context.Context, r *agentapi.AllowHostRequest) (*agentapi.AllowHostResponse, error) {
 	return nil, status.Errorf(codes.NotFound, "replica %s not found", r.GetReplicaId())
 }
 
-func (a *agent) GetCapacity(context.Context, *targetapi.GetCapacityRequest) (*targetapi.GetCapacityResponse, error) {
-	return &targetapi.GetCapacityResponse{TotalBytes: 100, AvailableBytes: 60, ProvisionedBytes: 70, ReplicaCount: 3}, nil
+func (a *agent) GetCapacity(context.Context, *agentapi.GetCapacityRequest) (*agentapi.GetCapacityResponse, error) {
+	return &agentapi.GetCapacityResponse{TotalBytes: 100, AvailableBytes: 60, ProvisionedBytes: 70, ReplicaCount: 3}, nil
 }
 
-func (a *agent) NodeInfo(context.Context, *targetapi.NodeInfoRequest) (*targetapi.NodeInfoResponse, error) {
-	return &targetapi.NodeInfoResponse{NodeName: "sn-1", Zone: "z1", Rack: "r1"}, nil
+func (a *agent) NodeInfo(context.Context, *agentapi.NodeInfoRequest) (*agentapi.NodeInfoResponse, error) {
+	return &agentapi.NodeInfoResponse{NodeName: "sn-1", Zone: "z1", Rack: "r1"}, nil
 }
 
 func serve(t *testing.T, a *agent) (addr string, clientTLS *tls.Config, stop func()) {
@@ -62,7 +62,7 @@ func serve(t *testing.T, a *agent) (addr string, clientTLS *tls.Config, stop fun
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer(append(auth.ServerOptions(), grpc.Creds(credentials.NewTLS(serverTLS)))...)
-	targetapi.RegisterTargetServer(srv, a)
+	agentapi.RegisterTargetServer(srv, a)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +94,7 @@ func TestClientOverTLSWithToken(t *testing.T) {
 	if rep.NQN != "nqn.2024-01.io.nvmirror:rep-1" || len(rep.Endpoints) != 1 || rep.Endpoints[0] != (store.Endpoint{Transport: "tcp", Family: "ipv4", Address: "10.0.0.7", ServiceID: "4420"}) {
 		t.Errorf("replica = %+v", rep)
 	}
-	if lc := a.lastCreate; lc.GetProvisioningType() != targetapi.ProvisioningType_PROVISIONING_TYPE_THICK || lc.GetVolumeId() != "vol-1" || len(lc.GetAllowedHosts()) != 1 {
+	if lc := a.lastCreate; lc.GetProvisioningType() != agentapi.ProvisioningType_PROVISIONING_TYPE_THICK || lc.GetVolumeId() != "vol-1" || len(lc.GetAllowedHosts()) != 1 {
 		t.Errorf("request sent = %v", lc)
 	}
 	_, err = c.CreateReplica(ctx, provisioner.ReplicaSpec{ReplicaID: "rep-2", SizeBytes: 2 << 40})
