@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"strings"
 
 	"github.com/kubernetes-csi/csi-lib-utils/protosanitizer"
@@ -12,6 +11,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/nvmirror/nvmirror/pkg/agentapi"
+	"github.com/nvmirror/nvmirror/pkg/grpcerr"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
 	"github.com/nvmirror/nvmirror/pkg/version"
@@ -28,35 +28,20 @@ var _ agentapi.TargetServer = (*Server)(nil)
 // NewServer returns the gRPC server for svc.
 func NewServer(svc *Service) *Server { return &Server{svc: svc} }
 
-// grpcError is the one place where agent errors become gRPC status codes.
-func grpcError(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	code := codes.Internal
-	switch {
-	case errors.Is(err, context.Canceled):
-		code = codes.Canceled
-	case errors.Is(err, context.DeadlineExceeded):
-		code = codes.DeadlineExceeded
-	case errors.Is(err, ErrInvalidArgument):
-		code = codes.InvalidArgument
-	case errors.Is(err, ErrNotFound):
-		code = codes.NotFound
-	case errors.Is(err, ErrAlreadyExists):
-		code = codes.AlreadyExists
-	case errors.Is(err, ErrResourceExhausted):
-		code = codes.ResourceExhausted
-	case errors.Is(err, ErrFailedPrecondition):
-		code = codes.FailedPrecondition
-	case errors.Is(err, ErrInFlight):
-		code = codes.Aborted
-	}
-	return status.Error(code, err.Error())
+// statusCodes is the one place where agent errors become gRPC status
+// codes (through grpcError).
+var statusCodes = grpcerr.Codes{
+	grpcerr.To(codes.Canceled, context.Canceled),
+	grpcerr.To(codes.DeadlineExceeded, context.DeadlineExceeded),
+	grpcerr.To(codes.InvalidArgument, ErrInvalidArgument),
+	grpcerr.To(codes.NotFound, ErrNotFound),
+	grpcerr.To(codes.AlreadyExists, ErrAlreadyExists),
+	grpcerr.To(codes.ResourceExhausted, ErrResourceExhausted),
+	grpcerr.To(codes.FailedPrecondition, ErrFailedPrecondition),
+	grpcerr.To(codes.Aborted, ErrInFlight),
 }
+
+func grpcError(err error) error { return statusCodes.Status(err) }
 
 // LoggingInterceptor logs each call's method at V(3) (NodeInfo and
 // GetCapacity, which are polled, at V(5)) and every error with its code.

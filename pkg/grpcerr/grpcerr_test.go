@@ -1,7 +1,10 @@
 package grpcerr
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -25,5 +28,29 @@ func TestMap(t *testing.T) {
 	plain := errors.New("dial failed")
 	if got := s.Map(plain, "provisioner"); got != plain {
 		t.Fatalf("a non-status error changed: %v", got)
+	}
+}
+
+func TestCodes(t *testing.T) {
+	errA, errB := errors.New("a"), errors.New("b")
+	c := Codes{To(codes.NotFound, errA), To(codes.Aborted, errB, context.Canceled)}
+	if c.Code(nil) != codes.OK || c.Status(nil) != nil {
+		t.Fatal("nil is not OK")
+	}
+	both := fmt.Errorf("x: %w: %w", errB, errA)
+	for err, want := range map[error]codes.Code{
+		fmt.Errorf("volume v: %w", errA):      codes.NotFound,
+		both:                                  codes.NotFound, // the first rule wins
+		fmt.Errorf("w: %w", context.Canceled): codes.Aborted,
+		errors.New("other"):                   codes.Internal,
+		status.Error(codes.Unavailable, "s"):  codes.Unavailable,
+	} {
+		if got := c.Code(err); got != want {
+			t.Errorf("Code(%v) = %v, want %v", err, got, want)
+		}
+		st := status.Convert(c.Status(err))
+		if st.Code() != want || !strings.Contains(st.Message(), strings.TrimPrefix(err.Error(), "rpc error: code = Unavailable desc = ")) {
+			t.Errorf("Status(%v) = %v", err, st)
+		}
 	}
 }

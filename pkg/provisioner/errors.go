@@ -5,8 +5,8 @@ import (
 	"errors"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
+	"github.com/nvmirror/nvmirror/pkg/grpcerr"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/placement"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
@@ -31,44 +31,21 @@ var (
 	ErrAborted = errors.New("aborted")
 )
 
-// Code returns the gRPC code for err.
-func Code(err error) codes.Code {
-	if err == nil {
-		return codes.OK
-	}
-	if s, ok := status.FromError(err); ok {
-		return s.Code()
-	}
-	switch {
-	case errors.Is(err, ErrInvalidArgument):
-		return codes.InvalidArgument
-	case errors.Is(err, ErrNotFound):
-		return codes.NotFound
-	case errors.Is(err, ErrAlreadyExists):
-		return codes.AlreadyExists
-	case errors.Is(err, ErrResourceExhausted):
-		return codes.ResourceExhausted
-	case errors.Is(err, ErrFailedPrecondition):
-		return codes.FailedPrecondition
-	case errors.Is(err, ErrUnavailable), errors.Is(err, store.ErrNotLeader):
-		return codes.Unavailable
-	case errors.Is(err, ErrAborted), errors.Is(err, store.ErrConflict):
-		return codes.Aborted
-	case errors.Is(err, context.DeadlineExceeded):
-		return codes.DeadlineExceeded
-	case errors.Is(err, context.Canceled):
-		return codes.Canceled
-	}
-	return codes.Internal
+// statusCodes maps the service's sentinels, and the store's, to codes.
+var statusCodes = grpcerr.Codes{
+	grpcerr.To(codes.InvalidArgument, ErrInvalidArgument),
+	grpcerr.To(codes.NotFound, ErrNotFound),
+	grpcerr.To(codes.AlreadyExists, ErrAlreadyExists),
+	grpcerr.To(codes.ResourceExhausted, ErrResourceExhausted),
+	grpcerr.To(codes.FailedPrecondition, ErrFailedPrecondition),
+	grpcerr.To(codes.Unavailable, ErrUnavailable, store.ErrNotLeader),
+	grpcerr.To(codes.Aborted, ErrAborted, store.ErrConflict),
+	grpcerr.To(codes.DeadlineExceeded, context.DeadlineExceeded),
+	grpcerr.To(codes.Canceled, context.Canceled),
 }
 
+// Code returns the gRPC code for err.
+func Code(err error) codes.Code { return statusCodes.Code(err) }
+
 // Status converts err to a gRPC status error carrying its message.
-func Status(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	return status.Error(Code(err), err.Error())
-}
+func Status(err error) error { return statusCodes.Status(err) }
