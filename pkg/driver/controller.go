@@ -238,18 +238,11 @@ func (d *Driver) ValidateVolumeCapabilities(ctx context.Context, req *csi.Valida
 	}}, nil
 }
 
-// ListVolumes pages through the registry. The token is the provisioner's,
-// passed through opaque; one it refuses is Aborted, as CSI asks.
+// ListVolumes pages through the registry (see listPage).
 func (d *Driver) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (*csi.ListVolumesResponse, error) {
-	if req.GetMaxEntries() < 0 {
-		return nil, invalid("max_entries", "must not be negative")
-	}
-	vols, next, err := d.prov.ListVolumes(ctx, req.GetStartingToken(), int(req.GetMaxEntries()))
-	if errors.Is(err, volume.ErrInvalidArgument) {
-		return nil, status.Errorf(codes.Aborted, "starting_token %q: %v", req.GetStartingToken(), err)
-	}
+	vols, next, err := d.listPage(ctx, req)
 	if err != nil {
-		return nil, fmt.Errorf("list volumes: %w", err)
+		return nil, err
 	}
 	resp := &csi.ListVolumesResponse{NextToken: next}
 	for _, v := range vols {
@@ -261,6 +254,29 @@ func (d *Driver) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (
 		})
 	}
 	return resp, nil
+}
+
+// pagedRequest is what ListVolumes and ControllerListVolumeHealth page by.
+type pagedRequest interface {
+	GetStartingToken() string
+	GetMaxEntries() int32
+}
+
+// listPage reads one page of the registry for a paged CSI call. The token is
+// the provisioner's, passed through opaque; one it refuses is Aborted, as
+// CSI asks.
+func (d *Driver) listPage(ctx context.Context, req pagedRequest) ([]*volume.Volume, string, error) {
+	if req.GetMaxEntries() < 0 {
+		return nil, "", invalid("max_entries", "must not be negative")
+	}
+	vols, next, err := d.prov.ListVolumes(ctx, req.GetStartingToken(), int(req.GetMaxEntries()))
+	if errors.Is(err, volume.ErrInvalidArgument) {
+		return nil, "", status.Errorf(codes.Aborted, "starting_token %q: %v", req.GetStartingToken(), err)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("list volumes: %w", err)
+	}
+	return vols, next, nil
 }
 
 func publishedNodes(v *volume.Volume) []string {
@@ -338,15 +354,9 @@ func (d *Driver) ControllerGetVolumeHealth(ctx context.Context, req *csi.Control
 // ControllerListVolumeHealth pages through the volumes and returns the
 // abnormal ones (the spec lists only those), with the provisioner's paging.
 func (d *Driver) ControllerListVolumeHealth(ctx context.Context, req *csi.ControllerListVolumeHealthRequest) (*csi.ControllerListVolumeHealthResponse, error) {
-	if req.GetMaxEntries() < 0 {
-		return nil, invalid("max_entries", "must not be negative")
-	}
-	vols, next, err := d.prov.ListVolumes(ctx, req.GetStartingToken(), int(req.GetMaxEntries()))
-	if errors.Is(err, volume.ErrInvalidArgument) {
-		return nil, status.Errorf(codes.Aborted, "starting_token %q: %v", req.GetStartingToken(), err)
-	}
+	vols, next, err := d.listPage(ctx, req)
 	if err != nil {
-		return nil, fmt.Errorf("list volumes: %w", err)
+		return nil, err
 	}
 	resp := &csi.ControllerListVolumeHealthResponse{NextToken: next}
 	for _, v := range vols {
