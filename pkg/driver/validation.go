@@ -40,6 +40,18 @@ var supportedAccessModes = map[csi.VolumeCapability_AccessMode_Mode]bool{
 var supportedFSTypes = map[string]bool{"": true, storageclass.FSExt4: true, storageclass.FSXFS: true}
 
 // validateCapability checks that cap is well formed (InvalidArgument).
+// validateSupportedCapability: a well-formed capability this driver can
+// serve (validateCapability, then unsupportedReason).
+func validateSupportedCapability(field string, c *csi.VolumeCapability) error {
+	if err := validateCapability(field, c); err != nil {
+		return err
+	}
+	if r := unsupportedReason(c); r != "" {
+		return invalid(field, "%s", r)
+	}
+	return nil
+}
+
 func validateCapability(field string, c *csi.VolumeCapability) error {
 	if c == nil {
 		return invalid(field, "required")
@@ -162,13 +174,7 @@ func validateNodeStageRequest(req *csi.NodeStageVolumeRequest) error {
 	if err := required("staging_target_path", req.GetStagingTargetPath()); err != nil {
 		return err
 	}
-	if err := validateCapability("volume_capability", req.GetVolumeCapability()); err != nil {
-		return err
-	}
-	if r := unsupportedReason(req.GetVolumeCapability()); r != "" {
-		return invalid("volume_capability", "%s", r)
-	}
-	return nil
+	return validateSupportedCapability("volume_capability", req.GetVolumeCapability())
 }
 
 func validateNodePublishRequest(req *csi.NodePublishVolumeRequest) error {
@@ -181,11 +187,5 @@ func validateNodePublishRequest(req *csi.NodePublishVolumeRequest) error {
 	if err := required("target_path", req.GetTargetPath()); err != nil {
 		return err
 	}
-	if err := validateCapability("volume_capability", req.GetVolumeCapability()); err != nil {
-		return err
-	}
-	if r := unsupportedReason(req.GetVolumeCapability()); r != "" {
-		return invalid("volume_capability", "%s", r)
-	}
-	return nil
+	return validateSupportedCapability("volume_capability", req.GetVolumeCapability())
 }
