@@ -58,7 +58,21 @@ type Replica struct {
 	// State is where the replica is in its life; only active replicas are
 	// connected.
 	State ReplicaState
+	// OutOfSyncSince is when the replica stopped holding every write
+	// acknowledged to the volume (md failed or lost its member, or it was
+	// created empty as a replacement); zero while it is in sync. A replica
+	// out of sync never serves the volume on its own and is never the
+	// source of a resync.
+	OutOfSyncSince time.Time
+	// OutOfSyncAtEvents is the md event count of the array when the
+	// replica was recorded out of sync: the write generation it misses
+	// everything after (0 when unknown or in sync).
+	OutOfSyncAtEvents uint64
 }
+
+// InSync reports whether the replica holds every acknowledged write, as
+// far as the registry knows.
+func (r Replica) InSync() bool { return r.OutOfSyncSince.IsZero() }
 
 // Endpoint is one NVMe/TCP address a replica is exported on.
 type Endpoint struct {
