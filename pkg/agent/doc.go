@@ -19,11 +19,12 @@
 // in the state file before it changes the system and removes the record only
 // after the system change is done, so a crash between any two steps is
 // completed by repeating the call or by the next start. The step order of
-// each operation is documented on its method in service.go. Exports under
-// the agent's NQN prefix that the state does not list are removed at start;
-// other subsystems are never touched. A ready replica whose backing file is
-// missing is not re-created empty (that would hand zeros to md as if they
-// were data): it stays unexported and Start reports it.
+// each operation is documented on its method in replicas.go, hosts.go and
+// reconcile.go. Exports under the agent's NQN prefix that the state does not
+// list are removed at start; other subsystems are never touched. A ready
+// replica whose backing file is missing is not re-created empty (that would
+// hand zeros to md as if they were data): it stays unexported and Start
+// reports it.
 //
 // # What the agent can observe of host sessions
 //

@@ -15,7 +15,7 @@ import (
 
 // ReplicaState is the lifecycle state persisted for a replica. Only states
 // from which an interrupted operation must be completed are recorded; see
-// the ordering comments in service.go.
+// the ordering comments in replicas.go, hosts.go and reconcile.go.
 type ReplicaState string
 
 const (

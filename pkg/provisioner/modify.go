@@ -1,0 +1,74 @@
+package provisioner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
+)
+
+// ModifyVolume changes a volume's mutable parameters. Only
+// maxReplicaDownTime is mutable: the others decide where the replicas are
+// and how they were made, which changing a record cannot change. Values are
+// validated by the StorageClass rules (same messages); another key is
+// ErrInvalidArgument naming it. Setting the current value is a no-op, so a
+// retry succeeds.
+func (s *Service) ModifyVolume(ctx context.Context, id string, mutable map[string]string) (*store.Volume, error) {
+	if err := s.requireLeader(); err != nil {
+		return nil, err
+	}
+	// Validate before touching the record: a bad key or value changes
+	// nothing.
+	if _, err := storageclass.Defaults().WithMutable(mutable); err != nil {
+		return nil, err
+	}
+	return s.o.Store.UpdateVolume(ctx, id, func(v *store.Volume) error {
+		if v.State == store.VolumeDeleting {
+			return fmt.Errorf("volume %s is being deleted: %w", id, ErrFailedPrecondition)
+		}
+		p, err := v.Parameters.WithMutable(mutable)
+		if err != nil {
+			return err
+		}
+		v.Parameters = p
+		return nil
+	})
+}
+
+// ExpandVolume grows every active replica to newSize and then records the
+// size. Every active replica must be reachable: a replica left smaller than
+// the array could never be re-added, so a partial expansion is refused
+// (ErrUnavailable, retry) rather than recorded.
+func (s *Service) ExpandVolume(ctx context.Context, id string, newSize int64) (*store.Volume, error) {
+	if err := s.requireLeader(); err != nil {
+		return nil, err
+	}
+	if newSize <= 0 {
+		return nil, fmt.Errorf("%w: size %d must be positive", ErrInvalidArgument, newSize)
+	}
+	size := roundUp(newSize)
+	v, err := s.o.Store.GetVolume(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if v.State != store.VolumeReady {
+		return nil, fmt.Errorf("volume %s is %s: %w", id, v.State, ErrFailedPrecondition)
+	}
+	if size <= v.SizeBytes {
+		return v, nil
+	}
+	_, failed := s.forReplicas(ctx, v, func(r store.Replica) bool { return r.State == store.ReplicaActive }, func(a AgentClient, r store.Replica) error {
+		return a.ExpandReplica(ctx, r.ID, ReplicaSize(size))
+	})
+	if len(failed) > 0 {
+		return nil, fmt.Errorf("expand volume %s to %d: %w", id, size, errors.Join(mapValues(failed)...))
+	}
+	return s.o.Store.UpdateVolume(ctx, id, func(v *store.Volume) error {
+		if size > v.SizeBytes {
+			v.SizeBytes = size
+		}
+		return nil
+	})
+}
