@@ -22,10 +22,10 @@ func (s *Service) AllowHost(ctx context.Context, id, host string) (*Replica, err
 	if err := validateHostNQN("host_nqn", host); err != nil {
 		return nil, err
 	}
-	if !s.inflight.insert(id) {
+	if !s.inflight.Insert(id) {
 		return nil, inFlightError(id)
 	}
-	defer s.inflight.remove(id)
+	defer s.inflight.Delete(id)
 	r, ok := s.get(id)
 	if !ok {
 		return nil, fmt.Errorf("%w: replica %s", ErrNotFound, id)
@@ -66,10 +66,10 @@ func (s *Service) RevokeHost(ctx context.Context, id, host string) (*Replica, er
 	if err := validateHostNQN("host_nqn", host); err != nil {
 		return nil, err
 	}
-	if !s.inflight.insert(id) {
+	if !s.inflight.Insert(id) {
 		return nil, inFlightError(id)
 	}
-	defer s.inflight.remove(id)
+	defer s.inflight.Delete(id)
 	r, ok := s.get(id)
 	if !ok {
 		return nil, nil

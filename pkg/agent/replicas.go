@@ -33,10 +33,10 @@ func (s *Service) CreateReplica(ctx context.Context, req CreateRequest) (*Replic
 	if err != nil {
 		return nil, err
 	}
-	if !s.inflight.insert(req.ReplicaID) {
+	if !s.inflight.Insert(req.ReplicaID) {
 		return nil, inFlightError(req.ReplicaID)
 	}
-	defer s.inflight.remove(req.ReplicaID)
+	defer s.inflight.Delete(req.ReplicaID)
 
 	if cur, ok := s.get(req.ReplicaID); ok {
 		if cur.State == StateDeleting {
@@ -113,10 +113,10 @@ func (s *Service) DeleteReplica(ctx context.Context, id string) error {
 	if err := validateReplicaID(id); err != nil {
 		return err
 	}
-	if !s.inflight.insert(id) {
+	if !s.inflight.Insert(id) {
 		return inFlightError(id)
 	}
-	defer s.inflight.remove(id)
+	defer s.inflight.Delete(id)
 	r, ok := s.get(id)
 	if !ok {
 		r = &Replica{ID: id, State: StateDeleting}
@@ -162,10 +162,10 @@ func (s *Service) ExpandReplica(ctx context.Context, id string, size int64) (*Re
 	if err := validateSize(size); err != nil {
 		return nil, err
 	}
-	if !s.inflight.insert(id) {
+	if !s.inflight.Insert(id) {
 		return nil, inFlightError(id)
 	}
-	defer s.inflight.remove(id)
+	defer s.inflight.Delete(id)
 	r, ok := s.get(id)
 	if !ok {
 		return nil, fmt.Errorf("%w: replica %s", ErrNotFound, id)

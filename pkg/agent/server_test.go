@@ -156,11 +156,11 @@ func TestGRPCEndToEnd(t *testing.T) {
 	}
 
 	// Aborted while another call holds the replica.
-	e.svc.inflight.insert("r1")
+	e.svc.inflight.Insert("r1")
 	if _, err := c.ExpandReplica(ctx, &agentapi.ExpandReplicaRequest{ReplicaId: "r1", SizeBytes: 8 * mib}); status.Code(err) != codes.Aborted {
 		t.Errorf("expand while busy: %v, want Aborted", err)
 	}
-	e.svc.inflight.remove("r1")
+	e.svc.inflight.Delete("r1")
 
 	if _, err := c.RevokeHost(ctx, &agentapi.RevokeHostRequest{ReplicaId: "r1", HostNqn: hostA}); err != nil {
 		t.Fatal(err)

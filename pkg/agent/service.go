@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/nvmirror/nvmirror/pkg/inflight"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
 )
 
@@ -51,11 +52,14 @@ const DefaultNQNPrefix = "nqn.2026-11.io.nvmirror:replica:"
 // recorded in the state file before the system is changed, and the record
 // goes away only after the system change is done.
 type Service struct {
-	opts     Options
-	pool     *Pool
-	store    *Store
-	exp      Exporter
-	inflight inflight
+	opts  Options
+	pool  *Pool
+	store *Store
+	exp   Exporter
+	// inflight holds the replica IDs with a mutating call running: a second
+	// call on the same replica fails fast with ErrInFlight (gRPC Aborted)
+	// rather than queueing behind a possibly slow first one.
+	inflight inflight.Set
 
 	// mu guards replicas and serializes state file writes. It is never held
 	// across exporter or pool calls; per-replica exclusion is inflight's job.
@@ -172,31 +176,4 @@ func (s *Service) drop(id string) error {
 	}
 	s.replicas = next
 	return nil
-}
-
-// inflight is the set of replica IDs with a mutating call running. A second
-// call on the same replica fails fast with ErrInFlight (gRPC Aborted)
-// rather than queueing behind a possibly slow first one.
-type inflight struct {
-	mu  sync.Mutex
-	ids map[string]struct{}
-}
-
-func (f *inflight) insert(id string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if _, busy := f.ids[id]; busy {
-		return false
-	}
-	if f.ids == nil {
-		f.ids = map[string]struct{}{}
-	}
-	f.ids[id] = struct{}{}
-	return true
-}
-
-func (f *inflight) remove(id string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.ids, id)
 }

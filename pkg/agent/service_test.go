@@ -110,7 +110,7 @@ func TestConcurrentCallOnSameReplicaAborted(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	e.create("r1", mib, Thin)
-	if !e.svc.inflight.insert("r1") {
+	if !e.svc.inflight.Insert("r1") {
 		t.Fatal("insert")
 	}
 	calls := map[string]func() error{
@@ -133,7 +133,7 @@ func TestConcurrentCallOnSameReplicaAborted(t *testing.T) {
 	if _, err := e.svc.GetReplica("r1"); err != nil {
 		t.Fatal(err)
 	}
-	e.svc.inflight.remove("r1")
+	e.svc.inflight.Delete("r1")
 	if err := calls["delete"](); err != nil {
 		t.Fatalf("delete after release: %v", err)
 	}

@@ -5,11 +5,14 @@
 // reports each transition once as an event (docs/healer.md, section "Events").
 //
 // The package is split the way the rules are tested: observe.go reads the
-// system into an Observation (no process spawned), decide.go is a pure
-// function from Observation, Config, Memory and the time to actions, events
-// and the next Memory, act.go runs the actions through small interfaces,
-// healer.go is the loop and persistence, queue.go delivers events, and
-// metrics.go exports what the loop saw.
+// system into an Observation (no process spawned); Decide (decide.go, with
+// the replica views of views.go, the session and host events of
+// sessions.go, and RecordOutcomes in outcomes.go) is a pure function from
+// Observation, Config, Memory and the time to actions, events and the next
+// Memory; rekey.go decides and runs DH-HMAC-CHAP re-keys; act.go runs the
+// actions through small interfaces; healer.go is the loop, memory.go its
+// persistence, queue.go delivers events, and metrics.go exports what the
+// loop saw.
 package healer
 
 import (
