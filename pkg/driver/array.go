@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
+
 	"k8s.io/klog/v2"
 
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
@@ -126,7 +128,7 @@ func (d *Driver) ensureArray(ctx context.Context, vol *volume.Volume, mdUUID str
 		Devices:     paths,
 		BitmapChunk: d.opts.BitmapChunkBytes,
 		// The provisioner sized each replica as the volume plus this.
-		DataOffset: mdraid.MetadataReserve,
+		DataOffset: layout.MetadataReserve,
 		// The legs are identical already: every replica of a new volume is
 		// a file the agent has just created (sparse or fallocated, both
 		// read as zeros), and each was verified to carry no superblock or

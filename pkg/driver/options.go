@@ -125,7 +125,7 @@ func DefaultOptions() Options {
 // A replica back from an outage is resynced chunk by chunk, so mdadm's
 // default of 64 MiB makes a short outage of a small volume cost a copy of
 // most of it. 4 MiB keeps re-adds small; its bitmap (one bit a chunk, 32 KiB
-// for 1 TiB) fits in mdraid.MetadataReserve for volumes up to 128 TiB, and
+// for 1 TiB) fits in layout.MetadataReserve for volumes up to 128 TiB, and
 // a chunk's bit is set once per burst of writes to it, so the extra bitmap
 // writes stay few.
 const DefaultBitmapChunkBytes = 4 << 20

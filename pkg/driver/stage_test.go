@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
+
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
 
@@ -32,7 +34,7 @@ func TestStageCreatesThenReuses(t *testing.T) {
 		t.Fatalf("array %+v, want the provisioner's uuid %s with 3 members", a, want)
 	}
 	// New replicas are zeros on every leg: no initial resync.
-	if lc := e.raid.LastCreate; !lc.AssumeClean || lc.DataOffset != mdraid.MetadataReserve || lc.BitmapChunk != driver.DefaultBitmapChunkBytes {
+	if lc := e.raid.LastCreate; !lc.AssumeClean || lc.DataOffset != layout.MetadataReserve || lc.BitmapChunk != driver.DefaultBitmapChunkBytes {
 		t.Errorf("first-use create options %+v: want assume-clean, the metadata reserve and the default bitmap chunk", lc)
 	}
 	if len(e.ini.Connected()) != 3 {

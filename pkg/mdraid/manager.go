@@ -47,14 +47,6 @@ var (
 	ErrSyncInProgress = errors.New("resync or recovery in progress")
 )
 
-// MetadataReserve is the data offset nvmirror creates its arrays with: the
-// md superblock (at 4 KiB) and the internal bitmap fit before it, and the
-// array holds exactly a member's size minus this. The provisioner sizes
-// every replica as the volume's size plus this reserve, so the md device
-// has the capacity the volume promises. 4 MiB holds a bitmap of 32 Mi
-// chunks: 32 TiB at 1 MiB chunks.
-const MetadataReserve int64 = 4 << 20
-
 // mdadmCommand is run by name, so the node image's PATH decides which mdadm
 // (and so which message formats, see testdata/README.md) is in use.
 const mdadmCommand = "mdadm"

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
+
 	"k8s.io/utils/exec"
 	testingexec "k8s.io/utils/exec/testing"
 )
@@ -122,7 +124,7 @@ func TestCreate(t *testing.T) {
 		},
 		{
 			name: "fixed data offset (nvmirror's metadata reserve)",
-			opts: CreateOptions{Device: "/dev/md1", Name: "vol-b", Devices: three[:2], DataOffset: MetadataReserve, AssumeClean: true},
+			opts: CreateOptions{Device: "/dev/md1", Name: "vol-b", Devices: three[:2], DataOffset: layout.MetadataReserve, AssumeClean: true},
 			step: &mdadmStep{args: []string{"--create", "/dev/md1", "--run", "--metadata=1.2", "--level=1", "--raid-devices=2",
 				"--bitmap=internal", "--data-offset=4096K", "--failfast", "--homehost=any", "--name=vol-b", "--assume-clean",
 				"/dev/nvme0n1", "/dev/nvme1n1"}},

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -261,7 +263,7 @@ func TestWithRealAgents(t *testing.T) {
 		files, _ := filepath.Glob(filepath.Join(a.pool, r.ID+"*"))
 		if len(files) != 1 {
 			t.Errorf("replica %s: backing files %v in %s", r.ID, files, a.pool)
-		} else if fi, _ := os.Stat(files[0]); fi.Size() != provisioner.ReplicaSize(64<<20) {
+		} else if fi, _ := os.Stat(files[0]); fi.Size() != layout.ReplicaSize(64<<20) {
 			t.Errorf("replica %s: backing file size %d", r.ID, fi.Size())
 		}
 		if len(r.Addresses) != 1 || r.Addresses[0].Address != fmt.Sprintf("10.0.0.%s", r.StorageNode[3:]) || r.NQN == "" {

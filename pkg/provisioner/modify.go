@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
+
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
@@ -60,7 +62,7 @@ func (s *Service) ExpandVolume(ctx context.Context, id string, newSize int64) (*
 		return v, nil
 	}
 	_, failed := s.forReplicas(ctx, v, func(r store.Replica) bool { return r.State == store.ReplicaActive }, func(a AgentClient, r store.Replica) error {
-		return a.ExpandReplica(ctx, r.ID, ReplicaSize(size))
+		return a.ExpandReplica(ctx, r.ID, layout.ReplicaSize(size))
 	})
 	if len(failed) > 0 {
 		return nil, fmt.Errorf("expand volume %s to %d: %w", id, size, errors.Join(mapValues(failed)...))

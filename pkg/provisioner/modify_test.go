@@ -3,6 +3,8 @@ package provisioner_test
 import (
 	"testing"
 
+	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
+
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
 )
 
@@ -14,7 +16,7 @@ func TestExpandVolume(t *testing.T) {
 		t.Fatalf("ExpandVolume = %+v, %v", got, err)
 	}
 	for _, r := range got.Replicas {
-		if ar := e.cluster.Replica(r.StorageNode, r.ID); ar.SizeBytes != provisioner.ReplicaSize(3*gib) {
+		if ar := e.cluster.Replica(r.StorageNode, r.ID); ar.SizeBytes != layout.ReplicaSize(3*gib) {
 			t.Errorf("replica %s size %d", r.ID, ar.SizeBytes)
 		}
 	}

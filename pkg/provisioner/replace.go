@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
+
 	"k8s.io/klog/v2"
 
 	"github.com/nvmirror/nvmirror/pkg/provisioner/placement"
@@ -57,7 +59,7 @@ func (s *Service) ReplaceReplica(ctx context.Context, volumeID, missingID string
 	if err != nil {
 		return nil, err
 	}
-	req := placement.Request{SizeBytes: ReplicaSize(v.SizeBytes), Count: 1, Params: v.Parameters, ThinOvercommit: s.o.ThinOvercommit}
+	req := placement.Request{SizeBytes: layout.ReplicaSize(v.SizeBytes), Count: 1, Params: v.Parameters, ThinOvercommit: s.o.ThinOvercommit}
 	for _, r := range v.Replicas {
 		switch {
 		case r.ID != missingID && r.State == store.ReplicaActive:
@@ -148,7 +150,7 @@ func (s *Service) finishReplacement(ctx context.Context, volumeID, missingID, ne
 	if nr.NQN != "" {
 		return nr, nil
 	}
-	spec := ReplicaSpec{ReplicaID: nr.ID, VolumeID: v.ID, SizeBytes: ReplicaSize(v.SizeBytes), ProvisioningType: v.Parameters.ProvisioningType}
+	spec := ReplicaSpec{ReplicaID: nr.ID, VolumeID: v.ID, SizeBytes: layout.ReplicaSize(v.SizeBytes), ProvisioningType: v.Parameters.ProvisioningType}
 	if v.PublishedHostNQN != "" {
 		spec.AllowedHosts = []string{v.PublishedHostNQN}
 	}

@@ -22,8 +22,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nvmirror/nvmirror/pkg/mdraid"
-
 	"k8s.io/klog/v2"
 
 	"github.com/nvmirror/nvmirror/pkg/provisioner/placement"
@@ -129,11 +127,6 @@ func mdName(volumeID string) string {
 	}
 	return "nvm-" + id[4:]
 }
-
-// ReplicaSize is the size of each replica of a volume of volumeSize bytes:
-// the volume plus the md metadata reserve the node creates the array with,
-// so the md device the pod sees holds the whole volume.
-func ReplicaSize(volumeSize int64) int64 { return volumeSize + mdraid.MetadataReserve }
 
 func roundUp(n int64) int64 { return (n + sizeAlignment - 1) / sizeAlignment * sizeAlignment }
 

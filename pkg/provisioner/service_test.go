@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nvmirror/nvmirror/pkg/mdraid"
+	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
 
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/fakeagent"
@@ -113,7 +113,7 @@ func TestNotLeaderRefuses(t *testing.T) {
 // Replicas carry the md metadata reserve on top of the volume, so the md
 // device the node assembles holds the whole volume.
 func TestReplicaSize(t *testing.T) {
-	if got, want := provisioner.ReplicaSize(1<<30), int64(1<<30)+mdraid.MetadataReserve; got != want {
-		t.Fatalf("provisioner.ReplicaSize(1 GiB) = %d, want %d", got, want)
+	if got, want := layout.ReplicaSize(1<<30), int64(1<<30)+layout.MetadataReserve; got != want {
+		t.Fatalf("layout.ReplicaSize(1 GiB) = %d, want %d", got, want)
 	}
 }

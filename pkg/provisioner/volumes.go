@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
+
 	"k8s.io/klog/v2"
 
 	"github.com/nvmirror/nvmirror/pkg/provisioner/placement"
@@ -67,7 +69,7 @@ func (s *Service) CreateVolume(ctx context.Context, req CreateRequest) (*store.V
 	if err != nil {
 		return nil, err
 	}
-	chosen, err := placement.Choose(nodes, placement.Request{SizeBytes: ReplicaSize(size), Count: p.NumReplicas, Params: p, ThinOvercommit: s.o.ThinOvercommit})
+	chosen, err := placement.Choose(nodes, placement.Request{SizeBytes: layout.ReplicaSize(size), Count: p.NumReplicas, Params: p, ThinOvercommit: s.o.ThinOvercommit})
 	if err != nil {
 		return nil, fmt.Errorf("volume %s: %w", req.Name, err)
 	}
@@ -138,7 +140,7 @@ func (s *Service) finishCreate(ctx context.Context, v *store.Volume) (*store.Vol
 			defer wg.Done()
 			a, err := s.agentFor(ctx, r.StorageNode)
 			if err == nil {
-				results[i].ar, err = a.CreateReplica(ctx, ReplicaSpec{ReplicaID: r.ID, VolumeID: v.ID, SizeBytes: ReplicaSize(v.SizeBytes), ProvisioningType: v.Parameters.ProvisioningType})
+				results[i].ar, err = a.CreateReplica(ctx, ReplicaSpec{ReplicaID: r.ID, VolumeID: v.ID, SizeBytes: layout.ReplicaSize(v.SizeBytes), ProvisioningType: v.Parameters.ProvisioningType})
 			}
 			if err != nil {
 				results[i].err = fmt.Errorf("replica %s on storage node %s: %w", r.ID, r.StorageNode, err)

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
+
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 )
@@ -35,7 +37,7 @@ func TestCreateVolume(t *testing.T) {
 		}
 		nodes[r.StorageNode] = true
 		ar := e.cluster.Replica(r.StorageNode, r.ID)
-		if ar == nil || ar.VolumeID != v.ID || ar.SizeBytes != provisioner.ReplicaSize(v.SizeBytes) || ar.Type != "thick" {
+		if ar == nil || ar.VolumeID != v.ID || ar.SizeBytes != layout.ReplicaSize(v.SizeBytes) || ar.Type != "thick" {
 			t.Errorf("agent replica = %+v", ar)
 		}
 	}

@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
+
 	"github.com/nvmirror/nvmirror/pkg/agentapi"
-	"github.com/nvmirror/nvmirror/pkg/provisioner"
 	"github.com/nvmirror/nvmirror/pkg/provisionerapi"
 	"github.com/nvmirror/nvmirror/test/vm"
 )
@@ -390,7 +391,7 @@ func checkReplicas(t *testing.T, ag agents, vol *provisionerapi.Volume, numRepli
 				t.Errorf("replica %s on %s is not the provisioner's (it records %v)", r.GetReplicaId(), node, recorded)
 			}
 			// A replica holds the volume plus md's superblock and bitmap.
-			if want := provisioner.ReplicaSize(size); r.GetSizeBytes() != want {
+			if want := layout.ReplicaSize(size); r.GetSizeBytes() != want {
 				t.Errorf("replica %s on %s is %d bytes, want %d (a %d-byte volume and md's reserve)", r.GetReplicaId(), node, r.GetSizeBytes(), want, size)
 			}
 			want := []string{}
