@@ -99,8 +99,16 @@ for entry in "${modules[@]}"; do
     *) ldflags+=" -X main.version=$(modversion "$dir" "$(echo "$pkgs" | sed 's#/cmd/.*##')")" ;;
   esac
   t=$SECONDS
+  # One retry: on a shared build machine a cold build has failed with a
+  # transient ENOSPC in the compiler's temporary files; the retry reuses
+  # what the first attempt compiled (GOCACHE), so it costs little when the
+  # failure was transient and fails the same way when it was not.
   # shellcheck disable=SC2086 # pkgs is a list
-  (cd "$dir" && "$GO" build -trimpath -ldflags "$ldflags" -o "$tmp/bin/" $pkgs)
+  if ! (cd "$dir" && "$GO" build -trimpath -ldflags "$ldflags" -o "$tmp/bin/" $pkgs); then
+    echo "  $dir: build failed after $(( SECONDS - t ))s; retrying once" >&2
+    sleep 10
+    (cd "$dir" && "$GO" build -trimpath -ldflags "$ldflags" -o "$tmp/bin/" $pkgs)
+  fi
   echo "  $dir: $(( SECONDS - t ))s" >&2
 done
 for b in "${binaries[@]}"; do
