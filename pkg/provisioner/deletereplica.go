@@ -25,8 +25,9 @@ import (
 //     a retry, or the sweeper, deletes it).
 //   - Refused (ErrFailedPrecondition) for the last active replica of the
 //     volume: with it the volume would have no data. A replacement still
-//     being created does not count as active. A volume still being created
-//     is ErrUnavailable (retry when it is ready).
+//     being created does not count as active. Refused too for the last
+//     in-sync replica: the others miss acknowledged writes. A volume still
+//     being created is ErrUnavailable (retry when it is ready).
 //   - Idempotent: a replica already deleting, deleted or removed returns the
 //     volume (retrying the storage-node deletion if it is still pending).
 //   - Unknown volume or replica: ErrNotFound.
@@ -57,6 +58,9 @@ func (s *Service) DeleteReplica(ctx context.Context, volumeID, replicaID string)
 		}
 		if others == 0 {
 			return fmt.Errorf("replica %s is the last active replica of volume %s; deleting it would lose the volume's data (delete the volume instead): %w", replicaID, volumeID, ErrFailedPrecondition)
+		}
+		if r.InSync() && len(inSyncActive(v, replicaID)) == 0 {
+			return errLastInSync(volumeID, replicaID, "deleting it")
 		}
 		r.State, r.PendingDelete = store.ReplicaDeleted, true
 		if r.NQN == "" {

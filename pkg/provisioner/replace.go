@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
 
@@ -27,8 +28,12 @@ var errReplacedMeanwhile = errors.New("replaced meanwhile")
 //   - Placed by the volume's StorageClass rules, away from every node that
 //     holds (or may still hold) a replica of the volume, and away from
 //     storage nodes that already run MaxReplacementsPerNode replacements.
-//   - The new replica is created allowing the volume's host; the missing
-//     replica is marked removed and left pending deletion, which the
+//   - Refused (ErrFailedPrecondition) when the missing replica is the
+//     volume's last in-sync one: the others would fill the replacement
+//     with stale data.
+//   - The new replica is created allowing the volume's host, out of sync
+//     (it starts empty; the node marks it in sync when md finished
+//     recovering onto it); the missing replica is marked removed and left pending deletion, which the
 //     sweeper completes when its node returns.
 func (s *Service) ReplaceReplica(ctx context.Context, volumeID, missingID string) (*store.Replica, error) {
 	if err := s.requireLeader(); err != nil {
@@ -53,6 +58,12 @@ func (s *Service) ReplaceReplica(ctx context.Context, volumeID, missingID string
 	}
 	if n := inConfiguration(v); n >= MaxReplicas {
 		return nil, fmt.Errorf("volume %s already has %d replicas in its configuration (at most %d): %w", volumeID, n, MaxReplicas, ErrFailedPrecondition)
+	}
+	// The replacement is filled from the replicas left, and the replaced
+	// one is deleted when its node returns: if it is the only one holding
+	// every write, both would lose them.
+	if m.InSync() && len(inSyncActive(v, missingID)) == 0 {
+		return nil, errLastInSync(volumeID, missingID, "replacing it")
 	}
 
 	surveyed, nodes, err := s.survey(ctx)
@@ -89,7 +100,10 @@ func (s *Service) ReplaceReplica(ctx context.Context, volumeID, missingID string
 	}
 	defer s.release(target)
 
-	newR := store.Replica{ID: s.newReplicaID(), StorageNode: target, State: store.ReplicaActive, Replaces: missingID}
+	// The replacement starts empty: out of sync until the node reports
+	// that md finished recovering onto it. Its md event count is unknown
+	// (0): it misses everything.
+	newR := store.Replica{ID: s.newReplicaID(), StorageNode: target, State: store.ReplicaActive, Replaces: missingID, OutOfSyncSince: time.Now()}
 	_, err = s.o.Store.UpdateVolume(ctx, volumeID, func(v *store.Volume) error {
 		m := v.Replica(missingID)
 		if m == nil {
@@ -103,6 +117,9 @@ func (s *Service) ReplaceReplica(ctx context.Context, volumeID, missingID string
 		}
 		if n := inConfiguration(v); n >= MaxReplicas {
 			return fmt.Errorf("volume %s already has %d replicas in its configuration: %w", volumeID, n, ErrFailedPrecondition)
+		}
+		if m.InSync() && len(inSyncActive(v, missingID)) == 0 {
+			return errLastInSync(volumeID, missingID, "replacing it")
 		}
 		m.ReplacedBy = newR.ID
 		v.Replicas = append(v.Replicas, newR)

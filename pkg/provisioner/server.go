@@ -204,6 +204,34 @@ func (s *Server) DeleteReplica(ctx context.Context, req *provisionerapi.DeleteRe
 	})
 }
 
+// ReportReplicaSync implements provisionerapi.ProvisionerServer.
+func (s *Server) ReportReplicaSync(ctx context.Context, req *provisionerapi.ReportReplicaSyncRequest) (*provisionerapi.VolumeResponse, error) {
+	if err := required("volume_id", req.GetVolumeId()); err != nil {
+		return nil, err
+	}
+	if err := required("replica_id", req.GetReplicaId()); err != nil {
+		return nil, err
+	}
+	r := SyncReport{VolumeID: req.GetVolumeId(), ReplicaID: req.GetReplicaId(), InSync: req.GetInSync(),
+		ArrayEvents: req.GetArrayEvents(), NodeID: req.GetNodeId()}
+	if req.GetObservedAt() != nil {
+		r.ObservedAt = req.GetObservedAt().AsTime()
+	}
+	return guard(s, volumeKey(req.GetVolumeId()), func() (*provisionerapi.VolumeResponse, error) {
+		return volumeResponse(s.svc.ReportReplicaSync(ctx, r))
+	})
+}
+
+// PromoteReplicas implements provisionerapi.ProvisionerServer.
+func (s *Server) PromoteReplicas(ctx context.Context, req *provisionerapi.PromoteReplicasRequest) (*provisionerapi.VolumeResponse, error) {
+	if err := required("volume_id", req.GetVolumeId()); err != nil {
+		return nil, err
+	}
+	return guard(s, volumeKey(req.GetVolumeId()), func() (*provisionerapi.VolumeResponse, error) {
+		return volumeResponse(s.svc.PromoteReplicas(ctx, req.GetVolumeId(), req.GetReplicaIds(), req.GetAcceptDataLoss(), req.GetReason()))
+	})
+}
+
 // ReportEvents is not guarded: events are idempotent by ID and a node's
 // queue must never be told to back off because a controller is busy with
 // the same volume.
@@ -345,6 +373,7 @@ func ReplicaToProto(r store.Replica) *provisionerapi.Replica {
 		Id: r.ID, StorageNode: r.StorageNode, Nqn: r.NQN, NamespaceUuid: nvmeof.NamespaceUUID(r.ID),
 		State: replicaStateToProto(r.State), Replaces: r.Replaces,
 		Created: ts(r.CreatedAt), Updated: ts(r.UpdatedAt),
+		OutOfSyncSince: ts(r.OutOfSyncSince), OutOfSyncAtEvents: r.OutOfSyncAtEvents,
 	}
 	for _, e := range r.Addresses {
 		p.Endpoints = append(p.Endpoints, &provisionerapi.Endpoint{Address: e.Address, Port: e.ServiceID})

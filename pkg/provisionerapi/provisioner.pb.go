@@ -227,11 +227,19 @@ type Replica struct {
 	Zone          string                 `protobuf:"bytes,7,opt,name=zone,proto3" json:"zone,omitempty"`
 	Rack          string                 `protobuf:"bytes,8,opt,name=rack,proto3" json:"rack,omitempty"`
 	// The replica this one replaces, if it was created by ReplaceReplica.
-	Replaces      string                 `protobuf:"bytes,9,opt,name=replaces,proto3" json:"replaces,omitempty"`
-	Created       *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=created,proto3" json:"created,omitempty"`
-	Updated       *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=updated,proto3" json:"updated,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Replaces string                 `protobuf:"bytes,9,opt,name=replaces,proto3" json:"replaces,omitempty"`
+	Created  *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=created,proto3" json:"created,omitempty"`
+	Updated  *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=updated,proto3" json:"updated,omitempty"`
+	// When the replica stopped holding every write acknowledged to the volume
+	// (md failed or lost it, or it was created empty by ReplaceReplica);
+	// unset while it is in sync, and from a provisioner older than the field.
+	// A node never starts the volume from out-of-sync replicas alone.
+	OutOfSyncSince *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=out_of_sync_since,json=outOfSyncSince,proto3" json:"out_of_sync_since,omitempty"`
+	// The md array's event count when the replica was recorded out of sync
+	// (0 when unknown or in sync).
+	OutOfSyncAtEvents uint64 `protobuf:"varint,13,opt,name=out_of_sync_at_events,json=outOfSyncAtEvents,proto3" json:"out_of_sync_at_events,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Replica) Reset() {
@@ -339,6 +347,20 @@ func (x *Replica) GetUpdated() *timestamppb.Timestamp {
 		return x.Updated
 	}
 	return nil
+}
+
+func (x *Replica) GetOutOfSyncSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OutOfSyncSince
+	}
+	return nil
+}
+
+func (x *Replica) GetOutOfSyncAtEvents() uint64 {
+	if x != nil {
+		return x.OutOfSyncAtEvents
+	}
+	return 0
 }
 
 type Volume struct {
@@ -1492,6 +1514,166 @@ func (x *DeleteReplicaRequest) GetReplicaId() string {
 	return ""
 }
 
+type ReportReplicaSyncRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	VolumeId  string                 `protobuf:"bytes,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	ReplicaId string                 `protobuf:"bytes,2,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	// false: md failed or lost the member; true: it finished resyncing.
+	InSync bool `protobuf:"varint,3,opt,name=in_sync,json=inSync,proto3" json:"in_sync,omitempty"`
+	// When the node saw it; required when in_sync is false (it becomes the
+	// replica's out_of_sync_since).
+	ObservedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=observed_at,json=observedAt,proto3" json:"observed_at,omitempty"`
+	// The md array's event count when the node saw it.
+	ArrayEvents uint64 `protobuf:"varint,5,opt,name=array_events,json=arrayEvents,proto3" json:"array_events,omitempty"`
+	// The CSI node ID of the reporting node (logs).
+	NodeId        string `protobuf:"bytes,6,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportReplicaSyncRequest) Reset() {
+	*x = ReportReplicaSyncRequest{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportReplicaSyncRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportReplicaSyncRequest) ProtoMessage() {}
+
+func (x *ReportReplicaSyncRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportReplicaSyncRequest.ProtoReflect.Descriptor instead.
+func (*ReportReplicaSyncRequest) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ReportReplicaSyncRequest) GetVolumeId() string {
+	if x != nil {
+		return x.VolumeId
+	}
+	return ""
+}
+
+func (x *ReportReplicaSyncRequest) GetReplicaId() string {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return ""
+}
+
+func (x *ReportReplicaSyncRequest) GetInSync() bool {
+	if x != nil {
+		return x.InSync
+	}
+	return false
+}
+
+func (x *ReportReplicaSyncRequest) GetObservedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ObservedAt
+	}
+	return nil
+}
+
+func (x *ReportReplicaSyncRequest) GetArrayEvents() uint64 {
+	if x != nil {
+		return x.ArrayEvents
+	}
+	return 0
+}
+
+func (x *ReportReplicaSyncRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+type PromoteReplicasRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	VolumeId   string                 `protobuf:"bytes,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	ReplicaIds []string               `protobuf:"bytes,2,rep,name=replica_ids,json=replicaIds,proto3" json:"replica_ids,omitempty"`
+	// Must be true: the caller accepts losing the writes acknowledged while
+	// these replicas were out of sync.
+	AcceptDataLoss bool `protobuf:"varint,3,opt,name=accept_data_loss,json=acceptDataLoss,proto3" json:"accept_data_loss,omitempty"`
+	// Why (recorded in the audit event).
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteReplicasRequest) Reset() {
+	*x = PromoteReplicasRequest{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteReplicasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteReplicasRequest) ProtoMessage() {}
+
+func (x *PromoteReplicasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteReplicasRequest.ProtoReflect.Descriptor instead.
+func (*PromoteReplicasRequest) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *PromoteReplicasRequest) GetVolumeId() string {
+	if x != nil {
+		return x.VolumeId
+	}
+	return ""
+}
+
+func (x *PromoteReplicasRequest) GetReplicaIds() []string {
+	if x != nil {
+		return x.ReplicaIds
+	}
+	return nil
+}
+
+func (x *PromoteReplicasRequest) GetAcceptDataLoss() bool {
+	if x != nil {
+		return x.AcceptDataLoss
+	}
+	return false
+}
+
+func (x *PromoteReplicasRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Unique per event, chosen by the reporter; repeats are stored once.
@@ -1521,7 +1703,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[22]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1533,7 +1715,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[22]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1546,7 +1728,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{22}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Event) GetId() string {
@@ -1635,7 +1817,7 @@ type ReportEventsRequest struct {
 
 func (x *ReportEventsRequest) Reset() {
 	*x = ReportEventsRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[23]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1829,7 @@ func (x *ReportEventsRequest) String() string {
 func (*ReportEventsRequest) ProtoMessage() {}
 
 func (x *ReportEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[23]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1842,7 @@ func (x *ReportEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportEventsRequest.ProtoReflect.Descriptor instead.
 func (*ReportEventsRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{23}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReportEventsRequest) GetEvents() []*Event {
@@ -1678,7 +1860,7 @@ type ReportEventsResponse struct {
 
 func (x *ReportEventsResponse) Reset() {
 	*x = ReportEventsResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[24]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1690,7 +1872,7 @@ func (x *ReportEventsResponse) String() string {
 func (*ReportEventsResponse) ProtoMessage() {}
 
 func (x *ReportEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[24]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1703,7 +1885,7 @@ func (x *ReportEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportEventsResponse.ProtoReflect.Descriptor instead.
 func (*ReportEventsResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{24}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{26}
 }
 
 type ListEventsRequest struct {
@@ -1722,7 +1904,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[25]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1734,7 +1916,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[25]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1747,7 +1929,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{25}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListEventsRequest) GetVolumeId() string {
@@ -1801,7 +1983,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[26]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1813,7 +1995,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[26]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1826,7 +2008,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{26}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -1854,7 +2036,7 @@ type StorageNode struct {
 
 func (x *StorageNode) Reset() {
 	*x = StorageNode{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +2048,7 @@ func (x *StorageNode) String() string {
 func (*StorageNode) ProtoMessage() {}
 
 func (x *StorageNode) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +2061,7 @@ func (x *StorageNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageNode.ProtoReflect.Descriptor instead.
 func (*StorageNode) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{27}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StorageNode) GetName() string {
@@ -1961,7 +2143,7 @@ type GetHostCredentialsRequest struct {
 
 func (x *GetHostCredentialsRequest) Reset() {
 	*x = GetHostCredentialsRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1973,7 +2155,7 @@ func (x *GetHostCredentialsRequest) String() string {
 func (*GetHostCredentialsRequest) ProtoMessage() {}
 
 func (x *GetHostCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1986,7 +2168,7 @@ func (x *GetHostCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*GetHostCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{28}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetHostCredentialsRequest) GetHostNqn() string {
@@ -2012,7 +2194,7 @@ type StorageNodeCredentials struct {
 
 func (x *StorageNodeCredentials) Reset() {
 	*x = StorageNodeCredentials{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[29]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2024,7 +2206,7 @@ func (x *StorageNodeCredentials) String() string {
 func (*StorageNodeCredentials) ProtoMessage() {}
 
 func (x *StorageNodeCredentials) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[29]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2037,7 +2219,7 @@ func (x *StorageNodeCredentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageNodeCredentials.ProtoReflect.Descriptor instead.
 func (*StorageNodeCredentials) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{29}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *StorageNodeCredentials) GetStorageNode() string {
@@ -2085,7 +2267,7 @@ type GetHostCredentialsResponse struct {
 
 func (x *GetHostCredentialsResponse) Reset() {
 	*x = GetHostCredentialsResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[30]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2097,7 +2279,7 @@ func (x *GetHostCredentialsResponse) String() string {
 func (*GetHostCredentialsResponse) ProtoMessage() {}
 
 func (x *GetHostCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[30]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2110,7 +2292,7 @@ func (x *GetHostCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*GetHostCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{30}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetHostCredentialsResponse) GetHostNqn() string {
@@ -2136,7 +2318,7 @@ type RotateCredentialsRequest struct {
 
 func (x *RotateCredentialsRequest) Reset() {
 	*x = RotateCredentialsRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[31]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2148,7 +2330,7 @@ func (x *RotateCredentialsRequest) String() string {
 func (*RotateCredentialsRequest) ProtoMessage() {}
 
 func (x *RotateCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[31]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2161,7 +2343,7 @@ func (x *RotateCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*RotateCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{31}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RotateCredentialsRequest) GetVolumeId() string {
@@ -2184,7 +2366,7 @@ type RotatedStorageNode struct {
 
 func (x *RotatedStorageNode) Reset() {
 	*x = RotatedStorageNode{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[32]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2196,7 +2378,7 @@ func (x *RotatedStorageNode) String() string {
 func (*RotatedStorageNode) ProtoMessage() {}
 
 func (x *RotatedStorageNode) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[32]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2209,7 +2391,7 @@ func (x *RotatedStorageNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotatedStorageNode.ProtoReflect.Descriptor instead.
 func (*RotatedStorageNode) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{32}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RotatedStorageNode) GetStorageNode() string {
@@ -2243,7 +2425,7 @@ type RotateCredentialsResponse struct {
 
 func (x *RotateCredentialsResponse) Reset() {
 	*x = RotateCredentialsResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[33]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2255,7 +2437,7 @@ func (x *RotateCredentialsResponse) String() string {
 func (*RotateCredentialsResponse) ProtoMessage() {}
 
 func (x *RotateCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[33]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2268,7 +2450,7 @@ func (x *RotateCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*RotateCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{33}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RotateCredentialsResponse) GetHostNqn() string {
@@ -2293,7 +2475,7 @@ type ListStorageNodesRequest struct {
 
 func (x *ListStorageNodesRequest) Reset() {
 	*x = ListStorageNodesRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[34]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2305,7 +2487,7 @@ func (x *ListStorageNodesRequest) String() string {
 func (*ListStorageNodesRequest) ProtoMessage() {}
 
 func (x *ListStorageNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[34]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2318,7 +2500,7 @@ func (x *ListStorageNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStorageNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListStorageNodesRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{34}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{36}
 }
 
 type ListStorageNodesResponse struct {
@@ -2330,7 +2512,7 @@ type ListStorageNodesResponse struct {
 
 func (x *ListStorageNodesResponse) Reset() {
 	*x = ListStorageNodesResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[35]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2342,7 +2524,7 @@ func (x *ListStorageNodesResponse) String() string {
 func (*ListStorageNodesResponse) ProtoMessage() {}
 
 func (x *ListStorageNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[35]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2355,7 +2537,7 @@ func (x *ListStorageNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStorageNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListStorageNodesResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{35}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListStorageNodesResponse) GetNodes() []*StorageNode {
@@ -2372,7 +2554,7 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	" provisioner/v1/provisioner.proto\x12\x17nvmirror.provisioner.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\tcsi.proto\"8\n" +
 	"\bEndpoint\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x12\n" +
-	"\x04port\x18\x02 \x01(\tR\x04port\"\xa3\x03\n" +
+	"\x04port\x18\x02 \x01(\tR\x04port\"\x9c\x04\n" +
 	"\aReplica\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fstorage_node\x18\x02 \x01(\tR\vstorageNode\x12\x10\n" +
@@ -2385,7 +2567,9 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\breplaces\x18\t \x01(\tR\breplaces\x124\n" +
 	"\acreated\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x124\n" +
-	"\aupdated\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\"\xc7\x06\n" +
+	"\aupdated\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x12E\n" +
+	"\x11out_of_sync_since\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x0eoutOfSyncSince\x120\n" +
+	"\x15out_of_sync_at_events\x18\r \x01(\x04R\x11outOfSyncAtEvents\"\xc7\x06\n" +
 	"\x06Volume\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
@@ -2487,7 +2671,22 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\x14DeleteReplicaRequest\x12\x1b\n" +
 	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\x12\x1d\n" +
 	"\n" +
-	"replica_id\x18\x02 \x01(\tR\treplicaId\"\xcc\x03\n" +
+	"replica_id\x18\x02 \x01(\tR\treplicaId\"\xe8\x01\n" +
+	"\x18ReportReplicaSyncRequest\x12\x1b\n" +
+	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x02 \x01(\tR\treplicaId\x12\x17\n" +
+	"\ain_sync\x18\x03 \x01(\bR\x06inSync\x12;\n" +
+	"\vobserved_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"observedAt\x12!\n" +
+	"\farray_events\x18\x05 \x01(\x04R\varrayEvents\x12\x17\n" +
+	"\anode_id\x18\x06 \x01(\tR\x06nodeId\"\x98\x01\n" +
+	"\x16PromoteReplicasRequest\x12\x1b\n" +
+	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\x12\x1f\n" +
+	"\vreplica_ids\x18\x02 \x03(\tR\n" +
+	"replicaIds\x12(\n" +
+	"\x10accept_data_loss\x18\x03 \x01(\bR\x0eacceptDataLoss\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xcc\x03\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12=\n" +
@@ -2570,7 +2769,7 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSEVERITY_INFO\x10\x01\x12\x14\n" +
 	"\x10SEVERITY_WARNING\x10\x02\x12\x12\n" +
-	"\x0eSEVERITY_FATAL\x10\x032\xda\x0e\n" +
+	"\x0eSEVERITY_FATAL\x10\x032\xb8\x10\n" +
 	"\vProvisioner\x12e\n" +
 	"\fCreateVolume\x12,.nvmirror.provisioner.v1.CreateVolumeRequest\x1a'.nvmirror.provisioner.v1.VolumeResponse\x12k\n" +
 	"\fDeleteVolume\x12,.nvmirror.provisioner.v1.DeleteVolumeRequest\x1a-.nvmirror.provisioner.v1.DeleteVolumeResponse\x12_\n" +
@@ -2583,7 +2782,9 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\vGetCapacity\x12+.nvmirror.provisioner.v1.GetCapacityRequest\x1a,.nvmirror.provisioner.v1.GetCapacityResponse\x12q\n" +
 	"\x0eReplaceReplica\x12..nvmirror.provisioner.v1.ReplaceReplicaRequest\x1a/.nvmirror.provisioner.v1.ReplaceReplicaResponse\x12q\n" +
 	"\x12MarkReplicaRemoved\x122.nvmirror.provisioner.v1.MarkReplicaRemovedRequest\x1a'.nvmirror.provisioner.v1.VolumeResponse\x12g\n" +
-	"\rDeleteReplica\x12-.nvmirror.provisioner.v1.DeleteReplicaRequest\x1a'.nvmirror.provisioner.v1.VolumeResponse\x12k\n" +
+	"\rDeleteReplica\x12-.nvmirror.provisioner.v1.DeleteReplicaRequest\x1a'.nvmirror.provisioner.v1.VolumeResponse\x12o\n" +
+	"\x11ReportReplicaSync\x121.nvmirror.provisioner.v1.ReportReplicaSyncRequest\x1a'.nvmirror.provisioner.v1.VolumeResponse\x12k\n" +
+	"\x0fPromoteReplicas\x12/.nvmirror.provisioner.v1.PromoteReplicasRequest\x1a'.nvmirror.provisioner.v1.VolumeResponse\x12k\n" +
 	"\fReportEvents\x12,.nvmirror.provisioner.v1.ReportEventsRequest\x1a-.nvmirror.provisioner.v1.ReportEventsResponse\x12e\n" +
 	"\n" +
 	"ListEvents\x12*.nvmirror.provisioner.v1.ListEventsRequest\x1a+.nvmirror.provisioner.v1.ListEventsResponse\x12w\n" +
@@ -2604,7 +2805,7 @@ func file_provisioner_v1_provisioner_proto_rawDescGZIP() []byte {
 }
 
 var file_provisioner_v1_provisioner_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_provisioner_v1_provisioner_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_provisioner_v1_provisioner_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_provisioner_v1_provisioner_proto_goTypes = []any{
 	(ReplicaState)(0),                  // 0: nvmirror.provisioner.v1.ReplicaState
 	(Severity)(0),                      // 1: nvmirror.provisioner.v1.Severity
@@ -2630,98 +2831,106 @@ var file_provisioner_v1_provisioner_proto_goTypes = []any{
 	(*ReplaceReplicaResponse)(nil),     // 21: nvmirror.provisioner.v1.ReplaceReplicaResponse
 	(*MarkReplicaRemovedRequest)(nil),  // 22: nvmirror.provisioner.v1.MarkReplicaRemovedRequest
 	(*DeleteReplicaRequest)(nil),       // 23: nvmirror.provisioner.v1.DeleteReplicaRequest
-	(*Event)(nil),                      // 24: nvmirror.provisioner.v1.Event
-	(*ReportEventsRequest)(nil),        // 25: nvmirror.provisioner.v1.ReportEventsRequest
-	(*ReportEventsResponse)(nil),       // 26: nvmirror.provisioner.v1.ReportEventsResponse
-	(*ListEventsRequest)(nil),          // 27: nvmirror.provisioner.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),         // 28: nvmirror.provisioner.v1.ListEventsResponse
-	(*StorageNode)(nil),                // 29: nvmirror.provisioner.v1.StorageNode
-	(*GetHostCredentialsRequest)(nil),  // 30: nvmirror.provisioner.v1.GetHostCredentialsRequest
-	(*StorageNodeCredentials)(nil),     // 31: nvmirror.provisioner.v1.StorageNodeCredentials
-	(*GetHostCredentialsResponse)(nil), // 32: nvmirror.provisioner.v1.GetHostCredentialsResponse
-	(*RotateCredentialsRequest)(nil),   // 33: nvmirror.provisioner.v1.RotateCredentialsRequest
-	(*RotatedStorageNode)(nil),         // 34: nvmirror.provisioner.v1.RotatedStorageNode
-	(*RotateCredentialsResponse)(nil),  // 35: nvmirror.provisioner.v1.RotateCredentialsResponse
-	(*ListStorageNodesRequest)(nil),    // 36: nvmirror.provisioner.v1.ListStorageNodesRequest
-	(*ListStorageNodesResponse)(nil),   // 37: nvmirror.provisioner.v1.ListStorageNodesResponse
-	nil,                                // 38: nvmirror.provisioner.v1.Volume.ParametersEntry
-	nil,                                // 39: nvmirror.provisioner.v1.Volume.MetadataEntry
-	nil,                                // 40: nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
-	nil,                                // 41: nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
-	nil,                                // 42: nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
-	nil,                                // 43: nvmirror.provisioner.v1.Event.AttributesEntry
-	(*timestamppb.Timestamp)(nil),      // 44: google.protobuf.Timestamp
+	(*ReportReplicaSyncRequest)(nil),   // 24: nvmirror.provisioner.v1.ReportReplicaSyncRequest
+	(*PromoteReplicasRequest)(nil),     // 25: nvmirror.provisioner.v1.PromoteReplicasRequest
+	(*Event)(nil),                      // 26: nvmirror.provisioner.v1.Event
+	(*ReportEventsRequest)(nil),        // 27: nvmirror.provisioner.v1.ReportEventsRequest
+	(*ReportEventsResponse)(nil),       // 28: nvmirror.provisioner.v1.ReportEventsResponse
+	(*ListEventsRequest)(nil),          // 29: nvmirror.provisioner.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),         // 30: nvmirror.provisioner.v1.ListEventsResponse
+	(*StorageNode)(nil),                // 31: nvmirror.provisioner.v1.StorageNode
+	(*GetHostCredentialsRequest)(nil),  // 32: nvmirror.provisioner.v1.GetHostCredentialsRequest
+	(*StorageNodeCredentials)(nil),     // 33: nvmirror.provisioner.v1.StorageNodeCredentials
+	(*GetHostCredentialsResponse)(nil), // 34: nvmirror.provisioner.v1.GetHostCredentialsResponse
+	(*RotateCredentialsRequest)(nil),   // 35: nvmirror.provisioner.v1.RotateCredentialsRequest
+	(*RotatedStorageNode)(nil),         // 36: nvmirror.provisioner.v1.RotatedStorageNode
+	(*RotateCredentialsResponse)(nil),  // 37: nvmirror.provisioner.v1.RotateCredentialsResponse
+	(*ListStorageNodesRequest)(nil),    // 38: nvmirror.provisioner.v1.ListStorageNodesRequest
+	(*ListStorageNodesResponse)(nil),   // 39: nvmirror.provisioner.v1.ListStorageNodesResponse
+	nil,                                // 40: nvmirror.provisioner.v1.Volume.ParametersEntry
+	nil,                                // 41: nvmirror.provisioner.v1.Volume.MetadataEntry
+	nil,                                // 42: nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
+	nil,                                // 43: nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
+	nil,                                // 44: nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
+	nil,                                // 45: nvmirror.provisioner.v1.Event.AttributesEntry
+	(*timestamppb.Timestamp)(nil),      // 46: google.protobuf.Timestamp
 }
 var file_provisioner_v1_provisioner_proto_depIdxs = []int32{
 	2,  // 0: nvmirror.provisioner.v1.Replica.endpoints:type_name -> nvmirror.provisioner.v1.Endpoint
 	0,  // 1: nvmirror.provisioner.v1.Replica.state:type_name -> nvmirror.provisioner.v1.ReplicaState
-	44, // 2: nvmirror.provisioner.v1.Replica.created:type_name -> google.protobuf.Timestamp
-	44, // 3: nvmirror.provisioner.v1.Replica.updated:type_name -> google.protobuf.Timestamp
-	38, // 4: nvmirror.provisioner.v1.Volume.parameters:type_name -> nvmirror.provisioner.v1.Volume.ParametersEntry
-	3,  // 5: nvmirror.provisioner.v1.Volume.replicas:type_name -> nvmirror.provisioner.v1.Replica
-	44, // 6: nvmirror.provisioner.v1.Volume.degraded_since:type_name -> google.protobuf.Timestamp
-	44, // 7: nvmirror.provisioner.v1.Volume.created:type_name -> google.protobuf.Timestamp
-	44, // 8: nvmirror.provisioner.v1.Volume.updated:type_name -> google.protobuf.Timestamp
-	39, // 9: nvmirror.provisioner.v1.Volume.metadata:type_name -> nvmirror.provisioner.v1.Volume.MetadataEntry
-	5,  // 10: nvmirror.provisioner.v1.Volume.policy:type_name -> nvmirror.provisioner.v1.VolumePolicy
-	4,  // 11: nvmirror.provisioner.v1.VolumeResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
-	40, // 12: nvmirror.provisioner.v1.CreateVolumeRequest.parameters:type_name -> nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
-	4,  // 13: nvmirror.provisioner.v1.ListVolumesResponse.volumes:type_name -> nvmirror.provisioner.v1.Volume
-	41, // 14: nvmirror.provisioner.v1.ModifyVolumeRequest.mutable_parameters:type_name -> nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
-	42, // 15: nvmirror.provisioner.v1.GetCapacityRequest.parameters:type_name -> nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
-	4,  // 16: nvmirror.provisioner.v1.ReplaceReplicaResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
-	3,  // 17: nvmirror.provisioner.v1.ReplaceReplicaResponse.new_replica:type_name -> nvmirror.provisioner.v1.Replica
-	1,  // 18: nvmirror.provisioner.v1.Event.severity:type_name -> nvmirror.provisioner.v1.Severity
-	44, // 19: nvmirror.provisioner.v1.Event.time:type_name -> google.protobuf.Timestamp
-	43, // 20: nvmirror.provisioner.v1.Event.attributes:type_name -> nvmirror.provisioner.v1.Event.AttributesEntry
-	24, // 21: nvmirror.provisioner.v1.ReportEventsRequest.events:type_name -> nvmirror.provisioner.v1.Event
-	44, // 22: nvmirror.provisioner.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
-	24, // 23: nvmirror.provisioner.v1.ListEventsResponse.events:type_name -> nvmirror.provisioner.v1.Event
-	2,  // 24: nvmirror.provisioner.v1.StorageNode.endpoints:type_name -> nvmirror.provisioner.v1.Endpoint
-	44, // 25: nvmirror.provisioner.v1.StorageNode.last_seen:type_name -> google.protobuf.Timestamp
-	44, // 26: nvmirror.provisioner.v1.StorageNodeCredentials.created:type_name -> google.protobuf.Timestamp
-	31, // 27: nvmirror.provisioner.v1.GetHostCredentialsResponse.credentials:type_name -> nvmirror.provisioner.v1.StorageNodeCredentials
-	34, // 28: nvmirror.provisioner.v1.RotateCredentialsResponse.storage_nodes:type_name -> nvmirror.provisioner.v1.RotatedStorageNode
-	29, // 29: nvmirror.provisioner.v1.ListStorageNodesResponse.nodes:type_name -> nvmirror.provisioner.v1.StorageNode
-	7,  // 30: nvmirror.provisioner.v1.Provisioner.CreateVolume:input_type -> nvmirror.provisioner.v1.CreateVolumeRequest
-	8,  // 31: nvmirror.provisioner.v1.Provisioner.DeleteVolume:input_type -> nvmirror.provisioner.v1.DeleteVolumeRequest
-	10, // 32: nvmirror.provisioner.v1.Provisioner.GetVolume:input_type -> nvmirror.provisioner.v1.GetVolumeRequest
-	11, // 33: nvmirror.provisioner.v1.Provisioner.ListVolumes:input_type -> nvmirror.provisioner.v1.ListVolumesRequest
-	13, // 34: nvmirror.provisioner.v1.Provisioner.PublishVolume:input_type -> nvmirror.provisioner.v1.PublishVolumeRequest
-	14, // 35: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:input_type -> nvmirror.provisioner.v1.UnpublishVolumeRequest
-	16, // 36: nvmirror.provisioner.v1.Provisioner.ExpandVolume:input_type -> nvmirror.provisioner.v1.ExpandVolumeRequest
-	17, // 37: nvmirror.provisioner.v1.Provisioner.ModifyVolume:input_type -> nvmirror.provisioner.v1.ModifyVolumeRequest
-	18, // 38: nvmirror.provisioner.v1.Provisioner.GetCapacity:input_type -> nvmirror.provisioner.v1.GetCapacityRequest
-	20, // 39: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:input_type -> nvmirror.provisioner.v1.ReplaceReplicaRequest
-	22, // 40: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:input_type -> nvmirror.provisioner.v1.MarkReplicaRemovedRequest
-	23, // 41: nvmirror.provisioner.v1.Provisioner.DeleteReplica:input_type -> nvmirror.provisioner.v1.DeleteReplicaRequest
-	25, // 42: nvmirror.provisioner.v1.Provisioner.ReportEvents:input_type -> nvmirror.provisioner.v1.ReportEventsRequest
-	27, // 43: nvmirror.provisioner.v1.Provisioner.ListEvents:input_type -> nvmirror.provisioner.v1.ListEventsRequest
-	36, // 44: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:input_type -> nvmirror.provisioner.v1.ListStorageNodesRequest
-	30, // 45: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:input_type -> nvmirror.provisioner.v1.GetHostCredentialsRequest
-	33, // 46: nvmirror.provisioner.v1.Provisioner.RotateCredentials:input_type -> nvmirror.provisioner.v1.RotateCredentialsRequest
-	6,  // 47: nvmirror.provisioner.v1.Provisioner.CreateVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	9,  // 48: nvmirror.provisioner.v1.Provisioner.DeleteVolume:output_type -> nvmirror.provisioner.v1.DeleteVolumeResponse
-	6,  // 49: nvmirror.provisioner.v1.Provisioner.GetVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	12, // 50: nvmirror.provisioner.v1.Provisioner.ListVolumes:output_type -> nvmirror.provisioner.v1.ListVolumesResponse
-	6,  // 51: nvmirror.provisioner.v1.Provisioner.PublishVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	15, // 52: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:output_type -> nvmirror.provisioner.v1.UnpublishVolumeResponse
-	6,  // 53: nvmirror.provisioner.v1.Provisioner.ExpandVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	6,  // 54: nvmirror.provisioner.v1.Provisioner.ModifyVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	19, // 55: nvmirror.provisioner.v1.Provisioner.GetCapacity:output_type -> nvmirror.provisioner.v1.GetCapacityResponse
-	21, // 56: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:output_type -> nvmirror.provisioner.v1.ReplaceReplicaResponse
-	6,  // 57: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	6,  // 58: nvmirror.provisioner.v1.Provisioner.DeleteReplica:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	26, // 59: nvmirror.provisioner.v1.Provisioner.ReportEvents:output_type -> nvmirror.provisioner.v1.ReportEventsResponse
-	28, // 60: nvmirror.provisioner.v1.Provisioner.ListEvents:output_type -> nvmirror.provisioner.v1.ListEventsResponse
-	37, // 61: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:output_type -> nvmirror.provisioner.v1.ListStorageNodesResponse
-	32, // 62: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:output_type -> nvmirror.provisioner.v1.GetHostCredentialsResponse
-	35, // 63: nvmirror.provisioner.v1.Provisioner.RotateCredentials:output_type -> nvmirror.provisioner.v1.RotateCredentialsResponse
-	47, // [47:64] is the sub-list for method output_type
-	30, // [30:47] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	46, // 2: nvmirror.provisioner.v1.Replica.created:type_name -> google.protobuf.Timestamp
+	46, // 3: nvmirror.provisioner.v1.Replica.updated:type_name -> google.protobuf.Timestamp
+	46, // 4: nvmirror.provisioner.v1.Replica.out_of_sync_since:type_name -> google.protobuf.Timestamp
+	40, // 5: nvmirror.provisioner.v1.Volume.parameters:type_name -> nvmirror.provisioner.v1.Volume.ParametersEntry
+	3,  // 6: nvmirror.provisioner.v1.Volume.replicas:type_name -> nvmirror.provisioner.v1.Replica
+	46, // 7: nvmirror.provisioner.v1.Volume.degraded_since:type_name -> google.protobuf.Timestamp
+	46, // 8: nvmirror.provisioner.v1.Volume.created:type_name -> google.protobuf.Timestamp
+	46, // 9: nvmirror.provisioner.v1.Volume.updated:type_name -> google.protobuf.Timestamp
+	41, // 10: nvmirror.provisioner.v1.Volume.metadata:type_name -> nvmirror.provisioner.v1.Volume.MetadataEntry
+	5,  // 11: nvmirror.provisioner.v1.Volume.policy:type_name -> nvmirror.provisioner.v1.VolumePolicy
+	4,  // 12: nvmirror.provisioner.v1.VolumeResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
+	42, // 13: nvmirror.provisioner.v1.CreateVolumeRequest.parameters:type_name -> nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
+	4,  // 14: nvmirror.provisioner.v1.ListVolumesResponse.volumes:type_name -> nvmirror.provisioner.v1.Volume
+	43, // 15: nvmirror.provisioner.v1.ModifyVolumeRequest.mutable_parameters:type_name -> nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
+	44, // 16: nvmirror.provisioner.v1.GetCapacityRequest.parameters:type_name -> nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
+	4,  // 17: nvmirror.provisioner.v1.ReplaceReplicaResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
+	3,  // 18: nvmirror.provisioner.v1.ReplaceReplicaResponse.new_replica:type_name -> nvmirror.provisioner.v1.Replica
+	46, // 19: nvmirror.provisioner.v1.ReportReplicaSyncRequest.observed_at:type_name -> google.protobuf.Timestamp
+	1,  // 20: nvmirror.provisioner.v1.Event.severity:type_name -> nvmirror.provisioner.v1.Severity
+	46, // 21: nvmirror.provisioner.v1.Event.time:type_name -> google.protobuf.Timestamp
+	45, // 22: nvmirror.provisioner.v1.Event.attributes:type_name -> nvmirror.provisioner.v1.Event.AttributesEntry
+	26, // 23: nvmirror.provisioner.v1.ReportEventsRequest.events:type_name -> nvmirror.provisioner.v1.Event
+	46, // 24: nvmirror.provisioner.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	26, // 25: nvmirror.provisioner.v1.ListEventsResponse.events:type_name -> nvmirror.provisioner.v1.Event
+	2,  // 26: nvmirror.provisioner.v1.StorageNode.endpoints:type_name -> nvmirror.provisioner.v1.Endpoint
+	46, // 27: nvmirror.provisioner.v1.StorageNode.last_seen:type_name -> google.protobuf.Timestamp
+	46, // 28: nvmirror.provisioner.v1.StorageNodeCredentials.created:type_name -> google.protobuf.Timestamp
+	33, // 29: nvmirror.provisioner.v1.GetHostCredentialsResponse.credentials:type_name -> nvmirror.provisioner.v1.StorageNodeCredentials
+	36, // 30: nvmirror.provisioner.v1.RotateCredentialsResponse.storage_nodes:type_name -> nvmirror.provisioner.v1.RotatedStorageNode
+	31, // 31: nvmirror.provisioner.v1.ListStorageNodesResponse.nodes:type_name -> nvmirror.provisioner.v1.StorageNode
+	7,  // 32: nvmirror.provisioner.v1.Provisioner.CreateVolume:input_type -> nvmirror.provisioner.v1.CreateVolumeRequest
+	8,  // 33: nvmirror.provisioner.v1.Provisioner.DeleteVolume:input_type -> nvmirror.provisioner.v1.DeleteVolumeRequest
+	10, // 34: nvmirror.provisioner.v1.Provisioner.GetVolume:input_type -> nvmirror.provisioner.v1.GetVolumeRequest
+	11, // 35: nvmirror.provisioner.v1.Provisioner.ListVolumes:input_type -> nvmirror.provisioner.v1.ListVolumesRequest
+	13, // 36: nvmirror.provisioner.v1.Provisioner.PublishVolume:input_type -> nvmirror.provisioner.v1.PublishVolumeRequest
+	14, // 37: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:input_type -> nvmirror.provisioner.v1.UnpublishVolumeRequest
+	16, // 38: nvmirror.provisioner.v1.Provisioner.ExpandVolume:input_type -> nvmirror.provisioner.v1.ExpandVolumeRequest
+	17, // 39: nvmirror.provisioner.v1.Provisioner.ModifyVolume:input_type -> nvmirror.provisioner.v1.ModifyVolumeRequest
+	18, // 40: nvmirror.provisioner.v1.Provisioner.GetCapacity:input_type -> nvmirror.provisioner.v1.GetCapacityRequest
+	20, // 41: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:input_type -> nvmirror.provisioner.v1.ReplaceReplicaRequest
+	22, // 42: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:input_type -> nvmirror.provisioner.v1.MarkReplicaRemovedRequest
+	23, // 43: nvmirror.provisioner.v1.Provisioner.DeleteReplica:input_type -> nvmirror.provisioner.v1.DeleteReplicaRequest
+	24, // 44: nvmirror.provisioner.v1.Provisioner.ReportReplicaSync:input_type -> nvmirror.provisioner.v1.ReportReplicaSyncRequest
+	25, // 45: nvmirror.provisioner.v1.Provisioner.PromoteReplicas:input_type -> nvmirror.provisioner.v1.PromoteReplicasRequest
+	27, // 46: nvmirror.provisioner.v1.Provisioner.ReportEvents:input_type -> nvmirror.provisioner.v1.ReportEventsRequest
+	29, // 47: nvmirror.provisioner.v1.Provisioner.ListEvents:input_type -> nvmirror.provisioner.v1.ListEventsRequest
+	38, // 48: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:input_type -> nvmirror.provisioner.v1.ListStorageNodesRequest
+	32, // 49: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:input_type -> nvmirror.provisioner.v1.GetHostCredentialsRequest
+	35, // 50: nvmirror.provisioner.v1.Provisioner.RotateCredentials:input_type -> nvmirror.provisioner.v1.RotateCredentialsRequest
+	6,  // 51: nvmirror.provisioner.v1.Provisioner.CreateVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	9,  // 52: nvmirror.provisioner.v1.Provisioner.DeleteVolume:output_type -> nvmirror.provisioner.v1.DeleteVolumeResponse
+	6,  // 53: nvmirror.provisioner.v1.Provisioner.GetVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	12, // 54: nvmirror.provisioner.v1.Provisioner.ListVolumes:output_type -> nvmirror.provisioner.v1.ListVolumesResponse
+	6,  // 55: nvmirror.provisioner.v1.Provisioner.PublishVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	15, // 56: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:output_type -> nvmirror.provisioner.v1.UnpublishVolumeResponse
+	6,  // 57: nvmirror.provisioner.v1.Provisioner.ExpandVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	6,  // 58: nvmirror.provisioner.v1.Provisioner.ModifyVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	19, // 59: nvmirror.provisioner.v1.Provisioner.GetCapacity:output_type -> nvmirror.provisioner.v1.GetCapacityResponse
+	21, // 60: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:output_type -> nvmirror.provisioner.v1.ReplaceReplicaResponse
+	6,  // 61: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	6,  // 62: nvmirror.provisioner.v1.Provisioner.DeleteReplica:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	6,  // 63: nvmirror.provisioner.v1.Provisioner.ReportReplicaSync:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	6,  // 64: nvmirror.provisioner.v1.Provisioner.PromoteReplicas:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	28, // 65: nvmirror.provisioner.v1.Provisioner.ReportEvents:output_type -> nvmirror.provisioner.v1.ReportEventsResponse
+	30, // 66: nvmirror.provisioner.v1.Provisioner.ListEvents:output_type -> nvmirror.provisioner.v1.ListEventsResponse
+	39, // 67: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:output_type -> nvmirror.provisioner.v1.ListStorageNodesResponse
+	34, // 68: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:output_type -> nvmirror.provisioner.v1.GetHostCredentialsResponse
+	37, // 69: nvmirror.provisioner.v1.Provisioner.RotateCredentials:output_type -> nvmirror.provisioner.v1.RotateCredentialsResponse
+	51, // [51:70] is the sub-list for method output_type
+	32, // [32:51] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_provisioner_v1_provisioner_proto_init() }
@@ -2735,7 +2944,7 @@ func file_provisioner_v1_provisioner_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_provisioner_v1_provisioner_proto_rawDesc), len(file_provisioner_v1_provisioner_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   42,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -58,6 +58,8 @@ const (
 	Provisioner_ReplaceReplica_FullMethodName     = "/nvmirror.provisioner.v1.Provisioner/ReplaceReplica"
 	Provisioner_MarkReplicaRemoved_FullMethodName = "/nvmirror.provisioner.v1.Provisioner/MarkReplicaRemoved"
 	Provisioner_DeleteReplica_FullMethodName      = "/nvmirror.provisioner.v1.Provisioner/DeleteReplica"
+	Provisioner_ReportReplicaSync_FullMethodName  = "/nvmirror.provisioner.v1.Provisioner/ReportReplicaSync"
+	Provisioner_PromoteReplicas_FullMethodName    = "/nvmirror.provisioner.v1.Provisioner/PromoteReplicas"
 	Provisioner_ReportEvents_FullMethodName       = "/nvmirror.provisioner.v1.Provisioner/ReportEvents"
 	Provisioner_ListEvents_FullMethodName         = "/nvmirror.provisioner.v1.Provisioner/ListEvents"
 	Provisioner_ListStorageNodes_FullMethodName   = "/nvmirror.provisioner.v1.Provisioner/ListStorageNodes"
@@ -111,6 +113,25 @@ type ProvisionerClient interface {
 	// Idempotent: a replica already deleting, deleted or removed returns the
 	// volume. Unknown volume or replica: NotFound.
 	DeleteReplica(ctx context.Context, in *DeleteReplicaRequest, opts ...grpc.CallOption) (*VolumeResponse, error)
+	// ReportReplicaSync records what the node's md says of an active replica:
+	// out of sync (md failed or lost the member; in_sync false, observed_at
+	// required) or in sync again (recovery onto it finished). Marking out of
+	// sync is idempotent and keeps the earliest time and its md event count;
+	// marking in sync clears both. Refused (FailedPrecondition) for a replica
+	// that is not active, and for a report that would leave the volume
+	// without an in-sync active replica: md never fails the last member of a
+	// RAID1, so such a report comes from a bug or a stale node and must not
+	// erase the only record of where the data is. Unknown volume or replica:
+	// NotFound.
+	ReportReplicaSync(ctx context.Context, in *ReportReplicaSyncRequest, opts ...grpc.CallOption) (*VolumeResponse, error)
+	// PromoteReplicas (an administrator's operation, after a disaster) marks
+	// the named active replicas in sync although the registry holds them
+	// stale, so a node may start the volume from them: the writes
+	// acknowledged while they were out of sync are lost. Requires
+	// accept_data_loss; each ID must be an active replica of the volume
+	// (InvalidArgument otherwise, and nothing changes). Recorded as an Audit
+	// event with the replicas, since when they were stale, and the reason.
+	PromoteReplicas(ctx context.Context, in *PromoteReplicasRequest, opts ...grpc.CallOption) (*VolumeResponse, error)
 	// ReportEvents stores events and audit records and forwards them to
 	// syslog. Idempotent by event ID, so a node's queue can resend.
 	ReportEvents(ctx context.Context, in *ReportEventsRequest, opts ...grpc.CallOption) (*ReportEventsResponse, error)
@@ -261,6 +282,26 @@ func (c *provisionerClient) DeleteReplica(ctx context.Context, in *DeleteReplica
 	return out, nil
 }
 
+func (c *provisionerClient) ReportReplicaSync(ctx context.Context, in *ReportReplicaSyncRequest, opts ...grpc.CallOption) (*VolumeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VolumeResponse)
+	err := c.cc.Invoke(ctx, Provisioner_ReportReplicaSync_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *provisionerClient) PromoteReplicas(ctx context.Context, in *PromoteReplicasRequest, opts ...grpc.CallOption) (*VolumeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VolumeResponse)
+	err := c.cc.Invoke(ctx, Provisioner_PromoteReplicas_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *provisionerClient) ReportEvents(ctx context.Context, in *ReportEventsRequest, opts ...grpc.CallOption) (*ReportEventsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ReportEventsResponse)
@@ -357,6 +398,25 @@ type ProvisionerServer interface {
 	// Idempotent: a replica already deleting, deleted or removed returns the
 	// volume. Unknown volume or replica: NotFound.
 	DeleteReplica(context.Context, *DeleteReplicaRequest) (*VolumeResponse, error)
+	// ReportReplicaSync records what the node's md says of an active replica:
+	// out of sync (md failed or lost the member; in_sync false, observed_at
+	// required) or in sync again (recovery onto it finished). Marking out of
+	// sync is idempotent and keeps the earliest time and its md event count;
+	// marking in sync clears both. Refused (FailedPrecondition) for a replica
+	// that is not active, and for a report that would leave the volume
+	// without an in-sync active replica: md never fails the last member of a
+	// RAID1, so such a report comes from a bug or a stale node and must not
+	// erase the only record of where the data is. Unknown volume or replica:
+	// NotFound.
+	ReportReplicaSync(context.Context, *ReportReplicaSyncRequest) (*VolumeResponse, error)
+	// PromoteReplicas (an administrator's operation, after a disaster) marks
+	// the named active replicas in sync although the registry holds them
+	// stale, so a node may start the volume from them: the writes
+	// acknowledged while they were out of sync are lost. Requires
+	// accept_data_loss; each ID must be an active replica of the volume
+	// (InvalidArgument otherwise, and nothing changes). Recorded as an Audit
+	// event with the replicas, since when they were stale, and the reason.
+	PromoteReplicas(context.Context, *PromoteReplicasRequest) (*VolumeResponse, error)
 	// ReportEvents stores events and audit records and forwards them to
 	// syslog. Idempotent by event ID, so a node's queue can resend.
 	ReportEvents(context.Context, *ReportEventsRequest) (*ReportEventsResponse, error)
@@ -422,6 +482,12 @@ func (UnimplementedProvisionerServer) MarkReplicaRemoved(context.Context, *MarkR
 }
 func (UnimplementedProvisionerServer) DeleteReplica(context.Context, *DeleteReplicaRequest) (*VolumeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteReplica not implemented")
+}
+func (UnimplementedProvisionerServer) ReportReplicaSync(context.Context, *ReportReplicaSyncRequest) (*VolumeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportReplicaSync not implemented")
+}
+func (UnimplementedProvisionerServer) PromoteReplicas(context.Context, *PromoteReplicasRequest) (*VolumeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PromoteReplicas not implemented")
 }
 func (UnimplementedProvisionerServer) ReportEvents(context.Context, *ReportEventsRequest) (*ReportEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportEvents not implemented")
@@ -675,6 +741,42 @@ func _Provisioner_DeleteReplica_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Provisioner_ReportReplicaSync_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportReplicaSyncRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProvisionerServer).ReportReplicaSync(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Provisioner_ReportReplicaSync_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProvisionerServer).ReportReplicaSync(ctx, req.(*ReportReplicaSyncRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Provisioner_PromoteReplicas_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PromoteReplicasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProvisionerServer).PromoteReplicas(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Provisioner_PromoteReplicas_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProvisionerServer).PromoteReplicas(ctx, req.(*PromoteReplicasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Provisioner_ReportEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ReportEventsRequest)
 	if err := dec(in); err != nil {
@@ -819,6 +921,14 @@ var Provisioner_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteReplica",
 			Handler:    _Provisioner_DeleteReplica_Handler,
+		},
+		{
+			MethodName: "ReportReplicaSync",
+			Handler:    _Provisioner_ReportReplicaSync_Handler,
+		},
+		{
+			MethodName: "PromoteReplicas",
+			Handler:    _Provisioner_PromoteReplicas_Handler,
 		},
 		{
 			MethodName: "ReportEvents",

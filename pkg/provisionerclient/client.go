@@ -251,6 +251,36 @@ func (c *Client) DeleteReplica(ctx context.Context, volumeID, replicaID string) 
 	return VolumeFromProto(resp.GetVolume()), nil
 }
 
+// ReportReplicaSync records what the node's md says of a replica: out of
+// sync since observedAt (md failed or lost it; arrayEvents is the array's
+// event count then), or in sync again (inSync: recovery onto it finished).
+// A report that would leave the volume without an in-sync active replica,
+// or about a replica that is not active, is volume.ErrFailedPrecondition.
+func (c *Client) ReportReplicaSync(ctx context.Context, volumeID, replicaID string, inSync bool, observedAt time.Time, arrayEvents uint64, nodeID string) (*volume.Volume, error) {
+	req := &provisionerapi.ReportReplicaSyncRequest{VolumeId: volumeID, ReplicaId: replicaID, InSync: inSync, ArrayEvents: arrayEvents, NodeId: nodeID}
+	if !observedAt.IsZero() {
+		req.ObservedAt = timestamppb.New(observedAt)
+	}
+	resp, err := c.api.ReportReplicaSync(ctx, req)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return VolumeFromProto(resp.GetVolume()), nil
+}
+
+// PromoteReplicas marks out-of-sync replicas in sync so that a node may
+// start the volume from them, losing the writes acknowledged while they
+// were out of sync (an administrator's operation, recorded as an Audit
+// event with reason). It always accepts the data loss: the caller's
+// confirmation (nvmirrorctl's --accept-data-loss) is the check.
+func (c *Client) PromoteReplicas(ctx context.Context, volumeID string, replicaIDs []string, reason string) (*volume.Volume, error) {
+	resp, err := c.api.PromoteReplicas(ctx, &provisionerapi.PromoteReplicasRequest{VolumeId: volumeID, ReplicaIds: replicaIDs, AcceptDataLoss: true, Reason: reason})
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	return VolumeFromProto(resp.GetVolume()), nil
+}
+
 // ReportEvents sends events (give each an ID, so a resend is stored once).
 func (c *Client) ReportEvents(ctx context.Context, es ...events.Event) error {
 	req := &provisionerapi.ReportEventsRequest{}
@@ -323,6 +353,11 @@ func replicaFromProto(p *provisionerapi.Replica) volume.Replica {
 	for _, e := range p.GetEndpoints() {
 		r.Endpoints = append(r.Endpoints, volume.Endpoint{Address: e.GetAddress(), Port: e.GetPort()})
 	}
+	// Unset (in sync) from a provisioner older than the field, as before.
+	if p.GetOutOfSyncSince() != nil {
+		r.OutOfSyncSince = p.GetOutOfSyncSince().AsTime()
+	}
+	r.OutOfSyncAtEvents = p.GetOutOfSyncAtEvents()
 	return r
 }
 

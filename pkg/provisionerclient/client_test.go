@@ -23,6 +23,7 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/fakeagent"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store/boltstore"
 	"github.com/nvmirror/nvmirror/pkg/provisionerapi"
 	"github.com/nvmirror/nvmirror/pkg/provisionerclient"
@@ -381,5 +382,70 @@ func TestDeleteReplica(t *testing.T) {
 	}
 	if e.cluster.Replica(victim.StorageNode, victim.ID) != nil {
 		t.Error("replica still on its returned storage node")
+	}
+}
+
+// TestReplicaSyncRoundTrip: a replica's sync state goes registry → wire →
+// driver unchanged, and an in-sync replica (or one from a provisioner
+// older than the fields) reads as in sync.
+func TestReplicaSyncRoundTrip(t *testing.T) {
+	since := time.Date(2026, 5, 1, 10, 0, 0, 123, time.UTC)
+	sv := &store.Volume{ID: "vol-1", Replicas: []store.Replica{
+		{ID: "r0", State: store.ReplicaActive},
+		{ID: "r1", State: store.ReplicaActive, OutOfSyncSince: since, OutOfSyncAtEvents: 4711},
+	}}
+	v := provisionerclient.VolumeFromProto(provisioner.VolumeToProto(sv))
+	if len(v.Replicas) != 2 {
+		t.Fatalf("replicas %+v", v.Replicas)
+	}
+	if r := v.Replicas[0]; !r.InSync() || r.OutOfSyncAtEvents != 0 {
+		t.Errorf("in-sync replica read as %+v", r)
+	}
+	if r := v.Replicas[1]; r.InSync() || !r.OutOfSyncSince.Equal(since) || r.OutOfSyncAtEvents != 4711 {
+		t.Errorf("out-of-sync replica read as since %v events %d", r.OutOfSyncSince, r.OutOfSyncAtEvents)
+	}
+	old := provisionerclient.VolumeFromProto(&provisionerapi.Volume{Id: "vol-1", Replicas: []*provisionerapi.Replica{{Id: "r0"}}})
+	if !old.Replicas[0].InSync() {
+		t.Error("a replica without sync fields reads out of sync")
+	}
+}
+
+func TestReplicaSyncCalls(t *testing.T) {
+	e := start(t)
+	p := e.client
+	ctx := context.Background()
+	v, err := p.CreateVolume(ctx, volume.CreateVolumeRequest{Name: "pvc-1", SizeBytes: gib, Parameters: map[string]string{"numReplicas": "2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r0, r1 := v.Replicas[0].ID, v.Replicas[1].ID
+	at := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
+	got, err := p.ReportReplicaSync(ctx, v.ID, r1, false, at, 99, "node-a")
+	if err != nil {
+		t.Fatalf("ReportReplicaSync: %v", err)
+	}
+	if r := got.Replicas[1]; r.ID != r1 || !r.OutOfSyncSince.Equal(at) || r.OutOfSyncAtEvents != 99 {
+		t.Errorf("after report: %+v", r)
+	}
+	if g, _ := p.GetVolume(ctx, v.ID); g.Replicas[1].InSync() || !g.Replicas[0].InSync() {
+		t.Errorf("GetVolume after report: %+v", g.Replicas)
+	}
+	_, err = p.ReportReplicaSync(ctx, v.ID, r0, false, at, 100, "node-a")
+	wantErr(t, "ReportReplicaSync last in sync", err, volume.ErrFailedPrecondition, "last in-sync")
+	_, err = p.ReportReplicaSync(ctx, v.ID, r0, false, time.Time{}, 0, "node-a")
+	wantErr(t, "ReportReplicaSync without time", err, volume.ErrInvalidArgument, "observed_at")
+	_, err = p.PromoteReplicas(ctx, v.ID, []string{"rep-nope"}, "drill")
+	wantErr(t, "PromoteReplicas unknown", err, volume.ErrInvalidArgument, "rep-nope")
+
+	got, err = p.PromoteReplicas(ctx, v.ID, []string{r1}, "drill")
+	if err != nil {
+		t.Fatalf("PromoteReplicas: %v", err)
+	}
+	if !got.Replicas[1].InSync() {
+		t.Errorf("after promotion: %+v", got.Replicas[1])
+	}
+	es, err := p.ListEvents(ctx, events.Filter{Volume: v.ID, Types: []events.Type{events.Audit}})
+	if err != nil || len(es) != 1 || !strings.Contains(es[0].Message, "drill") || es[0].Method != provisioner.PromoteMethod {
+		t.Errorf("audit events %+v, %v", es, err)
 	}
 }

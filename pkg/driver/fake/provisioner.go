@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
@@ -273,6 +274,52 @@ func (p *Provisioner) GetCapacity(_ context.Context, params map[string]string) (
 		return 0, err
 	}
 	return (p.capacity - p.used) / int64(parsed.NumReplicas), nil
+}
+
+// ReportReplicaSync follows the provisioner's rules (pkg/provisioner,
+// ReportReplicaSync): only an active replica; out of sync keeps the
+// earliest time and its events; in sync clears both, unless the report's
+// md event count predates the failure; never the last in-sync active
+// replica out of sync.
+func (p *Provisioner) ReportReplicaSync(_ context.Context, volumeID, replicaID string, inSync bool, observedAt time.Time, arrayEvents uint64, nodeID string) (*volume.Volume, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.Err != nil {
+		return nil, p.Err
+	}
+	if !inSync && observedAt.IsZero() {
+		return nil, fmt.Errorf("observed_at is required when in_sync is false: %w", volume.ErrInvalidArgument)
+	}
+	v, ok := p.vols[volumeID]
+	if !ok {
+		return nil, fmt.Errorf("volume %s: %w", volumeID, volume.ErrNotFound)
+	}
+	i := slices.IndexFunc(v.Replicas, func(r volume.Replica) bool { return r.ID == replicaID })
+	if i < 0 {
+		return nil, fmt.Errorf("volume %s has no replica %s: %w", volumeID, replicaID, volume.ErrNotFound)
+	}
+	r := &v.Replicas[i]
+	if r.State != volume.ReplicaActive {
+		return nil, fmt.Errorf("replica %s of volume %s is %s, not active: %w", replicaID, volumeID, r.State, volume.ErrFailedPrecondition)
+	}
+	switch {
+	case inSync:
+		if r.InSync() || (arrayEvents != 0 && r.OutOfSyncAtEvents != 0 && arrayEvents < r.OutOfSyncAtEvents) {
+			break
+		}
+		r.OutOfSyncSince, r.OutOfSyncAtEvents = time.Time{}, 0
+	case r.InSync():
+		others := slices.ContainsFunc(v.Replicas, func(o volume.Replica) bool {
+			return o.ID != replicaID && o.State == volume.ReplicaActive && o.InSync()
+		})
+		if !others {
+			return nil, fmt.Errorf("replica %s is the last in-sync active replica of volume %s (report from %q): %w", replicaID, volumeID, nodeID, volume.ErrFailedPrecondition)
+		}
+		r.OutOfSyncSince, r.OutOfSyncAtEvents = observedAt, arrayEvents
+	case observedAt.Before(r.OutOfSyncSince):
+		r.OutOfSyncSince, r.OutOfSyncAtEvents = observedAt, arrayEvents
+	}
+	return clone(v), nil
 }
 
 func (p *Provisioner) ReportAudit(_ context.Context, rec volume.AuditRecord) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"github.com/nvmirror/nvmirror/pkg/volume"
@@ -45,5 +46,38 @@ func TestProvisionerBehavesLikeTheRealOne(t *testing.T) {
 	}
 	if err := p.DeleteVolume(ctx, "nope"); err != nil {
 		t.Fatalf("delete unknown: %v", err)
+	}
+}
+
+func TestProvisionerReportReplicaSync(t *testing.T) {
+	ctx := context.Background()
+	p := NewProvisioner(NewFabric(), 10<<20)
+	v, err := p.CreateVolume(ctx, volume.CreateVolumeRequest{Name: "a", SizeBytes: 1 << 20, Parameters: map[string]string{"numReplicas": "2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r0, r1 := v.Replicas[0].ID, v.Replicas[1].ID
+	t0 := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
+	if _, err := p.ReportReplicaSync(ctx, v.ID, r1, false, t0, 100, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := p.ReportReplicaSync(ctx, v.ID, r1, false, t0.Add(time.Minute), 150, "n1")
+	if err != nil || !got.Replicas[1].OutOfSyncSince.Equal(t0) || got.Replicas[1].OutOfSyncAtEvents != 100 {
+		t.Errorf("later report: %+v, %v; want the earliest kept", got, err)
+	}
+	if _, err := p.ReportReplicaSync(ctx, v.ID, r0, false, t0, 120, "n1"); !errors.Is(err, volume.ErrFailedPrecondition) {
+		t.Errorf("last in-sync replica marked out of sync: %v", err)
+	}
+	if _, err := p.ReportReplicaSync(ctx, v.ID, r1, false, time.Time{}, 0, "n1"); !errors.Is(err, volume.ErrInvalidArgument) {
+		t.Errorf("no observed time: %v", err)
+	}
+	if _, err := p.ReportReplicaSync(ctx, v.ID, "nope", true, t0, 0, "n1"); !errors.Is(err, volume.ErrNotFound) {
+		t.Errorf("unknown replica: %v", err)
+	}
+	if got, _ := p.ReportReplicaSync(ctx, v.ID, r1, true, t0, 90, "n1"); got.Replicas[1].InSync() {
+		t.Error("an in-sync report older than the failure cleared it")
+	}
+	if got, _ := p.ReportReplicaSync(ctx, v.ID, r1, true, t0, 200, "n1"); !got.Replicas[1].InSync() || got.Replicas[1].OutOfSyncAtEvents != 0 {
+		t.Errorf("in-sync report: %+v", got.Replicas[1])
 	}
 }

@@ -83,11 +83,26 @@ type Replica struct {
 	AllowedHost string `json:"allowedHost,omitempty"`
 	// ReplacedBy / Replaces link a replacement to the replica it stands in
 	// for, so ReplaceReplica can answer a retry with the same replica.
-	ReplacedBy string    `json:"replacedBy,omitempty"`
-	Replaces   string    `json:"replaces,omitempty"`
-	CreatedAt  time.Time `json:"createdAt"`
-	UpdatedAt  time.Time `json:"updatedAt"`
+	ReplacedBy string `json:"replacedBy,omitempty"`
+	Replaces   string `json:"replaces,omitempty"`
+	// OutOfSyncSince is when the replica stopped holding every write
+	// acknowledged to the volume: the node reported that md failed or lost
+	// it, or it was created empty as a replacement. Zero means in sync,
+	// which is what every record written before the field existed reads
+	// as. The node never starts the volume from out-of-sync replicas
+	// alone: they would serve old data as if it were current.
+	OutOfSyncSince time.Time `json:"outOfSyncSince,omitzero"`
+	// OutOfSyncAtEvents is the md array's event count when the replica was
+	// recorded out of sync (0 when unknown or in sync): which generation
+	// of writes it misses everything after.
+	OutOfSyncAtEvents uint64    `json:"outOfSyncAtEvents,omitempty"`
+	CreatedAt         time.Time `json:"createdAt"`
+	UpdatedAt         time.Time `json:"updatedAt"`
 }
+
+// InSync reports whether the registry holds the replica to have every
+// acknowledged write.
+func (r Replica) InSync() bool { return r.OutOfSyncSince.IsZero() }
 
 // VolumeState is the volume's lifecycle state.
 type VolumeState string

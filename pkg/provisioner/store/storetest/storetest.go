@@ -34,6 +34,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"CreateConflicts", testCreateConflicts},
 		{"ReturnedCopiesAreIndependent", testCopies},
 		{"Update", testUpdate},
+		{"ReplicaSyncState", testReplicaSyncState},
 		{"ConcurrentUpdatesLoseNothing", testConcurrentUpdates},
 		{"ConcurrentCreateSameName", testConcurrentCreateSameName},
 		{"DeleteFreesName", testDelete},
@@ -201,6 +202,57 @@ func testUpdate(t *testing.T, s store.Store) {
 	if _, err := s.UpdateVolume(c, "nope", func(*store.Volume) error { return nil }); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("update of missing: %v, want ErrNotFound", err)
 	}
+}
+
+// testReplicaSyncState: a replica's sync state survives create, get, list
+// and update, and clearing it is stored too (a store that copied replicas
+// field by field, or dropped zero values on update, would lose it: the node
+// would then start a volume from stale data).
+func testReplicaSyncState(t *testing.T, s store.Store) {
+	c := ctx(t)
+	since := time.Date(2026, 3, 4, 5, 6, 7, 8000, time.UTC)
+	v := NewVolume("v1", "pvc-1")
+	v.Replicas[1].OutOfSyncSince, v.Replicas[1].OutOfSyncAtEvents = since, 4711
+	if err := s.CreateVolume(c, v); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, got *store.Volume, r0Since time.Time, r0Events uint64, r1Since time.Time, r1Events uint64) {
+		t.Helper()
+		for i, want := range []struct {
+			since  time.Time
+			events uint64
+		}{{r0Since, r0Events}, {r1Since, r1Events}} {
+			r := got.Replicas[i]
+			if !r.OutOfSyncSince.Equal(want.since) || r.OutOfSyncAtEvents != want.events || r.InSync() != want.since.IsZero() {
+				t.Errorf("%s: replica %s out of sync since %v at events %d, want %v at %d", what, r.ID, r.OutOfSyncSince, r.OutOfSyncAtEvents, want.since, want.events)
+			}
+		}
+	}
+	got, err := s.GetVolume(c, "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("GetVolume", got, time.Time{}, 0, since, 4711)
+	list, err := s.ListVolumes(c)
+	if err != nil || len(list) != 1 {
+		t.Fatalf("ListVolumes = %v, %v", volumeIDs(list), err)
+	}
+	check("ListVolumes", list[0], time.Time{}, 0, since, 4711)
+
+	later := since.Add(time.Hour)
+	out, err := s.UpdateVolume(c, "v1", func(v *store.Volume) error {
+		v.Replicas[0].OutOfSyncSince, v.Replicas[0].OutOfSyncAtEvents = later, 9000
+		v.Replicas[1].OutOfSyncSince, v.Replicas[1].OutOfSyncAtEvents = time.Time{}, 0
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("UpdateVolume: %v", err)
+	}
+	check("UpdateVolume's answer", out, later, 9000, time.Time{}, 0)
+	got, _ = s.GetVolume(c, "v1")
+	check("GetVolume after update", got, later, 9000, time.Time{}, 0)
+	byName, _ := s.GetVolumeByName(c, "pvc-1")
+	check("GetVolumeByName after update", byName, later, 9000, time.Time{}, 0)
 }
 
 func testConcurrentUpdates(t *testing.T, s store.Store) {
