@@ -86,6 +86,7 @@ func newHealer(o driver.Options, h healerOptions, d *driver.Driver, prov *provis
 			Connect:    d.ConnectTemplate(),
 			DeviceWait: o.DeviceWaitTimeout,
 			Timeout:    2 * time.Minute,
+			NodeID:     d.NodeID(),
 		},
 		Rekeyer: &healer.Rekeyer{
 			HostNQN: node.Host.NQN, NodeID: d.NodeID(), Credentials: prov, Secrets: initiator,

@@ -32,8 +32,15 @@ func (d *Driver) ensureArray(ctx context.Context, vol *volume.Volume, mdUUID str
 	defer d.mdMu.Unlock()
 
 	if a, err := d.node.Raid.FindByUUID(mdUUID); err == nil {
-		// Already running: a previous stage, or udev assembled it.
+		// Already running: a previous stage, or udev assembled it. It
+		// must run on an in-sync replica like one this call starts.
 		klog.InfoS("md array already running", "volumeID", vol.ID, "device", a.Device, "uuid", mdUUID)
+		if err := vol.CheckStartable(inSyncReplicaIDs(a, replicas, devices)); err != nil {
+			return "", err
+		}
+		if err := d.recordMissingReplicas(ctx, vol, a, devices); err != nil {
+			return "", err
+		}
 		return a.Device, nil
 	} else if !errors.Is(err, mdraid.ErrNotFound) {
 		return "", err
@@ -77,6 +84,15 @@ func (d *Driver) ensureArray(ctx context.Context, vol *volume.Volume, mdUUID str
 	}
 
 	if len(ours) > 0 {
+		// Never from stale replicas alone: they would serve the volume as
+		// it was when they dropped out.
+		reached := make([]string, 0, len(ours))
+		for _, m := range ours {
+			reached = append(reached, m.replica.ID)
+		}
+		if err := vol.CheckStartable(reached); err != nil {
+			return "", err
+		}
 		paths := memberPaths(ours)
 		dev, err := d.node.Raid.NextFreeDevice()
 		if err != nil {
@@ -95,6 +111,13 @@ func (d *Driver) ensureArray(ctx context.Context, vol *volume.Volume, mdUUID str
 		}
 		u.arrays = append(u.arrays, dev)
 		if err := d.verifyArray(dev, mdUUID); err != nil {
+			return "", err
+		}
+		arr, err := d.node.Raid.ReadArray(filepath.Base(dev))
+		if err != nil {
+			return "", fmt.Errorf("read md %s of volume %s: %w", dev, vol.ID, err)
+		}
+		if err := d.recordMissingReplicas(ctx, vol, arr, devices); err != nil {
 			return "", err
 		}
 		if len(ours) < len(replicas) {

@@ -47,6 +47,9 @@ type ProvisionerOps interface {
 	// ReplaceReplica allocates (or, on a retry, returns the same) new
 	// replica for missingID and marks missingID removed.
 	ReplaceReplica(ctx context.Context, volumeID, missingID string) (*volume.Volume, *volume.Replica, error)
+	// ReportReplicaSync records that a replica stopped or resumed holding
+	// every write (see volume.Provisioner).
+	ReportReplicaSync(ctx context.Context, volumeID, replicaID string, inSync bool, observedAt time.Time, arrayEvents uint64, nodeID string) (*volume.Volume, error)
 	// MarkReplicaRemoved completes a deletion.
 	MarkReplicaRemoved(ctx context.Context, volumeID, replicaID string) (*volume.Volume, error)
 }
@@ -84,6 +87,10 @@ type Actor struct {
 	DeviceWait time.Duration
 	// Timeout bounds one action (0: none beyond ctx).
 	Timeout time.Duration
+	// NodeID names this node in the sync records it makes.
+	NodeID string
+	// Now is the clock of sync records (time.Now when nil).
+	Now func() time.Time
 }
 
 // Do runs one action and reports what happened.
@@ -103,6 +110,8 @@ func (a *Actor) Do(ctx context.Context, act Action) Outcome {
 		out = a.retire(ctx, act)
 	case ActReplace:
 		out = a.replace(ctx, act)
+	case ActRecordSync:
+		out = a.recordSync(ctx, act)
 	default:
 		out = Outcome{Err: fmt.Errorf("unknown action %q", act.Kind)}
 	}
@@ -114,6 +123,33 @@ func (a *Actor) Do(ctx context.Context, act Action) Outcome {
 		klog.InfoS("Healer action done", append(log, "joined", out.Joined, "reAdded", out.ReAdded)...)
 	}
 	return out
+}
+
+// recordSync records the replica's sync state at the provisioner, with the
+// array's md event count (the write generation an out-of-sync replica
+// misses everything after) when an in-sync member's superblock can be read.
+func (a *Actor) recordSync(ctx context.Context, act Action) Outcome {
+	now := time.Now
+	if a.Now != nil {
+		now = a.Now
+	}
+	at := now()
+	var events uint64
+	if !act.InSync {
+		if arr, err := a.array(act); err == nil {
+			for _, m := range arr.Members {
+				if !m.State.InSync || m.State.Faulty || m.Device == act.Member {
+					continue
+				}
+				if sb, err := a.Raid.Examine(ctx, "/dev/"+m.Device); err == nil {
+					events = sb.Events
+					break
+				}
+			}
+		}
+	}
+	_, err := a.Provisioner.ReportReplicaSync(ctx, act.VolumeID, act.Replica.ID, act.InSync, at, events, a.NodeID)
+	return Outcome{Err: err}
 }
 
 // array re-reads the action's array and checks it is still the volume's.

@@ -338,11 +338,17 @@ func (d *volumeDecision) repairs() {
 		return n >= 1
 	}
 
+	d.recordSync(act)
+
 	// A lost leg md still counts in sync: fail it (local, no provisioner
-	// needed, never the last serving member).
+	// needed, never the last serving member). It misses writes from then
+	// on, so its record goes first.
 	for _, rv := range d.views {
 		if d.cfg.FailGoneMembers && rv.member != nil && rv.member.InSync && !rv.member.Faulty &&
 			rv.link == linkGone && servesElsewhere(rv) {
+			if fresh && rv.state == volume.ReplicaActive && rv.recordedInSync {
+				act(ActRecordSync, rv, nil)
+			}
 			act(ActFail, rv, nil)
 		}
 	}
@@ -404,6 +410,43 @@ func (d *volumeDecision) repairs() {
 		if rv.link == linkGone && len(rv.endpoints) > 0 && due(rv) {
 			// The kernel gave up on it: try to connect again (paced).
 			act(ActJoin, rv, func(x *Action) { x.Connect = true })
+		}
+	}
+}
+
+// recordSync keeps the provisioner's record of which active replicas hold
+// every write in step with md: a replica md runs the array without (absent,
+// faulty, or not yet brought up to date) while another member is in sync is
+// recorded out of sync, and one md holds in sync again is recorded in sync.
+// NodeStage on any node refuses to start the volume from replicas recorded
+// out of sync, so these go before any repair and are not paced: each cycle
+// whose fresh record still differs reports again, which the provisioner
+// answers idempotently.
+func (d *volumeDecision) recordSync(act func(ActionKind, *replicaView, func(*Action))) {
+	if d.obs.Record == nil || !d.obs.RecordFresh {
+		// A cached record may predate a replacement or an earlier
+		// report; the provisioner, when it answers again, is the one
+		// to compare with.
+		return
+	}
+	inSync := 0
+	for _, rv := range d.views {
+		if rv.inSyncMember() {
+			inSync++
+		}
+	}
+	if inSync == 0 {
+		return // md never runs a mirror without one; nothing to compare
+	}
+	for _, rv := range d.views {
+		if rv.state != volume.ReplicaActive {
+			continue
+		}
+		switch {
+		case rv.recordedInSync && !rv.inSyncMember():
+			act(ActRecordSync, rv, nil)
+		case !rv.recordedInSync && rv.inSyncMember():
+			act(ActRecordSync, rv, func(x *Action) { x.InSync = true })
 		}
 	}
 }

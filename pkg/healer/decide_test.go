@@ -119,6 +119,18 @@ func types(evs []events.Event) []events.Type {
 	return out
 }
 
+// repairs leaves out the sync records, for tests of the repair rules (the
+// records have tests of their own, TestDecideRecordsSync).
+func repairs(acts []Action) []Action {
+	var out []Action
+	for _, a := range acts {
+		if a.Kind != ActRecordSync {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 func kinds(acts []Action) []string {
 	var out []string
 	for _, a := range acts {
@@ -186,8 +198,8 @@ func TestDecideIdleArrayLostLegIsDown(t *testing.T) {
 		t.Fatalf("events %v", types(evs))
 	}
 	evs = noSessions(evs)
-	if len(acts) != 0 {
-		t.Fatalf("a reconnecting controller is left to the kernel, got %v", kinds(acts))
+	if len(repairs(acts)) != 0 {
+		t.Fatalf("a reconnecting controller is left to the kernel, got %v", kinds(repairs(acts)))
 	}
 	deg := evs[1]
 	if deg.Volume != "vol-1" || deg.Replica != "r2" || deg.StorageNode != "sn-2" || deg.Node != "node-a" || !deg.Time.Equal(t0.Add(time.Second)) {
@@ -202,15 +214,15 @@ func TestDecideIdleArrayLostLegIsDown(t *testing.T) {
 	if len(evs) != 0 {
 		t.Fatalf("no new transition, got %v", types(evs))
 	}
-	if want := []string{"fail:r2", "join:r2+connect"}; !slices.Equal(kinds(acts), want) {
-		t.Fatalf("actions %v, want %v", kinds(acts), want)
+	if want := []string{"fail:r2", "join:r2+connect"}; !slices.Equal(kinds(repairs(acts)), want) {
+		t.Fatalf("actions %v, want %v", kinds(repairs(acts)), want)
 	}
-	if acts[0].Member != "nvme2n1" || acts[0].MDDevice != "/dev/md127" || acts[0].MDUUID != testMDUUID {
-		t.Fatalf("fail action %+v", acts[0])
+	if repairs(acts)[0].Member != "nvme2n1" || repairs(acts)[0].MDDevice != "/dev/md127" || repairs(acts)[0].MDUUID != testMDUUID {
+		t.Fatalf("fail action %+v", repairs(acts)[0])
 	}
 	c.FailGoneMembers = false
 	acts, _, _ = Decide(obsOf(observeVol(cfg, true, map[string]rs{"r2": {"gone", "U"}})), c, mem, t0.Add(20*time.Second))
-	if slices.Contains(kinds(acts), "fail:r2") {
+	if slices.Contains(kinds(repairs(acts)), "fail:r2") {
 		t.Fatal("failed a member with FailGoneMembers off")
 	}
 }
@@ -309,19 +321,19 @@ func TestDecideReplicaBackIsReAdded(t *testing.T) {
 	cfg := volCfg("vol-1", "60", "r1", "r2", "r3")
 	_, _, mem := Decide(obsOf(observeVol(cfg, true, map[string]rs{"r2": {"connecting", "F"}})), c, Memory{}, t0)
 	acts, evs, mem := Decide(obsOf(observeVol(cfg, true, map[string]rs{"r2": {"live", "F"}})), c, mem, t0.Add(10*time.Second))
-	if want := []string{"join:r2"}; !slices.Equal(kinds(acts), want) {
-		t.Fatalf("actions %v", kinds(acts))
+	if want := []string{"join:r2"}; !slices.Equal(kinds(repairs(acts)), want) {
+		t.Fatalf("actions %v", kinds(repairs(acts)))
 	}
-	if acts[0].Member != "nvme2n1" || acts[0].Replica.NQN != nqnOf("vol-1-r2") || acts[0].Replica.NamespaceUUID != nsUUID("vol-1-r2") {
-		t.Fatalf("join action %+v", acts[0])
+	if repairs(acts)[0].Member != "nvme2n1" || repairs(acts)[0].Replica.NQN != nqnOf("vol-1-r2") || repairs(acts)[0].Replica.NamespaceUUID != nsUUID("vol-1-r2") {
+		t.Fatalf("join action %+v", repairs(acts)[0])
 	}
 	if !slices.Equal(types(evs), []events.Type{events.HostReconnected, events.SessionEstablished}) {
 		t.Fatalf("events %v", types(evs))
 	}
-	mem = RecordOutcomes(mem, []Outcome{{Action: acts[0], Joined: true, ReAdded: true}}, c, t0.Add(11*time.Second))
+	mem = RecordOutcomes(mem, []Outcome{{Action: repairs(acts)[0], Joined: true, ReAdded: true}}, c, t0.Add(11*time.Second))
 	acts, evs, mem = Decide(obsOf(observeVol(cfg, true, map[string]rs{"r2": {"live", "S"}})), c, mem, t0.Add(12*time.Second))
-	if len(acts) != 0 || !slices.Equal(types(evs), []events.Type{events.SynchStarted}) {
-		t.Fatalf("syncing: %v %v", kinds(acts), types(evs))
+	if len(repairs(acts)) != 0 || !slices.Equal(types(evs), []events.Type{events.SynchStarted}) {
+		t.Fatalf("syncing: %v %v", kinds(repairs(acts)), types(evs))
 	}
 	if !evs[0].Time.Equal(t0.Add(11*time.Second)) || evs[0].Replica != "r2" {
 		t.Fatalf("synch started %+v", evs[0])
@@ -373,39 +385,39 @@ func TestDecideCompletesDeletion(t *testing.T) {
 	c := testConfig()
 	cfg := setState(volCfg("vol-1", "60", "r1", "r2", "r3"), "r3", volume.ReplicaDeleted)
 	acts, _, mem := Decide(obsOf(observeVol(cfg, true, nil)), c, Memory{}, t0)
-	if want := []string{"retire:r3+mark"}; !slices.Equal(kinds(acts), want) {
-		t.Fatalf("actions %v", kinds(acts))
+	if want := []string{"retire:r3+mark"}; !slices.Equal(kinds(repairs(acts)), want) {
+		t.Fatalf("actions %v", kinds(repairs(acts)))
 	}
 	// Two replicas stay: md's third slot goes with the deleted one.
-	if acts[0].Member != "nvme3n1" || acts[0].Slots != 2 {
-		t.Fatalf("retire %+v", acts[0])
+	if repairs(acts)[0].Member != "nvme3n1" || repairs(acts)[0].Slots != 2 {
+		t.Fatalf("retire %+v", repairs(acts)[0])
 	}
 	// Outage of the provisioner: no deletion is completed on a cached copy.
-	if acts, _, _ := Decide(obsOf(observeVol(cfg, false, nil)), c, Memory{}, t0); len(acts) != 0 {
-		t.Fatalf("acted on a stale configuration: %v", kinds(acts))
+	if acts, _, _ := Decide(obsOf(observeVol(cfg, false, nil)), c, Memory{}, t0); len(repairs(acts)) != 0 {
+		t.Fatalf("acted on a stale configuration: %v", kinds(repairs(acts)))
 	}
 	// A failed attempt backs off.
-	failed := RecordOutcomes(mem, []Outcome{{Action: acts[0], Err: fmt.Errorf("boom")}}, c, t0)
-	if acts, _, _ := Decide(obsOf(observeVol(cfg, true, nil)), c, failed, t0.Add(time.Second)); len(acts) != 0 {
-		t.Fatalf("retried at once: %v", kinds(acts))
+	failed := RecordOutcomes(mem, []Outcome{{Action: repairs(acts)[0], Err: fmt.Errorf("boom")}}, c, t0)
+	if acts, _, _ := Decide(obsOf(observeVol(cfg, true, nil)), c, failed, t0.Add(time.Second)); len(repairs(acts)) != 0 {
+		t.Fatalf("retried at once: %v", kinds(repairs(acts)))
 	}
-	if acts, _, _ := Decide(obsOf(observeVol(cfg, true, nil)), c, failed, t0.Add(c.RetryBase)); len(acts) != 1 {
-		t.Fatalf("not retried after backoff: %v", kinds(acts))
+	if acts, _, _ := Decide(obsOf(observeVol(cfg, true, nil)), c, failed, t0.Add(c.RetryBase)); len(repairs(acts)) != 1 {
+		t.Fatalf("not retried after backoff: %v", kinds(repairs(acts)))
 	}
-	mem = RecordOutcomes(mem, []Outcome{{Action: acts[0]}}, c, t0)
-	if acts, _, _ := Decide(obsOf(observeVol(cfg, true, map[string]rs{"r3": {"gone", "-"}})), c, mem, t0.Add(time.Second)); len(acts) != 0 {
-		t.Fatalf("after completion: %v", kinds(acts))
+	mem = RecordOutcomes(mem, []Outcome{{Action: repairs(acts)[0]}}, c, t0)
+	if acts, _, _ := Decide(obsOf(observeVol(cfg, true, map[string]rs{"r3": {"gone", "-"}})), c, mem, t0.Add(time.Second)); len(repairs(acts)) != 0 {
+		t.Fatalf("after completion: %v", kinds(repairs(acts)))
 	}
 	// Deleted while not even connected: only the mark.
 	acts, _, _ = Decide(obsOf(observeVol(cfg, true, map[string]rs{"r3": {"gone", "-"}})), c, Memory{}, t0)
-	if want := []string{"retire:r3+mark"}; !slices.Equal(kinds(acts), want) || acts[0].Member != "" {
-		t.Fatalf("actions %v", kinds(acts))
+	if want := []string{"retire:r3+mark"}; !slices.Equal(kinds(repairs(acts)), want) || repairs(acts)[0].Member != "" {
+		t.Fatalf("actions %v", kinds(repairs(acts)))
 	}
 	// The deleted replica is the only serving copy: it stays.
 	cfg2 := setState(volCfg("vol-1", "60", "r1", "r2"), "r2", volume.ReplicaDeleted)
 	acts, _, _ = Decide(obsOf(observeVol(cfg2, true, map[string]rs{"r1": {"live", "S"}})), c, Memory{}, t0)
-	if len(acts) != 0 {
-		t.Fatalf("took out the last good copy: %v", kinds(acts))
+	if len(repairs(acts)) != 0 {
+		t.Fatalf("took out the last good copy: %v", kinds(repairs(acts)))
 	}
 }
 
@@ -503,8 +515,8 @@ func TestDecideReplaceRules(t *testing.T) {
 		cfg := volCfg("vol-1", "1", "r1", "r2", "r3")
 		_, _, mem := Decide(obsOf(observeVol(cfg, true, map[string]rs{"r2": {"gone", "F"}})), c, Memory{}, t0)
 		acts, _, _ := Decide(obsOf(observeVol(cfg, true, map[string]rs{"r2": {"live", "F"}})), c, mem, t0.Add(time.Hour))
-		if !slices.Equal(kinds(acts), []string{"join:r2"}) {
-			t.Fatalf("actions %v", kinds(acts))
+		if !slices.Equal(kinds(repairs(acts)), []string{"join:r2"}) {
+			t.Fatalf("actions %v", kinds(repairs(acts)))
 		}
 	})
 	t.Run("no other serving replica", func(t *testing.T) {
@@ -521,8 +533,8 @@ func TestDecideReplaceRules(t *testing.T) {
 		cfg := volCfg("vol-1", "1", "r1", "r2", "r3")
 		_, _, mem := Decide(obsOf(observeVol(cfg, true, map[string]rs{"r2": {"gone", "F"}})), c, Memory{}, t0)
 		acts, evs, _ := Decide(obsOf(observeVol(cfg, false, map[string]rs{"r2": {"gone", "F"}})), c, mem, t0.Add(time.Hour))
-		if len(acts) != 0 || len(evs) != 0 {
-			t.Fatalf("stale config: %v %v", kinds(acts), types(evs))
+		if len(repairs(acts)) != 0 || len(evs) != 0 {
+			t.Fatalf("stale config: %v %v", kinds(repairs(acts)), types(evs))
 		}
 	})
 	t.Run("failed request waits", func(t *testing.T) {
@@ -543,8 +555,8 @@ func TestDecideReplaceRules(t *testing.T) {
 			}
 		}
 		acts, _, _ = Decide(obsOf(observeVol(cfg, true, map[string]rs{"r2": {"gone", "F"}})), c, mem, t0.Add(time.Hour+c.ReplaceRetry))
-		if !slices.Contains(kinds(acts), "replace:r2") {
-			t.Fatalf("not asked again after %s: %v", c.ReplaceRetry, kinds(acts))
+		if !slices.Contains(kinds(repairs(acts)), "replace:r2") {
+			t.Fatalf("not asked again after %s: %v", c.ReplaceRetry, kinds(repairs(acts)))
 		}
 	})
 }
@@ -640,8 +652,8 @@ func TestDecideReplacedReplicaReturningDuringSync(t *testing.T) {
 		}
 		o := observeVol(cfgSeen, fresh, map[string]rs{"r2": {"live", "-"}, "r4": {"live", "S"}})
 		acts, evs, _ := Decide(obsOf(o), c, mem, t0.Add(2*time.Minute))
-		if want := []string{"retire:r2"}; !slices.Equal(kinds(acts), want) {
-			t.Fatalf("fresh=%v: actions %v, want %v", fresh, kinds(acts), want)
+		if want := []string{"retire:r2"}; !slices.Equal(kinds(repairs(acts)), want) {
+			t.Fatalf("fresh=%v: actions %v, want %v", fresh, kinds(repairs(acts)), want)
 		}
 		if count(evs, events.VolumeDegraded) != 0 {
 			t.Fatalf("fresh=%v: replacement syncing reported as new degradation: %v", fresh, types(evs))
@@ -649,8 +661,8 @@ func TestDecideReplacedReplicaReturningDuringSync(t *testing.T) {
 	}
 	// md still holds the returning replica's faulty member: out with it too.
 	acts, _, _ = Decide(obsOf(observeVol(next, true, map[string]rs{"r2": {"live", "F"}, "r4": {"live", "S"}})), c, mem, t0.Add(2*time.Minute))
-	if !slices.Equal(kinds(acts), []string{"retire:r2"}) || acts[0].Member != "nvme2n1" {
-		t.Fatalf("actions %v", kinds(acts))
+	if !slices.Equal(kinds(repairs(acts)), []string{"retire:r2"}) || repairs(acts)[0].Member != "nvme2n1" {
+		t.Fatalf("actions %v", kinds(repairs(acts)))
 	}
 	// Sync done: Healed names the replica that was missing; the
 	// replacement ends and no longer counts.

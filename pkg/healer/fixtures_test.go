@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
@@ -120,6 +121,7 @@ type fakeProv struct {
 	marked   []string
 	reports  [][]events.Event
 	failNext int
+	syncs    []string
 }
 
 func newFakeProv(vols map[string]*volume.Volume) *fakeProv {
@@ -206,3 +208,27 @@ func (p *fakeProv) setDown(d bool) {
 }
 
 func removeFile(p string) error { return os.Remove(p) }
+
+func (p *fakeProv) ReportReplicaSync(_ context.Context, volID, id string, inSync bool, at time.Time, events uint64, node string) (*volume.Volume, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.down {
+		return nil, volume.ErrUnavailable
+	}
+	v, ok := p.vols[volID]
+	if !ok {
+		return nil, volume.ErrNotFound
+	}
+	p.syncs = append(p.syncs, fmt.Sprintf("%s/%s in-sync=%v events=%d node=%s", volID, id, inSync, events, node))
+	for i := range v.Replicas {
+		if v.Replicas[i].ID != id {
+			continue
+		}
+		if inSync {
+			v.Replicas[i].OutOfSyncSince, v.Replicas[i].OutOfSyncAtEvents = time.Time{}, 0
+		} else if v.Replicas[i].InSync() {
+			v.Replicas[i].OutOfSyncSince, v.Replicas[i].OutOfSyncAtEvents = at, events
+		}
+	}
+	return v, nil
+}

@@ -254,6 +254,11 @@ const (
 	// past maxReplicaDownTime, takes the old member out of md, and joins
 	// the new replica.
 	ActReplace ActionKind = "replace"
+	// ActRecordSync records at the provisioner that the replica stopped
+	// (InSync false) or resumed holding every write: the record NodeStage
+	// on any node starts arrays by. Not paced, never waiting for a
+	// volume's lock: it changes nothing here.
+	ActRecordSync ActionKind = "record-sync"
 )
 
 // Action is one repair.
@@ -272,6 +277,8 @@ type Action struct {
 	// Auth is the volume's authentication mode ("" = none):
 	// a connect for host or bidirectional never goes without secrets.
 	Auth storageclass.Authentication
+	// InSync, on ActRecordSync: the state to record.
+	InSync bool
 	// Mark: retire marks the replica removed at the provisioner.
 	Mark bool
 	// Slots, on the retire of a deleted replica: how many replicas the

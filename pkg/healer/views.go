@@ -32,6 +32,9 @@ type replicaView struct {
 	endpoints                    []volume.Endpoint
 	// state is the provisioner's state; "" when unknown (no config).
 	state volume.ReplicaState
+	// recordedInSync: the provisioner's record says the replica holds
+	// every write (false when it says otherwise or has no record of it).
+	recordedInSync bool
 	// staged: recorded in the staging state (NodeStage or the healer
 	// connected it), so its connection is expected.
 	staged bool
@@ -71,6 +74,12 @@ func (r *replicaView) syncing() bool {
 
 func (r *replicaView) down() bool { return r.active() && !r.serving() && !r.syncing() }
 
+// inSyncMember: md holds the replica as an in-sync member, whatever its
+// link: md fails it (and it starts missing writes) only on an error.
+func (r *replicaView) inSyncMember() bool {
+	return r.member != nil && r.member.InSync && !r.member.Faulty
+}
+
 // expected: this node holds (or should hold) a connection to the replica.
 func (r *replicaView) expected() bool { return r.active() && r.staged && r.storageNode != "" }
 
@@ -98,6 +107,7 @@ func buildViews(v VolumeObservation, vm *VolumeMemory) []*replicaView {
 		for _, r := range v.Record.Replicas {
 			rv := get(r.ID)
 			rv.nqn, rv.nsUUID, rv.storageNode, rv.state = r.NQN, r.NamespaceUUID, r.StorageNode, r.State
+			rv.recordedInSync = r.InSync()
 			rv.endpoints = r.Endpoints
 		}
 	}

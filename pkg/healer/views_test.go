@@ -16,7 +16,7 @@ func TestDecideMemberMapping(t *testing.T) {
 	}
 	for _, m := range []Memory{mem, {}} { // by remembered name, then by elimination
 		acts, _, _ := Decide(obsOf(observeVol(cfg, true, map[string]rs{"r2": {"gone", "X"}})), c, m, t0.Add(time.Second))
-		if len(acts) == 0 || acts[0].Kind != ActFail || acts[0].Member != "nvme2n1" {
+		if len(repairs(acts)) == 0 || repairs(acts)[0].Kind != ActFail || repairs(acts)[0].Member != "nvme2n1" {
 			t.Fatalf("actions %+v", acts)
 		}
 	}

@@ -1,6 +1,9 @@
 package volume
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Provisioner is the volume registry as the CSI driver needs it. The real
 // implementation is an adapter over the provisioner's gRPC client that maps
@@ -47,6 +50,13 @@ type Provisioner interface {
 	ReportAudit(ctx context.Context, rec AuditRecord) error
 	// Ping succeeds when the provisioner is reachable and serving.
 	Ping(ctx context.Context) error
+	// ReportReplicaSync records that a replica stopped (inSync false) or
+	// resumed (true) holding every acknowledged write, as the node saw md
+	// at observedAt (arrayEvents: the array's md event count, 0 when
+	// unknown). Recording out of sync keeps the earliest time; a report
+	// that would leave no active replica in sync gives
+	// ErrFailedPrecondition. It returns the volume as recorded.
+	ReportReplicaSync(ctx context.Context, volumeID, replicaID string, inSync bool, observedAt time.Time, arrayEvents uint64, nodeID string) (*Volume, error)
 	// GetHostCredentials returns the NVMe in-band authentication secrets
 	// between hostNQN and every storage node that demands them (none: an
 	// empty list). The node uses them for every replica on those storage

@@ -34,7 +34,10 @@ type Provisioner struct {
 	creds map[string][]volume.Credentials
 	// Err, when set, is returned by every volume call (an unreachable
 	// provisioner).
-	Err error
+	Err         error
+	syncReports []SyncReport
+	// ReportSyncErr, when set, fails ReportReplicaSync only.
+	ReportSyncErr error
 }
 
 // NewProvisioner returns a registry with capacity bytes of replica space.
@@ -287,6 +290,10 @@ func (p *Provisioner) ReportReplicaSync(_ context.Context, volumeID, replicaID s
 	if p.Err != nil {
 		return nil, p.Err
 	}
+	if p.ReportSyncErr != nil {
+		return nil, p.ReportSyncErr
+	}
+	p.syncReports = append(p.syncReports, SyncReport{VolumeID: volumeID, ReplicaID: replicaID, InSync: inSync, NodeID: nodeID})
 	if !inSync && observedAt.IsZero() {
 		return nil, fmt.Errorf("observed_at is required when in_sync is false: %w", volume.ErrInvalidArgument)
 	}
@@ -372,3 +379,16 @@ func (p *Provisioner) GetHostCredentials(_ context.Context, host string) ([]volu
 }
 
 var _ volume.Provisioner = (*Provisioner)(nil)
+
+// SyncReport is one ReportReplicaSync call.
+type SyncReport struct {
+	VolumeID, ReplicaID, NodeID string
+	InSync                      bool
+}
+
+// SyncReports returns the ReportReplicaSync calls so far.
+func (p *Provisioner) SyncReports() []SyncReport {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.syncReports)
+}

@@ -1,0 +1,102 @@
+package driver_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/nvmirror/nvmirror/pkg/volume"
+)
+
+// An array assembled without a replica takes writes it misses: the replica
+// is recorded out of sync before the volume is mounted, once.
+func TestStageRecordsReplicasTheArrayRunsWithout(t *testing.T) {
+	e := newEnv(t)
+	id := e.create("v", "3")
+	e.publish(id)
+	must(t, e.stage(id, mountCap))
+	if r := e.prov.SyncReports(); len(r) != 0 {
+		t.Fatalf("a whole array reported %+v", r)
+	}
+	must(t, e.unstage(id))
+
+	away := e.volume(id).Replicas[2]
+	e.fabric.SetDown(away.NQN, true)
+	must(t, e.stage(id, mountCap))
+	r := e.prov.SyncReports()
+	if len(r) != 1 || r[0].ReplicaID != away.ID || r[0].InSync || r[0].NodeID != e.nodeID() {
+		t.Fatalf("reports %+v, want replica %s out of sync from this node", r, away.ID)
+	}
+	for _, rep := range e.volume(id).Replicas {
+		if rep.InSync() == (rep.ID == away.ID) {
+			t.Errorf("replica %s: in sync %v", rep.ID, rep.InSync())
+		}
+	}
+	must(t, e.stage(id, mountCap)) // a retry finds it recorded already
+	if n := len(e.prov.SyncReports()); n != 1 {
+		t.Errorf("%d reports after a retried stage, want 1", n)
+	}
+}
+
+// The stale-leg sequence: B misses writes, the node goes, A is away and B
+// is back. Starting the array from B alone would roll the volume back, so
+// NodeStage refuses, says why and what to do, and leaves nothing behind;
+// with A back it stages from both.
+func TestStageRefusesStaleReplicasAlone(t *testing.T) {
+	e := newEnv(t)
+	id := e.create("v", "2")
+	e.publish(id)
+	must(t, e.stage(id, mountCap))
+	must(t, e.unstage(id))
+	v := e.volume(id)
+	a, b := v.Replicas[0], v.Replicas[1]
+	since := time.Date(2026, 12, 4, 9, 30, 0, 0, time.UTC)
+	e.prov.Update(id, func(v *volume.Volume) { v.Replicas[1].OutOfSyncSince = since })
+	e.fabric.SetDown(a.NQN, true)
+
+	err := e.stage(id, mountCap)
+	wantCode(t, err, codes.FailedPrecondition)
+	msg := status.Convert(err).Message()
+	for _, want := range []string{b.ID + " are out of sync since 2026-12-04T09:30:00Z", a.ID + " on storage nodes " + a.StorageNode,
+		"nvmirrorctl promote " + id + " " + b.ID + " --accept-data-loss"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("message %q lacks %q", msg, want)
+		}
+	}
+	if len(e.raid.Arrays()) != 0 || len(e.ini.Connected()) != 0 || e.mounted(e.staging(id)) {
+		t.Fatalf("refused stage left arrays %v, connections %v", e.raid.Arrays(), e.ini.Connected())
+	}
+	if _, err := os.Stat(filepath.Join(e.opts.StateDir, id+".json")); !os.IsNotExist(err) {
+		t.Fatal("state left after a refused stage")
+	}
+
+	e.fabric.SetDown(a.NQN, false)
+	must(t, e.stage(id, mountCap))
+	arr, err := e.raid.ReadArray(filepath.Base(e.raid.Arrays()[0]))
+	must(t, err)
+	if len(arr.Members) != 2 {
+		t.Fatalf("array %+v, want both replicas (md brings the stale one up to date)", arr)
+	}
+}
+
+// The record comes before the writes: a provisioner that cannot record the
+// missing replica fails the stage, and the array is stopped again.
+func TestStageFailsWhenTheMissingReplicaCannotBeRecorded(t *testing.T) {
+	e := newEnv(t)
+	id := e.create("v", "2")
+	e.publish(id)
+	must(t, e.stage(id, mountCap))
+	must(t, e.unstage(id))
+	e.fabric.SetDown(e.volume(id).Replicas[1].NQN, true)
+	e.prov.ReportSyncErr = errors.Join(volume.ErrUnavailable, errors.New("provisioner down"))
+	wantCode(t, e.stage(id, mountCap), codes.Unavailable)
+	if len(e.raid.Arrays()) != 0 || e.mounted(e.staging(id)) {
+		t.Fatalf("failed stage left arrays %v", e.raid.Arrays())
+	}
+}
