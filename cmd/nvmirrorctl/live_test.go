@@ -196,3 +196,52 @@ func TestAgainstRunningProvisioner(t *testing.T) {
 		t.Errorf("rotate-keys without a volume: %v", err)
 	}
 }
+
+// TestPromoteAgainstRunningProvisioner: without --accept-data-loss nothing
+// reaches the registry; with it, the replica is in sync and the promotion
+// is audited.
+func TestPromoteAgainstRunningProvisioner(t *testing.T) {
+	p := startLiveProvisioner(t)
+	ctx := context.Background()
+	v, err := p.svc.CreateVolume(ctx, provisioner.CreateRequest{Name: "pvc-1", SizeBytes: 1 << 30, Parameters: map[string]string{"numReplicas": "2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := v.Replicas[1].ID
+	at := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
+	if _, err := p.svc.ReportReplicaSync(ctx, provisioner.SyncReport{VolumeID: v.ID, ReplicaID: stale, ObservedAt: at, ArrayEvents: 42, NodeID: "worker-1"}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := p.ctl(t, "volume", v.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, "volume", out, "in sync", "out of sync since 2026-05-01T10:00:00Z (md events 42)")
+
+	_, err = p.ctl(t, "promote", v.ID, stale, "--reason", "drill")
+	var ue usageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--accept-data-loss") || !strings.Contains(err.Error(), "since 2026-05-01T10:00:00Z") {
+		t.Errorf("promote without --accept-data-loss: %v", err)
+	}
+	if got, _ := p.svc.GetVolume(ctx, v.ID); got.Replica(stale).InSync() {
+		t.Fatal("a refused promote changed the registry")
+	}
+
+	out, err = p.ctl(t, "promote", v.ID, stale, "--accept-data-loss", "--reason", "drill")
+	if err != nil {
+		t.Fatalf("promote: %v", err)
+	}
+	mustContain(t, "promote", out, stale, "in sync")
+	if got, _ := p.svc.GetVolume(ctx, v.ID); !got.Replica(stale).InSync() {
+		t.Error("promote did not reach the registry")
+	}
+	out, err = p.ctl(t, "events", "--volume", v.ID, "--type", "Audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, "audit events", out, "PromoteReplicas", "WARNING", "drill")
+	// The provisioner's refusal of a replica of no volume names it.
+	if _, err := p.ctl(t, "promote", v.ID, "rep-nope", "--accept-data-loss"); err == nil || !strings.Contains(err.Error(), "rep-nope") {
+		t.Errorf("promote of an unknown replica: %v", err)
+	}
+}

@@ -7,6 +7,7 @@
 //	nvmirrorctl [global flags] nodes
 //	nvmirrorctl [global flags] set VOLUME_ID maxReplicaDownTime=MINUTES
 //	nvmirrorctl [global flags] rotate-keys VOLUME_ID
+//	nvmirrorctl [global flags] promote VOLUME_ID REPLICA_ID [REPLICA_ID...] --accept-data-loss [--reason TEXT]
 package main
 
 import (
@@ -45,6 +46,10 @@ commands:
                               storage nodes; the node re-authenticates its live connections with
                               them at its next healing check (no I/O stops). Rerun to complete a
                               rotation a storage node missed.
+  promote VOLUME_ID REPLICA_ID... --accept-data-loss [--reason TEXT]
+                              DATA LOSS: mark out-of-sync replicas in sync so the volume can start
+                              from them when its in-sync replicas are gone for good; the writes
+                              acknowledged while they were out of sync are lost. Audited.
 
 global flags:
 `
@@ -206,6 +211,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if failed := failedRotations(resp); len(failed) > 0 {
 			return fmt.Errorf("rotation pending on storage nodes %s: run rotate-keys %s again when they are reachable", strings.Join(failed, ", "), cargs[0])
 		}
+	case "promote":
+		pa, err := parsePromote(cargs, stderr)
+		if err != nil {
+			return err
+		}
+		if !pa.acceptDataLoss {
+			// Read only, to say what would be lost; a volume that cannot
+			// be read is still refused, with less detail.
+			resp, _ := c.GetVolume(ctx, &api.GetVolumeRequest{VolumeId: pa.volumeID})
+			return promoteRefusal(pa, resp.GetVolume())
+		}
+		resp, err := c.PromoteReplicas(ctx, &api.PromoteReplicasRequest{VolumeId: pa.volumeID, ReplicaIds: pa.replicaIDs, AcceptDataLoss: true, Reason: pa.reason})
+		if err != nil {
+			return err
+		}
+		if json {
+			return renderJSON(stdout, resp.GetVolume())
+		}
+		renderPromoted(stdout, pa, resp.GetVolume())
 	default:
 		fs.Usage()
 		return usagef("unknown command %q", cmd)

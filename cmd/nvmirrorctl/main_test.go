@@ -69,7 +69,8 @@ func testVolume(now time.Time) *api.Volume {
 		Metadata:   map[string]string{"csi.storage.k8s.io/pvc/name": "data", "csi.storage.k8s.io/pvc/namespace": "db"},
 		Replicas: []*api.Replica{
 			{Id: "r1", StorageNode: "sn1", State: api.ReplicaState_REPLICA_STATE_ACTIVE, Endpoints: []*api.Endpoint{{Address: "10.0.0.1", Port: "4420"}}},
-			{Id: "r2", StorageNode: "sn2", State: api.ReplicaState_REPLICA_STATE_ACTIVE},
+			{Id: "r2", StorageNode: "sn2", State: api.ReplicaState_REPLICA_STATE_ACTIVE,
+				OutOfSyncSince: timestamppb.New(now.Add(-time.Hour)), OutOfSyncAtEvents: 42},
 			{Id: "r3", StorageNode: "sn3", State: api.ReplicaState_REPLICA_STATE_DELETED},
 			{Id: "r0", StorageNode: "sn4", State: api.ReplicaState_REPLICA_STATE_REMOVED},
 		},
@@ -99,7 +100,8 @@ func TestRenderVolume(t *testing.T) {
 	var b bytes.Buffer
 	renderVolume(&b, testVolume(now), nodes, evs, now)
 	out := b.String()
-	for _, want := range []string{"Replicas:", "2 active of 3", "maxReplicaDownTime=60 numReplicas=3", "rack-a", "10.0.0.1:4420", "deleted", "removed", "VolumeDegraded", "fatal", "1 of 3 replicas missing", "NodeStageVolume OK worker-1"} {
+	for _, want := range []string{"SYNC", "in sync", "out of sync since 2026-11-21T11:00:00Z (md events 42)",
+		"Replicas:", "2 active of 3", "maxReplicaDownTime=60 numReplicas=3", "rack-a", "10.0.0.1:4420", "deleted", "removed", "VolumeDegraded", "fatal", "1 of 3 replicas missing", "NodeStageVolume OK worker-1"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("volume view lacks %q:\n%s", want, out)
 		}
@@ -113,5 +115,71 @@ func TestRenderJSON(t *testing.T) {
 	}
 	if !strings.Contains(b.String(), `"id": "vol-1"`) || !strings.Contains(b.String(), `"sizeBytes": "5"`) {
 		t.Fatalf("json %s", b.String())
+	}
+}
+
+func TestRenderVolumeSyncPerReplica(t *testing.T) {
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	var b bytes.Buffer
+	renderVolume(&b, testVolume(now), nil, nil, now)
+	rows := map[string]string{}
+	for _, line := range strings.Split(b.String(), "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			rows[f[0]] = line
+		}
+	}
+	for id, want := range map[string]string{"r1": "in sync", "r2": "out of sync since 2026-11-21T11:00:00Z (md events 42)"} {
+		if !strings.Contains(rows[id], want) {
+			t.Errorf("replica %s row %q lacks %q", id, rows[id], want)
+		}
+	}
+	// A replica on its way out makes no claim about its data.
+	for _, id := range []string{"r3", "r0"} {
+		if strings.Contains(rows[id], "sync") {
+			t.Errorf("replica %s row shows a sync state: %q", id, rows[id])
+		}
+	}
+}
+
+func TestParsePromote(t *testing.T) {
+	for _, args := range [][]string{
+		{"vol-1", "r1", "r2", "--accept-data-loss", "--reason", "fire"},
+		{"--accept-data-loss", "vol-1", "r1", "--reason=fire", "r2"},
+	} {
+		pa, err := parsePromote(args, &bytes.Buffer{})
+		if err != nil || pa.volumeID != "vol-1" || strings.Join(pa.replicaIDs, ",") != "r1,r2" || !pa.acceptDataLoss || pa.reason != "fire" {
+			t.Errorf("parsePromote(%q) = %+v, %v", args, pa, err)
+		}
+	}
+	pa, err := parsePromote([]string{"vol-1", "r1"}, &bytes.Buffer{})
+	if err != nil || pa.acceptDataLoss {
+		t.Errorf("without the flag: %+v, %v", pa, err)
+	}
+	var ue usageError
+	for _, bad := range [][]string{{"vol-1"}, {"vol-1", "--accept-data-loss"}, {"vol-1", "r1", "--force"}} {
+		if _, err := parsePromote(bad, &bytes.Buffer{}); !errors.As(err, &ue) {
+			t.Errorf("parsePromote(%q) = %v, want a usage error", bad, err)
+		}
+	}
+}
+
+func TestPromoteRefusalSaysWhatIsLost(t *testing.T) {
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	v := testVolume(now)
+	err := promoteRefusal(promoteArgs{volumeID: "vol-1", replicaIDs: []string{"r2", "r1", "r3", "rx"}}, v)
+	var ue usageError
+	if !errors.As(err, &ue) {
+		t.Fatalf("refusal %v is not a usage error", err)
+	}
+	for _, want := range []string{"--accept-data-loss", "vol-1", "r2 (out of sync since 2026-11-21T11:00:00Z (md events 42))", "r1 (in sync)",
+		"r3 (deleted, not active)", "rx (not a replica of this volume)",
+		"acknowledged while these replicas were out of sync, since 2026-11-21T11:00:00Z", "nothing was changed"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("refusal lacks %q: %v", want, err)
+		}
+	}
+	// Without the volume (it could not be read), still refused, naming the flag.
+	if err := promoteRefusal(promoteArgs{volumeID: "vol-1", replicaIDs: []string{"r2"}}, nil); err == nil || !strings.Contains(err.Error(), "--accept-data-loss") {
+		t.Errorf("refusal without the volume: %v", err)
 	}
 }

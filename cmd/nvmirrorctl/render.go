@@ -45,6 +45,20 @@ func since(ts interface{ AsTime() time.Time }, isSet bool, now time.Time) string
 	return fmt.Sprintf("%s (%s ago)", t.UTC().Format(time.RFC3339), now.Sub(t).Round(time.Second))
 }
 
+// syncState is whether the registry holds the replica to have every
+// acknowledged write. Only active replicas serve the volume; for the others
+// it would read as a claim about a copy that is on its way out, so it is
+// not shown.
+func syncState(r *api.Replica) string {
+	if r.GetState() != api.ReplicaState_REPLICA_STATE_ACTIVE {
+		return "-"
+	}
+	if r.GetOutOfSyncSince() == nil {
+		return "in sync"
+	}
+	return fmt.Sprintf("out of sync since %s (md events %d)", r.GetOutOfSyncSince().AsTime().UTC().Format(time.RFC3339), r.GetOutOfSyncAtEvents())
+}
+
 func pvcOf(v *api.Volume) string {
 	md := v.GetMetadata()
 	if md["csi.storage.k8s.io/pvc/name"] == "" {
@@ -99,7 +113,7 @@ func renderVolume(w io.Writer, v *api.Volume, nodes map[string]*api.StorageNode,
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "REPLICA\tSTORAGE NODE\tZONE\tRACK\tSTATE\tENDPOINT")
+	fmt.Fprintln(tw, "REPLICA\tSTORAGE NODE\tZONE\tRACK\tSTATE\tSYNC\tENDPOINT")
 	for _, r := range v.GetReplicas() {
 		zone, rack := r.GetZone(), r.GetRack()
 		if n := nodes[r.GetStorageNode()]; n != nil {
@@ -114,7 +128,7 @@ func renderVolume(w io.Writer, v *api.Volume, nodes map[string]*api.StorageNode,
 		if eps := r.GetEndpoints(); len(eps) > 0 {
 			ep = eps[0].GetAddress() + ":" + eps[0].GetPort()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.GetId(), r.GetStorageNode(), orDash(zone), orDash(rack), replicaState(r.GetState()), ep)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetId(), r.GetStorageNode(), orDash(zone), orDash(rack), replicaState(r.GetState()), syncState(r), ep)
 	}
 	tw.Flush()
 	if len(evs) > 0 {

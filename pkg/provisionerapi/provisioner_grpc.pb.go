@@ -95,9 +95,11 @@ type ProvisionerClient interface {
 	// missing_replica_id stayed away past maxReplicaDownTime, placed by the
 	// volume's StorageClass rules away from the nodes holding the volume, and
 	// published to the volume's host. The missing replica is marked removed
-	// (deleted from its node when the node returns). Idempotent: a retry
-	// returns the same new replica. FailedPrecondition when the volume already
-	// has four replicas in its configuration.
+	// (deleted from its node when the node returns). The new replica starts
+	// out of sync (it is empty) until the node reports it in sync
+	// (ReportReplicaSync). Idempotent: a retry returns the same new replica.
+	// FailedPrecondition when the volume already has four replicas in its
+	// configuration, or when the missing replica is its last in-sync one.
 	ReplaceReplica(ctx context.Context, in *ReplaceReplicaRequest, opts ...grpc.CallOption) (*ReplaceReplicaResponse, error)
 	// MarkReplicaRemoved records that the node removed a deleted replica from
 	// its md array, completing the deletion.
@@ -109,7 +111,8 @@ type ProvisionerClient interface {
 	// replica's data is deleted on its storage node now or, if that node is
 	// unreachable, by the sweeper when it returns. Refused
 	// (FailedPrecondition, the message says why) for the last active replica
-	// of a volume, and while the volume is being created (Unavailable).
+	// of a volume or its last in-sync one, and while the volume is being
+	// created (Unavailable).
 	// Idempotent: a replica already deleting, deleted or removed returns the
 	// volume. Unknown volume or replica: NotFound.
 	DeleteReplica(ctx context.Context, in *DeleteReplicaRequest, opts ...grpc.CallOption) (*VolumeResponse, error)
@@ -380,9 +383,11 @@ type ProvisionerServer interface {
 	// missing_replica_id stayed away past maxReplicaDownTime, placed by the
 	// volume's StorageClass rules away from the nodes holding the volume, and
 	// published to the volume's host. The missing replica is marked removed
-	// (deleted from its node when the node returns). Idempotent: a retry
-	// returns the same new replica. FailedPrecondition when the volume already
-	// has four replicas in its configuration.
+	// (deleted from its node when the node returns). The new replica starts
+	// out of sync (it is empty) until the node reports it in sync
+	// (ReportReplicaSync). Idempotent: a retry returns the same new replica.
+	// FailedPrecondition when the volume already has four replicas in its
+	// configuration, or when the missing replica is its last in-sync one.
 	ReplaceReplica(context.Context, *ReplaceReplicaRequest) (*ReplaceReplicaResponse, error)
 	// MarkReplicaRemoved records that the node removed a deleted replica from
 	// its md array, completing the deletion.
@@ -394,7 +399,8 @@ type ProvisionerServer interface {
 	// replica's data is deleted on its storage node now or, if that node is
 	// unreachable, by the sweeper when it returns. Refused
 	// (FailedPrecondition, the message says why) for the last active replica
-	// of a volume, and while the volume is being created (Unavailable).
+	// of a volume or its last in-sync one, and while the volume is being
+	// created (Unavailable).
 	// Idempotent: a replica already deleting, deleted or removed returns the
 	// volume. Unknown volume or replica: NotFound.
 	DeleteReplica(context.Context, *DeleteReplicaRequest) (*VolumeResponse, error)

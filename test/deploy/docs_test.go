@@ -36,18 +36,21 @@ func TestDocsNameRealFlags(t *testing.T) {
 			known[f] = true
 		}
 	}
-	// nvmirrorctl events has flags of its own; its usage needs a token file.
+	// nvmirrorctl events and promote have flags of their own; their usage
+	// needs a token file.
 	tok := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tok, []byte("x\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, _ := exec.Command(filepath.Join(binDir(t), "nvmirrorctl"), "--token-file="+tok, "--provisioner=127.0.0.1:1", "events", "-h").CombinedOutput()
-	for _, line := range strings.Split(string(out), "\n") {
-		if m := flagLine.FindStringSubmatch(line); m != nil {
-			known[m[1]] = true
+	for _, sub := range []string{"events", "promote"} {
+		out, _ := exec.Command(filepath.Join(binDir(t), "nvmirrorctl"), "--token-file="+tok, "--provisioner=127.0.0.1:1", sub, "-h").CombinedOutput()
+		for _, line := range strings.Split(string(out), "\n") {
+			if m := flagLine.FindStringSubmatch(line); m != nil {
+				known[m[1]] = true
+			}
 		}
 	}
-	if !known["volume"] || !known["heal-interval"] || !known["http-address"] {
+	if !known["volume"] || !known["accept-data-loss"] || !known["heal-interval"] || !known["http-address"] {
 		t.Fatalf("flag sets look incomplete: %v", known)
 	}
 
