@@ -599,6 +599,10 @@ func TestHealer(t *testing.T) {
 		dropCaches(t)
 		verifyFiles(t, mergeSums(before, during))
 	})
+
+	t.Run("a stale replica is never served alone", func(t *testing.T) {
+		testStaleReplicaNeverServed(t, s, c, p, md, tgt, ini)
+	})
 }
 
 func slicesContains(s []string, v string) bool {

@@ -1,0 +1,188 @@
+//go:build vmguest
+
+package kernel
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/nvmirror/nvmirror/pkg/mdraid"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
+	"github.com/nvmirror/nvmirror/pkg/provisionerclient"
+	"github.com/nvmirror/nvmirror/pkg/volume"
+)
+
+// testStaleReplicaNeverServed is the data-loss sequence the registry's sync
+// state exists for, on the real kernel: 2 replicas A and B; B drops off and
+// md fails it while fsync'ed writes go on to A; the node lets go of the
+// volume; A becomes unreachable and B comes back. NodeStage must refuse to
+// start the volume from B alone (it would serve the volume as it was before
+// B dropped), naming B and where A is; once A is back the volume stages with
+// every acknowledged write, B is brought up to date (registry in sync again)
+// and an md check finds the legs identical.
+func testStaleReplicaNeverServed(t *testing.T, s *stack, c csiClients, p *provisionerclient.Client, md *mdraid.Manager, tgt *nvmet.Target, ini *host.Initiator) {
+	vol := provisionVolume(t, c, "stale-leg", 64<<20, map[string]string{"numReplicas": "2", "maxReplicaDownTime": "600"})
+	before := writeFiles(t, vol.target, "before", 4, 1<<20)
+	v, err := p.GetVolume(ctxTimeout(t, 10*time.Second), vol.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replicas := v.ActiveReplicas()
+	a, b := replicas[0], replicas[1]
+	nodeA, nodeB := agentNamed(t, s, a.StorageNode), agentNamed(t, s, b.StorageNode)
+	arrName := mdOf(t, md, v).Name
+
+	// B drops off; the writes after it are acknowledged by A alone.
+	cutAt := time.Now()
+	if err := tgt.UnlinkSubsystem(nodeB.portID, b.NQN); err != nil {
+		t.Fatal(err)
+	}
+	during := writeFiles(t, vol.target, "during", 10, 256<<10)
+	var mdFailedAt time.Time
+	waitFor(t, 60*time.Second, "md to run without B", func() (bool, string) {
+		arr, err := md.ReadArray(arrName)
+		if err != nil {
+			return false, err.Error()
+		}
+		if arr.Degraded > 0 {
+			mdFailedAt = time.Now()
+			return true, ""
+		}
+		return false, describe(arr)
+	})
+	var recordedAt time.Time
+	waitFor(t, 60*time.Second, "the registry to record B out of sync", func() (bool, string) {
+		cur, err := p.GetVolume(ctxTimeout(t, 10*time.Second), vol.id)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, r := range cur.Replicas {
+			if r.ID == b.ID && !r.InSync() {
+				recordedAt = time.Now()
+				t.Logf("WINDOW: B recorded out of sync since %s (md events %d); md ran degraded %v after the cut, the registry knew %v after that (polled every 100 ms, so both are upper bounds)",
+					r.OutOfSyncSince.Format(time.RFC3339Nano), r.OutOfSyncAtEvents, mdFailedAt.Sub(cutAt).Round(time.Millisecond), recordedAt.Sub(mdFailedAt).Round(time.Millisecond))
+				return true, ""
+			}
+		}
+		return false, "B still recorded in sync"
+	})
+	for _, r := range mustVolume(t, p, vol.id).Replicas {
+		if r.ID == a.ID && !r.InSync() {
+			t.Fatalf("A recorded out of sync: %+v", r)
+		}
+	}
+
+	// The node lets go of the volume; then A is away and B is back.
+	nodeCall(t, "NodeUnpublishVolume", func() error {
+		_, err := c.node.NodeUnpublishVolume(ctxTimeout(t, time.Minute), &csi.NodeUnpublishVolumeRequest{VolumeId: vol.id, TargetPath: vol.target})
+		return err
+	})
+	nodeCall(t, "NodeUnstageVolume", func() error {
+		_, err := c.node.NodeUnstageVolume(ctxTimeout(t, 2*time.Minute), &csi.NodeUnstageVolumeRequest{VolumeId: vol.id, StagingTargetPath: vol.staging})
+		return err
+	})
+	if err := tgt.UnlinkSubsystem(nodeA.portID, a.NQN); err != nil {
+		t.Fatal(err)
+	}
+	if err := tgt.LinkSubsystem(nodeB.portID, b.NQN); err != nil {
+		t.Fatal(err)
+	}
+	stage := func() error {
+		info, err := c.node.NodeGetInfo(ctxTimeout(t, 10*time.Second), &csi.NodeGetInfoRequest{})
+		if err != nil {
+			return err
+		}
+		pub, err := c.ctrl.ControllerPublishVolume(ctxTimeout(t, time.Minute), &csi.ControllerPublishVolumeRequest{VolumeId: vol.id, NodeId: info.GetNodeId(), VolumeCapability: mountRW})
+		if err != nil {
+			return err
+		}
+		_, err = c.node.NodeStageVolume(ctxTimeout(t, 2*time.Minute), &csi.NodeStageVolumeRequest{VolumeId: vol.id, StagingTargetPath: vol.staging,
+			VolumeCapability: mountRW, PublishContext: pub.GetPublishContext()})
+		return err
+	}
+	err = stage()
+	msg := status.Convert(err).Message()
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(msg, b.ID) || !strings.Contains(msg, a.StorageNode) || !strings.Contains(msg, "nvmirrorctl promote") {
+		t.Fatalf("NodeStage with only the stale replica reachable: %v; want FailedPrecondition naming %s, %s and the escape", err, b.ID, a.StorageNode)
+	}
+	t.Logf("REFUSED: %s", msg)
+	if _, err := md.FindByUUID(v.MDUUID); err == nil {
+		t.Fatal("an md array runs for the volume after the refused stage")
+	}
+	if ctrls, _ := ini.ControllersFor(b.NQN); len(ctrls) != 0 {
+		t.Errorf("the refused stage left %d controllers to B", len(ctrls))
+	}
+
+	// A is back: the volume stages with every acknowledged write.
+	if err := tgt.LinkSubsystem(nodeA.portID, a.NQN); err != nil {
+		t.Fatal(err)
+	}
+	// Retried while A's first connection settles; a stage that still
+	// refuses after that fails the test.
+	nodeCall(t, "NodeStageVolume", stage, codes.FailedPrecondition)
+	nodeCall(t, "NodePublishVolume", func() error {
+		_, err := c.node.NodePublishVolume(ctxTimeout(t, time.Minute), &csi.NodePublishVolumeRequest{VolumeId: vol.id, StagingTargetPath: vol.staging,
+			TargetPath: vol.target, VolumeCapability: mountRW})
+		return err
+	})
+	verifyFiles(t, mergeSums(before, during))
+	waitFor(t, 3*time.Minute, "B brought up to date and recorded in sync", func() (bool, string) {
+		cur, err := p.GetVolume(ctxTimeout(t, 10*time.Second), vol.id)
+		if err != nil {
+			return false, err.Error()
+		}
+		arr, err := md.FindByUUID(cur.MDUUID)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, r := range cur.ActiveReplicas() {
+			if !r.InSync() {
+				return false, fmt.Sprintf("%s recorded out of sync; %s", r.ID, describe(arr))
+			}
+		}
+		return arr.Degraded == 0 && arr.SyncAction == "idle", describe(arr)
+	})
+	arr, err := md.FindByUUID(v.MDUUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkMirrors(t, md, filepath.Base(arr.Device))
+	verifyFiles(t, mergeSums(before, during))
+}
+
+// nodeCall retries a CSI call while it is Aborted or Unavailable (the
+// healer holds the volume's lock while it acts; a replica just linked may
+// take a moment to answer), as kubelet does.
+func nodeCall(t *testing.T, what string, call func() error, alsoRetry ...codes.Code) {
+	t.Helper()
+	var err error
+	waitFor(t, 2*time.Minute, what, func() (bool, string) {
+		err = call()
+		c := status.Code(err)
+		retry := c == codes.Aborted || c == codes.Unavailable
+		for _, r := range alsoRetry {
+			retry = retry || c == r
+		}
+		return !retry, fmt.Sprint(err)
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+func mustVolume(t *testing.T, p *provisionerclient.Client, id string) *volume.Volume {
+	t.Helper()
+	v, err := p.GetVolume(ctxTimeout(t, 10*time.Second), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
