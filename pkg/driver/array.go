@@ -46,86 +46,16 @@ func (d *Driver) ensureArray(ctx context.Context, vol *volume.Volume, mdUUID str
 		return "", err
 	}
 
-	var ours, blank []member
-	var foreign []string
-	for _, r := range replicas {
-		dev, ok := devices[r.ID]
-		if !ok {
-			continue
-		}
-		m := member{replica: r, device: dev}
-		sb, err := d.node.Raid.Examine(ctx, dev.Path)
-		switch {
-		case errors.Is(err, mdraid.ErrNoSuperblock):
-			format, ferr := d.node.Mounter.GetDiskFormat(dev.Path)
-			if ferr != nil {
-				return "", fmt.Errorf("probing replica %s device %s: %w", r.ID, dev.Path, ferr)
-			}
-			if format != "" {
-				foreign = append(foreign, fmt.Sprintf("replica %s (%s) holds %q without an md superblock", r.ID, dev.Path, format))
-				continue
-			}
-			blank = append(blank, m)
-		case err != nil:
-			return "", fmt.Errorf("examining replica %s device %s: %w", r.ID, dev.Path, err)
-		case sb.UUID == mdUUID:
-			if err := d.stopInactiveHolder(ctx, dev.Path, mdUUID); err != nil {
-				return "", err
-			}
-			ours = append(ours, m)
-		default:
-			// Never touched: not ours. The name is untrusted input; only
-			// the UUID is reported.
-			foreign = append(foreign, fmt.Sprintf("replica %s (%s) carries md array %s", r.ID, dev.Path, sb.UUID))
-		}
+	ours, blank, foreign, err := d.classify(ctx, mdUUID, replicas, devices)
+	if err != nil {
+		return "", err
 	}
 	for _, f := range foreign {
 		klog.ErrorS(nil, "Replica device holds data of another array; leaving it alone", "volumeID", vol.ID, "problem", f)
 	}
 
 	if len(ours) > 0 {
-		// Never from stale replicas alone: they would serve the volume as
-		// it was when they dropped out.
-		reached := make([]string, 0, len(ours))
-		for _, m := range ours {
-			reached = append(reached, m.replica.ID)
-		}
-		if err := vol.CheckStartable(reached); err != nil {
-			return "", err
-		}
-		paths := memberPaths(ours)
-		dev, err := d.node.Raid.NextFreeDevice()
-		if err != nil {
-			return "", err
-		}
-		err = d.node.Raid.Assemble(ctx, dev, mdUUID, paths)
-		if errors.Is(err, mdraid.ErrAssembledElsewhere) {
-			a, ferr := d.node.Raid.FindByUUID(mdUUID)
-			if ferr != nil {
-				return "", errors.Join(err, ferr)
-			}
-			return a.Device, nil
-		}
-		if err != nil {
-			return "", fmt.Errorf("assemble md %s of volume %s from %v: %w", mdUUID, vol.ID, paths, err)
-		}
-		u.arrays = append(u.arrays, dev)
-		if err := d.verifyArray(dev, mdUUID); err != nil {
-			return "", err
-		}
-		arr, err := d.node.Raid.ReadArray(filepath.Base(dev))
-		if err != nil {
-			return "", fmt.Errorf("read md %s of volume %s: %w", dev, vol.ID, err)
-		}
-		if err := d.recordMissingReplicas(ctx, vol, arr, devices); err != nil {
-			return "", err
-		}
-		if len(ours) < len(replicas) {
-			klog.InfoS("Assembled md array degraded; the healer will bring back the other replicas", "volumeID", vol.ID, "device", dev, "members", len(ours), "replicas", len(replicas))
-		} else {
-			klog.InfoS("Assembled md array", "volumeID", vol.ID, "device", dev, "members", len(ours))
-		}
-		return dev, nil
+		return d.assemble(ctx, vol, mdUUID, len(replicas), ours, devices, u)
 	}
 
 	// No reachable replica carries the array: first use, if it is provably
@@ -139,6 +69,97 @@ func (d *Driver) ensureArray(ctx context.Context, vol *volume.Volume, mdUUID str
 	if len(blank) < 2 {
 		return "", volume.Errorf(volume.ErrFailedPrecondition, "volume %s wants %d replicas but has %d active: an md RAID1 needs two", vol.ID, numReplicas(vol), len(blank))
 	}
+	return d.createArray(ctx, vol, mdUUID, blank, u)
+}
+
+// classify sorts the reached replicas' devices by what they hold: the
+// volume's md superblock (ours), nothing at all (blank), or anything else
+// (foreign, described for the error; never touched).
+func (d *Driver) classify(ctx context.Context, mdUUID string, replicas []volume.Replica, devices map[string]host.Device) (ours, blank []member, foreign []string, err error) {
+	for _, r := range replicas {
+		dev, ok := devices[r.ID]
+		if !ok {
+			continue
+		}
+		m := member{replica: r, device: dev}
+		sb, err := d.node.Raid.Examine(ctx, dev.Path)
+		switch {
+		case errors.Is(err, mdraid.ErrNoSuperblock):
+			format, ferr := d.node.Mounter.GetDiskFormat(dev.Path)
+			if ferr != nil {
+				return nil, nil, nil, fmt.Errorf("probing replica %s device %s: %w", r.ID, dev.Path, ferr)
+			}
+			if format != "" {
+				foreign = append(foreign, fmt.Sprintf("replica %s (%s) holds %q without an md superblock", r.ID, dev.Path, format))
+				continue
+			}
+			blank = append(blank, m)
+		case err != nil:
+			return nil, nil, nil, fmt.Errorf("examining replica %s device %s: %w", r.ID, dev.Path, err)
+		case sb.UUID == mdUUID:
+			if err := d.stopInactiveHolder(ctx, dev.Path, mdUUID); err != nil {
+				return nil, nil, nil, err
+			}
+			ours = append(ours, m)
+		default:
+			// Never touched: not ours. The name is untrusted input; only
+			// the UUID is reported.
+			foreign = append(foreign, fmt.Sprintf("replica %s (%s) carries md array %s", r.ID, dev.Path, sb.UUID))
+		}
+	}
+	return ours, blank, foreign, nil
+}
+
+// assemble starts the array from the reached members carrying its
+// superblock: only with one recorded in sync (volume.CheckStartable), and it
+// records, before returning, the replicas the array runs without.
+func (d *Driver) assemble(ctx context.Context, vol *volume.Volume, mdUUID string, nReplicas int, ours []member, devices map[string]host.Device, u *undo) (string, error) {
+	// Never from stale replicas alone: they would serve the volume as
+	// it was when they dropped out.
+	reached := make([]string, 0, len(ours))
+	for _, m := range ours {
+		reached = append(reached, m.replica.ID)
+	}
+	if err := vol.CheckStartable(reached); err != nil {
+		return "", err
+	}
+	paths := memberPaths(ours)
+	dev, err := d.node.Raid.NextFreeDevice()
+	if err != nil {
+		return "", err
+	}
+	err = d.node.Raid.Assemble(ctx, dev, mdUUID, paths)
+	if errors.Is(err, mdraid.ErrAssembledElsewhere) {
+		a, ferr := d.node.Raid.FindByUUID(mdUUID)
+		if ferr != nil {
+			return "", errors.Join(err, ferr)
+		}
+		return a.Device, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("assemble md %s of volume %s from %v: %w", mdUUID, vol.ID, paths, err)
+	}
+	u.arrays = append(u.arrays, dev)
+	if err := d.verifyArray(dev, mdUUID); err != nil {
+		return "", err
+	}
+	arr, err := d.node.Raid.ReadArray(filepath.Base(dev))
+	if err != nil {
+		return "", fmt.Errorf("read md %s of volume %s: %w", dev, vol.ID, err)
+	}
+	if err := d.recordMissingReplicas(ctx, vol, arr, devices); err != nil {
+		return "", err
+	}
+	if len(ours) < nReplicas {
+		klog.InfoS("Assembled md array degraded; the healer will bring back the other replicas", "volumeID", vol.ID, "device", dev, "members", len(ours), "replicas", nReplicas)
+	} else {
+		klog.InfoS("Assembled md array", "volumeID", vol.ID, "device", dev, "members", len(ours))
+	}
+	return dev, nil
+}
+
+// createArray creates the array of a new volume on its blank replicas.
+func (d *Driver) createArray(ctx context.Context, vol *volume.Volume, mdUUID string, blank []member, u *undo) (string, error) {
 	dev, err := d.node.Raid.NextFreeDevice()
 	if err != nil {
 		return "", err
