@@ -23,6 +23,30 @@ type promoteArgs struct {
 	reason         string
 }
 
+// cmdPromote refuses without --accept-data-loss, saying what would be
+// lost; with it, the provisioner marks the replicas in sync and audits it.
+func cmdPromote(e cmdEnv) error {
+	pa, err := parsePromote(e.args, e.stderr)
+	if err != nil {
+		return err
+	}
+	if !pa.acceptDataLoss {
+		// Read only, to say what would be lost; a volume that cannot
+		// be read is still refused, with less detail.
+		resp, _ := e.c.GetVolume(e.ctx, &api.GetVolumeRequest{VolumeId: pa.volumeID})
+		return promoteRefusal(pa, resp.GetVolume())
+	}
+	resp, err := e.c.PromoteReplicas(e.ctx, &api.PromoteReplicasRequest{VolumeId: pa.volumeID, ReplicaIds: pa.replicaIDs, AcceptDataLoss: true, Reason: pa.reason})
+	if err != nil {
+		return err
+	}
+	if e.json {
+		return renderJSON(e.stdout, resp.GetVolume())
+	}
+	renderPromoted(e.stdout, pa, resp.GetVolume())
+	return nil
+}
+
 // parsePromote reads promote's arguments. Flags may come before, between
 // or after the IDs: the command is typed in an emergency, and refusing
 // "promote vol r1 --accept-data-loss" over flag order would only add to it.
