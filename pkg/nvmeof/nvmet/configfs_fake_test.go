@@ -53,6 +53,9 @@ type fakeConfigFS struct {
 	noDH              bool                     // ffdhe groups missing from the crypto API
 	failWrite         map[string]error         // attribute path -> injected error
 	failSymlink       map[string]syscall.Errno // link path -> injected error
+	// onSymlink, when set, runs before each symlink (another process
+	// acting on the same kernel meanwhile).
+	onSymlink func(target, link string)
 	ops               []string
 	serial            int
 }
@@ -262,6 +265,9 @@ func (f *fakeConfigFS) Rmdir(path string) error {
 }
 
 func (f *fakeConfigFS) Symlink(target, link string) error {
+	if f.onSymlink != nil {
+		f.onSymlink(target, link)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !filepath.IsAbs(target) {

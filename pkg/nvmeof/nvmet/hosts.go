@@ -37,15 +37,6 @@ func (t *Target) AllowHost(nqn, hostNQN string) error {
 		return fmt.Errorf("restricting subsystem %s to allowed hosts: %w", nqn, err)
 	}
 	hd := t.hostDir(hostNQN)
-	ok, err := t.exists(hd)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		if err := t.fs.Mkdir(hd); err != nil && !errors.Is(err, fs.ErrExist) {
-			return t.mkdirError("host "+hostNQN, hd, err)
-		}
-	}
 	link := filepath.Join(dir, "allowed_hosts", hostNQN)
 	if fi, err := t.fs.Lstat(link); err == nil {
 		if fi.Mode()&fs.ModeSymlink == 0 {
@@ -57,13 +48,38 @@ func (t *Target) AllowHost(nqn, hostNQN string) error {
 		klog.V(4).InfoS("Host already allowed on nvmet subsystem", "nqn", nqn, "host", hostNQN)
 		return nil
 	}
-	if err := t.fs.Symlink(hd, link); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return nil
+	// The host entry may vanish between creating it and linking it:
+	// another process on the same kernel (agents sharing one, as in the
+	// tests) removes an entry it saw unreferenced. Linking a vanished
+	// entry fails with ENOENT; create it again and retry.
+	var err error
+	for range 3 {
+		if err = t.ensureHostDir(hostNQN, hd); err != nil {
+			return err
 		}
+		if err = t.fs.Symlink(hd, link); err == nil || errors.Is(err, fs.ErrExist) {
+			break
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+	}
+	if err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("allowing host %s on subsystem %s (link %s): %w", hostNQN, nqn, link, err)
 	}
 	klog.InfoS("Allowed host on nvmet subsystem", "nqn", nqn, "host", hostNQN)
+	return nil
+}
+
+// ensureHostDir creates hosts/<hostNQN> when it is missing.
+func (t *Target) ensureHostDir(hostNQN, hd string) error {
+	ok, err := t.exists(hd)
+	if err != nil || ok {
+		return err
+	}
+	if err := t.fs.Mkdir(hd); err != nil && !errors.Is(err, fs.ErrExist) {
+		return t.mkdirError("host "+hostNQN, hd, err)
+	}
 	return nil
 }
 

@@ -65,3 +65,31 @@ func TestAllowRevokeHost(t *testing.T) {
 		t.Errorf("GetSubsystem = %+v, %v", s, err)
 	}
 }
+
+// Another process on the same kernel removes the host entry it saw
+// unreferenced between AllowHost creating it and linking it: the link is
+// retried with the entry created again.
+func TestAllowHostWhenTheHostEntryVanishes(t *testing.T) {
+	tg, f := newFakeTarget(t)
+	if err := tg.EnsureSubsystem(testNQN, ""); err != nil {
+		t.Fatal(err)
+	}
+	vanished := 0
+	f.onSymlink = func(target, _ string) {
+		if vanished == 0 {
+			vanished++
+			if err := os.Remove(target); err != nil {
+				t.Errorf("removing %s: %v", target, err)
+			}
+		}
+	}
+	if err := tg.AllowHost(testNQN, hostA); err != nil {
+		t.Fatalf("AllowHost after the host entry vanished: %v", err)
+	}
+	if vanished != 1 {
+		t.Fatal("the host entry was never removed: the test proves nothing")
+	}
+	if _, err := os.Lstat(filepath.Join(f.root, "subsystems", testNQN, "allowed_hosts", hostA)); err != nil {
+		t.Errorf("host not linked: %v", err)
+	}
+}
