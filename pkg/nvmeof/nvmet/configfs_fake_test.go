@@ -56,8 +56,8 @@ type fakeConfigFS struct {
 	// onSymlink, when set, runs before each symlink (another process
 	// acting on the same kernel meanwhile).
 	onSymlink func(target, link string)
-	ops               []string
-	serial            int
+	ops       []string
+	serial    int
 }
 
 func newFakeConfigFS(t *testing.T) *fakeConfigFS {
