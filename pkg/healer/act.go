@@ -66,6 +66,9 @@ var (
 	ErrIdentity = errors.New("identity check failed")
 	// ErrUnsafe: the action would take out the last in-sync member.
 	ErrUnsafe = errors.New("would remove the last in-sync member")
+	// ErrNewerData: the returning replica holds writes the running array
+	// lacks; it is never added (that would resync them away).
+	ErrNewerData = errors.New("replica holds newer data than the running array; not adding it")
 )
 
 // Actor runs actions.
@@ -137,19 +140,26 @@ func (a *Actor) recordSync(ctx context.Context, act Action) Outcome {
 	var events uint64
 	if !act.InSync {
 		if arr, err := a.array(act); err == nil {
-			for _, m := range arr.Members {
-				if !m.State.InSync || m.State.Faulty || m.Device == act.Member {
-					continue
-				}
-				if sb, err := a.Raid.Examine(ctx, "/dev/"+m.Device); err == nil {
-					events = sb.Events
-					break
-				}
-			}
+			events, _ = a.arrayEvents(ctx, arr, act.Member)
 		}
 	}
 	_, err := a.Provisioner.ReportReplicaSync(ctx, act.VolumeID, act.Replica.ID, act.InSync, at, events, a.NodeID)
 	return Outcome{Err: err}
+}
+
+// arrayEvents is the running array's md event count, read from the
+// superblock of an in-sync member other than except; ok is false when none
+// can be read.
+func (a *Actor) arrayEvents(ctx context.Context, arr mdraid.Array, except string) (events uint64, ok bool) {
+	for _, m := range arr.Members {
+		if !m.State.InSync || m.State.Faulty || m.Device == except {
+			continue
+		}
+		if sb, err := a.Raid.Examine(ctx, "/dev/"+m.Device); err == nil {
+			return sb.Events, true
+		}
+	}
+	return 0, false
 }
 
 // array re-reads the action's array and checks it is still the volume's.
@@ -292,6 +302,13 @@ func (a *Actor) addDevice(ctx context.Context, act Action, dev host.Device) (reA
 	case sb.UUID != arr.UUID:
 		// Another array's member: adding it would destroy what it holds.
 		return false, false, fmt.Errorf("%w: %s carries md superblock of array %s, not %s", ErrIdentity, dev.Path, sb.UUID, arr.UUID)
+	}
+	// A member that dropped out has a lower event count than the running
+	// array. A higher one means it went on taking writes the running array
+	// never saw (the array was started from other replicas, as after
+	// nvmirrorctl promote): adding it would resync those writes away.
+	if running, ok := a.arrayEvents(ctx, arr, dev.Name); ok && sb.Events > running {
+		return false, false, fmt.Errorf("%w: %s holds md events %d, newer than the running array's %d", ErrNewerData, dev.Path, sb.Events, running)
 	}
 	err = a.Raid.ReAdd(ctx, arr.Device, dev.Path)
 	if errors.Is(err, mdraid.ErrReAddRefused) {

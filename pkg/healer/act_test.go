@@ -152,12 +152,13 @@ func TestActJoinReAddsWithBitmap(t *testing.T) {
 	r := replicaOf("r2")
 	// Reconnected under another device name; md still holds the old one.
 	fab.reachable[r.NQN] = devFor("r2", "nvme5n1")
-	raid.sbs["/dev/nvme5n1"] = mdraid.Superblock{UUID: actUUID}
+	raid.sbs["/dev/nvme5n1"] = mdraid.Superblock{UUID: actUUID, Events: 40}
+	raid.sbs["/dev/nvme1n1"] = mdraid.Superblock{UUID: actUUID, Events: 57} // the running array moved on
 	out := a.Do(context.Background(), Action{Kind: ActJoin, VolumeID: "vol-1", MDDevice: "/dev/md127", MDUUID: actUUID, Replica: r, Member: "nvme2n1", Connect: true})
 	if out.Err != nil || !out.Joined || !out.ReAdded {
 		t.Fatalf("outcome %+v", out)
 	}
-	want := []string{"remove nvme2n1", "examine /dev/nvme5n1", "re-add /dev/nvme5n1"}
+	want := []string{"remove nvme2n1", "examine /dev/nvme5n1", "examine /dev/nvme1n1", "re-add /dev/nvme5n1"}
 	if !slices.Equal(raid.calls, want) {
 		t.Fatalf("mdadm calls %v, want %v", raid.calls, want)
 	}
@@ -179,13 +180,14 @@ func TestActJoinFallsBackToAdd(t *testing.T) {
 	raid, fab, _, a, _ := actFixture()
 	r := replicaOf("r2")
 	fab.reachable[r.NQN] = devFor("r2", "nvme2n1")
-	raid.sbs["/dev/nvme2n1"] = mdraid.Superblock{UUID: actUUID}
+	raid.sbs["/dev/nvme2n1"] = mdraid.Superblock{UUID: actUUID, Events: 12}
+	raid.sbs["/dev/nvme1n1"] = mdraid.Superblock{UUID: actUUID, Events: 30}
 	raid.refuseRe = true
 	out := a.Do(context.Background(), Action{Kind: ActJoin, VolumeID: "vol-1", MDDevice: "/dev/md127", MDUUID: actUUID, Replica: r, Member: "nvme2n1"})
 	if out.Err != nil || !out.Joined || out.ReAdded {
 		t.Fatalf("outcome %+v", out)
 	}
-	if want := []string{"remove nvme2n1", "examine /dev/nvme2n1", "re-add /dev/nvme2n1", "add /dev/nvme2n1"}; !slices.Equal(raid.calls, want) {
+	if want := []string{"remove nvme2n1", "examine /dev/nvme2n1", "examine /dev/nvme1n1", "re-add /dev/nvme2n1", "add /dev/nvme2n1"}; !slices.Equal(raid.calls, want) {
 		t.Fatalf("calls %v", raid.calls)
 	}
 }
@@ -328,3 +330,23 @@ var (
 	_ ProvisionerOps = (*provisionerclient.Client)(nil)
 	_ EventReporter  = (*provisionerclient.Client)(nil)
 )
+
+// A returning replica whose superblock is ahead of the running array took
+// writes the array never saw (it was started from other replicas): it is
+// never re-added or added, which would resync those writes away.
+func TestActJoinRefusesNewerData(t *testing.T) {
+	raid, fab, _, a, _ := actFixture()
+	r := replicaOf("r2")
+	fab.reachable[r.NQN] = devFor("r2", "nvme5n1")
+	raid.sbs["/dev/nvme5n1"] = mdraid.Superblock{UUID: actUUID, Events: 90}
+	raid.sbs["/dev/nvme1n1"] = mdraid.Superblock{UUID: actUUID, Events: 57}
+	out := a.Do(context.Background(), Action{Kind: ActJoin, VolumeID: "vol-1", MDDevice: "/dev/md127", MDUUID: actUUID, Replica: r, Member: "nvme2n1", Connect: true})
+	if !errors.Is(out.Err, ErrNewerData) || out.Joined || !strings.Contains(out.Err.Error(), "90") {
+		t.Fatalf("outcome %+v, want ErrNewerData naming the event counts", out)
+	}
+	for _, c := range raid.calls {
+		if strings.HasPrefix(c, "re-add") || strings.HasPrefix(c, "add") {
+			t.Errorf("mdadm %s on a replica with newer data", c)
+		}
+	}
+}
