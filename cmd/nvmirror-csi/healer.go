@@ -16,6 +16,7 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 	"github.com/nvmirror/nvmirror/pkg/provisionerclient"
 	"github.com/nvmirror/nvmirror/pkg/stagestate"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
 // healerOptions are the node plugin's healing flags.
@@ -32,6 +33,7 @@ func (h *healerOptions) addFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&h.cfg.NVMePollInterval, "nvme-poll-interval", h.cfg.NVMePollInterval, "[node] how often NVMe controller states are read between checks (an idle md does not notice a lost replica)")
 	fs.DurationVar(&h.cfg.HealTimeUnit, "heal-time-unit", h.cfg.HealTimeUnit, "[node] FOR TESTS ONLY: the unit of maxReplicaDownTime (1m in production)")
 	fs.IntVar(&h.cfg.MaxConcurrentReplacements, "max-concurrent-replacements", h.cfg.MaxConcurrentReplacements, "[node] replacements this node runs at once (bounds rebuild storms)")
+	fs.IntVar(&h.cfg.MaxRebuildBandwidthMiBps, "max-rebuild-bandwidth", h.cfg.MaxRebuildBandwidthMiBps, "[node] MiB/s that all md rebuilds on this node share (re-adds, replacements, resyncs; 0: no node-wide cap); each volume's rebuildBandwidthLimit applies too")
 	fs.BoolVar(&h.cfg.FailGoneMembers, "fail-gone-members", h.cfg.FailGoneMembers, "[node] fail in md the member of a replica whose NVMe controller is gone, so the bitmap tracks what it misses")
 	fs.DurationVar(&h.cfg.RetryBase, "heal-retry-base", h.cfg.RetryBase, "[node] first wait before retrying a failed reconnect or re-add (doubles up to --heal-retry-max)")
 	fs.DurationVar(&h.cfg.RetryMax, "heal-retry-max", h.cfg.RetryMax, "[node] longest wait between retries of a failed reconnect or re-add")
@@ -50,6 +52,9 @@ func (h *healerOptions) validate() error {
 		return fmt.Errorf("--max-concurrent-replacements %d: must be at least 1", h.cfg.MaxConcurrentReplacements)
 	case h.cfg.RetryBase <= 0 || h.cfg.RetryMax < h.cfg.RetryBase:
 		return fmt.Errorf("--heal-retry-base %v / --heal-retry-max %v: need 0 < base <= max", h.cfg.RetryBase, h.cfg.RetryMax)
+	}
+	if h.cfg.MaxRebuildBandwidthMiBps < 0 || h.cfg.MaxRebuildBandwidthMiBps > storageclass.MaxRebuildBandwidth {
+		return fmt.Errorf("--max-rebuild-bandwidth %d: must be from 0 (no cap) to %d MiB/s", h.cfg.MaxRebuildBandwidthMiBps, storageclass.MaxRebuildBandwidth)
 	}
 	return nil
 }

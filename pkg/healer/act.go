@@ -27,6 +27,7 @@ type RaidOps interface {
 	Remove(ctx context.Context, device, member string) error
 	Examine(ctx context.Context, member string) (mdraid.Superblock, error)
 	SetRaidDevices(ctx context.Context, device string, n int) error
+	SetSyncSpeedMax(name string, kib uint64) error
 }
 
 // FabricOps is the part of *host.Initiator acting uses. Connect returns
@@ -115,6 +116,8 @@ func (a *Actor) Do(ctx context.Context, act Action) Outcome {
 		out = a.replace(ctx, act)
 	case ActRecordSync:
 		out = a.recordSync(ctx, act)
+	case ActSetRebuildRate:
+		out = a.setRebuildRate(act)
 	default:
 		out = Outcome{Err: fmt.Errorf("unknown action %q", act.Kind)}
 	}
@@ -145,6 +148,16 @@ func (a *Actor) recordSync(ctx context.Context, act Action) Outcome {
 	}
 	_, err := a.Provisioner.ReportReplicaSync(ctx, act.VolumeID, act.Replica.ID, act.InSync, at, events, a.NodeID)
 	return Outcome{Err: err}
+}
+
+// setRebuildRate sets the array's rebuild rate limit, after checking the
+// array is still the volume's.
+func (a *Actor) setRebuildRate(act Action) Outcome {
+	arr, err := a.array(act)
+	if err != nil {
+		return Outcome{Err: err}
+	}
+	return Outcome{Err: a.Raid.SetSyncSpeedMax(arr.Name, act.RebuildKiBps)}
 }
 
 // arrayEvents is the running array's md event count, read from the

@@ -79,6 +79,11 @@ func (f *fakeRaid) Remove(_ context.Context, device, member string) error {
 	return nil
 }
 
+func (f *fakeRaid) SetSyncSpeedMax(name string, kib uint64) error {
+	f.calls = append(f.calls, fmt.Sprintf("sync-speed-max %s %d", name, kib))
+	return nil
+}
+
 func (f *fakeRaid) SetRaidDevices(_ context.Context, device string, n int) error {
 	f.calls = append(f.calls, fmt.Sprintf("raid-devices %d", n))
 	if len(f.arr.Members) > n {

@@ -67,6 +67,7 @@ func Decide(obs Observation, cfg Config, mem Memory, now time.Time) ([]Action, [
 		replacing -= before - len(vm.Replacements)
 		next.Volumes[v.VolumeID] = vm
 	}
+	actions = append(actions, decideRebuildRates(vols, cfg)...)
 	var opened, closed []events.Event
 	observed := map[string]bool{}
 	for i, v := range vols {

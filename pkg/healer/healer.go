@@ -189,9 +189,9 @@ func (h *Healer) RunOnce(ctx context.Context) error {
 	var outs []Outcome
 	for _, a := range actions {
 		unlock, ok := func() (func(), bool) {
-			if h.deps.Lock == nil || a.Kind == ActRecordSync {
-				// A sync record changes nothing here: it never waits
-				// behind a CSI call on the volume.
+			if h.deps.Lock == nil || a.Kind == ActRecordSync || a.Kind == ActSetRebuildRate {
+				// A sync record or a rate limit changes nothing a
+				// CSI call works on: they never wait behind one.
 				return func() {}, true
 			}
 			return h.deps.Lock(a.VolumeID)

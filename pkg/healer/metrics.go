@@ -86,6 +86,8 @@ type Metrics struct {
 	volumes         *prometheus.GaugeVec
 	members         *prometheus.GaugeVec
 	syncProgress    *prometheus.GaugeVec
+	syncRate        *prometheus.GaugeVec
+	rebuildLimit    *prometheus.GaugeVec
 	degradedSeconds *prometheus.GaugeVec
 	repairs         *prometheus.CounterVec
 	cycle           prometheus.Histogram
@@ -101,16 +103,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "md members of staged volumes by state (in_sync, syncing, faulty, link_down: in md but its NVMe controller is not live)."}, []string{"state"}),
 		syncProgress: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nvmirror_node_volume_sync_progress_ratio",
 			Help: "Fraction done of the running resync of a volume's array."}, []string{"volume"}),
+		syncRate: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nvmirror_node_volume_sync_rate_bytes_per_second",
+			Help: "Rate of the running resync of a volume's array (md/sync_speed), while one runs."}, []string{"volume"}),
+		rebuildLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nvmirror_node_volume_rebuild_limit_bytes_per_second",
+			Help: "The rebuild rate limit of a volume's array (md/sync_speed_max), its own or the system's."}, []string{"volume"}),
 		degradedSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "nvmirror_node_volume_degraded_seconds",
 			Help: "Seconds since the volume became degraded (absent when whole)."}, []string{"volume"}),
 		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nvmirror_node_repairs_total",
-			Help: "Healer repairs by kind (fail, join, retire, replace) and outcome (ok, error, skipped)."}, []string{"kind", "outcome"}),
+			Help: "Healer repairs by kind (fail, join, retire, replace, record-sync, set-rebuild-rate) and outcome (ok, error, skipped)."}, []string{"kind", "outcome"}),
 		cycle: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "nvmirror_node_heal_cycle_duration_seconds",
 			Help: "Duration of one healer cycle (observe, decide, act, persist).", Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10)}),
 		queued: prometheus.NewGauge(prometheus.GaugeOpts{Name: "nvmirror_node_events_queued",
 			Help: "Events waiting for delivery to the provisioner."}),
 	}
-	reg.MustRegister(m.volumes, m.members, m.syncProgress, m.degradedSeconds, m.repairs, m.cycle, m.queued)
+	reg.MustRegister(m.volumes, m.members, m.syncProgress, m.syncRate, m.rebuildLimit, m.degradedSeconds, m.repairs, m.cycle, m.queued)
 	return m
 }
 
@@ -135,10 +141,16 @@ func (m *Metrics) update(obs Observation, statuses map[string]VolumeStatus, now 
 		m.volumes.WithLabelValues(string(h)).Set(float64(counts[h]))
 	}
 	members := map[string]int{"in_sync": 0, "syncing": 0, "faulty": 0, "link_down": 0}
+	m.syncRate.Reset()
+	m.rebuildLimit.Reset()
 	for _, v := range obs.Volumes {
 		if v.Array == nil {
 			continue
 		}
+		if rebuilding(v.Array) {
+			m.syncRate.WithLabelValues(v.VolumeID).Set(float64(v.Array.SyncSpeedKiB) * 1024)
+		}
+		m.rebuildLimit.WithLabelValues(v.VolumeID).Set(float64(v.Array.SyncSpeedMaxKiB) * 1024)
 		live := map[string]bool{}
 		for _, r := range v.StagedReplicas {
 			for _, id := range []string{r.NamespaceUUID} {

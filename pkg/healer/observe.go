@@ -254,6 +254,7 @@ func (o *Observer) arrayObservation(a mdraid.Array) *ArrayObservation {
 	if a.SyncCompleted.State == "progress" {
 		ao.SyncDone, ao.SyncTotal = a.SyncCompleted.Done, a.SyncCompleted.Total
 	}
+	ao.SyncSpeedKiB, ao.SyncSpeedMaxKiB, ao.SyncSpeedMaxSystem = a.SyncSpeedKiB, a.SyncSpeedMax.KiB, a.SyncSpeedMax.System
 	for _, m := range a.Members {
 		ids, err := o.NVMe.NamespaceIdentities(m.Device)
 		if err != nil {

@@ -63,7 +63,13 @@ type ArrayObservation struct {
 	SyncAction string
 	// SyncDone and SyncTotal are sectors; both zero when no sync runs.
 	SyncDone, SyncTotal uint64
-	Members             []MemberObservation
+	// SyncSpeedKiB is the running sync's rate (md/sync_speed, KiB/s).
+	SyncSpeedKiB uint64
+	// SyncSpeedMaxKiB is the array's rate limit (md/sync_speed_max);
+	// SyncSpeedMaxSystem when it is the system-wide one.
+	SyncSpeedMaxKiB    uint64
+	SyncSpeedMaxSystem bool
+	Members            []MemberObservation
 }
 
 // MemberObservation is one md member.
@@ -108,6 +114,12 @@ type Config struct {
 	// dies takes many volumes' replicas with it, and replacing them all at
 	// once would saturate the network (a rebuild storm).
 	MaxConcurrentReplacements int
+	// MaxRebuildBandwidthMiBps caps the sum of this node's md rebuild
+	// rates (--max-rebuild-bandwidth, MiB/s; 0: no node-wide cap): the
+	// arrays rebuilding at once share it equally, each also under its
+	// volume's rebuildBandwidthLimit. Every rebuild counts: re-adds,
+	// replacements and resyncs.
+	MaxRebuildBandwidthMiBps int
 	// FailGoneMembers makes the healer fail, in md, the member of a replica
 	// whose controller is gone (deleted by the kernel after ctrl_loss_tmo)
 	// while md still counts it in sync, as an idle array does. md then
@@ -259,6 +271,10 @@ const (
 	// on any node starts arrays by. Not paced, never waiting for a
 	// volume's lock: it changes nothing here.
 	ActRecordSync ActionKind = "record-sync"
+	// ActSetRebuildRate sets the array's md rebuild rate limit
+	// (RebuildKiBps; 0: md's system limit). Not behind the volume's lock:
+	// it changes only a rate.
+	ActSetRebuildRate ActionKind = "set-rebuild-rate"
 )
 
 // Action is one repair.
@@ -279,6 +295,8 @@ type Action struct {
 	Auth storageclass.Authentication
 	// InSync, on ActRecordSync: the state to record.
 	InSync bool
+	// RebuildKiBps, on ActSetRebuildRate: the limit in KiB/s.
+	RebuildKiBps uint64
 	// Mark: retire marks the replica removed at the provisioner.
 	Mark bool
 	// Slots, on the retire of a deleted replica: how many replicas the

@@ -45,6 +45,11 @@ type Array struct {
 	SyncAction string
 	// SyncCompleted is md/sync_completed, in 512-byte sectors.
 	SyncCompleted SyncProgress
+	// SyncSpeedKiB is md/sync_speed: the rate of the running resync or
+	// recovery in KiB/s over the last few seconds (0: none runs).
+	SyncSpeedKiB uint64
+	// SyncSpeedMax is md/sync_speed_max: the array's rate limit.
+	SyncSpeedMax SyncSpeedLimit
 	// MismatchCount is md/mismatch_cnt after the last check or repair.
 	MismatchCount uint64
 	// SizeKiB is md/component_size: the space used on each member, in KiB.
@@ -117,6 +122,28 @@ func ParseMemberState(s string) MemberState {
 		}
 	}
 	return st
+}
+
+// SyncSpeedLimit is md/sync_speed_max: a rate in KiB/s, either the
+// array's own ("local") or the system-wide /proc/sys/dev/raid/speed_limit_max
+// ("system").
+type SyncSpeedLimit struct {
+	KiB    uint64
+	System bool
+}
+
+// ParseSyncSpeedLimit parses md/sync_speed_max, "200000 (system)" or
+// "2048 (local)".
+func ParseSyncSpeedLimit(s string) (SyncSpeedLimit, error) {
+	fields := strings.Fields(s)
+	if len(fields) == 0 {
+		return SyncSpeedLimit{}, fmt.Errorf("%w: sync_speed_max %q is empty", ErrMalformed, s)
+	}
+	kib, err := strconv.ParseUint(fields[0], 10, 64)
+	if err != nil {
+		return SyncSpeedLimit{}, fmt.Errorf("%w: sync_speed_max %q: %w", ErrMalformed, s, err)
+	}
+	return SyncSpeedLimit{KiB: kib, System: len(fields) > 1 && fields[1] == "(system)"}, nil
 }
 
 // ParseSyncCompleted parses md/sync_completed: "none", "delayed", or
@@ -206,6 +233,20 @@ func (m *Manager) ReadArray(name string) (Array, error) {
 		return Array{}, arrayReadError(name, err)
 	} else if text != "" {
 		if a.SyncCompleted, err = ParseSyncCompleted(text); err != nil {
+			return Array{}, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	if text, err := attrs.ReadOptionalAttr(filepath.Join(mdDir, "sync_speed")); err != nil {
+		return Array{}, arrayReadError(name, err)
+	} else if text != "" && text != "none" {
+		if a.SyncSpeedKiB, err = strconv.ParseUint(text, 10, 64); err != nil {
+			return Array{}, fmt.Errorf("%s: %w: sync_speed %q", name, ErrMalformed, text)
+		}
+	}
+	if text, err := attrs.ReadOptionalAttr(filepath.Join(mdDir, "sync_speed_max")); err != nil {
+		return Array{}, arrayReadError(name, err)
+	} else if text != "" {
+		if a.SyncSpeedMax, err = ParseSyncSpeedLimit(text); err != nil {
 			return Array{}, fmt.Errorf("%s: %w", name, err)
 		}
 	}
@@ -449,3 +490,22 @@ func (m *Manager) NextFreeDevice() (string, error) {
 // that attribute. ENODEV is passed through as it is: memberGone tells it
 // apart for members.
 var attrs = sysfs.Reader{MissingDirIsError: true, Malformed: ErrMalformed}
+
+// SetSyncSpeedMax limits the array's resync and recovery rate to kib KiB/s
+// (md/sync_speed_max); 0 returns it to the system-wide limit. It takes
+// effect on a running resync within md's next rate check.
+func (m *Manager) SetSyncSpeedMax(name string, kib uint64) error {
+	if !arrayNamePattern.MatchString(name) {
+		return fmt.Errorf("%w: md array name %q is not mdN", ErrInvalidArgument, name)
+	}
+	value := "system"
+	if kib > 0 {
+		value = strconv.FormatUint(kib, 10)
+	}
+	path := m.sysPath("block", name, "md", "sync_speed_max")
+	if err := sysfs.WriteAttr(path, value); err != nil {
+		return fmt.Errorf("set %s sync_speed_max to %s: %w", name, value, err)
+	}
+	klog.V(2).InfoS("Set md rebuild rate limit", "array", name, "kibPerSecond", kib)
+	return nil
+}

@@ -545,3 +545,44 @@ func TestMemberGone(t *testing.T) {
 		}
 	}
 }
+
+// The rate of a running resync and its limit, as the kernel shows them
+// (captured: a resync throttled by the system limit), and the writes that
+// set and clear an array's own limit.
+func TestSyncSpeed(t *testing.T) {
+	root := sysRoot(t)
+	installSysfs(t, root, "raid1-resync", "")
+	m := NewManager(nil, root)
+	a, err := m.ReadArray("md123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.SyncSpeedKiB != 256 || a.SyncSpeedMax != (SyncSpeedLimit{KiB: 200, System: true}) {
+		t.Fatalf("speed %d, limit %+v: want 256 KiB/s under the system's 200", a.SyncSpeedKiB, a.SyncSpeedMax)
+	}
+	path := filepath.Join(root, "sys/block/md123/md/sync_speed_max")
+	for kib, want := range map[uint64]string{2048: "2048", 0: "system"} {
+		// sysfs replaces the value on a write; a regular file keeps the
+		// old tail unless emptied first.
+		if err := os.Truncate(path, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.SetSyncSpeedMax("md123", kib); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := os.ReadFile(path); strings.TrimSpace(string(b)) != want {
+			t.Errorf("SetSyncSpeedMax(%d) wrote %q, want %q", kib, b, want)
+		}
+	}
+	if err := m.SetSyncSpeedMax("../x", 1); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("bad name: %v", err)
+	}
+	for in, want := range map[string]SyncSpeedLimit{"2048 (local)": {KiB: 2048}, "200000 (system)": {KiB: 200000, System: true}} {
+		if got, err := ParseSyncSpeedLimit(in); err != nil || got != want {
+			t.Errorf("ParseSyncSpeedLimit(%q) = %+v, %v", in, got, err)
+		}
+	}
+	if _, err := ParseSyncSpeedLimit("fast"); !errors.Is(err, ErrMalformed) {
+		t.Errorf("malformed: %v", err)
+	}
+}

@@ -457,5 +457,6 @@ func PolicyToProto(p storageclass.Policy) *provisionerapi.VolumePolicy {
 		MaxReplicaDownTimeMinutes: int32(p.MaxReplicaDownTimeMinutes),
 		FsType:                    p.FSType,
 		Authentication:            string(p.Authentication),
+		RebuildBandwidthMibps:     int32(p.RebuildBandwidthMiBps),
 	}
 }

@@ -551,8 +551,11 @@ type VolumePolicy struct {
 	FsType string `protobuf:"bytes,3,opt,name=fs_type,json=fsType,proto3" json:"fs_type,omitempty"`
 	// "none", "host" or "bidirectional".
 	Authentication string `protobuf:"bytes,4,opt,name=authentication,proto3" json:"authentication,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// md's copy rate onto a replica being brought up to date, at most, in
+	// MiB/s; 0: no per-volume cap.
+	RebuildBandwidthMibps int32 `protobuf:"varint,5,opt,name=rebuild_bandwidth_mibps,json=rebuildBandwidthMibps,proto3" json:"rebuild_bandwidth_mibps,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *VolumePolicy) Reset() {
@@ -611,6 +614,13 @@ func (x *VolumePolicy) GetAuthentication() string {
 		return x.Authentication
 	}
 	return ""
+}
+
+func (x *VolumePolicy) GetRebuildBandwidthMibps() int32 {
+	if x != nil {
+		return x.RebuildBandwidthMibps
+	}
+	return 0
 }
 
 type VolumeResponse struct {
@@ -2596,12 +2606,13 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb4\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xec\x01\n" +
 	"\fVolumePolicy\x12!\n" +
 	"\fnum_replicas\x18\x01 \x01(\x05R\vnumReplicas\x12@\n" +
 	"\x1dmax_replica_down_time_minutes\x18\x02 \x01(\x05R\x19maxReplicaDownTimeMinutes\x12\x17\n" +
 	"\afs_type\x18\x03 \x01(\tR\x06fsType\x12&\n" +
-	"\x0eauthentication\x18\x04 \x01(\tR\x0eauthentication\"I\n" +
+	"\x0eauthentication\x18\x04 \x01(\tR\x0eauthentication\x126\n" +
+	"\x17rebuild_bandwidth_mibps\x18\x05 \x01(\x05R\x15rebuildBandwidthMibps\"I\n" +
 	"\x0eVolumeResponse\x127\n" +
 	"\x06volume\x18\x01 \x01(\v2\x1f.nvmirror.provisioner.v1.VolumeR\x06volume\"\xfb\x01\n" +
 	"\x13CreateVolumeRequest\x12\x12\n" +

@@ -372,6 +372,7 @@ func policyFromProto(p *provisionerapi.VolumePolicy) storageclass.Policy {
 		MaxReplicaDownTimeMinutes: int(p.GetMaxReplicaDownTimeMinutes()),
 		FSType:                    p.GetFsType(),
 		Authentication:            storageclass.Authentication(p.GetAuthentication()),
+		RebuildBandwidthMiBps:     int(p.GetRebuildBandwidthMibps()),
 	}
 }
 

@@ -34,6 +34,7 @@ const (
 	KeyRacks              = "racks"
 	KeyStorageNodes       = "storageNodes"
 	KeyAuthentication     = "authentication"
+	KeyRebuildBandwidth   = "rebuildBandwidthLimit"
 
 	// Injected by the external-provisioner sidecar when it runs with
 	// --extra-create-metadata. They describe the claim, not the volume's
@@ -117,6 +118,14 @@ const (
 	// fails to attach on common kernels would be an install trap. Clusters
 	// whose kernels have it should set host or bidirectional.
 	DefaultAuthentication = AuthNone
+
+	// DefaultRebuildBandwidth is 0: no per-volume limit. md's own
+	// defaults and the node's --max-rebuild-bandwidth apply; a limit is a
+	// choice about the volume's neighbours, which the default cannot know.
+	DefaultRebuildBandwidth = 0
+	// MaxRebuildBandwidth (MiB/s) is far above any NVMe/TCP link today;
+	// a larger number is a typo, not a policy.
+	MaxRebuildBandwidth = 100000
 )
 
 // Parameters is the validated form of a StorageClass's parameters.
@@ -136,6 +145,10 @@ type Parameters struct {
 	// Authentication of the NVMe-oF connections ("" in records written
 	// before it existed, read as none).
 	Authentication Authentication `json:"authentication,omitempty"`
+	// RebuildBandwidthMiBps caps how fast md copies onto a replica that is
+	// being brought up to date (re-add, replacement), in MiB/s; 0: no
+	// per-volume cap.
+	RebuildBandwidthMiBps int `json:"rebuildBandwidthLimit,omitempty"`
 
 	// Metadata describes the claim (CSI-injected keys); not configuration.
 	Metadata Metadata `json:"metadata"`
@@ -173,7 +186,7 @@ func (p Parameters) Auth() Authentication {
 // the replica count, placement, provisioning type, filesystem and
 // authentication shape data and connections that already exist, which
 // changing a record cannot change.
-var mutableKeys = []string{KeyMaxReplicaDownTime}
+var mutableKeys = []string{KeyMaxReplicaDownTime, KeyRebuildBandwidth}
 
 // IsMutable reports whether key may be changed after creation.
 func IsMutable(key string) bool { return slices.Contains(mutableKeys, key) }
@@ -198,6 +211,9 @@ func (p Parameters) WithMutable(changes map[string]string) (Parameters, error) {
 	if _, ok := changes[KeyMaxReplicaDownTime]; ok {
 		p.MaxReplicaDownTimeMinutes = parsed.MaxReplicaDownTimeMinutes
 	}
+	if _, ok := changes[KeyRebuildBandwidth]; ok {
+		p.RebuildBandwidthMiBps = parsed.RebuildBandwidthMiBps
+	}
 	return p, nil
 }
 
@@ -211,12 +227,15 @@ type Policy struct {
 	MaxReplicaDownTimeMinutes int
 	FSType                    string
 	Authentication            Authentication
+	// RebuildBandwidthMiBps: md's copy rate onto a replica being brought
+	// up to date, at most; 0: no per-volume cap.
+	RebuildBandwidthMiBps int
 }
 
 // Policy returns the node side's part of p.
 func (p Parameters) Policy() Policy {
 	return Policy{NumReplicas: p.NumReplicas, MaxReplicaDownTimeMinutes: p.MaxReplicaDownTimeMinutes,
-		FSType: p.FSType, Authentication: p.Auth()}
+		FSType: p.FSType, Authentication: p.Auth(), RebuildBandwidthMiBps: p.RebuildBandwidthMiBps}
 }
 
 // DefaultPolicy is the policy of a volume whose StorageClass sets nothing.
@@ -283,6 +302,8 @@ func Parse(in map[string]string) (Parameters, error) {
 			default:
 				err = invalid(k, v, "must be none, host or bidirectional")
 			}
+		case KeyRebuildBandwidth:
+			p.RebuildBandwidthMiBps, err = parseInt(k, v, 0, MaxRebuildBandwidth)
 		case KeyPVName:
 			p.Metadata.PVName = v
 		case KeyPVCName:
@@ -309,6 +330,7 @@ func (p Parameters) Map() map[string]string {
 		KeyProvisioningType:   string(p.ProvisioningType),
 		KeyFSType:             p.FSType,
 		KeyAuthentication:     string(p.Auth()),
+		KeyRebuildBandwidth:   strconv.Itoa(p.RebuildBandwidthMiBps),
 	}
 	if len(p.Zones) > 0 {
 		m[KeyZones] = strings.Join(p.Zones, ",")
@@ -332,6 +354,7 @@ func (p Parameters) SameConfiguration(o Parameters) bool {
 		p.ProvisioningType == o.ProvisioningType &&
 		p.FSType == o.FSType &&
 		p.Auth() == o.Auth() &&
+		p.RebuildBandwidthMiBps == o.RebuildBandwidthMiBps &&
 		equalStrings(p.Zones, o.Zones) &&
 		equalStrings(p.Racks, o.Racks) &&
 		equalStrings(p.StorageNodes, o.StorageNodes)

@@ -176,3 +176,28 @@ func TestMutableParametersAreStorageClassParameters(t *testing.T) {
 		}
 	}
 }
+
+// rebuildBandwidthLimit: MiB/s from 0 (no limit) to MaxRebuildBandwidth,
+// named in every refusal, mutable, carried in the node side's policy.
+func TestRebuildBandwidthLimit(t *testing.T) {
+	p, err := Parse(map[string]string{KeyRebuildBandwidth: " 40 "})
+	if err != nil || p.RebuildBandwidthMiBps != 40 || p.Policy().RebuildBandwidthMiBps != 40 || p.Map()[KeyRebuildBandwidth] != "40" {
+		t.Fatalf("Parse(40) = %+v, %v", p, err)
+	}
+	if d := Defaults(); d.RebuildBandwidthMiBps != DefaultRebuildBandwidth || d.SameConfiguration(p) {
+		t.Errorf("defaults %+v: a limit must be another configuration", d)
+	}
+	for _, bad := range []string{"-1", "100001", "fast", "1.5"} {
+		_, err := Parse(map[string]string{KeyRebuildBandwidth: bad})
+		if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), KeyRebuildBandwidth) {
+			t.Errorf("Parse(%q): %v, want InvalidArgument naming the parameter", bad, err)
+		}
+	}
+	if !IsMutable(KeyRebuildBandwidth) {
+		t.Fatal("rebuildBandwidthLimit must be mutable")
+	}
+	lifted, err := p.WithMutable(map[string]string{KeyRebuildBandwidth: "0"})
+	if err != nil || lifted.RebuildBandwidthMiBps != 0 || lifted.MaxReplicaDownTimeMinutes != p.MaxReplicaDownTimeMinutes {
+		t.Errorf("WithMutable(0) = %+v, %v", lifted, err)
+	}
+}

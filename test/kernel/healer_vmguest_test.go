@@ -603,6 +603,10 @@ func TestHealer(t *testing.T) {
 	t.Run("a stale replica is never served alone", func(t *testing.T) {
 		testStaleReplicaNeverServed(t, s, c, p, md, tgt, ini)
 	})
+
+	t.Run("a rebuild runs at the volume's bandwidth limit until it is lifted", func(t *testing.T) {
+		testRebuildPacing(t, s, c, p, md, tgt, ini)
+	})
 }
 
 func slicesContains(s []string, v string) bool {
