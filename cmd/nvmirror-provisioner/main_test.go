@@ -11,11 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
-	"github.com/nvmirror/nvmirror/pkg/volume"
-
 	"github.com/nvmirror/nvmirror/pkg/provisionerclient"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth"
+	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 func parse(args ...string) (Options, bool, error) {

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
-
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -20,6 +18,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/agentapi"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth"
+	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
 )
 
 const token = "test-token"

@@ -7,11 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
-
 	"k8s.io/klog/v2"
 
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
+	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 	"github.com/nvmirror/nvmirror/pkg/stagestate"
 	"github.com/nvmirror/nvmirror/pkg/volume"

@@ -7,13 +7,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
-
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
 
 	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
+	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
 )
 
 func TestStageCreatesThenReuses(t *testing.T) {

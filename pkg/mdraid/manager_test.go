@@ -10,10 +10,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
-
 	"k8s.io/utils/exec"
 	testingexec "k8s.io/utils/exec/testing"
+
+	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
 )
 
 // mdadmStep is one mdadm run a test expects, and what mdadm answers.

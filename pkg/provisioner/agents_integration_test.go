@@ -13,13 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
-
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/nvmirror/nvmirror/pkg/agent"
 	"github.com/nvmirror/nvmirror/pkg/agentapi"
+	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
 	"github.com/nvmirror/nvmirror/pkg/provisioner"

@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
-
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )

@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
-
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
 )
 

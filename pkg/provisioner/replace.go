@@ -6,10 +6,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
-
 	"k8s.io/klog/v2"
 
+	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/placement"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 )

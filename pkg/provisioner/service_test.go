@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
-
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/fakeagent"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"

@@ -19,17 +19,16 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nvmirror/nvmirror/pkg/grpcerr"
-	"github.com/nvmirror/nvmirror/pkg/storageclass"
-	"github.com/nvmirror/nvmirror/pkg/volume"
-
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/nvmirror/nvmirror/pkg/events"
+	"github.com/nvmirror/nvmirror/pkg/grpcerr"
 	"github.com/nvmirror/nvmirror/pkg/provisionerapi"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 // Client calls the provisioner over one connection. It is safe for

@@ -10,9 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
-	"github.com/nvmirror/nvmirror/pkg/volume"
-
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -28,6 +25,8 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/provisionerapi"
 	"github.com/nvmirror/nvmirror/pkg/provisionerclient"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth"
+	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 const (

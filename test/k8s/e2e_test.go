@@ -10,9 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
-
 	"github.com/nvmirror/nvmirror/pkg/agentapi"
+	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
 	"github.com/nvmirror/nvmirror/pkg/provisionerapi"
 	"github.com/nvmirror/nvmirror/test/vm"
 )

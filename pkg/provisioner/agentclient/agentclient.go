@@ -14,13 +14,12 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/nvmirror/nvmirror/pkg/grpcerr"
-
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/nvmirror/nvmirror/pkg/agentapi"
+	"github.com/nvmirror/nvmirror/pkg/grpcerr"
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth"

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
-
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -19,6 +17,7 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth"
+	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
