@@ -31,16 +31,9 @@ func (d *Driver) ensureArray(ctx context.Context, vol *volume.Volume, mdUUID str
 	defer d.mdMu.Unlock()
 
 	if a, err := d.node.Raid.FindByUUID(mdUUID); err == nil {
-		// Already running: a previous stage, or udev assembled it. It
-		// must run on an in-sync replica like one this call starts.
+		// Already running: a previous stage, or udev assembled it.
 		klog.InfoS("md array already running", "volumeID", vol.ID, "device", a.Device, "uuid", mdUUID)
-		if err := vol.CheckStartable(inSyncReplicaIDs(a, replicas, devices)); err != nil {
-			return "", err
-		}
-		if err := d.recordMissingReplicas(ctx, vol, a, devices); err != nil {
-			return "", err
-		}
-		return a.Device, nil
+		return d.adoptRunning(ctx, vol, a, replicas, devices)
 	} else if !errors.Is(err, mdraid.ErrNotFound) {
 		return "", err
 	}
@@ -129,22 +122,20 @@ func (d *Driver) assemble(ctx context.Context, vol *volume.Volume, mdUUID string
 	}
 	err = d.node.Raid.Assemble(ctx, dev, mdUUID, paths)
 	if errors.Is(err, mdraid.ErrAssembledElsewhere) {
+		// udev got there first, from whichever members it saw.
 		a, ferr := d.node.Raid.FindByUUID(mdUUID)
 		if ferr != nil {
 			return "", errors.Join(err, ferr)
 		}
-		return a.Device, nil
+		return d.adoptRunning(ctx, vol, a, vol.ActiveReplicas(), devices)
 	}
 	if err != nil {
 		return "", fmt.Errorf("assemble md %s of volume %s from %v: %w", mdUUID, vol.ID, paths, err)
 	}
 	u.arrays = append(u.arrays, dev)
-	if err := d.verifyArray(dev, mdUUID); err != nil {
-		return "", err
-	}
-	arr, err := d.node.Raid.ReadArray(filepath.Base(dev))
+	arr, err := d.verifyArray(dev, mdUUID)
 	if err != nil {
-		return "", fmt.Errorf("read md %s of volume %s: %w", dev, vol.ID, err)
+		return "", err
 	}
 	if err := d.recordMissingReplicas(ctx, vol, arr, devices); err != nil {
 		return "", err
@@ -185,7 +176,7 @@ func (d *Driver) createArray(ctx context.Context, vol *volume.Volume, mdUUID str
 		return "", fmt.Errorf("create md array of volume %s on %v: %w", vol.ID, paths, err)
 	}
 	u.arrays = append(u.arrays, dev)
-	if err := d.verifyArray(dev, mdUUID); err != nil {
+	if _, err := d.verifyArray(dev, mdUUID); err != nil {
 		return "", err
 	}
 	klog.InfoS("Created md array", "volumeID", vol.ID, "device", dev, "uuid", mdUUID, "members", paths)
@@ -221,16 +212,17 @@ func (d *Driver) stopInactiveHolder(ctx context.Context, devPath, mdUUID string)
 	return d.node.Raid.Stop(ctx, a.Device)
 }
 
-// verifyArray checks that the array at dev is the volume's.
-func (d *Driver) verifyArray(dev, mdUUID string) error {
+// verifyArray checks that the array at dev is the volume's and returns it
+// as read.
+func (d *Driver) verifyArray(dev, mdUUID string) (mdraid.Array, error) {
 	a, err := d.node.Raid.ReadArray(filepath.Base(dev))
 	if err != nil {
-		return fmt.Errorf("reading %s after start: %w", dev, err)
+		return mdraid.Array{}, fmt.Errorf("reading %s after start: %w", dev, err)
 	}
 	if a.UUID != mdUUID {
-		return volume.Errorf(volume.ErrFailedPrecondition, "%s runs md array %q, expected %q", dev, a.UUID, mdUUID)
+		return mdraid.Array{}, volume.Errorf(volume.ErrFailedPrecondition, "%s runs md array %q, expected %q", dev, a.UUID, mdUUID)
 	}
-	return nil
+	return a, nil
 }
 
 // mdName is stored in the superblock: the provisioner's name, or one derived

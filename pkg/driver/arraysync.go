@@ -19,6 +19,20 @@ import (
 // such a replica misses writes, and no node may start the volume from it
 // alone. The healer records the failures md makes later, and the returns.
 
+// adoptRunning takes over an array already running (a previous stage's, or
+// one udev assembled from whichever members it saw) under the same rule as
+// one this call starts: it must hold an in-sync replica, and the replicas it
+// runs without are recorded before the volume takes writes.
+func (d *Driver) adoptRunning(ctx context.Context, vol *volume.Volume, a mdraid.Array, replicas []volume.Replica, devices map[string]host.Device) (string, error) {
+	if err := vol.CheckStartable(inSyncReplicaIDs(a, replicas, devices)); err != nil {
+		return "", err
+	}
+	if err := d.recordMissingReplicas(ctx, vol, a, devices); err != nil {
+		return "", err
+	}
+	return a.Device, nil
+}
+
 // inSyncReplicaIDs returns the replicas whose device md holds as an in-sync
 // member of arr.
 func inSyncReplicaIDs(arr mdraid.Array, replicas []volume.Replica, devices map[string]host.Device) []string {

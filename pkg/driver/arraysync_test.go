@@ -1,6 +1,7 @@
 package driver_test
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
@@ -98,5 +100,42 @@ func TestStageFailsWhenTheMissingReplicaCannotBeRecorded(t *testing.T) {
 	wantCode(t, e.stage(id, mountCap), codes.Unavailable)
 	if len(e.raid.Arrays()) != 0 || e.mounted(e.staging(id)) {
 		t.Fatalf("failed stage left arrays %v", e.raid.Arrays())
+	}
+}
+
+// An array already running (udev's incremental assembly, before NodeStage
+// or racing its own assemble) is held to the same rule: one started from
+// the stale replica alone is refused, whichever way it was found.
+func TestStageRefusesAnArrayRunningOnStaleReplicasOnly(t *testing.T) {
+	for _, race := range []bool{false, true} {
+		e := newEnv(t)
+		id := e.create("v", "2")
+		e.publish(id)
+		must(t, e.stage(id, mountCap))
+		must(t, e.unstage(id))
+		v := e.volume(id)
+		e.prov.Update(id, func(v *volume.Volume) { v.Replicas[1].OutOfSyncSince = time.Now() })
+		// The stale replica's controller, connected (as a previous stage
+		// left it), for udev to find its namespace.
+		_, err := e.ini.Connect(context.Background(), host.ConnectOptions{Transport: "tcp",
+			TrAddr: v.Replicas[1].Endpoints[0].Address, TrSvcID: v.Replicas[1].Endpoints[0].Port,
+			SubsysNQN: v.Replicas[1].NQN, HostNQN: v.PublishedHost, HostID: "5a0d1f7e-0000-4000-8000-000000000001"})
+		must(t, err)
+		dev, err := e.ini.FindDevice(v.Replicas[1].NQN, v.Replicas[1].NamespaceID())
+		must(t, err)
+		udev := func() { must(t, e.raid.Assemble(context.Background(), "/dev/md100", v.MDUUID, []string{dev.Path})) }
+		if race {
+			e.raid.BeforeAssemble = udev
+		} else {
+			udev()
+		}
+		err = e.stage(id, mountCap)
+		wantCode(t, err, codes.FailedPrecondition)
+		if msg := status.Convert(err).Message(); !strings.Contains(msg, v.Replicas[1].ID+" are out of sync") {
+			t.Errorf("race=%v: message %q does not name the stale replica", race, msg)
+		}
+		if e.mounted(e.staging(id)) || len(e.prov.SyncReports()) != 0 {
+			t.Errorf("race=%v: mounted %v, reports %+v", race, e.mounted(e.staging(id)), e.prov.SyncReports())
+		}
 	}
 }

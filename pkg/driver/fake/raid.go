@@ -33,6 +33,9 @@ type Raid struct {
 	Creates int
 	// LastCreate is the options of the last successful Create.
 	LastCreate mdraid.CreateOptions
+	// BeforeAssemble, when set, runs once at the start of the next
+	// Assemble: udev's incremental assembly racing NodeStage.
+	BeforeAssemble func()
 }
 
 // NewRaid returns an empty md over devs.
@@ -104,7 +107,14 @@ func (r *Raid) holder(member string) string {
 	return ""
 }
 
-func (r *Raid) Assemble(_ context.Context, device, uuid string, devices []string) error {
+func (r *Raid) Assemble(ctx context.Context, device, uuid string, devices []string) error {
+	r.mu.Lock()
+	hook := r.BeforeAssemble
+	r.BeforeAssemble = nil
+	r.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	uuid, err := mdraid.NormalizeUUID(uuid)
