@@ -22,13 +22,12 @@
 package agentapi
 
 import (
-	reflect "reflect"
-	sync "sync"
-	unsafe "unsafe"
-
 	_ "github.com/container-storage-interface/spec/lib/go/csi"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	reflect "reflect"
+	sync "sync"
+	unsafe "unsafe"
 )
 
 const (
@@ -143,6 +142,66 @@ func (x ReplicaState) Number() protoreflect.EnumNumber {
 // Deprecated: Use ReplicaState.Descriptor instead.
 func (ReplicaState) EnumDescriptor() ([]byte, []int) {
 	return file_target_v1_target_proto_rawDescGZIP(), []int{1}
+}
+
+type RepairState int32
+
+const (
+	RepairState_REPAIR_STATE_UNSPECIFIED RepairState = 0
+	// Connecting, assembling or recovering.
+	RepairState_REPAIR_STATE_RUNNING RepairState = 1
+	// Every out-of-sync member is in sync; the array is stopped and the
+	// members disconnected.
+	RepairState_REPAIR_STATE_SUCCEEDED RepairState = 2
+	// It could not go on (message says why); nothing of it is left running.
+	RepairState_REPAIR_STATE_FAILED RepairState = 3
+	// Stopped by StopRepair or by its lease running out.
+	RepairState_REPAIR_STATE_STOPPED RepairState = 4
+)
+
+// Enum value maps for RepairState.
+var (
+	RepairState_name = map[int32]string{
+		0: "REPAIR_STATE_UNSPECIFIED",
+		1: "REPAIR_STATE_RUNNING",
+		2: "REPAIR_STATE_SUCCEEDED",
+		3: "REPAIR_STATE_FAILED",
+		4: "REPAIR_STATE_STOPPED",
+	}
+	RepairState_value = map[string]int32{
+		"REPAIR_STATE_UNSPECIFIED": 0,
+		"REPAIR_STATE_RUNNING":     1,
+		"REPAIR_STATE_SUCCEEDED":   2,
+		"REPAIR_STATE_FAILED":      3,
+		"REPAIR_STATE_STOPPED":     4,
+	}
+)
+
+func (x RepairState) Enum() *RepairState {
+	p := new(RepairState)
+	*p = x
+	return p
+}
+
+func (x RepairState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RepairState) Descriptor() protoreflect.EnumDescriptor {
+	return file_target_v1_target_proto_enumTypes[2].Descriptor()
+}
+
+func (RepairState) Type() protoreflect.EnumType {
+	return &file_target_v1_target_proto_enumTypes[2]
+}
+
+func (x RepairState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RepairState.Descriptor instead.
+func (RepairState) EnumDescriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{2}
 }
 
 // Endpoint is one address where the agent's replicas are exported.
@@ -1263,13 +1322,16 @@ func (*NodeInfoRequest) Descriptor() ([]byte, []int) {
 }
 
 type NodeInfoResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeName      string                 `protobuf:"bytes,1,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
-	Zone          string                 `protobuf:"bytes,2,opt,name=zone,proto3" json:"zone,omitempty"`
-	Rack          string                 `protobuf:"bytes,3,opt,name=rack,proto3" json:"rack,omitempty"`
-	Endpoints     []*Endpoint            `protobuf:"bytes,4,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
-	Version       string                 `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
-	NqnPrefix     string                 `protobuf:"bytes,6,opt,name=nqn_prefix,json=nqnPrefix,proto3" json:"nqn_prefix,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	NodeName  string                 `protobuf:"bytes,1,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	Zone      string                 `protobuf:"bytes,2,opt,name=zone,proto3" json:"zone,omitempty"`
+	Rack      string                 `protobuf:"bytes,3,opt,name=rack,proto3" json:"rack,omitempty"`
+	Endpoints []*Endpoint            `protobuf:"bytes,4,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	Version   string                 `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	NqnPrefix string                 `protobuf:"bytes,6,opt,name=nqn_prefix,json=nqnPrefix,proto3" json:"nqn_prefix,omitempty"`
+	// The host NQN this storage node connects to other replicas with during
+	// an offline repair; empty when offline repair is disabled here.
+	RepairHostNqn string `protobuf:"bytes,7,opt,name=repair_host_nqn,json=repairHostNqn,proto3" json:"repair_host_nqn,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1344,6 +1406,535 @@ func (x *NodeInfoResponse) GetNqnPrefix() string {
 		return x.NqnPrefix
 	}
 	return ""
+}
+
+func (x *NodeInfoResponse) GetRepairHostNqn() string {
+	if x != nil {
+		return x.RepairHostNqn
+	}
+	return ""
+}
+
+// RepairMember is one replica of the volume being repaired.
+type RepairMember struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ReplicaId   string                 `protobuf:"bytes,1,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	StorageNode string                 `protobuf:"bytes,2,opt,name=storage_node,json=storageNode,proto3" json:"storage_node,omitempty"`
+	Nqn         string                 `protobuf:"bytes,3,opt,name=nqn,proto3" json:"nqn,omitempty"`
+	// The namespace identity the device must show (checked before use).
+	NamespaceUuid string      `protobuf:"bytes,4,opt,name=namespace_uuid,json=namespaceUuid,proto3" json:"namespace_uuid,omitempty"`
+	Endpoints     []*Endpoint `protobuf:"bytes,5,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	// true: recorded in sync, the array is assembled from these. false: out
+	// of sync (a returning member or a new, blank replacement) and brought
+	// up to date.
+	InSync bool `protobuf:"varint,6,opt,name=in_sync,json=inSync,proto3" json:"in_sync,omitempty"`
+	// DH-HMAC-CHAP secrets to connect with (the volume requires
+	// authentication): the repair host's pair with this storage node.
+	DhchapSecret     string `protobuf:"bytes,7,opt,name=dhchap_secret,json=dhchapSecret,proto3" json:"dhchap_secret,omitempty"`
+	DhchapCtrlSecret string `protobuf:"bytes,8,opt,name=dhchap_ctrl_secret,json=dhchapCtrlSecret,proto3" json:"dhchap_ctrl_secret,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *RepairMember) Reset() {
+	*x = RepairMember{}
+	mi := &file_target_v1_target_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RepairMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RepairMember) ProtoMessage() {}
+
+func (x *RepairMember) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RepairMember.ProtoReflect.Descriptor instead.
+func (*RepairMember) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RepairMember) GetReplicaId() string {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return ""
+}
+
+func (x *RepairMember) GetStorageNode() string {
+	if x != nil {
+		return x.StorageNode
+	}
+	return ""
+}
+
+func (x *RepairMember) GetNqn() string {
+	if x != nil {
+		return x.Nqn
+	}
+	return ""
+}
+
+func (x *RepairMember) GetNamespaceUuid() string {
+	if x != nil {
+		return x.NamespaceUuid
+	}
+	return ""
+}
+
+func (x *RepairMember) GetEndpoints() []*Endpoint {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+func (x *RepairMember) GetInSync() bool {
+	if x != nil {
+		return x.InSync
+	}
+	return false
+}
+
+func (x *RepairMember) GetDhchapSecret() string {
+	if x != nil {
+		return x.DhchapSecret
+	}
+	return ""
+}
+
+func (x *RepairMember) GetDhchapCtrlSecret() string {
+	if x != nil {
+		return x.DhchapCtrlSecret
+	}
+	return ""
+}
+
+type StartRepairRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chosen by the provisioner; [a-z0-9][a-z0-9-]{0,62}.
+	RepairId string `protobuf:"bytes,1,opt,name=repair_id,json=repairId,proto3" json:"repair_id,omitempty"`
+	VolumeId string `protobuf:"bytes,2,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	// The md array's UUID: every in-sync member must carry it.
+	MdUuid  string          `protobuf:"bytes,3,opt,name=md_uuid,json=mdUuid,proto3" json:"md_uuid,omitempty"`
+	Members []*RepairMember `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
+	// md's resync ceiling for this array in KiB/s (0: md's default).
+	MaxRebuildKibps uint64 `protobuf:"varint,5,opt,name=max_rebuild_kibps,json=maxRebuildKibps,proto3" json:"max_rebuild_kibps,omitempty"`
+	// How long the repair runs without a GetRepair before it stops itself
+	// (> 0).
+	LeaseSeconds  uint32 `protobuf:"varint,6,opt,name=lease_seconds,json=leaseSeconds,proto3" json:"lease_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartRepairRequest) Reset() {
+	*x = StartRepairRequest{}
+	mi := &file_target_v1_target_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartRepairRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartRepairRequest) ProtoMessage() {}
+
+func (x *StartRepairRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartRepairRequest.ProtoReflect.Descriptor instead.
+func (*StartRepairRequest) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *StartRepairRequest) GetRepairId() string {
+	if x != nil {
+		return x.RepairId
+	}
+	return ""
+}
+
+func (x *StartRepairRequest) GetVolumeId() string {
+	if x != nil {
+		return x.VolumeId
+	}
+	return ""
+}
+
+func (x *StartRepairRequest) GetMdUuid() string {
+	if x != nil {
+		return x.MdUuid
+	}
+	return ""
+}
+
+func (x *StartRepairRequest) GetMembers() []*RepairMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *StartRepairRequest) GetMaxRebuildKibps() uint64 {
+	if x != nil {
+		return x.MaxRebuildKibps
+	}
+	return 0
+}
+
+func (x *StartRepairRequest) GetLeaseSeconds() uint32 {
+	if x != nil {
+		return x.LeaseSeconds
+	}
+	return 0
+}
+
+type StartRepairResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Repair        *Repair                `protobuf:"bytes,1,opt,name=repair,proto3" json:"repair,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartRepairResponse) Reset() {
+	*x = StartRepairResponse{}
+	mi := &file_target_v1_target_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartRepairResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartRepairResponse) ProtoMessage() {}
+
+func (x *StartRepairResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartRepairResponse.ProtoReflect.Descriptor instead.
+func (*StartRepairResponse) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *StartRepairResponse) GetRepair() *Repair {
+	if x != nil {
+		return x.Repair
+	}
+	return nil
+}
+
+type GetRepairRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RepairId      string                 `protobuf:"bytes,1,opt,name=repair_id,json=repairId,proto3" json:"repair_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRepairRequest) Reset() {
+	*x = GetRepairRequest{}
+	mi := &file_target_v1_target_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRepairRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRepairRequest) ProtoMessage() {}
+
+func (x *GetRepairRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRepairRequest.ProtoReflect.Descriptor instead.
+func (*GetRepairRequest) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GetRepairRequest) GetRepairId() string {
+	if x != nil {
+		return x.RepairId
+	}
+	return ""
+}
+
+type GetRepairResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Repair        *Repair                `protobuf:"bytes,1,opt,name=repair,proto3" json:"repair,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRepairResponse) Reset() {
+	*x = GetRepairResponse{}
+	mi := &file_target_v1_target_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRepairResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRepairResponse) ProtoMessage() {}
+
+func (x *GetRepairResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRepairResponse.ProtoReflect.Descriptor instead.
+func (*GetRepairResponse) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GetRepairResponse) GetRepair() *Repair {
+	if x != nil {
+		return x.Repair
+	}
+	return nil
+}
+
+type StopRepairRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RepairId      string                 `protobuf:"bytes,1,opt,name=repair_id,json=repairId,proto3" json:"repair_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopRepairRequest) Reset() {
+	*x = StopRepairRequest{}
+	mi := &file_target_v1_target_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopRepairRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopRepairRequest) ProtoMessage() {}
+
+func (x *StopRepairRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopRepairRequest.ProtoReflect.Descriptor instead.
+func (*StopRepairRequest) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *StopRepairRequest) GetRepairId() string {
+	if x != nil {
+		return x.RepairId
+	}
+	return ""
+}
+
+type StopRepairResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopRepairResponse) Reset() {
+	*x = StopRepairResponse{}
+	mi := &file_target_v1_target_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopRepairResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopRepairResponse) ProtoMessage() {}
+
+func (x *StopRepairResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopRepairResponse.ProtoReflect.Descriptor instead.
+func (*StopRepairResponse) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{28}
+}
+
+type Repair struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	RepairId string                 `protobuf:"bytes,1,opt,name=repair_id,json=repairId,proto3" json:"repair_id,omitempty"`
+	VolumeId string                 `protobuf:"bytes,2,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	State    RepairState            `protobuf:"varint,3,opt,name=state,proto3,enum=nvmirror.target.v1.RepairState" json:"state,omitempty"`
+	Message  string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	// Recovery progress of the running sync (0 when none).
+	SyncDoneBytes  uint64 `protobuf:"varint,5,opt,name=sync_done_bytes,json=syncDoneBytes,proto3" json:"sync_done_bytes,omitempty"`
+	SyncTotalBytes uint64 `protobuf:"varint,6,opt,name=sync_total_bytes,json=syncTotalBytes,proto3" json:"sync_total_bytes,omitempty"`
+	// Bytes written to the out-of-sync members' devices by this repair
+	// (their block device write counters): what the repair copied.
+	BytesWritten uint64 `protobuf:"varint,7,opt,name=bytes_written,json=bytesWritten,proto3" json:"bytes_written,omitempty"`
+	// The members md brought in sync (when SUCCEEDED: every out-of-sync one).
+	SyncedReplicaIds []string `protobuf:"bytes,8,rep,name=synced_replica_ids,json=syncedReplicaIds,proto3" json:"synced_replica_ids,omitempty"`
+	// Per out-of-sync member: true when md re-added it from the bitmap
+	// (only what changed copied), false for a full recovery.
+	BitmapReadd   map[string]bool `protobuf:"bytes,9,rep,name=bitmap_readd,json=bitmapReadd,proto3" json:"bitmap_readd,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Repair) Reset() {
+	*x = Repair{}
+	mi := &file_target_v1_target_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Repair) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Repair) ProtoMessage() {}
+
+func (x *Repair) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Repair.ProtoReflect.Descriptor instead.
+func (*Repair) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *Repair) GetRepairId() string {
+	if x != nil {
+		return x.RepairId
+	}
+	return ""
+}
+
+func (x *Repair) GetVolumeId() string {
+	if x != nil {
+		return x.VolumeId
+	}
+	return ""
+}
+
+func (x *Repair) GetState() RepairState {
+	if x != nil {
+		return x.State
+	}
+	return RepairState_REPAIR_STATE_UNSPECIFIED
+}
+
+func (x *Repair) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Repair) GetSyncDoneBytes() uint64 {
+	if x != nil {
+		return x.SyncDoneBytes
+	}
+	return 0
+}
+
+func (x *Repair) GetSyncTotalBytes() uint64 {
+	if x != nil {
+		return x.SyncTotalBytes
+	}
+	return 0
+}
+
+func (x *Repair) GetBytesWritten() uint64 {
+	if x != nil {
+		return x.BytesWritten
+	}
+	return 0
+}
+
+func (x *Repair) GetSyncedReplicaIds() []string {
+	if x != nil {
+		return x.SyncedReplicaIds
+	}
+	return nil
+}
+
+func (x *Repair) GetBitmapReadd() map[string]bool {
+	if x != nil {
+		return x.BitmapReadd
+	}
+	return nil
 }
 
 var File_target_v1_target_proto protoreflect.FileDescriptor
@@ -1428,7 +2019,7 @@ const file_target_v1_target_proto_rawDesc = "" +
 	"\x0favailable_bytes\x18\x02 \x01(\x03R\x0eavailableBytes\x12+\n" +
 	"\x11provisioned_bytes\x18\x03 \x01(\x03R\x10provisionedBytes\x12#\n" +
 	"\rreplica_count\x18\x04 \x01(\x03R\freplicaCount\"\x11\n" +
-	"\x0fNodeInfoRequest\"\xcc\x01\n" +
+	"\x0fNodeInfoRequest\"\xf4\x01\n" +
 	"\x10NodeInfoResponse\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x12\n" +
 	"\x04zone\x18\x02 \x01(\tR\x04zone\x12\x12\n" +
@@ -1436,7 +2027,47 @@ const file_target_v1_target_proto_rawDesc = "" +
 	"\tendpoints\x18\x04 \x03(\v2\x1c.nvmirror.target.v1.EndpointR\tendpoints\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\tR\aversion\x12\x1d\n" +
 	"\n" +
-	"nqn_prefix\x18\x06 \x01(\tR\tnqnPrefix*n\n" +
+	"nqn_prefix\x18\x06 \x01(\tR\tnqnPrefix\x12&\n" +
+	"\x0frepair_host_nqn\x18\a \x01(\tR\rrepairHostNqn\"\xbb\x02\n" +
+	"\fRepairMember\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x01 \x01(\tR\treplicaId\x12!\n" +
+	"\fstorage_node\x18\x02 \x01(\tR\vstorageNode\x12\x10\n" +
+	"\x03nqn\x18\x03 \x01(\tR\x03nqn\x12%\n" +
+	"\x0enamespace_uuid\x18\x04 \x01(\tR\rnamespaceUuid\x12:\n" +
+	"\tendpoints\x18\x05 \x03(\v2\x1c.nvmirror.target.v1.EndpointR\tendpoints\x12\x17\n" +
+	"\ain_sync\x18\x06 \x01(\bR\x06inSync\x12(\n" +
+	"\rdhchap_secret\x18\a \x01(\tB\x03\x98B\x01R\fdhchapSecret\x121\n" +
+	"\x12dhchap_ctrl_secret\x18\b \x01(\tB\x03\x98B\x01R\x10dhchapCtrlSecret\"\xf4\x01\n" +
+	"\x12StartRepairRequest\x12\x1b\n" +
+	"\trepair_id\x18\x01 \x01(\tR\brepairId\x12\x1b\n" +
+	"\tvolume_id\x18\x02 \x01(\tR\bvolumeId\x12\x17\n" +
+	"\amd_uuid\x18\x03 \x01(\tR\x06mdUuid\x12:\n" +
+	"\amembers\x18\x04 \x03(\v2 .nvmirror.target.v1.RepairMemberR\amembers\x12*\n" +
+	"\x11max_rebuild_kibps\x18\x05 \x01(\x04R\x0fmaxRebuildKibps\x12#\n" +
+	"\rlease_seconds\x18\x06 \x01(\rR\fleaseSeconds\"I\n" +
+	"\x13StartRepairResponse\x122\n" +
+	"\x06repair\x18\x01 \x01(\v2\x1a.nvmirror.target.v1.RepairR\x06repair\"/\n" +
+	"\x10GetRepairRequest\x12\x1b\n" +
+	"\trepair_id\x18\x01 \x01(\tR\brepairId\"G\n" +
+	"\x11GetRepairResponse\x122\n" +
+	"\x06repair\x18\x01 \x01(\v2\x1a.nvmirror.target.v1.RepairR\x06repair\"0\n" +
+	"\x11StopRepairRequest\x12\x1b\n" +
+	"\trepair_id\x18\x01 \x01(\tR\brepairId\"\x14\n" +
+	"\x12StopRepairResponse\"\xc8\x03\n" +
+	"\x06Repair\x12\x1b\n" +
+	"\trepair_id\x18\x01 \x01(\tR\brepairId\x12\x1b\n" +
+	"\tvolume_id\x18\x02 \x01(\tR\bvolumeId\x125\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x1f.nvmirror.target.v1.RepairStateR\x05state\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12&\n" +
+	"\x0fsync_done_bytes\x18\x05 \x01(\x04R\rsyncDoneBytes\x12(\n" +
+	"\x10sync_total_bytes\x18\x06 \x01(\x04R\x0esyncTotalBytes\x12#\n" +
+	"\rbytes_written\x18\a \x01(\x04R\fbytesWritten\x12,\n" +
+	"\x12synced_replica_ids\x18\b \x03(\tR\x10syncedReplicaIds\x12N\n" +
+	"\fbitmap_readd\x18\t \x03(\v2+.nvmirror.target.v1.Repair.BitmapReaddEntryR\vbitmapReadd\x1a>\n" +
+	"\x10BitmapReaddEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\bR\x05value:\x028\x01*n\n" +
 	"\x10ProvisioningType\x12!\n" +
 	"\x1dPROVISIONING_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16PROVISIONING_TYPE_THIN\x10\x01\x12\x1b\n" +
@@ -1445,7 +2076,13 @@ const file_target_v1_target_proto_rawDesc = "" +
 	"\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16REPLICA_STATE_CREATING\x10\x01\x12\x17\n" +
 	"\x13REPLICA_STATE_READY\x10\x02\x12\x1a\n" +
-	"\x16REPLICA_STATE_DELETING\x10\x032\xc8\a\n" +
+	"\x16REPLICA_STATE_DELETING\x10\x03*\x94\x01\n" +
+	"\vRepairState\x12\x1c\n" +
+	"\x18REPAIR_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14REPAIR_STATE_RUNNING\x10\x01\x12\x1a\n" +
+	"\x16REPAIR_STATE_SUCCEEDED\x10\x02\x12\x17\n" +
+	"\x13REPAIR_STATE_FAILED\x10\x03\x12\x18\n" +
+	"\x14REPAIR_STATE_STOPPED\x10\x042\xdf\t\n" +
 	"\x06Target\x12d\n" +
 	"\rCreateReplica\x12(.nvmirror.target.v1.CreateReplicaRequest\x1a).nvmirror.target.v1.CreateReplicaResponse\x12d\n" +
 	"\rDeleteReplica\x12(.nvmirror.target.v1.DeleteReplicaRequest\x1a).nvmirror.target.v1.DeleteReplicaResponse\x12d\n" +
@@ -1458,7 +2095,11 @@ const file_target_v1_target_proto_rawDesc = "" +
 	"RevokeHost\x12%.nvmirror.target.v1.RevokeHostRequest\x1a&.nvmirror.target.v1.RevokeHostResponse\x12^\n" +
 	"\vSetHostAuth\x12&.nvmirror.target.v1.SetHostAuthRequest\x1a'.nvmirror.target.v1.SetHostAuthResponse\x12^\n" +
 	"\vGetCapacity\x12&.nvmirror.target.v1.GetCapacityRequest\x1a'.nvmirror.target.v1.GetCapacityResponse\x12U\n" +
-	"\bNodeInfo\x12#.nvmirror.target.v1.NodeInfoRequest\x1a$.nvmirror.target.v1.NodeInfoResponseB4Z2github.com/nvmirror/nvmirror/pkg/agentapi;agentapib\x06proto3"
+	"\bNodeInfo\x12#.nvmirror.target.v1.NodeInfoRequest\x1a$.nvmirror.target.v1.NodeInfoResponse\x12^\n" +
+	"\vStartRepair\x12&.nvmirror.target.v1.StartRepairRequest\x1a'.nvmirror.target.v1.StartRepairResponse\x12X\n" +
+	"\tGetRepair\x12$.nvmirror.target.v1.GetRepairRequest\x1a%.nvmirror.target.v1.GetRepairResponse\x12[\n" +
+	"\n" +
+	"StopRepair\x12%.nvmirror.target.v1.StopRepairRequest\x1a&.nvmirror.target.v1.StopRepairResponseB4Z2github.com/nvmirror/nvmirror/pkg/agentapi;agentapib\x06proto3"
 
 var (
 	file_target_v1_target_proto_rawDescOnce sync.Once
@@ -1472,71 +2113,93 @@ func file_target_v1_target_proto_rawDescGZIP() []byte {
 	return file_target_v1_target_proto_rawDescData
 }
 
-var file_target_v1_target_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_target_v1_target_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_target_v1_target_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_target_v1_target_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_target_v1_target_proto_goTypes = []any{
 	(ProvisioningType)(0),         // 0: nvmirror.target.v1.ProvisioningType
 	(ReplicaState)(0),             // 1: nvmirror.target.v1.ReplicaState
-	(*Endpoint)(nil),              // 2: nvmirror.target.v1.Endpoint
-	(*Replica)(nil),               // 3: nvmirror.target.v1.Replica
-	(*CreateReplicaRequest)(nil),  // 4: nvmirror.target.v1.CreateReplicaRequest
-	(*CreateReplicaResponse)(nil), // 5: nvmirror.target.v1.CreateReplicaResponse
-	(*DeleteReplicaRequest)(nil),  // 6: nvmirror.target.v1.DeleteReplicaRequest
-	(*DeleteReplicaResponse)(nil), // 7: nvmirror.target.v1.DeleteReplicaResponse
-	(*ExpandReplicaRequest)(nil),  // 8: nvmirror.target.v1.ExpandReplicaRequest
-	(*ExpandReplicaResponse)(nil), // 9: nvmirror.target.v1.ExpandReplicaResponse
-	(*GetReplicaRequest)(nil),     // 10: nvmirror.target.v1.GetReplicaRequest
-	(*GetReplicaResponse)(nil),    // 11: nvmirror.target.v1.GetReplicaResponse
-	(*ListReplicasRequest)(nil),   // 12: nvmirror.target.v1.ListReplicasRequest
-	(*ListReplicasResponse)(nil),  // 13: nvmirror.target.v1.ListReplicasResponse
-	(*AllowHostRequest)(nil),      // 14: nvmirror.target.v1.AllowHostRequest
-	(*AllowHostResponse)(nil),     // 15: nvmirror.target.v1.AllowHostResponse
-	(*RevokeHostRequest)(nil),     // 16: nvmirror.target.v1.RevokeHostRequest
-	(*RevokeHostResponse)(nil),    // 17: nvmirror.target.v1.RevokeHostResponse
-	(*SetHostAuthRequest)(nil),    // 18: nvmirror.target.v1.SetHostAuthRequest
-	(*SetHostAuthResponse)(nil),   // 19: nvmirror.target.v1.SetHostAuthResponse
-	(*GetCapacityRequest)(nil),    // 20: nvmirror.target.v1.GetCapacityRequest
-	(*GetCapacityResponse)(nil),   // 21: nvmirror.target.v1.GetCapacityResponse
-	(*NodeInfoRequest)(nil),       // 22: nvmirror.target.v1.NodeInfoRequest
-	(*NodeInfoResponse)(nil),      // 23: nvmirror.target.v1.NodeInfoResponse
+	(RepairState)(0),              // 2: nvmirror.target.v1.RepairState
+	(*Endpoint)(nil),              // 3: nvmirror.target.v1.Endpoint
+	(*Replica)(nil),               // 4: nvmirror.target.v1.Replica
+	(*CreateReplicaRequest)(nil),  // 5: nvmirror.target.v1.CreateReplicaRequest
+	(*CreateReplicaResponse)(nil), // 6: nvmirror.target.v1.CreateReplicaResponse
+	(*DeleteReplicaRequest)(nil),  // 7: nvmirror.target.v1.DeleteReplicaRequest
+	(*DeleteReplicaResponse)(nil), // 8: nvmirror.target.v1.DeleteReplicaResponse
+	(*ExpandReplicaRequest)(nil),  // 9: nvmirror.target.v1.ExpandReplicaRequest
+	(*ExpandReplicaResponse)(nil), // 10: nvmirror.target.v1.ExpandReplicaResponse
+	(*GetReplicaRequest)(nil),     // 11: nvmirror.target.v1.GetReplicaRequest
+	(*GetReplicaResponse)(nil),    // 12: nvmirror.target.v1.GetReplicaResponse
+	(*ListReplicasRequest)(nil),   // 13: nvmirror.target.v1.ListReplicasRequest
+	(*ListReplicasResponse)(nil),  // 14: nvmirror.target.v1.ListReplicasResponse
+	(*AllowHostRequest)(nil),      // 15: nvmirror.target.v1.AllowHostRequest
+	(*AllowHostResponse)(nil),     // 16: nvmirror.target.v1.AllowHostResponse
+	(*RevokeHostRequest)(nil),     // 17: nvmirror.target.v1.RevokeHostRequest
+	(*RevokeHostResponse)(nil),    // 18: nvmirror.target.v1.RevokeHostResponse
+	(*SetHostAuthRequest)(nil),    // 19: nvmirror.target.v1.SetHostAuthRequest
+	(*SetHostAuthResponse)(nil),   // 20: nvmirror.target.v1.SetHostAuthResponse
+	(*GetCapacityRequest)(nil),    // 21: nvmirror.target.v1.GetCapacityRequest
+	(*GetCapacityResponse)(nil),   // 22: nvmirror.target.v1.GetCapacityResponse
+	(*NodeInfoRequest)(nil),       // 23: nvmirror.target.v1.NodeInfoRequest
+	(*NodeInfoResponse)(nil),      // 24: nvmirror.target.v1.NodeInfoResponse
+	(*RepairMember)(nil),          // 25: nvmirror.target.v1.RepairMember
+	(*StartRepairRequest)(nil),    // 26: nvmirror.target.v1.StartRepairRequest
+	(*StartRepairResponse)(nil),   // 27: nvmirror.target.v1.StartRepairResponse
+	(*GetRepairRequest)(nil),      // 28: nvmirror.target.v1.GetRepairRequest
+	(*GetRepairResponse)(nil),     // 29: nvmirror.target.v1.GetRepairResponse
+	(*StopRepairRequest)(nil),     // 30: nvmirror.target.v1.StopRepairRequest
+	(*StopRepairResponse)(nil),    // 31: nvmirror.target.v1.StopRepairResponse
+	(*Repair)(nil),                // 32: nvmirror.target.v1.Repair
+	nil,                           // 33: nvmirror.target.v1.Repair.BitmapReaddEntry
 }
 var file_target_v1_target_proto_depIdxs = []int32{
 	0,  // 0: nvmirror.target.v1.Replica.provisioning_type:type_name -> nvmirror.target.v1.ProvisioningType
 	1,  // 1: nvmirror.target.v1.Replica.state:type_name -> nvmirror.target.v1.ReplicaState
-	2,  // 2: nvmirror.target.v1.Replica.endpoints:type_name -> nvmirror.target.v1.Endpoint
+	3,  // 2: nvmirror.target.v1.Replica.endpoints:type_name -> nvmirror.target.v1.Endpoint
 	0,  // 3: nvmirror.target.v1.CreateReplicaRequest.provisioning_type:type_name -> nvmirror.target.v1.ProvisioningType
-	3,  // 4: nvmirror.target.v1.CreateReplicaResponse.replica:type_name -> nvmirror.target.v1.Replica
-	3,  // 5: nvmirror.target.v1.ExpandReplicaResponse.replica:type_name -> nvmirror.target.v1.Replica
-	3,  // 6: nvmirror.target.v1.GetReplicaResponse.replica:type_name -> nvmirror.target.v1.Replica
-	3,  // 7: nvmirror.target.v1.ListReplicasResponse.replicas:type_name -> nvmirror.target.v1.Replica
-	3,  // 8: nvmirror.target.v1.AllowHostResponse.replica:type_name -> nvmirror.target.v1.Replica
-	3,  // 9: nvmirror.target.v1.RevokeHostResponse.replica:type_name -> nvmirror.target.v1.Replica
-	2,  // 10: nvmirror.target.v1.NodeInfoResponse.endpoints:type_name -> nvmirror.target.v1.Endpoint
-	4,  // 11: nvmirror.target.v1.Target.CreateReplica:input_type -> nvmirror.target.v1.CreateReplicaRequest
-	6,  // 12: nvmirror.target.v1.Target.DeleteReplica:input_type -> nvmirror.target.v1.DeleteReplicaRequest
-	8,  // 13: nvmirror.target.v1.Target.ExpandReplica:input_type -> nvmirror.target.v1.ExpandReplicaRequest
-	10, // 14: nvmirror.target.v1.Target.GetReplica:input_type -> nvmirror.target.v1.GetReplicaRequest
-	12, // 15: nvmirror.target.v1.Target.ListReplicas:input_type -> nvmirror.target.v1.ListReplicasRequest
-	14, // 16: nvmirror.target.v1.Target.AllowHost:input_type -> nvmirror.target.v1.AllowHostRequest
-	16, // 17: nvmirror.target.v1.Target.RevokeHost:input_type -> nvmirror.target.v1.RevokeHostRequest
-	18, // 18: nvmirror.target.v1.Target.SetHostAuth:input_type -> nvmirror.target.v1.SetHostAuthRequest
-	20, // 19: nvmirror.target.v1.Target.GetCapacity:input_type -> nvmirror.target.v1.GetCapacityRequest
-	22, // 20: nvmirror.target.v1.Target.NodeInfo:input_type -> nvmirror.target.v1.NodeInfoRequest
-	5,  // 21: nvmirror.target.v1.Target.CreateReplica:output_type -> nvmirror.target.v1.CreateReplicaResponse
-	7,  // 22: nvmirror.target.v1.Target.DeleteReplica:output_type -> nvmirror.target.v1.DeleteReplicaResponse
-	9,  // 23: nvmirror.target.v1.Target.ExpandReplica:output_type -> nvmirror.target.v1.ExpandReplicaResponse
-	11, // 24: nvmirror.target.v1.Target.GetReplica:output_type -> nvmirror.target.v1.GetReplicaResponse
-	13, // 25: nvmirror.target.v1.Target.ListReplicas:output_type -> nvmirror.target.v1.ListReplicasResponse
-	15, // 26: nvmirror.target.v1.Target.AllowHost:output_type -> nvmirror.target.v1.AllowHostResponse
-	17, // 27: nvmirror.target.v1.Target.RevokeHost:output_type -> nvmirror.target.v1.RevokeHostResponse
-	19, // 28: nvmirror.target.v1.Target.SetHostAuth:output_type -> nvmirror.target.v1.SetHostAuthResponse
-	21, // 29: nvmirror.target.v1.Target.GetCapacity:output_type -> nvmirror.target.v1.GetCapacityResponse
-	23, // 30: nvmirror.target.v1.Target.NodeInfo:output_type -> nvmirror.target.v1.NodeInfoResponse
-	21, // [21:31] is the sub-list for method output_type
-	11, // [11:21] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	4,  // 4: nvmirror.target.v1.CreateReplicaResponse.replica:type_name -> nvmirror.target.v1.Replica
+	4,  // 5: nvmirror.target.v1.ExpandReplicaResponse.replica:type_name -> nvmirror.target.v1.Replica
+	4,  // 6: nvmirror.target.v1.GetReplicaResponse.replica:type_name -> nvmirror.target.v1.Replica
+	4,  // 7: nvmirror.target.v1.ListReplicasResponse.replicas:type_name -> nvmirror.target.v1.Replica
+	4,  // 8: nvmirror.target.v1.AllowHostResponse.replica:type_name -> nvmirror.target.v1.Replica
+	4,  // 9: nvmirror.target.v1.RevokeHostResponse.replica:type_name -> nvmirror.target.v1.Replica
+	3,  // 10: nvmirror.target.v1.NodeInfoResponse.endpoints:type_name -> nvmirror.target.v1.Endpoint
+	3,  // 11: nvmirror.target.v1.RepairMember.endpoints:type_name -> nvmirror.target.v1.Endpoint
+	25, // 12: nvmirror.target.v1.StartRepairRequest.members:type_name -> nvmirror.target.v1.RepairMember
+	32, // 13: nvmirror.target.v1.StartRepairResponse.repair:type_name -> nvmirror.target.v1.Repair
+	32, // 14: nvmirror.target.v1.GetRepairResponse.repair:type_name -> nvmirror.target.v1.Repair
+	2,  // 15: nvmirror.target.v1.Repair.state:type_name -> nvmirror.target.v1.RepairState
+	33, // 16: nvmirror.target.v1.Repair.bitmap_readd:type_name -> nvmirror.target.v1.Repair.BitmapReaddEntry
+	5,  // 17: nvmirror.target.v1.Target.CreateReplica:input_type -> nvmirror.target.v1.CreateReplicaRequest
+	7,  // 18: nvmirror.target.v1.Target.DeleteReplica:input_type -> nvmirror.target.v1.DeleteReplicaRequest
+	9,  // 19: nvmirror.target.v1.Target.ExpandReplica:input_type -> nvmirror.target.v1.ExpandReplicaRequest
+	11, // 20: nvmirror.target.v1.Target.GetReplica:input_type -> nvmirror.target.v1.GetReplicaRequest
+	13, // 21: nvmirror.target.v1.Target.ListReplicas:input_type -> nvmirror.target.v1.ListReplicasRequest
+	15, // 22: nvmirror.target.v1.Target.AllowHost:input_type -> nvmirror.target.v1.AllowHostRequest
+	17, // 23: nvmirror.target.v1.Target.RevokeHost:input_type -> nvmirror.target.v1.RevokeHostRequest
+	19, // 24: nvmirror.target.v1.Target.SetHostAuth:input_type -> nvmirror.target.v1.SetHostAuthRequest
+	21, // 25: nvmirror.target.v1.Target.GetCapacity:input_type -> nvmirror.target.v1.GetCapacityRequest
+	23, // 26: nvmirror.target.v1.Target.NodeInfo:input_type -> nvmirror.target.v1.NodeInfoRequest
+	26, // 27: nvmirror.target.v1.Target.StartRepair:input_type -> nvmirror.target.v1.StartRepairRequest
+	28, // 28: nvmirror.target.v1.Target.GetRepair:input_type -> nvmirror.target.v1.GetRepairRequest
+	30, // 29: nvmirror.target.v1.Target.StopRepair:input_type -> nvmirror.target.v1.StopRepairRequest
+	6,  // 30: nvmirror.target.v1.Target.CreateReplica:output_type -> nvmirror.target.v1.CreateReplicaResponse
+	8,  // 31: nvmirror.target.v1.Target.DeleteReplica:output_type -> nvmirror.target.v1.DeleteReplicaResponse
+	10, // 32: nvmirror.target.v1.Target.ExpandReplica:output_type -> nvmirror.target.v1.ExpandReplicaResponse
+	12, // 33: nvmirror.target.v1.Target.GetReplica:output_type -> nvmirror.target.v1.GetReplicaResponse
+	14, // 34: nvmirror.target.v1.Target.ListReplicas:output_type -> nvmirror.target.v1.ListReplicasResponse
+	16, // 35: nvmirror.target.v1.Target.AllowHost:output_type -> nvmirror.target.v1.AllowHostResponse
+	18, // 36: nvmirror.target.v1.Target.RevokeHost:output_type -> nvmirror.target.v1.RevokeHostResponse
+	20, // 37: nvmirror.target.v1.Target.SetHostAuth:output_type -> nvmirror.target.v1.SetHostAuthResponse
+	22, // 38: nvmirror.target.v1.Target.GetCapacity:output_type -> nvmirror.target.v1.GetCapacityResponse
+	24, // 39: nvmirror.target.v1.Target.NodeInfo:output_type -> nvmirror.target.v1.NodeInfoResponse
+	27, // 40: nvmirror.target.v1.Target.StartRepair:output_type -> nvmirror.target.v1.StartRepairResponse
+	29, // 41: nvmirror.target.v1.Target.GetRepair:output_type -> nvmirror.target.v1.GetRepairResponse
+	31, // 42: nvmirror.target.v1.Target.StopRepair:output_type -> nvmirror.target.v1.StopRepairResponse
+	30, // [30:43] is the sub-list for method output_type
+	17, // [17:30] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_target_v1_target_proto_init() }
@@ -1549,8 +2212,8 @@ func file_target_v1_target_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_target_v1_target_proto_rawDesc), len(file_target_v1_target_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   22,
+			NumEnums:      3,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

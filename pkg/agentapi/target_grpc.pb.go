@@ -23,7 +23,6 @@ package agentapi
 
 import (
 	context "context"
-
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
 	status "google.golang.org/grpc/status"
@@ -45,6 +44,9 @@ const (
 	Target_SetHostAuth_FullMethodName   = "/nvmirror.target.v1.Target/SetHostAuth"
 	Target_GetCapacity_FullMethodName   = "/nvmirror.target.v1.Target/GetCapacity"
 	Target_NodeInfo_FullMethodName      = "/nvmirror.target.v1.Target/NodeInfo"
+	Target_StartRepair_FullMethodName   = "/nvmirror.target.v1.Target/StartRepair"
+	Target_GetRepair_FullMethodName     = "/nvmirror.target.v1.Target/GetRepair"
+	Target_StopRepair_FullMethodName    = "/nvmirror.target.v1.Target/StopRepair"
 )
 
 // TargetClient is the client API for Target service.
@@ -79,6 +81,29 @@ type TargetClient interface {
 	SetHostAuth(ctx context.Context, in *SetHostAuthRequest, opts ...grpc.CallOption) (*SetHostAuthResponse, error)
 	GetCapacity(ctx context.Context, in *GetCapacityRequest, opts ...grpc.CallOption) (*GetCapacityResponse, error)
 	NodeInfo(ctx context.Context, in *NodeInfoRequest, opts ...grpc.CallOption) (*NodeInfoResponse, error)
+	// Offline repair: this storage node acts as the NVMe host of a volume that
+	// no compute node has staged, assembles its md array from the in-sync
+	// replicas and brings the out-of-sync ones up to date (a bitmap re-add
+	// for a replica that was a member, a full recovery for a new one), then
+	// stops the array and disconnects. The provisioner allows
+	// NodeInfoResponse.repair_host_nqn on every member first.
+	//
+	// StartRepair starts it in the background; the same repair_id again
+	// returns its status (idempotent); another repair of the same volume
+	// while one runs: Aborted. A repair_id that StopRepair stopped is never
+	// started: FailedPrecondition. An agent without offline repair
+	// (NodeInfoResponse.repair_host_nqn empty): FailedPrecondition.
+	StartRepair(ctx context.Context, in *StartRepairRequest, opts ...grpc.CallOption) (*StartRepairResponse, error)
+	// GetRepair reports a repair and renews its lease: a repair whose lease
+	// runs out (the provisioner stopped asking) stops itself, so a storage
+	// node cut off from the provisioner never goes on writing to a volume
+	// another host may have taken over. Unknown repair_id: NotFound.
+	GetRepair(ctx context.Context, in *GetRepairRequest, opts ...grpc.CallOption) (*GetRepairResponse, error)
+	// StopRepair stops the repair (md records how far recovery got, so the
+	// next host continues from there), disconnects the members and returns
+	// when nothing of it is left. Unknown repair_id: success, and that ID is
+	// never started afterwards.
+	StopRepair(ctx context.Context, in *StopRepairRequest, opts ...grpc.CallOption) (*StopRepairResponse, error)
 }
 
 type targetClient struct {
@@ -189,6 +214,36 @@ func (c *targetClient) NodeInfo(ctx context.Context, in *NodeInfoRequest, opts .
 	return out, nil
 }
 
+func (c *targetClient) StartRepair(ctx context.Context, in *StartRepairRequest, opts ...grpc.CallOption) (*StartRepairResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StartRepairResponse)
+	err := c.cc.Invoke(ctx, Target_StartRepair_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *targetClient) GetRepair(ctx context.Context, in *GetRepairRequest, opts ...grpc.CallOption) (*GetRepairResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetRepairResponse)
+	err := c.cc.Invoke(ctx, Target_GetRepair_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *targetClient) StopRepair(ctx context.Context, in *StopRepairRequest, opts ...grpc.CallOption) (*StopRepairResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StopRepairResponse)
+	err := c.cc.Invoke(ctx, Target_StopRepair_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TargetServer is the server API for Target service.
 // All implementations must embed UnimplementedTargetServer
 // for forward compatibility.
@@ -221,6 +276,29 @@ type TargetServer interface {
 	SetHostAuth(context.Context, *SetHostAuthRequest) (*SetHostAuthResponse, error)
 	GetCapacity(context.Context, *GetCapacityRequest) (*GetCapacityResponse, error)
 	NodeInfo(context.Context, *NodeInfoRequest) (*NodeInfoResponse, error)
+	// Offline repair: this storage node acts as the NVMe host of a volume that
+	// no compute node has staged, assembles its md array from the in-sync
+	// replicas and brings the out-of-sync ones up to date (a bitmap re-add
+	// for a replica that was a member, a full recovery for a new one), then
+	// stops the array and disconnects. The provisioner allows
+	// NodeInfoResponse.repair_host_nqn on every member first.
+	//
+	// StartRepair starts it in the background; the same repair_id again
+	// returns its status (idempotent); another repair of the same volume
+	// while one runs: Aborted. A repair_id that StopRepair stopped is never
+	// started: FailedPrecondition. An agent without offline repair
+	// (NodeInfoResponse.repair_host_nqn empty): FailedPrecondition.
+	StartRepair(context.Context, *StartRepairRequest) (*StartRepairResponse, error)
+	// GetRepair reports a repair and renews its lease: a repair whose lease
+	// runs out (the provisioner stopped asking) stops itself, so a storage
+	// node cut off from the provisioner never goes on writing to a volume
+	// another host may have taken over. Unknown repair_id: NotFound.
+	GetRepair(context.Context, *GetRepairRequest) (*GetRepairResponse, error)
+	// StopRepair stops the repair (md records how far recovery got, so the
+	// next host continues from there), disconnects the members and returns
+	// when nothing of it is left. Unknown repair_id: success, and that ID is
+	// never started afterwards.
+	StopRepair(context.Context, *StopRepairRequest) (*StopRepairResponse, error)
 	mustEmbedUnimplementedTargetServer()
 }
 
@@ -260,6 +338,15 @@ func (UnimplementedTargetServer) GetCapacity(context.Context, *GetCapacityReques
 }
 func (UnimplementedTargetServer) NodeInfo(context.Context, *NodeInfoRequest) (*NodeInfoResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method NodeInfo not implemented")
+}
+func (UnimplementedTargetServer) StartRepair(context.Context, *StartRepairRequest) (*StartRepairResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StartRepair not implemented")
+}
+func (UnimplementedTargetServer) GetRepair(context.Context, *GetRepairRequest) (*GetRepairResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRepair not implemented")
+}
+func (UnimplementedTargetServer) StopRepair(context.Context, *StopRepairRequest) (*StopRepairResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StopRepair not implemented")
 }
 func (UnimplementedTargetServer) mustEmbedUnimplementedTargetServer() {}
 func (UnimplementedTargetServer) testEmbeddedByValue()                {}
@@ -462,6 +549,60 @@ func _Target_NodeInfo_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Target_StartRepair_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartRepairRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetServer).StartRepair(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Target_StartRepair_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetServer).StartRepair(ctx, req.(*StartRepairRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Target_GetRepair_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRepairRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetServer).GetRepair(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Target_GetRepair_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetServer).GetRepair(ctx, req.(*GetRepairRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Target_StopRepair_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StopRepairRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetServer).StopRepair(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Target_StopRepair_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetServer).StopRepair(ctx, req.(*StopRepairRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Target_ServiceDesc is the grpc.ServiceDesc for Target service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -508,6 +649,18 @@ var Target_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "NodeInfo",
 			Handler:    _Target_NodeInfo_Handler,
+		},
+		{
+			MethodName: "StartRepair",
+			Handler:    _Target_StartRepair_Handler,
+		},
+		{
+			MethodName: "GetRepair",
+			Handler:    _Target_GetRepair_Handler,
+		},
+		{
+			MethodName: "StopRepair",
+			Handler:    _Target_StopRepair_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

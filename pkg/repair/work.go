@@ -1,0 +1,328 @@
+package repair
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"k8s.io/klog/v2"
+
+	"github.com/nvmirror/nvmirror/pkg/connector"
+	"github.com/nvmirror/nvmirror/pkg/mdraid"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
+	"github.com/nvmirror/nvmirror/pkg/volume"
+)
+
+// work is one run of a repair: what it connected and assembled, so that
+// cleanup undoes exactly that.
+type work struct {
+	r *Runner
+	j *job
+
+	connected []string // subsystem NQNs this repair connected
+	array     string   // md device it assembled ("" before)
+}
+
+// attached is a member with its block device.
+type attached struct {
+	Member
+	dev host.Device
+	// written is the device's write counter before the repair touched it.
+	written uint64
+}
+
+// repair connects, assembles from the in-sync members, joins the others
+// and waits for md to bring them in sync.
+func (w *work) repair(ctx context.Context) ([]string, error) {
+	req := w.j.req
+	var inSync, stale []attached
+	for _, m := range req.Members {
+		a, err := w.attach(ctx, m)
+		if err != nil {
+			return nil, err
+		}
+		if m.InSync {
+			inSync = append(inSync, a)
+		} else {
+			stale = append(stale, a)
+		}
+	}
+	if err := w.checkStale(ctx, inSync, stale); err != nil {
+		return nil, err
+	}
+	if err := w.clearLeftover(ctx, append(inSync, stale...)); err != nil {
+		return nil, err
+	}
+	arr, err := w.assemble(ctx, inSync)
+	if err != nil {
+		return nil, err
+	}
+	if req.MaxRebuildKiBps > 0 {
+		if err := w.r.raid.SetSyncSpeedMax(arr.Name, req.MaxRebuildKiBps); err != nil {
+			return nil, err
+		}
+	}
+	w.r.update(w.j, func(s *Status) { s.Message = "joining out-of-sync members" })
+	for _, a := range stale {
+		reAdded, err := w.join(ctx, arr, a)
+		if err != nil {
+			return nil, err
+		}
+		w.r.update(w.j, func(s *Status) { s.BitmapReAdd[a.ID] = reAdded })
+	}
+	w.r.update(w.j, func(s *Status) { s.Message = "recovering" })
+	if err := w.waitInSync(ctx, arr.Name, stale); err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(stale))
+	for _, a := range stale {
+		ids = append(ids, a.ID)
+	}
+	return ids, nil
+}
+
+// attach connects a member and checks that its device is the namespace the
+// registry names.
+func (w *work) attach(ctx context.Context, m Member) (attached, error) {
+	auth := storageclass.AuthNone
+	switch {
+	case m.CtrlSecret != "":
+		auth = storageclass.AuthBidirectional
+	case m.Secret != "":
+		auth = storageclass.AuthHost
+	}
+	creds := []volume.Credentials{{StorageNode: m.StorageNode, Secret: m.Secret, CtrlSecret: m.CtrlSecret}}
+	c := connector.Connector{Fabric: w.r.fabric, Template: w.r.cfg.Template}
+	w.connected = append(w.connected, m.NQN) // cleanup disconnects a half-made connection too
+	if err := c.Connect(ctx, m.Replica, creds, auth); err != nil {
+		return attached{}, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, w.r.cfg.DeviceWait)
+	defer cancel()
+	ns := m.NamespaceID()
+	dev, err := w.r.fabric.WaitForDevice(wctx, m.NQN, ns)
+	if err != nil {
+		return attached{}, fmt.Errorf("device of replica %s: %w", m.ID, err)
+	}
+	if !sameNamespace(dev, ns) {
+		return attached{}, fmt.Errorf("%w: %s of %s has uuid %q nguid %q, want %s", ErrIdentity, dev.Name, m.NQN, dev.UUID, dev.NGUID, ns)
+	}
+	written, err := w.r.disk.WrittenBytes(dev.Name)
+	if err != nil {
+		return attached{}, err
+	}
+	return attached{Member: m, dev: dev, written: written}, nil
+}
+
+func sameNamespace(dev host.Device, ns string) bool {
+	want := nvmeof.NormalizeID(ns)
+	for _, id := range []string{dev.UUID, dev.NGUID, dev.WWID} {
+		if id != "" && nvmeof.NormalizeID(id) == want {
+			return true
+		}
+	}
+	return false
+}
+
+// checkStale verifies every device before anything is written: in-sync
+// members carry the volume's array; an out-of-sync one carries it too (a
+// former member) or is blank (a new replacement), and never holds writes
+// the in-sync ones lack.
+func (w *work) checkStale(ctx context.Context, inSync, stale []attached) error {
+	var newest uint64
+	for _, a := range inSync {
+		sb, err := w.examine(ctx, a.dev.Path)
+		if err != nil {
+			return fmt.Errorf("in-sync replica %s (%s): %w", a.ID, a.dev.Path, err)
+		}
+		if sb.UUID != w.j.req.MDUUID {
+			return fmt.Errorf("%w: in-sync replica %s (%s) carries md array %q, not the volume's %s", ErrIdentity, a.ID, a.dev.Path, sb.UUID, w.j.req.MDUUID)
+		}
+		newest = max(newest, sb.Events)
+	}
+	for _, a := range stale {
+		sb, err := w.examine(ctx, a.dev.Path)
+		switch {
+		case errors.Is(err, mdraid.ErrNoSuperblock):
+			blank, berr := w.r.disk.Blank(a.dev.Path, a.dev.SizeBytes)
+			if berr != nil {
+				return berr
+			}
+			if !blank {
+				return fmt.Errorf("%w: replica %s (%s) has no md superblock but holds data; not overwriting it", ErrIdentity, a.ID, a.dev.Path)
+			}
+		case err != nil:
+			return fmt.Errorf("replica %s (%s): %w", a.ID, a.dev.Path, err)
+		case sb.UUID != w.j.req.MDUUID:
+			return fmt.Errorf("%w: replica %s (%s) carries md array %s, not the volume's %s", ErrIdentity, a.ID, a.dev.Path, sb.UUID, w.j.req.MDUUID)
+		case sb.Events > newest:
+			return fmt.Errorf("%w: replica %s has md events %d, the in-sync replicas at most %d", ErrNewerData, a.ID, sb.Events, newest)
+		}
+	}
+	return nil
+}
+
+func (w *work) examine(ctx context.Context, path string) (mdraid.Superblock, error) {
+	cctx, cancel := context.WithTimeout(ctx, w.r.cfg.CommandTimeout)
+	defer cancel()
+	return w.r.raid.Examine(cctx, path)
+}
+
+// clearLeftover stops an array of the volume that runs here already: udev
+// may assemble it as the members appear (mdadm's incremental rules), or an
+// earlier repair of this agent was cut short. It is stopped only when every
+// member it holds is one of this repair's devices: then nothing but this
+// machine's md can be using it.
+func (w *work) clearLeftover(ctx context.Context, all []attached) error {
+	arr, err := w.r.raid.FindByUUID(w.j.req.MDUUID)
+	if errors.Is(err, mdraid.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	ours := map[string]bool{}
+	for _, a := range all {
+		ours[a.dev.Name] = true
+	}
+	for _, m := range arr.Members {
+		if !ours[m.Device] {
+			return fmt.Errorf("md array %s of the volume already runs here as %s with member %s, which is not one of the repair's devices; not touching it", w.j.req.MDUUID, arr.Device, m.Device)
+		}
+	}
+	klog.InfoS("Stopping an array of the volume assembled before the repair", "repair", w.j.req.ID, "device", arr.Device)
+	cctx, cancel := context.WithTimeout(ctx, w.r.cfg.CommandTimeout)
+	defer cancel()
+	return w.r.raid.Stop(cctx, arr.Device)
+}
+
+// assemble starts the array from the in-sync members only, degraded.
+func (w *work) assemble(ctx context.Context, inSync []attached) (mdraid.Array, error) {
+	dev, err := w.r.raid.NextFreeDevice()
+	if err != nil {
+		return mdraid.Array{}, err
+	}
+	paths := make([]string, 0, len(inSync))
+	for _, a := range inSync {
+		paths = append(paths, a.dev.Path)
+	}
+	cctx, cancel := context.WithTimeout(ctx, w.r.cfg.CommandTimeout)
+	defer cancel()
+	w.array = dev
+	if err := w.r.raid.Assemble(cctx, dev, w.j.req.MDUUID, paths); err != nil {
+		return mdraid.Array{}, fmt.Errorf("assemble md %s from %v: %w", w.j.req.MDUUID, paths, err)
+	}
+	arr, err := w.r.raid.FindByUUID(w.j.req.MDUUID)
+	if err != nil {
+		return mdraid.Array{}, fmt.Errorf("md %s after assembling: %w", w.j.req.MDUUID, err)
+	}
+	if arr.Device != dev {
+		return mdraid.Array{}, fmt.Errorf("md %s runs as %s, not %s as assembled", w.j.req.MDUUID, arr.Device, dev)
+	}
+	klog.InfoS("Offline repair assembled the array from the in-sync replicas", "repair", w.j.req.ID, "device", dev, "members", paths)
+	return arr, nil
+}
+
+// join adds an out-of-sync member: a re-add from the bitmap when it was a
+// member, else a full recovery. It reports whether md took the re-add.
+func (w *work) join(ctx context.Context, arr mdraid.Array, a attached) (bool, error) {
+	cctx, cancel := context.WithTimeout(ctx, w.r.cfg.CommandTimeout)
+	defer cancel()
+	if _, err := w.r.raid.Examine(cctx, a.dev.Path); errors.Is(err, mdraid.ErrNoSuperblock) {
+		return false, w.r.raid.Add(cctx, arr.Device, a.dev.Path)
+	}
+	err := w.r.raid.ReAdd(cctx, arr.Device, a.dev.Path)
+	if errors.Is(err, mdraid.ErrReAddRefused) {
+		klog.InfoS("md refused the bitmap re-add; adding for a full recovery", "repair", w.j.req.ID, "device", a.dev.Path, "err", err)
+		return false, w.r.raid.Add(cctx, arr.Device, a.dev.Path)
+	}
+	return err == nil, err
+}
+
+// waitInSync polls md until every slot has an in-sync member and no sync
+// runs, renewing nothing: the lease is the provisioner's to renew.
+func (w *work) waitInSync(ctx context.Context, name string, stale []attached) error {
+	t := w.r.clock.NewTicker(w.r.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		arr, err := w.r.raid.ReadArray(name)
+		if err != nil {
+			return err
+		}
+		w.progress(arr, stale)
+		if arr.Degraded == 0 && arr.SyncAction == "idle" && allInSync(arr) {
+			return nil
+		}
+		if arr.ArrayState == "broken" || arr.ArrayState == "clear" || arr.ArrayState == "inactive" {
+			return fmt.Errorf("md array %s is %s", name, arr.ArrayState)
+		}
+		if w.r.leaseExpired(w.j) {
+			return errLeaseExpired
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C():
+		}
+	}
+}
+
+func allInSync(arr mdraid.Array) bool {
+	for _, m := range arr.Members {
+		if !m.State.InSync {
+			return false
+		}
+	}
+	return len(arr.Members) > 0
+}
+
+// progress records md's recovery progress and what was written to the
+// out-of-sync members so far.
+func (w *work) progress(arr mdraid.Array, stale []attached) {
+	var written uint64
+	for _, a := range stale {
+		n, err := w.r.disk.WrittenBytes(a.dev.Name)
+		if err == nil && n >= a.written {
+			written += n - a.written
+		}
+	}
+	w.r.update(w.j, func(s *Status) {
+		if arr.SyncCompleted.Total > 0 {
+			s.SyncDoneBytes, s.SyncTotalBytes = arr.SyncCompleted.Done*512, arr.SyncCompleted.Total*512
+		}
+		s.BytesWritten = written
+	})
+}
+
+// cleanup stops the array this repair assembled and closes its
+// connections. md records how far a recovery got in the members'
+// superblocks, so a host that assembles them next continues from there.
+func (w *work) cleanup(ctx context.Context) error {
+	var errs []error
+	if w.array != "" {
+		if err := w.r.raid.Stop(ctx, w.array); err != nil && !errors.Is(err, mdraid.ErrNotFound) {
+			errs = append(errs, err)
+		}
+	}
+	for _, nqn := range w.connected {
+		ctrls, err := w.r.fabric.ControllersFor(nqn)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, c := range ctrls {
+			// Only this repair's connections: in a machine that is also a
+			// compute node, the same subsystem may be connected as another
+			// host.
+			if c.HostNQN != w.r.cfg.Template.HostNQN {
+				continue
+			}
+			if err := w.r.fabric.Disconnect(ctx, c.Name); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
