@@ -48,6 +48,7 @@ func main() {
 		firstPortID int
 		showVersion bool
 		kmsgPath    string
+		rep         repairFlags
 	)
 	flag.StringVar(&o.PoolDir, "pool-dir", "/var/lib/nvmirror/pool", "directory holding the replicas' backing files (absolute)")
 	flag.StringVar(&o.StateFile, "state-file", "", "replica state file (default <pool-dir>/state.json; keep it on the pool's filesystem)")
@@ -66,6 +67,8 @@ func main() {
 	flag.StringVar(&o.TokenFile, "token-file", "", "file holding the bearer token clients must send")
 	flag.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for running calls before closing connections")
 	flag.StringVar(&kmsgPath, "kmsg-path", "/dev/kmsg", "kernel log to follow for NVMe-oF session audit events; empty disables")
+	flag.BoolVar(&rep.enabled, "offline-repair", true, "repair volumes no compute node has staged when the provisioner asks: this storage node connects to their replicas as an NVMe host and lets md bring the out-of-sync ones up to date (needs the nvme-tcp and raid1 modules and mdadm)")
+	flag.StringVar(&rep.hostNQN, "repair-host-nqn", "", "host NQN of this storage node's offline repairs (default "+repairNQNPrefix+"<node-name>)")
 	flag.BoolVar(&showVersion, "version", false, "print the version and exit")
 	flag.Parse()
 	if showVersion {
@@ -83,7 +86,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := run(ctx, o, kmsgPath); err != nil {
+	if err := run(ctx, o, kmsgPath, rep); err != nil {
 		klog.ErrorS(err, "nvmirror-target failed")
 		klog.Flush()
 		os.Exit(1)
@@ -91,7 +94,7 @@ func main() {
 	klog.Flush()
 }
 
-func run(ctx context.Context, o agent.Options, kmsgPath string) error {
+func run(ctx context.Context, o agent.Options, kmsgPath string, rep repairFlags) error {
 	klog.InfoS("Starting nvmirror-target", "version", version.Version, "node", o.NodeName, "pool", o.PoolDir, "listen", o.Listen)
 	token, err := rpcauth.LoadToken(o.TokenFile)
 	if err != nil {
@@ -136,7 +139,23 @@ func run(ctx context.Context, o agent.Options, kmsgPath string) error {
 		grpc.ChainUnaryInterceptor(auth.UnaryServerInterceptor(), agent.LoggingInterceptor),
 		grpc.ChainStreamInterceptor(auth.StreamServerInterceptor()),
 	)
-	agentapi.RegisterTargetServer(srv, agent.NewServer(svc))
+	var serverOpts []agent.ServerOption
+	if rep.enabled {
+		runner, err := rep.runner(o.NodeName)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
+			defer cancel()
+			if err := runner.Close(cctx); err != nil {
+				klog.ErrorS(err, "Stopping offline repairs")
+			}
+		}()
+		serverOpts = append(serverOpts, agent.WithRepairs(runner))
+		klog.InfoS("Offline repair enabled", "hostNQN", runner.HostNQN())
+	}
+	agentapi.RegisterTargetServer(srv, agent.NewServer(svc, serverOpts...))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	klog.InfoS("Serving the target API", "address", lis.Addr().String())

@@ -14,19 +14,34 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/grpcerr"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
+	"github.com/nvmirror/nvmirror/pkg/repair"
 	"github.com/nvmirror/nvmirror/pkg/version"
 )
 
 // Server is the gRPC face of a Service.
 type Server struct {
 	agentapi.UnimplementedTargetServer
-	svc *Service
+	svc     *Service
+	repairs Repairs // nil: offline repair disabled on this storage node
 }
 
 var _ agentapi.TargetServer = (*Server)(nil)
 
+// ServerOption configures a Server.
+type ServerOption func(*Server)
+
+// WithRepairs enables offline repair (StartRepair, GetRepair, StopRepair)
+// through r.
+func WithRepairs(r Repairs) ServerOption { return func(s *Server) { s.repairs = r } }
+
 // NewServer returns the gRPC server for svc.
-func NewServer(svc *Service) *Server { return &Server{svc: svc} }
+func NewServer(svc *Service, opts ...ServerOption) *Server {
+	s := &Server{svc: svc}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
 
 // statusCodes is the one place where agent errors become gRPC status
 // codes (through grpcError).
@@ -39,6 +54,12 @@ var statusCodes = grpcerr.Codes{
 	grpcerr.To(codes.ResourceExhausted, ErrResourceExhausted),
 	grpcerr.To(codes.FailedPrecondition, ErrFailedPrecondition),
 	grpcerr.To(codes.Aborted, ErrInFlight),
+	grpcerr.To(codes.InvalidArgument, repair.ErrInvalidArgument),
+	grpcerr.To(codes.NotFound, repair.ErrNotFound),
+	grpcerr.To(codes.Aborted, repair.ErrBusy),
+	grpcerr.To(codes.FailedPrecondition, repair.ErrStopped),
+	grpcerr.To(codes.FailedPrecondition, repair.ErrIdentity),
+	grpcerr.To(codes.FailedPrecondition, repair.ErrNewerData),
 }
 
 func grpcError(err error) error { return statusCodes.Status(err) }
@@ -220,11 +241,12 @@ func (s *Server) GetCapacity(context.Context, *agentapi.GetCapacityRequest) (*ag
 func (s *Server) NodeInfo(context.Context, *agentapi.NodeInfoRequest) (*agentapi.NodeInfoResponse, error) {
 	o := s.svc.Options()
 	return &agentapi.NodeInfoResponse{
-		NodeName:  o.NodeName,
-		Zone:      o.Zone,
-		Rack:      o.Rack,
-		Endpoints: endpointsToProto(s.svc.Endpoints()),
-		Version:   version.Version,
-		NqnPrefix: o.NQNPrefix,
+		NodeName:      o.NodeName,
+		Zone:          o.Zone,
+		Rack:          o.Rack,
+		Endpoints:     endpointsToProto(s.svc.Endpoints()),
+		Version:       version.Version,
+		NqnPrefix:     o.NQNPrefix,
+		RepairHostNqn: s.repairHostNQN(),
 	}, nil
 }

@@ -26,7 +26,7 @@ const token = "test-token"
 // serve runs svc behind TLS, the token check and the logging interceptor
 // on an in-memory listener, and returns a client (with the token when
 // withToken).
-func serve(t testing.TB, svc *Service, withToken bool) agentapi.TargetClient {
+func serve(t testing.TB, svc *Service, withToken bool, opts ...ServerOption) agentapi.TargetClient {
 	t.Helper()
 	c := rpcauthtest.NewCert(t)
 	cert, roots := c.TLS, c.Pool
@@ -38,18 +38,18 @@ func serve(t testing.TB, svc *Service, withToken bool) agentapi.TargetClient {
 		grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})),
 		grpc.ChainUnaryInterceptor(auth.UnaryServerInterceptor(), LoggingInterceptor),
 	)
-	agentapi.RegisterTargetServer(srv, NewServer(svc))
+	agentapi.RegisterTargetServer(srv, NewServer(svc, opts...))
 	lis := bufconn.Listen(1 << 20)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
-	opts := []grpc.DialOption{
+	dialOpts := []grpc.DialOption{
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS12})),
 	}
 	if withToken {
-		opts = append(opts, grpc.WithPerRPCCredentials(rpcauth.TokenCredentials{Token: token}))
+		dialOpts = append(dialOpts, grpc.WithPerRPCCredentials(rpcauth.TokenCredentials{Token: token}))
 	}
-	conn, err := grpc.NewClient("passthrough:///bufnet", opts...)
+	conn, err := grpc.NewClient("passthrough:///bufnet", dialOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}
