@@ -132,7 +132,7 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 
 	so := provisioner.Options{Store: st, Agents: agents, ThinOvercommit: o.ThinOvercommit,
 		MaxReplacementsPerNode: o.MaxReplacementsPerNode, AgentTimeout: o.AgentTimeout,
-		CredentialScope: provisioner.CredentialScope(o.CredentialScope)}
+		CredentialScope: provisioner.CredentialScope(o.CredentialScope), RepairLease: o.RepairLease, HealTimeUnit: o.HealTimeUnit}
 	if o.SyslogAddress != "" {
 		fwd, err := newForwarder(o)
 		if err != nil {
@@ -164,6 +164,9 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 	}
 	wg.Go(func() { health.Follow(leader) })
 	wg.Go(func() { svc.RunSweeper(bgCtx, o.SweepInterval) })
+	if o.RepairInterval > 0 {
+		wg.Go(func() { svc.RunRepairer(bgCtx, o.RepairInterval) })
+	}
 
 	lis, err := net.Listen("tcp", o.Listen)
 	if err != nil {

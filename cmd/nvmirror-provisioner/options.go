@@ -70,6 +70,12 @@ type Options struct {
 	// SweepInterval: how often replicas of deleted volumes and host
 	// allow-lists on storage nodes that were away are reconciled.
 	SweepInterval time.Duration
+	// RepairInterval: how often volumes no host has staged are checked
+	// for offline repair (0 disables offline repair); RepairLease: how long
+	// a storage node's repair runs without being asked about.
+	RepairInterval, RepairLease time.Duration
+	// HealTimeUnit is the unit of maxReplicaDownTime for offline repairs.
+	HealTimeUnit time.Duration
 	// MaxReplacementsPerNode bounds concurrent replica replacements onto
 	// one storage node (rebuild storms).
 	MaxReplacementsPerNode int
@@ -111,6 +117,9 @@ func DefaultOptions() Options {
 		SyslogQueueDir:         "/var/lib/nvmirror/provisioner",
 		SyslogQueueLimit:       events.DefaultQueueLimit,
 		SweepInterval:          30 * time.Second,
+		RepairInterval:         30 * time.Second,
+		RepairLease:            2 * time.Minute,
+		HealTimeUnit:           time.Minute,
 		MaxReplacementsPerNode: 2,
 		ThinOvercommit:         1,
 		CredentialScope:        string(provisioner.ScopeStorageNode),
@@ -157,6 +166,9 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.SyslogQueueLimit, "syslog-queue-limit", o.SyslogQueueLimit, "messages the queue holds before dropping the oldest")
 
 	fs.DurationVar(&o.SweepInterval, "sweep-interval", o.SweepInterval, "how often deletions and host allow-lists on returning storage nodes are reconciled")
+	fs.DurationVar(&o.RepairInterval, "repair-interval", o.RepairInterval, "how often volumes published to no host are checked and repaired offline by a storage node (0 disables offline repair)")
+	fs.DurationVar(&o.RepairLease, "repair-lease", o.RepairLease, "how long a storage node's offline repair runs without the provisioner asking before it stops itself (at least twice --repair-interval)")
+	fs.DurationVar(&o.HealTimeUnit, "heal-time-unit", o.HealTimeUnit, "unit of the maxReplicaDownTime StorageClass parameter for offline repairs (tests shorten it; keep the node plugin's --heal-time-unit equal)")
 	fs.IntVar(&o.MaxReplacementsPerNode, "max-replacements-per-node", o.MaxReplacementsPerNode, "concurrent replica replacements onto one storage node")
 	fs.Float64Var(&o.ThinOvercommit, "thin-overcommit", o.ThinOvercommit, "ratio of thin provisioned bytes to pool size placement allows (>= 1)")
 	fs.StringVar(&o.CredentialScope, "credential-scope", o.CredentialScope, "NVMe in-band authentication secrets: storage-node (one set per host and storage node) or host (one set per host, for storage-node agents sharing one kernel)")
@@ -301,6 +313,15 @@ func (o *Options) Validate() error {
 		if o.SyslogQueueLimit <= 0 {
 			bad("--syslog-queue-limit %d: must be positive", o.SyslogQueueLimit)
 		}
+	}
+	if o.RepairInterval < 0 {
+		bad("--repair-interval %s: must be positive, or 0 to disable offline repair", o.RepairInterval)
+	}
+	if o.RepairInterval > 0 && o.RepairLease < 2*o.RepairInterval {
+		bad("--repair-lease %s: must be at least twice --repair-interval (%s), or every repair stops between two checks", o.RepairLease, o.RepairInterval)
+	}
+	if o.HealTimeUnit <= 0 {
+		bad("--heal-time-unit %s: must be positive", o.HealTimeUnit)
 	}
 	if o.SweepInterval <= 0 {
 		bad("--sweep-interval %s: must be positive", o.SweepInterval)

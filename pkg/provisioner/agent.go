@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
+	"github.com/nvmirror/nvmirror/pkg/repair"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
@@ -31,6 +32,11 @@ type AgentClient interface {
 	SetHostAuth(ctx context.Context, hostNQN string, s HostSecrets) error
 	GetCapacity(ctx context.Context) (Capacity, error)
 	NodeInfo(ctx context.Context) (NodeInfo, error)
+	// StartRepair, GetRepair and StopRepair drive an offline repair on
+	// the storage node (see the agent API).
+	StartRepair(ctx context.Context, r repair.Request) (repair.Status, error)
+	GetRepair(ctx context.Context, id string) (repair.Status, error)
+	StopRepair(ctx context.Context, id string) error
 }
 
 // Agents resolves a storage node's agent client (connections are cached by
@@ -63,4 +69,7 @@ type Capacity struct {
 // NodeInfo is an agent's identity and failure domain.
 type NodeInfo struct {
 	Name, Zone, Rack string
+	// RepairHostNQN is the host identity of the node's offline repairs; ""
+	// when the node does not repair.
+	RepairHostNQN string
 }

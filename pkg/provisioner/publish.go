@@ -29,6 +29,17 @@ func (s *Service) PublishVolume(ctx context.Context, id, hostNQN, nodeID string)
 	if err := nvmeof.ValidateNQN(hostNQN); err != nil {
 		return nil, fmt.Errorf("%w: host NQN %q: %v", ErrInvalidArgument, hostNQN, err)
 	}
+	// A storage node repairing the volume offline gives it up first: the
+	// host and the repair must never share the replicas.
+	cur, err := s.o.Store.GetVolume(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if cur.Repair != nil && cur.State == store.VolumeReady {
+		if err := s.takeOverRepair(ctx, cur, hostNQN); err != nil {
+			return nil, err
+		}
+	}
 	v, err := s.o.Store.UpdateVolume(ctx, id, func(v *store.Volume) error {
 		switch v.State {
 		case store.VolumeReady:
@@ -36,6 +47,9 @@ func (s *Service) PublishVolume(ctx context.Context, id, hostNQN, nodeID string)
 			return fmt.Errorf("volume %s is still being created: %w", id, ErrUnavailable)
 		default:
 			return fmt.Errorf("volume %s is being deleted: %w", id, ErrFailedPrecondition)
+		}
+		if v.Repair != nil {
+			return fmt.Errorf("volume %s: an offline repair started meanwhile; retry: %w", id, ErrAborted)
 		}
 		if v.PublishedHostNQN != "" && v.PublishedHostNQN != hostNQN {
 			return fmt.Errorf("volume %s is published to %s; a mirrored volume attaches to one host at a time: %w", id, v.PublishedHostNQN, ErrFailedPrecondition)

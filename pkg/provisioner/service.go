@@ -65,6 +65,13 @@ type Options struct {
 	// CredentialScope says how DH-HMAC-CHAP secrets are shared: per
 	// (host, storage node), the default, or one set per host.
 	CredentialScope CredentialScope
+	// RepairLease is how long a storage node's offline repair runs without
+	// the provisioner asking for it before it stops itself (default 2 min;
+	// at least twice the repair interval).
+	RepairLease time.Duration
+	// HealTimeUnit is the unit of maxReplicaDownTime for offline repairs
+	// (default a minute; tests shorten it, like the node's healer).
+	HealTimeUnit time.Duration
 }
 
 // Service implements the volume operations.
@@ -88,6 +95,12 @@ func New(o Options) (*Service, error) {
 	if o.Rand == nil {
 		o.Rand = rand.Reader
 	}
+	if o.RepairLease <= 0 {
+		o.RepairLease = 2 * time.Minute
+	}
+	if o.HealTimeUnit <= 0 {
+		o.HealTimeUnit = time.Minute
+	}
 	switch o.CredentialScope {
 	case "":
 		o.CredentialScope = ScopeStorageNode
@@ -110,6 +123,7 @@ func (s *Service) randomHex(n int) string {
 // 27 bytes so mdadm stores it with the "any:" homehost prefix.
 func (s *Service) newVolumeID() string  { return "vol-" + s.randomHex(16) }
 func (s *Service) newReplicaID() string { return "rep-" + s.randomHex(12) }
+func (s *Service) newRepairID() string  { return "rpr-" + s.randomHex(12) }
 
 // newMDUUID returns a random array UUID in mdadm's colon form
 // (xxxxxxxx:xxxxxxxx:xxxxxxxx:xxxxxxxx). The provisioner chooses it, once,
@@ -142,7 +156,9 @@ type surveyedNode struct {
 	record *store.StorageNode
 	agent  AgentClient
 	node   placement.Node
-	err    error
+	// repairHostNQN is the node's offline repair identity ("" = none).
+	repairHostNQN string
+	err           error
 }
 
 // survey asks every registered agent for its capacity and failure domain,
@@ -185,6 +201,7 @@ func (s *Service) survey(ctx context.Context) (map[string]*surveyedNode, []place
 			if info.Rack != "" {
 				sn.node.Rack = info.Rack
 			}
+			sn.repairHostNQN = info.RepairHostNQN
 			sn.node.TotalBytes, sn.node.AvailableBytes, sn.node.ProvisionedBytes = c.TotalBytes, c.AvailableBytes, c.ProvisionedBytes
 			sn.node.Replicas = c.ReplicaCount
 			sn.node.Healthy = true

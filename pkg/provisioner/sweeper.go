@@ -33,6 +33,9 @@ func hostMismatch(v *store.Volume, r store.Replica) bool {
 	if r.PendingDelete {
 		return false // deletion removes every allowance
 	}
+	if v.Repair != nil && r.AllowedHost == v.Repair.HostNQN {
+		return false // the running offline repair's host
+	}
 	if r.AllowedHost != "" && r.AllowedHost != v.PublishedHostNQN {
 		return true
 	}

@@ -219,11 +219,20 @@ func (s *Service) DeleteVolume(ctx context.Context, id string) error {
 	if err := s.requireLeader(); err != nil {
 		return err
 	}
+	// An offline repair must not hold replicas being deleted; a storage
+	// node that does not answer loses them anyway (deletion cuts its
+	// sessions), so its repair stopping is not waited for.
+	if cur, err := s.o.Store.GetVolume(ctx, id); err == nil && cur.Repair != nil && cur.PublishedHostNQN == "" {
+		if err := s.takeOverRepair(ctx, cur, ""); err != nil && !errors.Is(err, ErrUnavailable) {
+			return err
+		}
+	}
 	_, err := s.o.Store.UpdateVolume(ctx, id, func(v *store.Volume) error {
 		if v.PublishedHostNQN != "" {
 			return fmt.Errorf("volume %s is still published to %s: %w", id, v.PublishedHostNQN, ErrFailedPrecondition)
 		}
 		markDeleting(v)
+		v.Repair = nil
 		return nil
 	})
 	if errors.Is(err, store.ErrNotFound) {

@@ -118,7 +118,7 @@ func (c *Client) NodeInfo(ctx context.Context) (provisioner.NodeInfo, error) {
 	if err != nil {
 		return provisioner.NodeInfo{}, mapErr(err)
 	}
-	return provisioner.NodeInfo{Name: resp.GetNodeName(), Zone: resp.GetZone(), Rack: resp.GetRack()}, nil
+	return provisioner.NodeInfo{Name: resp.GetNodeName(), Zone: resp.GetZone(), Rack: resp.GetRack(), RepairHostNQN: resp.GetRepairHostNqn()}, nil
 }
 
 // Pool implements provisioner.Agents: one gRPC connection per agent

@@ -48,6 +48,13 @@ type Node struct {
 	// like CreateHook.
 	DeleteHook func(replicaID string) error
 	Creates    int // CreateReplica calls that created something
+	// RepairHostNQN is reported by NodeInfo ("" = no offline repair);
+	// AddNode sets RepairNQNPrefix + id.
+	RepairHostNQN string
+	// Repairs are the offline repairs started here, by ID; a test moves
+	// them along with SetRepair. Stopped lists the IDs StopRepair saw.
+	Repairs map[string]*FakeRepair
+	Stopped map[string]bool
 }
 
 // Cluster is a set of fake nodes.
@@ -65,7 +72,8 @@ func (c *Cluster) AddNode(id, zone, rack string, total int64) *store.StorageNode
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	addr := fmt.Sprintf("10.0.0.%d", len(c.nodes)+1)
-	c.nodes[id] = &Node{ID: id, Zone: zone, Rack: rack, Address: addr, TotalBytes: total, AvailableBytes: total, Replicas: map[string]*Replica{}}
+	c.nodes[id] = &Node{ID: id, Zone: zone, Rack: rack, Address: addr, TotalBytes: total, AvailableBytes: total, Replicas: map[string]*Replica{},
+		RepairHostNQN: RepairNQNPrefix + id, Repairs: map[string]*FakeRepair{}, Stopped: map[string]bool{}}
 	return &store.StorageNode{ID: id, Address: addr + ":7070"}
 }
 
@@ -336,5 +344,5 @@ func (a *client) NodeInfo(ctx context.Context) (provisioner.NodeInfo, error) {
 		return provisioner.NodeInfo{}, err
 	}
 	defer unlock()
-	return provisioner.NodeInfo{Name: n.ID, Zone: n.Zone, Rack: n.Rack}, nil
+	return provisioner.NodeInfo{Name: n.ID, Zone: n.Zone, Rack: n.Rack, RepairHostNQN: n.RepairHostNQN}, nil
 }

@@ -136,16 +136,42 @@ type Volume struct {
 	// here, not only on the node, so it survives the node's restarts and
 	// the pod moving to another node.
 	DegradedSince time.Time `json:"degradedSince,omitzero"`
+	// Repair is the offline repair running for the volume (nil: none).
+	// While it is set no host may be published: PublishVolume stops the
+	// repair first (StopRepair, then revoking its host on every replica).
+	Repair *OfflineRepair `json:"repair,omitempty"`
 	// Block: created for raw block access (no filesystem).
 	Block     bool      `json:"block,omitempty"`
 	CreatedAt time.Time `json:"createdAt"`
 	UpdatedAt time.Time `json:"updatedAt"`
 }
 
+// OfflineRepair is a storage node's repair of a volume no host has staged:
+// that node connects to the replicas as HostNQN and lets md bring the
+// out-of-sync ones up to date.
+type OfflineRepair struct {
+	ID          string `json:"id"`
+	StorageNode string `json:"storageNode"`
+	// HostNQN is the repairing storage node's host identity; the replicas
+	// that allow it record it as their AllowedHost.
+	HostNQN string `json:"hostNQN"`
+	// Replicas are the out-of-sync replicas being brought up to date.
+	Replicas  []string  `json:"replicas"`
+	StartedAt time.Time `json:"startedAt"`
+	// LeaseUntil: the storage node stops the repair by itself once this
+	// passes without the provisioner asking for it.
+	LeaseUntil time.Time `json:"leaseUntil"`
+}
+
 // Clone returns a deep copy, so callers can mutate without aliasing what a
 // store (or another goroutine) holds.
 func (v *Volume) Clone() *Volume {
 	c := *v
+	if v.Repair != nil {
+		r := *v.Repair
+		r.Replicas = append([]string(nil), v.Repair.Replicas...)
+		c.Repair = &r
+	}
 	c.Parameters.Zones = append([]string(nil), v.Parameters.Zones...)
 	c.Parameters.Racks = append([]string(nil), v.Parameters.Racks...)
 	c.Parameters.StorageNodes = append([]string(nil), v.Parameters.StorageNodes...)
