@@ -108,6 +108,22 @@ func TestRenderVolume(t *testing.T) {
 	}
 }
 
+func TestRenderVolumeOfflineRepair(t *testing.T) {
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	v := testVolume(now)
+	var b bytes.Buffer
+	renderVolume(&b, v, nil, nil, now)
+	if !strings.Contains(b.String(), "Offline repair:  -") {
+		t.Errorf("no repair shown as -:\n%s", b.String())
+	}
+	v.Repair = &api.OfflineRepair{RepairId: "rpr-1", StorageNode: "sn3", ReplicaIds: []string{"r2"}, Started: timestamppb.New(now.Add(-time.Minute))}
+	b.Reset()
+	renderVolume(&b, v, nil, nil, now)
+	if want := "rpr-1 on sn3 for r2, since 2026-11-21T11:59:00Z (1m0s ago)"; !strings.Contains(b.String(), want) {
+		t.Errorf("volume view lacks %q:\n%s", want, b.String())
+	}
+}
+
 func TestRenderJSON(t *testing.T) {
 	var b bytes.Buffer
 	if err := renderJSON(&b, &api.Volume{Id: "vol-1", SizeBytes: 5}); err != nil {

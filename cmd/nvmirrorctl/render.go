@@ -45,6 +45,16 @@ func since(ts interface{ AsTime() time.Time }, isSet bool, now time.Time) string
 	return fmt.Sprintf("%s (%s ago)", t.UTC().Format(time.RFC3339), now.Sub(t).Round(time.Second))
 }
 
+// offlineRepair describes the storage node's repair of a volume no host
+// has staged, "-" when none runs.
+func offlineRepair(r *api.OfflineRepair, now time.Time) string {
+	if r == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%s on %s for %s, since %s", r.GetRepairId(), r.GetStorageNode(), strings.Join(r.GetReplicaIds(), ","),
+		since(r.GetStarted(), r.GetStarted() != nil, now))
+}
+
 // syncState is whether the registry holds the replica to have every
 // acknowledged write. Only active replicas serve the volume; for the others
 // it would read as a claim about a copy that is on its way out, so it is
@@ -99,6 +109,7 @@ func renderVolume(w io.Writer, v *api.Volume, nodes map[string]*api.StorageNode,
 	fmt.Fprintf(tw, "Replicas:\t%d active of %d\n", active, total)
 	fmt.Fprintf(tw, "Degraded since:\t%s\n", since(v.GetDegradedSince(), v.GetDegradedSince() != nil, now))
 	fmt.Fprintf(tw, "Published to:\t%s\n", host(v))
+	fmt.Fprintf(tw, "Offline repair:\t%s\n", offlineRepair(v.GetRepair(), now))
 	fmt.Fprintf(tw, "md array:\t%s (uuid %s)\n", orDash(v.GetMdName()), orDash(v.GetMdUuid()))
 	keys := make([]string, 0, len(v.GetParameters()))
 	for k := range v.GetParameters() {

@@ -65,6 +65,9 @@ func TestOfflineRepairOfAReturningReplica(t *testing.T) {
 	if rec == nil || rec.StorageNode != b.StorageNode || rec.HostNQN != host || len(rec.Replicas) != 1 || rec.Replicas[0] != b.ID {
 		t.Fatalf("repair record %+v: want one on %s (the out-of-sync replica's node) for %s", rec, b.StorageNode, b.ID)
 	}
+	if w := provisioner.VolumeToProto(cur).GetRepair(); w.GetRepairId() != rec.ID || w.GetStorageNode() != b.StorageNode || w.GetLeaseUntil() == nil {
+		t.Errorf("the API's view of the repair: %v", w)
+	}
 	fr := e.cluster.Repair(b.StorageNode, rec.ID)
 	if fr == nil {
 		t.Fatalf("no repair started on %s", b.StorageNode)

@@ -362,6 +362,10 @@ func VolumeToProto(v *store.Volume) *provisionerapi.Volume {
 	for _, r := range v.Replicas {
 		p.Replicas = append(p.Replicas, ReplicaToProto(r))
 	}
+	if r := v.Repair; r != nil {
+		p.Repair = &provisionerapi.OfflineRepair{RepairId: r.ID, StorageNode: r.StorageNode, ReplicaIds: r.Replicas,
+			Started: ts(r.StartedAt), LeaseUntil: ts(r.LeaseUntil)}
+	}
 	return p
 }
 

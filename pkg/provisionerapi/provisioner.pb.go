@@ -392,7 +392,11 @@ type Volume struct {
 	// driver and the healer never parse StorageClass strings. Unset in
 	// answers from a provisioner older than this field: readers then use
 	// the StorageClass defaults.
-	Policy        *VolumePolicy `protobuf:"bytes,16,opt,name=policy,proto3" json:"policy,omitempty"`
+	Policy *VolumePolicy `protobuf:"bytes,16,opt,name=policy,proto3" json:"policy,omitempty"`
+	// The offline repair running for the volume (it is published to no
+	// host, and a storage node brings out-of-sync replicas up to date);
+	// unset when none. A publish stops it first.
+	Repair        *OfflineRepair `protobuf:"bytes,17,opt,name=repair,proto3" json:"repair,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -539,6 +543,94 @@ func (x *Volume) GetPolicy() *VolumePolicy {
 	return nil
 }
 
+func (x *Volume) GetRepair() *OfflineRepair {
+	if x != nil {
+		return x.Repair
+	}
+	return nil
+}
+
+// OfflineRepair is a storage node's repair of a volume no host has staged.
+type OfflineRepair struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	RepairId string                 `protobuf:"bytes,1,opt,name=repair_id,json=repairId,proto3" json:"repair_id,omitempty"`
+	// The storage node running it (as an NVMe host).
+	StorageNode string `protobuf:"bytes,2,opt,name=storage_node,json=storageNode,proto3" json:"storage_node,omitempty"`
+	// The out-of-sync replicas it brings up to date.
+	ReplicaIds []string               `protobuf:"bytes,3,rep,name=replica_ids,json=replicaIds,proto3" json:"replica_ids,omitempty"`
+	Started    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=started,proto3" json:"started,omitempty"`
+	// The repair stops by itself if the provisioner has not renewed its
+	// lease by then.
+	LeaseUntil    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=lease_until,json=leaseUntil,proto3" json:"lease_until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OfflineRepair) Reset() {
+	*x = OfflineRepair{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OfflineRepair) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OfflineRepair) ProtoMessage() {}
+
+func (x *OfflineRepair) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OfflineRepair.ProtoReflect.Descriptor instead.
+func (*OfflineRepair) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *OfflineRepair) GetRepairId() string {
+	if x != nil {
+		return x.RepairId
+	}
+	return ""
+}
+
+func (x *OfflineRepair) GetStorageNode() string {
+	if x != nil {
+		return x.StorageNode
+	}
+	return ""
+}
+
+func (x *OfflineRepair) GetReplicaIds() []string {
+	if x != nil {
+		return x.ReplicaIds
+	}
+	return nil
+}
+
+func (x *OfflineRepair) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *OfflineRepair) GetLeaseUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LeaseUntil
+	}
+	return nil
+}
+
 // VolumePolicy is a volume's policy as the node side uses it (see the
 // StorageClass parameters of the same names in docs/storageclass.md).
 type VolumePolicy struct {
@@ -560,7 +652,7 @@ type VolumePolicy struct {
 
 func (x *VolumePolicy) Reset() {
 	*x = VolumePolicy{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[3]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -572,7 +664,7 @@ func (x *VolumePolicy) String() string {
 func (*VolumePolicy) ProtoMessage() {}
 
 func (x *VolumePolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[3]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -585,7 +677,7 @@ func (x *VolumePolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumePolicy.ProtoReflect.Descriptor instead.
 func (*VolumePolicy) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{3}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *VolumePolicy) GetNumReplicas() int32 {
@@ -632,7 +724,7 @@ type VolumeResponse struct {
 
 func (x *VolumeResponse) Reset() {
 	*x = VolumeResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[4]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -644,7 +736,7 @@ func (x *VolumeResponse) String() string {
 func (*VolumeResponse) ProtoMessage() {}
 
 func (x *VolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[4]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -657,7 +749,7 @@ func (x *VolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeResponse.ProtoReflect.Descriptor instead.
 func (*VolumeResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{4}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *VolumeResponse) GetVolume() *Volume {
@@ -679,7 +771,7 @@ type CreateVolumeRequest struct {
 
 func (x *CreateVolumeRequest) Reset() {
 	*x = CreateVolumeRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[5]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +783,7 @@ func (x *CreateVolumeRequest) String() string {
 func (*CreateVolumeRequest) ProtoMessage() {}
 
 func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[5]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +796,7 @@ func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVolumeRequest.ProtoReflect.Descriptor instead.
 func (*CreateVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{5}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateVolumeRequest) GetName() string {
@@ -744,7 +836,7 @@ type DeleteVolumeRequest struct {
 
 func (x *DeleteVolumeRequest) Reset() {
 	*x = DeleteVolumeRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[6]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -756,7 +848,7 @@ func (x *DeleteVolumeRequest) String() string {
 func (*DeleteVolumeRequest) ProtoMessage() {}
 
 func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[6]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -769,7 +861,7 @@ func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVolumeRequest.ProtoReflect.Descriptor instead.
 func (*DeleteVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{6}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeleteVolumeRequest) GetVolumeId() string {
@@ -787,7 +879,7 @@ type DeleteVolumeResponse struct {
 
 func (x *DeleteVolumeResponse) Reset() {
 	*x = DeleteVolumeResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[7]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -799,7 +891,7 @@ func (x *DeleteVolumeResponse) String() string {
 func (*DeleteVolumeResponse) ProtoMessage() {}
 
 func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[7]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -812,7 +904,7 @@ func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVolumeResponse.ProtoReflect.Descriptor instead.
 func (*DeleteVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{7}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{8}
 }
 
 type GetVolumeRequest struct {
@@ -824,7 +916,7 @@ type GetVolumeRequest struct {
 
 func (x *GetVolumeRequest) Reset() {
 	*x = GetVolumeRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[8]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -836,7 +928,7 @@ func (x *GetVolumeRequest) String() string {
 func (*GetVolumeRequest) ProtoMessage() {}
 
 func (x *GetVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[8]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -849,7 +941,7 @@ func (x *GetVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVolumeRequest.ProtoReflect.Descriptor instead.
 func (*GetVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{8}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetVolumeRequest) GetVolumeId() string {
@@ -871,7 +963,7 @@ type ListVolumesRequest struct {
 
 func (x *ListVolumesRequest) Reset() {
 	*x = ListVolumesRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[9]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -883,7 +975,7 @@ func (x *ListVolumesRequest) String() string {
 func (*ListVolumesRequest) ProtoMessage() {}
 
 func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[9]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -896,7 +988,7 @@ func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesRequest.ProtoReflect.Descriptor instead.
 func (*ListVolumesRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{9}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListVolumesRequest) GetStartingToken() string {
@@ -923,7 +1015,7 @@ type ListVolumesResponse struct {
 
 func (x *ListVolumesResponse) Reset() {
 	*x = ListVolumesResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[10]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1027,7 @@ func (x *ListVolumesResponse) String() string {
 func (*ListVolumesResponse) ProtoMessage() {}
 
 func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[10]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1040,7 @@ func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesResponse.ProtoReflect.Descriptor instead.
 func (*ListVolumesResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{10}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListVolumesResponse) GetVolumes() []*Volume {
@@ -976,7 +1068,7 @@ type PublishVolumeRequest struct {
 
 func (x *PublishVolumeRequest) Reset() {
 	*x = PublishVolumeRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[11]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -988,7 +1080,7 @@ func (x *PublishVolumeRequest) String() string {
 func (*PublishVolumeRequest) ProtoMessage() {}
 
 func (x *PublishVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[11]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1001,7 +1093,7 @@ func (x *PublishVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishVolumeRequest.ProtoReflect.Descriptor instead.
 func (*PublishVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{11}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PublishVolumeRequest) GetVolumeId() string {
@@ -1036,7 +1128,7 @@ type UnpublishVolumeRequest struct {
 
 func (x *UnpublishVolumeRequest) Reset() {
 	*x = UnpublishVolumeRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[12]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1048,7 +1140,7 @@ func (x *UnpublishVolumeRequest) String() string {
 func (*UnpublishVolumeRequest) ProtoMessage() {}
 
 func (x *UnpublishVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[12]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1061,7 +1153,7 @@ func (x *UnpublishVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpublishVolumeRequest.ProtoReflect.Descriptor instead.
 func (*UnpublishVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{12}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *UnpublishVolumeRequest) GetVolumeId() string {
@@ -1086,7 +1178,7 @@ type UnpublishVolumeResponse struct {
 
 func (x *UnpublishVolumeResponse) Reset() {
 	*x = UnpublishVolumeResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[13]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +1190,7 @@ func (x *UnpublishVolumeResponse) String() string {
 func (*UnpublishVolumeResponse) ProtoMessage() {}
 
 func (x *UnpublishVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[13]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +1203,7 @@ func (x *UnpublishVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpublishVolumeResponse.ProtoReflect.Descriptor instead.
 func (*UnpublishVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{13}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{14}
 }
 
 type ExpandVolumeRequest struct {
@@ -1124,7 +1216,7 @@ type ExpandVolumeRequest struct {
 
 func (x *ExpandVolumeRequest) Reset() {
 	*x = ExpandVolumeRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[14]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1136,7 +1228,7 @@ func (x *ExpandVolumeRequest) String() string {
 func (*ExpandVolumeRequest) ProtoMessage() {}
 
 func (x *ExpandVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[14]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1149,7 +1241,7 @@ func (x *ExpandVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpandVolumeRequest.ProtoReflect.Descriptor instead.
 func (*ExpandVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{14}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ExpandVolumeRequest) GetVolumeId() string {
@@ -1176,7 +1268,7 @@ type ModifyVolumeRequest struct {
 
 func (x *ModifyVolumeRequest) Reset() {
 	*x = ModifyVolumeRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[15]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1188,7 +1280,7 @@ func (x *ModifyVolumeRequest) String() string {
 func (*ModifyVolumeRequest) ProtoMessage() {}
 
 func (x *ModifyVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[15]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1201,7 +1293,7 @@ func (x *ModifyVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModifyVolumeRequest.ProtoReflect.Descriptor instead.
 func (*ModifyVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{15}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ModifyVolumeRequest) GetVolumeId() string {
@@ -1228,7 +1320,7 @@ type GetCapacityRequest struct {
 
 func (x *GetCapacityRequest) Reset() {
 	*x = GetCapacityRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[16]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1332,7 @@ func (x *GetCapacityRequest) String() string {
 func (*GetCapacityRequest) ProtoMessage() {}
 
 func (x *GetCapacityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[16]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1345,7 @@ func (x *GetCapacityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCapacityRequest.ProtoReflect.Descriptor instead.
 func (*GetCapacityRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{16}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetCapacityRequest) GetParameters() map[string]string {
@@ -1274,7 +1366,7 @@ type GetCapacityResponse struct {
 
 func (x *GetCapacityResponse) Reset() {
 	*x = GetCapacityResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[17]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1286,7 +1378,7 @@ func (x *GetCapacityResponse) String() string {
 func (*GetCapacityResponse) ProtoMessage() {}
 
 func (x *GetCapacityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[17]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1299,7 +1391,7 @@ func (x *GetCapacityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCapacityResponse.ProtoReflect.Descriptor instead.
 func (*GetCapacityResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{17}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetCapacityResponse) GetAvailableBytes() int64 {
@@ -1326,7 +1418,7 @@ type ReplaceReplicaRequest struct {
 
 func (x *ReplaceReplicaRequest) Reset() {
 	*x = ReplaceReplicaRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[18]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1338,7 +1430,7 @@ func (x *ReplaceReplicaRequest) String() string {
 func (*ReplaceReplicaRequest) ProtoMessage() {}
 
 func (x *ReplaceReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[18]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1351,7 +1443,7 @@ func (x *ReplaceReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplaceReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ReplaceReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{18}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReplaceReplicaRequest) GetVolumeId() string {
@@ -1378,7 +1470,7 @@ type ReplaceReplicaResponse struct {
 
 func (x *ReplaceReplicaResponse) Reset() {
 	*x = ReplaceReplicaResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[19]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1482,7 @@ func (x *ReplaceReplicaResponse) String() string {
 func (*ReplaceReplicaResponse) ProtoMessage() {}
 
 func (x *ReplaceReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[19]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1495,7 @@ func (x *ReplaceReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplaceReplicaResponse.ProtoReflect.Descriptor instead.
 func (*ReplaceReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{19}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReplaceReplicaResponse) GetVolume() *Volume {
@@ -1430,7 +1522,7 @@ type MarkReplicaRemovedRequest struct {
 
 func (x *MarkReplicaRemovedRequest) Reset() {
 	*x = MarkReplicaRemovedRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[20]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1442,7 +1534,7 @@ func (x *MarkReplicaRemovedRequest) String() string {
 func (*MarkReplicaRemovedRequest) ProtoMessage() {}
 
 func (x *MarkReplicaRemovedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[20]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1455,7 +1547,7 @@ func (x *MarkReplicaRemovedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkReplicaRemovedRequest.ProtoReflect.Descriptor instead.
 func (*MarkReplicaRemovedRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{20}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MarkReplicaRemovedRequest) GetVolumeId() string {
@@ -1482,7 +1574,7 @@ type DeleteReplicaRequest struct {
 
 func (x *DeleteReplicaRequest) Reset() {
 	*x = DeleteReplicaRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[21]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1494,7 +1586,7 @@ func (x *DeleteReplicaRequest) String() string {
 func (*DeleteReplicaRequest) ProtoMessage() {}
 
 func (x *DeleteReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[21]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1507,7 +1599,7 @@ func (x *DeleteReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteReplicaRequest.ProtoReflect.Descriptor instead.
 func (*DeleteReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{21}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DeleteReplicaRequest) GetVolumeId() string {
@@ -1543,7 +1635,7 @@ type ReportReplicaSyncRequest struct {
 
 func (x *ReportReplicaSyncRequest) Reset() {
 	*x = ReportReplicaSyncRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[22]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1555,7 +1647,7 @@ func (x *ReportReplicaSyncRequest) String() string {
 func (*ReportReplicaSyncRequest) ProtoMessage() {}
 
 func (x *ReportReplicaSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[22]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1568,7 +1660,7 @@ func (x *ReportReplicaSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportReplicaSyncRequest.ProtoReflect.Descriptor instead.
 func (*ReportReplicaSyncRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{22}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReportReplicaSyncRequest) GetVolumeId() string {
@@ -1628,7 +1720,7 @@ type PromoteReplicasRequest struct {
 
 func (x *PromoteReplicasRequest) Reset() {
 	*x = PromoteReplicasRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[23]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +1732,7 @@ func (x *PromoteReplicasRequest) String() string {
 func (*PromoteReplicasRequest) ProtoMessage() {}
 
 func (x *PromoteReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[23]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +1745,7 @@ func (x *PromoteReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteReplicasRequest.ProtoReflect.Descriptor instead.
 func (*PromoteReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{23}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PromoteReplicasRequest) GetVolumeId() string {
@@ -1713,7 +1805,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[24]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1725,7 +1817,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[24]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1738,7 +1830,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{24}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Event) GetId() string {
@@ -1827,7 +1919,7 @@ type ReportEventsRequest struct {
 
 func (x *ReportEventsRequest) Reset() {
 	*x = ReportEventsRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[25]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1839,7 +1931,7 @@ func (x *ReportEventsRequest) String() string {
 func (*ReportEventsRequest) ProtoMessage() {}
 
 func (x *ReportEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[25]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1852,7 +1944,7 @@ func (x *ReportEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportEventsRequest.ProtoReflect.Descriptor instead.
 func (*ReportEventsRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{25}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReportEventsRequest) GetEvents() []*Event {
@@ -1870,7 +1962,7 @@ type ReportEventsResponse struct {
 
 func (x *ReportEventsResponse) Reset() {
 	*x = ReportEventsResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[26]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1882,7 +1974,7 @@ func (x *ReportEventsResponse) String() string {
 func (*ReportEventsResponse) ProtoMessage() {}
 
 func (x *ReportEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[26]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1895,7 +1987,7 @@ func (x *ReportEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportEventsResponse.ProtoReflect.Descriptor instead.
 func (*ReportEventsResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{26}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{27}
 }
 
 type ListEventsRequest struct {
@@ -1914,7 +2006,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1926,7 +2018,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1939,7 +2031,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{27}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListEventsRequest) GetVolumeId() string {
@@ -1993,7 +2085,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2005,7 +2097,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2018,7 +2110,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{28}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -2046,7 +2138,7 @@ type StorageNode struct {
 
 func (x *StorageNode) Reset() {
 	*x = StorageNode{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[29]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2058,7 +2150,7 @@ func (x *StorageNode) String() string {
 func (*StorageNode) ProtoMessage() {}
 
 func (x *StorageNode) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[29]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2071,7 +2163,7 @@ func (x *StorageNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageNode.ProtoReflect.Descriptor instead.
 func (*StorageNode) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{29}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *StorageNode) GetName() string {
@@ -2153,7 +2245,7 @@ type GetHostCredentialsRequest struct {
 
 func (x *GetHostCredentialsRequest) Reset() {
 	*x = GetHostCredentialsRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[30]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2165,7 +2257,7 @@ func (x *GetHostCredentialsRequest) String() string {
 func (*GetHostCredentialsRequest) ProtoMessage() {}
 
 func (x *GetHostCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[30]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2178,7 +2270,7 @@ func (x *GetHostCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*GetHostCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{30}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetHostCredentialsRequest) GetHostNqn() string {
@@ -2204,7 +2296,7 @@ type StorageNodeCredentials struct {
 
 func (x *StorageNodeCredentials) Reset() {
 	*x = StorageNodeCredentials{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[31]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2216,7 +2308,7 @@ func (x *StorageNodeCredentials) String() string {
 func (*StorageNodeCredentials) ProtoMessage() {}
 
 func (x *StorageNodeCredentials) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[31]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2229,7 +2321,7 @@ func (x *StorageNodeCredentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageNodeCredentials.ProtoReflect.Descriptor instead.
 func (*StorageNodeCredentials) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{31}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *StorageNodeCredentials) GetStorageNode() string {
@@ -2277,7 +2369,7 @@ type GetHostCredentialsResponse struct {
 
 func (x *GetHostCredentialsResponse) Reset() {
 	*x = GetHostCredentialsResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[32]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2289,7 +2381,7 @@ func (x *GetHostCredentialsResponse) String() string {
 func (*GetHostCredentialsResponse) ProtoMessage() {}
 
 func (x *GetHostCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[32]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2302,7 +2394,7 @@ func (x *GetHostCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*GetHostCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{32}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetHostCredentialsResponse) GetHostNqn() string {
@@ -2328,7 +2420,7 @@ type RotateCredentialsRequest struct {
 
 func (x *RotateCredentialsRequest) Reset() {
 	*x = RotateCredentialsRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[33]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2340,7 +2432,7 @@ func (x *RotateCredentialsRequest) String() string {
 func (*RotateCredentialsRequest) ProtoMessage() {}
 
 func (x *RotateCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[33]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2353,7 +2445,7 @@ func (x *RotateCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*RotateCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{33}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RotateCredentialsRequest) GetVolumeId() string {
@@ -2376,7 +2468,7 @@ type RotatedStorageNode struct {
 
 func (x *RotatedStorageNode) Reset() {
 	*x = RotatedStorageNode{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[34]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2388,7 +2480,7 @@ func (x *RotatedStorageNode) String() string {
 func (*RotatedStorageNode) ProtoMessage() {}
 
 func (x *RotatedStorageNode) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[34]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2401,7 +2493,7 @@ func (x *RotatedStorageNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotatedStorageNode.ProtoReflect.Descriptor instead.
 func (*RotatedStorageNode) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{34}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RotatedStorageNode) GetStorageNode() string {
@@ -2435,7 +2527,7 @@ type RotateCredentialsResponse struct {
 
 func (x *RotateCredentialsResponse) Reset() {
 	*x = RotateCredentialsResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[35]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2447,7 +2539,7 @@ func (x *RotateCredentialsResponse) String() string {
 func (*RotateCredentialsResponse) ProtoMessage() {}
 
 func (x *RotateCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[35]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2460,7 +2552,7 @@ func (x *RotateCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*RotateCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{35}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RotateCredentialsResponse) GetHostNqn() string {
@@ -2485,7 +2577,7 @@ type ListStorageNodesRequest struct {
 
 func (x *ListStorageNodesRequest) Reset() {
 	*x = ListStorageNodesRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[36]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2497,7 +2589,7 @@ func (x *ListStorageNodesRequest) String() string {
 func (*ListStorageNodesRequest) ProtoMessage() {}
 
 func (x *ListStorageNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[36]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2510,7 +2602,7 @@ func (x *ListStorageNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStorageNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListStorageNodesRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{36}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{37}
 }
 
 type ListStorageNodesResponse struct {
@@ -2522,7 +2614,7 @@ type ListStorageNodesResponse struct {
 
 func (x *ListStorageNodesResponse) Reset() {
 	*x = ListStorageNodesResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[37]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2534,7 +2626,7 @@ func (x *ListStorageNodesResponse) String() string {
 func (*ListStorageNodesResponse) ProtoMessage() {}
 
 func (x *ListStorageNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[37]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2547,7 +2639,7 @@ func (x *ListStorageNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStorageNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListStorageNodesResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{37}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ListStorageNodesResponse) GetNodes() []*StorageNode {
@@ -2579,7 +2671,7 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x124\n" +
 	"\aupdated\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x12E\n" +
 	"\x11out_of_sync_since\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x0eoutOfSyncSince\x120\n" +
-	"\x15out_of_sync_at_events\x18\r \x01(\x04R\x11outOfSyncAtEvents\"\xc7\x06\n" +
+	"\x15out_of_sync_at_events\x18\r \x01(\x04R\x11outOfSyncAtEvents\"\x87\a\n" +
 	"\x06Volume\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
@@ -2600,13 +2692,22 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\bmetadata\x18\r \x03(\v2-.nvmirror.provisioner.v1.Volume.MetadataEntryR\bmetadata\x12\x14\n" +
 	"\x05state\x18\x0e \x01(\tR\x05state\x12\x14\n" +
 	"\x05block\x18\x0f \x01(\bR\x05block\x12=\n" +
-	"\x06policy\x18\x10 \x01(\v2%.nvmirror.provisioner.v1.VolumePolicyR\x06policy\x1a=\n" +
+	"\x06policy\x18\x10 \x01(\v2%.nvmirror.provisioner.v1.VolumePolicyR\x06policy\x12>\n" +
+	"\x06repair\x18\x11 \x01(\v2&.nvmirror.provisioner.v1.OfflineRepairR\x06repair\x1a=\n" +
 	"\x0fParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xec\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe3\x01\n" +
+	"\rOfflineRepair\x12\x1b\n" +
+	"\trepair_id\x18\x01 \x01(\tR\brepairId\x12!\n" +
+	"\fstorage_node\x18\x02 \x01(\tR\vstorageNode\x12\x1f\n" +
+	"\vreplica_ids\x18\x03 \x03(\tR\n" +
+	"replicaIds\x124\n" +
+	"\astarted\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x12;\n" +
+	"\vlease_until\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"leaseUntil\"\xec\x01\n" +
 	"\fVolumePolicy\x12!\n" +
 	"\fnum_replicas\x18\x01 \x01(\x05R\vnumReplicas\x12@\n" +
 	"\x1dmax_replica_down_time_minutes\x18\x02 \x01(\x05R\x19maxReplicaDownTimeMinutes\x12\x17\n" +
@@ -2816,132 +2917,136 @@ func file_provisioner_v1_provisioner_proto_rawDescGZIP() []byte {
 }
 
 var file_provisioner_v1_provisioner_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_provisioner_v1_provisioner_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_provisioner_v1_provisioner_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_provisioner_v1_provisioner_proto_goTypes = []any{
 	(ReplicaState)(0),                  // 0: nvmirror.provisioner.v1.ReplicaState
 	(Severity)(0),                      // 1: nvmirror.provisioner.v1.Severity
 	(*Endpoint)(nil),                   // 2: nvmirror.provisioner.v1.Endpoint
 	(*Replica)(nil),                    // 3: nvmirror.provisioner.v1.Replica
 	(*Volume)(nil),                     // 4: nvmirror.provisioner.v1.Volume
-	(*VolumePolicy)(nil),               // 5: nvmirror.provisioner.v1.VolumePolicy
-	(*VolumeResponse)(nil),             // 6: nvmirror.provisioner.v1.VolumeResponse
-	(*CreateVolumeRequest)(nil),        // 7: nvmirror.provisioner.v1.CreateVolumeRequest
-	(*DeleteVolumeRequest)(nil),        // 8: nvmirror.provisioner.v1.DeleteVolumeRequest
-	(*DeleteVolumeResponse)(nil),       // 9: nvmirror.provisioner.v1.DeleteVolumeResponse
-	(*GetVolumeRequest)(nil),           // 10: nvmirror.provisioner.v1.GetVolumeRequest
-	(*ListVolumesRequest)(nil),         // 11: nvmirror.provisioner.v1.ListVolumesRequest
-	(*ListVolumesResponse)(nil),        // 12: nvmirror.provisioner.v1.ListVolumesResponse
-	(*PublishVolumeRequest)(nil),       // 13: nvmirror.provisioner.v1.PublishVolumeRequest
-	(*UnpublishVolumeRequest)(nil),     // 14: nvmirror.provisioner.v1.UnpublishVolumeRequest
-	(*UnpublishVolumeResponse)(nil),    // 15: nvmirror.provisioner.v1.UnpublishVolumeResponse
-	(*ExpandVolumeRequest)(nil),        // 16: nvmirror.provisioner.v1.ExpandVolumeRequest
-	(*ModifyVolumeRequest)(nil),        // 17: nvmirror.provisioner.v1.ModifyVolumeRequest
-	(*GetCapacityRequest)(nil),         // 18: nvmirror.provisioner.v1.GetCapacityRequest
-	(*GetCapacityResponse)(nil),        // 19: nvmirror.provisioner.v1.GetCapacityResponse
-	(*ReplaceReplicaRequest)(nil),      // 20: nvmirror.provisioner.v1.ReplaceReplicaRequest
-	(*ReplaceReplicaResponse)(nil),     // 21: nvmirror.provisioner.v1.ReplaceReplicaResponse
-	(*MarkReplicaRemovedRequest)(nil),  // 22: nvmirror.provisioner.v1.MarkReplicaRemovedRequest
-	(*DeleteReplicaRequest)(nil),       // 23: nvmirror.provisioner.v1.DeleteReplicaRequest
-	(*ReportReplicaSyncRequest)(nil),   // 24: nvmirror.provisioner.v1.ReportReplicaSyncRequest
-	(*PromoteReplicasRequest)(nil),     // 25: nvmirror.provisioner.v1.PromoteReplicasRequest
-	(*Event)(nil),                      // 26: nvmirror.provisioner.v1.Event
-	(*ReportEventsRequest)(nil),        // 27: nvmirror.provisioner.v1.ReportEventsRequest
-	(*ReportEventsResponse)(nil),       // 28: nvmirror.provisioner.v1.ReportEventsResponse
-	(*ListEventsRequest)(nil),          // 29: nvmirror.provisioner.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),         // 30: nvmirror.provisioner.v1.ListEventsResponse
-	(*StorageNode)(nil),                // 31: nvmirror.provisioner.v1.StorageNode
-	(*GetHostCredentialsRequest)(nil),  // 32: nvmirror.provisioner.v1.GetHostCredentialsRequest
-	(*StorageNodeCredentials)(nil),     // 33: nvmirror.provisioner.v1.StorageNodeCredentials
-	(*GetHostCredentialsResponse)(nil), // 34: nvmirror.provisioner.v1.GetHostCredentialsResponse
-	(*RotateCredentialsRequest)(nil),   // 35: nvmirror.provisioner.v1.RotateCredentialsRequest
-	(*RotatedStorageNode)(nil),         // 36: nvmirror.provisioner.v1.RotatedStorageNode
-	(*RotateCredentialsResponse)(nil),  // 37: nvmirror.provisioner.v1.RotateCredentialsResponse
-	(*ListStorageNodesRequest)(nil),    // 38: nvmirror.provisioner.v1.ListStorageNodesRequest
-	(*ListStorageNodesResponse)(nil),   // 39: nvmirror.provisioner.v1.ListStorageNodesResponse
-	nil,                                // 40: nvmirror.provisioner.v1.Volume.ParametersEntry
-	nil,                                // 41: nvmirror.provisioner.v1.Volume.MetadataEntry
-	nil,                                // 42: nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
-	nil,                                // 43: nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
-	nil,                                // 44: nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
-	nil,                                // 45: nvmirror.provisioner.v1.Event.AttributesEntry
-	(*timestamppb.Timestamp)(nil),      // 46: google.protobuf.Timestamp
+	(*OfflineRepair)(nil),              // 5: nvmirror.provisioner.v1.OfflineRepair
+	(*VolumePolicy)(nil),               // 6: nvmirror.provisioner.v1.VolumePolicy
+	(*VolumeResponse)(nil),             // 7: nvmirror.provisioner.v1.VolumeResponse
+	(*CreateVolumeRequest)(nil),        // 8: nvmirror.provisioner.v1.CreateVolumeRequest
+	(*DeleteVolumeRequest)(nil),        // 9: nvmirror.provisioner.v1.DeleteVolumeRequest
+	(*DeleteVolumeResponse)(nil),       // 10: nvmirror.provisioner.v1.DeleteVolumeResponse
+	(*GetVolumeRequest)(nil),           // 11: nvmirror.provisioner.v1.GetVolumeRequest
+	(*ListVolumesRequest)(nil),         // 12: nvmirror.provisioner.v1.ListVolumesRequest
+	(*ListVolumesResponse)(nil),        // 13: nvmirror.provisioner.v1.ListVolumesResponse
+	(*PublishVolumeRequest)(nil),       // 14: nvmirror.provisioner.v1.PublishVolumeRequest
+	(*UnpublishVolumeRequest)(nil),     // 15: nvmirror.provisioner.v1.UnpublishVolumeRequest
+	(*UnpublishVolumeResponse)(nil),    // 16: nvmirror.provisioner.v1.UnpublishVolumeResponse
+	(*ExpandVolumeRequest)(nil),        // 17: nvmirror.provisioner.v1.ExpandVolumeRequest
+	(*ModifyVolumeRequest)(nil),        // 18: nvmirror.provisioner.v1.ModifyVolumeRequest
+	(*GetCapacityRequest)(nil),         // 19: nvmirror.provisioner.v1.GetCapacityRequest
+	(*GetCapacityResponse)(nil),        // 20: nvmirror.provisioner.v1.GetCapacityResponse
+	(*ReplaceReplicaRequest)(nil),      // 21: nvmirror.provisioner.v1.ReplaceReplicaRequest
+	(*ReplaceReplicaResponse)(nil),     // 22: nvmirror.provisioner.v1.ReplaceReplicaResponse
+	(*MarkReplicaRemovedRequest)(nil),  // 23: nvmirror.provisioner.v1.MarkReplicaRemovedRequest
+	(*DeleteReplicaRequest)(nil),       // 24: nvmirror.provisioner.v1.DeleteReplicaRequest
+	(*ReportReplicaSyncRequest)(nil),   // 25: nvmirror.provisioner.v1.ReportReplicaSyncRequest
+	(*PromoteReplicasRequest)(nil),     // 26: nvmirror.provisioner.v1.PromoteReplicasRequest
+	(*Event)(nil),                      // 27: nvmirror.provisioner.v1.Event
+	(*ReportEventsRequest)(nil),        // 28: nvmirror.provisioner.v1.ReportEventsRequest
+	(*ReportEventsResponse)(nil),       // 29: nvmirror.provisioner.v1.ReportEventsResponse
+	(*ListEventsRequest)(nil),          // 30: nvmirror.provisioner.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),         // 31: nvmirror.provisioner.v1.ListEventsResponse
+	(*StorageNode)(nil),                // 32: nvmirror.provisioner.v1.StorageNode
+	(*GetHostCredentialsRequest)(nil),  // 33: nvmirror.provisioner.v1.GetHostCredentialsRequest
+	(*StorageNodeCredentials)(nil),     // 34: nvmirror.provisioner.v1.StorageNodeCredentials
+	(*GetHostCredentialsResponse)(nil), // 35: nvmirror.provisioner.v1.GetHostCredentialsResponse
+	(*RotateCredentialsRequest)(nil),   // 36: nvmirror.provisioner.v1.RotateCredentialsRequest
+	(*RotatedStorageNode)(nil),         // 37: nvmirror.provisioner.v1.RotatedStorageNode
+	(*RotateCredentialsResponse)(nil),  // 38: nvmirror.provisioner.v1.RotateCredentialsResponse
+	(*ListStorageNodesRequest)(nil),    // 39: nvmirror.provisioner.v1.ListStorageNodesRequest
+	(*ListStorageNodesResponse)(nil),   // 40: nvmirror.provisioner.v1.ListStorageNodesResponse
+	nil,                                // 41: nvmirror.provisioner.v1.Volume.ParametersEntry
+	nil,                                // 42: nvmirror.provisioner.v1.Volume.MetadataEntry
+	nil,                                // 43: nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
+	nil,                                // 44: nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
+	nil,                                // 45: nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
+	nil,                                // 46: nvmirror.provisioner.v1.Event.AttributesEntry
+	(*timestamppb.Timestamp)(nil),      // 47: google.protobuf.Timestamp
 }
 var file_provisioner_v1_provisioner_proto_depIdxs = []int32{
 	2,  // 0: nvmirror.provisioner.v1.Replica.endpoints:type_name -> nvmirror.provisioner.v1.Endpoint
 	0,  // 1: nvmirror.provisioner.v1.Replica.state:type_name -> nvmirror.provisioner.v1.ReplicaState
-	46, // 2: nvmirror.provisioner.v1.Replica.created:type_name -> google.protobuf.Timestamp
-	46, // 3: nvmirror.provisioner.v1.Replica.updated:type_name -> google.protobuf.Timestamp
-	46, // 4: nvmirror.provisioner.v1.Replica.out_of_sync_since:type_name -> google.protobuf.Timestamp
-	40, // 5: nvmirror.provisioner.v1.Volume.parameters:type_name -> nvmirror.provisioner.v1.Volume.ParametersEntry
+	47, // 2: nvmirror.provisioner.v1.Replica.created:type_name -> google.protobuf.Timestamp
+	47, // 3: nvmirror.provisioner.v1.Replica.updated:type_name -> google.protobuf.Timestamp
+	47, // 4: nvmirror.provisioner.v1.Replica.out_of_sync_since:type_name -> google.protobuf.Timestamp
+	41, // 5: nvmirror.provisioner.v1.Volume.parameters:type_name -> nvmirror.provisioner.v1.Volume.ParametersEntry
 	3,  // 6: nvmirror.provisioner.v1.Volume.replicas:type_name -> nvmirror.provisioner.v1.Replica
-	46, // 7: nvmirror.provisioner.v1.Volume.degraded_since:type_name -> google.protobuf.Timestamp
-	46, // 8: nvmirror.provisioner.v1.Volume.created:type_name -> google.protobuf.Timestamp
-	46, // 9: nvmirror.provisioner.v1.Volume.updated:type_name -> google.protobuf.Timestamp
-	41, // 10: nvmirror.provisioner.v1.Volume.metadata:type_name -> nvmirror.provisioner.v1.Volume.MetadataEntry
-	5,  // 11: nvmirror.provisioner.v1.Volume.policy:type_name -> nvmirror.provisioner.v1.VolumePolicy
-	4,  // 12: nvmirror.provisioner.v1.VolumeResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
-	42, // 13: nvmirror.provisioner.v1.CreateVolumeRequest.parameters:type_name -> nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
-	4,  // 14: nvmirror.provisioner.v1.ListVolumesResponse.volumes:type_name -> nvmirror.provisioner.v1.Volume
-	43, // 15: nvmirror.provisioner.v1.ModifyVolumeRequest.mutable_parameters:type_name -> nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
-	44, // 16: nvmirror.provisioner.v1.GetCapacityRequest.parameters:type_name -> nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
-	4,  // 17: nvmirror.provisioner.v1.ReplaceReplicaResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
-	3,  // 18: nvmirror.provisioner.v1.ReplaceReplicaResponse.new_replica:type_name -> nvmirror.provisioner.v1.Replica
-	46, // 19: nvmirror.provisioner.v1.ReportReplicaSyncRequest.observed_at:type_name -> google.protobuf.Timestamp
-	1,  // 20: nvmirror.provisioner.v1.Event.severity:type_name -> nvmirror.provisioner.v1.Severity
-	46, // 21: nvmirror.provisioner.v1.Event.time:type_name -> google.protobuf.Timestamp
-	45, // 22: nvmirror.provisioner.v1.Event.attributes:type_name -> nvmirror.provisioner.v1.Event.AttributesEntry
-	26, // 23: nvmirror.provisioner.v1.ReportEventsRequest.events:type_name -> nvmirror.provisioner.v1.Event
-	46, // 24: nvmirror.provisioner.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
-	26, // 25: nvmirror.provisioner.v1.ListEventsResponse.events:type_name -> nvmirror.provisioner.v1.Event
-	2,  // 26: nvmirror.provisioner.v1.StorageNode.endpoints:type_name -> nvmirror.provisioner.v1.Endpoint
-	46, // 27: nvmirror.provisioner.v1.StorageNode.last_seen:type_name -> google.protobuf.Timestamp
-	46, // 28: nvmirror.provisioner.v1.StorageNodeCredentials.created:type_name -> google.protobuf.Timestamp
-	33, // 29: nvmirror.provisioner.v1.GetHostCredentialsResponse.credentials:type_name -> nvmirror.provisioner.v1.StorageNodeCredentials
-	36, // 30: nvmirror.provisioner.v1.RotateCredentialsResponse.storage_nodes:type_name -> nvmirror.provisioner.v1.RotatedStorageNode
-	31, // 31: nvmirror.provisioner.v1.ListStorageNodesResponse.nodes:type_name -> nvmirror.provisioner.v1.StorageNode
-	7,  // 32: nvmirror.provisioner.v1.Provisioner.CreateVolume:input_type -> nvmirror.provisioner.v1.CreateVolumeRequest
-	8,  // 33: nvmirror.provisioner.v1.Provisioner.DeleteVolume:input_type -> nvmirror.provisioner.v1.DeleteVolumeRequest
-	10, // 34: nvmirror.provisioner.v1.Provisioner.GetVolume:input_type -> nvmirror.provisioner.v1.GetVolumeRequest
-	11, // 35: nvmirror.provisioner.v1.Provisioner.ListVolumes:input_type -> nvmirror.provisioner.v1.ListVolumesRequest
-	13, // 36: nvmirror.provisioner.v1.Provisioner.PublishVolume:input_type -> nvmirror.provisioner.v1.PublishVolumeRequest
-	14, // 37: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:input_type -> nvmirror.provisioner.v1.UnpublishVolumeRequest
-	16, // 38: nvmirror.provisioner.v1.Provisioner.ExpandVolume:input_type -> nvmirror.provisioner.v1.ExpandVolumeRequest
-	17, // 39: nvmirror.provisioner.v1.Provisioner.ModifyVolume:input_type -> nvmirror.provisioner.v1.ModifyVolumeRequest
-	18, // 40: nvmirror.provisioner.v1.Provisioner.GetCapacity:input_type -> nvmirror.provisioner.v1.GetCapacityRequest
-	20, // 41: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:input_type -> nvmirror.provisioner.v1.ReplaceReplicaRequest
-	22, // 42: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:input_type -> nvmirror.provisioner.v1.MarkReplicaRemovedRequest
-	23, // 43: nvmirror.provisioner.v1.Provisioner.DeleteReplica:input_type -> nvmirror.provisioner.v1.DeleteReplicaRequest
-	24, // 44: nvmirror.provisioner.v1.Provisioner.ReportReplicaSync:input_type -> nvmirror.provisioner.v1.ReportReplicaSyncRequest
-	25, // 45: nvmirror.provisioner.v1.Provisioner.PromoteReplicas:input_type -> nvmirror.provisioner.v1.PromoteReplicasRequest
-	27, // 46: nvmirror.provisioner.v1.Provisioner.ReportEvents:input_type -> nvmirror.provisioner.v1.ReportEventsRequest
-	29, // 47: nvmirror.provisioner.v1.Provisioner.ListEvents:input_type -> nvmirror.provisioner.v1.ListEventsRequest
-	38, // 48: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:input_type -> nvmirror.provisioner.v1.ListStorageNodesRequest
-	32, // 49: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:input_type -> nvmirror.provisioner.v1.GetHostCredentialsRequest
-	35, // 50: nvmirror.provisioner.v1.Provisioner.RotateCredentials:input_type -> nvmirror.provisioner.v1.RotateCredentialsRequest
-	6,  // 51: nvmirror.provisioner.v1.Provisioner.CreateVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	9,  // 52: nvmirror.provisioner.v1.Provisioner.DeleteVolume:output_type -> nvmirror.provisioner.v1.DeleteVolumeResponse
-	6,  // 53: nvmirror.provisioner.v1.Provisioner.GetVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	12, // 54: nvmirror.provisioner.v1.Provisioner.ListVolumes:output_type -> nvmirror.provisioner.v1.ListVolumesResponse
-	6,  // 55: nvmirror.provisioner.v1.Provisioner.PublishVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	15, // 56: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:output_type -> nvmirror.provisioner.v1.UnpublishVolumeResponse
-	6,  // 57: nvmirror.provisioner.v1.Provisioner.ExpandVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	6,  // 58: nvmirror.provisioner.v1.Provisioner.ModifyVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	19, // 59: nvmirror.provisioner.v1.Provisioner.GetCapacity:output_type -> nvmirror.provisioner.v1.GetCapacityResponse
-	21, // 60: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:output_type -> nvmirror.provisioner.v1.ReplaceReplicaResponse
-	6,  // 61: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	6,  // 62: nvmirror.provisioner.v1.Provisioner.DeleteReplica:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	6,  // 63: nvmirror.provisioner.v1.Provisioner.ReportReplicaSync:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	6,  // 64: nvmirror.provisioner.v1.Provisioner.PromoteReplicas:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	28, // 65: nvmirror.provisioner.v1.Provisioner.ReportEvents:output_type -> nvmirror.provisioner.v1.ReportEventsResponse
-	30, // 66: nvmirror.provisioner.v1.Provisioner.ListEvents:output_type -> nvmirror.provisioner.v1.ListEventsResponse
-	39, // 67: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:output_type -> nvmirror.provisioner.v1.ListStorageNodesResponse
-	34, // 68: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:output_type -> nvmirror.provisioner.v1.GetHostCredentialsResponse
-	37, // 69: nvmirror.provisioner.v1.Provisioner.RotateCredentials:output_type -> nvmirror.provisioner.v1.RotateCredentialsResponse
-	51, // [51:70] is the sub-list for method output_type
-	32, // [32:51] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	47, // 7: nvmirror.provisioner.v1.Volume.degraded_since:type_name -> google.protobuf.Timestamp
+	47, // 8: nvmirror.provisioner.v1.Volume.created:type_name -> google.protobuf.Timestamp
+	47, // 9: nvmirror.provisioner.v1.Volume.updated:type_name -> google.protobuf.Timestamp
+	42, // 10: nvmirror.provisioner.v1.Volume.metadata:type_name -> nvmirror.provisioner.v1.Volume.MetadataEntry
+	6,  // 11: nvmirror.provisioner.v1.Volume.policy:type_name -> nvmirror.provisioner.v1.VolumePolicy
+	5,  // 12: nvmirror.provisioner.v1.Volume.repair:type_name -> nvmirror.provisioner.v1.OfflineRepair
+	47, // 13: nvmirror.provisioner.v1.OfflineRepair.started:type_name -> google.protobuf.Timestamp
+	47, // 14: nvmirror.provisioner.v1.OfflineRepair.lease_until:type_name -> google.protobuf.Timestamp
+	4,  // 15: nvmirror.provisioner.v1.VolumeResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
+	43, // 16: nvmirror.provisioner.v1.CreateVolumeRequest.parameters:type_name -> nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
+	4,  // 17: nvmirror.provisioner.v1.ListVolumesResponse.volumes:type_name -> nvmirror.provisioner.v1.Volume
+	44, // 18: nvmirror.provisioner.v1.ModifyVolumeRequest.mutable_parameters:type_name -> nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
+	45, // 19: nvmirror.provisioner.v1.GetCapacityRequest.parameters:type_name -> nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
+	4,  // 20: nvmirror.provisioner.v1.ReplaceReplicaResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
+	3,  // 21: nvmirror.provisioner.v1.ReplaceReplicaResponse.new_replica:type_name -> nvmirror.provisioner.v1.Replica
+	47, // 22: nvmirror.provisioner.v1.ReportReplicaSyncRequest.observed_at:type_name -> google.protobuf.Timestamp
+	1,  // 23: nvmirror.provisioner.v1.Event.severity:type_name -> nvmirror.provisioner.v1.Severity
+	47, // 24: nvmirror.provisioner.v1.Event.time:type_name -> google.protobuf.Timestamp
+	46, // 25: nvmirror.provisioner.v1.Event.attributes:type_name -> nvmirror.provisioner.v1.Event.AttributesEntry
+	27, // 26: nvmirror.provisioner.v1.ReportEventsRequest.events:type_name -> nvmirror.provisioner.v1.Event
+	47, // 27: nvmirror.provisioner.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	27, // 28: nvmirror.provisioner.v1.ListEventsResponse.events:type_name -> nvmirror.provisioner.v1.Event
+	2,  // 29: nvmirror.provisioner.v1.StorageNode.endpoints:type_name -> nvmirror.provisioner.v1.Endpoint
+	47, // 30: nvmirror.provisioner.v1.StorageNode.last_seen:type_name -> google.protobuf.Timestamp
+	47, // 31: nvmirror.provisioner.v1.StorageNodeCredentials.created:type_name -> google.protobuf.Timestamp
+	34, // 32: nvmirror.provisioner.v1.GetHostCredentialsResponse.credentials:type_name -> nvmirror.provisioner.v1.StorageNodeCredentials
+	37, // 33: nvmirror.provisioner.v1.RotateCredentialsResponse.storage_nodes:type_name -> nvmirror.provisioner.v1.RotatedStorageNode
+	32, // 34: nvmirror.provisioner.v1.ListStorageNodesResponse.nodes:type_name -> nvmirror.provisioner.v1.StorageNode
+	8,  // 35: nvmirror.provisioner.v1.Provisioner.CreateVolume:input_type -> nvmirror.provisioner.v1.CreateVolumeRequest
+	9,  // 36: nvmirror.provisioner.v1.Provisioner.DeleteVolume:input_type -> nvmirror.provisioner.v1.DeleteVolumeRequest
+	11, // 37: nvmirror.provisioner.v1.Provisioner.GetVolume:input_type -> nvmirror.provisioner.v1.GetVolumeRequest
+	12, // 38: nvmirror.provisioner.v1.Provisioner.ListVolumes:input_type -> nvmirror.provisioner.v1.ListVolumesRequest
+	14, // 39: nvmirror.provisioner.v1.Provisioner.PublishVolume:input_type -> nvmirror.provisioner.v1.PublishVolumeRequest
+	15, // 40: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:input_type -> nvmirror.provisioner.v1.UnpublishVolumeRequest
+	17, // 41: nvmirror.provisioner.v1.Provisioner.ExpandVolume:input_type -> nvmirror.provisioner.v1.ExpandVolumeRequest
+	18, // 42: nvmirror.provisioner.v1.Provisioner.ModifyVolume:input_type -> nvmirror.provisioner.v1.ModifyVolumeRequest
+	19, // 43: nvmirror.provisioner.v1.Provisioner.GetCapacity:input_type -> nvmirror.provisioner.v1.GetCapacityRequest
+	21, // 44: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:input_type -> nvmirror.provisioner.v1.ReplaceReplicaRequest
+	23, // 45: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:input_type -> nvmirror.provisioner.v1.MarkReplicaRemovedRequest
+	24, // 46: nvmirror.provisioner.v1.Provisioner.DeleteReplica:input_type -> nvmirror.provisioner.v1.DeleteReplicaRequest
+	25, // 47: nvmirror.provisioner.v1.Provisioner.ReportReplicaSync:input_type -> nvmirror.provisioner.v1.ReportReplicaSyncRequest
+	26, // 48: nvmirror.provisioner.v1.Provisioner.PromoteReplicas:input_type -> nvmirror.provisioner.v1.PromoteReplicasRequest
+	28, // 49: nvmirror.provisioner.v1.Provisioner.ReportEvents:input_type -> nvmirror.provisioner.v1.ReportEventsRequest
+	30, // 50: nvmirror.provisioner.v1.Provisioner.ListEvents:input_type -> nvmirror.provisioner.v1.ListEventsRequest
+	39, // 51: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:input_type -> nvmirror.provisioner.v1.ListStorageNodesRequest
+	33, // 52: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:input_type -> nvmirror.provisioner.v1.GetHostCredentialsRequest
+	36, // 53: nvmirror.provisioner.v1.Provisioner.RotateCredentials:input_type -> nvmirror.provisioner.v1.RotateCredentialsRequest
+	7,  // 54: nvmirror.provisioner.v1.Provisioner.CreateVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	10, // 55: nvmirror.provisioner.v1.Provisioner.DeleteVolume:output_type -> nvmirror.provisioner.v1.DeleteVolumeResponse
+	7,  // 56: nvmirror.provisioner.v1.Provisioner.GetVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	13, // 57: nvmirror.provisioner.v1.Provisioner.ListVolumes:output_type -> nvmirror.provisioner.v1.ListVolumesResponse
+	7,  // 58: nvmirror.provisioner.v1.Provisioner.PublishVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	16, // 59: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:output_type -> nvmirror.provisioner.v1.UnpublishVolumeResponse
+	7,  // 60: nvmirror.provisioner.v1.Provisioner.ExpandVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	7,  // 61: nvmirror.provisioner.v1.Provisioner.ModifyVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	20, // 62: nvmirror.provisioner.v1.Provisioner.GetCapacity:output_type -> nvmirror.provisioner.v1.GetCapacityResponse
+	22, // 63: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:output_type -> nvmirror.provisioner.v1.ReplaceReplicaResponse
+	7,  // 64: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	7,  // 65: nvmirror.provisioner.v1.Provisioner.DeleteReplica:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	7,  // 66: nvmirror.provisioner.v1.Provisioner.ReportReplicaSync:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	7,  // 67: nvmirror.provisioner.v1.Provisioner.PromoteReplicas:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	29, // 68: nvmirror.provisioner.v1.Provisioner.ReportEvents:output_type -> nvmirror.provisioner.v1.ReportEventsResponse
+	31, // 69: nvmirror.provisioner.v1.Provisioner.ListEvents:output_type -> nvmirror.provisioner.v1.ListEventsResponse
+	40, // 70: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:output_type -> nvmirror.provisioner.v1.ListStorageNodesResponse
+	35, // 71: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:output_type -> nvmirror.provisioner.v1.GetHostCredentialsResponse
+	38, // 72: nvmirror.provisioner.v1.Provisioner.RotateCredentials:output_type -> nvmirror.provisioner.v1.RotateCredentialsResponse
+	54, // [54:73] is the sub-list for method output_type
+	35, // [35:54] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_provisioner_v1_provisioner_proto_init() }
@@ -2955,7 +3060,7 @@ func file_provisioner_v1_provisioner_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_provisioner_v1_provisioner_proto_rawDesc), len(file_provisioner_v1_provisioner_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   44,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

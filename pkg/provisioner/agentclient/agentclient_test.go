@@ -27,6 +27,7 @@ const token = "s3cret-token"
 type agent struct {
 	agentapi.UnimplementedTargetServer
 	lastCreate *agentapi.CreateReplicaRequest
+	lastRepair *agentapi.StartRepairRequest
 }
 
 func (a *agent) CreateReplica(ctx context.Context, r *agentapi.CreateReplicaRequest) (*agentapi.CreateReplicaResponse, error) {
