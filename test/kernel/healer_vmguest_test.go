@@ -208,7 +208,15 @@ func mdOf(t *testing.T, md *mdraid.Manager, v *volume.Volume) mdraid.Array {
 // the real binaries on the real kernel. One stack serves every scenario;
 // maxReplicaDownTime is counted in seconds here (--heal-time-unit=1s).
 func TestHealer(t *testing.T) {
-	s := startStack(t, "--heal-time-unit=1s", "--heal-interval=5s")
+	s := startStackWith(t, stackOptions{
+		csiArgs: []string{"--heal-time-unit=1s", "--heal-interval=5s"},
+		// Offline repair checks often, with a lease that survives a slow
+		// pass under emulation.
+		provArgs: []string{"--heal-time-unit=1s", "--repair-interval=2s", "--repair-lease=30s"},
+		// Room for a thin 1 GiB volume (offline repair's figure); tmpfs
+		// takes memory only for what is written.
+		poolSize: 1280 << 20,
+	})
 	top := t // daemons restarted by a subtest live as long as the stack
 	c := dialCSI(t, s.csiSocket)
 	p := dialProvisioner(t, s)
@@ -602,6 +610,14 @@ func TestHealer(t *testing.T) {
 
 	t.Run("a stale replica is never served alone", func(t *testing.T) {
 		testStaleReplicaNeverServed(t, s, c, p, md, tgt, ini)
+	})
+
+	t.Run("nvmirrorctl promote starts a volume from a stale replica; the replica given up is left alone", func(t *testing.T) {
+		testPromoteStaleReplica(t, s, c, p, md, tgt, ini)
+	})
+
+	t.Run("volumes no host has staged are repaired offline", func(t *testing.T) {
+		testOfflineRepair(t, s, top, c, p, md, tgt, ini)
 	})
 
 	t.Run("a rebuild runs at the volume's bandwidth limit until it is lifted", func(t *testing.T) {
