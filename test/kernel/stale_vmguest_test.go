@@ -4,6 +4,8 @@ package kernel
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -185,4 +187,112 @@ func mustVolume(t *testing.T, p *provisionerclient.Client, id string) *volume.Vo
 		t.Fatal(err)
 	}
 	return v
+}
+
+// testPromoteStaleReplica is the administrator's escape on the real kernel:
+// the in-sync replica A is gone, so NodeStage refuses B; `nvmirrorctl
+// promote --accept-data-loss` lets the volume start from B as it was when
+// it dropped out (the writes after that are lost, as the command says);
+// when A comes back afterwards, the healer refuses to resync its newer
+// data away, and A keeps them.
+func testPromoteStaleReplica(t *testing.T, s *stack, c csiClients, p *provisionerclient.Client, md *mdraid.Manager, tgt *nvmet.Target, ini *host.Initiator) {
+	vol := provisionVolume(t, c, "promote-stale", 64<<20, map[string]string{"numReplicas": "2", "maxReplicaDownTime": "600"})
+	before := writeFiles(t, vol.target, "before", 4, 1<<20)
+	v := mustVolume(t, p, vol.id)
+	a, b := v.ActiveReplicas()[0], v.ActiveReplicas()[1]
+	nodeA, nodeB := agentNamed(t, s, a.StorageNode), agentNamed(t, s, b.StorageNode)
+	if err := tgt.UnlinkSubsystem(nodeB.portID, b.NQN); err != nil {
+		t.Fatal(err)
+	}
+	lost := writeFiles(t, vol.target, "lost", 4, 256<<10)
+	waitFor(t, time.Minute, "B recorded out of sync", func() (bool, string) {
+		for _, r := range mustVolume(t, p, vol.id).Replicas {
+			if r.ID == b.ID && !r.InSync() {
+				return true, ""
+			}
+		}
+		return false, "B in sync"
+	})
+	nodeCall(t, "NodeUnpublishVolume", func() error {
+		_, err := c.node.NodeUnpublishVolume(ctxTimeout(t, time.Minute), &csi.NodeUnpublishVolumeRequest{VolumeId: vol.id, TargetPath: vol.target})
+		return err
+	})
+	nodeCall(t, "NodeUnstageVolume", func() error {
+		_, err := c.node.NodeUnstageVolume(ctxTimeout(t, 2*time.Minute), &csi.NodeUnstageVolumeRequest{VolumeId: vol.id, StagingTargetPath: vol.staging})
+		return err
+	})
+	if err := tgt.UnlinkSubsystem(nodeA.portID, a.NQN); err != nil {
+		t.Fatal(err)
+	}
+	if err := tgt.LinkSubsystem(nodeB.portID, b.NQN); err != nil {
+		t.Fatal(err)
+	}
+	stage := func() error {
+		_, err := c.node.NodeStageVolume(ctxTimeout(t, 2*time.Minute), &csi.NodeStageVolumeRequest{VolumeId: vol.id, StagingTargetPath: vol.staging, VolumeCapability: mountRW})
+		return err
+	}
+	if err := stage(); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("NodeStage from the stale replica alone: %v, want FailedPrecondition", err)
+	}
+
+	ctl := func(args ...string) (string, error) {
+		full := append([]string{"--provisioner=" + s.provAddr, "--ca-file=" + filepath.Join(s.tlsDir, "tls.crt"), "--token-file=" + filepath.Join(s.tlsDir, "token")}, args...)
+		out, err := exec.Command("nvmirrorctl", full...).CombinedOutput()
+		return string(out), err
+	}
+	out, err := ctl("promote", vol.id, b.ID, "--accept-data-loss", "--reason", "sn lost for good (test)")
+	t.Logf("nvmirrorctl promote:\n%s", out)
+	if err != nil {
+		t.Fatalf("promote: %v", err)
+	}
+	nodeCall(t, "NodeStageVolume after the promotion", stage, codes.FailedPrecondition)
+	nodeCall(t, "NodePublishVolume", func() error {
+		_, err := c.node.NodePublishVolume(ctxTimeout(t, time.Minute), &csi.NodePublishVolumeRequest{VolumeId: vol.id, StagingTargetPath: vol.staging,
+			TargetPath: vol.target, VolumeCapability: mountRW})
+		return err
+	})
+	dropCaches(t)
+	verifyFiles(t, before)
+	for name := range lost {
+		if _, err := os.Stat(name); err == nil {
+			t.Errorf("%s, written after B dropped out, is there although the volume started from B", name)
+		}
+	}
+	arr := mdOf(t, md, v)
+	running := arrayEvents(t, md, arr)
+
+	// A returns with the writes B never had: the healer must not resync
+	// them away.
+	if err := tgt.LinkSubsystem(nodeA.portID, a.NQN); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Minute, "the healer to refuse A's newer data", func() (bool, string) {
+		return strings.Contains(s.csi.log(), "newer than the running array"), "no refusal in the node plugin's log yet"
+	})
+	arr = mdOf(t, md, v)
+	if len(arr.Members) != 1 || arr.Degraded != 1 {
+		t.Errorf("A was added over its newer data: %s", describe(arr))
+	}
+	dev, err := ini.FindDevice(a.NQN, a.NamespaceID())
+	if err != nil {
+		t.Fatalf("A's device: %v", err)
+	}
+	sb, err := md.Examine(ctxTimeout(t, 30*time.Second), dev.Path)
+	if err != nil || sb.Events <= running {
+		t.Errorf("A's superblock after the refusal: %+v, %v; want its events above the running array's %d (untouched)", sb, err, running)
+	}
+	t.Logf("PROMOTE: started from B; A back with md events %d over the array's %d and left alone", sb.Events, running)
+}
+
+// arrayEvents reads the running array's event count from one member.
+func arrayEvents(t *testing.T, md *mdraid.Manager, arr mdraid.Array) uint64 {
+	t.Helper()
+	for _, m := range arr.Members {
+		sb, err := md.Examine(ctxTimeout(t, 30*time.Second), "/dev/"+m.Device)
+		if err == nil {
+			return sb.Events
+		}
+	}
+	t.Fatalf("no readable member in %s", describe(arr))
+	return 0
 }
