@@ -149,6 +149,10 @@ func (s *Service) repairVolume(ctx context.Context, v *store.Volume, reach map[s
 		s.recordOffline(ctx, events.Event{Type: events.VolumeDegraded, Volume: v.ID, Replicas: ids(stale),
 			Message: "replicas out of sync and no host has the volume staged: repairing offline"})
 	}
+	if wait := s.retryIn(v.ID); wait > 0 {
+		klog.V(2).InfoS("Offline repair: waiting after failures", "volume", v.ID, "retryIn", wait.Round(time.Second))
+		return false, nil
+	}
 	return s.startRepair(ctx, v, reach, inSync, stale)
 }
 
@@ -211,12 +215,15 @@ func (s *Service) startRepair(ctx context.Context, v *store.Volume, reach map[st
 		return false, err
 	}
 	members := append(slices.Clone(inSync), stale...)
-	allowed, failed := s.forReplicas(ctx, v, func(r store.Replica) bool { return slices.ContainsFunc(members, func(m store.Replica) bool { return m.ID == r.ID }) },
+	allowed, failed := s.forReplicas(ctx, v, func(r store.Replica) bool {
+		return slices.ContainsFunc(members, func(m store.Replica) bool { return m.ID == r.ID })
+	},
 		func(a AgentClient, r store.Replica) error { return s.allowHost(ctx, a, v, r, hostNQN) })
 	if _, err := s.recordAllowed(ctx, v.ID, allowed, hostNQN); err != nil {
 		return false, err
 	}
 	if len(failed) > 0 {
+		s.repairEnded(v.ID, true)
 		return false, s.endRepair(ctx, v.ID, rec, fmt.Sprintf("allowing the repair host failed: %v", errors.Join(mapValues(failed)...)))
 	}
 	req, err := s.repairRequest(ctx, v, rec, inSync, stale)
@@ -227,6 +234,7 @@ func (s *Service) startRepair(ctx context.Context, v *store.Volume, reach map[st
 		}
 	}
 	if err != nil {
+		s.repairEnded(v.ID, true)
 		return false, errors.Join(err, s.endRepair(ctx, v.ID, rec, fmt.Sprintf("starting it on %s failed: %v", node, err)))
 	}
 	s.renewLease(ctx, v.ID, rec.ID)
@@ -306,10 +314,12 @@ func (s *Service) pollRepair(ctx context.Context, v *store.Volume) bool {
 	}
 	switch {
 	case errors.Is(err, ErrNotFound):
+		s.repairEnded(v.ID, true)
 		s.logEnd(s.endRepair(ctx, v.ID, rec, "the storage node does not know the repair (its agent restarted?)"), v.ID)
 		return false
 	case err != nil && leaseExpired(rec):
 		// The node stopped the repair by itself when its lease ran out.
+		s.repairEnded(v.ID, true)
 		s.logEnd(s.endRepair(ctx, v.ID, rec, fmt.Sprintf("storage node %s unreachable past the repair's lease: %v", rec.StorageNode, err)), v.ID)
 		return false
 	case err != nil:
@@ -323,8 +333,10 @@ func (s *Service) pollRepair(ctx context.Context, v *store.Volume) bool {
 			"syncedBytes", st.SyncDoneBytes, "ofBytes", st.SyncTotalBytes, "written", st.BytesWritten, "message", st.Message)
 		return true
 	case repair.Succeeded:
+		s.repairEnded(v.ID, false)
 		s.logEnd(s.finishRepair(ctx, v.ID, rec, st), v.ID)
 	default:
+		s.repairEnded(v.ID, true)
 		s.logEnd(s.endRepair(ctx, v.ID, rec, fmt.Sprintf("%s on %s: %s", st.State, rec.StorageNode, st.Message)), v.ID)
 	}
 	return false
@@ -353,6 +365,28 @@ func (s *Service) renewLease(ctx context.Context, volumeID, repairID string) {
 	}); err != nil {
 		klog.ErrorS(err, "Recording an offline repair's lease", "volume", volumeID)
 	}
+}
+
+// retryIn is how long the volume's next offline repair must wait.
+func (s *Service) retryIn(volumeID string) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return time.Until(s.repairBackoff[volumeID].until)
+}
+
+// repairEnded updates the volume's retry delay: cleared by a success,
+// doubled (up to 32 times RepairRetry) by each failure in a row.
+func (s *Service) repairEnded(volumeID string, failed bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !failed {
+		delete(s.repairBackoff, volumeID)
+		return
+	}
+	b := s.repairBackoff[volumeID]
+	b.delay = min(max(2*b.delay, s.o.RepairRetry), 32*s.o.RepairRetry)
+	b.until = time.Now().Add(b.delay)
+	s.repairBackoff[volumeID] = b
 }
 
 func (s *Service) logEnd(err error, volumeID string) {

@@ -153,22 +153,44 @@ func TestOfflineRepairNeedsAnInSyncReplica(t *testing.T) {
 	}
 }
 
-func TestOfflineRepairFailureIsRetried(t *testing.T) {
-	e := newEnv(t, threeRacks())
+func TestOfflineRepairFailureIsRetriedAfterABackoff(t *testing.T) {
+	const retry = 50 * time.Millisecond
+	e := newEnvOpts(t, threeRacks(), provisioner.Options{RepairRetry: retry})
 	v, _, b := staleVolume(t, e)
-	repairOnce(t, e)
-	cur, _ := e.store.GetVolume(e.ctx, v.ID)
-	first := cur.Repair.ID
-	e.cluster.SetRepair(b.StorageNode, first, func(s *repair.Status) { s.State, s.Message = repair.Failed, "md refused" })
-	repairOnce(t, e)
-	cur, _ = e.store.GetVolume(e.ctx, v.ID)
-	if cur.Repair != nil || cur.Replica(b.ID).InSync() {
-		t.Fatalf("after a failure: repair %+v, B in sync %v", cur.Repair, cur.Replica(b.ID).InSync())
+	fail := func() string {
+		t.Helper()
+		cur, _ := e.store.GetVolume(e.ctx, v.ID)
+		id := cur.Repair.ID
+		e.cluster.SetRepair(b.StorageNode, id, func(s *repair.Status) { s.State, s.Message = repair.Failed, "md refused" })
+		repairOnce(t, e)
+		cur, _ = e.store.GetVolume(e.ctx, v.ID)
+		if cur.Repair != nil || cur.Replica(b.ID).InSync() {
+			t.Fatalf("after a failure: repair %+v, B in sync %v", cur.Repair, cur.Replica(b.ID).InSync())
+		}
+		return id
 	}
 	repairOnce(t, e)
-	cur, _ = e.store.GetVolume(e.ctx, v.ID)
+	first := fail()
+	// Not at once: a repair that cannot succeed must not be retried, and
+	// announced, every pass.
+	if repairOnce(t, e); len(e.cluster.RepairsOn(b.StorageNode)) != 1 {
+		t.Fatal("retried at once after a failure")
+	}
+	time.Sleep(retry + 10*time.Millisecond)
+	repairOnce(t, e)
+	cur, _ := e.store.GetVolume(e.ctx, v.ID)
 	if cur.Repair == nil || cur.Repair.ID == first {
-		t.Fatalf("no new repair after a failed one: %+v", cur.Repair)
+		t.Fatalf("no new repair after the backoff: %+v", cur.Repair)
+	}
+	// A second failure in a row doubles the wait.
+	fail()
+	time.Sleep(retry + 10*time.Millisecond)
+	if repairOnce(t, e); len(e.cluster.RepairsOn(b.StorageNode)) != 2 {
+		t.Fatal("the second backoff did not double")
+	}
+	time.Sleep(retry + 10*time.Millisecond)
+	if repairOnce(t, e); len(e.cluster.RepairsOn(b.StorageNode)) != 3 {
+		t.Fatal("no repair after the doubled backoff")
 	}
 }
 

@@ -72,6 +72,10 @@ type Options struct {
 	// HealTimeUnit is the unit of maxReplicaDownTime for offline repairs
 	// (default a minute; tests shorten it, like the node's healer).
 	HealTimeUnit time.Duration
+	// RepairRetry is how long after a failed offline repair of a volume
+	// the next one may start; it doubles with each failure in a row, up to
+	// 32 times (default 1 min).
+	RepairRetry time.Duration
 }
 
 // Service implements the volume operations.
@@ -79,6 +83,15 @@ type Service struct {
 	o         Options
 	mu        sync.Mutex
 	replacing map[string]int // storage node → replacements in flight
+	// repairBackoff holds, per volume, when the next offline repair may
+	// start after failures, so a repair that cannot succeed (a device that
+	// fails its checks) is not retried, and announced, every pass.
+	repairBackoff map[string]backoff
+}
+
+type backoff struct {
+	until time.Time
+	delay time.Duration
 }
 
 // New returns a Service.
@@ -101,6 +114,9 @@ func New(o Options) (*Service, error) {
 	if o.HealTimeUnit <= 0 {
 		o.HealTimeUnit = time.Minute
 	}
+	if o.RepairRetry <= 0 {
+		o.RepairRetry = time.Minute
+	}
 	switch o.CredentialScope {
 	case "":
 		o.CredentialScope = ScopeStorageNode
@@ -108,7 +124,7 @@ func New(o Options) (*Service, error) {
 	default:
 		return nil, fmt.Errorf("provisioner: credential scope %q: want %s or %s", o.CredentialScope, ScopeStorageNode, ScopeHost)
 	}
-	return &Service{o: o, replacing: map[string]int{}}, nil
+	return &Service{o: o, replacing: map[string]int{}, repairBackoff: map[string]backoff{}}, nil
 }
 
 func (s *Service) randomHex(n int) string {

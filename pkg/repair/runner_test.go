@@ -161,7 +161,9 @@ func (f *fakeSystem) join(how, member string) error {
 	return nil
 }
 
-func (f *fakeSystem) Add(ctx context.Context, device, member string) error { return f.join("add", member) }
+func (f *fakeSystem) Add(ctx context.Context, device, member string) error {
+	return f.join("add", member)
+}
 func (f *fakeSystem) ReAdd(ctx context.Context, device, member string) error {
 	return f.join("re-add", member)
 }
