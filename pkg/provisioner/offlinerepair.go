@@ -85,22 +85,13 @@ func (s *Service) RepairOnce(ctx context.Context) (running int, err error) {
 // RunRepairer runs RepairOnce every interval while this provisioner leads,
 // until ctx ends.
 func (s *Service) RunRepairer(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		if s.o.Store.IsLeader() {
-			if n, err := s.RepairOnce(ctx); err != nil {
-				klog.ErrorS(err, "Offline repair pass failed")
-			} else if n > 0 {
-				klog.V(2).InfoS("Offline repairs running", "count", n)
-			}
+	s.whileLeader(ctx, interval, func(ctx context.Context) {
+		if n, err := s.RepairOnce(ctx); err != nil {
+			klog.ErrorS(err, "Offline repair pass failed")
+		} else if n > 0 {
+			klog.V(2).InfoS("Offline repairs running", "count", n)
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	})
 }
 
 // reachable reports whether the replica's storage node answered the survey.

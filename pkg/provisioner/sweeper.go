@@ -68,15 +68,24 @@ func (s *Service) Sweep(ctx context.Context) (remaining int, err error) {
 // RunSweeper sweeps every interval while this provisioner leads, until ctx
 // ends.
 func (s *Service) RunSweeper(ctx context.Context, interval time.Duration) {
+	s.whileLeader(ctx, interval, func(ctx context.Context) {
+		if n, err := s.Sweep(ctx); err != nil {
+			klog.ErrorS(err, "Sweep failed")
+		} else if n > 0 {
+			klog.V(2).InfoS("Sweep: volumes waiting for storage nodes", "count", n)
+		}
+	})
+}
+
+// whileLeader runs pass at once and then every interval, whenever this
+// provisioner leads, until ctx ends: the loop of the provisioner's
+// background work (the sweeper, the offline repairer).
+func (s *Service) whileLeader(ctx context.Context, interval time.Duration, pass func(context.Context)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		if s.o.Store.IsLeader() {
-			if n, err := s.Sweep(ctx); err != nil {
-				klog.ErrorS(err, "Sweep failed")
-			} else if n > 0 {
-				klog.V(2).InfoS("Sweep: volumes waiting for storage nodes", "count", n)
-			}
+			pass(ctx)
 		}
 		select {
 		case <-ctx.Done():

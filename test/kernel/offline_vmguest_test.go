@@ -25,6 +25,33 @@ import (
 // SynchEnded event's message.
 var repairedBytes = regexp.MustCompile(`(\d+) bytes written`)
 
+// unstage lets go of a volume on the node: NodeUnpublish, NodeUnstage
+// (the volume stays published to the node's host).
+func unstage(t *testing.T, c csiClients, vol csiVolume) {
+	t.Helper()
+	nodeCall(t, "NodeUnpublishVolume", func() error {
+		_, err := c.node.NodeUnpublishVolume(ctxTimeout(t, time.Minute), &csi.NodeUnpublishVolumeRequest{VolumeId: vol.id, TargetPath: vol.target})
+		return err
+	})
+	nodeCall(t, "NodeUnstageVolume", func() error {
+		_, err := c.node.NodeUnstageVolume(ctxTimeout(t, 2*time.Minute), &csi.NodeUnstageVolumeRequest{VolumeId: vol.id, StagingTargetPath: vol.staging})
+		return err
+	})
+}
+
+// waitOutOfSync waits until the registry records the replica out of sync.
+func waitOutOfSync(t *testing.T, p *provisionerclient.Client, volumeID, replicaID string) {
+	t.Helper()
+	waitFor(t, time.Minute, "replica "+replicaID+" recorded out of sync", func() (bool, string) {
+		for _, r := range mustVolume(t, p, volumeID).Replicas {
+			if r.ID == replicaID && !r.InSync() {
+				return true, ""
+			}
+		}
+		return false, "in sync"
+	})
+}
+
 // release lets go of a volume the way Kubernetes does when its pod goes
 // away: NodeUnpublish, NodeUnstage, ControllerUnpublish. Afterwards no host
 // may reach its replicas, and offline repair is the provisioner's.
@@ -34,14 +61,7 @@ func release(t *testing.T, c csiClients, vol csiVolume) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodeCall(t, "NodeUnpublishVolume", func() error {
-		_, err := c.node.NodeUnpublishVolume(ctxTimeout(t, time.Minute), &csi.NodeUnpublishVolumeRequest{VolumeId: vol.id, TargetPath: vol.target})
-		return err
-	})
-	nodeCall(t, "NodeUnstageVolume", func() error {
-		_, err := c.node.NodeUnstageVolume(ctxTimeout(t, 2*time.Minute), &csi.NodeUnstageVolumeRequest{VolumeId: vol.id, StagingTargetPath: vol.staging})
-		return err
-	})
+	unstage(t, c, vol)
 	nodeCall(t, "ControllerUnpublishVolume", func() error {
 		_, err := c.ctrl.ControllerUnpublishVolume(ctxTimeout(t, time.Minute), &csi.ControllerUnpublishVolumeRequest{VolumeId: vol.id, NodeId: info.GetNodeId()})
 		return err
@@ -131,14 +151,7 @@ func testOfflineRepair(t *testing.T, s *stack, top *testing.T, c csiClients, p *
 			t.Fatal(err)
 		}
 		during := writeFiles(t, vol.target, "during", away, 1<<20)
-		waitFor(t, time.Minute, "B recorded out of sync", func() (bool, string) {
-			for _, r := range mustVolume(t, p, vol.id).Replicas {
-				if r.ID == b.ID && !r.InSync() {
-					return true, ""
-				}
-			}
-			return false, "B in sync"
-		})
+		waitOutOfSync(t, p, vol.id, b.ID)
 		release(t, c, vol)
 		backAt := time.Now()
 		if err := tgt.LinkSubsystem(nodeB.portID, b.NQN); err != nil {
@@ -227,14 +240,7 @@ func testOfflineRepair(t *testing.T, s *stack, top *testing.T, c csiClients, p *
 			t.Fatal(err)
 		}
 		during := writeFiles(t, vol.target, "during", 24, 1<<20)
-		waitFor(t, time.Minute, "B recorded out of sync", func() (bool, string) {
-			for _, r := range mustVolume(t, p, vol.id).Replicas {
-				if r.ID == b.ID && !r.InSync() {
-					return true, ""
-				}
-			}
-			return false, "B in sync"
-		})
+		waitOutOfSync(t, p, vol.id, b.ID)
 		release(t, c, vol)
 		backAt := time.Now()
 		if err := tgt.LinkSubsystem(nodeB.portID, b.NQN); err != nil {

@@ -83,14 +83,7 @@ func testStaleReplicaNeverServed(t *testing.T, s *stack, c csiClients, p *provis
 	}
 
 	// The node lets go of the volume; then A is away and B is back.
-	nodeCall(t, "NodeUnpublishVolume", func() error {
-		_, err := c.node.NodeUnpublishVolume(ctxTimeout(t, time.Minute), &csi.NodeUnpublishVolumeRequest{VolumeId: vol.id, TargetPath: vol.target})
-		return err
-	})
-	nodeCall(t, "NodeUnstageVolume", func() error {
-		_, err := c.node.NodeUnstageVolume(ctxTimeout(t, 2*time.Minute), &csi.NodeUnstageVolumeRequest{VolumeId: vol.id, StagingTargetPath: vol.staging})
-		return err
-	})
+	unstage(t, c, vol)
 	if err := tgt.UnlinkSubsystem(nodeA.portID, a.NQN); err != nil {
 		t.Fatal(err)
 	}
@@ -205,22 +198,8 @@ func testPromoteStaleReplica(t *testing.T, s *stack, c csiClients, p *provisione
 		t.Fatal(err)
 	}
 	lost := writeFiles(t, vol.target, "lost", 4, 256<<10)
-	waitFor(t, time.Minute, "B recorded out of sync", func() (bool, string) {
-		for _, r := range mustVolume(t, p, vol.id).Replicas {
-			if r.ID == b.ID && !r.InSync() {
-				return true, ""
-			}
-		}
-		return false, "B in sync"
-	})
-	nodeCall(t, "NodeUnpublishVolume", func() error {
-		_, err := c.node.NodeUnpublishVolume(ctxTimeout(t, time.Minute), &csi.NodeUnpublishVolumeRequest{VolumeId: vol.id, TargetPath: vol.target})
-		return err
-	})
-	nodeCall(t, "NodeUnstageVolume", func() error {
-		_, err := c.node.NodeUnstageVolume(ctxTimeout(t, 2*time.Minute), &csi.NodeUnstageVolumeRequest{VolumeId: vol.id, StagingTargetPath: vol.staging})
-		return err
-	})
+	waitOutOfSync(t, p, vol.id, b.ID)
+	unstage(t, c, vol)
 	if err := tgt.UnlinkSubsystem(nodeA.portID, a.NQN); err != nil {
 		t.Fatal(err)
 	}
