@@ -141,9 +141,12 @@ func run(ctx context.Context, o agent.Options, kmsgPath string, rep repairFlags)
 	)
 	var serverOpts []agent.ServerOption
 	if rep.enabled {
-		runner, err := rep.runner(o.NodeName)
+		runner, err := rep.runner(o.NodeName, o.PoolDir)
 		if err != nil {
 			return err
+		}
+		if err := runner.Recover(ctx); err != nil {
+			klog.ErrorS(err, "Undoing offline repairs an earlier run left")
 		}
 		defer func() {
 			cctx, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)

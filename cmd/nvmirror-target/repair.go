@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 
 	"github.com/google/uuid"
 	"k8s.io/utils/clock"
@@ -18,13 +19,17 @@ import (
 // which storage node a repair connection comes from.
 const repairNQNPrefix = "nqn.2026-11.io.nvmirror:repair:"
 
+// repairJournal, in the pool directory, lists the running repairs so that
+// the next start undoes what a crash left.
+const repairJournal = "repairs.json"
+
 type repairFlags struct {
 	enabled bool
 	hostNQN string
 }
 
 // runner builds the offline repair runner on the real system.
-func (f repairFlags) runner(nodeName string) (*repair.Runner, error) {
+func (f repairFlags) runner(nodeName, poolDir string) (*repair.Runner, error) {
 	nqn := f.hostNQN
 	if nqn == "" {
 		if nodeName == "" {
@@ -44,7 +49,8 @@ func (f repairFlags) runner(nodeName string) (*repair.Runner, error) {
 		// provisioner starts a new one.
 		CtrlLossTmo: intPtr(10),
 	}
-	return repair.NewRunner(host.NewInitiator(""), mdraid.NewManager(utilexec.New(), ""), repair.SysDisk{}, clock.RealClock{}, repair.Config{Template: tmpl}), nil
+	return repair.NewRunner(host.NewInitiator(""), mdraid.NewManager(utilexec.New(), ""), repair.SysDisk{}, clock.RealClock{},
+		repair.Config{Template: tmpl, JournalFile: filepath.Join(poolDir, repairJournal)}), nil
 }
 
 func intPtr(v int) *int { return &v }

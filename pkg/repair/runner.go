@@ -60,6 +60,9 @@ type Config struct {
 	DeviceWait time.Duration
 	// CommandTimeout bounds each mdadm call (default 2 min).
 	CommandTimeout time.Duration
+	// JournalFile keeps the running repairs, so that the next start
+	// undoes what a crash left (Recover); "" keeps none.
+	JournalFile string
 }
 
 // Runner runs the repairs of one storage node, at most one per volume.
@@ -70,6 +73,7 @@ type Runner struct {
 	clock  clock.WithTicker
 	cfg    Config
 
+	journal  *journal
 	mu       sync.Mutex
 	jobs     map[string]*job   // by repair ID
 	byVolume map[string]string // volume → running repair ID
@@ -95,7 +99,7 @@ func NewRunner(f Fabric, r Raid, d Disk, clk clock.WithTicker, cfg Config) *Runn
 	if cfg.CommandTimeout <= 0 {
 		cfg.CommandTimeout = 2 * time.Minute
 	}
-	return &Runner{fabric: f, raid: r, disk: d, clock: clk, cfg: cfg,
+	return &Runner{fabric: f, raid: r, disk: d, clock: clk, cfg: cfg, journal: &journal{path: cfg.JournalFile},
 		jobs: map[string]*job{}, byVolume: map[string]string{}, stopped: map[string]bool{}}
 }
 
@@ -122,6 +126,9 @@ func (r *Runner) Start(req Request) (Status, error) {
 	}
 	if other, ok := r.byVolume[req.VolumeID]; ok {
 		return Status{}, fmt.Errorf("%w: volume %s is being repaired by %s", ErrBusy, req.VolumeID, other)
+	}
+	if err := r.journal.add(req); err != nil {
+		return Status{}, fmt.Errorf("record repair %s before starting it: %w", req.ID, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	j := &job{req: req, cancel: cancel, done: make(chan struct{}), leaseEnd: r.clock.Now().Add(req.Lease),
@@ -209,6 +216,10 @@ func (r *Runner) run(ctx context.Context, j *job) {
 	cctx, cancel := context.WithTimeout(context.Background(), r.cfg.CommandTimeout)
 	defer cancel()
 	cleanupErr := w.cleanup(cctx)
+	if cleanupErr == nil {
+		// Kept otherwise: the next start of the agent retries the cleanup.
+		cleanupErr = r.journal.remove(j.req.ID)
+	}
 
 	state, msg := Succeeded, fmt.Sprintf("%d member(s) brought in sync", len(synced))
 	switch {

@@ -422,3 +422,76 @@ func TestRequestValidationNamesTheField(t *testing.T) {
 		t.Errorf("valid request: %v", err)
 	}
 }
+
+func TestRecoverUndoesARepairCutShort(t *testing.T) {
+	journalPath := t.TempDir() + "/repairs.json"
+	sys := newFakeSystem()
+	sys.recoverAfter = -1
+	clk := testingclock.NewFakeClock(time.Unix(1e9, 0))
+	cfg := Config{Template: host.ConnectOptions{HostNQN: repairNQ}, JournalFile: journalPath}
+	first := NewRunner(sys, sys, sys, clk, cfg)
+	a := inSync(sys.addReplica("a", "nvme1n1", &mdraid.Superblock{UUID: testUUID, Events: 50}))
+	b := sys.addReplica("b", "nvme2n1", &mdraid.Superblock{UUID: testUUID, Events: 40})
+	if _, err := first.Start(request("rpr-1", a, b)); err != nil {
+		t.Fatal(err)
+	}
+	waitCond(t, func() bool {
+		sys.mu.Lock()
+		defer sys.mu.Unlock()
+		return sys.array != nil && sys.array.SyncAction == "recover"
+	})
+	// The agent dies here: the array runs, the connections are open. The
+	// next start undoes both.
+	second := NewRunner(sys, sys, sys, clk, cfg)
+	if err := second.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sys.mu.Lock()
+	arr, ctrls := sys.array, len(sys.ctrls)
+	sys.mu.Unlock()
+	if arr != nil || ctrls != 0 {
+		t.Fatalf("after Recover: array %+v, %d controllers", arr, ctrls)
+	}
+	if es, err := (&journal{path: journalPath}).load(); err != nil || len(es) != 0 {
+		t.Errorf("journal after Recover: %+v, %v", es, err)
+	}
+	first.Close(context.Background())
+}
+
+func TestRecoverLeavesAnotherHostsArray(t *testing.T) {
+	journalPath := t.TempDir() + "/repairs.json"
+	sys := newFakeSystem()
+	a := inSync(sys.addReplica("a", "nvme1n1", &mdraid.Superblock{UUID: testUUID, Events: 50}))
+	b := sys.addReplica("b", "nvme2n1", &mdraid.Superblock{UUID: testUUID, Events: 40})
+	if err := (&journal{path: journalPath}).add(request("rpr-1", a, b)); err != nil {
+		t.Fatal(err)
+	}
+	// Since the crash, this machine's compute host has the volume: its
+	// controllers and its array.
+	sys.ctrls = []host.Controller{{Name: "nvme5", SubsysNQN: a.NQN, HostNQN: "nqn.2014-08.org.nvmexpress:uuid:compute"},
+		{Name: "nvme6", SubsysNQN: a.NQN, HostNQN: repairNQ}}
+	if err := sys.Assemble(context.Background(), "/dev/md5", testUUID, []string{"/dev/nvme1n1"}); err != nil {
+		t.Fatal(err)
+	}
+	r := NewRunner(sys, sys, sys, testingclock.NewFakeClock(time.Now()), Config{Template: host.ConnectOptions{HostNQN: repairNQ}, JournalFile: journalPath})
+	if err := r.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if sys.array == nil {
+		t.Error("Recover stopped the array another host on this machine uses")
+	}
+	if len(sys.ctrls) != 1 || sys.ctrls[0].Name != "nvme5" {
+		t.Errorf("controllers after Recover: %+v; want the other host's only", sys.ctrls)
+	}
+}
+
+func waitCond(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 10 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -173,8 +173,8 @@ func (w *work) examine(ctx context.Context, path string) (mdraid.Superblock, err
 // clearLeftover stops an array of the volume that runs here already: udev
 // may assemble it as the members appear (mdadm's incremental rules), or an
 // earlier repair of this agent was cut short. It is stopped only when every
-// member it holds is one of this repair's devices: then nothing but this
-// machine's md can be using it.
+// working member it holds is one of this repair's devices: then nothing but
+// this machine's md can be using it.
 func (w *work) clearLeftover(ctx context.Context, all []attached) error {
 	arr, err := w.r.raid.FindByUUID(w.j.req.MDUUID)
 	if errors.Is(err, mdraid.ErrNotFound) {
@@ -188,7 +188,8 @@ func (w *work) clearLeftover(ctx context.Context, all []attached) error {
 		ours[a.dev.Name] = true
 	}
 	for _, m := range arr.Members {
-		if !ours[m.Device] {
+		// A failed member does no I/O for anyone.
+		if !ours[m.Device] && !m.State.Faulty {
 			return fmt.Errorf("md array %s of the volume already runs here as %s with member %s, which is not one of the repair's devices; not touching it", w.j.req.MDUUID, arr.Device, m.Device)
 		}
 	}
