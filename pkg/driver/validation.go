@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -127,7 +128,9 @@ func validateMutableParameters(p map[string]string) error {
 
 // volumeSize turns a CSI capacity range into the size to create: the
 // required bytes (or the default when none is asked for) rounded up to 1 MiB
-// and raised to the minimum, which must not exceed the limit.
+// and raised to the minimum, which must not exceed the limit. A required
+// size above layout.MaxVolumeSize is OutOfRange, checked before rounding so
+// a size near 2^63 cannot wrap.
 func volumeSize(r *csi.CapacityRange, defaultSize int64) (int64, error) {
 	req, lim := r.GetRequiredBytes(), r.GetLimitBytes()
 	if req < 0 {
@@ -138,6 +141,9 @@ func volumeSize(r *csi.CapacityRange, defaultSize int64) (int64, error) {
 	}
 	if lim > 0 && lim < req {
 		return 0, invalid("capacity_range", "limit_bytes %d is below required_bytes %d", lim, req)
+	}
+	if req > layout.MaxVolumeSize {
+		return 0, status.Errorf(codes.OutOfRange, "capacity_range.required_bytes: %d is above the largest volume, %d bytes", req, layout.MaxVolumeSize)
 	}
 	size := req
 	if size == 0 {
@@ -153,6 +159,8 @@ func volumeSize(r *csi.CapacityRange, defaultSize int64) (int64, error) {
 	return size, nil
 }
 
+// roundUp rounds n up to a multiple of unit; n must be at most
+// layout.MaxVolumeSize, so the sum cannot overflow.
 func roundUp(n, unit int64) int64 {
 	return (n + unit - 1) / unit * unit
 }

@@ -1,10 +1,12 @@
 package driver
 
 import (
+	"math"
 	"strings"
 	"testing"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -44,6 +46,11 @@ func TestVolumeSize(t *testing.T) {
 		{"limit below required", &csi.CapacityRange{RequiredBytes: 64 * mib, LimitBytes: 32 * mib}, 0, codes.InvalidArgument},
 		{"negative required", &csi.CapacityRange{RequiredBytes: -1}, 0, codes.InvalidArgument},
 		{"negative limit", &csi.CapacityRange{LimitBytes: -1}, 0, codes.InvalidArgument},
+		{"largest volume", &csi.CapacityRange{RequiredBytes: layout.MaxVolumeSize}, layout.MaxVolumeSize, codes.OK},
+		{"above the largest volume", &csi.CapacityRange{RequiredBytes: layout.MaxVolumeSize + 1}, 0, codes.OutOfRange},
+		{"MaxInt64 does not wrap", &csi.CapacityRange{RequiredBytes: math.MaxInt64}, 0, codes.OutOfRange},
+		{"MaxInt64 - 1 MiB does not wrap", &csi.CapacityRange{RequiredBytes: math.MaxInt64 - mib + 2}, 0, codes.OutOfRange},
+		{"MaxInt64 limit only", &csi.CapacityRange{LimitBytes: math.MaxInt64}, DefaultVolumeSizeBytes, codes.OK},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -124,4 +131,27 @@ func TestValidateNodeRequests(t *testing.T) {
 			t.Errorf("publish %v: got %v, want InvalidArgument on %s", tt.req, err, tt.field)
 		}
 	}
+}
+
+// FuzzVolumeSize: whatever the capacity range, a size that is accepted is
+// a whole number of MiB between the minimum and the largest volume, within
+// the limit, and never below what was required.
+func FuzzVolumeSize(f *testing.F) {
+	f.Add(int64(0), int64(0))
+	f.Add(int64(math.MaxInt64), int64(0))
+	f.Add(int64(math.MaxInt64-mib+2), int64(math.MaxInt64))
+	f.Add(layout.MaxVolumeSize, layout.MaxVolumeSize)
+	f.Add(int64(20*mib+1), int64(20*mib+2))
+	f.Fuzz(func(t *testing.T, req, lim int64) {
+		size, err := volumeSize(&csi.CapacityRange{RequiredBytes: req, LimitBytes: lim}, DefaultVolumeSizeBytes)
+		if err != nil {
+			if c := status.Code(err); c != codes.InvalidArgument && c != codes.OutOfRange {
+				t.Fatalf("volumeSize(%d, %d): code %v", req, lim, c)
+			}
+			return
+		}
+		if size%sizeGranularity != 0 || size < MinVolumeSizeBytes || size > layout.MaxVolumeSize || size < req || (lim > 0 && size > lim) {
+			t.Fatalf("volumeSize(%d, %d) = %d", req, lim, size)
+		}
+	})
 }

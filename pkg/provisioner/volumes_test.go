@@ -3,6 +3,7 @@ package provisioner_test
 import (
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"regexp"
 	"strings"
@@ -257,5 +258,26 @@ func TestCreateVolumeRecordsUUIDMetadataBlock(t *testing.T) {
 	again, err := e.svc.CreateVolume(e.ctx, provisioner.CreateRequest{Name: "pvc-1", SizeBytes: gib, Parameters: p, Block: true})
 	if err != nil || again.MDUUID != v.MDUUID {
 		t.Errorf("retry: %v, uuid %q want %q", err, again.MDUUID, v.MDUUID)
+	}
+}
+
+// A size near 2^63 must not wrap when rounded up to whole MiB: above the
+// largest volume it is OutOfRange, for creation and expansion alike.
+func TestVolumeSizeOverflow(t *testing.T) {
+	e := newEnv(t, threeRacks())
+	for _, size := range []int64{math.MaxInt64, math.MaxInt64 - 1<<20 + 2, layout.MaxVolumeSize + 1} {
+		_, err := e.svc.CreateVolume(e.ctx, provisioner.CreateRequest{Name: fmt.Sprintf("huge-%d", size), SizeBytes: size})
+		wantCode(t, err, provisioner.ErrOutOfRange, "size")
+		if c := provisioner.Code(err); c.String() != "OutOfRange" {
+			t.Errorf("CreateVolume(%d): code %v", size, c)
+		}
+	}
+	v := e.create(t, "pvc-1", gib, map[string]string{"numReplicas": "2"})
+	for _, size := range []int64{math.MaxInt64, layout.MaxVolumeSize + 1} {
+		_, err := e.svc.ExpandVolume(e.ctx, v.ID, size)
+		wantCode(t, err, provisioner.ErrOutOfRange, "size")
+	}
+	if got, _ := e.store.GetVolume(e.ctx, v.ID); got.SizeBytes != gib {
+		t.Errorf("size after refused expansions: %d", got.SizeBytes)
 	}
 }
