@@ -5,9 +5,11 @@ import (
 	"path"
 	"time"
 
-	"github.com/nvmirror/nvmirror/pkg/volume"
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
+
+	"github.com/nvmirror/nvmirror/pkg/events"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 // auditedMethods are the mutating CSI calls reported as audit records.
@@ -56,7 +58,9 @@ func (a *auditor) record(fullMethod string, req any, localNode string, err error
 	}
 	if err != nil {
 		rec.Outcome = volume.AuditFailure
-		rec.Message = status.Convert(err).Code().String() + ": " + status.Convert(err).Message()
+		// An error's text can be long (a tool's output): cut to what the
+		// provisioner's intake accepts, or the record would be refused.
+		rec.Message = events.Truncate(status.Convert(err).Code().String()+": "+status.Convert(err).Message(), events.MaxMessageLength)
 	}
 	select {
 	case a.q <- rec:

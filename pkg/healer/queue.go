@@ -23,8 +23,10 @@ type EventReporter interface {
 }
 
 // ErrRejected marks a batch the provisioner will never accept; so does
-// volume.ErrInvalidArgument (the client's mapping of InvalidArgument). Such
-// a batch is dropped, so that one bad event cannot block the queue forever.
+// volume.ErrInvalidArgument (the client's mapping of InvalidArgument). The
+// events of such a batch are then sent one by one and those refused alone
+// are dropped, so that one bad event can neither block the queue forever
+// nor take good events with it.
 var ErrRejected = errors.New("events rejected")
 
 // EventQueue is the node's outbox of events: Enqueue returns once the
@@ -122,14 +124,19 @@ func (e *EventQueue) Flush(ctx context.Context) error {
 			}
 			reports = append(reports, r)
 		}
-		cctx, cancel := ctx, context.CancelFunc(func() {})
-		if e.CallTimeout > 0 {
-			cctx, cancel = context.WithTimeout(ctx, e.CallTimeout)
-		}
-		err = e.sink.ReportEvents(cctx, reports...)
-		cancel()
-		if errors.Is(err, ErrRejected) || errors.Is(err, volume.ErrInvalidArgument) {
-			klog.ErrorS(err, "Provisioner rejected events; dropping them", "count", len(reports))
+		err = e.report(ctx, reports)
+		if rejected(err) && len(reports) > 1 {
+			// One refused event must not take the rest of its batch with
+			// it: send them one by one and set aside only what is refused.
+			for _, r := range reports {
+				if err = e.report(ctx, []events.Event{r}); rejected(err) {
+					klog.ErrorS(err, "Provisioner rejected an event; dropping it", "id", r.ID, "type", r.Type, "volumeID", r.Volume)
+				} else if err != nil {
+					return fmt.Errorf("report event %s: %w", r.ID, err)
+				}
+			}
+		} else if rejected(err) {
+			klog.ErrorS(err, "Provisioner rejected an event; dropping it", "id", reports[0].ID, "type", reports[0].Type, "volumeID", reports[0].Volume)
 		} else if err != nil {
 			return fmt.Errorf("report %d events: %w", len(reports), err)
 		}
@@ -137,6 +144,24 @@ func (e *EventQueue) Flush(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// report sends one ReportEvents within CallTimeout.
+func (e *EventQueue) report(ctx context.Context, reports []events.Event) error {
+	if len(reports) == 0 {
+		return nil
+	}
+	if e.CallTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, e.CallTimeout)
+		defer cancel()
+	}
+	return e.sink.ReportEvents(ctx, reports...)
+}
+
+// rejected: the provisioner will never accept these events.
+func rejected(err error) bool {
+	return errors.Is(err, ErrRejected) || errors.Is(err, volume.ErrInvalidArgument)
 }
 
 // Run delivers events until ctx ends: at once when some are enqueued, and

@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/nvmirror/nvmirror/pkg/events"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/nvmirror/nvmirror/pkg/events"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 func someEvents(n int) []events.Event {
@@ -116,8 +119,45 @@ func TestQueueDropsRejected(t *testing.T) {
 	if err := q.Enqueue(someEvents(2)); err != nil {
 		t.Fatal(err)
 	}
-	if err := q.Flush(context.Background()); err != nil || q.Len() != 0 || sink.calls != 1 {
+	// The batch, then each event on its own: every one is refused.
+	if err := q.Flush(context.Background()); err != nil || q.Len() != 0 || sink.calls != 3 {
 		t.Fatalf("err %v len %d calls %d", err, q.Len(), sink.calls)
+	}
+}
+
+// validating accepts what the provisioner's intake accepts (Validate) and
+// refuses a batch holding anything else, as InvalidArgument.
+type validating struct{ got []events.Event }
+
+func (v *validating) ReportEvents(_ context.Context, es ...events.Event) error {
+	for _, e := range es {
+		if err := e.Validate(); err != nil {
+			return fmt.Errorf("%v: %w", err, volume.ErrInvalidArgument)
+		}
+	}
+	v.got = append(v.got, es...)
+	return nil
+}
+
+// One event the provisioner refuses must not take the good events of its
+// batch with it: only the refused one is set aside.
+func TestQueueDropsOnlyTheRejectedEvent(t *testing.T) {
+	sink := &validating{}
+	q, err := OpenEventQueue(filepath.Join(t.TempDir(), "events.db"), 0, sink, clocktesting.NewFakeClock(t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	evs := someEvents(3)
+	evs[1].Message = strings.Repeat("x", events.MaxMessageLength+1)
+	if err := q.Enqueue(evs); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Flush(context.Background()); err != nil || q.Len() != 0 {
+		t.Fatalf("Flush: %v, %d left", err, q.Len())
+	}
+	if len(sink.got) != 2 || !sink.got[0].Time.Equal(evs[0].Time) || !sink.got[1].Time.Equal(evs[2].Time) {
+		t.Fatalf("delivered %+v, want the first and the third event", sink.got)
 	}
 }
 
