@@ -115,11 +115,11 @@ func newHealer(o driver.Options, h healerOptions, d *driver.Driver, prov *provis
 	return hl, queue, reg, nil
 }
 
-// runHealer runs the loop, the event queue and the metrics endpoint until
-// ctx ends; errors are logged: healing stopping must not take the CSI
-// services down with it, and Probe keeps reporting the node's readiness.
-func runHealer(ctx context.Context, hl *healer.Healer, queue *healer.EventQueue, reg *prometheus.Registry, metricsAddr string) {
-	go queue.Run(ctx)
+// runHealer runs the loop (which runs the event queue's sender: one
+// sender, see healer.EventQueue.Run) and the metrics endpoint until ctx
+// ends; errors are logged: healing stopping must not take the CSI services
+// down with it, and Probe keeps reporting the node's readiness.
+func runHealer(ctx context.Context, hl *healer.Healer, reg *prometheus.Registry, metricsAddr string) {
 	go func() {
 		if err := healer.ServeMetrics(ctx, metricsAddr, reg); err != nil {
 			klog.ErrorS(err, "Metrics endpoint stopped", "address", metricsAddr)

@@ -84,7 +84,7 @@ func run(ctx context.Context, o driver.Options, h healerOptions) error {
 		// NodeGetVolumeHealth reports the healer's view (md and every
 		// replica's controller) once it has one.
 		d.SetHealthSource(hl)
-		go runHealer(ctx, hl, queue, reg, h.metricsAddress)
+		go runHealer(ctx, hl, reg, h.metricsAddress)
 	}
 	return d.Run(ctx)
 }

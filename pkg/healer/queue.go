@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -46,6 +47,8 @@ type EventQueue struct {
 	MinBackoff, MaxBackoff time.Duration
 	// CallTimeout bounds one ReportEvents.
 	CallTimeout time.Duration
+
+	running atomic.Bool // a Run loop is sending
 }
 
 // OpenEventQueue opens (creating) the queue file. limit bounds its length
@@ -165,8 +168,15 @@ func rejected(err error) bool {
 }
 
 // Run delivers events until ctx ends: at once when some are enqueued, and
-// after a failure again with exponential backoff.
+// after a failure again with exponential backoff. One loop sends: a Run
+// called while another runs returns at once (logged), since two loops would
+// read and send the same events, and every event would reach syslog twice.
 func (e *EventQueue) Run(ctx context.Context) {
+	if !e.running.CompareAndSwap(false, true) {
+		klog.ErrorS(nil, "Event queue sender already running; not starting a second one")
+		return
+	}
+	defer e.running.Store(false)
 	wait := time.Duration(0)
 	for {
 		if err := e.Flush(ctx); err != nil {

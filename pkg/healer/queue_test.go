@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -171,5 +172,66 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not reached")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// slowSink records every event it is sent, taking a while per call, as a
+// provisioner does.
+type slowSink struct {
+	mu  sync.Mutex
+	ids map[string]int
+}
+
+func (s *slowSink) ReportEvents(_ context.Context, es ...events.Event) error {
+	time.Sleep(20 * time.Millisecond)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range es {
+		s.ids[e.ID]++
+	}
+	return nil
+}
+
+func (s *slowSink) count() (events, max int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range s.ids {
+		events++
+		if n > max {
+			max = n
+		}
+	}
+	return events, max
+}
+
+// The node plugin started the sender twice (the healer's Run and its
+// wiring), and both loops sent the same events: every event reached syslog
+// twice. However many times Run is called, one loop sends.
+func TestQueueRunTwiceSendsEachEventOnce(t *testing.T) {
+	sink := &slowSink{ids: map[string]int{}}
+	q, err := OpenEventQueue(filepath.Join(t.TempDir(), "events.db"), 0, sink, clocktesting.NewFakeClock(t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if err := q.Enqueue(someEvents(5)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() { defer wg.Done(); q.Run(ctx) }()
+	}
+	waitFor(t, func() bool { n, _ := sink.count(); return n == 5 && q.Len() == 0 })
+	if err := q.Enqueue(someEvents(7)[5:]); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { n, _ := sink.count(); return n == 7 && q.Len() == 0 })
+	time.Sleep(50 * time.Millisecond) // a second loop's late resend
+	cancel()
+	wg.Wait()
+	if n, max := sink.count(); n != 7 || max != 1 {
+		t.Fatalf("%d events delivered, one of them %d times; want each once", n, max)
 	}
 }
