@@ -182,7 +182,19 @@ func validateNodeStageRequest(req *csi.NodeStageVolumeRequest) error {
 	if err := required("staging_target_path", req.GetStagingTargetPath()); err != nil {
 		return err
 	}
-	return validateSupportedCapability("volume_capability", req.GetVolumeCapability())
+	if err := validateSupportedCapability("volume_capability", req.GetVolumeCapability()); err != nil {
+		return err
+	}
+	// The fsType a mount volume falls back to comes from the PV, which an
+	// admin may write by hand (a static PV): it names the mkfs NodeStage
+	// runs, so it must be one this driver supports, exactly as CreateVolume
+	// returns it.
+	if m := req.GetVolumeCapability().GetMount(); m != nil && m.GetFsType() == "" {
+		if fs := req.GetVolumeContext()[VolumeContextFSType]; !supportedFSTypes[fs] {
+			return invalid("volume_context."+VolumeContextFSType, "filesystem %q is not supported: use %s or %s", fs, storageclass.FSExt4, storageclass.FSXFS)
+		}
+	}
+	return nil
 }
 
 func validateNodePublishRequest(req *csi.NodePublishVolumeRequest) error {

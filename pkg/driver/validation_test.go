@@ -155,3 +155,23 @@ func FuzzVolumeSize(f *testing.F) {
 		}
 	})
 }
+
+// FuzzValidateNodeStageFSType: whatever volume_context carries, NodeStage
+// accepts only an fsType it formats with a supported mkfs.
+func FuzzValidateNodeStageFSType(f *testing.F) {
+	for _, s := range []string{"", "ext4", "xfs", "vfat", "EXT4", "ext4 ", "../x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, fs string) {
+		req := &csi.NodeStageVolumeRequest{VolumeId: "v", StagingTargetPath: "/s",
+			VolumeCapability: mountCap(csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER, ""), VolumeContext: map[string]string{VolumeContextFSType: fs}}
+		err := validateNodeStageRequest(req)
+		ok := fs == "" || fs == storageclass.FSExt4 || fs == storageclass.FSXFS
+		if (err == nil) != ok {
+			t.Fatalf("fsType %q: %v", fs, err)
+		}
+		if err != nil && (status.Code(err) != codes.InvalidArgument || !strings.HasPrefix(status.Convert(err).Message(), "volume_context.fsType")) {
+			t.Fatalf("fsType %q: %v", fs, err)
+		}
+	})
+}
