@@ -92,8 +92,8 @@ func unsupportedReason(c *csi.VolumeCapability) string {
 }
 
 func validateCreateVolumeRequest(req *csi.CreateVolumeRequest) error {
-	if err := required("name", req.GetName()); err != nil {
-		return err
+	if p := storageclass.VolumeNameProblem(req.GetName()); p != "" {
+		return invalid("name", "%s", p)
 	}
 	if err := validateCapabilities("volume_capabilities", req.GetVolumeCapabilities()); err != nil {
 		return err

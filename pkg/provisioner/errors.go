@@ -36,7 +36,9 @@ var (
 
 // statusCodes maps the service's sentinels, and the store's, to codes.
 var statusCodes = grpcerr.Codes{
-	grpcerr.To(codes.InvalidArgument, ErrInvalidArgument),
+	// placement.ErrInvalidRequest: placement refused the request's values
+	// (replica count, size), which come from the caller.
+	grpcerr.To(codes.InvalidArgument, ErrInvalidArgument, placement.ErrInvalidRequest),
 	grpcerr.To(codes.NotFound, ErrNotFound),
 	grpcerr.To(codes.AlreadyExists, ErrAlreadyExists),
 	grpcerr.To(codes.ResourceExhausted, ErrResourceExhausted),

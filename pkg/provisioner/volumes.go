@@ -47,8 +47,8 @@ func (s *Service) CreateVolume(ctx context.Context, req CreateRequest) (*store.V
 	if err := s.requireLeader(); err != nil {
 		return nil, err
 	}
-	if req.Name == "" {
-		return nil, fmt.Errorf("%w: volume name is empty", ErrInvalidArgument)
+	if err := storageclass.ValidateVolumeName(req.Name); err != nil {
+		return nil, err
 	}
 	size, err := volumeSize("size", req.SizeBytes)
 	if err != nil {

@@ -95,6 +95,13 @@ func TestCreateVolumeConcurrentSameName(t *testing.T) {
 	}
 }
 
+func TestCreateVolumeNameAtTheLimit(t *testing.T) {
+	e := newEnv(t, threeRacks())
+	for _, name := range []string{strings.Repeat("n", 253), "pvc-6f1c2a10-7d3e-4b8a-9c1d-1a2b3c4d5e6f", "Sanity_Test.1"} {
+		e.create(t, name, gib, map[string]string{"numReplicas": "1"})
+	}
+}
+
 func TestCreateVolumeInvalid(t *testing.T) {
 	e := newEnv(t, threeRacks())
 	tests := []struct {
@@ -102,6 +109,11 @@ func TestCreateVolumeInvalid(t *testing.T) {
 		want []string
 	}{
 		{provisioner.CreateRequest{Name: "", SizeBytes: gib}, []string{"name"}},
+		{provisioner.CreateRequest{Name: strings.Repeat("n", 254), SizeBytes: gib}, []string{"name", "253"}},
+		{provisioner.CreateRequest{Name: "pvc/../x", SizeBytes: gib}, []string{"name"}},
+		{provisioner.CreateRequest{Name: "pvc 1", SizeBytes: gib}, []string{"name"}},
+		{provisioner.CreateRequest{Name: "pvc\n1", SizeBytes: gib}, []string{"name"}},
+		{provisioner.CreateRequest{Name: "-pvc", SizeBytes: gib}, []string{"name"}},
 		{provisioner.CreateRequest{Name: "x", SizeBytes: 0}, []string{"size"}},
 		{provisioner.CreateRequest{Name: "x", SizeBytes: gib, Parameters: map[string]string{"numReplicas": "5"}}, []string{"numReplicas", `"5"`}},
 		{provisioner.CreateRequest{Name: "x", SizeBytes: gib, Parameters: map[string]string{"replicas": "2"}}, []string{`unknown parameter "replicas"`}},
