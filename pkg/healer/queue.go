@@ -82,10 +82,17 @@ func (e *EventQueue) Enqueue(evs []events.Event) error {
 		msgs = append(msgs, b)
 		kv := []any{"id", ev.ID, "type", ev.Type, "level", ev.Type.Level(), "time", ev.Time, "volumeID", ev.Volume,
 			"replicas", ev.Replicas, "storageNode", ev.StorageNode, "node", ev.Node}
+		if ev.Type == events.Audit {
+			kv = append(kv, "method", ev.Method, "outcome", ev.Outcome)
+		}
+		msg := ev.Message
+		if msg == "" {
+			msg = ev.Type.Title()
+		}
 		if ev.Type.Level() == events.Info {
-			klog.InfoS(ev.Message, kv...)
+			klog.InfoS(msg, kv...)
 		} else {
-			klog.InfoS(ev.Message, append(kv, "severity", ev.Type.Level().String())...)
+			klog.InfoS(msg, append(kv, "severity", ev.Type.Level().String())...)
 		}
 	}
 	if _, err := e.q.Push(msgs...); err != nil {
