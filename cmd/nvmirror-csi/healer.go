@@ -8,7 +8,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/klog/v2"
-	"k8s.io/utils/clock"
 
 	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/healer"
@@ -61,13 +60,9 @@ func (h *healerOptions) validate() error {
 
 // newHealer wires the healer to the real system, the provisioner client and
 // the driver (its staging state, locks and connection settings).
-func newHealer(o driver.Options, h healerOptions, d *driver.Driver, prov *provisionerclient.Client, node driver.NodeDeps) (*healer.Healer, *healer.EventQueue, *prometheus.Registry, error) {
+func newHealer(o driver.Options, h healerOptions, d *driver.Driver, prov *provisionerclient.Client, node driver.NodeDeps, queue *healer.EventQueue) (*healer.Healer, *prometheus.Registry, error) {
 	cfg := h.cfg
 	cfg.NodeID = d.NodeID()
-	queue, err := healer.OpenEventQueue(healer.EventQueueFile(o.StateDir), 0, prov, clock.RealClock{})
-	if err != nil {
-		return nil, nil, nil, err
-	}
 	reg := prometheus.NewRegistry()
 	raid := mdraid.NewManager(node.Mounter.Exec, o.HostRoot)
 	initiator := host.NewInitiator(o.HostRoot)
@@ -107,19 +102,18 @@ func newHealer(o driver.Options, h healerOptions, d *driver.Driver, prov *provis
 		Lock:    d.TryLockVolume,
 	})
 	if err != nil {
-		queue.Close()
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	klog.InfoS("Healer configured", "interval", cfg.Interval, "nvmePoll", cfg.NVMePollInterval, "timeUnit", cfg.HealTimeUnit,
 		"maxConcurrentReplacements", cfg.MaxConcurrentReplacements, "metrics", h.metricsAddress)
-	return hl, queue, reg, nil
+	return hl, reg, nil
 }
 
-// runHealer runs the loop, the event queue and the metrics endpoint until
-// ctx ends; errors are logged: healing stopping must not take the CSI
-// services down with it, and Probe keeps reporting the node's readiness.
-func runHealer(ctx context.Context, hl *healer.Healer, queue *healer.EventQueue, reg *prometheus.Registry, metricsAddr string) {
-	go queue.Run(ctx)
+// runHealer runs the loop (which runs the event queue's sender: one
+// sender, see healer.EventQueue.Run) and the metrics endpoint until ctx
+// ends; errors are logged: healing stopping must not take the CSI services
+// down with it, and Probe keeps reporting the node's readiness.
+func runHealer(ctx context.Context, hl *healer.Healer, reg *prometheus.Registry, metricsAddr string) {
 	go func() {
 		if err := healer.ServeMetrics(ctx, metricsAddr, reg); err != nil {
 			klog.ErrorS(err, "Metrics endpoint stopped", "address", metricsAddr)

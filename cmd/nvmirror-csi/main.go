@@ -12,9 +12,11 @@ import (
 	"syscall"
 
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 	"k8s.io/utils/exec"
 
 	"github.com/nvmirror/nvmirror/pkg/driver"
+	"github.com/nvmirror/nvmirror/pkg/healer"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 	"github.com/nvmirror/nvmirror/pkg/version"
@@ -75,16 +77,27 @@ func run(ctx context.Context, o driver.Options, h healerOptions) error {
 	if err != nil {
 		return err
 	}
-	if o.Mode != driver.ControllerMode && h.enabled {
-		hl, queue, reg, err := newHealer(o, h, d, prov, node)
+	if o.Mode != driver.ControllerMode {
+		// The node's durable outbox: the healer's events and the CSI audit
+		// records, delivered to the provisioner by one sender.
+		queue, err := healer.OpenEventQueue(healer.EventQueueFile(o.StateDir), 0, prov, clock.RealClock{})
 		if err != nil {
 			return err
 		}
 		defer queue.Close()
-		// NodeGetVolumeHealth reports the healer's view (md and every
-		// replica's controller) once it has one.
-		d.SetHealthSource(hl)
-		go runHealer(ctx, hl, queue, reg, h.metricsAddress)
+		d.SetEventQueue(queue)
+		if h.enabled {
+			hl, reg, err := newHealer(o, h, d, prov, node, queue)
+			if err != nil {
+				return err
+			}
+			// NodeGetVolumeHealth reports the healer's view (md and every
+			// replica's controller) once it has one.
+			d.SetHealthSource(hl)
+			go runHealer(ctx, hl, reg, h.metricsAddress) // its Run runs the queue's sender
+		} else {
+			go queue.Run(ctx)
+		}
 	}
 	return d.Run(ctx)
 }

@@ -53,7 +53,7 @@ func main() {
 	flag.StringVar(&o.PoolDir, "pool-dir", "/var/lib/nvmirror/pool", "directory holding the replicas' backing files (absolute)")
 	flag.StringVar(&o.StateFile, "state-file", "", "replica state file (default <pool-dir>/state.json; keep it on the pool's filesystem)")
 	flag.StringVar(&o.NvmetRoot, "nvmet-root", nvmet.DefaultRoot, "nvmet configfs directory")
-	flag.StringVar(&o.NQNPrefix, "nqn-prefix", agent.DefaultNQNPrefix, "subsystem NQN prefix; the agent owns every subsystem under it (must end with ':')")
+	flag.StringVar(&o.NQNPrefix, "nqn-prefix", agent.DefaultNQNPrefix, "subsystem NQN prefix; the agent owns every subsystem named prefix + replica ID (must end with ':')")
 	flag.Var(&addrs, "nvme-address", "NVMe/TCP listen address ADDR:PORT (IPv6 as [ADDR]:PORT); repeat or comma-separate for several")
 	flag.IntVar(&firstPortID, "nvme-port-id", 1, "nvmet port ID of the first --nvme-address; the next ones count up")
 	flag.BoolVar(&o.BufferedIO, "buffered-io", false, "export backing files with buffered I/O (forced on when the pool is on tmpfs)")

@@ -132,7 +132,7 @@ func cmdSet(e cmdEnv) error {
 		return renderJSON(e.stdout, resp.GetVolume())
 	}
 	for k := range params {
-		fmt.Fprintf(e.stdout, "volume %s: %s=%s\n", id, k, resp.GetVolume().GetParameters()[k])
+		fmt.Fprintf(e.stdout, "volume %s: %s=%s\n", esc(id), esc(k), esc(resp.GetVolume().GetParameters()[k]))
 	}
 	return nil
 }

@@ -64,7 +64,7 @@ func main() {
 		if st, ok := status.FromError(err); ok {
 			err = fmt.Errorf("%s: %s", st.Code(), st.Message())
 		}
-		fmt.Fprintf(os.Stderr, "nvmirrorctl: %v\n", err)
+		fmt.Fprintf(os.Stderr, "nvmirrorctl: %s\n", esc(err.Error()))
 		os.Exit(1)
 	}
 }

@@ -199,3 +199,36 @@ func TestPromoteRefusalSaysWhatIsLost(t *testing.T) {
 		t.Errorf("refusal without the volume: %v", err)
 	}
 }
+
+// What the provisioner stores comes from nodes and claims; an escape
+// sequence or a newline in it must not drive the admin's terminal or forge
+// a table row: control characters are printed escaped (\xNN).
+func TestRenderEscapesControlCharacters(t *testing.T) {
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	const bad = "x\x1b[2J\nFORGED\r\t\x07"
+	evs := []*api.Event{
+		{Type: "VolumeDegraded" + bad, Time: timestamppb.New(now), VolumeId: "vol-1" + bad, StorageNodes: []string{"sn3" + bad}, Message: "missing" + bad},
+		{Type: "Audit", Time: timestamppb.New(now), VolumeId: "vol-1", Node: "worker-1" + bad,
+			Attributes: map[string]string{api.AttrOperation: "NodeStageVolume" + bad, api.AttrOutcome: "OK" + bad}, Message: bad},
+	}
+	v := testVolume(now)
+	v.Name, v.Metadata["csi.storage.k8s.io/pvc/name"], v.Parameters["fsType"+bad] = "pvc"+bad, "data"+bad, bad
+	v.Replicas[0].StorageNode, v.Replicas[0].Id = "sn1"+bad, "r1"+bad
+	var b bytes.Buffer
+	renderEvents(&b, evs)
+	renderVolume(&b, v, nil, evs, now)
+	renderVolumes(&b, []*api.Volume{v}, now)
+	renderNodes(&b, []*api.StorageNode{{Name: "sn1" + bad, ApiAddress: "a" + bad, Zone: "z" + bad, Rack: "r" + bad}})
+	out := b.String()
+	for i, c := range out {
+		if (c < 0x20 && c != '\n') || c == 0x7f {
+			t.Fatalf("control character %U at %d:\n%q", c, i, out)
+		}
+	}
+	if strings.Contains(out, "\nFORGED") {
+		t.Errorf("a newline in a field started a line:\n%s", out)
+	}
+	if !strings.Contains(out, `missingx\x1b[2J\x0aFORGED\x0d\x09\x07`) {
+		t.Errorf("escaped message missing:\n%s", out)
+	}
+}

@@ -115,5 +115,5 @@ func promoteRefusal(pa promoteArgs, v *api.Volume) error {
 
 func renderPromoted(w io.Writer, pa promoteArgs, v *api.Volume) {
 	fmt.Fprintf(w, "volume %s: replicas %s are in sync now (data loss accepted; recorded as an Audit event: nvmirrorctl events --volume %s --type Audit)\n",
-		v.GetId(), strings.Join(pa.replicaIDs, ", "), v.GetId())
+		esc(v.GetId()), esc(strings.Join(pa.replicaIDs, ", ")), esc(v.GetId()))
 }

@@ -12,11 +12,18 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/nvmirror/nvmirror/pkg/events"
 	api "github.com/nvmirror/nvmirror/pkg/provisionerapi"
 )
 
 // Rendering is kept apart from the calls so that what an admin reads is
 // tested on its own.
+
+// esc escapes the control characters of a value from the registry (names,
+// messages: written by nodes and claims): a newline or tab would forge a
+// table row or column, an escape sequence would drive the admin's terminal.
+// Every string printed in a table goes through it.
+func esc(s string) string { return events.EscapeControl(s) }
 
 func replicaState(s api.ReplicaState) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "REPLICA_STATE_"))
@@ -92,8 +99,8 @@ func renderVolumes(w io.Writer, vols []*api.Volume, now time.Time) {
 	fmt.Fprintln(tw, "VOLUME\tPVC\tSIZE\tREPLICAS\tSTATE\tDEGRADED SINCE\tHOST")
 	for _, v := range vols {
 		active, total := replicaCounts(v)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", v.GetId(), pvcOf(v), size(v.GetSizeBytes()), active, total,
-			orDash(v.GetState()), since(v.GetDegradedSince(), v.GetDegradedSince() != nil, now), host(v))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", esc(v.GetId()), esc(pvcOf(v)), size(v.GetSizeBytes()), active, total,
+			esc(orDash(v.GetState())), since(v.GetDegradedSince(), v.GetDegradedSince() != nil, now), esc(host(v)))
 	}
 	tw.Flush()
 }
@@ -101,16 +108,16 @@ func renderVolumes(w io.Writer, vols []*api.Volume, now time.Time) {
 func renderVolume(w io.Writer, v *api.Volume, nodes map[string]*api.StorageNode, evs []*api.Event, now time.Time) {
 	active, total := replicaCounts(v)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "Volume:\t%s\n", v.GetId())
-	fmt.Fprintf(tw, "Name:\t%s\n", v.GetName())
-	fmt.Fprintf(tw, "PVC:\t%s\n", pvcOf(v))
+	fmt.Fprintf(tw, "Volume:\t%s\n", esc(v.GetId()))
+	fmt.Fprintf(tw, "Name:\t%s\n", esc(v.GetName()))
+	fmt.Fprintf(tw, "PVC:\t%s\n", esc(pvcOf(v)))
 	fmt.Fprintf(tw, "Size:\t%s\n", size(v.GetSizeBytes()))
-	fmt.Fprintf(tw, "State:\t%s\n", orDash(v.GetState()))
+	fmt.Fprintf(tw, "State:\t%s\n", esc(orDash(v.GetState())))
 	fmt.Fprintf(tw, "Replicas:\t%d active of %d\n", active, total)
 	fmt.Fprintf(tw, "Degraded since:\t%s\n", since(v.GetDegradedSince(), v.GetDegradedSince() != nil, now))
-	fmt.Fprintf(tw, "Published to:\t%s\n", host(v))
-	fmt.Fprintf(tw, "Offline repair:\t%s\n", offlineRepair(v.GetRepair(), now))
-	fmt.Fprintf(tw, "md array:\t%s (uuid %s)\n", orDash(v.GetMdName()), orDash(v.GetMdUuid()))
+	fmt.Fprintf(tw, "Published to:\t%s\n", esc(host(v)))
+	fmt.Fprintf(tw, "Offline repair:\t%s\n", esc(offlineRepair(v.GetRepair(), now)))
+	fmt.Fprintf(tw, "md array:\t%s (uuid %s)\n", esc(orDash(v.GetMdName())), esc(orDash(v.GetMdUuid())))
 	keys := make([]string, 0, len(v.GetParameters()))
 	for k := range v.GetParameters() {
 		keys = append(keys, k)
@@ -120,7 +127,7 @@ func renderVolume(w io.Writer, v *api.Volume, nodes map[string]*api.StorageNode,
 	for _, k := range keys {
 		params = append(params, k+"="+v.GetParameters()[k])
 	}
-	fmt.Fprintf(tw, "Parameters:\t%s\n", strings.Join(params, " "))
+	fmt.Fprintf(tw, "Parameters:\t%s\n", esc(strings.Join(params, " ")))
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -139,7 +146,7 @@ func renderVolume(w io.Writer, v *api.Volume, nodes map[string]*api.StorageNode,
 		if eps := r.GetEndpoints(); len(eps) > 0 {
 			ep = eps[0].GetAddress() + ":" + eps[0].GetPort()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.GetId(), r.GetStorageNode(), orDash(zone), orDash(rack), replicaState(r.GetState()), syncState(r), ep)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", esc(r.GetId()), esc(r.GetStorageNode()), esc(orDash(zone)), esc(orDash(rack)), replicaState(r.GetState()), syncState(r), esc(ep))
 	}
 	tw.Flush()
 	if len(evs) > 0 {
@@ -157,9 +164,9 @@ func renderEvents(w io.Writer, evs []*api.Event) {
 			// An audit record: which CSI call, its outcome, from where.
 			msg = strings.TrimSpace(fmt.Sprintf("%s %s %s %s", a[api.AttrOperation], a[api.AttrOutcome], e.GetNode(), msg))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.GetTime().AsTime().UTC().Format("15:04:05.000"), e.GetType(),
-			strings.ToLower(strings.TrimPrefix(e.GetSeverity().String(), "SEVERITY_")), orDash(e.GetVolumeId()),
-			orDash(strings.Join(e.GetStorageNodes(), ",")), msg)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.GetTime().AsTime().UTC().Format("15:04:05.000"), esc(e.GetType()),
+			strings.ToLower(strings.TrimPrefix(e.GetSeverity().String(), "SEVERITY_")), esc(orDash(e.GetVolumeId())),
+			esc(orDash(strings.Join(e.GetStorageNodes(), ","))), esc(msg))
 	}
 	tw.Flush()
 }
@@ -168,7 +175,7 @@ func renderNodes(w io.Writer, nodes []*api.StorageNode) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STORAGE NODE\tAPI\tZONE\tRACK\tREACHABLE\tAVAILABLE\tTOTAL\tREPLICAS")
 	for _, n := range nodes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\t%s\t%s\t%d\n", n.GetName(), n.GetApiAddress(), orDash(n.GetZone()), orDash(n.GetRack()),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\t%s\t%s\t%d\n", esc(n.GetName()), esc(n.GetApiAddress()), esc(orDash(n.GetZone())), esc(orDash(n.GetRack())),
 			n.GetReachable(), size(n.GetAvailableBytes()), size(n.GetTotalBytes()), n.GetReplicaCount())
 	}
 	tw.Flush()
@@ -176,7 +183,7 @@ func renderNodes(w io.Writer, nodes []*api.StorageNode) {
 
 // renderJSON prints protobuf messages in their canonical JSON form.
 func renderRotation(w io.Writer, volumeID string, r *api.RotateCredentialsResponse) {
-	fmt.Fprintf(w, "volume %s, host %s:\n", volumeID, r.GetHostNqn())
+	fmt.Fprintf(w, "volume %s, host %s:\n", esc(volumeID), esc(r.GetHostNqn()))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STORAGE NODE\tGENERATION\tRESULT")
 	for _, n := range r.GetStorageNodes() {
@@ -184,7 +191,7 @@ func renderRotation(w io.Writer, volumeID string, r *api.RotateCredentialsRespon
 		if n.GetError() != "" {
 			res = "PENDING: " + n.GetError()
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\n", n.GetStorageNode(), n.GetGeneration(), res)
+		fmt.Fprintf(tw, "%s\t%d\t%s\n", esc(n.GetStorageNode()), n.GetGeneration(), esc(res))
 	}
 	tw.Flush()
 }

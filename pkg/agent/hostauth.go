@@ -40,8 +40,13 @@ type HostAuthStore struct{ path string }
 // NewHostAuthStore returns a store for the file at path.
 func NewHostAuthStore(path string) *HostAuthStore { return &HostAuthStore{path: path} }
 
-// Load reads the secrets; a missing file is none.
+// Load reads the secrets; a missing file is none. Temporary files a crash
+// during Save left beside the file are removed first: they hold secrets,
+// and nothing else would ever delete them.
 func (s *HostAuthStore) Load() (map[string]HostSecrets, error) {
+	if err := atomicfile.RemoveTemps(s.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		klog.ErrorS(err, "Could not remove temporary host secrets files left by a crash; delete them by hand", "path", s.path)
+	}
 	b, err := os.ReadFile(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return map[string]HostSecrets{}, nil

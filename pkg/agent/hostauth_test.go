@@ -143,3 +143,29 @@ func TestSetHostAuthErrors(t *testing.T) {
 		t.Error("secrets recorded although the kernel cannot use them")
 	}
 }
+
+// A crash during Save leaves a temporary file holding secrets beside the
+// old file: Load returns the old secrets and removes the leftover.
+func TestHostAuthStoreRemovesLeftoverTemps(t *testing.T) {
+	dir := t.TempDir()
+	s := NewHostAuthStore(filepath.Join(dir, HostAuthFileName))
+	old := map[string]HostSecrets{authHost: {Secret: newSecret(t)}}
+	if err := s.Save(old); err != nil {
+		t.Fatal(err)
+	}
+	leftover := filepath.Join(dir, "."+HostAuthFileName+".tmp-12345")
+	if err := os.WriteFile(leftover, []byte(`{"version":1,"hosts":{"h":{"secret":"DHHC-1:00:half`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Load()
+	if err != nil || len(got) != 1 || got[authHost] != old[authHost] {
+		t.Fatalf("Load = %v, %v; want the old secrets", got, err)
+	}
+	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
+		t.Fatalf("leftover temporary file with secrets not removed: %v", err)
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 {
+		t.Fatalf("dir holds %d entries after Load, want only the secrets file", len(ents))
+	}
+}

@@ -42,10 +42,24 @@ func (s *Service) Start(ctx context.Context) error {
 	return nil
 }
 
+// replicaOf returns the replica ID of a subsystem this agent may have
+// created: its NQN is the agent's prefix and a valid replica ID. A prefix
+// alone is not enough: another agent's prefix may nest inside this one
+// ("...:sn1:" and "...:sn1:b:"), and its subsystems ("...:sn1:b:rep-1")
+// then start with ours, but their rest is not a replica ID (a prefix ends
+// with ':', which no ID contains).
+func (s *Service) replicaOf(nqn string) (string, bool) {
+	id, ok := strings.CutPrefix(nqn, s.opts.NQNPrefix)
+	if !ok || validateReplicaID(id) != nil {
+		return "", false
+	}
+	return id, true
+}
+
 // Reconcile makes configfs and the pool match the state:
-//   - subsystems under the agent's NQN prefix that no record lists are
-//     removed (with their sessions); subsystems outside the prefix are
-//     never touched;
+//   - subsystems this agent may have created (replicaOf) that no record
+//     lists are removed (with their sessions); others, another agent's
+//     under a nested prefix included, are never touched;
 //   - records being created are completed, records being deleted are
 //     deleted, ready records are re-exported (after a reboot configfs is
 //     empty) with exactly their allowed hosts, and pending session cuts
@@ -59,7 +73,7 @@ func (s *Service) Reconcile(ctx context.Context) error {
 		return fmt.Errorf("list nvmet subsystems: %w", err)
 	}
 	for _, sub := range subs {
-		id, ours := strings.CutPrefix(sub.NQN, s.opts.NQNPrefix)
+		id, ours := s.replicaOf(sub.NQN)
 		if !ours {
 			continue
 		}

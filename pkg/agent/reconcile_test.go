@@ -73,6 +73,35 @@ func TestReconcileRemovesWhatItDoesNotOwn(t *testing.T) {
 	}
 }
 
+// An agent whose NQN prefix nests inside another's (two agents sharing one
+// kernel target, "...:sn1:" and "...:sn1:b:") must not take the other's
+// exports for strays: only a subsystem whose NQN is its prefix and a valid
+// replica ID is one it may have created.
+func TestReconcileLeavesNestedPrefixAlone(t *testing.T) {
+	e := newEnv(t)
+	e.create("r1", mib, Thin, hostA)
+	others := []string{
+		DefaultNQNPrefix + "b:rep-1",    // an agent with prefix DefaultNQNPrefix+"b:"
+		DefaultNQNPrefix + "x.y",        // not a replica ID either
+		DefaultNQNPrefix + "Rep",        // capitals: never an ID this agent creates
+		DefaultNQNPrefix + "sub:deeper", // nested twice
+	}
+	for _, n := range others {
+		if err := e.exp.EnsureSubsystem(n, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.restart(); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range others {
+		if _, ok := e.exp.exported(n); !ok {
+			t.Errorf("another agent's subsystem %s was removed", n)
+		}
+	}
+	e.checkExported("r1", hostA)
+}
+
 // Crash points of create, delete and expand, completed by the next start.
 func TestReconcileCompletesInterruptedOperations(t *testing.T) {
 	e := newEnv(t)

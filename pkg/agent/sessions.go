@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -52,25 +53,41 @@ func ParseKmsgRecord(rec string) (SessionEvent, bool) {
 		return SessionEvent{}, false
 	}
 	if rest, ok := strings.CutPrefix(msg, "creating nvm controller "); ok {
-		var ev SessionEvent
-		f := strings.Fields(rest)
-		// <id> for subsystem <S> for NQN <H>[.| T10-PI...| with ...]
-		if len(f) < 7 || f[1] != "for" || f[2] != "subsystem" || f[4] != "for" || f[5] != "NQN" {
+		// <id> for subsystem <S> for NQN <H>[ T10-PI is enabled][ with DH-HMAC-CHAP].
+		// The host NQN is the host's to choose and may hold spaces (the
+		// NQN grammar allows any UTF-8); the subsystem is one of ours,
+		// without any, so the host is everything after " for NQN ".
+		id, rest, ok := strings.Cut(rest, " for subsystem ")
+		if !ok {
 			return SessionEvent{}, false
 		}
-		if _, err := fmt.Sscanf(f[0], "%d", &ev.ControllerID); err != nil {
+		sub, host, ok := strings.Cut(rest, " for NQN ")
+		if !ok || sub == "" || strings.Contains(sub, " ") || !strings.HasSuffix(host, ".") {
 			return SessionEvent{}, false
 		}
-		ev.Kind, ev.SubsysNQN, ev.HostNQN = SessionEstablished, f[3], strings.TrimSuffix(f[6], ".")
-		return ev, true
+		host = strings.TrimSuffix(host, ".")
+		host = strings.TrimSuffix(host, " with DH-HMAC-CHAP")
+		host = strings.TrimSuffix(host, " T10-PI is enabled")
+		cntlid, err := strconv.Atoi(id)
+		if err != nil || cntlid < 0 || host == "" {
+			return SessionEvent{}, false
+		}
+		return SessionEvent{Kind: SessionEstablished, SubsysNQN: sub, HostNQN: host, ControllerID: cntlid}, true
 	}
 	if rest, ok := strings.CutPrefix(msg, "connect by host "); ok {
-		f := strings.Fields(rest)
-		// <H> for subsystem <S> not allowed
-		if len(f) != 6 || f[1] != "for" || f[2] != "subsystem" || f[4] != "not" || f[5] != "allowed" {
+		// <H> for subsystem <S> not allowed. The host NQN may hold spaces,
+		// " for subsystem " included: the subsystem, one of ours, follows
+		// the last " for subsystem ".
+		rest, ok := strings.CutSuffix(rest, " not allowed")
+		i := strings.LastIndex(rest, " for subsystem ")
+		if !ok || i <= 0 {
 			return SessionEvent{}, false
 		}
-		return SessionEvent{Kind: SessionRefused, HostNQN: f[0], SubsysNQN: f[3]}, true
+		host, sub := rest[:i], rest[i+len(" for subsystem "):]
+		if sub == "" || strings.Contains(sub, " ") {
+			return SessionEvent{}, false
+		}
+		return SessionEvent{Kind: SessionRefused, HostNQN: host, SubsysNQN: sub}, true
 	}
 	return SessionEvent{}, false
 }

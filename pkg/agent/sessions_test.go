@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +22,13 @@ func TestParseKmsgRecord(t *testing.T) {
 		{"6,1,2,-;nvmet: creating nvm controller 17 for subsystem " + s + " for NQN " + h + " with DH-HMAC-CHAP.\n SUBSYSTEM=x\n", SessionEvent{SessionEstablished, s, h, 17}, true},
 		{"nvmet: creating nvm controller 2 for subsystem " + s + " for NQN " + h + " T10-PI is enabled.", SessionEvent{SessionEstablished, s, h, 2}, true},
 		{"4,99,100,-;nvmet: connect by host " + h + " for subsystem " + s + " not allowed\n", SessionEvent{Kind: SessionRefused, SubsysNQN: s, HostNQN: h}, true},
+		// A host NQN may hold spaces (the NQN grammar allows any UTF-8): a
+		// refused connect is exactly what an odd host sends.
+		{"4,99,100,-;nvmet: connect by host " + "nqn.evil host" + " for subsystem " + s + " not allowed\n", SessionEvent{Kind: SessionRefused, SubsysNQN: s, HostNQN: "nqn.evil host"}, true},
+		{"4,99,100,-;nvmet: connect by host " + "a for subsystem b" + " for subsystem " + s + " not allowed\n", SessionEvent{Kind: SessionRefused, SubsysNQN: s, HostNQN: "a for subsystem b"}, true},
+		{"4,99,100,-;nvmet: connect by host " + " lead and trail " + " for subsystem " + s + " not allowed\n", SessionEvent{Kind: SessionRefused, SubsysNQN: s, HostNQN: " lead and trail "}, true},
+		{"6,1,2,-;nvmet: creating nvm controller 3 for subsystem " + s + " for NQN " + "nqn.a host" + " with DH-HMAC-CHAP.\n", SessionEvent{SessionEstablished, s, "nqn.a host", 3}, true},
+		{"6,1,2,-;nvmet: creating nvm controller 4 for subsystem " + s + " for NQN " + "nqn.a host." + " T10-PI is enabled.\n", SessionEvent{SessionEstablished, s, "nqn.a host.", 4}, true},
 		// Not session events.
 		{"6,1,2,-;nvmet: creating discovery controller 1 for subsystem nqn.2014-08.org.nvmexpress.discovery for NQN " + h + ".\n", SessionEvent{}, false},
 		{"6,1,2,-;nvmet: adding nsid 1 to subsystem " + s + "\n", SessionEvent{}, false},
@@ -99,4 +108,35 @@ func TestSessionWatcherMissingLog(t *testing.T) {
 	if err := w.Run(context.Background()); err == nil {
 		t.Fatal("missing kernel log: no error")
 	}
+}
+
+// FuzzParseKmsgRecord: whatever the host NQN (the kernel prints it as the
+// host sent it; /dev/kmsg escapes only unprintable bytes), both session
+// lines of one of our subsystems parse back to that host.
+func FuzzParseKmsgRecord(f *testing.F) {
+	f.Add("nqn.2014-08.org.nvmexpress:uuid:6b1d8e3c", 1)
+	f.Add("nqn.evil host for subsystem x not allowed", 7)
+	f.Add(" with DH-HMAC-CHAP.", 2)
+	f.Fuzz(func(t *testing.T, host string, id int) {
+		if host == "" || strings.ContainsAny(host, "\n\x00") || id < 0 {
+			return
+		}
+		const sub = "nqn.2026-11.io.nvmirror:replica:r1"
+		ev, ok := ParseKmsgRecord("4,1,2,-;nvmet: connect by host " + host + " for subsystem " + sub + " not allowed\n")
+		if !ok || ev != (SessionEvent{Kind: SessionRefused, SubsysNQN: sub, HostNQN: host}) {
+			t.Fatalf("refused connect of %q: %+v, %v", host, ev, ok)
+		}
+		for _, tail := range []string{".", " with DH-HMAC-CHAP.", " T10-PI is enabled.", " T10-PI is enabled with DH-HMAC-CHAP."} {
+			rec := fmt.Sprintf("6,1,2,-;nvmet: creating nvm controller %d for subsystem %s for NQN %s%s\n", id, sub, host, tail)
+			ev, ok := ParseKmsgRecord(rec)
+			if !ok || ev.SubsysNQN != sub || ev.ControllerID != id {
+				t.Fatalf("%q: %+v, %v", rec, ev, ok)
+			}
+			// A host NQN ending in one of the suffixes is ambiguous; any
+			// other parses back exactly.
+			if !strings.HasSuffix(host, ".") && !strings.HasSuffix(host, " with DH-HMAC-CHAP") && !strings.HasSuffix(host, " T10-PI is enabled") && ev.HostNQN != host {
+				t.Fatalf("%q: host %q, want %q", rec, ev.HostNQN, host)
+			}
+		}
+	})
 }

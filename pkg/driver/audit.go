@@ -3,11 +3,14 @@ package driver
 import (
 	"context"
 	"path"
+	"sync/atomic"
 	"time"
 
-	"github.com/nvmirror/nvmirror/pkg/volume"
 	"google.golang.org/grpc/status"
 	"k8s.io/klog/v2"
+
+	"github.com/nvmirror/nvmirror/pkg/events"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 // auditedMethods are the mutating CSI calls reported as audit records.
@@ -20,20 +23,42 @@ var auditedMethods = map[string]bool{
 	"NodeExpandVolume": true,
 }
 
-// auditQueueLen bounds the records waiting for the provisioner. Audit is best
-// effort here: a full queue drops (and logs) rather than slowing CSI calls.
-// Durable delivery is the events package's job.
+// auditQueueLen bounds the records waiting for the provisioner when the
+// driver has no durable event queue (controller mode). Audit is best effort
+// there: a full queue drops (and logs) rather than slowing CSI calls.
 const auditQueueLen = 1024
 
-// auditor sends audit records to the provisioner from one goroutine, so a
-// slow or unreachable provisioner never delays or fails a CSI call.
+// EventQueue is the node's durable outbox of events (*healer.EventQueue):
+// Enqueue returns once the events are fsynced, and its sender delivers them
+// to the provisioner, retrying through outages and restarts.
+type EventQueue interface {
+	Enqueue(evs []events.Event) error
+}
+
+// auditor reports audit records. With the node's durable event queue
+// (SetEventQueue) a record is on disk before the CSI call returns, and is
+// delivered with the node's other events: an unreachable provisioner or a
+// restart loses none, and a slow provisioner never delays a CSI call.
+// Without one (controller mode: no state directory) records go from an
+// in-memory queue, once and best effort, from one goroutine.
 type auditor struct {
-	prov volume.Provisioner
-	q    chan volume.AuditRecord
+	prov   volume.Provisioner
+	q      chan volume.AuditRecord
+	events atomic.Pointer[EventQueue]
 }
 
 func newAuditor(p volume.Provisioner) *auditor {
 	return &auditor{prov: p, q: make(chan volume.AuditRecord, auditQueueLen)}
+}
+
+// SetEventQueue sends the driver's audit records through q, the node's
+// durable event queue, from now on (may be called while serving).
+func (d *Driver) SetEventQueue(q EventQueue) { d.audit.events.Store(&q) }
+
+// auditEvent is rec as an Audit event, as the provisioner records it.
+func auditEvent(rec volume.AuditRecord) events.Event {
+	return events.Event{Time: rec.Time, Type: events.Audit, Volume: rec.VolumeID, Node: rec.Node,
+		Method: rec.Operation, Outcome: string(rec.Outcome), Message: rec.Message}
 }
 
 type volumeIDGetter interface{ GetVolumeId() string }
@@ -56,7 +81,15 @@ func (a *auditor) record(fullMethod string, req any, localNode string, err error
 	}
 	if err != nil {
 		rec.Outcome = volume.AuditFailure
-		rec.Message = status.Convert(err).Code().String() + ": " + status.Convert(err).Message()
+		// An error's text can be long (a tool's output): cut to what the
+		// provisioner's intake accepts, or the record would be refused.
+		rec.Message = events.Truncate(status.Convert(err).Code().String()+": "+status.Convert(err).Message(), events.MaxMessageLength)
+	}
+	if q := a.events.Load(); q != nil {
+		if err := (*q).Enqueue([]events.Event{auditEvent(rec)}); err != nil {
+			klog.ErrorS(err, "Could not queue audit record", "operation", rec.Operation, "volumeID", rec.VolumeID, "outcome", rec.Outcome)
+		}
+		return
 	}
 	select {
 	case a.q <- rec:

@@ -1,6 +1,10 @@
 package driver
 
-import "time"
+import (
+	"time"
+
+	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
+)
 
 // DriverName is the CSI plugin name Kubernetes matches StorageClasses against.
 const DriverName = "csi.nvmirror.io"
@@ -27,7 +31,7 @@ const PublishContextHostNQN = "hostNQN"
 const (
 	// sizeGranularity: every volume size is a multiple of 1 MiB, the unit
 	// storage nodes allocate and md aligns its data offset to.
-	sizeGranularity int64 = 1 << 20
+	sizeGranularity = layout.Alignment
 	// MinVolumeSizeBytes leaves room for the md superblock, its internal
 	// bitmap and data offset (a few MiB) and a usable ext4.
 	MinVolumeSizeBytes int64 = 16 << 20

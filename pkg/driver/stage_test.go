@@ -176,3 +176,29 @@ func TestSingleReplicaVolumeWithoutMD(t *testing.T) {
 		t.Fatal("replica left connected")
 	}
 }
+
+// The fsType of volume_context comes from the PV, which an admin may write
+// by hand (a static PV): it must name a supported filesystem, or NodeStage
+// would run whatever mkfs.<fsType> the host has.
+func TestStageRefusesUnsupportedVolumeContextFSType(t *testing.T) {
+	e := newEnv(t)
+	id := e.create("v", "3")
+	e.publish(id)
+	for _, fs := range []string{"vfat", "btrfs", "EXT4", "ext4 -E root_owner=0:0", "../../tmp/x", "xfs\n"} {
+		_, err := e.node.NodeStageVolume(context.Background(), &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: e.staging(id),
+			VolumeCapability: mountCap, VolumeContext: map[string]string{driver.VolumeContextFSType: fs}})
+		wantCode(t, err, codes.InvalidArgument)
+		if !strings.Contains(err.Error(), "volume_context."+driver.VolumeContextFSType) {
+			t.Errorf("fsType %q: error %v does not name volume_context.fsType", fs, err)
+		}
+	}
+	if n := e.countCalls("mkfs"); n != 0 || len(e.ini.Connected()) != 0 {
+		t.Fatalf("mkfs calls %d, connected %v after refused stages", n, e.ini.Connected())
+	}
+	_, err := e.node.NodeStageVolume(context.Background(), &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: e.staging(id),
+		VolumeCapability: mountCap, VolumeContext: map[string]string{driver.VolumeContextFSType: "xfs"}})
+	must(t, err)
+	if e.countCalls("mkfs.xfs") != 1 {
+		t.Fatalf("calls %v", e.exec.Calls)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -91,8 +92,8 @@ func unsupportedReason(c *csi.VolumeCapability) string {
 }
 
 func validateCreateVolumeRequest(req *csi.CreateVolumeRequest) error {
-	if err := required("name", req.GetName()); err != nil {
-		return err
+	if p := storageclass.VolumeNameProblem(req.GetName()); p != "" {
+		return invalid("name", "%s", p)
 	}
 	if err := validateCapabilities("volume_capabilities", req.GetVolumeCapabilities()); err != nil {
 		return err
@@ -127,7 +128,9 @@ func validateMutableParameters(p map[string]string) error {
 
 // volumeSize turns a CSI capacity range into the size to create: the
 // required bytes (or the default when none is asked for) rounded up to 1 MiB
-// and raised to the minimum, which must not exceed the limit.
+// and raised to the minimum, which must not exceed the limit. A required
+// size above layout.MaxVolumeSize is OutOfRange, checked before rounding so
+// a size near 2^63 cannot wrap.
 func volumeSize(r *csi.CapacityRange, defaultSize int64) (int64, error) {
 	req, lim := r.GetRequiredBytes(), r.GetLimitBytes()
 	if req < 0 {
@@ -138,6 +141,9 @@ func volumeSize(r *csi.CapacityRange, defaultSize int64) (int64, error) {
 	}
 	if lim > 0 && lim < req {
 		return 0, invalid("capacity_range", "limit_bytes %d is below required_bytes %d", lim, req)
+	}
+	if req > layout.MaxVolumeSize {
+		return 0, status.Errorf(codes.OutOfRange, "capacity_range.required_bytes: %d is above the largest volume, %d bytes", req, layout.MaxVolumeSize)
 	}
 	size := req
 	if size == 0 {
@@ -153,6 +159,8 @@ func volumeSize(r *csi.CapacityRange, defaultSize int64) (int64, error) {
 	return size, nil
 }
 
+// roundUp rounds n up to a multiple of unit; n must be at most
+// layout.MaxVolumeSize, so the sum cannot overflow.
 func roundUp(n, unit int64) int64 {
 	return (n + unit - 1) / unit * unit
 }
@@ -174,7 +182,19 @@ func validateNodeStageRequest(req *csi.NodeStageVolumeRequest) error {
 	if err := required("staging_target_path", req.GetStagingTargetPath()); err != nil {
 		return err
 	}
-	return validateSupportedCapability("volume_capability", req.GetVolumeCapability())
+	if err := validateSupportedCapability("volume_capability", req.GetVolumeCapability()); err != nil {
+		return err
+	}
+	// The fsType a mount volume falls back to comes from the PV, which an
+	// admin may write by hand (a static PV): it names the mkfs NodeStage
+	// runs, so it must be one this driver supports, exactly as CreateVolume
+	// returns it.
+	if m := req.GetVolumeCapability().GetMount(); m != nil && m.GetFsType() == "" {
+		if fs := req.GetVolumeContext()[VolumeContextFSType]; !supportedFSTypes[fs] {
+			return invalid("volume_context."+VolumeContextFSType, "filesystem %q is not supported: use %s or %s", fs, storageclass.FSExt4, storageclass.FSXFS)
+		}
+	}
+	return nil
 }
 
 func validateNodePublishRequest(req *csi.NodePublishVolumeRequest) error {

@@ -1,10 +1,12 @@
 package driver
 
 import (
+	"math"
 	"strings"
 	"testing"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -44,6 +46,11 @@ func TestVolumeSize(t *testing.T) {
 		{"limit below required", &csi.CapacityRange{RequiredBytes: 64 * mib, LimitBytes: 32 * mib}, 0, codes.InvalidArgument},
 		{"negative required", &csi.CapacityRange{RequiredBytes: -1}, 0, codes.InvalidArgument},
 		{"negative limit", &csi.CapacityRange{LimitBytes: -1}, 0, codes.InvalidArgument},
+		{"largest volume", &csi.CapacityRange{RequiredBytes: layout.MaxVolumeSize}, layout.MaxVolumeSize, codes.OK},
+		{"above the largest volume", &csi.CapacityRange{RequiredBytes: layout.MaxVolumeSize + 1}, 0, codes.OutOfRange},
+		{"MaxInt64 does not wrap", &csi.CapacityRange{RequiredBytes: math.MaxInt64}, 0, codes.OutOfRange},
+		{"MaxInt64 - 1 MiB does not wrap", &csi.CapacityRange{RequiredBytes: math.MaxInt64 - mib + 2}, 0, codes.OutOfRange},
+		{"MaxInt64 limit only", &csi.CapacityRange{LimitBytes: math.MaxInt64}, DefaultVolumeSizeBytes, codes.OK},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -69,6 +76,9 @@ func TestValidateCreateVolumeRequest(t *testing.T) {
 		{"valid block", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{blockCap(csi.VolumeCapability_AccessMode_SINGLE_NODE_MULTI_WRITER)}}, ""},
 		{"valid mutable", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "")}, MutableParameters: map[string]string{storageclass.KeyMaxReplicaDownTime: "5"}}, ""},
 		{"no name", &csi.CreateVolumeRequest{VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "")}}, "name: required"},
+		{"name too long", &csi.CreateVolumeRequest{Name: strings.Repeat("n", 254), VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "")}}, "name: "},
+		{"name with a slash", &csi.CreateVolumeRequest{Name: "a/b", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "")}}, "name: "},
+		{"name with a newline", &csi.CreateVolumeRequest{Name: "a\nb", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "")}}, "name: "},
 		{"no capabilities", &csi.CreateVolumeRequest{Name: "v"}, "volume_capabilities"},
 		{"no access type", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{{AccessMode: &csi.VolumeCapability_AccessMode{Mode: sw}}}}, "volume_capabilities[0].access_type"},
 		{"no access mode", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{{AccessType: &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}}}}}, "access_mode"},
@@ -124,4 +134,47 @@ func TestValidateNodeRequests(t *testing.T) {
 			t.Errorf("publish %v: got %v, want InvalidArgument on %s", tt.req, err, tt.field)
 		}
 	}
+}
+
+// FuzzVolumeSize: whatever the capacity range, a size that is accepted is
+// a whole number of MiB between the minimum and the largest volume, within
+// the limit, and never below what was required.
+func FuzzVolumeSize(f *testing.F) {
+	f.Add(int64(0), int64(0))
+	f.Add(int64(math.MaxInt64), int64(0))
+	f.Add(int64(math.MaxInt64-mib+2), int64(math.MaxInt64))
+	f.Add(layout.MaxVolumeSize, layout.MaxVolumeSize)
+	f.Add(int64(20*mib+1), int64(20*mib+2))
+	f.Fuzz(func(t *testing.T, req, lim int64) {
+		size, err := volumeSize(&csi.CapacityRange{RequiredBytes: req, LimitBytes: lim}, DefaultVolumeSizeBytes)
+		if err != nil {
+			if c := status.Code(err); c != codes.InvalidArgument && c != codes.OutOfRange {
+				t.Fatalf("volumeSize(%d, %d): code %v", req, lim, c)
+			}
+			return
+		}
+		if size%sizeGranularity != 0 || size < MinVolumeSizeBytes || size > layout.MaxVolumeSize || size < req || (lim > 0 && size > lim) {
+			t.Fatalf("volumeSize(%d, %d) = %d", req, lim, size)
+		}
+	})
+}
+
+// FuzzValidateNodeStageFSType: whatever volume_context carries, NodeStage
+// accepts only an fsType it formats with a supported mkfs.
+func FuzzValidateNodeStageFSType(f *testing.F) {
+	for _, s := range []string{"", "ext4", "xfs", "vfat", "EXT4", "ext4 ", "../x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, fs string) {
+		req := &csi.NodeStageVolumeRequest{VolumeId: "v", StagingTargetPath: "/s",
+			VolumeCapability: mountCap(csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER, ""), VolumeContext: map[string]string{VolumeContextFSType: fs}}
+		err := validateNodeStageRequest(req)
+		ok := fs == "" || fs == storageclass.FSExt4 || fs == storageclass.FSXFS
+		if (err == nil) != ok {
+			t.Fatalf("fsType %q: %v", fs, err)
+		}
+		if err != nil && (status.Code(err) != codes.InvalidArgument || !strings.HasPrefix(status.Convert(err).Message(), "volume_context.fsType")) {
+			t.Fatalf("fsType %q: %v", fs, err)
+		}
+	})
 }

@@ -6,7 +6,10 @@ package events
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // ErrInvalidEvent is wrapped when an event fails validation.
@@ -105,6 +108,24 @@ func (t Type) Title() string {
 // index, and a UUID or a hash needs far less.
 const MaxIDLength = 128
 
+// Limits on an event's fields, checked by Validate when an event is
+// recorded (the provisioner's intake refuses more with InvalidArgument).
+// Together they keep a formatted syslog message within MaxMessageSize, so
+// one event can never be too large to send.
+const (
+	// MaxFieldLength bounds each name an event carries (volume, replica,
+	// node, each storage node and listed replica, method, outcome): 253
+	// bytes is the longest Kubernetes object name (a DNS subdomain), and
+	// nvmirror's own IDs are far shorter.
+	MaxFieldLength = 253
+	// MaxListLength bounds the replicas and storage nodes one event lists:
+	// a volume has at most 4 replicas (3 and a replacement).
+	MaxListLength = 8
+	// MaxMessageLength bounds the message text in bytes; reporters cut
+	// longer texts (Truncate) before reporting.
+	MaxMessageLength = 2048
+)
+
 // Event is one event or audit record.
 type Event struct {
 	// Seq is assigned by the store when the event is recorded; 0 before.
@@ -147,7 +168,89 @@ func (e Event) Validate() error {
 	if e.Type == Audit && e.Method == "" {
 		return fmt.Errorf("%w: audit record without method", ErrInvalidEvent)
 	}
+	for _, f := range []struct{ name, value string }{{"volume", e.Volume}, {"replica", e.Replica}, {"node", e.Node}, {"method", e.Method}, {"outcome", e.Outcome}} {
+		if len(f.value) > MaxFieldLength {
+			return fmt.Errorf("%w: %s of %d bytes (at most %d)", ErrInvalidEvent, f.name, len(f.value), MaxFieldLength)
+		}
+	}
+	var storageNodes []string
+	if e.StorageNode != "" {
+		storageNodes = strings.Split(e.StorageNode, ",")
+	}
+	for _, l := range []struct {
+		name  string
+		items []string
+	}{{"storage nodes", storageNodes}, {"replicas", e.Replicas}} {
+		if len(l.items) > MaxListLength {
+			return fmt.Errorf("%w: %d %s (at most %d)", ErrInvalidEvent, len(l.items), l.name, MaxListLength)
+		}
+		for _, it := range l.items {
+			if len(it) > MaxFieldLength {
+				return fmt.Errorf("%w: %s: an entry of %d bytes (at most %d)", ErrInvalidEvent, l.name, len(it), MaxFieldLength)
+			}
+		}
+	}
+	if len(e.Message) > MaxMessageLength {
+		return fmt.Errorf("%w: message of %d bytes (at most %d)", ErrInvalidEvent, len(e.Message), MaxMessageLength)
+	}
 	return nil
+}
+
+// Truncate cuts s to at most n bytes on a UTF-8 boundary, ending it with
+// "..." when it was cut: what a reporter does to a message (an error's
+// text) before reporting it, to stay within MaxMessageLength.
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const more = "..."
+	if n <= len(more) {
+		return s[:utf8Boundary(s, n)]
+	}
+	return s[:utf8Boundary(s, n-len(more))] + more
+}
+
+// utf8Boundary returns the largest i ≤ n at which s can be cut without
+// splitting a UTF-8 sequence.
+func utf8Boundary(s string, n int) int {
+	if n >= len(s) {
+		return len(s)
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return n
+}
+
+// EscapeControl returns s with every control character (C0, DEL and C1)
+// written as an escape, \xNN (C1: \u00NN), and invalid UTF-8 replaced by
+// U+FFFD: the form of event text in syslog and in nvmirrorctl's output,
+// where a raw newline would split a log line or forge a table row and an
+// escape sequence would drive the reader's terminal. Other characters,
+// backslashes included, are kept.
+func EscapeControl(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || unicode.IsControl(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
+		switch {
+		case r < 0x80 && unicode.IsControl(r):
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case unicode.IsControl(r):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // Filter selects events; zero fields match everything.

@@ -61,6 +61,19 @@ func TestValidate(t *testing.T) {
 		{"audit without method", Event{Time: now, Type: Audit}, false},
 		{"id at the limit", Event{ID: strings.Repeat("x", MaxIDLength), Time: now, Type: VolumeHealed}, true},
 		{"id too long", Event{ID: strings.Repeat("x", MaxIDLength+1), Time: now, Type: VolumeHealed}, false},
+		{"fields at their limits", Event{Time: now, Type: Audit, Volume: long(MaxFieldLength), Replica: long(MaxFieldLength), Node: long(MaxFieldLength),
+			StorageNode: strings.Join(repeat(long(MaxFieldLength), MaxListLength), ","), Replicas: repeat(long(MaxFieldLength), MaxListLength),
+			Method: long(MaxFieldLength), Outcome: long(MaxFieldLength), Message: long(MaxMessageLength)}, true},
+		{"volume too long", Event{Time: now, Type: VolumeHealed, Volume: long(MaxFieldLength + 1)}, false},
+		{"replica too long", Event{Time: now, Type: VolumeHealed, Replica: long(MaxFieldLength + 1)}, false},
+		{"node too long", Event{Time: now, Type: VolumeHealed, Node: long(MaxFieldLength + 1)}, false},
+		{"storage node too long", Event{Time: now, Type: VolumeHealed, StorageNode: "sn-1," + long(MaxFieldLength+1)}, false},
+		{"too many storage nodes", Event{Time: now, Type: VolumeHealed, StorageNode: strings.Join(repeat("sn", MaxListLength+1), ",")}, false},
+		{"a listed replica too long", Event{Time: now, Type: VolumeHealed, Replicas: []string{"r", long(MaxFieldLength + 1)}}, false},
+		{"too many replicas", Event{Time: now, Type: VolumeHealed, Replicas: repeat("r", MaxListLength+1)}, false},
+		{"method too long", Event{Time: now, Type: Audit, Method: long(MaxFieldLength + 1)}, false},
+		{"outcome too long", Event{Time: now, Type: Audit, Method: "m", Outcome: long(MaxFieldLength + 1)}, false},
+		{"message too long", Event{Time: now, Type: VolumeHealed, Message: long(MaxMessageLength + 1)}, false},
 	}
 	for _, tc := range tests {
 		err := tc.e.Validate()
@@ -68,6 +81,16 @@ func TestValidate(t *testing.T) {
 			t.Errorf("%s: Validate = %v, want ok=%v", tc.name, err, tc.ok)
 		}
 	}
+}
+
+func long(n int) string { return strings.Repeat("x", n) }
+
+func repeat(s string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = s
+	}
+	return out
 }
 
 func TestFilterMatch(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
@@ -102,6 +103,8 @@ type Forwarder struct {
 	wake chan struct{}
 
 	sent       atomic.Uint64
+	truncated  atomic.Uint64
+	discarded  atomic.Uint64
 	reconnects atomic.Uint64
 	connected  atomic.Bool
 	mu         sync.Mutex
@@ -157,9 +160,16 @@ func (f *Forwarder) Enqueue(es ...Event) error {
 
 // ForwarderStats describe delivery.
 type ForwarderStats struct {
-	Queued     int    // waiting for confirmed delivery
-	Dropped    uint64 // dropped by the queue limit, ever (persistent)
-	Sent       uint64 // confirmed since start
+	Queued  int    // waiting for confirmed delivery
+	Dropped uint64 // dropped by the queue limit, ever (persistent)
+	Sent    uint64 // confirmed since start
+	// Truncated: messages longer than MaxMessageSize found in the queue
+	// (queued by a version without event limits), sent cut to it, since
+	// start.
+	Truncated uint64
+	// Discarded: messages the transport refused as too large even so
+	// (EMSGSIZE), set aside unsent so the queue moves on, since start.
+	Discarded  uint64
 	Reconnects uint64
 	Connected  bool
 	LastError  string
@@ -168,8 +178,8 @@ type ForwarderStats struct {
 // Stats returns delivery counters.
 func (f *Forwarder) Stats() ForwarderStats {
 	qs, _ := f.q.Stats()
-	s := ForwarderStats{Queued: qs.Len, Dropped: qs.Dropped, Sent: f.sent.Load(),
-		Reconnects: f.reconnects.Load(), Connected: f.connected.Load()}
+	s := ForwarderStats{Queued: qs.Len, Dropped: qs.Dropped, Sent: f.sent.Load(), Truncated: f.truncated.Load(),
+		Discarded: f.discarded.Load(), Reconnects: f.reconnects.Load(), Connected: f.connected.Load()}
 	f.mu.Lock()
 	if f.lastErr != nil {
 		s.LastError = f.lastErr.Error()
@@ -291,15 +301,17 @@ func (f *Forwarder) Run(ctx context.Context) error {
 				return fmt.Errorf("event queue: %w", err)
 			}
 			if len(items) > 0 {
-				end, err := s.write(items, f.o.WriteTimeout)
+				res, err := s.write(items, f.o.WriteTimeout)
 				if err != nil {
 					if !drop(err) {
 						return nil
 					}
 					continue
 				}
+				f.truncated.Add(uint64(res.truncated))
+				f.discarded.Add(uint64(res.discarded))
 				last := items[len(items)-1].Seq
-				pending = append(pending, inflight{lastSeq: last, count: len(items), end: end, at: time.Now()})
+				pending = append(pending, inflight{lastSeq: last, count: len(items) - res.discarded, end: res.end, at: time.Now()})
 				sentUpTo = last
 				continue
 			}
@@ -430,27 +442,68 @@ func (s *sink) close() {
 	s.conn.Close()
 }
 
-// write sends the batch and returns the socket byte offset at its end.
-func (s *sink) write(items []QueueItem, timeout time.Duration) (uint64, error) {
+// writeResult is what a batch's write did beside sending.
+type writeResult struct {
+	end       uint64 // socket byte offset at the batch's end (stream)
+	truncated int    // messages cut to MaxMessageSize
+	discarded int    // datagrams refused as too large (EMSGSIZE), not sent
+}
+
+// sendable returns msg cut to MaxMessageSize on a UTF-8 boundary, and
+// whether it was cut. Messages are formatted within it (Format); longer
+// ones were queued by a version without event limits.
+func sendable(msg []byte) ([]byte, bool) {
+	if len(msg) <= MaxMessageSize {
+		return msg, false
+	}
+	n := MaxMessageSize
+	for n > 0 && !utf8.RuneStart(msg[n]) {
+		n--
+	}
+	return msg[:n], true
+}
+
+// write sends the batch. No message can hold the queue up: one longer than
+// MaxMessageSize is sent truncated, and a datagram the kernel still refuses
+// as too large (EMSGSIZE) is set aside unsent; both are counted and logged,
+// and confirmed with the batch like the others.
+func (s *sink) write(items []QueueItem, timeout time.Duration) (writeResult, error) {
+	var res writeResult
 	if err := s.conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
-		return 0, err
+		return res, err
 	}
 	if !s.stream {
 		for _, it := range items {
-			if _, err := s.conn.Write(it.Data); err != nil {
-				return 0, err
+			msg, cut := sendable(it.Data)
+			if cut {
+				res.truncated++
+				klog.InfoS("Syslog message longer than the maximum; sending it truncated", "seq", it.Seq, "bytes", len(it.Data), "maxBytes", MaxMessageSize)
+			}
+			if _, err := s.conn.Write(msg); err != nil {
+				if errors.Is(err, syscall.EMSGSIZE) {
+					res.discarded++
+					klog.ErrorS(err, "Syslog datagram refused as too large; setting the message aside", "seq", it.Seq, "bytes", len(msg))
+					continue
+				}
+				return res, err
 			}
 		}
-		return 0, nil
+		return res, nil
 	}
 	var buf bytes.Buffer
 	for _, it := range items {
-		buf.Write(OctetCounted(it.Data))
+		msg, cut := sendable(it.Data)
+		if cut {
+			res.truncated++
+			klog.InfoS("Syslog message longer than the maximum; sending it truncated", "seq", it.Seq, "bytes", len(it.Data), "maxBytes", MaxMessageSize)
+		}
+		buf.Write(OctetCounted(msg))
 	}
 	if _, err := s.conn.Write(buf.Bytes()); err != nil {
-		return 0, err
+		return res, err
 	}
-	return s.written.Load(), nil
+	res.end = s.written.Load()
+	return res, nil
 }
 
 // acked returns how many socket bytes the peer has acknowledged.

@@ -2,6 +2,7 @@ package events
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -281,5 +282,50 @@ func TestForwarderOptions(t *testing.T) {
 	defer f.Close()
 	if err := f.Enqueue(Event{Type: "Bogus", Time: time.Now()}); err == nil {
 		t.Error("invalid event enqueued")
+	}
+}
+
+// One message larger than a datagram (queued by an earlier version, which
+// had no field limits) used to be retried forever over UDP, and nothing
+// after it was delivered: it is truncated to MaxMessageSize and counted,
+// and the queue moves on.
+func TestForwarderOversizedMessageDoesNotBlock(t *testing.T) {
+	for _, network := range []string{"udp", "tcp"} {
+		t.Run(network, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "queue.db")
+			q, err := OpenQueue(path, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			huge := append([]byte("<134>1 - - nvmirror - Audit [nvmirror@32473] "), bytes.Repeat([]byte("x"), 70000)...)
+			if _, err := q.Push(huge); err != nil {
+				t.Fatal(err)
+			}
+			q.Close()
+			var srv *collector
+			if network == "udp" {
+				srv = startUDP(t, "127.0.0.1:0")
+			} else {
+				srv = startTCP(t, "127.0.0.1:0", nil)
+			}
+			defer srv.stop()
+			f, stop := startForwarder(t, ForwarderOptions{Network: network, Address: srv.addr(), QueuePath: path})
+			defer stop()
+			for i := 0; i < 3; i++ {
+				if err := f.Enqueue(testEvent(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitFor(t, "the events after the oversized message", 10*time.Second, func() bool { ok, _ := hasAll(srv.got(), 3); return ok })
+			waitFor(t, "queue drained", 10*time.Second, func() bool { return f.Stats().Queued == 0 })
+			for _, m := range srv.got() {
+				if len(m) > MaxMessageSize {
+					t.Errorf("a message of %d bytes was sent (at most %d)", len(m), MaxMessageSize)
+				}
+			}
+			if st := f.Stats(); st.Truncated != 1 {
+				t.Errorf("stats = %+v, want 1 truncated", st)
+			}
+		})
 	}
 }

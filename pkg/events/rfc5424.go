@@ -72,7 +72,22 @@ func NewFormatter(facility string, pen int) (*Formatter, error) {
 // SDID is the structured-data element id, "nvmirror@<PEN>".
 func (f *Formatter) SDID() string { return "nvmirror@" + strconv.Itoa(f.PEN) }
 
-// Format renders e as one RFC 5424 message, without transport framing.
+// MaxMessageSize bounds a formatted message, and so a syslog datagram:
+// 8 KiB is rsyslog's default maxMessageSize (a default receiver keeps the
+// whole message) and far below a UDP datagram's 64 KiB. Events within
+// Validate's limits fit it whole; Format cuts the MSG text of one whose
+// escaped control characters would not, and the forwarder truncates
+// anything longer found in its queue (counted, ForwarderStats.Truncated).
+const MaxMessageSize = 8192
+
+// maxListParam bounds the value of a list parameter (storageNode,
+// replicas): MaxListLength names of MaxFieldLength bytes, comma-separated.
+const maxListParam = MaxListLength*(MaxFieldLength+1) - 1
+
+// Format renders e as one RFC 5424 message, without transport framing, of
+// at most MaxMessageSize bytes. Control characters in every field are
+// escaped (EscapeControl): header fields have them replaced by '_', SD
+// parameters and MSG carry them as \xNN.
 func (f *Formatter) Format(e Event) []byte {
 	var b strings.Builder
 	pri := f.Facility*8 + e.Type.Level().Severity()
@@ -93,19 +108,19 @@ func (f *Formatter) Format(e Event) []byte {
 	b.WriteString(headerField(string(e.Type), 32))
 	b.WriteString(" [")
 	b.WriteString(f.SDID())
-	param(&b, "volume", e.Volume)
-	param(&b, "replica", e.Replica)
-	param(&b, "node", e.Node)
-	param(&b, "storageNode", e.StorageNode)
+	param(&b, "volume", e.Volume, MaxFieldLength)
+	param(&b, "replica", e.Replica, MaxFieldLength)
+	param(&b, "node", e.Node, MaxFieldLength)
+	param(&b, "storageNode", e.StorageNode, maxListParam)
 	if len(e.Replicas) > 0 {
-		param(&b, "replicas", strings.Join(e.Replicas, ","))
+		param(&b, "replicas", strings.Join(e.Replicas, ","), maxListParam)
 	}
 	if e.Type == Audit {
-		param(&b, "method", e.Method)
-		param(&b, "outcome", e.Outcome)
+		param(&b, "method", e.Method, MaxFieldLength)
+		param(&b, "outcome", e.Outcome, MaxFieldLength)
 	}
 	b.WriteString("] ")
-	b.WriteString(messageText(e))
+	b.WriteString(Truncate(messageText(e), MaxMessageSize-b.Len()))
 	return []byte(b.String())
 }
 
@@ -120,7 +135,7 @@ func messageText(e Event) string {
 	if e.Message != "" {
 		msg += ": " + e.Message
 	}
-	return strings.ToValidUTF8(msg, "\uFFFD")
+	return EscapeControl(msg)
 }
 
 // headerField makes s a valid header field: printable US-ASCII without
@@ -141,13 +156,15 @@ func headerField(s string, max int) string {
 	return string(out)
 }
 
-// param writes ` name="value"` with the value escaped as RFC 5424 6.3.3
-// requires: '"', '\' and ']' are preceded by a backslash.
-func param(b *strings.Builder, name, value string) {
+// param writes ` name="value"` with the value's control characters escaped
+// (EscapeControl; the escaped value cut to max bytes, which only a value
+// full of them can exceed) and then '"', '\' and ']' preceded by a
+// backslash, as RFC 5424 6.3.3 requires.
+func param(b *strings.Builder, name, value string, max int) {
 	b.WriteByte(' ')
 	b.WriteString(name)
 	b.WriteString(`="`)
-	for _, r := range strings.ToValidUTF8(value, "\uFFFD") {
+	for _, r := range Truncate(EscapeControl(value), max) {
 		if r == '"' || r == '\\' || r == ']' {
 			b.WriteByte('\\')
 		}

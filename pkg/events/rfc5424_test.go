@@ -201,3 +201,55 @@ func TestOctetCounted(t *testing.T) {
 		}
 	}
 }
+
+// Control characters in any field must not reach the receiver raw: a
+// newline splits a line-based log, an escape sequence drives the terminal
+// of whoever reads it. They are escaped as \xNN (\u00NN for C1).
+func TestFormatEscapesControlCharacters(t *testing.T) {
+	f := &Formatter{Facility: 16, Hostname: "h\nost", AppName: "nvmirror", ProcID: "1", PEN: ExamplePEN}
+	e := Event{Time: time.Now(), Type: Audit, Volume: "vol\n-1", Replica: "r\x1b[31m", Node: "node\r", StorageNode: "sn\t1",
+		Replicas: []string{"a\x00", "b\u0085"}, Method: "Create\x7fVolume", Outcome: "OK\n", Message: "line one\nline two\x1b]0;owned\x07"}
+	out := f.Format(e)
+	for i, c := range string(out) {
+		if c < 0x20 || c == 0x7f || (c >= 0x80 && c <= 0x9f) {
+			t.Fatalf("control character %U at %d in %q", c, i, out)
+		}
+	}
+	// In SD parameters the escape's backslash is itself escaped (RFC 5424
+	// 6.3.3), so a parser of the SD reads \x0a; MSG has no such escaping.
+	for _, want := range []string{`volume="vol\\x0a-1"`, `replica="r\\x1b[31m"`, `node="node\\x0d"`, `storageNode="sn\\x091"`,
+		`replicas="a\\x00,b\\u0085"`, `method="Create\\x7fVolume"`, `outcome="OK\\x0a"`, `line one\x0aline two\x1b]0;owned\x07`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("%q does not contain %q", out, want)
+		}
+	}
+}
+
+// FuzzFormat: whatever an event that passes Validate holds, its message is
+// one RFC 5424 line without control characters and within MaxMessageSize.
+func FuzzFormat(f *testing.F) {
+	f.Add("vol-1", "rep-1", "node-a", "sn-1,sn-2", "r1,r2", "CreateVolume", "OK", "healed\n\x1b[2J")
+	f.Add(strings.Repeat("\x01", MaxFieldLength), "", "", "", "", "", "", strings.Repeat("\n", MaxMessageLength))
+	f.Fuzz(func(t *testing.T, vol, rep, node, sn, reps, method, outcome, msg string) {
+		e := Event{Time: time.Unix(1, 0), Type: Audit, Volume: vol, Replica: rep, Node: node, StorageNode: sn, Method: method, Outcome: outcome, Message: msg}
+		if reps != "" {
+			e.Replicas = strings.Split(reps, ",")
+		}
+		if e.Validate() != nil {
+			return
+		}
+		fm := &Formatter{Facility: 16, Hostname: "h", AppName: "nvmirror", ProcID: "1", PEN: ExamplePEN}
+		out := fm.Format(e)
+		if len(out) > MaxMessageSize {
+			t.Fatalf("message of %d bytes", len(out))
+		}
+		for _, c := range string(out) {
+			if c < 0x20 || c == 0x7f || (c >= 0x80 && c <= 0x9f) {
+				t.Fatalf("control character %U in %q", c, out)
+			}
+		}
+		if header.FindSubmatch(out) == nil {
+			t.Fatalf("not RFC 5424: %q", out)
+		}
+	})
+}

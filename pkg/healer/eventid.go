@@ -26,6 +26,10 @@ func EventID(e events.Event) string {
 	if e.Type == events.SessionEstablished || e.Type == events.SessionClosed {
 		fmt.Fprintf(h, "\x00%s", e.Message)
 	}
+	if e.Type == events.Audit {
+		// Audit records of different calls may share a time and volume.
+		fmt.Fprintf(h, "\x00%s\x00%s\x00%s", e.Method, e.Outcome, e.Message)
+	}
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 

@@ -174,34 +174,49 @@ func (o *Observer) getVolume(ctx context.Context, id string) (*volume.Volume, er
 // NodeStage recorded, checked by UUID; the others (re-assembled under
 // another number after a reboot) by reading the remaining arrays of
 // /proc/mdstat once.
+//
+// An array that cannot be read (its /proc/mdstat entry or its sysfs
+// directory) is logged and skipped: a volume whose array it is has no array
+// this cycle (nothing is repaired in it), and every other volume is healed
+// as usual. If /proc/mdstat as a whole cannot be parsed, each staged
+// volume's array is still read under the device NodeStage recorded.
 func (o *Observer) arrays(staged []stagestate.Volume) (map[string]mdraid.Array, error) {
 	out := map[string]mdraid.Array{}
 	st, err := o.Arrays.ReadMdstat()
 	if errors.Is(err, mdraid.ErrNotFound) {
 		return out, nil // md not loaded: no array runs
 	}
-	if err != nil {
+	listed := true
+	if errors.Is(err, mdraid.ErrMalformed) {
+		klog.ErrorS(err, "Cannot parse /proc/mdstat; reading only the arrays the staged volumes were assembled as")
+		listed = false
+	} else if err != nil {
 		return nil, fmt.Errorf("read mdstat: %w", err)
 	}
 	running := map[string]bool{}
 	for _, a := range st.Arrays {
 		running[a.Name] = true
+		if a.Err != nil {
+			klog.ErrorS(a.Err, "Cannot read an md array's /proc/mdstat entry; reading its sysfs state only", "array", a.Name)
+		}
 	}
 	read := map[string]*mdraid.Array{}
-	readArray := func(name string) (*mdraid.Array, error) {
+	readArray := func(name string) *mdraid.Array {
 		if a, ok := read[name]; ok {
-			return a, nil
+			return a
 		}
 		a, err := o.Arrays.ReadArray(name)
-		if errors.Is(err, mdraid.ErrNotFound) {
+		switch {
+		case errors.Is(err, mdraid.ErrNotFound):
 			read[name] = nil
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
+			return nil
+		case err != nil:
+			klog.ErrorS(err, "Cannot read an md array; skipping it this cycle", "array", name)
+			read[name] = nil
+			return nil
 		}
 		read[name] = &a
-		return &a, nil
+		return &a
 	}
 	var missing []stagestate.Volume
 	for _, sv := range staged {
@@ -214,12 +229,8 @@ func (o *Observer) arrays(staged []stagestate.Volume) (map[string]mdraid.Array, 
 			continue
 		}
 		name := filepath.Base(sv.MDDevice)
-		if running[name] {
-			a, err := readArray(name)
-			if err != nil {
-				return nil, err
-			}
-			if a != nil && a.UUID == want {
+		if running[name] || (!listed && sv.MDDevice != "") {
+			if a := readArray(name); a != nil && a.UUID == want {
 				out[sv.VolumeID] = *a
 				continue
 			}
@@ -227,16 +238,12 @@ func (o *Observer) arrays(staged []stagestate.Volume) (map[string]mdraid.Array, 
 		sv.MDUUID = want
 		missing = append(missing, sv)
 	}
-	if len(missing) == 0 {
+	if len(missing) == 0 || !listed {
 		return out, nil
 	}
 	byUUID := map[string]mdraid.Array{}
 	for _, a := range st.Arrays {
-		arr, err := readArray(a.Name)
-		if err != nil {
-			return nil, err
-		}
-		if arr != nil && arr.UUID != "" {
+		if arr := readArray(a.Name); arr != nil && arr.UUID != "" {
 			byUUID[arr.UUID] = *arr
 		}
 	}

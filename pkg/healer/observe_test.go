@@ -3,7 +3,10 @@ package healer
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -185,5 +188,53 @@ func BenchmarkNVMePoll(b *testing.B) {
 				_ = fingerprint(cs)
 			}
 		})
+	}
+}
+
+// One array the healer cannot read (here the real kernel's line for an
+// inactive array with no members, left by a failed assemble, whose sysfs
+// holds no UUID) is reported and skipped: every other volume is still
+// observed, found by UUID too.
+func TestObserveSkipsUnreadableArray(t *testing.T) {
+	for name, extra := range map[string]string{
+		"inactive without members": "md127 : inactive super 1.2\n       \n",
+		"unreadable mdstat entry":  "md127 : active raid1 sdd[1] sdc[0]\n      100 blocks super 1.2 [2/2] [UU]\n      bitmap: lots of pages\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			tr := newTree(t, 2)
+			mdstat, err := os.ReadFile(filepath.Join(tr.root, "proc", "mdstat"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr.write("proc/mdstat", strings.Replace(string(mdstat), "unused devices:", extra+"unused devices:", 1))
+			tr.write("sys/block/md127/md/array_state", "inactive")
+			tr.write("sys/block/md127/md/level", "")
+			tr.write("sys/block/md127/md/raid_disks", "garbled") // and its sysfs unreadable
+			// vol-0000 is found by UUID: every array is read, md127 too.
+			tr.staged[0].MDDevice = "/dev/md9"
+			obs, err := tr.observer(newFakeProv(tr.vols)).Observe(context.Background())
+			if err != nil {
+				t.Fatalf("one odd array stopped the whole cycle: %v", err)
+			}
+			if len(obs.Volumes) != 2 || obs.Volumes[0].Array == nil || obs.Volumes[0].Array.Name != "md0" ||
+				obs.Volumes[1].Array == nil || obs.Volumes[1].Array.Name != "md1" {
+				t.Fatalf("volumes %+v", obs.Volumes)
+			}
+		})
+	}
+}
+
+// A /proc/mdstat the parser cannot read at all (an unknown top-level line)
+// does not stop healing either: each staged volume's array is read under
+// the device NodeStage recorded.
+func TestObserveUnparseableMdstat(t *testing.T) {
+	tr := newTree(t, 2)
+	tr.write("proc/mdstat", "Personalities : [raid1] \nsomething new : from a future kernel\n")
+	obs, err := tr.observer(newFakeProv(tr.vols)).Observe(context.Background())
+	if err != nil {
+		t.Fatalf("Observe: %v", err)
+	}
+	if len(obs.Volumes) != 2 || obs.Volumes[0].Array == nil || obs.Volumes[1].Array == nil {
+		t.Fatalf("volumes %+v", obs.Volumes)
 	}
 }

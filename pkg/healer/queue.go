@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -23,8 +24,10 @@ type EventReporter interface {
 }
 
 // ErrRejected marks a batch the provisioner will never accept; so does
-// volume.ErrInvalidArgument (the client's mapping of InvalidArgument). Such
-// a batch is dropped, so that one bad event cannot block the queue forever.
+// volume.ErrInvalidArgument (the client's mapping of InvalidArgument). The
+// events of such a batch are then sent one by one and those refused alone
+// are dropped, so that one bad event can neither block the queue forever
+// nor take good events with it.
 var ErrRejected = errors.New("events rejected")
 
 // EventQueue is the node's outbox of events: Enqueue returns once the
@@ -44,6 +47,8 @@ type EventQueue struct {
 	MinBackoff, MaxBackoff time.Duration
 	// CallTimeout bounds one ReportEvents.
 	CallTimeout time.Duration
+
+	running atomic.Bool // a Run loop is sending
 }
 
 // OpenEventQueue opens (creating) the queue file. limit bounds its length
@@ -77,10 +82,17 @@ func (e *EventQueue) Enqueue(evs []events.Event) error {
 		msgs = append(msgs, b)
 		kv := []any{"id", ev.ID, "type", ev.Type, "level", ev.Type.Level(), "time", ev.Time, "volumeID", ev.Volume,
 			"replicas", ev.Replicas, "storageNode", ev.StorageNode, "node", ev.Node}
+		if ev.Type == events.Audit {
+			kv = append(kv, "method", ev.Method, "outcome", ev.Outcome)
+		}
+		msg := ev.Message
+		if msg == "" {
+			msg = ev.Type.Title()
+		}
 		if ev.Type.Level() == events.Info {
-			klog.InfoS(ev.Message, kv...)
+			klog.InfoS(msg, kv...)
 		} else {
-			klog.InfoS(ev.Message, append(kv, "severity", ev.Type.Level().String())...)
+			klog.InfoS(msg, append(kv, "severity", ev.Type.Level().String())...)
 		}
 	}
 	if _, err := e.q.Push(msgs...); err != nil {
@@ -122,14 +134,19 @@ func (e *EventQueue) Flush(ctx context.Context) error {
 			}
 			reports = append(reports, r)
 		}
-		cctx, cancel := ctx, context.CancelFunc(func() {})
-		if e.CallTimeout > 0 {
-			cctx, cancel = context.WithTimeout(ctx, e.CallTimeout)
-		}
-		err = e.sink.ReportEvents(cctx, reports...)
-		cancel()
-		if errors.Is(err, ErrRejected) || errors.Is(err, volume.ErrInvalidArgument) {
-			klog.ErrorS(err, "Provisioner rejected events; dropping them", "count", len(reports))
+		err = e.report(ctx, reports)
+		if rejected(err) && len(reports) > 1 {
+			// One refused event must not take the rest of its batch with
+			// it: send them one by one and set aside only what is refused.
+			for _, r := range reports {
+				if err = e.report(ctx, []events.Event{r}); rejected(err) {
+					klog.ErrorS(err, "Provisioner rejected an event; dropping it", "id", r.ID, "type", r.Type, "volumeID", r.Volume)
+				} else if err != nil {
+					return fmt.Errorf("report event %s: %w", r.ID, err)
+				}
+			}
+		} else if rejected(err) {
+			klog.ErrorS(err, "Provisioner rejected an event; dropping it", "id", reports[0].ID, "type", reports[0].Type, "volumeID", reports[0].Volume)
 		} else if err != nil {
 			return fmt.Errorf("report %d events: %w", len(reports), err)
 		}
@@ -139,9 +156,34 @@ func (e *EventQueue) Flush(ctx context.Context) error {
 	}
 }
 
+// report sends one ReportEvents within CallTimeout.
+func (e *EventQueue) report(ctx context.Context, reports []events.Event) error {
+	if len(reports) == 0 {
+		return nil
+	}
+	if e.CallTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, e.CallTimeout)
+		defer cancel()
+	}
+	return e.sink.ReportEvents(ctx, reports...)
+}
+
+// rejected: the provisioner will never accept these events.
+func rejected(err error) bool {
+	return errors.Is(err, ErrRejected) || errors.Is(err, volume.ErrInvalidArgument)
+}
+
 // Run delivers events until ctx ends: at once when some are enqueued, and
-// after a failure again with exponential backoff.
+// after a failure again with exponential backoff. One loop sends: a Run
+// called while another runs returns at once (logged), since two loops would
+// read and send the same events, and every event would reach syslog twice.
 func (e *EventQueue) Run(ctx context.Context) {
+	if !e.running.CompareAndSwap(false, true) {
+		klog.ErrorS(nil, "Event queue sender already running; not starting a second one")
+		return
+	}
+	defer e.running.Store(false)
 	wait := time.Duration(0)
 	for {
 		if err := e.Flush(ctx); err != nil {

@@ -4,11 +4,15 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/nvmirror/nvmirror/pkg/events"
 	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/nvmirror/nvmirror/pkg/events"
+	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
 func someEvents(n int) []events.Event {
@@ -116,8 +120,45 @@ func TestQueueDropsRejected(t *testing.T) {
 	if err := q.Enqueue(someEvents(2)); err != nil {
 		t.Fatal(err)
 	}
-	if err := q.Flush(context.Background()); err != nil || q.Len() != 0 || sink.calls != 1 {
+	// The batch, then each event on its own: every one is refused.
+	if err := q.Flush(context.Background()); err != nil || q.Len() != 0 || sink.calls != 3 {
 		t.Fatalf("err %v len %d calls %d", err, q.Len(), sink.calls)
+	}
+}
+
+// validating accepts what the provisioner's intake accepts (Validate) and
+// refuses a batch holding anything else, as InvalidArgument.
+type validating struct{ got []events.Event }
+
+func (v *validating) ReportEvents(_ context.Context, es ...events.Event) error {
+	for _, e := range es {
+		if err := e.Validate(); err != nil {
+			return fmt.Errorf("%v: %w", err, volume.ErrInvalidArgument)
+		}
+	}
+	v.got = append(v.got, es...)
+	return nil
+}
+
+// One event the provisioner refuses must not take the good events of its
+// batch with it: only the refused one is set aside.
+func TestQueueDropsOnlyTheRejectedEvent(t *testing.T) {
+	sink := &validating{}
+	q, err := OpenEventQueue(filepath.Join(t.TempDir(), "events.db"), 0, sink, clocktesting.NewFakeClock(t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	evs := someEvents(3)
+	evs[1].Message = strings.Repeat("x", events.MaxMessageLength+1)
+	if err := q.Enqueue(evs); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Flush(context.Background()); err != nil || q.Len() != 0 {
+		t.Fatalf("Flush: %v, %d left", err, q.Len())
+	}
+	if len(sink.got) != 2 || !sink.got[0].Time.Equal(evs[0].Time) || !sink.got[1].Time.Equal(evs[2].Time) {
+		t.Fatalf("delivered %+v, want the first and the third event", sink.got)
 	}
 }
 
@@ -131,5 +172,66 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not reached")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// slowSink records every event it is sent, taking a while per call, as a
+// provisioner does.
+type slowSink struct {
+	mu  sync.Mutex
+	ids map[string]int
+}
+
+func (s *slowSink) ReportEvents(_ context.Context, es ...events.Event) error {
+	time.Sleep(20 * time.Millisecond)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range es {
+		s.ids[e.ID]++
+	}
+	return nil
+}
+
+func (s *slowSink) count() (events, max int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range s.ids {
+		events++
+		if n > max {
+			max = n
+		}
+	}
+	return events, max
+}
+
+// The node plugin started the sender twice (the healer's Run and its
+// wiring), and both loops sent the same events: every event reached syslog
+// twice. However many times Run is called, one loop sends.
+func TestQueueRunTwiceSendsEachEventOnce(t *testing.T) {
+	sink := &slowSink{ids: map[string]int{}}
+	q, err := OpenEventQueue(filepath.Join(t.TempDir(), "events.db"), 0, sink, clocktesting.NewFakeClock(t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if err := q.Enqueue(someEvents(5)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() { defer wg.Done(); q.Run(ctx) }()
+	}
+	waitFor(t, func() bool { n, _ := sink.count(); return n == 5 && q.Len() == 0 })
+	if err := q.Enqueue(someEvents(7)[5:]); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { n, _ := sink.count(); return n == 7 && q.Len() == 0 })
+	time.Sleep(50 * time.Millisecond) // a second loop's late resend
+	cancel()
+	wg.Wait()
+	if n, max := sink.count(); n != 7 || max != 1 {
+		t.Fatalf("%d events delivered, one of them %d times; want each once", n, max)
 	}
 }

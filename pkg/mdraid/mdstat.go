@@ -47,6 +47,11 @@ type MdstatArray struct {
 	Sync *MdstatSync
 	// Bitmap is the write-intent bitmap line, if any.
 	Bitmap *MdstatBitmap
+	// Err is set (wrapping ErrMalformed, naming the line) when a line of
+	// this array's entry could not be read; the other fields are then
+	// partial. One such array does not fail the file: its readers report
+	// and skip it, and go on with the others.
+	Err error
 }
 
 // MdstatMember is one "name[N](flags)" of an array's line.
@@ -98,8 +103,11 @@ var (
 )
 
 // ParseMdstat parses /proc/mdstat as md.c's md_seq_show prints it. It never
-// guesses: a line it recognises but cannot read, or an unknown line at the
-// top level, is an error naming the line.
+// guesses: a line it recognises but cannot read is an error naming the
+// line. When the line belongs to an array (its "NAME : ..." line or one of
+// its indented lines), the error is that array's (MdstatArray.Err) and the
+// rest of the file is still parsed, so one odd array never hides the
+// others; an unknown line at the top level fails the file.
 func ParseMdstat(b []byte) (Mdstat, error) {
 	var st Mdstat
 	var cur *MdstatArray
@@ -126,17 +134,23 @@ func ParseMdstat(b []byte) (Mdstat, error) {
 				}
 			}
 		case line[0] != ' ' && line[0] != '\t':
-			a, err := parseMdstatHeader(line)
+			name, rest, ok := strings.Cut(line, " : ")
+			if !ok || name == "" || strings.ContainsAny(name, " \t") {
+				return Mdstat{}, mdstatError(lineNo, line, "not an array line (NAME : STATE ...)")
+			}
+			a, err := parseMdstatHeader(name, rest)
 			if err != nil {
-				return Mdstat{}, mdstatError(lineNo, line, "%v", err)
+				a = MdstatArray{Name: name, Err: mdstatError(lineNo, line, "%v", err)}
 			}
 			st.Arrays = append(st.Arrays, a)
 			cur = &st.Arrays[len(st.Arrays)-1]
 		case cur == nil:
 			return Mdstat{}, mdstatError(lineNo, line, "indented line outside an array")
+		case cur.Err != nil:
+			// The rest of an array already unreadable.
 		default:
 			if err := parseMdstatDetail(cur, text); err != nil {
-				return Mdstat{}, mdstatError(lineNo, line, "%s: %v", cur.Name, err)
+				cur.Err = mdstatError(lineNo, line, "%s: %v", cur.Name, err)
 			}
 		}
 	}
@@ -147,12 +161,12 @@ func mdstatError(lineNo int, line, format string, args ...any) error {
 	return fmt.Errorf("%w: /proc/mdstat line %d %q: %s", ErrMalformed, lineNo, line, fmt.Sprintf(format, args...))
 }
 
-// parseMdstatHeader reads "md127 : active (auto-read-only) raid1 a[0] b[1](F)".
-func parseMdstatHeader(line string) (MdstatArray, error) {
-	name, rest, ok := strings.Cut(line, " : ")
-	if !ok || name == "" || strings.ContainsAny(name, " \t") {
-		return MdstatArray{}, fmt.Errorf("not an array line (NAME : STATE ...)")
-	}
+// parseMdstatHeader reads the part after "NAME : " of an array's line:
+// "active (auto-read-only) raid1 a[0] b[1](F)". An array without members
+// has no blocks line, so the kernel prints its metadata version on this
+// line instead: "inactive super 1.2" (the real kernel's line after a failed
+// assemble), "super external:imsm", "super non-persistent".
+func parseMdstatHeader(name, rest string) (MdstatArray, error) {
 	fields := strings.Fields(rest)
 	if len(fields) == 0 {
 		return MdstatArray{}, fmt.Errorf("no array state")
@@ -181,7 +195,15 @@ func parseMdstatHeader(line string) (MdstatArray, error) {
 	default:
 		return MdstatArray{}, fmt.Errorf("unknown array state %q", a.State)
 	}
-	for _, f := range fields {
+	for i, f := range fields {
+		if f == "super" {
+			// Only after the members, and only when there are none.
+			if len(a.Members) > 0 || i != len(fields)-2 {
+				return MdstatArray{}, fmt.Errorf("\"super\" is not followed by exactly one metadata version, or the array has members")
+			}
+			a.Super = fields[i+1]
+			break
+		}
 		m := mdstatMemberPattern.FindStringSubmatch(f)
 		if m == nil {
 			return MdstatArray{}, fmt.Errorf("member %q is not name[N](flags)", f)

@@ -106,6 +106,12 @@ func TestParseMdstatFixtures(t *testing.T) {
 			"md124 inactive  blocks=14336 super=1.2 [0/0] [] ram4[0](S)",
 			"md125 active raid0 blocks=28672 super=1.2 [0/0] [] ram3[1] ram2[0]",
 			"md127 active raid1 blocks=39936 super=1.2 [3/3] [UUU] nvme1n1[3] nvme2n1[2] nvme0n1[0] bitmap=0/1 1024KB"}},
+		// The real kernel after a failed assemble (mdadm left md127 with no
+		// members): md_seq_show prints " super 1.2" on the array's own
+		// line, as there is no blocks line to carry it.
+		{"inactive-no-members", []string{
+			"md126 active raid1 blocks=39936 super=1.2 [2/2] [UU] nvme1n1[1] nvme0n1[0] bitmap=0/1 1024KB",
+			"md127 inactive  blocks=0 super=1.2 [0/0] []"}},
 		{"raid1-target-lost", []string{
 			"md125 active raid0 blocks=28672 super=1.2 [0/0] [] ram3[1] ram2[0]",
 			"md127 active raid1 blocks=39936 super=1.2 [3/2] [UU_] nvme1n1[3] nvme2n1[2](F) nvme0n1[0] bitmap=1/1 1024KB"}},
@@ -168,6 +174,16 @@ func TestParseMdstatKernelFormats(t *testing.T) {
 			name: "array with no members yet",
 			in:   "md3 : inactive\n       \n",
 			want: []string{"md3 inactive  blocks=0 super= [0/0] []"},
+		},
+		{
+			name: "inactive array without members, after a failed assemble",
+			in:   "md127 : inactive super 1.2\n       \nmd126 : active raid1 sdb[1] sda[0]\n      100 blocks super 1.2 [2/2] [UU]\n",
+			want: []string{"md127 inactive  blocks=0 super=1.2 [0/0] []", "md126 active raid1 blocks=100 super=1.2 [2/2] [UU] sdb[1] sda[0]"},
+		},
+		{
+			name: "inactive array without members, external and non-persistent metadata",
+			in:   "md125 : inactive super external:imsm\nmd124 : inactive super non-persistent\n",
+			want: []string{"md125 inactive  blocks=0 super=external:imsm [0/0] []", "md124 inactive  blocks=0 super=non-persistent [0/0] []"},
 		},
 		{
 			name: "clustered resync on another node",
@@ -233,11 +249,45 @@ func TestParseMdstatErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			st, err := ParseMdstat([]byte(tt.in))
+			if err == nil && len(st.Arrays) == 1 {
+				// An array's own line it cannot read: that array carries
+				// the error, the file does not fail (see
+				// TestParseMdstatOneUnreadableArray).
+				err = st.Arrays[0].Err
+			}
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("got %+v, %v; want ErrMalformed", st, err)
 			}
 			if !strings.Contains(err.Error(), "line ") {
 				t.Errorf("error %q does not name the line", err)
+			}
+		})
+	}
+}
+
+// One array the parser cannot read must not hide the others: it is listed
+// with its error (naming the line), and the rest of the file is parsed.
+func TestParseMdstatOneUnreadableArray(t *testing.T) {
+	const good = "md126 : active raid1 sdb[1] sda[0]\n      100 blocks super 1.2 [2/2] [UU]\n"
+	for name, bad := range map[string]string{
+		"garbled bitmap":   "md127 : active raid1 sdd[1] sdc[0]\n      100 blocks super 1.2 [2/2] [UU]\n      bitmap: lots of pages\n",
+		"unknown state":    "md127 : resting raid1 sdc[0]\n      100 blocks super 1.2 [2/2] [UU]\n",
+		"garbled member":   "md127 : active raid1 sdc\n",
+		"garbled progress": "md127 : active raid1 sdd[1] sdc[0]\n      100 blocks super 1.2 [2/1] [U_]\n      [=>...]  recovery = lots\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			st, err := ParseMdstat([]byte("Personalities : [raid1] \n" + bad + good + "unused devices: <none>\n"))
+			if err != nil {
+				t.Fatalf("the whole file failed: %v", err)
+			}
+			if len(st.Arrays) != 2 || st.Arrays[0].Name != "md127" || st.Arrays[1].Name != "md126" {
+				t.Fatalf("arrays %+v", st.Arrays)
+			}
+			if err := st.Arrays[0].Err; !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "line ") {
+				t.Errorf("md127: error %v, want ErrMalformed naming the line", err)
+			}
+			if a := st.Arrays[1]; a.Err != nil || mdstatSummary(a) != "md126 active raid1 blocks=100 super=1.2 [2/2] [UU] sdb[1] sda[0]" {
+				t.Errorf("md126: %s, %v", mdstatSummary(a), a.Err)
 			}
 		})
 	}
@@ -276,6 +326,8 @@ func FuzzParseMdstat(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	f.Add([]byte("md127 : inactive super 1.2\n       \n"))
+	f.Add([]byte("md127 : inactive super\nmd126 : inactive super 1.2 sda[0]\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		st, err := ParseMdstat(b)
 		if err != nil {
@@ -285,6 +337,18 @@ func FuzzParseMdstat(f *testing.F) {
 			return
 		}
 		for _, a := range st.Arrays {
+			if a.Name == "" || strings.ContainsAny(a.Name, " \t\n") {
+				t.Fatalf("array name %q", a.Name)
+			}
+			if a.Err != nil {
+				if !errors.Is(a.Err, ErrMalformed) {
+					t.Fatalf("%s: error %v does not wrap ErrMalformed", a.Name, a.Err)
+				}
+				continue // unreadable: reported and skipped by its readers
+			}
+			if a.Super == "super" {
+				t.Fatalf("%s: metadata version %q", a.Name, a.Super)
+			}
 			if a.ActiveDisks > a.RaidDisks || a.ActiveDisks < 0 {
 				t.Fatalf("%s: %d active of %d", a.Name, a.ActiveDisks, a.RaidDisks)
 			}

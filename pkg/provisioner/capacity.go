@@ -6,6 +6,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/placement"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
@@ -61,13 +62,14 @@ func (s *Service) MaxVolumeSize(ctx context.Context, parameters map[string]strin
 // overcommit) rather than a sum of free space no volume could use.
 func (s *Service) maxVolumeSize(nodes []placement.Node, p storageclass.Parameters) int64 {
 	fits := func(units int64) bool {
-		_, err := placement.Choose(nodes, placement.Request{SizeBytes: units * sizeAlignment, Count: p.NumReplicas, Params: p, ThinOvercommit: s.o.ThinOvercommit})
+		_, err := placement.Choose(nodes, placement.Request{SizeBytes: units * layout.Alignment, Count: p.NumReplicas, Params: p, ThinOvercommit: s.o.ThinOvercommit})
 		return err == nil
 	}
 	var hi int64
 	for _, n := range nodes {
-		hi = max(hi, n.AvailableBytes/sizeAlignment)
+		hi = max(hi, n.AvailableBytes/layout.Alignment)
 	}
+	hi = min(hi, layout.MaxVolumeSize/layout.Alignment)
 	lo := int64(0) // fits(lo) holds trivially for 0
 	for lo < hi {
 		mid := lo + (hi-lo+1)/2
@@ -77,7 +79,7 @@ func (s *Service) maxVolumeSize(nodes []placement.Node, p storageclass.Parameter
 			hi = mid - 1
 		}
 	}
-	return lo * sizeAlignment
+	return lo * layout.Alignment
 }
 
 // StorageNodeStatus is a registered storage node with what its agent

@@ -29,15 +29,21 @@ var (
 	ErrUnavailable = errors.New("unavailable")
 	// ErrAborted: another operation on the same volume is in progress.
 	ErrAborted = errors.New("aborted")
+	// ErrOutOfRange: a requested size is above the largest volume
+	// (layout.MaxVolumeSize).
+	ErrOutOfRange = errors.New("out of range")
 )
 
 // statusCodes maps the service's sentinels, and the store's, to codes.
 var statusCodes = grpcerr.Codes{
-	grpcerr.To(codes.InvalidArgument, ErrInvalidArgument),
+	// placement.ErrInvalidRequest: placement refused the request's values
+	// (replica count, size), which come from the caller.
+	grpcerr.To(codes.InvalidArgument, ErrInvalidArgument, placement.ErrInvalidRequest),
 	grpcerr.To(codes.NotFound, ErrNotFound),
 	grpcerr.To(codes.AlreadyExists, ErrAlreadyExists),
 	grpcerr.To(codes.ResourceExhausted, ErrResourceExhausted),
 	grpcerr.To(codes.FailedPrecondition, ErrFailedPrecondition),
+	grpcerr.To(codes.OutOfRange, ErrOutOfRange),
 	grpcerr.To(codes.Unavailable, ErrUnavailable, store.ErrNotLeader),
 	grpcerr.To(codes.Aborted, ErrAborted, store.ErrConflict),
 	grpcerr.To(codes.DeadlineExceeded, context.DeadlineExceeded),

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/nvmirror/nvmirror/pkg/provisioner/placement"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 )
 
@@ -29,6 +30,10 @@ func TestCode(t *testing.T) {
 		{fmt.Errorf("x: %w", context.DeadlineExceeded), codes.DeadlineExceeded},
 		{status.Error(codes.PermissionDenied, "no"), codes.PermissionDenied},
 		{errors.New("disk on fire"), codes.Internal},
+		// Placement refusing the request's values is the caller's input,
+		// not an internal failure.
+		{fmt.Errorf("volume x: %w: count 0", placement.ErrInvalidRequest), codes.InvalidArgument},
+		{fmt.Errorf("volume x: %w", placement.ErrResourceExhausted), codes.ResourceExhausted},
 	}
 	for _, tc := range tests {
 		if got := Code(tc.err); got != tc.want {

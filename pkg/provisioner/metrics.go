@@ -259,6 +259,10 @@ var (
 		"Syslog messages whose delivery the server confirmed (TCP/TLS: acknowledged bytes; UDP: sent), since the process started.", nil, nil)
 	descSyslogDropped = prometheus.NewDesc("nvmirror_provisioner_syslog_dropped_total",
 		"Syslog messages dropped because the queue was full (--syslog-queue-limit), ever: the count is kept in the queue file across restarts.", nil, nil)
+	descSyslogTruncated = prometheus.NewDesc("nvmirror_provisioner_syslog_truncated_total",
+		"Syslog messages longer than the maximum message size (8 KiB) sent truncated, since the process started; only messages queued by a version without event size limits can be.", nil, nil)
+	descSyslogDiscarded = prometheus.NewDesc("nvmirror_provisioner_syslog_discarded_total",
+		"Syslog datagrams the kernel refused as too large (EMSGSIZE), set aside unsent so the queue moves on, since the process started.", nil, nil)
 	descSyslogQueued = prometheus.NewDesc("nvmirror_provisioner_syslog_queue_length",
 		"Syslog messages waiting for confirmed delivery.", nil, nil)
 	descSyslogConnected = prometheus.NewDesc("nvmirror_provisioner_syslog_connected",
@@ -281,7 +285,7 @@ func NewForwarderCollector(stats func() events.ForwarderStats) *ForwarderCollect
 
 // Describe implements prometheus.Collector.
 func (c *ForwarderCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSyslogForwarded, descSyslogDropped, descSyslogQueued, descSyslogConnected, descSyslogReconnects} {
+	for _, d := range []*prometheus.Desc{descSyslogForwarded, descSyslogDropped, descSyslogTruncated, descSyslogDiscarded, descSyslogQueued, descSyslogConnected, descSyslogReconnects} {
 		ch <- d
 	}
 }
@@ -291,6 +295,8 @@ func (c *ForwarderCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.stats()
 	ch <- prometheus.MustNewConstMetric(descSyslogForwarded, prometheus.CounterValue, float64(s.Sent))
 	ch <- prometheus.MustNewConstMetric(descSyslogDropped, prometheus.CounterValue, float64(s.Dropped))
+	ch <- prometheus.MustNewConstMetric(descSyslogTruncated, prometheus.CounterValue, float64(s.Truncated))
+	ch <- prometheus.MustNewConstMetric(descSyslogDiscarded, prometheus.CounterValue, float64(s.Discarded))
 	ch <- prometheus.MustNewConstMetric(descSyslogQueued, prometheus.GaugeValue, float64(s.Queued))
 	ch <- prometheus.MustNewConstMetric(descSyslogConnected, prometheus.GaugeValue, boolFloat(s.Connected))
 	ch <- prometheus.MustNewConstMetric(descSyslogReconnects, prometheus.CounterValue, float64(s.Reconnects))

@@ -259,11 +259,13 @@ func TestRegistryCollectorUnreachableRegistry(t *testing.T) {
 func TestForwarderCollector(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(provisioner.NewForwarderCollector(func() events.ForwarderStats {
-		return events.ForwarderStats{Queued: 7, Dropped: 3, Sent: 120, Reconnects: 2, Connected: true}
+		return events.ForwarderStats{Queued: 7, Dropped: 3, Sent: 120, Truncated: 4, Discarded: 5, Reconnects: 2, Connected: true}
 	}))
 	wantSamples(t, gathered(t, reg), map[string]float64{
 		`nvmirror_provisioner_syslog_forwarded_total`:  120,
 		`nvmirror_provisioner_syslog_dropped_total`:    3,
+		`nvmirror_provisioner_syslog_truncated_total`:  4,
+		`nvmirror_provisioner_syslog_discarded_total`:  5,
 		`nvmirror_provisioner_syslog_queue_length`:     7,
 		`nvmirror_provisioner_syslog_connected`:        1,
 		`nvmirror_provisioner_syslog_reconnects_total`: 2,

@@ -46,10 +46,10 @@ func (s *Service) ExpandVolume(ctx context.Context, id string, newSize int64) (*
 	if err := s.requireLeader(); err != nil {
 		return nil, err
 	}
-	if newSize <= 0 {
-		return nil, fmt.Errorf("%w: size %d must be positive", ErrInvalidArgument, newSize)
+	size, err := volumeSize("size", newSize)
+	if err != nil {
+		return nil, err
 	}
-	size := roundUp(newSize)
 	v, err := s.o.Store.GetVolume(ctx, id)
 	if err != nil {
 		return nil, err

@@ -24,6 +24,7 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/placement"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 )
@@ -38,11 +39,6 @@ const (
 // MaxReplicas is the most replicas a volume's configuration may hold: 3 at
 // creation plus one replacement in flight.
 const MaxReplicas = 4
-
-// sizeAlignment: volume sizes are rounded up to whole MiB. Agents need
-// multiples of 4 KiB; md RAID1 with an internal bitmap uses the device in
-// larger units anyway, and MiB keeps the sizes users see round.
-const sizeAlignment = 1 << 20
 
 // Options configure a Service.
 type Options struct {
@@ -158,7 +154,19 @@ func mdName(volumeID string) string {
 	return "nvm-" + id[4:]
 }
 
-func roundUp(n int64) int64 { return (n + sizeAlignment - 1) / sizeAlignment * sizeAlignment }
+// volumeSize validates a requested size (the parameter named by what) and
+// rounds it up to whole MiB (layout.Alignment): positive, and at most
+// layout.MaxVolumeSize (ErrOutOfRange), checked before rounding so a size
+// near 2^63 cannot wrap.
+func volumeSize(what string, n int64) (int64, error) {
+	if n <= 0 {
+		return 0, fmt.Errorf("%w: %s %d must be positive", ErrInvalidArgument, what, n)
+	}
+	if n > layout.MaxVolumeSize {
+		return 0, fmt.Errorf("%s %d is above the largest volume, %d bytes: %w", what, n, layout.MaxVolumeSize, ErrOutOfRange)
+	}
+	return (n + layout.Alignment - 1) / layout.Alignment * layout.Alignment, nil
+}
 
 func (s *Service) requireLeader() error {
 	if !s.o.Store.IsLeader() {

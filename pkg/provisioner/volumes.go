@@ -47,13 +47,13 @@ func (s *Service) CreateVolume(ctx context.Context, req CreateRequest) (*store.V
 	if err := s.requireLeader(); err != nil {
 		return nil, err
 	}
-	if req.Name == "" {
-		return nil, fmt.Errorf("%w: volume name is empty", ErrInvalidArgument)
+	if err := storageclass.ValidateVolumeName(req.Name); err != nil {
+		return nil, err
 	}
-	if req.SizeBytes <= 0 {
-		return nil, fmt.Errorf("%w: size %d must be positive", ErrInvalidArgument, req.SizeBytes)
+	size, err := volumeSize("size", req.SizeBytes)
+	if err != nil {
+		return nil, err
 	}
-	size := roundUp(req.SizeBytes)
 	p, err := storageclass.Parse(req.Parameters)
 	if err != nil {
 		return nil, err

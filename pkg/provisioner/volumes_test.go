@@ -3,6 +3,7 @@ package provisioner_test
 import (
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"regexp"
 	"strings"
@@ -94,6 +95,13 @@ func TestCreateVolumeConcurrentSameName(t *testing.T) {
 	}
 }
 
+func TestCreateVolumeNameAtTheLimit(t *testing.T) {
+	e := newEnv(t, threeRacks())
+	for _, name := range []string{strings.Repeat("n", 253), "pvc-6f1c2a10-7d3e-4b8a-9c1d-1a2b3c4d5e6f", "Sanity_Test.1"} {
+		e.create(t, name, gib, map[string]string{"numReplicas": "1"})
+	}
+}
+
 func TestCreateVolumeInvalid(t *testing.T) {
 	e := newEnv(t, threeRacks())
 	tests := []struct {
@@ -101,6 +109,11 @@ func TestCreateVolumeInvalid(t *testing.T) {
 		want []string
 	}{
 		{provisioner.CreateRequest{Name: "", SizeBytes: gib}, []string{"name"}},
+		{provisioner.CreateRequest{Name: strings.Repeat("n", 254), SizeBytes: gib}, []string{"name", "253"}},
+		{provisioner.CreateRequest{Name: "pvc/../x", SizeBytes: gib}, []string{"name"}},
+		{provisioner.CreateRequest{Name: "pvc 1", SizeBytes: gib}, []string{"name"}},
+		{provisioner.CreateRequest{Name: "pvc\n1", SizeBytes: gib}, []string{"name"}},
+		{provisioner.CreateRequest{Name: "-pvc", SizeBytes: gib}, []string{"name"}},
 		{provisioner.CreateRequest{Name: "x", SizeBytes: 0}, []string{"size"}},
 		{provisioner.CreateRequest{Name: "x", SizeBytes: gib, Parameters: map[string]string{"numReplicas": "5"}}, []string{"numReplicas", `"5"`}},
 		{provisioner.CreateRequest{Name: "x", SizeBytes: gib, Parameters: map[string]string{"replicas": "2"}}, []string{`unknown parameter "replicas"`}},
@@ -257,5 +270,26 @@ func TestCreateVolumeRecordsUUIDMetadataBlock(t *testing.T) {
 	again, err := e.svc.CreateVolume(e.ctx, provisioner.CreateRequest{Name: "pvc-1", SizeBytes: gib, Parameters: p, Block: true})
 	if err != nil || again.MDUUID != v.MDUUID {
 		t.Errorf("retry: %v, uuid %q want %q", err, again.MDUUID, v.MDUUID)
+	}
+}
+
+// A size near 2^63 must not wrap when rounded up to whole MiB: above the
+// largest volume it is OutOfRange, for creation and expansion alike.
+func TestVolumeSizeOverflow(t *testing.T) {
+	e := newEnv(t, threeRacks())
+	for _, size := range []int64{math.MaxInt64, math.MaxInt64 - 1<<20 + 2, layout.MaxVolumeSize + 1} {
+		_, err := e.svc.CreateVolume(e.ctx, provisioner.CreateRequest{Name: fmt.Sprintf("huge-%d", size), SizeBytes: size})
+		wantCode(t, err, provisioner.ErrOutOfRange, "size")
+		if c := provisioner.Code(err); c.String() != "OutOfRange" {
+			t.Errorf("CreateVolume(%d): code %v", size, c)
+		}
+	}
+	v := e.create(t, "pvc-1", gib, map[string]string{"numReplicas": "2"})
+	for _, size := range []int64{math.MaxInt64, layout.MaxVolumeSize + 1} {
+		_, err := e.svc.ExpandVolume(e.ctx, v.ID, size)
+		wantCode(t, err, provisioner.ErrOutOfRange, "size")
+	}
+	if got, _ := e.store.GetVolume(e.ctx, v.ID); got.SizeBytes != gib {
+		t.Errorf("size after refused expansions: %d", got.SizeBytes)
 	}
 }

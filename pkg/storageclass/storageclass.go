@@ -372,6 +372,41 @@ func equalStrings(a, b []string) bool {
 	return true
 }
 
+// MaxVolumeNameLength bounds a volume's name (CSI CreateVolume's name: the
+// PV's name in Kubernetes): 253 bytes, the longest Kubernetes object name.
+// The registry indexes volumes by name, so it is a key there.
+const MaxVolumeNameLength = 253
+
+// volumeNamePattern: letters, digits, '.', '_' and '-', starting with a
+// letter or digit: every name Kubernetes (pvc-<uid>) and csi-sanity give,
+// and nothing that is a path, a control character or a separator.
+var volumeNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+// VolumeNameProblem says what is wrong with a volume name, or returns ""
+// for a valid one: 1 to MaxVolumeNameLength bytes matching
+// volumeNamePattern. The name itself is not repeated (it may be huge, or
+// hold control characters).
+func VolumeNameProblem(name string) string {
+	switch {
+	case name == "":
+		return "required"
+	case len(name) > MaxVolumeNameLength:
+		return fmt.Sprintf("%d bytes, at most %d", len(name), MaxVolumeNameLength)
+	case !volumeNamePattern.MatchString(name):
+		return "only letters, digits, '.', '_' and '-', starting with a letter or digit"
+	}
+	return ""
+}
+
+// ValidateVolumeName is VolumeNameProblem as an error wrapping
+// ErrInvalidArgument that names the parameter ("name").
+func ValidateVolumeName(name string) error {
+	if p := VolumeNameProblem(name); p != "" {
+		return fmt.Errorf("%w: name: %s", ErrInvalidArgument, p)
+	}
+	return nil
+}
+
 func invalid(key, value, why string) error {
 	return fmt.Errorf("%w: parameter %s=%q: %s", ErrInvalidArgument, key, value, why)
 }

@@ -201,3 +201,43 @@ func TestRebuildBandwidthLimit(t *testing.T) {
 		t.Errorf("WithMutable(0) = %+v, %v", lifted, err)
 	}
 }
+
+func TestValidateVolumeName(t *testing.T) {
+	for _, ok := range []string{"v", "pvc-6f1c2a10-7d3e-4b8a-9c1d-1a2b3c4d5e6f", "Sanity_Test.1", strings.Repeat("n", MaxVolumeNameLength)} {
+		if err := ValidateVolumeName(ok); err != nil {
+			t.Errorf("ValidateVolumeName(%q) = %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", strings.Repeat("n", MaxVolumeNameLength+1), "a/b", "..", "-a", ".a", "a b", "a\nb", "a\x00", "é"} {
+		err := ValidateVolumeName(bad)
+		if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "name") {
+			t.Errorf("ValidateVolumeName(%q) = %v, want ErrInvalidArgument naming the name", bad, err)
+		}
+	}
+}
+
+// FuzzValidateVolumeName: an accepted name is short, a single path
+// element and printable ASCII; a refused one says why without echoing it
+// whole.
+func FuzzValidateVolumeName(f *testing.F) {
+	for _, s := range []string{"pvc-1", "", "a/b", strings.Repeat("x", 300), "a\x1b[2J"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		err := ValidateVolumeName(name)
+		if err == nil {
+			if len(name) == 0 || len(name) > MaxVolumeNameLength || strings.ContainsAny(name, "/ \\\x00") || name == "." || name == ".." {
+				t.Fatalf("accepted %q", name)
+			}
+			for _, c := range []byte(name) {
+				if c < 0x21 || c > 0x7e {
+					t.Fatalf("accepted %q", name)
+				}
+			}
+			return
+		}
+		if !errors.Is(err, ErrInvalidArgument) || len(err.Error()) > 200 {
+			t.Fatalf("error %v", err)
+		}
+	})
+}

@@ -24,9 +24,10 @@ type Provisioner interface {
 	DeleteVolume(ctx context.Context, id string) error
 	// GetVolume returns the volume, or ErrNotFound.
 	GetVolume(ctx context.Context, id string) (*Volume, error)
-	// ListVolumes returns up to max volumes (0 = no limit) after the opaque
-	// startToken, and the token of the next page ("" at the end). A token it
-	// did not issue gives ErrInvalidArgument.
+	// ListVolumes returns up to max volumes (0 = as many as the
+	// provisioner's page cap) after the opaque startToken, and the token of
+	// the next page ("" at the end). A token it did not issue gives
+	// ErrInvalidArgument.
 	ListVolumes(ctx context.Context, startToken string, max int) (vols []*Volume, next string, err error)
 	// PublishVolume allows hostNQN (and only it) on every replica of the
 	// volume and records nodeID. Publishing again to the same host is a

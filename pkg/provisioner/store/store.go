@@ -266,6 +266,11 @@ type Store interface {
 	GetVolumeByName(ctx context.Context, name string) (*Volume, error)
 	// ListVolumes returns every volume, ordered by ID.
 	ListVolumes(ctx context.Context) ([]*Volume, error)
+	// ListVolumesAfter returns up to limit (> 0) volumes whose ID sorts
+	// after `after` ("": from the first), ordered by ID: one range read of
+	// that many records, not of the whole registry (the pages of
+	// ListVolumes).
+	ListVolumesAfter(ctx context.Context, after string, limit int) ([]*Volume, error)
 	// UpdateVolume applies fn to the current record and stores the result
 	// atomically. fn may run more than once (after a conflicting write) and
 	// must not have side effects beyond the volume; an error from fn aborts

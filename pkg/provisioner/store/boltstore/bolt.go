@@ -172,6 +172,29 @@ func (s *Store) ListVolumes(ctx context.Context) ([]*store.Volume, error) {
 	return out, err
 }
 
+func (s *Store) ListVolumesAfter(ctx context.Context, after string, limit int) ([]*store.Volume, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("list volumes after %q: limit %d must be positive", after, limit)
+	}
+	var out []*store.Volume
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketVolumes).Cursor()
+		k, b := c.Seek([]byte(after))
+		if k != nil && string(k) == after {
+			k, b = c.Next()
+		}
+		for ; k != nil && len(out) < limit; k, b = c.Next() {
+			var v store.Volume
+			if err := json.Unmarshal(b, &v); err != nil {
+				return fmt.Errorf("decode volume %s: %w", k, err)
+			}
+			out = append(out, &v)
+		}
+		return nil
+	})
+	return out, err
+}
+
 // UpdateVolume runs fn inside one write transaction: bbolt serialises
 // writers, so fn always sees the latest record and runs exactly once.
 func (s *Store) UpdateVolume(ctx context.Context, id string, fn func(*store.Volume) error) (*store.Volume, error) {

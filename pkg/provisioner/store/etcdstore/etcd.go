@@ -215,6 +215,30 @@ func (s *Store) ListVolumes(ctx context.Context) ([]*store.Volume, error) {
 	return out, err
 }
 
+func (s *Store) ListVolumesAfter(ctx context.Context, after string, limit int) ([]*store.Volume, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("list volumes after %q: limit %d must be positive", after, limit)
+	}
+	prefix := s.prefix + "volumes/"
+	from := prefix
+	if after != "" {
+		from = s.volKey(after) + "\x00" // the first key after it
+	}
+	resp, err := s.cli.Get(ctx, from, clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix)), clientv3.WithLimit(int64(limit)))
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", prefix, err)
+	}
+	out := make([]*store.Volume, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var v store.Volume
+		if err := json.Unmarshal(kv.Value, &v); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		out = append(out, &v)
+	}
+	return out, nil
+}
+
 // scanPage bounds each range read so a large registry or event log is read
 // in pieces rather than one huge response.
 const scanPage = 500

@@ -31,6 +31,7 @@ func Run(t *testing.T, newStore Factory) {
 		fn   func(*testing.T, store.Store)
 	}{
 		{"CreateGet", testCreateGet},
+		{"ListVolumesAfter", testListVolumesAfter},
 		{"CreateConflicts", testCreateConflicts},
 		{"ReturnedCopiesAreIndependent", testCopies},
 		{"Update", testUpdate},
@@ -112,6 +113,38 @@ func testCreateGet(t *testing.T, s store.Store) {
 	}
 	if len(list) != 2 || list[0].ID != "v0" || list[1].ID != "v1" {
 		t.Errorf("ListVolumes = %v, want v0, v1 in order", volumeIDs(list))
+	}
+}
+
+// ListVolumesAfter reads a page of volumes after an ID, whether or not a
+// volume of that ID exists.
+func testListVolumesAfter(t *testing.T, s store.Store) {
+	c := ctx(t)
+	for _, id := range []string{"v3", "v1", "v4", "v2", "v0"} {
+		if err := s.CreateVolume(c, NewVolume(id, "pvc-"+id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		after string
+		limit int
+		want  []string
+	}{
+		{"", 2, []string{"v0", "v1"}},
+		{"", 10, []string{"v0", "v1", "v2", "v3", "v4"}},
+		{"v1", 2, []string{"v2", "v3"}},
+		{"v1a", 10, []string{"v2", "v3", "v4"}}, // between v1 and v2: no such volume
+		{"v3", 5, []string{"v4"}},
+		{"v4", 1, nil},
+		{"w", 1, nil},
+	} {
+		got, err := s.ListVolumesAfter(c, tc.after, tc.limit)
+		if err != nil || !reflect.DeepEqual(volumeIDs(got), tc.want) {
+			t.Errorf("ListVolumesAfter(%q, %d) = %v, %v; want %v", tc.after, tc.limit, volumeIDs(got), err, tc.want)
+		}
+	}
+	if _, err := s.ListVolumesAfter(c, "", 0); err == nil {
+		t.Error("ListVolumesAfter with no limit accepted")
 	}
 }
 
