@@ -955,7 +955,8 @@ type ListVolumesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Opaque token from a previous response; empty for the first page.
 	StartingToken string `protobuf:"bytes,1,opt,name=starting_token,json=startingToken,proto3" json:"starting_token,omitempty"`
-	// 0 means no limit.
+	// At most this many volumes; 0, or more than the provisioner's page cap
+	// (1000), gets a page of the cap and next_token for the rest.
 	MaxEntries    int32 `protobuf:"varint,2,opt,name=max_entries,json=maxEntries,proto3" json:"max_entries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
