@@ -123,6 +123,8 @@ var (
 		"Volumes a node reported degraded (VolumeDegraded) and not healed since.", nil, nil)
 	descReplicas = prometheus.NewDesc("nvmirror_provisioner_replicas",
 		"Replicas in the registry by state (active, deleting, deleted, removed).", []string{"state"}, nil)
+	descOfflineRepairs = prometheus.NewDesc("nvmirror_provisioner_offline_repairs",
+		"Volumes published to no host that a storage node is repairing offline now.", nil, nil)
 	descPendingDelete = prometheus.NewDesc("nvmirror_provisioner_replicas_pending_delete",
 		"Replica copies still to be deleted from their storage node (the sweeper deletes them when the node is reachable).", nil, nil)
 	descNodes = prometheus.NewDesc("nvmirror_provisioner_storage_nodes",
@@ -169,7 +171,7 @@ func NewRegistryCollector(st store.Store, survey StorageNodeSurvey, timeout time
 
 // Describe implements prometheus.Collector.
 func (c *RegistryCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLeader, descRegistryUp, descVolumes, descVolumesDegraded, descReplicas,
+	for _, d := range []*prometheus.Desc{descLeader, descRegistryUp, descVolumes, descVolumesDegraded, descOfflineRepairs, descReplicas,
 		descPendingDelete, descNodes, descNodeUp, descNodeBytes, descNodeReplicas} {
 		ch <- d
 	}
@@ -189,11 +191,14 @@ func (c *RegistryCollector) Collect(ch chan<- prometheus.Metric) {
 	if err == nil {
 		byState := map[store.VolumeState]int{}
 		replicas := map[store.ReplicaState]int{}
-		degraded, pending := 0, 0
+		degraded, pending, repairing := 0, 0, 0
 		for _, v := range vols {
 			byState[v.State]++
 			if !v.DegradedSince.IsZero() {
 				degraded++
+			}
+			if v.Repair != nil {
+				repairing++
 			}
 			for _, r := range v.Replicas {
 				replicas[r.State]++
@@ -209,6 +214,7 @@ func (c *RegistryCollector) Collect(ch chan<- prometheus.Metric) {
 			gauge(descReplicas, float64(replicas[s]), string(s))
 		}
 		gauge(descVolumesDegraded, float64(degraded))
+		gauge(descOfflineRepairs, float64(repairing))
 		gauge(descPendingDelete, float64(pending))
 	}
 

@@ -166,6 +166,15 @@ func TestRegistryCollector(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// ... and pvc-a under an offline repair.
+	v1, _ := e.store.GetVolumeByName(e.ctx, "pvc-a")
+	if _, err := e.store.UpdateVolume(e.ctx, v1.ID, func(v *store.Volume) error {
+		v.Repair = &store.OfflineRepair{ID: "rpr-1", StorageNode: "sn-1"}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
 	rec, err := e.store.GetVolume(e.ctx, v3.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -189,6 +198,7 @@ func TestRegistryCollector(t *testing.T) {
 		`nvmirror_provisioner_volumes{state="deleting"}`:                    1,
 		`nvmirror_provisioner_volumes{state="creating"}`:                    0,
 		`nvmirror_provisioner_volumes_degraded`:                             1,
+		`nvmirror_provisioner_offline_repairs`:                              1,
 		`nvmirror_provisioner_replicas{state="active"}`:                     5,
 		`nvmirror_provisioner_replicas{state="deleting"}`:                   v3States[store.ReplicaDeleting],
 		`nvmirror_provisioner_replicas{state="deleted"}`:                    v3States[store.ReplicaDeleted],
