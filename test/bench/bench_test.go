@@ -27,6 +27,18 @@ func TestParseFio(t *testing.T) {
 	if !(f.WriteP50 > 0 && f.WriteP99 >= f.WriteP50 && f.WriteP99 < 1) {
 		t.Errorf("latency p50 %v p99 %v", f.WriteP50, f.WriteP99)
 	}
+	// With --lat_percentiles=1 the total latency's percentiles are used,
+	// not the completion latency's.
+	out, err = os.ReadFile("testdata/randwrite-lat.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, err = ParseFio(out); err != nil {
+		t.Fatal(err)
+	}
+	if f.WriteP50 != 4512e-9 {
+		t.Errorf("write p50 %v, want fio's lat p50 4512 ns (not clat's 1608)", f.WriteP50)
+	}
 	for _, bad := range []string{``, `{}`, `{"jobs":[]}`, `{"jobs":[{"jobname":"x","error":5}]}`, `{"jobs":[{"jobname":"x"}]}`} {
 		if _, err := ParseFio([]byte(bad)); err == nil {
 			t.Errorf("ParseFio(%q) succeeded", bad)
@@ -36,7 +48,7 @@ func TestParseFio(t *testing.T) {
 
 func TestJobArgs(t *testing.T) {
 	a := strings.Join(Jobs[1].Args("/dev/md0", 256<<20, 2, 10), " ")
-	for _, want := range []string{"--filename=/dev/md0", "--rw=randwrite", "--bs=4k", "--iodepth=32", "--size=268435456", "--direct=1", "--runtime=10", "--ramp_time=2", "--output-format=json"} {
+	for _, want := range []string{"--filename=/dev/md0", "--rw=randwrite", "--bs=4k", "--iodepth=32", "--size=268435456", "--direct=1", "--runtime=10", "--ramp_time=2", "--lat_percentiles=1", "--output-format=json"} {
 		if !strings.Contains(a, want) {
 			t.Errorf("args %q lack %q", a, want)
 		}

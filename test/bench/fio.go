@@ -18,17 +18,31 @@ type Fio struct {
 	ReadIOPS, WriteIOPS float64
 	// ReadBytesPerSec and WriteBytesPerSec are bandwidths.
 	ReadBytesPerSec, WriteBytesPerSec float64
-	// WriteP50, WriteP99, ReadP50 and ReadP99 are completion latency
-	// percentiles in seconds (fio's clat); 0 when fio reported none.
+	// WriteP50, WriteP99, ReadP50 and ReadP99 are latency percentiles in
+	// seconds: fio's total latency (lat, from submission to completion)
+	// when the job asked for it (--lat_percentiles=1, as Args does), else
+	// its completion latency (clat). clat alone misleads here: NVMe/TCP on
+	// loopback often completes an I/O inside io_submit, leaving clat a few
+	// microseconds and the whole cost in the submission latency.
 	WriteP50, WriteP99, ReadP50, ReadP99 float64
 }
 
 type fioDir struct {
 	IOPS    float64 `json:"iops"`
 	BWBytes float64 `json:"bw_bytes"`
-	ClatNS  struct {
-		Percentile map[string]float64 `json:"percentile"`
-	} `json:"clat_ns"`
+	ClatNS  fioLat  `json:"clat_ns"`
+	LatNS   fioLat  `json:"lat_ns"`
+}
+
+type fioLat struct {
+	Percentile map[string]float64 `json:"percentile"`
+}
+
+func (d fioDir) percentile(p string) float64 {
+	if v, ok := d.LatNS.Percentile[p]; ok {
+		return v / 1e9
+	}
+	return d.ClatNS.Percentile[p] / 1e9
 }
 
 type fioJob struct {
@@ -63,10 +77,10 @@ func ParseFio(out []byte) (Fio, error) {
 	// Percentiles are per job; with one job (the benchmark's case) they are
 	// the job's own.
 	j := doc.Jobs[0]
-	f.WriteP50 = j.Write.ClatNS.Percentile["50.000000"] / 1e9
-	f.WriteP99 = j.Write.ClatNS.Percentile["99.000000"] / 1e9
-	f.ReadP50 = j.Read.ClatNS.Percentile["50.000000"] / 1e9
-	f.ReadP99 = j.Read.ClatNS.Percentile["99.000000"] / 1e9
+	f.WriteP50 = j.Write.percentile("50.000000")
+	f.WriteP99 = j.Write.percentile("99.000000")
+	f.ReadP50 = j.Read.percentile("50.000000")
+	f.ReadP99 = j.Read.percentile("99.000000")
 	if f.ReadIOPS == 0 && f.WriteIOPS == 0 {
 		return f, fmt.Errorf("fio job %q did no I/O", j.Jobname)
 	}
@@ -105,6 +119,6 @@ func (j Job) Args(dev string, size int64, rampSeconds, runtime int) []string {
 		fmt.Sprintf("--iodepth=%d", j.IODepth), fmt.Sprintf("--size=%d", size),
 		"--ioengine=libaio", "--direct=1", "--numjobs=1", "--norandommap", "--randrepeat=0",
 		"--time_based", fmt.Sprintf("--runtime=%d", runtime), fmt.Sprintf("--ramp_time=%d", rampSeconds),
-		"--output-format=json",
+		"--lat_percentiles=1", "--output-format=json",
 	}
 }

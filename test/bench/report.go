@@ -32,6 +32,10 @@ const (
 	DRBD2     = "drbd2"
 )
 
+// ResultMarker starts the guest's output line that carries a Report as
+// JSON; the host picks that line out of the VM's output.
+const ResultMarker = "@@BENCH-RESULT "
+
 // Setup is one data path's figures.
 type Setup struct {
 	Key    string             `json:"key"`
