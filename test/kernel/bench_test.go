@@ -27,6 +27,9 @@ const (
 	envBenchMode = "NVMIRROR_BENCH_MODE"
 	envBenchDoc  = "NVMIRROR_BENCH_DOC"
 	benchChart   = "performance.svg"
+	// envDRBDDiskOpts adds disk options to both DRBD nodes, to try DRBD
+	// tuned; the committed figures are DRBD's defaults.
+	envDRBDDiskOpts = "NVMIRROR_BENCH_DRBD_DISK_OPTS"
 )
 
 // benchTools are what the benchmark adds to the guest: fio, util-linux's
