@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"html"
 	"math"
+	"strconv"
 	"strings"
 )
 
@@ -14,7 +15,7 @@ var chartColors = []string{"#1f77b4", "#6baed6", "#d62728", "#2ca02c", "#9467bd"
 // figure that has a ratio, a bar per setup other than the floor, and a
 // dashed line at 1 (the floor for throughput and latency; for the resync
 // rows, the bytes written during the outage and the floor's time to write
-// them). Hand-written SVG: no dependency, diffable in git.
+// them), on a logarithmic axis. Hand-written SVG: no dependency, diffable in git.
 func (r Report) SVG() []byte {
 	var setups []Setup
 	for _, s := range r.Setups {
@@ -52,8 +53,19 @@ func (r Report) SVG() []byte {
 			groups = append(groups, g)
 		}
 	}
-	// Round the axis up to a whole half.
-	axisMax := math.Ceil(maxRatio*2) / 2
+	// A logarithmic axis, bars drawn from 1× outwards: the ratios span
+	// from hundredths to hundreds, and 0.5× and 2× are the same distance
+	// from the floor.
+	minRatio := 1.0
+	for _, g := range groups {
+		for _, q := range g.ratios {
+			if q > 0 {
+				minRatio = math.Min(minRatio, q)
+			}
+		}
+	}
+	lo := math.Min(-1, math.Floor(math.Log10(minRatio)))
+	hi := math.Max(1, math.Ceil(math.Log10(maxRatio)))
 	const (
 		left, right, top = 300.0, 40.0, 70.0
 		plotW            = 520.0
@@ -63,28 +75,34 @@ func (r Report) SVG() []byte {
 	groupH := float64(len(setups))*(barH+barGap) + groupGap
 	height := top + float64(len(groups))*groupH + 50
 	width := left + plotW + right
-	x := func(v float64) float64 { return left + plotW*v/axisMax }
+	x := func(v float64) float64 { return left + plotW*(math.Log10(v)-lo)/(hi-lo) }
 
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="sans-serif" font-size="12">`+"\n", width, height, width, height)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
 	fmt.Fprintf(&b, `<text x="10" y="20" font-size="14" font-weight="bold">nvmirror data path vs DRBD: ratio to one NVMe/TCP namespace (same run)</text>`+"\n")
-	fmt.Fprintf(&b, `<text x="10" y="38" fill="#555">kernel %s, qemu TCG 2 vCPU, loopback; %s run</text>`+"\n", html.EscapeString(r.Kernel), html.EscapeString(r.Mode))
+	fmt.Fprintf(&b, `<text x="10" y="38" fill="#555">kernel %s, qemu TCG 2 vCPU, loopback; %s run; logarithmic scale</text>`+"\n", html.EscapeString(r.Kernel), html.EscapeString(r.Mode))
 	// Legend.
 	lx := 10.0
 	for i, s := range setups {
 		fmt.Fprintf(&b, `<rect x="%.0f" y="48" width="12" height="12" fill="%s"/><text x="%.0f" y="58">%s</text>`+"\n", lx, chartColors[i%len(chartColors)], lx+16, html.EscapeString(s.Label))
 		lx += 24 + 7*float64(len(s.Label))
 	}
-	// Grid lines every 0.5.
+	// Grid lines at 1, 3 and 10 of every decade.
 	bottom := top + float64(len(groups))*groupH
-	for v := 0.0; v <= axisMax+1e-9; v += 0.5 {
-		stroke, dash := "#ddd", ""
-		if math.Abs(v-1) < 1e-9 {
-			stroke, dash = "#333", ` stroke-dasharray="4 3"`
+	for e := lo; e <= hi+1e-9; e++ {
+		for _, m := range []float64{1, 3} {
+			v := m * math.Pow(10, e)
+			if math.Log10(v) > hi+1e-9 {
+				continue
+			}
+			stroke, dash := "#ddd", ""
+			if math.Abs(v-1) < 1e-9 {
+				stroke, dash = "#333", ` stroke-dasharray="4 3"`
+			}
+			fmt.Fprintf(&b, `<line x1="%.1f" y1="%.0f" x2="%.1f" y2="%.0f" stroke="%s"%s/>`+"\n", x(v), top-4, x(v), bottom, stroke, dash)
+			fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" text-anchor="middle" fill="#555">%s×</text>`+"\n", x(v), bottom+16, strconv.FormatFloat(v, 'g', 3, 64))
 		}
-		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.0f" x2="%.1f" y2="%.0f" stroke="%s"%s/>`+"\n", x(v), top-4, x(v), bottom, stroke, dash)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" text-anchor="middle" fill="#555">%.1f×</text>`+"\n", x(v), bottom+16, v)
 	}
 	for gi, g := range groups {
 		y0 := top + float64(gi)*groupH
@@ -95,8 +113,14 @@ func (r Report) SVG() []byte {
 			if math.IsNaN(q) {
 				continue
 			}
-			fmt.Fprintf(&b, `<rect x="%.0f" y="%.1f" width="%.1f" height="%.0f" fill="%s"/>`+"\n", left, y, x(q)-left, barH, chartColors[i%len(chartColors)])
-			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="10">%.2f</text>`+"\n", x(q)+3, y+barH-3, q)
+			x0, x1 := x(1), x(q)
+			anchor, tx := "start", x1+3
+			if q < 1 {
+				x0, x1 = x1, x0
+				anchor, tx = "end", x0-3
+			}
+			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.0f" fill="%s"/>`+"\n", x0, y, math.Max(x1-x0, 1), barH, chartColors[i%len(chartColors)])
+			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="10" text-anchor="%s">%.2f</text>`+"\n", tx, y+barH-3, anchor, q)
 		}
 	}
 	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" fill="#555" font-size="10">dashed line: 1× (the floor; for resync: the bytes written during the outage, the floor's time to write them)</text>`+"\n", left-290, bottom+36)
