@@ -70,6 +70,7 @@ func TestBenchDatapath(t *testing.T) {
 		},
 	}
 	avoidLoopbackTHPBug(t)
+	poolOnTmpfs(t)
 	for _, dir := range []string{"/var/lib/drbd", "/var/run/drbd/lock", "/var/lock"} {
 		_ = os.MkdirAll(dir, 0o755)
 	}
@@ -177,6 +178,17 @@ func avoidLoopbackTHPBug(t *testing.T) {
 		t.Fatalf("turn transparent huge pages off: %v", err)
 	}
 	t.Logf("transparent huge pages: %s -> never", strings.TrimSpace(string(was)))
+}
+
+// poolOnTmpfs mounts a tmpfs of its own on /var/lib, where the pool files
+// go: every setup's files live at once (about 2.1 GiB in a full run), more
+// than the initramfs root (a tmpfs of half the VM's memory) holds.
+func poolOnTmpfs(t *testing.T) {
+	t.Helper()
+	if err := unix.Mount("tmpfs", "/var/lib", "tmpfs", 0, "size=3500m"); err != nil {
+		t.Fatalf("mount the pool's tmpfs on /var/lib: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount("/var/lib", unix.MNT_DETACH) })
 }
 
 // benchConnect connects every node with the node plugin's default
