@@ -83,7 +83,7 @@ func TestTable(t *testing.T) {
 		"| resynced after the outage (ratio: to the 64 MiB written) | MiB | — | **1.06×** (68.0) | **1.00×** (64.0) |",
 		// The floor writes 64 MiB in 1 s: resync times are ratios to that.
 		"| resync time (ratio: to the floor's time to write as much) | s | — | **2.00×** (2.00) | **3.00×** (3.00) |",
-		"| write stall at a replica's loss | s | — | 1.70 | 0.01 |",
+		"| write stall at a replica's loss | s | — | 1.70 | 0.010 |",
 	} {
 		if !strings.Contains(tab, want) {
 			t.Errorf("table lacks %q:\n%s", want, tab)

@@ -115,6 +115,8 @@ func (rw row) format(v float64) string {
 		v *= 1e6
 	}
 	switch {
+	case v > 0 && v < 0.1:
+		return fmt.Sprintf("%.3f", v)
 	case v >= 100:
 		return fmt.Sprintf("%.0f", v)
 	case v >= 10:
