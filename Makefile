@@ -108,7 +108,7 @@ bench:
 
 ## bench-datapath: the data path against its peers in one VM boot: one NVMe/TCP namespace,
 ## nvmirror with 2 and 3 replicas, DRBD with 2 nodes; fio jobs and recovery, rewriting the
-## table of docs/performance.md and docs/performance.svg (about 12 minutes under TCG;
+## table of docs/performance.md and docs/performance.svg (about 10 minutes under TCG;
 ## `make test` runs only its smoke variant, in test-kernel)
 bench-datapath: vm-deps
 	NVMIRROR_REQUIRE_VM=1 NVMIRROR_BENCH_MODE=full NVMIRROR_BENCH_DOC=$(BENCH_DOC) \

@@ -30,6 +30,9 @@ const (
 	// envDRBDDiskOpts adds disk options to both DRBD nodes, to try DRBD
 	// tuned; the committed figures are DRBD's defaults.
 	envDRBDDiskOpts = "NVMIRROR_BENCH_DRBD_DISK_OPTS"
+	// envFastIOFailTmo replaces nvmirror's fast_io_fail_tmo, to try one
+	// the driver does not offer (0); the committed figures use its default.
+	envFastIOFailTmo = "NVMIRROR_BENCH_FAST_IO_FAIL_TMO"
 )
 
 // benchTools are what the benchmark adds to the guest: fio, util-linux's
@@ -54,7 +57,10 @@ func TestDatapathBenchmark(t *testing.T) {
 		Timeout: timeout,
 		Tools:   benchTools,
 		Modules: []string{"drbd"},
-		Env:     map[string]string{envBenchMode: os.Getenv(envBenchMode), "PATH": "/nvmirror/bin:/usr/lib/drbd:/usr/sbin:/usr/bin:/sbin:/bin"},
+		Env: map[string]string{
+			envBenchMode: os.Getenv(envBenchMode), envDRBDDiskOpts: os.Getenv(envDRBDDiskOpts), envFastIOFailTmo: os.Getenv(envFastIOFailTmo),
+			"PATH": "/nvmirror/bin:/usr/lib/drbd:/usr/sbin:/usr/bin:/sbin:/bin",
+		},
 		OnOutput: func(line string) {
 			if i := strings.Index(line, bench.ResultMarker); i >= 0 {
 				result = line[i+len(bench.ResultMarker):]

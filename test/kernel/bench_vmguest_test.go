@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -201,6 +202,11 @@ func benchConnect(t *testing.T, ini *host.Initiator, nodes []storageNode, h host
 			Transport: "tcp", TrAddr: n.addr, TrSvcID: n.svcID, SubsysNQN: n.nqn, HostNQN: h.nqn, HostID: h.id,
 			CtrlLossTmo: intp(driver.DefaultCtrlLossTmo), ReconnectDelay: intp(driver.DefaultReconnectDelay),
 			FastIOFailTmo: intp(driver.DefaultFastIOFailTmo), KeepAliveTmo: intp(driver.DefaultKeepAliveTmo),
+		}
+		// NVMIRROR_BENCH_FAST_IO_FAIL_TMO tries another fast_io_fail_tmo
+		// (e.g. 0, which the kernel takes and the driver does not offer).
+		if v, err := strconv.Atoi(os.Getenv("NVMIRROR_BENCH_FAST_IO_FAIL_TMO")); err == nil {
+			o.FastIOFailTmo = intp(v)
 		}
 		if _, err := ini.Connect(ctxTimeout(t, 30*time.Second), o); err != nil {
 			t.Fatalf("connect %s: %v", n.nqn, err)
