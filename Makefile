@@ -12,6 +12,9 @@ BIN         := bin
 # Packages whose tests run on the host; test/kernel boots the VM and runs in
 # its own target, and so does test/k8s (a control plane and a VM).
 HOST_PKGS    = $(shell $(GO) list ./... | grep -v -e /test/kernel -e /test/k8s)
+# Where `make bench-datapath` writes its table (between the markers) and,
+# beside it, its chart (performance.svg).
+BENCH_DOC   ?= $(CURDIR)/docs/performance.md
 FUZZTIME    ?= 10s
 KERNEL_PKG  ?=
 # The kernel for the NVMe in-band authentication tests: Debian 6.1 is built
@@ -20,7 +23,7 @@ KERNEL_PKG  ?=
 AUTH_KERNEL_PKG   ?= linux-image-6.12.95+deb12-amd64
 AUTH_KERNEL_SUITE ?= bookworm-backports
 
-.PHONY: all build deps vm-deps vm-kernel vm-kernel-auth vet unit race test-kernel test sanity demo bench fuzz clean
+.PHONY: all build deps vm-deps vm-kernel vm-kernel-auth vet unit race test-kernel test sanity demo bench bench-datapath fuzz clean
 .PHONY: proto
 .PHONY: image-check
 .PHONY: k8s-tools test-k8s
@@ -102,6 +105,15 @@ demo: vm-deps
 ## replica create/delete, healer cycle cost with 1/100/1000 arrays)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(HOST_PKGS)
+
+## bench-datapath: the data path against its peers in one VM boot: one NVMe/TCP namespace,
+## nvmirror with 2 and 3 replicas, DRBD with 2 nodes; fio jobs and recovery, rewriting the
+## table of docs/performance.md and docs/performance.svg (about 10 minutes under TCG;
+## `make test` runs only its smoke variant, in test-kernel)
+bench-datapath: vm-deps
+	NVMIRROR_REQUIRE_VM=1 NVMIRROR_BENCH_MODE=full NVMIRROR_BENCH_DOC=$(BENCH_DOC) \
+	  NVMIRROR_VM_LOGDIR=$(CURDIR)/_output/vm \
+	  $(GO) test -v -count=1 -timeout 45m -run '^TestDatapathBenchmark$$' ./test/kernel/
 
 ## fuzz: run each fuzz target for FUZZTIME
 fuzz:

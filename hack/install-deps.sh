@@ -19,6 +19,12 @@ need=(
   "ldd:libc-bin"
   "etcd:etcd-server"
   "rsyslogd:rsyslog"
+  # the data-path benchmark (make bench-datapath, and its smoke run in
+  # make test-kernel): fio, and DRBD 8.4's userspace for the kernel's drbd
+  "fio:fio"
+  "/usr/lib/drbd/drbdsetup-84:drbd-utils"
+  "/usr/sbin/drbdmeta:drbd-utils"
+  "losetup:mount"
 )
 
 have() {

@@ -89,7 +89,10 @@ type Options struct {
 	ReconnectDelay int
 	// FastIOFailTmo (seconds) after which I/O queued on a reconnecting
 	// controller fails, so md ejects that leg instead of freezing the whole
-	// mirror (md's failfast is ignored by the NVMe multipath head).
+	// mirror (md's failfast is ignored by the NVMe multipath head). 0 fails
+	// it at once: writes stall tens of milliseconds at a replica's loss
+	// instead of up to this long, but a blip shorter than it, which the
+	// default rides out, costs a failed leg and a bitmap resync.
 	FastIOFailTmo int
 	// KeepAliveTmo (seconds): how fast a silent target is noticed.
 	KeepAliveTmo int
@@ -149,7 +152,7 @@ func (o *Options) addNodeFlags(fs *flag.FlagSet) {
 	fs.Int64Var(&o.MaxVolumesPerNode, "max-volumes-per-node", o.MaxVolumesPerNode, "[node] volumes this node accepts (0 = no limit)")
 	fs.IntVar(&o.CtrlLossTmo, "ctrl-loss-tmo", o.CtrlLossTmo, "[node] seconds the kernel reconnects a lost replica before deleting its controller (-1 = forever)")
 	fs.IntVar(&o.ReconnectDelay, "reconnect-delay", o.ReconnectDelay, "[node] seconds between reconnect attempts")
-	fs.IntVar(&o.FastIOFailTmo, "fast-io-fail-tmo", o.FastIOFailTmo, "[node] seconds before I/O to a reconnecting replica fails so md ejects the leg")
+	fs.IntVar(&o.FastIOFailTmo, "fast-io-fail-tmo", o.FastIOFailTmo, "[node] seconds before I/O to a reconnecting replica fails so md ejects the leg (0 = at once)")
 	fs.IntVar(&o.KeepAliveTmo, "keep-alive-tmo", o.KeepAliveTmo, "[node] NVMe keep-alive timeout in seconds")
 	fs.DurationVar(&o.DeviceWaitTimeout, "device-wait-timeout", o.DeviceWaitTimeout, "[node] how long NodeStage waits for replica block devices")
 	fs.Int64Var(&o.BitmapChunkBytes, "bitmap-chunk-bytes", o.BitmapChunkBytes, "[node] md write-intent bitmap chunk for new arrays in bytes, a power of two (0 = mdadm's 64 MiB)")
@@ -192,9 +195,12 @@ func (o *Options) Validate() error {
 		if o.ReconnectDelay <= 0 {
 			errs = append(errs, fmt.Errorf("--reconnect-delay %d: must be positive", o.ReconnectDelay))
 		}
-		if o.FastIOFailTmo <= 0 {
-			// Off would let one lost replica freeze the mirror.
-			errs = append(errs, fmt.Errorf("--fast-io-fail-tmo %d: must be positive", o.FastIOFailTmo))
+		if o.FastIOFailTmo < 0 {
+			// The kernel's off (-1) would let one lost replica freeze the
+			// mirror. 0 is not off: it fails the queued I/O as soon as the
+			// connection is lost, so md drops the leg at once (the shortest
+			// stall, and a resync after every blip).
+			errs = append(errs, fmt.Errorf("--fast-io-fail-tmo %d: must be 0 or more", o.FastIOFailTmo))
 		}
 		if o.CtrlLossTmo > 0 && o.FastIOFailTmo >= o.CtrlLossTmo {
 			errs = append(errs, fmt.Errorf("--fast-io-fail-tmo %d must be below --ctrl-loss-tmo %d", o.FastIOFailTmo, o.CtrlLossTmo))

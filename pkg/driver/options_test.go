@@ -22,7 +22,7 @@ func TestOptionsValidate(t *testing.T) {
 		mention string // "" = valid
 	}{
 		{"defaults for a node", func(*Options) {}, ""},
-		{"controller ignores node flags", func(o *Options) { o.Mode = ControllerMode; o.NodeName = ""; o.FastIOFailTmo = 0 }, ""},
+		{"controller ignores node flags", func(o *Options) { o.Mode = ControllerMode; o.NodeName = ""; o.FastIOFailTmo = -1 }, ""},
 		{"bad mode", func(o *Options) { o.Mode = "both" }, "mode"},
 		{"tcp endpoint", func(o *Options) { o.Endpoint = "tcp://0.0.0.0:10000" }, "unix"},
 		{"relative endpoint", func(o *Options) { o.Endpoint = "csi.sock" }, "--endpoint"},
@@ -32,7 +32,8 @@ func TestOptionsValidate(t *testing.T) {
 		{"controller needs the token too", func(o *Options) { o.Mode = ControllerMode; o.ProvisionerTokenFile = "" }, "--provisioner-token-file"},
 		{"no node name", func(o *Options) { o.NodeName = "" }, "--node-name"},
 		{"relative state dir", func(o *Options) { o.StateDir = "state" }, "--state-dir"},
-		{"fast io fail off", func(o *Options) { o.FastIOFailTmo = 0 }, "--fast-io-fail-tmo"},
+		{"fast io fail off", func(o *Options) { o.FastIOFailTmo = -1 }, "--fast-io-fail-tmo"},
+		{"fast io fail at once", func(o *Options) { o.FastIOFailTmo = 0 }, ""},
 		{"fast io fail above ctrl loss", func(o *Options) { o.CtrlLossTmo = 5; o.FastIOFailTmo = 10 }, "below --ctrl-loss-tmo"},
 		{"ctrl loss forever", func(o *Options) { o.CtrlLossTmo = -1 }, ""},
 		{"ctrl loss zero", func(o *Options) { o.CtrlLossTmo = 0 }, "--ctrl-loss-tmo"},

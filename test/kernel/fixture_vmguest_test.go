@@ -48,6 +48,13 @@ func newHostIdentity(t *testing.T, n int) hostIdentity {
 // and allows only host to connect.
 func startStorageNodes(t *testing.T, tgt *nvmet.Target, prefix string, count int, sizeBytes int64, hostIdent hostIdentity, firstPort int) []storageNode {
 	t.Helper()
+	return startStorageNodesAt(t, tgt, prefix, count, sizeBytes, hostIdent, firstPort, 2)
+}
+
+// startStorageNodesAt is startStorageNodes with the nodes on
+// 127.0.0.(firstAddr+i), for several sets of nodes at once.
+func startStorageNodesAt(t *testing.T, tgt *nvmet.Target, prefix string, count int, sizeBytes int64, hostIdent hostIdentity, firstPort, firstAddr int) []storageNode {
+	t.Helper()
 	if err := tgt.Available(); err != nil {
 		t.Fatalf("nvmet not available: %v", err)
 	}
@@ -56,7 +63,7 @@ func startStorageNodes(t *testing.T, tgt *nvmet.Target, prefix string, count int
 		replicaID := fmt.Sprintf("%s-r%d", prefix, i)
 		n := storageNode{
 			portID:  firstPort + i,
-			addr:    fmt.Sprintf("127.0.0.%d", 2+i),
+			addr:    fmt.Sprintf("127.0.0.%d", firstAddr+i),
 			svcID:   "4420",
 			nqn:     "nqn.2026-11.io.nvmirror:replica:" + replicaID,
 			nsUUID:  nvmeof.NamespaceUUID(replicaID),

@@ -23,6 +23,13 @@
 //     in-band authentication (DH-HMAC-CHAP) that 6.1 lacks; only ^TestAuth
 //     (Pattern). $NVMIRROR_VM_KERNEL_DIR does not change it.
 //
+// A boot can add to the initramfs what only its tests need (Tools,
+// Modules), set the guest test binary's environment (Env), and read each
+// line of the guest's output as it arrives (OnOutput): test/kernel's
+// TestDatapathBenchmark boots with fio, DRBD's tools and module for the
+// guest test TestBenchDatapath (which TestRealKernel skips), and picks its
+// report out of the output (`make bench-datapath`, docs/performance.md).
+//
 // The host lists the guest package's tests before booting, so each boot
 // knows what it will run. $NVMIRROR_VM_RUN picks guest tests across both
 // boots: it becomes the guest's -test.run, but a boot only runs its own tests

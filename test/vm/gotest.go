@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -55,6 +56,15 @@ type GuestTests struct {
 	Timeout time.Duration
 	// MemoryMiB of the VM; 0 means the default.
 	MemoryMiB int
+	// Tools and Modules are added to DataPathTools and DataPathModules for
+	// this boot only (e.g. the benchmark's fio and drbd).
+	Tools   []string
+	Modules []string
+	// Env is set in the guest test binary's environment.
+	Env map[string]string
+	// OnOutput, when set, sees every line of the guest's result stream as
+	// it arrives (e.g. a line carrying a guest test's measurements).
+	OnOutput func(line string)
 }
 
 // Prerequisites returns the default kernel, or skips (fails under
@@ -130,7 +140,12 @@ func (g GuestTests) Run(t *testing.T) {
 		files[guest] = host
 	}
 	guestTimeout := g.Timeout - time.Minute
-	script := fmt.Sprintf("exec /nvmirror/tests/guest.test -test.v=test2json -test.count=1 -test.timeout=%s", guestTimeout)
+	var env []string
+	for k, v := range g.Env {
+		env = append(env, "export "+k+"="+shellQuote(v)+"\n")
+	}
+	sort.Strings(env)
+	script := strings.Join(env, "") + fmt.Sprintf("exec /nvmirror/tests/guest.test -test.v=test2json -test.count=1 -test.timeout=%s", guestTimeout)
 	if sel.Run != "" {
 		script += " -test.run " + shellQuote(sel.Run)
 	}
@@ -139,9 +154,9 @@ func (g GuestTests) Run(t *testing.T) {
 	}
 	img := Image{
 		Kernel:          k,
-		Modules:         DataPathModules,
+		Modules:         append(append([]string{}, DataPathModules...), g.Modules...),
 		OptionalModules: DataPathOptionalModules,
-		Tools:           DataPathTools,
+		Tools:           append(append([]string{}, DataPathTools...), g.Tools...),
 		Files:           files,
 		Script:          script,
 	}
@@ -156,6 +171,9 @@ func (g GuestTests) Run(t *testing.T) {
 	defer cancel()
 	m := Machine{Kernel: k, Initramfs: initrd, ConsoleLog: console, MemoryMiB: g.MemoryMiB,
 		OnLine: func(line string) {
+			if g.OnOutput != nil {
+				g.OnOutput(line)
+			}
 			if i := strings.Index(line, NarrationMarker); i >= 0 {
 				fmt.Println(line[i+len(NarrationMarker):])
 				return
