@@ -62,9 +62,31 @@ type Observer struct {
 	CallTimeout time.Duration
 	// Now is the clock (tests pass a fake one).
 	Now func() time.Time
+	// ArrayReread is how long an md array's sysfs reading may be reused
+	// while md change notifications are watched (the healer says so when
+	// it has a watcher); 0 reads every array every cycle. See arrayCache.
+	ArrayReread time.Duration
 
-	cache map[string]cachedRecord
+	cache  map[string]cachedRecord
+	mdRead arrayCache
 }
+
+// cycleStarter is an NVMeReader that keeps what it read between cycles
+// (CachedNVMe): Observe tells it where a cycle starts, so that it checks
+// its cached namespace identities against the block devices once per
+// cycle.
+type cycleStarter interface {
+	StartCycle() error
+}
+
+// ArraysChanged marks arrays md signalled a change of (the md watcher's
+// report), or that the healer acted on, so that the next cycle reads them
+// again instead of reusing their last reading.
+func (o *Observer) ArraysChanged(arrays ...string) { o.mdRead.changed(arrays...) }
+
+// MDNotifications says whether md change notifications are being watched:
+// only then may an array's reading be reused (see ArrayReread).
+func (o *Observer) MDNotifications(watched bool) { o.mdRead.setNotified(watched) }
 
 type cachedRecord struct {
 	vol *volume.Volume
@@ -79,6 +101,11 @@ func (o *Observer) Observe(ctx context.Context) (Observation, error) {
 	staged, err := o.Staged()
 	if err != nil {
 		return Observation{}, fmt.Errorf("list staged volumes: %w", err)
+	}
+	if cs, ok := o.NVMe.(cycleStarter); ok {
+		if err := cs.StartCycle(); err != nil {
+			return Observation{}, fmt.Errorf("list block devices: %w", err)
+		}
 	}
 	arrays, err := o.arrays(staged)
 	if err != nil {
@@ -187,20 +214,27 @@ func (o *Observer) arrays(staged []stagestate.Volume) (map[string]mdraid.Array, 
 	for _, a := range st.Arrays {
 		running[a.Name] = true
 	}
+	cached := o.mdRead.begin(st, o.now(), o.ArrayReread)
 	read := map[string]*mdraid.Array{}
 	readArray := func(name string) (*mdraid.Array, error) {
 		if a, ok := read[name]; ok {
 			return a, nil
 		}
+		if a, ok := cached.get(name); ok {
+			read[name] = a
+			return a, nil
+		}
 		a, err := o.Arrays.ReadArray(name)
 		if errors.Is(err, mdraid.ErrNotFound) {
 			read[name] = nil
+			cached.put(name, nil)
 			return nil, nil
 		}
 		if err != nil {
 			return nil, err
 		}
 		read[name] = &a
+		cached.put(name, &a)
 		return &a, nil
 	}
 	var missing []stagestate.Volume
