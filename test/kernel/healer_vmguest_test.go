@@ -607,6 +607,10 @@ func TestHealer(t *testing.T) {
 	t.Run("a rebuild runs at the volume's bandwidth limit until it is lifted", func(t *testing.T) {
 		testRebuildPacing(t, s, c, p, md, tgt, ini)
 	})
+
+	t.Run("with many volumes staged an idle volume's lost replica is detected within 2 s", func(t *testing.T) {
+		testIdleDetectionAtScale(t, s, c, p, md, tgt)
+	})
 }
 
 func slicesContains(s []string, v string) bool {
