@@ -84,15 +84,13 @@ type cycleView struct {
 
 // begin takes the marks for this cycle (marks made from now on are for the
 // next one) and decides whether anything may be reused.
-func (c *arrayCache) begin(st mdraid.Mdstat, now time.Time, reread time.Duration) cycleView {
+// mdstat is each running array's mdstatKey.
+func (c *arrayCache) begin(mdstat map[string]string, now time.Time, reread time.Duration) cycleView {
 	c.mu.Lock()
 	dirty, all, notified := c.dirty, c.all, c.notified
 	c.dirty, c.all = nil, false
 	c.mu.Unlock()
-	v := cycleView{c: c, dirty: dirty, mdstat: make(map[string]string, len(st.Arrays))}
-	for _, a := range st.Arrays {
-		v.mdstat[a.Name] = mdstatKey(a)
-	}
+	v := cycleView{c: c, dirty: dirty, mdstat: mdstat}
 	if c.entries == nil {
 		c.entries = map[string]cachedArray{}
 	}

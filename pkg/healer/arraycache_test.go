@@ -199,3 +199,55 @@ func sortCtrlObs(cs []ControllerObservation) {
 		}
 	}
 }
+
+// The memory is saved when its JSON differs, and only then: the DeepEqual
+// shortcut must not hide a change nor invent one.
+func TestMemoryChanged(t *testing.T) {
+	base := func() Memory {
+		return Memory{Version: 1, Volumes: map[string]VolumeMemory{"v": {DegradedSince: t0, Named: []string{"r1"},
+			Replicas: map[string]ReplicaMemory{"r1": {LastState: "active"}}}}}
+	}
+	if changed(base(), base()) {
+		t.Fatal("equal memories differ")
+	}
+	a, b := base(), base()
+	a.Volumes["v"] = VolumeMemory{Named: []string{}, DegradedSince: t0, Replicas: a.Volumes["v"].Replicas}
+	b.Volumes["v"] = VolumeMemory{DegradedSince: t0, Replicas: b.Volumes["v"].Replicas}
+	if changed(a, b) {
+		t.Fatal("an empty and a nil list (the same JSON) differ")
+	}
+	b = base()
+	b.Volumes["v"].Replicas["r1"] = ReplicaMemory{LastState: "removed"}
+	if !changed(base(), b) {
+		t.Fatal("a changed replica state is not a change")
+	}
+	b = base()
+	b.Volumes["v"] = VolumeMemory{DegradedSince: t0.Add(time.Second), Named: []string{"r1"}, Replicas: b.Volumes["v"].Replicas}
+	if !changed(base(), b) {
+		t.Fatal("a changed clock is not a change")
+	}
+}
+
+// /proc/mdstat is parsed again only when its text changed.
+func TestMdstatParsedOnce(t *testing.T) {
+	tr := newTree(t, 2)
+	now := t0
+	o := cachedObserver(tr, &now)
+	if _, err := o.Observe(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	first := o.mdstat.keys
+	if _, err := o.Observe(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if reflect.ValueOf(o.mdstat.keys).Pointer() != reflect.ValueOf(first).Pointer() {
+		t.Fatal("unchanged /proc/mdstat parsed again")
+	}
+	tr.setMdstatLine("nvme0n1[0]", "nvme0n1[0](F)")
+	if _, err := o.Observe(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if k := o.mdstat.keys["md0"]; k == first["md0"] || !strings.Contains(k, "nvme0n1[0]F") {
+		t.Fatalf("changed /proc/mdstat not parsed again: %q", k)
+	}
+}

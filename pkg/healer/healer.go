@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -262,7 +263,15 @@ func arrayOf(obs Observation, volumeID string) string {
 	return ""
 }
 
+// changed reports whether the memory must be saved: whether its JSON
+// differs. Equal values marshal alike, so the common case (a quiet cycle,
+// nothing changed) is settled by reflect.DeepEqual without marshalling a
+// thousand volumes twice; values that differ only where JSON does not
+// (a nil and an empty slice) fall through to the comparison of the bytes.
 func changed(a, b Memory) bool {
+	if reflect.DeepEqual(a, b) {
+		return false
+	}
 	x, err1 := json.Marshal(a)
 	y, err2 := json.Marshal(b)
 	return err1 != nil || err2 != nil || !bytes.Equal(x, y)

@@ -1,6 +1,7 @@
 package healer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -69,6 +70,14 @@ type Observer struct {
 
 	cache  map[string]cachedRecord
 	mdRead arrayCache
+	mdstat parsedMdstat
+}
+
+// parsedMdstat is the last /proc/mdstat read, as read and parsed.
+type parsedMdstat struct {
+	raw  []byte
+	st   mdraid.Mdstat
+	keys map[string]string
 }
 
 // cycleStarter is an NVMeReader that keeps what it read between cycles
@@ -203,7 +212,7 @@ func (o *Observer) getVolume(ctx context.Context, id string) (*volume.Volume, er
 // /proc/mdstat once.
 func (o *Observer) arrays(staged []stagestate.Volume) (map[string]mdraid.Array, error) {
 	out := map[string]mdraid.Array{}
-	st, err := o.Arrays.ReadMdstat()
+	st, keys, err := o.readMdstat()
 	if errors.Is(err, mdraid.ErrNotFound) {
 		return out, nil // md not loaded: no array runs
 	}
@@ -214,7 +223,7 @@ func (o *Observer) arrays(staged []stagestate.Volume) (map[string]mdraid.Array, 
 	for _, a := range st.Arrays {
 		running[a.Name] = true
 	}
-	cached := o.mdRead.begin(st, o.now(), o.ArrayReread)
+	cached := o.mdRead.begin(keys, o.now(), o.ArrayReread)
 	read := map[string]*mdraid.Array{}
 	readArray := func(name string) (*mdraid.Array, error) {
 		if a, ok := read[name]; ok {
@@ -280,6 +289,49 @@ func (o *Observer) arrays(staged []stagestate.Volume) (map[string]mdraid.Array, 
 		}
 	}
 	return out, nil
+}
+
+// mdstatBytesReader reads /proc/mdstat unparsed (*mdraid.Manager).
+type mdstatBytesReader interface {
+	ReadMdstatBytes() ([]byte, error)
+}
+
+// readMdstat reads /proc/mdstat and returns it parsed with each array's
+// entry as arrayCache compares it. The parse (regular expressions over
+// every line, some milliseconds with a thousand arrays) is redone only when
+// the text differs from the last cycle's.
+func (o *Observer) readMdstat() (mdraid.Mdstat, map[string]string, error) {
+	br, ok := o.Arrays.(mdstatBytesReader)
+	if !ok {
+		st, err := o.Arrays.ReadMdstat()
+		if err != nil {
+			return st, nil, err
+		}
+		return st, mdstatKeys(st), nil
+	}
+	b, err := br.ReadMdstatBytes()
+	if err != nil {
+		o.mdstat = parsedMdstat{}
+		return mdraid.Mdstat{}, nil, err
+	}
+	if o.mdstat.keys != nil && bytes.Equal(b, o.mdstat.raw) {
+		return o.mdstat.st, o.mdstat.keys, nil
+	}
+	st, err := mdraid.ParseMdstat(b)
+	if err != nil {
+		o.mdstat = parsedMdstat{}
+		return st, nil, err
+	}
+	o.mdstat = parsedMdstat{raw: b, st: st, keys: mdstatKeys(st)}
+	return st, o.mdstat.keys, nil
+}
+
+func mdstatKeys(st mdraid.Mdstat) map[string]string {
+	keys := make(map[string]string, len(st.Arrays))
+	for _, a := range st.Arrays {
+		keys[a.Name] = mdstatKey(a)
+	}
+	return keys
 }
 
 func (o *Observer) arrayObservation(a mdraid.Array) *ArrayObservation {
