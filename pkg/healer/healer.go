@@ -353,6 +353,14 @@ func (h *Healer) pollNVMe(ctx context.Context) {
 	var last uint64
 	first := true
 	poll := func() {
+		if p, ok := h.deps.Observer.NVMe.(nvmePoller); ok {
+			changed, err := p.Poll()
+			if err == nil && changed && !first {
+				h.Trigger()
+			}
+			first = first && err != nil
+			return
+		}
 		cs, err := h.deps.Observer.NVMe.Controllers()
 		if err != nil {
 			return
@@ -374,6 +382,12 @@ func (h *Healer) pollNVMe(ctx context.Context) {
 		}
 		poll()
 	}
+}
+
+// nvmePoller is an NVMeReader that can tell by itself whether anything
+// changed since it was last asked or read (CachedNVMe.Poll).
+type nvmePoller interface {
+	Poll() (changed bool, err error)
 }
 
 // fingerprint sums a 64-bit hash of each controller's name, NQN and state:

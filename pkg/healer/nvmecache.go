@@ -3,6 +3,7 @@
 package healer
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -59,12 +60,14 @@ type CachedNVMe struct {
 }
 
 type cachedCtrl struct {
-	ino             uint64
-	nqn             string
+	ino uint64
+	nqn string
+	// state is the last state read, by Poll or Controllers.
+	lastState       string
 	trAddr, trSvcID string
-	// state is the open state attribute; -1 when it could not be kept
+	// stateFD is the open state attribute; -1 when it could not be kept
 	// open (out of descriptors): then it is read by path.
-	state int
+	stateFD int
 }
 
 type cachedIDs struct {
@@ -128,6 +131,7 @@ func (c *CachedNVMe) Controllers() ([]NVMeController, error) {
 			c.ctrls[e.name] = cc
 			c.ctrlGen++
 		}
+		cc.lastState = state
 		out = append(out, NVMeController{Name: e.name, SubsysNQN: cc.nqn, State: host.ControllerState(state), TrAddr: cc.trAddr, TrSvcID: cc.trSvcID})
 	}
 	for name := range c.ctrls {
@@ -136,6 +140,43 @@ func (c *CachedNVMe) Controllers() ([]NVMeController, error) {
 		}
 	}
 	return out, nil
+}
+
+// Poll reports whether any controller appeared, vanished, was replaced or
+// changed state since the last Poll or Controllers, which is all the NVMe
+// poll between cycles needs to know: it compares each state read with the
+// last one in place, building nothing, so that a quiet poll costs one
+// listing and one pread per controller.
+func (c *CachedNVMe) Poll() (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	entries, err := c.list(c.classDir(), isCtrlName)
+	if errors.Is(err, fs.ErrNotExist) {
+		had := len(c.ctrls) > 0
+		c.dropAll()
+		return had, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	changed := len(entries) != len(c.ctrls)
+	for _, e := range entries {
+		cc := c.ctrls[e.name]
+		if cc == nil || cc.ino != e.ino {
+			changed = true
+			continue // Controllers, at the cycle this triggers, loads it
+		}
+		n, err := c.readStateBytes(e.name, cc)
+		if err != nil {
+			changed = true // going away: the cycle reads it afresh
+			continue
+		}
+		if st := bytes.TrimSpace(c.readBuf[:n]); string(st) != cc.lastState {
+			cc.lastState = string(st)
+			changed = true
+		}
+	}
+	return changed, nil
 }
 
 // load reads a controller it does not know: NQN, address, state, and keeps
@@ -148,7 +189,7 @@ func (c *CachedNVMe) load(name string, ino uint64) (*cachedCtrl, string, error) 
 	}
 	addr, _ := nvmeAttrs.ReadAttr(filepath.Join(dir, "address"))
 	traddr, trsvcid, _ := host.ParseAddress(addr)
-	cc := &cachedCtrl{ino: ino, nqn: nqn, trAddr: traddr, trSvcID: trsvcid, state: -1}
+	cc := &cachedCtrl{ino: ino, nqn: nqn, trAddr: traddr, trSvcID: trsvcid, stateFD: -1}
 	fd, err := unix.Open(filepath.Join(dir, "state"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	switch {
 	case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV):
@@ -158,7 +199,7 @@ func (c *CachedNVMe) load(name string, ino uint64) (*cachedCtrl, string, error) 
 		// state by path.
 		klog.V(2).InfoS("Cannot keep an NVMe controller's state open; reading it by path", "controller", name, "err", err)
 	default:
-		cc.state = fd
+		cc.stateFD = fd
 	}
 	state, err := c.readState(name, cc)
 	if err != nil {
@@ -174,18 +215,25 @@ func (c *CachedNVMe) load(name string, ino uint64) (*cachedCtrl, string, error) 
 // readState reads the state attribute from the start: sysfs renders a
 // fresh value for every read at offset 0.
 func (c *CachedNVMe) readState(name string, cc *cachedCtrl) (string, error) {
-	if cc.state < 0 {
-		return nvmeAttrs.ReadAttr(filepath.Join(c.classDir(), name, "state"))
+	n, err := c.readStateBytes(name, cc)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(c.readBuf[:n])), nil
+}
+
+// readStateBytes reads the state into c.readBuf.
+func (c *CachedNVMe) readStateBytes(name string, cc *cachedCtrl) (int, error) {
+	if cc.stateFD < 0 {
+		v, err := nvmeAttrs.ReadAttr(filepath.Join(c.classDir(), name, "state"))
+		return copy(c.readBuf, v), err
 	}
 	for {
-		n, err := unix.Pread(cc.state, c.readBuf, 0)
+		n, err := unix.Pread(cc.stateFD, c.readBuf, 0)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
-		if err != nil {
-			return "", err
-		}
-		return strings.TrimSpace(string(c.readBuf[:n])), nil
+		return n, err
 	}
 }
 
@@ -204,9 +252,9 @@ func (c *CachedNVMe) dropAll() {
 }
 
 func (c *CachedNVMe) closeCtrl(cc *cachedCtrl) {
-	if cc.state >= 0 {
-		unix.Close(cc.state)
-		cc.state = -1
+	if cc.stateFD >= 0 {
+		unix.Close(cc.stateFD)
+		cc.stateFD = -1
 	}
 }
 

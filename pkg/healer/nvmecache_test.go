@@ -3,13 +3,16 @@
 package healer
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"testing"
+	"time"
 
+	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 )
 
@@ -60,7 +63,7 @@ func TestCachedNVMeControllers(t *testing.T) {
 		}
 		return got
 	}
-	if cs := same("first"); len(cs) != 6 || c.ctrls["nvme0"].state < 0 {
+	if cs := same("first"); len(cs) != 6 || c.ctrls["nvme0"].stateFD < 0 {
 		t.Fatalf("controllers %d, state kept open %v", len(cs), c.ctrls["nvme0"])
 	}
 	tr.ctrlState(1, "connecting")
@@ -216,5 +219,74 @@ func TestParseDirentNames(t *testing.T) {
 		if e.ino == 0 {
 			t.Fatalf("%+v", e)
 		}
+	}
+}
+
+func TestCachedNVMePoll(t *testing.T) {
+	tr := newTree(t, 2)
+	c := NewCachedNVMe(tr.root)
+	t.Cleanup(func() { c.Close() })
+	poll := func(want bool, what string) {
+		t.Helper()
+		got, err := c.Poll()
+		if err != nil || got != want {
+			t.Fatalf("%s: changed %v (%v), want %v", what, got, err, want)
+		}
+	}
+	poll(true, "first look: every controller is new")
+	if _, err := c.Controllers(); err != nil { // the cycle it triggers
+		t.Fatal(err)
+	}
+	poll(false, "after the cycle read them")
+	tr.ctrlState(2, "resetting")
+	poll(true, "a state change")
+	poll(false, "the same state again")
+	tr.ctrlState(2, "connecting")
+	if _, err := c.Controllers(); err != nil {
+		t.Fatal(err)
+	}
+	poll(false, "a change a cycle already read")
+	tr.replaceDir("sys/class/nvme/nvme3", map[string]string{"subsysnqn": "nqn.other", "state": "connecting"})
+	poll(true, "a controller replaced under its name")
+	if _, err := c.Controllers(); err != nil {
+		t.Fatal(err)
+	}
+	poll(false, "after the cycle")
+	tr.ctrlState(5, "")
+	poll(true, "a controller gone")
+	tr.write("sys/class/nvme/nvme9/subsysnqn", "nqn.new")
+	tr.write("sys/class/nvme/nvme9/state", "live")
+	poll(true, "a new controller")
+	if err := os.RemoveAll(filepath.Join(tr.root, "sys/class/nvme")); err != nil {
+		t.Fatal(err)
+	}
+	poll(true, "nvme unloaded")
+	poll(false, "still unloaded")
+}
+
+// Run with CachedNVMe: the poll notices a controller going away between
+// two intervals, as with the plain reader.
+func TestHealerRunReactsToNVMeChangeCached(t *testing.T) {
+	h := newHarness(t, 1)
+	hl, _ := h.healer(t)
+	c := NewCachedNVMe(h.tr.root)
+	t.Cleanup(func() { c.Close() })
+	hl.deps.Observer.NVMe = c
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- hl.Run(ctx) }()
+	waitFor(t, func() bool { _, err := os.Stat(MemoryFile(h.dir)); return err == nil && h.clk.Waiters() >= 2 })
+	h.tr.ctrlState(1, "connecting")
+	h.clk.Step(time.Second)
+	waitFor(t, func() bool { return len(noSessions(h.prov.delivered())) == 2 })
+	if got := reportTypes(noSessions(h.prov.delivered())); !slices.Equal(got, []events.Type{events.HostDisconnected, events.VolumeDegraded}) {
+		t.Fatalf("events %v", got)
+	}
+	if d := noSessions(h.prov.delivered())[1].Time; !d.Equal(t0.Add(time.Second)) {
+		t.Fatalf("detected at %v", d)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
