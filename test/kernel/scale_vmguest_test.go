@@ -4,6 +4,8 @@ package kernel
 
 import (
 	"fmt"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,6 +39,13 @@ func testIdleDetectionAtScale(t *testing.T, s *stack, c csiClients, p *provision
 			n := len(eventsOf(t, p, vol.id, events.SessionEstablished))
 			return n >= 2, fmt.Sprintf("%d sessions", n)
 		})
+	}
+
+	// Healthy volumes need nothing: the healer must not have acted on any
+	// (a cache answering with a stale state would make it fail or re-add
+	// members that serve).
+	if acts := healerActions(t); len(acts) > 0 {
+		t.Errorf("the healer acted %d times on %d healthy volumes, want none: %s", len(acts), scaleVolumes, strings.Join(acts[:min(len(acts), 40)], "\n"))
 	}
 
 	for _, vol := range []csiVolume{vols[0], vols[len(vols)-1]} {
@@ -74,4 +83,21 @@ func testIdleDetectionAtScale(t *testing.T, s *stack, c csiClients, p *provision
 		healed := waitEvent(t, p, vol.id, events.VolumeHealed, 2*time.Minute, restoreAt)
 		t.Logf("IDLE DETECTION: %s healed %v after its replica came back", vol.id, healed.Time.Sub(restoreAt).Round(time.Millisecond))
 	}
+}
+
+// healerActions returns the node plugin's log lines of the healer's
+// actions so far.
+func healerActions(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile("/run/nvmirror-test/csi.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "Healer action") {
+			out = append(out, l)
+		}
+	}
+	return out
 }
