@@ -23,11 +23,14 @@ import (
 // CachedNVMe is the NVMeReader of a node with many staged volumes: it reads
 // only what can change between two looks.
 //
-// A controller's subsystem NQN and transport address are fixed for its
-// life; only its state changes. So CachedNVMe keeps, per controller, the
-// NQN and address it read when it first saw the controller and the state
-// file open, and a poll is one directory listing of /sys/class/nvme plus
-// one pread of each state file: no open, no close, no other attribute.
+// A controller's subsystem NQN and transport address are fixed once it has
+// been live (the kernel identifies the subsystem at the first connect and
+// never again); only its state changes. So CachedNVMe keeps, per
+// controller, the NQN and address it read once it saw the controller live,
+// and the state file open, and a poll is one directory listing of
+// /sys/class/nvme plus one pread of each state file: no open, no close, no
+// other attribute. Until a controller has been live (a connect in
+// progress) its NQN and address are read again at every Controllers.
 // A controller is recognised by its name *and* its directory entry's inode
 // number: the kernel reuses names (a controller deleted after
 // ctrl_loss_tmo and connected again is often nvme3 again) but never inode
@@ -62,8 +65,11 @@ type CachedNVMe struct {
 type cachedCtrl struct {
 	ino uint64
 	nqn string
-	// state is the last state read, by Poll or Controllers.
-	lastState       string
+	// lastState is the last state read, by Poll or Controllers.
+	lastState string
+	// settled: nqn and trAddr/trSvcID were read after the controller had
+	// been live, so they hold for its life.
+	settled         bool
 	trAddr, trSvcID string
 	// stateFD is the open state attribute; -1 when it could not be kept
 	// open (out of descriptors): then it is read by path.
@@ -131,6 +137,20 @@ func (c *CachedNVMe) Controllers() ([]NVMeController, error) {
 			c.ctrls[e.name] = cc
 			c.ctrlGen++
 		}
+		if !cc.settled {
+			// Connecting for the first time: the subsystem may not be
+			// identified yet, so its NQN is not to be trusted before.
+			if err := c.readIdentity(e.name, cc); errors.Is(err, fs.ErrNotExist) {
+				c.drop(e.name)
+				continue
+			} else if err != nil {
+				return nil, err
+			}
+			if host.ControllerState(state).IsLive() {
+				cc.settled = true
+				c.ctrlGen++ // its namespaces come with it
+			}
+		}
 		cc.lastState = state
 		out = append(out, NVMeController{Name: e.name, SubsysNQN: cc.nqn, State: host.ControllerState(state), TrAddr: cc.trAddr, TrSvcID: cc.trSvcID})
 	}
@@ -183,13 +203,7 @@ func (c *CachedNVMe) Poll() (bool, error) {
 // the state file open for the next polls.
 func (c *CachedNVMe) load(name string, ino uint64) (*cachedCtrl, string, error) {
 	dir := filepath.Join(c.classDir(), name)
-	nqn, err := nvmeAttrs.ReadAttr(filepath.Join(dir, "subsysnqn"))
-	if err != nil {
-		return nil, "", err
-	}
-	addr, _ := nvmeAttrs.ReadAttr(filepath.Join(dir, "address"))
-	traddr, trsvcid, _ := host.ParseAddress(addr)
-	cc := &cachedCtrl{ino: ino, nqn: nqn, trAddr: traddr, trSvcID: trsvcid, stateFD: -1}
+	cc := &cachedCtrl{ino: ino, stateFD: -1}
 	fd, err := unix.Open(filepath.Join(dir, "state"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	switch {
 	case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV):
@@ -210,6 +224,19 @@ func (c *CachedNVMe) load(name string, ino uint64) (*cachedCtrl, string, error) 
 		return nil, "", fmt.Errorf("reading controller %s state: %w", name, err)
 	}
 	return cc, state, nil
+}
+
+// readIdentity reads the controller's subsystem NQN and address.
+func (c *CachedNVMe) readIdentity(name string, cc *cachedCtrl) error {
+	dir := filepath.Join(c.classDir(), name)
+	nqn, err := nvmeAttrs.ReadAttr(filepath.Join(dir, "subsysnqn"))
+	if err != nil {
+		return err
+	}
+	addr, _ := nvmeAttrs.ReadAttr(filepath.Join(dir, "address"))
+	cc.nqn = nqn
+	cc.trAddr, cc.trSvcID, _ = host.ParseAddress(addr)
+	return nil
 }
 
 // readState reads the state attribute from the start: sysfs renders a

@@ -89,9 +89,30 @@ func TestCachedNVMeControllers(t *testing.T) {
 	tr.write("sys/class/nvme/nvme17/subsysnqn", "nqn.new")
 	tr.write("sys/class/nvme/nvme17/state", "new")
 	tr.write("sys/class/nvme/nvme17/address", "traddr=10.0.0.1,trsvcid=4420")
-	if cs := same("new controller"); len(cs) != 6 {
+	if cs := same("new controller"); len(cs) != 6 || c.ctrls["nvme17"].settled {
 		t.Fatalf("%d controllers", len(cs))
 	}
+	// A controller being connected: until it has been live its subsystem
+	// may not be identified, and its NQN reads otherwise (seen on 6.1 as a
+	// loop of fail and re-add when it was cached then).
+	tr.write("sys/class/nvme/nvme18/subsysnqn", "")
+	tr.write("sys/class/nvme/nvme18/state", "new")
+	same("connect in progress")
+	tr.write("sys/class/nvme/nvme18/state", "connecting")
+	tr.write("sys/class/nvme/nvme18/subsysnqn", "nqn.2014-08.org.nvmexpress.discovery")
+	same("connect in progress, another NQN")
+	tr.write("sys/class/nvme/nvme18/subsysnqn", "nqn.2026-01.io.nvmirror:late")
+	tr.write("sys/class/nvme/nvme18/address", "traddr=10.0.7.1,trsvcid=4420")
+	tr.write("sys/class/nvme/nvme18/state", "live")
+	for _, c := range same("connected") {
+		if c.Name == "nvme18" && (c.SubsysNQN != "nqn.2026-01.io.nvmirror:late" || c.TrAddr != "10.0.7.1") {
+			t.Fatalf("connected controller read with the NQN it had while connecting: %+v", c)
+		}
+	}
+	if cc := c.ctrls["nvme18"]; cc == nil || !cc.settled {
+		t.Fatalf("live controller not settled: %+v", cc)
+	}
+
 	// nvme not loaded (class directory gone): none, and nothing left open.
 	if err := os.RemoveAll(filepath.Join(tr.root, "sys/class/nvme")); err != nil {
 		t.Fatal(err)
