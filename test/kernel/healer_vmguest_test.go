@@ -208,7 +208,9 @@ func mdOf(t *testing.T, md *mdraid.Manager, v *volume.Volume) mdraid.Array {
 // the real binaries on the real kernel. One stack serves every scenario;
 // maxReplicaDownTime is counted in seconds here (--heal-time-unit=1s).
 func TestHealer(t *testing.T) {
-	s := startStack(t, "--heal-time-unit=1s", "--heal-interval=5s")
+	// 512 MiB pools: the last subtest stages 20 volumes of 2 replicas at
+	// once (each replica of a 16 MiB volume takes 20 MiB).
+	s := startStackWith(t, stackOptions{poolSize: 512 << 20, csiArgs: []string{"--heal-time-unit=1s", "--heal-interval=5s"}})
 	top := t // daemons restarted by a subtest live as long as the stack
 	c := dialCSI(t, s.csiSocket)
 	p := dialProvisioner(t, s)
