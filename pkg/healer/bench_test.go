@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
@@ -51,7 +52,7 @@ func benchHealer(b *testing.B, tr *tree, cached bool, w MDWatcher, cfg Config) *
 	}
 	b.Cleanup(func() { q.Close() })
 	h, err := New(cfg, dir, Deps{Observer: o, Actor: &Actor{Raid: mdraid.NewManager(nil, tr.root), Provisioner: prov},
-		Queue: q, Watcher: w, Clock: clock.RealClock{}})
+		Queue: q, Watcher: w, Clock: clock.RealClock{}, Metrics: NewMetrics(prometheus.NewRegistry())})
 	if err != nil {
 		b.Fatal(err)
 	}
