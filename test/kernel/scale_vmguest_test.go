@@ -44,7 +44,7 @@ func testIdleDetectionAtScale(t *testing.T, s *stack, c csiClients, p *provision
 	// Healthy volumes need nothing: the healer must not have acted on any
 	// (a cache answering with a stale state would make it fail or re-add
 	// members that serve).
-	if acts := healerActions(t); len(acts) > 0 {
+	if acts := healerActions(t, vols); len(acts) > 0 {
 		t.Errorf("the healer acted %d times on %d healthy volumes, want none: %s", len(acts), scaleVolumes, strings.Join(acts[:min(len(acts), 40)], "\n"))
 	}
 
@@ -86,8 +86,9 @@ func testIdleDetectionAtScale(t *testing.T, s *stack, c csiClients, p *provision
 }
 
 // healerActions returns the node plugin's log lines of the healer's
-// actions so far.
-func healerActions(t *testing.T) []string {
+// actions on the volumes so far (the stack's log holds the earlier
+// subtests' too).
+func healerActions(t *testing.T, vols []csiVolume) []string {
 	t.Helper()
 	b, err := os.ReadFile("/run/nvmirror-test/csi.log")
 	if err != nil {
@@ -95,8 +96,14 @@ func healerActions(t *testing.T) []string {
 	}
 	var out []string
 	for _, l := range strings.Split(string(b), "\n") {
-		if strings.Contains(l, "Healer action") {
-			out = append(out, l)
+		if !strings.Contains(l, "Healer action") {
+			continue
+		}
+		for _, v := range vols {
+			if strings.Contains(l, `volumeID="`+v.id+`"`) {
+				out = append(out, l)
+				break
+			}
 		}
 	}
 	return out
