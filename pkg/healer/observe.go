@@ -111,11 +111,6 @@ func (o *Observer) Observe(ctx context.Context) (Observation, error) {
 	if err != nil {
 		return Observation{}, fmt.Errorf("list staged volumes: %w", err)
 	}
-	if cs, ok := o.NVMe.(cycleStarter); ok {
-		if err := cs.StartCycle(); err != nil {
-			return Observation{}, fmt.Errorf("list block devices: %w", err)
-		}
-	}
 	arrays, err := o.arrays(staged)
 	if err != nil {
 		return Observation{}, err
@@ -123,6 +118,13 @@ func (o *Observer) Observe(ctx context.Context) (Observation, error) {
 	ctrls, err := o.NVMe.Controllers()
 	if err != nil {
 		return Observation{}, fmt.Errorf("list NVMe controllers: %w", err)
+	}
+	// After the controllers: a controller that came or went since the last
+	// cycle invalidates the namespace identities read below.
+	if cs, ok := o.NVMe.(cycleStarter); ok {
+		if err := cs.StartCycle(); err != nil {
+			return Observation{}, fmt.Errorf("list block devices: %w", err)
+		}
 	}
 	byNQN := map[string][]ControllerObservation{}
 	for _, c := range ctrls {
