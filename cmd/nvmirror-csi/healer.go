@@ -68,9 +68,12 @@ func newHealer(o driver.Options, h healerOptions, d *driver.Driver, prov *provis
 	initiator := host.NewInitiator(o.HostRoot)
 	hl, err := healer.New(cfg, o.StateDir, healer.Deps{
 		Observer: &healer.Observer{
-			Staged:       func() ([]stagestate.Volume, error) { return stagestate.ListVolumes(o.StateDir) },
-			Arrays:       raid,
-			NVMe:         healer.SysfsNVMe{Root: o.HostRoot},
+			Staged: func() ([]stagestate.Volume, error) { return stagestate.ListVolumes(o.StateDir) },
+			Arrays: raid,
+			// Only controller states and changed arrays are read per
+			// look; see docs/healer.md#cost-per-volume.
+			NVMe:         healer.NewCachedNVMe(o.HostRoot),
+			ArrayReread:  healer.DefaultArrayReread,
 			Provisioner:  prov,
 			ConfigMaxAge: 10 * time.Second,
 			CallTimeout:  10 * time.Second,

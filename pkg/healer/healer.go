@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -78,6 +79,9 @@ func New(cfg Config, stateDir string, deps Deps) (*Healer, error) {
 	if deps.Observer.Now == nil {
 		deps.Observer.Now = deps.Clock.Now
 	}
+	// Reusing md readings between cycles is sound only while md's change
+	// notifications wake the healer.
+	deps.Observer.MDNotifications(deps.Watcher != nil)
 	path := MemoryFile(stateDir)
 	mem, err := LoadMemory(path)
 	if err != nil {
@@ -203,6 +207,11 @@ func (h *Healer) RunOnce(ctx context.Context) error {
 		}
 		o := h.deps.Actor.Do(ctx, a)
 		unlock()
+		// What the action changed is read again next cycle: not every md
+		// attribute it writes (sync_speed_max) is signalled.
+		if arr := arrayOf(obs, a.VolumeID); arr != "" {
+			h.deps.Observer.ArraysChanged(arr)
+		}
 		h.deps.Metrics.repair(o, false)
 		outs = append(outs, o)
 	}
@@ -245,7 +254,24 @@ func (h *Healer) RunOnce(ctx context.Context) error {
 	return nil
 }
 
+func arrayOf(obs Observation, volumeID string) string {
+	for _, v := range obs.Volumes {
+		if v.VolumeID == volumeID && v.Array != nil {
+			return v.Array.Name
+		}
+	}
+	return ""
+}
+
+// changed reports whether the memory must be saved: whether its JSON
+// differs. Equal values marshal alike, so the common case (a quiet cycle,
+// nothing changed) is settled by reflect.DeepEqual without marshalling a
+// thousand volumes twice; values that differ only where JSON does not
+// (a nil and an empty slice) fall through to the comparison of the bytes.
 func changed(a, b Memory) bool {
+	if reflect.DeepEqual(a, b) {
+		return false
+	}
 	x, err1 := json.Marshal(a)
 	y, err2 := json.Marshal(b)
 	return err1 != nil || err2 != nil || !bytes.Equal(x, y)
@@ -299,6 +325,9 @@ func (h *Healer) watchMD(ctx context.Context) {
 			return
 		}
 		if err != nil {
+			// Without notifications a cycle cannot tell an unchanged array
+			// from one whose change it was not told about.
+			h.deps.Observer.MDNotifications(false)
 			klog.ErrorS(err, "md watch failed; relying on the interval until it recovers")
 			t := h.deps.Clock.NewTimer(h.cfg.Interval)
 			select {
@@ -310,26 +339,37 @@ func (h *Healer) watchMD(ctx context.Context) {
 			continue
 		}
 		klog.V(4).InfoS("md changed", "arrays", changed)
+		h.deps.Observer.MDNotifications(true)
+		h.deps.Observer.ArraysChanged(changed...)
 		h.Trigger()
 	}
 }
 
-// pollNVMe re-reads the controllers every NVMePollInterval (one directory
-// listing and three small reads per controller) and triggers a cycle when
-// their set or states changed: md does not notice a lost leg of an idle
-// array, and sysfs gives no notification for controller states.
+// pollNVMe re-reads the controllers every NVMePollInterval and triggers a
+// cycle when their set or states changed: md does not notice a lost leg of
+// an idle array, and sysfs gives no notification for controller states.
+// With CachedNVMe a poll is one listing and one read per controller.
 func (h *Healer) pollNVMe(ctx context.Context) {
-	last := ""
+	var last uint64
+	first := true
 	poll := func() {
+		if p, ok := h.deps.Observer.NVMe.(nvmePoller); ok {
+			changed, err := p.Poll()
+			if err == nil && changed && !first {
+				h.Trigger()
+			}
+			first = first && err != nil
+			return
+		}
 		cs, err := h.deps.Observer.NVMe.Controllers()
 		if err != nil {
 			return
 		}
 		fp := fingerprint(cs)
-		if last != "" && fp != last {
+		if !first && fp != last {
 			h.Trigger()
 		}
-		last = fp
+		last, first = fp, false
 	}
 	poll()
 	t := h.deps.Clock.NewTicker(h.cfg.NVMePollInterval)
@@ -344,11 +384,33 @@ func (h *Healer) pollNVMe(ctx context.Context) {
 	}
 }
 
-func fingerprint(cs []NVMeController) string {
-	parts := make([]string, 0, len(cs))
-	for _, c := range cs {
-		parts = append(parts, c.Name+"="+c.SubsysNQN+"/"+string(c.State))
-	}
-	sort.Strings(parts)
-	return strings.Join(parts, ";") + ";"
+// nvmePoller is an NVMeReader that can tell by itself whether anything
+// changed since it was last asked or read (CachedNVMe.Poll).
+type nvmePoller interface {
+	Poll() (changed bool, err error)
 }
+
+// fingerprint sums a 64-bit hash of each controller's name, NQN and state:
+// independent of the listing's order without sorting thousands of strings
+// every second, and a collision of two different sets is a 2^-64 chance
+// (the periodic cycle runs anyway).
+func fingerprint(cs []NVMeController) uint64 {
+	var sum uint64
+	for _, c := range cs {
+		h := uint64(fnvOffset)
+		for _, s := range [...]string{c.Name, c.SubsysNQN, string(c.State)} {
+			for i := 0; i < len(s); i++ {
+				h = (h ^ uint64(s[i])) * fnvPrime
+			}
+			h *= fnvPrime // a separator: ("a","bc") differs from ("ab","c")
+		}
+		sum += h
+	}
+	return sum
+}
+
+// FNV-1a, 64 bits.
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+)

@@ -1,6 +1,7 @@
 package healer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -62,9 +63,39 @@ type Observer struct {
 	CallTimeout time.Duration
 	// Now is the clock (tests pass a fake one).
 	Now func() time.Time
+	// ArrayReread is how long an md array's sysfs reading may be reused
+	// while md change notifications are watched (the healer says so when
+	// it has a watcher); 0 reads every array every cycle. See arrayCache.
+	ArrayReread time.Duration
 
-	cache map[string]cachedRecord
+	cache  map[string]cachedRecord
+	mdRead arrayCache
+	mdstat parsedMdstat
 }
+
+// parsedMdstat is the last /proc/mdstat read, as read and parsed.
+type parsedMdstat struct {
+	raw  []byte
+	st   mdraid.Mdstat
+	keys map[string]string
+}
+
+// cycleStarter is an NVMeReader that keeps what it read between cycles
+// (CachedNVMe): Observe tells it where a cycle starts, so that it checks
+// its cached namespace identities against the block devices once per
+// cycle.
+type cycleStarter interface {
+	StartCycle() error
+}
+
+// ArraysChanged marks arrays md signalled a change of (the md watcher's
+// report), or that the healer acted on, so that the next cycle reads them
+// again instead of reusing their last reading.
+func (o *Observer) ArraysChanged(arrays ...string) { o.mdRead.changed(arrays...) }
+
+// MDNotifications says whether md change notifications are being watched:
+// only then may an array's reading be reused (see ArrayReread).
+func (o *Observer) MDNotifications(watched bool) { o.mdRead.setNotified(watched) }
 
 type cachedRecord struct {
 	vol *volume.Volume
@@ -87,6 +118,13 @@ func (o *Observer) Observe(ctx context.Context) (Observation, error) {
 	ctrls, err := o.NVMe.Controllers()
 	if err != nil {
 		return Observation{}, fmt.Errorf("list NVMe controllers: %w", err)
+	}
+	// After the controllers: a controller that came or went since the last
+	// cycle invalidates the namespace identities read below.
+	if cs, ok := o.NVMe.(cycleStarter); ok {
+		if err := cs.StartCycle(); err != nil {
+			return Observation{}, fmt.Errorf("list block devices: %w", err)
+		}
 	}
 	byNQN := map[string][]ControllerObservation{}
 	for _, c := range ctrls {
@@ -182,7 +220,7 @@ func (o *Observer) getVolume(ctx context.Context, id string) (*volume.Volume, er
 // volume's array is still read under the device NodeStage recorded.
 func (o *Observer) arrays(staged []stagestate.Volume) (map[string]mdraid.Array, error) {
 	out := map[string]mdraid.Array{}
-	st, err := o.Arrays.ReadMdstat()
+	st, keys, err := o.readMdstat()
 	if errors.Is(err, mdraid.ErrNotFound) {
 		return out, nil // md not loaded: no array runs
 	}
@@ -200,15 +238,21 @@ func (o *Observer) arrays(staged []stagestate.Volume) (map[string]mdraid.Array, 
 			klog.ErrorS(a.Err, "Cannot read an md array's /proc/mdstat entry; reading its sysfs state only", "array", a.Name)
 		}
 	}
+	cached := o.mdRead.begin(keys, o.now(), o.ArrayReread)
 	read := map[string]*mdraid.Array{}
 	readArray := func(name string) *mdraid.Array {
 		if a, ok := read[name]; ok {
+			return a
+		}
+		if a, ok := cached.get(name); ok {
+			read[name] = a
 			return a
 		}
 		a, err := o.Arrays.ReadArray(name)
 		switch {
 		case errors.Is(err, mdraid.ErrNotFound):
 			read[name] = nil
+			cached.put(name, nil)
 			return nil
 		case err != nil:
 			klog.ErrorS(err, "Cannot read an md array; skipping it this cycle", "array", name)
@@ -216,6 +260,7 @@ func (o *Observer) arrays(staged []stagestate.Volume) (map[string]mdraid.Array, 
 			return nil
 		}
 		read[name] = &a
+		cached.put(name, &a)
 		return &a
 	}
 	var missing []stagestate.Volume
@@ -253,6 +298,49 @@ func (o *Observer) arrays(staged []stagestate.Volume) (map[string]mdraid.Array, 
 		}
 	}
 	return out, nil
+}
+
+// mdstatBytesReader reads /proc/mdstat unparsed (*mdraid.Manager).
+type mdstatBytesReader interface {
+	ReadMdstatBytes() ([]byte, error)
+}
+
+// readMdstat reads /proc/mdstat and returns it parsed with each array's
+// entry as arrayCache compares it. The parse (regular expressions over
+// every line, some milliseconds with a thousand arrays) is redone only when
+// the text differs from the last cycle's.
+func (o *Observer) readMdstat() (mdraid.Mdstat, map[string]string, error) {
+	br, ok := o.Arrays.(mdstatBytesReader)
+	if !ok {
+		st, err := o.Arrays.ReadMdstat()
+		if err != nil {
+			return st, nil, err
+		}
+		return st, mdstatKeys(st), nil
+	}
+	b, err := br.ReadMdstatBytes()
+	if err != nil {
+		o.mdstat = parsedMdstat{}
+		return mdraid.Mdstat{}, nil, err
+	}
+	if o.mdstat.keys != nil && bytes.Equal(b, o.mdstat.raw) {
+		return o.mdstat.st, o.mdstat.keys, nil
+	}
+	st, err := mdraid.ParseMdstat(b)
+	if err != nil {
+		o.mdstat = parsedMdstat{}
+		return st, nil, err
+	}
+	o.mdstat = parsedMdstat{raw: b, st: st, keys: mdstatKeys(st)}
+	return st, o.mdstat.keys, nil
+}
+
+func mdstatKeys(st mdraid.Mdstat) map[string]string {
+	keys := make(map[string]string, len(st.Arrays))
+	for _, a := range st.Arrays {
+		keys[a.Name] = mdstatKey(a)
+	}
+	return keys
 }
 
 func (o *Observer) arrayObservation(a mdraid.Array) *ArrayObservation {

@@ -2,7 +2,6 @@ package healer
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -139,55 +138,6 @@ func TestSysfsNVMe(t *testing.T) {
 	}
 	if cs, err := (SysfsNVMe{Root: t.TempDir()}).Controllers(); err != nil || cs != nil {
 		t.Fatalf("no nvme class: %v %v", cs, err)
-	}
-}
-
-// BenchmarkCycle measures one observation (mdstat, md sysfs of every
-// staged array, the NVMe controller listing, namespace identities; the
-// provisioner answers from memory) plus Decide, on a healthy node with 1,
-// 100 and 1000 three-replica arrays.
-func BenchmarkCycle(b *testing.B) {
-	for _, n := range []int{1, 100, 1000} {
-		b.Run(fmt.Sprintf("arrays=%d", n), func(b *testing.B) {
-			tr := newTree(b, n)
-			o := tr.observer(newFakeProv(tr.vols))
-			cfg := testConfig()
-			obs, err := o.Observe(context.Background())
-			if err != nil {
-				b.Fatal(err)
-			}
-			_, _, mem := Decide(obs, cfg, Memory{}, t0)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				obs, err := o.Observe(context.Background())
-				if err != nil {
-					b.Fatal(err)
-				}
-				acts, evs, _ := Decide(obs, cfg, mem, t0.Add(time.Duration(i)*time.Second))
-				if len(acts) != 0 || len(evs) != 0 {
-					b.Fatalf("healthy node: %v %v", kinds(acts), types(evs))
-				}
-			}
-		})
-	}
-}
-
-// BenchmarkNVMePoll is the cost of one NVMe state poll between cycles.
-func BenchmarkNVMePoll(b *testing.B) {
-	for _, n := range []int{1, 100, 1000} {
-		b.Run(fmt.Sprintf("arrays=%d", n), func(b *testing.B) {
-			tr := newTree(b, n)
-			s := SysfsNVMe{Root: tr.root}
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				cs, err := s.Controllers()
-				if err != nil || len(cs) != 3*n {
-					b.Fatal(err)
-				}
-				_ = fingerprint(cs)
-			}
-		})
 	}
 }
 

@@ -332,13 +332,21 @@ func parseMdstatProgress(text string) (*MdstatSync, error) {
 
 // ReadMdstat reads and parses root/proc/mdstat.
 func (m *Manager) ReadMdstat() (Mdstat, error) {
-	path := m.procPath("mdstat")
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return Mdstat{}, fmt.Errorf("%w: %s (md not loaded)", ErrNotFound, path)
-	}
+	b, err := m.ReadMdstatBytes()
 	if err != nil {
 		return Mdstat{}, err
 	}
 	return ParseMdstat(b)
+}
+
+// ReadMdstatBytes reads root/proc/mdstat without parsing it, for a caller
+// that parses only what differs from its last reading (the healer, every
+// cycle); ErrNotFound when md is not loaded.
+func (m *Manager) ReadMdstatBytes() ([]byte, error) {
+	path := m.procPath("mdstat")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s (md not loaded)", ErrNotFound, path)
+	}
+	return b, err
 }

@@ -213,8 +213,10 @@ func TestHealer(t *testing.T) {
 		// Offline repair checks often, with a lease that survives a slow
 		// pass under emulation.
 		provArgs: []string{"--heal-time-unit=1s", "--repair-interval=2s", "--repair-lease=30s"},
-		// Room for a thin 1 GiB volume (offline repair's figure); tmpfs
-		// takes memory only for what is written.
+		// Room for a thin 1 GiB volume (offline repair's figure) and for
+		// the 20 volumes of 2 replicas the scale subtest stages at once
+		// (each replica of a 16 MiB volume takes 20 MiB); tmpfs takes
+		// memory only for what is written.
 		poolSize: 1280 << 20,
 	})
 	top := t // daemons restarted by a subtest live as long as the stack
@@ -622,6 +624,10 @@ func TestHealer(t *testing.T) {
 
 	t.Run("a rebuild runs at the volume's bandwidth limit until it is lifted", func(t *testing.T) {
 		testRebuildPacing(t, s, c, p, md, tgt, ini)
+	})
+
+	t.Run("with many volumes staged an idle volume's lost replica is detected within 2 s", func(t *testing.T) {
+		testIdleDetectionAtScale(t, s, c, p, md, tgt)
 	})
 }
 

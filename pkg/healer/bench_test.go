@@ -1,0 +1,221 @@
+//go:build linux
+
+package healer
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+
+	"github.com/nvmirror/nvmirror/pkg/mdraid"
+)
+
+// The healer's cost on a node with many staged volumes, on fixture trees of
+// healthy three-replica arrays (sysfs and /proc/mdstat as regular files, the
+// provisioner answering from memory). Each benchmark runs the healer both
+// ways in the same run, so the ratio is the figure:
+//   - naive: the observer as it was before the caches: every cycle reads
+//     every attribute of every array, the NVMe poll reads three attributes
+//     of every controller by path;
+//   - cached: CachedNVMe and array readings reused while md notifications
+//     are watched (what cmd/nvmirror-csi runs).
+
+var benchSizes = []int{10, 100, 1000}
+
+// benchHealer is a healer over the tree as the node plugin wires it, with
+// or without the caches.
+func benchHealer(b *testing.B, tr *tree, cached bool, w MDWatcher, cfg Config) *Healer {
+	b.Helper()
+	quietOnce.Do(quiet)
+	prov := newFakeProv(tr.vols)
+	o := tr.observer(prov)
+	o.ConfigMaxAge = 10 * time.Second
+	if cached {
+		c := NewCachedNVMe(tr.root)
+		b.Cleanup(func() { c.Close() })
+		o.NVMe, o.ArrayReread = c, DefaultArrayReread
+	}
+	dir := b.TempDir()
+	q, err := OpenEventQueue(EventQueueFile(dir), 0, prov, clock.RealClock{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { q.Close() })
+	h, err := New(cfg, dir, Deps{Observer: o, Actor: &Actor{Raid: mdraid.NewManager(nil, tr.root), Provisioner: prov},
+		Queue: q, Watcher: w, Clock: clock.RealClock{}, Metrics: NewMetrics(prometheus.NewRegistry())})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return h
+}
+
+var quietOnce sync.Once
+
+// quiet silences klog for the benchmarks, unless NVMIRROR_TEST_LOG is set:
+// the first cycle logs every session it reports, thousands of lines at 1000
+// arrays.
+func quiet() {
+	if os.Getenv("NVMIRROR_TEST_LOG") != "" {
+		return
+	}
+	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	_ = fs.Set("logtostderr", "false")
+	_ = fs.Set("alsologtostderr", "false")
+	_ = fs.Set("stderrthreshold", "FATAL")
+	klog.SetOutput(io.Discard)
+}
+
+// idleWatcher is md with nothing to report.
+type idleWatcher struct{}
+
+func (idleWatcher) Wait(ctx context.Context, _ []string) ([]string, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func variants(b *testing.B, f func(b *testing.B, n int, cached bool)) {
+	for _, n := range benchSizes {
+		for _, cached := range []bool{false, true} {
+			name := "naive"
+			if cached {
+				name = "cached"
+			}
+			b.Run(fmt.Sprintf("%s/arrays=%d", name, n), func(b *testing.B) { f(b, n, cached) })
+		}
+	}
+}
+
+// BenchmarkCycle is one whole healer cycle (RunOnce: observe, decide, no
+// action, memory compared, statuses and metrics) on a healthy node, after
+// the first.
+func BenchmarkCycle(b *testing.B) {
+	variants(b, func(b *testing.B, n int, cached bool) {
+		tr := newTree(b, n)
+		h := benchHealer(b, tr, cached, idleWatcher{}, testConfig())
+		ctx := context.Background()
+		for i := 0; i < 2; i++ { // the first cycle reports the sessions
+			if err := h.RunOnce(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		before := cpuTime(b)
+		for i := 0; i < b.N; i++ {
+			if err := h.RunOnce(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		reportCPUPerOp(b, cpuTime(b)-before)
+		b.StopTimer()
+		if st, ok := h.Status("vol-0000"); !ok || st.Health != HealthHealthy {
+			b.Fatalf("vol-0000: %+v", st)
+		}
+	})
+}
+
+// BenchmarkNVMePoll is one NVMe state poll between cycles: naive, the
+// listing with three attributes read per controller and the fingerprint;
+// cached, CachedNVMe.Poll.
+func BenchmarkNVMePoll(b *testing.B) {
+	variants(b, func(b *testing.B, n int, cached bool) {
+		tr := newTree(b, n)
+		if cached {
+			c := NewCachedNVMe(tr.root)
+			b.Cleanup(func() { c.Close() })
+			if cs, err := c.Controllers(); err != nil || len(cs) != 3*n {
+				b.Fatal(len(cs), err)
+			}
+			b.ResetTimer()
+			before := cpuTime(b)
+			for i := 0; i < b.N; i++ {
+				if changed, err := c.Poll(); err != nil || changed {
+					b.Fatal(changed, err)
+				}
+			}
+			reportCPUPerOp(b, cpuTime(b)-before)
+			return
+		}
+		r := SysfsNVMe{Root: tr.root}
+		b.ResetTimer()
+		before := cpuTime(b)
+		for i := 0; i < b.N; i++ {
+			cs, err := r.Controllers()
+			if err != nil || len(cs) != 3*n {
+				b.Fatal(len(cs), err)
+			}
+			_ = fingerprint(cs)
+		}
+		reportCPUPerOp(b, cpuTime(b)-before)
+	})
+}
+
+// BenchmarkSteadyState is the CPU the healer's watch costs an idle node:
+// Healer.Run with the default timers (the NVMe poll every second, a cycle
+// every 30 s, md notifications through the real watcher on the fixture
+// files, which never signal) for one heal interval of wall-clock time after
+// the first cycle, so the window holds 30 polls and one periodic cycle. It
+// reports the process's CPU time (user+system, getrusage) per second of the
+// window as cpu-ms/s. The window starts once the first cycle's session
+// events are delivered (a start-up cost, not the watch's). Each run takes
+// 30 s.
+func BenchmarkSteadyState(b *testing.B) {
+	variants(b, func(b *testing.B, n int, cached bool) {
+		tr := newTree(b, n)
+		w := mdraid.NewWatcher(tr.root)
+		defer w.Close()
+		cfg := testConfig()
+		h := benchHealer(b, tr, cached, w, cfg)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- h.Run(ctx) }()
+		// Steady state: the first cycle is done and the sessions it
+		// reported (one event per controller) are delivered.
+		for {
+			h.statusMu.RLock()
+			at := h.statusAt
+			h.statusMu.RUnlock()
+			if !at.IsZero() && h.deps.Queue.Len() == 0 {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		b.ResetTimer()
+		before, start := cpuTime(b), time.Now()
+		time.Sleep(cfg.Interval)
+		used, wall := cpuTime(b)-before, time.Since(start)
+		b.StopTimer()
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(used.Microseconds())/1000/wall.Seconds(), "cpu-ms/s")
+		b.ReportMetric(float64(used.Microseconds())/1000/wall.Seconds()/float64(n), "cpu-ms/s/array")
+	})
+}
+
+// reportCPUPerOp reports the process's CPU time per iteration as
+// cpu-ms/op: on a machine shared with other work it moves less than the
+// wall-clock ns/op.
+func reportCPUPerOp(b *testing.B, used time.Duration) {
+	b.ReportMetric(float64(used.Microseconds())/1000/float64(b.N), "cpu-ms/op")
+}
+
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
