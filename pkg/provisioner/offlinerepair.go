@@ -144,6 +144,10 @@ func (s *Service) repairVolume(ctx context.Context, v *store.Volume, reach map[s
 		klog.V(2).InfoS("Offline repair: waiting after failures", "volume", v.ID, "retryIn", wait.Round(time.Second))
 		return false, nil
 	}
+	if !s.fencing.Insert(v.ID) {
+		return false, nil // a publish runs: the volume is about to have a host
+	}
+	defer s.fencing.Delete(v.ID)
 	return s.startRepair(ctx, v, reach, inSync, stale)
 }
 

@@ -1,6 +1,7 @@
 package provisioner_test
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -328,5 +329,40 @@ func TestOfflineRepairNeedsARepairingNode(t *testing.T) {
 	repairOnce(t, e)
 	if cur, _ := e.store.GetVolume(e.ctx, v.ID); cur.Repair != nil {
 		t.Fatalf("repair recorded with no node able to run it: %+v", cur.Repair)
+	}
+}
+
+func TestPublishWaitsWhileARepairIsSetUp(t *testing.T) {
+	e := newEnv(t, threeRacks())
+	v, a, b := staleVolume(t, e)
+	reached, release := make(chan struct{}), make(chan struct{})
+	e.cluster.SetRepairHook(b.StorageNode, func(repair.Request) error {
+		close(reached)
+		<-release
+		return nil
+	})
+	done := make(chan error, 1)
+	go func() { _, err := e.svc.RepairOnce(e.ctx); done <- err }()
+	<-reached
+	// The repair's host is allowed and its start is on its way: a publish
+	// now would race its allowances.
+	_, err := e.svc.PublishVolume(e.ctx, v.ID, hostB, "node-b")
+	wantCode(t, err, provisioner.ErrAborted, "retry")
+	if err := e.svc.DeleteVolume(e.ctx, v.ID); !errors.Is(err, provisioner.ErrAborted) {
+		t.Errorf("DeleteVolume while a repair is set up: %v, want ErrAborted", err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Retried, the publish takes the repair over and leaves only its host.
+	if _, err := e.svc.PublishVolume(e.ctx, v.ID, hostB, "node-b"); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []store.Replica{a, b} {
+		hs := e.cluster.Replica(r.StorageNode, r.ID).Hosts
+		if len(hs) != 1 || !hs[hostB] {
+			t.Errorf("replica %s allows %v after the takeover, want only %s", r.ID, hs, hostB)
+		}
 	}
 }

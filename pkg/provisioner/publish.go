@@ -29,6 +29,10 @@ func (s *Service) PublishVolume(ctx context.Context, id, hostNQN, nodeID string)
 	if err := nvmeof.ValidateNQN(hostNQN); err != nil {
 		return nil, fmt.Errorf("%w: host NQN %q: %v", ErrInvalidArgument, hostNQN, err)
 	}
+	if !s.fencing.Insert(id) {
+		return nil, fmt.Errorf("volume %s: an offline repair of it is being set up or another publish runs; retry: %w", id, ErrAborted)
+	}
+	defer s.fencing.Delete(id)
 	// A storage node repairing the volume offline gives it up first: the
 	// host and the repair must never share the replicas.
 	cur, err := s.o.Store.GetVolume(ctx, id)

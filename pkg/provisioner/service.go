@@ -24,6 +24,7 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"github.com/nvmirror/nvmirror/pkg/inflight"
 	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/placement"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
@@ -83,6 +84,11 @@ type Service struct {
 	// start after failures, so a repair that cannot succeed (a device that
 	// fails its checks) is not retried, and announced, every pass.
 	repairBackoff map[string]backoff
+	// fencing holds the volumes whose host fence is changing in this
+	// process: an offline repair being set up, or a publish (which takes a
+	// repair over). One at a time per volume, so a publish never interleaves
+	// with a repair's allowances and leaves the repair's host allowed.
+	fencing inflight.Set
 }
 
 type backoff struct {

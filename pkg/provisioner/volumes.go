@@ -219,6 +219,10 @@ func (s *Service) DeleteVolume(ctx context.Context, id string) error {
 	if err := s.requireLeader(); err != nil {
 		return err
 	}
+	if !s.fencing.Insert(id) {
+		return fmt.Errorf("volume %s: an offline repair of it is being set up or a publish runs; retry: %w", id, ErrAborted)
+	}
+	defer s.fencing.Delete(id)
 	// An offline repair must not hold replicas being deleted; a storage
 	// node that does not answer loses them anyway (deletion cuts its
 	// sessions), so its repair stopping is not waited for.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
+	"github.com/nvmirror/nvmirror/pkg/repair"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
@@ -55,6 +56,9 @@ type Node struct {
 	// them along with SetRepair. Stopped lists the IDs StopRepair saw.
 	Repairs map[string]*FakeRepair
 	Stopped map[string]bool
+	// RepairHook, when set, runs before StartRepair (outside the lock),
+	// like CreateHook.
+	RepairHook func(repair.Request) error
 }
 
 // Cluster is a set of fake nodes.

@@ -62,7 +62,22 @@ func (c *Cluster) SetRepairHostNQN(node, nqn string) {
 	c.nodes[node].RepairHostNQN = nqn
 }
 
+// SetRepairHook installs a StartRepair hook on a node.
+func (c *Cluster) SetRepairHook(node string, hook func(repair.Request) error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nodes[node].RepairHook = hook
+}
+
 func (a *client) StartRepair(ctx context.Context, r repair.Request) (repair.Status, error) {
+	a.c.mu.Lock()
+	hook := a.c.nodes[a.id].RepairHook
+	a.c.mu.Unlock()
+	if hook != nil {
+		if err := hook(r); err != nil {
+			return repair.Status{}, err
+		}
+	}
 	n, unlock, err := a.node()
 	if err != nil {
 		return repair.Status{}, err
