@@ -69,7 +69,7 @@ var (
 	ErrUnsafe = errors.New("would remove the last in-sync member")
 	// ErrNewerData: the returning replica holds writes the running array
 	// lacks; it is never added (that would resync them away).
-	ErrNewerData = errors.New("replica holds newer data than the running array; not adding it")
+	ErrNewerData = mdraid.ErrNewerMember
 )
 
 // Actor runs actions.
@@ -306,29 +306,11 @@ func (a *Actor) addDevice(ctx context.Context, act Action, dev host.Device) (reA
 			return false, false, err
 		}
 	}
-	sb, err := a.Raid.Examine(ctx, dev.Path)
-	switch {
-	case errors.Is(err, mdraid.ErrNoSuperblock):
-		return false, false, a.Raid.Add(ctx, arr.Device, dev.Path)
-	case err != nil:
-		return false, false, err
-	case sb.UUID != arr.UUID:
-		// Another array's member: adding it would destroy what it holds.
-		return false, false, fmt.Errorf("%w: %s carries md superblock of array %s, not %s", ErrIdentity, dev.Path, sb.UUID, arr.UUID)
+	reAdded, err = mdraid.Join(ctx, a.Raid, arr, dev.Path, func() (uint64, bool) { return a.arrayEvents(ctx, arr, dev.Name) })
+	if errors.Is(err, mdraid.ErrForeignMember) {
+		return false, false, fmt.Errorf("%w: %w", ErrIdentity, err)
 	}
-	// A member that dropped out has a lower event count than the running
-	// array. A higher one means it went on taking writes the running array
-	// never saw (the array was started from other replicas, as after
-	// nvmirrorctl promote): adding it would resync those writes away.
-	if running, ok := a.arrayEvents(ctx, arr, dev.Name); ok && sb.Events > running {
-		return false, false, fmt.Errorf("%w: %s holds md events %d, newer than the running array's %d", ErrNewerData, dev.Path, sb.Events, running)
-	}
-	err = a.Raid.ReAdd(ctx, arr.Device, dev.Path)
-	if errors.Is(err, mdraid.ErrReAddRefused) {
-		klog.InfoS("md refused the bitmap re-add; adding for a full resync", "array", arr.Device, "device", dev.Path, "err", err)
-		return false, false, a.Raid.Add(ctx, arr.Device, dev.Path)
-	}
-	return err == nil, false, err
+	return reAdded, false, err
 }
 
 // join brings a replica (back) into the array.

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
@@ -41,8 +42,9 @@ var (
 	ErrIdentity = errors.New("identity check failed")
 	// ErrNewerData: an out-of-sync member carries a higher md event count
 	// than the in-sync ones (it went on taking writes they never saw, as
-	// after nvmirrorctl promote); md would resync those writes away.
-	ErrNewerData = errors.New("out-of-sync member holds newer data than the in-sync ones")
+	// after nvmirrorctl promote); md would resync those writes away. The
+	// same error as md's joining rule gives (mdraid.Join).
+	ErrNewerData = mdraid.ErrNewerMember
 )
 
 // Member is one replica of the volume being repaired.

@@ -49,7 +49,8 @@ func (w *work) repair(ctx context.Context) ([]string, error) {
 			stale = append(stale, a)
 		}
 	}
-	if err := w.checkStale(ctx, inSync, stale); err != nil {
+	newest, err := w.checkStale(ctx, inSync, stale)
+	if err != nil {
 		return nil, err
 	}
 	if err := w.clearLeftover(ctx, append(inSync, stale...)); err != nil {
@@ -66,7 +67,7 @@ func (w *work) repair(ctx context.Context) ([]string, error) {
 	}
 	w.r.update(w.j, func(s *Status) { s.Message = "joining out-of-sync members" })
 	for _, a := range stale {
-		reAdded, err := w.join(ctx, arr, a)
+		reAdded, err := w.join(ctx, arr, a, newest)
 		if err != nil {
 			return nil, err
 		}
@@ -130,15 +131,14 @@ func sameNamespace(dev host.Device, ns string) bool {
 // members carry the volume's array; an out-of-sync one carries it too (a
 // former member) or is blank (a new replacement), and never holds writes
 // the in-sync ones lack.
-func (w *work) checkStale(ctx context.Context, inSync, stale []attached) error {
-	var newest uint64
+func (w *work) checkStale(ctx context.Context, inSync, stale []attached) (newest uint64, err error) {
 	for _, a := range inSync {
 		sb, err := w.examine(ctx, a.dev.Path)
 		if err != nil {
-			return fmt.Errorf("in-sync replica %s (%s): %w", a.ID, a.dev.Path, err)
+			return 0, fmt.Errorf("in-sync replica %s (%s): %w", a.ID, a.dev.Path, err)
 		}
 		if sb.UUID != w.j.req.MDUUID {
-			return fmt.Errorf("%w: in-sync replica %s (%s) carries md array %q, not the volume's %s", ErrIdentity, a.ID, a.dev.Path, sb.UUID, w.j.req.MDUUID)
+			return 0, fmt.Errorf("%w: in-sync replica %s (%s) carries md array %q, not the volume's %s", ErrIdentity, a.ID, a.dev.Path, sb.UUID, w.j.req.MDUUID)
 		}
 		newest = max(newest, sb.Events)
 	}
@@ -148,20 +148,20 @@ func (w *work) checkStale(ctx context.Context, inSync, stale []attached) error {
 		case errors.Is(err, mdraid.ErrNoSuperblock):
 			blank, berr := w.r.disk.Blank(a.dev.Path, a.dev.SizeBytes)
 			if berr != nil {
-				return berr
+				return 0, berr
 			}
 			if !blank {
-				return fmt.Errorf("%w: replica %s (%s) has no md superblock but holds data; not overwriting it", ErrIdentity, a.ID, a.dev.Path)
+				return 0, fmt.Errorf("%w: replica %s (%s) has no md superblock but holds data; not overwriting it", ErrIdentity, a.ID, a.dev.Path)
 			}
 		case err != nil:
-			return fmt.Errorf("replica %s (%s): %w", a.ID, a.dev.Path, err)
+			return 0, fmt.Errorf("replica %s (%s): %w", a.ID, a.dev.Path, err)
 		case sb.UUID != w.j.req.MDUUID:
-			return fmt.Errorf("%w: replica %s (%s) carries md array %s, not the volume's %s", ErrIdentity, a.ID, a.dev.Path, sb.UUID, w.j.req.MDUUID)
+			return 0, fmt.Errorf("%w: replica %s (%s) carries md array %s, not the volume's %s", ErrIdentity, a.ID, a.dev.Path, sb.UUID, w.j.req.MDUUID)
 		case sb.Events > newest:
-			return fmt.Errorf("%w: replica %s has md events %d, the in-sync replicas at most %d", ErrNewerData, a.ID, sb.Events, newest)
+			return 0, fmt.Errorf("%w: replica %s has md events %d, the in-sync replicas at most %d", ErrNewerData, a.ID, sb.Events, newest)
 		}
 	}
-	return nil
+	return newest, nil
 }
 
 func (w *work) examine(ctx context.Context, path string) (mdraid.Superblock, error) {
@@ -226,20 +226,14 @@ func (w *work) assemble(ctx context.Context, inSync []attached) (mdraid.Array, e
 	return arr, nil
 }
 
-// join adds an out-of-sync member: a re-add from the bitmap when it was a
-// member, else a full recovery. It reports whether md took the re-add.
-func (w *work) join(ctx context.Context, arr mdraid.Array, a attached) (bool, error) {
+// join adds an out-of-sync member by md's rule (mdraid.Join: a re-add
+// from the bitmap for a former member, else a full recovery), never over
+// newer data than the in-sync members': checkStale verified the devices,
+// and newest is what it found.
+func (w *work) join(ctx context.Context, arr mdraid.Array, a attached, newest uint64) (bool, error) {
 	cctx, cancel := context.WithTimeout(ctx, w.r.cfg.CommandTimeout)
 	defer cancel()
-	if _, err := w.r.raid.Examine(cctx, a.dev.Path); errors.Is(err, mdraid.ErrNoSuperblock) {
-		return false, w.r.raid.Add(cctx, arr.Device, a.dev.Path)
-	}
-	err := w.r.raid.ReAdd(cctx, arr.Device, a.dev.Path)
-	if errors.Is(err, mdraid.ErrReAddRefused) {
-		klog.InfoS("md refused the bitmap re-add; adding for a full recovery", "repair", w.j.req.ID, "device", a.dev.Path, "err", err)
-		return false, w.r.raid.Add(cctx, arr.Device, a.dev.Path)
-	}
-	return err == nil, err
+	return mdraid.Join(cctx, w.r.raid, arr, a.dev.Path, func() (uint64, bool) { return newest, true })
 }
 
 // waitInSync polls md until every slot has an in-sync member and no sync
