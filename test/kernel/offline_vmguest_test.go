@@ -276,6 +276,12 @@ func testOfflineRepair(t *testing.T, s *stack, top *testing.T, c csiClients, p *
 			t.Errorf("%d md arrays of the volume run after the takeover, want the host's only", n)
 		}
 		verifyFiles(t, mergeSums(before, during))
+		// The limit has done its job (the repair was caught midway); lifted,
+		// the host's healer finishes B and md's check runs at full speed.
+		if _, err := c.ctrl.ControllerModifyVolume(ctxTimeout(t, time.Minute), &csi.ControllerModifyVolumeRequest{VolumeId: vol.id,
+			MutableParameters: map[string]string{"rebuildBandwidthLimit": "0"}}); err != nil {
+			t.Fatalf("lift the limit: %v", err)
+		}
 		waitFor(t, 4*time.Minute, "the host's healer to finish B and record it in sync", func() (bool, string) {
 			cur := mustVolume(t, p, vol.id)
 			arr := mdOf(t, md, cur)
