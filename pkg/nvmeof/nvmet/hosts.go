@@ -51,9 +51,10 @@ func (t *Target) AllowHost(nqn, hostNQN string) error {
 	// The host entry may vanish between creating it and linking it:
 	// another process on the same kernel (agents sharing one, as in the
 	// tests) removes an entry it saw unreferenced. Linking a vanished
-	// entry fails with ENOENT; create it again and retry.
+	// entry fails with ENOENT; create it again and retry. Several agents
+	// revoking at once (csi-sanity's bursts) have beaten three tries.
 	var err error
-	for range 3 {
+	for range hostLinkAttempts {
 		if err = t.ensureHostDir(hostNQN, hd); err != nil {
 			return err
 		}
@@ -70,6 +71,10 @@ func (t *Target) AllowHost(nqn, hostNQN string) error {
 	klog.InfoS("Allowed host on nvmet subsystem", "nqn", nqn, "host", hostNQN)
 	return nil
 }
+
+// hostLinkAttempts bounds AllowHost's create-and-link retries when the
+// host entry keeps vanishing under it.
+const hostLinkAttempts = 10
 
 // ensureHostDir creates hosts/<hostNQN> when it is missing.
 func (t *Target) ensureHostDir(hostNQN, hd string) error {
