@@ -71,21 +71,30 @@ func serve(t *testing.T, a *agent) (addr string, clientTLS *tls.Config, stop fun
 	return ln.Addr().String(), clientTLS, srv.Stop
 }
 
-func TestClientOverTLSWithToken(t *testing.T) {
-	a := &agent{}
+// dial serves a over TLS with the token and returns a pooled client of it,
+// a context bounding the test's calls, and the agent's address and the
+// client TLS configuration for other clients; all end with the test.
+func dial(t *testing.T, a *agent) (c provisioner.AgentClient, ctx context.Context, addr string, clientTLS *tls.Config) {
+	t.Helper()
 	addr, clientTLS, stop := serve(t, a)
-	defer stop()
+	t.Cleanup(stop)
 	pool, err := NewPool(clientTLS, token)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pool.Close()
+	t.Cleanup(func() { pool.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := pool.Agent(ctx, &store.StorageNode{ID: "sn-1", Address: addr})
+	t.Cleanup(cancel)
+	c, err = pool.Agent(ctx, &store.StorageNode{ID: "sn-1", Address: addr})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c, ctx, addr, clientTLS
+}
+
+func TestClientOverTLSWithToken(t *testing.T) {
+	a := &agent{}
+	c, ctx, addr, clientTLS := dial(t, a)
 
 	rep, err := c.CreateReplica(ctx, provisioner.ReplicaSpec{ReplicaID: "rep-1", VolumeID: "vol-1", SizeBytes: 1 << 30, ProvisioningType: storageclass.Thick, AllowedHosts: []string{"h"}})
 	if err != nil {

@@ -11,7 +11,6 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/agentapi"
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
-	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/repair"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 )
@@ -34,19 +33,7 @@ func (a *agent) GetRepair(ctx context.Context, r *agentapi.GetRepairRequest) (*a
 
 func TestRepairCalls(t *testing.T) {
 	a := &agent{}
-	addr, clientTLS, stop := serve(t, a)
-	defer stop()
-	pool, err := NewPool(clientTLS, token)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := pool.Agent(ctx, &store.StorageNode{ID: "sn-1", Address: addr})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, ctx, _, _ := dial(t, a)
 	req := repair.Request{ID: "rpr-1", VolumeID: "vol-1", MDUUID: "u", Lease: 90500 * time.Millisecond, MaxRebuildKiBps: 512, Members: []repair.Member{
 		{Replica: volume.Replica{ID: "a", StorageNode: "sn-1", NQN: "nqn.x:a", Endpoints: []volume.Endpoint{{Address: "10.0.0.1", Port: "4420"}}}, InSync: true, Secret: "s", CtrlSecret: "c"},
 		{Replica: volume.Replica{ID: "b", StorageNode: "sn-2", NQN: "nqn.x:b", Endpoints: []volume.Endpoint{{Address: "10.0.0.2", Port: "4421"}}}},
