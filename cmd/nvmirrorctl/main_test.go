@@ -232,3 +232,15 @@ func TestRenderEscapesControlCharacters(t *testing.T) {
 		t.Errorf("escaped message missing:\n%s", out)
 	}
 }
+
+// A replica a promotion gave up shows as such, not as an ordinary stale one.
+func TestRenderVolumeDivergedReplica(t *testing.T) {
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	v := testVolume(now)
+	v.Replicas[1].DivergedSince = timestamppb.New(now.Add(-30 * time.Minute))
+	var b bytes.Buffer
+	renderVolume(&b, v, nil, nil, now)
+	if want := "diverged since 2026-11-21T11:30:00Z (given up by a promotion)"; !strings.Contains(b.String(), want) {
+		t.Errorf("volume view lacks %q:\n%s", want, b.String())
+	}
+}

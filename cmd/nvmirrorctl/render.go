@@ -73,6 +73,9 @@ func syncState(r *api.Replica) string {
 	if r.GetOutOfSyncSince() == nil {
 		return "in sync"
 	}
+	if d := r.GetDivergedSince(); d != nil {
+		return fmt.Sprintf("diverged since %s (given up by a promotion)", d.AsTime().UTC().Format(time.RFC3339))
+	}
 	return fmt.Sprintf("out of sync since %s (md events %d)", r.GetOutOfSyncSince().AsTime().UTC().Format(time.RFC3339), r.GetOutOfSyncAtEvents())
 }
 

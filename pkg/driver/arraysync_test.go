@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
+	"github.com/nvmirror/nvmirror/pkg/stagestate"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
@@ -137,5 +139,40 @@ func TestStageRefusesAnArrayRunningOnStaleReplicasOnly(t *testing.T) {
 		if e.mounted(e.staging(id)) || len(e.prov.SyncReports()) != 0 {
 			t.Errorf("race=%v: mounted %v, reports %+v", race, e.mounted(e.staging(id)), e.prov.SyncReports())
 		}
+	}
+}
+
+// A replica a promotion gave up is never connected or assembled: md could
+// pick it (its event count may be the highest) and serve the data the
+// promotion gave up. It stays in the staging record, so the healer counts it
+// missing and replaces it.
+func TestStageLeavesOutADivergedReplica(t *testing.T) {
+	e := newEnv(t)
+	id := e.create("v", "3")
+	e.publish(id)
+	must(t, e.stage(id, mountCap))
+	must(t, e.unstage(id))
+	v := e.volume(id)
+	gaveUp := v.Replicas[0]
+	at := time.Date(2026, 12, 4, 9, 30, 0, 0, time.UTC)
+	e.prov.Update(id, func(v *volume.Volume) { v.Replicas[0].OutOfSyncSince, v.Replicas[0].DivergedSince = at, at })
+
+	must(t, e.stage(id, mountCap))
+	if slices.Contains(e.ini.Connected(), gaveUp.NQN) || len(e.ini.Connected()) != 2 {
+		t.Fatalf("connected %v: want the two replicas other than the diverged %s", e.ini.Connected(), gaveUp.NQN)
+	}
+	arr, err := e.raid.ReadArray(filepath.Base(e.raid.Arrays()[0]))
+	must(t, err)
+	if len(arr.Members) != 2 {
+		t.Fatalf("array %+v, want the two other replicas", arr)
+	}
+	st, err := stagestate.New(e.opts.StateDir).Load(id)
+	must(t, err)
+	var staged []string
+	for _, r := range st.Replicas {
+		staged = append(staged, r.ID)
+	}
+	if !slices.Contains(staged, gaveUp.ID) {
+		t.Errorf("staging record %v lacks the diverged replica: the healer would not replace it", staged)
 	}
 }

@@ -143,13 +143,20 @@ func (d *Driver) stage(ctx context.Context, req *csi.NodeStageVolumeRequest) (re
 	if err != nil {
 		return fmt.Errorf("authentication secrets of host %s: %w", d.node.Host.NQN, err)
 	}
-	devices, err := d.connectReplicas(ctx, replicas, creds, vol.Authentication(), &u)
+	// A replica a promotion gave up is never connected: md could take it
+	// for a member (its event count may be the highest), and no node
+	// should see its data again. The healer replaces it.
+	usable := slices.DeleteFunc(slices.Clone(replicas), volume.Replica.Diverged)
+	if len(usable) < len(replicas) {
+		klog.InfoS("Leaving out replicas given up by a promotion", "volumeID", volID, "replicas", len(replicas)-len(usable))
+	}
+	devices, err := d.connectReplicas(ctx, usable, creds, vol.Authentication(), &u)
 	if err != nil {
 		return err
 	}
 	var device string
 	if useMD {
-		device, err = d.ensureArray(ctx, vol, mdUUID, replicas, devices, &u)
+		device, err = d.ensureArray(ctx, vol, mdUUID, usable, devices, &u)
 		if err != nil {
 			return err
 		}

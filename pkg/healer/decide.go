@@ -35,7 +35,9 @@ import (
 // than MaxConcurrentReplacements. A replica that was replaced (or that the
 // provisioner says is removed or deleted) never rejoins; if it returns it
 // is disconnected and taken out of md. A flapping replica resets its clock
-// each time it serves again, so flaps never cause a replacement.
+// each time it serves again, so flaps never cause a replacement. A replica
+// a promotion gave up (diverged) is down and never joined or connected,
+// whatever its link: it is replaced when its time is up.
 //
 // Events are edges: each is sent once when its state changes, with the
 // transition time as its time, and its ID is a hash of its content, so a
@@ -394,7 +396,11 @@ func (d *volumeDecision) repairs() {
 	}
 	sort.SliceStable(down, func(i, j int) bool { return down[i].mem.DownSince.Before(down[j].mem.DownSince) })
 	for _, rv := range down {
-		if rv.link == linkLive {
+		// A replica a promotion gave up may hold writes the array lacks
+		// and md cannot always tell (a bitmap re-add would keep them on
+		// that leg alone): it is never joined or connected, only
+		// replaced, whatever its link.
+		if rv.link == linkLive && !rv.diverged {
 			if due(rv) {
 				act(ActJoin, rv, nil)
 			}
@@ -408,7 +414,7 @@ func (d *volumeDecision) repairs() {
 			replacingHere++
 			continue
 		}
-		if rv.link == linkGone && len(rv.endpoints) > 0 && due(rv) {
+		if rv.link == linkGone && len(rv.endpoints) > 0 && due(rv) && !rv.diverged {
 			// The kernel gave up on it: try to connect again (paced).
 			act(ActJoin, rv, func(x *Action) { x.Connect = true })
 		}

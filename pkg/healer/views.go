@@ -35,6 +35,9 @@ type replicaView struct {
 	// recordedInSync: the provisioner's record says the replica holds
 	// every write (false when it says otherwise or has no record of it).
 	recordedInSync bool
+	// diverged: the provisioner's record says a promotion gave the replica
+	// up; it is never connected or joined again, only replaced.
+	diverged bool
 	// staged: recorded in the staging state (NodeStage or the healer
 	// connected it), so its connection is expected.
 	staged bool
@@ -107,7 +110,7 @@ func buildViews(v VolumeObservation, vm *VolumeMemory) []*replicaView {
 		for _, r := range v.Record.Replicas {
 			rv := get(r.ID)
 			rv.nqn, rv.nsUUID, rv.storageNode, rv.state = r.NQN, r.NamespaceUUID, r.StorageNode, r.State
-			rv.recordedInSync = r.InSync()
+			rv.recordedInSync, rv.diverged = r.InSync(), r.Diverged()
 			rv.endpoints = r.Endpoints
 		}
 	}

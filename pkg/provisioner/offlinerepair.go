@@ -108,7 +108,9 @@ func (s *Service) repairVolume(ctx context.Context, v *store.Volume, reach map[s
 	for _, r := range v.Replicas {
 		switch {
 		case r.State != store.ReplicaActive || r.NQN == "":
-		case !reachable(reach, r):
+		case !reachable(reach, r) || r.Diverged():
+			// A diverged replica can never be brought up to date (md
+			// would re-add it by bitmap): like one away, it is replaced.
 			away = append(away, r)
 		case r.InSync():
 			inSync = append(inSync, r)

@@ -377,7 +377,7 @@ func ReplicaToProto(r store.Replica) *provisionerapi.Replica {
 		Id: r.ID, StorageNode: r.StorageNode, Nqn: r.NQN, NamespaceUuid: nvmeof.NamespaceUUID(r.ID),
 		State: replicaStateToProto(r.State), Replaces: r.Replaces,
 		Created: ts(r.CreatedAt), Updated: ts(r.UpdatedAt),
-		OutOfSyncSince: ts(r.OutOfSyncSince), OutOfSyncAtEvents: r.OutOfSyncAtEvents,
+		OutOfSyncSince: ts(r.OutOfSyncSince), OutOfSyncAtEvents: r.OutOfSyncAtEvents, DivergedSince: ts(r.DivergedSince),
 	}
 	for _, e := range r.Addresses {
 		p.Endpoints = append(p.Endpoints, &provisionerapi.Endpoint{Address: e.Address, Port: e.ServiceID})

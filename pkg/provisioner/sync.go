@@ -76,6 +76,9 @@ func inSyncActive(v *store.Volume, except string) []string {
 //     never fails the last member of a RAID1, so that report comes from a
 //     bug or a stale node, and recording it would erase the only evidence
 //     of which replica holds the data.
+//   - A diverged replica (given up by a promotion) stays out of sync: an
+//     out-of-sync report changes nothing, an in-sync one is refused
+//     (ErrFailedPrecondition).
 //   - Unknown volume or replica: ErrNotFound.
 func (s *Service) ReportReplicaSync(ctx context.Context, r SyncReport) (*store.Volume, error) {
 	if err := s.requireLeader(); err != nil {
@@ -93,6 +96,16 @@ func (s *Service) ReportReplicaSync(ctx context.Context, r SyncReport) (*store.V
 		}
 		if rep.State != store.ReplicaActive {
 			return fmt.Errorf("replica %s of volume %s is %s, not active; only an active replica's sync state is recorded: %w", r.ReplicaID, r.VolumeID, rep.State, ErrFailedPrecondition)
+		}
+		if rep.Diverged() {
+			if !r.InSync {
+				return nil // out of sync it stays
+			}
+			// No node joins a diverged replica, so md holding it in sync
+			// means a node that predates the promotion still runs the old
+			// history; recording it would hide which data the volume has.
+			return fmt.Errorf("replica %s of volume %s was given up by a promotion at %s (it may hold writes the volume no longer has) and never returns "+
+				"in sync; node %q reports it in sync: %w", r.ReplicaID, r.VolumeID, rep.DivergedSince.UTC().Format(time.RFC3339), r.NodeID, ErrFailedPrecondition)
 		}
 		if r.InSync {
 			if rep.InSync() {
@@ -146,6 +159,11 @@ const PromoteMethod = "PromoteReplicas"
 //     ErrFailedPrecondition; an unknown volume ErrNotFound.
 //   - Replicas already in sync are left as they are; when all are, nothing
 //     changes and nothing is recorded (a retry).
+//   - The replicas the promotion gives up (givenUp: those that may hold
+//     writes the promoted ones lack) are marked diverged and out of sync in
+//     the same change: no node assembles or joins them again. Promoting a
+//     diverged replica takes its mark away (the admin changed their mind)
+//     and gives up the others in its place.
 //   - The Audit event (volume, replicas, since when each was out of sync,
 //     reason) is recorded before the registry changes, so no promotion is
 //     ever unaccounted for; if the change then fails, a second Audit event
@@ -182,7 +200,7 @@ func (s *Service) PromoteReplicas(ctx context.Context, volumeID string, replicaI
 	now := time.Now()
 	audit := events.Event{
 		Time: now, Type: events.Audit, Method: PromoteMethod, Outcome: "OK", Volume: volumeID, Replicas: ids,
-		Message: promoteMessage(stale, reason),
+		Message: promoteMessage(stale, givenUp(cur, ids), reason),
 	}
 	if len(ids) == 1 {
 		audit.Replica = ids[0]
@@ -196,9 +214,19 @@ func (s *Service) PromoteReplicas(ctx context.Context, volumeID string, replicaI
 		if err != nil {
 			return err
 		}
+		// Decided before the promoted replicas are marked in sync: which
+		// replicas diverge depends on what was in sync before.
+		diverged := givenUp(v, ids)
 		for _, r := range stale {
 			rep := v.Replica(r.ID)
-			rep.OutOfSyncSince, rep.OutOfSyncAtEvents = time.Time{}, 0
+			rep.OutOfSyncSince, rep.OutOfSyncAtEvents, rep.DivergedSince = time.Time{}, 0, time.Time{}
+		}
+		for _, id := range diverged {
+			rep := v.Replica(id)
+			rep.DivergedSince = now
+			if rep.InSync() {
+				rep.OutOfSyncSince = now
+			}
 		}
 		return nil
 	})
@@ -236,10 +264,56 @@ func promotable(v *store.Volume, ids []string) ([]store.Replica, error) {
 	return stale, nil
 }
 
+// givenUp returns the active replicas a promotion of the replicas promoted
+// gives up (sorted): those that may hold writes the promoted ones lack.
+//
+// Until a promotion every replica of a volume shares one history: a replica
+// md failed at event count E holds the volume as it was at E, so one that
+// failed earlier holds a prefix of what one that failed later holds, and md
+// brings it up to date with a bitmap re-add. A promotion forks that history
+// at the promoted replicas' newest point (the highest event count recorded
+// when they fell out). A replica past that point (in sync, or out of sync
+// at a higher or equal count, or at an unknown one) holds writes the
+// promoted history will never have; once the running array's count passes
+// its own, md would take it for a stale member and re-add it by bitmap,
+// which copies only what was written since and leaves the given-up writes
+// on that leg alone: the mirror's legs would differ. Those are diverged.
+// A replica that fell out strictly before the fork is an ordinary stale
+// one. Nothing diverges when a promoted replica is already in sync: the
+// history goes on from it.
+func givenUp(v *store.Volume, promoted []string) []string {
+	var fork uint64
+	for _, id := range promoted {
+		r := v.Replica(id)
+		if r == nil {
+			continue
+		}
+		if r.InSync() {
+			return nil
+		}
+		if r.OutOfSyncAtEvents == 0 {
+			fork = 0 // unknown: nothing can be shown to precede it
+			break
+		}
+		fork = max(fork, r.OutOfSyncAtEvents)
+	}
+	var out []string
+	for _, r := range v.Replicas {
+		if r.State != store.ReplicaActive || slices.Contains(promoted, r.ID) || r.Diverged() {
+			continue
+		}
+		if r.InSync() || r.OutOfSyncAtEvents == 0 || fork == 0 || r.OutOfSyncAtEvents >= fork {
+			out = append(out, r.ID)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // promoteMessage is the audit record's message. The event model gives each
 // type one level and Audit's is Info; the message starts with WARNING so
 // that whoever reads syslog or nvmirrorctl events sees what it is.
-func promoteMessage(stale []store.Replica, reason string) string {
+func promoteMessage(stale []store.Replica, diverged []string, reason string) string {
 	parts := make([]string, 0, len(stale))
 	for _, r := range stale {
 		parts = append(parts, fmt.Sprintf("%s on %s (out of sync since %s, md events %d)", r.ID, r.StorageNode, r.OutOfSyncSince.UTC().Format(time.RFC3339), r.OutOfSyncAtEvents))
@@ -247,8 +321,12 @@ func promoteMessage(stale []store.Replica, reason string) string {
 	if reason == "" {
 		reason = "none given"
 	}
-	return fmt.Sprintf("WARNING: data loss accepted: replicas %s promoted to in sync; writes acknowledged while they were out of sync are lost; reason: %s",
-		strings.Join(parts, ", "), reason)
+	gaveUp := ""
+	if len(diverged) > 0 {
+		gaveUp = fmt.Sprintf("; replicas %s given up (diverged: they never rejoin and are replaced after maxReplicaDownTime)", strings.Join(diverged, ", "))
+	}
+	return fmt.Sprintf("WARNING: data loss accepted: replicas %s promoted to in sync; writes acknowledged while they were out of sync are lost%s; reason: %s",
+		strings.Join(parts, ", "), gaveUp, reason)
 }
 
 // errLastInSync refuses an operation that would leave the volume without

@@ -238,8 +238,14 @@ type Replica struct {
 	// The md array's event count when the replica was recorded out of sync
 	// (0 when unknown or in sync).
 	OutOfSyncAtEvents uint64 `protobuf:"varint,13,opt,name=out_of_sync_at_events,json=outOfSyncAtEvents,proto3" json:"out_of_sync_at_events,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// When PromoteReplicas gave this replica up: it may hold writes the
+	// volume's data no longer has (the promotion started the volume from
+	// other replicas), so md can never bring it up to date with a bitmap
+	// re-add. A node never assembles it, connects it or joins it; it is
+	// replaced after maxReplicaDownTime. Unset for every other replica.
+	DivergedSince *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=diverged_since,json=divergedSince,proto3" json:"diverged_since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Replica) Reset() {
@@ -361,6 +367,13 @@ func (x *Replica) GetOutOfSyncAtEvents() uint64 {
 		return x.OutOfSyncAtEvents
 	}
 	return 0
+}
+
+func (x *Replica) GetDivergedSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DivergedSince
+	}
+	return nil
 }
 
 type Volume struct {
@@ -2657,7 +2670,7 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	" provisioner/v1/provisioner.proto\x12\x17nvmirror.provisioner.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\tcsi.proto\"8\n" +
 	"\bEndpoint\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x12\n" +
-	"\x04port\x18\x02 \x01(\tR\x04port\"\x9c\x04\n" +
+	"\x04port\x18\x02 \x01(\tR\x04port\"\xdf\x04\n" +
 	"\aReplica\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fstorage_node\x18\x02 \x01(\tR\vstorageNode\x12\x10\n" +
@@ -2672,7 +2685,8 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x124\n" +
 	"\aupdated\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x12E\n" +
 	"\x11out_of_sync_since\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x0eoutOfSyncSince\x120\n" +
-	"\x15out_of_sync_at_events\x18\r \x01(\x04R\x11outOfSyncAtEvents\"\x87\a\n" +
+	"\x15out_of_sync_at_events\x18\r \x01(\x04R\x11outOfSyncAtEvents\x12A\n" +
+	"\x0ediverged_since\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\rdivergedSince\"\x87\a\n" +
 	"\x06Volume\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
@@ -2975,79 +2989,80 @@ var file_provisioner_v1_provisioner_proto_depIdxs = []int32{
 	47, // 2: nvmirror.provisioner.v1.Replica.created:type_name -> google.protobuf.Timestamp
 	47, // 3: nvmirror.provisioner.v1.Replica.updated:type_name -> google.protobuf.Timestamp
 	47, // 4: nvmirror.provisioner.v1.Replica.out_of_sync_since:type_name -> google.protobuf.Timestamp
-	41, // 5: nvmirror.provisioner.v1.Volume.parameters:type_name -> nvmirror.provisioner.v1.Volume.ParametersEntry
-	3,  // 6: nvmirror.provisioner.v1.Volume.replicas:type_name -> nvmirror.provisioner.v1.Replica
-	47, // 7: nvmirror.provisioner.v1.Volume.degraded_since:type_name -> google.protobuf.Timestamp
-	47, // 8: nvmirror.provisioner.v1.Volume.created:type_name -> google.protobuf.Timestamp
-	47, // 9: nvmirror.provisioner.v1.Volume.updated:type_name -> google.protobuf.Timestamp
-	42, // 10: nvmirror.provisioner.v1.Volume.metadata:type_name -> nvmirror.provisioner.v1.Volume.MetadataEntry
-	6,  // 11: nvmirror.provisioner.v1.Volume.policy:type_name -> nvmirror.provisioner.v1.VolumePolicy
-	5,  // 12: nvmirror.provisioner.v1.Volume.repair:type_name -> nvmirror.provisioner.v1.OfflineRepair
-	47, // 13: nvmirror.provisioner.v1.OfflineRepair.started:type_name -> google.protobuf.Timestamp
-	47, // 14: nvmirror.provisioner.v1.OfflineRepair.lease_until:type_name -> google.protobuf.Timestamp
-	4,  // 15: nvmirror.provisioner.v1.VolumeResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
-	43, // 16: nvmirror.provisioner.v1.CreateVolumeRequest.parameters:type_name -> nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
-	4,  // 17: nvmirror.provisioner.v1.ListVolumesResponse.volumes:type_name -> nvmirror.provisioner.v1.Volume
-	44, // 18: nvmirror.provisioner.v1.ModifyVolumeRequest.mutable_parameters:type_name -> nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
-	45, // 19: nvmirror.provisioner.v1.GetCapacityRequest.parameters:type_name -> nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
-	4,  // 20: nvmirror.provisioner.v1.ReplaceReplicaResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
-	3,  // 21: nvmirror.provisioner.v1.ReplaceReplicaResponse.new_replica:type_name -> nvmirror.provisioner.v1.Replica
-	47, // 22: nvmirror.provisioner.v1.ReportReplicaSyncRequest.observed_at:type_name -> google.protobuf.Timestamp
-	1,  // 23: nvmirror.provisioner.v1.Event.severity:type_name -> nvmirror.provisioner.v1.Severity
-	47, // 24: nvmirror.provisioner.v1.Event.time:type_name -> google.protobuf.Timestamp
-	46, // 25: nvmirror.provisioner.v1.Event.attributes:type_name -> nvmirror.provisioner.v1.Event.AttributesEntry
-	27, // 26: nvmirror.provisioner.v1.ReportEventsRequest.events:type_name -> nvmirror.provisioner.v1.Event
-	47, // 27: nvmirror.provisioner.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
-	27, // 28: nvmirror.provisioner.v1.ListEventsResponse.events:type_name -> nvmirror.provisioner.v1.Event
-	2,  // 29: nvmirror.provisioner.v1.StorageNode.endpoints:type_name -> nvmirror.provisioner.v1.Endpoint
-	47, // 30: nvmirror.provisioner.v1.StorageNode.last_seen:type_name -> google.protobuf.Timestamp
-	47, // 31: nvmirror.provisioner.v1.StorageNodeCredentials.created:type_name -> google.protobuf.Timestamp
-	34, // 32: nvmirror.provisioner.v1.GetHostCredentialsResponse.credentials:type_name -> nvmirror.provisioner.v1.StorageNodeCredentials
-	37, // 33: nvmirror.provisioner.v1.RotateCredentialsResponse.storage_nodes:type_name -> nvmirror.provisioner.v1.RotatedStorageNode
-	32, // 34: nvmirror.provisioner.v1.ListStorageNodesResponse.nodes:type_name -> nvmirror.provisioner.v1.StorageNode
-	8,  // 35: nvmirror.provisioner.v1.Provisioner.CreateVolume:input_type -> nvmirror.provisioner.v1.CreateVolumeRequest
-	9,  // 36: nvmirror.provisioner.v1.Provisioner.DeleteVolume:input_type -> nvmirror.provisioner.v1.DeleteVolumeRequest
-	11, // 37: nvmirror.provisioner.v1.Provisioner.GetVolume:input_type -> nvmirror.provisioner.v1.GetVolumeRequest
-	12, // 38: nvmirror.provisioner.v1.Provisioner.ListVolumes:input_type -> nvmirror.provisioner.v1.ListVolumesRequest
-	14, // 39: nvmirror.provisioner.v1.Provisioner.PublishVolume:input_type -> nvmirror.provisioner.v1.PublishVolumeRequest
-	15, // 40: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:input_type -> nvmirror.provisioner.v1.UnpublishVolumeRequest
-	17, // 41: nvmirror.provisioner.v1.Provisioner.ExpandVolume:input_type -> nvmirror.provisioner.v1.ExpandVolumeRequest
-	18, // 42: nvmirror.provisioner.v1.Provisioner.ModifyVolume:input_type -> nvmirror.provisioner.v1.ModifyVolumeRequest
-	19, // 43: nvmirror.provisioner.v1.Provisioner.GetCapacity:input_type -> nvmirror.provisioner.v1.GetCapacityRequest
-	21, // 44: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:input_type -> nvmirror.provisioner.v1.ReplaceReplicaRequest
-	23, // 45: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:input_type -> nvmirror.provisioner.v1.MarkReplicaRemovedRequest
-	24, // 46: nvmirror.provisioner.v1.Provisioner.DeleteReplica:input_type -> nvmirror.provisioner.v1.DeleteReplicaRequest
-	25, // 47: nvmirror.provisioner.v1.Provisioner.ReportReplicaSync:input_type -> nvmirror.provisioner.v1.ReportReplicaSyncRequest
-	26, // 48: nvmirror.provisioner.v1.Provisioner.PromoteReplicas:input_type -> nvmirror.provisioner.v1.PromoteReplicasRequest
-	28, // 49: nvmirror.provisioner.v1.Provisioner.ReportEvents:input_type -> nvmirror.provisioner.v1.ReportEventsRequest
-	30, // 50: nvmirror.provisioner.v1.Provisioner.ListEvents:input_type -> nvmirror.provisioner.v1.ListEventsRequest
-	39, // 51: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:input_type -> nvmirror.provisioner.v1.ListStorageNodesRequest
-	33, // 52: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:input_type -> nvmirror.provisioner.v1.GetHostCredentialsRequest
-	36, // 53: nvmirror.provisioner.v1.Provisioner.RotateCredentials:input_type -> nvmirror.provisioner.v1.RotateCredentialsRequest
-	7,  // 54: nvmirror.provisioner.v1.Provisioner.CreateVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	10, // 55: nvmirror.provisioner.v1.Provisioner.DeleteVolume:output_type -> nvmirror.provisioner.v1.DeleteVolumeResponse
-	7,  // 56: nvmirror.provisioner.v1.Provisioner.GetVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	13, // 57: nvmirror.provisioner.v1.Provisioner.ListVolumes:output_type -> nvmirror.provisioner.v1.ListVolumesResponse
-	7,  // 58: nvmirror.provisioner.v1.Provisioner.PublishVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	16, // 59: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:output_type -> nvmirror.provisioner.v1.UnpublishVolumeResponse
-	7,  // 60: nvmirror.provisioner.v1.Provisioner.ExpandVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	7,  // 61: nvmirror.provisioner.v1.Provisioner.ModifyVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	20, // 62: nvmirror.provisioner.v1.Provisioner.GetCapacity:output_type -> nvmirror.provisioner.v1.GetCapacityResponse
-	22, // 63: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:output_type -> nvmirror.provisioner.v1.ReplaceReplicaResponse
-	7,  // 64: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	7,  // 65: nvmirror.provisioner.v1.Provisioner.DeleteReplica:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	7,  // 66: nvmirror.provisioner.v1.Provisioner.ReportReplicaSync:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	7,  // 67: nvmirror.provisioner.v1.Provisioner.PromoteReplicas:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	29, // 68: nvmirror.provisioner.v1.Provisioner.ReportEvents:output_type -> nvmirror.provisioner.v1.ReportEventsResponse
-	31, // 69: nvmirror.provisioner.v1.Provisioner.ListEvents:output_type -> nvmirror.provisioner.v1.ListEventsResponse
-	40, // 70: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:output_type -> nvmirror.provisioner.v1.ListStorageNodesResponse
-	35, // 71: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:output_type -> nvmirror.provisioner.v1.GetHostCredentialsResponse
-	38, // 72: nvmirror.provisioner.v1.Provisioner.RotateCredentials:output_type -> nvmirror.provisioner.v1.RotateCredentialsResponse
-	54, // [54:73] is the sub-list for method output_type
-	35, // [35:54] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	47, // 5: nvmirror.provisioner.v1.Replica.diverged_since:type_name -> google.protobuf.Timestamp
+	41, // 6: nvmirror.provisioner.v1.Volume.parameters:type_name -> nvmirror.provisioner.v1.Volume.ParametersEntry
+	3,  // 7: nvmirror.provisioner.v1.Volume.replicas:type_name -> nvmirror.provisioner.v1.Replica
+	47, // 8: nvmirror.provisioner.v1.Volume.degraded_since:type_name -> google.protobuf.Timestamp
+	47, // 9: nvmirror.provisioner.v1.Volume.created:type_name -> google.protobuf.Timestamp
+	47, // 10: nvmirror.provisioner.v1.Volume.updated:type_name -> google.protobuf.Timestamp
+	42, // 11: nvmirror.provisioner.v1.Volume.metadata:type_name -> nvmirror.provisioner.v1.Volume.MetadataEntry
+	6,  // 12: nvmirror.provisioner.v1.Volume.policy:type_name -> nvmirror.provisioner.v1.VolumePolicy
+	5,  // 13: nvmirror.provisioner.v1.Volume.repair:type_name -> nvmirror.provisioner.v1.OfflineRepair
+	47, // 14: nvmirror.provisioner.v1.OfflineRepair.started:type_name -> google.protobuf.Timestamp
+	47, // 15: nvmirror.provisioner.v1.OfflineRepair.lease_until:type_name -> google.protobuf.Timestamp
+	4,  // 16: nvmirror.provisioner.v1.VolumeResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
+	43, // 17: nvmirror.provisioner.v1.CreateVolumeRequest.parameters:type_name -> nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
+	4,  // 18: nvmirror.provisioner.v1.ListVolumesResponse.volumes:type_name -> nvmirror.provisioner.v1.Volume
+	44, // 19: nvmirror.provisioner.v1.ModifyVolumeRequest.mutable_parameters:type_name -> nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
+	45, // 20: nvmirror.provisioner.v1.GetCapacityRequest.parameters:type_name -> nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
+	4,  // 21: nvmirror.provisioner.v1.ReplaceReplicaResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
+	3,  // 22: nvmirror.provisioner.v1.ReplaceReplicaResponse.new_replica:type_name -> nvmirror.provisioner.v1.Replica
+	47, // 23: nvmirror.provisioner.v1.ReportReplicaSyncRequest.observed_at:type_name -> google.protobuf.Timestamp
+	1,  // 24: nvmirror.provisioner.v1.Event.severity:type_name -> nvmirror.provisioner.v1.Severity
+	47, // 25: nvmirror.provisioner.v1.Event.time:type_name -> google.protobuf.Timestamp
+	46, // 26: nvmirror.provisioner.v1.Event.attributes:type_name -> nvmirror.provisioner.v1.Event.AttributesEntry
+	27, // 27: nvmirror.provisioner.v1.ReportEventsRequest.events:type_name -> nvmirror.provisioner.v1.Event
+	47, // 28: nvmirror.provisioner.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	27, // 29: nvmirror.provisioner.v1.ListEventsResponse.events:type_name -> nvmirror.provisioner.v1.Event
+	2,  // 30: nvmirror.provisioner.v1.StorageNode.endpoints:type_name -> nvmirror.provisioner.v1.Endpoint
+	47, // 31: nvmirror.provisioner.v1.StorageNode.last_seen:type_name -> google.protobuf.Timestamp
+	47, // 32: nvmirror.provisioner.v1.StorageNodeCredentials.created:type_name -> google.protobuf.Timestamp
+	34, // 33: nvmirror.provisioner.v1.GetHostCredentialsResponse.credentials:type_name -> nvmirror.provisioner.v1.StorageNodeCredentials
+	37, // 34: nvmirror.provisioner.v1.RotateCredentialsResponse.storage_nodes:type_name -> nvmirror.provisioner.v1.RotatedStorageNode
+	32, // 35: nvmirror.provisioner.v1.ListStorageNodesResponse.nodes:type_name -> nvmirror.provisioner.v1.StorageNode
+	8,  // 36: nvmirror.provisioner.v1.Provisioner.CreateVolume:input_type -> nvmirror.provisioner.v1.CreateVolumeRequest
+	9,  // 37: nvmirror.provisioner.v1.Provisioner.DeleteVolume:input_type -> nvmirror.provisioner.v1.DeleteVolumeRequest
+	11, // 38: nvmirror.provisioner.v1.Provisioner.GetVolume:input_type -> nvmirror.provisioner.v1.GetVolumeRequest
+	12, // 39: nvmirror.provisioner.v1.Provisioner.ListVolumes:input_type -> nvmirror.provisioner.v1.ListVolumesRequest
+	14, // 40: nvmirror.provisioner.v1.Provisioner.PublishVolume:input_type -> nvmirror.provisioner.v1.PublishVolumeRequest
+	15, // 41: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:input_type -> nvmirror.provisioner.v1.UnpublishVolumeRequest
+	17, // 42: nvmirror.provisioner.v1.Provisioner.ExpandVolume:input_type -> nvmirror.provisioner.v1.ExpandVolumeRequest
+	18, // 43: nvmirror.provisioner.v1.Provisioner.ModifyVolume:input_type -> nvmirror.provisioner.v1.ModifyVolumeRequest
+	19, // 44: nvmirror.provisioner.v1.Provisioner.GetCapacity:input_type -> nvmirror.provisioner.v1.GetCapacityRequest
+	21, // 45: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:input_type -> nvmirror.provisioner.v1.ReplaceReplicaRequest
+	23, // 46: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:input_type -> nvmirror.provisioner.v1.MarkReplicaRemovedRequest
+	24, // 47: nvmirror.provisioner.v1.Provisioner.DeleteReplica:input_type -> nvmirror.provisioner.v1.DeleteReplicaRequest
+	25, // 48: nvmirror.provisioner.v1.Provisioner.ReportReplicaSync:input_type -> nvmirror.provisioner.v1.ReportReplicaSyncRequest
+	26, // 49: nvmirror.provisioner.v1.Provisioner.PromoteReplicas:input_type -> nvmirror.provisioner.v1.PromoteReplicasRequest
+	28, // 50: nvmirror.provisioner.v1.Provisioner.ReportEvents:input_type -> nvmirror.provisioner.v1.ReportEventsRequest
+	30, // 51: nvmirror.provisioner.v1.Provisioner.ListEvents:input_type -> nvmirror.provisioner.v1.ListEventsRequest
+	39, // 52: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:input_type -> nvmirror.provisioner.v1.ListStorageNodesRequest
+	33, // 53: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:input_type -> nvmirror.provisioner.v1.GetHostCredentialsRequest
+	36, // 54: nvmirror.provisioner.v1.Provisioner.RotateCredentials:input_type -> nvmirror.provisioner.v1.RotateCredentialsRequest
+	7,  // 55: nvmirror.provisioner.v1.Provisioner.CreateVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	10, // 56: nvmirror.provisioner.v1.Provisioner.DeleteVolume:output_type -> nvmirror.provisioner.v1.DeleteVolumeResponse
+	7,  // 57: nvmirror.provisioner.v1.Provisioner.GetVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	13, // 58: nvmirror.provisioner.v1.Provisioner.ListVolumes:output_type -> nvmirror.provisioner.v1.ListVolumesResponse
+	7,  // 59: nvmirror.provisioner.v1.Provisioner.PublishVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	16, // 60: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:output_type -> nvmirror.provisioner.v1.UnpublishVolumeResponse
+	7,  // 61: nvmirror.provisioner.v1.Provisioner.ExpandVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	7,  // 62: nvmirror.provisioner.v1.Provisioner.ModifyVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	20, // 63: nvmirror.provisioner.v1.Provisioner.GetCapacity:output_type -> nvmirror.provisioner.v1.GetCapacityResponse
+	22, // 64: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:output_type -> nvmirror.provisioner.v1.ReplaceReplicaResponse
+	7,  // 65: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	7,  // 66: nvmirror.provisioner.v1.Provisioner.DeleteReplica:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	7,  // 67: nvmirror.provisioner.v1.Provisioner.ReportReplicaSync:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	7,  // 68: nvmirror.provisioner.v1.Provisioner.PromoteReplicas:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	29, // 69: nvmirror.provisioner.v1.Provisioner.ReportEvents:output_type -> nvmirror.provisioner.v1.ReportEventsResponse
+	31, // 70: nvmirror.provisioner.v1.Provisioner.ListEvents:output_type -> nvmirror.provisioner.v1.ListEventsResponse
+	40, // 71: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:output_type -> nvmirror.provisioner.v1.ListStorageNodesResponse
+	35, // 72: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:output_type -> nvmirror.provisioner.v1.GetHostCredentialsResponse
+	38, // 73: nvmirror.provisioner.v1.Provisioner.RotateCredentials:output_type -> nvmirror.provisioner.v1.RotateCredentialsResponse
+	55, // [55:74] is the sub-list for method output_type
+	36, // [36:55] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_provisioner_v1_provisioner_proto_init() }

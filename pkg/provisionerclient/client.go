@@ -357,6 +357,9 @@ func replicaFromProto(p *provisionerapi.Replica) volume.Replica {
 		r.OutOfSyncSince = p.GetOutOfSyncSince().AsTime()
 	}
 	r.OutOfSyncAtEvents = p.GetOutOfSyncAtEvents()
+	if p.GetDivergedSince() != nil {
+		r.DivergedSince = p.GetDivergedSince().AsTime()
+	}
 	return r
 }
 

@@ -392,9 +392,10 @@ func TestReplicaSyncRoundTrip(t *testing.T) {
 	sv := &store.Volume{ID: "vol-1", Replicas: []store.Replica{
 		{ID: "r0", State: store.ReplicaActive},
 		{ID: "r1", State: store.ReplicaActive, OutOfSyncSince: since, OutOfSyncAtEvents: 4711},
+		{ID: "r2", State: store.ReplicaActive, OutOfSyncSince: since, DivergedSince: since.Add(time.Minute)},
 	}}
 	v := provisionerclient.VolumeFromProto(provisioner.VolumeToProto(sv))
-	if len(v.Replicas) != 2 {
+	if len(v.Replicas) != 3 {
 		t.Fatalf("replicas %+v", v.Replicas)
 	}
 	if r := v.Replicas[0]; !r.InSync() || r.OutOfSyncAtEvents != 0 {
@@ -402,6 +403,12 @@ func TestReplicaSyncRoundTrip(t *testing.T) {
 	}
 	if r := v.Replicas[1]; r.InSync() || !r.OutOfSyncSince.Equal(since) || r.OutOfSyncAtEvents != 4711 {
 		t.Errorf("out-of-sync replica read as since %v events %d", r.OutOfSyncSince, r.OutOfSyncAtEvents)
+	}
+	if v.Replicas[0].Diverged() || v.Replicas[1].Diverged() {
+		t.Error("a replica no promotion gave up reads diverged")
+	}
+	if r := v.Replicas[2]; !r.Diverged() || !r.DivergedSince.Equal(since.Add(time.Minute)) {
+		t.Errorf("diverged replica read as diverged since %v", r.DivergedSince)
 	}
 	old := provisionerclient.VolumeFromProto(&provisionerapi.Volume{Id: "vol-1", Replicas: []*provisionerapi.Replica{{Id: "r0"}}})
 	if !old.Replicas[0].InSync() {

@@ -68,7 +68,15 @@ type Replica struct {
 	// replica was recorded out of sync: the write generation it misses
 	// everything after (0 when unknown or in sync).
 	OutOfSyncAtEvents uint64
+	// DivergedSince is when a promotion gave the replica up: it may hold
+	// writes the volume no longer has, which a bitmap re-add would leave on
+	// this leg alone. A node never connects, assembles or joins it; the
+	// healer replaces it after maxReplicaDownTime. Zero otherwise.
+	DivergedSince time.Time
 }
+
+// Diverged reports whether a promotion gave the replica up.
+func (r Replica) Diverged() bool { return !r.DivergedSince.IsZero() }
 
 // InSync reports whether the replica holds every acknowledged write, as
 // far as the registry knows.

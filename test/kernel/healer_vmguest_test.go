@@ -614,7 +614,7 @@ func TestHealer(t *testing.T) {
 		testStaleReplicaNeverServed(t, s, c, p, md, tgt, ini)
 	})
 
-	t.Run("nvmirrorctl promote starts a volume from a stale replica; the replica given up is left alone", func(t *testing.T) {
+	t.Run("nvmirrorctl promote starts a volume from a stale replica; the replica given up never rejoins", func(t *testing.T) {
 		testPromoteStaleReplica(t, s, c, p, md, tgt, ini)
 	})
 

@@ -4,6 +4,7 @@ package kernel
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -197,6 +198,8 @@ func testPromoteStaleReplica(t *testing.T, s *stack, c csiClients, p *provisione
 	}
 	lost := writeFiles(t, vol.target, "lost", 4, 256<<10)
 	waitOutOfSync(t, p, vol.id, b.ID)
+	// A's md event count as the array leaves it (the stop adds a few).
+	aEvents := memberEvents(t, md, ini, a)
 	unstage(t, c, vol)
 	if err := tgt.UnlinkSubsystem(nodeA.portID, a.NQN); err != nil {
 		t.Fatal(err)
@@ -240,8 +243,100 @@ func testPromoteStaleReplica(t *testing.T, s *stack, c csiClients, p *provisione
 		t.Errorf("started from B alone: %s", describe(arr))
 	}
 	t.Logf("PROMOTE: started from B; the %d files written after B dropped out are gone, as the promotion accepted", len(lost))
-	// What happens when A returns is not asserted here: md can tell A's
-	// extra writes only while A's event count is above the running array's
-	// (see docs/troubleshooting.md); a registry mark of replicas given up
-	// by a promotion is the fix, not yet built.
+
+	// A, given up by the promotion, holds the lost writes. Once the running
+	// array's md event count has passed A's, md would take A for an
+	// ordinary stale member and a bitmap re-add would copy only what was
+	// written since, leaving the lost writes on A's leg alone: the mirror's
+	// legs would differ. The registry marks A diverged; nothing may join it.
+	cur := mustVolume(t, p, vol.id)
+	if r := replicaByID(cur, a.ID); r == nil || !r.Diverged() || r.InSync() {
+		t.Fatalf("replica A after the promotion: %+v; want diverged and out of sync", r)
+	}
+	// A degraded array counts every clean/dirty transition (md's "no
+	// spares" shortcut is off while degraded): write, let it go clean (its
+	// safe-mode delay), again.
+	after := map[string]string{}
+	waitFor(t, 3*time.Minute, "the running array's md event count to pass the given-up replica's", func() (bool, string) {
+		maps.Copy(after, writeFiles(t, vol.target, fmt.Sprintf("after-%d", len(after)), 1, 64<<10))
+		waitFor(t, 30*time.Second, "the array to go clean after a write", func() (bool, string) {
+			a := mdOf(t, md, cur)
+			return a.ArrayState == "clean", a.ArrayState
+		})
+		n := memberEvents(t, md, ini, b)
+		return n > aEvents+8, fmt.Sprintf("running array at %d events, A at %d", n, aEvents)
+	})
+	if err := tgt.LinkSubsystem(nodeA.portID, a.NQN); err != nil {
+		t.Fatal(err)
+	}
+	// Three heal cycles (5 s each) with A back on its storage node: before
+	// the mark, the healer connected A and re-added it here.
+	watchUntil := time.Now().Add(15 * time.Second)
+	for time.Now().Before(watchUntil) {
+		assertNotJoined(t, md, ini, cur, a)
+		time.Sleep(250 * time.Millisecond)
+	}
+	// Its time is up: A is replaced (never re-added) and the new replica
+	// fills from B.
+	if out, err := ctl("set", vol.id, "maxReplicaDownTime=1"); err != nil {
+		t.Fatalf("set maxReplicaDownTime: %v\n%s", err, out)
+	}
+	waitFor(t, 3*time.Minute, "the diverged replica replaced and the mirror whole", func() (bool, string) {
+		assertNotJoined(t, md, ini, cur, a)
+		v := mustVolume(t, p, vol.id)
+		r := replicaByID(v, a.ID)
+		arr := mdOf(t, md, v)
+		return r != nil && r.State != "active" && arr.Degraded == 0 && len(arr.Members) == 2 && arr.SyncAction == "idle",
+			fmt.Sprintf("A %+v; %s", r, describe(arr))
+	})
+	arr = mdOf(t, md, cur)
+	checkMirrors(t, md, arr.Name)
+	dropCaches(t)
+	verifyFiles(t, mergeSums(before, after))
+	for name := range lost {
+		if _, err := os.Stat(name); err == nil {
+			t.Errorf("%s, given up by the promotion, is back", name)
+		}
+	}
+	t.Logf("PROMOTE: the given-up replica A (md events %d) came back after the running array passed it and was never joined; replaced", aEvents)
+}
+
+func replicaByID(v *volume.Volume, id string) *volume.Replica {
+	for i := range v.Replicas {
+		if v.Replicas[i].ID == id {
+			return &v.Replicas[i]
+		}
+	}
+	return nil
+}
+
+// memberEvents is the md event count in the superblock of replica r's
+// device on this host.
+func memberEvents(t *testing.T, md *mdraid.Manager, ini *host.Initiator, r volume.Replica) uint64 {
+	t.Helper()
+	dev, err := ini.FindDevice(r.NQN, r.NamespaceID())
+	if err != nil {
+		t.Fatalf("device of replica %s: %v", r.ID, err)
+	}
+	sb, err := md.Examine(ctxTimeout(t, 30*time.Second), dev.Path)
+	if err != nil {
+		t.Fatalf("examine replica %s (%s): %v", r.ID, dev.Path, err)
+	}
+	return sb.Events
+}
+
+// assertNotJoined fails the test if this host connected replica r or its
+// device is a member of the volume's array.
+func assertNotJoined(t *testing.T, md *mdraid.Manager, ini *host.Initiator, v *volume.Volume, r volume.Replica) {
+	t.Helper()
+	if ctrls, _ := ini.ControllersFor(r.NQN); len(ctrls) > 0 {
+		t.Fatalf("the diverged replica %s was connected: %+v", r.ID, ctrls)
+	}
+	if dev, err := ini.FindDevice(r.NQN, r.NamespaceID()); err == nil {
+		for _, m := range mdOf(t, md, v).Members {
+			if m.Device == dev.Name {
+				t.Fatalf("the diverged replica %s (%s) is an md member", r.ID, dev.Name)
+			}
+		}
+	}
 }

@@ -95,10 +95,22 @@ type Replica struct {
 	// OutOfSyncAtEvents is the md array's event count when the replica was
 	// recorded out of sync (0 when unknown or in sync): which generation
 	// of writes it misses everything after.
-	OutOfSyncAtEvents uint64    `json:"outOfSyncAtEvents,omitempty"`
-	CreatedAt         time.Time `json:"createdAt"`
-	UpdatedAt         time.Time `json:"updatedAt"`
+	OutOfSyncAtEvents uint64 `json:"outOfSyncAtEvents,omitempty"`
+	// DivergedSince is when a promotion (PromoteReplicas) gave the replica
+	// up: it may hold writes the volume no longer has, because the volume
+	// was started again from other replicas. md cannot tell such a member
+	// from an ordinary stale one once the running array's event count has
+	// passed its own, and a bitmap re-add would then leave the writes the
+	// promotion gave up in place on this leg only. So a diverged replica is
+	// never assembled, connected or joined; it stays out of sync and is
+	// replaced after maxReplicaDownTime. Zero for every other replica.
+	DivergedSince time.Time `json:"divergedSince,omitzero"`
+	CreatedAt     time.Time `json:"createdAt"`
+	UpdatedAt     time.Time `json:"updatedAt"`
 }
+
+// Diverged reports whether a promotion gave the replica up.
+func (r Replica) Diverged() bool { return !r.DivergedSince.IsZero() }
 
 // InSync reports whether the registry holds the replica to have every
 // acknowledged write.

@@ -286,6 +286,26 @@ func testReplicaSyncState(t *testing.T, s store.Store) {
 	check("GetVolume after update", got, later, 9000, time.Time{}, 0)
 	byName, _ := s.GetVolumeByName(c, "pvc-1")
 	check("GetVolumeByName after update", byName, later, 9000, time.Time{}, 0)
+
+	// The mark of a replica a promotion gave up is kept, and so is its removal.
+	if _, err := s.UpdateVolume(c, "v1", func(v *store.Volume) error {
+		v.Replicas[1].OutOfSyncSince, v.Replicas[1].DivergedSince = later, later
+		return nil
+	}); err != nil {
+		t.Fatalf("UpdateVolume: %v", err)
+	}
+	if got, _ = s.GetVolume(c, "v1"); !got.Replicas[1].Diverged() || !got.Replicas[1].DivergedSince.Equal(later) || got.Replicas[0].Diverged() {
+		t.Errorf("diverged marks after update: %v, %v; want only replica 1's, at %v", got.Replicas[0].DivergedSince, got.Replicas[1].DivergedSince, later)
+	}
+	if _, err := s.UpdateVolume(c, "v1", func(v *store.Volume) error {
+		v.Replicas[1].DivergedSince = time.Time{}
+		return nil
+	}); err != nil {
+		t.Fatalf("UpdateVolume: %v", err)
+	}
+	if got, _ = s.GetVolume(c, "v1"); got.Replicas[1].Diverged() {
+		t.Errorf("diverged mark kept after clearing: %v", got.Replicas[1].DivergedSince)
+	}
 }
 
 func testConcurrentUpdates(t *testing.T, s store.Store) {
