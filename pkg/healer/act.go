@@ -118,6 +118,8 @@ func (a *Actor) Do(ctx context.Context, act Action) Outcome {
 		out = a.recordSync(ctx, act)
 	case ActSetRebuildRate:
 		out = a.setRebuildRate(act)
+	case ActSetSlots:
+		out = Outcome{Err: a.setSlots(ctx, act)}
 	default:
 		out = Outcome{Err: fmt.Errorf("unknown action %q", act.Kind)}
 	}
@@ -306,7 +308,7 @@ func (a *Actor) addDevice(ctx context.Context, act Action, dev host.Device) (reA
 			return false, false, err
 		}
 	}
-	reAdded, err = mdraid.Join(ctx, a.Raid, arr, dev.Path, func() (uint64, bool) { return a.arrayEvents(ctx, arr, dev.Name) })
+	reAdded, err = mdraid.Join(ctx, a.Raid, arr, dev.Path, act.Slots, func() (uint64, bool) { return a.arrayEvents(ctx, arr, dev.Name) })
 	if errors.Is(err, mdraid.ErrForeignMember) {
 		return false, false, fmt.Errorf("%w: %w", ErrIdentity, err)
 	}
@@ -395,6 +397,18 @@ func (a *Actor) dropSlot(ctx context.Context, act Action) error {
 		return nil
 	}
 	return a.Raid.SetRaidDevices(ctx, arr.Device, act.Slots)
+}
+
+// setSlots grows or shrinks md's slot count to act.Slots.
+func (a *Actor) setSlots(ctx context.Context, act Action) error {
+	arr, err := a.array(act)
+	if err != nil {
+		return err
+	}
+	if arr.RaidDisks < act.Slots {
+		return mdraid.GrowSlots(ctx, a.Raid, arr, act.Slots)
+	}
+	return a.dropSlot(ctx, act)
 }
 
 // replace obtains a new replica for the missing one, takes the missing one

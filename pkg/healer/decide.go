@@ -199,8 +199,8 @@ func (d *volumeDecision) clocks() {
 func (d *volumeDecision) degradation() (degraded, healed []events.Event) {
 	var down, notServing []*replicaView
 	for _, rv := range d.views {
-		if !rv.active() {
-			continue
+		if !rv.active() || rv.moveTarget {
+			continue // a move's new replica is extra until it serves
 		}
 		if rv.down() {
 			down = append(down, rv)
@@ -356,6 +356,7 @@ func (d *volumeDecision) repairs() {
 		}
 	}
 
+	retiring := false
 	// Out of the configuration but still here: take it out. A deleted
 	// replica is then marked removed; a removed or replaced one needs no
 	// mark. The provisioner's word is needed, except for replicas this
@@ -373,11 +374,10 @@ func (d *volumeDecision) repairs() {
 		if rv.member != nil && rv.member.InSync && !rv.member.Faulty && !servesElsewhere(rv) {
 			continue // the last good copy stays until another serves
 		}
+		retiring = true
 		act(ActRetire, rv, func(x *Action) {
 			x.Mark = deleted
-			if deleted {
-				x.Slots = d.activeCount()
-			}
+			x.Slots = d.activeCount()
 		})
 	}
 
@@ -385,6 +385,11 @@ func (d *volumeDecision) repairs() {
 		return // joins and replacements wait for the provisioner
 	}
 	activeCount := d.activeCount()
+	if !retiring && d.slotsOff(activeCount) {
+		x := base
+		x.Kind, x.Slots = ActSetSlots, activeCount
+		d.actions = append(d.actions, x)
+	}
 	replacingHere := len(d.mem.Replacements)
 	maxDown := d.maxDown()
 	// Longest down first: it is the first due for replacement.
@@ -402,21 +407,21 @@ func (d *volumeDecision) repairs() {
 		// replaced, whatever its link.
 		if rv.link == linkLive && !rv.diverged {
 			if due(rv) {
-				act(ActJoin, rv, nil)
+				act(ActJoin, rv, func(x *Action) { x.Slots = activeCount })
 			}
 			continue
 		}
 		overdue := maxDown > 0 && d.now.Sub(rv.mem.DownSince) >= maxDown
 		if overdue && activeCount < 4 && servesElsewhere(rv) && replacingHere == 0 &&
 			*d.replacing < d.cfg.MaxConcurrentReplacements && !d.now.Before(rv.mem.NextReplace) {
-			act(ActReplace, rv, nil)
+			act(ActReplace, rv, func(x *Action) { x.Slots = activeCount })
 			*d.replacing++
 			replacingHere++
 			continue
 		}
 		if rv.link == linkGone && len(rv.endpoints) > 0 && due(rv) && !rv.diverged {
 			// The kernel gave up on it: try to connect again (paced).
-			act(ActJoin, rv, func(x *Action) { x.Connect = true })
+			act(ActJoin, rv, func(x *Action) { x.Connect, x.Slots = true, activeCount })
 		}
 	}
 }
@@ -466,6 +471,24 @@ func (d *volumeDecision) maxDown() time.Duration {
 		p = d.obs.Record.Policy
 	}
 	return time.Duration(p.MaxReplicaDownTimeMinutes) * d.cfg.HealTimeUnit
+}
+
+// slotsOff: md's slot count should follow the replica count: it has more
+// slots and holds no more members than the volume has replicas (shrinking
+// drops only empty slots), or fewer slots while a spare waits for one.
+func (d *volumeDecision) slotsOff(activeCount int) bool {
+	a := d.obs.Array
+	if activeCount < 2 {
+		return false
+	}
+	held, spare := 0, false
+	for _, m := range a.Members {
+		if !m.Faulty {
+			held++
+			spare = spare || m.Spare
+		}
+	}
+	return (a.RaidDisks > activeCount && held <= activeCount) || (a.RaidDisks < activeCount && spare)
 }
 
 func (d *volumeDecision) activeCount() int {

@@ -275,6 +275,12 @@ const (
 	// (RebuildKiBps; 0: md's system limit). Not behind the volume's lock:
 	// it changes only a rate.
 	ActSetRebuildRate ActionKind = "set-rebuild-rate"
+	// ActSetSlots brings md's slot count to the replicas the volume has
+	// (Slots): down when md holds no more members than that (a replica
+	// that left the configuration while the array ran elsewhere, as a move
+	// completed offline, leaves a slot md counts as missing), up when a
+	// spare waits for a slot (a join that added it but could not grow).
+	ActSetSlots ActionKind = "set-slots"
 )
 
 // Action is one repair.
@@ -299,10 +305,11 @@ type Action struct {
 	RebuildKiBps uint64
 	// Mark: retire marks the replica removed at the provisioner.
 	Mark bool
-	// Slots, on the retire of a deleted replica: how many replicas the
-	// volume keeps (active in its configuration). Retire shrinks md's slot
-	// count to it, so the array stops counting the deleted replica as
-	// missing; 0 leaves the slots alone.
+	// Slots: how many replicas the volume has (active in its
+	// configuration). A join or replacement grows md's slot count to it
+	// (a live move or a higher replica count has one replica more than the
+	// array had slots); a retire shrinks it to it, so the array stops
+	// counting a replica that left as missing. 0 leaves the slots alone.
 	Slots int
 }
 

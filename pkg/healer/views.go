@@ -38,6 +38,9 @@ type replicaView struct {
 	// diverged: the provisioner's record says a promotion gave the replica
 	// up; it is never connected or joined again, only replaced.
 	diverged bool
+	// moveTarget: the new replica of a live move; the replica it moves
+	// serves until it is in sync, so it is never counted missing.
+	moveTarget bool
 	// staged: recorded in the staging state (NodeStage or the healer
 	// connected it), so its connection is expected.
 	staged bool
@@ -110,7 +113,7 @@ func buildViews(v VolumeObservation, vm *VolumeMemory) []*replicaView {
 		for _, r := range v.Record.Replicas {
 			rv := get(r.ID)
 			rv.nqn, rv.nsUUID, rv.storageNode, rv.state = r.NQN, r.NamespaceUUID, r.StorageNode, r.State
-			rv.recordedInSync, rv.diverged = r.InSync(), r.Diverged()
+			rv.recordedInSync, rv.diverged, rv.moveTarget = r.InSync(), r.Diverged(), r.Move
 			rv.endpoints = r.Endpoints
 		}
 	}

@@ -25,6 +25,7 @@ type Joiner interface {
 	Examine(ctx context.Context, member string) (Superblock, error)
 	Add(ctx context.Context, device, member string) error
 	ReAdd(ctx context.Context, device, member string) error
+	SetRaidDevices(ctx context.Context, device string, n int) error
 }
 
 var _ Joiner = (*Manager)(nil)
@@ -42,12 +43,23 @@ var _ Joiner = (*Manager)(nil)
 //   - otherwise a bitmap re-add (md copies only what changed), and when md
 //     refuses it (the bitmap no longer covers the gap), a full add.
 //
+// slots is how many replicas the volume has in its configuration: an array
+// with fewer slots is grown to that many once the member is in (never
+// shrunk here). A member added to an array whose every slot is taken is a
+// spare md never fills until a slot is made for it; a live move or a
+// higher replica count has one replica more than the array had slots for.
+// The member goes in first because mdadm refuses to grow a RAID1 without a
+// spare to fill the new slot (it would be degraded).
+//
 // It reports whether md took the re-add.
-func Join(ctx context.Context, md Joiner, arr Array, member string, arrayEvents func() (events uint64, ok bool)) (reAdded bool, err error) {
+func Join(ctx context.Context, md Joiner, arr Array, member string, slots int, arrayEvents func() (events uint64, ok bool)) (reAdded bool, err error) {
 	sb, err := md.Examine(ctx, member)
 	switch {
 	case errors.Is(err, ErrNoSuperblock):
-		return false, md.Add(ctx, arr.Device, member)
+		if err := md.Add(ctx, arr.Device, member); err != nil {
+			return false, err
+		}
+		return false, GrowSlots(ctx, md, arr, slots)
 	case err != nil:
 		return false, err
 	case sb.UUID != arr.UUID:
@@ -59,7 +71,25 @@ func Join(ctx context.Context, md Joiner, arr Array, member string, arrayEvents 
 	err = md.ReAdd(ctx, arr.Device, member)
 	if errors.Is(err, ErrReAddRefused) {
 		klog.InfoS("md refused the bitmap re-add; adding for a full resync", "array", arr.Device, "device", member, "err", err)
-		return false, md.Add(ctx, arr.Device, member)
+		if err := md.Add(ctx, arr.Device, member); err != nil {
+			return false, err
+		}
+		return false, GrowSlots(ctx, md, arr, slots)
 	}
-	return err == nil, err
+	if err != nil {
+		return false, err
+	}
+	return true, GrowSlots(ctx, md, arr, slots)
+}
+
+// GrowSlots raises the array's slot count to slots when it has fewer (a
+// spare must be there to fill the new slot: mdadm refuses otherwise).
+func GrowSlots(ctx context.Context, md Joiner, arr Array, slots int) error {
+	if slots <= arr.RaidDisks || slots > maxMembers {
+		return nil
+	}
+	if err := md.SetRaidDevices(ctx, arr.Device, slots); err != nil {
+		return fmt.Errorf("grow %s from %d to %d slots: %w", arr.Device, arr.RaidDisks, slots, err)
+	}
+	return nil
 }

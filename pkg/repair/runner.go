@@ -33,6 +33,7 @@ type Raid interface {
 	Assemble(ctx context.Context, device, uuid string, devices []string) error
 	Add(ctx context.Context, device, member string) error
 	ReAdd(ctx context.Context, device, member string) error
+	SetRaidDevices(ctx context.Context, device string, n int) error
 	Stop(ctx context.Context, device string) error
 	SetSyncSpeedMax(name string, kib uint64) error
 }

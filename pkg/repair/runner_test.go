@@ -168,6 +168,16 @@ func (f *fakeSystem) ReAdd(ctx context.Context, device, member string) error {
 	return f.join("re-add", member)
 }
 
+func (f *fakeSystem) SetRaidDevices(ctx context.Context, device string, n int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("slots %s %d", device, n)
+	if f.array != nil {
+		f.array.RaidDisks = n
+	}
+	return nil
+}
+
 func (f *fakeSystem) Stop(ctx context.Context, device string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -233,7 +233,9 @@ func (w *work) assemble(ctx context.Context, inSync []attached) (mdraid.Array, e
 func (w *work) join(ctx context.Context, arr mdraid.Array, a attached, newest uint64) (bool, error) {
 	cctx, cancel := context.WithTimeout(ctx, w.r.cfg.CommandTimeout)
 	defer cancel()
-	return mdraid.Join(cctx, w.r.raid, arr, a.dev.Path, func() (uint64, bool) { return newest, true })
+	// Every replica of the volume is a member of the request (a repair
+	// starts only when all are reachable): that many slots.
+	return mdraid.Join(cctx, w.r.raid, arr, a.dev.Path, len(w.j.req.Members), func() (uint64, bool) { return newest, true })
 }
 
 // waitInSync polls md until every slot has an in-sync member and no sync
