@@ -133,7 +133,7 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 	so := provisioner.Options{Store: st, Agents: agents, ThinOvercommit: o.ThinOvercommit,
 		MaxReplacementsPerNode: o.MaxReplacementsPerNode, AgentTimeout: o.AgentTimeout,
 		CredentialScope: provisioner.CredentialScope(o.CredentialScope), RepairLease: o.RepairLease, HealTimeUnit: o.HealTimeUnit,
-		RepairRetry: 2 * o.RepairInterval}
+		RepairRetry: 2 * o.RepairInterval, MaxConcurrentMoves: o.MaxConcurrentMoves}
 	if o.SyslogAddress != "" {
 		fwd, err := newForwarder(o)
 		if err != nil {
@@ -168,6 +168,7 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 	if o.RepairInterval > 0 {
 		wg.Go(func() { svc.RunRepairer(bgCtx, o.RepairInterval) })
 	}
+	wg.Go(func() { svc.RunDrainer(bgCtx, o.DrainInterval) })
 
 	lis, err := net.Listen("tcp", o.Listen)
 	if err != nil {
@@ -245,7 +246,7 @@ func registerStorageNodes(ctx context.Context, st store.Store, o Options) error 
 		configured[n.Name] = true
 		rec := &store.StorageNode{ID: n.Name, Address: n.Address}
 		if cur, err := st.GetStorageNode(ctx, n.Name); err == nil {
-			rec.Labels, rec.LastSeen = cur.Labels, cur.LastSeen
+			rec.Labels, rec.LastSeen, rec.Cordoned = cur.Labels, cur.LastSeen, cur.Cordoned
 		}
 		if err := st.PutStorageNode(ctx, rec); err != nil {
 			return fmt.Errorf("register storage node %s: %w", n.Name, err)

@@ -76,6 +76,10 @@ type Options struct {
 	RepairInterval, RepairLease time.Duration
 	// HealTimeUnit is the unit of maxReplicaDownTime for offline repairs.
 	HealTimeUnit time.Duration
+	// DrainInterval: how often draining storage nodes get their next
+	// moves; MaxConcurrentMoves: how many moves drains keep in flight.
+	DrainInterval      time.Duration
+	MaxConcurrentMoves int
 	// MaxReplacementsPerNode bounds concurrent replica replacements onto
 	// one storage node (rebuild storms).
 	MaxReplacementsPerNode int
@@ -118,6 +122,8 @@ func DefaultOptions() Options {
 		SyslogQueueLimit:       events.DefaultQueueLimit,
 		SweepInterval:          30 * time.Second,
 		RepairInterval:         30 * time.Second,
+		DrainInterval:          15 * time.Second,
+		MaxConcurrentMoves:     2,
 		RepairLease:            2 * time.Minute,
 		HealTimeUnit:           time.Minute,
 		MaxReplacementsPerNode: 2,
@@ -169,6 +175,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.RepairInterval, "repair-interval", o.RepairInterval, "how often volumes published to no host are checked and repaired offline by a storage node (0 disables offline repair)")
 	fs.DurationVar(&o.RepairLease, "repair-lease", o.RepairLease, "how long a storage node's offline repair runs without the provisioner asking before it stops itself (at least twice --repair-interval)")
 	fs.DurationVar(&o.HealTimeUnit, "heal-time-unit", o.HealTimeUnit, "unit of the maxReplicaDownTime StorageClass parameter for offline repairs (tests shorten it; keep the node plugin's --heal-time-unit equal)")
+	fs.DurationVar(&o.DrainInterval, "drain-interval", o.DrainInterval, "how often draining storage nodes (nvmirrorctl drain) get their next replica moves started")
+	fs.IntVar(&o.MaxConcurrentMoves, "max-concurrent-moves", o.MaxConcurrentMoves, "replica moves drains keep in flight across the cluster (each is a full copy of a replica)")
 	fs.IntVar(&o.MaxReplacementsPerNode, "max-replacements-per-node", o.MaxReplacementsPerNode, "concurrent replica replacements onto one storage node")
 	fs.Float64Var(&o.ThinOvercommit, "thin-overcommit", o.ThinOvercommit, "ratio of thin provisioned bytes to pool size placement allows (>= 1)")
 	fs.StringVar(&o.CredentialScope, "credential-scope", o.CredentialScope, "NVMe in-band authentication secrets: storage-node (one set per host and storage node) or host (one set per host, for storage-node agents sharing one kernel)")
@@ -328,6 +336,12 @@ func (o *Options) Validate() error {
 	}
 	if o.MaxReplacementsPerNode <= 0 {
 		bad("--max-replacements-per-node %d: must be positive", o.MaxReplacementsPerNode)
+	}
+	if o.DrainInterval <= 0 {
+		bad("--drain-interval %s: must be positive", o.DrainInterval)
+	}
+	if o.MaxConcurrentMoves <= 0 {
+		bad("--max-concurrent-moves %d: must be positive", o.MaxConcurrentMoves)
 	}
 	if o.ThinOvercommit < 1 {
 		bad("--thin-overcommit %g: must be at least 1", o.ThinOvercommit)

@@ -41,6 +41,8 @@ func TestValidate(t *testing.T) {
 			o.Store, o.EtcdEndpoints, o.EtcdUsername = "etcd", listFlag{"https://e:2379"}, "nvmirror"
 		}, "--etcd-password-file"},
 		{"retention", func(o *Options) { o.EventRetention = 0 }, "--event-retention"},
+		{"drain interval", func(o *Options) { o.DrainInterval = 0 }, "--drain-interval"},
+		{"concurrent moves", func(o *Options) { o.MaxConcurrentMoves = -1 }, "--max-concurrent-moves"},
 		{"no storage nodes", func(o *Options) { o.StorageNodes = nil }, "--storage-node"},
 		{"storage node without address", func(o *Options) { o.StorageNodes = listFlag{"sn-1"} }, "--storage-node"},
 		{"storage node bad name", func(o *Options) { o.StorageNodes = listFlag{"sn 1=10.0.0.1:9400"} }, "--storage-node"},

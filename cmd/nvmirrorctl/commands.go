@@ -34,6 +34,11 @@ var commands = map[string]func(e cmdEnv) error{
 	"set":         cmdSet,
 	"rotate-keys": cmdRotateKeys,
 	"promote":     cmdPromote,
+	"move":        cmdMove,
+	"replace":     cmdReplace,
+	"cordon":      cmdCordon,
+	"uncordon":    cmdUncordon,
+	"drain":       cmdDrain,
 }
 
 func cmdVolumes(e cmdEnv) error {

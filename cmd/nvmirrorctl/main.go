@@ -48,6 +48,17 @@ commands:
                               DATA LOSS: mark out-of-sync replicas in sync so the volume can start
                               from them when its in-sync replicas are gone for good; the writes
                               acknowledged while they were out of sync are lost. Audited.
+  move VOLUME_ID REPLICA_ID [--to STORAGE_NODE]
+                              move a replica live: a new one is added (placed by the volume's
+                              rules, or on --to if it satisfies them) and filled; the old one
+                              leaves only when the new one is in sync
+  replace VOLUME_ID REPLICA_ID
+                              replace a replica you distrust at once: it leaves now and a new one
+                              is filled from the others (never the last in-sync replica)
+  cordon STORAGE_NODE         place no new replica on the node (before maintenance)
+  uncordon STORAGE_NODE       place new replicas on it again (ends a drain)
+  drain STORAGE_NODE [--stop] cordon the node and move every replica away, a few at a time
+                              (resumed after any restart); run again to see the progress
 
 global flags:
 `

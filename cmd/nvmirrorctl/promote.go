@@ -57,16 +57,9 @@ func parsePromote(args []string, stderr io.Writer) (promoteArgs, error) {
 	fs.BoolVar(&pa.acceptDataLoss, strings.TrimPrefix(acceptDataLossFlag, "--"), false,
 		"accept losing the writes acknowledged while the replicas were out of sync (required)")
 	fs.StringVar(&pa.reason, "reason", "", "why, recorded in the audit event")
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return pa, usagef("promote: %v", err)
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+	pos, err := interspersed(fs, args)
+	if err != nil {
+		return pa, err
 	}
 	if len(pos) < 2 {
 		return pa, usagef("promote takes VOLUME_ID REPLICA_ID [REPLICA_ID...] %s [--reason TEXT], got %d arguments", acceptDataLossFlag, len(pos))

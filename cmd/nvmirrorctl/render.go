@@ -176,12 +176,23 @@ func renderEvents(w io.Writer, evs []*api.Event) {
 
 func renderNodes(w io.Writer, nodes []*api.StorageNode) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "STORAGE NODE\tAPI\tZONE\tRACK\tREACHABLE\tAVAILABLE\tTOTAL\tREPLICAS")
+	fmt.Fprintln(tw, "STORAGE NODE\tAPI\tZONE\tRACK\tREACHABLE\tSCHEDULING\tAVAILABLE\tTOTAL\tREPLICAS")
 	for _, n := range nodes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\t%s\t%s\t%d\n", esc(n.GetName()), esc(n.GetApiAddress()), esc(orDash(n.GetZone())), esc(orDash(n.GetRack())),
-			n.GetReachable(), size(n.GetAvailableBytes()), size(n.GetTotalBytes()), n.GetReplicaCount())
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\t%s\t%s\t%s\t%d\n", esc(n.GetName()), esc(n.GetApiAddress()), esc(orDash(n.GetZone())), esc(orDash(n.GetRack())),
+			n.GetReachable(), scheduling(n), size(n.GetAvailableBytes()), size(n.GetTotalBytes()), n.GetReplicaCount())
 	}
 	tw.Flush()
+}
+
+// scheduling says whether new replicas may go to the node.
+func scheduling(n *api.StorageNode) string {
+	switch {
+	case n.GetDraining():
+		return "draining"
+	case n.GetCordoned():
+		return "cordoned"
+	}
+	return "yes"
 }
 
 // renderJSON prints protobuf messages in their canonical JSON form.

@@ -37,7 +37,7 @@ func (s *Service) GetCapacity(ctx context.Context, parameters map[string]string)
 	}
 	c := CapacityReport{AvailableBytes: s.maxVolumeSize(nodes, p)}
 	for _, n := range nodes {
-		if n.Healthy && selected(p, n) {
+		if n.Healthy && !n.Cordoned && selected(p, n) {
 			c.TotalBytes += n.TotalBytes
 		}
 	}
@@ -92,6 +92,8 @@ type StorageNodeStatus struct {
 	Reachable bool
 	Err       error
 	LastSeen  time.Time
+	Cordoned  bool
+	Draining  bool
 }
 
 // ListStorageNodes surveys every registered storage node (in parallel,
@@ -113,6 +115,6 @@ func statusOf(r *store.StorageNode, n placement.Node, err error) StorageNodeStat
 	return StorageNodeStatus{
 		ID: r.ID, Address: r.Address, Zone: n.Zone, Rack: n.Rack,
 		TotalBytes: n.TotalBytes, AvailableBytes: n.AvailableBytes, ProvisionedBytes: n.ProvisionedBytes,
-		Replicas: n.Replicas, Reachable: n.Healthy, Err: err, LastSeen: r.LastSeen,
+		Replicas: n.Replicas, Reachable: n.Healthy, Err: err, LastSeen: r.LastSeen, Cordoned: r.Cordoned, Draining: r.Draining,
 	}
 }

@@ -395,13 +395,18 @@ func (s *Service) logEnd(err error, volumeID string) {
 // finishRepair records the replicas md brought in sync, then ends the
 // repair.
 func (s *Service) finishRepair(ctx context.Context, volumeID string, rec *store.OfflineRepair, st repair.Status) error {
+	moved := map[string]store.Replica{} // new replica → the one its move removed
 	_, err := s.o.Store.UpdateVolume(ctx, volumeID, func(cur *store.Volume) error {
+		clear(moved) // fn may run again after a conflict
 		if cur.Repair == nil || cur.Repair.ID != rec.ID {
 			return errRepairRaced
 		}
 		for _, id := range st.Synced {
 			if r := cur.Replica(id); r != nil && r.State == store.ReplicaActive && slices.Contains(rec.Replicas, id) {
 				r.OutOfSyncSince, r.OutOfSyncAtEvents = time.Time{}, 0
+				if old := completeMove(cur, id); old != nil {
+					moved[id] = *old
+				}
 			}
 		}
 		return nil
@@ -414,6 +419,9 @@ func (s *Service) finishRepair(ctx context.Context, volumeID string, rec *store.
 	}
 	klog.InfoS("Offline repair finished", "volume", volumeID, "repair", rec.ID, "storageNode", rec.StorageNode,
 		"synced", st.Synced, "bytesWritten", st.BytesWritten, "bitmapReAdd", st.BitmapReAdd)
+	for id, old := range moved {
+		s.logMoveDone(ctx, volumeID, id, &old)
+	}
 	s.recordOffline(ctx, events.Event{Type: events.SynchEnded, Volume: volumeID, Replicas: st.Synced, StorageNode: rec.StorageNode,
 		Message: fmt.Sprintf("offline repair %s: %d replica(s) in sync, %d bytes written to them", rec.ID, len(st.Synced), st.BytesWritten)})
 	return s.endRepair(ctx, volumeID, rec, "")

@@ -155,7 +155,9 @@ func TestOfflineRepairNeedsAnInSyncReplica(t *testing.T) {
 }
 
 func TestOfflineRepairFailureIsRetriedAfterABackoff(t *testing.T) {
-	const retry = 50 * time.Millisecond
+	// Wide enough that a loaded CI machine's slow pass cannot run past the
+	// doubled wait (2 x retry) before the check that it has not.
+	const retry = 250 * time.Millisecond
 	e := newEnvOpts(t, threeRacks(), provisioner.Options{RepairRetry: retry})
 	v, _, b := staleVolume(t, e)
 	fail := func() string {
@@ -177,7 +179,7 @@ func TestOfflineRepairFailureIsRetriedAfterABackoff(t *testing.T) {
 	if repairOnce(t, e); len(e.cluster.RepairsOn(b.StorageNode)) != 1 {
 		t.Fatal("retried at once after a failure")
 	}
-	time.Sleep(retry + 10*time.Millisecond)
+	time.Sleep(retry + 20*time.Millisecond)
 	repairOnce(t, e)
 	cur, _ := e.store.GetVolume(e.ctx, v.ID)
 	if cur.Repair == nil || cur.Repair.ID == first {
@@ -185,11 +187,11 @@ func TestOfflineRepairFailureIsRetriedAfterABackoff(t *testing.T) {
 	}
 	// A second failure in a row doubles the wait.
 	fail()
-	time.Sleep(retry + 10*time.Millisecond)
+	time.Sleep(retry + 20*time.Millisecond)
 	if repairOnce(t, e); len(e.cluster.RepairsOn(b.StorageNode)) != 2 {
 		t.Fatal("the second backoff did not double")
 	}
-	time.Sleep(retry + 10*time.Millisecond)
+	time.Sleep(retry + 20*time.Millisecond)
 	if repairOnce(t, e); len(e.cluster.RepairsOn(b.StorageNode)) != 3 {
 		t.Fatal("no repair after the doubled backoff")
 	}

@@ -69,23 +69,8 @@ func (s *Service) ReplaceReplica(ctx context.Context, volumeID, missingID string
 	if err != nil {
 		return nil, err
 	}
-	req := placement.Request{SizeBytes: layout.ReplicaSize(v.SizeBytes), Count: 1, Params: v.Parameters, ThinOvercommit: s.o.ThinOvercommit}
-	for _, r := range v.Replicas {
-		switch {
-		case r.ID != missingID && r.State == store.ReplicaActive:
-			loc := placement.Location{NodeID: r.StorageNode}
-			if sn := surveyed[r.StorageNode]; sn != nil {
-				loc.Zone, loc.Rack = sn.node.Zone, sn.node.Rack
-			}
-			req.Existing = append(req.Existing, loc)
-		case r.State != store.ReplicaRemoved || r.PendingDelete:
-			// The missing replica's node, and nodes still holding an old
-			// copy: a returning node must never end up with two.
-			req.Exclude = append(req.Exclude, r.StorageNode)
-		}
-	}
+	req := s.placementAway(v, missingID, surveyed)
 	busy := s.busyNodes()
-	req.Exclude = append(req.Exclude, busy...)
 	chosen, err := placement.Choose(nodes, req)
 	if err != nil {
 		if len(busy) > 0 && errors.Is(err, ErrResourceExhausted) {
@@ -203,7 +188,9 @@ func (s *Service) finishReplacement(ctx context.Context, volumeID, missingID, ne
 		}
 		r.NQN, r.Addresses = ar.NQN, ar.Endpoints
 		r.AllowedHost = v.PublishedHostNQN
-		if m := v.Replica(missingID); m != nil && m.State != store.ReplicaRemoved {
+		// A replacement's old replica leaves now; a move's stays until the
+		// new one is in sync (completeMove).
+		if m := v.Replica(missingID); m != nil && m.State != store.ReplicaRemoved && !r.Move {
 			m.State, m.PendingDelete = store.ReplicaRemoved, true
 		}
 		return nil

@@ -177,6 +177,61 @@ func (s *Server) ReplaceReplica(ctx context.Context, req *provisionerapi.Replace
 	})
 }
 
+// MoveReplica implements provisionerapi.ProvisionerServer.
+func (s *Server) MoveReplica(ctx context.Context, req *provisionerapi.MoveReplicaRequest) (*provisionerapi.ReplaceReplicaResponse, error) {
+	if err := required("volume_id", req.GetVolumeId()); err != nil {
+		return nil, err
+	}
+	if err := required("replica_id", req.GetReplicaId()); err != nil {
+		return nil, err
+	}
+	return guard(s, volumeKey(req.GetVolumeId()), func() (*provisionerapi.ReplaceReplicaResponse, error) {
+		r, err := s.svc.MoveReplica(ctx, req.GetVolumeId(), req.GetReplicaId(), req.GetToStorageNode())
+		if err != nil {
+			return nil, err
+		}
+		v, err := s.svc.GetVolume(ctx, req.GetVolumeId())
+		if err != nil {
+			return nil, err
+		}
+		return &provisionerapi.ReplaceReplicaResponse{Volume: VolumeToProto(v), NewReplica: ReplicaToProto(*r)}, nil
+	})
+}
+
+// CordonStorageNode implements provisionerapi.ProvisionerServer.
+func (s *Server) CordonStorageNode(ctx context.Context, req *provisionerapi.CordonStorageNodeRequest) (*provisionerapi.StorageNode, error) {
+	if err := required("storage_node", req.GetStorageNode()); err != nil {
+		return nil, err
+	}
+	return guard(s, "storage node "+req.GetStorageNode(), func() (*provisionerapi.StorageNode, error) {
+		n, err := s.svc.CordonStorageNode(ctx, req.GetStorageNode(), req.GetCordoned())
+		if err != nil {
+			return nil, err
+		}
+		return storageNodeToProto(n), nil
+	})
+}
+
+// DrainStorageNode implements provisionerapi.ProvisionerServer.
+func (s *Server) DrainStorageNode(ctx context.Context, req *provisionerapi.DrainStorageNodeRequest) (*provisionerapi.DrainStatus, error) {
+	if err := required("storage_node", req.GetStorageNode()); err != nil {
+		return nil, err
+	}
+	return guard(s, "storage node "+req.GetStorageNode(), func() (*provisionerapi.DrainStatus, error) {
+		st, err := s.svc.DrainStorageNode(ctx, req.GetStorageNode(), req.GetDrain())
+		if err != nil {
+			return nil, err
+		}
+		return &provisionerapi.DrainStatus{Node: storageNodeToProto(st.Node), ReplicasLeft: int32(st.ReplicasLeft), BytesLeft: st.BytesLeft,
+			MovesInFlight: int32(st.MovesInFlight), Stuck: st.Stuck}, nil
+	})
+}
+
+// storageNodeToProto is a storage node's record (no survey figures).
+func storageNodeToProto(n *store.StorageNode) *provisionerapi.StorageNode {
+	return &provisionerapi.StorageNode{Name: n.ID, ApiAddress: n.Address, Cordoned: n.Cordoned, Draining: n.Draining, LastSeen: ts(n.LastSeen)}
+}
+
 func (s *Server) MarkReplicaRemoved(ctx context.Context, req *provisionerapi.MarkReplicaRemovedRequest) (*provisionerapi.VolumeResponse, error) {
 	if err := required("volume_id", req.GetVolumeId()); err != nil {
 		return nil, err
@@ -288,7 +343,7 @@ func (s *Server) ListStorageNodes(ctx context.Context, _ *provisionerapi.ListSto
 		resp.Nodes = append(resp.Nodes, &provisionerapi.StorageNode{
 			Name: n.ID, ApiAddress: n.Address, Zone: n.Zone, Rack: n.Rack,
 			TotalBytes: n.TotalBytes, AvailableBytes: n.AvailableBytes, ReplicaCount: int32(n.Replicas),
-			Reachable: n.Reachable, LastSeen: ts(n.LastSeen),
+			Reachable: n.Reachable, LastSeen: ts(n.LastSeen), Cordoned: n.Cordoned, Draining: n.Draining,
 		})
 	}
 	return resp, nil
@@ -377,7 +432,7 @@ func ReplicaToProto(r store.Replica) *provisionerapi.Replica {
 		Id: r.ID, StorageNode: r.StorageNode, Nqn: r.NQN, NamespaceUuid: nvmeof.NamespaceUUID(r.ID),
 		State: replicaStateToProto(r.State), Replaces: r.Replaces,
 		Created: ts(r.CreatedAt), Updated: ts(r.UpdatedAt),
-		OutOfSyncSince: ts(r.OutOfSyncSince), OutOfSyncAtEvents: r.OutOfSyncAtEvents, DivergedSince: ts(r.DivergedSince),
+		OutOfSyncSince: ts(r.OutOfSyncSince), OutOfSyncAtEvents: r.OutOfSyncAtEvents, DivergedSince: ts(r.DivergedSince), Move: r.Move,
 	}
 	for _, e := range r.Addresses {
 		p.Endpoints = append(p.Endpoints, &provisionerapi.Endpoint{Address: e.Address, Port: e.ServiceID})

@@ -73,6 +73,9 @@ type Options struct {
 	// the next one may start; it doubles with each failure in a row, up to
 	// 32 times (default 1 min).
 	RepairRetry time.Duration
+	// MaxConcurrentMoves bounds the replica moves drains keep in flight
+	// across the cluster (default 2): each is a full copy of a replica.
+	MaxConcurrentMoves int
 }
 
 // Service implements the volume operations.
@@ -89,6 +92,11 @@ type Service struct {
 	// repair over). One at a time per volume, so a publish never interleaves
 	// with a repair's allowances and leaves the repair's host allowed.
 	fencing inflight.Set
+	// drainStuck: per draining storage node, the volumes whose replica
+	// could not move in the last pass and why; drainReported: what a drain
+	// already announced (stuck replicas, a finished drain).
+	drainStuck    map[string]map[string]string
+	drainReported map[string]bool
 }
 
 type backoff struct {
@@ -103,6 +111,9 @@ func New(o Options) (*Service, error) {
 	}
 	if o.MaxReplacementsPerNode <= 0 {
 		o.MaxReplacementsPerNode = 2
+	}
+	if o.MaxConcurrentMoves <= 0 {
+		o.MaxConcurrentMoves = 2
 	}
 	if o.AgentTimeout <= 0 {
 		o.AgentTimeout = 5 * time.Second
@@ -126,7 +137,8 @@ func New(o Options) (*Service, error) {
 	default:
 		return nil, fmt.Errorf("provisioner: credential scope %q: want %s or %s", o.CredentialScope, ScopeStorageNode, ScopeHost)
 	}
-	return &Service{o: o, replacing: map[string]int{}, repairBackoff: map[string]backoff{}}, nil
+	return &Service{o: o, replacing: map[string]int{}, repairBackoff: map[string]backoff{},
+		drainStuck: map[string]map[string]string{}, drainReported: map[string]bool{}}, nil
 }
 
 func (s *Service) randomHex(n int) string {
@@ -202,7 +214,7 @@ func (s *Service) survey(ctx context.Context) (map[string]*surveyedNode, []place
 	out := make(map[string]*surveyedNode, len(records))
 	var wg sync.WaitGroup
 	for _, r := range records {
-		sn := &surveyedNode{record: r, node: placement.Node{ID: r.ID, Zone: r.Labels[LabelZone], Rack: r.Labels[LabelRack]}}
+		sn := &surveyedNode{record: r, node: placement.Node{ID: r.ID, Zone: r.Labels[LabelZone], Rack: r.Labels[LabelRack], Cordoned: r.Cordoned}}
 		out[r.ID] = sn
 		wg.Add(1)
 		go func() {

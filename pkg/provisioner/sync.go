@@ -88,8 +88,9 @@ func (s *Service) ReportReplicaSync(ctx context.Context, r SyncReport) (*store.V
 		return nil, err
 	}
 	changed := false
+	var moved *store.Replica
 	v, err := s.o.Store.UpdateVolume(ctx, r.VolumeID, func(v *store.Volume) error {
-		changed = false // fn may run again after a conflict
+		changed, moved = false, nil // fn may run again after a conflict
 		rep := v.Replica(r.ReplicaID)
 		if rep == nil {
 			return fmt.Errorf("volume %s has no replica %s: %w", r.VolumeID, r.ReplicaID, ErrNotFound)
@@ -118,6 +119,10 @@ func (s *Service) ReportReplicaSync(ctx context.Context, r SyncReport) (*store.V
 			}
 			rep.OutOfSyncSince, rep.OutOfSyncAtEvents = time.Time{}, 0
 			changed = true
+			if old := completeMove(v, r.ReplicaID); old != nil {
+				c := *old
+				moved = &c
+			}
 			return nil
 		}
 		if rep.InSync() {
@@ -141,6 +146,7 @@ func (s *Service) ReportReplicaSync(ctx context.Context, r SyncReport) (*store.V
 		klog.InfoS("Replica sync state recorded", "volume", r.VolumeID, "replica", r.ReplicaID, "inSync", r.InSync,
 			"observedAt", r.ObservedAt, "arrayEvents", r.ArrayEvents, "node", r.NodeID)
 	}
+	s.logMoveDone(ctx, r.VolumeID, r.ReplicaID, moved)
 	return v, nil
 }
 

@@ -244,6 +244,10 @@ type Replica struct {
 	// re-add. A node never assembles it, connects it or joins it; it is
 	// replaced after maxReplicaDownTime. Unset for every other replica.
 	DivergedSince *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=diverged_since,json=divergedSince,proto3" json:"diverged_since,omitempty"`
+	// The replica was added by a live move of `replaces` (MoveReplica): that
+	// one keeps serving until this one is in sync, so the volume is not
+	// degraded while this one fills.
+	Move          bool `protobuf:"varint,15,opt,name=move,proto3" json:"move,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -374,6 +378,13 @@ func (x *Replica) GetDivergedSince() *timestamppb.Timestamp {
 		return x.DivergedSince
 	}
 	return nil
+}
+
+func (x *Replica) GetMove() bool {
+	if x != nil {
+		return x.Move
+	}
+	return false
 }
 
 type Volume struct {
@@ -1526,6 +1537,250 @@ func (x *ReplaceReplicaResponse) GetNewReplica() *Replica {
 	return nil
 }
 
+type MoveReplicaRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	VolumeId  string                 `protobuf:"bytes,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	ReplicaId string                 `protobuf:"bytes,2,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	// Empty: placed by the volume's StorageClass rules.
+	ToStorageNode string `protobuf:"bytes,3,opt,name=to_storage_node,json=toStorageNode,proto3" json:"to_storage_node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveReplicaRequest) Reset() {
+	*x = MoveReplicaRequest{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveReplicaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveReplicaRequest) ProtoMessage() {}
+
+func (x *MoveReplicaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveReplicaRequest.ProtoReflect.Descriptor instead.
+func (*MoveReplicaRequest) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *MoveReplicaRequest) GetVolumeId() string {
+	if x != nil {
+		return x.VolumeId
+	}
+	return ""
+}
+
+func (x *MoveReplicaRequest) GetReplicaId() string {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return ""
+}
+
+func (x *MoveReplicaRequest) GetToStorageNode() string {
+	if x != nil {
+		return x.ToStorageNode
+	}
+	return ""
+}
+
+type DrainStorageNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StorageNode   string                 `protobuf:"bytes,1,opt,name=storage_node,json=storageNode,proto3" json:"storage_node,omitempty"`
+	Drain         bool                   `protobuf:"varint,2,opt,name=drain,proto3" json:"drain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainStorageNodeRequest) Reset() {
+	*x = DrainStorageNodeRequest{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainStorageNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainStorageNodeRequest) ProtoMessage() {}
+
+func (x *DrainStorageNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainStorageNodeRequest.ProtoReflect.Descriptor instead.
+func (*DrainStorageNodeRequest) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *DrainStorageNodeRequest) GetStorageNode() string {
+	if x != nil {
+		return x.StorageNode
+	}
+	return ""
+}
+
+func (x *DrainStorageNodeRequest) GetDrain() bool {
+	if x != nil {
+		return x.Drain
+	}
+	return false
+}
+
+type DrainStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  *StorageNode           `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Active replicas still on the node, and their volumes' bytes.
+	ReplicasLeft  int32 `protobuf:"varint,2,opt,name=replicas_left,json=replicasLeft,proto3" json:"replicas_left,omitempty"`
+	BytesLeft     int64 `protobuf:"varint,3,opt,name=bytes_left,json=bytesLeft,proto3" json:"bytes_left,omitempty"`
+	MovesInFlight int32 `protobuf:"varint,4,opt,name=moves_in_flight,json=movesInFlight,proto3" json:"moves_in_flight,omitempty"`
+	// Volume ID → why its replica cannot move (the placement rules leave it
+	// nowhere to go); it stays until the rules or the nodes change.
+	Stuck         map[string]string `protobuf:"bytes,5,rep,name=stuck,proto3" json:"stuck,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainStatus) Reset() {
+	*x = DrainStatus{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainStatus) ProtoMessage() {}
+
+func (x *DrainStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainStatus.ProtoReflect.Descriptor instead.
+func (*DrainStatus) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *DrainStatus) GetNode() *StorageNode {
+	if x != nil {
+		return x.Node
+	}
+	return nil
+}
+
+func (x *DrainStatus) GetReplicasLeft() int32 {
+	if x != nil {
+		return x.ReplicasLeft
+	}
+	return 0
+}
+
+func (x *DrainStatus) GetBytesLeft() int64 {
+	if x != nil {
+		return x.BytesLeft
+	}
+	return 0
+}
+
+func (x *DrainStatus) GetMovesInFlight() int32 {
+	if x != nil {
+		return x.MovesInFlight
+	}
+	return 0
+}
+
+func (x *DrainStatus) GetStuck() map[string]string {
+	if x != nil {
+		return x.Stuck
+	}
+	return nil
+}
+
+type CordonStorageNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	StorageNode   string                 `protobuf:"bytes,1,opt,name=storage_node,json=storageNode,proto3" json:"storage_node,omitempty"`
+	Cordoned      bool                   `protobuf:"varint,2,opt,name=cordoned,proto3" json:"cordoned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CordonStorageNodeRequest) Reset() {
+	*x = CordonStorageNodeRequest{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CordonStorageNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CordonStorageNodeRequest) ProtoMessage() {}
+
+func (x *CordonStorageNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CordonStorageNodeRequest.ProtoReflect.Descriptor instead.
+func (*CordonStorageNodeRequest) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CordonStorageNodeRequest) GetStorageNode() string {
+	if x != nil {
+		return x.StorageNode
+	}
+	return ""
+}
+
+func (x *CordonStorageNodeRequest) GetCordoned() bool {
+	if x != nil {
+		return x.Cordoned
+	}
+	return false
+}
+
 type MarkReplicaRemovedRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	VolumeId      string                 `protobuf:"bytes,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
@@ -1536,7 +1791,7 @@ type MarkReplicaRemovedRequest struct {
 
 func (x *MarkReplicaRemovedRequest) Reset() {
 	*x = MarkReplicaRemovedRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[21]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1548,7 +1803,7 @@ func (x *MarkReplicaRemovedRequest) String() string {
 func (*MarkReplicaRemovedRequest) ProtoMessage() {}
 
 func (x *MarkReplicaRemovedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[21]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1561,7 +1816,7 @@ func (x *MarkReplicaRemovedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkReplicaRemovedRequest.ProtoReflect.Descriptor instead.
 func (*MarkReplicaRemovedRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{21}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *MarkReplicaRemovedRequest) GetVolumeId() string {
@@ -1588,7 +1843,7 @@ type DeleteReplicaRequest struct {
 
 func (x *DeleteReplicaRequest) Reset() {
 	*x = DeleteReplicaRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[22]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1600,7 +1855,7 @@ func (x *DeleteReplicaRequest) String() string {
 func (*DeleteReplicaRequest) ProtoMessage() {}
 
 func (x *DeleteReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[22]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1613,7 +1868,7 @@ func (x *DeleteReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteReplicaRequest.ProtoReflect.Descriptor instead.
 func (*DeleteReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{22}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DeleteReplicaRequest) GetVolumeId() string {
@@ -1649,7 +1904,7 @@ type ReportReplicaSyncRequest struct {
 
 func (x *ReportReplicaSyncRequest) Reset() {
 	*x = ReportReplicaSyncRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[23]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1661,7 +1916,7 @@ func (x *ReportReplicaSyncRequest) String() string {
 func (*ReportReplicaSyncRequest) ProtoMessage() {}
 
 func (x *ReportReplicaSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[23]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1674,7 +1929,7 @@ func (x *ReportReplicaSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportReplicaSyncRequest.ProtoReflect.Descriptor instead.
 func (*ReportReplicaSyncRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{23}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReportReplicaSyncRequest) GetVolumeId() string {
@@ -1734,7 +1989,7 @@ type PromoteReplicasRequest struct {
 
 func (x *PromoteReplicasRequest) Reset() {
 	*x = PromoteReplicasRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[24]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1746,7 +2001,7 @@ func (x *PromoteReplicasRequest) String() string {
 func (*PromoteReplicasRequest) ProtoMessage() {}
 
 func (x *PromoteReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[24]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1759,7 +2014,7 @@ func (x *PromoteReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteReplicasRequest.ProtoReflect.Descriptor instead.
 func (*PromoteReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{24}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PromoteReplicasRequest) GetVolumeId() string {
@@ -1819,7 +2074,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[25]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1831,7 +2086,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[25]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1844,7 +2099,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{25}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Event) GetId() string {
@@ -1933,7 +2188,7 @@ type ReportEventsRequest struct {
 
 func (x *ReportEventsRequest) Reset() {
 	*x = ReportEventsRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[26]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1945,7 +2200,7 @@ func (x *ReportEventsRequest) String() string {
 func (*ReportEventsRequest) ProtoMessage() {}
 
 func (x *ReportEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[26]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1958,7 +2213,7 @@ func (x *ReportEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportEventsRequest.ProtoReflect.Descriptor instead.
 func (*ReportEventsRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{26}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReportEventsRequest) GetEvents() []*Event {
@@ -1976,7 +2231,7 @@ type ReportEventsResponse struct {
 
 func (x *ReportEventsResponse) Reset() {
 	*x = ReportEventsResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1988,7 +2243,7 @@ func (x *ReportEventsResponse) String() string {
 func (*ReportEventsResponse) ProtoMessage() {}
 
 func (x *ReportEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2001,7 +2256,7 @@ func (x *ReportEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportEventsResponse.ProtoReflect.Descriptor instead.
 func (*ReportEventsResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{27}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{31}
 }
 
 type ListEventsRequest struct {
@@ -2020,7 +2275,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2032,7 +2287,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2045,7 +2300,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{28}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListEventsRequest) GetVolumeId() string {
@@ -2099,7 +2354,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[29]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2111,7 +2366,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[29]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2124,7 +2379,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{29}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -2146,13 +2401,17 @@ type StorageNode struct {
 	ReplicaCount   int32                  `protobuf:"varint,8,opt,name=replica_count,json=replicaCount,proto3" json:"replica_count,omitempty"`
 	Reachable      bool                   `protobuf:"varint,9,opt,name=reachable,proto3" json:"reachable,omitempty"`
 	LastSeen       *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// No new replica is placed on a cordoned node.
+	Cordoned bool `protobuf:"varint,11,opt,name=cordoned,proto3" json:"cordoned,omitempty"`
+	// Its replicas are being moved away (DrainStorageNode).
+	Draining      bool `protobuf:"varint,12,opt,name=draining,proto3" json:"draining,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StorageNode) Reset() {
 	*x = StorageNode{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[30]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2164,7 +2423,7 @@ func (x *StorageNode) String() string {
 func (*StorageNode) ProtoMessage() {}
 
 func (x *StorageNode) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[30]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2177,7 +2436,7 @@ func (x *StorageNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageNode.ProtoReflect.Descriptor instead.
 func (*StorageNode) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{30}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *StorageNode) GetName() string {
@@ -2250,6 +2509,20 @@ func (x *StorageNode) GetLastSeen() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *StorageNode) GetCordoned() bool {
+	if x != nil {
+		return x.Cordoned
+	}
+	return false
+}
+
+func (x *StorageNode) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
 type GetHostCredentialsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	HostNqn       string                 `protobuf:"bytes,1,opt,name=host_nqn,json=hostNqn,proto3" json:"host_nqn,omitempty"`
@@ -2259,7 +2532,7 @@ type GetHostCredentialsRequest struct {
 
 func (x *GetHostCredentialsRequest) Reset() {
 	*x = GetHostCredentialsRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[31]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2271,7 +2544,7 @@ func (x *GetHostCredentialsRequest) String() string {
 func (*GetHostCredentialsRequest) ProtoMessage() {}
 
 func (x *GetHostCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[31]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2284,7 +2557,7 @@ func (x *GetHostCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*GetHostCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{31}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GetHostCredentialsRequest) GetHostNqn() string {
@@ -2310,7 +2583,7 @@ type StorageNodeCredentials struct {
 
 func (x *StorageNodeCredentials) Reset() {
 	*x = StorageNodeCredentials{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[32]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2322,7 +2595,7 @@ func (x *StorageNodeCredentials) String() string {
 func (*StorageNodeCredentials) ProtoMessage() {}
 
 func (x *StorageNodeCredentials) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[32]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2335,7 +2608,7 @@ func (x *StorageNodeCredentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageNodeCredentials.ProtoReflect.Descriptor instead.
 func (*StorageNodeCredentials) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{32}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *StorageNodeCredentials) GetStorageNode() string {
@@ -2383,7 +2656,7 @@ type GetHostCredentialsResponse struct {
 
 func (x *GetHostCredentialsResponse) Reset() {
 	*x = GetHostCredentialsResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[33]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2395,7 +2668,7 @@ func (x *GetHostCredentialsResponse) String() string {
 func (*GetHostCredentialsResponse) ProtoMessage() {}
 
 func (x *GetHostCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[33]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2408,7 +2681,7 @@ func (x *GetHostCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*GetHostCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{33}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetHostCredentialsResponse) GetHostNqn() string {
@@ -2434,7 +2707,7 @@ type RotateCredentialsRequest struct {
 
 func (x *RotateCredentialsRequest) Reset() {
 	*x = RotateCredentialsRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[34]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2446,7 +2719,7 @@ func (x *RotateCredentialsRequest) String() string {
 func (*RotateCredentialsRequest) ProtoMessage() {}
 
 func (x *RotateCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[34]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2459,7 +2732,7 @@ func (x *RotateCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*RotateCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{34}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RotateCredentialsRequest) GetVolumeId() string {
@@ -2482,7 +2755,7 @@ type RotatedStorageNode struct {
 
 func (x *RotatedStorageNode) Reset() {
 	*x = RotatedStorageNode{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[35]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2494,7 +2767,7 @@ func (x *RotatedStorageNode) String() string {
 func (*RotatedStorageNode) ProtoMessage() {}
 
 func (x *RotatedStorageNode) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[35]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2507,7 +2780,7 @@ func (x *RotatedStorageNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotatedStorageNode.ProtoReflect.Descriptor instead.
 func (*RotatedStorageNode) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{35}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RotatedStorageNode) GetStorageNode() string {
@@ -2541,7 +2814,7 @@ type RotateCredentialsResponse struct {
 
 func (x *RotateCredentialsResponse) Reset() {
 	*x = RotateCredentialsResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[36]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2553,7 +2826,7 @@ func (x *RotateCredentialsResponse) String() string {
 func (*RotateCredentialsResponse) ProtoMessage() {}
 
 func (x *RotateCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[36]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2566,7 +2839,7 @@ func (x *RotateCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*RotateCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{36}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RotateCredentialsResponse) GetHostNqn() string {
@@ -2591,7 +2864,7 @@ type ListStorageNodesRequest struct {
 
 func (x *ListStorageNodesRequest) Reset() {
 	*x = ListStorageNodesRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[37]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2603,7 +2876,7 @@ func (x *ListStorageNodesRequest) String() string {
 func (*ListStorageNodesRequest) ProtoMessage() {}
 
 func (x *ListStorageNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[37]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2616,7 +2889,7 @@ func (x *ListStorageNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStorageNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListStorageNodesRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{37}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{41}
 }
 
 type ListStorageNodesResponse struct {
@@ -2628,7 +2901,7 @@ type ListStorageNodesResponse struct {
 
 func (x *ListStorageNodesResponse) Reset() {
 	*x = ListStorageNodesResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[38]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2640,7 +2913,7 @@ func (x *ListStorageNodesResponse) String() string {
 func (*ListStorageNodesResponse) ProtoMessage() {}
 
 func (x *ListStorageNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[38]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2653,7 +2926,7 @@ func (x *ListStorageNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStorageNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListStorageNodesResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{38}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListStorageNodesResponse) GetNodes() []*StorageNode {
@@ -2670,7 +2943,7 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	" provisioner/v1/provisioner.proto\x12\x17nvmirror.provisioner.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\tcsi.proto\"8\n" +
 	"\bEndpoint\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x12\n" +
-	"\x04port\x18\x02 \x01(\tR\x04port\"\xdf\x04\n" +
+	"\x04port\x18\x02 \x01(\tR\x04port\"\xf3\x04\n" +
 	"\aReplica\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fstorage_node\x18\x02 \x01(\tR\vstorageNode\x12\x10\n" +
@@ -2686,7 +2959,8 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\aupdated\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x12E\n" +
 	"\x11out_of_sync_since\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x0eoutOfSyncSince\x120\n" +
 	"\x15out_of_sync_at_events\x18\r \x01(\x04R\x11outOfSyncAtEvents\x12A\n" +
-	"\x0ediverged_since\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\rdivergedSince\"\x87\a\n" +
+	"\x0ediverged_since\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\rdivergedSince\x12\x12\n" +
+	"\x04move\x18\x0f \x01(\bR\x04move\"\x87\a\n" +
 	"\x06Volume\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
@@ -2790,7 +3064,29 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\x16ReplaceReplicaResponse\x127\n" +
 	"\x06volume\x18\x01 \x01(\v2\x1f.nvmirror.provisioner.v1.VolumeR\x06volume\x12A\n" +
 	"\vnew_replica\x18\x02 \x01(\v2 .nvmirror.provisioner.v1.ReplicaR\n" +
-	"newReplica\"W\n" +
+	"newReplica\"x\n" +
+	"\x12MoveReplicaRequest\x12\x1b\n" +
+	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x02 \x01(\tR\treplicaId\x12&\n" +
+	"\x0fto_storage_node\x18\x03 \x01(\tR\rtoStorageNode\"R\n" +
+	"\x17DrainStorageNodeRequest\x12!\n" +
+	"\fstorage_node\x18\x01 \x01(\tR\vstorageNode\x12\x14\n" +
+	"\x05drain\x18\x02 \x01(\bR\x05drain\"\xb4\x02\n" +
+	"\vDrainStatus\x128\n" +
+	"\x04node\x18\x01 \x01(\v2$.nvmirror.provisioner.v1.StorageNodeR\x04node\x12#\n" +
+	"\rreplicas_left\x18\x02 \x01(\x05R\freplicasLeft\x12\x1d\n" +
+	"\n" +
+	"bytes_left\x18\x03 \x01(\x03R\tbytesLeft\x12&\n" +
+	"\x0fmoves_in_flight\x18\x04 \x01(\x05R\rmovesInFlight\x12E\n" +
+	"\x05stuck\x18\x05 \x03(\v2/.nvmirror.provisioner.v1.DrainStatus.StuckEntryR\x05stuck\x1a8\n" +
+	"\n" +
+	"StuckEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"Y\n" +
+	"\x18CordonStorageNodeRequest\x12!\n" +
+	"\fstorage_node\x18\x01 \x01(\tR\vstorageNode\x12\x1a\n" +
+	"\bcordoned\x18\x02 \x01(\bR\bcordoned\"W\n" +
 	"\x19MarkReplicaRemovedRequest\x12\x1b\n" +
 	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\x12\x1d\n" +
 	"\n" +
@@ -2844,7 +3140,7 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\x05limit\x18\x05 \x01(\x05R\x05limit\x12\x1b\n" +
 	"\tafter_seq\x18\x06 \x01(\x04R\bafterSeq\"L\n" +
 	"\x12ListEventsResponse\x126\n" +
-	"\x06events\x18\x01 \x03(\v2\x1e.nvmirror.provisioner.v1.EventR\x06events\"\xf1\x02\n" +
+	"\x06events\x18\x01 \x03(\v2\x1e.nvmirror.provisioner.v1.EventR\x06events\"\xa9\x03\n" +
 	"\vStorageNode\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vapi_address\x18\x02 \x01(\tR\n" +
@@ -2858,7 +3154,9 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\rreplica_count\x18\b \x01(\x05R\freplicaCount\x12\x1c\n" +
 	"\treachable\x18\t \x01(\bR\treachable\x127\n" +
 	"\tlast_seen\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"6\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x1a\n" +
+	"\bcordoned\x18\v \x01(\bR\bcordoned\x12\x1a\n" +
+	"\bdraining\x18\f \x01(\bR\bdraining\"6\n" +
 	"\x19GetHostCredentialsRequest\x12\x19\n" +
 	"\bhost_nqn\x18\x01 \x01(\tR\ahostNqn\"\xee\x01\n" +
 	"\x16StorageNodeCredentials\x12!\n" +
@@ -2896,7 +3194,7 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSEVERITY_INFO\x10\x01\x12\x14\n" +
 	"\x10SEVERITY_WARNING\x10\x02\x12\x12\n" +
-	"\x0eSEVERITY_FATAL\x10\x032\xb8\x10\n" +
+	"\x0eSEVERITY_FATAL\x10\x032\xff\x12\n" +
 	"\vProvisioner\x12e\n" +
 	"\fCreateVolume\x12,.nvmirror.provisioner.v1.CreateVolumeRequest\x1a'.nvmirror.provisioner.v1.VolumeResponse\x12k\n" +
 	"\fDeleteVolume\x12,.nvmirror.provisioner.v1.DeleteVolumeRequest\x1a-.nvmirror.provisioner.v1.DeleteVolumeResponse\x12_\n" +
@@ -2908,7 +3206,10 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\fModifyVolume\x12,.nvmirror.provisioner.v1.ModifyVolumeRequest\x1a'.nvmirror.provisioner.v1.VolumeResponse\x12h\n" +
 	"\vGetCapacity\x12+.nvmirror.provisioner.v1.GetCapacityRequest\x1a,.nvmirror.provisioner.v1.GetCapacityResponse\x12q\n" +
 	"\x0eReplaceReplica\x12..nvmirror.provisioner.v1.ReplaceReplicaRequest\x1a/.nvmirror.provisioner.v1.ReplaceReplicaResponse\x12q\n" +
-	"\x12MarkReplicaRemoved\x122.nvmirror.provisioner.v1.MarkReplicaRemovedRequest\x1a'.nvmirror.provisioner.v1.VolumeResponse\x12g\n" +
+	"\x12MarkReplicaRemoved\x122.nvmirror.provisioner.v1.MarkReplicaRemovedRequest\x1a'.nvmirror.provisioner.v1.VolumeResponse\x12k\n" +
+	"\vMoveReplica\x12+.nvmirror.provisioner.v1.MoveReplicaRequest\x1a/.nvmirror.provisioner.v1.ReplaceReplicaResponse\x12l\n" +
+	"\x11CordonStorageNode\x121.nvmirror.provisioner.v1.CordonStorageNodeRequest\x1a$.nvmirror.provisioner.v1.StorageNode\x12j\n" +
+	"\x10DrainStorageNode\x120.nvmirror.provisioner.v1.DrainStorageNodeRequest\x1a$.nvmirror.provisioner.v1.DrainStatus\x12g\n" +
 	"\rDeleteReplica\x12-.nvmirror.provisioner.v1.DeleteReplicaRequest\x1a'.nvmirror.provisioner.v1.VolumeResponse\x12o\n" +
 	"\x11ReportReplicaSync\x121.nvmirror.provisioner.v1.ReportReplicaSyncRequest\x1a'.nvmirror.provisioner.v1.VolumeResponse\x12k\n" +
 	"\x0fPromoteReplicas\x12/.nvmirror.provisioner.v1.PromoteReplicasRequest\x1a'.nvmirror.provisioner.v1.VolumeResponse\x12k\n" +
@@ -2932,7 +3233,7 @@ func file_provisioner_v1_provisioner_proto_rawDescGZIP() []byte {
 }
 
 var file_provisioner_v1_provisioner_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_provisioner_v1_provisioner_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_provisioner_v1_provisioner_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_provisioner_v1_provisioner_proto_goTypes = []any{
 	(ReplicaState)(0),                  // 0: nvmirror.provisioner.v1.ReplicaState
 	(Severity)(0),                      // 1: nvmirror.provisioner.v1.Severity
@@ -2957,112 +3258,125 @@ var file_provisioner_v1_provisioner_proto_goTypes = []any{
 	(*GetCapacityResponse)(nil),        // 20: nvmirror.provisioner.v1.GetCapacityResponse
 	(*ReplaceReplicaRequest)(nil),      // 21: nvmirror.provisioner.v1.ReplaceReplicaRequest
 	(*ReplaceReplicaResponse)(nil),     // 22: nvmirror.provisioner.v1.ReplaceReplicaResponse
-	(*MarkReplicaRemovedRequest)(nil),  // 23: nvmirror.provisioner.v1.MarkReplicaRemovedRequest
-	(*DeleteReplicaRequest)(nil),       // 24: nvmirror.provisioner.v1.DeleteReplicaRequest
-	(*ReportReplicaSyncRequest)(nil),   // 25: nvmirror.provisioner.v1.ReportReplicaSyncRequest
-	(*PromoteReplicasRequest)(nil),     // 26: nvmirror.provisioner.v1.PromoteReplicasRequest
-	(*Event)(nil),                      // 27: nvmirror.provisioner.v1.Event
-	(*ReportEventsRequest)(nil),        // 28: nvmirror.provisioner.v1.ReportEventsRequest
-	(*ReportEventsResponse)(nil),       // 29: nvmirror.provisioner.v1.ReportEventsResponse
-	(*ListEventsRequest)(nil),          // 30: nvmirror.provisioner.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),         // 31: nvmirror.provisioner.v1.ListEventsResponse
-	(*StorageNode)(nil),                // 32: nvmirror.provisioner.v1.StorageNode
-	(*GetHostCredentialsRequest)(nil),  // 33: nvmirror.provisioner.v1.GetHostCredentialsRequest
-	(*StorageNodeCredentials)(nil),     // 34: nvmirror.provisioner.v1.StorageNodeCredentials
-	(*GetHostCredentialsResponse)(nil), // 35: nvmirror.provisioner.v1.GetHostCredentialsResponse
-	(*RotateCredentialsRequest)(nil),   // 36: nvmirror.provisioner.v1.RotateCredentialsRequest
-	(*RotatedStorageNode)(nil),         // 37: nvmirror.provisioner.v1.RotatedStorageNode
-	(*RotateCredentialsResponse)(nil),  // 38: nvmirror.provisioner.v1.RotateCredentialsResponse
-	(*ListStorageNodesRequest)(nil),    // 39: nvmirror.provisioner.v1.ListStorageNodesRequest
-	(*ListStorageNodesResponse)(nil),   // 40: nvmirror.provisioner.v1.ListStorageNodesResponse
-	nil,                                // 41: nvmirror.provisioner.v1.Volume.ParametersEntry
-	nil,                                // 42: nvmirror.provisioner.v1.Volume.MetadataEntry
-	nil,                                // 43: nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
-	nil,                                // 44: nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
-	nil,                                // 45: nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
-	nil,                                // 46: nvmirror.provisioner.v1.Event.AttributesEntry
-	(*timestamppb.Timestamp)(nil),      // 47: google.protobuf.Timestamp
+	(*MoveReplicaRequest)(nil),         // 23: nvmirror.provisioner.v1.MoveReplicaRequest
+	(*DrainStorageNodeRequest)(nil),    // 24: nvmirror.provisioner.v1.DrainStorageNodeRequest
+	(*DrainStatus)(nil),                // 25: nvmirror.provisioner.v1.DrainStatus
+	(*CordonStorageNodeRequest)(nil),   // 26: nvmirror.provisioner.v1.CordonStorageNodeRequest
+	(*MarkReplicaRemovedRequest)(nil),  // 27: nvmirror.provisioner.v1.MarkReplicaRemovedRequest
+	(*DeleteReplicaRequest)(nil),       // 28: nvmirror.provisioner.v1.DeleteReplicaRequest
+	(*ReportReplicaSyncRequest)(nil),   // 29: nvmirror.provisioner.v1.ReportReplicaSyncRequest
+	(*PromoteReplicasRequest)(nil),     // 30: nvmirror.provisioner.v1.PromoteReplicasRequest
+	(*Event)(nil),                      // 31: nvmirror.provisioner.v1.Event
+	(*ReportEventsRequest)(nil),        // 32: nvmirror.provisioner.v1.ReportEventsRequest
+	(*ReportEventsResponse)(nil),       // 33: nvmirror.provisioner.v1.ReportEventsResponse
+	(*ListEventsRequest)(nil),          // 34: nvmirror.provisioner.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),         // 35: nvmirror.provisioner.v1.ListEventsResponse
+	(*StorageNode)(nil),                // 36: nvmirror.provisioner.v1.StorageNode
+	(*GetHostCredentialsRequest)(nil),  // 37: nvmirror.provisioner.v1.GetHostCredentialsRequest
+	(*StorageNodeCredentials)(nil),     // 38: nvmirror.provisioner.v1.StorageNodeCredentials
+	(*GetHostCredentialsResponse)(nil), // 39: nvmirror.provisioner.v1.GetHostCredentialsResponse
+	(*RotateCredentialsRequest)(nil),   // 40: nvmirror.provisioner.v1.RotateCredentialsRequest
+	(*RotatedStorageNode)(nil),         // 41: nvmirror.provisioner.v1.RotatedStorageNode
+	(*RotateCredentialsResponse)(nil),  // 42: nvmirror.provisioner.v1.RotateCredentialsResponse
+	(*ListStorageNodesRequest)(nil),    // 43: nvmirror.provisioner.v1.ListStorageNodesRequest
+	(*ListStorageNodesResponse)(nil),   // 44: nvmirror.provisioner.v1.ListStorageNodesResponse
+	nil,                                // 45: nvmirror.provisioner.v1.Volume.ParametersEntry
+	nil,                                // 46: nvmirror.provisioner.v1.Volume.MetadataEntry
+	nil,                                // 47: nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
+	nil,                                // 48: nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
+	nil,                                // 49: nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
+	nil,                                // 50: nvmirror.provisioner.v1.DrainStatus.StuckEntry
+	nil,                                // 51: nvmirror.provisioner.v1.Event.AttributesEntry
+	(*timestamppb.Timestamp)(nil),      // 52: google.protobuf.Timestamp
 }
 var file_provisioner_v1_provisioner_proto_depIdxs = []int32{
 	2,  // 0: nvmirror.provisioner.v1.Replica.endpoints:type_name -> nvmirror.provisioner.v1.Endpoint
 	0,  // 1: nvmirror.provisioner.v1.Replica.state:type_name -> nvmirror.provisioner.v1.ReplicaState
-	47, // 2: nvmirror.provisioner.v1.Replica.created:type_name -> google.protobuf.Timestamp
-	47, // 3: nvmirror.provisioner.v1.Replica.updated:type_name -> google.protobuf.Timestamp
-	47, // 4: nvmirror.provisioner.v1.Replica.out_of_sync_since:type_name -> google.protobuf.Timestamp
-	47, // 5: nvmirror.provisioner.v1.Replica.diverged_since:type_name -> google.protobuf.Timestamp
-	41, // 6: nvmirror.provisioner.v1.Volume.parameters:type_name -> nvmirror.provisioner.v1.Volume.ParametersEntry
+	52, // 2: nvmirror.provisioner.v1.Replica.created:type_name -> google.protobuf.Timestamp
+	52, // 3: nvmirror.provisioner.v1.Replica.updated:type_name -> google.protobuf.Timestamp
+	52, // 4: nvmirror.provisioner.v1.Replica.out_of_sync_since:type_name -> google.protobuf.Timestamp
+	52, // 5: nvmirror.provisioner.v1.Replica.diverged_since:type_name -> google.protobuf.Timestamp
+	45, // 6: nvmirror.provisioner.v1.Volume.parameters:type_name -> nvmirror.provisioner.v1.Volume.ParametersEntry
 	3,  // 7: nvmirror.provisioner.v1.Volume.replicas:type_name -> nvmirror.provisioner.v1.Replica
-	47, // 8: nvmirror.provisioner.v1.Volume.degraded_since:type_name -> google.protobuf.Timestamp
-	47, // 9: nvmirror.provisioner.v1.Volume.created:type_name -> google.protobuf.Timestamp
-	47, // 10: nvmirror.provisioner.v1.Volume.updated:type_name -> google.protobuf.Timestamp
-	42, // 11: nvmirror.provisioner.v1.Volume.metadata:type_name -> nvmirror.provisioner.v1.Volume.MetadataEntry
+	52, // 8: nvmirror.provisioner.v1.Volume.degraded_since:type_name -> google.protobuf.Timestamp
+	52, // 9: nvmirror.provisioner.v1.Volume.created:type_name -> google.protobuf.Timestamp
+	52, // 10: nvmirror.provisioner.v1.Volume.updated:type_name -> google.protobuf.Timestamp
+	46, // 11: nvmirror.provisioner.v1.Volume.metadata:type_name -> nvmirror.provisioner.v1.Volume.MetadataEntry
 	6,  // 12: nvmirror.provisioner.v1.Volume.policy:type_name -> nvmirror.provisioner.v1.VolumePolicy
 	5,  // 13: nvmirror.provisioner.v1.Volume.repair:type_name -> nvmirror.provisioner.v1.OfflineRepair
-	47, // 14: nvmirror.provisioner.v1.OfflineRepair.started:type_name -> google.protobuf.Timestamp
-	47, // 15: nvmirror.provisioner.v1.OfflineRepair.lease_until:type_name -> google.protobuf.Timestamp
+	52, // 14: nvmirror.provisioner.v1.OfflineRepair.started:type_name -> google.protobuf.Timestamp
+	52, // 15: nvmirror.provisioner.v1.OfflineRepair.lease_until:type_name -> google.protobuf.Timestamp
 	4,  // 16: nvmirror.provisioner.v1.VolumeResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
-	43, // 17: nvmirror.provisioner.v1.CreateVolumeRequest.parameters:type_name -> nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
+	47, // 17: nvmirror.provisioner.v1.CreateVolumeRequest.parameters:type_name -> nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
 	4,  // 18: nvmirror.provisioner.v1.ListVolumesResponse.volumes:type_name -> nvmirror.provisioner.v1.Volume
-	44, // 19: nvmirror.provisioner.v1.ModifyVolumeRequest.mutable_parameters:type_name -> nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
-	45, // 20: nvmirror.provisioner.v1.GetCapacityRequest.parameters:type_name -> nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
+	48, // 19: nvmirror.provisioner.v1.ModifyVolumeRequest.mutable_parameters:type_name -> nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
+	49, // 20: nvmirror.provisioner.v1.GetCapacityRequest.parameters:type_name -> nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
 	4,  // 21: nvmirror.provisioner.v1.ReplaceReplicaResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
 	3,  // 22: nvmirror.provisioner.v1.ReplaceReplicaResponse.new_replica:type_name -> nvmirror.provisioner.v1.Replica
-	47, // 23: nvmirror.provisioner.v1.ReportReplicaSyncRequest.observed_at:type_name -> google.protobuf.Timestamp
-	1,  // 24: nvmirror.provisioner.v1.Event.severity:type_name -> nvmirror.provisioner.v1.Severity
-	47, // 25: nvmirror.provisioner.v1.Event.time:type_name -> google.protobuf.Timestamp
-	46, // 26: nvmirror.provisioner.v1.Event.attributes:type_name -> nvmirror.provisioner.v1.Event.AttributesEntry
-	27, // 27: nvmirror.provisioner.v1.ReportEventsRequest.events:type_name -> nvmirror.provisioner.v1.Event
-	47, // 28: nvmirror.provisioner.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
-	27, // 29: nvmirror.provisioner.v1.ListEventsResponse.events:type_name -> nvmirror.provisioner.v1.Event
-	2,  // 30: nvmirror.provisioner.v1.StorageNode.endpoints:type_name -> nvmirror.provisioner.v1.Endpoint
-	47, // 31: nvmirror.provisioner.v1.StorageNode.last_seen:type_name -> google.protobuf.Timestamp
-	47, // 32: nvmirror.provisioner.v1.StorageNodeCredentials.created:type_name -> google.protobuf.Timestamp
-	34, // 33: nvmirror.provisioner.v1.GetHostCredentialsResponse.credentials:type_name -> nvmirror.provisioner.v1.StorageNodeCredentials
-	37, // 34: nvmirror.provisioner.v1.RotateCredentialsResponse.storage_nodes:type_name -> nvmirror.provisioner.v1.RotatedStorageNode
-	32, // 35: nvmirror.provisioner.v1.ListStorageNodesResponse.nodes:type_name -> nvmirror.provisioner.v1.StorageNode
-	8,  // 36: nvmirror.provisioner.v1.Provisioner.CreateVolume:input_type -> nvmirror.provisioner.v1.CreateVolumeRequest
-	9,  // 37: nvmirror.provisioner.v1.Provisioner.DeleteVolume:input_type -> nvmirror.provisioner.v1.DeleteVolumeRequest
-	11, // 38: nvmirror.provisioner.v1.Provisioner.GetVolume:input_type -> nvmirror.provisioner.v1.GetVolumeRequest
-	12, // 39: nvmirror.provisioner.v1.Provisioner.ListVolumes:input_type -> nvmirror.provisioner.v1.ListVolumesRequest
-	14, // 40: nvmirror.provisioner.v1.Provisioner.PublishVolume:input_type -> nvmirror.provisioner.v1.PublishVolumeRequest
-	15, // 41: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:input_type -> nvmirror.provisioner.v1.UnpublishVolumeRequest
-	17, // 42: nvmirror.provisioner.v1.Provisioner.ExpandVolume:input_type -> nvmirror.provisioner.v1.ExpandVolumeRequest
-	18, // 43: nvmirror.provisioner.v1.Provisioner.ModifyVolume:input_type -> nvmirror.provisioner.v1.ModifyVolumeRequest
-	19, // 44: nvmirror.provisioner.v1.Provisioner.GetCapacity:input_type -> nvmirror.provisioner.v1.GetCapacityRequest
-	21, // 45: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:input_type -> nvmirror.provisioner.v1.ReplaceReplicaRequest
-	23, // 46: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:input_type -> nvmirror.provisioner.v1.MarkReplicaRemovedRequest
-	24, // 47: nvmirror.provisioner.v1.Provisioner.DeleteReplica:input_type -> nvmirror.provisioner.v1.DeleteReplicaRequest
-	25, // 48: nvmirror.provisioner.v1.Provisioner.ReportReplicaSync:input_type -> nvmirror.provisioner.v1.ReportReplicaSyncRequest
-	26, // 49: nvmirror.provisioner.v1.Provisioner.PromoteReplicas:input_type -> nvmirror.provisioner.v1.PromoteReplicasRequest
-	28, // 50: nvmirror.provisioner.v1.Provisioner.ReportEvents:input_type -> nvmirror.provisioner.v1.ReportEventsRequest
-	30, // 51: nvmirror.provisioner.v1.Provisioner.ListEvents:input_type -> nvmirror.provisioner.v1.ListEventsRequest
-	39, // 52: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:input_type -> nvmirror.provisioner.v1.ListStorageNodesRequest
-	33, // 53: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:input_type -> nvmirror.provisioner.v1.GetHostCredentialsRequest
-	36, // 54: nvmirror.provisioner.v1.Provisioner.RotateCredentials:input_type -> nvmirror.provisioner.v1.RotateCredentialsRequest
-	7,  // 55: nvmirror.provisioner.v1.Provisioner.CreateVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	10, // 56: nvmirror.provisioner.v1.Provisioner.DeleteVolume:output_type -> nvmirror.provisioner.v1.DeleteVolumeResponse
-	7,  // 57: nvmirror.provisioner.v1.Provisioner.GetVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	13, // 58: nvmirror.provisioner.v1.Provisioner.ListVolumes:output_type -> nvmirror.provisioner.v1.ListVolumesResponse
-	7,  // 59: nvmirror.provisioner.v1.Provisioner.PublishVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	16, // 60: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:output_type -> nvmirror.provisioner.v1.UnpublishVolumeResponse
-	7,  // 61: nvmirror.provisioner.v1.Provisioner.ExpandVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	7,  // 62: nvmirror.provisioner.v1.Provisioner.ModifyVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	20, // 63: nvmirror.provisioner.v1.Provisioner.GetCapacity:output_type -> nvmirror.provisioner.v1.GetCapacityResponse
-	22, // 64: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:output_type -> nvmirror.provisioner.v1.ReplaceReplicaResponse
-	7,  // 65: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	7,  // 66: nvmirror.provisioner.v1.Provisioner.DeleteReplica:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	7,  // 67: nvmirror.provisioner.v1.Provisioner.ReportReplicaSync:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	7,  // 68: nvmirror.provisioner.v1.Provisioner.PromoteReplicas:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	29, // 69: nvmirror.provisioner.v1.Provisioner.ReportEvents:output_type -> nvmirror.provisioner.v1.ReportEventsResponse
-	31, // 70: nvmirror.provisioner.v1.Provisioner.ListEvents:output_type -> nvmirror.provisioner.v1.ListEventsResponse
-	40, // 71: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:output_type -> nvmirror.provisioner.v1.ListStorageNodesResponse
-	35, // 72: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:output_type -> nvmirror.provisioner.v1.GetHostCredentialsResponse
-	38, // 73: nvmirror.provisioner.v1.Provisioner.RotateCredentials:output_type -> nvmirror.provisioner.v1.RotateCredentialsResponse
-	55, // [55:74] is the sub-list for method output_type
-	36, // [36:55] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	36, // 23: nvmirror.provisioner.v1.DrainStatus.node:type_name -> nvmirror.provisioner.v1.StorageNode
+	50, // 24: nvmirror.provisioner.v1.DrainStatus.stuck:type_name -> nvmirror.provisioner.v1.DrainStatus.StuckEntry
+	52, // 25: nvmirror.provisioner.v1.ReportReplicaSyncRequest.observed_at:type_name -> google.protobuf.Timestamp
+	1,  // 26: nvmirror.provisioner.v1.Event.severity:type_name -> nvmirror.provisioner.v1.Severity
+	52, // 27: nvmirror.provisioner.v1.Event.time:type_name -> google.protobuf.Timestamp
+	51, // 28: nvmirror.provisioner.v1.Event.attributes:type_name -> nvmirror.provisioner.v1.Event.AttributesEntry
+	31, // 29: nvmirror.provisioner.v1.ReportEventsRequest.events:type_name -> nvmirror.provisioner.v1.Event
+	52, // 30: nvmirror.provisioner.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	31, // 31: nvmirror.provisioner.v1.ListEventsResponse.events:type_name -> nvmirror.provisioner.v1.Event
+	2,  // 32: nvmirror.provisioner.v1.StorageNode.endpoints:type_name -> nvmirror.provisioner.v1.Endpoint
+	52, // 33: nvmirror.provisioner.v1.StorageNode.last_seen:type_name -> google.protobuf.Timestamp
+	52, // 34: nvmirror.provisioner.v1.StorageNodeCredentials.created:type_name -> google.protobuf.Timestamp
+	38, // 35: nvmirror.provisioner.v1.GetHostCredentialsResponse.credentials:type_name -> nvmirror.provisioner.v1.StorageNodeCredentials
+	41, // 36: nvmirror.provisioner.v1.RotateCredentialsResponse.storage_nodes:type_name -> nvmirror.provisioner.v1.RotatedStorageNode
+	36, // 37: nvmirror.provisioner.v1.ListStorageNodesResponse.nodes:type_name -> nvmirror.provisioner.v1.StorageNode
+	8,  // 38: nvmirror.provisioner.v1.Provisioner.CreateVolume:input_type -> nvmirror.provisioner.v1.CreateVolumeRequest
+	9,  // 39: nvmirror.provisioner.v1.Provisioner.DeleteVolume:input_type -> nvmirror.provisioner.v1.DeleteVolumeRequest
+	11, // 40: nvmirror.provisioner.v1.Provisioner.GetVolume:input_type -> nvmirror.provisioner.v1.GetVolumeRequest
+	12, // 41: nvmirror.provisioner.v1.Provisioner.ListVolumes:input_type -> nvmirror.provisioner.v1.ListVolumesRequest
+	14, // 42: nvmirror.provisioner.v1.Provisioner.PublishVolume:input_type -> nvmirror.provisioner.v1.PublishVolumeRequest
+	15, // 43: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:input_type -> nvmirror.provisioner.v1.UnpublishVolumeRequest
+	17, // 44: nvmirror.provisioner.v1.Provisioner.ExpandVolume:input_type -> nvmirror.provisioner.v1.ExpandVolumeRequest
+	18, // 45: nvmirror.provisioner.v1.Provisioner.ModifyVolume:input_type -> nvmirror.provisioner.v1.ModifyVolumeRequest
+	19, // 46: nvmirror.provisioner.v1.Provisioner.GetCapacity:input_type -> nvmirror.provisioner.v1.GetCapacityRequest
+	21, // 47: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:input_type -> nvmirror.provisioner.v1.ReplaceReplicaRequest
+	27, // 48: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:input_type -> nvmirror.provisioner.v1.MarkReplicaRemovedRequest
+	23, // 49: nvmirror.provisioner.v1.Provisioner.MoveReplica:input_type -> nvmirror.provisioner.v1.MoveReplicaRequest
+	26, // 50: nvmirror.provisioner.v1.Provisioner.CordonStorageNode:input_type -> nvmirror.provisioner.v1.CordonStorageNodeRequest
+	24, // 51: nvmirror.provisioner.v1.Provisioner.DrainStorageNode:input_type -> nvmirror.provisioner.v1.DrainStorageNodeRequest
+	28, // 52: nvmirror.provisioner.v1.Provisioner.DeleteReplica:input_type -> nvmirror.provisioner.v1.DeleteReplicaRequest
+	29, // 53: nvmirror.provisioner.v1.Provisioner.ReportReplicaSync:input_type -> nvmirror.provisioner.v1.ReportReplicaSyncRequest
+	30, // 54: nvmirror.provisioner.v1.Provisioner.PromoteReplicas:input_type -> nvmirror.provisioner.v1.PromoteReplicasRequest
+	32, // 55: nvmirror.provisioner.v1.Provisioner.ReportEvents:input_type -> nvmirror.provisioner.v1.ReportEventsRequest
+	34, // 56: nvmirror.provisioner.v1.Provisioner.ListEvents:input_type -> nvmirror.provisioner.v1.ListEventsRequest
+	43, // 57: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:input_type -> nvmirror.provisioner.v1.ListStorageNodesRequest
+	37, // 58: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:input_type -> nvmirror.provisioner.v1.GetHostCredentialsRequest
+	40, // 59: nvmirror.provisioner.v1.Provisioner.RotateCredentials:input_type -> nvmirror.provisioner.v1.RotateCredentialsRequest
+	7,  // 60: nvmirror.provisioner.v1.Provisioner.CreateVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	10, // 61: nvmirror.provisioner.v1.Provisioner.DeleteVolume:output_type -> nvmirror.provisioner.v1.DeleteVolumeResponse
+	7,  // 62: nvmirror.provisioner.v1.Provisioner.GetVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	13, // 63: nvmirror.provisioner.v1.Provisioner.ListVolumes:output_type -> nvmirror.provisioner.v1.ListVolumesResponse
+	7,  // 64: nvmirror.provisioner.v1.Provisioner.PublishVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	16, // 65: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:output_type -> nvmirror.provisioner.v1.UnpublishVolumeResponse
+	7,  // 66: nvmirror.provisioner.v1.Provisioner.ExpandVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	7,  // 67: nvmirror.provisioner.v1.Provisioner.ModifyVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	20, // 68: nvmirror.provisioner.v1.Provisioner.GetCapacity:output_type -> nvmirror.provisioner.v1.GetCapacityResponse
+	22, // 69: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:output_type -> nvmirror.provisioner.v1.ReplaceReplicaResponse
+	7,  // 70: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	22, // 71: nvmirror.provisioner.v1.Provisioner.MoveReplica:output_type -> nvmirror.provisioner.v1.ReplaceReplicaResponse
+	36, // 72: nvmirror.provisioner.v1.Provisioner.CordonStorageNode:output_type -> nvmirror.provisioner.v1.StorageNode
+	25, // 73: nvmirror.provisioner.v1.Provisioner.DrainStorageNode:output_type -> nvmirror.provisioner.v1.DrainStatus
+	7,  // 74: nvmirror.provisioner.v1.Provisioner.DeleteReplica:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	7,  // 75: nvmirror.provisioner.v1.Provisioner.ReportReplicaSync:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	7,  // 76: nvmirror.provisioner.v1.Provisioner.PromoteReplicas:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	33, // 77: nvmirror.provisioner.v1.Provisioner.ReportEvents:output_type -> nvmirror.provisioner.v1.ReportEventsResponse
+	35, // 78: nvmirror.provisioner.v1.Provisioner.ListEvents:output_type -> nvmirror.provisioner.v1.ListEventsResponse
+	44, // 79: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:output_type -> nvmirror.provisioner.v1.ListStorageNodesResponse
+	39, // 80: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:output_type -> nvmirror.provisioner.v1.GetHostCredentialsResponse
+	42, // 81: nvmirror.provisioner.v1.Provisioner.RotateCredentials:output_type -> nvmirror.provisioner.v1.RotateCredentialsResponse
+	60, // [60:82] is the sub-list for method output_type
+	38, // [38:60] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_provisioner_v1_provisioner_proto_init() }
@@ -3076,7 +3390,7 @@ func file_provisioner_v1_provisioner_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_provisioner_v1_provisioner_proto_rawDesc), len(file_provisioner_v1_provisioner_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   45,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

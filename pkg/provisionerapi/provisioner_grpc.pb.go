@@ -57,6 +57,9 @@ const (
 	Provisioner_GetCapacity_FullMethodName        = "/nvmirror.provisioner.v1.Provisioner/GetCapacity"
 	Provisioner_ReplaceReplica_FullMethodName     = "/nvmirror.provisioner.v1.Provisioner/ReplaceReplica"
 	Provisioner_MarkReplicaRemoved_FullMethodName = "/nvmirror.provisioner.v1.Provisioner/MarkReplicaRemoved"
+	Provisioner_MoveReplica_FullMethodName        = "/nvmirror.provisioner.v1.Provisioner/MoveReplica"
+	Provisioner_CordonStorageNode_FullMethodName  = "/nvmirror.provisioner.v1.Provisioner/CordonStorageNode"
+	Provisioner_DrainStorageNode_FullMethodName   = "/nvmirror.provisioner.v1.Provisioner/DrainStorageNode"
 	Provisioner_DeleteReplica_FullMethodName      = "/nvmirror.provisioner.v1.Provisioner/DeleteReplica"
 	Provisioner_ReportReplicaSync_FullMethodName  = "/nvmirror.provisioner.v1.Provisioner/ReportReplicaSync"
 	Provisioner_PromoteReplicas_FullMethodName    = "/nvmirror.provisioner.v1.Provisioner/PromoteReplicas"
@@ -104,6 +107,22 @@ type ProvisionerClient interface {
 	// MarkReplicaRemoved records that the node removed a deleted replica from
 	// its md array, completing the deletion.
 	MarkReplicaRemoved(ctx context.Context, in *MarkReplicaRemovedRequest, opts ...grpc.CallOption) (*VolumeResponse, error)
+	// MoveReplica (an administrator's, nvmirrorctl move) moves a replica to
+	// another storage node live: a new replica is added (placed by the
+	// StorageClass rules, or on to_storage_node if it satisfies them), the
+	// node's md (or an offline repair) fills it, and only when it is recorded
+	// in sync is the old one removed. The mirror never has fewer in-sync
+	// replicas than before. Idempotent: a retry answers with the move in
+	// flight.
+	MoveReplica(ctx context.Context, in *MoveReplicaRequest, opts ...grpc.CallOption) (*ReplaceReplicaResponse, error)
+	// CordonStorageNode sets or clears a storage node's cordon: no new replica
+	// (creation, replacement, move) is placed on a cordoned node; the replicas
+	// it holds keep serving.
+	CordonStorageNode(ctx context.Context, in *CordonStorageNodeRequest, opts ...grpc.CallOption) (*StorageNode, error)
+	// DrainStorageNode starts (drain=true: cordon, then move every replica
+	// away, a few at a time, resumed after any restart) or stops a drain, and
+	// returns where it stands. Calling it again only reports progress.
+	DrainStorageNode(ctx context.Context, in *DrainStorageNodeRequest, opts ...grpc.CallOption) (*DrainStatus, error)
 	// DeleteReplica (an administrator's operation) takes one replica out of
 	// the volume's configuration: it is marked deleted, and the node holding
 	// the volume removes it from its md array and calls MarkReplicaRemoved.
@@ -275,6 +294,36 @@ func (c *provisionerClient) MarkReplicaRemoved(ctx context.Context, in *MarkRepl
 	return out, nil
 }
 
+func (c *provisionerClient) MoveReplica(ctx context.Context, in *MoveReplicaRequest, opts ...grpc.CallOption) (*ReplaceReplicaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReplaceReplicaResponse)
+	err := c.cc.Invoke(ctx, Provisioner_MoveReplica_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *provisionerClient) CordonStorageNode(ctx context.Context, in *CordonStorageNodeRequest, opts ...grpc.CallOption) (*StorageNode, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StorageNode)
+	err := c.cc.Invoke(ctx, Provisioner_CordonStorageNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *provisionerClient) DrainStorageNode(ctx context.Context, in *DrainStorageNodeRequest, opts ...grpc.CallOption) (*DrainStatus, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DrainStatus)
+	err := c.cc.Invoke(ctx, Provisioner_DrainStorageNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *provisionerClient) DeleteReplica(ctx context.Context, in *DeleteReplicaRequest, opts ...grpc.CallOption) (*VolumeResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(VolumeResponse)
@@ -392,6 +441,22 @@ type ProvisionerServer interface {
 	// MarkReplicaRemoved records that the node removed a deleted replica from
 	// its md array, completing the deletion.
 	MarkReplicaRemoved(context.Context, *MarkReplicaRemovedRequest) (*VolumeResponse, error)
+	// MoveReplica (an administrator's, nvmirrorctl move) moves a replica to
+	// another storage node live: a new replica is added (placed by the
+	// StorageClass rules, or on to_storage_node if it satisfies them), the
+	// node's md (or an offline repair) fills it, and only when it is recorded
+	// in sync is the old one removed. The mirror never has fewer in-sync
+	// replicas than before. Idempotent: a retry answers with the move in
+	// flight.
+	MoveReplica(context.Context, *MoveReplicaRequest) (*ReplaceReplicaResponse, error)
+	// CordonStorageNode sets or clears a storage node's cordon: no new replica
+	// (creation, replacement, move) is placed on a cordoned node; the replicas
+	// it holds keep serving.
+	CordonStorageNode(context.Context, *CordonStorageNodeRequest) (*StorageNode, error)
+	// DrainStorageNode starts (drain=true: cordon, then move every replica
+	// away, a few at a time, resumed after any restart) or stops a drain, and
+	// returns where it stands. Calling it again only reports progress.
+	DrainStorageNode(context.Context, *DrainStorageNodeRequest) (*DrainStatus, error)
 	// DeleteReplica (an administrator's operation) takes one replica out of
 	// the volume's configuration: it is marked deleted, and the node holding
 	// the volume removes it from its md array and calls MarkReplicaRemoved.
@@ -485,6 +550,15 @@ func (UnimplementedProvisionerServer) ReplaceReplica(context.Context, *ReplaceRe
 }
 func (UnimplementedProvisionerServer) MarkReplicaRemoved(context.Context, *MarkReplicaRemovedRequest) (*VolumeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MarkReplicaRemoved not implemented")
+}
+func (UnimplementedProvisionerServer) MoveReplica(context.Context, *MoveReplicaRequest) (*ReplaceReplicaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MoveReplica not implemented")
+}
+func (UnimplementedProvisionerServer) CordonStorageNode(context.Context, *CordonStorageNodeRequest) (*StorageNode, error) {
+	return nil, status.Error(codes.Unimplemented, "method CordonStorageNode not implemented")
+}
+func (UnimplementedProvisionerServer) DrainStorageNode(context.Context, *DrainStorageNodeRequest) (*DrainStatus, error) {
+	return nil, status.Error(codes.Unimplemented, "method DrainStorageNode not implemented")
 }
 func (UnimplementedProvisionerServer) DeleteReplica(context.Context, *DeleteReplicaRequest) (*VolumeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteReplica not implemented")
@@ -729,6 +803,60 @@ func _Provisioner_MarkReplicaRemoved_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Provisioner_MoveReplica_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MoveReplicaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProvisionerServer).MoveReplica(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Provisioner_MoveReplica_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProvisionerServer).MoveReplica(ctx, req.(*MoveReplicaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Provisioner_CordonStorageNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CordonStorageNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProvisionerServer).CordonStorageNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Provisioner_CordonStorageNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProvisionerServer).CordonStorageNode(ctx, req.(*CordonStorageNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Provisioner_DrainStorageNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrainStorageNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProvisionerServer).DrainStorageNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Provisioner_DrainStorageNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProvisionerServer).DrainStorageNode(ctx, req.(*DrainStorageNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Provisioner_DeleteReplica_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DeleteReplicaRequest)
 	if err := dec(in); err != nil {
@@ -923,6 +1051,18 @@ var Provisioner_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MarkReplicaRemoved",
 			Handler:    _Provisioner_MarkReplicaRemoved_Handler,
+		},
+		{
+			MethodName: "MoveReplica",
+			Handler:    _Provisioner_MoveReplica_Handler,
+		},
+		{
+			MethodName: "CordonStorageNode",
+			Handler:    _Provisioner_CordonStorageNode_Handler,
+		},
+		{
+			MethodName: "DrainStorageNode",
+			Handler:    _Provisioner_DrainStorageNode_Handler,
 		},
 		{
 			MethodName: "DeleteReplica",

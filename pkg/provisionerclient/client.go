@@ -357,6 +357,7 @@ func replicaFromProto(p *provisionerapi.Replica) volume.Replica {
 		r.OutOfSyncSince = p.GetOutOfSyncSince().AsTime()
 	}
 	r.OutOfSyncAtEvents = p.GetOutOfSyncAtEvents()
+	r.Move = p.GetMove()
 	if p.GetDivergedSince() != nil {
 		r.DivergedSince = p.GetDivergedSince().AsTime()
 	}

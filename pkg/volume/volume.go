@@ -73,6 +73,9 @@ type Replica struct {
 	// this leg alone. A node never connects, assembles or joins it; the
 	// healer replaces it after maxReplicaDownTime. Zero otherwise.
 	DivergedSince time.Time
+	// Move: added by a live move of another replica, which keeps serving
+	// until this one is in sync; the volume is not degraded meanwhile.
+	Move bool
 }
 
 // Diverged reports whether a promotion gave the replica up.

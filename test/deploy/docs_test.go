@@ -20,6 +20,7 @@ var externalFlags = map[string]string{
 	"extra-create-metadata": "csi-provisioner", "leader-election": "csi sidecars", "http-endpoint": "csi sidecars",
 	"health-port": "livenessprobe", "csi-address": "csi sidecars", "kubelet-registration-path": "node-driver-registrar",
 	"previous": "kubectl logs", "tail": "kubectl logs", "since-time": "kubectl logs", "all-containers": "kubectl logs",
+	"grow": "mdadm", "raid-devices": "mdadm",
 	"dry-run": "kubectl", "show-labels": "kubectl", "sort-by": "kubectl", "field-selector": "kubectl",
 }
 
@@ -36,13 +37,13 @@ func TestDocsNameRealFlags(t *testing.T) {
 			known[f] = true
 		}
 	}
-	// nvmirrorctl events and promote have flags of their own; their usage
+	// nvmirrorctl events, promote, move and drain have flags of their own; their usage
 	// needs a token file.
 	tok := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tok, []byte("x\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, sub := range []string{"events", "promote"} {
+	for _, sub := range []string{"events", "promote", "move", "drain"} {
 		out, _ := exec.Command(filepath.Join(binDir(t), "nvmirrorctl"), "--token-file="+tok, "--provisioner=127.0.0.1:1", sub, "-h").CombinedOutput()
 		for _, line := range strings.Split(string(out), "\n") {
 			if m := flagLine.FindStringSubmatch(line); m != nil {
@@ -50,7 +51,7 @@ func TestDocsNameRealFlags(t *testing.T) {
 			}
 		}
 	}
-	if !known["volume"] || !known["accept-data-loss"] || !known["heal-interval"] || !known["http-address"] {
+	if !known["volume"] || !known["accept-data-loss"] || !known["to"] || !known["stop"] || !known["heal-interval"] || !known["http-address"] {
 		t.Fatalf("flag sets look incomplete: %v", known)
 	}
 

@@ -618,6 +618,10 @@ func TestHealer(t *testing.T) {
 		testPromoteStaleReplica(t, s, c, p, md, tgt, ini)
 	})
 
+	t.Run("nvmirrorctl move moves a replica live, staged or not", func(t *testing.T) {
+		testMoveReplica(t, s, c, p, md, ini)
+	})
+
 	t.Run("volumes no host has staged are repaired offline", func(t *testing.T) {
 		testOfflineRepair(t, s, top, c, p, md, tgt, ini)
 	})

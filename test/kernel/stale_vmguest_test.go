@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -215,11 +214,7 @@ func testPromoteStaleReplica(t *testing.T, s *stack, c csiClients, p *provisione
 		t.Fatalf("NodeStage from the stale replica alone: %v, want FailedPrecondition", err)
 	}
 
-	ctl := func(args ...string) (string, error) {
-		full := append([]string{"--provisioner=" + s.provAddr, "--ca-file=" + filepath.Join(s.tlsDir, "tls.crt"), "--token-file=" + filepath.Join(s.tlsDir, "token")}, args...)
-		out, err := exec.Command("nvmirrorctl", full...).CombinedOutput()
-		return string(out), err
-	}
+	ctl := func(args ...string) (string, error) { return runCtl(s, args...) }
 	out, err := ctl("promote", vol.id, b.ID, "--accept-data-loss", "--reason", "sn lost for good (test)")
 	t.Logf("nvmirrorctl promote:\n%s", out)
 	if err != nil {

@@ -64,6 +64,8 @@ type Node struct {
 	Replicas         int
 	// Healthy: the agent answered recently and reports itself ready.
 	Healthy bool
+	// Cordoned: an admin keeps new replicas off the node.
+	Cordoned bool
 }
 
 // Location is where an existing replica of the volume lives.
@@ -188,6 +190,8 @@ func Choose(nodes []Node, req Request) ([]Node, error) {
 			why = excluded[n.ID]
 		case !n.Healthy:
 			why = "is not healthy"
+		case n.Cordoned:
+			why = "is cordoned"
 		case !inSet(req.Params.StorageNodes, n.ID):
 			why = "is not in storageNodes"
 		case !inSet(req.Params.Zones, n.Zone):

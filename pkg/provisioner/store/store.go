@@ -85,6 +85,11 @@ type Replica struct {
 	// for, so ReplaceReplica can answer a retry with the same replica.
 	ReplacedBy string `json:"replacedBy,omitempty"`
 	Replaces   string `json:"replaces,omitempty"`
+	// Move: this replica was added by a live move of Replaces (MoveReplica),
+	// which stays active and leaves only when this one is recorded in
+	// sync (then Move is cleared); a replacement's old replica left at
+	// once.
+	Move bool `json:"move,omitempty"`
 	// OutOfSyncSince is when the replica stopped holding every write
 	// acknowledged to the volume: the node reported that md failed or lost
 	// it, or it was created empty as a replacement. Zero means in sync,
@@ -212,6 +217,12 @@ type StorageNode struct {
 	Address  string            `json:"address"` // agent gRPC endpoint
 	Labels   map[string]string `json:"labels,omitempty"`
 	LastSeen time.Time         `json:"lastSeen"`
+	// Cordoned: no new replica is placed here (an admin's nvmirrorctl
+	// cordon, before maintenance); the replicas it holds keep serving.
+	Cordoned bool `json:"cordoned,omitempty"`
+	// Draining: an admin asked for every replica to move away (the node is
+	// cordoned too); the provisioner's drainer moves them, a few at a time.
+	Draining bool `json:"draining,omitempty"`
 }
 
 // HostCredentials are the NVMe in-band authentication (DH-HMAC-CHAP) secrets

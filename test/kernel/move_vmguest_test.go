@@ -1,0 +1,138 @@
+//go:build vmguest
+
+package kernel
+
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nvmirror/nvmirror/pkg/mdraid"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
+	"github.com/nvmirror/nvmirror/pkg/provisionerclient"
+	"github.com/nvmirror/nvmirror/pkg/volume"
+)
+
+// runCtl runs the admin CLI against the stack's provisioner.
+func runCtl(s *stack, args ...string) (string, error) {
+	full := append([]string{"--provisioner=" + s.provAddr, "--ca-file=" + filepath.Join(s.tlsDir, "tls.crt"),
+		"--token-file=" + filepath.Join(s.tlsDir, "token")}, args...)
+	out, err := exec.Command("nvmirrorctl", full...).CombinedOutput()
+	return string(out), err
+}
+
+// mustCtl runs the admin CLI and fails the test if it fails.
+func mustCtl(t *testing.T, s *stack, args ...string) string {
+	t.Helper()
+	out, err := runCtl(s, args...)
+	if err != nil {
+		t.Fatalf("nvmirrorctl %v: %v\n%s", args, err, out)
+	}
+	return out
+}
+
+// inSyncMembers counts the array's members md holds in sync.
+func inSyncMembers(a mdraid.Array) int {
+	n := 0
+	for _, m := range a.Members {
+		if m.State.InSync && !m.State.Faulty {
+			n++
+		}
+	}
+	return n
+}
+
+// newReplica returns the active replica of v not among before.
+func newReplica(v *volume.Volume, before []volume.Replica) (volume.Replica, bool) {
+	for _, r := range v.ActiveReplicas() {
+		known := false
+		for _, b := range before {
+			known = known || b.ID == r.ID
+		}
+		if !known {
+			return r, true
+		}
+	}
+	return volume.Replica{}, false
+}
+
+// waitMoved waits until the registry holds the move done (the old replica
+// out, the new one in sync) and md agrees (its slots back to the replica
+// count, all in sync, idle), checking throughout that md never holds fewer
+// in-sync members than atLeast when staged.
+func waitMoved(t *testing.T, p *provisionerclient.Client, md *mdraid.Manager, v *volume.Volume, oldID string, staged bool, atLeast int) volume.Replica {
+	t.Helper()
+	var nr volume.Replica
+	waitFor(t, 4*time.Minute, "the move to finish", func() (bool, string) {
+		cur := mustVolume(t, p, v.ID)
+		var ok bool
+		if nr, ok = newReplica(cur, v.ActiveReplicas()); !ok {
+			return false, "no new replica"
+		}
+		oldGone := replicaByID(cur, oldID) == nil || replicaByID(cur, oldID).State != volume.ReplicaActive
+		if !staged {
+			return oldGone && nr.InSync(), fmt.Sprintf("old gone %v, new %+v", oldGone, nr)
+		}
+		arr := mdOf(t, md, cur)
+		if n := inSyncMembers(arr); n < atLeast {
+			t.Fatalf("md holds %d in-sync members during the move, fewer than the %d before it: %s", n, atLeast, describe(arr))
+		}
+		return oldGone && nr.InSync() && arr.RaidDisks == atLeast && len(arr.Members) == atLeast && arr.Degraded == 0 && arr.SyncAction == "idle",
+			fmt.Sprintf("old gone %v, new in sync %v; %s", oldGone, nr.InSync(), describe(arr))
+	})
+	return nr
+}
+
+// testMoveReplica moves replicas live on the real kernel: of a staged
+// volume under continuous writes (the node's healer grows md by a slot,
+// fills it, then takes the old replica out and shrinks md back), then of the
+// same volume with no host (an offline repair fills the new replica).
+func testMoveReplica(t *testing.T, s *stack, c csiClients, p *provisionerclient.Client, md *mdraid.Manager, ini *host.Initiator) {
+	vol := provisionVolume(t, c, "move-live", 64<<20, map[string]string{"numReplicas": "2", "maxReplicaDownTime": "600"})
+	before := writeFiles(t, vol.target, "before", 8, 1<<20)
+	v := mustVolume(t, p, vol.id)
+	old := v.ActiveReplicas()[0]
+
+	w := startWriter(t, vol.target)
+	start := time.Now()
+	t.Logf("nvmirrorctl move:\n%s", mustCtl(t, s, "move", vol.id, old.ID))
+	nr := waitMoved(t, p, md, v, old.ID, true, 2)
+	during := w.stop(t)
+	t.Logf("%d files written during the move", len(during))
+	t.Logf("MOVE (staged): replica %s on %s moved to %s on %s in %v under writes; md never below 2 in-sync members",
+		old.ID, old.StorageNode, nr.ID, nr.StorageNode, time.Since(start).Round(time.Millisecond))
+	if nr.StorageNode == old.StorageNode {
+		t.Errorf("moved onto the same storage node %s", nr.StorageNode)
+	}
+	waitFor(t, time.Minute, "the old replica disconnected", func() (bool, string) {
+		ctrls, _ := ini.ControllersFor(old.NQN)
+		return len(ctrls) == 0, fmt.Sprintf("%d controllers", len(ctrls))
+	})
+	arr := mdOf(t, md, v)
+	checkMirrors(t, md, arr.Name)
+	dropCaches(t)
+	verifyFiles(t, mergeSums(before, during))
+
+	// No host: the move is an offline repair's.
+	release(t, c, vol)
+	v = mustVolume(t, p, vol.id)
+	second := v.ActiveReplicas()[0]
+	start = time.Now()
+	mustCtl(t, s, "move", vol.id, second.ID)
+	nr2 := waitMoved(t, p, md, v, second.ID, false, 2)
+	t.Logf("MOVE (no host): replica %s on %s moved to %s on %s by an offline repair in %v",
+		second.ID, second.StorageNode, nr2.ID, nr2.StorageNode, time.Since(start).Round(time.Millisecond))
+	attach(t, c, vol)
+	cur := mustVolume(t, p, vol.id)
+	// The array comes back with the old replica's slot empty; the healer
+	// drops it.
+	waitFor(t, time.Minute, "md back to 2 slots, both in sync", func() (bool, string) {
+		a := mdOf(t, md, cur)
+		return a.RaidDisks == 2 && inSyncMembers(a) == 2 && a.Degraded == 0, describe(a)
+	})
+	checkMirrors(t, md, mdOf(t, md, cur).Name)
+	dropCaches(t)
+	verifyFiles(t, mergeSums(before, during))
+}
