@@ -41,6 +41,13 @@ const (
 // creation plus one replacement in flight.
 const MaxReplicas = 4
 
+// Defaults of the rollback of interrupted creates and of the orphan scan.
+const (
+	DefaultCreatingTimeout    = 5 * time.Minute
+	DefaultOrphanGrace        = 15 * time.Minute
+	DefaultTombstoneRetention = 30 * 24 * time.Hour
+)
+
 // Options configure a Service.
 type Options struct {
 	Store  store.Store
@@ -73,6 +80,20 @@ type Options struct {
 	// the next one may start; it doubles with each failure in a row, up to
 	// 32 times (default 1 min).
 	RepairRetry time.Duration
+	// CreatingTimeout is the age past which a volume still "creating" is
+	// rolled back by the sweeper when no create of it runs in this process
+	// (default 5 min: far longer than a create's agent calls).
+	CreatingTimeout time.Duration
+	// OrphanGrace is how long a released orphan stays orphaned, from its
+	// first sight by this leader, before the scan reclaims it (default
+	// 15 min).
+	OrphanGrace time.Duration
+	// TombstoneRetention is how long a deleted volume's tombstone is kept
+	// (default 30 days); an orphan of a volume whose tombstone expired is
+	// reported as unknown, never reclaimed automatically.
+	TombstoneRetention time.Duration
+	// Now is the clock (time.Now by default; tests move it).
+	Now func() time.Time
 }
 
 // Service implements the volume operations.
@@ -89,6 +110,10 @@ type Service struct {
 	// repair over). One at a time per volume, so a publish never interleaves
 	// with a repair's allowances and leaves the repair's host allowed.
 	fencing inflight.Set
+	// creates: the volume names being created or rolled back in this
+	// process, so a stale create's rollback never runs beside a create.
+	creates createGate
+	orphans orphanState
 }
 
 type backoff struct {
@@ -118,6 +143,18 @@ func New(o Options) (*Service, error) {
 	}
 	if o.RepairRetry <= 0 {
 		o.RepairRetry = time.Minute
+	}
+	if o.CreatingTimeout <= 0 {
+		o.CreatingTimeout = DefaultCreatingTimeout
+	}
+	if o.OrphanGrace <= 0 {
+		o.OrphanGrace = DefaultOrphanGrace
+	}
+	if o.TombstoneRetention <= 0 {
+		o.TombstoneRetention = DefaultTombstoneRetention
+	}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	switch o.CredentialScope {
 	case "":
