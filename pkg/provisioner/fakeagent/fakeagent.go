@@ -51,7 +51,7 @@ type Node struct {
 	// ListHook, when set, runs before ListReplicas and GetReplica (outside
 	// the lock), like CreateHook.
 	ListHook func() error
-	Creates    int // CreateReplica calls that created something
+	Creates  int // CreateReplica calls that created something
 	// RepairHostNQN is reported by NodeInfo ("" = no offline repair);
 	// AddNode sets RepairNQNPrefix + id.
 	RepairHostNQN string
