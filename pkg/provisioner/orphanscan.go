@@ -53,6 +53,16 @@ type OrphanReport struct {
 	// Unreachable: storage nodes that did not answer it; their orphans
 	// are those of earlier scans.
 	Unreachable []string
+	// Grace: a released orphan is reclaimed once orphaned this long.
+	Grace time.Duration
+}
+
+// ReclaimAfter is when the scan reclaims o (zero: never by itself).
+func (r OrphanReport) ReclaimAfter(o Orphan) time.Time {
+	if o.Class != OrphanReleased {
+		return time.Time{}
+	}
+	return o.FirstSeen.Add(r.Grace)
 }
 
 // reclaimedMemory is how long an administrator's retry of a reclaim that
@@ -298,7 +308,7 @@ func (s *Service) ListOrphans(ctx context.Context) (OrphanReport, error) {
 	}
 	s.orphans.mu.Lock()
 	defer s.orphans.mu.Unlock()
-	out := OrphanReport{ScannedAt: s.orphans.lastScan, Unreachable: append([]string(nil), s.orphans.unreachable...)}
+	out := OrphanReport{ScannedAt: s.orphans.lastScan, Unreachable: append([]string(nil), s.orphans.unreachable...), Grace: s.o.OrphanGrace}
 	for _, o := range s.orphans.known {
 		out.Orphans = append(out.Orphans, o)
 	}

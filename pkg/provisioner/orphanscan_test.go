@@ -6,14 +6,19 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store/boltstore"
+	"github.com/nvmirror/nvmirror/pkg/provisionerapi"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
@@ -515,5 +520,50 @@ func TestOrphanScanLeaderOnly(t *testing.T) {
 	wantCode(t, err, store.ErrNotLeader)
 	if !e.holds("sn-1", "rep-x") {
 		t.Error("a follower deleted a replica")
+	}
+}
+
+func TestServerOrphans(t *testing.T) {
+	e, clk := newOrphanEnv(t)
+	srv := provisioner.NewServer(e.svc)
+	e.plant(t, "sn-2", "rep-unknown", "vol-unknown")
+	if err := e.store.CreateVolume(e.ctx, &store.Volume{ID: "vol-gone", Name: "pvc-gone", State: store.VolumeDeleting,
+		Replicas: []store.Replica{{ID: "rep-gone", StorageNode: "sn-1", State: store.ReplicaDeleted}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.DeleteVolume(e.ctx, "vol-gone"); err != nil {
+		t.Fatal(err)
+	}
+	e.plant(t, "sn-1", "rep-gone", "vol-gone")
+	e.cluster.SetDown("sn-3", true)
+	t0 := clk.Now()
+	e.scan(t)
+
+	resp, err := srv.ListOrphans(e.ctx, &provisionerapi.ListOrphansRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetOrphans()) != 2 || resp.GetScannedAt() == nil || len(resp.GetUnreachableStorageNodes()) != 1 || resp.GetUnreachableStorageNodes()[0] != "sn-3" {
+		t.Fatalf("ListOrphans = %v", resp)
+	}
+	released, unknown := resp.GetOrphans()[0], resp.GetOrphans()[1]
+	if released.GetReplicaId() != "rep-gone" || released.GetVolumeId() != "vol-gone" || released.GetStorageNode() != "sn-1" || released.GetClass() != "released" ||
+		released.GetSizeBytes() != gib || !released.GetFirstSeen().AsTime().Equal(t0) || !released.GetReclaimAfter().AsTime().Equal(t0.Add(testGrace)) ||
+		!strings.Contains(released.GetReason(), "pvc-gone") {
+		t.Errorf("released orphan = %v", released)
+	}
+	if unknown.GetReplicaId() != "rep-unknown" || unknown.GetClass() != "unknown" || unknown.GetReclaimAfter() != nil {
+		t.Errorf("unknown orphan = %v (an unknown orphan is never reclaimed by the scan)", unknown)
+	}
+
+	if _, err := srv.ReclaimOrphan(e.ctx, &provisionerapi.ReclaimOrphanRequest{}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "replica_id") {
+		t.Errorf("reclaim without replica_id: %v", err)
+	}
+	if _, err := srv.ReclaimOrphan(e.ctx, &provisionerapi.ReclaimOrphanRequest{ReplicaId: "rep-nope"}); status.Code(err) != codes.NotFound {
+		t.Errorf("reclaim of no orphan: %v", err)
+	}
+	got, err := srv.ReclaimOrphan(e.ctx, &provisionerapi.ReclaimOrphanRequest{ReplicaId: "rep-unknown"})
+	if err != nil || got.GetOrphan().GetStorageNode() != "sn-2" || e.holds("sn-2", "rep-unknown") {
+		t.Errorf("reclaim: %v, %v; still held: %v", got, err, e.holds("sn-2", "rep-unknown"))
 	}
 }
