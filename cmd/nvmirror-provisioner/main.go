@@ -133,7 +133,7 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 	so := provisioner.Options{Store: st, Agents: agents, ThinOvercommit: o.ThinOvercommit,
 		MaxReplacementsPerNode: o.MaxReplacementsPerNode, AgentTimeout: o.AgentTimeout,
 		CredentialScope: provisioner.CredentialScope(o.CredentialScope), RepairLease: o.RepairLease, HealTimeUnit: o.HealTimeUnit,
-		RepairRetry: 2 * o.RepairInterval}
+		RepairRetry: 2 * o.RepairInterval, CreatingTimeout: o.CreatingTimeout, OrphanGrace: o.OrphanGrace, TombstoneRetention: o.TombstoneRetention}
 	if o.SyslogAddress != "" {
 		fwd, err := newForwarder(o)
 		if err != nil {
@@ -157,6 +157,7 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 		return err
 	}
 	reg.MustRegister(provisioner.NewRegistryCollector(st, svc.ListStorageNodes, o.AgentTimeout+readyCheckTimeout))
+	reg.MustRegister(provisioner.NewOrphanCollector(svc.OrphanStats))
 
 	health := provisioner.NewHealth()
 	leader, err := st.Leader(bgCtx, o.LeaderID)
@@ -167,6 +168,9 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 	wg.Go(func() { svc.RunSweeper(bgCtx, o.SweepInterval) })
 	if o.RepairInterval > 0 {
 		wg.Go(func() { svc.RunRepairer(bgCtx, o.RepairInterval) })
+	}
+	if o.OrphanScanInterval > 0 {
+		wg.Go(func() { svc.RunOrphanScanner(bgCtx, o.OrphanScanInterval) })
 	}
 
 	lis, err := net.Listen("tcp", o.Listen)

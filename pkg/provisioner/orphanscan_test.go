@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -565,5 +566,45 @@ func TestServerOrphans(t *testing.T) {
 	got, err := srv.ReclaimOrphan(e.ctx, &provisionerapi.ReclaimOrphanRequest{ReplicaId: "rep-unknown"})
 	if err != nil || got.GetOrphan().GetStorageNode() != "sn-2" || e.holds("sn-2", "rep-unknown") {
 		t.Errorf("reclaim: %v, %v; still held: %v", got, err, e.holds("sn-2", "rep-unknown"))
+	}
+}
+
+func TestOrphanMetrics(t *testing.T) {
+	e, clk := newOrphanEnv(t)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(provisioner.NewOrphanCollector(e.svc.OrphanStats))
+	e.recordInterruptedCreate(t, clk, "pvc-killed")
+	e.plant(t, "sn-3", "rep-unknown", "vol-unknown")
+	clk.Add(testCreatingTimeout)
+	if _, err := e.svc.RollBackStaleCreates(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The rolled-back create's late replica on sn-2 arrives afterwards.
+	e.plant(t, "sn-2", "rep-pvc-killed-2", "vol-pvc-killed")
+	e.scan(t)
+	wantSamples(t, gathered(t, reg), map[string]float64{
+		`nvmirror_provisioner_orphans{class="released"}`:                1,
+		`nvmirror_provisioner_orphans{class="unknown"}`:                 1,
+		`nvmirror_provisioner_orphans{class="conflict"}`:                0,
+		`nvmirror_provisioner_orphans_found_total{class="released"}`:    1,
+		`nvmirror_provisioner_orphans_found_total{class="unknown"}`:     1,
+		`nvmirror_provisioner_orphans_reclaimed_total{trigger="grace"}`: 0,
+		`nvmirror_provisioner_creates_rolled_back_total`:                1,
+	})
+	clk.Add(testGrace)
+	e.scan(t)
+	if _, err := e.svc.ReclaimOrphan(e.ctx, "rep-unknown"); err != nil {
+		t.Fatal(err)
+	}
+	wantSamples(t, gathered(t, reg), map[string]float64{
+		`nvmirror_provisioner_orphans{class="released"}`:                0,
+		`nvmirror_provisioner_orphans{class="unknown"}`:                 0,
+		`nvmirror_provisioner_orphans_found_total{class="released"}`:    1,
+		`nvmirror_provisioner_orphans_reclaimed_total{trigger="grace"}`: 1,
+		`nvmirror_provisioner_orphans_reclaimed_total{trigger="admin"}`: 1,
+		`nvmirror_provisioner_orphan_reclaim_failures_total`:            0,
+	})
+	if e.cluster.TotalReplicas() != 0 {
+		t.Errorf("replicas left: %d", e.cluster.TotalReplicas())
 	}
 }
