@@ -34,6 +34,7 @@ var commands = map[string]func(e cmdEnv) error{
 	"set":         cmdSet,
 	"rotate-keys": cmdRotateKeys,
 	"promote":     cmdPromote,
+	"orphans":     cmdOrphans,
 }
 
 func cmdVolumes(e cmdEnv) error {

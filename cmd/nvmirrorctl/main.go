@@ -8,6 +8,7 @@
 //	nvmirrorctl [global flags] set VOLUME_ID maxReplicaDownTime=MINUTES
 //	nvmirrorctl [global flags] rotate-keys VOLUME_ID
 //	nvmirrorctl [global flags] promote VOLUME_ID REPLICA_ID [REPLICA_ID...] --accept-data-loss [--reason TEXT]
+//	nvmirrorctl [global flags] orphans [reclaim REPLICA_ID...]
 package main
 
 import (
@@ -48,6 +49,12 @@ commands:
                               DATA LOSS: mark out-of-sync replicas in sync so the volume can start
                               from them when its in-sync replicas are gone for good; the writes
                               acknowledged while they were out of sync are lost. Audited.
+  orphans                     replicas storage nodes hold that no volume owns (the provisioner's
+                              last orphan scan): class, since when, when they are reclaimed, why
+  orphans reclaim REPLICA_ID...
+                              delete those orphans from their storage nodes now, unknown ones too
+                              (after a registry restore they may hold a newer volume's only copy:
+                              see docs/provisioner.md before you do)
 
 global flags:
 `
