@@ -3,7 +3,6 @@ package provisioner_test
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -222,17 +221,26 @@ func TestRollBackNeverBesideARunningCreate(t *testing.T) {
 	}
 }
 
-func TestOrphanOfADeletedVolumeReclaimedAfterGrace(t *testing.T) {
-	e, clk := newOrphanEnv(t)
-	v := e.create(t, "pvc-1", gib, nil)
-	keep := e.create(t, "pvc-keep", gib, nil)
+// lateReplicaOfDeletedVolume creates a volume and deletes it, then lets
+// the storage node of its first replica hold that replica again, as a
+// CreateReplica that timed out on the provisioner's side and landed after
+// the deletion leaves it. It returns that replica's record.
+func (e *env) lateReplicaOfDeletedVolume(t *testing.T) store.Replica {
+	t.Helper()
+	v := e.create(t, "pvc-deleted", gib, nil)
 	if err := e.svc.DeleteVolume(e.ctx, v.ID); err != nil {
 		t.Fatal(err)
 	}
-	// A CreateReplica that timed out on the provisioner's side lands after
-	// the deletion.
 	late := v.Replicas[0]
 	e.plant(t, late.StorageNode, late.ID, v.ID)
+	return late
+}
+
+func TestOrphanOfADeletedVolumeReclaimedAfterGrace(t *testing.T) {
+	e, clk := newOrphanEnv(t)
+	keep := e.create(t, "pvc-keep", gib, nil)
+	late := e.lateReplicaOfDeletedVolume(t)
+	volumeID := e.cluster.Replica(late.StorageNode, late.ID).VolumeID
 
 	e.scan(t)
 	if !e.holds(late.StorageNode, late.ID) {
@@ -243,7 +251,7 @@ func TestOrphanOfADeletedVolumeReclaimedAfterGrace(t *testing.T) {
 		t.Fatalf("orphans = %v, want %s released", got, late.ID)
 	}
 	found := e.eventsOf(t, events.OrphanFound)
-	if len(found) != 1 || found[0].Replica != late.ID || found[0].Volume != v.ID || found[0].StorageNode != late.StorageNode {
+	if len(found) != 1 || found[0].Replica != late.ID || found[0].Volume != volumeID || found[0].StorageNode != late.StorageNode {
 		t.Errorf("OrphanFound events = %+v", found)
 	}
 
@@ -307,19 +315,11 @@ func TestOrphanOfAReplacedReplicaReclaimed(t *testing.T) {
 // runs).
 func copyFile(t *testing.T, from, to string) {
 	t.Helper()
-	in, err := os.Open(from)
+	b, err := os.ReadFile(from)
+	if err == nil {
+		err = os.WriteFile(to, b, 0o600)
+	}
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.Create(to)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -439,12 +439,7 @@ func TestOrphanScanStorageNodeDown(t *testing.T) {
 
 func TestOrphanReclaimFailureRetriedNextScan(t *testing.T) {
 	e, clk := newOrphanEnv(t)
-	v := e.create(t, "pvc-1", gib, nil)
-	if err := e.svc.DeleteVolume(e.ctx, v.ID); err != nil {
-		t.Fatal(err)
-	}
-	late := v.Replicas[0]
-	e.plant(t, late.StorageNode, late.ID, v.ID)
+	late := e.lateReplicaOfDeletedVolume(t)
 	e.scan(t)
 	clk.Add(testGrace)
 	e.cluster.SetDeleteHook(late.StorageNode, func(string) error { return fmt.Errorf("pool busy: %w", provisioner.ErrUnavailable) })
@@ -467,12 +462,7 @@ func TestOrphanReclaimFailureRetriedNextScan(t *testing.T) {
 
 func TestOrphanIdentityCheckedBeforeDeleting(t *testing.T) {
 	e, clk := newOrphanEnv(t)
-	v := e.create(t, "pvc-1", gib, nil)
-	if err := e.svc.DeleteVolume(e.ctx, v.ID); err != nil {
-		t.Fatal(err)
-	}
-	late := v.Replicas[0]
-	e.plant(t, late.StorageNode, late.ID, v.ID)
+	late := e.lateReplicaOfDeletedVolume(t)
 	e.scan(t)
 	clk.Add(testGrace)
 	// Between the scan's listing and the deletion, the agent comes to hold
@@ -502,17 +492,13 @@ func TestOrphanIdentityCheckedBeforeDeleting(t *testing.T) {
 	}
 }
 
-type notLeaderStore struct{ store.Store }
-
-func (notLeaderStore) IsLeader() bool { return false }
-
 func TestOrphanScanLeaderOnly(t *testing.T) {
 	st, err := boltstore.Open(filepath.Join(t.TempDir(), "r.db"), boltstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	e := newEnvWithStore(t, notLeaderStore{st}, threeRacks(), provisioner.Options{})
+	e := newEnvWithStore(t, notLeader{st}, threeRacks(), provisioner.Options{})
 	e.plant(t, "sn-1", "rep-x", "vol-x")
 	wantCode(t, e.svc.ScanOrphans(e.ctx), store.ErrNotLeader)
 	_, err = e.svc.RollBackStaleCreates(e.ctx)

@@ -8,8 +8,10 @@
 // calls an agent (a volume is recorded "creating" with its planned replicas
 // before any replica exists; a replacement is recorded before it is
 // created). A retry, or the sweeper, finds the intent and completes or
-// undoes it; no replica ever exists on a storage node without a record that
-// leads back to it.
+// undoes it (a create nobody resumes is rolled back after CreatingTimeout);
+// no replica is created on a storage node without a record that leads back
+// to it. What agent calls landing late leave behind anyway, the orphan scan
+// finds (orphans.go).
 package provisioner
 
 import (
