@@ -1,12 +1,14 @@
 package provisioner_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -593,4 +595,54 @@ func TestOrphanMetrics(t *testing.T) {
 	if e.cluster.TotalReplicas() != 0 {
 		t.Errorf("replicas left: %d", e.cluster.TotalReplicas())
 	}
+}
+
+// switchingLeader is a store whose leadership the test sets.
+type switchingLeader struct {
+	store.Store
+	leader atomic.Bool
+}
+
+func (s *switchingLeader) IsLeader() bool { return s.leader.Load() }
+
+// TestOrphanGraceRestartsAfterLeadershipLoss: first sights are the
+// leader's; a provisioner that stopped leading forgets them, so when it
+// leads again the grace runs anew from its next sight.
+func TestOrphanGraceRestartsAfterLeadershipLoss(t *testing.T) {
+	st, err := boltstore.Open(filepath.Join(t.TempDir(), "r.db"), boltstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	sw := &switchingLeader{Store: st}
+	sw.leader.Store(true)
+	clk := newClock()
+	e := newEnvWithStore(t, sw, threeRacks(), provisioner.Options{Now: clk.Now, OrphanGrace: testGrace})
+	late := e.lateReplicaOfDeletedVolume(t)
+	ctx, cancel := context.WithCancel(e.ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); e.svc.RunOrphanScanner(ctx, 5*time.Millisecond) }()
+	defer func() { cancel(); <-done }()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+	known := func() int { return e.svc.OrphanStats().Known[provisioner.OrphanReleased] }
+
+	waitFor("the first sight", func() bool { return known() == 1 })
+	sw.leader.Store(false)
+	waitFor("a follower to forget its first sights", func() bool { return known() == 0 })
+	clk.Add(testGrace) // the grace from the first sight has passed meanwhile
+	sw.leader.Store(true)
+	waitFor("the sight after leading again", func() bool { return known() == 1 })
+	time.Sleep(50 * time.Millisecond) // several scans
+	if !e.holds(late.StorageNode, late.ID) {
+		t.Fatal("reclaimed on a grace measured before leadership was lost")
+	}
+	clk.Add(testGrace)
+	waitFor("the reclaim after a full grace as leader", func() bool { return !e.holds(late.StorageNode, late.ID) })
 }
