@@ -232,7 +232,7 @@ func (s *Service) readRegistryIndex(ctx context.Context, expire bool) (registryI
 // an orphan the caller may reclaim (admin: unknown ones too) and still the
 // replica of the volume decided on.
 func (s *Service) reclaimOrphan(ctx context.Context, o Orphan, admin bool) error {
-	err := s.deleteOrphan(ctx, o, admin)
+	deleted, err := s.deleteOrphan(ctx, o, admin)
 	s.orphans.mu.Lock()
 	defer s.orphans.mu.Unlock()
 	if err != nil {
@@ -249,47 +249,51 @@ func (s *Service) reclaimOrphan(ctx context.Context, o Orphan, admin bool) error
 		s.orphans.reclaimed = map[string]time.Time{}
 	}
 	s.orphans.reclaimed[o.ReplicaID] = s.o.Now()
-	if admin {
+	switch {
+	case !deleted: // gone by itself meanwhile: nothing reclaimed
+	case admin:
 		s.orphans.stats.ReclaimedAdmin++
-	} else {
+	default:
 		s.orphans.stats.ReclaimedAutomatic++
 	}
 	return nil
 }
 
-func (s *Service) deleteOrphan(ctx context.Context, o Orphan, admin bool) error {
+// deleteOrphan does reclaimOrphan's checks and deletion; deleted is false
+// when the replica was gone already.
+func (s *Service) deleteOrphan(ctx context.Context, o Orphan, admin bool) (deleted bool, err error) {
 	idx, err := s.readRegistryIndex(ctx, false)
 	if err != nil {
-		return err
+		return false, err
 	}
 	owned, class, why := idx.classify(o.StorageNode, HeldReplica{ID: o.ReplicaID, VolumeID: o.VolumeID})
 	switch {
 	case owned:
-		return fmt.Errorf("replica %s on storage node %s is owned by volume %s now; not an orphan: %w", o.ReplicaID, o.StorageNode, o.VolumeID, ErrFailedPrecondition)
+		return false, fmt.Errorf("replica %s on storage node %s is owned by volume %s now; not an orphan: %w", o.ReplicaID, o.StorageNode, o.VolumeID, ErrFailedPrecondition)
 	case class == OrphanConflict:
-		return fmt.Errorf("replica %s on storage node %s is never reclaimed: %s: %w", o.ReplicaID, o.StorageNode, why, ErrFailedPrecondition)
+		return false, fmt.Errorf("replica %s on storage node %s is never reclaimed: %s: %w", o.ReplicaID, o.StorageNode, why, ErrFailedPrecondition)
 	case class == OrphanUnknown && !admin:
-		return fmt.Errorf("replica %s: %s; only an administrator reclaims it: %w", o.ReplicaID, why, ErrFailedPrecondition)
+		return false, fmt.Errorf("replica %s: %s; only an administrator reclaims it: %w", o.ReplicaID, why, ErrFailedPrecondition)
 	}
 	a, err := s.agentFor(ctx, o.StorageNode)
 	if err != nil {
-		return err
+		return false, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, s.o.AgentTimeout)
 	defer cancel()
 	h, err := a.GetReplica(cctx, o.ReplicaID)
 	if errors.Is(err, ErrNotFound) {
 		klog.InfoS("Orphan replica already gone from its storage node", "storageNode", o.StorageNode, "replica", o.ReplicaID, "volume", o.VolumeID)
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	if h.VolumeID != o.VolumeID {
-		return fmt.Errorf("storage node %s now reports replica %s for volume %s, not %s: not deleted: %w", o.StorageNode, o.ReplicaID, h.VolumeID, o.VolumeID, ErrFailedPrecondition)
+		return false, fmt.Errorf("storage node %s now reports replica %s for volume %s, not %s: not deleted: %w", o.StorageNode, o.ReplicaID, h.VolumeID, o.VolumeID, ErrFailedPrecondition)
 	}
 	if err := a.DeleteReplica(cctx, o.ReplicaID); err != nil && !errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("delete orphan replica %s on storage node %s: %w", o.ReplicaID, o.StorageNode, err)
+		return false, fmt.Errorf("delete orphan replica %s on storage node %s: %w", o.ReplicaID, o.StorageNode, err)
 	}
 	how := "after " + s.o.OrphanGrace.String() + " orphaned"
 	if admin {
@@ -298,7 +302,7 @@ func (s *Service) deleteOrphan(ctx context.Context, o Orphan, admin bool) error 
 	klog.InfoS("Orphan replica reclaimed", "storageNode", o.StorageNode, "replica", o.ReplicaID, "volume", o.VolumeID, "class", class, "admin", admin)
 	s.recordOffline(ctx, orphanEvent(events.OrphanReclaimed, o,
 		fmt.Sprintf("replica %s (volume %s, %s) deleted from storage node %s %s: %s", o.ReplicaID, o.VolumeID, class, o.StorageNode, how, why)))
-	return nil
+	return true, nil
 }
 
 // ListOrphans returns what the last scan found (this leader's).

@@ -646,3 +646,26 @@ func TestOrphanGraceRestartsAfterLeadershipLoss(t *testing.T) {
 	clk.Add(testGrace)
 	waitFor("the reclaim after a full grace as leader", func() bool { return !e.holds(late.StorageNode, late.ID) })
 }
+
+func TestOrphanGoneBeforeItsReclaim(t *testing.T) {
+	e, clk := newOrphanEnv(t)
+	late := e.lateReplicaOfDeletedVolume(t)
+	e.scan(t)
+	clk.Add(testGrace)
+	calls := 0
+	e.cluster.SetListHook(late.StorageNode, func() error {
+		if calls++; calls == 2 { // the reclaim's GetReplica: someone deleted it meanwhile
+			a, _ := e.cluster.Agent(e.ctx, &store.StorageNode{ID: late.StorageNode})
+			return a.DeleteReplica(e.ctx, late.ID)
+		}
+		return nil
+	})
+	e.scan(t)
+	st := e.svc.OrphanStats()
+	if st.ReclaimedAutomatic != 0 || st.ReclaimFailures != 0 || st.Known[provisioner.OrphanReleased] != 0 {
+		t.Errorf("stats = %+v: a replica gone by itself is neither reclaimed nor a failure, and no longer an orphan", st)
+	}
+	if n := len(e.eventsOf(t, events.OrphanReclaimed)); n != 0 {
+		t.Errorf("%d OrphanReclaimed events for a replica the scan did not delete", n)
+	}
+}
