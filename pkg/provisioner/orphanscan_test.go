@@ -439,11 +439,34 @@ func TestOrphanScanStorageNodeDown(t *testing.T) {
 	}
 }
 
-func TestOrphanReclaimFailureRetriedNextScan(t *testing.T) {
+// dueOrphan returns an env whose scan first saw the late replica of a
+// deleted volume a grace ago: the next scan reclaims it.
+func dueOrphan(t *testing.T) (*env, store.Replica) {
+	t.Helper()
 	e, clk := newOrphanEnv(t)
 	late := e.lateReplicaOfDeletedVolume(t)
 	e.scan(t)
 	clk.Add(testGrace)
+	return e, late
+}
+
+// beforeReclaimLookup runs change on node's agent when the reclaim asks it
+// for the replica (the listing after the scan's own), and returns the
+// count of listing calls.
+func (e *env) beforeReclaimLookup(node string, change func(provisioner.AgentClient) error) *int {
+	calls := 0
+	e.cluster.SetListHook(node, func() error {
+		if calls++; calls == 2 {
+			a, _ := e.cluster.Agent(e.ctx, &store.StorageNode{ID: node})
+			return change(a)
+		}
+		return nil
+	})
+	return &calls
+}
+
+func TestOrphanReclaimFailureRetriedNextScan(t *testing.T) {
+	e, late := dueOrphan(t)
 	e.cluster.SetDeleteHook(late.StorageNode, func(string) error { return fmt.Errorf("pool busy: %w", provisioner.ErrUnavailable) })
 	e.scan(t)
 	if !e.holds(late.StorageNode, late.ID) {
@@ -463,27 +486,19 @@ func TestOrphanReclaimFailureRetriedNextScan(t *testing.T) {
 }
 
 func TestOrphanIdentityCheckedBeforeDeleting(t *testing.T) {
-	e, clk := newOrphanEnv(t)
-	late := e.lateReplicaOfDeletedVolume(t)
-	e.scan(t)
-	clk.Add(testGrace)
+	e, late := dueOrphan(t)
 	// Between the scan's listing and the deletion, the agent comes to hold
 	// a replica of that ID for another volume.
-	calls := 0
-	e.cluster.SetListHook(late.StorageNode, func() error {
-		if calls++; calls == 2 { // the reclaim's GetReplica
-			a, _ := e.cluster.Agent(e.ctx, &store.StorageNode{ID: late.StorageNode})
-			if err := a.DeleteReplica(e.ctx, late.ID); err != nil {
-				return err
-			}
-			_, err := a.CreateReplica(e.ctx, provisioner.ReplicaSpec{ReplicaID: late.ID, VolumeID: "vol-other", SizeBytes: gib})
+	calls := e.beforeReclaimLookup(late.StorageNode, func(a provisioner.AgentClient) error {
+		if err := a.DeleteReplica(e.ctx, late.ID); err != nil {
 			return err
 		}
-		return nil
+		_, err := a.CreateReplica(e.ctx, provisioner.ReplicaSpec{ReplicaID: late.ID, VolumeID: "vol-other", SizeBytes: gib})
+		return err
 	})
 	e.scan(t)
-	if calls != 2 {
-		t.Fatalf("list hook called %d times", calls)
+	if *calls != 2 {
+		t.Fatalf("list hook called %d times", *calls)
 	}
 	held := e.cluster.Replica(late.StorageNode, late.ID)
 	if held == nil || held.VolumeID != "vol-other" {
@@ -648,18 +663,9 @@ func TestOrphanGraceRestartsAfterLeadershipLoss(t *testing.T) {
 }
 
 func TestOrphanGoneBeforeItsReclaim(t *testing.T) {
-	e, clk := newOrphanEnv(t)
-	late := e.lateReplicaOfDeletedVolume(t)
-	e.scan(t)
-	clk.Add(testGrace)
-	calls := 0
-	e.cluster.SetListHook(late.StorageNode, func() error {
-		if calls++; calls == 2 { // the reclaim's GetReplica: someone deleted it meanwhile
-			a, _ := e.cluster.Agent(e.ctx, &store.StorageNode{ID: late.StorageNode})
-			return a.DeleteReplica(e.ctx, late.ID)
-		}
-		return nil
-	})
+	e, late := dueOrphan(t)
+	// Someone deletes it between the scan's listing and the deletion.
+	e.beforeReclaimLookup(late.StorageNode, func(a provisioner.AgentClient) error { return a.DeleteReplica(e.ctx, late.ID) })
 	e.scan(t)
 	st := e.svc.OrphanStats()
 	if st.ReclaimedAutomatic != 0 || st.ReclaimFailures != 0 || st.Known[provisioner.OrphanReleased] != 0 {
