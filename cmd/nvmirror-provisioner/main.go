@@ -133,7 +133,8 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 	so := provisioner.Options{Store: st, Agents: agents, ThinOvercommit: o.ThinOvercommit,
 		MaxReplacementsPerNode: o.MaxReplacementsPerNode, AgentTimeout: o.AgentTimeout,
 		CredentialScope: provisioner.CredentialScope(o.CredentialScope), RepairLease: o.RepairLease, HealTimeUnit: o.HealTimeUnit,
-		RepairRetry: 2 * o.RepairInterval, MaxConcurrentMoves: o.MaxConcurrentMoves}
+		RepairRetry: 2 * o.RepairInterval, MaxConcurrentMoves: o.MaxConcurrentMoves,
+		CreatingTimeout: o.CreatingTimeout, OrphanGrace: o.OrphanGrace, TombstoneRetention: o.TombstoneRetention}
 	if o.SyslogAddress != "" {
 		fwd, err := newForwarder(o)
 		if err != nil {
@@ -157,6 +158,7 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 		return err
 	}
 	reg.MustRegister(provisioner.NewRegistryCollector(st, svc.ListStorageNodes, o.AgentTimeout+readyCheckTimeout))
+	reg.MustRegister(provisioner.NewOrphanCollector(svc.OrphanStats))
 
 	health := provisioner.NewHealth()
 	leader, err := st.Leader(bgCtx, o.LeaderID)
@@ -169,6 +171,9 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 		wg.Go(func() { svc.RunRepairer(bgCtx, o.RepairInterval) })
 	}
 	wg.Go(func() { svc.RunDrainer(bgCtx, o.DrainInterval) })
+	if o.OrphanScanInterval > 0 {
+		wg.Go(func() { svc.RunOrphanScanner(bgCtx, o.OrphanScanInterval) })
+	}
 
 	lis, err := net.Listen("tcp", o.Listen)
 	if err != nil {

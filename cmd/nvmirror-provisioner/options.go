@@ -74,6 +74,14 @@ type Options struct {
 	// for offline repair (0 disables offline repair); RepairLease: how long
 	// a storage node's repair runs without being asked about.
 	RepairInterval, RepairLease time.Duration
+	// CreatingTimeout: the age past which a volume still "creating" (its
+	// create interrupted) is rolled back by the sweeper.
+	CreatingTimeout time.Duration
+	// OrphanScanInterval: how often the agents' replicas are compared with
+	// the registry (0 disables the scan); OrphanGrace: how long a replica
+	// the registry let go of stays orphaned before it is deleted;
+	// TombstoneRetention: how long deleted volumes are remembered for it.
+	OrphanScanInterval, OrphanGrace, TombstoneRetention time.Duration
 	// HealTimeUnit is the unit of maxReplicaDownTime for offline repairs.
 	HealTimeUnit time.Duration
 	// DrainInterval: how often draining storage nodes get their next
@@ -125,6 +133,10 @@ func DefaultOptions() Options {
 		DrainInterval:          15 * time.Second,
 		MaxConcurrentMoves:     2,
 		RepairLease:            2 * time.Minute,
+		CreatingTimeout:        provisioner.DefaultCreatingTimeout,
+		OrphanScanInterval:     10 * time.Minute,
+		OrphanGrace:            provisioner.DefaultOrphanGrace,
+		TombstoneRetention:     provisioner.DefaultTombstoneRetention,
 		HealTimeUnit:           time.Minute,
 		MaxReplacementsPerNode: 2,
 		ThinOvercommit:         1,
@@ -174,6 +186,10 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.SweepInterval, "sweep-interval", o.SweepInterval, "how often deletions and host allow-lists on returning storage nodes are reconciled")
 	fs.DurationVar(&o.RepairInterval, "repair-interval", o.RepairInterval, "how often volumes published to no host are checked and repaired offline by a storage node (0 disables offline repair)")
 	fs.DurationVar(&o.RepairLease, "repair-lease", o.RepairLease, "how long a storage node's offline repair runs without the provisioner asking before it stops itself (at least twice --repair-interval)")
+	fs.DurationVar(&o.CreatingTimeout, "creating-timeout", o.CreatingTimeout, "age past which a volume still being created (its create interrupted, e.g. by a crash) is rolled back: replicas deleted, record removed (at least 1m)")
+	fs.DurationVar(&o.OrphanScanInterval, "orphan-scan-interval", o.OrphanScanInterval, "how often the leader compares the replicas every storage node holds with the registry (0 disables the scan)")
+	fs.DurationVar(&o.OrphanGrace, "orphan-grace", o.OrphanGrace, "how long a replica the registry let go of (deleted volume, removed replica) stays orphaned, from its first sight by the leader, before it is deleted")
+	fs.DurationVar(&o.TombstoneRetention, "tombstone-retention", o.TombstoneRetention, "how long deleted volumes are remembered, so their orphan replicas may be reclaimed without an administrator (longer than --orphan-grace)")
 	fs.DurationVar(&o.HealTimeUnit, "heal-time-unit", o.HealTimeUnit, "unit of the maxReplicaDownTime StorageClass parameter for offline repairs (tests shorten it; keep the node plugin's --heal-time-unit equal)")
 	fs.DurationVar(&o.DrainInterval, "drain-interval", o.DrainInterval, "how often draining storage nodes (nvmirrorctl drain) get their next replica moves started")
 	fs.IntVar(&o.MaxConcurrentMoves, "max-concurrent-moves", o.MaxConcurrentMoves, "replica moves drains keep in flight across the cluster (each is a full copy of a replica)")
@@ -333,6 +349,18 @@ func (o *Options) Validate() error {
 	}
 	if o.SweepInterval <= 0 {
 		bad("--sweep-interval %s: must be positive", o.SweepInterval)
+	}
+	if o.CreatingTimeout < time.Minute {
+		bad("--creating-timeout %s: must be at least 1m, longer than any create takes", o.CreatingTimeout)
+	}
+	if o.OrphanScanInterval < 0 {
+		bad("--orphan-scan-interval %s: must be positive, or 0 to disable the orphan scan", o.OrphanScanInterval)
+	}
+	if o.OrphanGrace <= 0 {
+		bad("--orphan-grace %s: must be positive", o.OrphanGrace)
+	}
+	if o.TombstoneRetention <= o.OrphanGrace {
+		bad("--tombstone-retention %s: must be longer than --orphan-grace (%s), or no orphan of a deleted volume is ever reclaimed", o.TombstoneRetention, o.OrphanGrace)
 	}
 	if o.MaxReplacementsPerNode <= 0 {
 		bad("--max-replacements-per-node %d: must be positive", o.MaxReplacementsPerNode)

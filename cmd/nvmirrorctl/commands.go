@@ -39,6 +39,7 @@ var commands = map[string]func(e cmdEnv) error{
 	"cordon":      cmdCordon,
 	"uncordon":    cmdUncordon,
 	"drain":       cmdDrain,
+	"orphans":     cmdOrphans,
 }
 
 func cmdVolumes(e cmdEnv) error {

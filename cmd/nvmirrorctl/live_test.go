@@ -18,6 +18,7 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/fakeagent"
+	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store/boltstore"
 	"github.com/nvmirror/nvmirror/pkg/provisionerapi"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth"
@@ -243,5 +244,60 @@ func TestPromoteAgainstRunningProvisioner(t *testing.T) {
 	// The provisioner's refusal of a replica of no volume names it.
 	if _, err := p.ctl(t, "promote", v.ID, "rep-nope", "--accept-data-loss"); err == nil || !strings.Contains(err.Error(), "rep-nope") {
 		t.Errorf("promote of an unknown replica: %v", err)
+	}
+}
+
+// TestOrphansAgainstRunningProvisioner: the listing says what each orphan
+// is and when it goes; reclaim deletes the named ones and reports refusals
+// without stopping at them.
+func TestOrphansAgainstRunningProvisioner(t *testing.T) {
+	p := startLiveProvisioner(t)
+	ctx := context.Background()
+	out, err := p.ctl(t, "orphans")
+	if err != nil {
+		t.Fatalf("orphans: %v", err)
+	}
+	mustContain(t, "orphans before a scan", out, "No orphan scan yet", "No orphan replicas.")
+
+	v, err := p.svc.CreateVolume(ctx, provisioner.CreateRequest{Name: "pvc-gone", SizeBytes: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.svc.DeleteVolume(ctx, v.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []provisioner.ReplicaSpec{
+		{ReplicaID: v.Replicas[0].ID, VolumeID: v.ID, SizeBytes: 1 << 30},      // a late create of the deleted volume
+		{ReplicaID: "rep-restored", VolumeID: "vol-newer", SizeBytes: 2 << 30}, // unknown to the registry
+	} {
+		a, _ := p.cluster.Agent(ctx, &store.StorageNode{ID: v.Replicas[0].StorageNode})
+		if _, err := a.CreateReplica(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.svc.ScanOrphans(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out, err = p.ctl(t, "orphans")
+	if err != nil {
+		t.Fatalf("orphans: %v", err)
+	}
+	mustContain(t, "orphans", out, "Last scan:", v.Replicas[0].ID, v.ID, "released", "in 15m0s", "pvc-gone",
+		"rep-restored", "vol-newer", "2Gi", "unknown", "by command only")
+
+	out, err = p.ctl(t, "orphans", "reclaim", "rep-restored", "rep-nope")
+	if err == nil || !strings.Contains(err.Error(), "rep-nope") || !strings.Contains(err.Error(), "NotFound") {
+		t.Errorf("reclaim of a replica that is no orphan: %v", err)
+	}
+	mustContain(t, "orphans reclaim", out, "reclaimed rep-restored (volume vol-newer, unknown) from storage node "+v.Replicas[0].StorageNode)
+	if p.cluster.Replica(v.Replicas[0].StorageNode, "rep-restored") != nil {
+		t.Error("rep-restored still held")
+	}
+	var ue usageError
+	if _, err := p.ctl(t, "orphans", "reclaim"); !errors.As(err, &ue) || !strings.Contains(err.Error(), "REPLICA_ID") {
+		t.Errorf("orphans reclaim without IDs: %v", err)
+	}
+	if _, err := p.ctl(t, "orphans", "delete", "x"); !errors.As(err, &ue) || !strings.Contains(err.Error(), `"delete"`) {
+		t.Errorf("orphans with an unknown subcommand: %v", err)
 	}
 }

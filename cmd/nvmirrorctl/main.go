@@ -8,6 +8,7 @@
 //	nvmirrorctl [global flags] set VOLUME_ID maxReplicaDownTime=MINUTES
 //	nvmirrorctl [global flags] rotate-keys VOLUME_ID
 //	nvmirrorctl [global flags] promote VOLUME_ID REPLICA_ID [REPLICA_ID...] --accept-data-loss [--reason TEXT]
+//	nvmirrorctl [global flags] orphans [reclaim REPLICA_ID...]
 package main
 
 import (
@@ -59,6 +60,12 @@ commands:
   uncordon STORAGE_NODE       place new replicas on it again (ends a drain)
   drain STORAGE_NODE [--stop] cordon the node and move every replica away, a few at a time
                               (resumed after any restart); run again to see the progress
+  orphans                     replicas storage nodes hold that no volume owns (the provisioner's
+                              last orphan scan): class, since when, when they are reclaimed, why
+  orphans reclaim REPLICA_ID...
+                              delete those orphans from their storage nodes now, unknown ones too
+                              (after a registry restore they may hold a newer volume's only copy:
+                              see docs/provisioner.md before you do)
 
 global flags:
 `

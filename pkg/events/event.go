@@ -21,7 +21,9 @@ var ErrInvalidEvent = errors.New("invalid event")
 type Type string
 
 // Event types. The first eight are the table in docs/healer.md (section
-// "Events"); Audit is a CSI command executed by a controller or node.
+// "Events"); Audit is a CSI command executed by a controller or node. The
+// last three are the provisioner's own (docs/provisioner.md, "Orphans and
+// interrupted creates").
 const (
 	HostDisconnected   Type = "HostDisconnected"
 	HostReconnected    Type = "HostReconnected"
@@ -32,6 +34,15 @@ const (
 	SessionEstablished Type = "SessionEstablished"
 	SessionClosed      Type = "SessionClosed"
 	Audit              Type = "Audit"
+	// CreateRolledBack: a volume left "creating" longer than the
+	// provisioner's --creating-timeout (a provisioner killed mid-create)
+	// was rolled back: its replicas deleted, its record removed.
+	CreateRolledBack Type = "CreateRolledBack"
+	// OrphanFound: a storage node holds a replica no volume of the
+	// registry owns, seen for the first time by this leader.
+	OrphanFound Type = "OrphanFound"
+	// OrphanReclaimed: such a replica was deleted from its storage node.
+	OrphanReclaimed Type = "OrphanReclaimed"
 )
 
 // Level is an event's importance in the reference product's terms.
@@ -82,12 +93,16 @@ var types = map[Type]typeInfo{
 	SessionEstablished: {Info, "Session Established"},
 	SessionClosed:      {Info, "Session Closed"},
 	Audit:              {Info, "CSI Command"},
+	CreateRolledBack:   {Warning, "Volume Creation Rolled Back"},
+	OrphanFound:        {Warning, "Orphan Replica Found"},
+	OrphanReclaimed:    {Info, "Orphan Replica Reclaimed"},
 }
 
 // Types returns every known event type.
 func Types() []Type {
 	return []Type{HostDisconnected, HostReconnected, VolumeDegraded, VolumeHealed,
-		SynchStarted, SynchEnded, SessionEstablished, SessionClosed, Audit}
+		SynchStarted, SynchEnded, SessionEstablished, SessionClosed, Audit,
+		CreateRolledBack, OrphanFound, OrphanReclaimed}
 }
 
 // Known reports whether t is a defined type.

@@ -14,6 +14,8 @@ func TestTypeTable(t *testing.T) {
 		VolumeDegraded: Fatal, VolumeHealed: Info,
 		SynchStarted: Warning, SynchEnded: Warning,
 		SessionEstablished: Info, SessionClosed: Info, Audit: Info,
+		// docs/provisioner.md, "Orphans and interrupted creates".
+		CreateRolledBack: Warning, OrphanFound: Warning, OrphanReclaimed: Info,
 	}
 	if len(Types()) != len(want) {
 		t.Fatalf("Types() has %d entries, want %d", len(Types()), len(want))

@@ -24,6 +24,11 @@ import (
 type AgentClient interface {
 	CreateReplica(ctx context.Context, r ReplicaSpec) (AgentReplica, error)
 	DeleteReplica(ctx context.Context, replicaID string) error
+	// ListReplicas returns every replica the storage node holds;
+	// GetReplica one of them (ErrNotFound when it holds none of that ID).
+	// The orphan scan compares them with the registry.
+	ListReplicas(ctx context.Context) ([]HeldReplica, error)
+	GetReplica(ctx context.Context, replicaID string) (HeldReplica, error)
 	ExpandReplica(ctx context.Context, replicaID string, sizeBytes int64) error
 	AllowHost(ctx context.Context, replicaID, hostNQN string) error
 	RevokeHost(ctx context.Context, replicaID, hostNQN string) error
@@ -58,6 +63,15 @@ type ReplicaSpec struct {
 type AgentReplica struct {
 	NQN       string
 	Endpoints []store.Endpoint
+}
+
+// HeldReplica is a replica as the agent holding it reports it.
+type HeldReplica struct {
+	ID string
+	// VolumeID is the volume the replica was created for (the agent
+	// records it at creation).
+	VolumeID  string
+	SizeBytes int64
 }
 
 // Capacity is an agent's pool usage.

@@ -307,3 +307,47 @@ func (c *ForwarderCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descSyslogConnected, prometheus.GaugeValue, boolFloat(s.Connected))
 	ch <- prometheus.MustNewConstMetric(descSyslogReconnects, prometheus.CounterValue, float64(s.Reconnects))
 }
+
+var (
+	descOrphans = prometheus.NewDesc("nvmirror_provisioner_orphans",
+		"Replicas storage nodes hold that no volume owns, as the leader's last orphan scan found them, by class (released, unknown, conflict).", []string{"class"}, nil)
+	descOrphansFound = prometheus.NewDesc("nvmirror_provisioner_orphans_found_total",
+		"Orphan replicas seen for the first time by this process's scans, by class, since the process started.", []string{"class"}, nil)
+	descOrphansReclaimed = prometheus.NewDesc("nvmirror_provisioner_orphans_reclaimed_total",
+		"Orphan replicas deleted from their storage node, by trigger (grace: by the scan after --orphan-grace; admin: nvmirrorctl orphans reclaim), since the process started.", []string{"trigger"}, nil)
+	descOrphanReclaimFailures = prometheus.NewDesc("nvmirror_provisioner_orphan_reclaim_failures_total",
+		"Orphan reclaims that failed or were refused by the checks before deletion (the scan retries), since the process started.", nil, nil)
+	descCreatesRolledBack = prometheus.NewDesc("nvmirror_provisioner_creates_rolled_back_total",
+		"Volumes left creating past --creating-timeout that were rolled back, since the process started.", nil, nil)
+)
+
+// OrphanCollector exports the orphan scan's and the create rollbacks'
+// counters (Service.OrphanStats), read at scrape time.
+type OrphanCollector struct {
+	stats func() OrphanStats
+}
+
+// NewOrphanCollector returns a collector over stats.
+func NewOrphanCollector(stats func() OrphanStats) *OrphanCollector {
+	return &OrphanCollector{stats: stats}
+}
+
+// Describe implements prometheus.Collector.
+func (c *OrphanCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descOrphans, descOrphansFound, descOrphansReclaimed, descOrphanReclaimFailures, descCreatesRolledBack} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *OrphanCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	for _, class := range OrphanClasses {
+		ch <- prometheus.MustNewConstMetric(descOrphans, prometheus.GaugeValue, float64(s.Known[class]), string(class))
+		ch <- prometheus.MustNewConstMetric(descOrphansFound, prometheus.CounterValue, float64(s.Found[class]), string(class))
+	}
+	ch <- prometheus.MustNewConstMetric(descOrphansReclaimed, prometheus.CounterValue, float64(s.ReclaimedAutomatic), "grace")
+	ch <- prometheus.MustNewConstMetric(descOrphansReclaimed, prometheus.CounterValue, float64(s.ReclaimedAdmin), "admin")
+	ch <- prometheus.MustNewConstMetric(descOrphanReclaimFailures, prometheus.CounterValue, float64(s.ReclaimFailures))
+	ch <- prometheus.MustNewConstMetric(descCreatesRolledBack, prometheus.CounterValue, float64(s.RolledBack))
+}

@@ -349,6 +349,37 @@ func (s *Server) ListStorageNodes(ctx context.Context, _ *provisionerapi.ListSto
 	return resp, nil
 }
 
+// ListOrphans implements provisionerapi.ProvisionerServer.
+func (s *Server) ListOrphans(ctx context.Context, _ *provisionerapi.ListOrphansRequest) (*provisionerapi.ListOrphansResponse, error) {
+	rep, err := s.svc.ListOrphans(ctx)
+	if err != nil {
+		return nil, Status(err)
+	}
+	resp := &provisionerapi.ListOrphansResponse{ScannedAt: ts(rep.ScannedAt), UnreachableStorageNodes: rep.Unreachable}
+	for _, o := range rep.Orphans {
+		resp.Orphans = append(resp.Orphans, orphanToProto(o, rep.ReclaimAfter(o)))
+	}
+	return resp, nil
+}
+
+// ReclaimOrphan implements provisionerapi.ProvisionerServer. The service
+// serialises reclaims and scans itself (Aborted).
+func (s *Server) ReclaimOrphan(ctx context.Context, req *provisionerapi.ReclaimOrphanRequest) (*provisionerapi.ReclaimOrphanResponse, error) {
+	if err := required("replica_id", req.GetReplicaId()); err != nil {
+		return nil, err
+	}
+	o, err := s.svc.ReclaimOrphan(ctx, req.GetReplicaId())
+	if err != nil {
+		return nil, Status(err)
+	}
+	return &provisionerapi.ReclaimOrphanResponse{Orphan: orphanToProto(o, time.Time{})}, nil
+}
+
+func orphanToProto(o Orphan, reclaimAfter time.Time) *provisionerapi.Orphan {
+	return &provisionerapi.Orphan{StorageNode: o.StorageNode, ReplicaId: o.ReplicaID, VolumeId: o.VolumeID, SizeBytes: o.SizeBytes,
+		Class: string(o.Class), Reason: o.Reason, FirstSeen: ts(o.FirstSeen), ReclaimAfter: ts(reclaimAfter)}
+}
+
 // GetHostCredentials implements provisionerapi.ProvisionerServer.
 func (s *Server) GetHostCredentials(ctx context.Context, req *provisionerapi.GetHostCredentialsRequest) (*provisionerapi.GetHostCredentialsResponse, error) {
 	creds, err := s.svc.GetHostCredentials(ctx, req.GetHostNqn())

@@ -8,8 +8,10 @@
 // calls an agent (a volume is recorded "creating" with its planned replicas
 // before any replica exists; a replacement is recorded before it is
 // created). A retry, or the sweeper, finds the intent and completes or
-// undoes it; no replica ever exists on a storage node without a record that
-// leads back to it.
+// undoes it (a create nobody resumes is rolled back after CreatingTimeout);
+// no replica is created on a storage node without a record that leads back
+// to it. What agent calls landing late leave behind anyway, the orphan scan
+// finds (orphans.go).
 package provisioner
 
 import (
@@ -40,6 +42,13 @@ const (
 // MaxReplicas is the most replicas a volume's configuration may hold: 3 at
 // creation plus one replacement in flight.
 const MaxReplicas = 4
+
+// Defaults of the rollback of interrupted creates and of the orphan scan.
+const (
+	DefaultCreatingTimeout    = 5 * time.Minute
+	DefaultOrphanGrace        = 15 * time.Minute
+	DefaultTombstoneRetention = 30 * 24 * time.Hour
+)
 
 // Options configure a Service.
 type Options struct {
@@ -76,6 +85,20 @@ type Options struct {
 	// MaxConcurrentMoves bounds the replica moves drains keep in flight
 	// across the cluster (default 2): each is a full copy of a replica.
 	MaxConcurrentMoves int
+	// CreatingTimeout is the age past which a volume still "creating" is
+	// rolled back by the sweeper when no create of it runs in this process
+	// (default 5 min: far longer than a create's agent calls).
+	CreatingTimeout time.Duration
+	// OrphanGrace is how long a released orphan stays orphaned, from its
+	// first sight by this leader, before the scan reclaims it (default
+	// 15 min).
+	OrphanGrace time.Duration
+	// TombstoneRetention is how long a deleted volume's tombstone is kept
+	// (default 30 days); an orphan of a volume whose tombstone expired is
+	// reported as unknown, never reclaimed automatically.
+	TombstoneRetention time.Duration
+	// Now is the clock (time.Now by default; tests move it).
+	Now func() time.Time
 }
 
 // Service implements the volume operations.
@@ -97,6 +120,10 @@ type Service struct {
 	// already announced (stuck replicas, a finished drain).
 	drainStuck    map[string]map[string]string
 	drainReported map[string]bool
+	// creates: the volume names being created or rolled back in this
+	// process, so a stale create's rollback never runs beside a create.
+	creates createGate
+	orphans orphanState
 }
 
 type backoff struct {
@@ -129,6 +156,18 @@ func New(o Options) (*Service, error) {
 	}
 	if o.RepairRetry <= 0 {
 		o.RepairRetry = time.Minute
+	}
+	if o.CreatingTimeout <= 0 {
+		o.CreatingTimeout = DefaultCreatingTimeout
+	}
+	if o.OrphanGrace <= 0 {
+		o.OrphanGrace = DefaultOrphanGrace
+	}
+	if o.TombstoneRetention <= 0 {
+		o.TombstoneRetention = DefaultTombstoneRetention
+	}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	switch o.CredentialScope {
 	case "":

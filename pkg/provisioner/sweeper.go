@@ -66,9 +66,12 @@ func (s *Service) Sweep(ctx context.Context) (remaining int, err error) {
 }
 
 // RunSweeper sweeps every interval while this provisioner leads, until ctx
-// ends.
+// ends; each pass first rolls back the creates left past CreatingTimeout.
 func (s *Service) RunSweeper(ctx context.Context, interval time.Duration) {
 	s.whileLeader(ctx, interval, func(ctx context.Context) {
+		if _, err := s.RollBackStaleCreates(ctx); err != nil {
+			klog.ErrorS(err, "Rollback of interrupted creates failed")
+		}
 		if n, err := s.Sweep(ctx); err != nil {
 			klog.ErrorS(err, "Sweep failed")
 		} else if n > 0 {
@@ -81,11 +84,19 @@ func (s *Service) RunSweeper(ctx context.Context, interval time.Duration) {
 // provisioner leads, until ctx ends: the loop of the provisioner's
 // background work (the sweeper, the offline repairer).
 func (s *Service) whileLeader(ctx context.Context, interval time.Duration, pass func(context.Context)) {
+	s.everyInterval(ctx, interval, pass, nil)
+}
+
+// everyInterval is whileLeader that also runs following (when not nil) on
+// every tick this provisioner does not lead.
+func (s *Service) everyInterval(ctx context.Context, interval time.Duration, pass func(context.Context), following func()) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		if s.o.Store.IsLeader() {
 			pass(ctx)
+		} else if following != nil {
+			following()
 		}
 		select {
 		case <-ctx.Done():

@@ -58,6 +58,10 @@ func (s *Service) CreateVolume(ctx context.Context, req CreateRequest) (*store.V
 	if err != nil {
 		return nil, err
 	}
+	if !s.creates.enterCreate(req.Name) {
+		return nil, fmt.Errorf("volume %s: an unfinished earlier create of it is being rolled back; retry: %w", req.Name, ErrUnavailable)
+	}
+	defer s.creates.leaveCreate(req.Name)
 	if v, err := s.o.Store.GetVolumeByName(ctx, req.Name); err == nil {
 		return s.existing(ctx, v, size, p)
 	} else if !errors.Is(err, store.ErrNotFound) {
@@ -156,7 +160,9 @@ func (s *Service) finishCreate(ctx context.Context, v *store.Volume) (*store.Vol
 	if len(errs) > 0 {
 		err := errors.Join(errs...)
 		klog.ErrorS(err, "Volume creation failed; rolling back", "volume", v.ID, "name", v.Name)
-		s.rollbackCreate(ctx, v.ID)
+		if rerr := s.rollbackCreate(ctx, v.ID, nil); rerr != nil {
+			klog.ErrorS(rerr, "Cannot record rollback; the sweeper rolls the create back once it is older than the creating timeout", "volume", v.ID)
+		}
 		return nil, fmt.Errorf("create volume %s: %w", v.Name, err)
 	}
 	out, err := s.o.Store.UpdateVolume(ctx, v.ID, func(cur *store.Volume) error {
@@ -183,18 +189,25 @@ func (s *Service) finishCreate(ctx context.Context, v *store.Volume) (*store.Vol
 
 // rollbackCreate marks the volume and all its replicas for deletion and
 // runs one sweep of it; what cannot be deleted now is left to the sweeper.
-func (s *Service) rollbackCreate(ctx context.Context, id string) {
+// check (nil: none) may refuse, against the current record, with an error
+// returned as is. The error is only the recording's.
+func (s *Service) rollbackCreate(ctx context.Context, id string, check func(*store.Volume) error) error {
 	_, err := s.o.Store.UpdateVolume(ctx, id, func(v *store.Volume) error {
+		if check != nil {
+			if err := check(v); err != nil {
+				return err
+			}
+		}
 		markDeleting(v)
 		return nil
 	})
 	if err != nil {
-		klog.ErrorS(err, "Cannot record rollback; the sweeper will not see it", "volume", id)
-		return
+		return err
 	}
 	if err := s.sweepVolume(ctx, id); err != nil {
 		klog.V(2).InfoS("Rollback incomplete; the sweeper will finish it", "volume", id, "err", err)
 	}
+	return nil
 }
 
 func markDeleting(v *store.Volume) {

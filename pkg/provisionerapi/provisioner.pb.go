@@ -2050,7 +2050,8 @@ type Event struct {
 	// Unique per event, chosen by the reporter; repeats are stored once.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// One of: HostDisconnected, HostReconnected, VolumeDegraded, VolumeHealed,
-	// SynchStarted, SynchEnded, SessionEstablished, SessionClosed, Audit.
+	// SynchStarted, SynchEnded, SessionEstablished, SessionClosed, Audit,
+	// CreateRolledBack, OrphanFound, OrphanReclaimed.
 	Type     string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
 	Severity Severity               `protobuf:"varint,3,opt,name=severity,proto3,enum=nvmirror.provisioner.v1.Severity" json:"severity,omitempty"`
 	Time     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
@@ -2936,6 +2937,301 @@ func (x *ListStorageNodesResponse) GetNodes() []*StorageNode {
 	return nil
 }
 
+type ListOrphansRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListOrphansRequest) Reset() {
+	*x = ListOrphansRequest{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOrphansRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOrphansRequest) ProtoMessage() {}
+
+func (x *ListOrphansRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOrphansRequest.ProtoReflect.Descriptor instead.
+func (*ListOrphansRequest) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{43}
+}
+
+type Orphan struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	StorageNode string                 `protobuf:"bytes,1,opt,name=storage_node,json=storageNode,proto3" json:"storage_node,omitempty"`
+	ReplicaId   string                 `protobuf:"bytes,2,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	// The volume the storage node says the replica was created for.
+	VolumeId  string `protobuf:"bytes,3,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	SizeBytes int64  `protobuf:"varint,4,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// "released": the registry once owned it and let go (a deleted volume, a
+	// removed replica): reclaimed by the scan after the grace. "unknown": the
+	// registry has no record of it: reported only. "conflict": the registry
+	// records that replica ID for another volume or storage node: kept.
+	Class string `protobuf:"bytes,5,opt,name=class,proto3" json:"class,omitempty"`
+	// Why, in words.
+	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// When this leader's scan first saw it orphaned.
+	FirstSeen *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
+	// When the scan reclaims it (released ones only; unset otherwise).
+	ReclaimAfter  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=reclaim_after,json=reclaimAfter,proto3" json:"reclaim_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Orphan) Reset() {
+	*x = Orphan{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Orphan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Orphan) ProtoMessage() {}
+
+func (x *Orphan) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Orphan.ProtoReflect.Descriptor instead.
+func (*Orphan) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *Orphan) GetStorageNode() string {
+	if x != nil {
+		return x.StorageNode
+	}
+	return ""
+}
+
+func (x *Orphan) GetReplicaId() string {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return ""
+}
+
+func (x *Orphan) GetVolumeId() string {
+	if x != nil {
+		return x.VolumeId
+	}
+	return ""
+}
+
+func (x *Orphan) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *Orphan) GetClass() string {
+	if x != nil {
+		return x.Class
+	}
+	return ""
+}
+
+func (x *Orphan) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Orphan) GetFirstSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstSeen
+	}
+	return nil
+}
+
+func (x *Orphan) GetReclaimAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReclaimAfter
+	}
+	return nil
+}
+
+type ListOrphansResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Orphans []*Orphan              `protobuf:"bytes,1,rep,name=orphans,proto3" json:"orphans,omitempty"`
+	// When the last scan ended; unset when this leader has not scanned yet.
+	ScannedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=scanned_at,json=scannedAt,proto3" json:"scanned_at,omitempty"`
+	// Storage nodes that did not answer the last scan: their orphans are
+	// those of earlier scans, and nothing of them is reclaimed.
+	UnreachableStorageNodes []string `protobuf:"bytes,3,rep,name=unreachable_storage_nodes,json=unreachableStorageNodes,proto3" json:"unreachable_storage_nodes,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
+}
+
+func (x *ListOrphansResponse) Reset() {
+	*x = ListOrphansResponse{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListOrphansResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListOrphansResponse) ProtoMessage() {}
+
+func (x *ListOrphansResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListOrphansResponse.ProtoReflect.Descriptor instead.
+func (*ListOrphansResponse) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ListOrphansResponse) GetOrphans() []*Orphan {
+	if x != nil {
+		return x.Orphans
+	}
+	return nil
+}
+
+func (x *ListOrphansResponse) GetScannedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ScannedAt
+	}
+	return nil
+}
+
+func (x *ListOrphansResponse) GetUnreachableStorageNodes() []string {
+	if x != nil {
+		return x.UnreachableStorageNodes
+	}
+	return nil
+}
+
+type ReclaimOrphanRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ReplicaId     string                 `protobuf:"bytes,1,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReclaimOrphanRequest) Reset() {
+	*x = ReclaimOrphanRequest{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReclaimOrphanRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReclaimOrphanRequest) ProtoMessage() {}
+
+func (x *ReclaimOrphanRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReclaimOrphanRequest.ProtoReflect.Descriptor instead.
+func (*ReclaimOrphanRequest) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ReclaimOrphanRequest) GetReplicaId() string {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return ""
+}
+
+type ReclaimOrphanResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Orphan        *Orphan                `protobuf:"bytes,1,opt,name=orphan,proto3" json:"orphan,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReclaimOrphanResponse) Reset() {
+	*x = ReclaimOrphanResponse{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReclaimOrphanResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReclaimOrphanResponse) ProtoMessage() {}
+
+func (x *ReclaimOrphanResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReclaimOrphanResponse.ProtoReflect.Descriptor instead.
+func (*ReclaimOrphanResponse) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *ReclaimOrphanResponse) GetOrphan() *Orphan {
+	if x != nil {
+		return x.Orphan
+	}
+	return nil
+}
+
 var File_provisioner_v1_provisioner_proto protoreflect.FileDescriptor
 
 const file_provisioner_v1_provisioner_proto_rawDesc = "" +
@@ -3183,7 +3479,30 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\rstorage_nodes\x18\x02 \x03(\v2+.nvmirror.provisioner.v1.RotatedStorageNodeR\fstorageNodes\"\x19\n" +
 	"\x17ListStorageNodesRequest\"V\n" +
 	"\x18ListStorageNodesResponse\x12:\n" +
-	"\x05nodes\x18\x01 \x03(\v2$.nvmirror.provisioner.v1.StorageNodeR\x05nodes*\x99\x01\n" +
+	"\x05nodes\x18\x01 \x03(\v2$.nvmirror.provisioner.v1.StorageNodeR\x05nodes\"\x14\n" +
+	"\x12ListOrphansRequest\"\xb0\x02\n" +
+	"\x06Orphan\x12!\n" +
+	"\fstorage_node\x18\x01 \x01(\tR\vstorageNode\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x02 \x01(\tR\treplicaId\x12\x1b\n" +
+	"\tvolume_id\x18\x03 \x01(\tR\bvolumeId\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x04 \x01(\x03R\tsizeBytes\x12\x14\n" +
+	"\x05class\x18\x05 \x01(\tR\x05class\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x129\n" +
+	"\n" +
+	"first_seen\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\x12?\n" +
+	"\rreclaim_after\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\freclaimAfter\"\xc7\x01\n" +
+	"\x13ListOrphansResponse\x129\n" +
+	"\aorphans\x18\x01 \x03(\v2\x1f.nvmirror.provisioner.v1.OrphanR\aorphans\x129\n" +
+	"\n" +
+	"scanned_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tscannedAt\x12:\n" +
+	"\x19unreachable_storage_nodes\x18\x03 \x03(\tR\x17unreachableStorageNodes\"5\n" +
+	"\x14ReclaimOrphanRequest\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x01 \x01(\tR\treplicaId\"P\n" +
+	"\x15ReclaimOrphanResponse\x127\n" +
+	"\x06orphan\x18\x01 \x01(\v2\x1f.nvmirror.provisioner.v1.OrphanR\x06orphan*\x99\x01\n" +
 	"\fReplicaState\x12\x1d\n" +
 	"\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14REPLICA_STATE_ACTIVE\x10\x01\x12\x1a\n" +
@@ -3194,7 +3513,7 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSEVERITY_INFO\x10\x01\x12\x14\n" +
 	"\x10SEVERITY_WARNING\x10\x02\x12\x12\n" +
-	"\x0eSEVERITY_FATAL\x10\x032\xff\x12\n" +
+	"\x0eSEVERITY_FATAL\x10\x032\xd9\x14\n" +
 	"\vProvisioner\x12e\n" +
 	"\fCreateVolume\x12,.nvmirror.provisioner.v1.CreateVolumeRequest\x1a'.nvmirror.provisioner.v1.VolumeResponse\x12k\n" +
 	"\fDeleteVolume\x12,.nvmirror.provisioner.v1.DeleteVolumeRequest\x1a-.nvmirror.provisioner.v1.DeleteVolumeResponse\x12_\n" +
@@ -3218,7 +3537,9 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"ListEvents\x12*.nvmirror.provisioner.v1.ListEventsRequest\x1a+.nvmirror.provisioner.v1.ListEventsResponse\x12w\n" +
 	"\x10ListStorageNodes\x120.nvmirror.provisioner.v1.ListStorageNodesRequest\x1a1.nvmirror.provisioner.v1.ListStorageNodesResponse\x12}\n" +
 	"\x12GetHostCredentials\x122.nvmirror.provisioner.v1.GetHostCredentialsRequest\x1a3.nvmirror.provisioner.v1.GetHostCredentialsResponse\x12z\n" +
-	"\x11RotateCredentials\x121.nvmirror.provisioner.v1.RotateCredentialsRequest\x1a2.nvmirror.provisioner.v1.RotateCredentialsResponseB@Z>github.com/nvmirror/nvmirror/pkg/provisionerapi;provisionerapib\x06proto3"
+	"\x11RotateCredentials\x121.nvmirror.provisioner.v1.RotateCredentialsRequest\x1a2.nvmirror.provisioner.v1.RotateCredentialsResponse\x12h\n" +
+	"\vListOrphans\x12+.nvmirror.provisioner.v1.ListOrphansRequest\x1a,.nvmirror.provisioner.v1.ListOrphansResponse\x12n\n" +
+	"\rReclaimOrphan\x12-.nvmirror.provisioner.v1.ReclaimOrphanRequest\x1a..nvmirror.provisioner.v1.ReclaimOrphanResponseB@Z>github.com/nvmirror/nvmirror/pkg/provisionerapi;provisionerapib\x06proto3"
 
 var (
 	file_provisioner_v1_provisioner_proto_rawDescOnce sync.Once
@@ -3233,7 +3554,7 @@ func file_provisioner_v1_provisioner_proto_rawDescGZIP() []byte {
 }
 
 var file_provisioner_v1_provisioner_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_provisioner_v1_provisioner_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_provisioner_v1_provisioner_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_provisioner_v1_provisioner_proto_goTypes = []any{
 	(ReplicaState)(0),                  // 0: nvmirror.provisioner.v1.ReplicaState
 	(Severity)(0),                      // 1: nvmirror.provisioner.v1.Severity
@@ -3280,103 +3601,117 @@ var file_provisioner_v1_provisioner_proto_goTypes = []any{
 	(*RotateCredentialsResponse)(nil),  // 42: nvmirror.provisioner.v1.RotateCredentialsResponse
 	(*ListStorageNodesRequest)(nil),    // 43: nvmirror.provisioner.v1.ListStorageNodesRequest
 	(*ListStorageNodesResponse)(nil),   // 44: nvmirror.provisioner.v1.ListStorageNodesResponse
-	nil,                                // 45: nvmirror.provisioner.v1.Volume.ParametersEntry
-	nil,                                // 46: nvmirror.provisioner.v1.Volume.MetadataEntry
-	nil,                                // 47: nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
-	nil,                                // 48: nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
-	nil,                                // 49: nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
-	nil,                                // 50: nvmirror.provisioner.v1.DrainStatus.StuckEntry
-	nil,                                // 51: nvmirror.provisioner.v1.Event.AttributesEntry
-	(*timestamppb.Timestamp)(nil),      // 52: google.protobuf.Timestamp
+	(*ListOrphansRequest)(nil),         // 45: nvmirror.provisioner.v1.ListOrphansRequest
+	(*Orphan)(nil),                     // 46: nvmirror.provisioner.v1.Orphan
+	(*ListOrphansResponse)(nil),        // 47: nvmirror.provisioner.v1.ListOrphansResponse
+	(*ReclaimOrphanRequest)(nil),       // 48: nvmirror.provisioner.v1.ReclaimOrphanRequest
+	(*ReclaimOrphanResponse)(nil),      // 49: nvmirror.provisioner.v1.ReclaimOrphanResponse
+	nil,                                // 50: nvmirror.provisioner.v1.Volume.ParametersEntry
+	nil,                                // 51: nvmirror.provisioner.v1.Volume.MetadataEntry
+	nil,                                // 52: nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
+	nil,                                // 53: nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
+	nil,                                // 54: nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
+	nil,                                // 55: nvmirror.provisioner.v1.DrainStatus.StuckEntry
+	nil,                                // 56: nvmirror.provisioner.v1.Event.AttributesEntry
+	(*timestamppb.Timestamp)(nil),      // 57: google.protobuf.Timestamp
 }
 var file_provisioner_v1_provisioner_proto_depIdxs = []int32{
 	2,  // 0: nvmirror.provisioner.v1.Replica.endpoints:type_name -> nvmirror.provisioner.v1.Endpoint
 	0,  // 1: nvmirror.provisioner.v1.Replica.state:type_name -> nvmirror.provisioner.v1.ReplicaState
-	52, // 2: nvmirror.provisioner.v1.Replica.created:type_name -> google.protobuf.Timestamp
-	52, // 3: nvmirror.provisioner.v1.Replica.updated:type_name -> google.protobuf.Timestamp
-	52, // 4: nvmirror.provisioner.v1.Replica.out_of_sync_since:type_name -> google.protobuf.Timestamp
-	52, // 5: nvmirror.provisioner.v1.Replica.diverged_since:type_name -> google.protobuf.Timestamp
-	45, // 6: nvmirror.provisioner.v1.Volume.parameters:type_name -> nvmirror.provisioner.v1.Volume.ParametersEntry
+	57, // 2: nvmirror.provisioner.v1.Replica.created:type_name -> google.protobuf.Timestamp
+	57, // 3: nvmirror.provisioner.v1.Replica.updated:type_name -> google.protobuf.Timestamp
+	57, // 4: nvmirror.provisioner.v1.Replica.out_of_sync_since:type_name -> google.protobuf.Timestamp
+	57, // 5: nvmirror.provisioner.v1.Replica.diverged_since:type_name -> google.protobuf.Timestamp
+	50, // 6: nvmirror.provisioner.v1.Volume.parameters:type_name -> nvmirror.provisioner.v1.Volume.ParametersEntry
 	3,  // 7: nvmirror.provisioner.v1.Volume.replicas:type_name -> nvmirror.provisioner.v1.Replica
-	52, // 8: nvmirror.provisioner.v1.Volume.degraded_since:type_name -> google.protobuf.Timestamp
-	52, // 9: nvmirror.provisioner.v1.Volume.created:type_name -> google.protobuf.Timestamp
-	52, // 10: nvmirror.provisioner.v1.Volume.updated:type_name -> google.protobuf.Timestamp
-	46, // 11: nvmirror.provisioner.v1.Volume.metadata:type_name -> nvmirror.provisioner.v1.Volume.MetadataEntry
+	57, // 8: nvmirror.provisioner.v1.Volume.degraded_since:type_name -> google.protobuf.Timestamp
+	57, // 9: nvmirror.provisioner.v1.Volume.created:type_name -> google.protobuf.Timestamp
+	57, // 10: nvmirror.provisioner.v1.Volume.updated:type_name -> google.protobuf.Timestamp
+	51, // 11: nvmirror.provisioner.v1.Volume.metadata:type_name -> nvmirror.provisioner.v1.Volume.MetadataEntry
 	6,  // 12: nvmirror.provisioner.v1.Volume.policy:type_name -> nvmirror.provisioner.v1.VolumePolicy
 	5,  // 13: nvmirror.provisioner.v1.Volume.repair:type_name -> nvmirror.provisioner.v1.OfflineRepair
-	52, // 14: nvmirror.provisioner.v1.OfflineRepair.started:type_name -> google.protobuf.Timestamp
-	52, // 15: nvmirror.provisioner.v1.OfflineRepair.lease_until:type_name -> google.protobuf.Timestamp
+	57, // 14: nvmirror.provisioner.v1.OfflineRepair.started:type_name -> google.protobuf.Timestamp
+	57, // 15: nvmirror.provisioner.v1.OfflineRepair.lease_until:type_name -> google.protobuf.Timestamp
 	4,  // 16: nvmirror.provisioner.v1.VolumeResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
-	47, // 17: nvmirror.provisioner.v1.CreateVolumeRequest.parameters:type_name -> nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
+	52, // 17: nvmirror.provisioner.v1.CreateVolumeRequest.parameters:type_name -> nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
 	4,  // 18: nvmirror.provisioner.v1.ListVolumesResponse.volumes:type_name -> nvmirror.provisioner.v1.Volume
-	48, // 19: nvmirror.provisioner.v1.ModifyVolumeRequest.mutable_parameters:type_name -> nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
-	49, // 20: nvmirror.provisioner.v1.GetCapacityRequest.parameters:type_name -> nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
+	53, // 19: nvmirror.provisioner.v1.ModifyVolumeRequest.mutable_parameters:type_name -> nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
+	54, // 20: nvmirror.provisioner.v1.GetCapacityRequest.parameters:type_name -> nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
 	4,  // 21: nvmirror.provisioner.v1.ReplaceReplicaResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
 	3,  // 22: nvmirror.provisioner.v1.ReplaceReplicaResponse.new_replica:type_name -> nvmirror.provisioner.v1.Replica
 	36, // 23: nvmirror.provisioner.v1.DrainStatus.node:type_name -> nvmirror.provisioner.v1.StorageNode
-	50, // 24: nvmirror.provisioner.v1.DrainStatus.stuck:type_name -> nvmirror.provisioner.v1.DrainStatus.StuckEntry
-	52, // 25: nvmirror.provisioner.v1.ReportReplicaSyncRequest.observed_at:type_name -> google.protobuf.Timestamp
+	55, // 24: nvmirror.provisioner.v1.DrainStatus.stuck:type_name -> nvmirror.provisioner.v1.DrainStatus.StuckEntry
+	57, // 25: nvmirror.provisioner.v1.ReportReplicaSyncRequest.observed_at:type_name -> google.protobuf.Timestamp
 	1,  // 26: nvmirror.provisioner.v1.Event.severity:type_name -> nvmirror.provisioner.v1.Severity
-	52, // 27: nvmirror.provisioner.v1.Event.time:type_name -> google.protobuf.Timestamp
-	51, // 28: nvmirror.provisioner.v1.Event.attributes:type_name -> nvmirror.provisioner.v1.Event.AttributesEntry
+	57, // 27: nvmirror.provisioner.v1.Event.time:type_name -> google.protobuf.Timestamp
+	56, // 28: nvmirror.provisioner.v1.Event.attributes:type_name -> nvmirror.provisioner.v1.Event.AttributesEntry
 	31, // 29: nvmirror.provisioner.v1.ReportEventsRequest.events:type_name -> nvmirror.provisioner.v1.Event
-	52, // 30: nvmirror.provisioner.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	57, // 30: nvmirror.provisioner.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
 	31, // 31: nvmirror.provisioner.v1.ListEventsResponse.events:type_name -> nvmirror.provisioner.v1.Event
 	2,  // 32: nvmirror.provisioner.v1.StorageNode.endpoints:type_name -> nvmirror.provisioner.v1.Endpoint
-	52, // 33: nvmirror.provisioner.v1.StorageNode.last_seen:type_name -> google.protobuf.Timestamp
-	52, // 34: nvmirror.provisioner.v1.StorageNodeCredentials.created:type_name -> google.protobuf.Timestamp
+	57, // 33: nvmirror.provisioner.v1.StorageNode.last_seen:type_name -> google.protobuf.Timestamp
+	57, // 34: nvmirror.provisioner.v1.StorageNodeCredentials.created:type_name -> google.protobuf.Timestamp
 	38, // 35: nvmirror.provisioner.v1.GetHostCredentialsResponse.credentials:type_name -> nvmirror.provisioner.v1.StorageNodeCredentials
 	41, // 36: nvmirror.provisioner.v1.RotateCredentialsResponse.storage_nodes:type_name -> nvmirror.provisioner.v1.RotatedStorageNode
 	36, // 37: nvmirror.provisioner.v1.ListStorageNodesResponse.nodes:type_name -> nvmirror.provisioner.v1.StorageNode
-	8,  // 38: nvmirror.provisioner.v1.Provisioner.CreateVolume:input_type -> nvmirror.provisioner.v1.CreateVolumeRequest
-	9,  // 39: nvmirror.provisioner.v1.Provisioner.DeleteVolume:input_type -> nvmirror.provisioner.v1.DeleteVolumeRequest
-	11, // 40: nvmirror.provisioner.v1.Provisioner.GetVolume:input_type -> nvmirror.provisioner.v1.GetVolumeRequest
-	12, // 41: nvmirror.provisioner.v1.Provisioner.ListVolumes:input_type -> nvmirror.provisioner.v1.ListVolumesRequest
-	14, // 42: nvmirror.provisioner.v1.Provisioner.PublishVolume:input_type -> nvmirror.provisioner.v1.PublishVolumeRequest
-	15, // 43: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:input_type -> nvmirror.provisioner.v1.UnpublishVolumeRequest
-	17, // 44: nvmirror.provisioner.v1.Provisioner.ExpandVolume:input_type -> nvmirror.provisioner.v1.ExpandVolumeRequest
-	18, // 45: nvmirror.provisioner.v1.Provisioner.ModifyVolume:input_type -> nvmirror.provisioner.v1.ModifyVolumeRequest
-	19, // 46: nvmirror.provisioner.v1.Provisioner.GetCapacity:input_type -> nvmirror.provisioner.v1.GetCapacityRequest
-	21, // 47: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:input_type -> nvmirror.provisioner.v1.ReplaceReplicaRequest
-	27, // 48: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:input_type -> nvmirror.provisioner.v1.MarkReplicaRemovedRequest
-	23, // 49: nvmirror.provisioner.v1.Provisioner.MoveReplica:input_type -> nvmirror.provisioner.v1.MoveReplicaRequest
-	26, // 50: nvmirror.provisioner.v1.Provisioner.CordonStorageNode:input_type -> nvmirror.provisioner.v1.CordonStorageNodeRequest
-	24, // 51: nvmirror.provisioner.v1.Provisioner.DrainStorageNode:input_type -> nvmirror.provisioner.v1.DrainStorageNodeRequest
-	28, // 52: nvmirror.provisioner.v1.Provisioner.DeleteReplica:input_type -> nvmirror.provisioner.v1.DeleteReplicaRequest
-	29, // 53: nvmirror.provisioner.v1.Provisioner.ReportReplicaSync:input_type -> nvmirror.provisioner.v1.ReportReplicaSyncRequest
-	30, // 54: nvmirror.provisioner.v1.Provisioner.PromoteReplicas:input_type -> nvmirror.provisioner.v1.PromoteReplicasRequest
-	32, // 55: nvmirror.provisioner.v1.Provisioner.ReportEvents:input_type -> nvmirror.provisioner.v1.ReportEventsRequest
-	34, // 56: nvmirror.provisioner.v1.Provisioner.ListEvents:input_type -> nvmirror.provisioner.v1.ListEventsRequest
-	43, // 57: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:input_type -> nvmirror.provisioner.v1.ListStorageNodesRequest
-	37, // 58: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:input_type -> nvmirror.provisioner.v1.GetHostCredentialsRequest
-	40, // 59: nvmirror.provisioner.v1.Provisioner.RotateCredentials:input_type -> nvmirror.provisioner.v1.RotateCredentialsRequest
-	7,  // 60: nvmirror.provisioner.v1.Provisioner.CreateVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	10, // 61: nvmirror.provisioner.v1.Provisioner.DeleteVolume:output_type -> nvmirror.provisioner.v1.DeleteVolumeResponse
-	7,  // 62: nvmirror.provisioner.v1.Provisioner.GetVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	13, // 63: nvmirror.provisioner.v1.Provisioner.ListVolumes:output_type -> nvmirror.provisioner.v1.ListVolumesResponse
-	7,  // 64: nvmirror.provisioner.v1.Provisioner.PublishVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	16, // 65: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:output_type -> nvmirror.provisioner.v1.UnpublishVolumeResponse
-	7,  // 66: nvmirror.provisioner.v1.Provisioner.ExpandVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	7,  // 67: nvmirror.provisioner.v1.Provisioner.ModifyVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	20, // 68: nvmirror.provisioner.v1.Provisioner.GetCapacity:output_type -> nvmirror.provisioner.v1.GetCapacityResponse
-	22, // 69: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:output_type -> nvmirror.provisioner.v1.ReplaceReplicaResponse
-	7,  // 70: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	22, // 71: nvmirror.provisioner.v1.Provisioner.MoveReplica:output_type -> nvmirror.provisioner.v1.ReplaceReplicaResponse
-	36, // 72: nvmirror.provisioner.v1.Provisioner.CordonStorageNode:output_type -> nvmirror.provisioner.v1.StorageNode
-	25, // 73: nvmirror.provisioner.v1.Provisioner.DrainStorageNode:output_type -> nvmirror.provisioner.v1.DrainStatus
-	7,  // 74: nvmirror.provisioner.v1.Provisioner.DeleteReplica:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	7,  // 75: nvmirror.provisioner.v1.Provisioner.ReportReplicaSync:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	7,  // 76: nvmirror.provisioner.v1.Provisioner.PromoteReplicas:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	33, // 77: nvmirror.provisioner.v1.Provisioner.ReportEvents:output_type -> nvmirror.provisioner.v1.ReportEventsResponse
-	35, // 78: nvmirror.provisioner.v1.Provisioner.ListEvents:output_type -> nvmirror.provisioner.v1.ListEventsResponse
-	44, // 79: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:output_type -> nvmirror.provisioner.v1.ListStorageNodesResponse
-	39, // 80: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:output_type -> nvmirror.provisioner.v1.GetHostCredentialsResponse
-	42, // 81: nvmirror.provisioner.v1.Provisioner.RotateCredentials:output_type -> nvmirror.provisioner.v1.RotateCredentialsResponse
-	60, // [60:82] is the sub-list for method output_type
-	38, // [38:60] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	57, // 38: nvmirror.provisioner.v1.Orphan.first_seen:type_name -> google.protobuf.Timestamp
+	57, // 39: nvmirror.provisioner.v1.Orphan.reclaim_after:type_name -> google.protobuf.Timestamp
+	46, // 40: nvmirror.provisioner.v1.ListOrphansResponse.orphans:type_name -> nvmirror.provisioner.v1.Orphan
+	57, // 41: nvmirror.provisioner.v1.ListOrphansResponse.scanned_at:type_name -> google.protobuf.Timestamp
+	46, // 42: nvmirror.provisioner.v1.ReclaimOrphanResponse.orphan:type_name -> nvmirror.provisioner.v1.Orphan
+	8,  // 43: nvmirror.provisioner.v1.Provisioner.CreateVolume:input_type -> nvmirror.provisioner.v1.CreateVolumeRequest
+	9,  // 44: nvmirror.provisioner.v1.Provisioner.DeleteVolume:input_type -> nvmirror.provisioner.v1.DeleteVolumeRequest
+	11, // 45: nvmirror.provisioner.v1.Provisioner.GetVolume:input_type -> nvmirror.provisioner.v1.GetVolumeRequest
+	12, // 46: nvmirror.provisioner.v1.Provisioner.ListVolumes:input_type -> nvmirror.provisioner.v1.ListVolumesRequest
+	14, // 47: nvmirror.provisioner.v1.Provisioner.PublishVolume:input_type -> nvmirror.provisioner.v1.PublishVolumeRequest
+	15, // 48: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:input_type -> nvmirror.provisioner.v1.UnpublishVolumeRequest
+	17, // 49: nvmirror.provisioner.v1.Provisioner.ExpandVolume:input_type -> nvmirror.provisioner.v1.ExpandVolumeRequest
+	18, // 50: nvmirror.provisioner.v1.Provisioner.ModifyVolume:input_type -> nvmirror.provisioner.v1.ModifyVolumeRequest
+	19, // 51: nvmirror.provisioner.v1.Provisioner.GetCapacity:input_type -> nvmirror.provisioner.v1.GetCapacityRequest
+	21, // 52: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:input_type -> nvmirror.provisioner.v1.ReplaceReplicaRequest
+	27, // 53: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:input_type -> nvmirror.provisioner.v1.MarkReplicaRemovedRequest
+	23, // 54: nvmirror.provisioner.v1.Provisioner.MoveReplica:input_type -> nvmirror.provisioner.v1.MoveReplicaRequest
+	26, // 55: nvmirror.provisioner.v1.Provisioner.CordonStorageNode:input_type -> nvmirror.provisioner.v1.CordonStorageNodeRequest
+	24, // 56: nvmirror.provisioner.v1.Provisioner.DrainStorageNode:input_type -> nvmirror.provisioner.v1.DrainStorageNodeRequest
+	28, // 57: nvmirror.provisioner.v1.Provisioner.DeleteReplica:input_type -> nvmirror.provisioner.v1.DeleteReplicaRequest
+	29, // 58: nvmirror.provisioner.v1.Provisioner.ReportReplicaSync:input_type -> nvmirror.provisioner.v1.ReportReplicaSyncRequest
+	30, // 59: nvmirror.provisioner.v1.Provisioner.PromoteReplicas:input_type -> nvmirror.provisioner.v1.PromoteReplicasRequest
+	32, // 60: nvmirror.provisioner.v1.Provisioner.ReportEvents:input_type -> nvmirror.provisioner.v1.ReportEventsRequest
+	34, // 61: nvmirror.provisioner.v1.Provisioner.ListEvents:input_type -> nvmirror.provisioner.v1.ListEventsRequest
+	43, // 62: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:input_type -> nvmirror.provisioner.v1.ListStorageNodesRequest
+	37, // 63: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:input_type -> nvmirror.provisioner.v1.GetHostCredentialsRequest
+	40, // 64: nvmirror.provisioner.v1.Provisioner.RotateCredentials:input_type -> nvmirror.provisioner.v1.RotateCredentialsRequest
+	45, // 65: nvmirror.provisioner.v1.Provisioner.ListOrphans:input_type -> nvmirror.provisioner.v1.ListOrphansRequest
+	48, // 66: nvmirror.provisioner.v1.Provisioner.ReclaimOrphan:input_type -> nvmirror.provisioner.v1.ReclaimOrphanRequest
+	7,  // 67: nvmirror.provisioner.v1.Provisioner.CreateVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	10, // 68: nvmirror.provisioner.v1.Provisioner.DeleteVolume:output_type -> nvmirror.provisioner.v1.DeleteVolumeResponse
+	7,  // 69: nvmirror.provisioner.v1.Provisioner.GetVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	13, // 70: nvmirror.provisioner.v1.Provisioner.ListVolumes:output_type -> nvmirror.provisioner.v1.ListVolumesResponse
+	7,  // 71: nvmirror.provisioner.v1.Provisioner.PublishVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	16, // 72: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:output_type -> nvmirror.provisioner.v1.UnpublishVolumeResponse
+	7,  // 73: nvmirror.provisioner.v1.Provisioner.ExpandVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	7,  // 74: nvmirror.provisioner.v1.Provisioner.ModifyVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	20, // 75: nvmirror.provisioner.v1.Provisioner.GetCapacity:output_type -> nvmirror.provisioner.v1.GetCapacityResponse
+	22, // 76: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:output_type -> nvmirror.provisioner.v1.ReplaceReplicaResponse
+	7,  // 77: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	22, // 78: nvmirror.provisioner.v1.Provisioner.MoveReplica:output_type -> nvmirror.provisioner.v1.ReplaceReplicaResponse
+	36, // 79: nvmirror.provisioner.v1.Provisioner.CordonStorageNode:output_type -> nvmirror.provisioner.v1.StorageNode
+	25, // 80: nvmirror.provisioner.v1.Provisioner.DrainStorageNode:output_type -> nvmirror.provisioner.v1.DrainStatus
+	7,  // 81: nvmirror.provisioner.v1.Provisioner.DeleteReplica:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	7,  // 82: nvmirror.provisioner.v1.Provisioner.ReportReplicaSync:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	7,  // 83: nvmirror.provisioner.v1.Provisioner.PromoteReplicas:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	33, // 84: nvmirror.provisioner.v1.Provisioner.ReportEvents:output_type -> nvmirror.provisioner.v1.ReportEventsResponse
+	35, // 85: nvmirror.provisioner.v1.Provisioner.ListEvents:output_type -> nvmirror.provisioner.v1.ListEventsResponse
+	44, // 86: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:output_type -> nvmirror.provisioner.v1.ListStorageNodesResponse
+	39, // 87: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:output_type -> nvmirror.provisioner.v1.GetHostCredentialsResponse
+	42, // 88: nvmirror.provisioner.v1.Provisioner.RotateCredentials:output_type -> nvmirror.provisioner.v1.RotateCredentialsResponse
+	47, // 89: nvmirror.provisioner.v1.Provisioner.ListOrphans:output_type -> nvmirror.provisioner.v1.ListOrphansResponse
+	49, // 90: nvmirror.provisioner.v1.Provisioner.ReclaimOrphan:output_type -> nvmirror.provisioner.v1.ReclaimOrphanResponse
+	67, // [67:91] is the sub-list for method output_type
+	43, // [43:67] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_provisioner_v1_provisioner_proto_init() }
@@ -3390,7 +3725,7 @@ func file_provisioner_v1_provisioner_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_provisioner_v1_provisioner_proto_rawDesc), len(file_provisioner_v1_provisioner_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   50,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

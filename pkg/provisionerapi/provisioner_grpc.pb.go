@@ -68,6 +68,8 @@ const (
 	Provisioner_ListStorageNodes_FullMethodName   = "/nvmirror.provisioner.v1.Provisioner/ListStorageNodes"
 	Provisioner_GetHostCredentials_FullMethodName = "/nvmirror.provisioner.v1.Provisioner/GetHostCredentials"
 	Provisioner_RotateCredentials_FullMethodName  = "/nvmirror.provisioner.v1.Provisioner/RotateCredentials"
+	Provisioner_ListOrphans_FullMethodName        = "/nvmirror.provisioner.v1.Provisioner/ListOrphans"
+	Provisioner_ReclaimOrphan_FullMethodName      = "/nvmirror.provisioner.v1.Provisioner/ReclaimOrphan"
 )
 
 // ProvisionerClient is the client API for Provisioner service.
@@ -174,6 +176,19 @@ type ProvisionerClient interface {
 	// pending secrets (no new ones), so a retry completes it. The volume must
 	// be published and use authentication (FailedPrecondition otherwise).
 	RotateCredentials(ctx context.Context, in *RotateCredentialsRequest, opts ...grpc.CallOption) (*RotateCredentialsResponse, error)
+	// ListOrphans returns the replicas the storage nodes hold that no volume
+	// owns, as the leader's last orphan scan found them (docs/provisioner.md,
+	// "Orphans and interrupted creates"). Unavailable on a follower.
+	ListOrphans(ctx context.Context, in *ListOrphansRequest, opts ...grpc.CallOption) (*ListOrphansResponse, error)
+	// ReclaimOrphan deletes one orphan of the last scan from its storage node
+	// at an administrator's command: a released one (before its grace) or an
+	// unknown one (which may hold a volume created after a restored
+	// registry's backup: the administrator decides). A conflicting one, or
+	// one a volume owns now, is FailedPrecondition; the replica is checked
+	// against the registry and its agent again before it is deleted. A
+	// replica the last scan did not find is NotFound; a retry of a reclaim
+	// that succeeded succeeds. Aborted while a scan or another reclaim runs.
+	ReclaimOrphan(ctx context.Context, in *ReclaimOrphanRequest, opts ...grpc.CallOption) (*ReclaimOrphanResponse, error)
 }
 
 type provisionerClient struct {
@@ -404,6 +419,26 @@ func (c *provisionerClient) RotateCredentials(ctx context.Context, in *RotateCre
 	return out, nil
 }
 
+func (c *provisionerClient) ListOrphans(ctx context.Context, in *ListOrphansRequest, opts ...grpc.CallOption) (*ListOrphansResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListOrphansResponse)
+	err := c.cc.Invoke(ctx, Provisioner_ListOrphans_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *provisionerClient) ReclaimOrphan(ctx context.Context, in *ReclaimOrphanRequest, opts ...grpc.CallOption) (*ReclaimOrphanResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReclaimOrphanResponse)
+	err := c.cc.Invoke(ctx, Provisioner_ReclaimOrphan_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ProvisionerServer is the server API for Provisioner service.
 // All implementations must embed UnimplementedProvisionerServer
 // for forward compatibility.
@@ -508,6 +543,19 @@ type ProvisionerServer interface {
 	// pending secrets (no new ones), so a retry completes it. The volume must
 	// be published and use authentication (FailedPrecondition otherwise).
 	RotateCredentials(context.Context, *RotateCredentialsRequest) (*RotateCredentialsResponse, error)
+	// ListOrphans returns the replicas the storage nodes hold that no volume
+	// owns, as the leader's last orphan scan found them (docs/provisioner.md,
+	// "Orphans and interrupted creates"). Unavailable on a follower.
+	ListOrphans(context.Context, *ListOrphansRequest) (*ListOrphansResponse, error)
+	// ReclaimOrphan deletes one orphan of the last scan from its storage node
+	// at an administrator's command: a released one (before its grace) or an
+	// unknown one (which may hold a volume created after a restored
+	// registry's backup: the administrator decides). A conflicting one, or
+	// one a volume owns now, is FailedPrecondition; the replica is checked
+	// against the registry and its agent again before it is deleted. A
+	// replica the last scan did not find is NotFound; a retry of a reclaim
+	// that succeeded succeeds. Aborted while a scan or another reclaim runs.
+	ReclaimOrphan(context.Context, *ReclaimOrphanRequest) (*ReclaimOrphanResponse, error)
 	mustEmbedUnimplementedProvisionerServer()
 }
 
@@ -583,6 +631,12 @@ func (UnimplementedProvisionerServer) GetHostCredentials(context.Context, *GetHo
 }
 func (UnimplementedProvisionerServer) RotateCredentials(context.Context, *RotateCredentialsRequest) (*RotateCredentialsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RotateCredentials not implemented")
+}
+func (UnimplementedProvisionerServer) ListOrphans(context.Context, *ListOrphansRequest) (*ListOrphansResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListOrphans not implemented")
+}
+func (UnimplementedProvisionerServer) ReclaimOrphan(context.Context, *ReclaimOrphanRequest) (*ReclaimOrphanResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReclaimOrphan not implemented")
 }
 func (UnimplementedProvisionerServer) mustEmbedUnimplementedProvisionerServer() {}
 func (UnimplementedProvisionerServer) testEmbeddedByValue()                     {}
@@ -1001,6 +1055,42 @@ func _Provisioner_RotateCredentials_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Provisioner_ListOrphans_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListOrphansRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProvisionerServer).ListOrphans(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Provisioner_ListOrphans_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProvisionerServer).ListOrphans(ctx, req.(*ListOrphansRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Provisioner_ReclaimOrphan_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReclaimOrphanRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProvisionerServer).ReclaimOrphan(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Provisioner_ReclaimOrphan_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProvisionerServer).ReclaimOrphan(ctx, req.(*ReclaimOrphanRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Provisioner_ServiceDesc is the grpc.ServiceDesc for Provisioner service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1095,6 +1185,14 @@ var Provisioner_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RotateCredentials",
 			Handler:    _Provisioner_RotateCredentials_Handler,
+		},
+		{
+			MethodName: "ListOrphans",
+			Handler:    _Provisioner_ListOrphans_Handler,
+		},
+		{
+			MethodName: "ReclaimOrphan",
+			Handler:    _Provisioner_ReclaimOrphan_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -49,7 +49,8 @@ func TestMetricsDocMatchesCode(t *testing.T) {
 	d := &describer{}
 	healer.NewMetrics(d)
 	provisioner.NewMetrics(d)
-	d.MustRegister(provisioner.NewRegistryCollector(nil, nil, 0), provisioner.NewForwarderCollector(func() events.ForwarderStats { return events.ForwarderStats{} }))
+	d.MustRegister(provisioner.NewRegistryCollector(nil, nil, 0), provisioner.NewForwarderCollector(func() events.ForwarderStats { return events.ForwarderStats{} }),
+		provisioner.NewOrphanCollector(func() provisioner.OrphanStats { return provisioner.OrphanStats{} }))
 	exported := map[string]bool{}
 	for _, n := range d.names() {
 		exported[n] = true

@@ -84,6 +84,30 @@ func (c *Client) DeleteReplica(ctx context.Context, id string) error {
 	return mapErr(err)
 }
 
+func (c *Client) ListReplicas(ctx context.Context) ([]provisioner.HeldReplica, error) {
+	resp, err := c.c.ListReplicas(ctx, &agentapi.ListReplicasRequest{})
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	out := make([]provisioner.HeldReplica, 0, len(resp.GetReplicas()))
+	for _, r := range resp.GetReplicas() {
+		out = append(out, heldReplica(r))
+	}
+	return out, nil
+}
+
+func (c *Client) GetReplica(ctx context.Context, id string) (provisioner.HeldReplica, error) {
+	resp, err := c.c.GetReplica(ctx, &agentapi.GetReplicaRequest{ReplicaId: id})
+	if err != nil {
+		return provisioner.HeldReplica{}, mapErr(err)
+	}
+	return heldReplica(resp.GetReplica()), nil
+}
+
+func heldReplica(r *agentapi.Replica) provisioner.HeldReplica {
+	return provisioner.HeldReplica{ID: r.GetReplicaId(), VolumeID: r.GetVolumeId(), SizeBytes: r.GetSizeBytes()}
+}
+
 func (c *Client) ExpandReplica(ctx context.Context, id string, size int64) error {
 	_, err := c.c.ExpandReplica(ctx, &agentapi.ExpandReplicaRequest{ReplicaId: id, SizeBytes: size})
 	return mapErr(err)

@@ -53,6 +53,20 @@ func (a *agent) NodeInfo(context.Context, *agentapi.NodeInfoRequest) (*agentapi.
 	return &agentapi.NodeInfoResponse{NodeName: "sn-1", Zone: "z1", Rack: "r1"}, nil
 }
 
+func (a *agent) ListReplicas(context.Context, *agentapi.ListReplicasRequest) (*agentapi.ListReplicasResponse, error) {
+	return &agentapi.ListReplicasResponse{Replicas: []*agentapi.Replica{
+		{ReplicaId: "rep-1", VolumeId: "vol-1", SizeBytes: 1 << 30},
+		{ReplicaId: "rep-2", VolumeId: "vol-2", SizeBytes: 2 << 30},
+	}}, nil
+}
+
+func (a *agent) GetReplica(ctx context.Context, r *agentapi.GetReplicaRequest) (*agentapi.GetReplicaResponse, error) {
+	if r.GetReplicaId() != "rep-1" {
+		return nil, status.Errorf(codes.NotFound, "replica %s not found", r.GetReplicaId())
+	}
+	return &agentapi.GetReplicaResponse{Replica: &agentapi.Replica{ReplicaId: "rep-1", VolumeId: "vol-1", SizeBytes: 1 << 30}}, nil
+}
+
 func serve(t *testing.T, a *agent) (addr string, clientTLS *tls.Config, stop func()) {
 	t.Helper()
 	cert := rpcauthtest.NewCert(t)
@@ -123,6 +137,17 @@ func TestClientOverTLSWithToken(t *testing.T) {
 	info, err := c.NodeInfo(ctx)
 	if err != nil || info != (provisioner.NodeInfo{Name: "sn-1", Zone: "z1", Rack: "r1"}) {
 		t.Errorf("NodeInfo = %+v, %v", info, err)
+	}
+
+	held, err := c.ListReplicas(ctx)
+	if err != nil || len(held) != 2 || held[1] != (provisioner.HeldReplica{ID: "rep-2", VolumeID: "vol-2", SizeBytes: 2 << 30}) {
+		t.Errorf("ListReplicas = %+v, %v", held, err)
+	}
+	if h, err := c.GetReplica(ctx, "rep-1"); err != nil || h != (provisioner.HeldReplica{ID: "rep-1", VolumeID: "vol-1", SizeBytes: 1 << 30}) {
+		t.Errorf("GetReplica = %+v, %v", h, err)
+	}
+	if _, err := c.GetReplica(ctx, "rep-9"); !errors.Is(err, provisioner.ErrNotFound) {
+		t.Errorf("GetReplica of a replica the agent does not hold: %v, want ErrNotFound", err)
 	}
 
 	// A wrong token is refused by the agent.

@@ -48,7 +48,10 @@ type Node struct {
 	// DeleteHook, when set, runs before DeleteReplica (outside the lock),
 	// like CreateHook.
 	DeleteHook func(replicaID string) error
-	Creates    int // CreateReplica calls that created something
+	// ListHook, when set, runs before ListReplicas and GetReplica (outside
+	// the lock), like CreateHook.
+	ListHook func() error
+	Creates  int // CreateReplica calls that created something
 	// RepairHostNQN is reported by NodeInfo ("" = no offline repair);
 	// AddNode sets RepairNQNPrefix + id.
 	RepairHostNQN string
@@ -100,6 +103,13 @@ func (c *Cluster) SetDeleteHook(id string, hook func(replicaID string) error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.nodes[id].DeleteHook = hook
+}
+
+// SetListHook installs a ListReplicas/GetReplica hook on a node.
+func (c *Cluster) SetListHook(id string, hook func() error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nodes[id].ListHook = hook
 }
 
 // Replica returns a copy of a replica held by node, or nil.
@@ -232,6 +242,46 @@ func (a *client) DeleteReplica(ctx context.Context, id string) error {
 	}
 	delete(n.Replicas, id)
 	return nil
+}
+
+// listed runs the node's ListHook, then returns the node locked like node.
+func (a *client) listed() (*Node, func(), error) {
+	a.c.mu.Lock()
+	hook := a.c.nodes[a.id].ListHook
+	a.c.mu.Unlock()
+	if hook != nil {
+		if err := hook(); err != nil {
+			return nil, nil, err
+		}
+	}
+	return a.node()
+}
+
+func (a *client) ListReplicas(ctx context.Context) ([]provisioner.HeldReplica, error) {
+	n, unlock, err := a.listed()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	out := make([]provisioner.HeldReplica, 0, len(n.Replicas))
+	for _, r := range n.Replicas {
+		out = append(out, provisioner.HeldReplica{ID: r.ID, VolumeID: r.VolumeID, SizeBytes: r.SizeBytes})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+func (a *client) GetReplica(ctx context.Context, id string) (provisioner.HeldReplica, error) {
+	n, unlock, err := a.listed()
+	if err != nil {
+		return provisioner.HeldReplica{}, err
+	}
+	defer unlock()
+	r, ok := n.Replicas[id]
+	if !ok {
+		return provisioner.HeldReplica{}, fmt.Errorf("replica %s: %w", id, provisioner.ErrNotFound)
+	}
+	return provisioner.HeldReplica{ID: r.ID, VolumeID: r.VolumeID, SizeBytes: r.SizeBytes}, nil
 }
 
 func (a *client) ExpandReplica(ctx context.Context, id string, size int64) error {

@@ -211,6 +211,35 @@ func (v *Volume) Replica(id string) *Replica {
 	return nil
 }
 
+// Tombstone is what the registry keeps of a volume it deleted: the volume's
+// ID and every replica it ever recorded, with their storage nodes. It is
+// the registry's proof that it once owned those replicas and let go of
+// them, so a copy an agent still (or again) holds, e.g. created by a call
+// that landed after the volume's deletion, may be reclaimed without an
+// administrator; a replica the registry has no such proof for (a registry
+// restored from a backup older than the volume) is only reported.
+type Tombstone struct {
+	VolumeID  string             `json:"volumeID"`
+	Name      string             `json:"name"`
+	Replicas  []TombstoneReplica `json:"replicas"`
+	DeletedAt time.Time          `json:"deletedAt"`
+}
+
+// TombstoneReplica is one replica of a deleted volume.
+type TombstoneReplica struct {
+	ID          string `json:"id"`
+	StorageNode string `json:"storageNode"`
+}
+
+// TombstoneOf returns the tombstone of v, deleted at t.
+func TombstoneOf(v *Volume, t time.Time) *Tombstone {
+	out := &Tombstone{VolumeID: v.ID, Name: v.Name, DeletedAt: t.UTC()}
+	for _, r := range v.Replicas {
+		out.Replicas = append(out.Replicas, TombstoneReplica{ID: r.ID, StorageNode: r.StorageNode})
+	}
+	return out
+}
+
 // StorageNode is a registered target agent.
 type StorageNode struct {
 	ID       string            `json:"id"`
@@ -300,9 +329,15 @@ type Store interface {
 	// and is returned as is. The volume's ID and Name are immutable.
 	// Returns the stored record.
 	UpdateVolume(ctx context.Context, id string, fn func(*Volume) error) (*Volume, error)
-	// DeleteVolume removes the record (and frees its name); ErrNotFound if
-	// absent.
+	// DeleteVolume removes the record (and frees its name) and, in the
+	// same transaction, records its Tombstone (TombstoneOf, at the time of
+	// the deletion); ErrNotFound if absent.
 	DeleteVolume(ctx context.Context, id string) error
+	// ListTombstones returns the tombstones of deleted volumes, ordered by
+	// volume ID.
+	ListTombstones(ctx context.Context) ([]*Tombstone, error)
+	// DeleteTombstone forgets a tombstone (expiry); ErrNotFound if absent.
+	DeleteTombstone(ctx context.Context, volumeID string) error
 
 	// PutStorageNode creates or replaces a storage node record.
 	PutStorageNode(ctx context.Context, n *StorageNode) error

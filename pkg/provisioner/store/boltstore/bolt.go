@@ -34,7 +34,9 @@ var (
 	// bucketHostCredentials: host NQN → HostCredentials JSON (secrets: the
 	// database file must be readable by the provisioner only).
 	bucketHostCredentials = []byte("host-credentials")
-	keyEventSeq           = []byte("event-seq")
+	// bucketTombstones: volume id → Tombstone JSON of a deleted volume.
+	bucketTombstones = []byte("tombstones")
+	keyEventSeq      = []byte("event-seq")
 )
 
 // Options configure Open.
@@ -72,7 +74,7 @@ func Open(path string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("open registry %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketVolumes, bucketNames, bucketNodes, bucketEvents, bucketEventIDs, bucketMeta, bucketHostCredentials} {
+		for _, b := range [][]byte{bucketVolumes, bucketNames, bucketNodes, bucketEvents, bucketEventIDs, bucketMeta, bucketHostCredentials, bucketTombstones} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -289,7 +291,39 @@ func (s *Store) DeleteVolume(ctx context.Context, id string) error {
 		if err := tx.Bucket(bucketNames).Delete([]byte(v.Name)); err != nil {
 			return err
 		}
+		b, err := json.Marshal(store.TombstoneOf(v, time.Now()))
+		if err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketTombstones).Put([]byte(id), b); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketVolumes).Delete([]byte(id))
+	})
+}
+
+func (s *Store) ListTombstones(ctx context.Context) ([]*store.Tombstone, error) {
+	var out []*store.Tombstone
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketTombstones).ForEach(func(k, b []byte) error {
+			var t store.Tombstone
+			if err := json.Unmarshal(b, &t); err != nil {
+				return fmt.Errorf("decode tombstone %s: %w", k, err)
+			}
+			out = append(out, &t)
+			return nil
+		})
+	})
+	return out, err
+}
+
+func (s *Store) DeleteTombstone(ctx context.Context, volumeID string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTombstones)
+		if b.Get([]byte(volumeID)) == nil {
+			return fmt.Errorf("tombstone of volume %s: %w", volumeID, store.ErrNotFound)
+		}
+		return b.Delete([]byte(volumeID))
 	})
 }
 

@@ -13,6 +13,7 @@
 //	volumes/<id>          Volume JSON
 //	volume-names/<name>   volume id (the name index, updated in the same txn)
 //	storage-nodes/<id>    StorageNode JSON
+//	tombstones/<id>       Tombstone JSON of a deleted volume (written in its delete txn)
 //	events/<seq, 20 digits> Event JSON (ordered by key)
 //	event-ids/<id>        seq of the event with that reporter ID (dedupe)
 //	meta/event-seq        last event sequence number
@@ -127,6 +128,7 @@ func (s *Store) Close() error {
 func (s *Store) volKey(id string) string     { return s.prefix + "volumes/" + id }
 func (s *Store) nameKey(name string) string  { return s.prefix + "volume-names/" + name }
 func (s *Store) nodeKey(id string) string    { return s.prefix + "storage-nodes/" + id }
+func (s *Store) tombKey(id string) string    { return s.prefix + "tombstones/" + id }
 func (s *Store) eventKey(seq uint64) string  { return fmt.Sprintf("%sevents/%020d", s.prefix, seq) }
 func (s *Store) seqKey() string              { return s.prefix + "meta/event-seq" }
 func (s *Store) eventIDKey(id string) string { return s.prefix + "event-ids/" + id }
@@ -372,9 +374,13 @@ func (s *Store) DeleteVolume(ctx context.Context, id string) error {
 			return err
 		}
 		vk := s.volKey(id)
+		tomb, err := json.Marshal(store.TombstoneOf(v, time.Now()))
+		if err != nil {
+			return err
+		}
 		resp, err := s.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(vk), "=", rev)).
-			Then(clientv3.OpDelete(vk), clientv3.OpDelete(s.nameKey(v.Name))).
+			Then(clientv3.OpDelete(vk), clientv3.OpDelete(s.nameKey(v.Name)), clientv3.OpPut(s.tombKey(id), string(tomb))).
 			Commit()
 		if err != nil {
 			return fmt.Errorf("delete volume %s: %w", id, err)
@@ -384,6 +390,31 @@ func (s *Store) DeleteVolume(ctx context.Context, id string) error {
 		}
 	}
 	return fmt.Errorf("delete volume %s: %w", id, store.ErrConflict)
+}
+
+func (s *Store) ListTombstones(ctx context.Context) ([]*store.Tombstone, error) {
+	var out []*store.Tombstone
+	p := s.prefix + "tombstones/"
+	err := s.scan(ctx, p, p, func(k, b []byte) error {
+		var t store.Tombstone
+		if err := json.Unmarshal(b, &t); err != nil {
+			return fmt.Errorf("decode %s: %w", k, err)
+		}
+		out = append(out, &t)
+		return nil
+	})
+	return out, err
+}
+
+func (s *Store) DeleteTombstone(ctx context.Context, volumeID string) error {
+	resp, err := s.cli.Delete(ctx, s.tombKey(volumeID))
+	if err != nil {
+		return fmt.Errorf("delete tombstone of volume %s: %w", volumeID, err)
+	}
+	if resp.Deleted == 0 {
+		return fmt.Errorf("tombstone of volume %s: %w", volumeID, store.ErrNotFound)
+	}
+	return nil
 }
 
 func (s *Store) PutStorageNode(ctx context.Context, n *store.StorageNode) error {

@@ -39,6 +39,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"ConcurrentUpdatesLoseNothing", testConcurrentUpdates},
 		{"ConcurrentCreateSameName", testConcurrentCreateSameName},
 		{"DeleteFreesName", testDelete},
+		{"DeleteLeavesTombstone", testTombstones},
 		{"StorageNodes", testStorageNodes},
 		{"Events", testEvents},
 		{"EventRetention", testEventRetention},
@@ -390,6 +391,47 @@ func testDelete(t *testing.T, s store.Store) {
 	}
 	if got, err := s.GetVolumeByName(c, "pvc-1"); err != nil || got.ID != "v2" {
 		t.Errorf("GetVolumeByName after re-create = %v, %v", got, err)
+	}
+}
+
+func testTombstones(t *testing.T, s store.Store) {
+	c := ctx(t)
+	if ts, err := s.ListTombstones(c); err != nil || len(ts) != 0 {
+		t.Fatalf("ListTombstones of an empty store = %v, %v", ts, err)
+	}
+	for _, id := range []string{"v2", "v1", "v3"} {
+		v := NewVolume(id, "pvc-"+id)
+		v.Replicas[1].State = store.ReplicaRemoved
+		if err := s.CreateVolume(c, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := time.Now().Add(-time.Second)
+	for _, id := range []string{"v2", "v1"} {
+		if err := s.DeleteVolume(c, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ts, err := s.ListTombstones(c)
+	if err != nil || len(ts) != 2 || ts[0].VolumeID != "v1" || ts[1].VolumeID != "v2" {
+		t.Fatalf("ListTombstones = %v, %v; want v1, v2 (v3 is not deleted)", ts, err)
+	}
+	got := ts[0]
+	want := []store.TombstoneReplica{{ID: "v1-r0", StorageNode: "sn-0"}, {ID: "v1-r1", StorageNode: "sn-1"}}
+	if got.Name != "pvc-v1" || !reflect.DeepEqual(got.Replicas, want) {
+		t.Errorf("tombstone = %+v; want name pvc-v1 and replicas %v (removed ones too)", got, want)
+	}
+	if got.DeletedAt.Before(before) || got.DeletedAt.After(time.Now().Add(time.Second)) {
+		t.Errorf("DeletedAt = %v, not the time of the deletion", got.DeletedAt)
+	}
+	if err := s.DeleteTombstone(c, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteTombstone(c, "v1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("second DeleteTombstone: %v, want ErrNotFound", err)
+	}
+	if ts, _ := s.ListTombstones(c); len(ts) != 1 || ts[0].VolumeID != "v2" {
+		t.Errorf("after DeleteTombstone(v1): %v", ts)
 	}
 }
 
