@@ -26,8 +26,8 @@ import (
 	"fmt"
 	"os"
 
-	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"helm.sh/helm/v4/pkg/chart/common"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
 )
 
 // valueFiles is the repeatable -f flag.

@@ -150,7 +150,7 @@ func TestHelmChartValues(t *testing.T) {
 		"storageNodes": []any{
 			map[string]any{"name": "sn-1", "address": "10.0.0.11:9400"},
 			map[string]any{"name": "sn-2", "address": "10.0.0.12:9400"}},
-		"racks":  []any{map[string]any{"name": "rack-a", "zone": "zone-1"}, map[string]any{"name": "rack-b"}},
+		"racks": []any{map[string]any{"name": "rack-a", "zone": "zone-1"}, map[string]any{"name": "rack-b"}},
 		// Maps merge with the chart's defaults, as always with Helm: null
 		// drops a default key.
 		"target": map[string]any{"nodeSelector": map[string]any{"node-role.example.com/storage": "yes", "nvmirror.io/storage-node": nil}},
