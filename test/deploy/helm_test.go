@@ -140,32 +140,7 @@ func diffValues(a, b any, path string) []string {
 // the default, and checks each lands where it should; every nvmirror
 // container's command line still parses in its binary.
 func TestHelmChartValues(t *testing.T) {
-	rel := helmchart.Release{Name: "nvm", Namespace: "storage-system"}
-	site := map[string]any{
-		"image":     map[string]any{"repository": "registry.example.com/nvmirror", "tag": "v9.9.9"},
-		"namespace": map[string]any{"create": false},
-		"credentials": map[string]any{
-			"caSecret": "site-ca", "provisionerTLSSecret": "site-provisioner-tls", "targetTLSSecret": "site-target-tls",
-			"apiTokenSecret": "site-api-token", "agentTokenSecret": "site-agent-token"},
-		"storageNodes": []any{
-			map[string]any{"name": "sn-1", "address": "10.0.0.11:9400"},
-			map[string]any{"name": "sn-2", "address": "10.0.0.12:9400"}},
-		"racks": []any{map[string]any{"name": "rack-a", "zone": "zone-1"}, map[string]any{"name": "rack-b"}},
-		// Maps merge with the chart's defaults, as always with Helm: null
-		// drops a default key.
-		"target": map[string]any{"nodeSelector": map[string]any{"node-role.example.com/storage": "yes", "nvmirror.io/storage-node": nil}},
-		"node": map[string]any{
-			"healer": map[string]any{"healInterval": "10s", "maxConcurrentReplacements": 1, "ctrlLossTmo": 600,
-				"maxRebuildBandwidth": 1000000},
-			"resources": map[string]any{"requests": map[string]any{"cpu": "100m", "memory": "128Mi"}}},
-		"controller": map[string]any{"replicas": 3},
-		"provisioner": map[string]any{
-			"store": "etcd",
-			"etcd": map[string]any{"endpoints": []any{"https://etcd-1.example:2379", "https://etcd-2.example:2379"},
-				"clientSecret": "site-etcd-client"},
-			"syslog":    map[string]any{"address": "syslog.example:6514", "transport": "tls"},
-			"extraArgs": []any{"--event-retention=5000"}},
-	}
+	rel, site := helmchart.ExampleSite.Release, helmchart.ExampleSite.Values
 	docs, notes := helmRender(t, rel, site)
 	objs := objects(docs)
 

@@ -30,6 +30,41 @@ type Release struct {
 // DefaultRelease is how docs/install.md installs the chart.
 var DefaultRelease = Release{Name: "nvmirror", Namespace: "nvmirror"}
 
+// ExampleSite is a site's release with every kind of value set, none to its
+// default: test/deploy checks each lands where it should, test/k8s sends
+// the render to a real API server.
+var ExampleSite = struct {
+	Release Release
+	Values  map[string]any
+}{
+	Release: Release{Name: "nvm", Namespace: "storage-system"},
+	Values: map[string]any{
+		"image":     map[string]any{"repository": "registry.example.com/nvmirror", "tag": "v9.9.9"},
+		"namespace": map[string]any{"create": false},
+		"credentials": map[string]any{
+			"caSecret": "site-ca", "provisionerTLSSecret": "site-provisioner-tls", "targetTLSSecret": "site-target-tls",
+			"apiTokenSecret": "site-api-token", "agentTokenSecret": "site-agent-token"},
+		"storageNodes": []any{
+			map[string]any{"name": "sn-1", "address": "10.0.0.11:9400"},
+			map[string]any{"name": "sn-2", "address": "10.0.0.12:9400"}},
+		"racks": []any{map[string]any{"name": "rack-a", "zone": "zone-1"}, map[string]any{"name": "rack-b"}},
+		// Maps merge with the chart's defaults, as always with Helm: null
+		// drops a default key.
+		"target": map[string]any{"nodeSelector": map[string]any{"node-role.example.com/storage": "yes", "nvmirror.io/storage-node": nil}},
+		"node": map[string]any{
+			"healer": map[string]any{"healInterval": "10s", "maxConcurrentReplacements": 1, "ctrlLossTmo": 600,
+				"maxRebuildBandwidth": 1000000},
+			"resources": map[string]any{"requests": map[string]any{"cpu": "100m", "memory": "128Mi"}}},
+		"controller": map[string]any{"replicas": 3},
+		"provisioner": map[string]any{
+			"store": "etcd",
+			"etcd": map[string]any{"endpoints": []any{"https://etcd-1.example:2379", "https://etcd-2.example:2379"},
+				"clientSecret": "site-etcd-client"},
+			"syslog":    map[string]any{"address": "syslog.example:6514", "transport": "tls"},
+			"extraArgs": []any{"--event-retention=5000"}},
+	},
+}
+
 // Rendered is the chart rendered for a release: hack/helm-render's -json
 // output.
 type Rendered struct {
