@@ -2,10 +2,15 @@ package deploy_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/nvmirror/nvmirror/test/deploy/helmchart"
 )
@@ -305,5 +310,65 @@ func TestHelmChartSchemaRejects(t *testing.T) {
 		if !strings.Contains(err.Error(), "schema") || !strings.Contains(err.Error(), tc.names) {
 			t.Errorf("values %v: the error does not name %s as the schema's: %v", tc.values, tc.names, err)
 		}
+	}
+}
+
+var createdSecret = regexp.MustCompile(`kubectl -n nvmirror create secret (?:generic|tls) (\S+)`)
+
+// TestInstallDocHelmValues follows docs/install.md's Helm path: the values
+// it shows render; the chart then makes no Secret and no namespace of its
+// own; every Secret pods mount is one the doc's kubectl commands make; the
+// storage nodes and the image are the site's; the notes say nothing is
+// missing; every nvmirror flag parses.
+func TestInstallDocHelmValues(t *testing.T) {
+	var values map[string]any
+	if err := yaml.Unmarshal([]byte(installDocBlock(t, "site-values")), &values); err != nil {
+		t.Fatalf("docs/install.md's values: %v", err)
+	}
+	docs, notes := helmRender(t, helmchart.DefaultRelease, values)
+	doc, err := os.ReadFile(filepath.Join(repoRoot, "docs", "install.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	made := map[string]bool{}
+	for _, m := range createdSecret.FindAllStringSubmatch(string(doc), -1) {
+		made[m[1]] = true
+	}
+	if len(made) != 5 {
+		t.Errorf("docs/install.md makes %d Secrets with kubectl, want the 5 credentials: %v", len(made), made)
+	}
+	mounted := map[string]bool{}
+	for _, d := range docs {
+		switch str(d.value, "kind") {
+		case "Secret", "Namespace":
+			t.Errorf("%s rendered: the doc makes it with kubectl", objectKey(d.value))
+		case "ConfigMap":
+			if data := str(d.value, "data", "storage-nodes"); data != "" && !strings.Contains(data, "sn-3=10.0.0.13:9400\n") {
+				t.Errorf("storage nodes %q: not the doc's", data)
+			}
+		}
+		for _, v := range list(podSpec(d.value), "volumes") {
+			if name := str(v, "secret", "secretName"); name != "" {
+				mounted[name] = true
+				if !made[name] {
+					t.Errorf("%s mounts Secret %s, which docs/install.md does not make", objectKey(d.value), name)
+				}
+			}
+		}
+	}
+	for name := range made {
+		if !mounted[name] {
+			t.Errorf("docs/install.md makes Secret %s, which no pod mounts", name)
+		}
+	}
+	invs := invocationsOf(t, docs, "registry.example.com/nvmirror")
+	if len(invs) != 4 {
+		t.Errorf("%d nvmirror containers with the site's image, want 4", len(invs))
+	}
+	for _, inv := range invs {
+		checkInvocation(t, inv)
+	}
+	if strings.Contains(notes, "NOT READY") {
+		t.Errorf("NOTES.txt for the doc's values:\n%s", notes)
 	}
 }
