@@ -15,7 +15,7 @@
 //	go -C hack/helm-render run . -chart ../../deploy/helm/nvmirror -namespace nvmirror -f my-values.yaml
 //
 // prints the manifests as `helm template` does. With -json it prints
-// {"manifests": [{"template", "yaml"}...], "notes"} instead. Values the
+// {"yaml": the same, "notes": NOTES.txt rendered} instead. Values the
 // schema refuses, template errors and bad usage exit 1 (2 for usage) with
 // the reason on stderr.
 package main
@@ -74,7 +74,10 @@ func run(chartDir string, rel Release, files []string, asJSON bool) error {
 	if asJSON {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", " ")
-		return enc.Encode(r)
+		return enc.Encode(struct {
+			YAML  string `json:"yaml"`
+			Notes string `json:"notes"`
+		}{r.YAML(), r.Notes})
 	}
 	_, err = os.Stdout.WriteString(r.YAML())
 	return err

@@ -26,15 +26,15 @@ type Release struct {
 type Rendered struct {
 	// Manifests are the objects' YAML documents in Helm's install order,
 	// each with the template it came from.
-	Manifests []Manifest `json:"manifests"`
+	Manifests []Manifest
 	// Notes is the rendered NOTES.txt.
-	Notes string `json:"notes"`
+	Notes string
 }
 
 // Manifest is one rendered template's document.
 type Manifest struct {
-	Template string `json:"template"` // e.g. nvmirror/templates/node.yaml
-	YAML     string `json:"yaml"`
+	Template string // e.g. nvmirror/templates/node.yaml
+	YAML     string
 }
 
 // YAML is every manifest as one stream, as `helm template` prints it.

@@ -23,7 +23,7 @@ func helmRender(t *testing.T, rel helmchart.Release, values map[string]any) ([]d
 	if err != nil {
 		t.Fatalf("rendering %s: %v", helmchart.ChartDir, err)
 	}
-	docs, err := decodeAll("helm "+helmchart.ChartDir, []byte(r.YAML()))
+	docs, err := decodeAll("helm "+helmchart.ChartDir, []byte(r.YAML))
 	if err != nil {
 		t.Fatal(err)
 	}

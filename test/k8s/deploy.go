@@ -119,7 +119,7 @@ func (cp *ControlPlane) DeployManifests(repo, dir string) []Manifests {
 		if err != nil {
 			cp.t.Fatalf("rendering %s with %s: %v", helmchart.ChartDir, h.Name, err)
 		}
-		out = append(out, Manifests{Source: fmt.Sprintf("%s (helm, %s)", helmchart.ChartDir, h.Name), YAML: r.YAML()})
+		out = append(out, Manifests{Source: fmt.Sprintf("%s (helm, %s)", helmchart.ChartDir, h.Name), YAML: r.YAML})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Source < out[j].Source })
 	return out

@@ -68,25 +68,11 @@ var ExampleSite = struct {
 // Rendered is the chart rendered for a release: hack/helm-render's -json
 // output.
 type Rendered struct {
-	// Manifests are the objects' documents in Helm's install order.
-	Manifests []Manifest `json:"manifests"`
+	// YAML is every object's document in Helm's install order, as `helm
+	// template` prints them.
+	YAML string `json:"yaml"`
 	// Notes is the rendered NOTES.txt.
 	Notes string `json:"notes"`
-}
-
-// Manifest is one rendered template's document.
-type Manifest struct {
-	Template string `json:"template"` // e.g. nvmirror/templates/node.yaml
-	YAML     string `json:"yaml"`
-}
-
-// YAML is every manifest as one stream, as `helm template` prints it.
-func (r Rendered) YAML() string {
-	var b strings.Builder
-	for _, m := range r.Manifests {
-		fmt.Fprintf(&b, "---\n# Source: %s\n%s\n", m.Template, strings.TrimSpace(m.YAML))
-	}
-	return b.String()
 }
 
 var tool struct {
@@ -150,7 +136,7 @@ func Render(repo string, rel Release, values map[string]any) (Rendered, error) {
 	if err := json.Unmarshal(out, &r); err != nil {
 		return Rendered{}, fmt.Errorf("helm-render's JSON: %w", err)
 	}
-	if len(r.Manifests) == 0 {
+	if strings.TrimSpace(r.YAML) == "" {
 		return Rendered{}, fmt.Errorf("the chart rendered no manifests")
 	}
 	return r, nil
