@@ -26,7 +26,7 @@ AUTH_KERNEL_SUITE ?= bookworm-backports
 .PHONY: all build deps vm-deps vm-kernel vm-kernel-auth vet unit race test-kernel test sanity demo bench bench-datapath fuzz clean
 .PHONY: proto
 .PHONY: image-check
-.PHONY: k8s-tools test-k8s
+.PHONY: k8s-tools test-k8s helm-render
 
 all: build
 
@@ -55,6 +55,7 @@ vm-deps: deps vm-kernel vm-kernel-auth
 vet:
 	$(GO) vet ./...
 	$(GO) vet -tags vmguest ./test/...
+	$(GO) -C hack/helm-render vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 ## image-check: the container image without a Docker engine (also part of `make unit`):
@@ -67,7 +68,7 @@ image-check:
 ## unit: host tests with the race detector: unit tests, fuzz seed corpora, in-process
 ## csi-sanity, the integration tests against real etcd and rsyslog, and deploy/ rendered by
 ## the kubectl k8s-tools builds (all of which fail, not skip, here when missing)
-unit: k8s-tools
+unit: k8s-tools helm-render
 	NVMIRROR_REQUIRE_ETCD=1 NVMIRROR_REQUIRE_RSYSLOG=1 NVMIRROR_REQUIRE_KUBECTL=1 $(GO) test -race -count=1 $(HOST_PKGS)
 
 ## test-kernel: the real-kernel tests in the VM (fails, never skips, if the VM cannot run)
@@ -79,10 +80,16 @@ test-kernel:
 k8s-tools:
 	hack/k8s-tools.sh >/dev/null
 
+## helm-render: compile hack/helm-render (the Helm library, a module of its own) ahead of
+## the tests that render the chart with it (test/deploy, test/k8s): its first build takes minutes,
+## which would otherwise count against their test timeout
+helm-render:
+	$(GO) -C hack/helm-render build -o /dev/null .
+
 ## test-k8s: the control-plane e2e (test/k8s): deploy/ against a real API server, and a PVC's
 ## whole life through the real sidecars, nvmirror and storage nodes in a VM (fails, never skips,
 ## if a tool is missing)
-test-k8s: vm-deps k8s-tools
+test-k8s: vm-deps k8s-tools helm-render
 	NVMIRROR_REQUIRE_K8S=1 NVMIRROR_REQUIRE_VM=1 NVMIRROR_K8S_LOGDIR=$(CURDIR)/_output/k8s \
 	  $(GO) test -v -count=1 -timeout 20m ./test/k8s/
 

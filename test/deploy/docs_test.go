@@ -22,6 +22,7 @@ var externalFlags = map[string]string{
 	"previous": "kubectl logs", "tail": "kubectl logs", "since-time": "kubectl logs", "all-containers": "kubectl logs",
 	"grow": "mdadm", "raid-devices": "mdadm",
 	"dry-run": "kubectl", "show-labels": "kubectl", "sort-by": "kubectl", "field-selector": "kubectl",
+	"from-file": "kubectl create secret", "cert": "kubectl create secret tls", "key": "kubectl create secret tls",
 }
 
 var docFlag = regexp.MustCompile(`(?:^|[^A-Za-z0-9-])--([a-z][a-z0-9-]*[a-z0-9])`)

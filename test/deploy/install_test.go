@@ -12,6 +12,26 @@ import (
 	"testing"
 )
 
+// installDocBlock returns the YAML block of docs/install.md after the
+// comment <!-- marker ... -->.
+func installDocBlock(t *testing.T, marker string) string {
+	t.Helper()
+	doc, err := os.ReadFile(filepath.Join(repoRoot, "docs", "install.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(doc), "<!-- "+marker)
+	if !ok {
+		t.Fatalf("docs/install.md has no <!-- %s --> marker before its block", marker)
+	}
+	_, after, _ = strings.Cut(after, "```yaml\n")
+	block, _, ok := strings.Cut(after, "```")
+	if !ok {
+		t.Fatalf("no yaml block after the %s marker", marker)
+	}
+	return block
+}
+
 // TestInstallDocSiteOverlay follows docs/install.md: the site overlay it
 // shows, with certificates and tokens from deploy/gen-secrets.sh and a
 // storage node list, renders; every placeholder is replaced; the image is
@@ -23,19 +43,7 @@ func TestInstallDocSiteOverlay(t *testing.T) {
 	if _, err := exec.LookPath("openssl"); err != nil {
 		t.Skip("openssl not installed: gen-secrets.sh cannot run")
 	}
-	doc, err := os.ReadFile(filepath.Join(repoRoot, "docs", "install.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, after, ok := strings.Cut(string(doc), "<!-- site-kustomization")
-	if !ok {
-		t.Fatal("docs/install.md has no <!-- site-kustomization --> marker before its overlay")
-	}
-	_, after, _ = strings.Cut(after, "```yaml\n")
-	block, _, ok := strings.Cut(after, "```")
-	if !ok {
-		t.Fatal("no yaml block after the site-kustomization marker")
-	}
+	block := installDocBlock(t, "site-kustomization")
 
 	tmp := t.TempDir()
 	if err := os.Symlink(repoRoot, filepath.Join(tmp, "nvmirror")); err != nil {

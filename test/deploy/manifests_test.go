@@ -135,41 +135,49 @@ func TestKustomizationsRender(t *testing.T) {
 			if len(docs) == 0 {
 				t.Fatal("renders nothing")
 			}
-			have := map[string]bool{}
-			for _, d := range docs {
-				have[str(d.value, "kind")+"/"+str(d.value, "metadata", "name")] = true
-			}
-			// A piece of an installation (the examples, one rack's agents)
-			// uses what the installation around it makes: only whole ones,
-			// those with the namespace, must be self-contained.
-			whole := have["Namespace/nvmirror"]
-			for _, d := range docs {
-				ps := podSpec(d.value)
-				if ps == nil {
-					continue
-				}
-				owner := str(d.value, "kind") + "/" + str(d.value, "metadata", "name")
-				need := func(kind, name string) {
-					if name != "" && !have[kind+"/"+name] && whole {
-						t.Errorf("%s references %s/%s, which this render does not contain", owner, kind, name)
-					}
-				}
-				if sa := str(ps, "serviceAccountName"); sa != "" {
-					need("ServiceAccount", sa)
-				}
-				for _, v := range list(ps, "volumes") {
-					need("Secret", str(v, "secret", "secretName"))
-					need("ConfigMap", str(v, "configMap", "name"))
-					need("PersistentVolumeClaim", str(v, "persistentVolumeClaim", "claimName"))
-				}
-				for _, c := range containersOf(d.value) {
-					for _, e := range list(c.spec, "env") {
-						need("ConfigMap", str(e, "valueFrom", "configMapKeyRef", "name"))
-						need("Secret", str(e, "valueFrom", "secretKeyRef", "name"))
-					}
-				}
-			}
+			checkReferences(t, docs)
 		})
+	}
+}
+
+// checkReferences checks that what pods reference (service accounts,
+// Secrets, ConfigMaps, claims) is in the same render, when the render is a
+// whole installation (it has the namespace).
+func checkReferences(t *testing.T, docs []doc) {
+	t.Helper()
+	have := map[string]bool{}
+	for _, d := range docs {
+		have[str(d.value, "kind")+"/"+str(d.value, "metadata", "name")] = true
+	}
+	// A piece of an installation (the examples, one rack's agents)
+	// uses what the installation around it makes: only whole ones,
+	// those with the namespace, must be self-contained.
+	whole := have["Namespace/nvmirror"]
+	for _, d := range docs {
+		ps := podSpec(d.value)
+		if ps == nil {
+			continue
+		}
+		owner := str(d.value, "kind") + "/" + str(d.value, "metadata", "name")
+		need := func(kind, name string) {
+			if name != "" && !have[kind+"/"+name] && whole {
+				t.Errorf("%s references %s/%s, which this render does not contain", owner, kind, name)
+			}
+		}
+		if sa := str(ps, "serviceAccountName"); sa != "" {
+			need("ServiceAccount", sa)
+		}
+		for _, v := range list(ps, "volumes") {
+			need("Secret", str(v, "secret", "secretName"))
+			need("ConfigMap", str(v, "configMap", "name"))
+			need("PersistentVolumeClaim", str(v, "persistentVolumeClaim", "claimName"))
+		}
+		for _, c := range containersOf(d.value) {
+			for _, e := range list(c.spec, "env") {
+				need("ConfigMap", str(e, "valueFrom", "configMapKeyRef", "name"))
+				need("Secret", str(e, "valueFrom", "secretKeyRef", "name"))
+			}
+		}
 	}
 }
 

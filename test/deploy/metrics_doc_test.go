@@ -4,7 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 	"testing"
 
@@ -23,9 +22,10 @@ func (d *describer) Register(c prometheus.Collector) error   { d.cs = append(d.c
 func (d *describer) MustRegister(cs ...prometheus.Collector) { d.cs = append(d.cs, cs...) }
 func (d *describer) Unregister(prometheus.Collector) bool    { return false }
 
-var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
+var descFields = regexp.MustCompile(`fqName: "([^"]+)".*variableLabels: \{([^}]*)\}`)
 
-func (d *describer) names() []string {
+// labels returns every described metric with its variable labels.
+func (d *describer) labels() map[string][]string {
 	ch := make(chan *prometheus.Desc, 100)
 	go func() {
 		for _, c := range d.cs {
@@ -33,30 +33,41 @@ func (d *describer) names() []string {
 		}
 		close(ch)
 	}()
-	var out []string
+	out := map[string][]string{}
 	for desc := range ch {
-		if m := fqName.FindStringSubmatch(desc.String()); m != nil {
-			out = append(out, m[1])
+		if m := descFields.FindStringSubmatch(desc.String()); m != nil {
+			var labels []string
+			if m[2] != "" {
+				labels = strings.Split(m[2], ",")
+			}
+			out[m[1]] = labels
 		}
 	}
-	sort.Strings(out)
+	return out
+}
+
+// exportedMetrics are the metrics the node plugin and the provisioner
+// export, read from the code's own collectors, each with its labels.
+func exportedMetrics(t *testing.T) map[string][]string {
+	t.Helper()
+	d := &describer{}
+	healer.NewMetrics(d)
+	provisioner.NewMetrics(d)
+	d.MustRegister(provisioner.NewRegistryCollector(nil, nil, 0), provisioner.NewForwarderCollector(func() events.ForwarderStats { return events.ForwarderStats{} }),
+		provisioner.NewOrphanCollector(func() provisioner.OrphanStats { return provisioner.OrphanStats{} }))
+	out := d.labels()
+	if len(out) < 20 {
+		t.Fatalf("only %d metrics described: %v", len(out), out)
+	}
 	return out
 }
 
 // TestMetricsDocMatchesCode: docs/metrics.md names every metric the node
 // plugin and the provisioner export, and names no other nvmirror_ metric.
 func TestMetricsDocMatchesCode(t *testing.T) {
-	d := &describer{}
-	healer.NewMetrics(d)
-	provisioner.NewMetrics(d)
-	d.MustRegister(provisioner.NewRegistryCollector(nil, nil, 0), provisioner.NewForwarderCollector(func() events.ForwarderStats { return events.ForwarderStats{} }),
-		provisioner.NewOrphanCollector(func() provisioner.OrphanStats { return provisioner.OrphanStats{} }))
 	exported := map[string]bool{}
-	for _, n := range d.names() {
+	for n := range exportedMetrics(t) {
 		exported[n] = true
-	}
-	if len(exported) < 20 {
-		t.Fatalf("only %d metrics described: %v", len(exported), d.names())
 	}
 	b, err := os.ReadFile(filepath.Join(repoRoot, "docs", "metrics.md"))
 	if err != nil {

@@ -7,9 +7,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/nvmirror/nvmirror/test/deploy/helmchart"
 )
 
 // Manifests is one unit of deploy/ as the API server would receive it: a
@@ -31,11 +34,28 @@ func isKustomization(dir string) bool {
 	return false
 }
 
+// notManifests are the directories under deploy/ whose YAML files are not
+// Kubernetes objects: the Helm chart's templates (the chart is rendered
+// instead, below) and the monitoring configuration (Prometheus rules).
+var notManifests = []string{"helm", "monitoring"}
+
+// HelmReleases are the renders of the Helm chart the dry run sends: the
+// default values (the same objects as the kustomize base) and a site's,
+// with every kind of value set.
+var HelmReleases = []struct {
+	Name    string
+	Release helmchart.Release
+	Values  map[string]any
+}{
+	{"default values", helmchart.DefaultRelease, nil},
+	{"a site's values", helmchart.ExampleSite.Release, helmchart.ExampleSite.Values},
+}
+
 // DeployManifests renders every kustomization under dir (base and overlays
-// alike, each as a user would apply it) and reads every other YAML file.
-// Files inside a kustomization's directory tree are its resources or
-// patches, which are not valid objects alone: they are checked through the
-// rendering instead.
+// alike, each as a user would apply it) and the Helm chart (HelmReleases),
+// and reads every other YAML file. Files inside a kustomization's directory
+// tree are its resources or patches, which are not valid objects alone:
+// they are checked through the rendering instead.
 func (cp *ControlPlane) DeployManifests(repo, dir string) []Manifests {
 	cp.t.Helper()
 	root := filepath.Join(repo, dir)
@@ -45,6 +65,9 @@ func (cp *ControlPlane) DeployManifests(repo, dir string) []Manifests {
 			return err
 		}
 		if d.IsDir() {
+			if filepath.Dir(path) == root && slices.Contains(notManifests, d.Name()) {
+				return filepath.SkipDir
+			}
 			if isKustomization(path) {
 				kdirs = append(kdirs, path)
 			}
@@ -90,6 +113,13 @@ func (cp *ControlPlane) DeployManifests(repo, dir string) []Manifests {
 			cp.t.Fatal(err)
 		}
 		out = append(out, Manifests{Source: rel(f), YAML: string(b)})
+	}
+	for _, h := range HelmReleases {
+		r, err := helmchart.Render(repo, h.Release, h.Values)
+		if err != nil {
+			cp.t.Fatalf("rendering %s with %s: %v", helmchart.ChartDir, h.Name, err)
+		}
+		out = append(out, Manifests{Source: fmt.Sprintf("%s (helm, %s)", helmchart.ChartDir, h.Name), YAML: r.YAML})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Source < out[j].Source })
 	return out
