@@ -176,7 +176,11 @@ const agentToken = "integration-token"
 // temporary directory, in rack r<i>.
 func startRealAgents(t testing.TB, n int) ([]*realAgent, *tls.Config) {
 	t.Helper()
-	cert := rpcauthtest.NewCert(t)
+	var names []string
+	for i := 1; i <= n; i++ {
+		names = append(names, fmt.Sprintf("sn-%d", i))
+	}
+	cert := rpcauthtest.NewCert(t, names...)
 	serverTLS, clientTLS := cert.ServerTLS(), cert.ClientTLS()
 	auth, err := rpcauth.NewTokenAuth(agentToken)
 	if err != nil {

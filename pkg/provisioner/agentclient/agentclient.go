@@ -122,7 +122,11 @@ func (c *Client) NodeInfo(ctx context.Context) (provisioner.NodeInfo, error) {
 }
 
 // Pool implements provisioner.Agents: one gRPC connection per agent
-// address, over TLS with the bearer token on every call.
+// address, over mutual TLS (the provisioner's client certificate is in the
+// TLS configuration), with the bearer token, if any, on every call. Each
+// agent must present a certificate for its storage node's name, unless the
+// configuration names one server name for all (a shared certificate): a
+// storage node cannot pose as another.
 type Pool struct {
 	tls   *tls.Config
 	token string
@@ -132,14 +136,12 @@ type Pool struct {
 
 var _ provisioner.Agents = (*Pool)(nil)
 
-// NewPool returns a pool; tlsCfg and token are required (the agents refuse
-// calls without them, and the token must never travel in clear text).
+// NewPool returns a pool; tlsCfg is required (the token must never travel
+// in clear text), token is optional (agents started with --token-file
+// refuse calls without it).
 func NewPool(tlsCfg *tls.Config, token string) (*Pool, error) {
 	if tlsCfg == nil {
 		return nil, errors.New("agent pool: TLS configuration is required")
-	}
-	if token == "" {
-		return nil, rpcauth.ErrEmptyToken
 	}
 	return &Pool{tls: tlsCfg, token: token, conns: map[string]*grpc.ClientConn{}}, nil
 }
@@ -155,10 +157,17 @@ func (p *Pool) Agent(ctx context.Context, n *store.StorageNode) (provisioner.Age
 	defer p.mu.Unlock()
 	cc, ok := p.conns[n.Address]
 	if !ok {
+		cfg := p.tls
+		if cfg.ServerName == "" {
+			cfg = cfg.Clone()
+			cfg.ServerName = n.ID
+		}
+		opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}
+		if p.token != "" {
+			opts = append(opts, grpc.WithPerRPCCredentials(rpcauth.TokenCredentials{Token: p.token}))
+		}
 		var err error
-		cc, err = grpc.NewClient(n.Address,
-			grpc.WithTransportCredentials(credentials.NewTLS(p.tls)),
-			grpc.WithPerRPCCredentials(rpcauth.TokenCredentials{Token: p.token}))
+		cc, err = grpc.NewClient(n.Address, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("storage node %s at %s: %w", n.ID, n.Address, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,7 +56,9 @@ func (a *agent) NodeInfo(context.Context, *agentapi.NodeInfoRequest) (*agentapi.
 
 func serve(t *testing.T, a *agent) (addr string, clientTLS *tls.Config, stop func()) {
 	t.Helper()
-	cert := rpcauthtest.NewCert(t)
+	// The agent's certificate names its storage node, which the pool
+	// verifies.
+	cert := rpcauthtest.NewCert(t, "sn-1")
 	serverTLS, clientTLS := cert.ServerTLS(), cert.ClientTLS()
 	auth, err := rpcauth.NewTokenAuth(token)
 	if err != nil {
@@ -125,6 +128,15 @@ func TestClientOverTLSWithToken(t *testing.T) {
 		t.Errorf("NodeInfo = %+v, %v", info, err)
 	}
 
+	// An agent whose certificate is not its storage node's is refused: a
+	// storage node cannot answer for another.
+	other, _ := NewPool(clientTLS, token)
+	defer other.Close()
+	oc, _ := other.Agent(ctx, &store.StorageNode{ID: "sn-2", Address: addr})
+	if _, err := oc.GetCapacity(ctx); !errors.Is(err, provisioner.ErrUnavailable) || !strings.Contains(err.Error(), "sn-2") {
+		t.Errorf("agent at sn-2's address with sn-1's certificate: %v, want Unavailable (certificate not for sn-2)", err)
+	}
+
 	// A wrong token is refused by the agent.
 	bad, _ := NewPool(clientTLS, "wrong")
 	defer bad.Close()
@@ -156,7 +168,7 @@ func TestUnreachableAgentIsUnavailable(t *testing.T) {
 	if _, err := NewPool(nil, token); err == nil {
 		t.Error("pool without TLS accepted")
 	}
-	if _, err := NewPool(clientTLS, ""); err == nil {
-		t.Error("pool without token accepted")
+	if _, err := NewPool(clientTLS, ""); err != nil {
+		t.Errorf("pool without token (agents without --token-file): %v", err)
 	}
 }
