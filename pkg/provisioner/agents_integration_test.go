@@ -221,7 +221,7 @@ func startRealAgents(t testing.TB, n int) ([]*realAgent, *tls.Config) {
 
 func newRealEnv(t testing.TB, st store.Store, agents []*realAgent, clientTLS *tls.Config) *provisioner.Service {
 	t.Helper()
-	pool, err := agentclient.NewPool(clientTLS, agentToken)
+	pool, err := agentclient.NewPool(rpcauth.StaticClientCredentials(clientTLS), agentToken)
 	if err != nil {
 		t.Fatal(err)
 	}

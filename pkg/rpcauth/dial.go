@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 )
 
 // ClientConfig is how a client reaches one of nvmirror's APIs: TLS trust,
@@ -42,11 +41,11 @@ func Dial(addr string, c ClientConfig, extra ...grpc.DialOption) (*grpc.ClientCo
 		}
 		token = t
 	}
-	tlsCfg, err := ClientTLSConfig(c.CAFile, c.ServerName, c.CertFile, c.KeyFile)
+	creds, err := NewClientCredentials(c.CAFile, c.ServerName, c.CertFile, c.KeyFile)
 	if err != nil {
 		return nil, err
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg))}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
 	if token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(TokenCredentials{Token: token}))
 	}

@@ -3,8 +3,10 @@ package rpcauth
 import (
 	"context"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 )
@@ -136,4 +138,27 @@ func WithIdentity(ctx context.Context, id Identity) context.Context {
 func IdentityFromContext(ctx context.Context) (Identity, bool) {
 	id, ok := ctx.Value(identityKey{}).(Identity)
 	return id, ok
+}
+
+// LoadIdentity reads the identity a certificate file names (its first
+// certificate), so that a process can check at start that it was given the
+// certificate of what it is.
+func LoadIdentity(certFile string) (Identity, error) {
+	b, err := os.ReadFile(certFile)
+	if err != nil {
+		return Identity{}, err
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return Identity{}, fmt.Errorf("%s holds no PEM certificate", certFile)
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return Identity{}, fmt.Errorf("%s: %w", certFile, err)
+	}
+	id, err := IdentityFromCertificate(c)
+	if err != nil {
+		return Identity{}, fmt.Errorf("%s: %w", certFile, err)
+	}
+	return id, nil
 }

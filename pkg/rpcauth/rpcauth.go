@@ -21,6 +21,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 
@@ -160,56 +161,116 @@ func ServerTLSConfig(certFile, keyFile string) (*tls.Config, error) {
 // ClientTLSConfig trusts the CA bundle in caFile (the system roots when
 // empty) and expects serverName in the server's certificate (the dialed
 // host when empty). certFile/keyFile, when set, are the client certificate
-// (mutual TLS). The CA bundle and the client certificate are re-read when
-// their files change, so rotating either needs no restart.
+// (mutual TLS), re-read when they change. The CA bundle is read now: for
+// gRPC use ClientCredentials, which re-reads it too.
 func ClientTLSConfig(caFile, serverName, certFile, keyFile string) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
-	if caFile != "" {
-		cas, err := caBundleFile(caFile)
-		if err != nil {
-			return nil, err
-		}
-		// Go verifies against a fixed RootCAs; to re-read the bundle the
-		// verification is done here, with the same rules (chain to the
-		// bundle, server authentication usage, the expected name).
-		cfg.InsecureSkipVerify = true
-		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-			pool, err := cas.get()
-			if err != nil {
-				return err
-			}
-			return verifyServer(cs, pool)
-		}
+	build, err := clientConfigBuilder(caFile, serverName, certFile, keyFile)
+	if err != nil {
+		return nil, err
 	}
-	if certFile != "" || keyFile != "" {
-		kp, err := keyPairFiles(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("client certificate: %w", err)
-		}
-		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return kp.get() }
-	}
-	return cfg, nil
+	return build()
 }
 
-// verifyServer is what crypto/tls does for a client with RootCAs set.
-func verifyServer(cs tls.ConnectionState, roots *x509.CertPool) error {
-	if len(cs.PeerCertificates) == 0 {
-		return errors.New("tls: server sent no certificate")
+// clientConfigBuilder loads the files once (failing on any that does not
+// load) and returns a function building the client's TLS configuration from
+// their current content.
+func clientConfigBuilder(caFile, serverName, certFile, keyFile string) (func() (*tls.Config, error), error) {
+	var cas *reloading[*x509.CertPool]
+	if caFile != "" {
+		var err error
+		if cas, err = caBundleFile(caFile); err != nil {
+			return nil, err
+		}
 	}
-	if cs.ServerName == "" {
-		return errors.New("tls: no server name to verify the server's certificate against")
+	var kp *reloading[*tls.Certificate]
+	if certFile != "" || keyFile != "" {
+		var err error
+		if kp, err = keyPairFiles(certFile, keyFile); err != nil {
+			return nil, fmt.Errorf("client certificate: %w", err)
+		}
 	}
-	inter := x509.NewCertPool()
-	for _, c := range cs.PeerCertificates[1:] {
-		inter.AddCert(c)
-	}
-	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
-		Roots: roots, Intermediates: inter, DNSName: cs.ServerName,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	})
+	return func() (*tls.Config, error) {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+		if cas != nil {
+			pool, err := cas.get()
+			if err != nil {
+				return nil, err
+			}
+			cfg.RootCAs = pool
+		}
+		if kp != nil {
+			cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return kp.get() }
+		}
+		return cfg, nil
+	}, nil
+}
+
+// ClientCredentials are gRPC transport credentials whose TLS configuration
+// is built at each handshake, so that a new connection trusts the CA
+// bundle as its file holds it now (a CA rotation needs no restart) and
+// presents the client certificate as its files hold it now.
+type ClientCredentials struct {
+	build      func() (*tls.Config, error)
+	serverName string
+}
+
+var _ credentials.TransportCredentials = (*ClientCredentials)(nil)
+
+// NewClientCredentials loads the files as ClientTLSConfig does.
+func NewClientCredentials(caFile, serverName, certFile, keyFile string) (*ClientCredentials, error) {
+	build, err := clientConfigBuilder(caFile, serverName, certFile, keyFile)
 	if err != nil {
-		return fmt.Errorf("tls: verify the server's certificate: %w", err)
+		return nil, err
 	}
+	return &ClientCredentials{build: build, serverName: serverName}, nil
+}
+
+// StaticClientCredentials uses cfg as it is (tests).
+func StaticClientCredentials(cfg *tls.Config) *ClientCredentials {
+	return &ClientCredentials{build: func() (*tls.Config, error) { return cfg.Clone(), nil }, serverName: cfg.ServerName}
+}
+
+// ServerName is the name expected in servers' certificates ("": the
+// dialed host).
+func (c *ClientCredentials) ServerName() string { return c.serverName }
+
+// WithServerName returns credentials expecting name in the server's
+// certificate.
+func (c *ClientCredentials) WithServerName(name string) *ClientCredentials {
+	return &ClientCredentials{build: c.build, serverName: name}
+}
+
+// ClientHandshake implements credentials.TransportCredentials.
+func (c *ClientCredentials) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	cfg, err := c.build()
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.ServerName = c.serverName
+	return credentials.NewTLS(cfg).ClientHandshake(ctx, authority, conn)
+}
+
+// ServerHandshake implements credentials.TransportCredentials; these are a
+// client's.
+func (c *ClientCredentials) ServerHandshake(net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return nil, nil, errors.New("rpcauth: client credentials used by a server")
+}
+
+// Info implements credentials.TransportCredentials.
+func (c *ClientCredentials) Info() credentials.ProtocolInfo {
+	return credentials.ProtocolInfo{SecurityProtocol: "tls", SecurityVersion: "1.2", ServerName: c.serverName}
+}
+
+// Clone implements credentials.TransportCredentials.
+func (c *ClientCredentials) Clone() credentials.TransportCredentials {
+	return &ClientCredentials{build: c.build, serverName: c.serverName}
+}
+
+// OverrideServerName implements credentials.TransportCredentials.
+//
+// Deprecated: gRPC's own; use WithServerName.
+func (c *ClientCredentials) OverrideServerName(name string) error {
+	c.serverName = name
 	return nil
 }
 

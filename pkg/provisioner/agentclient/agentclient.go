@@ -9,14 +9,12 @@ package agentclient
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/nvmirror/nvmirror/pkg/agentapi"
 	"github.com/nvmirror/nvmirror/pkg/grpcerr"
@@ -128,7 +126,7 @@ func (c *Client) NodeInfo(ctx context.Context) (provisioner.NodeInfo, error) {
 // configuration names one server name for all (a shared certificate): a
 // storage node cannot pose as another.
 type Pool struct {
-	tls   *tls.Config
+	creds *rpcauth.ClientCredentials
 	token string
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -136,14 +134,14 @@ type Pool struct {
 
 var _ provisioner.Agents = (*Pool)(nil)
 
-// NewPool returns a pool; tlsCfg is required (the token must never travel
+// NewPool returns a pool; creds are required (the token must never travel
 // in clear text), token is optional (agents started with --token-file
 // refuse calls without it).
-func NewPool(tlsCfg *tls.Config, token string) (*Pool, error) {
-	if tlsCfg == nil {
-		return nil, errors.New("agent pool: TLS configuration is required")
+func NewPool(creds *rpcauth.ClientCredentials, token string) (*Pool, error) {
+	if creds == nil {
+		return nil, errors.New("agent pool: TLS credentials are required")
 	}
-	return &Pool{tls: tlsCfg, token: token, conns: map[string]*grpc.ClientConn{}}, nil
+	return &Pool{creds: creds, token: token, conns: map[string]*grpc.ClientConn{}}, nil
 }
 
 // Agent returns the client of the node's agent. Connections are lazy (no
@@ -157,12 +155,11 @@ func (p *Pool) Agent(ctx context.Context, n *store.StorageNode) (provisioner.Age
 	defer p.mu.Unlock()
 	cc, ok := p.conns[n.Address]
 	if !ok {
-		cfg := p.tls
-		if cfg.ServerName == "" {
-			cfg = cfg.Clone()
-			cfg.ServerName = n.ID
+		creds := p.creds
+		if creds.ServerName() == "" {
+			creds = creds.WithServerName(n.ID)
 		}
-		opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}
+		opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
 		if p.token != "" {
 			opts = append(opts, grpc.WithPerRPCCredentials(rpcauth.TokenCredentials{Token: p.token}))
 		}

@@ -81,7 +81,7 @@ func dial(t *testing.T, a *agent) (c provisioner.AgentClient, ctx context.Contex
 	t.Helper()
 	addr, clientTLS, stop := serve(t, a)
 	t.Cleanup(stop)
-	pool, err := NewPool(clientTLS, token)
+	pool, err := NewPool(rpcauth.StaticClientCredentials(clientTLS), token)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestClientOverTLSWithToken(t *testing.T) {
 
 	// An agent whose certificate is not its storage node's is refused: a
 	// storage node cannot answer for another.
-	other, _ := NewPool(clientTLS, token)
+	other, _ := NewPool(rpcauth.StaticClientCredentials(clientTLS), token)
 	defer other.Close()
 	oc, _ := other.Agent(ctx, &store.StorageNode{ID: "sn-2", Address: addr})
 	if _, err := oc.GetCapacity(ctx); !errors.Is(err, provisioner.ErrUnavailable) || !strings.Contains(err.Error(), "sn-2") {
@@ -138,7 +138,7 @@ func TestClientOverTLSWithToken(t *testing.T) {
 	}
 
 	// A wrong token is refused by the agent.
-	bad, _ := NewPool(clientTLS, "wrong")
+	bad, _ := NewPool(rpcauth.StaticClientCredentials(clientTLS), "wrong")
 	defer bad.Close()
 	bc, _ := bad.Agent(ctx, &store.StorageNode{ID: "sn-1", Address: addr})
 	if _, err := bc.GetCapacity(ctx); provisioner.Code(err) != codes.Unauthenticated {
@@ -154,7 +154,7 @@ func TestUnreachableAgentIsUnavailable(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	pool, _ := NewPool(clientTLS, token)
+	pool, _ := NewPool(rpcauth.StaticClientCredentials(clientTLS), token)
 	defer pool.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -168,7 +168,7 @@ func TestUnreachableAgentIsUnavailable(t *testing.T) {
 	if _, err := NewPool(nil, token); err == nil {
 		t.Error("pool without TLS accepted")
 	}
-	if _, err := NewPool(clientTLS, ""); err != nil {
+	if _, err := NewPool(rpcauth.StaticClientCredentials(clientTLS), ""); err != nil {
 		t.Errorf("pool without token (agents without --token-file): %v", err)
 	}
 }
