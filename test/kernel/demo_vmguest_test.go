@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -109,8 +108,7 @@ func (r *syslogReceiver) count() int {
 // its output on the timeline: what an admin would see.
 func nvmirrorctl(t *testing.T, n *narrator, s *stack, args ...string) {
 	t.Helper()
-	full := append([]string{"--provisioner=" + s.provAddr, "--ca-file=" + filepath.Join(s.tlsDir, "tls.crt"),
-		"--token-file=" + filepath.Join(s.tlsDir, "token")}, args...)
+	full := append(s.nvmirrorctlFlags(), args...)
 	out, err := exec.Command("nvmirrorctl", full...).CombinedOutput()
 	n.say("   $ nvmirrorctl %s", strings.Join(args, " "))
 	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {

@@ -213,7 +213,7 @@ func testPromoteStaleReplica(t *testing.T, s *stack, c csiClients, p *provisione
 	}
 
 	ctl := func(args ...string) (string, error) {
-		full := append([]string{"--provisioner=" + s.provAddr, "--ca-file=" + filepath.Join(s.tlsDir, "tls.crt"), "--token-file=" + filepath.Join(s.tlsDir, "token")}, args...)
+		full := append(s.nvmirrorctlFlags(), args...)
 		out, err := exec.Command("nvmirrorctl", full...).CombinedOutput()
 		return string(out), err
 	}
