@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
 )
 
 // externalFlags are flags the docs name that belong to other programs, each
@@ -37,13 +39,10 @@ func TestDocsNameRealFlags(t *testing.T) {
 		}
 	}
 	// nvmirrorctl events and promote have flags of their own; their usage
-	// needs a token file.
-	tok := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(tok, []byte("x\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	// needs a client certificate.
+	crt, key := rpcauthtest.NewCA(t).Client(t, "docs", "admin").WriteNamed(t, t.TempDir(), "admin")
 	for _, sub := range []string{"events", "promote"} {
-		out, _ := exec.Command(filepath.Join(binDir(t), "nvmirrorctl"), "--token-file="+tok, "--provisioner=127.0.0.1:1", sub, "-h").CombinedOutput()
+		out, _ := exec.Command(filepath.Join(binDir(t), "nvmirrorctl"), "--cert-file="+crt, "--key-file="+key, "--provisioner=127.0.0.1:1", sub, "-h").CombinedOutput()
 		for _, line := range strings.Split(string(out), "\n") {
 			if m := flagLine.FindStringSubmatch(line); m != nil {
 				known[m[1]] = true
