@@ -4,7 +4,7 @@
 # caller and server, each naming what it is. Keep DIR out of git; the CA key
 # is needed again only to issue more certificates.
 #
-#   deploy/gen-secrets.sh DIR [NAMESPACE] [--nodes a,b,...] [--storage-nodes x,y,...] [--admin NAME]
+#   deploy/gen-secrets.sh DIR [NAMESPACE] [--nodes a,b,...] [--storage-nodes x,y,...] [--admin NAME] [--all-in-one NODE]
 #
 #   DIR/ca.crt, ca.key                 the CA (10 years)
 #   DIR/provisioner.crt, .key          the provisioner's server certificate
@@ -13,6 +13,7 @@
 #   DIR/admin.crt, .key                an administrator's nvmirrorctl         (O=admin, CN=NAME)
 #   DIR/nodes/NODE/tls.crt, tls.key    each compute node's plugin             (O=node, CN=NODE)
 #   DIR/storage-nodes/SN/tls.crt, .key each storage node's agent (server)     (O=storage-node, CN=SN, DNS:SN)
+#   DIR/all-in-one/NODE/tls.crt, .key  nvmirror-csi --mode=all on NODE        (O=controller and O=node, CN=NODE)
 #
 # NODE is the Kubernetes node name (what kubelet calls the node; the node
 # plugin's --node-name); SN is the storage node's name in the provisioner's
@@ -25,8 +26,8 @@
 # provisioner Service's DNS names to its certificate.
 set -euo pipefail
 
-usage() { echo "usage: $0 DIR [NAMESPACE] [--nodes a,b] [--storage-nodes x,y] [--admin NAME]" >&2; exit 2; }
-dir=""; ns=""; nodes=""; storage_nodes=""; admin="admin"
+usage() { echo "usage: $0 DIR [NAMESPACE] [--nodes a,b] [--storage-nodes x,y] [--admin NAME] [--all-in-one NODE]" >&2; exit 2; }
+dir=""; ns=""; nodes=""; storage_nodes=""; admin="admin"; all_in_one=""
 while [ $# -gt 0 ]; do
   case $1 in
     --nodes) nodes=${2:?--nodes needs a comma-separated list}; shift 2 ;;
@@ -35,6 +36,8 @@ while [ $# -gt 0 ]; do
     --storage-nodes=*) storage_nodes=${1#*=}; shift ;;
     --admin) admin=${2:?--admin needs a name}; shift 2 ;;
     --admin=*) admin=${1#*=}; shift ;;
+    --all-in-one) all_in_one=${2:?--all-in-one needs a node name}; shift 2 ;;
+    --all-in-one=*) all_in_one=${1#*=}; shift ;;
     -*) echo "unknown option $1" >&2; usage ;;
     *) if [ -z "$dir" ]; then dir=$1; elif [ -z "$ns" ]; then ns=$1; else usage; fi; shift ;;
   esac
@@ -56,6 +59,7 @@ IFS=, read -r -a storage_list <<< "$storage_nodes"
 for n in "${node_list[@]}"; do valid_name "$n" --nodes; done
 for n in "${storage_list[@]}"; do valid_name "$n" --storage-nodes; done
 valid_name "$admin" --admin
+[ -z "$all_in_one" ] || valid_name "$all_in_one" --all-in-one
 
 mkdir -p "$dir"
 cd "$dir"
@@ -99,6 +103,7 @@ cert admin "/O=admin/CN=$admin" clientAuth
 for n in "${node_list[@]}"; do
   cert "nodes/$n/tls" "/O=node/CN=$n" clientAuth
 done
+[ -z "$all_in_one" ] || cert "all-in-one/$all_in_one/tls" "/O=controller/O=node/CN=$all_in_one" clientAuth
 # Each agent's certificate names its storage node: the provisioner checks
 # the name of the node it means to reach, so one storage node cannot answer
 # for another.

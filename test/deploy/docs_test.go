@@ -25,6 +25,10 @@ var externalFlags = map[string]string{
 	"dry-run": "kubectl", "show-labels": "kubectl", "sort-by": "kubectl", "field-selector": "kubectl",
 }
 
+// scriptOption matches a case pattern of gen-secrets.sh's argument loop
+// ("    --nodes) ...").
+var scriptOption = regexp.MustCompile(`(?m)^\s+--([a-z][a-z0-9-]*)\)`)
+
 var docFlag = regexp.MustCompile(`(?:^|[^A-Za-z0-9-])--([a-z][a-z0-9-]*[a-z0-9])`)
 
 // TestDocsNameRealFlags: every --flag named in README.md, docs/ and
@@ -37,6 +41,17 @@ func TestDocsNameRealFlags(t *testing.T) {
 		for f := range flagsOf(t, b) {
 			known[f] = true
 		}
+	}
+	// deploy/gen-secrets.sh's options, read from its argument parser.
+	script, err := os.ReadFile(filepath.Join(repoRoot, "deploy", "gen-secrets.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range scriptOption.FindAllStringSubmatch(string(script), -1) {
+		known[m[1]] = true
+	}
+	if !known["nodes"] || !known["storage-nodes"] {
+		t.Fatalf("gen-secrets.sh options not found: %v", known)
 	}
 	// nvmirrorctl events and promote have flags of their own; their usage
 	// needs a client certificate.
