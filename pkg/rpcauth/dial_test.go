@@ -1,14 +1,11 @@
 package rpcauth
 
 import (
-	"context"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc/codes"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 )
 
@@ -32,16 +29,8 @@ func TestDial(t *testing.T) {
 		{"wrong server name", with(func(c *ClientConfig) { c.ServerName, c.Token = "elsewhere", testToken }), codes.Unavailable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			conn, err := Dial(addr, tc.cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-			if got := status.Code(err); got != tc.want {
-				t.Fatalf("code %v (%v), want %v", got, err, tc.want)
+			if err := check(t, addr, tc.cfg); status.Code(err) != tc.want {
+				t.Fatalf("code %v (%v), want %v", status.Code(err), err, tc.want)
 			}
 		})
 	}

@@ -15,8 +15,29 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// check calls Health.Check with c and returns the error.
+// check calls Health.Check on a new connection made with c.
 func check(t *testing.T, addr string, c ClientConfig) error {
+	t.Helper()
+	return onNewConn(t, addr, c, func(ctx context.Context, h healthpb.HealthClient) error {
+		_, err := h.Check(ctx, &healthpb.HealthCheckRequest{})
+		return err
+	})
+}
+
+// watch opens Health.Watch on a new connection made with c and returns
+// the error of its first message (a stream is refused there).
+func watch(t *testing.T, addr string, c ClientConfig) error {
+	t.Helper()
+	return onNewConn(t, addr, c, func(ctx context.Context, h healthpb.HealthClient) error {
+		st, err := h.Watch(ctx, &healthpb.HealthCheckRequest{})
+		if err == nil {
+			_, err = st.Recv()
+		}
+		return err
+	})
+}
+
+func onNewConn(t *testing.T, addr string, c ClientConfig, call func(context.Context, healthpb.HealthClient) error) error {
 	t.Helper()
 	conn, err := Dial(addr, c)
 	if err != nil {
@@ -25,8 +46,7 @@ func check(t *testing.T, addr string, c ClientConfig) error {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-	return err
+	return call(ctx, healthpb.NewHealthClient(conn))
 }
 
 // TestServerRefusesCertificates: every way a client certificate can be
@@ -88,19 +108,8 @@ func TestServerChecksStreams(t *testing.T) {
 		{"node", p.ca.Client(t, "worker-1", "node"), codes.PermissionDenied},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			conn, err := Dial(addr, p.client(t, tc.name, tc.cert))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			st, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{})
-			if err == nil {
-				_, err = st.Recv()
-			}
-			if got := status.Code(err); got != tc.want {
-				t.Fatalf("code %v (%v), want %v", got, err, tc.want)
+			if err := watch(t, addr, p.client(t, tc.name, tc.cert)); status.Code(err) != tc.want {
+				t.Fatalf("code %v (%v), want %v", status.Code(err), err, tc.want)
 			}
 		})
 	}
@@ -184,27 +193,11 @@ func TestRotationWithoutRestart(t *testing.T) {
 		// Rotated from a certificate of another name, so the server's
 		// answer tells which one it saw: the node's is not allowed Watch.
 		c := p.client(t, "rotating", p.ca.Client(t, "ops", "admin"))
-		conn, err := Dial(addr, c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		if err := watch(t, addr, c); err != nil {
 			t.Fatal(err)
 		}
 		replace(t, p.ca.Client(t, "worker-1", "node"), c.CertFile, c.KeyFile)
-		conn2, err := Dial(addr, c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn2.Close()
-		st, err := healthpb.NewHealthClient(conn2).Watch(ctx, &healthpb.HealthCheckRequest{})
-		if err == nil {
-			_, err = st.Recv()
-		}
-		if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "worker-1 (node)") {
+		if err := watch(t, addr, c); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "worker-1 (node)") {
 			t.Fatalf("after rotation: %v, want PermissionDenied for worker-1 (node)", err)
 		}
 	})
