@@ -162,3 +162,12 @@ func LoadIdentity(certFile string) (Identity, error) {
 	}
 	return id, nil
 }
+
+// Caller names the verified caller of ctx's call for logs ("" when the
+// call was not authenticated by Server).
+func Caller(ctx context.Context) string {
+	if id, ok := IdentityFromContext(ctx); ok {
+		return id.String()
+	}
+	return ""
+}
