@@ -94,7 +94,7 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 	}
 	agentTLS, err := rpcauth.NewClientCredentials(o.AgentCAFile, o.AgentServerName, o.AgentCertFile, o.AgentKeyFile)
 	if err != nil {
-		return err
+		return fmt.Errorf("--agent-ca-file, --agent-cert-file, --agent-key-file: %w", err)
 	}
 	agents, err := agentclient.NewPool(agentTLS, agentToken)
 	if err != nil {
@@ -111,7 +111,7 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 	auth, err := rpcauth.NewServer(rpcauth.ServerConfig{CertFile: o.TLSCertFile, KeyFile: o.TLSKeyFile,
 		ClientCAFile: o.TLSClientCAFile, TokenFile: o.TokenFile, Authorizer: provisioner.NewAuthorizer(st)})
 	if err != nil {
-		return err
+		return fmt.Errorf("--tls-cert-file, --tls-key-file, --tls-client-ca-file, --token-file: %w", err)
 	}
 	if err := registerStorageNodes(ctx, st, o); err != nil {
 		return err

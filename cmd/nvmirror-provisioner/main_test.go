@@ -147,3 +147,24 @@ func testCredentials(t *testing.T, dir string) ([]string, rpcauth.ClientConfig) 
 			"--agent-ca-file=" + caFile, "--agent-cert-file=" + agentCrt, "--agent-key-file=" + agentKey},
 		rpcauth.ClientConfig{CAFile: caFile, ServerName: "localhost", CertFile: clientCrt, KeyFile: clientKey}
 }
+
+// TestRunNamesTheBadCertificateFlag: a certificate file that does not load
+// stops the process with an error naming the flags and the file.
+func TestRunNamesTheBadCertificateFlag(t *testing.T) {
+	dir := t.TempDir()
+	tlsFlags, _ := testCredentials(t, dir)
+	for _, tc := range []struct{ flag, want string }{
+		{"--tls-client-ca-file=" + filepath.Join(dir, "missing-ca.crt"), "--tls-client-ca-file"},
+		{"--agent-cert-file=" + filepath.Join(dir, "missing.crt"), "--agent-cert-file"},
+	} {
+		o, _, err := parse(append(append([]string{}, tlsFlags...), "--listen=127.0.0.1:0", "--storage-node=sn-1=127.0.0.1:1",
+			"--bolt-path="+filepath.Join(t.TempDir(), "registry.db"), tc.flag)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = run(context.Background(), o, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "missing") {
+			t.Errorf("%s: %v, want an error naming %s and the file", tc.flag, err, tc.want)
+		}
+	}
+}

@@ -98,7 +98,7 @@ func run(ctx context.Context, o agent.Options, kmsgPath string, rep repairFlags)
 	auth, err := rpcauth.NewServer(rpcauth.ServerConfig{CertFile: o.TLSCertFile, KeyFile: o.TLSKeyFile,
 		ClientCAFile: o.TLSClientCAFile, TokenFile: o.TokenFile, Authorizer: agent.Authorizer()})
 	if err != nil {
-		return err
+		return fmt.Errorf("--tls-cert-file, --tls-key-file, --tls-client-ca-file, --token-file: %w", err)
 	}
 	pool, err := agent.NewPool(o.PoolDir)
 	if err != nil {
