@@ -4,20 +4,58 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nvmirror/nvmirror/pkg/driver"
+	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
-func TestProvisionerClientNeedsToken(t *testing.T) {
-	_, _, err := newProvisionerClient(driver.Options{ProvisionerAddress: "prov:9500", ProvisionerTokenFile: "/nonexistent/token"})
-	if err == nil || !strings.Contains(err.Error(), "token") {
-		t.Fatalf("missing token file: %v", err)
+// TestProvisionerClientChecksIdentity: the plugin refuses to start with a
+// certificate the provisioner would refuse every call of, saying which flag.
+func TestProvisionerClientChecksIdentity(t *testing.T) {
+	ca := rpcauthtest.NewCA(t)
+	dir := t.TempDir()
+	write := func(name string, c rpcauthtest.Cert) (string, string) { return c.WriteNamed(t, dir, name) }
+	nodeCrt, nodeKey := write("node", ca.Client(t, "worker-1", "node"))
+	ctlCrt, ctlKey := write("controller", ca.Client(t, "nvmirror-controller", "controller"))
+	allCrt, allKey := write("all", ca.Client(t, "worker-1", "controller", "node"))
+	for _, tc := range []struct {
+		name     string
+		mode     driver.Mode
+		crt, key string
+		errPart  string // "": starts
+	}{
+		{"node", driver.NodeMode, nodeCrt, nodeKey, ""},
+		{"controller", driver.ControllerMode, ctlCrt, ctlKey, ""},
+		{"all", driver.AllMode, allCrt, allKey, ""},
+		{"node with the controller's certificate", driver.NodeMode, ctlCrt, ctlKey, `has no role "node"`},
+		{"controller with a node's certificate", driver.ControllerMode, nodeCrt, nodeKey, `has no role "controller"`},
+		{"all with a node's certificate", driver.AllMode, nodeCrt, nodeKey, `has no role "controller"`},
+		{"missing file", driver.NodeMode, filepath.Join(dir, "none.crt"), nodeKey, "--provisioner-cert-file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, conn, err := newProvisionerClient(driver.Options{Mode: tc.mode, NodeName: "worker-1", ProvisionerAddress: "prov:9500",
+				ProvisionerCertFile: tc.crt, ProvisionerKeyFile: tc.key})
+			if tc.errPart == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				conn.Close()
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.errPart) {
+				t.Fatalf("err = %v, want one saying %q", err, tc.errPart)
+			}
+		})
+	}
+	_, _, err := newProvisionerClient(driver.Options{Mode: driver.NodeMode, NodeName: "worker-2", ProvisionerAddress: "prov:9500",
+		ProvisionerCertFile: nodeCrt, ProvisionerKeyFile: nodeKey})
+	if err == nil || !strings.Contains(err.Error(), `certificate names node "worker-1" (Subject CN), not --node-name "worker-2"`) {
+		t.Fatalf("another node's certificate: %v", err)
 	}
 }
 
@@ -30,11 +68,9 @@ func TestProvisionerClientUnreachableIsUnavailable(t *testing.T) {
 	}
 	addr := lis.Addr().String()
 	lis.Close() // a port nothing listens on
-	token := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(token, []byte("t\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p, conn, err := newProvisionerClient(driver.Options{ProvisionerAddress: addr, ProvisionerTokenFile: token})
+	crt, key := rpcauthtest.NewCA(t).Client(t, "worker-1", "node").WriteNamed(t, t.TempDir(), "node")
+	p, conn, err := newProvisionerClient(driver.Options{Mode: driver.NodeMode, NodeName: "worker-1", ProvisionerAddress: addr,
+		ProvisionerCertFile: crt, ProvisionerKeyFile: key})
 	if err != nil {
 		t.Fatal(err)
 	}

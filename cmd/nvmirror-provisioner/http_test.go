@@ -21,7 +21,6 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store/etcdstore/etcdtest"
 	"github.com/nvmirror/nvmirror/pkg/provisionerclient"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth"
-	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
 )
 
 func get(t *testing.T, h http.Handler, path string) (int, string) {
@@ -106,7 +105,7 @@ func TestStatusEndpoints(t *testing.T) {
 }
 
 func TestHTTPAddressValidation(t *testing.T) {
-	base := []string{"--tls-cert-file=/c", "--tls-key-file=/k", "--token-file=/t", "--agent-token-file=/a", "--storage-node=sn-1=10.0.0.1:9400"}
+	base := requiredFlags()
 	if o, _, err := parse(append(base, "--http-address=:9501")...); err != nil || o.HTTPAddress != ":9501" {
 		t.Errorf("--http-address=:9501: %+v, %v", o.HTTPAddress, err)
 	}
@@ -149,15 +148,15 @@ func httpGet(ctx context.Context, url string) (int, string, error) {
 // survey, syslog forwarding and the gRPC calls just made.
 func TestRunServesStatusEndpoint(t *testing.T) {
 	dir := t.TempDir()
-	cert, key := rpcauthtest.NewCert(t).WriteFiles(t, dir)
+	tlsFlags, client := testCredentials(t, dir)
 	token := filepath.Join(dir, "token")
 	if err := os.WriteFile(token, []byte("client-token\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	httpAddr := freePort(t)
-	o, _, err := parse("--listen=127.0.0.1:0", "--http-address="+httpAddr, "--tls-cert-file="+cert, "--tls-key-file="+key, "--token-file="+token,
-		"--agent-token-file="+token, "--storage-node=sn-1=127.0.0.1:1", "--bolt-path="+filepath.Join(dir, "db", "registry.db"),
-		"--syslog-address=127.0.0.1:1", "--syslog-queue-dir="+filepath.Join(dir, "queue"), "--agent-timeout=1s")
+	o, _, err := parse(append(tlsFlags, "--listen=127.0.0.1:0", "--http-address="+httpAddr, "--token-file="+token,
+		"--storage-node=sn-1=127.0.0.1:1", "--bolt-path="+filepath.Join(dir, "db", "registry.db"),
+		"--syslog-address=127.0.0.1:1", "--syslog-queue-dir="+filepath.Join(dir, "queue"), "--agent-timeout=1s")...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +181,8 @@ func TestRunServesStatusEndpoint(t *testing.T) {
 		t.Fatalf("/readyz = %d %q, %v", code, body, err)
 	}
 
-	conn, err := rpcauth.Dial(addr, rpcauth.ClientConfig{CAFile: cert, ServerName: "localhost", TokenFile: token})
+	client.TokenFile = token
+	conn, err := rpcauth.Dial(addr, client)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +190,8 @@ func TestRunServesStatusEndpoint(t *testing.T) {
 	if _, err := provisionerclient.New(conn).ListStorageNodes(cctx); err != nil {
 		t.Fatal(err)
 	}
-	bad, err := rpcauth.Dial(addr, rpcauth.ClientConfig{CAFile: cert, ServerName: "localhost", Token: "wrong"})
+	client.TokenFile, client.Token = "", "wrong"
+	bad, err := rpcauth.Dial(addr, client)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"k8s.io/klog/v2"
 
@@ -87,25 +86,15 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 		return err
 	}
 	defer status.Close()
-	token, err := rpcauth.LoadToken(o.TokenFile)
-	if err != nil {
-		return fmt.Errorf("--token-file: %w", err)
+	var agentToken string
+	if o.AgentTokenFile != "" {
+		if agentToken, err = rpcauth.LoadToken(o.AgentTokenFile); err != nil {
+			return fmt.Errorf("--agent-token-file: %w", err)
+		}
 	}
-	auth, err := rpcauth.NewTokenAuth(token)
+	agentTLS, err := rpcauth.NewClientCredentials(o.AgentCAFile, o.AgentServerName, o.AgentCertFile, o.AgentKeyFile)
 	if err != nil {
-		return err
-	}
-	serverTLS, err := rpcauth.ServerTLSConfig(o.TLSCertFile, o.TLSKeyFile, o.TLSClientCAFile)
-	if err != nil {
-		return err
-	}
-	agentToken, err := rpcauth.LoadToken(o.AgentTokenFile)
-	if err != nil {
-		return fmt.Errorf("--agent-token-file: %w", err)
-	}
-	agentTLS, err := rpcauth.ClientTLSConfig(o.AgentCAFile, o.AgentServerName, o.AgentCertFile, o.AgentKeyFile)
-	if err != nil {
-		return err
+		return fmt.Errorf("--agent-ca-file, --agent-cert-file, --agent-key-file: %w", err)
 	}
 	agents, err := agentclient.NewPool(agentTLS, agentToken)
 	if err != nil {
@@ -119,6 +108,11 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 	}
 	defer st.Close()
 	status.SetStore(st)
+	auth, err := rpcauth.NewServer(rpcauth.ServerConfig{CertFile: o.TLSCertFile, KeyFile: o.TLSKeyFile,
+		ClientCAFile: o.TLSClientCAFile, TokenFile: o.TokenFile, Authorizer: provisioner.NewAuthorizer(st)})
+	if err != nil {
+		return fmt.Errorf("--tls-cert-file, --tls-key-file, --tls-client-ca-file, --token-file: %w", err)
+	}
 	if err := registerStorageNodes(ctx, st, o); err != nil {
 		return err
 	}
@@ -180,7 +174,7 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 		return fmt.Errorf("--listen: %w", err)
 	}
 	srv := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(serverTLS)),
+		grpc.Creds(auth.Credentials()),
 		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor(), auth.UnaryServerInterceptor(), provisioner.LoggingInterceptor),
 		grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor(), auth.StreamServerInterceptor()),
 	)

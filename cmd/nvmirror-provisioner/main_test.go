@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,8 +22,13 @@ func parse(args ...string) (Options, bool, error) {
 	return parseFlags(fs, args)
 }
 
+// requiredFlags are the flags without a default.
+func requiredFlags() []string {
+	return []string{"--tls-cert-file=/c", "--tls-key-file=/k", "--tls-client-ca-file=/ca", "--agent-cert-file=/ac", "--agent-key-file=/ak", "--storage-node=sn-1=10.0.0.1:9400"}
+}
+
 func TestFlagValidation(t *testing.T) {
-	base := []string{"--tls-cert-file=/c", "--tls-key-file=/k", "--token-file=/t", "--agent-token-file=/a", "--storage-node=sn-1=10.0.0.1:9400"}
+	base := requiredFlags()
 	if o, _, err := parse(base...); err != nil || len(o.StorageNodes) != 1 || o.Store != "bolt" {
 		t.Fatalf("valid flags: %+v, %v", o, err)
 	}
@@ -53,7 +57,7 @@ func TestFlagValidation(t *testing.T) {
 	}
 	// Every missing required flag is reported at once.
 	_, _, err = parse()
-	for _, f := range []string{"--tls-cert-file", "--token-file", "--agent-token-file", "--storage-node"} {
+	for _, f := range []string{"--tls-cert-file", "--tls-client-ca-file", "--agent-cert-file", "--agent-key-file", "--storage-node"} {
 		if err == nil || !strings.Contains(err.Error(), f) {
 			t.Errorf("no flags: %v, want %s named", err, f)
 		}
@@ -65,14 +69,9 @@ func TestFlagValidation(t *testing.T) {
 // driver uses, and stops it by cancelling the context (SIGTERM).
 func TestRunServesAndStops(t *testing.T) {
 	dir := t.TempDir()
-	cert, key := rpcauthtest.NewCert(t).WriteFiles(t, dir)
-	token := filepath.Join(dir, "token")
-	if err := os.WriteFile(token, []byte("client-token\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	o, _, err := parse("--listen=127.0.0.1:0", "--tls-cert-file="+cert, "--tls-key-file="+key, "--token-file="+token,
-		"--agent-token-file="+token, "--storage-node=sn-1=127.0.0.1:1", "--bolt-path="+filepath.Join(dir, "db", "registry.db"),
-		"--syslog-address=127.0.0.1:1", "--syslog-queue-dir="+filepath.Join(dir, "queue"), "--agent-timeout=1s")
+	tlsFlags, client := testCredentials(t, dir)
+	o, _, err := parse(append(tlsFlags, "--listen=127.0.0.1:0", "--storage-node=sn-1=127.0.0.1:1", "--bolt-path="+filepath.Join(dir, "db", "registry.db"),
+		"--syslog-address=127.0.0.1:1", "--syslog-queue-dir="+filepath.Join(dir, "queue"), "--agent-timeout=1s")...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +86,7 @@ func TestRunServesAndStops(t *testing.T) {
 	case err := <-done:
 		t.Fatalf("run ended before serving: %v", err)
 	}
-	conn, err := rpcauth.Dial(addr, rpcauth.ClientConfig{CAFile: cert, ServerName: "localhost", TokenFile: token})
+	conn, err := rpcauth.Dial(addr, client)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,5 +129,42 @@ func TestRunServesAndStops(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("run did not stop after cancel")
+	}
+}
+
+// testCredentials writes a CA, the provisioner's server and agent client
+// certificates and a client certificate for the tests' calls (controller
+// and admin: the lifecycle and nvmirrorctl's calls) into dir, and returns
+// the provisioner's TLS flags and the client's configuration.
+func testCredentials(t *testing.T, dir string) ([]string, rpcauth.ClientConfig) {
+	t.Helper()
+	ca := rpcauthtest.NewCA(t)
+	caFile := ca.WriteCA(t, dir)
+	crt, key := ca.Server(t, "nvmirror-provisioner").WriteNamed(t, dir, "server")
+	agentCrt, agentKey := ca.Client(t, "nvmirror-provisioner", "provisioner").WriteNamed(t, dir, "agent-client")
+	clientCrt, clientKey := ca.Client(t, "test-client", "controller", "admin").WriteNamed(t, dir, "client")
+	return []string{"--tls-cert-file=" + crt, "--tls-key-file=" + key, "--tls-client-ca-file=" + caFile,
+			"--agent-ca-file=" + caFile, "--agent-cert-file=" + agentCrt, "--agent-key-file=" + agentKey},
+		rpcauth.ClientConfig{CAFile: caFile, ServerName: "localhost", CertFile: clientCrt, KeyFile: clientKey}
+}
+
+// TestRunNamesTheBadCertificateFlag: a certificate file that does not load
+// stops the process with an error naming the flags and the file.
+func TestRunNamesTheBadCertificateFlag(t *testing.T) {
+	dir := t.TempDir()
+	tlsFlags, _ := testCredentials(t, dir)
+	for _, tc := range []struct{ flag, want string }{
+		{"--tls-client-ca-file=" + filepath.Join(dir, "missing-ca.crt"), "--tls-client-ca-file"},
+		{"--agent-cert-file=" + filepath.Join(dir, "missing.crt"), "--agent-cert-file"},
+	} {
+		o, _, err := parse(append(append([]string{}, tlsFlags...), "--listen=127.0.0.1:0", "--storage-node=sn-1=127.0.0.1:1",
+			"--bolt-path="+filepath.Join(t.TempDir(), "registry.db"), tc.flag)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = run(context.Background(), o, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "missing") {
+			t.Errorf("%s: %v, want an error naming %s and the file", tc.flag, err, tc.want)
+		}
 	}
 }

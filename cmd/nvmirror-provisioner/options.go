@@ -22,11 +22,12 @@ import (
 type Options struct {
 	// Listen is the gRPC address (host:port) of the provisioner API.
 	Listen string
-	// TLSCertFile/TLSKeyFile are the server certificate; TLSClientCAFile,
-	// when set, requires client certificates signed by it (mutual TLS).
+	// TLSCertFile/TLSKeyFile are the server certificate; TLSClientCAFile
+	// the CA bundle every caller's client certificate must chain to (the
+	// certificate names the caller and its role, which NewAuthorizer's
+	// table checks).
 	TLSCertFile, TLSKeyFile, TLSClientCAFile string
-	// TokenFile holds the bearer token clients (CSI driver, nvmirrorctl)
-	// must send.
+	// TokenFile, when set, holds a bearer token callers must also send.
 	TokenFile string
 	// ShutdownTimeout bounds how long SIGTERM waits for running calls.
 	ShutdownTimeout time.Duration
@@ -53,9 +54,9 @@ type Options struct {
 	// --storage-node flags and StorageNodesFile (one per line).
 	StorageNodes     listFlag
 	StorageNodesFile string
-	// Agent client: CA verifying the agents, the name in their
-	// certificates (when not their address), the token, and an optional
-	// client certificate.
+	// Agent client: CA verifying the agents, the one name in all their
+	// certificates (default: each agent's storage node name), the optional
+	// token, and the provisioner's client certificate (role provisioner).
 	AgentCAFile, AgentServerName, AgentTokenFile string
 	AgentCertFile, AgentKeyFile                  string
 	// AgentTimeout bounds each agent call of a capacity survey.
@@ -149,8 +150,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Listen, "listen", o.Listen, "gRPC listen address host:port")
 	fs.StringVar(&o.TLSCertFile, "tls-cert-file", o.TLSCertFile, "server certificate (PEM)")
 	fs.StringVar(&o.TLSKeyFile, "tls-key-file", o.TLSKeyFile, "server private key (PEM)")
-	fs.StringVar(&o.TLSClientCAFile, "tls-client-ca-file", o.TLSClientCAFile, "if set, require client certificates signed by this CA (PEM)")
-	fs.StringVar(&o.TokenFile, "token-file", o.TokenFile, "file holding the bearer token clients must send")
+	fs.StringVar(&o.TLSClientCAFile, "tls-client-ca-file", o.TLSClientCAFile, "CA bundle (PEM) every caller's client certificate must chain to (Subject CN: the caller, O: its role)")
+	fs.StringVar(&o.TokenFile, "token-file", o.TokenFile, "optional: file holding a bearer token callers must also send")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "how long SIGTERM waits for running calls")
 	fs.StringVar(&o.HTTPAddress, "http-address", o.HTTPAddress, "host:port serving /healthz, /readyz and /metrics over plain HTTP (empty: off)")
 
@@ -169,10 +170,10 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.Var(&o.StorageNodes, "storage-node", "storage node agent NAME=HOST:PORT; repeat or comma-separate")
 	fs.StringVar(&o.StorageNodesFile, "storage-nodes-file", o.StorageNodesFile, "file of storage nodes, one NAME=HOST:PORT per line (# comments)")
 	fs.StringVar(&o.AgentCAFile, "agent-ca-file", o.AgentCAFile, "CA verifying the agents' certificates (PEM)")
-	fs.StringVar(&o.AgentServerName, "agent-server-name", o.AgentServerName, "name expected in the agents' certificates (default: the address dialled)")
-	fs.StringVar(&o.AgentTokenFile, "agent-token-file", o.AgentTokenFile, "file holding the agents' bearer token")
-	fs.StringVar(&o.AgentCertFile, "agent-cert-file", o.AgentCertFile, "client certificate for agents requiring mutual TLS (PEM)")
-	fs.StringVar(&o.AgentKeyFile, "agent-key-file", o.AgentKeyFile, "client key for agents requiring mutual TLS (PEM)")
+	fs.StringVar(&o.AgentServerName, "agent-server-name", o.AgentServerName, "one name every agent's certificate must carry (default: each agent's storage node name, so that no storage node can answer for another)")
+	fs.StringVar(&o.AgentTokenFile, "agent-token-file", o.AgentTokenFile, "optional: file holding the bearer token of agents started with --token-file")
+	fs.StringVar(&o.AgentCertFile, "agent-cert-file", o.AgentCertFile, "the provisioner's client certificate for the agents (PEM, Subject O=provisioner)")
+	fs.StringVar(&o.AgentKeyFile, "agent-key-file", o.AgentKeyFile, "the key of --agent-cert-file (PEM)")
 	fs.DurationVar(&o.AgentTimeout, "agent-timeout", o.AgentTimeout, "bound on each agent call of a capacity survey")
 
 	fs.StringVar(&o.SyslogAddress, "syslog-address", o.SyslogAddress, "syslog server host:port to forward events to (empty: no forwarding)")
@@ -258,7 +259,8 @@ func (o *Options) Validate() error {
 	if _, _, err := net.SplitHostPort(o.Listen); err != nil {
 		bad("--listen %q: want host:port", o.Listen)
 	}
-	for flagName, v := range map[string]string{"--tls-cert-file": o.TLSCertFile, "--tls-key-file": o.TLSKeyFile, "--token-file": o.TokenFile, "--agent-token-file": o.AgentTokenFile} {
+	for flagName, v := range map[string]string{"--tls-cert-file": o.TLSCertFile, "--tls-key-file": o.TLSKeyFile, "--tls-client-ca-file": o.TLSClientCAFile,
+		"--agent-cert-file": o.AgentCertFile, "--agent-key-file": o.AgentKeyFile} {
 		if v == "" {
 			bad("%s is required", flagName)
 		}
@@ -309,9 +311,6 @@ func (o *Options) Validate() error {
 		errs = append(errs, err)
 	} else if len(nodes) == 0 {
 		bad("no storage nodes: give --storage-node NAME=HOST:PORT or --storage-nodes-file")
-	}
-	if (o.AgentCertFile == "") != (o.AgentKeyFile == "") {
-		bad("--agent-cert-file and --agent-key-file go together")
 	}
 	if o.AgentTimeout <= 0 {
 		bad("--agent-timeout %s: must be positive", o.AgentTimeout)

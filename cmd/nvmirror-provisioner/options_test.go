@@ -11,7 +11,8 @@ import (
 // valid returns options that pass Validate.
 func valid() Options {
 	o := DefaultOptions()
-	o.TLSCertFile, o.TLSKeyFile, o.TokenFile, o.AgentTokenFile = "/tls/tls.crt", "/tls/tls.key", "/token/token", "/agent/token"
+	o.TLSCertFile, o.TLSKeyFile, o.TLSClientCAFile = "/tls/tls.crt", "/tls/tls.key", "/ca/ca.crt"
+	o.AgentCertFile, o.AgentKeyFile = "/agent/tls.crt", "/agent/tls.key"
 	o.StorageNodes = listFlag{"sn-1=10.0.0.1:9400"}
 	return o
 }
@@ -27,8 +28,8 @@ func TestValidate(t *testing.T) {
 	}{
 		{"listen", func(o *Options) { o.Listen = "9500" }, "--listen"},
 		{"no cert", func(o *Options) { o.TLSCertFile = "" }, "--tls-cert-file"},
-		{"no token", func(o *Options) { o.TokenFile = "" }, "--token-file"},
-		{"no agent token", func(o *Options) { o.AgentTokenFile = "" }, "--agent-token-file"},
+		{"no client CA", func(o *Options) { o.TLSClientCAFile = "" }, "--tls-client-ca-file"},
+		{"no agent certificate", func(o *Options) { o.AgentCertFile = "" }, "--agent-cert-file"},
 		{"shutdown", func(o *Options) { o.ShutdownTimeout = 0 }, "--shutdown-timeout"},
 		{"store", func(o *Options) { o.Store = "sqlite" }, "--store"},
 		{"relative bolt path", func(o *Options) { o.BoltPath = "registry.db" }, "--bolt-path"},
@@ -49,7 +50,7 @@ func TestValidate(t *testing.T) {
 		{"storage node bad address", func(o *Options) { o.StorageNodes = listFlag{"sn-1=10.0.0.1"} }, "--storage-node"},
 		{"storage node twice", func(o *Options) { o.StorageNodes = listFlag{"sn-1=a:1", "sn-1=b:1"} }, "twice"},
 		{"storage nodes file missing", func(o *Options) { o.StorageNodesFile = "/nonexistent/nodes" }, "--storage-nodes-file"},
-		{"agent cert without key", func(o *Options) { o.AgentCertFile = "/c" }, "--agent-key-file"},
+		{"agent cert without key", func(o *Options) { o.AgentKeyFile = "" }, "--agent-key-file"},
 		{"agent timeout", func(o *Options) { o.AgentTimeout = -time.Second }, "--agent-timeout"},
 		{"syslog address", func(o *Options) { o.SyslogAddress = "syslog" }, "--syslog-address"},
 		{"syslog transport", func(o *Options) { o.SyslogAddress, o.SyslogTransport = "s:514", "relp" }, "--syslog-transport"},

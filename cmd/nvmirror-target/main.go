@@ -1,7 +1,7 @@
 // Command nvmirror-target is the storage node agent: it keeps replicas as
 // files in a pool directory, exports each over NVMe/TCP through the kernel
-// target (nvmet configfs), and serves the provisioner's gRPC API (TLS and a
-// bearer token). Flags are documented in docs/nvmirror-target.md.
+// target (nvmet configfs), and serves the provisioner's gRPC API (mutual
+// TLS: only the provisioner's certificate may call). Flags are documented in docs/nvmirror-target.md.
 package main
 
 import (
@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"k8s.io/klog/v2"
 
 	"github.com/nvmirror/nvmirror/pkg/agent"
@@ -63,8 +62,8 @@ func main() {
 	flag.StringVar(&o.Listen, "listen", ":9400", "gRPC listen address")
 	flag.StringVar(&o.TLSCertFile, "tls-cert-file", "", "server certificate (PEM)")
 	flag.StringVar(&o.TLSKeyFile, "tls-key-file", "", "server private key (PEM)")
-	flag.StringVar(&o.TLSClientCAFile, "tls-client-ca-file", "", "if set, require client certificates signed by this CA (PEM)")
-	flag.StringVar(&o.TokenFile, "token-file", "", "file holding the bearer token clients must send")
+	flag.StringVar(&o.TLSClientCAFile, "tls-client-ca-file", "", "CA bundle (PEM) client certificates must chain to; only the provisioner's (Subject O=provisioner) may call")
+	flag.StringVar(&o.TokenFile, "token-file", "", "optional: file holding a bearer token callers must also send")
 	flag.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for running calls before closing connections")
 	flag.StringVar(&kmsgPath, "kmsg-path", "/dev/kmsg", "kernel log to follow for NVMe-oF session audit events; empty disables")
 	flag.BoolVar(&rep.enabled, "offline-repair", true, "repair volumes no compute node has staged when the provisioner asks: this storage node connects to their replicas as an NVMe host and lets md bring the out-of-sync ones up to date (needs the nvme-tcp and raid1 modules and mdadm)")
@@ -96,17 +95,10 @@ func main() {
 
 func run(ctx context.Context, o agent.Options, kmsgPath string, rep repairFlags) error {
 	klog.InfoS("Starting nvmirror-target", "version", version.Version, "node", o.NodeName, "pool", o.PoolDir, "listen", o.Listen)
-	token, err := rpcauth.LoadToken(o.TokenFile)
+	auth, err := rpcauth.NewServer(rpcauth.ServerConfig{CertFile: o.TLSCertFile, KeyFile: o.TLSKeyFile,
+		ClientCAFile: o.TLSClientCAFile, TokenFile: o.TokenFile, Authorizer: agent.Authorizer()})
 	if err != nil {
-		return err
-	}
-	auth, err := rpcauth.NewTokenAuth(token)
-	if err != nil {
-		return err
-	}
-	tlsCfg, err := rpcauth.ServerTLSConfig(o.TLSCertFile, o.TLSKeyFile, o.TLSClientCAFile)
-	if err != nil {
-		return err
+		return fmt.Errorf("--tls-cert-file, --tls-key-file, --tls-client-ca-file, --token-file: %w", err)
 	}
 	pool, err := agent.NewPool(o.PoolDir)
 	if err != nil {
@@ -135,7 +127,7 @@ func run(ctx context.Context, o agent.Options, kmsgPath string, rep repairFlags)
 		return err
 	}
 	srv := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(tlsCfg)),
+		grpc.Creds(auth.Credentials()),
 		grpc.ChainUnaryInterceptor(auth.UnaryServerInterceptor(), agent.LoggingInterceptor),
 		grpc.ChainStreamInterceptor(auth.StreamServerInterceptor()),
 	)

@@ -6,14 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
@@ -27,7 +25,7 @@ import (
 
 const liveHost = "nqn.2014-08.org.nvmexpress:uuid:6f1c2a10-7d3e-4b8a-9c1d-1a2b3c4d5e6f"
 
-// liveProvisioner is a real provisioner gRPC server (TLS, bearer token, bolt
+// liveProvisioner is a real provisioner gRPC server (mutual TLS, its table, bolt
 // registry) over fake storage-node agents: what nvmirrorctl talks to in
 // production, minus the kernel.
 type liveProvisioner struct {
@@ -55,17 +53,18 @@ func startLiveProvisioner(t *testing.T) *liveProvisioner {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert := rpcauthtest.NewCert(t)
-	caFile, _ := cert.WriteFiles(t, dir)
-	tokenFile := filepath.Join(dir, "token")
-	if err := os.WriteFile(tokenFile, []byte("s3cret-token\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	auth, err := rpcauth.NewTokenAuth("s3cret-token")
+	// The provisioner's own authentication and table; nvmirrorctl holds
+	// an administrator's certificate.
+	ca := rpcauthtest.NewCA(t)
+	caFile := ca.WriteCA(t, dir)
+	srvCrt, srvKey := ca.Server(t, "nvmirror-provisioner").WriteNamed(t, dir, "server")
+	adminCrt, adminKey := ca.Client(t, "ops", "admin").WriteNamed(t, dir, "admin")
+	auth, err := rpcauth.NewServer(rpcauth.ServerConfig{CertFile: srvCrt, KeyFile: srvKey, ClientCAFile: caFile,
+		Authorizer: provisioner.NewAuthorizer(st)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(cert.ServerTLS())),
+	srv := grpc.NewServer(grpc.Creds(auth.Credentials()),
 		grpc.ChainUnaryInterceptor(auth.UnaryServerInterceptor(), provisioner.LoggingInterceptor))
 	provisionerapi.RegisterProvisionerServer(srv, provisioner.NewServer(svc))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -75,7 +74,7 @@ func startLiveProvisioner(t *testing.T) *liveProvisioner {
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 	return &liveProvisioner{svc: svc, cluster: c,
-		flags: []string{"--provisioner", lis.Addr().String(), "--ca-file", caFile, "--token-file", tokenFile, "--timeout", "10s"}}
+		flags: []string{"--provisioner", lis.Addr().String(), "--ca-file", caFile, "--cert-file", adminCrt, "--key-file", adminKey, "--timeout", "10s"}}
 }
 
 // ctl runs nvmirrorctl with the provisioner's flags and returns stdout.

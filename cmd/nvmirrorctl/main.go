@@ -92,7 +92,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	addr := fs.String("provisioner", envOr("NVMIRROR_PROVISIONER", "127.0.0.1:9500"), "provisioner API address host:port ($NVMIRROR_PROVISIONER)")
 	caFile := fs.String("ca-file", os.Getenv("NVMIRROR_CA_FILE"), "CA certificate (PEM) of the provisioner ($NVMIRROR_CA_FILE; empty: system roots)")
-	tokenFile := fs.String("token-file", os.Getenv("NVMIRROR_TOKEN_FILE"), "file holding the API bearer token ($NVMIRROR_TOKEN_FILE)")
+	certFile := fs.String("cert-file", os.Getenv("NVMIRROR_CERT_FILE"), "your client certificate (PEM, Subject O=admin) ($NVMIRROR_CERT_FILE)")
+	keyFile := fs.String("key-file", os.Getenv("NVMIRROR_KEY_FILE"), "the key of --cert-file (PEM) ($NVMIRROR_KEY_FILE)")
+	tokenFile := fs.String("token-file", os.Getenv("NVMIRROR_TOKEN_FILE"), "optional: file holding the API bearer token, for a provisioner started with --token-file ($NVMIRROR_TOKEN_FILE)")
 	serverName := fs.String("server-name", "", "name expected in the provisioner's certificate (default: the host of --provisioner)")
 	output := fs.String("o", "table", "output format: table or json")
 	timeout := fs.Duration("timeout", 30*time.Second, "deadline of each call")
@@ -108,10 +110,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return usagef("a command is required")
 	}
-	if *tokenFile == "" {
-		return usagef("--token-file is required (the provisioner refuses calls without its token)")
+	if *certFile == "" || *keyFile == "" {
+		return usagef("--cert-file and --key-file are required (the provisioner identifies its callers by their client certificates)")
 	}
-	conn, err := rpcauth.Dial(*addr, rpcauth.ClientConfig{CAFile: *caFile, ServerName: *serverName, TokenFile: *tokenFile})
+	conn, err := rpcauth.Dial(*addr, rpcauth.ClientConfig{CAFile: *caFile, ServerName: *serverName, CertFile: *certFile, KeyFile: *keyFile, TokenFile: *tokenFile})
 	if err != nil {
 		return err
 	}

@@ -19,9 +19,10 @@ func TestUsageErrorsNameTheFlag(t *testing.T) {
 		errPart string
 	}{
 		{nil, "a command is required"},
-		{[]string{"--token-file=/x", "-o", "yaml", "volumes"}, `-o "yaml"`},
-		{[]string{"volumes"}, "--token-file is required"},
-		{[]string{"--token-file=/x", "--bogus", "volumes"}, "bogus"},
+		{[]string{"--cert-file=/x", "--key-file=/y", "-o", "yaml", "volumes"}, `-o "yaml"`},
+		{[]string{"volumes"}, "--cert-file and --key-file are required"},
+		{[]string{"--cert-file=/x", "volumes"}, "--cert-file and --key-file are required"},
+		{[]string{"--cert-file=/x", "--key-file=/y", "--bogus", "volumes"}, "bogus"},
 	} {
 		var out, errOut bytes.Buffer
 		err := run(context.Background(), tc.args, &out, &errOut)

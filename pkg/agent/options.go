@@ -42,9 +42,10 @@ type Options struct {
 	Listen string
 	// TLSCertFile and TLSKeyFile are the server certificate (PEM).
 	TLSCertFile, TLSKeyFile string
-	// TLSClientCAFile, when set, requires client certificates from that CA.
+	// TLSClientCAFile is the CA bundle the caller's client certificate must
+	// chain to (only the provisioner's role is served).
 	TLSClientCAFile string
-	// TokenFile holds the bearer token clients must send.
+	// TokenFile, when set, holds a bearer token callers must also send.
 	TokenFile string
 	// ShutdownTimeout bounds the graceful stop on SIGTERM.
 	ShutdownTimeout time.Duration
@@ -89,8 +90,8 @@ func (o *Options) Validate() error {
 	if o.TLSCertFile == "" || o.TLSKeyFile == "" {
 		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file are required (the API is TLS only)"))
 	}
-	if o.TokenFile == "" {
-		errs = append(errs, errors.New("--token-file is required (calls without the token are refused)"))
+	if o.TLSClientCAFile == "" {
+		errs = append(errs, errors.New("--tls-client-ca-file is required (the provisioner is identified by its client certificate)"))
 	}
 	if o.NodeName == "" {
 		errs = append(errs, errors.New("--node-name is required"))

@@ -15,6 +15,7 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof/nvmet"
 	"github.com/nvmirror/nvmirror/pkg/repair"
+	"github.com/nvmirror/nvmirror/pkg/rpcauth"
 	"github.com/nvmirror/nvmirror/pkg/version"
 )
 
@@ -73,11 +74,12 @@ func LoggingInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	if strings.HasSuffix(info.FullMethod, "/NodeInfo") || strings.HasSuffix(info.FullMethod, "/GetCapacity") {
 		lvl = 5
 	}
-	klog.V(lvl).InfoS("gRPC call", "method", info.FullMethod)
+	caller := rpcauth.Caller(ctx)
+	klog.V(lvl).InfoS("gRPC call", "method", info.FullMethod, "caller", caller)
 	klog.V(5).InfoS("gRPC request", "method", info.FullMethod, "request", protosanitizer.StripSecrets(req))
 	resp, err := handler(ctx, req)
 	if err != nil {
-		klog.ErrorS(err, "gRPC call failed", "method", info.FullMethod, "code", status.Code(err))
+		klog.ErrorS(err, "gRPC call failed", "method", info.FullMethod, "caller", caller, "code", status.Code(err))
 	}
 	return resp, err
 }

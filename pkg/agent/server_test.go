@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -23,28 +25,46 @@ import (
 
 const token = "test-token"
 
-// serve runs svc behind TLS, the token check and the logging interceptor
-// on an in-memory listener, and returns a client (with the token when
+// serve runs svc behind mutual TLS, the agent's authorization, the token
+// check and the logging interceptor on an in-memory listener, and returns a
+// client holding the provisioner's certificate (with the token when
 // withToken).
 func serve(t testing.TB, svc *Service, withToken bool, opts ...ServerOption) agentapi.TargetClient {
 	t.Helper()
-	c := rpcauthtest.NewCert(t)
-	cert, roots := c.TLS, c.Pool
-	auth, err := rpcauth.NewTokenAuth(token)
+	ca := rpcauthtest.NewCA(t)
+	prov := ca.Client(t, "nvmirror-provisioner", "provisioner")
+	return serveAs(t, svc, ca, &prov, withToken, opts...)
+}
+
+// serveAs is serve with the client's certificate chosen (nil: none).
+func serveAs(t testing.TB, svc *Service, ca *rpcauthtest.CA, client *rpcauthtest.Cert, withToken bool, opts ...ServerOption) agentapi.TargetClient {
+	t.Helper()
+	dir := t.TempDir()
+	crt, key := ca.Server(t, "sn-1").WriteNamed(t, dir, "server")
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	auth, err := rpcauth.NewServer(rpcauth.ServerConfig{CertFile: crt, KeyFile: key, ClientCAFile: ca.WriteCA(t, dir),
+		TokenFile: tokenFile, Authorizer: Authorizer()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})),
+		grpc.Creds(auth.Credentials()),
 		grpc.ChainUnaryInterceptor(auth.UnaryServerInterceptor(), LoggingInterceptor),
 	)
 	agentapi.RegisterTargetServer(srv, NewServer(svc, opts...))
 	lis := bufconn.Listen(1 << 20)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
+	clientTLS := &tls.Config{RootCAs: ca.Pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}
+	if client != nil {
+		clientTLS.Certificates = []tls.Certificate{client.TLS}
+	}
 	dialOpts := []grpc.DialOption{
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS12})),
+		grpc.WithTransportCredentials(credentials.NewTLS(clientTLS)),
 	}
 	if withToken {
 		dialOpts = append(dialOpts, grpc.WithPerRPCCredentials(rpcauth.TokenCredentials{Token: token}))
@@ -189,6 +209,47 @@ func TestGRPCWithoutTokenUnauthenticated(t *testing.T) {
 	}
 	e.checkNothingCreated()
 }
+
+// TestGRPCOnlyTheProvisioner: the agent API is the provisioner's alone. A
+// node plugin's or the controller's certificate is PermissionDenied naming
+// the caller; another storage node's certificate (a server certificate), a
+// certificate of another CA, an expired one or none are Unauthenticated.
+// Nothing is created by any of them.
+func TestGRPCOnlyTheProvisioner(t *testing.T) {
+	ca := rpcauthtest.NewCA(t)
+	foreign := rpcauthtest.NewCA(t)
+	expired := ca.Issue(t, rpcauthtest.Leaf{Name: "nvmirror-provisioner", Roles: []string{"provisioner"}, Client: true,
+		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Minute)})
+	for _, tc := range []struct {
+		name    string
+		cert    *rpcauthtest.Cert
+		want    codes.Code
+		errPart string
+	}{
+		{"node plugin", ptr(ca.Client(t, "worker-1", "node")), codes.PermissionDenied, "worker-1 (node) may not call /nvmirror.target.v1.Target/CreateReplica: allowed to provisioner"},
+		{"controller", ptr(ca.Client(t, "nvmirror-controller", "controller")), codes.PermissionDenied, "nvmirror-controller (controller)"},
+		{"admin", ptr(ca.Client(t, "ops", "admin")), codes.PermissionDenied, "ops (admin)"},
+		{"another storage node", ptr(ca.Issue(t, rpcauthtest.Leaf{Name: "sn-2", Roles: []string{"storage-node"}, Hosts: []string{"sn-2"}, Server: true})),
+			codes.Unauthenticated, "incompatible key usage"},
+		{"foreign CA", ptr(foreign.Client(t, "nvmirror-provisioner", "provisioner")), codes.Unauthenticated, "unknown authority"},
+		{"expired", &expired, codes.Unauthenticated, "expired"},
+		{"no certificate", nil, codes.Unauthenticated, "no client certificate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			c := serveAs(t, e.svc, ca, tc.cert, true)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, err := c.CreateReplica(ctx, &agentapi.CreateReplicaRequest{ReplicaId: "r1", VolumeId: "v", SizeBytes: mib, ProvisioningType: agentapi.ProvisioningType_PROVISIONING_TYPE_THIN})
+			if status.Code(err) != tc.want || !strings.Contains(err.Error(), tc.errPart) {
+				t.Fatalf("CreateReplica: %v, want %v saying %q", err, tc.want, tc.errPart)
+			}
+			e.checkNothingCreated()
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
 
 // BenchmarkCreateDeleteReplica measures one CreateReplica + DeleteReplica
 // round trip through gRPC (TLS, token, in-memory connection) with the fake

@@ -145,7 +145,7 @@ func TestOptionsValidate(t *testing.T) {
 	if err == nil {
 		t.Fatal("empty options accepted")
 	}
-	for _, want := range []string{"--pool-dir", "--listen", "--tls-cert-file", "--token-file", "--node-name", "--nvme-address"} {
+	for _, want := range []string{"--pool-dir", "--listen", "--tls-cert-file", "--tls-client-ca-file", "--node-name", "--nvme-address"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s: %v", want, err)
 		}
@@ -160,7 +160,7 @@ func TestOptionsValidate(t *testing.T) {
 	if _, err := ParseNvmeAddresses([]string{"127.0.0.2"}, 1); err == nil {
 		t.Fatal("address without port accepted")
 	}
-	o = Options{PoolDir: "/pool", Listen: ":9400", TLSCertFile: "c", TLSKeyFile: "k", TokenFile: "t", NodeName: "n", Ports: ports, NQNPrefix: "nqn.2026-11.io.nvmirror:replica"}
+	o = Options{PoolDir: "/pool", Listen: ":9400", TLSCertFile: "c", TLSKeyFile: "k", TLSClientCAFile: "ca", NodeName: "n", Ports: ports, NQNPrefix: "nqn.2026-11.io.nvmirror:replica"}
 	if err := o.Validate(); err == nil || !strings.Contains(err.Error(), "--nqn-prefix") {
 		t.Fatalf("prefix without ':' : %v", err)
 	}

@@ -61,7 +61,7 @@ func newEnv(t *testing.T, mutate ...func(*driver.Options)) *env {
 	e.opts = driver.DefaultOptions()
 	e.opts.Endpoint = "unix://" + filepath.Join(e.tmp, "csi.sock")
 	e.opts.ProvisionerAddress = "fake:9500"
-	e.opts.ProvisionerTokenFile = "/fake/token"
+	e.opts.ProvisionerCertFile, e.opts.ProvisionerKeyFile = "/fake/tls.crt", "/fake/tls.key"
 	e.opts.NodeName = "worker-1"
 	e.opts.HostRoot = e.root
 	e.opts.StateDir = filepath.Join(e.tmp, "state")

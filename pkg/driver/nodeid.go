@@ -21,8 +21,9 @@ import (
 // Kubernetes limits node IDs to 192 bytes; a uuid NQN is 68, which leaves
 // 123 for the node name.
 
-// nodeIDSeparator splits the node name from the host NQN.
-const nodeIDSeparator = "/"
+// nodeIDSeparator splits the node name from the host NQN (pkg/volume
+// holds it: the provisioner reads node names out of node IDs too).
+const nodeIDSeparator = volume.NodeIDSeparator
 
 // encodeNodeID builds the node ID, refusing one Kubernetes would reject.
 func encodeNodeID(nodeName, hostNQN string) (string, error) {
@@ -42,7 +43,7 @@ func encodeNodeID(nodeName, hostNQN string) (string, error) {
 // parseNodeID returns the host NQN of a node ID. An ID this driver did not
 // issue is ErrNotFound: CSI wants NotFound for an unknown node.
 func parseNodeID(id string) (nodeName, hostNQN string, err error) {
-	nodeName, hostNQN, ok := strings.Cut(id, nodeIDSeparator)
+	nodeName, hostNQN, ok := volume.SplitNodeID(id)
 	if !ok || nodeName == "" {
 		return "", "", volume.Errorf(volume.ErrNotFound, "node %q (not an nvmirror node ID <node>/<host NQN>)", id)
 	}

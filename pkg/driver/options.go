@@ -50,8 +50,13 @@ type Options struct {
 	// Every mode needs it: the controller for the volume lifecycle, the
 	// node for GetVolume at stage time and for events.
 	ProvisionerAddress string
-	// ProvisionerTokenFile holds the bearer token sent to the provisioner
-	// (which refuses calls without it).
+	// ProvisionerCertFile and ProvisionerKeyFile are this plugin's client
+	// certificate, its identity towards the provisioner: Subject O
+	// "controller" (controller mode), "node" with CN the Kubernetes node
+	// name (node mode), both for mode all. Re-read when they change.
+	ProvisionerCertFile, ProvisionerKeyFile string
+	// ProvisionerTokenFile, when set, holds a bearer token sent to the
+	// provisioner (one started with --token-file requires it).
 	ProvisionerTokenFile string
 	// ProvisionerCAFile verifies the provisioner's TLS certificate (empty:
 	// the system roots).
@@ -139,7 +144,9 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.Var(&o.Mode, "mode", "services to serve: controller, node or all")
 	fs.StringVar(&o.Endpoint, "endpoint", o.Endpoint, "CSI endpoint (unix socket)")
 	fs.StringVar(&o.ProvisionerAddress, "provisioner-address", o.ProvisionerAddress, "provisioner gRPC address host:port")
-	fs.StringVar(&o.ProvisionerTokenFile, "provisioner-token-file", o.ProvisionerTokenFile, "file holding the provisioner's bearer token")
+	fs.StringVar(&o.ProvisionerCertFile, "provisioner-cert-file", o.ProvisionerCertFile, "client certificate (PEM) identifying this plugin to the provisioner (Subject O=controller and/or node, CN=the node name)")
+	fs.StringVar(&o.ProvisionerKeyFile, "provisioner-key-file", o.ProvisionerKeyFile, "the key of --provisioner-cert-file (PEM)")
+	fs.StringVar(&o.ProvisionerTokenFile, "provisioner-token-file", o.ProvisionerTokenFile, "optional: file holding the provisioner's bearer token")
 	fs.StringVar(&o.ProvisionerCAFile, "provisioner-ca-file", o.ProvisionerCAFile, "CA certificate (PEM) verifying the provisioner (default: system roots)")
 	fs.StringVar(&o.ProvisionerServerName, "provisioner-server-name", o.ProvisionerServerName, "name expected in the provisioner's certificate (default: the host of --provisioner-address)")
 	o.addNodeFlags(fs)
@@ -173,8 +180,8 @@ func (o *Options) Validate() error {
 	} else if _, _, err := net.SplitHostPort(o.ProvisionerAddress); err != nil {
 		errs = append(errs, fmt.Errorf("--provisioner-address %q: want host:port", o.ProvisionerAddress))
 	}
-	if o.ProvisionerTokenFile == "" {
-		errs = append(errs, errors.New("--provisioner-token-file is required (the provisioner refuses calls without its token)"))
+	if o.ProvisionerCertFile == "" || o.ProvisionerKeyFile == "" {
+		errs = append(errs, errors.New("--provisioner-cert-file and --provisioner-key-file are required (the provisioner identifies its callers by their client certificates)"))
 	}
 	if o.Mode.hasNode() {
 		if o.NodeName == "" || strings.Contains(o.NodeName, nodeIDSeparator) {

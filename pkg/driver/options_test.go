@@ -11,7 +11,7 @@ func validNodeOptions() Options {
 	o.Mode = NodeMode
 	o.NodeName = "worker-1"
 	o.ProvisionerAddress = "prov:9500"
-	o.ProvisionerTokenFile = "/var/run/secrets/nvmirror/token"
+	o.ProvisionerCertFile, o.ProvisionerKeyFile = "/etc/nvmirror/node-tls/tls.crt", "/etc/nvmirror/node-tls/tls.key"
 	return o
 }
 
@@ -28,8 +28,8 @@ func TestOptionsValidate(t *testing.T) {
 		{"relative endpoint", func(o *Options) { o.Endpoint = "csi.sock" }, "--endpoint"},
 		{"no provisioner", func(o *Options) { o.ProvisionerAddress = "" }, "--provisioner-address"},
 		{"provisioner without port", func(o *Options) { o.ProvisionerAddress = "prov" }, "--provisioner-address"},
-		{"no provisioner token", func(o *Options) { o.ProvisionerTokenFile = "" }, "--provisioner-token-file"},
-		{"controller needs the token too", func(o *Options) { o.Mode = ControllerMode; o.ProvisionerTokenFile = "" }, "--provisioner-token-file"},
+		{"no client certificate", func(o *Options) { o.ProvisionerCertFile = "" }, "--provisioner-cert-file"},
+		{"controller needs one too", func(o *Options) { o.Mode = ControllerMode; o.ProvisionerKeyFile = "" }, "--provisioner-key-file"},
 		{"no node name", func(o *Options) { o.NodeName = "" }, "--node-name"},
 		{"relative state dir", func(o *Options) { o.StateDir = "state" }, "--state-dir"},
 		{"fast io fail off", func(o *Options) { o.FastIOFailTmo = -1 }, "--fast-io-fail-tmo"},

@@ -176,7 +176,11 @@ const agentToken = "integration-token"
 // temporary directory, in rack r<i>.
 func startRealAgents(t testing.TB, n int) ([]*realAgent, *tls.Config) {
 	t.Helper()
-	cert := rpcauthtest.NewCert(t)
+	var names []string
+	for i := 1; i <= n; i++ {
+		names = append(names, fmt.Sprintf("sn-%d", i))
+	}
+	cert := rpcauthtest.NewCert(t, names...)
 	serverTLS, clientTLS := cert.ServerTLS(), cert.ClientTLS()
 	auth, err := rpcauth.NewTokenAuth(agentToken)
 	if err != nil {
@@ -217,7 +221,7 @@ func startRealAgents(t testing.TB, n int) ([]*realAgent, *tls.Config) {
 
 func newRealEnv(t testing.TB, st store.Store, agents []*realAgent, clientTLS *tls.Config) *provisioner.Service {
 	t.Helper()
-	pool, err := agentclient.NewPool(clientTLS, agentToken)
+	pool, err := agentclient.NewPool(rpcauth.StaticClientCredentials(clientTLS), agentToken)
 	if err != nil {
 		t.Fatal(err)
 	}

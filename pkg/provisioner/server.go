@@ -19,6 +19,7 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/provisionerapi"
+	"github.com/nvmirror/nvmirror/pkg/rpcauth"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
@@ -493,11 +494,12 @@ func LoggingInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo
 	if strings.HasPrefix(info.FullMethod, "/grpc.health.") {
 		lvl = 5
 	}
-	klog.V(lvl).InfoS("gRPC call", "method", info.FullMethod)
+	caller := rpcauth.Caller(ctx)
+	klog.V(lvl).InfoS("gRPC call", "method", info.FullMethod, "caller", caller)
 	klog.V(5).InfoS("gRPC request", "method", info.FullMethod, "request", protosanitizer.StripSecrets(req))
 	resp, err := handler(ctx, req)
 	if err != nil {
-		klog.ErrorS(err, "gRPC call failed", "method", info.FullMethod, "code", status.Code(err))
+		klog.ErrorS(err, "gRPC call failed", "method", info.FullMethod, "caller", caller, "code", status.Code(err))
 	} else {
 		klog.V(5).InfoS("gRPC response", "method", info.FullMethod, "response", protosanitizer.StripSecrets(resp))
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,7 +13,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
@@ -37,25 +37,27 @@ const (
 )
 
 type env struct {
-	addr, caFile string
-	cluster      *fakeagent.Cluster
-	health       *provisioner.Health
-	client       *provisionerclient.Client
+	addr, caFile      string
+	certFile, keyFile string
+	cluster           *fakeagent.Cluster
+	health            *provisioner.Health
+	client            *provisionerclient.Client
 }
 
 // start runs the provisioner's gRPC server the way cmd/nvmirror-provisioner
-// does (TLS, token, logging, health) on a loopback port, over a bolt store
+// does (mutual TLS with its table, token, logging, health) on a loopback port, over a bolt store
 // and four fake storage nodes in distinct racks.
 func start(t *testing.T) *env {
 	t.Helper()
 	dir := t.TempDir()
-	certFile, keyFile := rpcauthtest.NewCert(t).WriteFiles(t, dir)
-	tlsCfg, err := rpcauth.ServerTLSConfig(certFile, keyFile, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth, err := rpcauth.NewTokenAuth(testToken)
-	if err != nil {
+	ca := rpcauthtest.NewCA(t)
+	caFile := ca.WriteCA(t, dir)
+	certFile, keyFile := ca.Server(t, "nvmirror-provisioner").WriteNamed(t, dir, "server")
+	// One client for every call the tests make: the controller's, the
+	// administrator's and (scoped to its node) node-a's.
+	clientCrt, clientKey := ca.Client(t, "node-a", "controller", "node", "admin").WriteNamed(t, dir, "client")
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(testToken), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	st, err := boltstore.Open(filepath.Join(dir, "registry.db"), boltstore.Options{})
@@ -74,8 +76,13 @@ func start(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	auth, err := rpcauth.NewServer(rpcauth.ServerConfig{CertFile: certFile, KeyFile: keyFile, ClientCAFile: caFile,
+		TokenFile: tokenFile, Authorizer: provisioner.NewAuthorizer(st)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(tlsCfg)),
+		grpc.Creds(auth.Credentials()),
 		grpc.ChainUnaryInterceptor(auth.UnaryServerInterceptor(), provisioner.LoggingInterceptor),
 		grpc.ChainStreamInterceptor(auth.StreamServerInterceptor()),
 	)
@@ -89,14 +96,14 @@ func start(t *testing.T) *env {
 	}
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
-	e := &env{addr: lis.Addr().String(), caFile: certFile, cluster: c, health: h}
+	e := &env{addr: lis.Addr().String(), caFile: caFile, certFile: clientCrt, keyFile: clientKey, cluster: c, health: h}
 	e.client = e.dial(t, testToken)
 	return e
 }
 
 func (e *env) dial(t *testing.T, token string) *provisionerclient.Client {
 	t.Helper()
-	conn, err := rpcauth.Dial(e.addr, rpcauth.ClientConfig{CAFile: e.caFile, ServerName: "localhost", Token: token})
+	conn, err := rpcauth.Dial(e.addr, rpcauth.ClientConfig{CAFile: e.caFile, ServerName: "localhost", CertFile: e.certFile, KeyFile: e.keyFile, Token: token})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,6 +429,10 @@ func TestReplicaSyncCalls(t *testing.T) {
 	ctx := context.Background()
 	v, err := p.CreateVolume(ctx, volume.CreateVolumeRequest{Name: "pvc-1", SizeBytes: gib, Parameters: map[string]string{"numReplicas": "2"}})
 	if err != nil {
+		t.Fatal(err)
+	}
+	// A node reports on volumes published to it (the provisioner's table).
+	if _, err := p.PublishVolume(ctx, v.ID, hostA, "node-a"); err != nil {
 		t.Fatal(err)
 	}
 	r0, r1 := v.Replicas[0].ID, v.Replicas[1].ID

@@ -5,11 +5,11 @@ import (
 	"fmt"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 )
 
 // ClientConfig is how a client reaches one of nvmirror's APIs: TLS trust,
-// an optional client certificate, and the bearer token.
+// its client certificate (its identity; the servers refuse calls without
+// one), and the optional bearer token.
 type ClientConfig struct {
 	// CAFile is the CA that signed the server's certificate (PEM); empty
 	// uses the system roots.
@@ -17,36 +17,39 @@ type ClientConfig struct {
 	// ServerName is expected in the server's certificate; empty uses the
 	// dialed host name.
 	ServerName string
-	// CertFile and KeyFile are the client certificate for mutual TLS.
+	// CertFile and KeyFile are the client certificate, re-read when they
+	// change.
 	CertFile, KeyFile string
-	// TokenFile holds the bearer token (Token, if set, wins; tests use it).
+	// TokenFile holds the bearer token (Token, if set, wins; tests use
+	// it); neither set: no token is sent.
 	TokenFile string
 	Token     string
 }
 
-// Dial returns a connection to addr that speaks TLS and sends the bearer
-// token on every call. Connecting is lazy (gRPC connects on the first call),
+// Dial returns a connection to addr that speaks TLS with the client
+// certificate and sends the bearer token, if any, on every call. Connecting is lazy (gRPC connects on the first call),
 // so an unreachable server shows as Unavailable on that call.
 func Dial(addr string, c ClientConfig, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
 	if addr == "" {
 		return nil, errors.New("no server address")
 	}
 	token := c.Token
-	if token == "" {
+	if token == "" && c.TokenFile != "" {
 		t, err := LoadToken(c.TokenFile)
 		if err != nil {
 			return nil, err
 		}
 		token = t
 	}
-	tlsCfg, err := ClientTLSConfig(c.CAFile, c.ServerName, c.CertFile, c.KeyFile)
+	creds, err := NewClientCredentials(c.CAFile, c.ServerName, c.CertFile, c.KeyFile)
 	if err != nil {
 		return nil, err
 	}
-	opts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
-		grpc.WithPerRPCCredentials(TokenCredentials{Token: token}),
-	}, extra...)
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(TokenCredentials{Token: token}))
+	}
+	opts = append(opts, extra...)
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)

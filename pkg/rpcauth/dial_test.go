@@ -1,46 +1,36 @@
 package rpcauth
 
 import (
-	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc/codes"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 )
 
 func TestDial(t *testing.T) {
-	addr, ca := startServer(t)
-	tokenFile := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(tokenFile, []byte(testToken+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	p := newTestPKI(t)
+	addr := startServer(t, p, testToken, nil)
+	tokenFile := filepath.Join(p.dir, "token")
+	admin := ClientConfig{CAFile: p.caFile, ServerName: "localhost", CertFile: p.adminCrt, KeyFile: p.adminKey}
+	with := func(f func(*ClientConfig)) ClientConfig { c := admin; f(&c); return c }
 	for _, tc := range []struct {
 		name string
 		cfg  ClientConfig
 		want codes.Code
 	}{
-		{"token file", ClientConfig{CAFile: ca, ServerName: "localhost", TokenFile: tokenFile}, codes.OK},
-		{"token", ClientConfig{CAFile: ca, ServerName: "localhost", Token: testToken}, codes.OK},
-		{"wrong token", ClientConfig{CAFile: ca, ServerName: "localhost", Token: "other"}, codes.Unauthenticated},
+		{"token file", with(func(c *ClientConfig) { c.TokenFile = tokenFile }), codes.OK},
+		{"token", with(func(c *ClientConfig) { c.Token = testToken }), codes.OK},
+		{"wrong token", with(func(c *ClientConfig) { c.Token = "other" }), codes.Unauthenticated},
+		{"no token", admin, codes.Unauthenticated},
+		{"no client certificate", with(func(c *ClientConfig) { c.CertFile, c.KeyFile, c.Token = "", "", testToken }), codes.Unauthenticated},
 		// The server's certificate names localhost: another name fails TLS.
-		{"wrong server name", ClientConfig{CAFile: ca, ServerName: "elsewhere", Token: testToken}, codes.Unavailable},
+		{"wrong server name", with(func(c *ClientConfig) { c.ServerName, c.Token = "elsewhere", testToken }), codes.Unavailable},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			conn, err := Dial(addr, tc.cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-			if got := status.Code(err); got != tc.want {
-				t.Fatalf("code %v (%v), want %v", got, err, tc.want)
+			if err := check(t, addr, tc.cfg); status.Code(err) != tc.want {
+				t.Fatalf("code %v (%v), want %v", status.Code(err), err, tc.want)
 			}
 		})
 	}
@@ -53,7 +43,8 @@ func TestDialErrors(t *testing.T) {
 		errPart    string
 	}{
 		{"no address", "", ClientConfig{Token: "x"}, "no server address"},
-		{"no token", "127.0.0.1:1", ClientConfig{}, "token"},
+		{"missing token file", "127.0.0.1:1", ClientConfig{TokenFile: "/nonexistent/token"}, "token"},
+		{"client certificate without key", "127.0.0.1:1", ClientConfig{CertFile: "/nonexistent/c.crt"}, "client certificate"},
 		{"missing CA", "127.0.0.1:1", ClientConfig{Token: "x", CAFile: "/nonexistent/ca.pem"}, "CA file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,6 +1,10 @@
-// Package rpcauth secures nvmirror's internal gRPC APIs (provisioner ↔
-// target agents): TLS configuration from PEM files, and a shared bearer token
-// checked by server interceptors and sent by client per-RPC credentials.
+// Package rpcauth secures nvmirror's internal gRPC APIs: mutual TLS in which
+// every caller has a certificate of its own naming it (Identity: Subject CN
+// the name, Subject O the roles), verified against a client CA on every call
+// by Server's interceptors, which then ask the API's Authorizer whether this
+// caller may make this call; TLS material re-read when its files change;
+// and an optional shared bearer token as a second factor, checked by the
+// same interceptors and sent by client per-RPC credentials.
 //
 // The token travels in the "authorization" metadata as "Bearer <token>". The
 // server compares it in constant time (on SHA-256 digests, so neither the
@@ -17,6 +21,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 
@@ -133,53 +138,140 @@ func (c TokenCredentials) GetRequestMetadata(context.Context, ...string) (map[st
 // RequireTransportSecurity implements credentials.PerRPCCredentials.
 func (TokenCredentials) RequireTransportSecurity() bool { return true }
 
-// ServerTLSConfig loads the server's certificate and key. With clientCAFile
-// set, clients must also present a certificate signed by that CA (mutual
-// TLS); without it, clients are authenticated by the token alone.
-//
-// The files are read once: rotating the certificate means restarting the
-// process (a Kubernetes Secret update rolls the DaemonSet).
-func ServerTLSConfig(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+// ServerTLSConfig serves the certificate in certFile/keyFile, re-read when
+// the files change (the next handshake uses the new one). It asks clients
+// for a certificate without verifying it in the handshake: Server's
+// interceptors verify it against the client CA on every call, so that a
+// missing, expired or foreign certificate is refused with Unauthenticated
+// and a message saying why, instead of a handshake failure the client sees
+// as Unavailable. The handshake still proves the client holds the key of
+// the certificate it presents.
+func ServerTLSConfig(certFile, keyFile string) (*tls.Config, error) {
+	kp, err := keyPairFiles(certFile, keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("load TLS certificate %s / key %s: %w", certFile, keyFile, err)
+		return nil, err
 	}
-	cfg := &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{cert},
-	}
-	if clientCAFile != "" {
-		pool, err := loadCertPool(clientCAFile)
-		if err != nil {
-			return nil, err
-		}
-		cfg.ClientCAs = pool
-		cfg.ClientAuth = tls.RequireAndVerifyClientCert
-	}
-	return cfg, nil
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return kp.get() },
+		ClientAuth:     tls.RequestClientCert,
+	}, nil
 }
 
-// ClientTLSConfig trusts the CA in caFile (the system roots when empty) and
-// expects serverName in the server's certificate (the dialed host when
-// empty). certFile/keyFile, when set, are the client certificate for mutual
-// TLS.
+// ClientTLSConfig trusts the CA bundle in caFile (the system roots when
+// empty) and expects serverName in the server's certificate (the dialed
+// host when empty). certFile/keyFile, when set, are the client certificate
+// (mutual TLS), re-read when they change. The CA bundle is read now: for
+// gRPC use ClientCredentials, which re-reads it too.
 func ClientTLSConfig(caFile, serverName, certFile, keyFile string) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+	build, err := clientConfigBuilder(caFile, serverName, certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	return build()
+}
+
+// clientConfigBuilder loads the files once (failing on any that does not
+// load) and returns a function building the client's TLS configuration from
+// their current content.
+func clientConfigBuilder(caFile, serverName, certFile, keyFile string) (func() (*tls.Config, error), error) {
+	var cas *reloading[*x509.CertPool]
 	if caFile != "" {
-		pool, err := loadCertPool(caFile)
-		if err != nil {
+		var err error
+		if cas, err = caBundleFile(caFile); err != nil {
 			return nil, err
 		}
-		cfg.RootCAs = pool
 	}
+	var kp *reloading[*tls.Certificate]
 	if certFile != "" || keyFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("load client certificate %s / key %s: %w", certFile, keyFile, err)
+		var err error
+		if kp, err = keyPairFiles(certFile, keyFile); err != nil {
+			return nil, fmt.Errorf("client certificate: %w", err)
 		}
-		cfg.Certificates = []tls.Certificate{cert}
 	}
-	return cfg, nil
+	return func() (*tls.Config, error) {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+		if cas != nil {
+			pool, err := cas.get()
+			if err != nil {
+				return nil, err
+			}
+			cfg.RootCAs = pool
+		}
+		if kp != nil {
+			cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return kp.get() }
+		}
+		return cfg, nil
+	}, nil
+}
+
+// ClientCredentials are gRPC transport credentials whose TLS configuration
+// is built at each handshake, so that a new connection trusts the CA
+// bundle as its file holds it now (a CA rotation needs no restart) and
+// presents the client certificate as its files hold it now.
+type ClientCredentials struct {
+	build      func() (*tls.Config, error)
+	serverName string
+}
+
+var _ credentials.TransportCredentials = (*ClientCredentials)(nil)
+
+// NewClientCredentials loads the files as ClientTLSConfig does.
+func NewClientCredentials(caFile, serverName, certFile, keyFile string) (*ClientCredentials, error) {
+	build, err := clientConfigBuilder(caFile, serverName, certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	return &ClientCredentials{build: build, serverName: serverName}, nil
+}
+
+// StaticClientCredentials uses cfg as it is (tests).
+func StaticClientCredentials(cfg *tls.Config) *ClientCredentials {
+	return &ClientCredentials{build: func() (*tls.Config, error) { return cfg.Clone(), nil }, serverName: cfg.ServerName}
+}
+
+// ServerName is the name expected in servers' certificates ("": the
+// dialed host).
+func (c *ClientCredentials) ServerName() string { return c.serverName }
+
+// WithServerName returns credentials expecting name in the server's
+// certificate.
+func (c *ClientCredentials) WithServerName(name string) *ClientCredentials {
+	return &ClientCredentials{build: c.build, serverName: name}
+}
+
+// ClientHandshake implements credentials.TransportCredentials.
+func (c *ClientCredentials) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	cfg, err := c.build()
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.ServerName = c.serverName
+	return credentials.NewTLS(cfg).ClientHandshake(ctx, authority, conn)
+}
+
+// ServerHandshake implements credentials.TransportCredentials; these are a
+// client's.
+func (c *ClientCredentials) ServerHandshake(net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return nil, nil, errors.New("rpcauth: client credentials used by a server")
+}
+
+// Info implements credentials.TransportCredentials.
+func (c *ClientCredentials) Info() credentials.ProtocolInfo {
+	return credentials.ProtocolInfo{SecurityProtocol: "tls", SecurityVersion: "1.2", ServerName: c.serverName}
+}
+
+// Clone implements credentials.TransportCredentials.
+func (c *ClientCredentials) Clone() credentials.TransportCredentials {
+	return &ClientCredentials{build: c.build, serverName: c.serverName}
+}
+
+// OverrideServerName implements credentials.TransportCredentials.
+//
+// Deprecated: gRPC's own; use WithServerName.
+func (c *ClientCredentials) OverrideServerName(name string) error {
+	c.serverName = name
+	return nil
 }
 
 func loadCertPool(file string) (*x509.CertPool, error) {

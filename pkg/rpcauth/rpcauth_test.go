@@ -23,21 +23,60 @@ import (
 
 const testToken = "s3cret-token"
 
-// startServer runs a TLS gRPC server with the health service behind the
-// token interceptors on a loopback port.
-func startServer(t *testing.T) (addr, caFile string) {
+// healthCheck and healthWatch are the methods the test servers serve.
+const (
+	healthCheck = "/grpc.health.v1.Health/Check"
+	healthWatch = "/grpc.health.v1.Health/Watch"
+)
+
+// testPKI is a CA, a server certificate for localhost and the files of
+// both, for a test server's and its clients' configuration.
+type testPKI struct {
+	ca                 *rpcauthtest.CA
+	dir                string
+	caFile             string
+	srvCert, srvKey    string
+	adminCrt, adminKey string
+}
+
+func newTestPKI(t *testing.T) *testPKI {
 	t.Helper()
-	dir := t.TempDir()
-	certFile, keyFile := rpcauthtest.NewCert(t).WriteFiles(t, dir)
-	tlsCfg, err := ServerTLSConfig(certFile, keyFile, "")
+	p := &testPKI{ca: rpcauthtest.NewCA(t), dir: t.TempDir()}
+	p.caFile = p.ca.WriteCA(t, p.dir)
+	p.srvCert, p.srvKey = p.ca.Server(t, "test-server").WriteNamed(t, p.dir, "server")
+	p.adminCrt, p.adminKey = p.ca.Client(t, "ops", "admin").WriteNamed(t, p.dir, "admin")
+	return p
+}
+
+// client writes c's files and returns a ClientConfig using them.
+func (p *testPKI) client(t *testing.T, name string, c rpcauthtest.Cert) ClientConfig {
+	t.Helper()
+	crt, key := c.WriteNamed(t, p.dir, name)
+	return ClientConfig{CAFile: p.caFile, ServerName: "localhost", CertFile: crt, KeyFile: key}
+}
+
+// testPolicy lets admins check health and watch it, and nodes only check.
+var testPolicy = Policy{
+	healthCheck: {Roles: []Role{RoleAdmin, RoleNode}},
+	healthWatch: {Roles: []Role{RoleAdmin}},
+}
+
+// startServer runs a TLS gRPC server with the health service behind
+// Server's interceptors on a loopback port; token "" runs it without one.
+func startServer(t *testing.T, p *testPKI, token string, now func() time.Time) string {
+	t.Helper()
+	cfg := ServerConfig{CertFile: p.srvCert, KeyFile: p.srvKey, ClientCAFile: p.caFile, Authorizer: testPolicy, Now: now}
+	if token != "" {
+		cfg.TokenFile = filepath.Join(p.dir, "token")
+		if err := os.WriteFile(cfg.TokenFile, []byte(token+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	auth, err := NewTokenAuth(testToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(append(auth.ServerOptions(), grpc.Creds(credentials.NewTLS(tlsCfg)))...)
+	srv := grpc.NewServer(s.ServerOptions()...)
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -45,12 +84,13 @@ func startServer(t *testing.T) (addr, caFile string) {
 	}
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
-	return lis.Addr().String(), certFile
+	return lis.Addr().String()
 }
 
-func dial(t *testing.T, addr, caFile string, opts ...grpc.DialOption) healthpb.HealthClient {
+// dial connects as the admin with opts added (a token, usually).
+func dial(t *testing.T, addr string, p *testPKI, opts ...grpc.DialOption) healthpb.HealthClient {
 	t.Helper()
-	tlsCfg, err := ClientTLSConfig(caFile, "localhost", "", "")
+	tlsCfg, err := ClientTLSConfig(p.caFile, "localhost", p.adminCrt, p.adminKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,8 +102,11 @@ func dial(t *testing.T, addr, caFile string, opts ...grpc.DialOption) healthpb.H
 	return healthpb.NewHealthClient(conn)
 }
 
+// TestTokenOverTLS: with a token configured, a caller with a good
+// certificate still needs the token.
 func TestTokenOverTLS(t *testing.T) {
-	addr, ca := startServer(t)
+	p := newTestPKI(t)
+	addr := startServer(t, p, testToken, nil)
 	for _, tc := range []struct {
 		name string
 		opts []grpc.DialOption
@@ -77,7 +120,7 @@ func TestTokenOverTLS(t *testing.T) {
 		{name: "no bearer scheme", opts: []grpc.DialOption{grpc.WithPerRPCCredentials(rawCreds{MetadataKey: testToken})}, want: codes.Unauthenticated},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := dial(t, addr, ca, tc.opts...)
+			c := dial(t, addr, p, tc.opts...)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			_, err := c.Check(ctx, &healthpb.HealthCheckRequest{})
@@ -108,7 +151,7 @@ func (r rawCreds) GetRequestMetadata(context.Context, ...string) (map[string]str
 func (rawCreds) RequireTransportSecurity() bool { return true }
 
 func TestPlaintextClientRefused(t *testing.T) {
-	addr, _ := startServer(t)
+	addr := startServer(t, newTestPKI(t), "", nil)
 	// A client that does not speak TLS gets no answer (Unavailable), so the
 	// token could not have been sent in clear text anyway.
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecureCreds()))
@@ -156,25 +199,29 @@ func TestLoadToken(t *testing.T) {
 	}
 }
 
-func TestServerTLSConfigErrors(t *testing.T) {
-	dir := t.TempDir()
-	if _, err := ServerTLSConfig(filepath.Join(dir, "no.crt"), filepath.Join(dir, "no.key"), ""); err == nil {
-		t.Fatal("missing cert: no error")
-	}
-	cert, key := rpcauthtest.NewCert(t).WriteFiles(t, dir)
-	bad := filepath.Join(dir, "bad-ca.pem")
+func TestNewServerErrors(t *testing.T) {
+	p := newTestPKI(t)
+	bad := filepath.Join(p.dir, "bad-ca.pem")
 	if err := os.WriteFile(bad, []byte("not pem"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ServerTLSConfig(cert, key, bad); err == nil {
-		t.Fatal("CA file without PEM: no error")
-	}
-	cfg, err := ServerTLSConfig(cert, key, cert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.ClientCAs == nil {
-		t.Fatal("client CA set but ClientCAs nil")
+	for _, tc := range []struct {
+		name    string
+		cfg     ServerConfig
+		errPart string
+	}{
+		{"no client CA", ServerConfig{CertFile: p.srvCert, KeyFile: p.srvKey, Authorizer: testPolicy}, "client CA file is required"},
+		{"client CA not PEM", ServerConfig{CertFile: p.srvCert, KeyFile: p.srvKey, ClientCAFile: bad, Authorizer: testPolicy}, "no PEM certificate"},
+		{"missing cert", ServerConfig{CertFile: filepath.Join(p.dir, "no.crt"), KeyFile: p.srvKey, ClientCAFile: p.caFile, Authorizer: testPolicy}, "no.crt"},
+		{"no authorizer", ServerConfig{CertFile: p.srvCert, KeyFile: p.srvKey, ClientCAFile: p.caFile}, "authorizer"},
+		{"empty token", ServerConfig{CertFile: p.srvCert, KeyFile: p.srvKey, ClientCAFile: p.caFile, Authorizer: testPolicy, TokenFile: bad + ".none"}, "token"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := NewServer(tc.cfg)
+			if err == nil || !strings.Contains(err.Error(), tc.errPart) {
+				t.Fatalf("err = %v, want one mentioning %q", err, tc.errPart)
+			}
+		})
 	}
 }
 

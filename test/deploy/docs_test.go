@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/nvmirror/nvmirror/pkg/rpcauth/rpcauthtest"
 )
 
 // externalFlags are flags the docs name that belong to other programs, each
@@ -25,6 +27,10 @@ var externalFlags = map[string]string{
 	"from-file": "kubectl create secret", "cert": "kubectl create secret tls", "key": "kubectl create secret tls",
 }
 
+// scriptOption matches a case pattern of gen-secrets.sh's argument loop
+// ("    --nodes) ...").
+var scriptOption = regexp.MustCompile(`(?m)^\s+--([a-z][a-z0-9-]*)\)`)
+
 var docFlag = regexp.MustCompile(`(?:^|[^A-Za-z0-9-])--([a-z][a-z0-9-]*[a-z0-9])`)
 
 // TestDocsNameRealFlags: every --flag named in README.md, docs/ and
@@ -38,14 +44,22 @@ func TestDocsNameRealFlags(t *testing.T) {
 			known[f] = true
 		}
 	}
-	// nvmirrorctl events, promote, move and drain have flags of their own; their usage
-	// needs a token file.
-	tok := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(tok, []byte("x\n"), 0o600); err != nil {
+	// deploy/gen-secrets.sh's options, read from its argument parser.
+	script, err := os.ReadFile(filepath.Join(repoRoot, "deploy", "gen-secrets.sh"))
+	if err != nil {
 		t.Fatal(err)
 	}
+	for _, m := range scriptOption.FindAllStringSubmatch(string(script), -1) {
+		known[m[1]] = true
+	}
+	if !known["nodes"] || !known["storage-nodes"] {
+		t.Fatalf("gen-secrets.sh options not found: %v", known)
+	}
+	// nvmirrorctl events, promote, move and drain have flags of their own;
+	// their usage needs a client certificate.
+	crt, key := rpcauthtest.NewCA(t).Client(t, "docs", "admin").WriteNamed(t, t.TempDir(), "admin")
 	for _, sub := range []string{"events", "promote", "move", "drain"} {
-		out, _ := exec.Command(filepath.Join(binDir(t), "nvmirrorctl"), "--token-file="+tok, "--provisioner=127.0.0.1:1", sub, "-h").CombinedOutput()
+		out, _ := exec.Command(filepath.Join(binDir(t), "nvmirrorctl"), "--cert-file="+crt, "--key-file="+key, "--provisioner=127.0.0.1:1", sub, "-h").CombinedOutput()
 		for _, line := range strings.Split(string(out), "\n") {
 			if m := flagLine.FindStringSubmatch(line); m != nil {
 				known[m[1]] = true

@@ -14,6 +14,8 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
 	"github.com/nvmirror/nvmirror/pkg/provisionerapi"
 	"github.com/nvmirror/nvmirror/test/vm"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 const (
@@ -21,6 +23,9 @@ const (
 	// e2eNode plays the compute node: the Node and CSINode kubelet would
 	// register, and the VolumeAttachment's target.
 	e2eNode = "k8s-e2e-node-1"
+	// e2eOtherNode is another compute node, holding a certificate of its
+	// own and nothing published.
+	e2eOtherNode = "k8s-e2e-node-2"
 )
 
 // TestVolumeLifecycle drives one volume through its whole life from the
@@ -42,7 +47,7 @@ func TestVolumeLifecycle(t *testing.T) {
 	e := NewEnv(t)
 	start := time.Now()
 	bins := buildNvmirror(t, repo, e.Dir)
-	creds := newCredentials(t, e.Dir)
+	creds := newCredentials(t, e.Dir, []string{e2eNode, e2eOtherNode}, storageNodeCount)
 	t.Logf("built nvmirror commands in %v", time.Since(start).Round(time.Millisecond))
 
 	// The API server starts while the VM boots (tens of seconds under
@@ -57,7 +62,11 @@ func TestVolumeLifecycle(t *testing.T) {
 	prov := startProvisioner(t, e, bins, creds, nodes)
 	socket := startCSIController(t, e, bins, prov)
 	ag := dialAgents(t, nodes, creds)
-	pc := prov.client(t)
+	pc := prov.client(t, creds.Admin)
+	// The compute node's plugin, as the provisioner sees it: its own
+	// certificate; and another node's, which must not reach its secrets.
+	nodePlugin := prov.client(t, creds.ComputeNodes[e2eNode])
+	otherNode := prov.client(t, creds.ComputeNodes[e2eOtherNode])
 
 	// deploy/'s objects, created for real: the CSIDriver, the example
 	// StorageClass, and the controller's ServiceAccount with its RBAC.
@@ -301,7 +310,7 @@ func TestVolumeLifecycle(t *testing.T) {
 	if v, err := getVolume(pc, volID); err != nil || v != nil {
 		t.Errorf("provisioner still has volume %s after the PV was deleted: %v (state %q)", volID, err, v.GetState())
 	}
-	authenticatedVolume(t, e, cp, pc, repo, ns, hostNQN)
+	authenticatedVolume(t, e, cp, pc, nodePlugin, otherNode, repo, ns, hostNQN)
 
 	t.Logf("timings: control plane %v, PVC bound %v, attach %v, resize %v, detach %v, delete %v; whole test %v",
 		cp.Ready.Round(time.Millisecond), tBound.Round(time.Millisecond), tAttach.Round(time.Millisecond),
@@ -313,7 +322,10 @@ func TestVolumeLifecycle(t *testing.T) {
 // through attach and delete: attaching must give every replica's storage
 // node (the 6.12 kernel in the VM) the host's DH-HMAC-CHAP secrets, which
 // the provisioner hands out only once the agent confirmed them.
-func authenticatedVolume(t *testing.T, e *Env, cp *ControlPlane, pc provisionerapi.ProvisionerClient, repo, ns, hostNQN string) {
+//
+// The secrets go to the compute node's plugin (its own certificate), and
+// to no other: neither another node's plugin nor the administrator.
+func authenticatedVolume(t *testing.T, e *Env, cp *ControlPlane, pc, nodePlugin, otherNode provisionerapi.ProvisionerClient, repo, ns, hostNQN string) {
 	t.Helper()
 	const class, claim = "nvmirror-authenticated", "e2e-authenticated"
 	cp.MustKubectl("apply", "-f", filepath.Join(repo, "deploy", "examples", "storageclass-authenticated.yaml"))
@@ -339,9 +351,18 @@ func authenticatedVolume(t *testing.T, e *Env, cp *ControlPlane, pc provisionera
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	creds, err := pc.GetHostCredentials(ctx, &provisionerapi.GetHostCredentialsRequest{HostNqn: hostNQN})
+	if _, err := otherNode.GetHostCredentials(ctx, &provisionerapi.GetHostCredentialsRequest{HostNqn: hostNQN}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("GetHostCredentials of %s's host with %s's certificate: %v, want PermissionDenied", e2eNode, e2eOtherNode, err)
+	}
+	if _, err := pc.GetHostCredentials(ctx, &provisionerapi.GetHostCredentialsRequest{HostNqn: hostNQN}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("GetHostCredentials with the administrator's certificate: %v, want PermissionDenied", err)
+	}
+	if _, err := nodePlugin.DeleteVolume(ctx, &provisionerapi.DeleteVolumeRequest{VolumeId: volID}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("DeleteVolume with a node plugin's certificate: %v, want PermissionDenied", err)
+	}
+	creds, err := nodePlugin.GetHostCredentials(ctx, &provisionerapi.GetHostCredentialsRequest{HostNqn: hostNQN})
 	if err != nil {
-		t.Fatalf("GetHostCredentials: %v", err)
+		t.Fatalf("GetHostCredentials with %s's own certificate: %v", e2eNode, err)
 	}
 	held := map[string]bool{}
 	for _, c := range creds.GetCredentials() {

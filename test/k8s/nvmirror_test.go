@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -47,25 +48,62 @@ func buildNvmirror(t *testing.T, repo, dir string) nvmirrorBins {
 	return b
 }
 
-// credentials are the TLS certificate (its own CA) and bearer token that
-// every nvmirror API in the test uses: agents and provisioner alike.
+// credentials are the test's PKI, as deploy/gen-secrets.sh makes it: one
+// CA, and a certificate of its own for every process (Subject CN its name,
+// O its role). No bearer token: they are optional, and the e2e proves the
+// certificates alone carry the identity.
 type credentials struct {
-	Dir, Cert, Key, Token string
+	Dir, CA string
+	// Provisioner serves the provisioner API; ProvisionerClient is the
+	// provisioner as the agents' client.
+	Provisioner, ProvisionerClient certPair
+	Controller, Admin              certPair
+	// ComputeNodes are node plugins' certificates by Kubernetes node name.
+	ComputeNodes map[string]certPair
+	// StorageNodes are the agents' server certificates by storage node
+	// name (each names its node: the provisioner checks it).
+	StorageNodes map[string]certPair
 }
 
-func newCredentials(t *testing.T, dir string) credentials {
+// certPair is a certificate and its key, as files.
+type certPair struct{ Cert, Key string }
+
+func newCredentials(t *testing.T, dir string, computeNodes []string, storageNodes int) credentials {
 	t.Helper()
-	c := credentials{Dir: filepath.Join(dir, "tls")}
+	c := credentials{Dir: filepath.Join(dir, "tls"), ComputeNodes: map[string]certPair{}, StorageNodes: map[string]certPair{}}
 	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	// 127.0.0.1 is in every certificate NewCert makes: the host reaches the
-	// agents in the VM through ports forwarded to 127.0.0.1, so that is the
-	// name the provisioner verifies for them too.
-	c.Cert, c.Key = rpcauthtest.NewCert(t).WriteFiles(t, c.Dir)
-	c.Token = filepath.Join(c.Dir, "token")
-	writeFile(t, c.Token, []byte(randomHex(t, 16)+"\n"))
+	ca := rpcauthtest.NewCA(t)
+	c.CA = ca.WriteCA(t, c.Dir)
+	write := func(name string, cert rpcauthtest.Cert) certPair {
+		crt, key := cert.WriteNamed(t, c.Dir, name)
+		return certPair{crt, key}
+	}
+	c.Provisioner = write("provisioner", ca.Server(t, "nvmirror-provisioner"))
+	c.ProvisionerClient = write("provisioner-client", ca.Client(t, "nvmirror-provisioner", "provisioner"))
+	c.Controller = write("controller", ca.Client(t, "nvmirror-controller", "controller"))
+	c.Admin = write("admin", ca.Client(t, "e2e-admin", "admin"))
+	for _, n := range computeNodes {
+		c.ComputeNodes[n] = write("node-"+n, ca.Client(t, n, "node"))
+	}
+	for i := 1; i <= storageNodes; i++ {
+		name := fmt.Sprintf("sn%d", i)
+		c.StorageNodes[name] = write("storage-"+name, ca.Issue(t, rpcauthtest.Leaf{Name: name, Roles: []string{"storage-node"}, Hosts: []string{name}, Server: true}))
+	}
 	return c
+}
+
+// dial connects to addr with the pair's certificate, expecting serverName
+// in the server's ("": the address).
+func (c credentials) dial(t *testing.T, addr, serverName string, p certPair) *grpc.ClientConn {
+	t.Helper()
+	conn, err := rpcauth.Dial(addr, rpcauth.ClientConfig{CAFile: c.CA, ServerName: serverName, CertFile: p.Cert, KeyFile: p.Key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 // storageNode is one nvmirror-target as the host sees it.
@@ -94,14 +132,14 @@ func startProvisioner(t *testing.T, e *Env, bins nvmirrorBins, creds credentials
 	}
 	args := []string{
 		"--listen=" + p.Addr,
-		"--tls-cert-file=" + creds.Cert, "--tls-key-file=" + creds.Key, "--token-file=" + creds.Token,
+		"--tls-cert-file=" + creds.Provisioner.Cert, "--tls-key-file=" + creds.Provisioner.Key, "--tls-client-ca-file=" + creds.CA,
 		"--store=bolt", "--bolt-path=" + filepath.Join(dir, "registry.db"),
 		"--syslog-queue-dir=" + dir,
-		"--agent-ca-file=" + creds.Cert, "--agent-token-file=" + creds.Token,
-		// Every agent is reached at 127.0.0.1 (a forwarded port), which
-		// their certificate carries; said explicitly, as a deployment whose
-		// agent addresses and certificate names differ must.
-		"--agent-server-name=127.0.0.1",
+		"--agent-ca-file=" + creds.CA,
+		"--agent-cert-file=" + creds.ProvisionerClient.Cert, "--agent-key-file=" + creds.ProvisionerClient.Key,
+		// No --agent-server-name: every agent is reached at 127.0.0.1 (a
+		// forwarded port) and must present its own storage node's
+		// certificate.
 		"-v=3",
 	}
 	for _, n := range nodes {
@@ -112,15 +150,11 @@ func startProvisioner(t *testing.T, e *Env, bins nvmirrorBins, creds credentials
 	return p
 }
 
-// client dials the provisioner's API as nvmirrorctl does.
-func (p *provisionerProc) client(t *testing.T) provisionerapi.ProvisionerClient {
+// client dials the provisioner's API with the pair's certificate (the
+// administrator's is nvmirrorctl's, a compute node's its node plugin's).
+func (p *provisionerProc) client(t *testing.T, as certPair) provisionerapi.ProvisionerClient {
 	t.Helper()
-	conn, err := rpcauth.Dial(p.Addr, rpcauth.ClientConfig{CAFile: p.creds.Cert, TokenFile: p.creds.Token})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return provisionerapi.NewProvisionerClient(conn)
+	return provisionerapi.NewProvisionerClient(p.creds.dial(t, p.Addr, "", as))
 }
 
 // nvmirrorctl runs the admin CLI against the provisioner.
@@ -128,7 +162,8 @@ func (p *provisionerProc) nvmirrorctl(t *testing.T, bins nvmirrorBins, args ...s
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	full := append([]string{"--provisioner=" + p.Addr, "--ca-file=" + p.creds.Cert, "--token-file=" + p.creds.Token}, args...)
+	full := append([]string{"--provisioner=" + p.Addr, "--ca-file=" + p.creds.CA,
+		"--cert-file=" + p.creds.Admin.Cert, "--key-file=" + p.creds.Admin.Key}, args...)
 	out, err := exec.CommandContext(ctx, bins.Ctl, full...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("nvmirrorctl %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -160,26 +195,24 @@ func startCSIController(t *testing.T, e *Env, bins nvmirrorBins, p *provisionerP
 		"--mode=controller",
 		"--endpoint=unix://"+socket,
 		"--provisioner-address="+p.Addr,
-		"--provisioner-ca-file="+p.creds.Cert,
-		"--provisioner-token-file="+p.creds.Token,
+		"--provisioner-ca-file="+p.creds.CA,
+		"--provisioner-cert-file="+p.creds.Controller.Cert,
+		"--provisioner-key-file="+p.creds.Controller.Key,
 		"-v=5")
 	e.WaitListening(30*time.Second, "unix", socket)
 	return socket
 }
 
-// agents are gRPC clients of every storage node's agent, by node name.
+// agents are gRPC clients of every storage node's agent, by node name,
+// holding the provisioner's client certificate (the only role agents
+// serve) and verifying each agent's certificate names its node.
 type agents map[string]agentapi.TargetClient
 
 func dialAgents(t *testing.T, nodes []storageNode, creds credentials) agents {
 	t.Helper()
 	a := agents{}
 	for _, n := range nodes {
-		conn, err := rpcauth.Dial(n.API, rpcauth.ClientConfig{CAFile: creds.Cert, TokenFile: creds.Token})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		a[n.Name] = agentapi.NewTargetClient(conn)
+		a[n.Name] = agentapi.NewTargetClient(creds.dial(t, n.API, n.Name, creds.ProvisionerClient))
 	}
 	return a
 }

@@ -37,7 +37,8 @@ type storageVM struct {
 	nodes []storageNode
 }
 
-// guestCredentials is where the certificate, key and token are in the guest.
+// guestCredentials is where the CA and each agent's certificate and key
+// are in the guest.
 const guestCredentials = "/nvmirror/tls"
 
 // bootStorageNodes builds nvmirror-target into a VM image with the test's
@@ -61,23 +62,24 @@ nvmirror-target --node-name=%[1]s --zone=zone-%[1]s --rack=rack-%[1]s \
   --pool-dir=%[3]s --nqn-prefix=nqn.2026-11.io.nvmirror:%[1]s: \
   --nvme-address=127.0.0.%[2]d:4430 --nvme-port-id=%[5]d \
   --listen=%[6]s:%[7]d \
-  --tls-cert-file=%[8]s/tls.crt --tls-key-file=%[8]s/tls.key --token-file=%[8]s/token \
+  --tls-cert-file=%[8]s/%[1]s.crt --tls-key-file=%[8]s/%[1]s.key --tls-client-ca-file=%[8]s/ca.crt \
   --shutdown-timeout=5s -v=2 2>&1 | sed 's/^/%[1]s: /' &
 `, name, i+1, pool, storagePoolBytes, i, vm.GuestIP, port, guestCredentials)
 		t.Logf("storage node %s: NVMe/TCP 127.0.0.%d:4430 in the VM, gRPC guest port %d", name, i+1, port)
+	}
+	files := map[string]string{guestCredentials + "/ca.crt": creds.CA}
+	for name, p := range creds.StorageNodes {
+		files[guestCredentials+"/"+name+".crt"] = p.Cert
+		files[guestCredentials+"/"+name+".key"] = p.Key
 	}
 	svc := vm.StartService(t, vm.ServiceConfig{
 		// The 6.12 kernel: its target does NVMe in-band authentication,
 		// which the authenticated example class needs.
 		KernelDir: vm.AuthKernelDir,
 		Commands:  []string{"./cmd/nvmirror-target"},
-		Files: map[string]string{
-			guestCredentials + "/tls.crt": creds.Cert,
-			guestCredentials + "/tls.key": creds.Key,
-			guestCredentials + "/token":   creds.Token,
-		},
-		Script:  script.String(),
-		Forward: forward,
+		Files:     files,
+		Script:    script.String(),
+		Forward:   forward,
 	})
 	s := &storageVM{svc: svc}
 	for i := 1; i <= storageNodeCount; i++ {

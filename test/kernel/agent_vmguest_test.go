@@ -18,9 +18,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/nvmirror/nvmirror/pkg/agentapi"
@@ -71,6 +69,7 @@ func (a *agentProc) start(t *testing.T) {
 		"--listen="+a.addr+":"+agentAPIPort,
 		"--tls-cert-file="+filepath.Join(a.tlsDir, "tls.crt"),
 		"--tls-key-file="+filepath.Join(a.tlsDir, "tls.key"),
+		"--tls-client-ca-file="+filepath.Join(a.tlsDir, "ca.crt"),
 		"--token-file="+filepath.Join(a.tlsDir, "token"),
 		"--shutdown-timeout=5s",
 		"-v=2",
@@ -107,18 +106,19 @@ func (a *agentProc) log() string {
 	return string(b)
 }
 
-// client dials the agent's API with TLS and (when token != "") the token.
+// client dials the agent's API as the provisioner (its client
+// certificate), with the token when token != "".
 func (a *agentProc) client(t *testing.T, token string) agentapi.TargetClient {
 	t.Helper()
-	tlsCfg, err := rpcauth.ClientTLSConfig(filepath.Join(a.tlsDir, "tls.crt"), "", "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg))}
-	if token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(rpcauth.TokenCredentials{Token: token}))
-	}
-	conn, err := grpc.NewClient(a.addr+":"+agentAPIPort, opts...)
+	return a.clientAs(t, "provisioner-client", token)
+}
+
+// clientAs dials the agent's API with the certificate cert.crt/cert.key of
+// the credentials directory.
+func (a *agentProc) clientAs(t *testing.T, cert, token string) agentapi.TargetClient {
+	t.Helper()
+	conn, err := rpcauth.Dial(a.addr+":"+agentAPIPort, rpcauth.ClientConfig{CAFile: filepath.Join(a.tlsDir, "ca.crt"), ServerName: a.name,
+		CertFile: filepath.Join(a.tlsDir, cert+".crt"), KeyFile: filepath.Join(a.tlsDir, cert+".key"), Token: token})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,11 +144,25 @@ func (a *agentProc) waitReady(t *testing.T, c agentapi.TargetClient) time.Durati
 	})
 }
 
-// writeAgentCredentials writes a self-signed certificate for both agent
-// addresses and the token file.
-func writeAgentCredentials(t *testing.T, dir string, ips ...string) {
+// writeAgentCredentials writes the tests' PKI into dir: ca.crt; tls.crt
+// and tls.key, one server certificate for every address and storage node
+// name in hosts (the agents and the provisioner share it: per-node agent
+// certificates are the Kubernetes e2e's); a client certificate per caller
+// (provisioner-client: the provisioner's, for the agents; csi: the node
+// plugin of stackNodeName running in mode all; admin: nvmirrorctl;
+// node-other: another compute node's; test-client: the tests' own calls,
+// all three roles of stackNodeName); and the token file (kept here as
+// the optional second factor).
+func writeAgentCredentials(t *testing.T, dir string, hosts ...string) {
 	t.Helper()
-	rpcauthtest.NewCert(t, ips...).WriteFiles(t, dir)
+	ca := rpcauthtest.NewCA(t)
+	ca.WriteCA(t, dir)
+	ca.Server(t, "nvmirror-test", hosts...).WriteFiles(t, dir)
+	ca.Client(t, "nvmirror-provisioner", "provisioner").WriteNamed(t, dir, "provisioner-client")
+	ca.Client(t, stackNodeName, "controller", "node").WriteNamed(t, dir, "csi")
+	ca.Client(t, "vm-admin", "admin").WriteNamed(t, dir, "admin")
+	ca.Client(t, "vm-node-2", "node").WriteNamed(t, dir, "node-other")
+	ca.Client(t, stackNodeName, "controller", "node", "admin").WriteNamed(t, dir, "test-client")
 	if err := os.WriteFile(filepath.Join(dir, "token"), []byte(agentToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +230,7 @@ func TestTargetAgent(t *testing.T) {
 		t.Fatalf("nvmet: %v", err)
 	}
 	tlsDir := t.TempDir()
-	writeAgentCredentials(t, tlsDir, "127.0.0.2", "127.0.0.3")
+	writeAgentCredentials(t, tlsDir, "127.0.0.2", "127.0.0.3", "agent-a", "agent-b")
 	a := newAgent(t, "agent-a", "127.0.0.2", 40, tlsDir)
 	b := newAgent(t, "agent-b", "127.0.0.3", 50, tlsDir)
 	a.start(t)
@@ -238,6 +252,11 @@ func TestTargetAgent(t *testing.T) {
 	}
 	if _, err := a.client(t, "wrong").CreateReplica(ctx, &agentapi.CreateReplicaRequest{ReplicaId: "x", VolumeId: "v", SizeBytes: 1 << 20, ProvisioningType: thin}); grpcCode(err) != codes.Unauthenticated {
 		t.Errorf("call with wrong token: %v, want Unauthenticated", err)
+	}
+	// Only the provisioner drives an agent: a node plugin's certificate
+	// is refused, token or not.
+	if _, err := a.clientAs(t, "node-other", agentToken).AllowHost(ctx, &agentapi.AllowHostRequest{ReplicaId: "x", HostNqn: h1.nqn}); grpcCode(err) != codes.PermissionDenied {
+		t.Errorf("AllowHost with a node plugin's certificate: %v, want PermissionDenied", err)
 	}
 	for _, tc := range []struct {
 		name string

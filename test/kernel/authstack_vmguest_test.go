@@ -126,8 +126,7 @@ func TestAuthStack(t *testing.T) {
 		hw, bw := startWriter(t, hv.target), startWriter(t, bv.target)
 		hwatch, bwatch := watchArray(t, md, hvol), watchArray(t, md, bvol)
 		since := time.Now()
-		out, err := exec.Command("nvmirrorctl", "--provisioner="+s.provAddr, "--ca-file="+filepath.Join(s.tlsDir, "tls.crt"),
-			"--token-file="+filepath.Join(s.tlsDir, "token"), "rotate-keys", bvol.ID).CombinedOutput()
+		out, err := exec.Command("nvmirrorctl", append(s.nvmirrorctlFlags(), "rotate-keys", bvol.ID)...).CombinedOutput()
 		t.Logf("nvmirrorctl rotate-keys %s:\n%s", bvol.ID, out)
 		if err != nil {
 			t.Fatalf("rotate-keys: %v", err)

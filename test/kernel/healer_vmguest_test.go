@@ -53,7 +53,10 @@ func dialCSI(t *testing.T, socket string) csiClients {
 func dialProvisioner(t *testing.T, s *stack) *provisionerclient.Client {
 	t.Helper()
 	conn, err := rpcauth.Dial(s.provAddr, rpcauth.ClientConfig{
-		CAFile: filepath.Join(s.tlsDir, "tls.crt"), TokenFile: filepath.Join(s.tlsDir, "token"),
+		CAFile: filepath.Join(s.tlsDir, "ca.crt"), TokenFile: filepath.Join(s.tlsDir, "token"),
+		// The test's own calls: the controller's, an administrator's, and
+		// the node plugin's (the stack's node).
+		CertFile: filepath.Join(s.tlsDir, "test-client.crt"), KeyFile: filepath.Join(s.tlsDir, "test-client.key"),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -5,7 +5,6 @@ package kernel
 import (
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -17,8 +16,7 @@ import (
 
 // runCtl runs the admin CLI against the stack's provisioner.
 func runCtl(s *stack, args ...string) (string, error) {
-	full := append([]string{"--provisioner=" + s.provAddr, "--ca-file=" + filepath.Join(s.tlsDir, "tls.crt"),
-		"--token-file=" + filepath.Join(s.tlsDir, "token")}, args...)
+	full := append(s.nvmirrorctlFlags(), args...)
 	out, err := exec.Command("nvmirrorctl", full...).CombinedOutput()
 	return string(out), err
 }

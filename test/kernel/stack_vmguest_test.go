@@ -140,7 +140,7 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 		o.poolSize = agentPoolSize
 	}
 	s := &stack{tlsDir: t.TempDir(), csiSocket: "/run/nvmirror-test/csi/csi.sock", provAddr: stackProvisionerAddr}
-	writeAgentCredentials(t, s.tlsDir, "127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
+	writeAgentCredentials(t, s.tlsDir, "127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "sn1", "sn2", "sn3", "sn4")
 	var nodeFlags []string
 	for i := 0; i < o.storageNodes; i++ {
 		name := fmt.Sprintf("sn%d", i+1)
@@ -150,12 +150,13 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 		s.agents = append(s.agents, a)
 		nodeFlags = append(nodeFlags, "--storage-node="+name+"="+a.addr+":"+agentAPIPort)
 	}
-	crt, key, token := filepath.Join(s.tlsDir, "tls.crt"), filepath.Join(s.tlsDir, "tls.key"), filepath.Join(s.tlsDir, "token")
+	crt, key, token, ca := filepath.Join(s.tlsDir, "tls.crt"), filepath.Join(s.tlsDir, "tls.key"), filepath.Join(s.tlsDir, "token"), filepath.Join(s.tlsDir, "ca.crt")
 	provArgs := append([]string{"nvmirror-provisioner",
 		"--listen=" + s.provAddr,
-		"--tls-cert-file=" + crt, "--tls-key-file=" + key, "--token-file=" + token,
+		"--tls-cert-file=" + crt, "--tls-key-file=" + key, "--tls-client-ca-file=" + ca, "--token-file=" + token,
 		"--store=bolt", "--bolt-path=/run/nvmirror-test/provisioner/registry.db",
-		"--agent-ca-file=" + crt, "--agent-token-file=" + token,
+		"--agent-ca-file=" + ca, "--agent-token-file=" + token,
+		"--agent-cert-file=" + filepath.Join(s.tlsDir, "provisioner-client.crt"), "--agent-key-file=" + filepath.Join(s.tlsDir, "provisioner-client.key"),
 		"-v=2",
 	}, append(nodeFlags, o.provArgs...)...)
 	if err := os.MkdirAll("/run/nvmirror-test/provisioner", 0o755); err != nil {
@@ -176,7 +177,8 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 		"--mode=all",
 		"--endpoint=unix://" + s.csiSocket,
 		"--provisioner-address=" + s.provAddr,
-		"--provisioner-ca-file=" + crt, "--provisioner-token-file=" + token,
+		"--provisioner-ca-file=" + ca, "--provisioner-token-file=" + token,
+		"--provisioner-cert-file=" + filepath.Join(s.tlsDir, "csi.crt"), "--provisioner-key-file=" + filepath.Join(s.tlsDir, "csi.key"),
 		"--node-name=" + stackNodeName,
 		"--state-dir=/run/nvmirror-test/node-state",
 		// Short enough that a replica away this long shows as gone within
@@ -270,4 +272,12 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// nvmirrorctlFlags are nvmirrorctl's flags for the stack's provisioner, as
+// its administrator.
+func (s *stack) nvmirrorctlFlags() []string {
+	return []string{"--provisioner=" + s.provAddr, "--ca-file=" + filepath.Join(s.tlsDir, "ca.crt"),
+		"--cert-file=" + filepath.Join(s.tlsDir, "admin.crt"), "--key-file=" + filepath.Join(s.tlsDir, "admin.key"),
+		"--token-file=" + filepath.Join(s.tlsDir, "token")}
 }

@@ -54,7 +54,7 @@ func TestSanity(t *testing.T) {
 	// Never dialled (the in-memory provisioner is passed in), but Validate
 	// checks their form.
 	opts.ProvisionerAddress = "in-memory:0"
-	opts.ProvisionerTokenFile = "/unused/token"
+	opts.ProvisionerCertFile, opts.ProvisionerKeyFile = "/unused/tls.crt", "/unused/tls.key"
 	opts.NodeName = "sanity-node"
 	opts.HostRoot = root
 	opts.StateDir = filepath.Join(tmp, "state")

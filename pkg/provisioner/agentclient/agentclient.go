@@ -9,14 +9,12 @@ package agentclient
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/nvmirror/nvmirror/pkg/agentapi"
 	"github.com/nvmirror/nvmirror/pkg/grpcerr"
@@ -146,9 +144,13 @@ func (c *Client) NodeInfo(ctx context.Context) (provisioner.NodeInfo, error) {
 }
 
 // Pool implements provisioner.Agents: one gRPC connection per agent
-// address, over TLS with the bearer token on every call.
+// address, over mutual TLS (the provisioner's client certificate is in the
+// TLS configuration), with the bearer token, if any, on every call. Each
+// agent must present a certificate for its storage node's name, unless the
+// configuration names one server name for all (a shared certificate): a
+// storage node cannot pose as another.
 type Pool struct {
-	tls   *tls.Config
+	creds *rpcauth.ClientCredentials
 	token string
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -156,16 +158,14 @@ type Pool struct {
 
 var _ provisioner.Agents = (*Pool)(nil)
 
-// NewPool returns a pool; tlsCfg and token are required (the agents refuse
-// calls without them, and the token must never travel in clear text).
-func NewPool(tlsCfg *tls.Config, token string) (*Pool, error) {
-	if tlsCfg == nil {
-		return nil, errors.New("agent pool: TLS configuration is required")
+// NewPool returns a pool; creds are required (the token must never travel
+// in clear text), token is optional (agents started with --token-file
+// refuse calls without it).
+func NewPool(creds *rpcauth.ClientCredentials, token string) (*Pool, error) {
+	if creds == nil {
+		return nil, errors.New("agent pool: TLS credentials are required")
 	}
-	if token == "" {
-		return nil, rpcauth.ErrEmptyToken
-	}
-	return &Pool{tls: tlsCfg, token: token, conns: map[string]*grpc.ClientConn{}}, nil
+	return &Pool{creds: creds, token: token, conns: map[string]*grpc.ClientConn{}}, nil
 }
 
 // Agent returns the client of the node's agent. Connections are lazy (no
@@ -179,10 +179,16 @@ func (p *Pool) Agent(ctx context.Context, n *store.StorageNode) (provisioner.Age
 	defer p.mu.Unlock()
 	cc, ok := p.conns[n.Address]
 	if !ok {
+		creds := p.creds
+		if creds.ServerName() == "" {
+			creds = creds.WithServerName(n.ID)
+		}
+		opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+		if p.token != "" {
+			opts = append(opts, grpc.WithPerRPCCredentials(rpcauth.TokenCredentials{Token: p.token}))
+		}
 		var err error
-		cc, err = grpc.NewClient(n.Address,
-			grpc.WithTransportCredentials(credentials.NewTLS(p.tls)),
-			grpc.WithPerRPCCredentials(rpcauth.TokenCredentials{Token: p.token}))
+		cc, err = grpc.NewClient(n.Address, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("storage node %s at %s: %w", n.ID, n.Address, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,7 +70,9 @@ func (a *agent) GetReplica(ctx context.Context, r *agentapi.GetReplicaRequest) (
 
 func serve(t *testing.T, a *agent) (addr string, clientTLS *tls.Config, stop func()) {
 	t.Helper()
-	cert := rpcauthtest.NewCert(t)
+	// The agent's certificate names its storage node, which the pool
+	// verifies.
+	cert := rpcauthtest.NewCert(t, "sn-1")
 	serverTLS, clientTLS := cert.ServerTLS(), cert.ClientTLS()
 	auth, err := rpcauth.NewTokenAuth(token)
 	if err != nil {
@@ -92,7 +95,7 @@ func dial(t *testing.T, a *agent) (c provisioner.AgentClient, ctx context.Contex
 	t.Helper()
 	addr, clientTLS, stop := serve(t, a)
 	t.Cleanup(stop)
-	pool, err := NewPool(clientTLS, token)
+	pool, err := NewPool(rpcauth.StaticClientCredentials(clientTLS), token)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,9 +152,17 @@ func TestClientOverTLSWithToken(t *testing.T) {
 	if _, err := c.GetReplica(ctx, "rep-9"); !errors.Is(err, provisioner.ErrNotFound) {
 		t.Errorf("GetReplica of a replica the agent does not hold: %v, want ErrNotFound", err)
 	}
+	// An agent whose certificate is not its storage node's is refused: a
+	// storage node cannot answer for another.
+	other, _ := NewPool(rpcauth.StaticClientCredentials(clientTLS), token)
+	defer other.Close()
+	oc, _ := other.Agent(ctx, &store.StorageNode{ID: "sn-2", Address: addr})
+	if _, err := oc.GetCapacity(ctx); !errors.Is(err, provisioner.ErrUnavailable) || !strings.Contains(err.Error(), "sn-2") {
+		t.Errorf("agent at sn-2's address with sn-1's certificate: %v, want Unavailable (certificate not for sn-2)", err)
+	}
 
 	// A wrong token is refused by the agent.
-	bad, _ := NewPool(clientTLS, "wrong")
+	bad, _ := NewPool(rpcauth.StaticClientCredentials(clientTLS), "wrong")
 	defer bad.Close()
 	bc, _ := bad.Agent(ctx, &store.StorageNode{ID: "sn-1", Address: addr})
 	if _, err := bc.GetCapacity(ctx); provisioner.Code(err) != codes.Unauthenticated {
@@ -167,7 +178,7 @@ func TestUnreachableAgentIsUnavailable(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	pool, _ := NewPool(clientTLS, token)
+	pool, _ := NewPool(rpcauth.StaticClientCredentials(clientTLS), token)
 	defer pool.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -181,7 +192,7 @@ func TestUnreachableAgentIsUnavailable(t *testing.T) {
 	if _, err := NewPool(nil, token); err == nil {
 		t.Error("pool without TLS accepted")
 	}
-	if _, err := NewPool(clientTLS, ""); err == nil {
-		t.Error("pool without token accepted")
+	if _, err := NewPool(rpcauth.StaticClientCredentials(clientTLS), ""); err != nil {
+		t.Errorf("pool without token (agents without --token-file): %v", err)
 	}
 }
