@@ -212,6 +212,12 @@ func (h *Healer) RunOnce(ctx context.Context) error {
 		if arr := arrayOf(obs, a.VolumeID); arr != "" {
 			h.deps.Observer.ArraysChanged(arr)
 		}
+		if o.Record != nil {
+			// Without this the cached record would say the replica's old
+			// sync state until it expires, and every cycle meanwhile (md
+			// signals each step of a resync) would report it again.
+			h.deps.Observer.Recorded(o.Record)
+		}
 		h.deps.Metrics.repair(o, false)
 		outs = append(outs, o)
 	}

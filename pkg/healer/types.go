@@ -325,4 +325,8 @@ type Outcome struct {
 	Joined bool
 	// NewReplica is the replacement ReplaceReplica returned.
 	NewReplica *volume.Replica
+	// Record is the volume's record as the provisioner answered a sync
+	// report with it: what the next cycles compare md with, rather than the
+	// copy read before the report.
+	Record *volume.Volume
 }
