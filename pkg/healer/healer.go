@@ -34,6 +34,10 @@ type Deps struct {
 	Rekeyer *Rekeyer
 	// Watcher may be nil: the interval and the NVMe poll still run.
 	Watcher MDWatcher
+	// KernelLog wakes the NVMe poll for the controllers the kernel logs
+	// about; nil (no readable kernel log) polls every controller every
+	// NVMePollInterval instead of every NVMeBackstopInterval.
+	KernelLog KernelLog
 	// Lock takes a volume's CSI lock without waiting (Driver.TryLockVolume);
 	// nil means no locking. Actions on a locked volume wait a cycle.
 	Lock  func(volumeID string) (unlock func(), ok bool)
@@ -305,7 +309,7 @@ func (h *Healer) Run(ctx context.Context) error {
 	}
 	if h.cfg.NVMePollInterval > 0 {
 		wg.Add(1)
-		go func() { defer wg.Done(); h.pollNVMe(ctx) }()
+		go func() { defer wg.Done(); h.pollNVMe(ctx, &wg) }()
 	}
 	tick := h.deps.Clock.NewTicker(h.cfg.Interval)
 	defer tick.Stop()
@@ -350,73 +354,3 @@ func (h *Healer) watchMD(ctx context.Context) {
 		h.Trigger()
 	}
 }
-
-// pollNVMe re-reads the controllers every NVMePollInterval and triggers a
-// cycle when their set or states changed: md does not notice a lost leg of
-// an idle array, and sysfs gives no notification for controller states.
-// With CachedNVMe a poll is one listing and one read per controller.
-func (h *Healer) pollNVMe(ctx context.Context) {
-	var last uint64
-	first := true
-	poll := func() {
-		if p, ok := h.deps.Observer.NVMe.(nvmePoller); ok {
-			changed, err := p.Poll()
-			if err == nil && changed && !first {
-				h.Trigger()
-			}
-			first = first && err != nil
-			return
-		}
-		cs, err := h.deps.Observer.NVMe.Controllers()
-		if err != nil {
-			return
-		}
-		fp := fingerprint(cs)
-		if !first && fp != last {
-			h.Trigger()
-		}
-		last, first = fp, false
-	}
-	poll()
-	t := h.deps.Clock.NewTicker(h.cfg.NVMePollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-		}
-		poll()
-	}
-}
-
-// nvmePoller is an NVMeReader that can tell by itself whether anything
-// changed since it was last asked or read (CachedNVMe.Poll).
-type nvmePoller interface {
-	Poll() (changed bool, err error)
-}
-
-// fingerprint sums a 64-bit hash of each controller's name, NQN and state:
-// independent of the listing's order without sorting thousands of strings
-// every second, and a collision of two different sets is a 2^-64 chance
-// (the periodic cycle runs anyway).
-func fingerprint(cs []NVMeController) uint64 {
-	var sum uint64
-	for _, c := range cs {
-		h := uint64(fnvOffset)
-		for _, s := range [...]string{c.Name, c.SubsysNQN, string(c.State)} {
-			for i := 0; i < len(s); i++ {
-				h = (h ^ uint64(s[i])) * fnvPrime
-			}
-			h *= fnvPrime // a separator: ("a","bc") differs from ("ab","c")
-		}
-		sum += h
-	}
-	return sum
-}
-
-// FNV-1a, 64 bits.
-const (
-	fnvOffset = 14695981039346656037
-	fnvPrime  = 1099511628211
-)

@@ -186,17 +186,44 @@ func (c *CachedNVMe) Poll() (bool, error) {
 			changed = true
 			continue // Controllers, at the cycle this triggers, loads it
 		}
-		n, err := c.readStateBytes(e.name, cc)
-		if err != nil {
-			changed = true // going away: the cycle reads it afresh
-			continue
-		}
-		if st := bytes.TrimSpace(c.readBuf[:n]); string(st) != cc.lastState {
-			cc.lastState = string(st)
-			changed = true
-		}
+		changed = c.stateChanged(e.name, cc) || changed
 	}
 	return changed, nil
+}
+
+// PollControllers is Poll for the named controllers only (those the kernel
+// just logged about): one pread each, no listing. A name it does not know
+// is a change when the controller exists (a new one, for the cycle to
+// load).
+func (c *CachedNVMe) PollControllers(names []string) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	changed := false
+	for _, name := range names {
+		cc := c.ctrls[name]
+		if cc == nil {
+			changed = changed || unix.Access(filepath.Join(c.classDir(), name), unix.F_OK) == nil
+			continue
+		}
+		changed = c.stateChanged(name, cc) || changed
+	}
+	return changed, nil
+}
+
+// stateChanged reads a known controller's state and reports whether it
+// differs from the last one read (remembering it), or cannot be read: a
+// controller replaced under its name or deleted fails the read on its open
+// file (ENODEV), and the cycle this triggers reads it afresh.
+func (c *CachedNVMe) stateChanged(name string, cc *cachedCtrl) bool {
+	n, err := c.readStateBytes(name, cc)
+	if err != nil {
+		return true
+	}
+	if st := bytes.TrimSpace(c.readBuf[:n]); string(st) != cc.lastState {
+		cc.lastState = string(st)
+		return true
+	}
+	return false
 }
 
 // load reads a controller it does not know: NQN, address, state, and keeps
