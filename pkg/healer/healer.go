@@ -52,9 +52,14 @@ type Healer struct {
 	memPath string
 	trigger chan struct{}
 
-	mu     sync.Mutex // guards mem, arrays (cycles run one at a time)
+	mu     sync.Mutex // guards mem, arrays, settled (cycles run one at a time)
 	mem    Memory
 	arrays []string
+	// settled are the volumes the last cycle left settled: the next decides
+	// them again only if their observation changed (decideCycle).
+	settled map[string]settledVolume
+	// decideAll turns the incremental decision off (the benchmarks' "before").
+	decideAll bool
 
 	// statusMu guards statuses and statusAt, apart from mu: a cycle holds
 	// mu while it acts (a replacement takes minutes), and the CSI health
@@ -188,10 +193,16 @@ func (h *Healer) RunOnce(ctx context.Context) error {
 		return fmt.Errorf("observe: %w", err)
 	}
 	now := h.deps.Clock.Now()
-	actions, evs, mem := Decide(obs, h.cfg, h.mem, now)
+	var prev map[string]settledVolume
+	if !h.decideAll {
+		prev = h.settled
+	}
+	d := decideCycle(obs, h.cfg, h.mem, now, prev)
+	actions, evs, mem := d.actions, d.events, d.mem
 	if err := h.deps.Queue.Enqueue(evs); err != nil {
 		// Keep the old memory: the next cycle sees the same transitions
 		// and queues their events again.
+		h.settled = nil
 		return fmt.Errorf("queue events: %w", err)
 	}
 	var outs []Outcome
@@ -224,6 +235,7 @@ func (h *Healer) RunOnce(ctx context.Context) error {
 		}
 		h.deps.Metrics.repair(o, false)
 		outs = append(outs, o)
+		delete(d.carried, a.VolumeID) // its memory may change below
 	}
 	if len(outs) > 0 {
 		mem = RecordOutcomes(mem, outs, h.cfg, h.deps.Clock.Now())
@@ -237,7 +249,7 @@ func (h *Healer) RunOnce(ctx context.Context) error {
 			klog.ErrorS(err, "Cannot queue re-keying events")
 		}
 	}
-	if changed(h.mem, mem) {
+	if memoryChanged(h.mem, mem, d.carried) {
 		if err := SaveMemory(h.memPath, mem); err != nil {
 			// The in-process memory moves on (events were queued); the
 			// file catches up at the next successful save.
@@ -245,6 +257,7 @@ func (h *Healer) RunOnce(ctx context.Context) error {
 		}
 	}
 	h.mem = mem
+	h.settled = d.settled
 	statuses := make(map[string]VolumeStatus, len(obs.Volumes))
 	h.arrays = h.arrays[:0]
 	for _, v := range obs.Volumes {
@@ -273,15 +286,29 @@ func arrayOf(obs Observation, volumeID string) string {
 	return ""
 }
 
-// changed reports whether the memory must be saved: whether its JSON
-// differs. Equal values marshal alike, so the common case (a quiet cycle,
-// nothing changed) is settled by reflect.DeepEqual without marshalling a
-// thousand volumes twice; values that differ only where JSON does not
+// memoryChanged reports whether the memory must be saved: whether its JSON
+// differs. The volumes carried over unchanged (not decided this cycle, no
+// action on them) are the same values in both and are not compared; the
+// others, and the hosts, are compared with reflect.DeepEqual first, so a
+// quiet cycle marshals nothing. Values that differ only where JSON does not
 // (a nil and an empty slice) fall through to the comparison of the bytes.
-func changed(a, b Memory) bool {
-	if reflect.DeepEqual(a, b) {
-		return false
+func memoryChanged(a, b Memory, carried map[string]bool) bool {
+	if len(a.Volumes) != len(b.Volumes) || a.Version != b.Version || !reflect.DeepEqual(a.Hosts, b.Hosts) {
+		return jsonDiffers(a, b)
 	}
+	for id, vb := range b.Volumes {
+		va, ok := a.Volumes[id]
+		if !ok {
+			return true
+		}
+		if !carried[id] && !reflect.DeepEqual(va, vb) {
+			return jsonDiffers(a, b)
+		}
+	}
+	return false
+}
+
+func jsonDiffers(a, b Memory) bool {
 	x, err1 := json.Marshal(a)
 	y, err2 := json.Marshal(b)
 	return err1 != nil || err2 != nil || !bytes.Equal(x, y)
