@@ -73,7 +73,8 @@ func newHealer(o driver.Options, h healerOptions, d *driver.Driver, prov *provis
 	initiator := host.NewInitiator(o.HostRoot)
 	deps := healer.Deps{
 		Observer: &healer.Observer{
-			Staged: func() ([]stagestate.Volume, error) { return stagestate.ListVolumes(o.StateDir) },
+			// Each staging state is parsed again only when its file changed.
+			Staged: stagestate.NewLister(o.StateDir).Volumes,
 			Arrays: raid,
 			// Only controller states and changed arrays are read per
 			// look; see docs/healer.md#cost-per-volume.

@@ -34,6 +34,12 @@ type nvmePoller interface {
 	PollControllers(names []string) (changed bool, err error)
 }
 
+// statesTruster is an NVMeReader whose Controllers can answer from the
+// states the poll read (CachedNVMe.TrustPolledStates).
+type statesTruster interface {
+	TrustPolledStates(maxAge time.Duration)
+}
+
 // pollNVMe re-reads the controllers and triggers a cycle when their set or
 // states changed: md does not notice a lost leg of an idle array, and sysfs
 // gives no notification for controller states. With a kernel log the named
@@ -47,11 +53,18 @@ func (h *Healer) pollNVMe(ctx context.Context, wg *sync.WaitGroup) {
 	interval := h.cfg.NVMePollInterval
 	var logged chan []string
 	logFailed := make(chan struct{})
+	trust, _ := h.deps.Observer.NVMe.(statesTruster)
 	if h.deps.KernelLog != nil && h.cfg.NVMeBackstopInterval > 0 {
 		interval = h.cfg.NVMeBackstopInterval
 		logged = make(chan []string)
 		wg.Add(1)
 		go func() { defer wg.Done(); h.followKernelLog(ctx, logged, logFailed) }()
+		if trust != nil {
+			// Twice the backstop: a late backstop read makes the cycle
+			// read afresh, not trust an older state.
+			trust.TrustPolledStates(2 * h.cfg.NVMeBackstopInterval)
+			defer trust.TrustPolledStates(0)
+		}
 	}
 	p.all()
 	t := h.deps.Clock.NewTicker(interval)
@@ -88,6 +101,9 @@ func (h *Healer) pollNVMe(ctx context.Context, wg *sync.WaitGroup) {
 			pending, recheck, recheckC = nil, nil, nil
 		case <-logFailed:
 			logFailed = nil
+			if trust != nil {
+				trust.TrustPolledStates(0)
+			}
 			t.Stop()
 			t = h.deps.Clock.NewTicker(h.cfg.NVMePollInterval)
 			p.all()
