@@ -176,3 +176,24 @@ func TestStageLeavesOutADivergedReplica(t *testing.T) {
 		t.Errorf("staging record %v lacks the diverged replica: the healer would not replace it", staged)
 	}
 }
+
+// A replica the provisioner reserved but has not created (a move or
+// replacement in its first step, or left so by a crash) has no NQN: NodeStage
+// connects the others and NodeUnstage does not trip over it (found on the
+// real kernel: NodeUnstage failed "NQN \"\" must start with nqn.").
+func TestStageAndUnstageSkipAReplicaNotCreatedYet(t *testing.T) {
+	e := newEnv(t)
+	id := e.create("v", "2")
+	e.publish(id)
+	e.prov.Update(id, func(v *volume.Volume) {
+		v.Replicas = append(v.Replicas, volume.Replica{ID: "rep-reserved", StorageNode: "sn-9", State: volume.ReplicaActive, OutOfSyncSince: time.Now()})
+	})
+	must(t, e.stage(id, mountCap))
+	if n := len(e.ini.Connected()); n != 2 {
+		t.Fatalf("connected %v, want the two created replicas", e.ini.Connected())
+	}
+	must(t, e.unstage(id))
+	if len(e.ini.Connected()) != 0 {
+		t.Fatalf("connections left: %v", e.ini.Connected())
+	}
+}

@@ -145,10 +145,11 @@ func (d *Driver) stage(ctx context.Context, req *csi.NodeStageVolumeRequest) (re
 	}
 	// A replica a promotion gave up is never connected: md could take it
 	// for a member (its event count may be the highest), and no node
-	// should see its data again. The healer replaces it.
-	usable := slices.DeleteFunc(slices.Clone(replicas), volume.Replica.Diverged)
+	// should see its data again. The healer replaces it. One reserved but
+	// not created yet (no NQN) has nothing to connect.
+	usable := slices.DeleteFunc(slices.Clone(replicas), func(r volume.Replica) bool { return r.Diverged() || r.NQN == "" })
 	if len(usable) < len(replicas) {
-		klog.InfoS("Leaving out replicas given up by a promotion", "volumeID", volID, "replicas", len(replicas)-len(usable))
+		klog.InfoS("Leaving out replicas given up by a promotion or not created yet", "volumeID", volID, "replicas", len(replicas)-len(usable))
 	}
 	devices, err := d.connectReplicas(ctx, usable, creds, vol.Authentication(), &u)
 	if err != nil {
@@ -189,9 +190,16 @@ func accessTypeName(block bool) string {
 	return "mount"
 }
 
+// stagedReplicas are the replicas a node may hold connections to: those
+// created on their storage node (a replacement or move the provisioner has
+// reserved but not created yet has no NQN: nothing to connect or
+// disconnect).
 func stagedReplicas(rs []volume.Replica) []stagestate.Replica {
 	out := make([]stagestate.Replica, 0, len(rs))
 	for _, r := range rs {
+		if r.NQN == "" {
+			continue
+		}
 		out = append(out, stagestate.Replica{ID: r.ID, NQN: r.NQN, NamespaceUUID: r.NamespaceID()})
 	}
 	return out

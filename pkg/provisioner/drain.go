@@ -120,6 +120,10 @@ func (s *Service) DrainOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.finishHalfMadeMoves(ctx, vols)
+	if vols, err = s.o.Store.ListVolumes(ctx); err != nil {
+		return err
+	}
 	inFlight := 0
 	for _, v := range vols {
 		inFlight += movesInFlight(v)
@@ -174,6 +178,32 @@ func (s *Service) DrainOnce(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// finishHalfMadeMoves creates the new replicas of moves a provisioner
+// recorded but did not get to create on their storage node (killed between
+// the two): finishReplacement creates them, or undoes the reservation so
+// the drain places the move anew. Without this such a move would hold its
+// volume (one change at a time) for good.
+func (s *Service) finishHalfMadeMoves(ctx context.Context, vols []*store.Volume) {
+	for _, v := range vols {
+		for _, r := range v.Replicas {
+			if !r.Move || r.NQN != "" || r.State != store.ReplicaActive {
+				continue
+			}
+			// Not beside a MoveReplica of this process still creating it.
+			if !s.moving.Insert(v.ID) {
+				continue
+			}
+			_, err := s.finishReplacement(ctx, v.ID, r.Replaces, r.ID)
+			s.moving.Delete(v.ID)
+			if err != nil {
+				klog.ErrorS(err, "Could not finish a move a provisioner left half made", "volume", v.ID, "replica", r.Replaces, "newReplica", r.ID)
+			} else {
+				klog.InfoS("Finished a move a provisioner left half made", "volume", v.ID, "replica", r.Replaces, "newReplica", r.ID)
+			}
+		}
+	}
 }
 
 // movesInFlight counts the moves of volume v not finished yet.

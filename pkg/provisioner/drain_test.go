@@ -3,6 +3,7 @@ package provisioner_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
@@ -160,4 +161,41 @@ func TestDrainOfAnEmptyNodeIsDoneAtOnce(t *testing.T) {
 	}
 	_, err = e.svc.DrainStorageNode(e.ctx, "sn-9", true)
 	wantCode(t, err, provisioner.ErrNotFound)
+}
+
+// A provisioner killed between recording a move and creating its replica
+// leaves a reservation without NQN; the next drain pass finishes it (found
+// on the real kernel: the drain otherwise waited on that volume for good).
+func TestDrainFinishesAHalfMadeMove(t *testing.T) {
+	e := newEnv(t, threeRacks())
+	v := e.create(t, "pvc-half", gib, map[string]string{"numReplicas": "2", "storageNodes": "sn-1,sn-2,sn-3"})
+	old := v.Replicas[0]
+	free := map[string]bool{"sn-1": true, "sn-2": true, "sn-3": true}
+	for _, r := range v.Replicas {
+		delete(free, r.StorageNode)
+	}
+	var target string
+	for n := range free {
+		target = n
+	}
+	if _, err := e.store.UpdateVolume(e.ctx, v.ID, func(v *store.Volume) error {
+		v.Replica(old.ID).ReplacedBy = "rep-half"
+		v.Replicas = append(v.Replicas, store.Replica{ID: "rep-half", StorageNode: target, State: store.ReplicaActive, Replaces: old.ID, Move: true, OutOfSyncSince: time.Now()})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.DrainStorageNode(e.ctx, old.StorageNode, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.DrainOnce(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	cur, _ := e.store.GetVolume(e.ctx, v.ID)
+	if r := cur.Replica("rep-half"); r.NQN == "" || e.cluster.Replica(target, "rep-half") == nil {
+		t.Fatalf("half-made move %+v: want its replica created on %s", r, target)
+	}
+	if r := cur.Replica(old.ID); r.State != store.ReplicaActive || r.ReplacedBy != "rep-half" {
+		t.Errorf("moved replica %+v: want still active until the new one is in sync", r)
+	}
 }

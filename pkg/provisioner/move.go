@@ -47,6 +47,10 @@ func (s *Service) MoveReplica(ctx context.Context, volumeID, replicaID, to strin
 	if err := s.requireLeader(); err != nil {
 		return nil, err
 	}
+	if !s.moving.Insert(volumeID) {
+		return nil, fmt.Errorf("volume %s: a move of it is being set up; retry: %w", volumeID, ErrAborted)
+	}
+	defer s.moving.Delete(volumeID)
 	v, err := s.o.Store.GetVolume(ctx, volumeID)
 	if err != nil {
 		return nil, err

@@ -120,6 +120,10 @@ type Service struct {
 	// already announced (stuck replicas, a finished drain).
 	drainStuck    map[string]map[string]string
 	drainReported map[string]bool
+	// moving holds the volumes a move is being set up for in this process
+	// (recorded, not yet created), so the drainer never finishes one
+	// beside it.
+	moving inflight.Set
 	// creates: the volume names being created or rolled back in this
 	// process, so a stale create's rollback never runs beside a create.
 	creates createGate
