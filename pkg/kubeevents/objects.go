@@ -8,7 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
@@ -41,11 +41,11 @@ type objects struct {
 // name made later for another volume must not get this one's events. The
 // claim is the PV's claimRef, with its UID, which `kubectl describe pvc`
 // selects events by.
-func resolve(ctx context.Context, client kubernetes.Interface, driver, volumeID string, md storageclass.Metadata) (objects, error) {
+func resolve(ctx context.Context, client typedcorev1.CoreV1Interface, driver, volumeID string, md storageclass.Metadata) (objects, error) {
 	if md.PVName == "" {
 		return objects{}, ErrNoClaim
 	}
-	pv, err := client.CoreV1().PersistentVolumes().Get(ctx, md.PVName, metav1.GetOptions{})
+	pv, err := client.PersistentVolumes().Get(ctx, md.PVName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return objects{}, fmt.Errorf("%w: PersistentVolume %s not found", ErrNoClaim, md.PVName)
 	}

@@ -24,7 +24,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
@@ -45,7 +44,8 @@ const (
 
 // Options configure a Sink.
 type Options struct {
-	Client  kubernetes.Interface
+	// Client is the core API group's (PVs, events).
+	Client  typedcorev1.CoreV1Interface
 	Volumes Volumes
 	// Driver is the CSI driver name PVs of nvmirror volumes carry.
 	Driver string
@@ -142,7 +142,7 @@ func (s *Sink) Enqueue(es ...events.Event) error {
 // broadcaster (events it still retries are abandoned).
 func (s *Sink) Run(ctx context.Context) {
 	s.broadcaster.StartRecordingToSink(&countingWriter{
-		EventSinkImpl: typedcorev1.EventSinkImpl{Interface: s.o.Client.CoreV1().Events("")}, m: s.o.Metrics})
+		EventSinkImpl: typedcorev1.EventSinkImpl{Interface: s.o.Client.Events("")}, m: s.o.Metrics})
 	defer s.broadcaster.Shutdown()
 	for {
 		select {

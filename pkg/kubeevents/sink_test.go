@@ -14,8 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 
 	"github.com/nvmirror/nvmirror/pkg/events"
@@ -52,7 +52,7 @@ func boundPV(name, volumeID, ns, claim string, claimUID types.UID) *corev1.Persi
 	}
 }
 
-func startSink(t *testing.T, client kubernetes.Interface, vols Volumes, queue int) (*Sink, *Metrics) {
+func startSink(t *testing.T, client typedcorev1.CoreV1Interface, vols Volumes, queue int) (*Sink, *Metrics) {
 	t.Helper()
 	m := NewMetrics(prometheus.NewRegistry())
 	s, err := New(Options{Client: client, Volumes: vols, Driver: driver, Component: "nvmirror-provisioner", Host: "prov-0",
@@ -68,7 +68,7 @@ func startSink(t *testing.T, client kubernetes.Interface, vols Volumes, queue in
 }
 
 // eventsOn lists the Kubernetes events whose involved object is name in ns.
-func eventsOn(t *testing.T, c kubernetes.Interface, ns, kind, name string) []corev1.Event {
+func eventsOn(t *testing.T, c *fake.Clientset, ns, kind, name string) []corev1.Event {
 	t.Helper()
 	l, err := c.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{})
 	if err != nil {
@@ -99,7 +99,7 @@ func outcome(m *Metrics, o string) int { return int(testutil.ToFloat64(m.events.
 func TestDegradedIsAWarningAndHealedNormalOnPVCAndPV(t *testing.T) {
 	md := storageclass.Metadata{PVName: "pvc-1111", PVCName: "data-db-0", PVCNamespace: "app"}
 	client := fake.NewClientset(boundPV("pvc-1111", "vol-1", "app", "data-db-0", "uid-claim"))
-	s, m := startSink(t, client, registry{"vol-1": volumeOf("vol-1", md)}, 10)
+	s, m := startSink(t, client.CoreV1(), registry{"vol-1": volumeOf("vol-1", md)}, 10)
 	t0 := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
 
 	s.Enqueue(events.Event{Seq: 1, Time: t0, Type: events.VolumeDegraded, Volume: "vol-1", Node: "cn1",
@@ -154,7 +154,7 @@ func TestDegradedIsAWarningAndHealedNormalOnPVCAndPV(t *testing.T) {
 
 func TestEventsWithoutAClaimAreNotRecorded(t *testing.T) {
 	client := fake.NewClientset(
-		boundPV("pvc-other", "vol-9", "app", "x", "uid-x"), // the PV of another volume
+		boundPV("pvc-other", "vol-9", "app", "x", "uid-x"),                       // the PV of another volume
 		&corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pvc-nfs"}}, // not a CSI volume
 	)
 	vols := registry{
@@ -163,7 +163,7 @@ func TestEventsWithoutAClaimAreNotRecorded(t *testing.T) {
 		"vol-nfs":    volumeOf("vol-nfs", storageclass.Metadata{PVName: "pvc-nfs"}),
 		"vol-gone":   volumeOf("vol-gone", storageclass.Metadata{PVName: "pvc-deleted"}),
 	}
-	s, m := startSink(t, client, vols, 10)
+	s, m := startSink(t, client.CoreV1(), vols, 10)
 	now := time.Now()
 	for i, id := range []string{"vol-nometa", "vol-stolen", "vol-nfs", "vol-gone", "vol-unknown"} {
 		s.Enqueue(events.Event{Seq: uint64(i + 1), Time: now, Type: events.VolumeDegraded, Volume: id})
@@ -184,7 +184,7 @@ func TestEventsWithoutAClaimAreNotRecorded(t *testing.T) {
 func TestPromotionIsAWarning(t *testing.T) {
 	md := storageclass.Metadata{PVName: "pvc-2", PVCName: "c", PVCNamespace: "ns"}
 	client := fake.NewClientset(boundPV("pvc-2", "vol-2", "ns", "c", "uid-c"))
-	s, _ := startSink(t, client, registry{"vol-2": volumeOf("vol-2", md)}, 10)
+	s, _ := startSink(t, client.CoreV1(), registry{"vol-2": volumeOf("vol-2", md)}, 10)
 	s.Enqueue(events.Event{Seq: 1, Time: time.Now(), Type: events.Audit, Method: "PromoteReplicas", Outcome: "OK",
 		Volume: "vol-2", Replicas: []string{"rep-x"}, Message: "WARNING: data loss accepted"})
 	waitFor(t, "the promotion on the PVC", func() bool { return len(eventsOn(t, client, "ns", "PersistentVolumeClaim", "c")) == 1 })
@@ -230,7 +230,7 @@ func silentServer(t *testing.T) string {
 // answers, Enqueue still returns at once; what the queue cannot hold is
 // dropped and counted.
 func TestUnreachableAPIServerDoesNotBlock(t *testing.T) {
-	client, err := kubernetes.NewForConfig(&rest.Config{Host: "http://" + silentServer(t), Timeout: time.Minute})
+	client, err := typedcorev1.NewForConfig(&rest.Config{Host: "http://" + silentServer(t), Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +256,7 @@ func TestUnreachableAPIServerDoesNotBlock(t *testing.T) {
 }
 
 func TestNewRefusesMissingDependencies(t *testing.T) {
-	client := fake.NewClientset()
+	client := fake.NewClientset().CoreV1()
 	for name, o := range map[string]Options{
 		"client":    {Volumes: registry{}, Driver: driver, Component: "c"},
 		"registry":  {Client: client, Driver: driver, Component: "c"},
