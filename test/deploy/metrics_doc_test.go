@@ -12,6 +12,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/healer"
+	"github.com/nvmirror/nvmirror/pkg/kubeevents"
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
 )
 
@@ -49,6 +50,7 @@ func TestMetricsDocMatchesCode(t *testing.T) {
 	d := &describer{}
 	healer.NewMetrics(d)
 	provisioner.NewMetrics(d)
+	kubeevents.NewMetrics(d)
 	d.MustRegister(provisioner.NewRegistryCollector(nil, nil, 0), provisioner.NewForwarderCollector(func() events.ForwarderStats { return events.ForwarderStats{} }))
 	exported := map[string]bool{}
 	for _, n := range d.names() {
