@@ -1,4 +1,4 @@
-package main
+package adminctl
 
 import (
 	"flag"
@@ -28,6 +28,9 @@ type promoteArgs struct {
 func cmdPromote(e cmdEnv) error {
 	pa, err := parsePromote(e.args, e.stderr)
 	if err != nil {
+		return err
+	}
+	if pa.volumeID, err = e.volume(pa.volumeID); err != nil {
 		return err
 	}
 	if !pa.acceptDataLoss {
