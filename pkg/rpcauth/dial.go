@@ -1,6 +1,7 @@
 package rpcauth
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 
@@ -12,8 +13,10 @@ import (
 // an optional client certificate, and the bearer token.
 type ClientConfig struct {
 	// CAFile is the CA that signed the server's certificate (PEM); empty
-	// uses the system roots.
+	// uses the system roots. CA is the same in memory (read from a
+	// Kubernetes Secret); CAFile wins when both are set.
 	CAFile string
+	CA     []byte
 	// ServerName is expected in the server's certificate; empty uses the
 	// dialed host name.
 	ServerName string
@@ -42,6 +45,13 @@ func Dial(addr string, c ClientConfig, extra ...grpc.DialOption) (*grpc.ClientCo
 	tlsCfg, err := ClientTLSConfig(c.CAFile, c.ServerName, c.CertFile, c.KeyFile)
 	if err != nil {
 		return nil, err
+	}
+	if c.CAFile == "" && len(c.CA) > 0 {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(c.CA) {
+			return nil, errors.New("the CA holds no PEM certificate")
+		}
+		tlsCfg.RootCAs = pool
 	}
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
