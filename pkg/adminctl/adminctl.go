@@ -76,8 +76,10 @@ type Env struct {
 	Stdout, Stderr io.Writer
 	Flags          *OutputFlags
 	// VolumeID turns a command's volume argument into the volume's ID;
-	// nil: the argument is the ID.
-	VolumeID func(ctx context.Context, arg string) (string, error)
+	// nil: the argument is the ID. VolumeArg is what usage messages call
+	// that argument (VOLUME_ID when empty).
+	VolumeID  func(ctx context.Context, arg string) (string, error)
+	VolumeArg string
 }
 
 // Run runs the command Args names, within Flags.Timeout.
@@ -89,10 +91,13 @@ func Run(ctx context.Context, e Env) error {
 	if !ok {
 		return usagef("unknown command %q", e.Args[0])
 	}
+	if e.VolumeArg == "" {
+		e.VolumeArg = "VOLUME_ID"
+	}
 	ctx, cancel := context.WithTimeout(ctx, e.Flags.Timeout)
 	defer cancel()
 	return cmd(cmdEnv{ctx: ctx, c: e.Client, args: e.Args[1:], stdout: e.Stdout, stderr: e.Stderr,
-		json: e.Flags.Output == "json", now: time.Now(), volumeID: e.VolumeID})
+		json: e.Flags.Output == "json", now: time.Now(), volumeID: e.VolumeID, volumeArg: e.VolumeArg})
 }
 
 // Exit prints err for program prog and returns the exit status: 0, 2 for a

@@ -23,8 +23,10 @@ type cmdEnv struct {
 	stdout, stderr io.Writer
 	json           bool      // -o json
 	now            time.Time // one instant for every age and --since
-	// volumeID turns a volume argument into the volume's ID (Env.VolumeID).
-	volumeID func(ctx context.Context, arg string) (string, error)
+	// volumeID turns a volume argument into the volume's ID (Env.VolumeID);
+	// volumeArg is what usage messages call that argument.
+	volumeID  func(ctx context.Context, arg string) (string, error)
+	volumeArg string
 }
 
 // volume resolves a command's volume argument.
@@ -33,6 +35,14 @@ func (e cmdEnv) volume(arg string) (string, error) {
 		return arg, nil
 	}
 	return e.volumeID(e.ctx, arg)
+}
+
+// onlyVolume is the ID of the volume that is cmd's one argument.
+func (e cmdEnv) onlyVolume(cmd string) (string, error) {
+	if len(e.args) != 1 {
+		return "", usagef("%s takes one %s, got %d arguments", cmd, e.volumeArg, len(e.args))
+	}
+	return e.volume(e.args[0])
 }
 
 // commands are the subcommands by name; CommandsUsage lists them.
@@ -70,10 +80,7 @@ func cmdVolumes(e cmdEnv) error {
 }
 
 func cmdVolume(e cmdEnv) error {
-	if len(e.args) != 1 {
-		return usagef("volume takes one VOLUME_ID, got %d arguments", len(e.args))
-	}
-	id, err := e.volume(e.args[0])
+	id, err := e.onlyVolume("volume")
 	if err != nil {
 		return err
 	}
@@ -161,10 +168,7 @@ func cmdSet(e cmdEnv) error {
 }
 
 func cmdRotateKeys(e cmdEnv) error {
-	if len(e.args) != 1 {
-		return usagef("rotate-keys takes one VOLUME_ID, got %d arguments", len(e.args))
-	}
-	id, err := e.volume(e.args[0])
+	id, err := e.onlyVolume("rotate-keys")
 	if err != nil {
 		return err
 	}

@@ -97,7 +97,7 @@ func TestServingPodIsAReadyOneWithTheNamedPort(t *testing.T) {
 			Ports: []corev1.ServicePort{{Name: "http", Port: 9501}, {Name: ServicePort, Port: 9500, TargetPort: intstr.FromString("grpc")}}}}
 	pod := func(name string, ready corev1.ConditionStatus) *corev1.Pod {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "nvmirror", Name: name, Labels: map[string]string{"app": "prov"}},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "p", Ports: []corev1.ContainerPort{{Name: "grpc", ContainerPort: 19500}}}}},
+			Spec:   corev1.PodSpec{Containers: []corev1.Container{{Name: "p", Ports: []corev1.ContainerPort{{Name: "grpc", ContainerPort: 19500}}}}},
 			Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: ready}}}}
 	}
 	c := fake.NewClientset(svc, pod("old", corev1.ConditionFalse), pod("new", corev1.ConditionTrue)).CoreV1()

@@ -90,7 +90,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer conn.Close()
-	return adminctl.Run(ctx, adminctl.Env{Client: api.NewProvisionerClient(conn), Args: rest, Stdout: stdout, Stderr: stderr, Flags: out,
+	return adminctl.Run(ctx, adminctl.Env{Client: api.NewProvisionerClient(conn), Args: rest, Stdout: stdout, Stderr: stderr, Flags: out, VolumeArg: "PVC",
 		VolumeID: func(ctx context.Context, arg string) (string, error) { return VolumeID(ctx, client, namespace, arg) }})
 }
 
