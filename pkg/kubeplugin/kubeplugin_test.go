@@ -82,8 +82,8 @@ func TestSplitFlagsFindsOwnFlagsAnywhere(t *testing.T) {
 	fs.String("n", "", "")
 	fs.String("o", "", "")
 	fs.Bool("b", false, "")
-	own, rest := SplitFlags(fs, []string{"events", "--volume", "data", "-n", "app", "-o=json", "--since", "1h", "-b", "--", "-n"})
-	if want := []string{"-n", "app", "-o=json", "-b"}; !slices.Equal(own, want) {
+	own, rest := SplitFlags(fs, []string{"events", "--volume", "data", "-n", "app", "-o=json", "--since", "1h", "-b", "-h", "--", "-n"})
+	if want := []string{"-n", "app", "-o=json", "-b", "-h"}; !slices.Equal(own, want) {
 		t.Errorf("own %q, want %q", own, want)
 	}
 	if want := []string{"events", "--volume", "data", "--since", "1h", "-n"}; !slices.Equal(rest, want) {

@@ -96,7 +96,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // SplitFlags separates the flags fs defines, wherever they are on the
 // line, from the rest (the command, its arguments and its own flags), in
-// order. "--" ends the search; what follows is the command's.
+// order. "--" ends the search; what follows is the command's. -h and
+// -help are the program's (a command's own help: after "--").
 func SplitFlags(fs *flag.FlagSet, args []string) (own, rest []string) {
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -104,6 +105,10 @@ func SplitFlags(fs *flag.FlagSet, args []string) (own, rest []string) {
 			return own, append(rest, args[i+1:]...)
 		}
 		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && (name == "h" || name == "help") {
+			own = append(own, a) // the plugin's help, not a command's
+			continue
+		}
 		f := fs.Lookup(name)
 		if !strings.HasPrefix(a, "-") || a == "-" || f == nil {
 			rest = append(rest, a)
