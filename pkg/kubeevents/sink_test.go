@@ -36,7 +36,7 @@ func (r registry) GetVolume(_ context.Context, id string) (*store.Volume, error)
 }
 
 func volumeOf(id string, md storageclass.Metadata) *store.Volume {
-	v := &store.Volume{ID: id, Parameters: storageclass.Defaults()}
+	v := &store.Volume{ID: id, Name: "pvc-of-" + id, Parameters: storageclass.Defaults()}
 	v.Parameters.Metadata = md
 	return v
 }
