@@ -183,22 +183,8 @@ func (s *Sink) record(ctx context.Context, e events.Event) string {
 		s.recorder.Event(objs.PVC, t, r, msg)
 	}
 	s.recorder.Event(objs.PV, t, r, msg)
-	klog.V(3).InfoS("Recorded Kubernetes event", "type", t, "reason", r, "volume", e.Volume, "pv", objs.PV.Name, "pvc", klog.KRef(pvcNamespace(objs), pvcName(objs)))
+	klog.V(3).InfoS("Recorded Kubernetes event", "type", t, "reason", r, "volume", e.Volume, "objects", objs.String())
 	return OutcomeRecorded
-}
-
-func pvcNamespace(o objects) string {
-	if o.PVC == nil {
-		return ""
-	}
-	return o.PVC.Namespace
-}
-
-func pvcName(o objects) string {
-	if o.PVC == nil {
-		return ""
-	}
-	return o.PVC.Name
 }
 
 // dedupeKey identifies a recorded event: its sequence number in the
