@@ -110,7 +110,8 @@ demo: vm-deps
 
 ## bench: every benchmark (placement, stores, volume create/delete per backend, agent
 ## replica create/delete; the healer's cycle, NVMe poll and steady-state CPU at 10/100/1000
-## arrays, before and after its caches, about 10 minutes)
+## arrays: before its caches, with them, and with the kernel log trigger and the incremental
+## cycle, about 13 minutes)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(HOST_PKGS)
 

@@ -23,13 +23,16 @@ type healerOptions struct {
 	enabled        bool
 	cfg            healer.Config
 	metricsAddress string
+	kmsgPath       string
 }
 
 func (h *healerOptions) addFlags(fs *flag.FlagSet) {
 	h.cfg = healer.DefaultConfig()
 	fs.BoolVar(&h.enabled, "heal", true, "[node] run the healer: re-add returning replicas, complete deletions, replace replicas away longer than maxReplicaDownTime")
 	fs.DurationVar(&h.cfg.Interval, "heal-interval", h.cfg.Interval, "[node] periodic healing check; md and NVMe changes also trigger one at once")
-	fs.DurationVar(&h.cfg.NVMePollInterval, "nvme-poll-interval", h.cfg.NVMePollInterval, "[node] how often NVMe controller states are read between checks (an idle md does not notice a lost replica)")
+	fs.DurationVar(&h.cfg.NVMePollInterval, "nvme-poll-interval", h.cfg.NVMePollInterval, "[node] how often every NVMe controller's state is read between checks when the kernel log cannot be followed (an idle md does not notice a lost replica)")
+	fs.DurationVar(&h.cfg.NVMeBackstopInterval, "nvme-backstop-interval", h.cfg.NVMeBackstopInterval, "[node] how often every NVMe controller's state is read while the kernel log is followed (the controllers it names are read at once)")
+	fs.StringVar(&h.kmsgPath, "kmsg-path", "/dev/kmsg", "[node] kernel log followed for NVMe controller changes; empty, or unreadable: read every controller every --nvme-poll-interval")
 	fs.DurationVar(&h.cfg.HealTimeUnit, "heal-time-unit", h.cfg.HealTimeUnit, "[node] FOR TESTS ONLY: the unit of maxReplicaDownTime (1m in production)")
 	fs.IntVar(&h.cfg.MaxConcurrentReplacements, "max-concurrent-replacements", h.cfg.MaxConcurrentReplacements, "[node] replacements this node runs at once (bounds rebuild storms)")
 	fs.IntVar(&h.cfg.MaxRebuildBandwidthMiBps, "max-rebuild-bandwidth", h.cfg.MaxRebuildBandwidthMiBps, "[node] MiB/s that all md rebuilds on this node share (re-adds, replacements, resyncs; 0: no node-wide cap); each volume's rebuildBandwidthLimit applies too")
@@ -45,6 +48,8 @@ func (h *healerOptions) validate() error {
 		return fmt.Errorf("--heal-interval %v: must be at least 1s", h.cfg.Interval)
 	case h.cfg.NVMePollInterval < 100*time.Millisecond:
 		return fmt.Errorf("--nvme-poll-interval %v: must be at least 100ms", h.cfg.NVMePollInterval)
+	case h.cfg.NVMeBackstopInterval < h.cfg.NVMePollInterval:
+		return fmt.Errorf("--nvme-backstop-interval %v: must be at least --nvme-poll-interval (%v)", h.cfg.NVMeBackstopInterval, h.cfg.NVMePollInterval)
 	case h.cfg.HealTimeUnit < time.Second:
 		return fmt.Errorf("--heal-time-unit %v: must be at least 1s", h.cfg.HealTimeUnit)
 	case h.cfg.MaxConcurrentReplacements < 1:
@@ -66,9 +71,10 @@ func newHealer(o driver.Options, h healerOptions, d *driver.Driver, prov *provis
 	reg := prometheus.NewRegistry()
 	raid := mdraid.NewManager(node.Mounter.Exec, o.HostRoot)
 	initiator := host.NewInitiator(o.HostRoot)
-	hl, err := healer.New(cfg, o.StateDir, healer.Deps{
+	deps := healer.Deps{
 		Observer: &healer.Observer{
-			Staged: func() ([]stagestate.Volume, error) { return stagestate.ListVolumes(o.StateDir) },
+			// Each staging state is parsed again only when its file changed.
+			Staged: stagestate.NewLister(o.StateDir).Volumes,
 			Arrays: raid,
 			// Only controller states and changed arrays are read per
 			// look; see docs/healer.md#cost-per-volume.
@@ -103,11 +109,20 @@ func newHealer(o driver.Options, h healerOptions, d *driver.Driver, prov *provis
 		Metrics: healer.NewMetrics(reg),
 		Watcher: mdraid.NewWatcher(o.HostRoot),
 		Lock:    d.TryLockVolume,
-	})
+	}
+	if h.kmsgPath != "" {
+		if kl, err := host.OpenControllerLog(h.kmsgPath); err != nil {
+			klog.ErrorS(err, "Cannot follow the kernel log; reading every NVMe controller's state every --nvme-poll-interval", "path", h.kmsgPath, "interval", cfg.NVMePollInterval)
+		} else {
+			deps.KernelLog = kl // open for the process's life
+		}
+	}
+	hl, err := healer.New(cfg, o.StateDir, deps)
 	if err != nil {
 		return nil, nil, err
 	}
-	klog.InfoS("Healer configured", "interval", cfg.Interval, "nvmePoll", cfg.NVMePollInterval, "timeUnit", cfg.HealTimeUnit,
+	klog.InfoS("Healer configured", "interval", cfg.Interval, "nvmePoll", cfg.NVMePollInterval, "nvmeBackstop", cfg.NVMeBackstopInterval,
+		"kernelLog", deps.KernelLog != nil, "timeUnit", cfg.HealTimeUnit,
 		"maxConcurrentReplacements", cfg.MaxConcurrentReplacements, "metrics", h.metricsAddress)
 	return hl, reg, nil
 }

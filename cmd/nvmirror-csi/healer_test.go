@@ -15,6 +15,8 @@ func TestHealerFlags(t *testing.T) {
 		{[]string{"--heal-interval=5s", "--heal-time-unit=1s"}, ""},
 		{[]string{"--heal-interval=100ms"}, "--heal-interval"},
 		{[]string{"--nvme-poll-interval=1ms"}, "--nvme-poll-interval"},
+		{[]string{"--nvme-backstop-interval=500ms"}, "--nvme-backstop-interval"},
+		{[]string{"--nvme-poll-interval=2s", "--nvme-backstop-interval=2s", "--kmsg-path="}, ""},
 		{[]string{"--heal-time-unit=10ms"}, "--heal-time-unit"},
 		{[]string{"--max-concurrent-replacements=0"}, "--max-concurrent-replacements"},
 		{[]string{"--heal-retry-base=1m", "--heal-retry-max=10s"}, "--heal-retry-base"},

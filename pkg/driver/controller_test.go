@@ -200,7 +200,7 @@ func TestExpandModifyCapacityDelete(t *testing.T) {
 	if e.volume(id).Parameters[storageclass.KeyMaxReplicaDownTime] != "0" {
 		t.Fatal("modify not applied")
 	}
-	_, err = e.ctl.ControllerModifyVolume(ctx, &csi.ControllerModifyVolumeRequest{VolumeId: id, MutableParameters: map[string]string{storageclass.KeyNumReplicas: "3"}})
+	_, err = e.ctl.ControllerModifyVolume(ctx, &csi.ControllerModifyVolumeRequest{VolumeId: id, MutableParameters: map[string]string{storageclass.KeyProvisioningType: "thick"}})
 	wantCode(t, err, codes.InvalidArgument)
 	_, err = e.ctl.ControllerModifyVolume(ctx, &csi.ControllerModifyVolumeRequest{VolumeId: "nope", MutableParameters: map[string]string{storageclass.KeyMaxReplicaDownTime: "1"}})
 	wantCode(t, err, codes.NotFound)

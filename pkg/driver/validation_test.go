@@ -87,7 +87,7 @@ func TestValidateCreateVolumeRequest(t *testing.T) {
 		{"fs type", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "btrfs")}}, "btrfs"},
 		{"clone", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "")},
 			VolumeContentSource: &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: "x"}}}}, "volume_content_source"},
-		{"immutable in mutable", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "")}, MutableParameters: map[string]string{storageclass.KeyNumReplicas: "3"}}, `"numReplicas" cannot be changed`},
+		{"immutable in mutable", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "")}, MutableParameters: map[string]string{storageclass.KeyProvisioningType: "thick"}}, `"provisioningType" cannot be changed`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -148,8 +148,11 @@ func (a *Actor) recordSync(ctx context.Context, act Action) Outcome {
 			events, _ = a.arrayEvents(ctx, arr, act.Member)
 		}
 	}
-	_, err := a.Provisioner.ReportReplicaSync(ctx, act.VolumeID, act.Replica.ID, act.InSync, at, events, a.NodeID)
-	return Outcome{Err: err}
+	rec, err := a.Provisioner.ReportReplicaSync(ctx, act.VolumeID, act.Replica.ID, act.InSync, at, events, a.NodeID)
+	if err != nil {
+		return Outcome{Err: err}
+	}
+	return Outcome{Record: rec}
 }
 
 // setRebuildRate sets the array's rebuild rate limit, after checking the

@@ -207,24 +207,33 @@ func TestMemoryChanged(t *testing.T) {
 		return Memory{Version: 1, Volumes: map[string]VolumeMemory{"v": {DegradedSince: t0, Named: []string{"r1"},
 			Replicas: map[string]ReplicaMemory{"r1": {LastState: "active"}}}}}
 	}
-	if changed(base(), base()) {
+	if memoryChanged(base(), base(), nil) {
 		t.Fatal("equal memories differ")
 	}
 	a, b := base(), base()
 	a.Volumes["v"] = VolumeMemory{Named: []string{}, DegradedSince: t0, Replicas: a.Volumes["v"].Replicas}
 	b.Volumes["v"] = VolumeMemory{DegradedSince: t0, Replicas: b.Volumes["v"].Replicas}
-	if changed(a, b) {
+	if memoryChanged(a, b, nil) {
 		t.Fatal("an empty and a nil list (the same JSON) differ")
 	}
 	b = base()
 	b.Volumes["v"].Replicas["r1"] = ReplicaMemory{LastState: "removed"}
-	if !changed(base(), b) {
+	if !memoryChanged(base(), b, nil) {
 		t.Fatal("a changed replica state is not a change")
 	}
 	b = base()
 	b.Volumes["v"] = VolumeMemory{DegradedSince: t0.Add(time.Second), Named: []string{"r1"}, Replicas: b.Volumes["v"].Replicas}
-	if !changed(base(), b) {
+	if !memoryChanged(base(), b, nil) {
 		t.Fatal("a changed clock is not a change")
+	}
+	// A volume carried over is the same value in both: not compared.
+	if memoryChanged(base(), base(), map[string]bool{"v": true}) {
+		t.Fatal("a carried volume is a change")
+	}
+	b = base()
+	b.Volumes["w"] = VolumeMemory{}
+	if !memoryChanged(base(), b, map[string]bool{"v": true}) {
+		t.Fatal("a new volume is not a change")
 	}
 }
 

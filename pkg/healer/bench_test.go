@@ -18,32 +18,60 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
+	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
+	"github.com/nvmirror/nvmirror/pkg/stagestate"
 )
 
 // The healer's cost on a node with many staged volumes, on fixture trees of
-// healthy three-replica arrays (sysfs and /proc/mdstat as regular files, the
-// provisioner answering from memory). Each benchmark runs the healer both
-// ways in the same run, so the ratio is the figure:
+// healthy three-replica arrays (sysfs and /proc/mdstat as regular files, a
+// staging state file per volume, the provisioner answering from memory).
+// Each benchmark runs the healer in its successive forms in the same run,
+// so the ratios are the figures:
 //   - naive: the observer as it was before the caches: every cycle reads
 //     every attribute of every array, the NVMe poll reads three attributes
-//     of every controller by path;
+//     of every controller by path every second;
 //   - cached: CachedNVMe and array readings reused while md notifications
-//     are watched (what cmd/nvmirror-csi runs).
+//     are watched, every controller's state read every second and at every
+//     cycle, every volume decided at every cycle, every staging state file
+//     parsed at every cycle;
+//   - kmsg: what cmd/nvmirror-csi runs now: the kernel log followed (an
+//     idle pipe here: a quiet node logs nothing), every controller read
+//     every 10 s, the cycle trusting the states the poll read, deciding
+//     only the volumes whose observation changed, and parsing only the
+//     staging state files that changed.
 
 var benchSizes = []int{10, 100, 1000}
 
-// benchHealer is a healer over the tree as the node plugin wires it, with
-// or without the caches.
-func benchHealer(b *testing.B, tr *tree, cached bool, w MDWatcher, cfg Config) *Healer {
+type benchMode string
+
+const (
+	naive  benchMode = "naive"
+	cached benchMode = "cached"
+	kmsg   benchMode = "kmsg"
+)
+
+// benchHealer is a healer over the tree as the node plugin wires it in the
+// given mode.
+func benchHealer(b *testing.B, tr *tree, mode benchMode, w MDWatcher, cfg Config) *Healer {
 	b.Helper()
 	quietOnce.Do(quiet)
 	prov := newFakeProv(tr.vols)
 	o := tr.observer(prov)
 	o.ConfigMaxAge = 10 * time.Second
-	if cached {
+	stateDir := tr.writeStagingStates()
+	o.Staged = func() ([]stagestate.Volume, error) { return stagestate.ListVolumes(stateDir) }
+	var kl KernelLog
+	if mode != naive {
 		c := NewCachedNVMe(tr.root)
 		b.Cleanup(func() { c.Close() })
 		o.NVMe, o.ArrayReread = c, DefaultArrayReread
+		if mode == kmsg {
+			o.Staged = stagestate.NewLister(stateDir).Volumes
+			kl = idleKernelLog(b)
+			// What the NVMe poll sets while it follows the kernel log
+			// (BenchmarkCycle runs cycles without the poll).
+			c.TrustPolledStates(2 * cfg.NVMeBackstopInterval)
+		}
 	}
 	dir := b.TempDir()
 	q, err := OpenEventQueue(EventQueueFile(dir), 0, prov, clock.RealClock{})
@@ -52,11 +80,27 @@ func benchHealer(b *testing.B, tr *tree, cached bool, w MDWatcher, cfg Config) *
 	}
 	b.Cleanup(func() { q.Close() })
 	h, err := New(cfg, dir, Deps{Observer: o, Actor: &Actor{Raid: mdraid.NewManager(nil, tr.root), Provisioner: prov},
-		Queue: q, Watcher: w, Clock: clock.RealClock{}, Metrics: NewMetrics(prometheus.NewRegistry())})
+		Queue: q, Watcher: w, KernelLog: kl, Clock: clock.RealClock{}, Metrics: NewMetrics(prometheus.NewRegistry())})
 	if err != nil {
 		b.Fatal(err)
 	}
+	h.decideAll = mode != kmsg
 	return h
+}
+
+// idleKernelLog is the kernel log of a quiet node: a pipe nothing is
+// written to.
+func idleKernelLog(b *testing.B) KernelLog {
+	r, w, err := os.Pipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	kl, err := host.OpenControllerLog(fmt.Sprintf("/proc/self/fd/%d", r.Fd()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { kl.Close(); r.Close(); w.Close() })
+	return kl
 }
 
 var quietOnce sync.Once
@@ -84,14 +128,10 @@ func (idleWatcher) Wait(ctx context.Context, _ []string) ([]string, error) {
 	return nil, ctx.Err()
 }
 
-func variants(b *testing.B, f func(b *testing.B, n int, cached bool)) {
+func variants(b *testing.B, modes []benchMode, f func(b *testing.B, n int, mode benchMode)) {
 	for _, n := range benchSizes {
-		for _, cached := range []bool{false, true} {
-			name := "naive"
-			if cached {
-				name = "cached"
-			}
-			b.Run(fmt.Sprintf("%s/arrays=%d", name, n), func(b *testing.B) { f(b, n, cached) })
+		for _, mode := range modes {
+			b.Run(fmt.Sprintf("%s/arrays=%d", mode, n), func(b *testing.B) { f(b, n, mode) })
 		}
 	}
 }
@@ -100,9 +140,9 @@ func variants(b *testing.B, f func(b *testing.B, n int, cached bool)) {
 // action, memory compared, statuses and metrics) on a healthy node, after
 // the first.
 func BenchmarkCycle(b *testing.B) {
-	variants(b, func(b *testing.B, n int, cached bool) {
+	variants(b, []benchMode{naive, cached, kmsg}, func(b *testing.B, n int, mode benchMode) {
 		tr := newTree(b, n)
-		h := benchHealer(b, tr, cached, idleWatcher{}, testConfig())
+		h := benchHealer(b, tr, mode, idleWatcher{}, testConfig())
 		ctx := context.Background()
 		for i := 0; i < 2; i++ { // the first cycle reports the sessions
 			if err := h.RunOnce(ctx); err != nil {
@@ -125,13 +165,14 @@ func BenchmarkCycle(b *testing.B) {
 	})
 }
 
-// BenchmarkNVMePoll is one NVMe state poll between cycles: naive, the
+// BenchmarkNVMePoll is one NVMe state poll of every controller: naive, the
 // listing with three attributes read per controller and the fingerprint;
-// cached, CachedNVMe.Poll.
+// cached, CachedNVMe.Poll (the kmsg mode's backstop is the same poll, run
+// every 10 s instead of every second).
 func BenchmarkNVMePoll(b *testing.B) {
-	variants(b, func(b *testing.B, n int, cached bool) {
+	variants(b, []benchMode{naive, cached}, func(b *testing.B, n int, mode benchMode) {
 		tr := newTree(b, n)
-		if cached {
+		if mode != naive {
 			c := NewCachedNVMe(tr.root)
 			b.Cleanup(func() { c.Close() })
 			if cs, err := c.Controllers(); err != nil || len(cs) != 3*n {
@@ -162,21 +203,23 @@ func BenchmarkNVMePoll(b *testing.B) {
 }
 
 // BenchmarkSteadyState is the CPU the healer's watch costs an idle node:
-// Healer.Run with the default timers (the NVMe poll every second, a cycle
-// every 30 s, md notifications through the real watcher on the fixture
+// Healer.Run with the default timers (a cycle every 30 s; the NVMe poll of
+// every controller every second, or every 10 s with the kernel log
+// followed; md notifications through the real watcher on the fixture
 // files, which never signal) for one heal interval of wall-clock time after
-// the first cycle, so the window holds 30 polls and one periodic cycle. It
+// the first cycle, so the window holds 30 polls (kmsg: 3) and one periodic
+// cycle. It
 // reports the process's CPU time (user+system, getrusage) per second of the
 // window as cpu-ms/s. The window starts once the first cycle's session
 // events are delivered (a start-up cost, not the watch's). Each run takes
 // 30 s.
 func BenchmarkSteadyState(b *testing.B) {
-	variants(b, func(b *testing.B, n int, cached bool) {
+	variants(b, []benchMode{naive, cached, kmsg}, func(b *testing.B, n int, mode benchMode) {
 		tr := newTree(b, n)
 		w := mdraid.NewWatcher(tr.root)
 		defer w.Close()
 		cfg := testConfig()
-		h := benchHealer(b, tr, cached, w, cfg)
+		h := benchHealer(b, tr, mode, w, cfg)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- h.Run(ctx) }()

@@ -2,6 +2,7 @@ package healer
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -48,7 +49,32 @@ import (
 // to report and the memory to keep. It has no side effects and does not
 // modify mem.
 func Decide(obs Observation, cfg Config, mem Memory, now time.Time) ([]Action, []events.Event, Memory) {
-	next := Memory{Version: MemoryVersion, Volumes: map[string]VolumeMemory{}, Hosts: map[string]HostMemory{}}
+	d := decideCycle(obs, cfg, mem, now, nil)
+	return d.actions, d.events, d.mem
+}
+
+// cycleDecision is Decide's result with what the loop needs to decide the
+// next cycle incrementally.
+type cycleDecision struct {
+	actions []Action
+	events  []events.Event
+	mem     Memory
+	// settled are the volumes whose decision this cycle was a fixed point
+	// (see settledVolume), for the next cycle.
+	settled map[string]settledVolume
+	// carried are the volumes not decided again this cycle: settled at the
+	// last one and observed alike; their memory is the input's, as is.
+	carried map[string]bool
+}
+
+// decideCycle is Decide, skipping the volumes of prev that are observed
+// exactly as when they settled: deciding them again would give no action,
+// no event and the same memory (Decide is pure, and a settled volume's
+// memory holds no clock that time could make due). prev nil decides every
+// volume.
+func decideCycle(obs Observation, cfg Config, mem Memory, now time.Time, prev map[string]settledVolume) cycleDecision {
+	next := Memory{Version: MemoryVersion, Volumes: make(map[string]VolumeMemory, len(obs.Volumes)), Hosts: map[string]HostMemory{}}
+	out := cycleDecision{settled: make(map[string]settledVolume, len(obs.Volumes)), carried: map[string]bool{}}
 	var actions []Action
 	var volEvents []events.Event
 	replacing := 0
@@ -57,11 +83,21 @@ func Decide(obs Observation, cfg Config, mem Memory, now time.Time) ([]Action, [
 	}
 	// Replacements first counted from memory; those that end this cycle
 	// free their place before decisions are made.
-	vols := slices.Clone(obs.Volumes)
-	sort.Slice(vols, func(i, j int) bool { return vols[i].VolumeID < vols[j].VolumeID })
+	vols := obs.Volumes
+	if !slices.IsSortedFunc(vols, byVolumeID) {
+		vols = slices.Clone(obs.Volumes)
+		slices.SortFunc(vols, byVolumeID)
+	}
 	var hostReplicas []hostReplica
 	views := make([][]*replicaView, len(vols))
 	for i, v := range vols {
+		if p, ok := prev[v.VolumeID]; ok {
+			if vm, known := mem.Volumes[v.VolumeID]; known && settledMemory(vm) && sameObservation(p.obs, v) {
+				out.carried[v.VolumeID] = true
+				next.Volumes[v.VolumeID] = vm
+				continue
+			}
+		}
 		vm := cloneVolumeMemory(mem.Volumes[v.VolumeID])
 		before := len(vm.Replacements)
 		views[i] = buildViews(v, &vm)
@@ -69,27 +105,43 @@ func Decide(obs Observation, cfg Config, mem Memory, now time.Time) ([]Action, [
 		replacing -= before - len(vm.Replacements)
 		next.Volumes[v.VolumeID] = vm
 	}
-	actions = append(actions, decideRebuildRates(vols, cfg)...)
+	rates := decideRebuildRates(vols, cfg)
+	actions = append(actions, rates...)
 	var opened, closed []events.Event
-	observed := map[string]bool{}
+	observed := make(map[string]bool, len(vols))
 	for i, v := range vols {
 		observed[v.VolumeID] = true
+		if out.carried[v.VolumeID] {
+			p := prev[v.VolumeID]
+			hostReplicas = append(hostReplicas, p.hosts...)
+			out.settled[v.VolumeID] = p
+			continue
+		}
 		vm := next.Volumes[v.VolumeID]
-		prev, known := mem.Volumes[v.VolumeID]
+		prevVM, known := mem.Volumes[v.VolumeID]
 		d := volumeDecision{obs: v, cfg: cfg, now: now, mem: &vm, known: known, views: views[i], replacing: &replacing}
 		acts, evs := d.run()
 		actions = append(actions, acts...)
 		volEvents = append(volEvents, evs...)
-		o, c := decideSessions(v.VolumeID, views[i], !known || prev.SessionsTracked, cfg.NodeID, now)
+		o, c := decideSessions(v.VolumeID, views[i], !known || prevVM.SessionsTracked, cfg.NodeID, now)
 		opened, closed = append(opened, o...), append(closed, c...)
 		vm.SessionsTracked = true
 		syncViews(&vm, views[i])
 		next.Volumes[v.VolumeID] = vm
+		var hosts []hostReplica
 		for _, rv := range views[i] {
 			if v.Staged && rv.expected() {
-				hostReplicas = append(hostReplicas, hostReplica{storageNode: rv.storageNode, id: rv.id, live: rv.link == linkLive})
+				hosts = append(hosts, hostReplica{storageNode: rv.storageNode, id: rv.id, live: rv.link == linkLive})
 			}
 		}
+		hostReplicas = append(hostReplicas, hosts...)
+		if known && len(acts)+len(evs)+len(o)+len(c) == 0 && settledMemory(vm) && reflect.DeepEqual(prevVM, vm) {
+			out.settled[v.VolumeID] = settledVolume{obs: v, hosts: hosts}
+		}
+	}
+	for _, a := range rates {
+		// Its rate is set this cycle: decided again at the next.
+		delete(out.settled, a.VolumeID)
 	}
 	// A volume no longer observed was unstaged: its sessions were closed.
 	gone := make([]string, 0)
@@ -109,8 +161,11 @@ func Decide(obs Observation, cfg Config, mem Memory, now time.Time) ([]Action, [
 	evs = append(evs, volEvents...)
 	evs = append(evs, hostUp...)
 	evs = append(evs, opened...)
-	return actions, evs, next
+	out.actions, out.events, out.mem = actions, evs, next
+	return out
 }
+
+func byVolumeID(a, b VolumeObservation) int { return strings.Compare(a.VolumeID, b.VolumeID) }
 
 // endReplacements drops replacements whose new replica serves (or left the
 // configuration), freeing their place under MaxConcurrentReplacements.

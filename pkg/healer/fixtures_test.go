@@ -2,6 +2,7 @@ package healer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -84,6 +85,22 @@ func newTree(tb testing.TB, n int) *tree {
 	mdstat.WriteString("unused devices: <none>\n")
 	t.write("proc/mdstat", mdstat.String())
 	return t
+}
+
+// writeStagingStates writes each volume's staging state file (as NodeStage
+// saves it) under the tree and returns the state directory.
+func (t *tree) writeStagingStates() string {
+	dir := filepath.Join(t.root, "state")
+	for _, sv := range t.staged {
+		st := stagestate.State{Version: 1, VolumeID: sv.VolumeID, Phase: stagestate.Staged, StagingPath: "/var/lib/kubelet/staging/" + sv.VolumeID,
+			HostNQN: "nqn.host", MDDevice: sv.MDDevice, MDUUID: sv.MDUUID, Device: sv.MDDevice, Replicas: sv.Replicas, UpdatedAt: t0}
+		b, err := json.MarshalIndent(st, "", "  ")
+		if err != nil {
+			t.tb.Fatal(err)
+		}
+		t.write(filepath.Join("state", sv.VolumeID+".json"), string(b))
+	}
+	return dir
 }
 
 // ctrlState sets controller nvme<j>'s state; "" deletes it.

@@ -34,6 +34,10 @@ type Deps struct {
 	Rekeyer *Rekeyer
 	// Watcher may be nil: the interval and the NVMe poll still run.
 	Watcher MDWatcher
+	// KernelLog wakes the NVMe poll for the controllers the kernel logs
+	// about; nil (no readable kernel log) polls every controller every
+	// NVMePollInterval instead of every NVMeBackstopInterval.
+	KernelLog KernelLog
 	// Lock takes a volume's CSI lock without waiting (Driver.TryLockVolume);
 	// nil means no locking. Actions on a locked volume wait a cycle.
 	Lock  func(volumeID string) (unlock func(), ok bool)
@@ -48,9 +52,14 @@ type Healer struct {
 	memPath string
 	trigger chan struct{}
 
-	mu     sync.Mutex // guards mem, arrays (cycles run one at a time)
+	mu     sync.Mutex // guards mem, arrays, settled (cycles run one at a time)
 	mem    Memory
 	arrays []string
+	// settled are the volumes the last cycle left settled: the next decides
+	// them again only if their observation changed (decideCycle).
+	settled map[string]settledVolume
+	// decideAll turns the incremental decision off (the benchmarks' "before").
+	decideAll bool
 
 	// statusMu guards statuses and statusAt, apart from mu: a cycle holds
 	// mu while it acts (a replacement takes minutes), and the CSI health
@@ -184,10 +193,16 @@ func (h *Healer) RunOnce(ctx context.Context) error {
 		return fmt.Errorf("observe: %w", err)
 	}
 	now := h.deps.Clock.Now()
-	actions, evs, mem := Decide(obs, h.cfg, h.mem, now)
+	var prev map[string]settledVolume
+	if !h.decideAll {
+		prev = h.settled
+	}
+	d := decideCycle(obs, h.cfg, h.mem, now, prev)
+	actions, evs, mem := d.actions, d.events, d.mem
 	if err := h.deps.Queue.Enqueue(evs); err != nil {
 		// Keep the old memory: the next cycle sees the same transitions
 		// and queues their events again.
+		h.settled = nil
 		return fmt.Errorf("queue events: %w", err)
 	}
 	var outs []Outcome
@@ -212,8 +227,15 @@ func (h *Healer) RunOnce(ctx context.Context) error {
 		if arr := arrayOf(obs, a.VolumeID); arr != "" {
 			h.deps.Observer.ArraysChanged(arr)
 		}
+		if o.Record != nil {
+			// Without this the cached record would say the replica's old
+			// sync state until it expires, and every cycle meanwhile (md
+			// signals each step of a resync) would report it again.
+			h.deps.Observer.Recorded(o.Record)
+		}
 		h.deps.Metrics.repair(o, false)
 		outs = append(outs, o)
+		delete(d.carried, a.VolumeID) // its memory may change below
 	}
 	if len(outs) > 0 {
 		mem = RecordOutcomes(mem, outs, h.cfg, h.deps.Clock.Now())
@@ -227,7 +249,7 @@ func (h *Healer) RunOnce(ctx context.Context) error {
 			klog.ErrorS(err, "Cannot queue re-keying events")
 		}
 	}
-	if changed(h.mem, mem) {
+	if memoryChanged(h.mem, mem, d.carried) {
 		if err := SaveMemory(h.memPath, mem); err != nil {
 			// The in-process memory moves on (events were queued); the
 			// file catches up at the next successful save.
@@ -235,6 +257,7 @@ func (h *Healer) RunOnce(ctx context.Context) error {
 		}
 	}
 	h.mem = mem
+	h.settled = d.settled
 	statuses := make(map[string]VolumeStatus, len(obs.Volumes))
 	h.arrays = h.arrays[:0]
 	for _, v := range obs.Volumes {
@@ -263,15 +286,29 @@ func arrayOf(obs Observation, volumeID string) string {
 	return ""
 }
 
-// changed reports whether the memory must be saved: whether its JSON
-// differs. Equal values marshal alike, so the common case (a quiet cycle,
-// nothing changed) is settled by reflect.DeepEqual without marshalling a
-// thousand volumes twice; values that differ only where JSON does not
+// memoryChanged reports whether the memory must be saved: whether its JSON
+// differs. The volumes carried over unchanged (not decided this cycle, no
+// action on them) are the same values in both and are not compared; the
+// others, and the hosts, are compared with reflect.DeepEqual first, so a
+// quiet cycle marshals nothing. Values that differ only where JSON does not
 // (a nil and an empty slice) fall through to the comparison of the bytes.
-func changed(a, b Memory) bool {
-	if reflect.DeepEqual(a, b) {
-		return false
+func memoryChanged(a, b Memory, carried map[string]bool) bool {
+	if len(a.Volumes) != len(b.Volumes) || a.Version != b.Version || !reflect.DeepEqual(a.Hosts, b.Hosts) {
+		return jsonDiffers(a, b)
 	}
+	for id, vb := range b.Volumes {
+		va, ok := a.Volumes[id]
+		if !ok {
+			return true
+		}
+		if !carried[id] && !reflect.DeepEqual(va, vb) {
+			return jsonDiffers(a, b)
+		}
+	}
+	return false
+}
+
+func jsonDiffers(a, b Memory) bool {
 	x, err1 := json.Marshal(a)
 	y, err2 := json.Marshal(b)
 	return err1 != nil || err2 != nil || !bytes.Equal(x, y)
@@ -299,7 +336,7 @@ func (h *Healer) Run(ctx context.Context) error {
 	}
 	if h.cfg.NVMePollInterval > 0 {
 		wg.Add(1)
-		go func() { defer wg.Done(); h.pollNVMe(ctx) }()
+		go func() { defer wg.Done(); h.pollNVMe(ctx, &wg) }()
 	}
 	tick := h.deps.Clock.NewTicker(h.cfg.Interval)
 	defer tick.Stop()
@@ -344,73 +381,3 @@ func (h *Healer) watchMD(ctx context.Context) {
 		h.Trigger()
 	}
 }
-
-// pollNVMe re-reads the controllers every NVMePollInterval and triggers a
-// cycle when their set or states changed: md does not notice a lost leg of
-// an idle array, and sysfs gives no notification for controller states.
-// With CachedNVMe a poll is one listing and one read per controller.
-func (h *Healer) pollNVMe(ctx context.Context) {
-	var last uint64
-	first := true
-	poll := func() {
-		if p, ok := h.deps.Observer.NVMe.(nvmePoller); ok {
-			changed, err := p.Poll()
-			if err == nil && changed && !first {
-				h.Trigger()
-			}
-			first = first && err != nil
-			return
-		}
-		cs, err := h.deps.Observer.NVMe.Controllers()
-		if err != nil {
-			return
-		}
-		fp := fingerprint(cs)
-		if !first && fp != last {
-			h.Trigger()
-		}
-		last, first = fp, false
-	}
-	poll()
-	t := h.deps.Clock.NewTicker(h.cfg.NVMePollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-		}
-		poll()
-	}
-}
-
-// nvmePoller is an NVMeReader that can tell by itself whether anything
-// changed since it was last asked or read (CachedNVMe.Poll).
-type nvmePoller interface {
-	Poll() (changed bool, err error)
-}
-
-// fingerprint sums a 64-bit hash of each controller's name, NQN and state:
-// independent of the listing's order without sorting thousands of strings
-// every second, and a collision of two different sets is a 2^-64 chance
-// (the periodic cycle runs anyway).
-func fingerprint(cs []NVMeController) uint64 {
-	var sum uint64
-	for _, c := range cs {
-		h := uint64(fnvOffset)
-		for _, s := range [...]string{c.Name, c.SubsysNQN, string(c.State)} {
-			for i := 0; i < len(s); i++ {
-				h = (h ^ uint64(s[i])) * fnvPrime
-			}
-			h *= fnvPrime // a separator: ("a","bc") differs from ("ab","c")
-		}
-		sum += h
-	}
-	return sum
-}
-
-// FNV-1a, 64 bits.
-const (
-	fnvOffset = 14695981039346656037
-	fnvPrime  = 1099511628211
-)

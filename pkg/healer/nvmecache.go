@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -60,13 +61,19 @@ type CachedNVMe struct {
 	blockInos map[string]uint64
 	dirBuf    []byte
 	readBuf   []byte
+	// statesFor: while positive, Controllers answers a settled
+	// controller's state from its last read when that is more recent
+	// (TrustPolledStates).
+	statesFor time.Duration
+	now       func() time.Time
 }
 
 type cachedCtrl struct {
 	ino uint64
 	nqn string
-	// lastState is the last state read, by Poll or Controllers.
+	// lastState is the last state read, by Poll or Controllers, at readAt.
 	lastState string
+	readAt    time.Time
 	// settled: nqn and trAddr/trSvcID were read after the controller had
 	// been live, so they hold for its life.
 	settled         bool
@@ -89,7 +96,21 @@ func NewCachedNVMe(root string) *CachedNVMe {
 		root = "/"
 	}
 	return &CachedNVMe{root: root, ctrls: map[string]*cachedCtrl{}, ids: map[string]cachedIDs{},
-		dirBuf: make([]byte, 32<<10), readBuf: make([]byte, 256)}
+		dirBuf: make([]byte, 32<<10), readBuf: make([]byte, 256), now: time.Now}
+}
+
+// TrustPolledStates lets Controllers answer a controller's state from the
+// last read of it, by a poll or a cycle, when that read is more recent than
+// maxAge; 0 reads every state at every Controllers. The healer sets it
+// while it follows the kernel log: the kernel logs every state change under
+// the controller's name, and the poll reads a named controller at once and
+// every controller every --nvme-backstop-interval, so a state read since is
+// as current as the poll's detection; a cycle then costs no read per
+// controller (a resync triggers several cycles a second).
+func (c *CachedNVMe) TrustPolledStates(maxAge time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.statesFor = maxAge
 }
 
 func (c *CachedNVMe) classDir() string { return filepath.Join(c.root, "sys/class/nvme") }
@@ -117,6 +138,11 @@ func (c *CachedNVMe) Controllers() ([]NVMeController, error) {
 			cc = nil
 		}
 		var state string
+		now := c.now()
+		if cc != nil && cc.settled && c.statesFor > 0 && now.Sub(cc.readAt) < c.statesFor {
+			out = append(out, NVMeController{Name: e.name, SubsysNQN: cc.nqn, State: host.ControllerState(cc.lastState), TrAddr: cc.trAddr, TrSvcID: cc.trSvcID})
+			continue
+		}
 		if cc != nil {
 			state, err = c.readState(e.name, cc)
 			if err != nil {
@@ -151,7 +177,7 @@ func (c *CachedNVMe) Controllers() ([]NVMeController, error) {
 				c.ctrlGen++ // its namespaces come with it
 			}
 		}
-		cc.lastState = state
+		cc.lastState, cc.readAt = state, now
 		out = append(out, NVMeController{Name: e.name, SubsysNQN: cc.nqn, State: host.ControllerState(state), TrAddr: cc.trAddr, TrSvcID: cc.trSvcID})
 	}
 	for name := range c.ctrls {
@@ -186,17 +212,45 @@ func (c *CachedNVMe) Poll() (bool, error) {
 			changed = true
 			continue // Controllers, at the cycle this triggers, loads it
 		}
-		n, err := c.readStateBytes(e.name, cc)
-		if err != nil {
-			changed = true // going away: the cycle reads it afresh
-			continue
-		}
-		if st := bytes.TrimSpace(c.readBuf[:n]); string(st) != cc.lastState {
-			cc.lastState = string(st)
-			changed = true
-		}
+		changed = c.stateChanged(e.name, cc) || changed
 	}
 	return changed, nil
+}
+
+// PollControllers is Poll for the named controllers only (those the kernel
+// just logged about): one pread each, no listing. A name it does not know
+// is a change when the controller exists (a new one, for the cycle to
+// load).
+func (c *CachedNVMe) PollControllers(names []string) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	changed := false
+	for _, name := range names {
+		cc := c.ctrls[name]
+		if cc == nil {
+			changed = changed || unix.Access(filepath.Join(c.classDir(), name), unix.F_OK) == nil
+			continue
+		}
+		changed = c.stateChanged(name, cc) || changed
+	}
+	return changed, nil
+}
+
+// stateChanged reads a known controller's state and reports whether it
+// differs from the last one read (remembering it), or cannot be read: a
+// controller replaced under its name or deleted fails the read on its open
+// file (ENODEV), and the cycle this triggers reads it afresh.
+func (c *CachedNVMe) stateChanged(name string, cc *cachedCtrl) bool {
+	n, err := c.readStateBytes(name, cc)
+	if err != nil {
+		return true
+	}
+	cc.readAt = c.now()
+	if st := bytes.TrimSpace(c.readBuf[:n]); string(st) != cc.lastState {
+		cc.lastState = string(st)
+		return true
+	}
+	return false
 }
 
 // load reads a controller it does not know: NQN, address, state, and keeps

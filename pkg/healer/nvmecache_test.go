@@ -311,3 +311,51 @@ func TestHealerRunReactsToNVMeChangeCached(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// With polled states trusted (the kernel log followed), Controllers answers
+// a controller's state from its last read while that read is recent enough,
+// and reads it again after; a poll of the controller refreshes it.
+func TestCachedNVMeTrustsPolledStates(t *testing.T) {
+	tr := newTree(t, 1)
+	c := NewCachedNVMe(tr.root)
+	defer c.Close()
+	now := t0
+	c.now = func() time.Time { return now }
+	state := func() host.ControllerState {
+		t.Helper()
+		cs, err := c.Controllers()
+		if err != nil || len(cs) != 3 {
+			t.Fatal(cs, err)
+		}
+		for _, x := range cs {
+			if x.Name == "nvme1" {
+				return x.State
+			}
+		}
+		t.Fatal("nvme1 not listed")
+		return ""
+	}
+	state() // read once
+	c.TrustPolledStates(20 * time.Second)
+	tr.ctrlState(1, "connecting")
+	now = now.Add(5 * time.Second)
+	if s := state(); s != host.StateLive {
+		t.Fatalf("state %q within the trusted age, want the last read (live)", s)
+	}
+	if changed, err := c.PollControllers([]string{"nvme1"}); err != nil || !changed {
+		t.Fatalf("PollControllers = %v, %v", changed, err)
+	}
+	if s := state(); s != host.StateConnecting {
+		t.Fatalf("state %q after a poll read it, want connecting", s)
+	}
+	tr.ctrlState(1, "live")
+	now = now.Add(21 * time.Second)
+	if s := state(); s != host.StateLive {
+		t.Fatalf("state %q past the trusted age, want read again (live)", s)
+	}
+	c.TrustPolledStates(0)
+	tr.ctrlState(1, "resetting")
+	if s := state(); s != host.StateResetting {
+		t.Fatalf("state %q untrusted, want read again (resetting)", s)
+	}
+}

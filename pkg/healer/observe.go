@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -96,6 +97,21 @@ func (o *Observer) ArraysChanged(arrays ...string) { o.mdRead.changed(arrays...)
 // MDNotifications says whether md change notifications are being watched:
 // only then may an array's reading be reused (see ArrayReread).
 func (o *Observer) MDNotifications(watched bool) { o.mdRead.setNotified(watched) }
+
+// Recorded replaces the cached record of a volume with the provisioner's
+// answer to a change the healer made (a sync report), counted fresh from
+// now: the answer is newer than what was cached.
+func (o *Observer) Recorded(vol *volume.Volume) {
+	if vol == nil || vol.ID == "" {
+		return
+	}
+	if o.cache == nil {
+		o.cache = map[string]cachedRecord{}
+	}
+	c := *vol
+	c.Replicas = slices.Clone(vol.Replicas)
+	o.cache[vol.ID] = cachedRecord{vol: &c, at: o.now()}
+}
 
 type cachedRecord struct {
 	vol *volume.Volume

@@ -2,6 +2,7 @@ package healer
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -93,5 +94,51 @@ func TestActRecordSync(t *testing.T) {
 	prov.down = true
 	if out := a.Do(context.Background(), Action{Kind: ActRecordSync, VolumeID: "vol-1", MDDevice: "/dev/md127", MDUUID: actUUID, Replica: replicaOf("r2")}); out.Err == nil {
 		t.Error("a record the provisioner did not take reported success")
+	}
+}
+
+// A volume whose replica drops out of md and is brought back by a resync
+// over many cycles (md signals every step of sync_completed, about every
+// 130 ms on the real kernel) reports each distinct sync state once: out of
+// sync when md fails it, in sync when md holds it in sync again. The
+// provisioner's answer is what the next cycles compare with, not the copy
+// of the record read before the report.
+func TestHealerReportsEachSyncStateOnce(t *testing.T) {
+	h := newHarness(t, 1)
+	hl, _ := h.healer(t)
+	ctx := context.Background()
+	cycle := func() {
+		t.Helper()
+		h.clk.Step(130 * time.Millisecond) // well within the record's ConfigMaxAge
+		if err := hl.RunOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cycle()
+	h.tr.memberState(0, 1, "faulty,failfast") // md failed r2's leg
+	hl.deps.Observer.ArraysChanged("md0")
+	for i := 0; i < 3; i++ {
+		cycle()
+	}
+	h.tr.memberState(0, 1, "spare,failfast") // re-added: md recovers onto it
+	h.tr.write("sys/block/md0/md/sync_action", "recover")
+	for i := 0; i < 5; i++ {
+		h.tr.write("sys/block/md0/md/sync_completed", fmt.Sprintf("%d / 79872", 10000*(i+1)))
+		hl.deps.Observer.ArraysChanged("md0")
+		cycle()
+	}
+	h.tr.memberState(0, 1, "in_sync,failfast")
+	h.tr.write("sys/block/md0/md/sync_action", "idle")
+	h.tr.write("sys/block/md0/md/sync_completed", "none")
+	for i := 0; i < 3; i++ {
+		hl.deps.Observer.ArraysChanged("md0")
+		cycle()
+	}
+	want := []string{"vol-0000/vol-0000-r2 in-sync=false events=0 node=", "vol-0000/vol-0000-r2 in-sync=true events=0 node="}
+	h.prov.mu.Lock()
+	got := slices.Clone(h.prov.syncs)
+	h.prov.mu.Unlock()
+	if !slices.Equal(got, want) {
+		t.Fatalf("sync reports %q, want each state once: %q", got, want)
 	}
 }

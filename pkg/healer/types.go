@@ -101,10 +101,17 @@ type Config struct {
 	// Interval is the periodic check (--heal-interval, default 30 s), the
 	// backstop behind md and NVMe change notifications.
 	Interval time.Duration
-	// NVMePollInterval is how often controller states are re-read between
-	// cycles (--nvme-poll-interval, default 1 s): md does not notice a lost
-	// leg of an idle array, so controller states are the first sign.
+	// NVMePollInterval is how often every controller's state is re-read
+	// between cycles when the kernel log cannot be followed
+	// (--nvme-poll-interval, default 1 s): md does not notice a lost leg of
+	// an idle array, so controller states are the first sign.
 	NVMePollInterval time.Duration
+	// NVMeBackstopInterval is how often every controller's state is
+	// re-read while the kernel log is followed (--nvme-backstop-interval,
+	// default 10 s): the log names the controllers whose state changes,
+	// and they are read at once; this full read catches a change the
+	// kernel did not log.
+	NVMeBackstopInterval time.Duration
 	// HealTimeUnit is the unit of maxReplicaDownTime (--heal-time-unit).
 	// One minute in production; tests and VM scenarios shrink it (e.g. 1s)
 	// so that "2 minutes" passes in 2 seconds. Only for tests.
@@ -141,6 +148,7 @@ func DefaultConfig() Config {
 	return Config{
 		Interval:                  30 * time.Second,
 		NVMePollInterval:          time.Second,
+		NVMeBackstopInterval:      10 * time.Second,
 		HealTimeUnit:              time.Minute,
 		MaxConcurrentReplacements: 2,
 		FailGoneMembers:           true,
@@ -325,4 +333,8 @@ type Outcome struct {
 	Joined bool
 	// NewReplica is the replacement ReplaceReplica returned.
 	NewReplica *volume.Replica
+	// Record is the volume's record as the provisioner answered a sync
+	// report with it: what the next cycles compare md with, rather than the
+	// copy read before the report.
+	Record *volume.Volume
 }

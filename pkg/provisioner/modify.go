@@ -10,12 +10,16 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
-// ModifyVolume changes a volume's mutable parameters. Only
-// maxReplicaDownTime is mutable: the others decide where the replicas are
-// and how they were made, which changing a record cannot change. Values are
-// validated by the StorageClass rules (same messages); another key is
-// ErrInvalidArgument naming it. Setting the current value is a no-op, so a
-// retry succeeds.
+// ModifyVolume changes a volume's mutable parameters (storageclass
+// MutableKeys): the healing policy, and numReplicas, which the replicas
+// then follow (reconcileReplicaCount: replicas added or deleted; refused
+// for a single-replica volume, below two for a mirrored one, and Aborted
+// while a move or replacement runs). The others decide where the replicas
+// are and how they were made, which changing a record cannot change.
+// Values are validated by the StorageClass rules (same messages); another
+// key is ErrInvalidArgument naming it. Setting the current value is a
+// no-op, so a retry succeeds (and finishes a replica change a failure
+// interrupted).
 func (s *Service) ModifyVolume(ctx context.Context, id string, mutable map[string]string) (*store.Volume, error) {
 	if err := s.requireLeader(); err != nil {
 		return nil, err
@@ -25,7 +29,8 @@ func (s *Service) ModifyVolume(ctx context.Context, id string, mutable map[strin
 	if _, err := storageclass.Defaults().WithMutable(mutable); err != nil {
 		return nil, err
 	}
-	return s.o.Store.UpdateVolume(ctx, id, func(v *store.Volume) error {
+	_, count := mutable[storageclass.KeyNumReplicas]
+	v, err := s.o.Store.UpdateVolume(ctx, id, func(v *store.Volume) error {
 		if v.State == store.VolumeDeleting {
 			return fmt.Errorf("volume %s is being deleted: %w", id, ErrFailedPrecondition)
 		}
@@ -33,9 +38,18 @@ func (s *Service) ModifyVolume(ctx context.Context, id string, mutable map[strin
 		if err != nil {
 			return err
 		}
+		if count {
+			if err := checkReplicaCount(v, p.NumReplicas); err != nil {
+				return err
+			}
+		}
 		v.Parameters = p
 		return nil
 	})
+	if err != nil || !count {
+		return v, err
+	}
+	return s.reconcileReplicaCount(ctx, id)
 }
 
 // ExpandVolume grows every active replica to newSize and then records the

@@ -46,7 +46,7 @@ func TestModifyVolume(t *testing.T) {
 		{"nothing", map[string]string{}, 0, nil, ""},
 		{"negative", map[string]string{"maxReplicaDownTime": "-1"}, 0, provisioner.ErrInvalidArgument, `maxReplicaDownTime="-1"`},
 		{"not a number", map[string]string{"maxReplicaDownTime": "1h"}, 0, provisioner.ErrInvalidArgument, "maxReplicaDownTime"},
-		{"immutable", map[string]string{"numReplicas": "3"}, 0, provisioner.ErrInvalidArgument, `"numReplicas"`},
+		{"immutable", map[string]string{"provisioningType": "thick"}, 0, provisioner.ErrInvalidArgument, `"provisioningType"`},
 		{"unknown", map[string]string{"maxReplicaDownTime": "5", "bogus": "1"}, 0, provisioner.ErrInvalidArgument, `"bogus"`},
 	} {
 		got, err := e.svc.ModifyVolume(e.ctx, v.ID, tc.mutable)

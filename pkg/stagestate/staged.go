@@ -41,17 +41,22 @@ func ListVolumes(stateDir string) ([]Volume, error) {
 		if st.VolumeID == "" {
 			continue
 		}
-		sv := Volume{
-			VolumeID: st.VolumeID,
-			Staged:   st.Phase == Staged,
-			MDDevice: st.MDDevice,
-			MDUUID:   st.MDUUID,
-			HostNQN:  st.HostNQN,
-		}
-		sv.Replicas = append(sv.Replicas, st.Replicas...)
-		out = append(out, sv)
+		out = append(out, volumeOf(st))
 	}
 	return out, nil
+}
+
+// volumeOf is the healer's view of a state.
+func volumeOf(st *State) Volume {
+	sv := Volume{
+		VolumeID: st.VolumeID,
+		Staged:   st.Phase == Staged,
+		MDDevice: st.MDDevice,
+		MDUUID:   st.MDUUID,
+		HostNQN:  st.HostNQN,
+	}
+	sv.Replicas = append(sv.Replicas, st.Replicas...)
+	return sv
 }
 
 // RecordReplica adds a replica the healer connected to the volume's

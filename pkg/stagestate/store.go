@@ -205,16 +205,25 @@ func (s *Store) List() ([]*State, error) {
 		if e.IsDir() || !strings.HasSuffix(e.Name(), ".json") || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(s.dir, e.Name()))
+		st, err := readListed(filepath.Join(s.dir, e.Name()))
 		if err != nil {
 			return nil, err
 		}
-		var st State
-		if err := json.Unmarshal(b, &st); err != nil {
-			return nil, fmt.Errorf("staging state %s: %w", e.Name(), err)
-		}
-		out = append(out, &st)
+		out = append(out, st)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].VolumeID < out[j].VolumeID })
 	return out, nil
+}
+
+// readListed reads one state file found by listing the directory.
+func readListed(path string) (*State, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("staging state %s: %w", filepath.Base(path), err)
+	}
+	return &st, nil
 }

@@ -186,11 +186,12 @@ func (p Parameters) Auth() Authentication {
 }
 
 // mutableKeys are the parameters a VolumeAttributesClass may set at creation
-// or change later (ControllerModifyVolume). Only healing policy is mutable:
-// the replica count, placement, provisioning type, filesystem and
-// authentication shape data and connections that already exist, which
-// changing a record cannot change.
-var mutableKeys = []string{KeyMaxReplicaDownTime, KeyRebuildBandwidth}
+// or change later (ControllerModifyVolume): the healing policy, and the
+// replica count (the provisioner adds or deletes replicas to follow it).
+// Placement, provisioning type, filesystem and authentication shape data
+// and connections that already exist, which changing a record cannot
+// change.
+var mutableKeys = []string{KeyMaxReplicaDownTime, KeyRebuildBandwidth, KeyNumReplicas}
 
 // IsMutable reports whether key may be changed after creation.
 func IsMutable(key string) bool { return slices.Contains(mutableKeys, key) }
@@ -217,6 +218,9 @@ func (p Parameters) WithMutable(changes map[string]string) (Parameters, error) {
 	}
 	if _, ok := changes[KeyRebuildBandwidth]; ok {
 		p.RebuildBandwidthMiBps = parsed.RebuildBandwidthMiBps
+	}
+	if _, ok := changes[KeyNumReplicas]; ok {
+		p.NumReplicas = parsed.NumReplicas
 	}
 	return p, nil
 }

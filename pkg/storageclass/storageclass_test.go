@@ -156,15 +156,18 @@ func TestMutableParametersAreStorageClassParameters(t *testing.T) {
 			t.Errorf("mutable parameter %q is not a StorageClass parameter: %v", k, err)
 		}
 	}
-	if !IsMutable(KeyMaxReplicaDownTime) {
-		t.Error("maxReplicaDownTime must be mutable (healing is tuned through VolumeAttributesClasses)")
+	if !IsMutable(KeyMaxReplicaDownTime) || !IsMutable(KeyNumReplicas) {
+		t.Error("maxReplicaDownTime and numReplicas must be mutable (tuned through VolumeAttributesClasses)")
+	}
+	if got, err := Defaults().WithMutable(map[string]string{KeyNumReplicas: "3"}); err != nil || got.NumReplicas != 3 {
+		t.Errorf("WithMutable(numReplicas 3) = %+v, %v", got, err)
 	}
 	p := Defaults()
 	got, err := p.WithMutable(map[string]string{KeyMaxReplicaDownTime: "15"})
 	if err != nil || got.MaxReplicaDownTimeMinutes != 15 || got.Policy().MaxReplicaDownTimeMinutes != 15 {
 		t.Errorf("WithMutable(15) = %+v, %v", got, err)
 	}
-	for _, bad := range []map[string]string{{KeyNumReplicas: "3"}, {KeyMaxReplicaDownTime: "-1"}} {
+	for _, bad := range []map[string]string{{KeyFSType: "xfs"}, {KeyNumReplicas: "5"}, {KeyMaxReplicaDownTime: "-1"}} {
 		got, err := p.WithMutable(bad)
 		if !errors.Is(err, ErrInvalidArgument) || got.SameConfiguration(p) == false {
 			t.Errorf("WithMutable(%v) = %+v, %v: want InvalidArgument and no change", bad, got, err)

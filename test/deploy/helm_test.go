@@ -184,7 +184,8 @@ func TestHelmChartValues(t *testing.T) {
 		t.Errorf("controller replicas %v, want 3", get(objs["Deployment/nvmirror-controller"], "spec", "replicas"))
 	}
 
-	// Credentials: every Secret volume names the site's Secret.
+	// Credentials: every Secret volume names the site's Secret, and each
+	// node's own certificate comes from the site's directory on the host.
 	wantSecret := func(key, volume, secret string) {
 		t.Helper()
 		if have := str(volumeOf(mustObject(t, objs, key), volume), "secret", "secretName"); have != secret {
@@ -192,13 +193,25 @@ func TestHelmChartValues(t *testing.T) {
 		}
 	}
 	wantSecret("Deployment/nvmirror-controller", "ca", "site-ca")
-	wantSecret("Deployment/nvmirror-controller", "api-token", "site-api-token")
+	wantSecret("Deployment/nvmirror-controller", "controller-tls", "site-controller-tls")
 	wantSecret("DaemonSet/nvmirror-node", "ca", "site-ca")
 	wantSecret("Deployment/nvmirror-provisioner", "tls", "site-provisioner-tls")
-	wantSecret("Deployment/nvmirror-provisioner", "agent-token", "site-agent-token")
+	wantSecret("Deployment/nvmirror-provisioner", "ca", "site-ca")
+	wantSecret("Deployment/nvmirror-provisioner", "agent-client", "site-provisioner-client-tls")
+	wantSecret("Deployment/nvmirror-provisioner", "admin", "site-admin-tls")
 	wantSecret("Deployment/nvmirror-provisioner", "etcd-client", "site-etcd-client")
-	wantSecret("DaemonSet/nvmirror-target-rack-a", "tls", "site-target-tls")
-	wantSecret("DaemonSet/nvmirror-target-rack-b", "agent-token", "site-agent-token")
+	wantSecret("DaemonSet/nvmirror-target-rack-a", "ca", "site-ca")
+	wantSecret("DaemonSet/nvmirror-target-rack-b", "ca", "site-ca")
+	wantHostDir := func(key, volume, dir string) {
+		t.Helper()
+		v := volumeOf(mustObject(t, objs, key), volume)
+		if have := str(v, "hostPath", "path"); have != dir || str(v, "hostPath", "type") != "Directory" {
+			t.Errorf("%s volume %s: hostPath %v, want the directory %s", key, volume, get(v, "hostPath"), dir)
+		}
+	}
+	wantHostDir("DaemonSet/nvmirror-node", "node-tls", "/var/lib/site-pki/nvmirror-node")
+	wantHostDir("DaemonSet/nvmirror-target-rack-a", "target-tls", "/var/lib/site-pki/nvmirror-target")
+	wantHostDir("DaemonSet/nvmirror-target-rack-b", "target-tls", "/var/lib/site-pki/nvmirror-target")
 
 	// Storage nodes: the list, under a name of its content, is what the
 	// provisioner mounts.
@@ -263,18 +276,21 @@ func TestHelmChartValues(t *testing.T) {
 		t.Errorf("provisioner strategy %s with etcd, want RollingUpdate", s)
 	}
 
-	if strings.Contains(notes, "NOT READY") || !strings.Contains(notes, "-n storage-system") || !strings.Contains(notes, "nvmirror.io/rack=rack-b") {
+	if strings.Contains(notes, "NOT READY") || !strings.Contains(notes, "-n storage-system") || !strings.Contains(notes, "nvmirror.io/rack=rack-b") ||
+		!strings.Contains(notes, "/var/lib/site-pki/nvmirror-node") || !strings.Contains(notes, "/var/lib/site-pki/nvmirror-target") {
 		t.Errorf("NOTES.txt for a complete site:\n%s", notes)
 	}
 }
 
 // TestHelmChartDefaultNotes: installed with the defaults, NOTES.txt names
-// every placeholder that keeps nvmirror from starting.
+// every placeholder that keeps nvmirror from starting, and where each node's
+// own certificate must be.
 func TestHelmChartDefaultNotes(t *testing.T) {
 	docs, notes := helmRender(t, helmchart.DefaultRelease, nil)
 	checkReferences(t, docs)
-	for _, want := range []string{"NOT READY", "nvmirror-ca", "nvmirror-provisioner-tls", "nvmirror-target-tls",
-		"nvmirror-api-token", "nvmirror-agent-token", "storageNodes is empty", "nvmirrorctl nodes"} {
+	for _, want := range []string{"NOT READY", "nvmirror-ca", "nvmirror-provisioner-tls", "nvmirror-provisioner-client-tls",
+		"nvmirror-controller-tls", "nvmirror-admin-tls", "storageNodes is empty", "nvmirrorctl nodes",
+		"/etc/nvmirror/node-tls", "/etc/nvmirror/target-tls"} {
 		if !strings.Contains(notes, want) {
 			t.Errorf("NOTES.txt does not say %q:\n%s", want, notes)
 		}
@@ -297,6 +313,12 @@ func TestHelmChartSchemaRejects(t *testing.T) {
 		{map[string]any{"node": map[string]any{"healer": map[string]any{"ctrlLossTmo": "600s"}}}, "/node/healer/ctrlLossTmo"},
 		{map[string]any{"node": map[string]any{"healer": map[string]any{"healEvery": "10s"}}}, "healEvery"},
 		{map[string]any{"credentials": map[string]any{"caSecret": "My_CA"}}, "/credentials/caSecret"},
+		{map[string]any{"credentials": map[string]any{"adminTLSSecret": "Admin TLS"}}, "/credentials/adminTLSSecret"},
+		{map[string]any{"credentials": map[string]any{"apiTokenSecret": "nvmirror-api-token"}}, "apiTokenSecret"},
+		{map[string]any{"node": map[string]any{"certificateHostPath": "etc/nvmirror/node-tls"}}, "/node/certificateHostPath"},
+		{map[string]any{"node": map[string]any{"certificateHostPath": nil}}, "certificateHostPath"},
+		{map[string]any{"target": map[string]any{"certificateHostPath": "/etc/nvmirror/../shadow"}}, "/target/certificateHostPath"},
+		{map[string]any{"target": map[string]any{"certificateHostPath": "/"}}, "/target/certificateHostPath"},
 		{map[string]any{"racks": []any{map[string]any{"name": "Rack A"}}}, "/racks/0/name"},
 		{map[string]any{"controller": map[string]any{"extraArgs": []any{"-v=4"}}}, "/controller/extraArgs/0"},
 		{map[string]any{"controller": map[string]any{"replicas": 0}}, "/controller/replicas"},

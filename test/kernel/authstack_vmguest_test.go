@@ -386,12 +386,24 @@ type writer struct {
 
 func startWriter(t *testing.T, dir string) *writer {
 	t.Helper()
+	return startRingWriter(t, dir, 0)
+}
+
+// startRingWriter is startWriter rewriting at most ring files over and
+// over (0: no bound), so a long run does not fill a small volume; the sums
+// are those of each file's last write.
+func startRingWriter(t *testing.T, dir string, ring int) *writer {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &writer{sums: map[string]string{}, cancel: cancel, done: make(chan error, 1)}
 	go func() {
 		buf := make([]byte, 256<<10)
 		for i := 0; ctx.Err() == nil; i++ {
-			p := filepath.Join(dir, fmt.Sprintf("rot-%04d.bin", i))
+			n := i
+			if ring > 0 {
+				n = i % ring
+			}
+			p := filepath.Join(dir, fmt.Sprintf("rot-%04d.bin", n))
 			sum, err := writeSynced(p, buf)
 			if err != nil {
 				w.done <- err

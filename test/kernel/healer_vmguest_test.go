@@ -290,9 +290,16 @@ func TestHealer(t *testing.T) {
 			t.Errorf("resync wrote %d sectors to the returning replica: want a bitmap resync, some but well under half of %d", resynced, volSectors)
 		}
 		t.Logf("HEAL: Healed event %v after the replica's port came back", healed.Time.Sub(restoreAt).Round(time.Millisecond))
+		// md marks the member in sync a moment before its sync_action
+		// returns to idle: a cycle in between reports the volume healed
+		// and the sync ended at the next one.
 		for _, typ := range []events.Type{events.SynchStarted, events.SynchEnded} {
+			deadline := time.Now().Add(30 * time.Second)
+			for len(eventsOf(t, p, vol.id, typ)) == 0 && time.Now().Before(deadline) {
+				time.Sleep(100 * time.Millisecond)
+			}
 			if len(eventsOf(t, p, vol.id, typ)) == 0 {
-				t.Errorf("no %s event", typ)
+				t.Errorf("no %s event within 30 s of the Healed event", typ)
 			}
 		}
 		// Edges, not levels: one Disconnected and one Reconnected for the

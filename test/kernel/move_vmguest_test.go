@@ -93,7 +93,7 @@ func testMoveReplica(t *testing.T, s *stack, c csiClients, p *provisionerclient.
 	v := mustVolume(t, p, vol.id)
 	old := v.ActiveReplicas()[0]
 
-	w := startWriter(t, vol.target)
+	w := startRingWriter(t, vol.target, 64)
 	start := time.Now()
 	t.Logf("nvmirrorctl move:\n%s", mustCtl(t, s, "move", vol.id, old.ID))
 	nr := waitMoved(t, p, md, v, old.ID, true, 2)
@@ -130,6 +130,38 @@ func testMoveReplica(t *testing.T, s *stack, c csiClients, p *provisionerclient.
 		a := mdOf(t, md, cur)
 		return a.RaidDisks == 2 && inSyncMembers(a) == 2 && a.Degraded == 0, describe(a)
 	})
+	checkMirrors(t, md, mdOf(t, md, cur).Name)
+	dropCaches(t)
+	verifyFiles(t, mergeSums(before, during))
+
+	// The replica count of the live volume: 2 → 3 → 2 under writes.
+	w = startRingWriter(t, vol.target, 64)
+	for _, n := range []int{3, 2} {
+		start := time.Now()
+		// Retried while the storage node of a moved-away replica still
+		// holds it (placement keeps a node from holding two copies).
+		waitFor(t, 2*time.Minute, fmt.Sprintf("numReplicas=%d accepted", n), func() (bool, string) {
+			out, err := runCtl(s, "set", vol.id, fmt.Sprintf("numReplicas=%d", n))
+			return err == nil, out
+		})
+		waitFor(t, 4*time.Minute, fmt.Sprintf("%d replicas in sync", n), func() (bool, string) {
+			cur := mustVolume(t, p, vol.id)
+			a := mdOf(t, md, cur)
+			if k := inSyncMembers(a); k < 2 {
+				t.Fatalf("md holds %d in-sync members while the count changes: %s", k, describe(a))
+			}
+			inSync := 0
+			for _, r := range cur.ActiveReplicas() {
+				if r.InSync() {
+					inSync++
+				}
+			}
+			return len(cur.ActiveReplicas()) == n && inSync == n && a.RaidDisks == n && inSyncMembers(a) == n && a.Degraded == 0 && a.SyncAction == "idle",
+				fmt.Sprintf("%d active, %d in sync; %s", len(cur.ActiveReplicas()), inSync, describe(a))
+		})
+		t.Logf("NUMREPLICAS: %d in %v under writes; md never below 2 in-sync members", n, time.Since(start).Round(time.Millisecond))
+	}
+	during = mergeSums(during, w.stop(t)) // the ring rewrote some of the move's files
 	checkMirrors(t, md, mdOf(t, md, cur).Name)
 	dropCaches(t)
 	verifyFiles(t, mergeSums(before, during))

@@ -20,6 +20,9 @@ import (
 type kmsgCursor struct {
 	fd   int
 	path string
+	// lost is set when records were overwritten before they were read
+	// (EPIPE): the reader skipped ahead past some.
+	lost bool
 }
 
 func openKmsg(path string) (*kmsgCursor, error) {
@@ -29,7 +32,9 @@ func openKmsg(path string) (*kmsgCursor, error) {
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
 	}
-	if _, err := unix.Seek(fd, 0, io.SeekEnd); err != nil {
+	// A pipe (tests) has no end to seek to: it holds only what is written
+	// after it was opened.
+	if _, err := unix.Seek(fd, 0, io.SeekEnd); err != nil && !errors.Is(err, unix.ESPIPE) {
 		unix.Close(fd)
 		return nil, &fs.PathError{Op: "seek", Path: path, Err: err}
 	}
@@ -39,27 +44,38 @@ func openKmsg(path string) (*kmsgCursor, error) {
 func (k *kmsgCursor) Close() { unix.Close(k.fd) }
 
 // messages returns the messages of the records logged since the cursor
-// was opened (or last read). /dev/kmsg returns one record per read,
-// "<prio>,<seq>,<usec>,<flags>;<message>\n" followed by continuation lines
-// (which have no ';' prefix and are skipped); a regular file (tests)
-// returns several per read.
+// was opened (or last read).
 func (k *kmsgCursor) messages() ([]string, error) {
+	msgs, _, err := k.read()
+	return msgs, err
+}
+
+// read returns the messages of the records available now; eof is true when
+// the log has ended (a read returned nothing rather than EAGAIN: a closed
+// pipe or the end of a regular file; /dev/kmsg never ends). /dev/kmsg
+// returns one record per read, "<prio>,<seq>,<usec>,<flags>;<message>\n"
+// followed by continuation lines (which have no ';' prefix and are
+// skipped); a regular file or a pipe (tests) returns several per read.
+func (k *kmsgCursor) read() (msgs []string, eof bool, err error) {
 	buf := make([]byte, 8192)
-	var out []string
 	for {
 		n, err := unix.Read(k.fd, buf)
-		if errors.Is(err, unix.EPIPE) {
+		switch {
+		case errors.Is(err, unix.EPIPE):
+			k.lost = true
 			continue // records overwritten while reading: go on with the oldest left
-		}
-		if errors.Is(err, unix.EAGAIN) || (err == nil && n == 0) {
-			return out, nil
-		}
-		if err != nil {
-			return out, &fs.PathError{Op: "read", Path: k.path, Err: err}
+		case errors.Is(err, unix.EAGAIN):
+			return msgs, false, nil
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return msgs, false, &fs.PathError{Op: "read", Path: k.path, Err: err}
+		case n == 0:
+			return msgs, true, nil
 		}
 		for _, line := range strings.Split(string(buf[:n]), "\n") {
 			if _, msg, ok := strings.Cut(line, ";"); ok {
-				out = append(out, msg)
+				msgs = append(msgs, msg)
 			}
 		}
 	}

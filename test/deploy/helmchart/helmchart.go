@@ -42,16 +42,19 @@ var ExampleSite = struct {
 		"image":     map[string]any{"repository": "registry.example.com/nvmirror", "tag": "v9.9.9"},
 		"namespace": map[string]any{"create": false},
 		"credentials": map[string]any{
-			"caSecret": "site-ca", "provisionerTLSSecret": "site-provisioner-tls", "targetTLSSecret": "site-target-tls",
-			"apiTokenSecret": "site-api-token", "agentTokenSecret": "site-agent-token"},
+			"caSecret": "site-ca", "provisionerTLSSecret": "site-provisioner-tls",
+			"provisionerClientTLSSecret": "site-provisioner-client-tls", "controllerTLSSecret": "site-controller-tls",
+			"adminTLSSecret": "site-admin-tls"},
 		"storageNodes": []any{
 			map[string]any{"name": "sn-1", "address": "10.0.0.11:9400"},
 			map[string]any{"name": "sn-2", "address": "10.0.0.12:9400"}},
 		"racks": []any{map[string]any{"name": "rack-a", "zone": "zone-1"}, map[string]any{"name": "rack-b"}},
 		// Maps merge with the chart's defaults, as always with Helm: null
 		// drops a default key.
-		"target": map[string]any{"nodeSelector": map[string]any{"node-role.example.com/storage": "yes", "nvmirror.io/storage-node": nil}},
+		"target": map[string]any{"nodeSelector": map[string]any{"node-role.example.com/storage": "yes", "nvmirror.io/storage-node": nil},
+			"certificateHostPath": "/var/lib/site-pki/nvmirror-target"},
 		"node": map[string]any{
+			"certificateHostPath": "/var/lib/site-pki/nvmirror-node",
 			"healer": map[string]any{"healInterval": "10s", "maxConcurrentReplacements": 1, "ctrlLossTmo": 600,
 				"maxRebuildBandwidth": 1000000},
 			"resources": map[string]any{"requests": map[string]any{"cpu": "100m", "memory": "128Mi"}}},

@@ -23,7 +23,7 @@ base64 for a Secret) and, for a Secret, type.
 
 {{/*
 The placeholder every credential Secret the chart makes holds: not PEM, so
-every nvmirror process refuses it by name. Tokens are empty instead.
+every nvmirror process refuses it by name.
 */}}
 {{- define "nvmirror.placeholder" -}}
 REPLACE-ME-see-docs-install.md
@@ -37,24 +37,24 @@ this one table.
 */}}
 {{- define "nvmirror.credentialSecrets" -}}
 {{- $p := include "nvmirror.placeholder" . | b64enc -}}
-- name: nvmirror-agent-token
-  existing: {{ .Values.credentials.agentTokenSecret | quote }}
-  type: Opaque
-  data: {token: ""}
-- name: nvmirror-api-token
-  existing: {{ .Values.credentials.apiTokenSecret | quote }}
-  type: Opaque
-  data: {token: ""}
+- name: nvmirror-admin-tls
+  existing: {{ .Values.credentials.adminTLSSecret | quote }}
+  type: kubernetes.io/tls
+  data: {tls.crt: {{ $p }}, tls.key: {{ $p }}}
 - name: nvmirror-ca
   existing: {{ .Values.credentials.caSecret | quote }}
   type: Opaque
   data: {ca.crt: {{ $p }}}
-- name: nvmirror-provisioner-tls
-  existing: {{ .Values.credentials.provisionerTLSSecret | quote }}
+- name: nvmirror-controller-tls
+  existing: {{ .Values.credentials.controllerTLSSecret | quote }}
   type: kubernetes.io/tls
   data: {tls.crt: {{ $p }}, tls.key: {{ $p }}}
-- name: nvmirror-target-tls
-  existing: {{ .Values.credentials.targetTLSSecret | quote }}
+- name: nvmirror-provisioner-client-tls
+  existing: {{ .Values.credentials.provisionerClientTLSSecret | quote }}
+  type: kubernetes.io/tls
+  data: {tls.crt: {{ $p }}, tls.key: {{ $p }}}
+- name: nvmirror-provisioner-tls
+  existing: {{ .Values.credentials.provisionerTLSSecret | quote }}
   type: kubernetes.io/tls
   data: {tls.crt: {{ $p }}, tls.key: {{ $p }}}
 {{- if eq .Values.provisioner.store "etcd" }}

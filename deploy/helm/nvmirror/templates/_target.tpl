@@ -63,9 +63,13 @@ spec:
             # address instead.
             - --nvme-address=$(NODE_IP):4420
             - --listen=:9400
-            - --tls-cert-file=/etc/nvmirror/tls/tls.crt
-            - --tls-key-file=/etc/nvmirror/tls/tls.key
-            - --token-file=/etc/nvmirror/agent-token/token
+            # This storage node's own certificate (CN and DNS name: the
+            # node's name), on the host, which the provisioner checks.
+            - --tls-cert-file=/etc/nvmirror/target-tls/tls.crt
+            - --tls-key-file=/etc/nvmirror/target-tls/tls.key
+            # Only the provisioner's certificate (Subject O=provisioner)
+            # from this CA may call.
+            - --tls-client-ca-file=/etc/nvmirror/ca/ca.crt
             - --v=2
             {{- with .rack }}
             - {{ printf "--rack=%s" .name | quote }}
@@ -90,7 +94,7 @@ spec:
               containerPort: 9400
             - name: nvme-tcp
               containerPort: 4420
-          # The API is TLS with a token: a TCP connect is what a kubelet
+          # The API is mutual TLS: a TCP connect is what a kubelet
           # probe can check.
           livenessProbe:
             tcpSocket:
@@ -119,11 +123,14 @@ spec:
             # there (and /dev/kmsg is in it).
             - name: dev
               mountPath: /dev
-            - name: tls
-              mountPath: /etc/nvmirror/tls
+            # Each storage node keeps its own certificate on the host
+            # (target.certificateHostPath; see the node plugin's node-tls in
+            # node.yaml for why).
+            - name: target-tls
+              mountPath: /etc/nvmirror/target-tls
               readOnly: true
-            - name: agent-token
-              mountPath: /etc/nvmirror/agent-token
+            - name: ca
+              mountPath: /etc/nvmirror/ca
               readOnly: true
       volumes:
         - name: configfs
@@ -139,10 +146,11 @@ spec:
           hostPath:
             path: /dev
             type: Directory
-        - name: tls
+        - name: target-tls
+          hostPath:
+            path: {{ $root.Values.target.certificateHostPath }}
+            type: Directory
+        - name: ca
           secret:
-            secretName: {{ include "nvmirror.secretName" (list $root "nvmirror-target-tls") }}
-        - name: agent-token
-          secret:
-            secretName: {{ include "nvmirror.secretName" (list $root "nvmirror-agent-token") }}
+            secretName: {{ include "nvmirror.secretName" (list $root "nvmirror-ca") }}
 {{- end -}}
