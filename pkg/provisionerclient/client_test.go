@@ -199,8 +199,8 @@ func TestLifecycle(t *testing.T) {
 	if err != nil || mod.Parameters["maxReplicaDownTime"] != "5" {
 		t.Fatalf("ModifyVolume = %+v, %v", mod, err)
 	}
-	_, err = p.ModifyVolume(ctx, v.ID, map[string]string{"numReplicas": "2"})
-	wantErr(t, "ModifyVolume immutable", err, volume.ErrInvalidArgument, "numReplicas")
+	_, err = p.ModifyVolume(ctx, v.ID, map[string]string{"provisioningType": "thin"})
+	wantErr(t, "ModifyVolume immutable", err, volume.ErrInvalidArgument, "provisioningType")
 
 	avail, err := p.GetCapacity(ctx, map[string]string{"numReplicas": "1"})
 	if err != nil || avail <= 0 || avail > 100*gib {
