@@ -25,7 +25,12 @@ const MaxMessageLength = 1024
 // Normal, including a resync: it is the repair, not the trouble (the
 // event table's Warning level for it predates Kubernetes events).
 // Audit records of CSI commands stay out: the CSI sidecars already post
-// their own events for provisioning, attaching and resizing.
+// their own events for provisioning, attaching and resizing. So do the
+// registry's housekeeping events: CreateRolledBack is a volume whose
+// CreateVolume never completed (there is no PV, and csi-provisioner
+// reports the failed provisioning on the claim itself), and OrphanFound
+// and OrphanReclaimed are about replicas no volume owns, whose PV and claim
+// are gone or never were; they stay in syslog and nvmirrorctl events.
 func kubeType(e events.Event) string {
 	switch e.Type {
 	case events.VolumeDegraded, events.HostDisconnected:

@@ -15,7 +15,7 @@ func TestKubeTypeOfEveryEventType(t *testing.T) {
 		events.VolumeHealed: corev1.EventTypeNormal, events.HostReconnected: corev1.EventTypeNormal,
 		events.SynchStarted: corev1.EventTypeNormal, events.SynchEnded: corev1.EventTypeNormal,
 		events.SessionEstablished: corev1.EventTypeNormal, events.SessionClosed: corev1.EventTypeNormal,
-		events.Audit: "",
+		events.Audit: "", events.CreateRolledBack: "", events.OrphanFound: "", events.OrphanReclaimed: "",
 	}
 	for _, ty := range events.Types() {
 		w, ok := want[ty]
