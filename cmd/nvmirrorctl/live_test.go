@@ -149,7 +149,7 @@ func TestAgainstRunningProvisioner(t *testing.T) {
 		t.Errorf("set did not reach the registry: %d", got.Parameters.MaxReplicaDownTimeMinutes)
 	}
 	// The provisioner's refusal names the parameter.
-	if _, err := p.ctl(t, "set", v.ID, "provisioningType=thin"); err == nil || !strings.Contains(err.Error(), "provisioningType") {
+	if _, err := p.ctl(t, "set", v.ID, "provisioningType=thick"); err == nil || !strings.Contains(err.Error(), "provisioningType") {
 		t.Errorf("set of an immutable parameter: %v", err)
 	}
 

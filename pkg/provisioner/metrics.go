@@ -133,6 +133,14 @@ var (
 		"1 if the storage node's agent answered the last survey, else 0.", []string{"storage_node"}, nil)
 	descNodeBytes = prometheus.NewDesc("nvmirror_provisioner_storage_node_bytes",
 		"Pool space of a reachable storage node as its agent reports it (total, available, provisioned).", []string{"storage_node", "kind"}, nil)
+	descMoves = prometheus.NewDesc("nvmirror_provisioner_replica_moves",
+		"Live replica moves not finished yet (a new replica filling beside the one it moves).", nil, nil)
+	descNodeCordoned = prometheus.NewDesc("nvmirror_provisioner_storage_node_cordoned",
+		"1 while no new replica is placed on the storage node (cordoned or draining).", []string{"storage_node"}, nil)
+	descDrainLeft = prometheus.NewDesc("nvmirror_provisioner_drain_replicas_left",
+		"Active replicas still on a draining storage node.", []string{"storage_node"}, nil)
+	descDrainBytesLeft = prometheus.NewDesc("nvmirror_provisioner_drain_bytes_left",
+		"Size of the volumes whose replicas are still on a draining storage node: what is left to copy.", []string{"storage_node"}, nil)
 	descNodeReplicas = prometheus.NewDesc("nvmirror_provisioner_storage_node_replicas",
 		"Replicas a reachable storage node's agent holds.", []string{"storage_node"}, nil)
 )
@@ -172,7 +180,7 @@ func NewRegistryCollector(st store.Store, survey StorageNodeSurvey, timeout time
 // Describe implements prometheus.Collector.
 func (c *RegistryCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descLeader, descRegistryUp, descVolumes, descVolumesDegraded, descOfflineRepairs, descReplicas,
-		descPendingDelete, descNodes, descNodeUp, descNodeBytes, descNodeReplicas} {
+		descPendingDelete, descNodes, descNodeUp, descNodeBytes, descNodeReplicas, descMoves, descNodeCordoned, descDrainLeft, descDrainBytesLeft} {
 		ch <- d
 	}
 }
@@ -216,6 +224,7 @@ func (c *RegistryCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descVolumesDegraded, float64(degraded))
 		gauge(descOfflineRepairs, float64(repairing))
 		gauge(descPendingDelete, float64(pending))
+		c.collectMaintenance(ctx, vols, gauge)
 	}
 
 	if c.survey == nil {
@@ -239,6 +248,34 @@ func (c *RegistryCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descNodes, float64(up), "reachable")
 	gauge(descNodes, float64(len(nodes)-up), "unreachable")
+}
+
+// collectMaintenance exports the moves in flight, the cordons and what each
+// drain has left, from the registry (so a restart loses nothing).
+func (c *RegistryCollector) collectMaintenance(ctx context.Context, vols []*store.Volume, gauge func(*prometheus.Desc, float64, ...string)) {
+	moves := 0
+	left, bytesLeft := map[string]int{}, map[string]int64{}
+	for _, v := range vols {
+		moves += movesInFlight(v)
+		for _, r := range v.Replicas {
+			if r.State == store.ReplicaActive {
+				left[r.StorageNode]++
+				bytesLeft[r.StorageNode] += v.SizeBytes
+			}
+		}
+	}
+	gauge(descMoves, float64(moves))
+	nodes, err := c.store.ListStorageNodes(ctx)
+	if err != nil {
+		return
+	}
+	for _, n := range nodes {
+		gauge(descNodeCordoned, boolFloat(n.Cordoned || n.Draining), n.ID)
+		if n.Draining {
+			gauge(descDrainLeft, float64(left[n.ID]), n.ID)
+			gauge(descDrainBytesLeft, float64(bytesLeft[n.ID]), n.ID)
+		}
+	}
 }
 
 // surveyed returns the last survey if it is recent enough, else runs one.

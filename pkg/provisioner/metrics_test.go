@@ -281,3 +281,39 @@ func TestForwarderCollector(t *testing.T) {
 		`nvmirror_provisioner_syslog_reconnects_total`: 2,
 	})
 }
+
+// TestRegistryCollectorMaintenance: moves in flight, cordons and what a
+// drain has left, from the registry.
+func TestRegistryCollectorMaintenance(t *testing.T) {
+	nodes := append(threeRacks(), node{"sn-4", "z1", "r4", 100})
+	e := newEnv(t, nodes)
+	v := e.create(t, "pvc-a", gib, map[string]string{"numReplicas": "2", "storageNodes": "sn-1,sn-2,sn-4"})
+	e.create(t, "pvc-b", 2*gib, map[string]string{"numReplicas": "2", "storageNodes": "sn-1,sn-3"})
+	if _, err := e.svc.CordonStorageNode(e.ctx, "sn-4", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.DrainStorageNode(e.ctx, "sn-1", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.CordonStorageNode(e.ctx, "sn-4", false); err != nil {
+		t.Fatal(err)
+	}
+	var onSN1 string
+	for _, r := range v.Replicas {
+		if r.StorageNode == "sn-1" {
+			onSN1 = r.ID
+		}
+	}
+	if _, err := e.svc.MoveReplica(e.ctx, v.ID, onSN1, "sn-4"); err != nil {
+		t.Fatalf("move: %v", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(provisioner.NewRegistryCollector(e.store, nil, 5*time.Second))
+	wantSamples(t, gathered(t, reg), map[string]float64{
+		`nvmirror_provisioner_replica_moves`:                              1,
+		`nvmirror_provisioner_storage_node_cordoned{storage_node="sn-1"}`: 1,
+		`nvmirror_provisioner_storage_node_cordoned{storage_node="sn-4"}`: 0,
+		`nvmirror_provisioner_drain_replicas_left{storage_node="sn-1"}`:   2,
+		`nvmirror_provisioner_drain_bytes_left{storage_node="sn-1"}`:      3 * float64(gib),
+	})
+}

@@ -167,15 +167,21 @@ func (s *Server) ReplaceReplica(ctx context.Context, req *provisionerapi.Replace
 	}
 	return guard(s, volumeKey(req.GetVolumeId()), func() (*provisionerapi.ReplaceReplicaResponse, error) {
 		r, err := s.svc.ReplaceReplica(ctx, req.GetVolumeId(), req.GetMissingReplicaId())
-		if err != nil {
-			return nil, err
-		}
-		v, err := s.svc.GetVolume(ctx, req.GetVolumeId())
-		if err != nil {
-			return nil, err
-		}
-		return &provisionerapi.ReplaceReplicaResponse{Volume: VolumeToProto(v), NewReplica: ReplicaToProto(*r)}, nil
+		return s.newReplicaResponse(ctx, req.GetVolumeId(), r, err)
 	})
+}
+
+// newReplicaResponse answers a call that made replica r of the volume
+// (a replacement, a move) with it and the volume as it is now.
+func (s *Server) newReplicaResponse(ctx context.Context, volumeID string, r *store.Replica, err error) (*provisionerapi.ReplaceReplicaResponse, error) {
+	if err != nil {
+		return nil, err
+	}
+	v, err := s.svc.GetVolume(ctx, volumeID)
+	if err != nil {
+		return nil, err
+	}
+	return &provisionerapi.ReplaceReplicaResponse{Volume: VolumeToProto(v), NewReplica: ReplicaToProto(*r)}, nil
 }
 
 // MoveReplica implements provisionerapi.ProvisionerServer.
@@ -188,14 +194,7 @@ func (s *Server) MoveReplica(ctx context.Context, req *provisionerapi.MoveReplic
 	}
 	return guard(s, volumeKey(req.GetVolumeId()), func() (*provisionerapi.ReplaceReplicaResponse, error) {
 		r, err := s.svc.MoveReplica(ctx, req.GetVolumeId(), req.GetReplicaId(), req.GetToStorageNode())
-		if err != nil {
-			return nil, err
-		}
-		v, err := s.svc.GetVolume(ctx, req.GetVolumeId())
-		if err != nil {
-			return nil, err
-		}
-		return &provisionerapi.ReplaceReplicaResponse{Volume: VolumeToProto(v), NewReplica: ReplicaToProto(*r)}, nil
+		return s.newReplicaResponse(ctx, req.GetVolumeId(), r, err)
 	})
 }
 

@@ -199,7 +199,7 @@ func TestLifecycle(t *testing.T) {
 	if err != nil || mod.Parameters["maxReplicaDownTime"] != "5" {
 		t.Fatalf("ModifyVolume = %+v, %v", mod, err)
 	}
-	_, err = p.ModifyVolume(ctx, v.ID, map[string]string{"provisioningType": "thin"})
+	_, err = p.ModifyVolume(ctx, v.ID, map[string]string{"provisioningType": "thick"})
 	wantErr(t, "ModifyVolume immutable", err, volume.ErrInvalidArgument, "provisioningType")
 
 	avail, err := p.GetCapacity(ctx, map[string]string{"numReplicas": "1"})

@@ -215,7 +215,7 @@ func TestHealer(t *testing.T) {
 		csiArgs: []string{"--heal-time-unit=1s", "--heal-interval=5s"},
 		// Offline repair checks often, with a lease that survives a slow
 		// pass under emulation.
-		provArgs: []string{"--heal-time-unit=1s", "--repair-interval=2s", "--repair-lease=30s"},
+		provArgs: []string{"--heal-time-unit=1s", "--repair-interval=2s", "--repair-lease=30s", "--drain-interval=2s"},
 		// Room for a thin 1 GiB volume (offline repair's figure) and for
 		// the 20 volumes of 2 replicas the scale subtest stages at once
 		// (each replica of a 16 MiB volume takes 20 MiB); tmpfs takes
@@ -630,6 +630,10 @@ func TestHealer(t *testing.T) {
 
 	t.Run("nvmirrorctl move moves a replica live, staged or not", func(t *testing.T) {
 		testMoveReplica(t, s, c, p, md, ini)
+	})
+
+	t.Run("nvmirrorctl drain moves every replica off a storage node, across a provisioner restart", func(t *testing.T) {
+		testDrain(t, top, s, c, p, md)
 	})
 
 	t.Run("volumes no host has staged are repaired offline", func(t *testing.T) {

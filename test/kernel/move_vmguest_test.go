@@ -4,7 +4,10 @@ package kernel
 
 import (
 	"fmt"
+	"maps"
 	"os/exec"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -165,4 +168,85 @@ func testMoveReplica(t *testing.T, s *stack, c csiClients, p *provisionerclient.
 	checkMirrors(t, md, mdOf(t, md, cur).Name)
 	dropCaches(t)
 	verifyFiles(t, mergeSums(before, during))
+}
+
+// testDrain drains a storage node holding replicas of three volumes (two
+// staged, one with no host) under writes, with the provisioner killed in
+// the middle: the drain goes on from the registry when it is back.
+func testDrain(t *testing.T, top *testing.T, s *stack, c csiClients, p *provisionerclient.Client, md *mdraid.Manager) {
+	// sn1 cordoned while the volumes are made: each lands on sn2 and sn3.
+	mustCtl(t, s, "cordon", "sn1")
+	var vols []csiVolume
+	sums := map[string]string{}
+	for i := range 3 {
+		vol := provisionVolume(t, c, fmt.Sprintf("drain-%d", i), 32<<20, map[string]string{"numReplicas": "2", "maxReplicaDownTime": "600"})
+		maps.Copy(sums, writeFiles(t, vol.target, "before", 4, 1<<20))
+		vols = append(vols, vol)
+		for _, r := range mustVolume(t, p, vol.id).ActiveReplicas() {
+			if r.StorageNode == "sn1" {
+				t.Fatalf("volume %s got a replica on the cordoned sn1", vol.id)
+			}
+		}
+	}
+	release(t, c, vols[2])
+	mustCtl(t, s, "uncordon", "sn1")
+	staged := []*volume.Volume{mustVolume(t, p, vols[0].id), mustVolume(t, p, vols[1].id)}
+	w := startRingWriter(t, vols[0].target, 32)
+
+	start := time.Now()
+	t.Logf("nvmirrorctl drain:\n%s", mustCtl(t, s, "drain", "sn2"))
+	// Kill the provisioner once a move runs; the drain must go on.
+	waitFor(t, 2*time.Minute, "a move under way", func() (bool, string) {
+		for _, v := range vols {
+			if len(mustVolume(t, p, v.id).ActiveReplicas()) == 3 {
+				return true, ""
+			}
+		}
+		return false, "no volume with a third replica"
+	})
+	s.provisioner.stop(t, syscall.SIGKILL)
+	t.Logf("killed nvmirror-provisioner during the drain")
+	s.provisioner = startDaemon(top, "provisioner-restarted", s.provisioner.args...)
+	s.provisioner.waitListening(t, "tcp", s.provAddr)
+
+	var last string
+	waitFor(t, 6*time.Minute, "sn2 drained", func() (bool, string) {
+		for _, v := range staged {
+			if a := mdOf(t, md, v); inSyncMembers(a) < 2 {
+				t.Fatalf("volume %s: md holds %d in-sync members during the drain: %s", v.ID, inSyncMembers(a), describe(a))
+			}
+		}
+		out, err := runCtl(s, "drain", "sn2")
+		last = out
+		if err != nil || !strings.Contains(out, "replicas left:    0 ") {
+			return false, out
+		}
+		for _, v := range staged {
+			if a := mdOf(t, md, v); a.RaidDisks != 2 || inSyncMembers(a) != 2 || a.SyncAction != "idle" {
+				return false, describe(a)
+			}
+		}
+		return true, ""
+	})
+	t.Logf("DRAIN: sn2 (3 volumes, 2 staged, 1 with no host; provisioner killed midway) drained in %v:\n%s", time.Since(start).Round(time.Millisecond), last)
+	maps.Copy(sums, w.stop(t))
+	for _, v := range vols {
+		for _, r := range mustVolume(t, p, v.id).ActiveReplicas() {
+			if r.StorageNode == "sn2" || !r.InSync() {
+				t.Errorf("volume %s after the drain: replica %+v", v.id, r)
+			}
+		}
+	}
+	attach(t, c, vols[2])
+	third := mustVolume(t, p, vols[2].id)
+	waitFor(t, time.Minute, "the undrained volume's md whole", func() (bool, string) {
+		a := mdOf(t, md, third)
+		return a.RaidDisks == 2 && inSyncMembers(a) == 2 && a.Degraded == 0, describe(a)
+	})
+	for _, v := range append(staged, third) {
+		checkMirrors(t, md, mdOf(t, md, v).Name)
+	}
+	dropCaches(t)
+	verifyFiles(t, sums)
+	mustCtl(t, s, "uncordon", "sn2")
 }
