@@ -27,6 +27,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/nvmirror/nvmirror/pkg/events"
+	"github.com/nvmirror/nvmirror/pkg/kubeevents"
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/agentclient"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
@@ -34,6 +35,7 @@ import (
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store/etcdstore"
 	"github.com/nvmirror/nvmirror/pkg/provisionerapi"
 	"github.com/nvmirror/nvmirror/pkg/rpcauth"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"github.com/nvmirror/nvmirror/pkg/version"
 )
 
@@ -129,12 +131,13 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 		CredentialScope: provisioner.CredentialScope(o.CredentialScope), RepairLease: o.RepairLease, HealTimeUnit: o.HealTimeUnit,
 		RepairRetry: 2 * o.RepairInterval, MaxConcurrentMoves: o.MaxConcurrentMoves,
 		CreatingTimeout: o.CreatingTimeout, OrphanGrace: o.OrphanGrace, TombstoneRetention: o.TombstoneRetention}
+	var syslog, kube provisioner.EventSink
 	if o.SyslogAddress != "" {
 		fwd, err := newForwarder(o)
 		if err != nil {
 			return err
 		}
-		so.Events = fwd
+		syslog = fwd
 		reg.MustRegister(provisioner.NewForwarderCollector(fwd.Stats))
 		wg.Go(func() {
 			if err := fwd.Run(bgCtx); err != nil && !errors.Is(err, context.Canceled) {
@@ -146,7 +149,15 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 			}
 		})
 	}
-	so.Events = metrics.CountEvents(so.Events)
+	if sink, err := newKubeEventSink(o, st, reg); err != nil {
+		return err
+	} else if sink != nil {
+		kube = sink
+		wg.Go(func() { sink.Run(bgCtx) })
+	}
+	// Syslog first: when its queue refuses a batch the reporter resends,
+	// and Kubernetes gets the batch once, with the resend.
+	so.Events = metrics.CountEvents(provisioner.FanOut(syslog, kube))
 	svc, err := provisioner.New(so)
 	if err != nil {
 		return err
@@ -262,6 +273,31 @@ func registerStorageNodes(ctx context.Context, st store.Store, o Options) error 
 	}
 	klog.InfoS("Storage nodes", "configured", len(nodes), "registered", len(all))
 	return nil
+}
+
+// newKubeEventSink returns the sink recording volume events on their PVC
+// and PV, or nil when --kube-events turns it off or, in auto mode, there is
+// no cluster to talk to (or its client cannot be set up: logged, not fatal).
+func newKubeEventSink(o Options, volumes kubeevents.Volumes, reg prometheus.Registerer) (*kubeevents.Sink, error) {
+	mode, err := kubeevents.ParseMode(o.KubeEvents)
+	if err != nil {
+		return nil, fmt.Errorf("--kube-events %w", err)
+	}
+	client, err := kubeevents.NewClient(mode, o.Kubeconfig)
+	switch {
+	case err != nil && mode == kubeevents.ModeAuto:
+		klog.InfoS("Kubernetes events off", "reason", err.Error())
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("--kube-events: %w", err)
+	case client == nil:
+		klog.InfoS("Kubernetes events off (--kube-events=false)")
+		return nil, nil
+	}
+	host, _ := os.Hostname()
+	klog.InfoS("Recording volume events on their PVCs and PVs", "kubeconfig", o.Kubeconfig, "queue", o.KubeEventsQueue)
+	return kubeevents.New(kubeevents.Options{Client: client, Volumes: volumes, Driver: storageclass.DriverName,
+		Component: "nvmirror-provisioner", Host: host, QueueSize: o.KubeEventsQueue, Metrics: kubeevents.NewMetrics(reg)})
 }
 
 func newForwarder(o Options) (*events.Forwarder, error) {

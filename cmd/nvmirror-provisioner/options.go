@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nvmirror/nvmirror/pkg/events"
+	"github.com/nvmirror/nvmirror/pkg/kubeevents"
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 )
@@ -67,6 +68,12 @@ type Options struct {
 	SyslogCAFile, SyslogServerName string
 	SyslogFacility, SyslogQueueDir string
 	SyslogQueueLimit               int
+
+	// Kubernetes events on the PVCs and PVs of volumes: KubeEvents is
+	// auto, true or false (kubeevents.Mode); Kubeconfig the client's
+	// configuration (empty: the pod's service account).
+	KubeEvents, Kubeconfig string
+	KubeEventsQueue        int
 
 	// SweepInterval: how often replicas of deleted volumes and host
 	// allow-lists on storage nodes that were away are reconciled.
@@ -129,6 +136,8 @@ func DefaultOptions() Options {
 		SyslogFacility:         events.DefaultFacility,
 		SyslogQueueDir:         "/var/lib/nvmirror/provisioner",
 		SyslogQueueLimit:       events.DefaultQueueLimit,
+		KubeEvents:             string(kubeevents.ModeAuto),
+		KubeEventsQueue:        kubeevents.DefaultQueueSize,
 		SweepInterval:          30 * time.Second,
 		RepairInterval:         30 * time.Second,
 		DrainInterval:          15 * time.Second,
@@ -183,6 +192,9 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.SyslogFacility, "syslog-facility", o.SyslogFacility, "syslog facility (kern..local7 or 0-23)")
 	fs.StringVar(&o.SyslogQueueDir, "syslog-queue-dir", o.SyslogQueueDir, "directory of the persistent forwarding queue (absolute; keep it on a volume)")
 	fs.IntVar(&o.SyslogQueueLimit, "syslog-queue-limit", o.SyslogQueueLimit, "messages the queue holds before dropping the oldest")
+	fs.StringVar(&o.KubeEvents, "kube-events", o.KubeEvents, "record volume events as Kubernetes events on their PVC and PV: auto (when in a pod or given --kubeconfig), true or false")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig of the Kubernetes API for --kube-events (empty: the pod's service account)")
+	fs.IntVar(&o.KubeEventsQueue, "kube-events-queue", o.KubeEventsQueue, "events waiting for the Kubernetes API before new ones are dropped (counted)")
 
 	fs.DurationVar(&o.SweepInterval, "sweep-interval", o.SweepInterval, "how often deletions and host allow-lists on returning storage nodes are reconciled")
 	fs.DurationVar(&o.RepairInterval, "repair-interval", o.RepairInterval, "how often volumes published to no host are checked and repaired offline by a storage node (0 disables offline repair)")
@@ -336,6 +348,14 @@ func (o *Options) Validate() error {
 		if o.SyslogQueueLimit <= 0 {
 			bad("--syslog-queue-limit %d: must be positive", o.SyslogQueueLimit)
 		}
+	}
+	if mode, err := kubeevents.ParseMode(o.KubeEvents); err != nil {
+		bad("--kube-events %v", err)
+	} else if mode == kubeevents.ModeOff && o.Kubeconfig != "" {
+		bad("--kubeconfig is for Kubernetes events, which --kube-events=false turns off")
+	}
+	if o.KubeEventsQueue <= 0 {
+		bad("--kube-events-queue %d: must be positive", o.KubeEventsQueue)
 	}
 	if o.RepairInterval < 0 {
 		bad("--repair-interval %s: must be positive, or 0 to disable offline repair", o.RepairInterval)

@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // valid returns options that pass Validate.
@@ -57,6 +61,9 @@ func TestValidate(t *testing.T) {
 		{"syslog CA without tls", func(o *Options) { o.SyslogAddress, o.SyslogCAFile = "s:514", "/ca" }, "--syslog-transport=tls"},
 		{"syslog facility", func(o *Options) { o.SyslogAddress, o.SyslogFacility = "s:514", "local9" }, "--syslog-facility"},
 		{"syslog queue dir", func(o *Options) { o.SyslogAddress, o.SyslogQueueDir = "s:514", "queue" }, "--syslog-queue-dir"},
+		{"kube events", func(o *Options) { o.KubeEvents = "yes" }, "--kube-events"},
+		{"kubeconfig with kube events off", func(o *Options) { o.KubeEvents, o.Kubeconfig = "false", "/kubeconfig" }, "--kubeconfig"},
+		{"kube events queue", func(o *Options) { o.KubeEventsQueue = 0 }, "--kube-events-queue"},
 		{"sweep interval", func(o *Options) { o.SweepInterval = 0 }, "--sweep-interval"},
 		{"creating timeout", func(o *Options) { o.CreatingTimeout = 10 * time.Second }, "--creating-timeout"},
 		{"orphan scan interval", func(o *Options) { o.OrphanScanInterval = -time.Second }, "--orphan-scan-interval"},
@@ -99,4 +106,45 @@ func TestParseStorageNodes(t *testing.T) {
 	if _, err := o.ParseStorageNodes(); err == nil || !strings.Contains(err.Error(), file+":2") {
 		t.Errorf("bad line: %v, want the file and line named", err)
 	}
+}
+
+// TestKubeEventSinkModes: off and auto outside a cluster run without the
+// sink; true without any cluster refuses to start, naming the flag; a
+// kubeconfig turns it on.
+func TestKubeEventSinkModes(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	reg := prometheus.NewRegistry()
+	for _, mode := range []string{"false", "auto"} {
+		o := valid()
+		o.KubeEvents = mode
+		if s, err := newKubeEventSink(o, nil, reg); s != nil || err != nil {
+			t.Errorf("--kube-events=%s outside a cluster: %v %v", mode, s, err)
+		}
+	}
+	o := valid()
+	o.KubeEvents = "true"
+	if _, err := newKubeEventSink(o, nil, reg); err == nil || !strings.Contains(err.Error(), "--kube-events") {
+		t.Errorf("--kube-events=true outside a cluster: %v", err)
+	}
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kc, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o.KubeEvents, o.Kubeconfig = "auto", kc
+	s, err := newKubeEventSink(o, fakeVolumes{}, reg)
+	if err != nil || s == nil {
+		t.Errorf("--kubeconfig: sink %v, %v", s, err)
+	}
+}
+
+type fakeVolumes struct{}
+
+func (fakeVolumes) GetVolume(context.Context, string) (*store.Volume, error) {
+	return nil, store.ErrNotFound
 }

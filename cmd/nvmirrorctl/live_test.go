@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/nvmirror/nvmirror/pkg/adminctl"
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/fakeagent"
@@ -191,7 +192,7 @@ func TestAgainstRunningProvisioner(t *testing.T) {
 	if _, err := p.ctl(t, "volume", "vol-nope"); err == nil || !strings.Contains(err.Error(), "vol-nope") {
 		t.Errorf("volume of an unknown ID: %v", err)
 	}
-	var ue usageError
+	var ue adminctl.UsageError
 	if _, err := p.ctl(t, "rotate-keys"); !errors.As(err, &ue) || !strings.Contains(err.Error(), "VOLUME_ID") {
 		t.Errorf("rotate-keys without a volume: %v", err)
 	}
@@ -219,7 +220,7 @@ func TestPromoteAgainstRunningProvisioner(t *testing.T) {
 	mustContain(t, "volume", out, "in sync", "out of sync since 2026-05-01T10:00:00Z (md events 42)")
 
 	_, err = p.ctl(t, "promote", v.ID, stale, "--reason", "drill")
-	var ue usageError
+	var ue adminctl.UsageError
 	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--accept-data-loss") || !strings.Contains(err.Error(), "since 2026-05-01T10:00:00Z") {
 		t.Errorf("promote without --accept-data-loss: %v", err)
 	}
@@ -292,7 +293,7 @@ func TestOrphansAgainstRunningProvisioner(t *testing.T) {
 	if p.cluster.Replica(v.Replicas[0].StorageNode, "rep-restored") != nil {
 		t.Error("rep-restored still held")
 	}
-	var ue usageError
+	var ue adminctl.UsageError
 	if _, err := p.ctl(t, "orphans", "reclaim"); !errors.As(err, &ue) || !strings.Contains(err.Error(), "REPLICA_ID") {
 		t.Errorf("orphans reclaim without IDs: %v", err)
 	}

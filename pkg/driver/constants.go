@@ -4,10 +4,11 @@ import (
 	"time"
 
 	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
 // DriverName is the CSI plugin name Kubernetes matches StorageClasses against.
-const DriverName = "csi.nvmirror.io"
+const DriverName = storageclass.DriverName
 
 // Volume context keys, returned by CreateVolume and handed back by the CO to
 // NodeStage/NodePublish. They are informative only: NodeStage re-fetches the

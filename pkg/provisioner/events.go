@@ -15,6 +15,37 @@ type EventSink interface {
 	Enqueue(es ...events.Event) error
 }
 
+// FanOut returns a sink handing events to each of sinks in order (nil ones
+// skipped; nil when none is left). The first error stops it and is
+// returned: the reporter resends, and each sink takes a resend (syslog
+// may see a duplicate, the Kubernetes sink records it once).
+func FanOut(sinks ...EventSink) EventSink {
+	var fo fanOut
+	for _, s := range sinks {
+		if s != nil {
+			fo = append(fo, s)
+		}
+	}
+	switch len(fo) {
+	case 0:
+		return nil
+	case 1:
+		return fo[0]
+	}
+	return fo
+}
+
+type fanOut []EventSink
+
+func (fo fanOut) Enqueue(es ...events.Event) error {
+	for _, s := range fo {
+		if err := s.Enqueue(es...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // RecordEvents is the intake for events and audit records reported by
 // nodes and controllers: each is validated, stored (queryable, bounded
 // retention) and handed to the syslog forwarder when one is configured.

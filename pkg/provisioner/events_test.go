@@ -106,3 +106,31 @@ func TestRecordEventsTracksDegradedSince(t *testing.T) {
 
 // The syslog forwarder is the production sink.
 var _ provisioner.EventSink = (*events.Forwarder)(nil)
+
+// TestFanOutReachesEverySink: events go to syslog and to Kubernetes; a
+// failing first sink fails the call (the reporter resends) before the
+// next sink sees the batch.
+func TestFanOutReachesEverySink(t *testing.T) {
+	if provisioner.FanOut(nil, nil) != nil {
+		t.Error("FanOut of no sink is not nil")
+	}
+	syslog, kube := &sink{}, &sink{}
+	if got := provisioner.FanOut(nil, kube); got != kube {
+		t.Errorf("FanOut of one sink is %T, want the sink itself", got)
+	}
+	e := newEnvOpts(t, threeRacks(), provisioner.Options{Events: provisioner.FanOut(syslog, nil, kube)})
+	ev := events.Event{ID: "x", Time: time.Now(), Type: events.VolumeDegraded, Volume: "v1", Replicas: []string{"r1"}}
+	if _, err := e.svc.RecordEvents(e.ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	if len(syslog.got) != 1 || len(kube.got) != 1 || kube.got[0].Seq == 0 || kube.got[0].Seq != syslog.got[0].Seq {
+		t.Errorf("syslog got %+v, kubernetes %+v", syslog.got, kube.got)
+	}
+	syslog.err = errors.New("disk full")
+	if _, err := e.svc.RecordEvents(e.ctx, ev); err == nil {
+		t.Error("a failing syslog queue did not fail the call")
+	}
+	if len(kube.got) != 1 {
+		t.Errorf("kubernetes got the batch the syslog queue refused: %+v", kube.got)
+	}
+}

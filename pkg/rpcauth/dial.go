@@ -20,6 +20,10 @@ type ClientConfig struct {
 	// CertFile and KeyFile are the client certificate, re-read when they
 	// change.
 	CertFile, KeyFile string
+	// CA, Cert and Key are the same PEM held in memory (a kubectl plugin
+	// reads them from Secrets), used instead of the files: a config sets
+	// one kind or the other.
+	CA, Cert, Key []byte
 	// TokenFile holds the bearer token (Token, if set, wins; tests use
 	// it); neither set: no token is sent.
 	TokenFile string
@@ -41,7 +45,7 @@ func Dial(addr string, c ClientConfig, extra ...grpc.DialOption) (*grpc.ClientCo
 		}
 		token = t
 	}
-	creds, err := NewClientCredentials(c.CAFile, c.ServerName, c.CertFile, c.KeyFile)
+	creds, err := c.credentials()
 	if err != nil {
 		return nil, err
 	}
@@ -55,4 +59,17 @@ func Dial(addr string, c ClientConfig, extra ...grpc.DialOption) (*grpc.ClientCo
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	return conn, nil
+}
+
+// credentials are the TLS material from the files or from memory.
+func (c ClientConfig) credentials() (*ClientCredentials, error) {
+	files := c.CAFile != "" || c.CertFile != "" || c.KeyFile != ""
+	memory := len(c.CA) > 0 || len(c.Cert) > 0 || len(c.Key) > 0
+	switch {
+	case files && memory:
+		return nil, errors.New("TLS material given both as files (CAFile, CertFile, KeyFile) and in memory (CA, Cert, Key): give one")
+	case memory:
+		return NewMemoryClientCredentials(c.CA, c.ServerName, c.Cert, c.Key)
+	}
+	return NewClientCredentials(c.CAFile, c.ServerName, c.CertFile, c.KeyFile)
 }

@@ -164,45 +164,79 @@ func ServerTLSConfig(certFile, keyFile string) (*tls.Config, error) {
 // (mutual TLS), re-read when they change. The CA bundle is read now: for
 // gRPC use ClientCredentials, which re-reads it too.
 func ClientTLSConfig(caFile, serverName, certFile, keyFile string) (*tls.Config, error) {
-	build, err := clientConfigBuilder(caFile, serverName, certFile, keyFile)
+	m, err := fileMaterial(caFile, certFile, keyFile)
 	if err != nil {
 		return nil, err
 	}
-	return build()
+	return m.config(serverName)
 }
 
-// clientConfigBuilder loads the files once (failing on any that does not
-// load) and returns a function building the client's TLS configuration from
-// their current content.
-func clientConfigBuilder(caFile, serverName, certFile, keyFile string) (func() (*tls.Config, error), error) {
-	var cas *reloading[*x509.CertPool]
+// clientMaterial is where a client's TLS trust and certificate come from
+// at each handshake: files re-read when they change, or PEM held in
+// memory. A nil getter is none (the system roots; no client certificate).
+type clientMaterial struct {
+	roots func() (*x509.CertPool, error)
+	cert  func() (*tls.Certificate, error)
+}
+
+// fileMaterial loads the files once (failing on any that does not load)
+// and re-reads them when they change.
+func fileMaterial(caFile, certFile, keyFile string) (clientMaterial, error) {
+	var m clientMaterial
 	if caFile != "" {
-		var err error
-		if cas, err = caBundleFile(caFile); err != nil {
+		cas, err := caBundleFile(caFile)
+		if err != nil {
+			return m, err
+		}
+		m.roots = cas.get
+	}
+	if certFile != "" || keyFile != "" {
+		kp, err := keyPairFiles(certFile, keyFile)
+		if err != nil {
+			return m, fmt.Errorf("client certificate: %w", err)
+		}
+		m.cert = kp.get
+	}
+	return m, nil
+}
+
+// memoryMaterial parses PEM held in memory (read from a Kubernetes
+// Secret, say): ca the trust bundle (nil: the system roots), certPEM and
+// keyPEM the client certificate (both nil: none).
+func memoryMaterial(ca, certPEM, keyPEM []byte) (clientMaterial, error) {
+	var m clientMaterial
+	if len(ca) > 0 {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(ca) {
+			return m, errors.New("the CA holds no PEM certificate")
+		}
+		m.roots = func() (*x509.CertPool, error) { return pool, nil }
+	}
+	if len(certPEM) > 0 || len(keyPEM) > 0 {
+		kp, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return m, fmt.Errorf("client certificate: %w", err)
+		}
+		m.cert = func() (*tls.Certificate, error) { return &kp, nil }
+	}
+	return m, nil
+}
+
+// config builds the client's TLS configuration from the material as it
+// is now: the one place a client's TLS configuration is made.
+func (m clientMaterial) config(serverName string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
+	if m.roots != nil {
+		pool, err := m.roots()
+		if err != nil {
 			return nil, err
 		}
+		cfg.RootCAs = pool
 	}
-	var kp *reloading[*tls.Certificate]
-	if certFile != "" || keyFile != "" {
-		var err error
-		if kp, err = keyPairFiles(certFile, keyFile); err != nil {
-			return nil, fmt.Errorf("client certificate: %w", err)
-		}
+	if m.cert != nil {
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return m.cert() }
 	}
-	return func() (*tls.Config, error) {
-		cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: serverName}
-		if cas != nil {
-			pool, err := cas.get()
-			if err != nil {
-				return nil, err
-			}
-			cfg.RootCAs = pool
-		}
-		if kp != nil {
-			cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return kp.get() }
-		}
-		return cfg, nil
-	}, nil
+	return cfg, nil
 }
 
 // ClientCredentials are gRPC transport credentials whose TLS configuration
@@ -218,11 +252,26 @@ var _ credentials.TransportCredentials = (*ClientCredentials)(nil)
 
 // NewClientCredentials loads the files as ClientTLSConfig does.
 func NewClientCredentials(caFile, serverName, certFile, keyFile string) (*ClientCredentials, error) {
-	build, err := clientConfigBuilder(caFile, serverName, certFile, keyFile)
+	m, err := fileMaterial(caFile, certFile, keyFile)
 	if err != nil {
 		return nil, err
 	}
-	return &ClientCredentials{build: build, serverName: serverName}, nil
+	return m.credentials(serverName), nil
+}
+
+// NewMemoryClientCredentials are credentials from PEM held in memory (a
+// kubectl plugin reads them from Secrets): ca trusted (nil: the system
+// roots), certPEM/keyPEM the client certificate.
+func NewMemoryClientCredentials(ca []byte, serverName string, certPEM, keyPEM []byte) (*ClientCredentials, error) {
+	m, err := memoryMaterial(ca, certPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	return m.credentials(serverName), nil
+}
+
+func (m clientMaterial) credentials(serverName string) *ClientCredentials {
+	return &ClientCredentials{build: func() (*tls.Config, error) { return m.config(serverName) }, serverName: serverName}
 }
 
 // StaticClientCredentials uses cfg as it is (tests).

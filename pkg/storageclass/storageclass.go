@@ -23,6 +23,10 @@ import (
 // map it to codes.InvalidArgument with errors.Is.
 var ErrInvalidArgument = errors.New("invalid argument")
 
+// DriverName is the CSI plugin name: a StorageClass's provisioner, and the
+// driver of every PV of an nvmirror volume.
+const DriverName = "csi.nvmirror.io"
+
 // Parameter keys accepted in StorageClass.parameters.
 const (
 	KeyNumReplicas        = "numReplicas"

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/healer"
+	"github.com/nvmirror/nvmirror/pkg/kubeevents"
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
 )
 
@@ -53,6 +54,7 @@ func exportedMetrics(t *testing.T) map[string][]string {
 	d := &describer{}
 	healer.NewMetrics(d)
 	provisioner.NewMetrics(d)
+	kubeevents.NewMetrics(d)
 	d.MustRegister(provisioner.NewRegistryCollector(nil, nil, 0), provisioner.NewForwarderCollector(func() events.ForwarderStats { return events.ForwarderStats{} }),
 		provisioner.NewOrphanCollector(func() provisioner.OrphanStats { return provisioner.OrphanStats{} }))
 	out := d.labels()

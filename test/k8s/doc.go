@@ -11,6 +11,7 @@
 // pinned helper modules under hack/k8s/ and caches them in ~/.cache/nvmirror/k8s); etcd is
 // Debian's etcd-server. When any is missing the tests skip with a message
 // naming what to run, and fail instead under NVMIRROR_REQUIRE_K8S=1 (`make
-// test-k8s`), so CI cannot pass by skipping. The client side is the kubectl
-// binary: the main module takes no dependency on client-go for this.
+// test-k8s`), so CI cannot pass by skipping. The test's client side is the
+// kubectl binary; client-go is only in what it tests (the provisioner's
+// Kubernetes events, kubectl-nvmirror).
 package k8s

@@ -59,15 +59,6 @@ func TestVolumeLifecycle(t *testing.T) {
 	nodes := storage.wait(t, e, creds)
 	t.Logf("timing: storage VM serving (3 agents) %v after the test started", time.Since(start).Round(time.Millisecond))
 
-	prov := startProvisioner(t, e, bins, creds, nodes)
-	socket := startCSIController(t, e, bins, prov)
-	ag := dialAgents(t, nodes, creds)
-	pc := prov.client(t, creds.Admin)
-	// The compute node's plugin, as the provisioner sees it: its own
-	// certificate; and another node's, which must not reach its secrets.
-	nodePlugin := prov.client(t, creds.ComputeNodes[e2eNode])
-	otherNode := prov.client(t, creds.ComputeNodes[e2eOtherNode])
-
 	// deploy/'s objects, created for real: the CSIDriver, the example
 	// StorageClass, and the controller's ServiceAccount with its RBAC.
 	d := pickDeployObjects(t, cp, repo)
@@ -80,6 +71,19 @@ func TestVolumeLifecycle(t *testing.T) {
 	ctl := d.Controller
 	cp.Apply(ListJSON(ctl.RBAC))
 	cp.Apply(ListJSON([]Object{d.CSIDriver, d.StorageClass}))
+
+	// The provisioner records volume events on claims as deploy/'s
+	// provisioner ServiceAccount, so deploy/'s RBAC is what allows it.
+	prov := startProvisioner(t, e, bins, creds, nodes, "--kube-events=true",
+		"--kubeconfig="+cp.ServiceAccountKubeconfig(ctl.Namespace, provisionerServiceAccount))
+	e.FailOnLog(prov.Process, "forbidden", "the API server refused the provisioner something: deploy/'s RBAC lacks a permission")
+	socket := startCSIController(t, e, bins, prov)
+	ag := dialAgents(t, nodes, creds)
+	pc := prov.client(t, creds.Admin)
+	// The compute node's plugin, as the provisioner sees it: its own
+	// certificate; and another node's, which must not reach its secrets.
+	nodePlugin := prov.client(t, creds.ComputeNodes[e2eNode])
+	otherNode := prov.client(t, creds.ComputeNodes[e2eOtherNode])
 
 	// The sidecars run with the controller Deployment's args and as its
 	// ServiceAccount, so deploy/'s RBAC is what allows them anything.
@@ -283,7 +287,15 @@ func TestVolumeLifecycle(t *testing.T) {
 	}
 	t.Logf("$ nvmirrorctl volumes\n%s", table)
 
-	// 5. Detach, then delete the claim: the host loses access, then the PV
+	// 5. Volume trouble where Kubernetes users look: a node reports the
+	// volume degraded, then healed, as its healer does; the claim gets a
+	// Warning naming the replica and storage node, then a Normal.
+	claimEvents(t, e, cp, nodePlugin, otherNode, vol, ns, pvcName, pvName)
+	// kubectl nvmirror names the volume by its claim, through the API
+	// server, with the credentials of deploy/'s Secrets.
+	pluginResolvesClaim(t, cp, bins, prov, ctl.Namespace, ns, pvcName, volID)
+
+	// 6. Detach, then delete the claim: the host loses access, then the PV
 	// (reclaim policy Delete) and every replica go.
 	t0 = time.Now()
 	cp.MustKubectl("delete", "volumeattachment", vaName, "--wait=false")

@@ -29,6 +29,7 @@ import (
 type nvmirrorBins struct {
 	Dir                   string
 	Provisioner, CSI, Ctl string
+	KubectlPlugin         string
 }
 
 // buildNvmirror builds the host's commands (the VM builds its own agent).
@@ -38,8 +39,9 @@ func buildNvmirror(t *testing.T, repo, dir string) nvmirrorBins {
 	b.Provisioner = filepath.Join(b.Dir, "nvmirror-provisioner")
 	b.CSI = filepath.Join(b.Dir, "nvmirror-csi")
 	b.Ctl = filepath.Join(b.Dir, "nvmirrorctl")
+	b.KubectlPlugin = filepath.Join(b.Dir, "kubectl-nvmirror")
 	cmd := exec.Command("go", "build", "-trimpath", "-o", b.Dir+"/",
-		"./cmd/nvmirror-provisioner", "./cmd/nvmirror-csi", "./cmd/nvmirrorctl")
+		"./cmd/nvmirror-provisioner", "./cmd/nvmirror-csi", "./cmd/nvmirrorctl", "./cmd/kubectl-nvmirror")
 	cmd.Dir = repo
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -123,7 +125,7 @@ type provisionerProc struct {
 	creds credentials
 }
 
-func startProvisioner(t *testing.T, e *Env, bins nvmirrorBins, creds credentials, nodes []storageNode) *provisionerProc {
+func startProvisioner(t *testing.T, e *Env, bins nvmirrorBins, creds credentials, nodes []storageNode, extraArgs ...string) *provisionerProc {
 	t.Helper()
 	p := &provisionerProc{Addr: fmt.Sprintf("127.0.0.1:%d", FreePort(t)), creds: creds}
 	dir := filepath.Join(e.Dir, "provisioner")
@@ -145,6 +147,7 @@ func startProvisioner(t *testing.T, e *Env, bins nvmirrorBins, creds credentials
 	for _, n := range nodes {
 		args = append(args, "--storage-node="+n.Name+"="+n.API)
 	}
+	args = append(args, extraArgs...)
 	p.Process = e.Start("nvmirror-provisioner", bins.Provisioner, args...)
 	e.WaitListening(30*time.Second, "tcp", p.Addr)
 	return p

@@ -80,6 +80,11 @@ func testCreateGet(t *testing.T, s store.Store) {
 	v := NewVolume("v1", "pvc-1")
 	v.Parameters.Zones = []string{"z1"}
 	v.PublishedHostNQN = "nqn.2014-08.org.nvmexpress:uuid:host-a"
+	// The claim the external-provisioner passed (--extra-create-metadata),
+	// typed and as the API shows it: Kubernetes events and kubectl-nvmirror
+	// find the PV and PVC by it, so it must come back as stored.
+	v.Parameters.Metadata = storageclass.Metadata{PVName: "pvc-1", PVCName: "data-db-0", PVCNamespace: "app"}
+	v.Metadata = map[string]string{storageclass.KeyPVName: "pvc-1", storageclass.KeyPVCName: "data-db-0", storageclass.KeyPVCNamespace: "app"}
 	if err := s.CreateVolume(c, v); err != nil {
 		t.Fatalf("CreateVolume: %v", err)
 	}

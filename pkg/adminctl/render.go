@@ -1,4 +1,4 @@
-package main
+package adminctl
 
 import (
 	"encoding/json"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/events"
 	api "github.com/nvmirror/nvmirror/pkg/provisionerapi"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
 // Rendering is kept apart from the calls so that what an admin reads is
@@ -79,13 +80,18 @@ func syncState(r *api.Replica) string {
 	return fmt.Sprintf("out of sync since %s (md events %d)", r.GetOutOfSyncSince().AsTime().UTC().Format(time.RFC3339), r.GetOutOfSyncAtEvents())
 }
 
+// pvcOf is the claim as NAMESPACE/NAME, from the metadata the CSI
+// external-provisioner passed at creation; "-" without it.
 func pvcOf(v *api.Volume) string {
 	md := v.GetMetadata()
-	if md["csi.storage.k8s.io/pvc/name"] == "" {
+	if md[storageclass.KeyPVCName] == "" {
 		return "-"
 	}
-	return md["csi.storage.k8s.io/pvc/namespace"] + "/" + md["csi.storage.k8s.io/pvc/name"]
+	return md[storageclass.KeyPVCNamespace] + "/" + md[storageclass.KeyPVCName]
 }
+
+// pvOf is the volume's PV name, from the same metadata; "-" without it.
+func pvOf(v *api.Volume) string { return orDash(v.GetMetadata()[storageclass.KeyPVName]) }
 
 func host(v *api.Volume) string {
 	if v.GetPublishedNodeId() != "" {
@@ -99,10 +105,10 @@ func host(v *api.Volume) string {
 
 func renderVolumes(w io.Writer, vols []*api.Volume, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "VOLUME\tPVC\tSIZE\tREPLICAS\tSTATE\tDEGRADED SINCE\tHOST")
+	fmt.Fprintln(tw, "VOLUME\tPVC\tPV\tSIZE\tREPLICAS\tSTATE\tDEGRADED SINCE\tHOST")
 	for _, v := range vols {
 		active, total := replicaCounts(v)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", esc(v.GetId()), esc(pvcOf(v)), size(v.GetSizeBytes()), active, total,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", esc(v.GetId()), esc(pvcOf(v)), esc(pvOf(v)), size(v.GetSizeBytes()), active, total,
 			esc(orDash(v.GetState())), since(v.GetDegradedSince(), v.GetDegradedSince() != nil, now), esc(host(v)))
 	}
 	tw.Flush()
@@ -114,6 +120,7 @@ func renderVolume(w io.Writer, v *api.Volume, nodes map[string]*api.StorageNode,
 	fmt.Fprintf(tw, "Volume:\t%s\n", esc(v.GetId()))
 	fmt.Fprintf(tw, "Name:\t%s\n", esc(v.GetName()))
 	fmt.Fprintf(tw, "PVC:\t%s\n", esc(pvcOf(v)))
+	fmt.Fprintf(tw, "PV:\t%s\n", esc(pvOf(v)))
 	fmt.Fprintf(tw, "Size:\t%s\n", size(v.GetSizeBytes()))
 	fmt.Fprintf(tw, "State:\t%s\n", esc(orDash(v.GetState())))
 	fmt.Fprintf(tw, "Replicas:\t%d active of %d\n", active, total)

@@ -1,4 +1,4 @@
-package main
+package adminctl
 
 import (
 	"errors"
@@ -30,7 +30,7 @@ func cmdOrphans(e cmdEnv) error {
 	}
 	ids := e.args[1:]
 	if len(ids) == 0 {
-		return usagef("orphans reclaim: at least one REPLICA_ID is required (nvmirrorctl orphans lists them)")
+		return usagef("orphans reclaim: at least one REPLICA_ID is required (%s orphans lists them)", e.program)
 	}
 	// One at a time, each checked by the provisioner; a refusal does not
 	// stop the others.

@@ -1,4 +1,4 @@
-package main
+package adminctl
 
 import (
 	"flag"
@@ -39,9 +39,13 @@ func cmdMove(e cmdEnv) error {
 		return err
 	}
 	if len(pos) != 2 {
-		return usagef("move takes VOLUME_ID REPLICA_ID [--to STORAGE_NODE], got %d arguments", len(pos))
+		return usagef("move takes %s REPLICA_ID [--to STORAGE_NODE], got %d arguments", e.volumeArg, len(pos))
 	}
-	resp, err := e.c.MoveReplica(e.ctx, &api.MoveReplicaRequest{VolumeId: pos[0], ReplicaId: pos[1], ToStorageNode: *to})
+	id, err := e.volume(pos[0])
+	if err != nil {
+		return err
+	}
+	resp, err := e.c.MoveReplica(e.ctx, &api.MoveReplicaRequest{VolumeId: id, ReplicaId: pos[1], ToStorageNode: *to})
 	if err != nil {
 		return err
 	}
@@ -49,8 +53,8 @@ func cmdMove(e cmdEnv) error {
 		return renderJSON(e.stdout, resp)
 	}
 	nr := resp.GetNewReplica()
-	fmt.Fprintf(e.stdout, "volume %s: moving replica %s to storage node %s as %s; %s leaves once %s is in sync (nvmirrorctl volume %s)\n",
-		esc(pos[0]), esc(pos[1]), esc(nr.GetStorageNode()), esc(nr.GetId()), esc(pos[1]), esc(nr.GetId()), esc(pos[0]))
+	fmt.Fprintf(e.stdout, "volume %s: moving replica %s to storage node %s as %s; %s leaves once %s is in sync (%s volume %s)\n",
+		esc(id), esc(pos[1]), esc(nr.GetStorageNode()), esc(nr.GetId()), esc(pos[1]), esc(nr.GetId()), e.program, esc(pos[0]))
 	return nil
 }
 
@@ -58,9 +62,13 @@ func cmdMove(e cmdEnv) error {
 // one is filled from the others (refused for the last in-sync replica).
 func cmdReplace(e cmdEnv) error {
 	if len(e.args) != 2 {
-		return usagef("replace takes VOLUME_ID REPLICA_ID, got %d arguments", len(e.args))
+		return usagef("replace takes %s REPLICA_ID, got %d arguments", e.volumeArg, len(e.args))
 	}
-	resp, err := e.c.ReplaceReplica(e.ctx, &api.ReplaceReplicaRequest{VolumeId: e.args[0], MissingReplicaId: e.args[1]})
+	id, err := e.volume(e.args[0])
+	if err != nil {
+		return err
+	}
+	resp, err := e.c.ReplaceReplica(e.ctx, &api.ReplaceReplicaRequest{VolumeId: id, MissingReplicaId: e.args[1]})
 	if err != nil {
 		return err
 	}
@@ -69,7 +77,7 @@ func cmdReplace(e cmdEnv) error {
 	}
 	nr := resp.GetNewReplica()
 	fmt.Fprintf(e.stdout, "volume %s: replica %s replaced by %s on storage node %s; it is filled from the other replicas\n",
-		esc(e.args[0]), esc(e.args[1]), esc(nr.GetId()), esc(nr.GetStorageNode()))
+		esc(id), esc(e.args[1]), esc(nr.GetId()), esc(nr.GetStorageNode()))
 	return nil
 }
 

@@ -1,4 +1,4 @@
-package main
+package adminctl
 
 import (
 	"context"
@@ -23,9 +23,30 @@ type cmdEnv struct {
 	stdout, stderr io.Writer
 	json           bool      // -o json
 	now            time.Time // one instant for every age and --since
+	// volumeID turns a volume argument into the volume's ID (Env.VolumeID);
+	// volumeArg is what usage messages call that argument.
+	volumeID  func(ctx context.Context, arg string) (string, error)
+	volumeArg string
+	program   string // how the user runs the commands, for hints
 }
 
-// commands are nvmirrorctl's subcommands by name; usageText lists them.
+// volume resolves a command's volume argument.
+func (e cmdEnv) volume(arg string) (string, error) {
+	if e.volumeID == nil {
+		return arg, nil
+	}
+	return e.volumeID(e.ctx, arg)
+}
+
+// onlyVolume is the ID of the volume that is cmd's one argument.
+func (e cmdEnv) onlyVolume(cmd string) (string, error) {
+	if len(e.args) != 1 {
+		return "", usagef("%s takes one %s, got %d arguments", cmd, e.volumeArg, len(e.args))
+	}
+	return e.volume(e.args[0])
+}
+
+// commands are the subcommands by name; CommandsUsage lists them.
 var commands = map[string]func(e cmdEnv) error{
 	"volumes":     cmdVolumes,
 	"volume":      cmdVolume,
@@ -66,10 +87,11 @@ func cmdVolumes(e cmdEnv) error {
 }
 
 func cmdVolume(e cmdEnv) error {
-	if len(e.args) != 1 {
-		return usagef("volume takes one VOLUME_ID, got %d arguments", len(e.args))
+	id, err := e.onlyVolume("volume")
+	if err != nil {
+		return err
 	}
-	resp, err := e.c.GetVolume(e.ctx, &api.GetVolumeRequest{VolumeId: e.args[0]})
+	resp, err := e.c.GetVolume(e.ctx, &api.GetVolumeRequest{VolumeId: id})
 	if err != nil {
 		return err
 	}
@@ -82,7 +104,7 @@ func cmdVolume(e cmdEnv) error {
 			nodes[n.GetName()] = n
 		}
 	}
-	evs, err := e.c.ListEvents(e.ctx, &api.ListEventsRequest{VolumeId: e.args[0]})
+	evs, err := e.c.ListEvents(e.ctx, &api.ListEventsRequest{VolumeId: id})
 	if err != nil {
 		return err
 	}
@@ -98,6 +120,11 @@ func cmdEvents(e cmdEnv) error {
 	req, err := parseEventsFlags(e.args, e.now, e.stderr)
 	if err != nil {
 		return err
+	}
+	if req.VolumeId != "" {
+		if req.VolumeId, err = e.volume(req.VolumeId); err != nil {
+			return err
+		}
 	}
 	resp, err := e.c.ListEvents(e.ctx, req)
 	if err != nil {
@@ -126,7 +153,11 @@ func cmdNodes(e cmdEnv) error {
 }
 
 func cmdSet(e cmdEnv) error {
-	id, params, err := parseSet(e.args)
+	arg, params, err := parseSet(e.args)
+	if err != nil {
+		return err
+	}
+	id, err := e.volume(arg)
 	if err != nil {
 		return err
 	}
@@ -144,10 +175,11 @@ func cmdSet(e cmdEnv) error {
 }
 
 func cmdRotateKeys(e cmdEnv) error {
-	if len(e.args) != 1 {
-		return usagef("rotate-keys takes one VOLUME_ID, got %d arguments", len(e.args))
+	id, err := e.onlyVolume("rotate-keys")
+	if err != nil {
+		return err
 	}
-	resp, err := e.c.RotateCredentials(e.ctx, &api.RotateCredentialsRequest{VolumeId: e.args[0]})
+	resp, err := e.c.RotateCredentials(e.ctx, &api.RotateCredentialsRequest{VolumeId: id})
 	if err != nil {
 		return err
 	}
@@ -156,10 +188,10 @@ func cmdRotateKeys(e cmdEnv) error {
 			return err
 		}
 	} else {
-		renderRotation(e.stdout, e.args[0], resp)
+		renderRotation(e.stdout, id, resp)
 	}
 	if failed := failedRotations(resp); len(failed) > 0 {
-		return fmt.Errorf("rotation pending on storage nodes %s: run rotate-keys %s again when they are reachable", strings.Join(failed, ", "), e.args[0])
+		return fmt.Errorf("rotation pending on storage nodes %s: run rotate-keys %s again when they are reachable", strings.Join(failed, ", "), esc(e.args[0]))
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package main
+package adminctl
 
 import (
 	"flag"
@@ -30,6 +30,10 @@ func cmdPromote(e cmdEnv) error {
 	if err != nil {
 		return err
 	}
+	arg := pa.volumeID // as the user names it, for the hint
+	if pa.volumeID, err = e.volume(arg); err != nil {
+		return err
+	}
 	if !pa.acceptDataLoss {
 		// Read only, to say what would be lost; a volume that cannot
 		// be read is still refused, with less detail.
@@ -43,7 +47,7 @@ func cmdPromote(e cmdEnv) error {
 	if e.json {
 		return renderJSON(e.stdout, resp.GetVolume())
 	}
-	renderPromoted(e.stdout, pa, resp.GetVolume())
+	renderPromoted(e.stdout, pa, resp.GetVolume(), e.program+" events --volume "+arg+" --type Audit")
 	return nil
 }
 
@@ -106,7 +110,9 @@ func promoteRefusal(pa promoteArgs, v *api.Volume) error {
 		acceptDataLossFlag, pa.volumeID, strings.Join(parts, ", "), lost)
 }
 
-func renderPromoted(w io.Writer, pa promoteArgs, v *api.Volume) {
-	fmt.Fprintf(w, "volume %s: replicas %s are in sync now (data loss accepted; recorded as an Audit event: nvmirrorctl events --volume %s --type Audit)\n",
-		esc(v.GetId()), esc(strings.Join(pa.replicaIDs, ", ")), esc(v.GetId()))
+// renderPromoted says what was done and, in auditCmd, the command showing
+// its audit record.
+func renderPromoted(w io.Writer, pa promoteArgs, v *api.Volume, auditCmd string) {
+	fmt.Fprintf(w, "volume %s: replicas %s are in sync now (data loss accepted; recorded as an Audit event: %s)\n",
+		esc(v.GetId()), esc(strings.Join(pa.replicaIDs, ", ")), esc(auditCmd))
 }
