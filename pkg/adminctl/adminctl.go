@@ -36,7 +36,8 @@ func CommandsUsage(volume string) string {
   volume %[1]s            one volume: replicas with storage node, zone, rack, state; recent events
   events [flags]              events and audit records (--volume %[1]s, --node, --type, --since, --limit)
   nodes                       storage nodes: address, zone, rack, capacity, replicas
-  set %[1]s KEY=VALUE     change a mutable parameter (maxReplicaDownTime=MINUTES)
+  set %[1]s KEY=VALUE     change a mutable parameter (maxReplicaDownTime=MINUTES,
+                              rebuildBandwidthLimit=MIBPS, numReplicas=2|3)
   rotate-keys %[1]s       new NVMe authentication secrets between the volume's host and its
                               storage nodes; the node re-authenticates its live connections with
                               them at its next healing check (no I/O stops). Rerun to complete a
