@@ -2,7 +2,6 @@ package provisioner
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -90,30 +89,12 @@ func (s *Service) MoveReplica(ctx context.Context, volumeID, replicaID, to strin
 	defer s.release(target)
 
 	newR := store.Replica{ID: s.newReplicaID(), StorageNode: target, State: store.ReplicaActive, Replaces: replicaID, Move: true, OutOfSyncSince: time.Now()}
-	_, err = s.o.Store.UpdateVolume(ctx, volumeID, func(v *store.Volume) error {
-		m := v.Replica(replicaID)
-		if m == nil {
-			return fmt.Errorf("volume %s has no replica %s: %w", volumeID, replicaID, ErrNotFound)
-		}
-		if m.ReplacedBy != "" {
-			return errReplacedMeanwhile
-		}
-		if err := movable(v, m); err != nil {
-			return err
-		}
-		m.ReplacedBy = newR.ID
-		v.Replicas = append(v.Replicas, newR)
-		return nil
-	})
-	if errors.Is(err, errReplacedMeanwhile) {
-		cur, gerr := s.o.Store.GetVolume(ctx, volumeID)
-		if gerr != nil {
-			return nil, gerr
-		}
-		return s.finishReplacement(ctx, volumeID, replicaID, cur.Replica(replicaID).ReplacedBy)
-	}
+	standIn, mine, err := s.recordStandIn(ctx, volumeID, replicaID, newR, func(v *store.Volume, m *store.Replica) error { return movable(v, m) })
 	if err != nil {
 		return nil, err
+	}
+	if !mine {
+		return s.finishReplacement(ctx, volumeID, replicaID, standIn)
 	}
 	klog.InfoS("Moving replica", "volume", volumeID, "replica", replicaID, "from", m.StorageNode, "newReplica", newR.ID, "to", target)
 	nr, err := s.finishReplacement(ctx, volumeID, replicaID, newR.ID)

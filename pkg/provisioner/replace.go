@@ -88,14 +88,7 @@ func (s *Service) ReplaceReplica(ctx context.Context, volumeID, missingID string
 	// that md finished recovering onto it. Its md event count is unknown
 	// (0): it misses everything.
 	newR := store.Replica{ID: s.newReplicaID(), StorageNode: target, State: store.ReplicaActive, Replaces: missingID, OutOfSyncSince: time.Now()}
-	_, err = s.o.Store.UpdateVolume(ctx, volumeID, func(v *store.Volume) error {
-		m := v.Replica(missingID)
-		if m == nil {
-			return fmt.Errorf("volume %s has no replica %s: %w", volumeID, missingID, ErrNotFound)
-		}
-		if m.ReplacedBy != "" {
-			return errReplacedMeanwhile
-		}
+	standIn, mine, err := s.recordStandIn(ctx, volumeID, missingID, newR, func(v *store.Volume, m *store.Replica) error {
 		if m.State != store.ReplicaActive {
 			return fmt.Errorf("replica %s of volume %s is %s, not active: %w", missingID, volumeID, m.State, ErrFailedPrecondition)
 		}
@@ -105,22 +98,46 @@ func (s *Service) ReplaceReplica(ctx context.Context, volumeID, missingID string
 		if m.InSync() && len(inSyncActive(v, missingID)) == 0 {
 			return errLastInSync(volumeID, missingID, "replacing it")
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !mine {
+		return s.finishReplacement(ctx, volumeID, missingID, standIn)
+	}
+	klog.InfoS("Replacing replica", "volume", volumeID, "missing", missingID, "replica", newR.ID, "storageNode", target)
+	return s.finishReplacement(ctx, volumeID, missingID, newR.ID)
+}
+
+// recordStandIn records newR in the volume as the stand-in for replica id
+// (its ReplacedBy), once check passes on the record being changed. It
+// returns the stand-in's ID and whether it is newR: a call that lost a race
+// with another for the same replica gets the winner's.
+func (s *Service) recordStandIn(ctx context.Context, volumeID, id string, newR store.Replica, check func(v *store.Volume, m *store.Replica) error) (string, bool, error) {
+	_, err := s.o.Store.UpdateVolume(ctx, volumeID, func(v *store.Volume) error {
+		m := v.Replica(id)
+		if m == nil {
+			return fmt.Errorf("volume %s has no replica %s: %w", volumeID, id, ErrNotFound)
+		}
+		if m.ReplacedBy != "" {
+			return errReplacedMeanwhile
+		}
+		if err := check(v, m); err != nil {
+			return err
+		}
 		m.ReplacedBy = newR.ID
 		v.Replicas = append(v.Replicas, newR)
 		return nil
 	})
 	if errors.Is(err, errReplacedMeanwhile) {
-		cur, gerr := s.o.Store.GetVolume(ctx, volumeID)
-		if gerr != nil {
-			return nil, gerr
+		cur, err := s.o.Store.GetVolume(ctx, volumeID)
+		if err != nil {
+			return "", false, err
 		}
-		return s.finishReplacement(ctx, volumeID, missingID, cur.Replica(missingID).ReplacedBy)
+		return cur.Replica(id).ReplacedBy, false, nil
 	}
-	if err != nil {
-		return nil, err
-	}
-	klog.InfoS("Replacing replica", "volume", volumeID, "missing", missingID, "replica", newR.ID, "storageNode", target)
-	return s.finishReplacement(ctx, volumeID, missingID, newR.ID)
+	return newR.ID, err == nil, err
 }
 
 // inConfiguration counts the replicas the node's array may still contain:
