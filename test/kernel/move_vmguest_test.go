@@ -121,7 +121,13 @@ func testMoveReplica(t *testing.T, s *stack, c csiClients, p *provisionerclient.
 	v = mustVolume(t, p, vol.id)
 	second := v.ActiveReplicas()[0]
 	start = time.Now()
-	mustCtl(t, s, "move", vol.id, second.ID)
+	// Retried while the first move's old replica still waits for the
+	// sweeper on its node: a node never holds two copies of a volume, so
+	// placement leaves that node out until then (ResourceExhausted).
+	waitFor(t, 2*time.Minute, "the second move accepted", func() (bool, string) {
+		out, err := runCtl(s, "move", vol.id, second.ID)
+		return err == nil, out
+	})
 	nr2 := waitMoved(t, p, md, v, second.ID, false, 2)
 	t.Logf("MOVE (no host): replica %s on %s moved to %s on %s by an offline repair in %v",
 		second.ID, second.StorageNode, nr2.ID, nr2.StorageNode, time.Since(start).Round(time.Millisecond))
