@@ -115,7 +115,7 @@ func (d *Driver) stage(ctx context.Context, req *csi.NodeStageVolumeRequest) (re
 
 	st := prev
 	if st == nil {
-		st = &stagestate.State{VolumeID: volID, StagingPath: stagingPath}
+		st = &stagestate.State{VolumeID: volID, StagingPath: stagingPath, StageStarted: time.Now()}
 	}
 	st.Phase, st.Block, st.FSType, st.HostNQN, st.MDUUID = stagestate.Staging, block, fsType, d.node.Host.NQN, mdUUID
 	if block {

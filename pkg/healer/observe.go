@@ -163,6 +163,15 @@ func (o *Observer) Observe(ctx context.Context) (Observation, error) {
 			}
 		}
 		c, cached := o.cache[sv.VolumeID]
+		// A record cached before the volume's current stage began is not
+		// reused: the volume may have been unstaged and staged again
+		// between two cycles, and changed meanwhile (a promotion gives
+		// replicas up), so acting on it could connect a replica no node
+		// may use. Nor is it a fallback while the provisioner is away.
+		if cached && c.at.Before(sv.StageStarted) {
+			c, cached = cachedRecord{}, false
+			delete(o.cache, sv.VolumeID)
+		}
 		switch {
 		case cached && now.Sub(c.at) < o.ConfigMaxAge:
 			v.Record, v.RecordFresh = c.vol, true

@@ -188,3 +188,43 @@ func TestObserveUnparseableMdstat(t *testing.T) {
 		t.Fatalf("volumes %+v", obs.Volumes)
 	}
 }
+
+// A volume unstaged and staged again between two cycles (a promotion may
+// have given replicas up meanwhile) is never acted on with the record
+// cached before its new stage began, however young that record is.
+func TestObserveRecordCachedBeforeTheStageIsNotReused(t *testing.T) {
+	tr := newTree(t, 2)
+	prov := newFakeProv(tr.vols)
+	o := tr.observer(prov)
+	o.ConfigMaxAge = 10 * time.Second
+	now := t0
+	o.Now = func() time.Time { return now }
+	if _, err := o.Observe(context.Background()); err != nil || prov.gets != 2 {
+		t.Fatalf("first look: %v, GetVolume calls %d", err, prov.gets)
+	}
+	tr.staged[0].StageStarted = t0.Add(500 * time.Millisecond)
+	now = t0.Add(time.Second)
+	obs, err := o.Observe(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prov.gets != 3 || !obs.Volumes[0].RecordFresh || !obs.Volumes[1].RecordFresh {
+		t.Fatalf("GetVolume calls %d (want one more, for the restaged volume only); fresh %v %v",
+			prov.gets, obs.Volumes[0].RecordFresh, obs.Volumes[1].RecordFresh)
+	}
+
+	// Restaged again, and the provisioner away: the older record is not
+	// the fallback either; the volume waits with no record.
+	tr.staged[0].StageStarted = t0.Add(1500 * time.Millisecond)
+	now = t0.Add(2 * time.Second)
+	prov.down = true
+	if obs, err = o.Observe(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if obs.Volumes[0].Record != nil || obs.Volumes[0].RecordFresh {
+		t.Fatalf("restaged volume with the provisioner away: record %+v (fresh %v), want none", obs.Volumes[0].Record, obs.Volumes[0].RecordFresh)
+	}
+	if obs.Volumes[1].Record == nil {
+		t.Fatal("the other volume lost its cached record")
+	}
+}

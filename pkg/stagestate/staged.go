@@ -3,6 +3,7 @@ package stagestate
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // What the node's healer needs from the staging state: which volumes are
@@ -25,6 +26,9 @@ type Volume struct {
 	// single-replica volumes, which have no md array.
 	MDDevice, MDUUID string
 	HostNQN          string
+	// StageStarted is when the current stage of the volume began (zero:
+	// unknown, a state from before the field).
+	StageStarted time.Time
 	// Replicas are every replica subsystem recorded for the volume.
 	Replicas []Replica
 }
@@ -54,6 +58,8 @@ func volumeOf(st *State) Volume {
 		MDDevice: st.MDDevice,
 		MDUUID:   st.MDUUID,
 		HostNQN:  st.HostNQN,
+
+		StageStarted: st.StageStarted,
 	}
 	sv.Replicas = append(sv.Replicas, st.Replicas...)
 	return sv

@@ -61,6 +61,11 @@ type State struct {
 	Block       bool   `json:"block"`
 	FSType      string `json:"fsType,omitempty"`
 	HostNQN     string `json:"hostNQN"`
+	// StageStarted is when the NodeStage that created this state began:
+	// what anyone learned of the volume before it (a record the healer
+	// cached before an unstage and this stage) may be out of date. Zero in
+	// states written before the field.
+	StageStarted time.Time `json:"stageStarted,omitzero"`
 	// MDDevice/MDUUID are the array ("" for single-replica volumes).
 	MDDevice string `json:"mdDevice,omitempty"`
 	MDUUID   string `json:"mdUUID,omitempty"`

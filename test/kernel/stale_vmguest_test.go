@@ -261,11 +261,6 @@ func testPromoteStaleReplica(t *testing.T, s *stack, c csiClients, p *provisione
 		n := memberEvents(t, md, ini, b)
 		return n > aEvents+8, fmt.Sprintf("running array at %d events, A at %d", n, aEvents)
 	})
-	// Known gap (see the session note): the healer may reuse, for up to its
-	// 10 s record cache age, the record it cached before the unstage, in
-	// which A is not yet diverged, and connect A. Until that cache is tied
-	// to the stage, A returns only once that record has aged out.
-	time.Sleep(11 * time.Second)
 	if err := tgt.LinkSubsystem(nodeA.portID, a.NQN); err != nil {
 		t.Fatal(err)
 	}
