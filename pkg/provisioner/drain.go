@@ -120,10 +120,6 @@ func (s *Service) DrainOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.finishHalfMadeMoves(ctx, vols)
-	if vols, err = s.o.Store.ListVolumes(ctx); err != nil {
-		return err
-	}
 	inFlight := 0
 	for _, v := range vols {
 		inFlight += movesInFlight(v)
@@ -180,12 +176,13 @@ func (s *Service) DrainOnce(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// finishHalfMadeMoves creates the new replicas of moves a provisioner
-// recorded but did not get to create on their storage node (killed between
-// the two): finishReplacement creates them, or undoes the reservation so
-// the drain places the move anew. Without this such a move would hold its
-// volume (one change at a time) for good.
-func (s *Service) finishHalfMadeMoves(ctx context.Context, vols []*store.Volume) {
+// finishHalfMadeMoves creates the new replicas of moves (an admin's or a
+// drain's) a provisioner recorded but did not get to create on their
+// storage node (killed between the two): finishReplacement creates them, or
+// undoes the reservation so a drain places the move anew. Without this such
+// a move would hold its volume (one change at a time) for good. The sweeper
+// runs it; it returns how many it could not finish this pass.
+func (s *Service) finishHalfMadeMoves(ctx context.Context, vols []*store.Volume) (unfinished int) {
 	for _, v := range vols {
 		for _, r := range v.Replicas {
 			if !r.Move || r.NQN != "" || r.State != store.ReplicaActive {
@@ -198,12 +195,14 @@ func (s *Service) finishHalfMadeMoves(ctx context.Context, vols []*store.Volume)
 			_, err := s.finishReplacement(ctx, v.ID, r.Replaces, r.ID)
 			s.moving.Delete(v.ID)
 			if err != nil {
+				unfinished++
 				klog.ErrorS(err, "Could not finish a move a provisioner left half made", "volume", v.ID, "replica", r.Replaces, "newReplica", r.ID)
 			} else {
 				klog.InfoS("Finished a move a provisioner left half made", "volume", v.ID, "replica", r.Replaces, "newReplica", r.ID)
 			}
 		}
 	}
+	return unfinished
 }
 
 // movesInFlight counts the moves of volume v not finished yet.

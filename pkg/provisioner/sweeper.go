@@ -43,8 +43,9 @@ func hostMismatch(v *store.Volume, r store.Replica) bool {
 		v.PublishedHostNQN != "" && r.AllowedHost != v.PublishedHostNQN
 }
 
-// Sweep runs one pass over every volume that has work (see needsSweep) and
-// returns how many still have work afterwards (storage nodes away).
+// Sweep runs one pass over every volume that has work (see needsSweep),
+// after finishing the moves a provisioner left half made, and returns how
+// many still have work afterwards (storage nodes away).
 func (s *Service) Sweep(ctx context.Context) (remaining int, err error) {
 	if err := s.requireLeader(); err != nil {
 		return 0, err
@@ -53,6 +54,7 @@ func (s *Service) Sweep(ctx context.Context) (remaining int, err error) {
 	if err != nil {
 		return 0, err
 	}
+	remaining = s.finishHalfMadeMoves(ctx, vols)
 	for _, v := range vols {
 		if !needsSweep(v) {
 			continue
