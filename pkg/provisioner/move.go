@@ -113,6 +113,10 @@ func movable(v *store.Volume, m *store.Replica) error {
 		return fmt.Errorf("volume %s is %s: %w", v.ID, v.State, ErrFailedPrecondition)
 	case m.State != store.ReplicaActive:
 		return fmt.Errorf("replica %s of volume %s is %s, not active: %w", m.ID, v.ID, m.State, ErrFailedPrecondition)
+	case v.Parameters.NumReplicas < minMirrored:
+		// Its node mounts the namespace itself: no md would fill a new
+		// replica, so a move could never finish.
+		return fmt.Errorf("volume %s has one replica and no md array, so it cannot be moved live; copy its data to a mirrored volume: %w", v.ID, ErrFailedPrecondition)
 	case inConfiguration(v) >= MaxReplicas:
 		return fmt.Errorf("volume %s already has %d replicas in its configuration (at most %d; a move or replacement is in flight): %w",
 			v.ID, inConfiguration(v), MaxReplicas, ErrFailedPrecondition)

@@ -104,6 +104,14 @@ func TestMoveReplicaRefusals(t *testing.T) {
 	wantCode(t, err, provisioner.ErrInvalidArgument, "to_storage_node", "sn-9")
 	_, err = e.svc.MoveReplica(e.ctx, v.ID, other.Replicas[0].ID, "")
 	wantCode(t, err, provisioner.ErrInvalidArgument, "replica_id", other.Replicas[0].ID)
+	// A one-replica volume has no md to fill a new replica: the move
+	// could never finish, so it never starts.
+	single := e.create(t, "pvc-single", gib, map[string]string{"numReplicas": "1"})
+	_, err = e.svc.MoveReplica(e.ctx, single.ID, single.Replicas[0].ID, "")
+	wantCode(t, err, provisioner.ErrFailedPrecondition, "one replica")
+	if cur, _ := e.store.GetVolume(e.ctx, single.ID); len(cur.Replicas) != 1 {
+		t.Fatalf("one-replica volume after a refused move: %+v", cur.Replicas)
+	}
 	// Nothing was half-made.
 	cur, _ := e.store.GetVolume(e.ctx, v.ID)
 	if len(cur.Replicas) != 2 || cur.Replica(r1.ID).ReplacedBy != "" {

@@ -327,6 +327,53 @@ func TestRepairRefusesWhatItMustNotOverwrite(t *testing.T) {
 	}
 }
 
+// A volume no host ever staged has no md array on any replica: its new
+// replica is in sync as created (all read as zeros), with nothing assembled
+// or written. Blank in-sync replicas beside a replica carrying the array,
+// or in-sync replicas that disagree, are refused.
+func TestRepairOfANeverStagedVolume(t *testing.T) {
+	h := newHarness()
+	a := inSync(h.sys.addReplica("a", "nvme1n1", nil))
+	b := inSync(h.sys.addReplica("b", "nvme2n1", nil))
+	c := h.sys.addReplica("c", "nvme3n1", nil)
+	if _, err := h.r.Start(request("rpr-1", a, b, c)); err != nil {
+		t.Fatal(err)
+	}
+	st := h.wait(t, "rpr-1", time.Second)
+	if st.State != Succeeded || !slices.Equal(st.Synced, []string{"c"}) || st.BytesWritten != 0 {
+		t.Fatalf("status %+v, want c in sync with nothing written", st)
+	}
+	calls := strings.Join(h.sys.callLog(), "\n")
+	if strings.Contains(calls, "assemble") || strings.Contains(calls, "add") {
+		t.Errorf("touched md for a volume without an array:\n%s", calls)
+	}
+
+	for _, tc := range []struct {
+		name        string
+		a, b, stale *mdraid.Superblock
+		staleBlank  bool
+		wantErr     string
+	}{
+		{"a stale replica carries the array the blank in-sync ones lack", nil, nil, &mdraid.Superblock{UUID: testUUID, Events: 5}, false, "in-sync replicas none"},
+		{"in-sync replicas disagree", &mdraid.Superblock{UUID: testUUID, Events: 50}, nil, nil, true, "1 carry the volume's md array and 1 are blank"},
+		{"a stale replica holds data", nil, nil, nil, false, "holds data"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness()
+			a := inSync(h.sys.addReplica("a", "nvme1n1", tc.a))
+			b := inSync(h.sys.addReplica("b", "nvme2n1", tc.b))
+			c := h.sys.addReplica("c", "nvme3n1", tc.stale)
+			h.sys.blank["/dev/nvme3n1"] = tc.staleBlank
+			if _, err := h.r.Start(request("rpr-1", a, b, c)); err != nil {
+				t.Fatal(err)
+			}
+			if st := h.wait(t, "rpr-1", time.Second); st.State != Failed || !strings.Contains(st.Message, tc.wantErr) {
+				t.Fatalf("status %+v, want failed with %q", st, tc.wantErr)
+			}
+		})
+	}
+}
+
 func TestRepairChecksNamespaceIdentity(t *testing.T) {
 	h := newHarness()
 	a := inSync(h.sys.addReplica("a", "nvme1n1", &mdraid.Superblock{UUID: testUUID, Events: 50}))

@@ -49,9 +49,17 @@ func (w *work) repair(ctx context.Context) ([]string, error) {
 			stale = append(stale, a)
 		}
 	}
-	newest, err := w.checkStale(ctx, inSync, stale)
+	newest, unused, err := w.checkStale(ctx, inSync, stale)
 	if err != nil {
 		return nil, err
+	}
+	if unused {
+		// No replica carries the volume's md array: no host ever staged
+		// it, so every replica still reads as the zeros it was created
+		// with, and the first stage creates md over all of them as
+		// identical legs. There is nothing to copy.
+		klog.InfoS("Offline repair: no replica carries the md array (the volume was never staged); the new replicas are in sync as created", "repair", req.ID, "volume", req.VolumeID)
+		return memberIDs(stale), nil
 	}
 	if err := w.clearLeftover(ctx, append(inSync, stale...)); err != nil {
 		return nil, err
@@ -77,11 +85,15 @@ func (w *work) repair(ctx context.Context) ([]string, error) {
 	if err := w.waitInSync(ctx, arr.Name, stale); err != nil {
 		return nil, err
 	}
-	ids := make([]string, 0, len(stale))
-	for _, a := range stale {
+	return memberIDs(stale), nil
+}
+
+func memberIDs(as []attached) []string {
+	ids := make([]string, 0, len(as))
+	for _, a := range as {
 		ids = append(ids, a.ID)
 	}
-	return ids, nil
+	return ids
 }
 
 // attach connects a member and checks that its device is the namespace the
@@ -130,38 +142,59 @@ func sameNamespace(dev host.Device, ns string) bool {
 // checkStale verifies every device before anything is written: in-sync
 // members carry the volume's array; an out-of-sync one carries it too (a
 // former member) or is blank (a new replacement), and never holds writes
-// the in-sync ones lack.
-func (w *work) checkStale(ctx context.Context, inSync, stale []attached) (newest uint64, err error) {
+// the in-sync ones lack. When every in-sync member is blank (unused: no
+// host ever staged the volume, so md was never created on it), every
+// out-of-sync one must be blank too.
+func (w *work) checkStale(ctx context.Context, inSync, stale []attached) (newest uint64, unused bool, err error) {
+	blankInSync := 0
 	for _, a := range inSync {
 		sb, err := w.examine(ctx, a.dev.Path)
-		if err != nil {
-			return 0, fmt.Errorf("in-sync replica %s (%s): %w", a.ID, a.dev.Path, err)
-		}
-		if sb.UUID != w.j.req.MDUUID {
-			return 0, fmt.Errorf("%w: in-sync replica %s (%s) carries md array %q, not the volume's %s", ErrIdentity, a.ID, a.dev.Path, sb.UUID, w.j.req.MDUUID)
+		switch {
+		case errors.Is(err, mdraid.ErrNoSuperblock):
+			blank, berr := w.r.disk.Blank(a.dev.Path, a.dev.SizeBytes)
+			if berr != nil {
+				return 0, false, berr
+			}
+			if !blank {
+				return 0, false, fmt.Errorf("%w: in-sync replica %s (%s) has no md superblock but holds data; it is not a leg of the volume's array", ErrIdentity, a.ID, a.dev.Path)
+			}
+			blankInSync++
+			continue
+		case err != nil:
+			return 0, false, fmt.Errorf("in-sync replica %s (%s): %w", a.ID, a.dev.Path, err)
+		case sb.UUID != w.j.req.MDUUID:
+			return 0, false, fmt.Errorf("%w: in-sync replica %s (%s) carries md array %q, not the volume's %s", ErrIdentity, a.ID, a.dev.Path, sb.UUID, w.j.req.MDUUID)
 		}
 		newest = max(newest, sb.Events)
 	}
+	// md creates its array on every leg at once: in-sync replicas some of
+	// which carry it and some of which are blank are not one volume's.
+	if blankInSync > 0 && blankInSync < len(inSync) {
+		return 0, false, fmt.Errorf("%w: of the in-sync replicas, %d carry the volume's md array and %d are blank", ErrIdentity, len(inSync)-blankInSync, blankInSync)
+	}
+	unused = len(inSync) > 0 && blankInSync == len(inSync)
 	for _, a := range stale {
 		sb, err := w.examine(ctx, a.dev.Path)
 		switch {
 		case errors.Is(err, mdraid.ErrNoSuperblock):
 			blank, berr := w.r.disk.Blank(a.dev.Path, a.dev.SizeBytes)
 			if berr != nil {
-				return 0, berr
+				return 0, false, berr
 			}
 			if !blank {
-				return 0, fmt.Errorf("%w: replica %s (%s) has no md superblock but holds data; not overwriting it", ErrIdentity, a.ID, a.dev.Path)
+				return 0, false, fmt.Errorf("%w: replica %s (%s) has no md superblock but holds data; not overwriting it", ErrIdentity, a.ID, a.dev.Path)
 			}
 		case err != nil:
-			return 0, fmt.Errorf("replica %s (%s): %w", a.ID, a.dev.Path, err)
+			return 0, false, fmt.Errorf("replica %s (%s): %w", a.ID, a.dev.Path, err)
 		case sb.UUID != w.j.req.MDUUID:
-			return 0, fmt.Errorf("%w: replica %s (%s) carries md array %s, not the volume's %s", ErrIdentity, a.ID, a.dev.Path, sb.UUID, w.j.req.MDUUID)
+			return 0, false, fmt.Errorf("%w: replica %s (%s) carries md array %s, not the volume's %s", ErrIdentity, a.ID, a.dev.Path, sb.UUID, w.j.req.MDUUID)
+		case unused:
+			return 0, false, fmt.Errorf("%w: replica %s carries the volume's md array (events %d) and the in-sync replicas none", ErrNewerData, a.ID, sb.Events)
 		case sb.Events > newest:
-			return 0, fmt.Errorf("%w: replica %s has md events %d, the in-sync replicas at most %d", ErrNewerData, a.ID, sb.Events, newest)
+			return 0, false, fmt.Errorf("%w: replica %s has md events %d, the in-sync replicas at most %d", ErrNewerData, a.ID, sb.Events, newest)
 		}
 	}
-	return newest, nil
+	return newest, unused, nil
 }
 
 func (w *work) examine(ctx context.Context, path string) (mdraid.Superblock, error) {
