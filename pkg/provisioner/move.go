@@ -138,9 +138,13 @@ func (s *Service) placementAway(v *store.Volume, away string, surveyed map[strin
 				loc.Zone, loc.Rack = sn.node.Zone, sn.node.Rack
 			}
 			req.Existing = append(req.Existing, loc)
-		case r.State != store.ReplicaRemoved || r.PendingDelete:
-			// The replica's own node, and nodes still holding an old copy:
-			// a node must never end up with two.
+		case r.ID == away || r.PendingDelete || r.State == store.ReplicaDeleting || r.State == store.ReplicaActive:
+			// The replica's own node, and nodes still holding an old copy
+			// (a node must never end up with two). A replica deleted and
+			// gone from its node (deleted or removed, nothing pending)
+			// holds nothing there: its node may take the volume again,
+			// which a volume brought back up to its replica count after a
+			// lowering needs when no other node fits.
 			req.Exclude = append(req.Exclude, r.StorageNode)
 		}
 	}

@@ -109,3 +109,48 @@ func TestReplicaCountKeepsTheInSyncOnes(t *testing.T) {
 		}
 	}
 }
+
+// Lowered, then raised again on a cluster with no other node: the node that
+// gave a replica up may take the volume back once that replica is gone
+// from it, never while it still holds it.
+func TestReplicaCountRaisedAgainReusesAFreedNode(t *testing.T) {
+	e := newEnv(t, threeRacks())
+	v := e.create(t, "pvc-back", gib, map[string]string{"numReplicas": "3"})
+	if _, err := e.svc.ModifyVolume(e.ctx, v.ID, map[string]string{"numReplicas": "2"}); err != nil {
+		t.Fatalf("numReplicas 2: %v", err)
+	}
+	cur, _ := e.store.GetVolume(e.ctx, v.ID)
+	var gone store.Replica
+	for _, r := range cur.Replicas {
+		if r.State != store.ReplicaActive {
+			gone = r
+		}
+	}
+	if gone.ID == "" || gone.PendingDelete || e.cluster.Replica(gone.StorageNode, gone.ID) != nil {
+		t.Fatalf("lowered replica %+v: want deleted on its node", gone)
+	}
+	got, err := e.svc.ModifyVolume(e.ctx, v.ID, map[string]string{"numReplicas": "3"})
+	if err != nil {
+		t.Fatalf("numReplicas 3 again, with only the freed node left: %v", err)
+	}
+	act := activeReplicas(t, e, v.ID)
+	if got.Parameters.NumReplicas != 3 || len(act) != 3 || act[2].StorageNode != gone.StorageNode || act[2].ID == gone.ID {
+		t.Fatalf("after raising again: active %+v; want a new replica on %s", act, gone.StorageNode)
+	}
+
+	// While a node still holds a copy (its deletion pending), it is not
+	// chosen.
+	e.cluster.SetDown(act[2].StorageNode, true)
+	if _, err := e.svc.ModifyVolume(e.ctx, v.ID, map[string]string{"numReplicas": "2"}); err != nil {
+		t.Fatalf("numReplicas 2 with the node away: %v", err)
+	}
+	e.cluster.SetDown(act[2].StorageNode, false)
+	if _, err = e.svc.ModifyVolume(e.ctx, v.ID, map[string]string{"numReplicas": "3"}); err == nil {
+		t.Fatal("numReplicas 3 succeeded with the only free node still holding a copy")
+	}
+	for _, r := range activeReplicas(t, e, v.ID) {
+		if r.StorageNode == act[2].StorageNode {
+			t.Fatalf("replica %s placed on %s, which still holds a copy to delete", r.ID, r.StorageNode)
+		}
+	}
+}
