@@ -416,8 +416,8 @@ func TestStorageClassExamples(t *testing.T) {
 			}
 			if kind == "VolumeAttributesClass" {
 				for k := range ps {
-					if k != storageclass.KeyMaxReplicaDownTime {
-						t.Errorf("%s: %s is not mutable (only %s is)", d, k, storageclass.KeyMaxReplicaDownTime)
+					if !storageclass.IsMutable(k) {
+						t.Errorf("%s: %s is not mutable (mutable: %s)", d, k, strings.Join(storageclass.MutableKeys(), ", "))
 					}
 				}
 			}

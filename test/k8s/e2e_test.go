@@ -74,7 +74,9 @@ func TestVolumeLifecycle(t *testing.T) {
 
 	// The provisioner records volume events on claims as deploy/'s
 	// provisioner ServiceAccount, so deploy/'s RBAC is what allows it.
-	prov := startProvisioner(t, e, bins, creds, nodes, "--kube-events=true",
+	// The sweeper and the offline repairer every 5 s, not 30: the replica
+	// count step waits on both.
+	prov := startProvisioner(t, e, bins, creds, nodes, "--kube-events=true", "--sweep-interval=5s", "--repair-interval=5s",
 		"--kubeconfig="+cp.ServiceAccountKubeconfig(ctl.Namespace, provisionerServiceAccount))
 	e.FailOnLog(prov.Process, "forbidden", "the API server refused the provisioner something: deploy/'s RBAC lacks a permission")
 	socket := startCSIController(t, e, bins, prov)
@@ -295,8 +297,7 @@ func TestVolumeLifecycle(t *testing.T) {
 	// server, with the credentials of deploy/'s Secrets.
 	pluginResolvesClaim(t, cp, bins, prov, ctl.Namespace, ns, pvcName, volID)
 
-	// 6. Detach, then delete the claim: the host loses access, then the PV
-	// (reclaim policy Delete) and every replica go.
+	// 6. Detach: the host loses access.
 	t0 = time.Now()
 	cp.MustKubectl("delete", "volumeattachment", vaName, "--wait=false")
 	cp.WaitGone(2*time.Minute, "", "volumeattachment", vaName)
@@ -304,6 +305,15 @@ func TestVolumeLifecycle(t *testing.T) {
 	t.Logf("timing: VolumeAttachment detached and gone in %v", tDetach.Round(time.Millisecond))
 	checkReplicas(t, ag, vol, numReplicas, newSize, "")
 
+	// 7. The replica count of the live volume through VolumeAttributesClasses
+	// (csi-resizer's ModifyVolume): down to 2, up to 3, down to 2 again.
+	// The claim is detached, so an offline repair on a storage node fills
+	// the new replica.
+	tReplicas := changeReplicaCount(t, e, cp, ag, pc, ns, pvcName, pvName, volID, newSize, []int{2, 3, 2})
+	reps, _ = ag.replicasOf(volID)
+
+	// 8. Delete the claim: the PV (reclaim policy Delete) and every
+	// replica go.
 	if pv.Spec.PersistentVolumeReclaimPolicy != "Delete" {
 		t.Fatalf("PV reclaim policy %q: the example StorageClass should delete volumes with their claims", pv.Spec.PersistentVolumeReclaimPolicy)
 	}
@@ -324,9 +334,9 @@ func TestVolumeLifecycle(t *testing.T) {
 	}
 	authenticatedVolume(t, e, cp, pc, nodePlugin, otherNode, repo, ns, hostNQN)
 
-	t.Logf("timings: control plane %v, PVC bound %v, attach %v, resize %v, detach %v, delete %v; whole test %v",
+	t.Logf("timings: control plane %v, PVC bound %v, attach %v, resize %v, detach %v, numReplicas %d→2→3→2 %v, delete %v; whole test %v",
 		cp.Ready.Round(time.Millisecond), tBound.Round(time.Millisecond), tAttach.Round(time.Millisecond),
-		tResize.Round(time.Millisecond), tDetach.Round(time.Millisecond), tDelete.Round(time.Millisecond),
+		tResize.Round(time.Millisecond), tDetach.Round(time.Millisecond), numReplicas, tReplicas, tDelete.Round(time.Millisecond),
 		time.Since(start).Round(time.Millisecond))
 }
 
