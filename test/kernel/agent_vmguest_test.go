@@ -191,8 +191,11 @@ func newAgentOn(t *testing.T, name, addr string, portID int, tlsDir string, pool
 	if poolRoot != "" {
 		pool = filepath.Join(poolRoot, name)
 	}
-	if err := os.MkdirAll(pool, 0o700); err != nil {
-		t.Fatal(err)
+	// The agent's log stays in /run/nvmirror-test/<name> wherever the pool is.
+	for _, dir := range []string{pool, filepath.Join("/run/nvmirror-test", name)} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if poolRoot == "" {
 		// A tmpfs of known size: statfs gives real numbers (the VM's root
