@@ -23,7 +23,7 @@ KERNEL_PKG  ?=
 AUTH_KERNEL_PKG   ?= linux-image-6.12.95+deb12-amd64
 AUTH_KERNEL_SUITE ?= bookworm-backports
 
-.PHONY: all build deps vm-deps vm-kernel vm-kernel-auth vet unit race test-kernel test sanity demo bench bench-datapath fuzz clean
+.PHONY: all build deps vm-deps vm-kernel vm-kernel-auth vet unit race test-kernel test sanity demo bench bench-datapath bench-drain fuzz clean
 .PHONY: proto
 .PHONY: image-check
 .PHONY: k8s-tools test-k8s helm-render
@@ -108,12 +108,20 @@ demo: vm-deps
 	  | grep --line-buffered -v -E '^(=== |--- |PASS$$|ok  |    )' \
 	  || { echo "demo FAILED: rerun with 'NVMIRROR_VM_RUN=TestDemo go test -v -run TestRealKernel ./test/kernel/' for details"; exit 1; }
 
-## bench: every benchmark (placement, stores, volume create/delete per backend, agent
-## replica create/delete; the healer's cycle, NVMe poll and steady-state CPU at 10/100/1000
-## arrays: before its caches, with them, and with the kernel log trigger and the incremental
-## cycle, about 13 minutes)
+## bench: every benchmark: on the host (placement, stores, volume create/delete per backend,
+## agent replica create/delete; the healer's cycle, NVMe poll and steady-state CPU at
+## 10/100/1000 arrays: before its caches, with them, and with the kernel log trigger and the
+## incremental cycle, about 13 minutes), then bench-drain in a VM (about half an hour)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(HOST_PKGS)
+	$(MAKE) bench-drain
+
+## bench-drain: time and bytes moved to drain a storage node holding 10 thin 1 GiB volumes
+## with 64 MiB written each, through the real stack in one VM boot with a 20 GiB scratch disk
+## (a sparse file in the test's temp dir); prints one line of figures (docs/maintenance.md)
+bench-drain: vm-deps
+	NVMIRROR_REQUIRE_VM=1 NVMIRROR_BENCH_MODE=full NVMIRROR_VM_LOGDIR=$(CURDIR)/_output/vm \
+	  $(GO) test -v -count=1 -timeout 50m -run '^TestDrainBenchmark$$' ./test/kernel/
 
 ## bench-datapath: the data path against its peers in one VM boot: one NVMe/TCP namespace,
 ## nvmirror with 2 and 3 replicas, DRBD with 2 nodes; fio jobs and recovery, rewriting the

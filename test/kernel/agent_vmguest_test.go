@@ -177,14 +177,32 @@ func newAgent(t *testing.T, name, addr string, portID int, tlsDir string) *agent
 // what is written takes memory).
 func newAgentWithPool(t *testing.T, name, addr string, portID int, tlsDir string, poolSize int64) *agentProc {
 	t.Helper()
+	return newAgentOn(t, name, addr, portID, tlsDir, poolSize, "")
+}
+
+// newAgentOn is newAgentWithPool, or, with poolRoot set, an agent whose
+// pool is the directory poolRoot/<name> of a filesystem the test mounted
+// there (the agents of a stack share it, and statfs reports all of it to
+// each; poolSize is unused). For pools that must hold more than guest RAM
+// (the drain benchmark's, on the VM's scratch disk).
+func newAgentOn(t *testing.T, name, addr string, portID int, tlsDir string, poolSize int64, poolRoot string) *agentProc {
+	t.Helper()
 	pool := filepath.Join("/run/nvmirror-test", name, "pool")
-	if err := os.MkdirAll(pool, 0o700); err != nil {
-		t.Fatal(err)
+	if poolRoot != "" {
+		pool = filepath.Join(poolRoot, name)
 	}
-	// A tmpfs of known size: statfs gives real numbers (the VM's root
-	// filesystem reports none), and "beyond free space" is well defined.
-	if err := unix.Mount("tmpfs", pool, "tmpfs", 0, fmt.Sprintf("size=%d", poolSize)); err != nil {
-		t.Fatalf("mount tmpfs on %s: %v", pool, err)
+	// The agent's log stays in /run/nvmirror-test/<name> wherever the pool is.
+	for _, dir := range []string{pool, filepath.Join("/run/nvmirror-test", name)} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if poolRoot == "" {
+		// A tmpfs of known size: statfs gives real numbers (the VM's root
+		// filesystem reports none), and "beyond free space" is well defined.
+		if err := unix.Mount("tmpfs", pool, "tmpfs", 0, fmt.Sprintf("size=%d", poolSize)); err != nil {
+			t.Fatalf("mount tmpfs on %s: %v", pool, err)
+		}
 	}
 	a := &agentProc{
 		name: name, addr: addr, portID: portID,
@@ -205,7 +223,13 @@ func newAgentWithPool(t *testing.T, name, addr string, portID int, tlsDir string
 		if err := tgt.RemovePort(a.portID); err != nil {
 			t.Errorf("remove nvmet port %d of %s: %v", a.portID, a.name, err)
 		}
-		_ = unix.Unmount(pool, 0)
+		if poolRoot == "" {
+			_ = unix.Unmount(pool, 0)
+		} else if err := os.RemoveAll(pool); err != nil {
+			// As the tmpfs's unmount does: the next agent of this name
+			// starts from an empty pool.
+			t.Errorf("remove pool %s of %s: %v", pool, a.name, err)
+		}
 		if t.Failed() {
 			t.Logf("agent %s log:\n%s", name, a.log())
 		}

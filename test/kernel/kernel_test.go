@@ -18,7 +18,8 @@ import (
 const authTests = "^TestAuth"
 
 // TestRealKernel boots one VM (Debian 6.1) for every guest test in this
-// package but the auth ones and the benchmark (TestDatapathBenchmark's): a boot costs about 10 s under TCG, so scenarios
+// package but the auth ones and the benchmarks (TestDatapathBenchmark's and
+// TestDrainBenchmark's): a boot costs about 10 s under TCG, so scenarios
 // share it.
 func TestRealKernel(t *testing.T) {
 	vm.GuestTests{
@@ -27,7 +28,7 @@ func TestRealKernel(t *testing.T) {
 			"./cmd/nvmirror-target", "./cmd/nvmirror-provisioner", "./cmd/nvmirror-csi", "./cmd/nvmirrorctl",
 			"github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity",
 		},
-		Skip:    authTests + "|" + benchGuestTests,
+		Skip:    authTests + "|" + benchGuestTests + "|" + drainBenchGuestTests,
 		Timeout: 20 * time.Minute,
 		// The demo's replacement syncs a 1 GiB replica into a tmpfs pool.
 		MemoryMiB: 3072,

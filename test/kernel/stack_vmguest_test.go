@@ -119,9 +119,14 @@ const (
 // 256 MiB pools.
 type stackOptions struct {
 	storageNodes int
-	poolSize     int64
-	csiArgs      []string
-	provArgs     []string
+	// poolSize is each storage node's own tmpfs pool.
+	poolSize int64
+	// poolRoot, when set, replaces the tmpfs pools: each storage node's
+	// pool is the directory poolRoot/<name> of the filesystem the test
+	// mounted there, which they share (poolSize is then unused).
+	poolRoot string
+	csiArgs  []string
+	provArgs []string
 }
 
 // startStack starts the whole product with real binaries over the real
@@ -144,7 +149,7 @@ func startStackWith(t *testing.T, o stackOptions) *stack {
 	var nodeFlags []string
 	for i := 0; i < o.storageNodes; i++ {
 		name := fmt.Sprintf("sn%d", i+1)
-		a := newAgentWithPool(t, name, fmt.Sprintf("127.0.0.%d", i+2), 31+i, s.tlsDir, o.poolSize)
+		a := newAgentOn(t, name, fmt.Sprintf("127.0.0.%d", i+2), 31+i, s.tlsDir, o.poolSize, o.poolRoot)
 		a.start(t)
 		a.waitReady(t, a.client(t, agentToken))
 		s.agents = append(s.agents, a)

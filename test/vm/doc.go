@@ -30,6 +30,18 @@
 // guest test TestBenchDatapath (which TestRealKernel skips), and picks its
 // report out of the output (`make bench-datapath`, docs/performance.md).
 //
+// A boot can also have a scratch disk (DiskMiB) for data that does not fit
+// in guest RAM, where every other pool lives on a tmpfs: a new sparse raw
+// file of that size in the test's temporary directory on the host,
+// attached as a virtio disk (cache=unsafe; zeros and discards stay holes
+// on the host, so it takes only its real data's space there). The guest
+// sees it as GuestDisk (/dev/vda), which EnvDisk ($NVMIRROR_VM_DISK) names
+// in the guest tests' environment; the disk holds nothing, so the guest
+// test formats it (mkfs.ext4 is in the image). test/kernel's
+// TestDrainBenchmark boots with one for TestBenchDrain, whose storage
+// nodes' pools must take 10 GiB of md copies (`make bench-drain`,
+// docs/maintenance.md).
+//
 // The host lists the guest package's tests before booting, so each boot
 // knows what it will run. $NVMIRROR_VM_RUN picks guest tests across both
 // boots: it becomes the guest's -test.run, but a boot only runs its own tests

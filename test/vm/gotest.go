@@ -62,6 +62,12 @@ type GuestTests struct {
 	Modules []string
 	// Env is set in the guest test binary's environment.
 	Env map[string]string
+	// DiskMiB, when positive, gives the VM a scratch disk of that size: a
+	// new sparse file in the test's temporary directory on the host,
+	// attached as a virtio disk, GuestDisk in the guest, where EnvDisk
+	// names it. It holds nothing: the guest test formats it. For data that
+	// does not fit in guest RAM; see disk.go.
+	DiskMiB int
 	// OnOutput, when set, sees every line of the guest's result stream as
 	// it arrives (e.g. a line carrying a guest test's measurements).
 	OnOutput func(line string)
@@ -140,8 +146,26 @@ func (g GuestTests) Run(t *testing.T) {
 		files[guest] = host
 	}
 	guestTimeout := g.Timeout - time.Minute
-	var env []string
+	guestEnv := map[string]string{}
 	for k, v := range g.Env {
+		guestEnv[k] = v
+	}
+	var disk string
+	modules := append(append([]string{}, DataPathModules...), g.Modules...)
+	if g.DiskMiB > 0 {
+		dm, err := DiskModules(k)
+		if err != nil {
+			t.Fatalf("kernel %s: %v", k.Version, err)
+		}
+		modules = append(modules, dm...)
+		disk = filepath.Join(work, "disk.raw")
+		if err := newSparseDisk(disk, g.DiskMiB); err != nil {
+			t.Fatalf("scratch disk: %v", err)
+		}
+		guestEnv[EnvDisk] = GuestDisk
+	}
+	var env []string
+	for k, v := range guestEnv {
 		env = append(env, "export "+k+"="+shellQuote(v)+"\n")
 	}
 	sort.Strings(env)
@@ -154,22 +178,27 @@ func (g GuestTests) Run(t *testing.T) {
 	}
 	img := Image{
 		Kernel:          k,
-		Modules:         append(append([]string{}, DataPathModules...), g.Modules...),
+		Modules:         modules,
 		OptionalModules: DataPathOptionalModules,
 		Tools:           append(append([]string{}, DataPathTools...), g.Tools...),
 		Files:           files,
 		Script:          script,
+		Disk:            disk != "",
 	}
 	initrd := filepath.Join(work, "initrd.gz")
 	if err := img.Build(initrd); err != nil {
 		t.Fatalf("build initramfs: %v", err)
 	}
-	t.Logf("built guest tests and initramfs in %v; booting kernel %s for %v", time.Since(start).Round(time.Millisecond), k.Version, sel.Tests)
+	withDisk := ""
+	if disk != "" {
+		withDisk = fmt.Sprintf(" with a %d MiB scratch disk", g.DiskMiB)
+	}
+	t.Logf("built guest tests and initramfs in %v; booting kernel %s%s for %v", time.Since(start).Round(time.Millisecond), k.Version, withDisk, sel.Tests)
 
 	console := logPath(t, work, "console.log")
 	ctx, cancel := context.WithTimeout(context.Background(), g.Timeout)
 	defer cancel()
-	m := Machine{Kernel: k, Initramfs: initrd, ConsoleLog: console, MemoryMiB: g.MemoryMiB,
+	m := Machine{Kernel: k, Initramfs: initrd, ConsoleLog: console, MemoryMiB: g.MemoryMiB, Disk: disk,
 		OnLine: func(line string) {
 			if g.OnOutput != nil {
 				g.OnOutput(line)

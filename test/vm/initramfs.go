@@ -34,6 +34,9 @@ type Image struct {
 	// Network brings up eth0 as 10.0.2.15/24 for qemu's user-mode network
 	// (see ServiceConfig); Modules must then include NetModules.
 	Network bool
+	// Disk makes /init wait for the VM's virtio disk (Machine.Disk) before
+	// the tests start; Modules must then include DiskModules.
+	Disk bool
 }
 
 // DataPathModules are what the nvmirror data path needs: md RAID1, the
@@ -238,6 +241,9 @@ func (img Image) Build(dst string) error {
 	}
 	if img.Network {
 		script.WriteString(initNetwork)
+	}
+	if img.Disk {
+		script.WriteString(initDisk)
 	}
 	script.WriteString(initSystem)
 	addFile("/nvmirror/run.sh", []byte("#!/bin/sh\n"+img.Script+"\n"), 0o755)

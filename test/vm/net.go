@@ -20,9 +20,15 @@ const GuestIP = "10.0.2.15"
 var netModuleCandidates = []string{"virtio_pci", "virtio_net"}
 
 // NetModules returns the modules a VM with a NIC must load on kernel k: the
-// candidates that k does not build in (modules.builtin), since insmod cannot
-// load, and modules.dep does not list, a built-in one.
+// candidates that k does not build in.
 func NetModules(k Kernel) ([]string, error) {
+	return modulesNotBuiltin(k, netModuleCandidates)
+}
+
+// modulesNotBuiltin returns the candidates that k does not build in
+// (modules.builtin), in order: insmod cannot load, and modules.dep does not
+// list, a built-in one.
+func modulesNotBuiltin(k Kernel, candidates []string) ([]string, error) {
 	f, err := os.Open(filepath.Join(k.ModulesDir, "modules.builtin"))
 	if err != nil {
 		return nil, err
@@ -37,7 +43,7 @@ func NetModules(k Kernel) ([]string, error) {
 		return nil, err
 	}
 	var mods []string
-	for _, m := range netModuleCandidates {
+	for _, m := range candidates {
 		if !builtin[m] {
 			mods = append(mods, m)
 		}

@@ -35,6 +35,10 @@ type Machine struct {
 	// nothing. Without forwards the VM has no NIC at all. The initramfs must
 	// bring the NIC up (Image.Network).
 	Forward []PortForward
+	// Disk, when set, is a raw image file attached as the VM's virtio disk
+	// (GuestDisk in the guest); the initramfs must load DiskModules and
+	// wait for it (Image.Disk). See disk.go.
+	Disk string
 }
 
 // PortForward is one forwarded TCP port: 127.0.0.1:HostPort on the host
@@ -114,6 +118,9 @@ func (m Machine) start(ctx context.Context, input bool) (*process, error) {
 		"-display", "none", "-monitor", "none", "-no-reboot",
 	}
 	args = append(args, nic...)
+	if m.Disk != "" {
+		args = append(args, driveArgs(m.Disk)...)
+	}
 	args = append(args,
 		"-kernel", m.Kernel.Image, "-initrd", m.Initramfs,
 		"-append", "console=ttyS0 panic=-1 loglevel=6 printk.time=1",
