@@ -92,11 +92,13 @@ func (s *Service) DrainStatusOf(ctx context.Context, n *store.StorageNode) (Drai
 // RunDrainer drains the draining storage nodes every interval while this
 // provisioner leads.
 func (s *Service) RunDrainer(ctx context.Context, interval time.Duration) {
-	s.whileLeader(ctx, interval, func(ctx context.Context) {
+	// A finished move frees a place under MaxConcurrentMoves: the next
+	// one starts then, not up to an interval later.
+	s.everyInterval(ctx, interval, s.moveDone, func(ctx context.Context) {
 		if err := s.DrainOnce(ctx); err != nil {
 			klog.ErrorS(err, "Drain pass failed")
 		}
-	})
+	}, nil)
 }
 
 // DrainOnce starts moves off every draining storage node, up to

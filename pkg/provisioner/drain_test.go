@@ -1,6 +1,7 @@
 package provisioner_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -198,4 +199,55 @@ func TestSweepFinishesAHalfMadeMove(t *testing.T) {
 	if r := cur.Replica(old.ID); r.State != store.ReplicaActive || r.ReplacedBy != "rep-half" {
 		t.Errorf("moved replica %+v: want still active until the new one is in sync", r)
 	}
+}
+
+// The drainer starts the next move as soon as one finishes, not an interval
+// later: with an interval of an hour, only that wake-up can start it.
+func TestDrainerStartsTheNextMoveWhenOneFinishes(t *testing.T) {
+	nodes := []node{{"sn-1", "z1", "r1", 100}, {"sn-2", "z1", "r2", 100}, {"sn-3", "z1", "r3", 100}}
+	e := newEnvOpts(t, nodes, provisioner.Options{MaxConcurrentMoves: 1})
+	// Both volumes on sn-1 and sn-2: sn-3 cordoned while they are made.
+	if _, err := e.svc.CordonStorageNode(e.ctx, "sn-3", true); err != nil {
+		t.Fatal(err)
+	}
+	a := e.create(t, "pvc-a", gib, map[string]string{"numReplicas": "2"})
+	b := e.create(t, "pvc-b", gib, map[string]string{"numReplicas": "2"})
+	if _, err := e.svc.CordonStorageNode(e.ctx, "sn-3", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.DrainStorageNode(e.ctx, "sn-1", true); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(e.ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); e.svc.RunDrainer(ctx, time.Hour) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	moving := func() (vol *store.Volume, newID string) {
+		for _, v := range []*store.Volume{a, b} {
+			if r := replicaOnNode(t, e, v.ID, "sn-1"); r != nil && r.ReplacedBy != "" {
+				return v, r.ReplacedBy
+			}
+		}
+		return nil, ""
+	}
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	var first *store.Volume
+	var firstNew string
+	waitUntil("the first move to start", func() bool { first, firstNew = moving(); return first != nil })
+	if _, err := e.svc.ReportReplicaSync(e.ctx, inSync(first, firstNew, 50)); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil("the second move to start after the first finished", func() bool {
+		v, _ := moving()
+		return v != nil && v.ID != first.ID
+	})
 }

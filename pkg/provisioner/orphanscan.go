@@ -96,7 +96,7 @@ func (s *Service) forgetOrphans() {
 // RunOrphanScanner scans every interval while this provisioner leads, and
 // forgets what it saw whenever it does not, until ctx ends.
 func (s *Service) RunOrphanScanner(ctx context.Context, interval time.Duration) {
-	s.everyInterval(ctx, interval, func(ctx context.Context) {
+	s.everyInterval(ctx, interval, nil, func(ctx context.Context) {
 		if err := s.ScanOrphans(ctx); err != nil {
 			klog.ErrorS(err, "Orphan scan failed")
 		}

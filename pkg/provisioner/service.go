@@ -124,6 +124,9 @@ type Service struct {
 	// (recorded, not yet created), so the drainer never finishes one
 	// beside it.
 	moving inflight.Set
+	// moveDone wakes the drainer when a move finishes (buffered: one
+	// pending wake-up is enough).
+	moveDone chan struct{}
 	// creates: the volume names being created or rolled back in this
 	// process, so a stale create's rollback never runs beside a create.
 	creates createGate
@@ -181,7 +184,7 @@ func New(o Options) (*Service, error) {
 		return nil, fmt.Errorf("provisioner: credential scope %q: want %s or %s", o.CredentialScope, ScopeStorageNode, ScopeHost)
 	}
 	return &Service{o: o, replacing: map[string]int{}, repairBackoff: map[string]backoff{},
-		drainStuck: map[string]map[string]string{}, drainReported: map[string]bool{}}, nil
+		drainStuck: map[string]map[string]string{}, drainReported: map[string]bool{}, moveDone: make(chan struct{}, 1)}, nil
 }
 
 func (s *Service) randomHex(n int) string {

@@ -86,12 +86,13 @@ func (s *Service) RunSweeper(ctx context.Context, interval time.Duration) {
 // provisioner leads, until ctx ends: the loop of the provisioner's
 // background work (the sweeper, the offline repairer).
 func (s *Service) whileLeader(ctx context.Context, interval time.Duration, pass func(context.Context)) {
-	s.everyInterval(ctx, interval, pass, nil)
+	s.everyInterval(ctx, interval, nil, pass, nil)
 }
 
 // everyInterval is whileLeader that also runs following (when not nil) on
-// every tick this provisioner does not lead.
-func (s *Service) everyInterval(ctx context.Context, interval time.Duration, pass func(context.Context), following func()) {
+// every tick this provisioner does not lead, and runs at once, not waiting
+// for the tick, whenever wake (when not nil) receives.
+func (s *Service) everyInterval(ctx context.Context, interval time.Duration, wake <-chan struct{}, pass func(context.Context), following func()) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -104,6 +105,7 @@ func (s *Service) everyInterval(ctx context.Context, interval time.Duration, pas
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-wake:
 		}
 	}
 }
