@@ -231,22 +231,13 @@ func TestDrainerStartsTheNextMoveWhenOneFinishes(t *testing.T) {
 		}
 		return nil, ""
 	}
-	waitUntil := func(what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); !cond(); {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
 	var first *store.Volume
 	var firstNew string
-	waitUntil("the first move to start", func() bool { first, firstNew = moving(); return first != nil })
+	waitCond(t, "the first move to start", func() bool { first, firstNew = moving(); return first != nil })
 	if _, err := e.svc.ReportReplicaSync(e.ctx, inSync(first, firstNew, 50)); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil("the second move to start after the first finished", func() bool {
+	waitCond(t, "the second move to start after the first finished", func() bool {
 		v, _ := moving()
 		return v != nil && v.ID != first.ID
 	})

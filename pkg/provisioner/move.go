@@ -177,10 +177,7 @@ func (s *Service) logMoveDone(ctx context.Context, volumeID, newID string, old *
 		return
 	}
 	klog.InfoS("Replica moved", "volume", volumeID, "replica", old.ID, "from", old.StorageNode, "newReplica", newID)
-	select {
-	case s.moveDone <- struct{}{}:
-	default: // a wake-up is pending already
-	}
+	wake(s.moveDone)
 	s.recordAudit(ctx, events.Event{Method: MoveMethod, Volume: volumeID, Replicas: []string{old.ID, newID}, StorageNode: old.StorageNode,
 		Message: fmt.Sprintf("move of replica %s from storage node %s finished: %s is in sync, %s leaves the volume", old.ID, old.StorageNode, newID, old.ID)})
 }

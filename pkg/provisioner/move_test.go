@@ -1,8 +1,10 @@
 package provisioner_test
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nvmirror/nvmirror/pkg/events"
 	"github.com/nvmirror/nvmirror/pkg/provisioner"
@@ -197,5 +199,45 @@ func TestMoveReplicaOfAnUnstagedVolume(t *testing.T) {
 		if r := e.cluster.Replica(old.StorageNode, old.ID); r != nil && r.Hosts[fakeagent.RepairNQNPrefix+n] {
 			t.Errorf("old replica still allows the repair host of %s", n)
 		}
+	}
+}
+
+// The offline repairer starts filling a new replica of a volume no host
+// has published as soon as it is created, not an interval later: with an
+// interval of an hour, only that wake-up can start it.
+func TestRepairerStartsAtOnceForANewReplica(t *testing.T) {
+	e := newEnv(t, threeRacks())
+	first := e.create(t, "pvc-first", gib, map[string]string{"numReplicas": "2", "storageNodes": "sn-1,sn-2,sn-3"})
+	second := e.create(t, "pvc-second", gib, map[string]string{"numReplicas": "2", "storageNodes": "sn-1,sn-2,sn-3"})
+	if _, err := e.svc.MoveReplica(e.ctx, first.ID, first.Replicas[0].ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(e.ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); e.svc.RunRepairer(ctx, time.Hour) }()
+	t.Cleanup(func() { cancel(); <-done })
+	repairing := func(id string) func() bool {
+		return func() bool {
+			v, err := e.store.GetVolume(e.ctx, id)
+			return err == nil && v.Repair != nil
+		}
+	}
+	// The first pass (at start) repairs the first volume's move; the
+	// second volume's move comes after that pass listed the volumes.
+	waitCond(t, "the first pass to start the first volume's repair", repairing(first.ID))
+	if _, err := e.svc.MoveReplica(e.ctx, second.ID, second.Replicas[0].ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitCond(t, "a repair of the second volume's new replica", repairing(second.ID))
+}
+
+// waitCond polls cond every few milliseconds, failing after 10 s.
+func waitCond(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -83,15 +83,16 @@ func (s *Service) RepairOnce(ctx context.Context) (running int, err error) {
 }
 
 // RunRepairer runs RepairOnce every interval while this provisioner leads,
-// until ctx ends.
+// until ctx ends, and at once when a volume no host has published gets a
+// new replica (a move, a replacement, a higher replica count).
 func (s *Service) RunRepairer(ctx context.Context, interval time.Duration) {
-	s.whileLeader(ctx, interval, func(ctx context.Context) {
+	s.everyInterval(ctx, interval, s.repairWake, func(ctx context.Context) {
 		if n, err := s.RepairOnce(ctx); err != nil {
 			klog.ErrorS(err, "Offline repair pass failed")
 		} else if n > 0 {
 			klog.V(2).InfoS("Offline repairs running", "count", n)
 		}
-	})
+	}, nil)
 }
 
 // reachable reports whether the replica's storage node answered the survey.

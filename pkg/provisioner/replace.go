@@ -215,6 +215,11 @@ func (s *Service) finishReplacement(ctx context.Context, volumeID, missingID, ne
 	if err != nil {
 		return nil, err
 	}
+	if out.PublishedHostNQN == "" {
+		// No host's healer will fill it: the offline repairer starts now,
+		// not up to --repair-interval later.
+		wake(s.repairWake)
+	}
 	return out.Replica(newID), nil
 }
 

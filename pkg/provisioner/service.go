@@ -124,9 +124,10 @@ type Service struct {
 	// (recorded, not yet created), so the drainer never finishes one
 	// beside it.
 	moving inflight.Set
-	// moveDone wakes the drainer when a move finishes (buffered: one
-	// pending wake-up is enough).
-	moveDone chan struct{}
+	// moveDone wakes the drainer when a move finishes, repairWake the
+	// offline repairer when a volume no host has published gets a new
+	// replica to fill (buffered: one pending wake-up is enough).
+	moveDone, repairWake chan struct{}
 	// creates: the volume names being created or rolled back in this
 	// process, so a stale create's rollback never runs beside a create.
 	creates createGate
@@ -184,7 +185,7 @@ func New(o Options) (*Service, error) {
 		return nil, fmt.Errorf("provisioner: credential scope %q: want %s or %s", o.CredentialScope, ScopeStorageNode, ScopeHost)
 	}
 	return &Service{o: o, replacing: map[string]int{}, repairBackoff: map[string]backoff{},
-		drainStuck: map[string]map[string]string{}, drainReported: map[string]bool{}, moveDone: make(chan struct{}, 1)}, nil
+		drainStuck: map[string]map[string]string{}, drainReported: map[string]bool{}, moveDone: make(chan struct{}, 1), repairWake: make(chan struct{}, 1)}, nil
 }
 
 func (s *Service) randomHex(n int) string {

@@ -89,6 +89,14 @@ func (s *Service) whileLeader(ctx context.Context, interval time.Duration, pass 
 	s.everyInterval(ctx, interval, nil, pass, nil)
 }
 
+// wake sends a wake-up on ch unless one is pending already.
+func wake(ch chan<- struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
 // everyInterval is whileLeader that also runs following (when not nil) on
 // every tick this provisioner does not lead, and runs at once, not waiting
 // for the tick, whenever wake (when not nil) receives.
