@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -208,11 +211,11 @@ func BenchmarkNVMePoll(b *testing.B) {
 // followed; md notifications through the real watcher on the fixture
 // files, which never signal) for one heal interval of wall-clock time after
 // the first cycle, so the window holds 30 polls (kmsg: 3) and one periodic
-// cycle. It
-// reports the process's CPU time (user+system, getrusage) per second of the
-// window as cpu-ms/s. The window starts once the first cycle's session
-// events are delivered (a start-up cost, not the watch's). Each run takes
-// 30 s.
+// cycle. It reports the process's CPU time (user+system, getrusage) per
+// second of the window as cpu-ms/s. The window starts once the first
+// cycle's session events are delivered (a start-up cost, not the watch's).
+// Each run takes 30 s. NVMIRROR_BENCH_PROFILE=<dir> writes a CPU profile of
+// each window there.
 func BenchmarkSteadyState(b *testing.B) {
 	variants(b, []benchMode{naive, cached, kmsg}, func(b *testing.B, n int, mode benchMode) {
 		tr := newTree(b, n)
@@ -235,9 +238,11 @@ func BenchmarkSteadyState(b *testing.B) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		b.ResetTimer()
+		stopProfile := windowProfile(b)
 		before, start := cpuTime(b), time.Now()
 		time.Sleep(cfg.Interval)
 		used, wall := cpuTime(b)-before, time.Since(start)
+		stopProfile()
 		b.StopTimer()
 		cancel()
 		if err := <-done; err != nil {
@@ -246,6 +251,31 @@ func BenchmarkSteadyState(b *testing.B) {
 		b.ReportMetric(float64(used.Microseconds())/1000/wall.Seconds(), "cpu-ms/s")
 		b.ReportMetric(float64(used.Microseconds())/1000/wall.Seconds()/float64(n), "cpu-ms/s/array")
 	})
+}
+
+// windowProfile starts a CPU profile of the steady-state window alone when
+// NVMIRROR_BENCH_PROFILE names a directory (one file per sub-benchmark):
+// -cpuprofile covers the whole run, mostly the building of the fixture
+// tree, which dwarfs the window's few hundred milliseconds.
+func windowProfile(b *testing.B) (stop func()) {
+	dir := os.Getenv("NVMIRROR_BENCH_PROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, strings.ReplaceAll(b.Name(), "/", "_")+".pprof"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Error(err)
+		}
+	}
 }
 
 // reportCPUPerOp reports the process's CPU time per iteration as
