@@ -258,10 +258,17 @@ func (h *Healer) RunOnce(ctx context.Context) error {
 	}
 	h.mem = mem
 	h.settled = d.settled
+	// A carried volume's status is the last one: volumeStatus reads only
+	// what sameObservation compares and the memory, both unchanged. Only
+	// this cycle writes h.statuses, so it reads it without statusMu.
 	statuses := make(map[string]VolumeStatus, len(obs.Volumes))
 	h.arrays = h.arrays[:0]
 	for _, v := range obs.Volumes {
-		statuses[v.VolumeID] = volumeStatus(v, mem.Volumes[v.VolumeID])
+		s, ok := h.statuses[v.VolumeID]
+		if !ok || !d.carried[v.VolumeID] {
+			s = volumeStatus(v, mem.Volumes[v.VolumeID])
+		}
+		statuses[v.VolumeID] = s
 		if v.Array != nil {
 			h.arrays = append(h.arrays, v.Array.Name)
 		}
@@ -271,7 +278,7 @@ func (h *Healer) RunOnce(ctx context.Context) error {
 	h.statusMu.Lock()
 	h.statuses, h.statusAt = statuses, end
 	h.statusMu.Unlock()
-	h.deps.Metrics.update(obs, statuses, end)
+	h.deps.Metrics.update(obs, statuses, end, d.carried)
 	h.deps.Metrics.cycleDone(end.Sub(start), h.deps.Queue.Len())
 	klog.V(4).InfoS("Healer cycle", "volumes", len(obs.Volumes), "actions", len(actions), "events", len(evs), "duration", end.Sub(start))
 	return nil
