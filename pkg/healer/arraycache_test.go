@@ -6,6 +6,7 @@ import (
 	"context"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -258,5 +259,59 @@ func TestMdstatParsedOnce(t *testing.T) {
 	}
 	if k := o.mdstat.keys["md0"]; k == first["md0"] || !strings.Contains(k, "nvme0n1[0]F") {
 		t.Fatalf("changed /proc/mdstat not parsed again: %q", k)
+	}
+}
+
+// TestArrayObservationShared: an array whose reading is reused and whose
+// members' identities are the same is observed as the same (shared)
+// ArrayObservation; a new reading or a changed identity gives a new one
+// with what changed.
+func TestArrayObservationShared(t *testing.T) {
+	tr := newTree(t, 2)
+	now := t0
+	o := cachedObserver(tr, &now)
+	c := NewCachedNVMe(tr.root)
+	t.Cleanup(func() { c.Close() })
+	o.NVMe = c
+	observe := func() Observation {
+		t.Helper()
+		obs, err := o.Observe(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return obs
+	}
+	first := observe()
+	again := observe()
+	for i := range first.Volumes {
+		if first.Volumes[i].Array == nil || again.Volumes[i].Array != first.Volumes[i].Array {
+			t.Fatalf("volume %d: unchanged array observed anew", i)
+		}
+	}
+	// A new reading of md1 (md signalled it): a new observation of md1
+	// only.
+	tr.memberState(1, 2, "faulty")
+	o.ArraysChanged("md1")
+	obs := observe()
+	if obs.Volumes[1].Array == again.Volumes[1].Array || !obs.Volumes[1].Array.Members[2].Faulty {
+		t.Fatalf("re-read array: %+v", obs.Volumes[1].Array.Members[2])
+	}
+	if obs.Volumes[0].Array != again.Volumes[0].Array {
+		t.Fatal("md0 observed anew without a reason")
+	}
+	// md0's first member's namespace replaced under the same device name
+	// (same reading of md0): its identities are read again and the
+	// observation shows them.
+	tr.replaceDir("sys/block/nvme0n1", map[string]string{"uuid": "11111111-2222-3333-4444-555555555555"})
+	next := observe()
+	got := next.Volumes[0].Array
+	if got == obs.Volumes[0].Array || !slices.Equal(got.Members[0].Identities, []string{"11111111-2222-3333-4444-555555555555"}) {
+		t.Fatalf("replaced namespace: %+v", got.Members[0])
+	}
+	if !slices.Equal(got.Members[1].Identities, obs.Volumes[0].Array.Members[1].Identities) || len(got.Members) != 3 {
+		t.Fatalf("other members: %+v", got.Members)
+	}
+	if sameObservation(obs.Volumes[0], next.Volumes[0]) {
+		t.Fatal("changed identity compares equal")
 	}
 }

@@ -55,6 +55,9 @@ type Healer struct {
 	mu     sync.Mutex // guards mem, arrays, settled (cycles run one at a time)
 	mem    Memory
 	arrays []string
+	// arraysSet is signalled when a cycle's arrays differ from the last
+	// one's, so that the md watch waits on the new set at once.
+	arraysSet chan struct{}
 	// settled are the volumes the last cycle left settled: the next decides
 	// them again only if their observation changed (decideCycle).
 	settled map[string]settledVolume
@@ -97,7 +100,8 @@ func New(cfg Config, stateDir string, deps Deps) (*Healer, error) {
 		return nil, err
 	}
 	klog.InfoS("Healer memory loaded", "path", path, "volumes", len(mem.Volumes), "storageNodes", len(mem.Hosts))
-	return &Healer{cfg: cfg, deps: deps, memPath: path, trigger: make(chan struct{}, 1), mem: mem, statuses: map[string]VolumeStatus{}}, nil
+	return &Healer{cfg: cfg, deps: deps, memPath: path, trigger: make(chan struct{}, 1), arraysSet: make(chan struct{}, 1),
+		mem: mem, statuses: map[string]VolumeStatus{}}, nil
 }
 
 // Trigger asks for a cycle as soon as possible (coalesced).
@@ -258,20 +262,34 @@ func (h *Healer) RunOnce(ctx context.Context) error {
 	}
 	h.mem = mem
 	h.settled = d.settled
+	// A carried volume's status is the last one: volumeStatus reads only
+	// what sameObservation compares and the memory, both unchanged. Only
+	// this cycle writes h.statuses, so it reads it without statusMu.
 	statuses := make(map[string]VolumeStatus, len(obs.Volumes))
-	h.arrays = h.arrays[:0]
+	lastArrays := h.arrays
+	h.arrays = make([]string, 0, len(obs.Volumes))
 	for _, v := range obs.Volumes {
-		statuses[v.VolumeID] = volumeStatus(v, mem.Volumes[v.VolumeID])
+		s, ok := h.statuses[v.VolumeID]
+		if !ok || !d.carried[v.VolumeID] {
+			s = volumeStatus(v, mem.Volumes[v.VolumeID])
+		}
+		statuses[v.VolumeID] = s
 		if v.Array != nil {
 			h.arrays = append(h.arrays, v.Array.Name)
 		}
 	}
 	sort.Strings(h.arrays)
+	if !slices.Equal(lastArrays, h.arrays) {
+		select {
+		case h.arraysSet <- struct{}{}:
+		default:
+		}
+	}
 	end := h.deps.Clock.Now()
 	h.statusMu.Lock()
 	h.statuses, h.statusAt = statuses, end
 	h.statusMu.Unlock()
-	h.deps.Metrics.update(obs, statuses, end)
+	h.deps.Metrics.update(obs, statuses, end, d.carried)
 	h.deps.Metrics.cycleDone(end.Sub(start), h.deps.Queue.Len())
 	klog.V(4).InfoS("Healer cycle", "volumes", len(obs.Volumes), "actions", len(actions), "events", len(evs), "duration", end.Sub(start))
 	return nil
@@ -314,6 +332,24 @@ func jsonDiffers(a, b Memory) bool {
 	return err1 != nil || err2 != nil || !bytes.Equal(x, y)
 }
 
+// waitMD is one Wait on the last cycle's arrays; again is true when it
+// ended because a cycle changed them.
+func (h *Healer) waitMD(ctx context.Context) (changed []string, again bool, err error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-h.arraysSet:
+			cancel()
+		case <-stop:
+		}
+	}()
+	changed, err = h.deps.Watcher.Wait(wctx, h.watchedArrays())
+	return changed, err != nil && ctx.Err() == nil && wctx.Err() != nil, err
+}
+
 func (h *Healer) watchedArrays() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -354,12 +390,18 @@ func (h *Healer) Run(ctx context.Context) error {
 }
 
 // watchMD turns md notifications into cycles. The arrays watched are those
-// of the last cycle; a new array is picked up at the next Wait.
+// of the last cycle: when a cycle's arrays differ (the first cycle, a
+// volume staged or unstaged), the running Wait is cancelled and the next
+// one waits on the new set, which it arms; the files of the arrays kept
+// stay armed, so a change of theirs meanwhile is still reported.
 func (h *Healer) watchMD(ctx context.Context) {
 	for ctx.Err() == nil {
-		changed, err := h.deps.Watcher.Wait(ctx, h.watchedArrays())
+		changed, again, err := h.waitMD(ctx)
 		if ctx.Err() != nil {
 			return
+		}
+		if again {
+			continue
 		}
 		if err != nil {
 			// Without notifications a cycle cannot tell an unchanged array

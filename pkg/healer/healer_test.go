@@ -375,3 +375,63 @@ func TestHealthOf(t *testing.T) {
 		t.Fatalf("unavailable: %+v", vh)
 	}
 }
+
+// recordingWatcher records the arrays of each Wait, which waits for ctx.
+type recordingWatcher struct {
+	mu    sync.Mutex
+	calls [][]string
+}
+
+func (w *recordingWatcher) Wait(ctx context.Context, arrays []string) ([]string, error) {
+	w.mu.Lock()
+	w.calls = append(w.calls, arrays)
+	w.mu.Unlock()
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (w *recordingWatcher) last() (int, []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.calls) == 0 {
+		return 0, nil
+	}
+	return len(w.calls), w.calls[len(w.calls)-1]
+}
+
+// The md watch waits on the arrays a cycle found as soon as they change,
+// not at the next md notification: a watch started before the first cycle
+// (with no array) moves to the arrays the cycle found, and that is not a
+// failed watch.
+func TestHealerWatchFollowsTheCycleArrays(t *testing.T) {
+	h := newHarness(t, 2)
+	hl, _ := h.healer(t)
+	w := &recordingWatcher{}
+	hl.deps.Watcher = w
+	hl.deps.Observer.MDNotifications(true) // as New does with a watcher
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); hl.watchMD(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, func() bool { n, _ := w.last(); return n == 1 })
+	if _, arrays := w.last(); len(arrays) != 0 {
+		t.Fatalf("first Wait on %v before any cycle", arrays)
+	}
+	if err := hl.RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { _, a := w.last(); return slices.Equal(a, []string{"md0", "md1"}) })
+	if err := hl.RunOnce(ctx); err != nil { // the same arrays: the Wait goes on
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if n, _ := w.last(); n != 2 {
+		t.Fatalf("%d Waits, want 2", n)
+	}
+	hl.deps.Observer.mdRead.mu.Lock()
+	notified := hl.deps.Observer.mdRead.notified
+	hl.deps.Observer.mdRead.mu.Unlock()
+	if !notified {
+		t.Fatal("moving the watch to new arrays counted as a failed watch")
+	}
+}

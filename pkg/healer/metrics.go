@@ -27,7 +27,7 @@ const (
 	HealthUnavailable Health = "unavailable"
 )
 
-var allHealth = []Health{HealthHealthy, HealthDegraded, HealthSyncing, HealthUnavailable}
+var allHealth = [...]Health{HealthHealthy, HealthDegraded, HealthSyncing, HealthUnavailable}
 
 // VolumeStatus is one volume's state after the last cycle.
 type VolumeStatus struct {
@@ -92,6 +92,9 @@ type Metrics struct {
 	repairs         *prometheus.CounterVec
 	cycle           prometheus.Histogram
 	queued          prometheus.Gauge
+
+	// last is each volume's contribution as the last update set it.
+	last map[string]volumeGauges
 }
 
 // NewMetrics registers the metrics on reg.
@@ -120,59 +123,135 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-// update sets the gauges from a cycle.
-func (m *Metrics) update(obs Observation, statuses map[string]VolumeStatus, now time.Time) {
+// volumeGauges is what one volume contributes to the gauges, as last set.
+type volumeGauges struct {
+	health Health
+	// syncProgress is -1 when no sync runs (no series).
+	syncProgress float64
+	// degradedSince is zero when the volume is whole (no series).
+	degradedSince time.Time
+	// syncRate is the rebuild rate while one runs (hasSyncRate); rebuild
+	// limit is set for every volume with an array (hasArray).
+	syncRate, rebuildLimit float64
+	hasSyncRate, hasArray  bool
+	// members counts the array's members by memberStates.
+	members [len(memberStates)]int
+}
+
+// memberStates are the label values of nvmirror_node_md_members.
+var memberStates = [...]string{"in_sync", "syncing", "faulty", "link_down"}
+
+const (
+	gaugeInSync = iota
+	gaugeSyncing
+	gaugeFaulty
+	gaugeLinkDown
+)
+
+// update sets the gauges from a cycle. It sets a volume's series only when
+// its value changed and deletes those of volumes (or syncs, degraded
+// episodes) that ended: resetting every vector and creating every series
+// again each cycle cost more than the rest of a quiet cycle's bookkeeping
+// at a thousand volumes. carried are the volumes the cycle carried over
+// unchanged (same observation, same memory): their contribution is the
+// last one. It is called by one cycle at a time.
+func (m *Metrics) update(obs Observation, statuses map[string]VolumeStatus, now time.Time, carried map[string]bool) {
 	if m == nil {
 		return
 	}
-	counts := map[Health]int{}
-	m.syncProgress.Reset()
-	m.degradedSeconds.Reset()
-	for _, s := range statuses {
-		counts[s.Health]++
-		if s.SyncProgress >= 0 {
-			m.syncProgress.WithLabelValues(s.VolumeID).Set(s.SyncProgress)
-		}
-		if !s.DegradedSince.IsZero() {
-			m.degradedSeconds.WithLabelValues(s.VolumeID).Set(now.Sub(s.DegradedSince).Seconds())
-		}
+	if m.last == nil {
+		m.last = map[string]volumeGauges{}
 	}
-	for _, h := range allHealth {
-		m.volumes.WithLabelValues(string(h)).Set(float64(counts[h]))
-	}
-	members := map[string]int{"in_sync": 0, "syncing": 0, "faulty": 0, "link_down": 0}
-	m.syncRate.Reset()
-	m.rebuildLimit.Reset()
+	next := make(map[string]volumeGauges, len(obs.Volumes))
+	var counts [len(allHealth)]int
+	var members [len(memberStates)]int
 	for _, v := range obs.Volumes {
-		if v.Array == nil {
-			continue
+		old, had := m.last[v.VolumeID]
+		g, ok := old, had && carried[v.VolumeID]
+		if !ok {
+			g = gaugesOf(v, statuses[v.VolumeID])
 		}
-		if rebuilding(v.Array) {
-			m.syncRate.WithLabelValues(v.VolumeID).Set(float64(v.Array.SyncSpeedKiB) * 1024)
-		}
-		m.rebuildLimit.WithLabelValues(v.VolumeID).Set(float64(v.Array.SyncSpeedMaxKiB) * 1024)
-		live := map[string]bool{}
-		for _, r := range v.StagedReplicas {
-			for _, id := range []string{r.NamespaceUUID} {
-				live[normalizeID(id)] = linkOf(v.Controllers[r.NQN]) == linkLive
+		next[v.VolumeID] = g
+		m.set(v.VolumeID, old, had, g, now)
+		for i, h := range allHealth {
+			if g.health == h {
+				counts[i]++
 			}
 		}
-		for _, mem := range v.Array.Members {
-			switch {
-			case mem.Faulty:
-				members["faulty"]++
-			case !memberLive(mem, live):
-				members["link_down"]++
-			case mem.InSync:
-				members["in_sync"]++
-			default:
-				members["syncing"]++
-			}
+		for i, n := range g.members {
+			members[i] += n
 		}
 	}
-	for k, n := range members {
-		m.members.WithLabelValues(k).Set(float64(n))
+	for id, old := range m.last {
+		if _, ok := next[id]; !ok {
+			m.set(id, old, true, volumeGauges{syncProgress: -1}, now)
+		}
 	}
+	m.last = next
+	for i, h := range allHealth {
+		m.volumes.WithLabelValues(string(h)).Set(float64(counts[i]))
+	}
+	for i, k := range memberStates {
+		m.members.WithLabelValues(k).Set(float64(members[i]))
+	}
+}
+
+// set brings a volume's series from old (had: they were set) to g.
+func (m *Metrics) set(id string, old volumeGauges, had bool, g volumeGauges, now time.Time) {
+	switch {
+	case g.syncProgress >= 0 && (!had || old.syncProgress != g.syncProgress):
+		m.syncProgress.WithLabelValues(id).Set(g.syncProgress)
+	case g.syncProgress < 0 && had && old.syncProgress >= 0:
+		m.syncProgress.DeleteLabelValues(id)
+	}
+	switch {
+	case !g.degradedSince.IsZero():
+		// Moves with the clock: set at every cycle.
+		m.degradedSeconds.WithLabelValues(id).Set(now.Sub(g.degradedSince).Seconds())
+	case had && !old.degradedSince.IsZero():
+		m.degradedSeconds.DeleteLabelValues(id)
+	}
+	switch {
+	case g.hasSyncRate && (!had || !old.hasSyncRate || old.syncRate != g.syncRate):
+		m.syncRate.WithLabelValues(id).Set(g.syncRate)
+	case !g.hasSyncRate && had && old.hasSyncRate:
+		m.syncRate.DeleteLabelValues(id)
+	}
+	switch {
+	case g.hasArray && (!had || !old.hasArray || old.rebuildLimit != g.rebuildLimit):
+		m.rebuildLimit.WithLabelValues(id).Set(g.rebuildLimit)
+	case !g.hasArray && had && old.hasArray:
+		m.rebuildLimit.DeleteLabelValues(id)
+	}
+}
+
+// gaugesOf is a volume's contribution to the gauges.
+func gaugesOf(v VolumeObservation, s VolumeStatus) volumeGauges {
+	g := volumeGauges{health: s.Health, syncProgress: s.SyncProgress, degradedSince: s.DegradedSince}
+	if v.Array == nil {
+		return g
+	}
+	g.hasArray, g.rebuildLimit = true, float64(v.Array.SyncSpeedMaxKiB)*1024
+	if rebuilding(v.Array) {
+		g.hasSyncRate, g.syncRate = true, float64(v.Array.SyncSpeedKiB)*1024
+	}
+	live := make(map[string]bool, len(v.StagedReplicas))
+	for _, r := range v.StagedReplicas {
+		live[normalizeID(r.NamespaceUUID)] = linkOf(v.Controllers[r.NQN]) == linkLive
+	}
+	for _, mem := range v.Array.Members {
+		switch {
+		case mem.Faulty:
+			g.members[gaugeFaulty]++
+		case !memberLive(mem, live):
+			g.members[gaugeLinkDown]++
+		case mem.InSync:
+			g.members[gaugeInSync]++
+		default:
+			g.members[gaugeSyncing]++
+		}
+	}
+	return g
 }
 
 func memberLive(m MemberObservation, live map[string]bool) bool {

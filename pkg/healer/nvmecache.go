@@ -61,6 +61,13 @@ type CachedNVMe struct {
 	blockInos map[string]uint64
 	dirBuf    []byte
 	readBuf   []byte
+	// entries is list's result, reused (callers hold c.mu while they use
+	// it); names interns the names listed, so that a listing of thousands
+	// of unchanged entries allocates nothing.
+	entries []dirEntry
+	names   map[string]string
+	// listGen numbers Controllers' listings (cachedCtrl.listed).
+	listGen uint64
 	// statesFor: while positive, Controllers answers a settled
 	// controller's state from its last read when that is more recent
 	// (TrustPolledStates).
@@ -70,7 +77,9 @@ type CachedNVMe struct {
 
 type cachedCtrl struct {
 	ino uint64
-	nqn string
+	// listed is the listGen of the last listing that showed it.
+	listed uint64
+	nqn    string
 	// lastState is the last state read, by Poll or Controllers, at readAt.
 	lastState string
 	readAt    time.Time
@@ -96,7 +105,7 @@ func NewCachedNVMe(root string) *CachedNVMe {
 		root = "/"
 	}
 	return &CachedNVMe{root: root, ctrls: map[string]*cachedCtrl{}, ids: map[string]cachedIDs{},
-		dirBuf: make([]byte, 32<<10), readBuf: make([]byte, 256), now: time.Now}
+		dirBuf: make([]byte, 32<<10), readBuf: make([]byte, 256), names: map[string]string{}, now: time.Now}
 }
 
 // TrustPolledStates lets Controllers answer a controller's state from the
@@ -120,7 +129,7 @@ func (c *CachedNVMe) classDir() string { return filepath.Join(c.root, "sys/class
 func (c *CachedNVMe) Controllers() ([]NVMeController, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	entries, err := c.list(c.classDir(), isCtrlName)
+	entries, err := c.list(c.classDir(), isCtrlName[[]byte])
 	if errors.Is(err, fs.ErrNotExist) {
 		c.dropAll()
 		return nil, nil // nvme not loaded: no controller
@@ -129,9 +138,8 @@ func (c *CachedNVMe) Controllers() ([]NVMeController, error) {
 		return nil, err
 	}
 	out := make([]NVMeController, 0, len(entries))
-	seen := make(map[string]bool, len(entries))
+	c.listGen++
 	for _, e := range entries {
-		seen[e.name] = true
 		cc := c.ctrls[e.name]
 		if cc != nil && cc.ino != e.ino {
 			c.drop(e.name) // the name was reused by a new controller
@@ -140,6 +148,7 @@ func (c *CachedNVMe) Controllers() ([]NVMeController, error) {
 		var state string
 		now := c.now()
 		if cc != nil && cc.settled && c.statesFor > 0 && now.Sub(cc.readAt) < c.statesFor {
+			cc.listed = c.listGen
 			out = append(out, NVMeController{Name: e.name, SubsysNQN: cc.nqn, State: host.ControllerState(cc.lastState), TrAddr: cc.trAddr, TrSvcID: cc.trSvcID})
 			continue
 		}
@@ -177,12 +186,13 @@ func (c *CachedNVMe) Controllers() ([]NVMeController, error) {
 				c.ctrlGen++ // its namespaces come with it
 			}
 		}
+		cc.listed = c.listGen
 		cc.lastState, cc.readAt = state, now
 		out = append(out, NVMeController{Name: e.name, SubsysNQN: cc.nqn, State: host.ControllerState(state), TrAddr: cc.trAddr, TrSvcID: cc.trSvcID})
 	}
-	for name := range c.ctrls {
-		if !seen[name] {
-			c.drop(name)
+	for name, cc := range c.ctrls {
+		if cc.listed != c.listGen {
+			c.drop(name) // not in this listing
 		}
 	}
 	return out, nil
@@ -196,7 +206,7 @@ func (c *CachedNVMe) Controllers() ([]NVMeController, error) {
 func (c *CachedNVMe) Poll() (bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	entries, err := c.list(c.classDir(), isCtrlName)
+	entries, err := c.list(c.classDir(), isCtrlName[[]byte])
 	if errors.Is(err, fs.ErrNotExist) {
 		had := len(c.ctrls) > 0
 		c.dropAll()
@@ -352,12 +362,16 @@ func (c *CachedNVMe) Close() error {
 func (c *CachedNVMe) StartCycle() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	entries, err := c.list(filepath.Join(c.root, "sys/block"), isNamespaceName)
+	entries, err := c.list(filepath.Join(c.root, "sys/block"), isNamespaceName[[]byte])
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		c.blockInos = nil
 		return err
 	}
-	inos := make(map[string]uint64, len(entries))
+	inos := c.blockInos // refilled: only NamespaceIdentities reads it, under c.mu
+	if inos == nil {
+		inos = make(map[string]uint64, len(entries))
+	}
+	clear(inos)
 	for _, e := range entries {
 		inos[e.name] = e.ino
 	}
@@ -410,7 +424,7 @@ type dirEntry struct {
 // list reads a directory's names and inode numbers with getdents64: the
 // inode comes with the listing for free, where os.ReadDir would need a
 // stat per entry.
-func (c *CachedNVMe) list(dir string, keep func(string) bool) ([]dirEntry, error) {
+func (c *CachedNVMe) list(dir string, keep func([]byte) bool) ([]dirEntry, error) {
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
@@ -419,7 +433,11 @@ func (c *CachedNVMe) list(dir string, keep func(string) bool) ([]dirEntry, error
 		return nil, fmt.Errorf("open %s: %w", dir, err)
 	}
 	defer unix.Close(fd)
-	var out []dirEntry
+	if len(c.names) > maxInterned {
+		clear(c.names) // names of devices long gone; the next listings intern again
+	}
+	out := c.entries[:0]
+	defer func() { c.entries = out[:0] }()
 	for {
 		n, err := unix.Getdents(fd, c.dirBuf)
 		if errors.Is(err, unix.EINTR) {
@@ -431,13 +449,28 @@ func (c *CachedNVMe) list(dir string, keep func(string) bool) ([]dirEntry, error
 		if n <= 0 {
 			return out, nil
 		}
-		out = parseDirents(c.dirBuf[:n], keep, out)
+		out = parseDirents(c.dirBuf[:n], keep, c.intern, out)
 	}
+}
+
+// maxInterned bounds the interned names: a node's controllers and block
+// devices, with room for those that came and went.
+const maxInterned = 1 << 16
+
+// intern returns the name as a string, the same one for the same name
+// (looking a []byte up in a map allocates nothing).
+func (c *CachedNVMe) intern(b []byte) string {
+	if s, ok := c.names[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	c.names[s] = s
+	return s
 }
 
 // parseDirents decodes linux_dirent64 records: ino u64, off s64, reclen
 // u16, type u8, name NUL-terminated.
-func parseDirents(b []byte, keep func(string) bool, out []dirEntry) []dirEntry {
+func parseDirents(b []byte, keep func([]byte) bool, intern func([]byte) string, out []dirEntry) []dirEntry {
 	const nameOff = int(unsafe.Offsetof(unix.Dirent{}.Name))
 	for len(b) >= nameOff {
 		ino := binary.NativeEndian.Uint64(b[0:8])
@@ -446,11 +479,11 @@ func parseDirents(b []byte, keep func(string) bool, out []dirEntry) []dirEntry {
 			break
 		}
 		name := b[nameOff:reclen]
-		if i := strings.IndexByte(string(name), 0); i >= 0 {
+		if i := bytes.IndexByte(name, 0); i >= 0 {
 			name = name[:i]
 		}
-		if ino != 0 && keep(string(name)) {
-			out = append(out, dirEntry{name: string(name), ino: ino})
+		if ino != 0 && keep(name) {
+			out = append(out, dirEntry{name: intern(name), ino: ino})
 		}
 		b = b[reclen:]
 	}
@@ -458,25 +491,28 @@ func parseDirents(b []byte, keep func(string) bool, out []dirEntry) []dirEntry {
 }
 
 // isCtrlName is "nvme<N>" (host's pattern, without a regexp: it runs for
-// every controller every second).
-func isCtrlName(s string) bool {
-	d := strings.TrimPrefix(s, "nvme")
-	return len(d) < len(s) && allDigits(d)
+// every controller every second). It takes the listing's bytes as they are.
+func isCtrlName[T string | []byte](s T) bool {
+	return len(s) > 4 && string(s[:4]) == "nvme" && allDigits(s[4:])
 }
 
 // isNamespaceName is "nvme<N>n<M>": a namespace block device, not a
 // per-path device (nvme<S>c<C>n<N>) nor a partition.
-func isNamespaceName(s string) bool {
-	d := strings.TrimPrefix(s, "nvme")
-	if len(d) == len(s) {
+func isNamespaceName[T string | []byte](s T) bool {
+	if len(s) <= 4 || string(s[:4]) != "nvme" {
 		return false
 	}
-	a, b, ok := strings.Cut(d, "n")
-	return ok && allDigits(a) && allDigits(b)
+	d := s[4:]
+	for i := 0; i < len(d); i++ {
+		if d[i] == 'n' {
+			return allDigits(d[:i]) && allDigits(d[i+1:])
+		}
+	}
+	return false
 }
 
-func allDigits(s string) bool {
-	if s == "" {
+func allDigits[T string | []byte](s T) bool {
+	if len(s) == 0 {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

@@ -232,7 +232,7 @@ func TestParseDirentNames(t *testing.T) {
 		}
 	}
 	c := NewCachedNVMe(t.TempDir())
-	es, err := c.list(dir, isCtrlName)
+	es, err := c.list(dir, isCtrlName[[]byte])
 	if err != nil || len(es) != 2000 {
 		t.Fatalf("%d entries, %v", len(es), err)
 	}
@@ -339,8 +339,12 @@ func TestCachedNVMeTrustsPolledStates(t *testing.T) {
 	c.TrustPolledStates(20 * time.Second)
 	tr.ctrlState(1, "connecting")
 	now = now.Add(5 * time.Second)
+	gen := c.ctrlGen
 	if s := state(); s != host.StateLive {
 		t.Fatalf("state %q within the trusted age, want the last read (live)", s)
+	}
+	if state(); c.ctrlGen != gen || len(c.ctrls) != 3 {
+		t.Fatalf("controllers answered from the cache were dropped (generation %d, was %d)", c.ctrlGen, gen)
 	}
 	if changed, err := c.PollControllers([]string{"nvme1"}); err != nil || !changed {
 		t.Fatalf("PollControllers = %v, %v", changed, err)

@@ -72,6 +72,19 @@ type Observer struct {
 	cache  map[string]cachedRecord
 	mdRead arrayCache
 	mdstat parsedMdstat
+	// arrayObs is each array's last observation with the reading it was
+	// built from: the same reading (arrayCache hands out the same copy
+	// until the array is read again) with the same member identities is
+	// the same observation, shared, so that a quiet cycle builds none and
+	// sameObservation compares pointers.
+	arrayObs map[string]observedArray
+	// uuids memoises NormalizeUUID of the staged volumes' md UUIDs.
+	uuids map[string]string
+}
+
+type observedArray struct {
+	from *mdraid.Array
+	obs  *ArrayObservation
 }
 
 // parsedMdstat is the last /proc/mdstat read, as read and parsed.
@@ -142,7 +155,7 @@ func (o *Observer) Observe(ctx context.Context) (Observation, error) {
 			return Observation{}, fmt.Errorf("list block devices: %w", err)
 		}
 	}
-	byNQN := map[string][]ControllerObservation{}
+	byNQN := make(map[string][]ControllerObservation, len(ctrls))
 	for _, c := range ctrls {
 		byNQN[c.SubsysNQN] = append(byNQN[c.SubsysNQN], ControllerObservation{Name: c.Name, State: c.State, TrAddr: c.TrAddr, TrSvcID: c.TrSvcID})
 	}
@@ -151,15 +164,18 @@ func (o *Observer) Observe(ctx context.Context) (Observation, error) {
 	}
 	now := o.now()
 	provDown := false
-	seen := map[string]bool{}
+	seen := make(map[string]bool, len(staged))
 	obs := Observation{Volumes: make([]VolumeObservation, 0, len(staged))}
+	arrayObs := make(map[string]observedArray, len(arrays))
 	for _, sv := range staged {
 		seen[sv.VolumeID] = true
 		v := VolumeObservation{VolumeID: sv.VolumeID, Staged: sv.Staged, MDUUID: sv.MDUUID, StagedReplicas: sv.Replicas,
-			Controllers: map[string][]ControllerObservation{}}
+			Controllers: make(map[string][]ControllerObservation, len(sv.Replicas))}
 		if sv.MDUUID != "" {
 			if a, ok := arrays[sv.VolumeID]; ok {
-				v.Array = o.arrayObservation(a)
+				oa := o.arrayObservation(a)
+				arrayObs[a.Name] = oa
+				v.Array = oa.obs
 			}
 		}
 		c, cached := o.cache[sv.VolumeID]
@@ -193,22 +209,21 @@ func (o *Observer) Observe(ctx context.Context) (Observation, error) {
 				klog.InfoS("Provisioner unreachable; using the cached configuration, repairs that need it wait", "volumeID", sv.VolumeID, "err", err)
 			}
 		}
-		nqns := map[string]bool{}
 		for _, r := range sv.Replicas {
-			nqns[r.NQN] = true
+			if cs := byNQN[r.NQN]; len(cs) > 0 {
+				v.Controllers[r.NQN] = cs
+			}
 		}
 		if v.Record != nil {
 			for _, r := range v.Record.Replicas {
-				nqns[r.NQN] = true
-			}
-		}
-		for n := range nqns {
-			if cs := byNQN[n]; len(cs) > 0 {
-				v.Controllers[n] = cs
+				if cs := byNQN[r.NQN]; len(cs) > 0 {
+					v.Controllers[r.NQN] = cs
+				}
 			}
 		}
 		obs.Volumes = append(obs.Volumes, v)
 	}
+	o.arrayObs = arrayObs
 	for id := range o.cache {
 		if !seen[id] {
 			delete(o.cache, id)
@@ -243,8 +258,8 @@ func (o *Observer) getVolume(ctx context.Context, id string) (*volume.Volume, er
 // this cycle (nothing is repaired in it), and every other volume is healed
 // as usual. If /proc/mdstat as a whole cannot be parsed, each staged
 // volume's array is still read under the device NodeStage recorded.
-func (o *Observer) arrays(staged []stagestate.Volume) (map[string]mdraid.Array, error) {
-	out := map[string]mdraid.Array{}
+func (o *Observer) arrays(staged []stagestate.Volume) (map[string]*mdraid.Array, error) {
+	out := make(map[string]*mdraid.Array, len(staged))
 	st, keys, err := o.readMdstat()
 	if errors.Is(err, mdraid.ErrNotFound) {
 		return out, nil // md not loaded: no array runs
@@ -293,7 +308,7 @@ func (o *Observer) arrays(staged []stagestate.Volume) (map[string]mdraid.Array, 
 		if sv.MDUUID == "" {
 			continue
 		}
-		want, err := mdraid.NormalizeUUID(sv.MDUUID)
+		want, err := o.normalizeUUID(sv.MDUUID)
 		if err != nil {
 			klog.ErrorS(err, "Staged volume has an unreadable md UUID", "volumeID", sv.VolumeID)
 			continue
@@ -301,7 +316,7 @@ func (o *Observer) arrays(staged []stagestate.Volume) (map[string]mdraid.Array, 
 		name := filepath.Base(sv.MDDevice)
 		if running[name] || (!listed && sv.MDDevice != "") {
 			if a := readArray(name); a != nil && a.UUID == want {
-				out[sv.VolumeID] = *a
+				out[sv.VolumeID] = a
 				continue
 			}
 		}
@@ -311,10 +326,10 @@ func (o *Observer) arrays(staged []stagestate.Volume) (map[string]mdraid.Array, 
 	if len(missing) == 0 || !listed {
 		return out, nil
 	}
-	byUUID := map[string]mdraid.Array{}
+	byUUID := map[string]*mdraid.Array{}
 	for _, a := range st.Arrays {
 		if arr := readArray(a.Name); arr != nil && arr.UUID != "" {
-			byUUID[arr.UUID] = *arr
+			byUUID[arr.UUID] = arr
 		}
 	}
 	for _, sv := range missing {
@@ -368,19 +383,64 @@ func mdstatKeys(st mdraid.Mdstat) map[string]string {
 	return keys
 }
 
-func (o *Observer) arrayObservation(a mdraid.Array) *ArrayObservation {
+// arrayObservation is the observation of an array reading: the last one
+// when it was built from the same reading and its members' identities are
+// the same (CachedNVMe hands out the same identities until the device
+// changes), else a new one. The readings and observations are never
+// modified once made.
+func (o *Observer) arrayObservation(a *mdraid.Array) observedArray {
+	last, ok := o.arrayObs[a.Name]
+	reuse := ok && last.from == a && len(last.obs.Members) == len(a.Members)
+	var ids [][]string // built once the last observation cannot be reused
+	for i, m := range a.Members {
+		id, err := o.NVMe.NamespaceIdentities(m.Device)
+		if err != nil {
+			klog.V(2).InfoS("Cannot read the identity of an md member", "array", a.Name, "member", m.Device, "err", err)
+		}
+		if reuse && slices.Equal(last.obs.Members[i].Identities, id) {
+			continue
+		}
+		if ids == nil {
+			ids = make([][]string, len(a.Members))
+			for j := 0; j < i; j++ {
+				ids[j] = last.obs.Members[j].Identities
+			}
+		}
+		ids[i], reuse = id, false
+	}
+	if reuse {
+		return last
+	}
+	return observedArray{from: a, obs: newArrayObservation(a, ids)}
+}
+
+// normalizeUUID is mdraid.NormalizeUUID, remembered: the staged volumes'
+// UUIDs are the same every cycle.
+func (o *Observer) normalizeUUID(s string) (string, error) {
+	if u, ok := o.uuids[s]; ok {
+		return u, nil
+	}
+	u, err := mdraid.NormalizeUUID(s)
+	if err != nil {
+		return "", err
+	}
+	if o.uuids == nil || len(o.uuids) > 4096 {
+		o.uuids = map[string]string{} // bounded: unstaged volumes' go too
+	}
+	o.uuids[s] = u
+	return u, nil
+}
+
+func newArrayObservation(a *mdraid.Array, ids [][]string) *ArrayObservation {
 	ao := &ArrayObservation{Name: a.Name, Device: a.Device, UUID: a.UUID, State: a.ArrayState, RaidDisks: a.RaidDisks,
 		Degraded: a.Degraded, SyncAction: a.SyncAction}
 	if a.SyncCompleted.State == "progress" {
 		ao.SyncDone, ao.SyncTotal = a.SyncCompleted.Done, a.SyncCompleted.Total
 	}
 	ao.SyncSpeedKiB, ao.SyncSpeedMaxKiB, ao.SyncSpeedMaxSystem = a.SyncSpeedKiB, a.SyncSpeedMax.KiB, a.SyncSpeedMax.System
-	for _, m := range a.Members {
-		ids, err := o.NVMe.NamespaceIdentities(m.Device)
-		if err != nil {
-			klog.V(2).InfoS("Cannot read the identity of an md member", "array", a.Name, "member", m.Device, "err", err)
-		}
-		ao.Members = append(ao.Members, MemberObservation{Device: m.Device, Identities: ids, Slot: m.Slot,
+	ao.Members = make([]MemberObservation, 0, len(a.Members))
+	for i, m := range a.Members {
+		ao.Members = append(ao.Members, MemberObservation{Device: m.Device, Identities: ids[i], Slot: m.Slot,
 			InSync: m.State.InSync, Faulty: m.State.Faulty, Spare: m.State.Spare})
 	}
 	return ao

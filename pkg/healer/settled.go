@@ -53,6 +53,9 @@ func sameObservation(a, b VolumeObservation) bool {
 }
 
 func sameArray(a, b *ArrayObservation) bool {
+	if a == b {
+		return true // the observer shares an unchanged array's observation
+	}
 	if a == nil || b == nil {
 		return a == b
 	}

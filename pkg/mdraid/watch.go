@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 
@@ -33,19 +34,38 @@ var watchedAttrs = []string{"array_state", "degraded", "sync_action", "sync_comp
 // happens after the last read of a file, so a change between two Waits is
 // still reported by the second one. Wait must not be called concurrently,
 // and Close waits for a running Wait to return, so cancel its ctx first.
+//
+// An array's members are listed again only when it may have gained or lost
+// one: when it is first asked for, when one of its files fired, or when
+// /proc/mdstat fired (md signals it for every member added, removed or
+// failed). A Wait after an unrelated notification so costs nothing per
+// quiet array, where listing every array's members again cost tens of
+// milliseconds with a thousand arrays, at every step of a resync.
 type Watcher struct {
 	root string
 
-	mu     sync.Mutex
-	files  map[string]*watchedFile // by path
-	wakeR  int                     // read end of the pipe that interrupts poll
-	wakeW  int
-	closed bool
+	mu    sync.Mutex
+	files map[string]*watchedFile // by path
+	// armed are the arrays whose files are open, with their paths.
+	armed map[string][]string
+	// rescan are the arrays to list again at the next arm; rescanAll all
+	// of them (/proc/mdstat fired).
+	rescan    map[string]bool
+	rescanAll bool
+	// pollFiles and pollFds are what poll waits on (the wake-up pipe
+	// last), rebuilt only when the files change (pollStale).
+	pollFiles []*watchedFile
+	pollFds   []unix.PollFd
+	pollStale bool
+	wakeR     int // read end of the pipe that interrupts poll
+	wakeW     int
+	closed    bool
 }
 
 // watchedFile is one armed attribute.
 type watchedFile struct {
 	fd    int
+	path  string
 	array string // md name, or MdstatChange
 }
 
@@ -55,7 +75,8 @@ func NewWatcher(root string) *Watcher {
 	if root == "" {
 		root = "/"
 	}
-	return &Watcher{root: root, files: map[string]*watchedFile{}, wakeR: -1, wakeW: -1}
+	return &Watcher{root: root, files: map[string]*watchedFile{}, armed: map[string][]string{}, rescan: map[string]bool{},
+		wakeR: -1, wakeW: -1}
 }
 
 // Wait blocks until /proc/mdstat or one of the named arrays' watched
@@ -116,35 +137,46 @@ func (w *Watcher) armLocked(arrays []string) ([]string, error) {
 // pollOnce polls every armed file once and re-arms those that fired. It
 // returns no arrays when poll woke without a change worth reporting.
 func (w *Watcher) pollOnce(ctx context.Context) ([]string, error) {
-	paths := make([]string, 0, len(w.files))
-	for p := range w.files {
-		paths = append(paths, p)
+	if w.pollStale || w.pollFds == nil {
+		w.pollFiles = w.pollFiles[:0]
+		w.pollFds = w.pollFds[:0]
+		for _, f := range w.files {
+			w.pollFiles = append(w.pollFiles, f)
+			w.pollFds = append(w.pollFds, unix.PollFd{Fd: int32(f.fd), Events: unix.POLLPRI | unix.POLLERR})
+		}
+		w.pollFds = append(w.pollFds, unix.PollFd{Fd: int32(w.wakeR), Events: unix.POLLIN})
+		w.pollStale = false
 	}
-	sort.Strings(paths)
-	pollFds := make([]unix.PollFd, 0, len(paths)+1)
-	owners := make([]string, 0, len(paths))
-	for _, p := range paths {
-		pollFds = append(pollFds, unix.PollFd{Fd: int32(w.files[p].fd), Events: unix.POLLPRI | unix.POLLERR})
-		owners = append(owners, w.files[p].array)
+	pollFds := w.pollFds
+	for i := range pollFds {
+		pollFds[i].Revents = 0
 	}
-	pollFds = append(pollFds, unix.PollFd{Fd: int32(w.wakeR), Events: unix.POLLIN})
-
 	if err := w.poll(ctx, pollFds); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	revents := make([]int16, len(paths))
-	for i := range paths {
-		revents[i] = pollFds[i].Revents
+	owners := make([]string, len(w.pollFiles))
+	revents := make([]int16, len(w.pollFiles))
+	for i, f := range w.pollFiles {
+		owners[i], revents[i] = f.array, pollFds[i].Revents
 	}
 	changed, fired, err := changedFromRevents(owners, revents)
 	if err != nil {
 		return nil, err
 	}
 	for _, i := range fired {
-		w.rearm(paths[i])
+		w.rearm(w.pollFiles[i])
+	}
+	for _, a := range changed {
+		// It may have gained or lost a member: list it again at the
+		// next arm (all of them when /proc/mdstat fired).
+		if a == MdstatChange {
+			w.rescanAll = true
+		} else {
+			w.rescan[a] = true
+		}
 	}
 	return changed, nil
 }
@@ -178,66 +210,128 @@ func changedFromRevents(owners []string, revents []int16) (changed []string, fir
 }
 
 // arm brings the open files in line with what should be watched: closes
-// files no longer wanted, opens and reads new ones. It returns arrays that
-// are gone (or whose attributes cannot be read), which count as changed.
+// the files of arrays no longer wanted, lists the members of the arrays
+// that are new or may have changed (rescan), opens and reads new files. It
+// returns arrays that are gone (or whose attributes cannot be read), which
+// count as changed.
 func (w *Watcher) arm(arrays []string) ([]string, error) {
-	wanted := map[string]string{filepath.Join(w.root, "proc", "mdstat"): MdstatChange}
-	var changed []string
+	var changed, retry []string
+	mdstat := filepath.Join(w.root, "proc", "mdstat")
+	if _, ok := w.files[mdstat]; !ok {
+		// A missing /proc/mdstat means md is not loaded yet.
+		if ok, err := w.open(mdstat, MdstatChange); err != nil {
+			return nil, err
+		} else if !ok {
+			changed = append(changed, MdstatChange)
+		}
+	}
+	wanted := make(map[string]bool, len(arrays))
 	for _, a := range arrays {
-		mdDir := filepath.Join(w.root, "sys", "block", a, "md")
-		if err := unix.Access(mdDir, unix.F_OK); err != nil {
+		wanted[a] = true
+	}
+	for a := range w.armed {
+		if !wanted[a] {
+			w.disarm(a, nil)
+		}
+	}
+	for _, a := range arrays {
+		if _, ok := w.armed[a]; ok && !w.rescanAll && !w.rescan[a] {
+			continue
+		}
+		paths, err := w.paths(a)
+		if err != nil {
+			return nil, err
+		}
+		if paths == nil {
+			w.disarm(a, nil)
 			changed = append(changed, a)
 			continue
 		}
-		for _, attr := range watchedAttrs {
-			wanted[filepath.Join(mdDir, attr)] = a
+		w.disarm(a, paths) // members gone
+		for _, p := range paths {
+			if _, ok := w.files[p]; ok {
+				continue
+			}
+			if ok, err := w.open(p, a); err != nil {
+				return nil, err
+			} else if !ok {
+				changed = append(changed, a)
+				retry = append(retry, a)
+			}
 		}
-		members, err := filepath.Glob(filepath.Join(mdDir, "dev-*", "state"))
-		if err != nil {
-			return nil, fmt.Errorf("list members of %s: %w", a, err)
-		}
-		for _, p := range members {
-			wanted[p] = a
-		}
+		w.armed[a] = paths
 	}
-	for p, f := range w.files {
-		if _, ok := wanted[p]; !ok {
-			unix.Close(f.fd)
-			delete(w.files, p)
-		}
-	}
-	for p, owner := range wanted {
-		if _, ok := w.files[p]; ok {
-			continue
-		}
-		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if errors.Is(err, unix.ENOENT) {
-			// Levels without redundancy lack degraded and sync_*; a
-			// missing /proc/mdstat means md is not loaded yet.
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("open %s: %w", p, err)
-		}
-		if err := drain(fd); err != nil {
-			unix.Close(fd)
-			klog.V(4).InfoS("Cannot arm md attribute", "path", p, "err", err)
-			changed = append(changed, owner)
-			continue
-		}
-		w.files[p] = &watchedFile{fd: fd, array: owner}
+	w.rescanAll = false
+	clear(w.rescan)
+	for _, a := range retry {
+		w.rescan[a] = true // its unreadable file is tried again next time
 	}
 	return dedupeSorted(changed), nil
 }
 
+// paths lists an array's watched files; nil when its md directory is
+// missing.
+func (w *Watcher) paths(a string) ([]string, error) {
+	mdDir := filepath.Join(w.root, "sys", "block", a, "md")
+	if err := unix.Access(mdDir, unix.F_OK); err != nil {
+		return nil, nil
+	}
+	paths := make([]string, 0, len(watchedAttrs)+4)
+	for _, attr := range watchedAttrs {
+		paths = append(paths, filepath.Join(mdDir, attr))
+	}
+	members, err := filepath.Glob(filepath.Join(mdDir, "dev-*", "state"))
+	if err != nil {
+		return nil, fmt.Errorf("list members of %s: %w", a, err)
+	}
+	return append(paths, members...), nil
+}
+
+// disarm closes the files of an array that are not in keep.
+func (w *Watcher) disarm(a string, keep []string) {
+	for _, p := range w.armed[a] {
+		if f, ok := w.files[p]; ok && f.array == a && !slices.Contains(keep, p) {
+			w.closeFile(f)
+		}
+	}
+	if keep == nil {
+		delete(w.armed, a)
+	}
+}
+
+// open opens and reads a file to arm it. ok is false when it exists but
+// cannot be read; a missing file (levels without redundancy lack degraded
+// and sync_*) is skipped.
+func (w *Watcher) open(p, owner string) (ok bool, err error) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("open %s: %w", p, err)
+	}
+	if err := drain(fd); err != nil {
+		unix.Close(fd)
+		klog.V(4).InfoS("Cannot arm md attribute", "path", p, "err", err)
+		return false, nil
+	}
+	w.files[p] = &watchedFile{fd: fd, path: p, array: owner}
+	w.pollStale = true
+	return true, nil
+}
+
+func (w *Watcher) closeFile(f *watchedFile) {
+	unix.Close(f.fd)
+	delete(w.files, f.path)
+	w.pollStale = true
+}
+
 // rearm re-reads a file that fired. A file that can no longer be read
 // (its array was stopped) is closed; the next Wait decides what it means.
-func (w *Watcher) rearm(path string) {
-	f := w.files[path]
+func (w *Watcher) rearm(f *watchedFile) {
 	if err := drain(f.fd); err != nil {
-		klog.V(4).InfoS("Dropping md attribute that cannot be re-read", "path", path, "err", err)
-		unix.Close(f.fd)
-		delete(w.files, path)
+		klog.V(4).InfoS("Dropping md attribute that cannot be re-read", "path", f.path, "err", err)
+		w.closeFile(f)
 	}
 }
 
@@ -302,10 +396,10 @@ func (w *Watcher) poll(ctx context.Context, fds []unix.PollFd) error {
 func (w *Watcher) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for p, f := range w.files {
-		unix.Close(f.fd)
-		delete(w.files, p)
+	for _, f := range w.files {
+		w.closeFile(f)
 	}
+	clear(w.armed)
 	if w.wakeR >= 0 {
 		unix.Close(w.wakeR)
 		unix.Close(w.wakeW)

@@ -197,3 +197,52 @@ func TestWatcherArmThenWait(t *testing.T) {
 		t.Errorf("Arm of a bad name: err = %v, want ErrInvalidArgument", err)
 	}
 }
+
+// TestWatcherListsMembersOnlyWhenTheyMayChange: a quiet array's members are
+// not listed again at every Wait; they are once the array or /proc/mdstat
+// fired (pollOnce marks it), so a member added or removed is followed.
+func TestWatcherListsMembersOnlyWhenTheyMayChange(t *testing.T) {
+	root := watchRoot(t)
+	w := NewWatcher(root)
+	defer w.Close()
+	arm := func(want int) {
+		t.Helper()
+		if gone, err := w.Arm([]string{"md127"}); err != nil || len(gone) != 0 {
+			t.Fatalf("Arm = %v, %v", gone, err)
+		}
+		if len(w.files) != want {
+			t.Fatalf("%d files armed, want %d", len(w.files), want)
+		}
+	}
+	arm(8)
+	writeSysFile(t, root, "block/md127/md/dev-nvme9n1/state", "spare")
+	arm(8) // nothing fired: not listed again
+	w.rescan["md127"] = true
+	arm(9)
+	if err := os.RemoveAll(filepath.Join(root, "sys/block/md127/md/dev-nvme9n1")); err != nil {
+		t.Fatal(err)
+	}
+	w.rescanAll = true
+	arm(8)
+
+	// A file that fires marks its array: a pipe whose writer is gone
+	// polls as POLLHUP, which counts as a change.
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(p[1])
+	w.files["pipe"] = &watchedFile{fd: p[0], path: "pipe", array: "md127"}
+	w.pollStale = true
+	changed, err := w.pollOnce(context.Background())
+	if err != nil || !reflect.DeepEqual(changed, []string{"md127"}) || !w.rescan["md127"] {
+		t.Fatalf("pollOnce = %v, %v; rescan %v", changed, err, w.rescan)
+	}
+	if _, ok := w.files["pipe"]; ok {
+		t.Fatal("a file that cannot be re-read stays armed")
+	}
+	arm(8)
+	if len(w.rescan) != 0 {
+		t.Fatalf("rescan %v after arming", w.rescan)
+	}
+}
