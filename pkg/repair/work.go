@@ -151,12 +151,8 @@ func (w *work) checkStale(ctx context.Context, inSync, stale []attached) (newest
 		sb, err := w.examine(ctx, a.dev.Path)
 		switch {
 		case errors.Is(err, mdraid.ErrNoSuperblock):
-			blank, berr := w.r.disk.Blank(a.dev.Path, a.dev.SizeBytes)
-			if berr != nil {
-				return 0, false, berr
-			}
-			if !blank {
-				return 0, false, fmt.Errorf("%w: in-sync replica %s (%s) has no md superblock but holds data; it is not a leg of the volume's array", ErrIdentity, a.ID, a.dev.Path)
+			if err := w.requireBlank(a, "it is not a leg of the volume's array"); err != nil {
+				return 0, false, err
 			}
 			blankInSync++
 			continue
@@ -177,12 +173,8 @@ func (w *work) checkStale(ctx context.Context, inSync, stale []attached) (newest
 		sb, err := w.examine(ctx, a.dev.Path)
 		switch {
 		case errors.Is(err, mdraid.ErrNoSuperblock):
-			blank, berr := w.r.disk.Blank(a.dev.Path, a.dev.SizeBytes)
-			if berr != nil {
-				return 0, false, berr
-			}
-			if !blank {
-				return 0, false, fmt.Errorf("%w: replica %s (%s) has no md superblock but holds data; not overwriting it", ErrIdentity, a.ID, a.dev.Path)
+			if err := w.requireBlank(a, "not overwriting it"); err != nil {
+				return 0, false, err
 			}
 		case err != nil:
 			return 0, false, fmt.Errorf("replica %s (%s): %w", a.ID, a.dev.Path, err)
@@ -195,6 +187,19 @@ func (w *work) checkStale(ctx context.Context, inSync, stale []attached) (newest
 		}
 	}
 	return newest, unused, nil
+}
+
+// requireBlank fails with ErrIdentity, saying why it matters, when a
+// device without an md superblock holds anything.
+func (w *work) requireBlank(a attached, why string) error {
+	blank, err := w.r.disk.Blank(a.dev.Path, a.dev.SizeBytes)
+	if err != nil {
+		return err
+	}
+	if !blank {
+		return fmt.Errorf("%w: replica %s (%s) has no md superblock but holds data; %s", ErrIdentity, a.ID, a.dev.Path, why)
+	}
+	return nil
 }
 
 func (w *work) examine(ctx context.Context, path string) (mdraid.Superblock, error) {

@@ -12,46 +12,6 @@ import (
 	"testing"
 )
 
-// TestDiskModules checks the scratch disk's modules against both kernels
-// the tests boot (when unpacked here): Debian 6.1 builds the virtio PCI
-// transport as a module, 6.12 builds it in, and every module named must
-// resolve in modules.dep.
-func TestDiskModules(t *testing.T) {
-	for _, tc := range []struct {
-		dir  string
-		want []string
-	}{
-		{".cache/vm/kernel", []string{"virtio_pci", "virtio_blk"}},
-		{AuthKernelDir, []string{"virtio_blk"}},
-	} {
-		t.Run(filepath.Base(tc.dir), func(t *testing.T) {
-			k, err := KernelFromDir(tc.dir)
-			if err != nil {
-				t.Skipf("kernel not unpacked: %v", err)
-			}
-			got, err := DiskModules(k)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !slices.Equal(got, tc.want) {
-				t.Errorf("DiskModules(%s) = %v, want %v", k.Version, got, tc.want)
-			}
-			f, err := os.Open(filepath.Join(k.ModulesDir, "modules.dep"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			md, err := parseModulesDep(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := md.loadOrder(got); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-}
-
 // TestSparseDisk: the scratch disk has the size asked for, takes no space
 // until written, and is never an existing file reused.
 func TestSparseDisk(t *testing.T) {

@@ -7,29 +7,33 @@ import (
 	"testing"
 )
 
-// TestNetModules checks the NIC modules against both kernels the tests boot
-// (when unpacked here): Debian 6.1 builds the virtio PCI transport as a
-// module, 6.12 builds it in, and every module named must resolve in
-// modules.dep.
-func TestNetModules(t *testing.T) {
+// TestDeviceModules checks the NIC's and the scratch disk's modules against
+// both kernels the tests boot (when unpacked here): Debian 6.1 builds the
+// virtio PCI transport as a module, 6.12 builds it in, and every module
+// named must resolve in modules.dep.
+func TestDeviceModules(t *testing.T) {
 	for _, tc := range []struct {
-		dir  string
-		want []string
+		dir     string
+		modules func(Kernel) ([]string, error)
+		name    string
+		want    []string
 	}{
-		{".cache/vm/kernel", []string{"virtio_pci", "virtio_net"}},
-		{AuthKernelDir, []string{"virtio_net"}},
+		{".cache/vm/kernel", NetModules, "NetModules", []string{"virtio_pci", "virtio_net"}},
+		{AuthKernelDir, NetModules, "NetModules", []string{"virtio_net"}},
+		{".cache/vm/kernel", DiskModules, "DiskModules", []string{"virtio_pci", "virtio_blk"}},
+		{AuthKernelDir, DiskModules, "DiskModules", []string{"virtio_blk"}},
 	} {
-		t.Run(filepath.Base(tc.dir), func(t *testing.T) {
+		t.Run(tc.name+"/"+filepath.Base(tc.dir), func(t *testing.T) {
 			k, err := KernelFromDir(tc.dir)
 			if err != nil {
 				t.Skipf("kernel not unpacked: %v", err)
 			}
-			got, err := NetModules(k)
+			got, err := tc.modules(k)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if !slices.Equal(got, tc.want) {
-				t.Errorf("NetModules(%s) = %v, want %v", k.Version, got, tc.want)
+				t.Errorf("%s(%s) = %v, want %v", tc.name, k.Version, got, tc.want)
 			}
 			f, err := os.Open(filepath.Join(k.ModulesDir, "modules.dep"))
 			if err != nil {
