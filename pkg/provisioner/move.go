@@ -113,7 +113,7 @@ func movable(v *store.Volume, m *store.Replica) error {
 		return fmt.Errorf("volume %s is %s: %w", v.ID, v.State, ErrFailedPrecondition)
 	case m.State != store.ReplicaActive:
 		return fmt.Errorf("replica %s of volume %s is %s, not active: %w", m.ID, v.ID, m.State, ErrFailedPrecondition)
-	case v.Parameters.NumReplicas < minMirrored:
+	case !mirrored(v):
 		// Its node mounts the namespace itself: no md would fill a new
 		// replica, so a move could never finish.
 		return fmt.Errorf("volume %s has one replica and no md array, so it cannot be moved live; copy its data to a mirrored volume: %w", v.ID, ErrFailedPrecondition)
@@ -138,7 +138,7 @@ func (s *Service) placementAway(v *store.Volume, away string, surveyed map[strin
 				loc.Zone, loc.Rack = sn.node.Zone, sn.node.Rack
 			}
 			req.Existing = append(req.Existing, loc)
-		case r.ID == away || r.PendingDelete || r.State == store.ReplicaDeleting || r.State == store.ReplicaActive:
+		case r.ID == away || r.PendingDelete || r.State == store.ReplicaDeleting:
 			// The replica's own node, and nodes still holding an old copy
 			// (a node must never end up with two). A replica deleted and
 			// gone from its node (deleted or removed, nothing pending)

@@ -105,7 +105,7 @@ func reachable(reach map[string]*surveyedNode, r store.Replica) bool {
 // replace replicas away too long, start a repair of the reachable
 // out-of-sync ones, or record it healed.
 func (s *Service) repairVolume(ctx context.Context, v *store.Volume, reach map[string]*surveyedNode) (bool, error) {
-	if v.Parameters.NumReplicas < minMirrored {
+	if !mirrored(v) {
 		// No md array: nothing an md repair could do, and its replica
 		// reading blank at the ends says nothing about the middle.
 		return false, nil

@@ -24,16 +24,20 @@ import (
 // stays, and md wants --force below two slots.
 const minMirrored = 2
 
+// mirrored reports whether v has an md array: a volume created with one
+// replica has none (its node mounts the namespace itself), and a mirrored
+// one never goes below minMirrored, so the current count says which it is.
+func mirrored(v *store.Volume) bool { return v.Parameters.NumReplicas >= minMirrored }
+
 // checkReplicaCount refuses a replica count v (its record before the
-// change) cannot take now. A volume with one replica was created without md
-// (the node mounts the namespace itself), and a mirrored one never goes
-// below two, so the current count says which it is.
+// change) cannot take now: an unmirrored volume no other count, a
+// mirrored one none below minMirrored.
 func checkReplicaCount(v *store.Volume, n int) error {
 	switch {
-	case v.Parameters.NumReplicas < minMirrored && n != v.Parameters.NumReplicas:
+	case !mirrored(v) && n != v.Parameters.NumReplicas:
 		return fmt.Errorf("%w: numReplicas: volume %s was created with one replica, so it has no md array to grow; create a volume with numReplicas %d and copy the data",
 			ErrFailedPrecondition, v.ID, n)
-	case n < minMirrored && v.Parameters.NumReplicas >= minMirrored:
+	case n < minMirrored && mirrored(v):
 		return fmt.Errorf("%w: numReplicas: a mirrored volume keeps at least %d replicas (its md array stays); volume %s cannot go to %d", ErrFailedPrecondition, minMirrored, v.ID, n)
 	case v.State != store.VolumeReady:
 		return fmt.Errorf("volume %s is %s: %w", v.ID, v.State, ErrFailedPrecondition)
