@@ -418,12 +418,7 @@ func checkReplicas(t *testing.T, ag agents, vol *provisionerapi.Volume, numRepli
 	if len(onNodes) != numReplicas {
 		t.Errorf("volume %s has replicas on %d storage nodes, want %d: %v", vol.GetId(), len(onNodes), numReplicas, replicaIDs(onNodes))
 	}
-	recorded := map[string]string{} // replica ID -> storage node, per the provisioner
-	for _, r := range vol.GetReplicas() {
-		if r.GetState() == provisionerapi.ReplicaState_REPLICA_STATE_ACTIVE {
-			recorded[r.GetId()] = r.GetStorageNode()
-		}
-	}
+	recorded := activeReplicas(vol) // replica ID -> storage node, per the provisioner
 	for node, reps := range onNodes {
 		if len(reps) != 1 {
 			t.Errorf("storage node %s holds %d replicas of %s, want 1: %v", node, len(reps), vol.GetId(), replicaIDs(onNodes))

@@ -34,7 +34,7 @@ func changeReplicaCount(t *testing.T, e *Env, cp *ControlPlane, ag agents, pc pr
 	var took []time.Duration
 	for _, n := range counts {
 		class := replicaCountClass(n)
-		before := activeReplicas(t, pc, volID)
+		before := activeReplicas(mustGetVolume(t, pc, volID))
 		t0 := time.Now()
 		cp.MustKubectl("patch", "pvc", pvcName, "-n", ns, "--type=merge",
 			"-p", fmt.Sprintf(`{"spec":{"volumeAttributesClassName":%q}}`, class))
@@ -50,13 +50,9 @@ func changeReplicaCount(t *testing.T, e *Env, cp *ControlPlane, ag agents, pc pr
 				return false, fmt.Sprintf("GetVolume: %v %v", v, err)
 			}
 			vol = v
-			active, outOfSync := map[string]string{}, []string{}
+			active, outOfSync := activeReplicas(v), []string{}
 			for _, r := range v.GetReplicas() {
-				if r.GetState() != provisionerapi.ReplicaState_REPLICA_STATE_ACTIVE {
-					continue
-				}
-				active[r.GetId()] = r.GetStorageNode()
-				if r.GetOutOfSyncSince() != nil {
+				if active[r.GetId()] != "" && r.GetOutOfSyncSince() != nil {
 					outOfSync = append(outOfSync, r.GetId())
 				}
 			}
@@ -78,7 +74,7 @@ func changeReplicaCount(t *testing.T, e *Env, cp *ControlPlane, ag agents, pc pr
 			return len(onNodes) == n, fmt.Sprintf("storage nodes hold %v; the provisioner records %v", replicaIDs(onNodes), active)
 		})
 		checkReplicas(t, ag, vol, n, size, "")
-		after := activeReplicas(t, pc, volID)
+		after := activeReplicas(vol)
 		// Growing keeps every replica and adds; shrinking only removes.
 		kept := 0
 		for id := range after {
@@ -101,13 +97,8 @@ func changeReplicaCount(t *testing.T, e *Env, cp *ControlPlane, ag agents, pc pr
 }
 
 // activeReplicas maps the volume's active replicas to their storage nodes,
-// per the provisioner.
-func activeReplicas(t *testing.T, pc provisionerapi.ProvisionerClient, volID string) map[string]string {
-	t.Helper()
-	v, err := getVolume(pc, volID)
-	if err != nil || v == nil {
-		t.Fatalf("GetVolume(%s): %v %v", volID, v, err)
-	}
+// per the provisioner's record.
+func activeReplicas(v *provisionerapi.Volume) map[string]string {
 	out := map[string]string{}
 	for _, r := range v.GetReplicas() {
 		if r.GetState() == provisionerapi.ReplicaState_REPLICA_STATE_ACTIVE {
@@ -115,4 +106,15 @@ func activeReplicas(t *testing.T, pc provisionerapi.ProvisionerClient, volID str
 		}
 	}
 	return out
+}
+
+// mustGetVolume is getVolume that fails the test when the volume is not
+// there.
+func mustGetVolume(t *testing.T, pc provisionerapi.ProvisionerClient, volID string) *provisionerapi.Volume {
+	t.Helper()
+	v, err := getVolume(pc, volID)
+	if err != nil || v == nil {
+		t.Fatalf("GetVolume(%s): %v %v", volID, v, err)
+	}
+	return v
 }
