@@ -417,7 +417,12 @@ type CreateReplicaRequest struct {
 	SizeBytes        int64            `protobuf:"varint,3,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
 	ProvisioningType ProvisioningType `protobuf:"varint,4,opt,name=provisioning_type,json=provisioningType,proto3,enum=nvmirror.target.v1.ProvisioningType" json:"provisioning_type,omitempty"`
 	// Hosts allowed from the start (optional).
-	AllowedHosts  []string `protobuf:"bytes,5,rep,name=allowed_hosts,json=allowedHosts,proto3" json:"allowed_hosts,omitempty"`
+	AllowedHosts []string `protobuf:"bytes,5,rep,name=allowed_hosts,json=allowedHosts,proto3" json:"allowed_hosts,omitempty"`
+	// Optional: the new file starts as a copy of [source_offset,
+	// source_offset+length) of this storage node's snapshot snapshot_id, at
+	// target_offset (reflinked where the pool can); the rest reads as zeros.
+	// Offsets and length are multiples of 4096 and the range fits the replica.
+	Source        *SnapshotSource `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -487,6 +492,81 @@ func (x *CreateReplicaRequest) GetAllowedHosts() []string {
 	return nil
 }
 
+func (x *CreateReplicaRequest) GetSource() *SnapshotSource {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+type SnapshotSource struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SnapshotId    string                 `protobuf:"bytes,1,opt,name=snapshot_id,json=snapshotId,proto3" json:"snapshot_id,omitempty"`
+	SourceOffset  int64                  `protobuf:"varint,2,opt,name=source_offset,json=sourceOffset,proto3" json:"source_offset,omitempty"`
+	Length        int64                  `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
+	TargetOffset  int64                  `protobuf:"varint,4,opt,name=target_offset,json=targetOffset,proto3" json:"target_offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotSource) Reset() {
+	*x = SnapshotSource{}
+	mi := &file_target_v1_target_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotSource) ProtoMessage() {}
+
+func (x *SnapshotSource) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotSource.ProtoReflect.Descriptor instead.
+func (*SnapshotSource) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SnapshotSource) GetSnapshotId() string {
+	if x != nil {
+		return x.SnapshotId
+	}
+	return ""
+}
+
+func (x *SnapshotSource) GetSourceOffset() int64 {
+	if x != nil {
+		return x.SourceOffset
+	}
+	return 0
+}
+
+func (x *SnapshotSource) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+func (x *SnapshotSource) GetTargetOffset() int64 {
+	if x != nil {
+		return x.TargetOffset
+	}
+	return 0
+}
+
 type CreateReplicaResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Replica       *Replica               `protobuf:"bytes,1,opt,name=replica,proto3" json:"replica,omitempty"`
@@ -496,7 +576,7 @@ type CreateReplicaResponse struct {
 
 func (x *CreateReplicaResponse) Reset() {
 	*x = CreateReplicaResponse{}
-	mi := &file_target_v1_target_proto_msgTypes[3]
+	mi := &file_target_v1_target_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -508,7 +588,7 @@ func (x *CreateReplicaResponse) String() string {
 func (*CreateReplicaResponse) ProtoMessage() {}
 
 func (x *CreateReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[3]
+	mi := &file_target_v1_target_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -521,7 +601,7 @@ func (x *CreateReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReplicaResponse.ProtoReflect.Descriptor instead.
 func (*CreateReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{3}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateReplicaResponse) GetReplica() *Replica {
@@ -540,7 +620,7 @@ type DeleteReplicaRequest struct {
 
 func (x *DeleteReplicaRequest) Reset() {
 	*x = DeleteReplicaRequest{}
-	mi := &file_target_v1_target_proto_msgTypes[4]
+	mi := &file_target_v1_target_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -552,7 +632,7 @@ func (x *DeleteReplicaRequest) String() string {
 func (*DeleteReplicaRequest) ProtoMessage() {}
 
 func (x *DeleteReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[4]
+	mi := &file_target_v1_target_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -565,7 +645,7 @@ func (x *DeleteReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteReplicaRequest.ProtoReflect.Descriptor instead.
 func (*DeleteReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{4}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DeleteReplicaRequest) GetReplicaId() string {
@@ -583,7 +663,7 @@ type DeleteReplicaResponse struct {
 
 func (x *DeleteReplicaResponse) Reset() {
 	*x = DeleteReplicaResponse{}
-	mi := &file_target_v1_target_proto_msgTypes[5]
+	mi := &file_target_v1_target_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -595,7 +675,7 @@ func (x *DeleteReplicaResponse) String() string {
 func (*DeleteReplicaResponse) ProtoMessage() {}
 
 func (x *DeleteReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[5]
+	mi := &file_target_v1_target_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -608,7 +688,7 @@ func (x *DeleteReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteReplicaResponse.ProtoReflect.Descriptor instead.
 func (*DeleteReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{5}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{6}
 }
 
 type ExpandReplicaRequest struct {
@@ -621,7 +701,7 @@ type ExpandReplicaRequest struct {
 
 func (x *ExpandReplicaRequest) Reset() {
 	*x = ExpandReplicaRequest{}
-	mi := &file_target_v1_target_proto_msgTypes[6]
+	mi := &file_target_v1_target_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -633,7 +713,7 @@ func (x *ExpandReplicaRequest) String() string {
 func (*ExpandReplicaRequest) ProtoMessage() {}
 
 func (x *ExpandReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[6]
+	mi := &file_target_v1_target_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -646,7 +726,7 @@ func (x *ExpandReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpandReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ExpandReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{6}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ExpandReplicaRequest) GetReplicaId() string {
@@ -672,7 +752,7 @@ type ExpandReplicaResponse struct {
 
 func (x *ExpandReplicaResponse) Reset() {
 	*x = ExpandReplicaResponse{}
-	mi := &file_target_v1_target_proto_msgTypes[7]
+	mi := &file_target_v1_target_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +764,7 @@ func (x *ExpandReplicaResponse) String() string {
 func (*ExpandReplicaResponse) ProtoMessage() {}
 
 func (x *ExpandReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[7]
+	mi := &file_target_v1_target_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +777,7 @@ func (x *ExpandReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpandReplicaResponse.ProtoReflect.Descriptor instead.
 func (*ExpandReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{7}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ExpandReplicaResponse) GetReplica() *Replica {
@@ -716,7 +796,7 @@ type GetReplicaRequest struct {
 
 func (x *GetReplicaRequest) Reset() {
 	*x = GetReplicaRequest{}
-	mi := &file_target_v1_target_proto_msgTypes[8]
+	mi := &file_target_v1_target_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +808,7 @@ func (x *GetReplicaRequest) String() string {
 func (*GetReplicaRequest) ProtoMessage() {}
 
 func (x *GetReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[8]
+	mi := &file_target_v1_target_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +821,7 @@ func (x *GetReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReplicaRequest.ProtoReflect.Descriptor instead.
 func (*GetReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{8}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetReplicaRequest) GetReplicaId() string {
@@ -760,7 +840,7 @@ type GetReplicaResponse struct {
 
 func (x *GetReplicaResponse) Reset() {
 	*x = GetReplicaResponse{}
-	mi := &file_target_v1_target_proto_msgTypes[9]
+	mi := &file_target_v1_target_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -772,7 +852,7 @@ func (x *GetReplicaResponse) String() string {
 func (*GetReplicaResponse) ProtoMessage() {}
 
 func (x *GetReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[9]
+	mi := &file_target_v1_target_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -785,7 +865,7 @@ func (x *GetReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetReplicaResponse.ProtoReflect.Descriptor instead.
 func (*GetReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{9}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetReplicaResponse) GetReplica() *Replica {
@@ -805,7 +885,7 @@ type ListReplicasRequest struct {
 
 func (x *ListReplicasRequest) Reset() {
 	*x = ListReplicasRequest{}
-	mi := &file_target_v1_target_proto_msgTypes[10]
+	mi := &file_target_v1_target_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +897,7 @@ func (x *ListReplicasRequest) String() string {
 func (*ListReplicasRequest) ProtoMessage() {}
 
 func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[10]
+	mi := &file_target_v1_target_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +910,7 @@ func (x *ListReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasRequest.ProtoReflect.Descriptor instead.
 func (*ListReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{10}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListReplicasRequest) GetVolumeId() string {
@@ -849,7 +929,7 @@ type ListReplicasResponse struct {
 
 func (x *ListReplicasResponse) Reset() {
 	*x = ListReplicasResponse{}
-	mi := &file_target_v1_target_proto_msgTypes[11]
+	mi := &file_target_v1_target_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -861,7 +941,7 @@ func (x *ListReplicasResponse) String() string {
 func (*ListReplicasResponse) ProtoMessage() {}
 
 func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[11]
+	mi := &file_target_v1_target_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -874,7 +954,7 @@ func (x *ListReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ListReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{11}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListReplicasResponse) GetReplicas() []*Replica {
@@ -894,7 +974,7 @@ type AllowHostRequest struct {
 
 func (x *AllowHostRequest) Reset() {
 	*x = AllowHostRequest{}
-	mi := &file_target_v1_target_proto_msgTypes[12]
+	mi := &file_target_v1_target_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -906,7 +986,7 @@ func (x *AllowHostRequest) String() string {
 func (*AllowHostRequest) ProtoMessage() {}
 
 func (x *AllowHostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[12]
+	mi := &file_target_v1_target_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -919,7 +999,7 @@ func (x *AllowHostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllowHostRequest.ProtoReflect.Descriptor instead.
 func (*AllowHostRequest) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{12}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AllowHostRequest) GetReplicaId() string {
@@ -945,7 +1025,7 @@ type AllowHostResponse struct {
 
 func (x *AllowHostResponse) Reset() {
 	*x = AllowHostResponse{}
-	mi := &file_target_v1_target_proto_msgTypes[13]
+	mi := &file_target_v1_target_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -957,7 +1037,7 @@ func (x *AllowHostResponse) String() string {
 func (*AllowHostResponse) ProtoMessage() {}
 
 func (x *AllowHostResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[13]
+	mi := &file_target_v1_target_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -970,7 +1050,7 @@ func (x *AllowHostResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllowHostResponse.ProtoReflect.Descriptor instead.
 func (*AllowHostResponse) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{13}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AllowHostResponse) GetReplica() *Replica {
@@ -990,7 +1070,7 @@ type RevokeHostRequest struct {
 
 func (x *RevokeHostRequest) Reset() {
 	*x = RevokeHostRequest{}
-	mi := &file_target_v1_target_proto_msgTypes[14]
+	mi := &file_target_v1_target_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1082,7 @@ func (x *RevokeHostRequest) String() string {
 func (*RevokeHostRequest) ProtoMessage() {}
 
 func (x *RevokeHostRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[14]
+	mi := &file_target_v1_target_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1095,7 @@ func (x *RevokeHostRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeHostRequest.ProtoReflect.Descriptor instead.
 func (*RevokeHostRequest) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{14}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RevokeHostRequest) GetReplicaId() string {
@@ -1041,7 +1121,7 @@ type RevokeHostResponse struct {
 
 func (x *RevokeHostResponse) Reset() {
 	*x = RevokeHostResponse{}
-	mi := &file_target_v1_target_proto_msgTypes[15]
+	mi := &file_target_v1_target_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1133,7 @@ func (x *RevokeHostResponse) String() string {
 func (*RevokeHostResponse) ProtoMessage() {}
 
 func (x *RevokeHostResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[15]
+	mi := &file_target_v1_target_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1146,7 @@ func (x *RevokeHostResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeHostResponse.ProtoReflect.Descriptor instead.
 func (*RevokeHostResponse) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{15}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RevokeHostResponse) GetReplica() *Replica {
@@ -1090,7 +1170,7 @@ type SetHostAuthRequest struct {
 
 func (x *SetHostAuthRequest) Reset() {
 	*x = SetHostAuthRequest{}
-	mi := &file_target_v1_target_proto_msgTypes[16]
+	mi := &file_target_v1_target_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1102,7 +1182,7 @@ func (x *SetHostAuthRequest) String() string {
 func (*SetHostAuthRequest) ProtoMessage() {}
 
 func (x *SetHostAuthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[16]
+	mi := &file_target_v1_target_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1115,7 +1195,7 @@ func (x *SetHostAuthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetHostAuthRequest.ProtoReflect.Descriptor instead.
 func (*SetHostAuthRequest) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{16}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SetHostAuthRequest) GetHostNqn() string {
@@ -1147,7 +1227,7 @@ type SetHostAuthResponse struct {
 
 func (x *SetHostAuthResponse) Reset() {
 	*x = SetHostAuthResponse{}
-	mi := &file_target_v1_target_proto_msgTypes[17]
+	mi := &file_target_v1_target_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1159,7 +1239,7 @@ func (x *SetHostAuthResponse) String() string {
 func (*SetHostAuthResponse) ProtoMessage() {}
 
 func (x *SetHostAuthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[17]
+	mi := &file_target_v1_target_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1172,7 +1252,7 @@ func (x *SetHostAuthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetHostAuthResponse.ProtoReflect.Descriptor instead.
 func (*SetHostAuthResponse) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{17}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{18}
 }
 
 type GetCapacityRequest struct {
@@ -1183,7 +1263,7 @@ type GetCapacityRequest struct {
 
 func (x *GetCapacityRequest) Reset() {
 	*x = GetCapacityRequest{}
-	mi := &file_target_v1_target_proto_msgTypes[18]
+	mi := &file_target_v1_target_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1195,7 +1275,7 @@ func (x *GetCapacityRequest) String() string {
 func (*GetCapacityRequest) ProtoMessage() {}
 
 func (x *GetCapacityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[18]
+	mi := &file_target_v1_target_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1208,7 +1288,7 @@ func (x *GetCapacityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCapacityRequest.ProtoReflect.Descriptor instead.
 func (*GetCapacityRequest) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{18}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{19}
 }
 
 type GetCapacityResponse struct {
@@ -1223,13 +1303,17 @@ type GetCapacityResponse struct {
 	// Sum of the sizes of all replicas (thin ones included).
 	ProvisionedBytes int64 `protobuf:"varint,3,opt,name=provisioned_bytes,json=provisionedBytes,proto3" json:"provisioned_bytes,omitempty"`
 	ReplicaCount     int64 `protobuf:"varint,4,opt,name=replica_count,json=replicaCount,proto3" json:"replica_count,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Snapshots kept here and the bytes their files allocate (blocks shared
+	// with replicas by reflink are counted in both).
+	SnapshotCount          int64 `protobuf:"varint,5,opt,name=snapshot_count,json=snapshotCount,proto3" json:"snapshot_count,omitempty"`
+	SnapshotAllocatedBytes int64 `protobuf:"varint,6,opt,name=snapshot_allocated_bytes,json=snapshotAllocatedBytes,proto3" json:"snapshot_allocated_bytes,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *GetCapacityResponse) Reset() {
 	*x = GetCapacityResponse{}
-	mi := &file_target_v1_target_proto_msgTypes[19]
+	mi := &file_target_v1_target_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1241,7 +1325,7 @@ func (x *GetCapacityResponse) String() string {
 func (*GetCapacityResponse) ProtoMessage() {}
 
 func (x *GetCapacityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[19]
+	mi := &file_target_v1_target_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1254,7 +1338,7 @@ func (x *GetCapacityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCapacityResponse.ProtoReflect.Descriptor instead.
 func (*GetCapacityResponse) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{19}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetCapacityResponse) GetTotalBytes() int64 {
@@ -1285,6 +1369,20 @@ func (x *GetCapacityResponse) GetReplicaCount() int64 {
 	return 0
 }
 
+func (x *GetCapacityResponse) GetSnapshotCount() int64 {
+	if x != nil {
+		return x.SnapshotCount
+	}
+	return 0
+}
+
+func (x *GetCapacityResponse) GetSnapshotAllocatedBytes() int64 {
+	if x != nil {
+		return x.SnapshotAllocatedBytes
+	}
+	return 0
+}
+
 type NodeInfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1293,7 +1391,7 @@ type NodeInfoRequest struct {
 
 func (x *NodeInfoRequest) Reset() {
 	*x = NodeInfoRequest{}
-	mi := &file_target_v1_target_proto_msgTypes[20]
+	mi := &file_target_v1_target_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1403,7 @@ func (x *NodeInfoRequest) String() string {
 func (*NodeInfoRequest) ProtoMessage() {}
 
 func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[20]
+	mi := &file_target_v1_target_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1416,7 @@ func (x *NodeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*NodeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{20}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{21}
 }
 
 type NodeInfoResponse struct {
@@ -1338,7 +1436,7 @@ type NodeInfoResponse struct {
 
 func (x *NodeInfoResponse) Reset() {
 	*x = NodeInfoResponse{}
-	mi := &file_target_v1_target_proto_msgTypes[21]
+	mi := &file_target_v1_target_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1448,7 @@ func (x *NodeInfoResponse) String() string {
 func (*NodeInfoResponse) ProtoMessage() {}
 
 func (x *NodeInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[21]
+	mi := &file_target_v1_target_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1461,7 @@ func (x *NodeInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfoResponse.ProtoReflect.Descriptor instead.
 func (*NodeInfoResponse) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{21}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NodeInfoResponse) GetNodeName() string {
@@ -1438,7 +1536,7 @@ type RepairMember struct {
 
 func (x *RepairMember) Reset() {
 	*x = RepairMember{}
-	mi := &file_target_v1_target_proto_msgTypes[22]
+	mi := &file_target_v1_target_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1450,7 +1548,7 @@ func (x *RepairMember) String() string {
 func (*RepairMember) ProtoMessage() {}
 
 func (x *RepairMember) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[22]
+	mi := &file_target_v1_target_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1463,7 +1561,7 @@ func (x *RepairMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairMember.ProtoReflect.Descriptor instead.
 func (*RepairMember) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{22}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RepairMember) GetReplicaId() string {
@@ -1541,7 +1639,7 @@ type StartRepairRequest struct {
 
 func (x *StartRepairRequest) Reset() {
 	*x = StartRepairRequest{}
-	mi := &file_target_v1_target_proto_msgTypes[23]
+	mi := &file_target_v1_target_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1553,7 +1651,7 @@ func (x *StartRepairRequest) String() string {
 func (*StartRepairRequest) ProtoMessage() {}
 
 func (x *StartRepairRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[23]
+	mi := &file_target_v1_target_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1566,7 +1664,7 @@ func (x *StartRepairRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRepairRequest.ProtoReflect.Descriptor instead.
 func (*StartRepairRequest) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{23}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StartRepairRequest) GetRepairId() string {
@@ -1620,7 +1718,7 @@ type StartRepairResponse struct {
 
 func (x *StartRepairResponse) Reset() {
 	*x = StartRepairResponse{}
-	mi := &file_target_v1_target_proto_msgTypes[24]
+	mi := &file_target_v1_target_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1632,7 +1730,7 @@ func (x *StartRepairResponse) String() string {
 func (*StartRepairResponse) ProtoMessage() {}
 
 func (x *StartRepairResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[24]
+	mi := &file_target_v1_target_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1645,7 +1743,7 @@ func (x *StartRepairResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRepairResponse.ProtoReflect.Descriptor instead.
 func (*StartRepairResponse) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{24}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StartRepairResponse) GetRepair() *Repair {
@@ -1664,7 +1762,7 @@ type GetRepairRequest struct {
 
 func (x *GetRepairRequest) Reset() {
 	*x = GetRepairRequest{}
-	mi := &file_target_v1_target_proto_msgTypes[25]
+	mi := &file_target_v1_target_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1676,7 +1774,7 @@ func (x *GetRepairRequest) String() string {
 func (*GetRepairRequest) ProtoMessage() {}
 
 func (x *GetRepairRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[25]
+	mi := &file_target_v1_target_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1689,7 +1787,7 @@ func (x *GetRepairRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRepairRequest.ProtoReflect.Descriptor instead.
 func (*GetRepairRequest) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{25}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetRepairRequest) GetRepairId() string {
@@ -1708,7 +1806,7 @@ type GetRepairResponse struct {
 
 func (x *GetRepairResponse) Reset() {
 	*x = GetRepairResponse{}
-	mi := &file_target_v1_target_proto_msgTypes[26]
+	mi := &file_target_v1_target_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1720,7 +1818,7 @@ func (x *GetRepairResponse) String() string {
 func (*GetRepairResponse) ProtoMessage() {}
 
 func (x *GetRepairResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[26]
+	mi := &file_target_v1_target_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1733,7 +1831,7 @@ func (x *GetRepairResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRepairResponse.ProtoReflect.Descriptor instead.
 func (*GetRepairResponse) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{26}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetRepairResponse) GetRepair() *Repair {
@@ -1752,7 +1850,7 @@ type StopRepairRequest struct {
 
 func (x *StopRepairRequest) Reset() {
 	*x = StopRepairRequest{}
-	mi := &file_target_v1_target_proto_msgTypes[27]
+	mi := &file_target_v1_target_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1764,7 +1862,7 @@ func (x *StopRepairRequest) String() string {
 func (*StopRepairRequest) ProtoMessage() {}
 
 func (x *StopRepairRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[27]
+	mi := &file_target_v1_target_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1777,7 +1875,7 @@ func (x *StopRepairRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRepairRequest.ProtoReflect.Descriptor instead.
 func (*StopRepairRequest) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{27}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *StopRepairRequest) GetRepairId() string {
@@ -1795,7 +1893,7 @@ type StopRepairResponse struct {
 
 func (x *StopRepairResponse) Reset() {
 	*x = StopRepairResponse{}
-	mi := &file_target_v1_target_proto_msgTypes[28]
+	mi := &file_target_v1_target_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1807,7 +1905,7 @@ func (x *StopRepairResponse) String() string {
 func (*StopRepairResponse) ProtoMessage() {}
 
 func (x *StopRepairResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[28]
+	mi := &file_target_v1_target_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1820,7 +1918,7 @@ func (x *StopRepairResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRepairResponse.ProtoReflect.Descriptor instead.
 func (*StopRepairResponse) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{28}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{29}
 }
 
 type Repair struct {
@@ -1846,7 +1944,7 @@ type Repair struct {
 
 func (x *Repair) Reset() {
 	*x = Repair{}
-	mi := &file_target_v1_target_proto_msgTypes[29]
+	mi := &file_target_v1_target_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1858,7 +1956,7 @@ func (x *Repair) String() string {
 func (*Repair) ProtoMessage() {}
 
 func (x *Repair) ProtoReflect() protoreflect.Message {
-	mi := &file_target_v1_target_proto_msgTypes[29]
+	mi := &file_target_v1_target_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1871,7 +1969,7 @@ func (x *Repair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Repair.ProtoReflect.Descriptor instead.
 func (*Repair) Descriptor() ([]byte, []int) {
-	return file_target_v1_target_proto_rawDescGZIP(), []int{29}
+	return file_target_v1_target_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Repair) GetRepairId() string {
@@ -1937,6 +2035,1242 @@ func (x *Repair) GetBitmapReadd() map[string]bool {
 	return nil
 }
 
+type CreateSnapshotRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// [a-z0-9][a-z0-9-]{0,62}
+	SnapshotId    string `protobuf:"bytes,1,opt,name=snapshot_id,json=snapshotId,proto3" json:"snapshot_id,omitempty"`
+	ReplicaId     string `protobuf:"bytes,2,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateSnapshotRequest) Reset() {
+	*x = CreateSnapshotRequest{}
+	mi := &file_target_v1_target_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateSnapshotRequest) ProtoMessage() {}
+
+func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*CreateSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *CreateSnapshotRequest) GetSnapshotId() string {
+	if x != nil {
+		return x.SnapshotId
+	}
+	return ""
+}
+
+func (x *CreateSnapshotRequest) GetReplicaId() string {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return ""
+}
+
+type CreateSnapshotResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Snapshot *Snapshot              `protobuf:"bytes,1,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	// The md superblock in the copy (present false: none, e.g. the replica of
+	// a one-replica volume).
+	Superblock    *Superblock `protobuf:"bytes,2,opt,name=superblock,proto3" json:"superblock,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateSnapshotResponse) Reset() {
+	*x = CreateSnapshotResponse{}
+	mi := &file_target_v1_target_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateSnapshotResponse) ProtoMessage() {}
+
+func (x *CreateSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*CreateSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *CreateSnapshotResponse) GetSnapshot() *Snapshot {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
+func (x *CreateSnapshotResponse) GetSuperblock() *Superblock {
+	if x != nil {
+		return x.Superblock
+	}
+	return nil
+}
+
+type DeleteSnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SnapshotId    string                 `protobuf:"bytes,1,opt,name=snapshot_id,json=snapshotId,proto3" json:"snapshot_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSnapshotRequest) Reset() {
+	*x = DeleteSnapshotRequest{}
+	mi := &file_target_v1_target_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSnapshotRequest) ProtoMessage() {}
+
+func (x *DeleteSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*DeleteSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *DeleteSnapshotRequest) GetSnapshotId() string {
+	if x != nil {
+		return x.SnapshotId
+	}
+	return ""
+}
+
+type DeleteSnapshotResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSnapshotResponse) Reset() {
+	*x = DeleteSnapshotResponse{}
+	mi := &file_target_v1_target_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSnapshotResponse) ProtoMessage() {}
+
+func (x *DeleteSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*DeleteSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{34}
+}
+
+type GetSnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SnapshotId    string                 `protobuf:"bytes,1,opt,name=snapshot_id,json=snapshotId,proto3" json:"snapshot_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSnapshotRequest) Reset() {
+	*x = GetSnapshotRequest{}
+	mi := &file_target_v1_target_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSnapshotRequest) ProtoMessage() {}
+
+func (x *GetSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*GetSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *GetSnapshotRequest) GetSnapshotId() string {
+	if x != nil {
+		return x.SnapshotId
+	}
+	return ""
+}
+
+type GetSnapshotResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Snapshot      *Snapshot              `protobuf:"bytes,1,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSnapshotResponse) Reset() {
+	*x = GetSnapshotResponse{}
+	mi := &file_target_v1_target_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSnapshotResponse) ProtoMessage() {}
+
+func (x *GetSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*GetSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *GetSnapshotResponse) GetSnapshot() *Snapshot {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
+type ListSnapshotsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSnapshotsRequest) Reset() {
+	*x = ListSnapshotsRequest{}
+	mi := &file_target_v1_target_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSnapshotsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSnapshotsRequest) ProtoMessage() {}
+
+func (x *ListSnapshotsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSnapshotsRequest.ProtoReflect.Descriptor instead.
+func (*ListSnapshotsRequest) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{37}
+}
+
+type ListSnapshotsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Snapshots     []*Snapshot            `protobuf:"bytes,1,rep,name=snapshots,proto3" json:"snapshots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSnapshotsResponse) Reset() {
+	*x = ListSnapshotsResponse{}
+	mi := &file_target_v1_target_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSnapshotsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSnapshotsResponse) ProtoMessage() {}
+
+func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSnapshotsResponse.ProtoReflect.Descriptor instead.
+func (*ListSnapshotsResponse) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ListSnapshotsResponse) GetSnapshots() []*Snapshot {
+	if x != nil {
+		return x.Snapshots
+	}
+	return nil
+}
+
+type Snapshot struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	SnapshotId string                 `protobuf:"bytes,1,opt,name=snapshot_id,json=snapshotId,proto3" json:"snapshot_id,omitempty"`
+	// The file's size (the source replica's size).
+	SizeBytes int64 `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// Bytes the file allocates in the pool (st_blocks).
+	AllocatedBytes int64 `protobuf:"varint,3,opt,name=allocated_bytes,json=allocatedBytes,proto3" json:"allocated_bytes,omitempty"`
+	// The replica it was taken from here ("" for a received copy) and that
+	// replica's volume ("" for a received copy unless the header named it).
+	SourceReplicaId string `protobuf:"bytes,4,opt,name=source_replica_id,json=sourceReplicaId,proto3" json:"source_replica_id,omitempty"`
+	VolumeId        string `protobuf:"bytes,5,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	// true when the copy shares blocks with its source (FICLONE worked).
+	Reflinked bool `protobuf:"varint,6,opt,name=reflinked,proto3" json:"reflinked,omitempty"`
+	// When the copy was made (unix nanoseconds).
+	CreatedUnixNanos int64 `protobuf:"varint,7,opt,name=created_unix_nanos,json=createdUnixNanos,proto3" json:"created_unix_nanos,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Snapshot) Reset() {
+	*x = Snapshot{}
+	mi := &file_target_v1_target_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Snapshot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Snapshot) ProtoMessage() {}
+
+func (x *Snapshot) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
+func (*Snapshot) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *Snapshot) GetSnapshotId() string {
+	if x != nil {
+		return x.SnapshotId
+	}
+	return ""
+}
+
+func (x *Snapshot) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *Snapshot) GetAllocatedBytes() int64 {
+	if x != nil {
+		return x.AllocatedBytes
+	}
+	return 0
+}
+
+func (x *Snapshot) GetSourceReplicaId() string {
+	if x != nil {
+		return x.SourceReplicaId
+	}
+	return ""
+}
+
+func (x *Snapshot) GetVolumeId() string {
+	if x != nil {
+		return x.VolumeId
+	}
+	return ""
+}
+
+func (x *Snapshot) GetReflinked() bool {
+	if x != nil {
+		return x.Reflinked
+	}
+	return false
+}
+
+func (x *Snapshot) GetCreatedUnixNanos() int64 {
+	if x != nil {
+		return x.CreatedUnixNanos
+	}
+	return 0
+}
+
+type ReadSuperblockRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ReplicaId     string                 `protobuf:"bytes,1,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadSuperblockRequest) Reset() {
+	*x = ReadSuperblockRequest{}
+	mi := &file_target_v1_target_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadSuperblockRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadSuperblockRequest) ProtoMessage() {}
+
+func (x *ReadSuperblockRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadSuperblockRequest.ProtoReflect.Descriptor instead.
+func (*ReadSuperblockRequest) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ReadSuperblockRequest) GetReplicaId() string {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return ""
+}
+
+type ReadSuperblockResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Superblock    *Superblock            `protobuf:"bytes,1,opt,name=superblock,proto3" json:"superblock,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadSuperblockResponse) Reset() {
+	*x = ReadSuperblockResponse{}
+	mi := &file_target_v1_target_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadSuperblockResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadSuperblockResponse) ProtoMessage() {}
+
+func (x *ReadSuperblockResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadSuperblockResponse.ProtoReflect.Descriptor instead.
+func (*ReadSuperblockResponse) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ReadSuperblockResponse) GetSuperblock() *Superblock {
+	if x != nil {
+		return x.Superblock
+	}
+	return nil
+}
+
+// Superblock is the part of an md 1.2 superblock nvmirror checks.
+type Superblock struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Present bool                   `protobuf:"varint,1,opt,name=present,proto3" json:"present,omitempty"`
+	// The array UUID in mdadm's form (8:8:8:8 hex).
+	ArrayUuid string `protobuf:"bytes,2,opt,name=array_uuid,json=arrayUuid,proto3" json:"array_uuid,omitempty"`
+	Events    uint64 `protobuf:"varint,3,opt,name=events,proto3" json:"events,omitempty"`
+	// This device's slot in dev_roles.
+	DevNumber uint32 `protobuf:"varint,4,opt,name=dev_number,json=devNumber,proto3" json:"dev_number,omitempty"`
+	// Role of every slot: < 0xff00 an active role (the mirror position);
+	// 0xffff spare or unused, 0xfffe faulty, 0xfffd journal.
+	DevRoles          []uint32 `protobuf:"varint,5,rep,packed,name=dev_roles,json=devRoles,proto3" json:"dev_roles,omitempty"`
+	DataOffsetSectors uint64   `protobuf:"varint,6,opt,name=data_offset_sectors,json=dataOffsetSectors,proto3" json:"data_offset_sectors,omitempty"`
+	// Set when this device was being recovered (its data is valid only up
+	// to recovery_offset_sectors).
+	Recovering            bool   `protobuf:"varint,7,opt,name=recovering,proto3" json:"recovering,omitempty"`
+	RecoveryOffsetSectors uint64 `protobuf:"varint,8,opt,name=recovery_offset_sectors,json=recoveryOffsetSectors,proto3" json:"recovery_offset_sectors,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *Superblock) Reset() {
+	*x = Superblock{}
+	mi := &file_target_v1_target_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Superblock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Superblock) ProtoMessage() {}
+
+func (x *Superblock) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Superblock.ProtoReflect.Descriptor instead.
+func (*Superblock) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *Superblock) GetPresent() bool {
+	if x != nil {
+		return x.Present
+	}
+	return false
+}
+
+func (x *Superblock) GetArrayUuid() string {
+	if x != nil {
+		return x.ArrayUuid
+	}
+	return ""
+}
+
+func (x *Superblock) GetEvents() uint64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
+func (x *Superblock) GetDevNumber() uint32 {
+	if x != nil {
+		return x.DevNumber
+	}
+	return 0
+}
+
+func (x *Superblock) GetDevRoles() []uint32 {
+	if x != nil {
+		return x.DevRoles
+	}
+	return nil
+}
+
+func (x *Superblock) GetDataOffsetSectors() uint64 {
+	if x != nil {
+		return x.DataOffsetSectors
+	}
+	return 0
+}
+
+func (x *Superblock) GetRecovering() bool {
+	if x != nil {
+		return x.Recovering
+	}
+	return false
+}
+
+func (x *Superblock) GetRecoveryOffsetSectors() uint64 {
+	if x != nil {
+		return x.RecoveryOffsetSectors
+	}
+	return 0
+}
+
+type ReadDataRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Source:
+	//
+	//	*ReadDataRequest_SnapshotId
+	//	*ReadDataRequest_ReplicaId
+	Source isReadDataRequest_Source `protobuf_oneof:"source"`
+	Offset int64                    `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	// 0: to the end of the file.
+	Length        int64 `protobuf:"varint,4,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadDataRequest) Reset() {
+	*x = ReadDataRequest{}
+	mi := &file_target_v1_target_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadDataRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadDataRequest) ProtoMessage() {}
+
+func (x *ReadDataRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadDataRequest.ProtoReflect.Descriptor instead.
+func (*ReadDataRequest) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *ReadDataRequest) GetSource() isReadDataRequest_Source {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+func (x *ReadDataRequest) GetSnapshotId() string {
+	if x != nil {
+		if x, ok := x.Source.(*ReadDataRequest_SnapshotId); ok {
+			return x.SnapshotId
+		}
+	}
+	return ""
+}
+
+func (x *ReadDataRequest) GetReplicaId() string {
+	if x != nil {
+		if x, ok := x.Source.(*ReadDataRequest_ReplicaId); ok {
+			return x.ReplicaId
+		}
+	}
+	return ""
+}
+
+func (x *ReadDataRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ReadDataRequest) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+type isReadDataRequest_Source interface {
+	isReadDataRequest_Source()
+}
+
+type ReadDataRequest_SnapshotId struct {
+	SnapshotId string `protobuf:"bytes,1,opt,name=snapshot_id,json=snapshotId,proto3,oneof"`
+}
+
+type ReadDataRequest_ReplicaId struct {
+	ReplicaId string `protobuf:"bytes,2,opt,name=replica_id,json=replicaId,proto3,oneof"`
+}
+
+func (*ReadDataRequest_SnapshotId) isReadDataRequest_Source() {}
+
+func (*ReadDataRequest_ReplicaId) isReadDataRequest_Source() {}
+
+type DataChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Offset        int64                  `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DataChunk) Reset() {
+	*x = DataChunk{}
+	mi := &file_target_v1_target_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DataChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DataChunk) ProtoMessage() {}
+
+func (x *DataChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DataChunk.ProtoReflect.Descriptor instead.
+func (*DataChunk) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *DataChunk) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *DataChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type WriteDataRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Message:
+	//
+	//	*WriteDataRequest_Header
+	//	*WriteDataRequest_Chunk
+	//	*WriteDataRequest_Commit
+	Message       isWriteDataRequest_Message `protobuf_oneof:"message"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteDataRequest) Reset() {
+	*x = WriteDataRequest{}
+	mi := &file_target_v1_target_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteDataRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteDataRequest) ProtoMessage() {}
+
+func (x *WriteDataRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteDataRequest.ProtoReflect.Descriptor instead.
+func (*WriteDataRequest) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *WriteDataRequest) GetMessage() isWriteDataRequest_Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *WriteDataRequest) GetHeader() *WriteDataHeader {
+	if x != nil {
+		if x, ok := x.Message.(*WriteDataRequest_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *WriteDataRequest) GetChunk() *DataChunk {
+	if x != nil {
+		if x, ok := x.Message.(*WriteDataRequest_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+func (x *WriteDataRequest) GetCommit() bool {
+	if x != nil {
+		if x, ok := x.Message.(*WriteDataRequest_Commit); ok {
+			return x.Commit
+		}
+	}
+	return false
+}
+
+type isWriteDataRequest_Message interface {
+	isWriteDataRequest_Message()
+}
+
+type WriteDataRequest_Header struct {
+	Header *WriteDataHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type WriteDataRequest_Chunk struct {
+	Chunk *DataChunk `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
+}
+
+type WriteDataRequest_Commit struct {
+	// Sent last: fsync and, for a snapshot, make it complete.
+	Commit bool `protobuf:"varint,3,opt,name=commit,proto3,oneof"`
+}
+
+func (*WriteDataRequest_Header) isWriteDataRequest_Message() {}
+
+func (*WriteDataRequest_Chunk) isWriteDataRequest_Message() {}
+
+func (*WriteDataRequest_Commit) isWriteDataRequest_Message() {}
+
+type WriteDataHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Target:
+	//
+	//	*WriteDataHeader_SnapshotId
+	//	*WriteDataHeader_ReplicaId
+	Target    isWriteDataHeader_Target `protobuf_oneof:"target"`
+	SizeBytes int64                    `protobuf:"varint,3,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// Recorded with a snapshot copy (informational).
+	VolumeId      string `protobuf:"bytes,4,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteDataHeader) Reset() {
+	*x = WriteDataHeader{}
+	mi := &file_target_v1_target_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteDataHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteDataHeader) ProtoMessage() {}
+
+func (x *WriteDataHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteDataHeader.ProtoReflect.Descriptor instead.
+func (*WriteDataHeader) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *WriteDataHeader) GetTarget() isWriteDataHeader_Target {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *WriteDataHeader) GetSnapshotId() string {
+	if x != nil {
+		if x, ok := x.Target.(*WriteDataHeader_SnapshotId); ok {
+			return x.SnapshotId
+		}
+	}
+	return ""
+}
+
+func (x *WriteDataHeader) GetReplicaId() string {
+	if x != nil {
+		if x, ok := x.Target.(*WriteDataHeader_ReplicaId); ok {
+			return x.ReplicaId
+		}
+	}
+	return ""
+}
+
+func (x *WriteDataHeader) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *WriteDataHeader) GetVolumeId() string {
+	if x != nil {
+		return x.VolumeId
+	}
+	return ""
+}
+
+type isWriteDataHeader_Target interface {
+	isWriteDataHeader_Target()
+}
+
+type WriteDataHeader_SnapshotId struct {
+	// A new snapshot copy of size_bytes.
+	SnapshotId string `protobuf:"bytes,1,opt,name=snapshot_id,json=snapshotId,proto3,oneof"`
+}
+
+type WriteDataHeader_ReplicaId struct {
+	// An existing replica no host is allowed on.
+	ReplicaId string `protobuf:"bytes,2,opt,name=replica_id,json=replicaId,proto3,oneof"`
+}
+
+func (*WriteDataHeader_SnapshotId) isWriteDataHeader_Target() {}
+
+func (*WriteDataHeader_ReplicaId) isWriteDataHeader_Target() {}
+
+type WriteDataResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BytesWritten  int64                  `protobuf:"varint,1,opt,name=bytes_written,json=bytesWritten,proto3" json:"bytes_written,omitempty"`
+	Snapshot      *Snapshot              `protobuf:"bytes,2,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteDataResponse) Reset() {
+	*x = WriteDataResponse{}
+	mi := &file_target_v1_target_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteDataResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteDataResponse) ProtoMessage() {}
+
+func (x *WriteDataResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteDataResponse.ProtoReflect.Descriptor instead.
+func (*WriteDataResponse) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *WriteDataResponse) GetBytesWritten() int64 {
+	if x != nil {
+		return x.BytesWritten
+	}
+	return 0
+}
+
+func (x *WriteDataResponse) GetSnapshot() *Snapshot {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
+type SnapshotRangesRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	SnapshotId string                 `protobuf:"bytes,1,opt,name=snapshot_id,json=snapshotId,proto3" json:"snapshot_id,omitempty"`
+	// Optional: report what differs from this snapshot (same size or
+	// smaller; beyond its end everything allocated counts as changed).
+	BaseSnapshotId string `protobuf:"bytes,2,opt,name=base_snapshot_id,json=baseSnapshotId,proto3" json:"base_snapshot_id,omitempty"`
+	Offset         int64  `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	// 0: to the end.
+	Length int64 `protobuf:"varint,4,opt,name=length,proto3" json:"length,omitempty"`
+	// 0: 1000.
+	MaxRanges     int32 `protobuf:"varint,5,opt,name=max_ranges,json=maxRanges,proto3" json:"max_ranges,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotRangesRequest) Reset() {
+	*x = SnapshotRangesRequest{}
+	mi := &file_target_v1_target_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotRangesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotRangesRequest) ProtoMessage() {}
+
+func (x *SnapshotRangesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotRangesRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotRangesRequest) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *SnapshotRangesRequest) GetSnapshotId() string {
+	if x != nil {
+		return x.SnapshotId
+	}
+	return ""
+}
+
+func (x *SnapshotRangesRequest) GetBaseSnapshotId() string {
+	if x != nil {
+		return x.BaseSnapshotId
+	}
+	return ""
+}
+
+func (x *SnapshotRangesRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *SnapshotRangesRequest) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+func (x *SnapshotRangesRequest) GetMaxRanges() int32 {
+	if x != nil {
+		return x.MaxRanges
+	}
+	return 0
+}
+
+type ByteRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Offset        int64                  `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length        int64                  `protobuf:"varint,2,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ByteRange) Reset() {
+	*x = ByteRange{}
+	mi := &file_target_v1_target_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ByteRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ByteRange) ProtoMessage() {}
+
+func (x *ByteRange) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ByteRange.ProtoReflect.Descriptor instead.
+func (*ByteRange) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *ByteRange) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ByteRange) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+type SnapshotRangesResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Ranges []*ByteRange           `protobuf:"bytes,1,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	// Where the next call continues; 0 when done.
+	NextOffset    int64 `protobuf:"varint,2,opt,name=next_offset,json=nextOffset,proto3" json:"next_offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotRangesResponse) Reset() {
+	*x = SnapshotRangesResponse{}
+	mi := &file_target_v1_target_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotRangesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotRangesResponse) ProtoMessage() {}
+
+func (x *SnapshotRangesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_target_v1_target_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotRangesResponse.ProtoReflect.Descriptor instead.
+func (*SnapshotRangesResponse) Descriptor() ([]byte, []int) {
+	return file_target_v1_target_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *SnapshotRangesResponse) GetRanges() []*ByteRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *SnapshotRangesResponse) GetNextOffset() int64 {
+	if x != nil {
+		return x.NextOffset
+	}
+	return 0
+}
+
 var File_target_v1_target_proto protoreflect.FileDescriptor
 
 const file_target_v1_target_proto_rawDesc = "" +
@@ -1963,7 +3297,7 @@ const file_target_v1_target_proto_rawDesc = "" +
 	"\x06serial\x18\n" +
 	" \x01(\tR\x06serial\x12#\n" +
 	"\rallowed_hosts\x18\v \x03(\tR\fallowedHosts\x12:\n" +
-	"\tendpoints\x18\f \x03(\v2\x1c.nvmirror.target.v1.EndpointR\tendpoints\"\xe9\x01\n" +
+	"\tendpoints\x18\f \x03(\v2\x1c.nvmirror.target.v1.EndpointR\tendpoints\"\xa5\x02\n" +
 	"\x14CreateReplicaRequest\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x01 \x01(\tR\treplicaId\x12\x1b\n" +
@@ -1971,7 +3305,14 @@ const file_target_v1_target_proto_rawDesc = "" +
 	"\n" +
 	"size_bytes\x18\x03 \x01(\x03R\tsizeBytes\x12Q\n" +
 	"\x11provisioning_type\x18\x04 \x01(\x0e2$.nvmirror.target.v1.ProvisioningTypeR\x10provisioningType\x12#\n" +
-	"\rallowed_hosts\x18\x05 \x03(\tR\fallowedHosts\"N\n" +
+	"\rallowed_hosts\x18\x05 \x03(\tR\fallowedHosts\x12:\n" +
+	"\x06source\x18\x06 \x01(\v2\".nvmirror.target.v1.SnapshotSourceR\x06source\"\x93\x01\n" +
+	"\x0eSnapshotSource\x12\x1f\n" +
+	"\vsnapshot_id\x18\x01 \x01(\tR\n" +
+	"snapshotId\x12#\n" +
+	"\rsource_offset\x18\x02 \x01(\x03R\fsourceOffset\x12\x16\n" +
+	"\x06length\x18\x03 \x01(\x03R\x06length\x12#\n" +
+	"\rtarget_offset\x18\x04 \x01(\x03R\ftargetOffset\"N\n" +
 	"\x15CreateReplicaResponse\x125\n" +
 	"\areplica\x18\x01 \x01(\v2\x1b.nvmirror.target.v1.ReplicaR\areplica\"5\n" +
 	"\x14DeleteReplicaRequest\x12\x1d\n" +
@@ -2012,13 +3353,15 @@ const file_target_v1_target_proto_rawDesc = "" +
 	"dhchap_key\x18\x02 \x01(\tB\x03\x98B\x01R\tdhchapKey\x12+\n" +
 	"\x0fdhchap_ctrl_key\x18\x03 \x01(\tB\x03\x98B\x01R\rdhchapCtrlKey\"\x15\n" +
 	"\x13SetHostAuthResponse\"\x14\n" +
-	"\x12GetCapacityRequest\"\xb1\x01\n" +
+	"\x12GetCapacityRequest\"\x92\x02\n" +
 	"\x13GetCapacityResponse\x12\x1f\n" +
 	"\vtotal_bytes\x18\x01 \x01(\x03R\n" +
 	"totalBytes\x12'\n" +
 	"\x0favailable_bytes\x18\x02 \x01(\x03R\x0eavailableBytes\x12+\n" +
 	"\x11provisioned_bytes\x18\x03 \x01(\x03R\x10provisionedBytes\x12#\n" +
-	"\rreplica_count\x18\x04 \x01(\x03R\freplicaCount\"\x11\n" +
+	"\rreplica_count\x18\x04 \x01(\x03R\freplicaCount\x12%\n" +
+	"\x0esnapshot_count\x18\x05 \x01(\x03R\rsnapshotCount\x128\n" +
+	"\x18snapshot_allocated_bytes\x18\x06 \x01(\x03R\x16snapshotAllocatedBytes\"\x11\n" +
 	"\x0fNodeInfoRequest\"\xf4\x01\n" +
 	"\x10NodeInfoResponse\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x12\n" +
@@ -2067,7 +3410,103 @@ const file_target_v1_target_proto_rawDesc = "" +
 	"\fbitmap_readd\x18\t \x03(\v2+.nvmirror.target.v1.Repair.BitmapReaddEntryR\vbitmapReadd\x1a>\n" +
 	"\x10BitmapReaddEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\bR\x05value:\x028\x01*n\n" +
+	"\x05value\x18\x02 \x01(\bR\x05value:\x028\x01\"W\n" +
+	"\x15CreateSnapshotRequest\x12\x1f\n" +
+	"\vsnapshot_id\x18\x01 \x01(\tR\n" +
+	"snapshotId\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x02 \x01(\tR\treplicaId\"\x92\x01\n" +
+	"\x16CreateSnapshotResponse\x128\n" +
+	"\bsnapshot\x18\x01 \x01(\v2\x1c.nvmirror.target.v1.SnapshotR\bsnapshot\x12>\n" +
+	"\n" +
+	"superblock\x18\x02 \x01(\v2\x1e.nvmirror.target.v1.SuperblockR\n" +
+	"superblock\"8\n" +
+	"\x15DeleteSnapshotRequest\x12\x1f\n" +
+	"\vsnapshot_id\x18\x01 \x01(\tR\n" +
+	"snapshotId\"\x18\n" +
+	"\x16DeleteSnapshotResponse\"5\n" +
+	"\x12GetSnapshotRequest\x12\x1f\n" +
+	"\vsnapshot_id\x18\x01 \x01(\tR\n" +
+	"snapshotId\"O\n" +
+	"\x13GetSnapshotResponse\x128\n" +
+	"\bsnapshot\x18\x01 \x01(\v2\x1c.nvmirror.target.v1.SnapshotR\bsnapshot\"\x16\n" +
+	"\x14ListSnapshotsRequest\"S\n" +
+	"\x15ListSnapshotsResponse\x12:\n" +
+	"\tsnapshots\x18\x01 \x03(\v2\x1c.nvmirror.target.v1.SnapshotR\tsnapshots\"\x88\x02\n" +
+	"\bSnapshot\x12\x1f\n" +
+	"\vsnapshot_id\x18\x01 \x01(\tR\n" +
+	"snapshotId\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x02 \x01(\x03R\tsizeBytes\x12'\n" +
+	"\x0fallocated_bytes\x18\x03 \x01(\x03R\x0eallocatedBytes\x12*\n" +
+	"\x11source_replica_id\x18\x04 \x01(\tR\x0fsourceReplicaId\x12\x1b\n" +
+	"\tvolume_id\x18\x05 \x01(\tR\bvolumeId\x12\x1c\n" +
+	"\treflinked\x18\x06 \x01(\bR\treflinked\x12,\n" +
+	"\x12created_unix_nanos\x18\a \x01(\x03R\x10createdUnixNanos\"6\n" +
+	"\x15ReadSuperblockRequest\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x01 \x01(\tR\treplicaId\"X\n" +
+	"\x16ReadSuperblockResponse\x12>\n" +
+	"\n" +
+	"superblock\x18\x01 \x01(\v2\x1e.nvmirror.target.v1.SuperblockR\n" +
+	"superblock\"\xa1\x02\n" +
+	"\n" +
+	"Superblock\x12\x18\n" +
+	"\apresent\x18\x01 \x01(\bR\apresent\x12\x1d\n" +
+	"\n" +
+	"array_uuid\x18\x02 \x01(\tR\tarrayUuid\x12\x16\n" +
+	"\x06events\x18\x03 \x01(\x04R\x06events\x12\x1d\n" +
+	"\n" +
+	"dev_number\x18\x04 \x01(\rR\tdevNumber\x12\x1b\n" +
+	"\tdev_roles\x18\x05 \x03(\rR\bdevRoles\x12.\n" +
+	"\x13data_offset_sectors\x18\x06 \x01(\x04R\x11dataOffsetSectors\x12\x1e\n" +
+	"\n" +
+	"recovering\x18\a \x01(\bR\n" +
+	"recovering\x126\n" +
+	"\x17recovery_offset_sectors\x18\b \x01(\x04R\x15recoveryOffsetSectors\"\x8f\x01\n" +
+	"\x0fReadDataRequest\x12!\n" +
+	"\vsnapshot_id\x18\x01 \x01(\tH\x00R\n" +
+	"snapshotId\x12\x1f\n" +
+	"\n" +
+	"replica_id\x18\x02 \x01(\tH\x00R\treplicaId\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\x04 \x01(\x03R\x06lengthB\b\n" +
+	"\x06source\"7\n" +
+	"\tDataChunk\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xad\x01\n" +
+	"\x10WriteDataRequest\x12=\n" +
+	"\x06header\x18\x01 \x01(\v2#.nvmirror.target.v1.WriteDataHeaderH\x00R\x06header\x125\n" +
+	"\x05chunk\x18\x02 \x01(\v2\x1d.nvmirror.target.v1.DataChunkH\x00R\x05chunk\x12\x18\n" +
+	"\x06commit\x18\x03 \x01(\bH\x00R\x06commitB\t\n" +
+	"\amessage\"\x9b\x01\n" +
+	"\x0fWriteDataHeader\x12!\n" +
+	"\vsnapshot_id\x18\x01 \x01(\tH\x00R\n" +
+	"snapshotId\x12\x1f\n" +
+	"\n" +
+	"replica_id\x18\x02 \x01(\tH\x00R\treplicaId\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x03 \x01(\x03R\tsizeBytes\x12\x1b\n" +
+	"\tvolume_id\x18\x04 \x01(\tR\bvolumeIdB\b\n" +
+	"\x06target\"r\n" +
+	"\x11WriteDataResponse\x12#\n" +
+	"\rbytes_written\x18\x01 \x01(\x03R\fbytesWritten\x128\n" +
+	"\bsnapshot\x18\x02 \x01(\v2\x1c.nvmirror.target.v1.SnapshotR\bsnapshot\"\xb1\x01\n" +
+	"\x15SnapshotRangesRequest\x12\x1f\n" +
+	"\vsnapshot_id\x18\x01 \x01(\tR\n" +
+	"snapshotId\x12(\n" +
+	"\x10base_snapshot_id\x18\x02 \x01(\tR\x0ebaseSnapshotId\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\x04 \x01(\x03R\x06length\x12\x1d\n" +
+	"\n" +
+	"max_ranges\x18\x05 \x01(\x05R\tmaxRanges\";\n" +
+	"\tByteRange\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\x02 \x01(\x03R\x06length\"p\n" +
+	"\x16SnapshotRangesResponse\x125\n" +
+	"\x06ranges\x18\x01 \x03(\v2\x1d.nvmirror.target.v1.ByteRangeR\x06ranges\x12\x1f\n" +
+	"\vnext_offset\x18\x02 \x01(\x03R\n" +
+	"nextOffset*n\n" +
 	"\x10ProvisioningType\x12!\n" +
 	"\x1dPROVISIONING_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16PROVISIONING_TYPE_THIN\x10\x01\x12\x1b\n" +
@@ -2082,7 +3521,7 @@ const file_target_v1_target_proto_rawDesc = "" +
 	"\x14REPAIR_STATE_RUNNING\x10\x01\x12\x1a\n" +
 	"\x16REPAIR_STATE_SUCCEEDED\x10\x02\x12\x17\n" +
 	"\x13REPAIR_STATE_FAILED\x10\x03\x12\x18\n" +
-	"\x14REPAIR_STATE_STOPPED\x10\x042\xdf\t\n" +
+	"\x14REPAIR_STATE_STOPPED\x10\x042\xf7\x0f\n" +
 	"\x06Target\x12d\n" +
 	"\rCreateReplica\x12(.nvmirror.target.v1.CreateReplicaRequest\x1a).nvmirror.target.v1.CreateReplicaResponse\x12d\n" +
 	"\rDeleteReplica\x12(.nvmirror.target.v1.DeleteReplicaRequest\x1a).nvmirror.target.v1.DeleteReplicaResponse\x12d\n" +
@@ -2099,7 +3538,15 @@ const file_target_v1_target_proto_rawDesc = "" +
 	"\vStartRepair\x12&.nvmirror.target.v1.StartRepairRequest\x1a'.nvmirror.target.v1.StartRepairResponse\x12X\n" +
 	"\tGetRepair\x12$.nvmirror.target.v1.GetRepairRequest\x1a%.nvmirror.target.v1.GetRepairResponse\x12[\n" +
 	"\n" +
-	"StopRepair\x12%.nvmirror.target.v1.StopRepairRequest\x1a&.nvmirror.target.v1.StopRepairResponseB4Z2github.com/nvmirror/nvmirror/pkg/agentapi;agentapib\x06proto3"
+	"StopRepair\x12%.nvmirror.target.v1.StopRepairRequest\x1a&.nvmirror.target.v1.StopRepairResponse\x12g\n" +
+	"\x0eCreateSnapshot\x12).nvmirror.target.v1.CreateSnapshotRequest\x1a*.nvmirror.target.v1.CreateSnapshotResponse\x12g\n" +
+	"\x0eDeleteSnapshot\x12).nvmirror.target.v1.DeleteSnapshotRequest\x1a*.nvmirror.target.v1.DeleteSnapshotResponse\x12^\n" +
+	"\vGetSnapshot\x12&.nvmirror.target.v1.GetSnapshotRequest\x1a'.nvmirror.target.v1.GetSnapshotResponse\x12d\n" +
+	"\rListSnapshots\x12(.nvmirror.target.v1.ListSnapshotsRequest\x1a).nvmirror.target.v1.ListSnapshotsResponse\x12g\n" +
+	"\x0eReadSuperblock\x12).nvmirror.target.v1.ReadSuperblockRequest\x1a*.nvmirror.target.v1.ReadSuperblockResponse\x12P\n" +
+	"\bReadData\x12#.nvmirror.target.v1.ReadDataRequest\x1a\x1d.nvmirror.target.v1.DataChunk0\x01\x12Z\n" +
+	"\tWriteData\x12$.nvmirror.target.v1.WriteDataRequest\x1a%.nvmirror.target.v1.WriteDataResponse(\x01\x12g\n" +
+	"\x0eSnapshotRanges\x12).nvmirror.target.v1.SnapshotRangesRequest\x1a*.nvmirror.target.v1.SnapshotRangesResponseB4Z2github.com/nvmirror/nvmirror/pkg/agentapi;agentapib\x06proto3"
 
 var (
 	file_target_v1_target_proto_rawDescOnce sync.Once
@@ -2114,92 +3561,139 @@ func file_target_v1_target_proto_rawDescGZIP() []byte {
 }
 
 var file_target_v1_target_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_target_v1_target_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_target_v1_target_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_target_v1_target_proto_goTypes = []any{
-	(ProvisioningType)(0),         // 0: nvmirror.target.v1.ProvisioningType
-	(ReplicaState)(0),             // 1: nvmirror.target.v1.ReplicaState
-	(RepairState)(0),              // 2: nvmirror.target.v1.RepairState
-	(*Endpoint)(nil),              // 3: nvmirror.target.v1.Endpoint
-	(*Replica)(nil),               // 4: nvmirror.target.v1.Replica
-	(*CreateReplicaRequest)(nil),  // 5: nvmirror.target.v1.CreateReplicaRequest
-	(*CreateReplicaResponse)(nil), // 6: nvmirror.target.v1.CreateReplicaResponse
-	(*DeleteReplicaRequest)(nil),  // 7: nvmirror.target.v1.DeleteReplicaRequest
-	(*DeleteReplicaResponse)(nil), // 8: nvmirror.target.v1.DeleteReplicaResponse
-	(*ExpandReplicaRequest)(nil),  // 9: nvmirror.target.v1.ExpandReplicaRequest
-	(*ExpandReplicaResponse)(nil), // 10: nvmirror.target.v1.ExpandReplicaResponse
-	(*GetReplicaRequest)(nil),     // 11: nvmirror.target.v1.GetReplicaRequest
-	(*GetReplicaResponse)(nil),    // 12: nvmirror.target.v1.GetReplicaResponse
-	(*ListReplicasRequest)(nil),   // 13: nvmirror.target.v1.ListReplicasRequest
-	(*ListReplicasResponse)(nil),  // 14: nvmirror.target.v1.ListReplicasResponse
-	(*AllowHostRequest)(nil),      // 15: nvmirror.target.v1.AllowHostRequest
-	(*AllowHostResponse)(nil),     // 16: nvmirror.target.v1.AllowHostResponse
-	(*RevokeHostRequest)(nil),     // 17: nvmirror.target.v1.RevokeHostRequest
-	(*RevokeHostResponse)(nil),    // 18: nvmirror.target.v1.RevokeHostResponse
-	(*SetHostAuthRequest)(nil),    // 19: nvmirror.target.v1.SetHostAuthRequest
-	(*SetHostAuthResponse)(nil),   // 20: nvmirror.target.v1.SetHostAuthResponse
-	(*GetCapacityRequest)(nil),    // 21: nvmirror.target.v1.GetCapacityRequest
-	(*GetCapacityResponse)(nil),   // 22: nvmirror.target.v1.GetCapacityResponse
-	(*NodeInfoRequest)(nil),       // 23: nvmirror.target.v1.NodeInfoRequest
-	(*NodeInfoResponse)(nil),      // 24: nvmirror.target.v1.NodeInfoResponse
-	(*RepairMember)(nil),          // 25: nvmirror.target.v1.RepairMember
-	(*StartRepairRequest)(nil),    // 26: nvmirror.target.v1.StartRepairRequest
-	(*StartRepairResponse)(nil),   // 27: nvmirror.target.v1.StartRepairResponse
-	(*GetRepairRequest)(nil),      // 28: nvmirror.target.v1.GetRepairRequest
-	(*GetRepairResponse)(nil),     // 29: nvmirror.target.v1.GetRepairResponse
-	(*StopRepairRequest)(nil),     // 30: nvmirror.target.v1.StopRepairRequest
-	(*StopRepairResponse)(nil),    // 31: nvmirror.target.v1.StopRepairResponse
-	(*Repair)(nil),                // 32: nvmirror.target.v1.Repair
-	nil,                           // 33: nvmirror.target.v1.Repair.BitmapReaddEntry
+	(ProvisioningType)(0),          // 0: nvmirror.target.v1.ProvisioningType
+	(ReplicaState)(0),              // 1: nvmirror.target.v1.ReplicaState
+	(RepairState)(0),               // 2: nvmirror.target.v1.RepairState
+	(*Endpoint)(nil),               // 3: nvmirror.target.v1.Endpoint
+	(*Replica)(nil),                // 4: nvmirror.target.v1.Replica
+	(*CreateReplicaRequest)(nil),   // 5: nvmirror.target.v1.CreateReplicaRequest
+	(*SnapshotSource)(nil),         // 6: nvmirror.target.v1.SnapshotSource
+	(*CreateReplicaResponse)(nil),  // 7: nvmirror.target.v1.CreateReplicaResponse
+	(*DeleteReplicaRequest)(nil),   // 8: nvmirror.target.v1.DeleteReplicaRequest
+	(*DeleteReplicaResponse)(nil),  // 9: nvmirror.target.v1.DeleteReplicaResponse
+	(*ExpandReplicaRequest)(nil),   // 10: nvmirror.target.v1.ExpandReplicaRequest
+	(*ExpandReplicaResponse)(nil),  // 11: nvmirror.target.v1.ExpandReplicaResponse
+	(*GetReplicaRequest)(nil),      // 12: nvmirror.target.v1.GetReplicaRequest
+	(*GetReplicaResponse)(nil),     // 13: nvmirror.target.v1.GetReplicaResponse
+	(*ListReplicasRequest)(nil),    // 14: nvmirror.target.v1.ListReplicasRequest
+	(*ListReplicasResponse)(nil),   // 15: nvmirror.target.v1.ListReplicasResponse
+	(*AllowHostRequest)(nil),       // 16: nvmirror.target.v1.AllowHostRequest
+	(*AllowHostResponse)(nil),      // 17: nvmirror.target.v1.AllowHostResponse
+	(*RevokeHostRequest)(nil),      // 18: nvmirror.target.v1.RevokeHostRequest
+	(*RevokeHostResponse)(nil),     // 19: nvmirror.target.v1.RevokeHostResponse
+	(*SetHostAuthRequest)(nil),     // 20: nvmirror.target.v1.SetHostAuthRequest
+	(*SetHostAuthResponse)(nil),    // 21: nvmirror.target.v1.SetHostAuthResponse
+	(*GetCapacityRequest)(nil),     // 22: nvmirror.target.v1.GetCapacityRequest
+	(*GetCapacityResponse)(nil),    // 23: nvmirror.target.v1.GetCapacityResponse
+	(*NodeInfoRequest)(nil),        // 24: nvmirror.target.v1.NodeInfoRequest
+	(*NodeInfoResponse)(nil),       // 25: nvmirror.target.v1.NodeInfoResponse
+	(*RepairMember)(nil),           // 26: nvmirror.target.v1.RepairMember
+	(*StartRepairRequest)(nil),     // 27: nvmirror.target.v1.StartRepairRequest
+	(*StartRepairResponse)(nil),    // 28: nvmirror.target.v1.StartRepairResponse
+	(*GetRepairRequest)(nil),       // 29: nvmirror.target.v1.GetRepairRequest
+	(*GetRepairResponse)(nil),      // 30: nvmirror.target.v1.GetRepairResponse
+	(*StopRepairRequest)(nil),      // 31: nvmirror.target.v1.StopRepairRequest
+	(*StopRepairResponse)(nil),     // 32: nvmirror.target.v1.StopRepairResponse
+	(*Repair)(nil),                 // 33: nvmirror.target.v1.Repair
+	(*CreateSnapshotRequest)(nil),  // 34: nvmirror.target.v1.CreateSnapshotRequest
+	(*CreateSnapshotResponse)(nil), // 35: nvmirror.target.v1.CreateSnapshotResponse
+	(*DeleteSnapshotRequest)(nil),  // 36: nvmirror.target.v1.DeleteSnapshotRequest
+	(*DeleteSnapshotResponse)(nil), // 37: nvmirror.target.v1.DeleteSnapshotResponse
+	(*GetSnapshotRequest)(nil),     // 38: nvmirror.target.v1.GetSnapshotRequest
+	(*GetSnapshotResponse)(nil),    // 39: nvmirror.target.v1.GetSnapshotResponse
+	(*ListSnapshotsRequest)(nil),   // 40: nvmirror.target.v1.ListSnapshotsRequest
+	(*ListSnapshotsResponse)(nil),  // 41: nvmirror.target.v1.ListSnapshotsResponse
+	(*Snapshot)(nil),               // 42: nvmirror.target.v1.Snapshot
+	(*ReadSuperblockRequest)(nil),  // 43: nvmirror.target.v1.ReadSuperblockRequest
+	(*ReadSuperblockResponse)(nil), // 44: nvmirror.target.v1.ReadSuperblockResponse
+	(*Superblock)(nil),             // 45: nvmirror.target.v1.Superblock
+	(*ReadDataRequest)(nil),        // 46: nvmirror.target.v1.ReadDataRequest
+	(*DataChunk)(nil),              // 47: nvmirror.target.v1.DataChunk
+	(*WriteDataRequest)(nil),       // 48: nvmirror.target.v1.WriteDataRequest
+	(*WriteDataHeader)(nil),        // 49: nvmirror.target.v1.WriteDataHeader
+	(*WriteDataResponse)(nil),      // 50: nvmirror.target.v1.WriteDataResponse
+	(*SnapshotRangesRequest)(nil),  // 51: nvmirror.target.v1.SnapshotRangesRequest
+	(*ByteRange)(nil),              // 52: nvmirror.target.v1.ByteRange
+	(*SnapshotRangesResponse)(nil), // 53: nvmirror.target.v1.SnapshotRangesResponse
+	nil,                            // 54: nvmirror.target.v1.Repair.BitmapReaddEntry
 }
 var file_target_v1_target_proto_depIdxs = []int32{
 	0,  // 0: nvmirror.target.v1.Replica.provisioning_type:type_name -> nvmirror.target.v1.ProvisioningType
 	1,  // 1: nvmirror.target.v1.Replica.state:type_name -> nvmirror.target.v1.ReplicaState
 	3,  // 2: nvmirror.target.v1.Replica.endpoints:type_name -> nvmirror.target.v1.Endpoint
 	0,  // 3: nvmirror.target.v1.CreateReplicaRequest.provisioning_type:type_name -> nvmirror.target.v1.ProvisioningType
-	4,  // 4: nvmirror.target.v1.CreateReplicaResponse.replica:type_name -> nvmirror.target.v1.Replica
-	4,  // 5: nvmirror.target.v1.ExpandReplicaResponse.replica:type_name -> nvmirror.target.v1.Replica
-	4,  // 6: nvmirror.target.v1.GetReplicaResponse.replica:type_name -> nvmirror.target.v1.Replica
-	4,  // 7: nvmirror.target.v1.ListReplicasResponse.replicas:type_name -> nvmirror.target.v1.Replica
-	4,  // 8: nvmirror.target.v1.AllowHostResponse.replica:type_name -> nvmirror.target.v1.Replica
-	4,  // 9: nvmirror.target.v1.RevokeHostResponse.replica:type_name -> nvmirror.target.v1.Replica
-	3,  // 10: nvmirror.target.v1.NodeInfoResponse.endpoints:type_name -> nvmirror.target.v1.Endpoint
-	3,  // 11: nvmirror.target.v1.RepairMember.endpoints:type_name -> nvmirror.target.v1.Endpoint
-	25, // 12: nvmirror.target.v1.StartRepairRequest.members:type_name -> nvmirror.target.v1.RepairMember
-	32, // 13: nvmirror.target.v1.StartRepairResponse.repair:type_name -> nvmirror.target.v1.Repair
-	32, // 14: nvmirror.target.v1.GetRepairResponse.repair:type_name -> nvmirror.target.v1.Repair
-	2,  // 15: nvmirror.target.v1.Repair.state:type_name -> nvmirror.target.v1.RepairState
-	33, // 16: nvmirror.target.v1.Repair.bitmap_readd:type_name -> nvmirror.target.v1.Repair.BitmapReaddEntry
-	5,  // 17: nvmirror.target.v1.Target.CreateReplica:input_type -> nvmirror.target.v1.CreateReplicaRequest
-	7,  // 18: nvmirror.target.v1.Target.DeleteReplica:input_type -> nvmirror.target.v1.DeleteReplicaRequest
-	9,  // 19: nvmirror.target.v1.Target.ExpandReplica:input_type -> nvmirror.target.v1.ExpandReplicaRequest
-	11, // 20: nvmirror.target.v1.Target.GetReplica:input_type -> nvmirror.target.v1.GetReplicaRequest
-	13, // 21: nvmirror.target.v1.Target.ListReplicas:input_type -> nvmirror.target.v1.ListReplicasRequest
-	15, // 22: nvmirror.target.v1.Target.AllowHost:input_type -> nvmirror.target.v1.AllowHostRequest
-	17, // 23: nvmirror.target.v1.Target.RevokeHost:input_type -> nvmirror.target.v1.RevokeHostRequest
-	19, // 24: nvmirror.target.v1.Target.SetHostAuth:input_type -> nvmirror.target.v1.SetHostAuthRequest
-	21, // 25: nvmirror.target.v1.Target.GetCapacity:input_type -> nvmirror.target.v1.GetCapacityRequest
-	23, // 26: nvmirror.target.v1.Target.NodeInfo:input_type -> nvmirror.target.v1.NodeInfoRequest
-	26, // 27: nvmirror.target.v1.Target.StartRepair:input_type -> nvmirror.target.v1.StartRepairRequest
-	28, // 28: nvmirror.target.v1.Target.GetRepair:input_type -> nvmirror.target.v1.GetRepairRequest
-	30, // 29: nvmirror.target.v1.Target.StopRepair:input_type -> nvmirror.target.v1.StopRepairRequest
-	6,  // 30: nvmirror.target.v1.Target.CreateReplica:output_type -> nvmirror.target.v1.CreateReplicaResponse
-	8,  // 31: nvmirror.target.v1.Target.DeleteReplica:output_type -> nvmirror.target.v1.DeleteReplicaResponse
-	10, // 32: nvmirror.target.v1.Target.ExpandReplica:output_type -> nvmirror.target.v1.ExpandReplicaResponse
-	12, // 33: nvmirror.target.v1.Target.GetReplica:output_type -> nvmirror.target.v1.GetReplicaResponse
-	14, // 34: nvmirror.target.v1.Target.ListReplicas:output_type -> nvmirror.target.v1.ListReplicasResponse
-	16, // 35: nvmirror.target.v1.Target.AllowHost:output_type -> nvmirror.target.v1.AllowHostResponse
-	18, // 36: nvmirror.target.v1.Target.RevokeHost:output_type -> nvmirror.target.v1.RevokeHostResponse
-	20, // 37: nvmirror.target.v1.Target.SetHostAuth:output_type -> nvmirror.target.v1.SetHostAuthResponse
-	22, // 38: nvmirror.target.v1.Target.GetCapacity:output_type -> nvmirror.target.v1.GetCapacityResponse
-	24, // 39: nvmirror.target.v1.Target.NodeInfo:output_type -> nvmirror.target.v1.NodeInfoResponse
-	27, // 40: nvmirror.target.v1.Target.StartRepair:output_type -> nvmirror.target.v1.StartRepairResponse
-	29, // 41: nvmirror.target.v1.Target.GetRepair:output_type -> nvmirror.target.v1.GetRepairResponse
-	31, // 42: nvmirror.target.v1.Target.StopRepair:output_type -> nvmirror.target.v1.StopRepairResponse
-	30, // [30:43] is the sub-list for method output_type
-	17, // [17:30] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	6,  // 4: nvmirror.target.v1.CreateReplicaRequest.source:type_name -> nvmirror.target.v1.SnapshotSource
+	4,  // 5: nvmirror.target.v1.CreateReplicaResponse.replica:type_name -> nvmirror.target.v1.Replica
+	4,  // 6: nvmirror.target.v1.ExpandReplicaResponse.replica:type_name -> nvmirror.target.v1.Replica
+	4,  // 7: nvmirror.target.v1.GetReplicaResponse.replica:type_name -> nvmirror.target.v1.Replica
+	4,  // 8: nvmirror.target.v1.ListReplicasResponse.replicas:type_name -> nvmirror.target.v1.Replica
+	4,  // 9: nvmirror.target.v1.AllowHostResponse.replica:type_name -> nvmirror.target.v1.Replica
+	4,  // 10: nvmirror.target.v1.RevokeHostResponse.replica:type_name -> nvmirror.target.v1.Replica
+	3,  // 11: nvmirror.target.v1.NodeInfoResponse.endpoints:type_name -> nvmirror.target.v1.Endpoint
+	3,  // 12: nvmirror.target.v1.RepairMember.endpoints:type_name -> nvmirror.target.v1.Endpoint
+	26, // 13: nvmirror.target.v1.StartRepairRequest.members:type_name -> nvmirror.target.v1.RepairMember
+	33, // 14: nvmirror.target.v1.StartRepairResponse.repair:type_name -> nvmirror.target.v1.Repair
+	33, // 15: nvmirror.target.v1.GetRepairResponse.repair:type_name -> nvmirror.target.v1.Repair
+	2,  // 16: nvmirror.target.v1.Repair.state:type_name -> nvmirror.target.v1.RepairState
+	54, // 17: nvmirror.target.v1.Repair.bitmap_readd:type_name -> nvmirror.target.v1.Repair.BitmapReaddEntry
+	42, // 18: nvmirror.target.v1.CreateSnapshotResponse.snapshot:type_name -> nvmirror.target.v1.Snapshot
+	45, // 19: nvmirror.target.v1.CreateSnapshotResponse.superblock:type_name -> nvmirror.target.v1.Superblock
+	42, // 20: nvmirror.target.v1.GetSnapshotResponse.snapshot:type_name -> nvmirror.target.v1.Snapshot
+	42, // 21: nvmirror.target.v1.ListSnapshotsResponse.snapshots:type_name -> nvmirror.target.v1.Snapshot
+	45, // 22: nvmirror.target.v1.ReadSuperblockResponse.superblock:type_name -> nvmirror.target.v1.Superblock
+	49, // 23: nvmirror.target.v1.WriteDataRequest.header:type_name -> nvmirror.target.v1.WriteDataHeader
+	47, // 24: nvmirror.target.v1.WriteDataRequest.chunk:type_name -> nvmirror.target.v1.DataChunk
+	42, // 25: nvmirror.target.v1.WriteDataResponse.snapshot:type_name -> nvmirror.target.v1.Snapshot
+	52, // 26: nvmirror.target.v1.SnapshotRangesResponse.ranges:type_name -> nvmirror.target.v1.ByteRange
+	5,  // 27: nvmirror.target.v1.Target.CreateReplica:input_type -> nvmirror.target.v1.CreateReplicaRequest
+	8,  // 28: nvmirror.target.v1.Target.DeleteReplica:input_type -> nvmirror.target.v1.DeleteReplicaRequest
+	10, // 29: nvmirror.target.v1.Target.ExpandReplica:input_type -> nvmirror.target.v1.ExpandReplicaRequest
+	12, // 30: nvmirror.target.v1.Target.GetReplica:input_type -> nvmirror.target.v1.GetReplicaRequest
+	14, // 31: nvmirror.target.v1.Target.ListReplicas:input_type -> nvmirror.target.v1.ListReplicasRequest
+	16, // 32: nvmirror.target.v1.Target.AllowHost:input_type -> nvmirror.target.v1.AllowHostRequest
+	18, // 33: nvmirror.target.v1.Target.RevokeHost:input_type -> nvmirror.target.v1.RevokeHostRequest
+	20, // 34: nvmirror.target.v1.Target.SetHostAuth:input_type -> nvmirror.target.v1.SetHostAuthRequest
+	22, // 35: nvmirror.target.v1.Target.GetCapacity:input_type -> nvmirror.target.v1.GetCapacityRequest
+	24, // 36: nvmirror.target.v1.Target.NodeInfo:input_type -> nvmirror.target.v1.NodeInfoRequest
+	27, // 37: nvmirror.target.v1.Target.StartRepair:input_type -> nvmirror.target.v1.StartRepairRequest
+	29, // 38: nvmirror.target.v1.Target.GetRepair:input_type -> nvmirror.target.v1.GetRepairRequest
+	31, // 39: nvmirror.target.v1.Target.StopRepair:input_type -> nvmirror.target.v1.StopRepairRequest
+	34, // 40: nvmirror.target.v1.Target.CreateSnapshot:input_type -> nvmirror.target.v1.CreateSnapshotRequest
+	36, // 41: nvmirror.target.v1.Target.DeleteSnapshot:input_type -> nvmirror.target.v1.DeleteSnapshotRequest
+	38, // 42: nvmirror.target.v1.Target.GetSnapshot:input_type -> nvmirror.target.v1.GetSnapshotRequest
+	40, // 43: nvmirror.target.v1.Target.ListSnapshots:input_type -> nvmirror.target.v1.ListSnapshotsRequest
+	43, // 44: nvmirror.target.v1.Target.ReadSuperblock:input_type -> nvmirror.target.v1.ReadSuperblockRequest
+	46, // 45: nvmirror.target.v1.Target.ReadData:input_type -> nvmirror.target.v1.ReadDataRequest
+	48, // 46: nvmirror.target.v1.Target.WriteData:input_type -> nvmirror.target.v1.WriteDataRequest
+	51, // 47: nvmirror.target.v1.Target.SnapshotRanges:input_type -> nvmirror.target.v1.SnapshotRangesRequest
+	7,  // 48: nvmirror.target.v1.Target.CreateReplica:output_type -> nvmirror.target.v1.CreateReplicaResponse
+	9,  // 49: nvmirror.target.v1.Target.DeleteReplica:output_type -> nvmirror.target.v1.DeleteReplicaResponse
+	11, // 50: nvmirror.target.v1.Target.ExpandReplica:output_type -> nvmirror.target.v1.ExpandReplicaResponse
+	13, // 51: nvmirror.target.v1.Target.GetReplica:output_type -> nvmirror.target.v1.GetReplicaResponse
+	15, // 52: nvmirror.target.v1.Target.ListReplicas:output_type -> nvmirror.target.v1.ListReplicasResponse
+	17, // 53: nvmirror.target.v1.Target.AllowHost:output_type -> nvmirror.target.v1.AllowHostResponse
+	19, // 54: nvmirror.target.v1.Target.RevokeHost:output_type -> nvmirror.target.v1.RevokeHostResponse
+	21, // 55: nvmirror.target.v1.Target.SetHostAuth:output_type -> nvmirror.target.v1.SetHostAuthResponse
+	23, // 56: nvmirror.target.v1.Target.GetCapacity:output_type -> nvmirror.target.v1.GetCapacityResponse
+	25, // 57: nvmirror.target.v1.Target.NodeInfo:output_type -> nvmirror.target.v1.NodeInfoResponse
+	28, // 58: nvmirror.target.v1.Target.StartRepair:output_type -> nvmirror.target.v1.StartRepairResponse
+	30, // 59: nvmirror.target.v1.Target.GetRepair:output_type -> nvmirror.target.v1.GetRepairResponse
+	32, // 60: nvmirror.target.v1.Target.StopRepair:output_type -> nvmirror.target.v1.StopRepairResponse
+	35, // 61: nvmirror.target.v1.Target.CreateSnapshot:output_type -> nvmirror.target.v1.CreateSnapshotResponse
+	37, // 62: nvmirror.target.v1.Target.DeleteSnapshot:output_type -> nvmirror.target.v1.DeleteSnapshotResponse
+	39, // 63: nvmirror.target.v1.Target.GetSnapshot:output_type -> nvmirror.target.v1.GetSnapshotResponse
+	41, // 64: nvmirror.target.v1.Target.ListSnapshots:output_type -> nvmirror.target.v1.ListSnapshotsResponse
+	44, // 65: nvmirror.target.v1.Target.ReadSuperblock:output_type -> nvmirror.target.v1.ReadSuperblockResponse
+	47, // 66: nvmirror.target.v1.Target.ReadData:output_type -> nvmirror.target.v1.DataChunk
+	50, // 67: nvmirror.target.v1.Target.WriteData:output_type -> nvmirror.target.v1.WriteDataResponse
+	53, // 68: nvmirror.target.v1.Target.SnapshotRanges:output_type -> nvmirror.target.v1.SnapshotRangesResponse
+	48, // [48:69] is the sub-list for method output_type
+	27, // [27:48] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_target_v1_target_proto_init() }
@@ -2207,13 +3701,26 @@ func file_target_v1_target_proto_init() {
 	if File_target_v1_target_proto != nil {
 		return
 	}
+	file_target_v1_target_proto_msgTypes[43].OneofWrappers = []any{
+		(*ReadDataRequest_SnapshotId)(nil),
+		(*ReadDataRequest_ReplicaId)(nil),
+	}
+	file_target_v1_target_proto_msgTypes[45].OneofWrappers = []any{
+		(*WriteDataRequest_Header)(nil),
+		(*WriteDataRequest_Chunk)(nil),
+		(*WriteDataRequest_Commit)(nil),
+	}
+	file_target_v1_target_proto_msgTypes[46].OneofWrappers = []any{
+		(*WriteDataHeader_SnapshotId)(nil),
+		(*WriteDataHeader_ReplicaId)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_target_v1_target_proto_rawDesc), len(file_target_v1_target_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   31,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -34,19 +34,27 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Target_CreateReplica_FullMethodName = "/nvmirror.target.v1.Target/CreateReplica"
-	Target_DeleteReplica_FullMethodName = "/nvmirror.target.v1.Target/DeleteReplica"
-	Target_ExpandReplica_FullMethodName = "/nvmirror.target.v1.Target/ExpandReplica"
-	Target_GetReplica_FullMethodName    = "/nvmirror.target.v1.Target/GetReplica"
-	Target_ListReplicas_FullMethodName  = "/nvmirror.target.v1.Target/ListReplicas"
-	Target_AllowHost_FullMethodName     = "/nvmirror.target.v1.Target/AllowHost"
-	Target_RevokeHost_FullMethodName    = "/nvmirror.target.v1.Target/RevokeHost"
-	Target_SetHostAuth_FullMethodName   = "/nvmirror.target.v1.Target/SetHostAuth"
-	Target_GetCapacity_FullMethodName   = "/nvmirror.target.v1.Target/GetCapacity"
-	Target_NodeInfo_FullMethodName      = "/nvmirror.target.v1.Target/NodeInfo"
-	Target_StartRepair_FullMethodName   = "/nvmirror.target.v1.Target/StartRepair"
-	Target_GetRepair_FullMethodName     = "/nvmirror.target.v1.Target/GetRepair"
-	Target_StopRepair_FullMethodName    = "/nvmirror.target.v1.Target/StopRepair"
+	Target_CreateReplica_FullMethodName  = "/nvmirror.target.v1.Target/CreateReplica"
+	Target_DeleteReplica_FullMethodName  = "/nvmirror.target.v1.Target/DeleteReplica"
+	Target_ExpandReplica_FullMethodName  = "/nvmirror.target.v1.Target/ExpandReplica"
+	Target_GetReplica_FullMethodName     = "/nvmirror.target.v1.Target/GetReplica"
+	Target_ListReplicas_FullMethodName   = "/nvmirror.target.v1.Target/ListReplicas"
+	Target_AllowHost_FullMethodName      = "/nvmirror.target.v1.Target/AllowHost"
+	Target_RevokeHost_FullMethodName     = "/nvmirror.target.v1.Target/RevokeHost"
+	Target_SetHostAuth_FullMethodName    = "/nvmirror.target.v1.Target/SetHostAuth"
+	Target_GetCapacity_FullMethodName    = "/nvmirror.target.v1.Target/GetCapacity"
+	Target_NodeInfo_FullMethodName       = "/nvmirror.target.v1.Target/NodeInfo"
+	Target_StartRepair_FullMethodName    = "/nvmirror.target.v1.Target/StartRepair"
+	Target_GetRepair_FullMethodName      = "/nvmirror.target.v1.Target/GetRepair"
+	Target_StopRepair_FullMethodName     = "/nvmirror.target.v1.Target/StopRepair"
+	Target_CreateSnapshot_FullMethodName = "/nvmirror.target.v1.Target/CreateSnapshot"
+	Target_DeleteSnapshot_FullMethodName = "/nvmirror.target.v1.Target/DeleteSnapshot"
+	Target_GetSnapshot_FullMethodName    = "/nvmirror.target.v1.Target/GetSnapshot"
+	Target_ListSnapshots_FullMethodName  = "/nvmirror.target.v1.Target/ListSnapshots"
+	Target_ReadSuperblock_FullMethodName = "/nvmirror.target.v1.Target/ReadSuperblock"
+	Target_ReadData_FullMethodName       = "/nvmirror.target.v1.Target/ReadData"
+	Target_WriteData_FullMethodName      = "/nvmirror.target.v1.Target/WriteData"
+	Target_SnapshotRanges_FullMethodName = "/nvmirror.target.v1.Target/SnapshotRanges"
 )
 
 // TargetClient is the client API for Target service.
@@ -104,6 +112,44 @@ type TargetClient interface {
 	// when nothing of it is left. Unknown repair_id: success, and that ID is
 	// never started afterwards.
 	StopRepair(ctx context.Context, in *StopRepairRequest, opts ...grpc.CallOption) (*StopRepairResponse, error)
+	// Snapshots: point-in-time copies of a replica's backing file, kept in the
+	// pool (its snapshots/ directory) apart from replicas. On a pool whose
+	// filesystem has reflinks (XFS with reflink=1, btrfs) a copy shares the
+	// replica's blocks (FICLONE) and costs the same for any size; elsewhere it
+	// is a sparse copy (SEEK_DATA/SEEK_HOLE, copy_file_range) whose cost
+	// follows the allocated data. Their space counts in the pool like
+	// replicas (GetCapacity).
+	//
+	// CreateSnapshot copies replica_id's backing file, as it is at one
+	// instant, into snapshot snapshot_id, and reports the md superblock the
+	// copy carries. The same snapshot_id from the same replica again: the
+	// existing snapshot. From another replica: AlreadyExists.
+	CreateSnapshot(ctx context.Context, in *CreateSnapshotRequest, opts ...grpc.CallOption) (*CreateSnapshotResponse, error)
+	// DeleteSnapshot removes the snapshot, or a partial received copy.
+	// Unknown ID: success. Replicas created from it are independent copies
+	// and are never touched.
+	DeleteSnapshot(ctx context.Context, in *DeleteSnapshotRequest, opts ...grpc.CallOption) (*DeleteSnapshotResponse, error)
+	// GetSnapshot: unknown ID (or a copy still being received): NotFound.
+	GetSnapshot(ctx context.Context, in *GetSnapshotRequest, opts ...grpc.CallOption) (*GetSnapshotResponse, error)
+	ListSnapshots(ctx context.Context, in *ListSnapshotsRequest, opts ...grpc.CallOption) (*ListSnapshotsResponse, error)
+	// ReadSuperblock reads the md superblock (metadata 1.2, 4 KiB into the
+	// file) the replica's backing file carries now.
+	ReadSuperblock(ctx context.Context, in *ReadSuperblockRequest, opts ...grpc.CallOption) (*ReadSuperblockResponse, error)
+	// ReadData streams the allocated data of a snapshot or a replica in
+	// [offset, offset+length): holes are skipped (SEEK_DATA/SEEK_HOLE), and
+	// chunks are at most 1 MiB. What the stream does not carry reads as zeros.
+	ReadData(ctx context.Context, in *ReadDataRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DataChunk], error)
+	// WriteData writes a stream into a new snapshot copy (received into a
+	// temporary file, made the snapshot atomically by the commit message; the
+	// same snapshot_id already complete: success, data ignored) or into a
+	// replica no host is allowed on (FailedPrecondition otherwise).
+	WriteData(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[WriteDataRequest, WriteDataResponse], error)
+	// SnapshotRanges reports the allocated ranges of a snapshot or, with
+	// base_snapshot_id, the ranges whose content differs between the base
+	// and the snapshot (extents the two share, by FIEMAP, are unchanged
+	// without reading them; the rest is compared), in file offsets, merged,
+	// ascending, at most max_ranges per call (next_offset continues).
+	SnapshotRanges(ctx context.Context, in *SnapshotRangesRequest, opts ...grpc.CallOption) (*SnapshotRangesResponse, error)
 }
 
 type targetClient struct {
@@ -244,6 +290,98 @@ func (c *targetClient) StopRepair(ctx context.Context, in *StopRepairRequest, op
 	return out, nil
 }
 
+func (c *targetClient) CreateSnapshot(ctx context.Context, in *CreateSnapshotRequest, opts ...grpc.CallOption) (*CreateSnapshotResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateSnapshotResponse)
+	err := c.cc.Invoke(ctx, Target_CreateSnapshot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *targetClient) DeleteSnapshot(ctx context.Context, in *DeleteSnapshotRequest, opts ...grpc.CallOption) (*DeleteSnapshotResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteSnapshotResponse)
+	err := c.cc.Invoke(ctx, Target_DeleteSnapshot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *targetClient) GetSnapshot(ctx context.Context, in *GetSnapshotRequest, opts ...grpc.CallOption) (*GetSnapshotResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetSnapshotResponse)
+	err := c.cc.Invoke(ctx, Target_GetSnapshot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *targetClient) ListSnapshots(ctx context.Context, in *ListSnapshotsRequest, opts ...grpc.CallOption) (*ListSnapshotsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSnapshotsResponse)
+	err := c.cc.Invoke(ctx, Target_ListSnapshots_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *targetClient) ReadSuperblock(ctx context.Context, in *ReadSuperblockRequest, opts ...grpc.CallOption) (*ReadSuperblockResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadSuperblockResponse)
+	err := c.cc.Invoke(ctx, Target_ReadSuperblock_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *targetClient) ReadData(ctx context.Context, in *ReadDataRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DataChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Target_ServiceDesc.Streams[0], Target_ReadData_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReadDataRequest, DataChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Target_ReadDataClient = grpc.ServerStreamingClient[DataChunk]
+
+func (c *targetClient) WriteData(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[WriteDataRequest, WriteDataResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Target_ServiceDesc.Streams[1], Target_WriteData_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WriteDataRequest, WriteDataResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Target_WriteDataClient = grpc.ClientStreamingClient[WriteDataRequest, WriteDataResponse]
+
+func (c *targetClient) SnapshotRanges(ctx context.Context, in *SnapshotRangesRequest, opts ...grpc.CallOption) (*SnapshotRangesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SnapshotRangesResponse)
+	err := c.cc.Invoke(ctx, Target_SnapshotRanges_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TargetServer is the server API for Target service.
 // All implementations must embed UnimplementedTargetServer
 // for forward compatibility.
@@ -299,6 +437,44 @@ type TargetServer interface {
 	// when nothing of it is left. Unknown repair_id: success, and that ID is
 	// never started afterwards.
 	StopRepair(context.Context, *StopRepairRequest) (*StopRepairResponse, error)
+	// Snapshots: point-in-time copies of a replica's backing file, kept in the
+	// pool (its snapshots/ directory) apart from replicas. On a pool whose
+	// filesystem has reflinks (XFS with reflink=1, btrfs) a copy shares the
+	// replica's blocks (FICLONE) and costs the same for any size; elsewhere it
+	// is a sparse copy (SEEK_DATA/SEEK_HOLE, copy_file_range) whose cost
+	// follows the allocated data. Their space counts in the pool like
+	// replicas (GetCapacity).
+	//
+	// CreateSnapshot copies replica_id's backing file, as it is at one
+	// instant, into snapshot snapshot_id, and reports the md superblock the
+	// copy carries. The same snapshot_id from the same replica again: the
+	// existing snapshot. From another replica: AlreadyExists.
+	CreateSnapshot(context.Context, *CreateSnapshotRequest) (*CreateSnapshotResponse, error)
+	// DeleteSnapshot removes the snapshot, or a partial received copy.
+	// Unknown ID: success. Replicas created from it are independent copies
+	// and are never touched.
+	DeleteSnapshot(context.Context, *DeleteSnapshotRequest) (*DeleteSnapshotResponse, error)
+	// GetSnapshot: unknown ID (or a copy still being received): NotFound.
+	GetSnapshot(context.Context, *GetSnapshotRequest) (*GetSnapshotResponse, error)
+	ListSnapshots(context.Context, *ListSnapshotsRequest) (*ListSnapshotsResponse, error)
+	// ReadSuperblock reads the md superblock (metadata 1.2, 4 KiB into the
+	// file) the replica's backing file carries now.
+	ReadSuperblock(context.Context, *ReadSuperblockRequest) (*ReadSuperblockResponse, error)
+	// ReadData streams the allocated data of a snapshot or a replica in
+	// [offset, offset+length): holes are skipped (SEEK_DATA/SEEK_HOLE), and
+	// chunks are at most 1 MiB. What the stream does not carry reads as zeros.
+	ReadData(*ReadDataRequest, grpc.ServerStreamingServer[DataChunk]) error
+	// WriteData writes a stream into a new snapshot copy (received into a
+	// temporary file, made the snapshot atomically by the commit message; the
+	// same snapshot_id already complete: success, data ignored) or into a
+	// replica no host is allowed on (FailedPrecondition otherwise).
+	WriteData(grpc.ClientStreamingServer[WriteDataRequest, WriteDataResponse]) error
+	// SnapshotRanges reports the allocated ranges of a snapshot or, with
+	// base_snapshot_id, the ranges whose content differs between the base
+	// and the snapshot (extents the two share, by FIEMAP, are unchanged
+	// without reading them; the rest is compared), in file offsets, merged,
+	// ascending, at most max_ranges per call (next_offset continues).
+	SnapshotRanges(context.Context, *SnapshotRangesRequest) (*SnapshotRangesResponse, error)
 	mustEmbedUnimplementedTargetServer()
 }
 
@@ -347,6 +523,30 @@ func (UnimplementedTargetServer) GetRepair(context.Context, *GetRepairRequest) (
 }
 func (UnimplementedTargetServer) StopRepair(context.Context, *StopRepairRequest) (*StopRepairResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method StopRepair not implemented")
+}
+func (UnimplementedTargetServer) CreateSnapshot(context.Context, *CreateSnapshotRequest) (*CreateSnapshotResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateSnapshot not implemented")
+}
+func (UnimplementedTargetServer) DeleteSnapshot(context.Context, *DeleteSnapshotRequest) (*DeleteSnapshotResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteSnapshot not implemented")
+}
+func (UnimplementedTargetServer) GetSnapshot(context.Context, *GetSnapshotRequest) (*GetSnapshotResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSnapshot not implemented")
+}
+func (UnimplementedTargetServer) ListSnapshots(context.Context, *ListSnapshotsRequest) (*ListSnapshotsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSnapshots not implemented")
+}
+func (UnimplementedTargetServer) ReadSuperblock(context.Context, *ReadSuperblockRequest) (*ReadSuperblockResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadSuperblock not implemented")
+}
+func (UnimplementedTargetServer) ReadData(*ReadDataRequest, grpc.ServerStreamingServer[DataChunk]) error {
+	return status.Error(codes.Unimplemented, "method ReadData not implemented")
+}
+func (UnimplementedTargetServer) WriteData(grpc.ClientStreamingServer[WriteDataRequest, WriteDataResponse]) error {
+	return status.Error(codes.Unimplemented, "method WriteData not implemented")
+}
+func (UnimplementedTargetServer) SnapshotRanges(context.Context, *SnapshotRangesRequest) (*SnapshotRangesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SnapshotRanges not implemented")
 }
 func (UnimplementedTargetServer) mustEmbedUnimplementedTargetServer() {}
 func (UnimplementedTargetServer) testEmbeddedByValue()                {}
@@ -603,6 +803,132 @@ func _Target_StopRepair_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Target_CreateSnapshot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateSnapshotRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetServer).CreateSnapshot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Target_CreateSnapshot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetServer).CreateSnapshot(ctx, req.(*CreateSnapshotRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Target_DeleteSnapshot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteSnapshotRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetServer).DeleteSnapshot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Target_DeleteSnapshot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetServer).DeleteSnapshot(ctx, req.(*DeleteSnapshotRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Target_GetSnapshot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSnapshotRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetServer).GetSnapshot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Target_GetSnapshot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetServer).GetSnapshot(ctx, req.(*GetSnapshotRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Target_ListSnapshots_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSnapshotsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetServer).ListSnapshots(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Target_ListSnapshots_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetServer).ListSnapshots(ctx, req.(*ListSnapshotsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Target_ReadSuperblock_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadSuperblockRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetServer).ReadSuperblock(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Target_ReadSuperblock_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetServer).ReadSuperblock(ctx, req.(*ReadSuperblockRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Target_ReadData_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ReadDataRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(TargetServer).ReadData(m, &grpc.GenericServerStream[ReadDataRequest, DataChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Target_ReadDataServer = grpc.ServerStreamingServer[DataChunk]
+
+func _Target_WriteData_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(TargetServer).WriteData(&grpc.GenericServerStream[WriteDataRequest, WriteDataResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Target_WriteDataServer = grpc.ClientStreamingServer[WriteDataRequest, WriteDataResponse]
+
+func _Target_SnapshotRanges_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SnapshotRangesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TargetServer).SnapshotRanges(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Target_SnapshotRanges_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TargetServer).SnapshotRanges(ctx, req.(*SnapshotRangesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Target_ServiceDesc is the grpc.ServiceDesc for Target service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -662,7 +988,42 @@ var Target_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "StopRepair",
 			Handler:    _Target_StopRepair_Handler,
 		},
+		{
+			MethodName: "CreateSnapshot",
+			Handler:    _Target_CreateSnapshot_Handler,
+		},
+		{
+			MethodName: "DeleteSnapshot",
+			Handler:    _Target_DeleteSnapshot_Handler,
+		},
+		{
+			MethodName: "GetSnapshot",
+			Handler:    _Target_GetSnapshot_Handler,
+		},
+		{
+			MethodName: "ListSnapshots",
+			Handler:    _Target_ListSnapshots_Handler,
+		},
+		{
+			MethodName: "ReadSuperblock",
+			Handler:    _Target_ReadSuperblock_Handler,
+		},
+		{
+			MethodName: "SnapshotRanges",
+			Handler:    _Target_SnapshotRanges_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ReadData",
+			Handler:       _Target_ReadData_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WriteData",
+			Handler:       _Target_WriteData_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "target/v1/target.proto",
 }

@@ -33,14 +33,13 @@
 package provisionerapi
 
 import (
-	reflect "reflect"
-	sync "sync"
-	unsafe "unsafe"
-
 	_ "github.com/container-storage-interface/spec/lib/go/csi"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
+	reflect "reflect"
+	sync "sync"
+	unsafe "unsafe"
 )
 
 const (
@@ -420,7 +419,10 @@ type Volume struct {
 	// The offline repair running for the volume (it is published to no
 	// host, and a storage node brings out-of-sync replicas up to date);
 	// unset when none. A publish stops it first.
-	Repair        *OfflineRepair `protobuf:"bytes,17,opt,name=repair,proto3" json:"repair,omitempty"`
+	Repair *OfflineRepair `protobuf:"bytes,17,opt,name=repair,proto3" json:"repair,omitempty"`
+	// What the volume was created from (a restore or a clone); unset for an
+	// empty volume. Its replicas hold data from the start.
+	Source        *ContentSource `protobuf:"bytes,18,opt,name=source,proto3" json:"source,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -574,6 +576,65 @@ func (x *Volume) GetRepair() *OfflineRepair {
 	return nil
 }
 
+func (x *Volume) GetSource() *ContentSource {
+	if x != nil {
+		return x.Source
+	}
+	return nil
+}
+
+type ContentSource struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SnapshotId    string                 `protobuf:"bytes,1,opt,name=snapshot_id,json=snapshotId,proto3" json:"snapshot_id,omitempty"`
+	VolumeId      string                 `protobuf:"bytes,2,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContentSource) Reset() {
+	*x = ContentSource{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContentSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContentSource) ProtoMessage() {}
+
+func (x *ContentSource) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContentSource.ProtoReflect.Descriptor instead.
+func (*ContentSource) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ContentSource) GetSnapshotId() string {
+	if x != nil {
+		return x.SnapshotId
+	}
+	return ""
+}
+
+func (x *ContentSource) GetVolumeId() string {
+	if x != nil {
+		return x.VolumeId
+	}
+	return ""
+}
+
 // OfflineRepair is a storage node's repair of a volume no host has staged.
 type OfflineRepair struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -592,7 +653,7 @@ type OfflineRepair struct {
 
 func (x *OfflineRepair) Reset() {
 	*x = OfflineRepair{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[3]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -604,7 +665,7 @@ func (x *OfflineRepair) String() string {
 func (*OfflineRepair) ProtoMessage() {}
 
 func (x *OfflineRepair) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[3]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -617,7 +678,7 @@ func (x *OfflineRepair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfflineRepair.ProtoReflect.Descriptor instead.
 func (*OfflineRepair) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{3}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *OfflineRepair) GetRepairId() string {
@@ -676,7 +737,7 @@ type VolumePolicy struct {
 
 func (x *VolumePolicy) Reset() {
 	*x = VolumePolicy{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[4]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -688,7 +749,7 @@ func (x *VolumePolicy) String() string {
 func (*VolumePolicy) ProtoMessage() {}
 
 func (x *VolumePolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[4]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -701,7 +762,7 @@ func (x *VolumePolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumePolicy.ProtoReflect.Descriptor instead.
 func (*VolumePolicy) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{4}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *VolumePolicy) GetNumReplicas() int32 {
@@ -748,7 +809,7 @@ type VolumeResponse struct {
 
 func (x *VolumeResponse) Reset() {
 	*x = VolumeResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[5]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +821,7 @@ func (x *VolumeResponse) String() string {
 func (*VolumeResponse) ProtoMessage() {}
 
 func (x *VolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[5]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +834,7 @@ func (x *VolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeResponse.ProtoReflect.Descriptor instead.
 func (*VolumeResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{5}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *VolumeResponse) GetVolume() *Volume {
@@ -784,18 +845,23 @@ func (x *VolumeResponse) GetVolume() *Volume {
 }
 
 type CreateVolumeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	SizeBytes     int64                  `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
-	Parameters    map[string]string      `protobuf:"bytes,3,rep,name=parameters,proto3" json:"parameters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Block         bool                   `protobuf:"varint,4,opt,name=block,proto3" json:"block,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	SizeBytes  int64                  `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	Parameters map[string]string      `protobuf:"bytes,3,rep,name=parameters,proto3" json:"parameters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Block      bool                   `protobuf:"varint,4,opt,name=block,proto3" json:"block,omitempty"`
+	// Optional content source (at most one): the new volume starts as a copy
+	// of this snapshot, or of this volume now (a clone). size_bytes must be
+	// at least the source's (OutOfRange otherwise).
+	SourceSnapshotId string `protobuf:"bytes,5,opt,name=source_snapshot_id,json=sourceSnapshotId,proto3" json:"source_snapshot_id,omitempty"`
+	SourceVolumeId   string `protobuf:"bytes,6,opt,name=source_volume_id,json=sourceVolumeId,proto3" json:"source_volume_id,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *CreateVolumeRequest) Reset() {
 	*x = CreateVolumeRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[6]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -807,7 +873,7 @@ func (x *CreateVolumeRequest) String() string {
 func (*CreateVolumeRequest) ProtoMessage() {}
 
 func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[6]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -820,7 +886,7 @@ func (x *CreateVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateVolumeRequest.ProtoReflect.Descriptor instead.
 func (*CreateVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{6}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateVolumeRequest) GetName() string {
@@ -851,6 +917,20 @@ func (x *CreateVolumeRequest) GetBlock() bool {
 	return false
 }
 
+func (x *CreateVolumeRequest) GetSourceSnapshotId() string {
+	if x != nil {
+		return x.SourceSnapshotId
+	}
+	return ""
+}
+
+func (x *CreateVolumeRequest) GetSourceVolumeId() string {
+	if x != nil {
+		return x.SourceVolumeId
+	}
+	return ""
+}
+
 type DeleteVolumeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	VolumeId      string                 `protobuf:"bytes,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
@@ -860,7 +940,7 @@ type DeleteVolumeRequest struct {
 
 func (x *DeleteVolumeRequest) Reset() {
 	*x = DeleteVolumeRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[7]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -872,7 +952,7 @@ func (x *DeleteVolumeRequest) String() string {
 func (*DeleteVolumeRequest) ProtoMessage() {}
 
 func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[7]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -885,7 +965,7 @@ func (x *DeleteVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVolumeRequest.ProtoReflect.Descriptor instead.
 func (*DeleteVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{7}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeleteVolumeRequest) GetVolumeId() string {
@@ -903,7 +983,7 @@ type DeleteVolumeResponse struct {
 
 func (x *DeleteVolumeResponse) Reset() {
 	*x = DeleteVolumeResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[8]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -915,7 +995,7 @@ func (x *DeleteVolumeResponse) String() string {
 func (*DeleteVolumeResponse) ProtoMessage() {}
 
 func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[8]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -928,7 +1008,7 @@ func (x *DeleteVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteVolumeResponse.ProtoReflect.Descriptor instead.
 func (*DeleteVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{8}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{9}
 }
 
 type GetVolumeRequest struct {
@@ -940,7 +1020,7 @@ type GetVolumeRequest struct {
 
 func (x *GetVolumeRequest) Reset() {
 	*x = GetVolumeRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[9]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -952,7 +1032,7 @@ func (x *GetVolumeRequest) String() string {
 func (*GetVolumeRequest) ProtoMessage() {}
 
 func (x *GetVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[9]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -965,7 +1045,7 @@ func (x *GetVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetVolumeRequest.ProtoReflect.Descriptor instead.
 func (*GetVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{9}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetVolumeRequest) GetVolumeId() string {
@@ -988,7 +1068,7 @@ type ListVolumesRequest struct {
 
 func (x *ListVolumesRequest) Reset() {
 	*x = ListVolumesRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[10]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1000,7 +1080,7 @@ func (x *ListVolumesRequest) String() string {
 func (*ListVolumesRequest) ProtoMessage() {}
 
 func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[10]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1013,7 +1093,7 @@ func (x *ListVolumesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesRequest.ProtoReflect.Descriptor instead.
 func (*ListVolumesRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{10}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListVolumesRequest) GetStartingToken() string {
@@ -1040,7 +1120,7 @@ type ListVolumesResponse struct {
 
 func (x *ListVolumesResponse) Reset() {
 	*x = ListVolumesResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[11]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1052,7 +1132,7 @@ func (x *ListVolumesResponse) String() string {
 func (*ListVolumesResponse) ProtoMessage() {}
 
 func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[11]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1065,7 +1145,7 @@ func (x *ListVolumesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVolumesResponse.ProtoReflect.Descriptor instead.
 func (*ListVolumesResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{11}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListVolumesResponse) GetVolumes() []*Volume {
@@ -1093,7 +1173,7 @@ type PublishVolumeRequest struct {
 
 func (x *PublishVolumeRequest) Reset() {
 	*x = PublishVolumeRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[12]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1105,7 +1185,7 @@ func (x *PublishVolumeRequest) String() string {
 func (*PublishVolumeRequest) ProtoMessage() {}
 
 func (x *PublishVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[12]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1118,7 +1198,7 @@ func (x *PublishVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishVolumeRequest.ProtoReflect.Descriptor instead.
 func (*PublishVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{12}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PublishVolumeRequest) GetVolumeId() string {
@@ -1153,7 +1233,7 @@ type UnpublishVolumeRequest struct {
 
 func (x *UnpublishVolumeRequest) Reset() {
 	*x = UnpublishVolumeRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[13]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1165,7 +1245,7 @@ func (x *UnpublishVolumeRequest) String() string {
 func (*UnpublishVolumeRequest) ProtoMessage() {}
 
 func (x *UnpublishVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[13]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1178,7 +1258,7 @@ func (x *UnpublishVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpublishVolumeRequest.ProtoReflect.Descriptor instead.
 func (*UnpublishVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{13}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UnpublishVolumeRequest) GetVolumeId() string {
@@ -1203,7 +1283,7 @@ type UnpublishVolumeResponse struct {
 
 func (x *UnpublishVolumeResponse) Reset() {
 	*x = UnpublishVolumeResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[14]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1215,7 +1295,7 @@ func (x *UnpublishVolumeResponse) String() string {
 func (*UnpublishVolumeResponse) ProtoMessage() {}
 
 func (x *UnpublishVolumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[14]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1228,7 +1308,7 @@ func (x *UnpublishVolumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpublishVolumeResponse.ProtoReflect.Descriptor instead.
 func (*UnpublishVolumeResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{14}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{15}
 }
 
 type ExpandVolumeRequest struct {
@@ -1241,7 +1321,7 @@ type ExpandVolumeRequest struct {
 
 func (x *ExpandVolumeRequest) Reset() {
 	*x = ExpandVolumeRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[15]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1333,7 @@ func (x *ExpandVolumeRequest) String() string {
 func (*ExpandVolumeRequest) ProtoMessage() {}
 
 func (x *ExpandVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[15]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1346,7 @@ func (x *ExpandVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpandVolumeRequest.ProtoReflect.Descriptor instead.
 func (*ExpandVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{15}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ExpandVolumeRequest) GetVolumeId() string {
@@ -1293,7 +1373,7 @@ type ModifyVolumeRequest struct {
 
 func (x *ModifyVolumeRequest) Reset() {
 	*x = ModifyVolumeRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[16]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1385,7 @@ func (x *ModifyVolumeRequest) String() string {
 func (*ModifyVolumeRequest) ProtoMessage() {}
 
 func (x *ModifyVolumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[16]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1398,7 @@ func (x *ModifyVolumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModifyVolumeRequest.ProtoReflect.Descriptor instead.
 func (*ModifyVolumeRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{16}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ModifyVolumeRequest) GetVolumeId() string {
@@ -1345,7 +1425,7 @@ type GetCapacityRequest struct {
 
 func (x *GetCapacityRequest) Reset() {
 	*x = GetCapacityRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[17]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1437,7 @@ func (x *GetCapacityRequest) String() string {
 func (*GetCapacityRequest) ProtoMessage() {}
 
 func (x *GetCapacityRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[17]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1450,7 @@ func (x *GetCapacityRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCapacityRequest.ProtoReflect.Descriptor instead.
 func (*GetCapacityRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{17}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetCapacityRequest) GetParameters() map[string]string {
@@ -1391,7 +1471,7 @@ type GetCapacityResponse struct {
 
 func (x *GetCapacityResponse) Reset() {
 	*x = GetCapacityResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[18]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1403,7 +1483,7 @@ func (x *GetCapacityResponse) String() string {
 func (*GetCapacityResponse) ProtoMessage() {}
 
 func (x *GetCapacityResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[18]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1416,7 +1496,7 @@ func (x *GetCapacityResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCapacityResponse.ProtoReflect.Descriptor instead.
 func (*GetCapacityResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{18}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetCapacityResponse) GetAvailableBytes() int64 {
@@ -1443,7 +1523,7 @@ type ReplaceReplicaRequest struct {
 
 func (x *ReplaceReplicaRequest) Reset() {
 	*x = ReplaceReplicaRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[19]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1535,7 @@ func (x *ReplaceReplicaRequest) String() string {
 func (*ReplaceReplicaRequest) ProtoMessage() {}
 
 func (x *ReplaceReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[19]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1548,7 @@ func (x *ReplaceReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplaceReplicaRequest.ProtoReflect.Descriptor instead.
 func (*ReplaceReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{19}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReplaceReplicaRequest) GetVolumeId() string {
@@ -1495,7 +1575,7 @@ type ReplaceReplicaResponse struct {
 
 func (x *ReplaceReplicaResponse) Reset() {
 	*x = ReplaceReplicaResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[20]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1507,7 +1587,7 @@ func (x *ReplaceReplicaResponse) String() string {
 func (*ReplaceReplicaResponse) ProtoMessage() {}
 
 func (x *ReplaceReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[20]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1520,7 +1600,7 @@ func (x *ReplaceReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplaceReplicaResponse.ProtoReflect.Descriptor instead.
 func (*ReplaceReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{20}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReplaceReplicaResponse) GetVolume() *Volume {
@@ -1549,7 +1629,7 @@ type MoveReplicaRequest struct {
 
 func (x *MoveReplicaRequest) Reset() {
 	*x = MoveReplicaRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[21]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1561,7 +1641,7 @@ func (x *MoveReplicaRequest) String() string {
 func (*MoveReplicaRequest) ProtoMessage() {}
 
 func (x *MoveReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[21]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1574,7 +1654,7 @@ func (x *MoveReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveReplicaRequest.ProtoReflect.Descriptor instead.
 func (*MoveReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{21}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MoveReplicaRequest) GetVolumeId() string {
@@ -1608,7 +1688,7 @@ type DrainStorageNodeRequest struct {
 
 func (x *DrainStorageNodeRequest) Reset() {
 	*x = DrainStorageNodeRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[22]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1620,7 +1700,7 @@ func (x *DrainStorageNodeRequest) String() string {
 func (*DrainStorageNodeRequest) ProtoMessage() {}
 
 func (x *DrainStorageNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[22]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1633,7 +1713,7 @@ func (x *DrainStorageNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainStorageNodeRequest.ProtoReflect.Descriptor instead.
 func (*DrainStorageNodeRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{22}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DrainStorageNodeRequest) GetStorageNode() string {
@@ -1666,7 +1746,7 @@ type DrainStatus struct {
 
 func (x *DrainStatus) Reset() {
 	*x = DrainStatus{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[23]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1678,7 +1758,7 @@ func (x *DrainStatus) String() string {
 func (*DrainStatus) ProtoMessage() {}
 
 func (x *DrainStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[23]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1691,7 +1771,7 @@ func (x *DrainStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainStatus.ProtoReflect.Descriptor instead.
 func (*DrainStatus) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{23}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DrainStatus) GetNode() *StorageNode {
@@ -1739,7 +1819,7 @@ type CordonStorageNodeRequest struct {
 
 func (x *CordonStorageNodeRequest) Reset() {
 	*x = CordonStorageNodeRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[24]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1751,7 +1831,7 @@ func (x *CordonStorageNodeRequest) String() string {
 func (*CordonStorageNodeRequest) ProtoMessage() {}
 
 func (x *CordonStorageNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[24]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1764,7 +1844,7 @@ func (x *CordonStorageNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CordonStorageNodeRequest.ProtoReflect.Descriptor instead.
 func (*CordonStorageNodeRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{24}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CordonStorageNodeRequest) GetStorageNode() string {
@@ -1791,7 +1871,7 @@ type MarkReplicaRemovedRequest struct {
 
 func (x *MarkReplicaRemovedRequest) Reset() {
 	*x = MarkReplicaRemovedRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[25]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1803,7 +1883,7 @@ func (x *MarkReplicaRemovedRequest) String() string {
 func (*MarkReplicaRemovedRequest) ProtoMessage() {}
 
 func (x *MarkReplicaRemovedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[25]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1816,7 +1896,7 @@ func (x *MarkReplicaRemovedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkReplicaRemovedRequest.ProtoReflect.Descriptor instead.
 func (*MarkReplicaRemovedRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{25}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MarkReplicaRemovedRequest) GetVolumeId() string {
@@ -1843,7 +1923,7 @@ type DeleteReplicaRequest struct {
 
 func (x *DeleteReplicaRequest) Reset() {
 	*x = DeleteReplicaRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[26]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1855,7 +1935,7 @@ func (x *DeleteReplicaRequest) String() string {
 func (*DeleteReplicaRequest) ProtoMessage() {}
 
 func (x *DeleteReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[26]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1868,7 +1948,7 @@ func (x *DeleteReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteReplicaRequest.ProtoReflect.Descriptor instead.
 func (*DeleteReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{26}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DeleteReplicaRequest) GetVolumeId() string {
@@ -1904,7 +1984,7 @@ type ReportReplicaSyncRequest struct {
 
 func (x *ReportReplicaSyncRequest) Reset() {
 	*x = ReportReplicaSyncRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1916,7 +1996,7 @@ func (x *ReportReplicaSyncRequest) String() string {
 func (*ReportReplicaSyncRequest) ProtoMessage() {}
 
 func (x *ReportReplicaSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[27]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1929,7 +2009,7 @@ func (x *ReportReplicaSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportReplicaSyncRequest.ProtoReflect.Descriptor instead.
 func (*ReportReplicaSyncRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{27}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReportReplicaSyncRequest) GetVolumeId() string {
@@ -1989,7 +2069,7 @@ type PromoteReplicasRequest struct {
 
 func (x *PromoteReplicasRequest) Reset() {
 	*x = PromoteReplicasRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2001,7 +2081,7 @@ func (x *PromoteReplicasRequest) String() string {
 func (*PromoteReplicasRequest) ProtoMessage() {}
 
 func (x *PromoteReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[28]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2014,7 +2094,7 @@ func (x *PromoteReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteReplicasRequest.ProtoReflect.Descriptor instead.
 func (*PromoteReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{28}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PromoteReplicasRequest) GetVolumeId() string {
@@ -2075,7 +2155,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[29]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2087,7 +2167,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[29]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2100,7 +2180,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{29}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Event) GetId() string {
@@ -2189,7 +2269,7 @@ type ReportEventsRequest struct {
 
 func (x *ReportEventsRequest) Reset() {
 	*x = ReportEventsRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[30]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2201,7 +2281,7 @@ func (x *ReportEventsRequest) String() string {
 func (*ReportEventsRequest) ProtoMessage() {}
 
 func (x *ReportEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[30]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2214,7 +2294,7 @@ func (x *ReportEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportEventsRequest.ProtoReflect.Descriptor instead.
 func (*ReportEventsRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{30}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ReportEventsRequest) GetEvents() []*Event {
@@ -2232,7 +2312,7 @@ type ReportEventsResponse struct {
 
 func (x *ReportEventsResponse) Reset() {
 	*x = ReportEventsResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[31]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2244,7 +2324,7 @@ func (x *ReportEventsResponse) String() string {
 func (*ReportEventsResponse) ProtoMessage() {}
 
 func (x *ReportEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[31]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2257,7 +2337,7 @@ func (x *ReportEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportEventsResponse.ProtoReflect.Descriptor instead.
 func (*ReportEventsResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{31}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{32}
 }
 
 type ListEventsRequest struct {
@@ -2276,7 +2356,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[32]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2288,7 +2368,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[32]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2301,7 +2381,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{32}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListEventsRequest) GetVolumeId() string {
@@ -2355,7 +2435,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[33]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2367,7 +2447,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[33]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2380,7 +2460,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{33}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -2412,7 +2492,7 @@ type StorageNode struct {
 
 func (x *StorageNode) Reset() {
 	*x = StorageNode{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[34]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2424,7 +2504,7 @@ func (x *StorageNode) String() string {
 func (*StorageNode) ProtoMessage() {}
 
 func (x *StorageNode) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[34]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2437,7 +2517,7 @@ func (x *StorageNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageNode.ProtoReflect.Descriptor instead.
 func (*StorageNode) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{34}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *StorageNode) GetName() string {
@@ -2533,7 +2613,7 @@ type GetHostCredentialsRequest struct {
 
 func (x *GetHostCredentialsRequest) Reset() {
 	*x = GetHostCredentialsRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[35]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2545,7 +2625,7 @@ func (x *GetHostCredentialsRequest) String() string {
 func (*GetHostCredentialsRequest) ProtoMessage() {}
 
 func (x *GetHostCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[35]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2558,7 +2638,7 @@ func (x *GetHostCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*GetHostCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{35}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetHostCredentialsRequest) GetHostNqn() string {
@@ -2584,7 +2664,7 @@ type StorageNodeCredentials struct {
 
 func (x *StorageNodeCredentials) Reset() {
 	*x = StorageNodeCredentials{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[36]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2596,7 +2676,7 @@ func (x *StorageNodeCredentials) String() string {
 func (*StorageNodeCredentials) ProtoMessage() {}
 
 func (x *StorageNodeCredentials) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[36]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2609,7 +2689,7 @@ func (x *StorageNodeCredentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageNodeCredentials.ProtoReflect.Descriptor instead.
 func (*StorageNodeCredentials) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{36}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *StorageNodeCredentials) GetStorageNode() string {
@@ -2657,7 +2737,7 @@ type GetHostCredentialsResponse struct {
 
 func (x *GetHostCredentialsResponse) Reset() {
 	*x = GetHostCredentialsResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[37]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2669,7 +2749,7 @@ func (x *GetHostCredentialsResponse) String() string {
 func (*GetHostCredentialsResponse) ProtoMessage() {}
 
 func (x *GetHostCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[37]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2682,7 +2762,7 @@ func (x *GetHostCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHostCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*GetHostCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{37}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetHostCredentialsResponse) GetHostNqn() string {
@@ -2708,7 +2788,7 @@ type RotateCredentialsRequest struct {
 
 func (x *RotateCredentialsRequest) Reset() {
 	*x = RotateCredentialsRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[38]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2720,7 +2800,7 @@ func (x *RotateCredentialsRequest) String() string {
 func (*RotateCredentialsRequest) ProtoMessage() {}
 
 func (x *RotateCredentialsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[38]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2733,7 +2813,7 @@ func (x *RotateCredentialsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCredentialsRequest.ProtoReflect.Descriptor instead.
 func (*RotateCredentialsRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{38}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RotateCredentialsRequest) GetVolumeId() string {
@@ -2756,7 +2836,7 @@ type RotatedStorageNode struct {
 
 func (x *RotatedStorageNode) Reset() {
 	*x = RotatedStorageNode{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[39]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2768,7 +2848,7 @@ func (x *RotatedStorageNode) String() string {
 func (*RotatedStorageNode) ProtoMessage() {}
 
 func (x *RotatedStorageNode) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[39]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2781,7 +2861,7 @@ func (x *RotatedStorageNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotatedStorageNode.ProtoReflect.Descriptor instead.
 func (*RotatedStorageNode) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{39}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RotatedStorageNode) GetStorageNode() string {
@@ -2815,7 +2895,7 @@ type RotateCredentialsResponse struct {
 
 func (x *RotateCredentialsResponse) Reset() {
 	*x = RotateCredentialsResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[40]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2827,7 +2907,7 @@ func (x *RotateCredentialsResponse) String() string {
 func (*RotateCredentialsResponse) ProtoMessage() {}
 
 func (x *RotateCredentialsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[40]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2840,7 +2920,7 @@ func (x *RotateCredentialsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCredentialsResponse.ProtoReflect.Descriptor instead.
 func (*RotateCredentialsResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{40}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RotateCredentialsResponse) GetHostNqn() string {
@@ -2865,7 +2945,7 @@ type ListStorageNodesRequest struct {
 
 func (x *ListStorageNodesRequest) Reset() {
 	*x = ListStorageNodesRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[41]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2877,7 +2957,7 @@ func (x *ListStorageNodesRequest) String() string {
 func (*ListStorageNodesRequest) ProtoMessage() {}
 
 func (x *ListStorageNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[41]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2890,7 +2970,7 @@ func (x *ListStorageNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStorageNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListStorageNodesRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{41}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{42}
 }
 
 type ListStorageNodesResponse struct {
@@ -2902,7 +2982,7 @@ type ListStorageNodesResponse struct {
 
 func (x *ListStorageNodesResponse) Reset() {
 	*x = ListStorageNodesResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[42]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2914,7 +2994,7 @@ func (x *ListStorageNodesResponse) String() string {
 func (*ListStorageNodesResponse) ProtoMessage() {}
 
 func (x *ListStorageNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[42]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2927,7 +3007,7 @@ func (x *ListStorageNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStorageNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListStorageNodesResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{42}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListStorageNodesResponse) GetNodes() []*StorageNode {
@@ -2945,7 +3025,7 @@ type ListOrphansRequest struct {
 
 func (x *ListOrphansRequest) Reset() {
 	*x = ListOrphansRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[43]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2957,7 +3037,7 @@ func (x *ListOrphansRequest) String() string {
 func (*ListOrphansRequest) ProtoMessage() {}
 
 func (x *ListOrphansRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[43]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2970,7 +3050,7 @@ func (x *ListOrphansRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOrphansRequest.ProtoReflect.Descriptor instead.
 func (*ListOrphansRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{43}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{44}
 }
 
 type Orphan struct {
@@ -2997,7 +3077,7 @@ type Orphan struct {
 
 func (x *Orphan) Reset() {
 	*x = Orphan{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[44]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3009,7 +3089,7 @@ func (x *Orphan) String() string {
 func (*Orphan) ProtoMessage() {}
 
 func (x *Orphan) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[44]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3022,7 +3102,7 @@ func (x *Orphan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Orphan.ProtoReflect.Descriptor instead.
 func (*Orphan) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{44}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Orphan) GetStorageNode() string {
@@ -3095,7 +3175,7 @@ type ListOrphansResponse struct {
 
 func (x *ListOrphansResponse) Reset() {
 	*x = ListOrphansResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[45]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3107,7 +3187,7 @@ func (x *ListOrphansResponse) String() string {
 func (*ListOrphansResponse) ProtoMessage() {}
 
 func (x *ListOrphansResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[45]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3120,7 +3200,7 @@ func (x *ListOrphansResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOrphansResponse.ProtoReflect.Descriptor instead.
 func (*ListOrphansResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{45}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListOrphansResponse) GetOrphans() []*Orphan {
@@ -3153,7 +3233,7 @@ type ReclaimOrphanRequest struct {
 
 func (x *ReclaimOrphanRequest) Reset() {
 	*x = ReclaimOrphanRequest{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[46]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3165,7 +3245,7 @@ func (x *ReclaimOrphanRequest) String() string {
 func (*ReclaimOrphanRequest) ProtoMessage() {}
 
 func (x *ReclaimOrphanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[46]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3178,7 +3258,7 @@ func (x *ReclaimOrphanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReclaimOrphanRequest.ProtoReflect.Descriptor instead.
 func (*ReclaimOrphanRequest) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{46}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReclaimOrphanRequest) GetReplicaId() string {
@@ -3197,7 +3277,7 @@ type ReclaimOrphanResponse struct {
 
 func (x *ReclaimOrphanResponse) Reset() {
 	*x = ReclaimOrphanResponse{}
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[47]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3209,7 +3289,7 @@ func (x *ReclaimOrphanResponse) String() string {
 func (*ReclaimOrphanResponse) ProtoMessage() {}
 
 func (x *ReclaimOrphanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_provisioner_v1_provisioner_proto_msgTypes[47]
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3222,7 +3302,7 @@ func (x *ReclaimOrphanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReclaimOrphanResponse.ProtoReflect.Descriptor instead.
 func (*ReclaimOrphanResponse) Descriptor() ([]byte, []int) {
-	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{47}
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ReclaimOrphanResponse) GetOrphan() *Orphan {
@@ -3230,6 +3310,1385 @@ func (x *ReclaimOrphanResponse) GetOrphan() *Orphan {
 		return x.Orphan
 	}
 	return nil
+}
+
+type CreateSnapshotRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Name           string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	SourceVolumeId string                 `protobuf:"bytes,2,opt,name=source_volume_id,json=sourceVolumeId,proto3" json:"source_volume_id,omitempty"`
+	Parameters     map[string]string      `protobuf:"bytes,3,rep,name=parameters,proto3" json:"parameters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CreateSnapshotRequest) Reset() {
+	*x = CreateSnapshotRequest{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateSnapshotRequest) ProtoMessage() {}
+
+func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*CreateSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *CreateSnapshotRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateSnapshotRequest) GetSourceVolumeId() string {
+	if x != nil {
+		return x.SourceVolumeId
+	}
+	return ""
+}
+
+func (x *CreateSnapshotRequest) GetParameters() map[string]string {
+	if x != nil {
+		return x.Parameters
+	}
+	return nil
+}
+
+type DeleteSnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SnapshotId    string                 `protobuf:"bytes,1,opt,name=snapshot_id,json=snapshotId,proto3" json:"snapshot_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSnapshotRequest) Reset() {
+	*x = DeleteSnapshotRequest{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSnapshotRequest) ProtoMessage() {}
+
+func (x *DeleteSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*DeleteSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *DeleteSnapshotRequest) GetSnapshotId() string {
+	if x != nil {
+		return x.SnapshotId
+	}
+	return ""
+}
+
+type DeleteSnapshotResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSnapshotResponse) Reset() {
+	*x = DeleteSnapshotResponse{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSnapshotResponse) ProtoMessage() {}
+
+func (x *DeleteSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*DeleteSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{51}
+}
+
+type GetSnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SnapshotId    string                 `protobuf:"bytes,1,opt,name=snapshot_id,json=snapshotId,proto3" json:"snapshot_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSnapshotRequest) Reset() {
+	*x = GetSnapshotRequest{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSnapshotRequest) ProtoMessage() {}
+
+func (x *GetSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*GetSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *GetSnapshotRequest) GetSnapshotId() string {
+	if x != nil {
+		return x.SnapshotId
+	}
+	return ""
+}
+
+type ListSnapshotsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Optional filters.
+	SnapshotId     string `protobuf:"bytes,1,opt,name=snapshot_id,json=snapshotId,proto3" json:"snapshot_id,omitempty"`
+	SourceVolumeId string `protobuf:"bytes,2,opt,name=source_volume_id,json=sourceVolumeId,proto3" json:"source_volume_id,omitempty"`
+	StartingToken  string `protobuf:"bytes,3,opt,name=starting_token,json=startingToken,proto3" json:"starting_token,omitempty"`
+	MaxEntries     int32  `protobuf:"varint,4,opt,name=max_entries,json=maxEntries,proto3" json:"max_entries,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ListSnapshotsRequest) Reset() {
+	*x = ListSnapshotsRequest{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSnapshotsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSnapshotsRequest) ProtoMessage() {}
+
+func (x *ListSnapshotsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSnapshotsRequest.ProtoReflect.Descriptor instead.
+func (*ListSnapshotsRequest) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *ListSnapshotsRequest) GetSnapshotId() string {
+	if x != nil {
+		return x.SnapshotId
+	}
+	return ""
+}
+
+func (x *ListSnapshotsRequest) GetSourceVolumeId() string {
+	if x != nil {
+		return x.SourceVolumeId
+	}
+	return ""
+}
+
+func (x *ListSnapshotsRequest) GetStartingToken() string {
+	if x != nil {
+		return x.StartingToken
+	}
+	return ""
+}
+
+func (x *ListSnapshotsRequest) GetMaxEntries() int32 {
+	if x != nil {
+		return x.MaxEntries
+	}
+	return 0
+}
+
+type ListSnapshotsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Snapshots     []*Snapshot            `protobuf:"bytes,1,rep,name=snapshots,proto3" json:"snapshots,omitempty"`
+	NextToken     string                 `protobuf:"bytes,2,opt,name=next_token,json=nextToken,proto3" json:"next_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSnapshotsResponse) Reset() {
+	*x = ListSnapshotsResponse{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSnapshotsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSnapshotsResponse) ProtoMessage() {}
+
+func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSnapshotsResponse.ProtoReflect.Descriptor instead.
+func (*ListSnapshotsResponse) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *ListSnapshotsResponse) GetSnapshots() []*Snapshot {
+	if x != nil {
+		return x.Snapshots
+	}
+	return nil
+}
+
+func (x *ListSnapshotsResponse) GetNextToken() string {
+	if x != nil {
+		return x.NextToken
+	}
+	return ""
+}
+
+type Snapshot struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Id             string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name           string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	SourceVolumeId string                 `protobuf:"bytes,3,opt,name=source_volume_id,json=sourceVolumeId,proto3" json:"source_volume_id,omitempty"`
+	// The source volume's size when the snapshot was taken: the smallest
+	// volume it restores into.
+	SizeBytes int64 `protobuf:"varint,4,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// The point in time the snapshot holds (when the copies were cut).
+	Created *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created,proto3" json:"created,omitempty"`
+	// "creating", "ready" or "deleting".
+	State string `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"`
+	// Every wanted copy is complete: the snapshot can be restored.
+	ReadyToUse bool `protobuf:"varint,7,opt,name=ready_to_use,json=readyToUse,proto3" json:"ready_to_use,omitempty"`
+	// The group snapshot it belongs to; empty when none.
+	GroupId string          `protobuf:"bytes,8,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	Copies  []*SnapshotCopy `protobuf:"bytes,9,rep,name=copies,proto3" json:"copies,omitempty"`
+	// Where the volume's data starts in each copy (the md data offset of a
+	// mirrored volume, 0 for a one-replica volume).
+	DataOffset int64 `protobuf:"varint,10,opt,name=data_offset,json=dataOffset,proto3" json:"data_offset,omitempty"`
+	// Copies wanted: the source volume's replica count.
+	WantCopies int32             `protobuf:"varint,11,opt,name=want_copies,json=wantCopies,proto3" json:"want_copies,omitempty"`
+	Parameters map[string]string `protobuf:"bytes,12,rep,name=parameters,proto3" json:"parameters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The source volume's StorageClass parameters (a restore without its own
+	// parameters takes them).
+	SourceParameters map[string]string `protobuf:"bytes,13,rep,name=source_parameters,json=sourceParameters,proto3" json:"source_parameters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Block            bool              `protobuf:"varint,14,opt,name=block,proto3" json:"block,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Snapshot) Reset() {
+	*x = Snapshot{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Snapshot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Snapshot) ProtoMessage() {}
+
+func (x *Snapshot) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
+func (*Snapshot) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *Snapshot) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Snapshot) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Snapshot) GetSourceVolumeId() string {
+	if x != nil {
+		return x.SourceVolumeId
+	}
+	return ""
+}
+
+func (x *Snapshot) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *Snapshot) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *Snapshot) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Snapshot) GetReadyToUse() bool {
+	if x != nil {
+		return x.ReadyToUse
+	}
+	return false
+}
+
+func (x *Snapshot) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *Snapshot) GetCopies() []*SnapshotCopy {
+	if x != nil {
+		return x.Copies
+	}
+	return nil
+}
+
+func (x *Snapshot) GetDataOffset() int64 {
+	if x != nil {
+		return x.DataOffset
+	}
+	return 0
+}
+
+func (x *Snapshot) GetWantCopies() int32 {
+	if x != nil {
+		return x.WantCopies
+	}
+	return 0
+}
+
+func (x *Snapshot) GetParameters() map[string]string {
+	if x != nil {
+		return x.Parameters
+	}
+	return nil
+}
+
+func (x *Snapshot) GetSourceParameters() map[string]string {
+	if x != nil {
+		return x.SourceParameters
+	}
+	return nil
+}
+
+func (x *Snapshot) GetBlock() bool {
+	if x != nil {
+		return x.Block
+	}
+	return false
+}
+
+type SnapshotCopy struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	StorageNode string                 `protobuf:"bytes,1,opt,name=storage_node,json=storageNode,proto3" json:"storage_node,omitempty"`
+	// "copying", "ready" or "deleting".
+	State          string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	AllocatedBytes int64  `protobuf:"varint,3,opt,name=allocated_bytes,json=allocatedBytes,proto3" json:"allocated_bytes,omitempty"`
+	// The copy shares blocks with its source (reflink pool).
+	Reflinked     bool `protobuf:"varint,4,opt,name=reflinked,proto3" json:"reflinked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotCopy) Reset() {
+	*x = SnapshotCopy{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotCopy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotCopy) ProtoMessage() {}
+
+func (x *SnapshotCopy) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotCopy.ProtoReflect.Descriptor instead.
+func (*SnapshotCopy) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *SnapshotCopy) GetStorageNode() string {
+	if x != nil {
+		return x.StorageNode
+	}
+	return ""
+}
+
+func (x *SnapshotCopy) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *SnapshotCopy) GetAllocatedBytes() int64 {
+	if x != nil {
+		return x.AllocatedBytes
+	}
+	return 0
+}
+
+func (x *SnapshotCopy) GetReflinked() bool {
+	if x != nil {
+		return x.Reflinked
+	}
+	return false
+}
+
+type CreateSnapshotGroupRequest struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Name            string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	SourceVolumeIds []string               `protobuf:"bytes,2,rep,name=source_volume_ids,json=sourceVolumeIds,proto3" json:"source_volume_ids,omitempty"`
+	Parameters      map[string]string      `protobuf:"bytes,3,rep,name=parameters,proto3" json:"parameters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *CreateSnapshotGroupRequest) Reset() {
+	*x = CreateSnapshotGroupRequest{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateSnapshotGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateSnapshotGroupRequest) ProtoMessage() {}
+
+func (x *CreateSnapshotGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateSnapshotGroupRequest.ProtoReflect.Descriptor instead.
+func (*CreateSnapshotGroupRequest) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *CreateSnapshotGroupRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateSnapshotGroupRequest) GetSourceVolumeIds() []string {
+	if x != nil {
+		return x.SourceVolumeIds
+	}
+	return nil
+}
+
+func (x *CreateSnapshotGroupRequest) GetParameters() map[string]string {
+	if x != nil {
+		return x.Parameters
+	}
+	return nil
+}
+
+type DeleteSnapshotGroupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSnapshotGroupRequest) Reset() {
+	*x = DeleteSnapshotGroupRequest{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSnapshotGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSnapshotGroupRequest) ProtoMessage() {}
+
+func (x *DeleteSnapshotGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSnapshotGroupRequest.ProtoReflect.Descriptor instead.
+func (*DeleteSnapshotGroupRequest) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *DeleteSnapshotGroupRequest) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+type DeleteSnapshotGroupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSnapshotGroupResponse) Reset() {
+	*x = DeleteSnapshotGroupResponse{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSnapshotGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSnapshotGroupResponse) ProtoMessage() {}
+
+func (x *DeleteSnapshotGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSnapshotGroupResponse.ProtoReflect.Descriptor instead.
+func (*DeleteSnapshotGroupResponse) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{59}
+}
+
+type GetSnapshotGroupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSnapshotGroupRequest) Reset() {
+	*x = GetSnapshotGroupRequest{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSnapshotGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSnapshotGroupRequest) ProtoMessage() {}
+
+func (x *GetSnapshotGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSnapshotGroupRequest.ProtoReflect.Descriptor instead.
+func (*GetSnapshotGroupRequest) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *GetSnapshotGroupRequest) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+type SnapshotGroup struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Snapshots     []*Snapshot            `protobuf:"bytes,3,rep,name=snapshots,proto3" json:"snapshots,omitempty"`
+	Created       *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created,proto3" json:"created,omitempty"`
+	ReadyToUse    bool                   `protobuf:"varint,5,opt,name=ready_to_use,json=readyToUse,proto3" json:"ready_to_use,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotGroup) Reset() {
+	*x = SnapshotGroup{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotGroup) ProtoMessage() {}
+
+func (x *SnapshotGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotGroup.ProtoReflect.Descriptor instead.
+func (*SnapshotGroup) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *SnapshotGroup) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SnapshotGroup) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SnapshotGroup) GetSnapshots() []*Snapshot {
+	if x != nil {
+		return x.Snapshots
+	}
+	return nil
+}
+
+func (x *SnapshotGroup) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *SnapshotGroup) GetReadyToUse() bool {
+	if x != nil {
+		return x.ReadyToUse
+	}
+	return false
+}
+
+type GetSnapshotRangesRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	SnapshotId string                 `protobuf:"bytes,1,opt,name=snapshot_id,json=snapshotId,proto3" json:"snapshot_id,omitempty"`
+	// Optional: report what changed since this snapshot of the same volume.
+	BaseSnapshotId string `protobuf:"bytes,2,opt,name=base_snapshot_id,json=baseSnapshotId,proto3" json:"base_snapshot_id,omitempty"`
+	StartingOffset int64  `protobuf:"varint,3,opt,name=starting_offset,json=startingOffset,proto3" json:"starting_offset,omitempty"`
+	// 0: the provisioner's page (1000 ranges).
+	MaxResults    int32 `protobuf:"varint,4,opt,name=max_results,json=maxResults,proto3" json:"max_results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSnapshotRangesRequest) Reset() {
+	*x = GetSnapshotRangesRequest{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSnapshotRangesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSnapshotRangesRequest) ProtoMessage() {}
+
+func (x *GetSnapshotRangesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSnapshotRangesRequest.ProtoReflect.Descriptor instead.
+func (*GetSnapshotRangesRequest) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *GetSnapshotRangesRequest) GetSnapshotId() string {
+	if x != nil {
+		return x.SnapshotId
+	}
+	return ""
+}
+
+func (x *GetSnapshotRangesRequest) GetBaseSnapshotId() string {
+	if x != nil {
+		return x.BaseSnapshotId
+	}
+	return ""
+}
+
+func (x *GetSnapshotRangesRequest) GetStartingOffset() int64 {
+	if x != nil {
+		return x.StartingOffset
+	}
+	return 0
+}
+
+func (x *GetSnapshotRangesRequest) GetMaxResults() int32 {
+	if x != nil {
+		return x.MaxResults
+	}
+	return 0
+}
+
+type ByteRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Offset        int64                  `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length        int64                  `protobuf:"varint,2,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ByteRange) Reset() {
+	*x = ByteRange{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ByteRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ByteRange) ProtoMessage() {}
+
+func (x *ByteRange) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ByteRange.ProtoReflect.Descriptor instead.
+func (*ByteRange) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *ByteRange) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ByteRange) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+type GetSnapshotRangesResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Ranges          []*ByteRange           `protobuf:"bytes,1,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	VolumeSizeBytes int64                  `protobuf:"varint,2,opt,name=volume_size_bytes,json=volumeSizeBytes,proto3" json:"volume_size_bytes,omitempty"`
+	// Where the next call continues; 0 when done.
+	NextOffset    int64 `protobuf:"varint,3,opt,name=next_offset,json=nextOffset,proto3" json:"next_offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSnapshotRangesResponse) Reset() {
+	*x = GetSnapshotRangesResponse{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSnapshotRangesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSnapshotRangesResponse) ProtoMessage() {}
+
+func (x *GetSnapshotRangesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSnapshotRangesResponse.ProtoReflect.Descriptor instead.
+func (*GetSnapshotRangesResponse) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *GetSnapshotRangesResponse) GetRanges() []*ByteRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *GetSnapshotRangesResponse) GetVolumeSizeBytes() int64 {
+	if x != nil {
+		return x.VolumeSizeBytes
+	}
+	return 0
+}
+
+func (x *GetSnapshotRangesResponse) GetNextOffset() int64 {
+	if x != nil {
+		return x.NextOffset
+	}
+	return 0
+}
+
+type NodeCommandsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The CSI node ID and the host NQN the node connects with.
+	NodeId        string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	HostNqn       string `protobuf:"bytes,2,opt,name=host_nqn,json=hostNqn,proto3" json:"host_nqn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeCommandsRequest) Reset() {
+	*x = NodeCommandsRequest{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeCommandsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeCommandsRequest) ProtoMessage() {}
+
+func (x *NodeCommandsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeCommandsRequest.ProtoReflect.Descriptor instead.
+func (*NodeCommandsRequest) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *NodeCommandsRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *NodeCommandsRequest) GetHostNqn() string {
+	if x != nil {
+		return x.HostNqn
+	}
+	return ""
+}
+
+type NodeCommand struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	CommandId string                 `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	// Types that are valid to be assigned to Command:
+	//
+	//	*NodeCommand_Freeze
+	//	*NodeCommand_Thaw
+	Command       isNodeCommand_Command `protobuf_oneof:"command"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeCommand) Reset() {
+	*x = NodeCommand{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeCommand) ProtoMessage() {}
+
+func (x *NodeCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeCommand.ProtoReflect.Descriptor instead.
+func (*NodeCommand) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *NodeCommand) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+func (x *NodeCommand) GetCommand() isNodeCommand_Command {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *NodeCommand) GetFreeze() *FreezeVolumes {
+	if x != nil {
+		if x, ok := x.Command.(*NodeCommand_Freeze); ok {
+			return x.Freeze
+		}
+	}
+	return nil
+}
+
+func (x *NodeCommand) GetThaw() *ThawVolumes {
+	if x != nil {
+		if x, ok := x.Command.(*NodeCommand_Thaw); ok {
+			return x.Thaw
+		}
+	}
+	return nil
+}
+
+type isNodeCommand_Command interface {
+	isNodeCommand_Command()
+}
+
+type NodeCommand_Freeze struct {
+	Freeze *FreezeVolumes `protobuf:"bytes,2,opt,name=freeze,proto3,oneof"`
+}
+
+type NodeCommand_Thaw struct {
+	Thaw *ThawVolumes `protobuf:"bytes,3,opt,name=thaw,proto3,oneof"`
+}
+
+func (*NodeCommand_Freeze) isNodeCommand_Command() {}
+
+func (*NodeCommand_Thaw) isNodeCommand_Command() {}
+
+// FreezeVolumes holds new writes to the volumes' md arrays once every write
+// in flight has reached every member (md suspend_lo/suspend_hi), until
+// ThawVolumes or thaw_after_ms, whichever comes first.
+type FreezeVolumes struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	VolumeIds     []string               `protobuf:"bytes,1,rep,name=volume_ids,json=volumeIds,proto3" json:"volume_ids,omitempty"`
+	ThawAfterMs   uint32                 `protobuf:"varint,2,opt,name=thaw_after_ms,json=thawAfterMs,proto3" json:"thaw_after_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FreezeVolumes) Reset() {
+	*x = FreezeVolumes{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FreezeVolumes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FreezeVolumes) ProtoMessage() {}
+
+func (x *FreezeVolumes) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FreezeVolumes.ProtoReflect.Descriptor instead.
+func (*FreezeVolumes) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *FreezeVolumes) GetVolumeIds() []string {
+	if x != nil {
+		return x.VolumeIds
+	}
+	return nil
+}
+
+func (x *FreezeVolumes) GetThawAfterMs() uint32 {
+	if x != nil {
+		return x.ThawAfterMs
+	}
+	return 0
+}
+
+// ThawVolumes releases the freeze freeze_command_id made.
+type ThawVolumes struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	FreezeCommandId string                 `protobuf:"bytes,1,opt,name=freeze_command_id,json=freezeCommandId,proto3" json:"freeze_command_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ThawVolumes) Reset() {
+	*x = ThawVolumes{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ThawVolumes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ThawVolumes) ProtoMessage() {}
+
+func (x *ThawVolumes) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ThawVolumes.ProtoReflect.Descriptor instead.
+func (*ThawVolumes) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *ThawVolumes) GetFreezeCommandId() string {
+	if x != nil {
+		return x.FreezeCommandId
+	}
+	return ""
+}
+
+type CommandResult struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	NodeId    string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	CommandId string                 `protobuf:"bytes,2,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	// Empty on success.
+	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// For a freeze: per volume, the replicas md holds as in-sync members
+	// while frozen.
+	Frozen        []*FrozenVolume `protobuf:"bytes,4,rep,name=frozen,proto3" json:"frozen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommandResult) Reset() {
+	*x = CommandResult{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommandResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommandResult) ProtoMessage() {}
+
+func (x *CommandResult) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
+func (*CommandResult) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *CommandResult) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *CommandResult) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+func (x *CommandResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *CommandResult) GetFrozen() []*FrozenVolume {
+	if x != nil {
+		return x.Frozen
+	}
+	return nil
+}
+
+type FrozenVolume struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	VolumeId         string                 `protobuf:"bytes,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
+	InSyncReplicaIds []string               `protobuf:"bytes,2,rep,name=in_sync_replica_ids,json=inSyncReplicaIds,proto3" json:"in_sync_replica_ids,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *FrozenVolume) Reset() {
+	*x = FrozenVolume{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FrozenVolume) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FrozenVolume) ProtoMessage() {}
+
+func (x *FrozenVolume) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FrozenVolume.ProtoReflect.Descriptor instead.
+func (*FrozenVolume) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *FrozenVolume) GetVolumeId() string {
+	if x != nil {
+		return x.VolumeId
+	}
+	return ""
+}
+
+func (x *FrozenVolume) GetInSyncReplicaIds() []string {
+	if x != nil {
+		return x.InSyncReplicaIds
+	}
+	return nil
+}
+
+type ReportCommandResultResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportCommandResultResponse) Reset() {
+	*x = ReportCommandResultResponse{}
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportCommandResultResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportCommandResultResponse) ProtoMessage() {}
+
+func (x *ReportCommandResultResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_provisioner_v1_provisioner_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportCommandResultResponse.ProtoReflect.Descriptor instead.
+func (*ReportCommandResultResponse) Descriptor() ([]byte, []int) {
+	return file_provisioner_v1_provisioner_proto_rawDescGZIP(), []int{71}
 }
 
 var File_provisioner_v1_provisioner_proto protoreflect.FileDescriptor
@@ -3256,7 +4715,7 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\x11out_of_sync_since\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x0eoutOfSyncSince\x120\n" +
 	"\x15out_of_sync_at_events\x18\r \x01(\x04R\x11outOfSyncAtEvents\x12A\n" +
 	"\x0ediverged_since\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\rdivergedSince\x12\x12\n" +
-	"\x04move\x18\x0f \x01(\bR\x04move\"\x87\a\n" +
+	"\x04move\x18\x0f \x01(\bR\x04move\"\xc7\a\n" +
 	"\x06Volume\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1d\n" +
@@ -3278,13 +4737,18 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\x05state\x18\x0e \x01(\tR\x05state\x12\x14\n" +
 	"\x05block\x18\x0f \x01(\bR\x05block\x12=\n" +
 	"\x06policy\x18\x10 \x01(\v2%.nvmirror.provisioner.v1.VolumePolicyR\x06policy\x12>\n" +
-	"\x06repair\x18\x11 \x01(\v2&.nvmirror.provisioner.v1.OfflineRepairR\x06repair\x1a=\n" +
+	"\x06repair\x18\x11 \x01(\v2&.nvmirror.provisioner.v1.OfflineRepairR\x06repair\x12>\n" +
+	"\x06source\x18\x12 \x01(\v2&.nvmirror.provisioner.v1.ContentSourceR\x06source\x1a=\n" +
 	"\x0fParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe3\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"M\n" +
+	"\rContentSource\x12\x1f\n" +
+	"\vsnapshot_id\x18\x01 \x01(\tR\n" +
+	"snapshotId\x12\x1b\n" +
+	"\tvolume_id\x18\x02 \x01(\tR\bvolumeId\"\xe3\x01\n" +
 	"\rOfflineRepair\x12\x1b\n" +
 	"\trepair_id\x18\x01 \x01(\tR\brepairId\x12!\n" +
 	"\fstorage_node\x18\x02 \x01(\tR\vstorageNode\x12\x1f\n" +
@@ -3300,7 +4764,7 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\x0eauthentication\x18\x04 \x01(\tR\x0eauthentication\x126\n" +
 	"\x17rebuild_bandwidth_mibps\x18\x05 \x01(\x05R\x15rebuildBandwidthMibps\"I\n" +
 	"\x0eVolumeResponse\x127\n" +
-	"\x06volume\x18\x01 \x01(\v2\x1f.nvmirror.provisioner.v1.VolumeR\x06volume\"\xfb\x01\n" +
+	"\x06volume\x18\x01 \x01(\v2\x1f.nvmirror.provisioner.v1.VolumeR\x06volume\"\xd3\x02\n" +
 	"\x13CreateVolumeRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -3308,7 +4772,9 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\n" +
 	"parameters\x18\x03 \x03(\v2<.nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntryR\n" +
 	"parameters\x12\x14\n" +
-	"\x05block\x18\x04 \x01(\bR\x05block\x1a=\n" +
+	"\x05block\x18\x04 \x01(\bR\x05block\x12,\n" +
+	"\x12source_snapshot_id\x18\x05 \x01(\tR\x10sourceSnapshotId\x12(\n" +
+	"\x10source_volume_id\x18\x06 \x01(\tR\x0esourceVolumeId\x1a=\n" +
 	"\x0fParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"2\n" +
@@ -3502,7 +4968,128 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\n" +
 	"replica_id\x18\x01 \x01(\tR\treplicaId\"P\n" +
 	"\x15ReclaimOrphanResponse\x127\n" +
-	"\x06orphan\x18\x01 \x01(\v2\x1f.nvmirror.provisioner.v1.OrphanR\x06orphan*\x99\x01\n" +
+	"\x06orphan\x18\x01 \x01(\v2\x1f.nvmirror.provisioner.v1.OrphanR\x06orphan\"\xf4\x01\n" +
+	"\x15CreateSnapshotRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12(\n" +
+	"\x10source_volume_id\x18\x02 \x01(\tR\x0esourceVolumeId\x12^\n" +
+	"\n" +
+	"parameters\x18\x03 \x03(\v2>.nvmirror.provisioner.v1.CreateSnapshotRequest.ParametersEntryR\n" +
+	"parameters\x1a=\n" +
+	"\x0fParametersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"8\n" +
+	"\x15DeleteSnapshotRequest\x12\x1f\n" +
+	"\vsnapshot_id\x18\x01 \x01(\tR\n" +
+	"snapshotId\"\x18\n" +
+	"\x16DeleteSnapshotResponse\"5\n" +
+	"\x12GetSnapshotRequest\x12\x1f\n" +
+	"\vsnapshot_id\x18\x01 \x01(\tR\n" +
+	"snapshotId\"\xa9\x01\n" +
+	"\x14ListSnapshotsRequest\x12\x1f\n" +
+	"\vsnapshot_id\x18\x01 \x01(\tR\n" +
+	"snapshotId\x12(\n" +
+	"\x10source_volume_id\x18\x02 \x01(\tR\x0esourceVolumeId\x12%\n" +
+	"\x0estarting_token\x18\x03 \x01(\tR\rstartingToken\x12\x1f\n" +
+	"\vmax_entries\x18\x04 \x01(\x05R\n" +
+	"maxEntries\"w\n" +
+	"\x15ListSnapshotsResponse\x12?\n" +
+	"\tsnapshots\x18\x01 \x03(\v2!.nvmirror.provisioner.v1.SnapshotR\tsnapshots\x12\x1d\n" +
+	"\n" +
+	"next_token\x18\x02 \x01(\tR\tnextToken\"\xd4\x05\n" +
+	"\bSnapshot\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12(\n" +
+	"\x10source_volume_id\x18\x03 \x01(\tR\x0esourceVolumeId\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x04 \x01(\x03R\tsizeBytes\x124\n" +
+	"\acreated\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12\x14\n" +
+	"\x05state\x18\x06 \x01(\tR\x05state\x12 \n" +
+	"\fready_to_use\x18\a \x01(\bR\n" +
+	"readyToUse\x12\x19\n" +
+	"\bgroup_id\x18\b \x01(\tR\agroupId\x12=\n" +
+	"\x06copies\x18\t \x03(\v2%.nvmirror.provisioner.v1.SnapshotCopyR\x06copies\x12\x1f\n" +
+	"\vdata_offset\x18\n" +
+	" \x01(\x03R\n" +
+	"dataOffset\x12\x1f\n" +
+	"\vwant_copies\x18\v \x01(\x05R\n" +
+	"wantCopies\x12Q\n" +
+	"\n" +
+	"parameters\x18\f \x03(\v21.nvmirror.provisioner.v1.Snapshot.ParametersEntryR\n" +
+	"parameters\x12d\n" +
+	"\x11source_parameters\x18\r \x03(\v27.nvmirror.provisioner.v1.Snapshot.SourceParametersEntryR\x10sourceParameters\x12\x14\n" +
+	"\x05block\x18\x0e \x01(\bR\x05block\x1a=\n" +
+	"\x0fParametersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aC\n" +
+	"\x15SourceParametersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8e\x01\n" +
+	"\fSnapshotCopy\x12!\n" +
+	"\fstorage_node\x18\x01 \x01(\tR\vstorageNode\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12'\n" +
+	"\x0fallocated_bytes\x18\x03 \x01(\x03R\x0eallocatedBytes\x12\x1c\n" +
+	"\treflinked\x18\x04 \x01(\bR\treflinked\"\x80\x02\n" +
+	"\x1aCreateSnapshotGroupRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
+	"\x11source_volume_ids\x18\x02 \x03(\tR\x0fsourceVolumeIds\x12c\n" +
+	"\n" +
+	"parameters\x18\x03 \x03(\v2C.nvmirror.provisioner.v1.CreateSnapshotGroupRequest.ParametersEntryR\n" +
+	"parameters\x1a=\n" +
+	"\x0fParametersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"7\n" +
+	"\x1aDeleteSnapshotGroupRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\"\x1d\n" +
+	"\x1bDeleteSnapshotGroupResponse\"4\n" +
+	"\x17GetSnapshotGroupRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\"\xcc\x01\n" +
+	"\rSnapshotGroup\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12?\n" +
+	"\tsnapshots\x18\x03 \x03(\v2!.nvmirror.provisioner.v1.SnapshotR\tsnapshots\x124\n" +
+	"\acreated\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12 \n" +
+	"\fready_to_use\x18\x05 \x01(\bR\n" +
+	"readyToUse\"\xaf\x01\n" +
+	"\x18GetSnapshotRangesRequest\x12\x1f\n" +
+	"\vsnapshot_id\x18\x01 \x01(\tR\n" +
+	"snapshotId\x12(\n" +
+	"\x10base_snapshot_id\x18\x02 \x01(\tR\x0ebaseSnapshotId\x12'\n" +
+	"\x0fstarting_offset\x18\x03 \x01(\x03R\x0estartingOffset\x12\x1f\n" +
+	"\vmax_results\x18\x04 \x01(\x05R\n" +
+	"maxResults\";\n" +
+	"\tByteRange\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\x02 \x01(\x03R\x06length\"\xa4\x01\n" +
+	"\x19GetSnapshotRangesResponse\x12:\n" +
+	"\x06ranges\x18\x01 \x03(\v2\".nvmirror.provisioner.v1.ByteRangeR\x06ranges\x12*\n" +
+	"\x11volume_size_bytes\x18\x02 \x01(\x03R\x0fvolumeSizeBytes\x12\x1f\n" +
+	"\vnext_offset\x18\x03 \x01(\x03R\n" +
+	"nextOffset\"I\n" +
+	"\x13NodeCommandsRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x19\n" +
+	"\bhost_nqn\x18\x02 \x01(\tR\ahostNqn\"\xb5\x01\n" +
+	"\vNodeCommand\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x01 \x01(\tR\tcommandId\x12@\n" +
+	"\x06freeze\x18\x02 \x01(\v2&.nvmirror.provisioner.v1.FreezeVolumesH\x00R\x06freeze\x12:\n" +
+	"\x04thaw\x18\x03 \x01(\v2$.nvmirror.provisioner.v1.ThawVolumesH\x00R\x04thawB\t\n" +
+	"\acommand\"R\n" +
+	"\rFreezeVolumes\x12\x1d\n" +
+	"\n" +
+	"volume_ids\x18\x01 \x03(\tR\tvolumeIds\x12\"\n" +
+	"\rthaw_after_ms\x18\x02 \x01(\rR\vthawAfterMs\"9\n" +
+	"\vThawVolumes\x12*\n" +
+	"\x11freeze_command_id\x18\x01 \x01(\tR\x0ffreezeCommandId\"\x9c\x01\n" +
+	"\rCommandResult\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x02 \x01(\tR\tcommandId\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12=\n" +
+	"\x06frozen\x18\x04 \x03(\v2%.nvmirror.provisioner.v1.FrozenVolumeR\x06frozen\"Z\n" +
+	"\fFrozenVolume\x12\x1b\n" +
+	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\x12-\n" +
+	"\x13in_sync_replica_ids\x18\x02 \x03(\tR\x10inSyncReplicaIds\"\x1d\n" +
+	"\x1bReportCommandResultResponse*\x99\x01\n" +
 	"\fReplicaState\x12\x1d\n" +
 	"\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14REPLICA_STATE_ACTIVE\x10\x01\x12\x1a\n" +
@@ -3513,7 +5100,7 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSEVERITY_INFO\x10\x01\x12\x14\n" +
 	"\x10SEVERITY_WARNING\x10\x02\x12\x12\n" +
-	"\x0eSEVERITY_FATAL\x10\x032\xd9\x14\n" +
+	"\x0eSEVERITY_FATAL\x10\x032\xbc\x1d\n" +
 	"\vProvisioner\x12e\n" +
 	"\fCreateVolume\x12,.nvmirror.provisioner.v1.CreateVolumeRequest\x1a'.nvmirror.provisioner.v1.VolumeResponse\x12k\n" +
 	"\fDeleteVolume\x12,.nvmirror.provisioner.v1.DeleteVolumeRequest\x1a-.nvmirror.provisioner.v1.DeleteVolumeResponse\x12_\n" +
@@ -3539,7 +5126,17 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\x12GetHostCredentials\x122.nvmirror.provisioner.v1.GetHostCredentialsRequest\x1a3.nvmirror.provisioner.v1.GetHostCredentialsResponse\x12z\n" +
 	"\x11RotateCredentials\x121.nvmirror.provisioner.v1.RotateCredentialsRequest\x1a2.nvmirror.provisioner.v1.RotateCredentialsResponse\x12h\n" +
 	"\vListOrphans\x12+.nvmirror.provisioner.v1.ListOrphansRequest\x1a,.nvmirror.provisioner.v1.ListOrphansResponse\x12n\n" +
-	"\rReclaimOrphan\x12-.nvmirror.provisioner.v1.ReclaimOrphanRequest\x1a..nvmirror.provisioner.v1.ReclaimOrphanResponseB@Z>github.com/nvmirror/nvmirror/pkg/provisionerapi;provisionerapib\x06proto3"
+	"\rReclaimOrphan\x12-.nvmirror.provisioner.v1.ReclaimOrphanRequest\x1a..nvmirror.provisioner.v1.ReclaimOrphanResponse\x12c\n" +
+	"\x0eCreateSnapshot\x12..nvmirror.provisioner.v1.CreateSnapshotRequest\x1a!.nvmirror.provisioner.v1.Snapshot\x12q\n" +
+	"\x0eDeleteSnapshot\x12..nvmirror.provisioner.v1.DeleteSnapshotRequest\x1a/.nvmirror.provisioner.v1.DeleteSnapshotResponse\x12]\n" +
+	"\vGetSnapshot\x12+.nvmirror.provisioner.v1.GetSnapshotRequest\x1a!.nvmirror.provisioner.v1.Snapshot\x12n\n" +
+	"\rListSnapshots\x12-.nvmirror.provisioner.v1.ListSnapshotsRequest\x1a..nvmirror.provisioner.v1.ListSnapshotsResponse\x12r\n" +
+	"\x13CreateSnapshotGroup\x123.nvmirror.provisioner.v1.CreateSnapshotGroupRequest\x1a&.nvmirror.provisioner.v1.SnapshotGroup\x12\x80\x01\n" +
+	"\x13DeleteSnapshotGroup\x123.nvmirror.provisioner.v1.DeleteSnapshotGroupRequest\x1a4.nvmirror.provisioner.v1.DeleteSnapshotGroupResponse\x12l\n" +
+	"\x10GetSnapshotGroup\x120.nvmirror.provisioner.v1.GetSnapshotGroupRequest\x1a&.nvmirror.provisioner.v1.SnapshotGroup\x12z\n" +
+	"\x11GetSnapshotRanges\x121.nvmirror.provisioner.v1.GetSnapshotRangesRequest\x1a2.nvmirror.provisioner.v1.GetSnapshotRangesResponse\x12d\n" +
+	"\fNodeCommands\x12,.nvmirror.provisioner.v1.NodeCommandsRequest\x1a$.nvmirror.provisioner.v1.NodeCommand0\x01\x12s\n" +
+	"\x13ReportCommandResult\x12&.nvmirror.provisioner.v1.CommandResult\x1a4.nvmirror.provisioner.v1.ReportCommandResultResponseB@Z>github.com/nvmirror/nvmirror/pkg/provisionerapi;provisionerapib\x06proto3"
 
 var (
 	file_provisioner_v1_provisioner_proto_rawDescOnce sync.Once
@@ -3554,164 +5151,226 @@ func file_provisioner_v1_provisioner_proto_rawDescGZIP() []byte {
 }
 
 var file_provisioner_v1_provisioner_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_provisioner_v1_provisioner_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_provisioner_v1_provisioner_proto_msgTypes = make([]protoimpl.MessageInfo, 83)
 var file_provisioner_v1_provisioner_proto_goTypes = []any{
-	(ReplicaState)(0),                  // 0: nvmirror.provisioner.v1.ReplicaState
-	(Severity)(0),                      // 1: nvmirror.provisioner.v1.Severity
-	(*Endpoint)(nil),                   // 2: nvmirror.provisioner.v1.Endpoint
-	(*Replica)(nil),                    // 3: nvmirror.provisioner.v1.Replica
-	(*Volume)(nil),                     // 4: nvmirror.provisioner.v1.Volume
-	(*OfflineRepair)(nil),              // 5: nvmirror.provisioner.v1.OfflineRepair
-	(*VolumePolicy)(nil),               // 6: nvmirror.provisioner.v1.VolumePolicy
-	(*VolumeResponse)(nil),             // 7: nvmirror.provisioner.v1.VolumeResponse
-	(*CreateVolumeRequest)(nil),        // 8: nvmirror.provisioner.v1.CreateVolumeRequest
-	(*DeleteVolumeRequest)(nil),        // 9: nvmirror.provisioner.v1.DeleteVolumeRequest
-	(*DeleteVolumeResponse)(nil),       // 10: nvmirror.provisioner.v1.DeleteVolumeResponse
-	(*GetVolumeRequest)(nil),           // 11: nvmirror.provisioner.v1.GetVolumeRequest
-	(*ListVolumesRequest)(nil),         // 12: nvmirror.provisioner.v1.ListVolumesRequest
-	(*ListVolumesResponse)(nil),        // 13: nvmirror.provisioner.v1.ListVolumesResponse
-	(*PublishVolumeRequest)(nil),       // 14: nvmirror.provisioner.v1.PublishVolumeRequest
-	(*UnpublishVolumeRequest)(nil),     // 15: nvmirror.provisioner.v1.UnpublishVolumeRequest
-	(*UnpublishVolumeResponse)(nil),    // 16: nvmirror.provisioner.v1.UnpublishVolumeResponse
-	(*ExpandVolumeRequest)(nil),        // 17: nvmirror.provisioner.v1.ExpandVolumeRequest
-	(*ModifyVolumeRequest)(nil),        // 18: nvmirror.provisioner.v1.ModifyVolumeRequest
-	(*GetCapacityRequest)(nil),         // 19: nvmirror.provisioner.v1.GetCapacityRequest
-	(*GetCapacityResponse)(nil),        // 20: nvmirror.provisioner.v1.GetCapacityResponse
-	(*ReplaceReplicaRequest)(nil),      // 21: nvmirror.provisioner.v1.ReplaceReplicaRequest
-	(*ReplaceReplicaResponse)(nil),     // 22: nvmirror.provisioner.v1.ReplaceReplicaResponse
-	(*MoveReplicaRequest)(nil),         // 23: nvmirror.provisioner.v1.MoveReplicaRequest
-	(*DrainStorageNodeRequest)(nil),    // 24: nvmirror.provisioner.v1.DrainStorageNodeRequest
-	(*DrainStatus)(nil),                // 25: nvmirror.provisioner.v1.DrainStatus
-	(*CordonStorageNodeRequest)(nil),   // 26: nvmirror.provisioner.v1.CordonStorageNodeRequest
-	(*MarkReplicaRemovedRequest)(nil),  // 27: nvmirror.provisioner.v1.MarkReplicaRemovedRequest
-	(*DeleteReplicaRequest)(nil),       // 28: nvmirror.provisioner.v1.DeleteReplicaRequest
-	(*ReportReplicaSyncRequest)(nil),   // 29: nvmirror.provisioner.v1.ReportReplicaSyncRequest
-	(*PromoteReplicasRequest)(nil),     // 30: nvmirror.provisioner.v1.PromoteReplicasRequest
-	(*Event)(nil),                      // 31: nvmirror.provisioner.v1.Event
-	(*ReportEventsRequest)(nil),        // 32: nvmirror.provisioner.v1.ReportEventsRequest
-	(*ReportEventsResponse)(nil),       // 33: nvmirror.provisioner.v1.ReportEventsResponse
-	(*ListEventsRequest)(nil),          // 34: nvmirror.provisioner.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),         // 35: nvmirror.provisioner.v1.ListEventsResponse
-	(*StorageNode)(nil),                // 36: nvmirror.provisioner.v1.StorageNode
-	(*GetHostCredentialsRequest)(nil),  // 37: nvmirror.provisioner.v1.GetHostCredentialsRequest
-	(*StorageNodeCredentials)(nil),     // 38: nvmirror.provisioner.v1.StorageNodeCredentials
-	(*GetHostCredentialsResponse)(nil), // 39: nvmirror.provisioner.v1.GetHostCredentialsResponse
-	(*RotateCredentialsRequest)(nil),   // 40: nvmirror.provisioner.v1.RotateCredentialsRequest
-	(*RotatedStorageNode)(nil),         // 41: nvmirror.provisioner.v1.RotatedStorageNode
-	(*RotateCredentialsResponse)(nil),  // 42: nvmirror.provisioner.v1.RotateCredentialsResponse
-	(*ListStorageNodesRequest)(nil),    // 43: nvmirror.provisioner.v1.ListStorageNodesRequest
-	(*ListStorageNodesResponse)(nil),   // 44: nvmirror.provisioner.v1.ListStorageNodesResponse
-	(*ListOrphansRequest)(nil),         // 45: nvmirror.provisioner.v1.ListOrphansRequest
-	(*Orphan)(nil),                     // 46: nvmirror.provisioner.v1.Orphan
-	(*ListOrphansResponse)(nil),        // 47: nvmirror.provisioner.v1.ListOrphansResponse
-	(*ReclaimOrphanRequest)(nil),       // 48: nvmirror.provisioner.v1.ReclaimOrphanRequest
-	(*ReclaimOrphanResponse)(nil),      // 49: nvmirror.provisioner.v1.ReclaimOrphanResponse
-	nil,                                // 50: nvmirror.provisioner.v1.Volume.ParametersEntry
-	nil,                                // 51: nvmirror.provisioner.v1.Volume.MetadataEntry
-	nil,                                // 52: nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
-	nil,                                // 53: nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
-	nil,                                // 54: nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
-	nil,                                // 55: nvmirror.provisioner.v1.DrainStatus.StuckEntry
-	nil,                                // 56: nvmirror.provisioner.v1.Event.AttributesEntry
-	(*timestamppb.Timestamp)(nil),      // 57: google.protobuf.Timestamp
+	(ReplicaState)(0),                   // 0: nvmirror.provisioner.v1.ReplicaState
+	(Severity)(0),                       // 1: nvmirror.provisioner.v1.Severity
+	(*Endpoint)(nil),                    // 2: nvmirror.provisioner.v1.Endpoint
+	(*Replica)(nil),                     // 3: nvmirror.provisioner.v1.Replica
+	(*Volume)(nil),                      // 4: nvmirror.provisioner.v1.Volume
+	(*ContentSource)(nil),               // 5: nvmirror.provisioner.v1.ContentSource
+	(*OfflineRepair)(nil),               // 6: nvmirror.provisioner.v1.OfflineRepair
+	(*VolumePolicy)(nil),                // 7: nvmirror.provisioner.v1.VolumePolicy
+	(*VolumeResponse)(nil),              // 8: nvmirror.provisioner.v1.VolumeResponse
+	(*CreateVolumeRequest)(nil),         // 9: nvmirror.provisioner.v1.CreateVolumeRequest
+	(*DeleteVolumeRequest)(nil),         // 10: nvmirror.provisioner.v1.DeleteVolumeRequest
+	(*DeleteVolumeResponse)(nil),        // 11: nvmirror.provisioner.v1.DeleteVolumeResponse
+	(*GetVolumeRequest)(nil),            // 12: nvmirror.provisioner.v1.GetVolumeRequest
+	(*ListVolumesRequest)(nil),          // 13: nvmirror.provisioner.v1.ListVolumesRequest
+	(*ListVolumesResponse)(nil),         // 14: nvmirror.provisioner.v1.ListVolumesResponse
+	(*PublishVolumeRequest)(nil),        // 15: nvmirror.provisioner.v1.PublishVolumeRequest
+	(*UnpublishVolumeRequest)(nil),      // 16: nvmirror.provisioner.v1.UnpublishVolumeRequest
+	(*UnpublishVolumeResponse)(nil),     // 17: nvmirror.provisioner.v1.UnpublishVolumeResponse
+	(*ExpandVolumeRequest)(nil),         // 18: nvmirror.provisioner.v1.ExpandVolumeRequest
+	(*ModifyVolumeRequest)(nil),         // 19: nvmirror.provisioner.v1.ModifyVolumeRequest
+	(*GetCapacityRequest)(nil),          // 20: nvmirror.provisioner.v1.GetCapacityRequest
+	(*GetCapacityResponse)(nil),         // 21: nvmirror.provisioner.v1.GetCapacityResponse
+	(*ReplaceReplicaRequest)(nil),       // 22: nvmirror.provisioner.v1.ReplaceReplicaRequest
+	(*ReplaceReplicaResponse)(nil),      // 23: nvmirror.provisioner.v1.ReplaceReplicaResponse
+	(*MoveReplicaRequest)(nil),          // 24: nvmirror.provisioner.v1.MoveReplicaRequest
+	(*DrainStorageNodeRequest)(nil),     // 25: nvmirror.provisioner.v1.DrainStorageNodeRequest
+	(*DrainStatus)(nil),                 // 26: nvmirror.provisioner.v1.DrainStatus
+	(*CordonStorageNodeRequest)(nil),    // 27: nvmirror.provisioner.v1.CordonStorageNodeRequest
+	(*MarkReplicaRemovedRequest)(nil),   // 28: nvmirror.provisioner.v1.MarkReplicaRemovedRequest
+	(*DeleteReplicaRequest)(nil),        // 29: nvmirror.provisioner.v1.DeleteReplicaRequest
+	(*ReportReplicaSyncRequest)(nil),    // 30: nvmirror.provisioner.v1.ReportReplicaSyncRequest
+	(*PromoteReplicasRequest)(nil),      // 31: nvmirror.provisioner.v1.PromoteReplicasRequest
+	(*Event)(nil),                       // 32: nvmirror.provisioner.v1.Event
+	(*ReportEventsRequest)(nil),         // 33: nvmirror.provisioner.v1.ReportEventsRequest
+	(*ReportEventsResponse)(nil),        // 34: nvmirror.provisioner.v1.ReportEventsResponse
+	(*ListEventsRequest)(nil),           // 35: nvmirror.provisioner.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),          // 36: nvmirror.provisioner.v1.ListEventsResponse
+	(*StorageNode)(nil),                 // 37: nvmirror.provisioner.v1.StorageNode
+	(*GetHostCredentialsRequest)(nil),   // 38: nvmirror.provisioner.v1.GetHostCredentialsRequest
+	(*StorageNodeCredentials)(nil),      // 39: nvmirror.provisioner.v1.StorageNodeCredentials
+	(*GetHostCredentialsResponse)(nil),  // 40: nvmirror.provisioner.v1.GetHostCredentialsResponse
+	(*RotateCredentialsRequest)(nil),    // 41: nvmirror.provisioner.v1.RotateCredentialsRequest
+	(*RotatedStorageNode)(nil),          // 42: nvmirror.provisioner.v1.RotatedStorageNode
+	(*RotateCredentialsResponse)(nil),   // 43: nvmirror.provisioner.v1.RotateCredentialsResponse
+	(*ListStorageNodesRequest)(nil),     // 44: nvmirror.provisioner.v1.ListStorageNodesRequest
+	(*ListStorageNodesResponse)(nil),    // 45: nvmirror.provisioner.v1.ListStorageNodesResponse
+	(*ListOrphansRequest)(nil),          // 46: nvmirror.provisioner.v1.ListOrphansRequest
+	(*Orphan)(nil),                      // 47: nvmirror.provisioner.v1.Orphan
+	(*ListOrphansResponse)(nil),         // 48: nvmirror.provisioner.v1.ListOrphansResponse
+	(*ReclaimOrphanRequest)(nil),        // 49: nvmirror.provisioner.v1.ReclaimOrphanRequest
+	(*ReclaimOrphanResponse)(nil),       // 50: nvmirror.provisioner.v1.ReclaimOrphanResponse
+	(*CreateSnapshotRequest)(nil),       // 51: nvmirror.provisioner.v1.CreateSnapshotRequest
+	(*DeleteSnapshotRequest)(nil),       // 52: nvmirror.provisioner.v1.DeleteSnapshotRequest
+	(*DeleteSnapshotResponse)(nil),      // 53: nvmirror.provisioner.v1.DeleteSnapshotResponse
+	(*GetSnapshotRequest)(nil),          // 54: nvmirror.provisioner.v1.GetSnapshotRequest
+	(*ListSnapshotsRequest)(nil),        // 55: nvmirror.provisioner.v1.ListSnapshotsRequest
+	(*ListSnapshotsResponse)(nil),       // 56: nvmirror.provisioner.v1.ListSnapshotsResponse
+	(*Snapshot)(nil),                    // 57: nvmirror.provisioner.v1.Snapshot
+	(*SnapshotCopy)(nil),                // 58: nvmirror.provisioner.v1.SnapshotCopy
+	(*CreateSnapshotGroupRequest)(nil),  // 59: nvmirror.provisioner.v1.CreateSnapshotGroupRequest
+	(*DeleteSnapshotGroupRequest)(nil),  // 60: nvmirror.provisioner.v1.DeleteSnapshotGroupRequest
+	(*DeleteSnapshotGroupResponse)(nil), // 61: nvmirror.provisioner.v1.DeleteSnapshotGroupResponse
+	(*GetSnapshotGroupRequest)(nil),     // 62: nvmirror.provisioner.v1.GetSnapshotGroupRequest
+	(*SnapshotGroup)(nil),               // 63: nvmirror.provisioner.v1.SnapshotGroup
+	(*GetSnapshotRangesRequest)(nil),    // 64: nvmirror.provisioner.v1.GetSnapshotRangesRequest
+	(*ByteRange)(nil),                   // 65: nvmirror.provisioner.v1.ByteRange
+	(*GetSnapshotRangesResponse)(nil),   // 66: nvmirror.provisioner.v1.GetSnapshotRangesResponse
+	(*NodeCommandsRequest)(nil),         // 67: nvmirror.provisioner.v1.NodeCommandsRequest
+	(*NodeCommand)(nil),                 // 68: nvmirror.provisioner.v1.NodeCommand
+	(*FreezeVolumes)(nil),               // 69: nvmirror.provisioner.v1.FreezeVolumes
+	(*ThawVolumes)(nil),                 // 70: nvmirror.provisioner.v1.ThawVolumes
+	(*CommandResult)(nil),               // 71: nvmirror.provisioner.v1.CommandResult
+	(*FrozenVolume)(nil),                // 72: nvmirror.provisioner.v1.FrozenVolume
+	(*ReportCommandResultResponse)(nil), // 73: nvmirror.provisioner.v1.ReportCommandResultResponse
+	nil,                                 // 74: nvmirror.provisioner.v1.Volume.ParametersEntry
+	nil,                                 // 75: nvmirror.provisioner.v1.Volume.MetadataEntry
+	nil,                                 // 76: nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
+	nil,                                 // 77: nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
+	nil,                                 // 78: nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
+	nil,                                 // 79: nvmirror.provisioner.v1.DrainStatus.StuckEntry
+	nil,                                 // 80: nvmirror.provisioner.v1.Event.AttributesEntry
+	nil,                                 // 81: nvmirror.provisioner.v1.CreateSnapshotRequest.ParametersEntry
+	nil,                                 // 82: nvmirror.provisioner.v1.Snapshot.ParametersEntry
+	nil,                                 // 83: nvmirror.provisioner.v1.Snapshot.SourceParametersEntry
+	nil,                                 // 84: nvmirror.provisioner.v1.CreateSnapshotGroupRequest.ParametersEntry
+	(*timestamppb.Timestamp)(nil),       // 85: google.protobuf.Timestamp
 }
 var file_provisioner_v1_provisioner_proto_depIdxs = []int32{
 	2,  // 0: nvmirror.provisioner.v1.Replica.endpoints:type_name -> nvmirror.provisioner.v1.Endpoint
 	0,  // 1: nvmirror.provisioner.v1.Replica.state:type_name -> nvmirror.provisioner.v1.ReplicaState
-	57, // 2: nvmirror.provisioner.v1.Replica.created:type_name -> google.protobuf.Timestamp
-	57, // 3: nvmirror.provisioner.v1.Replica.updated:type_name -> google.protobuf.Timestamp
-	57, // 4: nvmirror.provisioner.v1.Replica.out_of_sync_since:type_name -> google.protobuf.Timestamp
-	57, // 5: nvmirror.provisioner.v1.Replica.diverged_since:type_name -> google.protobuf.Timestamp
-	50, // 6: nvmirror.provisioner.v1.Volume.parameters:type_name -> nvmirror.provisioner.v1.Volume.ParametersEntry
+	85, // 2: nvmirror.provisioner.v1.Replica.created:type_name -> google.protobuf.Timestamp
+	85, // 3: nvmirror.provisioner.v1.Replica.updated:type_name -> google.protobuf.Timestamp
+	85, // 4: nvmirror.provisioner.v1.Replica.out_of_sync_since:type_name -> google.protobuf.Timestamp
+	85, // 5: nvmirror.provisioner.v1.Replica.diverged_since:type_name -> google.protobuf.Timestamp
+	74, // 6: nvmirror.provisioner.v1.Volume.parameters:type_name -> nvmirror.provisioner.v1.Volume.ParametersEntry
 	3,  // 7: nvmirror.provisioner.v1.Volume.replicas:type_name -> nvmirror.provisioner.v1.Replica
-	57, // 8: nvmirror.provisioner.v1.Volume.degraded_since:type_name -> google.protobuf.Timestamp
-	57, // 9: nvmirror.provisioner.v1.Volume.created:type_name -> google.protobuf.Timestamp
-	57, // 10: nvmirror.provisioner.v1.Volume.updated:type_name -> google.protobuf.Timestamp
-	51, // 11: nvmirror.provisioner.v1.Volume.metadata:type_name -> nvmirror.provisioner.v1.Volume.MetadataEntry
-	6,  // 12: nvmirror.provisioner.v1.Volume.policy:type_name -> nvmirror.provisioner.v1.VolumePolicy
-	5,  // 13: nvmirror.provisioner.v1.Volume.repair:type_name -> nvmirror.provisioner.v1.OfflineRepair
-	57, // 14: nvmirror.provisioner.v1.OfflineRepair.started:type_name -> google.protobuf.Timestamp
-	57, // 15: nvmirror.provisioner.v1.OfflineRepair.lease_until:type_name -> google.protobuf.Timestamp
-	4,  // 16: nvmirror.provisioner.v1.VolumeResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
-	52, // 17: nvmirror.provisioner.v1.CreateVolumeRequest.parameters:type_name -> nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
-	4,  // 18: nvmirror.provisioner.v1.ListVolumesResponse.volumes:type_name -> nvmirror.provisioner.v1.Volume
-	53, // 19: nvmirror.provisioner.v1.ModifyVolumeRequest.mutable_parameters:type_name -> nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
-	54, // 20: nvmirror.provisioner.v1.GetCapacityRequest.parameters:type_name -> nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
-	4,  // 21: nvmirror.provisioner.v1.ReplaceReplicaResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
-	3,  // 22: nvmirror.provisioner.v1.ReplaceReplicaResponse.new_replica:type_name -> nvmirror.provisioner.v1.Replica
-	36, // 23: nvmirror.provisioner.v1.DrainStatus.node:type_name -> nvmirror.provisioner.v1.StorageNode
-	55, // 24: nvmirror.provisioner.v1.DrainStatus.stuck:type_name -> nvmirror.provisioner.v1.DrainStatus.StuckEntry
-	57, // 25: nvmirror.provisioner.v1.ReportReplicaSyncRequest.observed_at:type_name -> google.protobuf.Timestamp
-	1,  // 26: nvmirror.provisioner.v1.Event.severity:type_name -> nvmirror.provisioner.v1.Severity
-	57, // 27: nvmirror.provisioner.v1.Event.time:type_name -> google.protobuf.Timestamp
-	56, // 28: nvmirror.provisioner.v1.Event.attributes:type_name -> nvmirror.provisioner.v1.Event.AttributesEntry
-	31, // 29: nvmirror.provisioner.v1.ReportEventsRequest.events:type_name -> nvmirror.provisioner.v1.Event
-	57, // 30: nvmirror.provisioner.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
-	31, // 31: nvmirror.provisioner.v1.ListEventsResponse.events:type_name -> nvmirror.provisioner.v1.Event
-	2,  // 32: nvmirror.provisioner.v1.StorageNode.endpoints:type_name -> nvmirror.provisioner.v1.Endpoint
-	57, // 33: nvmirror.provisioner.v1.StorageNode.last_seen:type_name -> google.protobuf.Timestamp
-	57, // 34: nvmirror.provisioner.v1.StorageNodeCredentials.created:type_name -> google.protobuf.Timestamp
-	38, // 35: nvmirror.provisioner.v1.GetHostCredentialsResponse.credentials:type_name -> nvmirror.provisioner.v1.StorageNodeCredentials
-	41, // 36: nvmirror.provisioner.v1.RotateCredentialsResponse.storage_nodes:type_name -> nvmirror.provisioner.v1.RotatedStorageNode
-	36, // 37: nvmirror.provisioner.v1.ListStorageNodesResponse.nodes:type_name -> nvmirror.provisioner.v1.StorageNode
-	57, // 38: nvmirror.provisioner.v1.Orphan.first_seen:type_name -> google.protobuf.Timestamp
-	57, // 39: nvmirror.provisioner.v1.Orphan.reclaim_after:type_name -> google.protobuf.Timestamp
-	46, // 40: nvmirror.provisioner.v1.ListOrphansResponse.orphans:type_name -> nvmirror.provisioner.v1.Orphan
-	57, // 41: nvmirror.provisioner.v1.ListOrphansResponse.scanned_at:type_name -> google.protobuf.Timestamp
-	46, // 42: nvmirror.provisioner.v1.ReclaimOrphanResponse.orphan:type_name -> nvmirror.provisioner.v1.Orphan
-	8,  // 43: nvmirror.provisioner.v1.Provisioner.CreateVolume:input_type -> nvmirror.provisioner.v1.CreateVolumeRequest
-	9,  // 44: nvmirror.provisioner.v1.Provisioner.DeleteVolume:input_type -> nvmirror.provisioner.v1.DeleteVolumeRequest
-	11, // 45: nvmirror.provisioner.v1.Provisioner.GetVolume:input_type -> nvmirror.provisioner.v1.GetVolumeRequest
-	12, // 46: nvmirror.provisioner.v1.Provisioner.ListVolumes:input_type -> nvmirror.provisioner.v1.ListVolumesRequest
-	14, // 47: nvmirror.provisioner.v1.Provisioner.PublishVolume:input_type -> nvmirror.provisioner.v1.PublishVolumeRequest
-	15, // 48: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:input_type -> nvmirror.provisioner.v1.UnpublishVolumeRequest
-	17, // 49: nvmirror.provisioner.v1.Provisioner.ExpandVolume:input_type -> nvmirror.provisioner.v1.ExpandVolumeRequest
-	18, // 50: nvmirror.provisioner.v1.Provisioner.ModifyVolume:input_type -> nvmirror.provisioner.v1.ModifyVolumeRequest
-	19, // 51: nvmirror.provisioner.v1.Provisioner.GetCapacity:input_type -> nvmirror.provisioner.v1.GetCapacityRequest
-	21, // 52: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:input_type -> nvmirror.provisioner.v1.ReplaceReplicaRequest
-	27, // 53: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:input_type -> nvmirror.provisioner.v1.MarkReplicaRemovedRequest
-	23, // 54: nvmirror.provisioner.v1.Provisioner.MoveReplica:input_type -> nvmirror.provisioner.v1.MoveReplicaRequest
-	26, // 55: nvmirror.provisioner.v1.Provisioner.CordonStorageNode:input_type -> nvmirror.provisioner.v1.CordonStorageNodeRequest
-	24, // 56: nvmirror.provisioner.v1.Provisioner.DrainStorageNode:input_type -> nvmirror.provisioner.v1.DrainStorageNodeRequest
-	28, // 57: nvmirror.provisioner.v1.Provisioner.DeleteReplica:input_type -> nvmirror.provisioner.v1.DeleteReplicaRequest
-	29, // 58: nvmirror.provisioner.v1.Provisioner.ReportReplicaSync:input_type -> nvmirror.provisioner.v1.ReportReplicaSyncRequest
-	30, // 59: nvmirror.provisioner.v1.Provisioner.PromoteReplicas:input_type -> nvmirror.provisioner.v1.PromoteReplicasRequest
-	32, // 60: nvmirror.provisioner.v1.Provisioner.ReportEvents:input_type -> nvmirror.provisioner.v1.ReportEventsRequest
-	34, // 61: nvmirror.provisioner.v1.Provisioner.ListEvents:input_type -> nvmirror.provisioner.v1.ListEventsRequest
-	43, // 62: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:input_type -> nvmirror.provisioner.v1.ListStorageNodesRequest
-	37, // 63: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:input_type -> nvmirror.provisioner.v1.GetHostCredentialsRequest
-	40, // 64: nvmirror.provisioner.v1.Provisioner.RotateCredentials:input_type -> nvmirror.provisioner.v1.RotateCredentialsRequest
-	45, // 65: nvmirror.provisioner.v1.Provisioner.ListOrphans:input_type -> nvmirror.provisioner.v1.ListOrphansRequest
-	48, // 66: nvmirror.provisioner.v1.Provisioner.ReclaimOrphan:input_type -> nvmirror.provisioner.v1.ReclaimOrphanRequest
-	7,  // 67: nvmirror.provisioner.v1.Provisioner.CreateVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	10, // 68: nvmirror.provisioner.v1.Provisioner.DeleteVolume:output_type -> nvmirror.provisioner.v1.DeleteVolumeResponse
-	7,  // 69: nvmirror.provisioner.v1.Provisioner.GetVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	13, // 70: nvmirror.provisioner.v1.Provisioner.ListVolumes:output_type -> nvmirror.provisioner.v1.ListVolumesResponse
-	7,  // 71: nvmirror.provisioner.v1.Provisioner.PublishVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	16, // 72: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:output_type -> nvmirror.provisioner.v1.UnpublishVolumeResponse
-	7,  // 73: nvmirror.provisioner.v1.Provisioner.ExpandVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	7,  // 74: nvmirror.provisioner.v1.Provisioner.ModifyVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	20, // 75: nvmirror.provisioner.v1.Provisioner.GetCapacity:output_type -> nvmirror.provisioner.v1.GetCapacityResponse
-	22, // 76: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:output_type -> nvmirror.provisioner.v1.ReplaceReplicaResponse
-	7,  // 77: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	22, // 78: nvmirror.provisioner.v1.Provisioner.MoveReplica:output_type -> nvmirror.provisioner.v1.ReplaceReplicaResponse
-	36, // 79: nvmirror.provisioner.v1.Provisioner.CordonStorageNode:output_type -> nvmirror.provisioner.v1.StorageNode
-	25, // 80: nvmirror.provisioner.v1.Provisioner.DrainStorageNode:output_type -> nvmirror.provisioner.v1.DrainStatus
-	7,  // 81: nvmirror.provisioner.v1.Provisioner.DeleteReplica:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	7,  // 82: nvmirror.provisioner.v1.Provisioner.ReportReplicaSync:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	7,  // 83: nvmirror.provisioner.v1.Provisioner.PromoteReplicas:output_type -> nvmirror.provisioner.v1.VolumeResponse
-	33, // 84: nvmirror.provisioner.v1.Provisioner.ReportEvents:output_type -> nvmirror.provisioner.v1.ReportEventsResponse
-	35, // 85: nvmirror.provisioner.v1.Provisioner.ListEvents:output_type -> nvmirror.provisioner.v1.ListEventsResponse
-	44, // 86: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:output_type -> nvmirror.provisioner.v1.ListStorageNodesResponse
-	39, // 87: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:output_type -> nvmirror.provisioner.v1.GetHostCredentialsResponse
-	42, // 88: nvmirror.provisioner.v1.Provisioner.RotateCredentials:output_type -> nvmirror.provisioner.v1.RotateCredentialsResponse
-	47, // 89: nvmirror.provisioner.v1.Provisioner.ListOrphans:output_type -> nvmirror.provisioner.v1.ListOrphansResponse
-	49, // 90: nvmirror.provisioner.v1.Provisioner.ReclaimOrphan:output_type -> nvmirror.provisioner.v1.ReclaimOrphanResponse
-	67, // [67:91] is the sub-list for method output_type
-	43, // [43:67] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	85, // 8: nvmirror.provisioner.v1.Volume.degraded_since:type_name -> google.protobuf.Timestamp
+	85, // 9: nvmirror.provisioner.v1.Volume.created:type_name -> google.protobuf.Timestamp
+	85, // 10: nvmirror.provisioner.v1.Volume.updated:type_name -> google.protobuf.Timestamp
+	75, // 11: nvmirror.provisioner.v1.Volume.metadata:type_name -> nvmirror.provisioner.v1.Volume.MetadataEntry
+	7,  // 12: nvmirror.provisioner.v1.Volume.policy:type_name -> nvmirror.provisioner.v1.VolumePolicy
+	6,  // 13: nvmirror.provisioner.v1.Volume.repair:type_name -> nvmirror.provisioner.v1.OfflineRepair
+	5,  // 14: nvmirror.provisioner.v1.Volume.source:type_name -> nvmirror.provisioner.v1.ContentSource
+	85, // 15: nvmirror.provisioner.v1.OfflineRepair.started:type_name -> google.protobuf.Timestamp
+	85, // 16: nvmirror.provisioner.v1.OfflineRepair.lease_until:type_name -> google.protobuf.Timestamp
+	4,  // 17: nvmirror.provisioner.v1.VolumeResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
+	76, // 18: nvmirror.provisioner.v1.CreateVolumeRequest.parameters:type_name -> nvmirror.provisioner.v1.CreateVolumeRequest.ParametersEntry
+	4,  // 19: nvmirror.provisioner.v1.ListVolumesResponse.volumes:type_name -> nvmirror.provisioner.v1.Volume
+	77, // 20: nvmirror.provisioner.v1.ModifyVolumeRequest.mutable_parameters:type_name -> nvmirror.provisioner.v1.ModifyVolumeRequest.MutableParametersEntry
+	78, // 21: nvmirror.provisioner.v1.GetCapacityRequest.parameters:type_name -> nvmirror.provisioner.v1.GetCapacityRequest.ParametersEntry
+	4,  // 22: nvmirror.provisioner.v1.ReplaceReplicaResponse.volume:type_name -> nvmirror.provisioner.v1.Volume
+	3,  // 23: nvmirror.provisioner.v1.ReplaceReplicaResponse.new_replica:type_name -> nvmirror.provisioner.v1.Replica
+	37, // 24: nvmirror.provisioner.v1.DrainStatus.node:type_name -> nvmirror.provisioner.v1.StorageNode
+	79, // 25: nvmirror.provisioner.v1.DrainStatus.stuck:type_name -> nvmirror.provisioner.v1.DrainStatus.StuckEntry
+	85, // 26: nvmirror.provisioner.v1.ReportReplicaSyncRequest.observed_at:type_name -> google.protobuf.Timestamp
+	1,  // 27: nvmirror.provisioner.v1.Event.severity:type_name -> nvmirror.provisioner.v1.Severity
+	85, // 28: nvmirror.provisioner.v1.Event.time:type_name -> google.protobuf.Timestamp
+	80, // 29: nvmirror.provisioner.v1.Event.attributes:type_name -> nvmirror.provisioner.v1.Event.AttributesEntry
+	32, // 30: nvmirror.provisioner.v1.ReportEventsRequest.events:type_name -> nvmirror.provisioner.v1.Event
+	85, // 31: nvmirror.provisioner.v1.ListEventsRequest.since:type_name -> google.protobuf.Timestamp
+	32, // 32: nvmirror.provisioner.v1.ListEventsResponse.events:type_name -> nvmirror.provisioner.v1.Event
+	2,  // 33: nvmirror.provisioner.v1.StorageNode.endpoints:type_name -> nvmirror.provisioner.v1.Endpoint
+	85, // 34: nvmirror.provisioner.v1.StorageNode.last_seen:type_name -> google.protobuf.Timestamp
+	85, // 35: nvmirror.provisioner.v1.StorageNodeCredentials.created:type_name -> google.protobuf.Timestamp
+	39, // 36: nvmirror.provisioner.v1.GetHostCredentialsResponse.credentials:type_name -> nvmirror.provisioner.v1.StorageNodeCredentials
+	42, // 37: nvmirror.provisioner.v1.RotateCredentialsResponse.storage_nodes:type_name -> nvmirror.provisioner.v1.RotatedStorageNode
+	37, // 38: nvmirror.provisioner.v1.ListStorageNodesResponse.nodes:type_name -> nvmirror.provisioner.v1.StorageNode
+	85, // 39: nvmirror.provisioner.v1.Orphan.first_seen:type_name -> google.protobuf.Timestamp
+	85, // 40: nvmirror.provisioner.v1.Orphan.reclaim_after:type_name -> google.protobuf.Timestamp
+	47, // 41: nvmirror.provisioner.v1.ListOrphansResponse.orphans:type_name -> nvmirror.provisioner.v1.Orphan
+	85, // 42: nvmirror.provisioner.v1.ListOrphansResponse.scanned_at:type_name -> google.protobuf.Timestamp
+	47, // 43: nvmirror.provisioner.v1.ReclaimOrphanResponse.orphan:type_name -> nvmirror.provisioner.v1.Orphan
+	81, // 44: nvmirror.provisioner.v1.CreateSnapshotRequest.parameters:type_name -> nvmirror.provisioner.v1.CreateSnapshotRequest.ParametersEntry
+	57, // 45: nvmirror.provisioner.v1.ListSnapshotsResponse.snapshots:type_name -> nvmirror.provisioner.v1.Snapshot
+	85, // 46: nvmirror.provisioner.v1.Snapshot.created:type_name -> google.protobuf.Timestamp
+	58, // 47: nvmirror.provisioner.v1.Snapshot.copies:type_name -> nvmirror.provisioner.v1.SnapshotCopy
+	82, // 48: nvmirror.provisioner.v1.Snapshot.parameters:type_name -> nvmirror.provisioner.v1.Snapshot.ParametersEntry
+	83, // 49: nvmirror.provisioner.v1.Snapshot.source_parameters:type_name -> nvmirror.provisioner.v1.Snapshot.SourceParametersEntry
+	84, // 50: nvmirror.provisioner.v1.CreateSnapshotGroupRequest.parameters:type_name -> nvmirror.provisioner.v1.CreateSnapshotGroupRequest.ParametersEntry
+	57, // 51: nvmirror.provisioner.v1.SnapshotGroup.snapshots:type_name -> nvmirror.provisioner.v1.Snapshot
+	85, // 52: nvmirror.provisioner.v1.SnapshotGroup.created:type_name -> google.protobuf.Timestamp
+	65, // 53: nvmirror.provisioner.v1.GetSnapshotRangesResponse.ranges:type_name -> nvmirror.provisioner.v1.ByteRange
+	69, // 54: nvmirror.provisioner.v1.NodeCommand.freeze:type_name -> nvmirror.provisioner.v1.FreezeVolumes
+	70, // 55: nvmirror.provisioner.v1.NodeCommand.thaw:type_name -> nvmirror.provisioner.v1.ThawVolumes
+	72, // 56: nvmirror.provisioner.v1.CommandResult.frozen:type_name -> nvmirror.provisioner.v1.FrozenVolume
+	9,  // 57: nvmirror.provisioner.v1.Provisioner.CreateVolume:input_type -> nvmirror.provisioner.v1.CreateVolumeRequest
+	10, // 58: nvmirror.provisioner.v1.Provisioner.DeleteVolume:input_type -> nvmirror.provisioner.v1.DeleteVolumeRequest
+	12, // 59: nvmirror.provisioner.v1.Provisioner.GetVolume:input_type -> nvmirror.provisioner.v1.GetVolumeRequest
+	13, // 60: nvmirror.provisioner.v1.Provisioner.ListVolumes:input_type -> nvmirror.provisioner.v1.ListVolumesRequest
+	15, // 61: nvmirror.provisioner.v1.Provisioner.PublishVolume:input_type -> nvmirror.provisioner.v1.PublishVolumeRequest
+	16, // 62: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:input_type -> nvmirror.provisioner.v1.UnpublishVolumeRequest
+	18, // 63: nvmirror.provisioner.v1.Provisioner.ExpandVolume:input_type -> nvmirror.provisioner.v1.ExpandVolumeRequest
+	19, // 64: nvmirror.provisioner.v1.Provisioner.ModifyVolume:input_type -> nvmirror.provisioner.v1.ModifyVolumeRequest
+	20, // 65: nvmirror.provisioner.v1.Provisioner.GetCapacity:input_type -> nvmirror.provisioner.v1.GetCapacityRequest
+	22, // 66: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:input_type -> nvmirror.provisioner.v1.ReplaceReplicaRequest
+	28, // 67: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:input_type -> nvmirror.provisioner.v1.MarkReplicaRemovedRequest
+	24, // 68: nvmirror.provisioner.v1.Provisioner.MoveReplica:input_type -> nvmirror.provisioner.v1.MoveReplicaRequest
+	27, // 69: nvmirror.provisioner.v1.Provisioner.CordonStorageNode:input_type -> nvmirror.provisioner.v1.CordonStorageNodeRequest
+	25, // 70: nvmirror.provisioner.v1.Provisioner.DrainStorageNode:input_type -> nvmirror.provisioner.v1.DrainStorageNodeRequest
+	29, // 71: nvmirror.provisioner.v1.Provisioner.DeleteReplica:input_type -> nvmirror.provisioner.v1.DeleteReplicaRequest
+	30, // 72: nvmirror.provisioner.v1.Provisioner.ReportReplicaSync:input_type -> nvmirror.provisioner.v1.ReportReplicaSyncRequest
+	31, // 73: nvmirror.provisioner.v1.Provisioner.PromoteReplicas:input_type -> nvmirror.provisioner.v1.PromoteReplicasRequest
+	33, // 74: nvmirror.provisioner.v1.Provisioner.ReportEvents:input_type -> nvmirror.provisioner.v1.ReportEventsRequest
+	35, // 75: nvmirror.provisioner.v1.Provisioner.ListEvents:input_type -> nvmirror.provisioner.v1.ListEventsRequest
+	44, // 76: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:input_type -> nvmirror.provisioner.v1.ListStorageNodesRequest
+	38, // 77: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:input_type -> nvmirror.provisioner.v1.GetHostCredentialsRequest
+	41, // 78: nvmirror.provisioner.v1.Provisioner.RotateCredentials:input_type -> nvmirror.provisioner.v1.RotateCredentialsRequest
+	46, // 79: nvmirror.provisioner.v1.Provisioner.ListOrphans:input_type -> nvmirror.provisioner.v1.ListOrphansRequest
+	49, // 80: nvmirror.provisioner.v1.Provisioner.ReclaimOrphan:input_type -> nvmirror.provisioner.v1.ReclaimOrphanRequest
+	51, // 81: nvmirror.provisioner.v1.Provisioner.CreateSnapshot:input_type -> nvmirror.provisioner.v1.CreateSnapshotRequest
+	52, // 82: nvmirror.provisioner.v1.Provisioner.DeleteSnapshot:input_type -> nvmirror.provisioner.v1.DeleteSnapshotRequest
+	54, // 83: nvmirror.provisioner.v1.Provisioner.GetSnapshot:input_type -> nvmirror.provisioner.v1.GetSnapshotRequest
+	55, // 84: nvmirror.provisioner.v1.Provisioner.ListSnapshots:input_type -> nvmirror.provisioner.v1.ListSnapshotsRequest
+	59, // 85: nvmirror.provisioner.v1.Provisioner.CreateSnapshotGroup:input_type -> nvmirror.provisioner.v1.CreateSnapshotGroupRequest
+	60, // 86: nvmirror.provisioner.v1.Provisioner.DeleteSnapshotGroup:input_type -> nvmirror.provisioner.v1.DeleteSnapshotGroupRequest
+	62, // 87: nvmirror.provisioner.v1.Provisioner.GetSnapshotGroup:input_type -> nvmirror.provisioner.v1.GetSnapshotGroupRequest
+	64, // 88: nvmirror.provisioner.v1.Provisioner.GetSnapshotRanges:input_type -> nvmirror.provisioner.v1.GetSnapshotRangesRequest
+	67, // 89: nvmirror.provisioner.v1.Provisioner.NodeCommands:input_type -> nvmirror.provisioner.v1.NodeCommandsRequest
+	71, // 90: nvmirror.provisioner.v1.Provisioner.ReportCommandResult:input_type -> nvmirror.provisioner.v1.CommandResult
+	8,  // 91: nvmirror.provisioner.v1.Provisioner.CreateVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	11, // 92: nvmirror.provisioner.v1.Provisioner.DeleteVolume:output_type -> nvmirror.provisioner.v1.DeleteVolumeResponse
+	8,  // 93: nvmirror.provisioner.v1.Provisioner.GetVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	14, // 94: nvmirror.provisioner.v1.Provisioner.ListVolumes:output_type -> nvmirror.provisioner.v1.ListVolumesResponse
+	8,  // 95: nvmirror.provisioner.v1.Provisioner.PublishVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	17, // 96: nvmirror.provisioner.v1.Provisioner.UnpublishVolume:output_type -> nvmirror.provisioner.v1.UnpublishVolumeResponse
+	8,  // 97: nvmirror.provisioner.v1.Provisioner.ExpandVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	8,  // 98: nvmirror.provisioner.v1.Provisioner.ModifyVolume:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	21, // 99: nvmirror.provisioner.v1.Provisioner.GetCapacity:output_type -> nvmirror.provisioner.v1.GetCapacityResponse
+	23, // 100: nvmirror.provisioner.v1.Provisioner.ReplaceReplica:output_type -> nvmirror.provisioner.v1.ReplaceReplicaResponse
+	8,  // 101: nvmirror.provisioner.v1.Provisioner.MarkReplicaRemoved:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	23, // 102: nvmirror.provisioner.v1.Provisioner.MoveReplica:output_type -> nvmirror.provisioner.v1.ReplaceReplicaResponse
+	37, // 103: nvmirror.provisioner.v1.Provisioner.CordonStorageNode:output_type -> nvmirror.provisioner.v1.StorageNode
+	26, // 104: nvmirror.provisioner.v1.Provisioner.DrainStorageNode:output_type -> nvmirror.provisioner.v1.DrainStatus
+	8,  // 105: nvmirror.provisioner.v1.Provisioner.DeleteReplica:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	8,  // 106: nvmirror.provisioner.v1.Provisioner.ReportReplicaSync:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	8,  // 107: nvmirror.provisioner.v1.Provisioner.PromoteReplicas:output_type -> nvmirror.provisioner.v1.VolumeResponse
+	34, // 108: nvmirror.provisioner.v1.Provisioner.ReportEvents:output_type -> nvmirror.provisioner.v1.ReportEventsResponse
+	36, // 109: nvmirror.provisioner.v1.Provisioner.ListEvents:output_type -> nvmirror.provisioner.v1.ListEventsResponse
+	45, // 110: nvmirror.provisioner.v1.Provisioner.ListStorageNodes:output_type -> nvmirror.provisioner.v1.ListStorageNodesResponse
+	40, // 111: nvmirror.provisioner.v1.Provisioner.GetHostCredentials:output_type -> nvmirror.provisioner.v1.GetHostCredentialsResponse
+	43, // 112: nvmirror.provisioner.v1.Provisioner.RotateCredentials:output_type -> nvmirror.provisioner.v1.RotateCredentialsResponse
+	48, // 113: nvmirror.provisioner.v1.Provisioner.ListOrphans:output_type -> nvmirror.provisioner.v1.ListOrphansResponse
+	50, // 114: nvmirror.provisioner.v1.Provisioner.ReclaimOrphan:output_type -> nvmirror.provisioner.v1.ReclaimOrphanResponse
+	57, // 115: nvmirror.provisioner.v1.Provisioner.CreateSnapshot:output_type -> nvmirror.provisioner.v1.Snapshot
+	53, // 116: nvmirror.provisioner.v1.Provisioner.DeleteSnapshot:output_type -> nvmirror.provisioner.v1.DeleteSnapshotResponse
+	57, // 117: nvmirror.provisioner.v1.Provisioner.GetSnapshot:output_type -> nvmirror.provisioner.v1.Snapshot
+	56, // 118: nvmirror.provisioner.v1.Provisioner.ListSnapshots:output_type -> nvmirror.provisioner.v1.ListSnapshotsResponse
+	63, // 119: nvmirror.provisioner.v1.Provisioner.CreateSnapshotGroup:output_type -> nvmirror.provisioner.v1.SnapshotGroup
+	61, // 120: nvmirror.provisioner.v1.Provisioner.DeleteSnapshotGroup:output_type -> nvmirror.provisioner.v1.DeleteSnapshotGroupResponse
+	63, // 121: nvmirror.provisioner.v1.Provisioner.GetSnapshotGroup:output_type -> nvmirror.provisioner.v1.SnapshotGroup
+	66, // 122: nvmirror.provisioner.v1.Provisioner.GetSnapshotRanges:output_type -> nvmirror.provisioner.v1.GetSnapshotRangesResponse
+	68, // 123: nvmirror.provisioner.v1.Provisioner.NodeCommands:output_type -> nvmirror.provisioner.v1.NodeCommand
+	73, // 124: nvmirror.provisioner.v1.Provisioner.ReportCommandResult:output_type -> nvmirror.provisioner.v1.ReportCommandResultResponse
+	91, // [91:125] is the sub-list for method output_type
+	57, // [57:91] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_provisioner_v1_provisioner_proto_init() }
@@ -3719,13 +5378,17 @@ func file_provisioner_v1_provisioner_proto_init() {
 	if File_provisioner_v1_provisioner_proto != nil {
 		return
 	}
+	file_provisioner_v1_provisioner_proto_msgTypes[66].OneofWrappers = []any{
+		(*NodeCommand_Freeze)(nil),
+		(*NodeCommand_Thaw)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_provisioner_v1_provisioner_proto_rawDesc), len(file_provisioner_v1_provisioner_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   55,
+			NumMessages:   83,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -34,7 +34,6 @@ package provisionerapi
 
 import (
 	context "context"
-
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
 	status "google.golang.org/grpc/status"
@@ -46,30 +45,40 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Provisioner_CreateVolume_FullMethodName       = "/nvmirror.provisioner.v1.Provisioner/CreateVolume"
-	Provisioner_DeleteVolume_FullMethodName       = "/nvmirror.provisioner.v1.Provisioner/DeleteVolume"
-	Provisioner_GetVolume_FullMethodName          = "/nvmirror.provisioner.v1.Provisioner/GetVolume"
-	Provisioner_ListVolumes_FullMethodName        = "/nvmirror.provisioner.v1.Provisioner/ListVolumes"
-	Provisioner_PublishVolume_FullMethodName      = "/nvmirror.provisioner.v1.Provisioner/PublishVolume"
-	Provisioner_UnpublishVolume_FullMethodName    = "/nvmirror.provisioner.v1.Provisioner/UnpublishVolume"
-	Provisioner_ExpandVolume_FullMethodName       = "/nvmirror.provisioner.v1.Provisioner/ExpandVolume"
-	Provisioner_ModifyVolume_FullMethodName       = "/nvmirror.provisioner.v1.Provisioner/ModifyVolume"
-	Provisioner_GetCapacity_FullMethodName        = "/nvmirror.provisioner.v1.Provisioner/GetCapacity"
-	Provisioner_ReplaceReplica_FullMethodName     = "/nvmirror.provisioner.v1.Provisioner/ReplaceReplica"
-	Provisioner_MarkReplicaRemoved_FullMethodName = "/nvmirror.provisioner.v1.Provisioner/MarkReplicaRemoved"
-	Provisioner_MoveReplica_FullMethodName        = "/nvmirror.provisioner.v1.Provisioner/MoveReplica"
-	Provisioner_CordonStorageNode_FullMethodName  = "/nvmirror.provisioner.v1.Provisioner/CordonStorageNode"
-	Provisioner_DrainStorageNode_FullMethodName   = "/nvmirror.provisioner.v1.Provisioner/DrainStorageNode"
-	Provisioner_DeleteReplica_FullMethodName      = "/nvmirror.provisioner.v1.Provisioner/DeleteReplica"
-	Provisioner_ReportReplicaSync_FullMethodName  = "/nvmirror.provisioner.v1.Provisioner/ReportReplicaSync"
-	Provisioner_PromoteReplicas_FullMethodName    = "/nvmirror.provisioner.v1.Provisioner/PromoteReplicas"
-	Provisioner_ReportEvents_FullMethodName       = "/nvmirror.provisioner.v1.Provisioner/ReportEvents"
-	Provisioner_ListEvents_FullMethodName         = "/nvmirror.provisioner.v1.Provisioner/ListEvents"
-	Provisioner_ListStorageNodes_FullMethodName   = "/nvmirror.provisioner.v1.Provisioner/ListStorageNodes"
-	Provisioner_GetHostCredentials_FullMethodName = "/nvmirror.provisioner.v1.Provisioner/GetHostCredentials"
-	Provisioner_RotateCredentials_FullMethodName  = "/nvmirror.provisioner.v1.Provisioner/RotateCredentials"
-	Provisioner_ListOrphans_FullMethodName        = "/nvmirror.provisioner.v1.Provisioner/ListOrphans"
-	Provisioner_ReclaimOrphan_FullMethodName      = "/nvmirror.provisioner.v1.Provisioner/ReclaimOrphan"
+	Provisioner_CreateVolume_FullMethodName        = "/nvmirror.provisioner.v1.Provisioner/CreateVolume"
+	Provisioner_DeleteVolume_FullMethodName        = "/nvmirror.provisioner.v1.Provisioner/DeleteVolume"
+	Provisioner_GetVolume_FullMethodName           = "/nvmirror.provisioner.v1.Provisioner/GetVolume"
+	Provisioner_ListVolumes_FullMethodName         = "/nvmirror.provisioner.v1.Provisioner/ListVolumes"
+	Provisioner_PublishVolume_FullMethodName       = "/nvmirror.provisioner.v1.Provisioner/PublishVolume"
+	Provisioner_UnpublishVolume_FullMethodName     = "/nvmirror.provisioner.v1.Provisioner/UnpublishVolume"
+	Provisioner_ExpandVolume_FullMethodName        = "/nvmirror.provisioner.v1.Provisioner/ExpandVolume"
+	Provisioner_ModifyVolume_FullMethodName        = "/nvmirror.provisioner.v1.Provisioner/ModifyVolume"
+	Provisioner_GetCapacity_FullMethodName         = "/nvmirror.provisioner.v1.Provisioner/GetCapacity"
+	Provisioner_ReplaceReplica_FullMethodName      = "/nvmirror.provisioner.v1.Provisioner/ReplaceReplica"
+	Provisioner_MarkReplicaRemoved_FullMethodName  = "/nvmirror.provisioner.v1.Provisioner/MarkReplicaRemoved"
+	Provisioner_MoveReplica_FullMethodName         = "/nvmirror.provisioner.v1.Provisioner/MoveReplica"
+	Provisioner_CordonStorageNode_FullMethodName   = "/nvmirror.provisioner.v1.Provisioner/CordonStorageNode"
+	Provisioner_DrainStorageNode_FullMethodName    = "/nvmirror.provisioner.v1.Provisioner/DrainStorageNode"
+	Provisioner_DeleteReplica_FullMethodName       = "/nvmirror.provisioner.v1.Provisioner/DeleteReplica"
+	Provisioner_ReportReplicaSync_FullMethodName   = "/nvmirror.provisioner.v1.Provisioner/ReportReplicaSync"
+	Provisioner_PromoteReplicas_FullMethodName     = "/nvmirror.provisioner.v1.Provisioner/PromoteReplicas"
+	Provisioner_ReportEvents_FullMethodName        = "/nvmirror.provisioner.v1.Provisioner/ReportEvents"
+	Provisioner_ListEvents_FullMethodName          = "/nvmirror.provisioner.v1.Provisioner/ListEvents"
+	Provisioner_ListStorageNodes_FullMethodName    = "/nvmirror.provisioner.v1.Provisioner/ListStorageNodes"
+	Provisioner_GetHostCredentials_FullMethodName  = "/nvmirror.provisioner.v1.Provisioner/GetHostCredentials"
+	Provisioner_RotateCredentials_FullMethodName   = "/nvmirror.provisioner.v1.Provisioner/RotateCredentials"
+	Provisioner_ListOrphans_FullMethodName         = "/nvmirror.provisioner.v1.Provisioner/ListOrphans"
+	Provisioner_ReclaimOrphan_FullMethodName       = "/nvmirror.provisioner.v1.Provisioner/ReclaimOrphan"
+	Provisioner_CreateSnapshot_FullMethodName      = "/nvmirror.provisioner.v1.Provisioner/CreateSnapshot"
+	Provisioner_DeleteSnapshot_FullMethodName      = "/nvmirror.provisioner.v1.Provisioner/DeleteSnapshot"
+	Provisioner_GetSnapshot_FullMethodName         = "/nvmirror.provisioner.v1.Provisioner/GetSnapshot"
+	Provisioner_ListSnapshots_FullMethodName       = "/nvmirror.provisioner.v1.Provisioner/ListSnapshots"
+	Provisioner_CreateSnapshotGroup_FullMethodName = "/nvmirror.provisioner.v1.Provisioner/CreateSnapshotGroup"
+	Provisioner_DeleteSnapshotGroup_FullMethodName = "/nvmirror.provisioner.v1.Provisioner/DeleteSnapshotGroup"
+	Provisioner_GetSnapshotGroup_FullMethodName    = "/nvmirror.provisioner.v1.Provisioner/GetSnapshotGroup"
+	Provisioner_GetSnapshotRanges_FullMethodName   = "/nvmirror.provisioner.v1.Provisioner/GetSnapshotRanges"
+	Provisioner_NodeCommands_FullMethodName        = "/nvmirror.provisioner.v1.Provisioner/NodeCommands"
+	Provisioner_ReportCommandResult_FullMethodName = "/nvmirror.provisioner.v1.Provisioner/ReportCommandResult"
 )
 
 // ProvisionerClient is the client API for Provisioner service.
@@ -189,6 +198,34 @@ type ProvisionerClient interface {
 	// replica the last scan did not find is NotFound; a retry of a reclaim
 	// that succeeded succeeds. Aborted while a scan or another reclaim runs.
 	ReclaimOrphan(ctx context.Context, in *ReclaimOrphanRequest, opts ...grpc.CallOption) (*ReclaimOrphanResponse, error)
+	// Snapshots (docs/snapshots.md). CreateSnapshot takes a crash-consistent
+	// point-in-time copy of a volume, kept as identical copies on as many
+	// storage nodes as the volume has replicas. Idempotent by name; a name
+	// taken by a snapshot of another volume: AlreadyExists. Unknown source
+	// volume: NotFound. A volume published to a host that does not answer the
+	// freeze: Unavailable.
+	CreateSnapshot(ctx context.Context, in *CreateSnapshotRequest, opts ...grpc.CallOption) (*Snapshot, error)
+	// DeleteSnapshot deletes every copy (copies on unreachable storage nodes
+	// are deleted by the sweeper when they return). Unknown: success.
+	DeleteSnapshot(ctx context.Context, in *DeleteSnapshotRequest, opts ...grpc.CallOption) (*DeleteSnapshotResponse, error)
+	GetSnapshot(ctx context.Context, in *GetSnapshotRequest, opts ...grpc.CallOption) (*Snapshot, error)
+	ListSnapshots(ctx context.Context, in *ListSnapshotsRequest, opts ...grpc.CallOption) (*ListSnapshotsResponse, error)
+	// CreateSnapshotGroup snapshots several volumes at one crash-consistent
+	// point: every volume's writes are held while the copies are cut.
+	// Idempotent by name; the same name with other volumes: AlreadyExists.
+	CreateSnapshotGroup(ctx context.Context, in *CreateSnapshotGroupRequest, opts ...grpc.CallOption) (*SnapshotGroup, error)
+	// DeleteSnapshotGroup deletes the group and its snapshots. Unknown: success.
+	DeleteSnapshotGroup(ctx context.Context, in *DeleteSnapshotGroupRequest, opts ...grpc.CallOption) (*DeleteSnapshotGroupResponse, error)
+	GetSnapshotGroup(ctx context.Context, in *GetSnapshotGroupRequest, opts ...grpc.CallOption) (*SnapshotGroup, error)
+	// GetSnapshotRanges returns the allocated ranges of a snapshot, or with
+	// base_snapshot_id the ranges that changed between the two, in volume
+	// byte offsets.
+	GetSnapshotRanges(ctx context.Context, in *GetSnapshotRangesRequest, opts ...grpc.CallOption) (*GetSnapshotRangesResponse, error)
+	// NodeCommands is the channel the provisioner reaches a CSI node through
+	// (the node dials; nothing dials the node): the node plugin keeps this
+	// stream open and answers each command with ReportCommandResult.
+	NodeCommands(ctx context.Context, in *NodeCommandsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NodeCommand], error)
+	ReportCommandResult(ctx context.Context, in *CommandResult, opts ...grpc.CallOption) (*ReportCommandResultResponse, error)
 }
 
 type provisionerClient struct {
@@ -439,6 +476,115 @@ func (c *provisionerClient) ReclaimOrphan(ctx context.Context, in *ReclaimOrphan
 	return out, nil
 }
 
+func (c *provisionerClient) CreateSnapshot(ctx context.Context, in *CreateSnapshotRequest, opts ...grpc.CallOption) (*Snapshot, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Snapshot)
+	err := c.cc.Invoke(ctx, Provisioner_CreateSnapshot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *provisionerClient) DeleteSnapshot(ctx context.Context, in *DeleteSnapshotRequest, opts ...grpc.CallOption) (*DeleteSnapshotResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteSnapshotResponse)
+	err := c.cc.Invoke(ctx, Provisioner_DeleteSnapshot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *provisionerClient) GetSnapshot(ctx context.Context, in *GetSnapshotRequest, opts ...grpc.CallOption) (*Snapshot, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Snapshot)
+	err := c.cc.Invoke(ctx, Provisioner_GetSnapshot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *provisionerClient) ListSnapshots(ctx context.Context, in *ListSnapshotsRequest, opts ...grpc.CallOption) (*ListSnapshotsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSnapshotsResponse)
+	err := c.cc.Invoke(ctx, Provisioner_ListSnapshots_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *provisionerClient) CreateSnapshotGroup(ctx context.Context, in *CreateSnapshotGroupRequest, opts ...grpc.CallOption) (*SnapshotGroup, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SnapshotGroup)
+	err := c.cc.Invoke(ctx, Provisioner_CreateSnapshotGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *provisionerClient) DeleteSnapshotGroup(ctx context.Context, in *DeleteSnapshotGroupRequest, opts ...grpc.CallOption) (*DeleteSnapshotGroupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteSnapshotGroupResponse)
+	err := c.cc.Invoke(ctx, Provisioner_DeleteSnapshotGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *provisionerClient) GetSnapshotGroup(ctx context.Context, in *GetSnapshotGroupRequest, opts ...grpc.CallOption) (*SnapshotGroup, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SnapshotGroup)
+	err := c.cc.Invoke(ctx, Provisioner_GetSnapshotGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *provisionerClient) GetSnapshotRanges(ctx context.Context, in *GetSnapshotRangesRequest, opts ...grpc.CallOption) (*GetSnapshotRangesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetSnapshotRangesResponse)
+	err := c.cc.Invoke(ctx, Provisioner_GetSnapshotRanges_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *provisionerClient) NodeCommands(ctx context.Context, in *NodeCommandsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NodeCommand], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Provisioner_ServiceDesc.Streams[0], Provisioner_NodeCommands_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[NodeCommandsRequest, NodeCommand]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Provisioner_NodeCommandsClient = grpc.ServerStreamingClient[NodeCommand]
+
+func (c *provisionerClient) ReportCommandResult(ctx context.Context, in *CommandResult, opts ...grpc.CallOption) (*ReportCommandResultResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportCommandResultResponse)
+	err := c.cc.Invoke(ctx, Provisioner_ReportCommandResult_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ProvisionerServer is the server API for Provisioner service.
 // All implementations must embed UnimplementedProvisionerServer
 // for forward compatibility.
@@ -556,6 +702,34 @@ type ProvisionerServer interface {
 	// replica the last scan did not find is NotFound; a retry of a reclaim
 	// that succeeded succeeds. Aborted while a scan or another reclaim runs.
 	ReclaimOrphan(context.Context, *ReclaimOrphanRequest) (*ReclaimOrphanResponse, error)
+	// Snapshots (docs/snapshots.md). CreateSnapshot takes a crash-consistent
+	// point-in-time copy of a volume, kept as identical copies on as many
+	// storage nodes as the volume has replicas. Idempotent by name; a name
+	// taken by a snapshot of another volume: AlreadyExists. Unknown source
+	// volume: NotFound. A volume published to a host that does not answer the
+	// freeze: Unavailable.
+	CreateSnapshot(context.Context, *CreateSnapshotRequest) (*Snapshot, error)
+	// DeleteSnapshot deletes every copy (copies on unreachable storage nodes
+	// are deleted by the sweeper when they return). Unknown: success.
+	DeleteSnapshot(context.Context, *DeleteSnapshotRequest) (*DeleteSnapshotResponse, error)
+	GetSnapshot(context.Context, *GetSnapshotRequest) (*Snapshot, error)
+	ListSnapshots(context.Context, *ListSnapshotsRequest) (*ListSnapshotsResponse, error)
+	// CreateSnapshotGroup snapshots several volumes at one crash-consistent
+	// point: every volume's writes are held while the copies are cut.
+	// Idempotent by name; the same name with other volumes: AlreadyExists.
+	CreateSnapshotGroup(context.Context, *CreateSnapshotGroupRequest) (*SnapshotGroup, error)
+	// DeleteSnapshotGroup deletes the group and its snapshots. Unknown: success.
+	DeleteSnapshotGroup(context.Context, *DeleteSnapshotGroupRequest) (*DeleteSnapshotGroupResponse, error)
+	GetSnapshotGroup(context.Context, *GetSnapshotGroupRequest) (*SnapshotGroup, error)
+	// GetSnapshotRanges returns the allocated ranges of a snapshot, or with
+	// base_snapshot_id the ranges that changed between the two, in volume
+	// byte offsets.
+	GetSnapshotRanges(context.Context, *GetSnapshotRangesRequest) (*GetSnapshotRangesResponse, error)
+	// NodeCommands is the channel the provisioner reaches a CSI node through
+	// (the node dials; nothing dials the node): the node plugin keeps this
+	// stream open and answers each command with ReportCommandResult.
+	NodeCommands(*NodeCommandsRequest, grpc.ServerStreamingServer[NodeCommand]) error
+	ReportCommandResult(context.Context, *CommandResult) (*ReportCommandResultResponse, error)
 	mustEmbedUnimplementedProvisionerServer()
 }
 
@@ -637,6 +811,36 @@ func (UnimplementedProvisionerServer) ListOrphans(context.Context, *ListOrphansR
 }
 func (UnimplementedProvisionerServer) ReclaimOrphan(context.Context, *ReclaimOrphanRequest) (*ReclaimOrphanResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReclaimOrphan not implemented")
+}
+func (UnimplementedProvisionerServer) CreateSnapshot(context.Context, *CreateSnapshotRequest) (*Snapshot, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateSnapshot not implemented")
+}
+func (UnimplementedProvisionerServer) DeleteSnapshot(context.Context, *DeleteSnapshotRequest) (*DeleteSnapshotResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteSnapshot not implemented")
+}
+func (UnimplementedProvisionerServer) GetSnapshot(context.Context, *GetSnapshotRequest) (*Snapshot, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSnapshot not implemented")
+}
+func (UnimplementedProvisionerServer) ListSnapshots(context.Context, *ListSnapshotsRequest) (*ListSnapshotsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSnapshots not implemented")
+}
+func (UnimplementedProvisionerServer) CreateSnapshotGroup(context.Context, *CreateSnapshotGroupRequest) (*SnapshotGroup, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateSnapshotGroup not implemented")
+}
+func (UnimplementedProvisionerServer) DeleteSnapshotGroup(context.Context, *DeleteSnapshotGroupRequest) (*DeleteSnapshotGroupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteSnapshotGroup not implemented")
+}
+func (UnimplementedProvisionerServer) GetSnapshotGroup(context.Context, *GetSnapshotGroupRequest) (*SnapshotGroup, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSnapshotGroup not implemented")
+}
+func (UnimplementedProvisionerServer) GetSnapshotRanges(context.Context, *GetSnapshotRangesRequest) (*GetSnapshotRangesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSnapshotRanges not implemented")
+}
+func (UnimplementedProvisionerServer) NodeCommands(*NodeCommandsRequest, grpc.ServerStreamingServer[NodeCommand]) error {
+	return status.Error(codes.Unimplemented, "method NodeCommands not implemented")
+}
+func (UnimplementedProvisionerServer) ReportCommandResult(context.Context, *CommandResult) (*ReportCommandResultResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportCommandResult not implemented")
 }
 func (UnimplementedProvisionerServer) mustEmbedUnimplementedProvisionerServer() {}
 func (UnimplementedProvisionerServer) testEmbeddedByValue()                     {}
@@ -1091,6 +1295,179 @@ func _Provisioner_ReclaimOrphan_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Provisioner_CreateSnapshot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateSnapshotRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProvisionerServer).CreateSnapshot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Provisioner_CreateSnapshot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProvisionerServer).CreateSnapshot(ctx, req.(*CreateSnapshotRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Provisioner_DeleteSnapshot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteSnapshotRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProvisionerServer).DeleteSnapshot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Provisioner_DeleteSnapshot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProvisionerServer).DeleteSnapshot(ctx, req.(*DeleteSnapshotRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Provisioner_GetSnapshot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSnapshotRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProvisionerServer).GetSnapshot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Provisioner_GetSnapshot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProvisionerServer).GetSnapshot(ctx, req.(*GetSnapshotRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Provisioner_ListSnapshots_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSnapshotsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProvisionerServer).ListSnapshots(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Provisioner_ListSnapshots_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProvisionerServer).ListSnapshots(ctx, req.(*ListSnapshotsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Provisioner_CreateSnapshotGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateSnapshotGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProvisionerServer).CreateSnapshotGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Provisioner_CreateSnapshotGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProvisionerServer).CreateSnapshotGroup(ctx, req.(*CreateSnapshotGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Provisioner_DeleteSnapshotGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteSnapshotGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProvisionerServer).DeleteSnapshotGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Provisioner_DeleteSnapshotGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProvisionerServer).DeleteSnapshotGroup(ctx, req.(*DeleteSnapshotGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Provisioner_GetSnapshotGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSnapshotGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProvisionerServer).GetSnapshotGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Provisioner_GetSnapshotGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProvisionerServer).GetSnapshotGroup(ctx, req.(*GetSnapshotGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Provisioner_GetSnapshotRanges_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSnapshotRangesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProvisionerServer).GetSnapshotRanges(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Provisioner_GetSnapshotRanges_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProvisionerServer).GetSnapshotRanges(ctx, req.(*GetSnapshotRangesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Provisioner_NodeCommands_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(NodeCommandsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ProvisionerServer).NodeCommands(m, &grpc.GenericServerStream[NodeCommandsRequest, NodeCommand]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Provisioner_NodeCommandsServer = grpc.ServerStreamingServer[NodeCommand]
+
+func _Provisioner_ReportCommandResult_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CommandResult)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ProvisionerServer).ReportCommandResult(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Provisioner_ReportCommandResult_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ProvisionerServer).ReportCommandResult(ctx, req.(*CommandResult))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Provisioner_ServiceDesc is the grpc.ServiceDesc for Provisioner service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1194,7 +1571,49 @@ var Provisioner_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ReclaimOrphan",
 			Handler:    _Provisioner_ReclaimOrphan_Handler,
 		},
+		{
+			MethodName: "CreateSnapshot",
+			Handler:    _Provisioner_CreateSnapshot_Handler,
+		},
+		{
+			MethodName: "DeleteSnapshot",
+			Handler:    _Provisioner_DeleteSnapshot_Handler,
+		},
+		{
+			MethodName: "GetSnapshot",
+			Handler:    _Provisioner_GetSnapshot_Handler,
+		},
+		{
+			MethodName: "ListSnapshots",
+			Handler:    _Provisioner_ListSnapshots_Handler,
+		},
+		{
+			MethodName: "CreateSnapshotGroup",
+			Handler:    _Provisioner_CreateSnapshotGroup_Handler,
+		},
+		{
+			MethodName: "DeleteSnapshotGroup",
+			Handler:    _Provisioner_DeleteSnapshotGroup_Handler,
+		},
+		{
+			MethodName: "GetSnapshotGroup",
+			Handler:    _Provisioner_GetSnapshotGroup_Handler,
+		},
+		{
+			MethodName: "GetSnapshotRanges",
+			Handler:    _Provisioner_GetSnapshotRanges_Handler,
+		},
+		{
+			MethodName: "ReportCommandResult",
+			Handler:    _Provisioner_ReportCommandResult_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "NodeCommands",
+			Handler:       _Provisioner_NodeCommands_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "provisioner/v1/provisioner.proto",
 }

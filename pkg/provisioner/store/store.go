@@ -158,9 +158,19 @@ type Volume struct {
 	// repair first (StopRepair, then revoking its host on every replica).
 	Repair *OfflineRepair `json:"repair,omitempty"`
 	// Block: created for raw block access (no filesystem).
-	Block     bool      `json:"block,omitempty"`
-	CreatedAt time.Time `json:"createdAt"`
-	UpdatedAt time.Time `json:"updatedAt"`
+	Block bool `json:"block,omitempty"`
+	// Source is what the volume was created from (a restore or a clone);
+	// nil for an empty volume. Such a volume's replicas hold data before
+	// any host staged it, so nothing may treat them as blank.
+	Source    *ContentSource `json:"source,omitempty"`
+	CreatedAt time.Time      `json:"createdAt"`
+	UpdatedAt time.Time      `json:"updatedAt"`
+}
+
+// ContentSource names what a volume was created from: one of the two.
+type ContentSource struct {
+	SnapshotID string `json:"snapshotID,omitempty"`
+	VolumeID   string `json:"volumeID,omitempty"`
 }
 
 // OfflineRepair is a storage node's repair of a volume no host has staged:
@@ -193,6 +203,10 @@ func (v *Volume) Clone() *Volume {
 	c.Parameters.Racks = append([]string(nil), v.Parameters.Racks...)
 	c.Parameters.StorageNodes = append([]string(nil), v.Parameters.StorageNodes...)
 	c.Metadata = maps.Clone(v.Metadata)
+	if v.Source != nil {
+		src := *v.Source
+		c.Source = &src
+	}
 	c.Replicas = make([]Replica, len(v.Replicas))
 	for i, r := range v.Replicas {
 		r.Addresses = append([]Endpoint(nil), r.Addresses...)
@@ -238,6 +252,120 @@ func TombstoneOf(v *Volume, t time.Time) *Tombstone {
 		out.Replicas = append(out.Replicas, TombstoneReplica{ID: r.ID, StorageNode: r.StorageNode})
 	}
 	return out
+}
+
+// SnapshotState is a snapshot's lifecycle state.
+type SnapshotState string
+
+const (
+	// SnapshotCreating: recorded before any copy is cut; the sweeper
+	// finishes it or rolls it back if the provisioner stops half way.
+	SnapshotCreating SnapshotState = "creating"
+	// SnapshotReady: every wanted copy is complete.
+	SnapshotReady SnapshotState = "ready"
+	// SnapshotDeleting: its copies are being deleted (storage nodes that
+	// are away delete theirs when they return); the record goes when the
+	// last copy is gone.
+	SnapshotDeleting SnapshotState = "deleting"
+)
+
+// CopyState is the state of one storage node's copy of a snapshot.
+type CopyState string
+
+const (
+	// CopyCutting: the copy is being cut or received; not yet usable.
+	CopyCutting CopyState = "cutting"
+	CopyReady   CopyState = "ready"
+	// CopyDeleting: to be deleted from its storage node (retried).
+	CopyDeleting CopyState = "deleting"
+)
+
+// SnapshotCopy is one storage node's copy of a snapshot. Every ready copy
+// of a snapshot holds identical bytes.
+type SnapshotCopy struct {
+	StorageNode    string    `json:"storageNode"`
+	State          CopyState `json:"state"`
+	AllocatedBytes int64     `json:"allocatedBytes,omitempty"`
+	Reflinked      bool      `json:"reflinked,omitempty"`
+}
+
+// Snapshot is the registry record of one volume snapshot: a
+// crash-consistent point-in-time image of the source volume, kept as
+// identical copies (files named by the snapshot ID) on storage nodes.
+type Snapshot struct {
+	ID             string `json:"id"`
+	Name           string `json:"name"` // CSI CreateSnapshot name; unique
+	SourceVolumeID string `json:"sourceVolumeID"`
+	// SizeBytes is the source volume's size at the cut: the smallest
+	// volume the snapshot restores into.
+	SizeBytes int64 `json:"sizeBytes"`
+	// DataOffset is where the volume's data starts in each copy (the md
+	// data offset of a mirrored source; 0 for a one-replica one).
+	DataOffset int64 `json:"dataOffset"`
+	// WantCopies is how many storage nodes keep a copy: the source's
+	// replica count at the cut.
+	WantCopies int            `json:"wantCopies"`
+	Copies     []SnapshotCopy `json:"copies"`
+	State      SnapshotState  `json:"state"`
+	// GroupID is the group snapshot it belongs to ("" when none).
+	GroupID string `json:"groupID,omitempty"`
+	// Internal: taken by the provisioner for a clone, never listed to CSI;
+	// deleted once the clone exists.
+	Internal bool `json:"internal,omitempty"`
+	// Parameters are the VolumeSnapshotClass parameters.
+	Parameters map[string]string `json:"parameters,omitempty"`
+	// SourceParameters and SourceBlock are the source volume's, so a
+	// restore knows them after the source is gone.
+	SourceParameters storageclass.Parameters `json:"sourceParameters"`
+	SourceBlock      bool                    `json:"sourceBlock,omitempty"`
+	// CutAt is the point in time the snapshot holds (zero until cut).
+	CutAt     time.Time `json:"cutAt,omitzero"`
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// Clone returns a deep copy.
+func (s *Snapshot) Clone() *Snapshot {
+	c := *s
+	c.Copies = append([]SnapshotCopy(nil), s.Copies...)
+	c.Parameters = maps.Clone(s.Parameters)
+	c.SourceParameters.Zones = append([]string(nil), s.SourceParameters.Zones...)
+	c.SourceParameters.Racks = append([]string(nil), s.SourceParameters.Racks...)
+	c.SourceParameters.StorageNodes = append([]string(nil), s.SourceParameters.StorageNodes...)
+	return &c
+}
+
+// Copy returns the copy on storageNode, or nil.
+func (s *Snapshot) Copy(storageNode string) *SnapshotCopy {
+	for i := range s.Copies {
+		if s.Copies[i].StorageNode == storageNode {
+			return &s.Copies[i]
+		}
+	}
+	return nil
+}
+
+// SnapshotGroup is the registry record of a group snapshot: snapshots of
+// several volumes cut at one crash-consistent point.
+type SnapshotGroup struct {
+	ID          string            `json:"id"`
+	Name        string            `json:"name"` // CSI group snapshot name; unique
+	VolumeIDs   []string          `json:"volumeIDs"`
+	SnapshotIDs []string          `json:"snapshotIDs"`
+	State       SnapshotState     `json:"state"`
+	Parameters  map[string]string `json:"parameters,omitempty"`
+	CutAt       time.Time         `json:"cutAt,omitzero"`
+	CreatedAt   time.Time         `json:"createdAt"`
+	UpdatedAt   time.Time         `json:"updatedAt"`
+}
+
+// Clone returns a deep copy.
+func (g *SnapshotGroup) Clone() *SnapshotGroup {
+	c := *g
+	c.VolumeIDs = append([]string(nil), g.VolumeIDs...)
+	c.SnapshotIDs = append([]string(nil), g.SnapshotIDs...)
+	c.Parameters = maps.Clone(g.Parameters)
+	return &c
 }
 
 // StorageNode is a registered target agent.
@@ -338,6 +466,32 @@ type Store interface {
 	ListTombstones(ctx context.Context) ([]*Tombstone, error)
 	// DeleteTombstone forgets a tombstone (expiry); ErrNotFound if absent.
 	DeleteTombstone(ctx context.Context, volumeID string) error
+
+	// CreateSnapshot records a new snapshot; ErrAlreadyExists if its ID or
+	// its name is taken.
+	CreateSnapshot(ctx context.Context, s *Snapshot) error
+	// GetSnapshot returns a copy; ErrNotFound if absent.
+	GetSnapshot(ctx context.Context, id string) (*Snapshot, error)
+	// GetSnapshotByName finds a snapshot by its CSI name; ErrNotFound if
+	// absent.
+	GetSnapshotByName(ctx context.Context, name string) (*Snapshot, error)
+	// ListSnapshots returns every snapshot, ordered by ID.
+	ListSnapshots(ctx context.Context) ([]*Snapshot, error)
+	// UpdateSnapshot is UpdateVolume for snapshots (ID and Name immutable).
+	UpdateSnapshot(ctx context.Context, id string, fn func(*Snapshot) error) (*Snapshot, error)
+	// DeleteSnapshot removes the record and frees its name; ErrNotFound if
+	// absent.
+	DeleteSnapshot(ctx context.Context, id string) error
+
+	// CreateSnapshotGroup, GetSnapshotGroup, GetSnapshotGroupByName,
+	// ListSnapshotGroups, UpdateSnapshotGroup and DeleteSnapshotGroup are
+	// the same for group snapshots.
+	CreateSnapshotGroup(ctx context.Context, g *SnapshotGroup) error
+	GetSnapshotGroup(ctx context.Context, id string) (*SnapshotGroup, error)
+	GetSnapshotGroupByName(ctx context.Context, name string) (*SnapshotGroup, error)
+	ListSnapshotGroups(ctx context.Context) ([]*SnapshotGroup, error)
+	UpdateSnapshotGroup(ctx context.Context, id string, fn func(*SnapshotGroup) error) (*SnapshotGroup, error)
+	DeleteSnapshotGroup(ctx context.Context, id string) error
 
 	// PutStorageNode creates or replaces a storage node record.
 	PutStorageNode(ctx context.Context, n *StorageNode) error
