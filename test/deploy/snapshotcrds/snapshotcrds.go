@@ -40,9 +40,9 @@ const (
 
 // Release is the pinned external-snapshotter release in the module cache.
 type Release struct {
-	Version       string // v8.7.0
+	Version        string // v8.7.0
 	SnapshotterDir string // the external-snapshotter/v8 module's directory
-	ClientDir     string // the client/v8 module's (the repository's client/)
+	ClientDir      string // the client/v8 module's (the repository's client/)
 }
 
 // Pinned downloads (if need be) and locates the two modules as
