@@ -16,10 +16,9 @@
 # module.
 #
 # A cold build of everything takes about 21 minutes on 2 cores (the
-# kubernetes module about 15 of them, csi-snapshotter about 4) and fills
-# several GB of build cache, of no use to anything else: each module uses a
-# temporary GOCACHE, deleted afterwards. Module downloads stay in the normal
-# GOMODCACHE.
+# csi-snapshotter module, built alone, 195 s) and fills several GB of build
+# cache, of no use to anything else: each module uses a temporary GOCACHE,
+# deleted afterwards. Module downloads stay in the normal GOMODCACHE.
 #
 #   hack/k8s-tools.sh                 build if needed; print the bin directory last
 #   hack/k8s-tools.sh --print-bin-dir print the bin directory (built or not), build nothing
@@ -103,10 +102,36 @@ mkdir -p "$cache/modules"
 exec 9>"$cache/.lock"
 flock 9
 
+# Stale entries: a tests' directory of other modules unused for a week (every
+# run touches the one it uses; a directory of the old layout, with binaries of
+# its own and no modules file, at once), then every module build that no
+# tests' directory links any more. Clones on one machine at different
+# versions (two branches) thus share the modules they have in common and keep
+# the rest while both are in use.
+cleanup() {
+  local old mod
+  for old in "$cache"/*/; do
+    old=${old%/}
+    [ "$old" != "$out" ] && [ "$old" != "$cache/modules" ] && [ -f "$old/complete" ] || continue
+    if [ ! -f "$old/modules" ] || [ -n "$(find "$old/complete" -mtime +7)" ]; then
+      echo "removing stale $old" >&2
+      rm -rf "$old"
+    fi
+  done
+  for mod in "$cache"/modules/*/; do
+    mod=${mod%/}
+    [ -d "$mod" ] || continue
+    grep -qxF "${mod##*/}" "$cache"/*/modules 2>/dev/null && continue
+    echo "removing stale $mod" >&2
+    rm -rf "$mod"
+  done
+}
+
 all=()
 for entry in "${modules[@]}"; do mapfile -t -O "${#all[@]}" all < <(binaries "$entry"); done
 if complete "$out" "${all[@]}"; then
   touch "$out/complete"
+  cleanup
   echo "k8s tools up to date ($goversion, key $key)" >&2
   echo "$out/bin"
   exit 0
@@ -159,26 +184,6 @@ done
 printf '%s\n' "${names[@]}" >"$out/modules"
 echo "$goversion" >"$out/complete"
 
-# Stale entries: a tests' directory of other modules unused for a week (every
-# run touches the one it uses; a directory of the old layout, with binaries of
-# its own and no modules file, at once), then every module build that no
-# tests' directory links any more. Clones on one machine at different
-# versions (two branches) thus share the modules they have in common and keep
-# the rest while both are in use.
-for old in "$cache"/*/; do
-  old=${old%/}
-  [ "$old" != "$out" ] && [ "$old" != "$cache/modules" ] && [ -f "$old/complete" ] || continue
-  if [ ! -f "$old/modules" ] || [ -n "$(find "$old/complete" -mtime +7)" ]; then
-    echo "removing stale $old" >&2
-    rm -rf "$old"
-  fi
-done
-for mod in "$cache"/modules/*/; do
-  mod=${mod%/}
-  [ -d "$mod" ] || continue
-  grep -qxF "${mod##*/}" "$cache"/*/modules 2>/dev/null && continue
-  echo "removing stale $mod" >&2
-  rm -rf "$mod"
-done
+cleanup
 echo "k8s tools: built $built module(s) in $(( SECONDS - start ))s; $out/bin ($(du -sh "$out/bin" | cut -f1))" >&2
 echo "$out/bin"
