@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nvmirror/nvmirror/test/deploy/helmchart"
+	"github.com/nvmirror/nvmirror/test/deploy/snapshotcrds"
 )
 
 // Manifests is one unit of deploy/ as the API server would receive it: a
@@ -106,7 +107,13 @@ func (cp *ControlPlane) DeployManifests(repo, dir string) []Manifests {
 	}
 	var out []Manifests
 	for _, k := range kdirs {
-		y, err := cp.Kubectl("kustomize", k)
+		render := k
+		if rel(k) == snapshotcrds.ComponentDir {
+			// Upstream's files by URL: the module cache copies of the
+			// same release instead (the tests have no network).
+			render = cp.localSnapshotComponent(repo)
+		}
+		y, err := cp.Kubectl("kustomize", render)
 		if err != nil {
 			cp.t.Fatalf("rendering %s: %v", rel(k), err)
 		}
