@@ -39,6 +39,8 @@ type Provisioner struct {
 	// ReportSyncErr, when set, fails ReportReplicaSync only.
 	ReportSyncErr error
 	snapshots     snapshots
+	// Ranges are what SnapshotRanges reports for any snapshot, ascending.
+	Ranges []volume.ByteRange
 }
 
 // NewProvisioner returns a registry with capacity bytes of replica space.

@@ -235,10 +235,15 @@ func (p *Provisioner) GetSnapshotGroup(_ context.Context, id string) (*volume.Sn
 	return p.groupCopy(g), nil
 }
 
-// SnapshotRanges: the fake holds no data, so no range is allocated.
+// SnapshotRanges answers from p.Ranges when set (a test's ranges of the
+// snapshot's volume), else with nothing allocated: the fake holds no data.
+// Pages are max ranges long, like the provisioner's.
 func (p *Provisioner) SnapshotRanges(_ context.Context, snapshotID, base string, start int64, max int) ([]volume.ByteRange, int64, int64, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.Err != nil {
+		return nil, 0, 0, p.Err
+	}
 	p.snapshots.init()
 	snap, ok := p.snapshots.byID[snapshotID]
 	if !ok {
@@ -249,5 +254,15 @@ func (p *Provisioner) SnapshotRanges(_ context.Context, snapshotID, base string,
 			return nil, 0, 0, fmt.Errorf("snapshot %s: %w", base, volume.ErrNotFound)
 		}
 	}
-	return nil, snap.SizeBytes, 0, nil
+	var out []volume.ByteRange
+	for i, r := range p.Ranges {
+		if r.Offset+r.Length <= start {
+			continue
+		}
+		if max > 0 && len(out) == max {
+			return out, snap.SizeBytes, p.Ranges[i].Offset, nil
+		}
+		out = append(out, r)
+	}
+	return out, snap.SizeBytes, 0, nil
 }
