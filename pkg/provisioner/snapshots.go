@@ -187,8 +187,8 @@ func (s *Service) takeSnapshots(ctx context.Context, snaps []*store.Snapshot) ([
 		out[i] = ready
 		s.recordOffline(ctx, events.Event{Type: events.SnapshotTaken, Volume: ready.SourceVolumeID,
 			Message: events.Truncate(fmt.Sprintf("snapshot %s (%s) of volume %s taken at %s, %d bytes, copies on %s",
-				ready.ID, ready.Name, ready.SourceVolumeID, ready.CutAt.Format(time.RFC3339Nano), ready.SizeBytes, strings.Join(copyNodes(ready), ", ")), events.MaxMessageLength)})
-		klog.InfoS("Took snapshot", "snapshot", ready.ID, "name", ready.Name, "volume", ready.SourceVolumeID, "copies", copyNodes(ready))
+				ready.ID, ready.Name, ready.SourceVolumeID, ready.CutAt.Format(time.RFC3339Nano), ready.SizeBytes, strings.Join(readyCopies(ready), ", ")), events.MaxMessageLength)})
+		klog.InfoS("Took snapshot", "snapshot", ready.ID, "name", ready.Name, "volume", ready.SourceVolumeID, "copies", readyCopies(ready))
 	}
 	return out, nil
 }
@@ -348,7 +348,6 @@ func readyCopies(snap *store.Snapshot) []string {
 	return out
 }
 
-func copyNodes(snap *store.Snapshot) []string { return readyCopies(snap) }
 
 // underCopied reports whether the snapshot has fewer complete copies than
 // its volume had replicas.
