@@ -71,6 +71,7 @@ func mdSuperblock(events uint64, dev uint32) []byte {
 	le.PutUint64(b[128:], 8192)
 	le.PutUint32(b[160:], dev)
 	le.PutUint64(b[200:], events)
+	le.PutUint64(b[208:], ^uint64(0)) // resync_offset: clean
 	le.PutUint32(b[220:], 2)
 	le.PutUint16(b[256:], 0)
 	le.PutUint16(b[258:], 1)
@@ -713,7 +714,7 @@ func TestSnapshotGRPC(t *testing.T) {
 	e.writeAt("rep-1", 4*mib, pattern(1, 2*mib+4*kib))
 	cs, err := c.CreateSnapshot(ctx, &agentapi.CreateSnapshotRequest{SnapshotId: "s1", ReplicaId: "rep-1"})
 	if err != nil || !cs.GetSuperblock().GetPresent() || cs.GetSuperblock().GetEvents() != 5 || cs.GetSnapshot().GetSizeBytes() != 16*mib ||
-		cs.GetSuperblock().GetDataOffsetSectors() != 8192 || !slices.Equal(cs.GetSuperblock().GetDevRoles(), []uint32{0, 1}) {
+		cs.GetSuperblock().GetDataOffsetSectors() != 8192 || !cs.GetSuperblock().GetClean() || !slices.Equal(cs.GetSuperblock().GetDevRoles(), []uint32{0, 1}) {
 		t.Fatalf("CreateSnapshot = %v, %v", cs, err)
 	}
 	rs, err := c.ReadSuperblock(ctx, &agentapi.ReadSuperblockRequest{ReplicaId: "rep-1"})

@@ -46,6 +46,7 @@ func superblockToProto(sb *superblock.Superblock) *agentapi.Superblock {
 		DataOffsetSectors:     sb.DataOffsetSectors,
 		Recovering:            sb.Recovering(),
 		RecoveryOffsetSectors: sb.RecoveryOffsetSectors,
+		Clean:                 sb.Clean(),
 	}
 }
 

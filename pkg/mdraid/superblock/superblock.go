@@ -87,6 +87,10 @@ type Superblock struct {
 // recovered and holds valid data only below RecoveryOffsetSectors.
 func (s *Superblock) Recovering() bool { return s.FeatureMap&FeatureRecoveryOffset != 0 }
 
+// Clean reports an array stopped cleanly: resync_offset is MaxSector
+// (all ones), so its in-sync members hold the same data.
+func (s *Superblock) Clean() bool { return s.ResyncOffsetSectors == ^uint64(0) }
+
 // Role is the role of this device (its dev_roles slot), RoleSpare when the
 // slot is beyond max_dev.
 func (s *Superblock) Role() uint16 {

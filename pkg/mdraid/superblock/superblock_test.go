@@ -66,8 +66,10 @@ func TestParse(t *testing.T) {
 		{name: "in sync member", want: func(s *Superblock) bool {
 			return s.ArrayUUID == "8b298196:48aa4550:d7d4d20e:9af2a785" && s.Events == 42 && s.DevNumber == 1 &&
 				slices.Equal(s.DevRoles, []uint16{0, 1, RoleSpare}) && s.DataOffsetSectors == 8192 &&
-				!s.Recovering() && s.Role() == 1 && s.ResyncOffsetSectors == ^uint64(0)
+				!s.Recovering() && s.Role() == 1 && s.ResyncOffsetSectors == ^uint64(0) && s.Clean()
 		}},
+		{name: "resync pending is not clean", mod: func(f *fields) { f.resyncOffset = 0 },
+			want: func(s *Superblock) bool { return !s.Clean() && s.ResyncOffsetSectors == 0 }},
 		{name: "recovering member", mod: func(f *fields) { f.features = FeatureRecoveryOffset | 1; f.recoveryOffset = 123456 },
 			want: func(s *Superblock) bool { return s.Recovering() && s.RecoveryOffsetSectors == 123456 }},
 		{name: "recovery offset without the feature bit is not recovering", mod: func(f *fields) { f.recoveryOffset = 99 },
