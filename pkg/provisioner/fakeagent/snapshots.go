@@ -284,9 +284,9 @@ func (a *client) ReadData(ctx context.Context, src provisioner.DataRef, offset, 
 	}
 	f = f.clone() // deliver outside the lock
 	unlock()
-	end := f.Size
-	if length > 0 {
-		end = min(end, offset+length)
+	end, err := window(offset, length, f.Size)
+	if err != nil {
+		return err
 	}
 	for _, blk := range f.sortedBlocks() {
 		off := blk * blockSize
@@ -316,6 +316,9 @@ func (a *client) WriteData(ctx context.Context, dst provisioner.DataRef, produce
 	case dst.SnapshotID != "":
 		if s, ok := n.snapshots()[dst.SnapshotID]; ok && s.Complete {
 			unlock()
+			if s.SizeBytes != dst.SizeBytes {
+				return provisioner.HeldSnapshot{}, fmt.Errorf("snapshot %s exists with %d bytes, not %d: %w", dst.SnapshotID, s.SizeBytes, dst.SizeBytes, provisioner.ErrAlreadyExists)
+			}
 			return s.HeldSnapshot, nil
 		}
 		f = newFile(dst.SizeBytes)
@@ -375,12 +378,18 @@ func (a *client) SnapshotRanges(ctx context.Context, snapshotID, base string, of
 			return nil, 0, err
 		}
 	}
-	if max <= 0 {
+	if b != nil && b.Size > f.Size {
+		return nil, 0, fmt.Errorf("base_snapshot_id: snapshot %s (%d bytes) is larger than %s (%d bytes): %w", base, b.Size, snapshotID, f.Size, provisioner.ErrInvalidArgument)
+	}
+	if max < 0 {
+		return nil, 0, fmt.Errorf("max_ranges %d: %w", max, provisioner.ErrInvalidArgument)
+	}
+	if max == 0 {
 		max = 1000
 	}
-	end := f.Size
-	if length > 0 {
-		end = min(end, offset+length)
+	end, err := window(offset, length, f.Size)
+	if err != nil {
+		return nil, 0, err
 	}
 	// Candidate blocks: allocated in either file.
 	cand := map[int64]bool{}
@@ -404,7 +413,9 @@ func (a *client) SnapshotRanges(ctx context.Context, snapshotID, base string, of
 			}
 			continue
 		}
-		if !bytes.Equal(f.read(off, blockSize), b.read(off, blockSize)) {
+		// Like the agent: beyond the end of a smaller base, whatever the
+		// snapshot allocates is changed.
+		if off >= b.Size && f.Blocks[k] != nil || off < b.Size && !bytes.Equal(f.read(off, blockSize), b.read(off, blockSize)) {
 			blocks = append(blocks, k)
 		}
 	}
@@ -423,6 +434,20 @@ func (a *client) SnapshotRanges(ctx context.Context, snapshotID, base string, of
 		out = append(out, provisioner.ByteRange{Offset: off, Length: hi - off})
 	}
 	return out, 0, nil
+}
+
+// window is the agent's check of [offset, offset+length) (length 0: to
+// the end) against a file of size bytes: out of range is InvalidArgument.
+func window(offset, length, size int64) (int64, error) {
+	switch {
+	case offset < 0 || offset > size:
+		return 0, fmt.Errorf("offset %d outside the %d bytes: %w", offset, size, provisioner.ErrInvalidArgument)
+	case length < 0 || length > size-offset:
+		return 0, fmt.Errorf("length %d from offset %d beyond the %d bytes: %w", length, offset, size, provisioner.ErrInvalidArgument)
+	case length == 0:
+		return size, nil
+	}
+	return offset + length, nil
 }
 
 func max64(a, b int64) int64 {
