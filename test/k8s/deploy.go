@@ -270,3 +270,18 @@ func (cp *ControlPlane) EnsureNamespace(ns string) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// rbacKinds are what the controller's sidecars need to exist to be allowed
+// anything.
+var rbacKinds = map[string]bool{"Namespace": true, "ServiceAccount": true, "ClusterRole": true,
+	"ClusterRoleBinding": true, "Role": true, "RoleBinding": true}
+
+func mapAt(m map[string]any, key string) map[string]any {
+	v, _ := m[key].(map[string]any)
+	return v
+}
+
+func spec(o Object) map[string]any {
+	s, _ := o["spec"].(map[string]any)
+	return s
+}

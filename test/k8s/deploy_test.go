@@ -97,11 +97,6 @@ type deployObjects struct {
 // sidecarNames are the controller sidecars, as their images are named.
 var sidecarNames = []string{"csi-provisioner", "csi-attacher", "csi-resizer", "csi-snapshotter"}
 
-// rbacKinds are what the controller's sidecars need to exist to be allowed
-// anything.
-var rbacKinds = map[string]bool{"Namespace": true, "ServiceAccount": true, "ClusterRole": true,
-	"ClusterRoleBinding": true, "Role": true, "RoleBinding": true}
-
 // pickDeployObjects finds in deploy/: nvmirror's CSIDriver; an example PVC
 // and the StorageClass of nvmirror's it names (examples, i.e. a source path
 // naming "example", come first); and the controller Deployment running the
@@ -200,16 +195,6 @@ func sidecarArgs(deployment Object) map[string][]string {
 		}
 	}
 	return out
-}
-
-func mapAt(m map[string]any, key string) map[string]any {
-	v, _ := m[key].(map[string]any)
-	return v
-}
-
-func spec(o Object) map[string]any {
-	s, _ := o["spec"].(map[string]any)
-	return s
 }
 
 // params returns the StorageClass's parameters, creating the map.
