@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	utilexec "k8s.io/utils/exec"
 
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/volume"
@@ -108,7 +108,7 @@ func TestSnapshotsOnTheStack(t *testing.T) {
 	s := startStackWith(t, stackOptions{storageNodes: 3, poolRoot: pool})
 	c := dialCSI(t, s.csiSocket)
 	sc := dialSnapshotServices(t, s.csiSocket)
-	md := mdraid.NewManager(nil)
+	md := mdraid.NewManager(utilexec.New(), "")
 	prov := dialProvisioner(t, s)
 	three := map[string]string{"numReplicas": "3"}
 
