@@ -528,3 +528,37 @@ type Store interface {
 
 	Close() error
 }
+
+// NamedRecords describes a kind of record with a unique ID and a unique
+// name (snapshots and their groups), so each store implements the kind's
+// methods once, generically.
+type NamedRecords[T any] struct {
+	Kind  string
+	Clone func(T) T
+	Key   func(T) (id, name string)
+	// Stamp sets the record's creation time (if unset) and update time.
+	Stamp func(T, time.Time)
+}
+
+// SnapshotRecords and SnapshotGroupRecords describe the snapshot kinds.
+var (
+	SnapshotRecords = NamedRecords[*Snapshot]{
+		Kind:  "snapshot",
+		Clone: (*Snapshot).Clone,
+		Key:   func(s *Snapshot) (string, string) { return s.ID, s.Name },
+		Stamp: func(s *Snapshot, now time.Time) { stamp(&s.CreatedAt, &s.UpdatedAt, now) },
+	}
+	SnapshotGroupRecords = NamedRecords[*SnapshotGroup]{
+		Kind:  "snapshot group",
+		Clone: (*SnapshotGroup).Clone,
+		Key:   func(g *SnapshotGroup) (string, string) { return g.ID, g.Name },
+		Stamp: func(g *SnapshotGroup, now time.Time) { stamp(&g.CreatedAt, &g.UpdatedAt, now) },
+	}
+)
+
+func stamp(created, updated *time.Time, now time.Time) {
+	if created.IsZero() {
+		*created = now
+	}
+	*updated = now
+}

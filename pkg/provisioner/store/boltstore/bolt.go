@@ -74,7 +74,7 @@ func Open(path string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("open registry %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketVolumes, bucketNames, bucketNodes, bucketEvents, bucketEventIDs, bucketMeta, bucketHostCredentials, bucketTombstones} {
+		for _, b := range [][]byte{bucketVolumes, bucketNames, bucketNodes, bucketEvents, bucketEventIDs, bucketMeta, bucketHostCredentials, bucketTombstones, bucketSnapshots, bucketSnapshotNames, bucketGroups, bucketGroupNames} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

@@ -14,6 +14,8 @@
 //	volume-names/<name>   volume id (the name index, updated in the same txn)
 //	storage-nodes/<id>    StorageNode JSON
 //	tombstones/<id>       Tombstone JSON of a deleted volume (written in its delete txn)
+//	snapshots/<id>, snapshot-names/<name>             Snapshot JSON and its name index
+//	snapshot-groups/<id>, snapshot-group-names/<name> SnapshotGroup JSON and its name index
 //	events/<seq, 20 digits> Event JSON (ordered by key)
 //	event-ids/<id>        seq of the event with that reporter ID (dedupe)
 //	meta/event-seq        last event sequence number

@@ -47,6 +47,9 @@ func Run(t *testing.T, newStore Factory) {
 		{"Leader", testLeader},
 		{"HostCredentials", testHostCredentials},
 		{"ConcurrentHostCredentialUpdates", testConcurrentHostCredentials},
+		{"Snapshots", testSnapshots},
+		{"ConcurrentSnapshotUpdatesLoseNothing", testConcurrentSnapshotUpdates},
+		{"SnapshotGroups", testSnapshotGroups},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
