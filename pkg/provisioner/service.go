@@ -132,6 +132,8 @@ type Service struct {
 	// process, so a stale create's rollback never runs beside a create.
 	creates createGate
 	orphans orphanState
+	// nodes is the command channel to the CSI nodes (nodehub.go).
+	nodes *NodeHub
 }
 
 type backoff struct {
@@ -184,8 +186,10 @@ func New(o Options) (*Service, error) {
 	default:
 		return nil, fmt.Errorf("provisioner: credential scope %q: want %s or %s", o.CredentialScope, ScopeStorageNode, ScopeHost)
 	}
-	return &Service{o: o, replacing: map[string]int{}, repairBackoff: map[string]backoff{},
-		drainStuck: map[string]map[string]string{}, drainReported: map[string]bool{}, moveDone: make(chan struct{}, 1), repairWake: make(chan struct{}, 1)}, nil
+	s := &Service{o: o, replacing: map[string]int{}, repairBackoff: map[string]backoff{},
+		drainStuck: map[string]map[string]string{}, drainReported: map[string]bool{}, moveDone: make(chan struct{}, 1), repairWake: make(chan struct{}, 1)}
+	s.nodes = newNodeHub(o.Store.IsLeader, func(prefix string) string { return prefix + s.randomHex(12) })
+	return s, nil
 }
 
 func (s *Service) randomHex(n int) string {
