@@ -44,6 +44,8 @@ type NodeHub struct {
 	nodes map[string]*nodeStream
 	// pending: commands sent and not answered, by command ID.
 	pending map[string]*pendingCommand
+	// closed: Shutdown ran; streams are refused.
+	closed bool
 }
 
 type nodeStream struct {
@@ -87,6 +89,10 @@ func (h *NodeHub) serve(ctx context.Context, nodeID string, send func(*provision
 	name := nodeName(nodeID)
 	ns := &nodeStream{nodeID: nodeID, out: make(chan *provisionerapi.NodeCommand), gone: make(chan struct{})}
 	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return fmt.Errorf("%w: the provisioner is stopping", ErrUnavailable)
+	}
 	old := h.nodes[name]
 	h.nodes[name] = ns
 	h.mu.Unlock()
@@ -112,7 +118,7 @@ func (h *NodeHub) serve(ctx context.Context, nodeID string, send func(*provision
 				return err
 			}
 		case <-ns.gone:
-			return fmt.Errorf("%w: a newer stream of node %s replaced this one", ErrUnavailable, nodeID)
+			return fmt.Errorf("%w: a newer stream of node %s replaced this one, or the provisioner is stopping", ErrUnavailable, nodeID)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:
@@ -120,6 +126,18 @@ func (h *NodeHub) serve(ctx context.Context, nodeID string, send func(*provision
 				return notLeader()
 			}
 		}
+	}
+}
+
+// Shutdown ends every node stream (the nodes reconnect, to the next
+// leader) and refuses new ones: a graceful stop of the gRPC server waits
+// for open streams, and these never end on their own.
+func (h *NodeHub) Shutdown() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for _, ns := range h.nodes {
+		ns.end()
 	}
 }
 

@@ -334,3 +334,21 @@ func TestNodeHubFollowsLeadership(t *testing.T) {
 		t.Fatalf("stream to a follower: %v", err)
 	}
 }
+
+// Shutdown ends the node streams (a graceful stop of the server waits for
+// them) and refuses new ones.
+func TestNodeHubShutdown(t *testing.T) {
+	h := newHubEnv(t)
+	n := h.connect(t, "worker-1", w1)
+	h.svc.Nodes().Shutdown()
+	if _, err := n.stream.Recv(); status.Code(err) != codes.Unavailable {
+		t.Fatalf("stream after Shutdown: %v", err)
+	}
+	stream, err := h.as(t, "worker-1", "node").NodeCommands(context.Background(), &provisionerapi.NodeCommandsRequest{NodeId: w1})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "stopping") {
+		t.Fatalf("stream after Shutdown: %v", err)
+	}
+}
