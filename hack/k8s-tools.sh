@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes binaries that the control-plane e2e (test/k8s) runs:
-# kube-apiserver, kube-controller-manager, kubectl and the CSI sidecars
-# csi-provisioner, csi-attacher and csi-resizer. etcd is Debian's
-# (hack/install-deps.sh).
+# kube-apiserver, kube-controller-manager, kubectl, the CSI sidecars
+# csi-provisioner, csi-attacher, csi-resizer and csi-snapshotter, and the
+# cluster's snapshot-controller. etcd is Debian's (hack/install-deps.sh).
 #
 # Each comes from a helper module under hack/k8s/ (its own go.mod, pinned
 # versions, upstream's replace lines), never from the main go.mod. The binaries
-# are static, stripped and cached in ~/.cache/nvmirror/k8s/<key>/bin ($NVMIRROR_K8S_CACHE),
-# where <key> hashes
-# the helper modules' go.mod/go.sum, this script and the Go version: a second
-# run with nothing changed costs nothing.
+# are static and stripped, and cached per helper module in
+# ~/.cache/nvmirror/k8s/modules/<module>-<key>/bin ($NVMIRROR_K8S_CACHE), where
+# <key> hashes that module's go.mod/go.sum, its packages, the build recipe
+# below (build_module) and the Go version. The directory the tests use,
+# ~/.cache/nvmirror/k8s/<key>/bin, holds hard links to every module's
+# binaries, <key> hashing the modules' keys. A second run with nothing changed
+# costs nothing, and changing or adding one helper module rebuilds only that
+# module.
 #
-# A cold build takes about 10 minutes on 2 cores and fills about 7 GB of build
-# cache, of no use to anything else: it uses a temporary GOCACHE, deleted
-# afterwards. Module downloads stay in the normal GOMODCACHE.
+# A cold build of everything takes about 21 minutes on 2 cores (the
+# csi-snapshotter module, built alone, 195 s) and fills several GB of build
+# cache, of no use to anything else: each module uses a temporary GOCACHE,
+# deleted afterwards. Module downloads stay in the normal GOMODCACHE.
 #
 #   hack/k8s-tools.sh                 build if needed; print the bin directory last
 #   hack/k8s-tools.sh --print-bin-dir print the bin directory (built or not), build nothing
@@ -23,27 +28,57 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 GO=${GO:-go}
 
-# module directory : packages it builds
+# module directory : packages it builds (each binary is named after its package)
 modules=(
   "hack/k8s/kubernetes:k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl"
   "hack/k8s/csi-provisioner:github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner"
   "hack/k8s/csi-attacher:github.com/kubernetes-csi/external-attacher/v4/cmd/csi-attacher"
   "hack/k8s/csi-resizer:github.com/kubernetes-csi/external-resizer/v2/cmd/csi-resizer"
+  "hack/k8s/csi-snapshotter:github.com/kubernetes-csi/external-snapshotter/v8/cmd/csi-snapshotter github.com/kubernetes-csi/external-snapshotter/v8/cmd/snapshot-controller"
 )
-binaries=(kube-apiserver kube-controller-manager kubectl csi-provisioner csi-attacher csi-resizer)
+
+# The version that a binary reports (kube-apiserver's /version, kubectl version,
+# a sidecar's --version) comes from its module version, as upstream's release
+# builds set it; without it they say v0.0.0-master or "unknown".
+modversion() { (cd "$1" && "$GO" list -m -f '{{.Version}}' "$2"); }
+
+# build_module DIR OUTDIR PKGS...: the build recipe; its text is part of every
+# module's cache key, so changing it rebuilds everything.
+build_module() {
+  local dir=$1 outdir=$2 ldflags="-s -w" kube_version kube_minor pkg
+  shift 2
+  case "$dir" in
+    hack/k8s/kubernetes)
+      kube_version=$(modversion "$dir" k8s.io/kubernetes)
+      kube_minor=$(echo "$kube_version" | cut -d. -f2)
+      for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        ldflags+=" -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$kube_minor"
+        ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+      done
+      ;;
+    *) ldflags+=" -X main.version=$(modversion "$dir" "${1%%/cmd/*}")" ;;
+  esac
+  # CGO off for static binaries; -mod=readonly so the pinned go.sum is what
+  # gets built.
+  (cd "$dir" && CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=readonly" \
+    "$GO" build -trimpath -ldflags "$ldflags" -o "$outdir/" "$@")
+}
 
 goversion=$("$GO" env GOVERSION)
-key=$({
-  echo "$goversion"
-  cat "${BASH_SOURCE[0]}"
-  for entry in "${modules[@]}"; do
-    dir=${entry%%:*}
-    echo "== $dir"
-    cat "$dir/go.mod" "$dir/go.sum"
-  done
-} | sha256sum | cut -c1-16)
+recipe=$(declare -f modversion build_module)
+hash16() { sha256sum | cut -c1-16; }
+modkey() {
+  local dir=${1%%:*}
+  { echo "$goversion"; echo "$recipe"; echo "$1"; cat "$dir/go.mod" "$dir/go.sum"; } | hash16
+}
+modname() { local dir=${1%%:*}; echo "${dir##*/}-$(modkey "$1")"; }
+binaries() { local p; for p in ${1#*:}; do echo "${p##*/}"; done; }
+
+names=()
+for entry in "${modules[@]}"; do names+=("$(modname "$entry")"); done
+key=$(printf '%s\n' "${names[@]}" | hash16)
 # Outside the work tree by default, so every clone on a machine (CI runs a
-# fresh clone each time) shares the one 10-minute build; NVMIRROR_K8S_CACHE
+# fresh clone each time) shares the one long build; NVMIRROR_K8S_CACHE
 # overrides, e.g. to keep it inside the repo's ignored .cache/.
 cache="${NVMIRROR_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nvmirror/k8s}"
 out="$cache/$key"
@@ -53,76 +88,102 @@ if [ "${1:-}" = "--print-bin-dir" ]; then
   exit 0
 fi
 
+# complete DIR BINARIES...: DIR/bin holds every binary of a finished build.
 complete() {
-  [ -f "$out/complete" ] || return 1
-  for b in "${binaries[@]}"; do [ -x "$out/bin/$b" ] || return 1; done
+  local d=$1 b
+  shift
+  [ -f "$d/complete" ] || return 1
+  for b in "$@"; do [ -x "$d/bin/$b" ] || return 1; done
 }
 
-mkdir -p "$cache"
-# Two builds at once (two make runs) would each spend 10 minutes and 7 GB:
-# the second waits for the first and then finds the binaries.
+mkdir -p "$cache/modules"
+# Two builds at once (two make runs) would each spend the build time and
+# disk: the second waits for the first and then finds the binaries.
 exec 9>"$cache/.lock"
 flock 9
 
-if complete; then
+# Stale entries: a tests' directory of other modules unused for a week (every
+# run touches the one it uses; a directory of the old layout, with binaries of
+# its own and no modules file, at once), then every module build that no
+# tests' directory links any more. Clones on one machine at different
+# versions (two branches) thus share the modules they have in common and keep
+# the rest while both are in use.
+cleanup() {
+  local old mod
+  for old in "$cache"/*/; do
+    old=${old%/}
+    [ "$old" != "$out" ] && [ "$old" != "$cache/modules" ] && [ -f "$old/complete" ] || continue
+    if [ ! -f "$old/modules" ] || [ -n "$(find "$old/complete" -mtime +7)" ]; then
+      echo "removing stale $old" >&2
+      rm -rf "$old"
+    fi
+  done
+  for mod in "$cache"/modules/*/; do
+    mod=${mod%/}
+    [ -d "$mod" ] || continue
+    grep -qxF "${mod##*/}" "$cache"/*/modules 2>/dev/null && continue
+    echo "removing stale $mod" >&2
+    rm -rf "$mod"
+  done
+}
+
+all=()
+for entry in "${modules[@]}"; do mapfile -t -O "${#all[@]}" all < <(binaries "$entry"); done
+if complete "$out" "${all[@]}"; then
+  touch "$out/complete"
+  cleanup
   echo "k8s tools up to date ($goversion, key $key)" >&2
   echo "$out/bin"
   exit 0
 fi
 
-# The version that a binary reports (kube-apiserver's /version, kubectl version,
-# a sidecar's --version) comes from its module version, as upstream's release
-# builds set it; without it they say v0.0.0-master or "unknown".
-modversion() { (cd "$1" && "$GO" list -m -f '{{.Version}}' "$2"); }
-kube_version=$(modversion hack/k8s/kubernetes k8s.io/kubernetes)
-kube_minor=$(echo "$kube_version" | cut -d. -f2)
-kube_ldflags=""
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-  kube_ldflags+=" -X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$kube_minor"
-  kube_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-done
-
-tmp=$(mktemp -d "$cache/build.XXXXXX")
-trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
-mkdir -p "$tmp/bin" "$tmp/gocache"
-export GOCACHE="$tmp/gocache" CGO_ENABLED=0
-export GOFLAGS="${GOFLAGS:-} -mod=readonly"
-
 start=$SECONDS
-echo "building k8s tools ($goversion, key $key) into $out/bin; a cold build takes ~10 min on 2 cores" >&2
-for entry in "${modules[@]}"; do
+built=0
+for i in "${!modules[@]}"; do
+  entry=${modules[$i]}
   dir=${entry%%:*}
-  pkgs=${entry#*:}
-  ldflags="-s -w"
-  case "$dir" in
-    hack/k8s/kubernetes) ldflags+="$kube_ldflags" ;;
-    *) ldflags+=" -X main.version=$(modversion "$dir" "$(echo "$pkgs" | sed 's#/cmd/.*##')")" ;;
-  esac
+  mod="$cache/modules/${names[$i]}"
+  mapfile -t bins < <(binaries "$entry")
+  if complete "$mod" "${bins[@]}"; then continue; fi
+  echo "building $dir ($goversion) into $mod/bin" >&2
+  tmp=$(mktemp -d "$cache/build.XXXXXX")
+  trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
+  mkdir -p "$tmp/bin" "$tmp/gocache"
   t=$SECONDS
   # One retry: on a shared build machine a cold build has failed with a
   # transient ENOSPC in the compiler's temporary files; the retry reuses
   # what the first attempt compiled (GOCACHE), so it costs little when the
   # failure was transient and fails the same way when it was not.
-  # shellcheck disable=SC2086 # pkgs is a list
-  if ! (cd "$dir" && "$GO" build -trimpath -ldflags "$ldflags" -o "$tmp/bin/" $pkgs); then
+  # shellcheck disable=SC2086 # the packages are a list
+  if ! GOCACHE="$tmp/gocache" build_module "$dir" "$tmp/bin" ${entry#*:}; then
     echo "  $dir: build failed after $(( SECONDS - t ))s; retrying once" >&2
     sleep 10
-    (cd "$dir" && "$GO" build -trimpath -ldflags "$ldflags" -o "$tmp/bin/" $pkgs)
+    # shellcheck disable=SC2086
+    GOCACHE="$tmp/gocache" build_module "$dir" "$tmp/bin" ${entry#*:}
   fi
-  echo "  $dir: $(( SECONDS - t ))s" >&2
-done
-for b in "${binaries[@]}"; do
-  [ -x "$tmp/bin/$b" ] || { echo "k8s-tools: $b was not built" >&2; exit 1; }
+  for b in "${bins[@]}"; do
+    [ -x "$tmp/bin/$b" ] || { echo "k8s-tools: $b was not built" >&2; exit 1; }
+  done
+  rm -rf "$mod"
+  mkdir -p "$mod"
+  mv "$tmp/bin" "$mod/bin"
+  echo "$goversion" >"$mod/complete"
+  chmod -R u+w "$tmp"; rm -rf "$tmp"; trap - EXIT
+  echo "  $dir: $(( SECONDS - t ))s ($(du -sh "$mod/bin" | cut -f1))" >&2
+  built=$((built + 1))
 done
 
+# The tests' directory: hard links (copies on a file system without them).
 rm -rf "$out"
-mkdir -p "$out"
-mv "$tmp/bin" "$out/bin"
-echo "$goversion" >"$out/complete"
-# Binaries of older keys are ~420 MB each and nothing uses them any more.
-for old in "$cache"/*/; do
-  old=${old%/}
-  [ "$old" = "$out" ] || [ ! -f "$old/complete" ] || { echo "removing stale $old" >&2; rm -rf "$old"; }
+mkdir -p "$out/bin"
+for name in "${names[@]}"; do
+  for f in "$cache/modules/$name/bin/"*; do
+    ln "$f" "$out/bin/" 2>/dev/null || cp "$f" "$out/bin/"
+  done
 done
-echo "built k8s tools in $(( SECONDS - start ))s ($(du -sh "$out/bin" | cut -f1))" >&2
+printf '%s\n' "${names[@]}" >"$out/modules"
+echo "$goversion" >"$out/complete"
+
+cleanup
+echo "k8s tools: built $built module(s) in $(( SECONDS - start ))s; $out/bin ($(du -sh "$out/bin" | cut -f1))" >&2
 echo "$out/bin"

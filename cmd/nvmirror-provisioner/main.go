@@ -130,7 +130,7 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 		MaxReplacementsPerNode: o.MaxReplacementsPerNode, AgentTimeout: o.AgentTimeout,
 		CredentialScope: provisioner.CredentialScope(o.CredentialScope), RepairLease: o.RepairLease, HealTimeUnit: o.HealTimeUnit,
 		RepairRetry: 2 * o.RepairInterval, MaxConcurrentMoves: o.MaxConcurrentMoves,
-		CreatingTimeout: o.CreatingTimeout, OrphanGrace: o.OrphanGrace, TombstoneRetention: o.TombstoneRetention}
+		CreatingTimeout: o.CreatingTimeout, OrphanGrace: o.OrphanGrace, TombstoneRetention: o.TombstoneRetention, FreezeTimeout: o.FreezeTimeout}
 	var syslog, kube provisioner.EventSink
 	if o.SyslogAddress != "" {
 		fwd, err := newForwarder(o)

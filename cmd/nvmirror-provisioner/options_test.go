@@ -66,6 +66,7 @@ func TestValidate(t *testing.T) {
 		{"kube events queue", func(o *Options) { o.KubeEventsQueue = 0 }, "--kube-events-queue"},
 		{"sweep interval", func(o *Options) { o.SweepInterval = 0 }, "--sweep-interval"},
 		{"creating timeout", func(o *Options) { o.CreatingTimeout = 10 * time.Second }, "--creating-timeout"},
+		{"freeze timeout", func(o *Options) { o.FreezeTimeout = 5 * time.Minute }, "--freeze-timeout"},
 		{"orphan scan interval", func(o *Options) { o.OrphanScanInterval = -time.Second }, "--orphan-scan-interval"},
 		{"orphan grace", func(o *Options) { o.OrphanGrace = 0 }, "--orphan-grace"},
 		{"tombstone retention", func(o *Options) { o.TombstoneRetention = o.OrphanGrace }, "--tombstone-retention"},

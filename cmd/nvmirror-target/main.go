@@ -129,7 +129,7 @@ func run(ctx context.Context, o agent.Options, kmsgPath string, rep repairFlags)
 	srv := grpc.NewServer(
 		grpc.Creds(auth.Credentials()),
 		grpc.ChainUnaryInterceptor(auth.UnaryServerInterceptor(), agent.LoggingInterceptor),
-		grpc.ChainStreamInterceptor(auth.StreamServerInterceptor()),
+		grpc.ChainStreamInterceptor(auth.StreamServerInterceptor(), agent.StreamLoggingInterceptor),
 	)
 	var serverOpts []agent.ServerOption
 	if rep.enabled {

@@ -63,6 +63,10 @@ func CommandsUsage(volume string) string {
                               delete those orphans from their storage nodes now, unknown ones too
                               (after a registry restore they may hold a newer volume's only copy:
                               see docs/provisioner.md before you do)
+  snapshots [%[1]s]       snapshots (of one volume): size, allocated bytes, copies complete/wanted,
+                              state, group, when taken
+  snapshot SNAPSHOT_ID        one snapshot: each copy's storage node, state, allocated bytes, and
+                              whether it shares blocks with its source (reflink pool)
 `, volume)
 }
 

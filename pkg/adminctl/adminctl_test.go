@@ -224,3 +224,33 @@ func TestRenderVolumeDivergedReplica(t *testing.T) {
 		t.Errorf("volume view lacks %q:\n%s", want, b.String())
 	}
 }
+
+func TestRenderSnapshots(t *testing.T) {
+	now := time.Date(2026, 12, 5, 2, 0, 0, 0, time.UTC)
+	s := &api.Snapshot{Id: "snap-1", Name: "daily\x1b[31m", SourceVolumeId: "vol-1", SizeBytes: 16 << 30, State: "ready", ReadyToUse: true, WantCopies: 3,
+		Created: timestamppb.New(now.Add(-90 * time.Second)),
+		Copies: []*api.SnapshotCopy{
+			{StorageNode: "sn-1", State: "ready", AllocatedBytes: 64 << 20, Reflinked: true},
+			{StorageNode: "sn-2", State: "ready", AllocatedBytes: 64 << 20, Reflinked: true},
+			{StorageNode: "sn-3", State: "cutting"},
+		}}
+	var b strings.Builder
+	renderSnapshots(&b, []*api.Snapshot{s}, now)
+	out := b.String()
+	for _, want := range []string{"snap-1", "vol-1", "16Gi", "128Mi", "2/3", "ready", "(1m30s ago)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("list lacks %q:\n%s", want, out)
+		}
+	}
+	b.Reset()
+	renderSnapshot(&b, s, now)
+	out = b.String()
+	for _, want := range []string{"sn-1", "sn-3", "cutting", "64Mi", "2/3 complete", "true"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("detail lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "\x1b") {
+		t.Errorf("control characters reach the terminal: %q", out)
+	}
+}

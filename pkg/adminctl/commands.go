@@ -61,6 +61,8 @@ var commands = map[string]func(e cmdEnv) error{
 	"uncordon":    cmdUncordon,
 	"drain":       cmdDrain,
 	"orphans":     cmdOrphans,
+	"snapshots":   cmdSnapshots,
+	"snapshot":    cmdSnapshot,
 }
 
 func cmdVolumes(e cmdEnv) error {

@@ -12,8 +12,13 @@ import (
 // hand out secrets or delete replicas on the storage nodes.
 func Authorizer() rpcauth.Authorizer {
 	p := rpcauth.Policy{}
+	rule := rpcauth.Rule{Roles: []rpcauth.Role{rpcauth.RoleProvisioner}}
 	for _, m := range agentapi.Target_ServiceDesc.Methods {
-		p["/"+agentapi.Target_ServiceDesc.ServiceName+"/"+m.MethodName] = rpcauth.Rule{Roles: []rpcauth.Role{rpcauth.RoleProvisioner}}
+		p["/"+agentapi.Target_ServiceDesc.ServiceName+"/"+m.MethodName] = rule
+	}
+	// The streaming calls (ReadData, WriteData) move snapshot data.
+	for _, st := range agentapi.Target_ServiceDesc.Streams {
+		p["/"+agentapi.Target_ServiceDesc.ServiceName+"/"+st.StreamName] = rule
 	}
 	return p
 }

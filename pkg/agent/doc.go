@@ -12,6 +12,16 @@
 // port of the agent. attr_allow_any_host is 0: only hosts added with
 // AllowHost (or at creation) can connect.
 //
+// # Snapshots
+//
+// Snapshot s is <pool>/snapshots/s.snap with its record s.json; a copy
+// being made or received is .s.part and becomes the snapshot only by
+// rename. Copies are reflinks (FICLONE) where the filesystem can, sparse
+// copies otherwise (snapshotcopy.go); SnapshotRanges compares two
+// snapshots by FIEMAP and content (snapshotranges.go); the md superblock
+// of a replica or copy is read by pkg/mdraid/superblock. See
+// docs/nvmirror-target.md#snapshots.
+//
 // # Crash safety
 //
 // The state file is the agent's truth; configfs is rebuilt from it on every

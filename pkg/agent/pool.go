@@ -9,8 +9,10 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 )
 
 // Provisioning says how a replica's backing file takes space.
@@ -143,11 +145,67 @@ func (p *Pool) spaceError(id string, size int64, op string, err error) error {
 	return fmt.Errorf("%s backing file of replica %s to %d bytes: %w", op, id, size, err)
 }
 
-// Remove deletes replica id's file; a missing file is not an error.
+// Remove deletes replica id's file (and a part file of an interrupted
+// create from a snapshot); a missing file is not an error.
 func (p *Pool) Remove(id string) error {
-	if err := os.Remove(p.Path(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove backing file of replica %s: %w", id, err)
+	for _, path := range []string{p.Path(id), p.partPath(id)} {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove backing file of replica %s: %w", id, err)
+		}
 	}
+	return syncDir(p.dir)
+}
+
+// partPath is where a replica created from a snapshot is built before it
+// is renamed into place. Its name starts with '.' and does not end in
+// imageSuffix, so List never takes it for a replica.
+func (p *Pool) partPath(id string) string { return filepath.Join(p.dir, "."+id+imageSuffix+partSuffix) }
+
+// EnsureFromSnapshot makes replica id's file, when it does not exist yet,
+// a file of size bytes holding src's range of the snapshot (reflinked
+// where the filesystem can, else a sparse copy) and zeros elsewhere. The
+// file is built under partPath, fsynced and renamed into place, so a file
+// at Path is always complete and an interrupted build is started over.
+func (p *Pool) EnsureFromSnapshot(id string, size int64, prov Provisioning, src SnapshotSource) error {
+	if _, err := os.Stat(p.Path(id)); err == nil {
+		return nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	snap, err := os.Open(p.SnapshotPath(src.SnapshotID))
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: source snapshot %s of replica %s is not on this storage node", ErrFailedPrecondition, src.SnapshotID, id)
+	}
+	if err != nil {
+		return err
+	}
+	defer snap.Close()
+	f, err := os.OpenFile(p.partPath(id), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("create backing file of replica %s: %w", id, err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		return p.spaceError(id, size, "truncate", err)
+	}
+	start := time.Now()
+	method, err := copyRange(f, snap, src.SourceOffset, src.Length, src.TargetOffset)
+	if err != nil {
+		return p.spaceError(id, size, "copy snapshot "+src.SnapshotID+" into", err)
+	}
+	if prov == Thick {
+		if err := unix.Fallocate(int(f.Fd()), 0, 0, size); err != nil {
+			return p.spaceError(id, size, "fallocate", err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("fsync backing file of replica %s: %w", id, err)
+	}
+	if err := os.Rename(p.partPath(id), p.Path(id)); err != nil {
+		return fmt.Errorf("rename backing file of replica %s into place: %w", id, err)
+	}
+	klog.InfoS("Replica file made from snapshot", "replica", id, "snapshot", src.SnapshotID, "method", method,
+		"sourceOffset", src.SourceOffset, "length", src.Length, "targetOffset", src.TargetOffset, "duration", time.Since(start))
 	return syncDir(p.dir)
 }
 

@@ -36,6 +36,9 @@ func (s *Service) Start(ctx context.Context) error {
 			return fmt.Errorf("nvmet port %d (%s:%s): %w", p.ID, p.TrAddr, p.TrSvcID, err)
 		}
 	}
+	if err := s.pool.cleanSnapshotLeftovers(); err != nil {
+		return fmt.Errorf("clean up snapshot directory: %w", err)
+	}
 	if err := s.Reconcile(ctx); err != nil {
 		return fmt.Errorf("%w: %w", ErrRestoreIncomplete, err)
 	}

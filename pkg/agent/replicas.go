@@ -17,6 +17,8 @@ type CreateRequest struct {
 	SizeBytes    int64
 	Provisioning Provisioning
 	AllowedHosts []string
+	// Source, when set, is the snapshot range the new file starts as.
+	Source *SnapshotSource
 }
 
 // CreateReplica creates replica req.ReplicaID, or returns it when it exists
@@ -46,6 +48,10 @@ func (s *Service) CreateReplica(ctx context.Context, req CreateRequest) (*Replic
 			return nil, fmt.Errorf("%w: replica %s exists with volume_id=%s size_bytes=%d provisioning_type=%s; requested volume_id=%s size_bytes=%d provisioning_type=%s",
 				ErrAlreadyExists, cur.ID, cur.VolumeID, cur.SizeBytes, cur.Provisioning, req.VolumeID, req.SizeBytes, req.Provisioning)
 		}
+		if !sameSource(cur.Source, req.Source) {
+			return nil, fmt.Errorf("%w: replica %s exists with source %s; requested source %s",
+				ErrAlreadyExists, cur.ID, cur.Source, req.Source)
+		}
 		if cur.State == StateCreating {
 			if err := s.finishCreate(cur); err != nil {
 				return nil, err
@@ -62,6 +68,11 @@ func (s *Service) CreateReplica(ctx context.Context, req CreateRequest) (*Replic
 		return nil, fmt.Errorf("%w: size_bytes %d exceeds the %d bytes available in pool %s",
 			ErrResourceExhausted, req.SizeBytes, c.AvailableBytes, s.pool.Dir())
 	}
+	if req.Source != nil {
+		if err := s.checkSource(req.Source); err != nil {
+			return nil, err
+		}
+	}
 	r := &Replica{
 		ID:           req.ReplicaID,
 		VolumeID:     req.VolumeID,
@@ -69,6 +80,7 @@ func (s *Service) CreateReplica(ctx context.Context, req CreateRequest) (*Replic
 		Provisioning: req.Provisioning,
 		AllowedHosts: hosts,
 		State:        StateCreating,
+		Source:       req.Source,
 	}
 	if err := s.put(r); err != nil { // (1)
 		return nil, err
@@ -83,13 +95,20 @@ func (s *Service) CreateReplica(ctx context.Context, req CreateRequest) (*Replic
 		}
 		return nil, err
 	}
-	klog.InfoS("Created replica", "replica", r.ID, "volume", r.VolumeID, "sizeBytes", r.SizeBytes, "provisioning", r.Provisioning, "hosts", r.AllowedHosts)
+	klog.InfoS("Created replica", "replica", r.ID, "volume", r.VolumeID, "sizeBytes", r.SizeBytes, "provisioning", r.Provisioning, "hosts", r.AllowedHosts, "source", r.Source)
 	r, _ = s.get(r.ID)
 	return r, nil
 }
 
-// finishCreate does steps (2)-(4) of CreateReplica for a record.
+// finishCreate does steps (2)-(4) of CreateReplica for a record. A
+// replica from a snapshot gets its file built aside and renamed into place
+// (Pool.EnsureFromSnapshot), so an existing file is always complete.
 func (s *Service) finishCreate(r *Replica) error {
+	if r.Source != nil {
+		if err := s.pool.EnsureFromSnapshot(r.ID, r.SizeBytes, r.Provisioning, *r.Source); err != nil {
+			return err
+		}
+	}
 	if err := s.pool.Ensure(r.ID, r.SizeBytes, r.Provisioning); err != nil {
 		return err
 	}
@@ -257,6 +276,11 @@ func validateCreate(req CreateRequest) ([]string, error) {
 			return nil, err
 		}
 	}
+	if req.Source != nil {
+		if err := validateSource(req.Source, req.SizeBytes); err != nil {
+			return nil, err
+		}
+	}
 	return normalizeHosts(req.AllowedHosts), nil
 }
 
@@ -267,4 +291,56 @@ func normalizeHosts(h []string) []string {
 	out := slices.Clone(h)
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+func (src *SnapshotSource) String() string {
+	if src == nil {
+		return "none"
+	}
+	return fmt.Sprintf("snapshot %s [%d,+%d) at %d", src.SnapshotID, src.SourceOffset, src.Length, src.TargetOffset)
+}
+
+func sameSource(a, b *SnapshotSource) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// validateSource checks a source's fields against a replica of size
+// bytes: 4 KiB multiples, a non-empty range that fits the replica.
+func validateSource(src *SnapshotSource, size int64) error {
+	if err := validateSnapshotID("source.snapshot_id", src.SnapshotID); err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"source.source_offset", src.SourceOffset}, {"source.length", src.Length}, {"source.target_offset", src.TargetOffset}} {
+		if f.v < 0 || f.v%BlockSize != 0 {
+			return fieldError(f.name, "%d is not a non-negative multiple of %d", f.v, BlockSize)
+		}
+	}
+	if src.Length == 0 {
+		return fieldError("source.length", "must be positive")
+	}
+	if src.TargetOffset > size || src.Length > size-src.TargetOffset {
+		return fieldError("source.target_offset", "%d+%d bytes does not fit the replica's %d bytes", src.TargetOffset, src.Length, size)
+	}
+	return nil
+}
+
+// checkSource checks that the source snapshot exists and holds the range.
+func (s *Service) checkSource(src *SnapshotSource) error {
+	sn, err := s.pool.loadSnapshot(src.SnapshotID)
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("%w: source snapshot %s is not on this storage node", ErrFailedPrecondition, src.SnapshotID)
+	}
+	if err != nil {
+		return err
+	}
+	if src.SourceOffset > sn.SizeBytes || src.Length > sn.SizeBytes-src.SourceOffset {
+		return fieldError("source.length", "%d+%d bytes is beyond the end of snapshot %s (%d bytes)", src.SourceOffset, src.Length, src.SnapshotID, sn.SizeBytes)
+	}
+	return nil
 }

@@ -152,6 +152,7 @@ func (s *Server) CreateReplica(ctx context.Context, req *agentapi.CreateReplicaR
 		SizeBytes:    req.GetSizeBytes(),
 		Provisioning: provisioningFromProto(req.GetProvisioningType()),
 		AllowedHosts: req.GetAllowedHosts(),
+		Source:       sourceFromProto(req.GetSource()),
 	})
 	if err != nil {
 		return nil, grpcError(err)
@@ -236,6 +237,9 @@ func (s *Server) GetCapacity(context.Context, *agentapi.GetCapacityRequest) (*ag
 		AvailableBytes:   c.AvailableBytes,
 		ProvisionedBytes: c.ProvisionedBytes,
 		ReplicaCount:     int64(c.ReplicaCount),
+
+		SnapshotCount:          int64(c.SnapshotCount),
+		SnapshotAllocatedBytes: c.SnapshotAllocatedBytes,
 	}, nil
 }
 

@@ -53,6 +53,7 @@ func serveAs(t testing.TB, svc *Service, ca *rpcauthtest.CA, client *rpcauthtest
 	srv := grpc.NewServer(
 		grpc.Creds(auth.Credentials()),
 		grpc.ChainUnaryInterceptor(auth.UnaryServerInterceptor(), LoggingInterceptor),
+		grpc.ChainStreamInterceptor(auth.StreamServerInterceptor(), StreamLoggingInterceptor),
 	)
 	agentapi.RegisterTargetServer(srv, NewServer(svc, opts...))
 	lis := bufconn.Listen(1 << 20)

@@ -60,6 +60,9 @@ type Service struct {
 	// call on the same replica fails fast with ErrInFlight (gRPC Aborted)
 	// rather than queueing behind a possibly slow first one.
 	inflight inflight.Set
+	// snapInflight is inflight for snapshot IDs (a call that copies a
+	// replica into a snapshot holds both).
+	snapInflight inflight.Set
 
 	// mu guards replicas and serializes state file writes. It is never held
 	// across exporter or pool calls; per-replica exclusion is inflight's job.
@@ -105,6 +108,9 @@ type PoolCapacity struct {
 	Capacity
 	ProvisionedBytes int64
 	ReplicaCount     int
+	// Snapshots kept in the pool and what their files allocate.
+	SnapshotCount          int
+	SnapshotAllocatedBytes int64
 }
 
 // GetCapacity reports the pool's space (see Pool for the rule).
@@ -117,6 +123,14 @@ func (s *Service) GetCapacity() (PoolCapacity, error) {
 	for _, r := range s.snapshot() {
 		out.ProvisionedBytes += r.SizeBytes
 		out.ReplicaCount++
+	}
+	snaps, err := s.pool.listSnapshots()
+	if err != nil {
+		return PoolCapacity{}, err
+	}
+	for _, sn := range snaps {
+		out.SnapshotCount++
+		out.SnapshotAllocatedBytes += sn.AllocatedBytes
 	}
 	return out, nil
 }

@@ -43,11 +43,28 @@ type Replica struct {
 	// agent crash, so this cannot be inferred from configfs after a
 	// restart: without the flag a revoked host could keep its session.
 	CutPending bool `json:"cutPending,omitempty"`
+	// Source is the snapshot range the replica was created from (nil: it
+	// started empty). While the replica is being created it says what the
+	// backing file must be made of.
+	Source *SnapshotSource `json:"source,omitempty"`
+}
+
+// SnapshotSource is a range of a local snapshot a new replica starts as:
+// [SourceOffset, SourceOffset+Length) of the snapshot at TargetOffset.
+type SnapshotSource struct {
+	SnapshotID   string `json:"snapshotID"`
+	SourceOffset int64  `json:"sourceOffset"`
+	Length       int64  `json:"length"`
+	TargetOffset int64  `json:"targetOffset"`
 }
 
 func (r *Replica) clone() *Replica {
 	c := *r
 	c.AllowedHosts = slices.Clone(r.AllowedHosts)
+	if r.Source != nil {
+		src := *r.Source
+		c.Source = &src
+	}
 	return &c
 }
 

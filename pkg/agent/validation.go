@@ -31,6 +31,18 @@ func validateReplicaID(id string) error {
 	return nil
 }
 
+// validateSnapshotID: a snapshot ID follows the replica ID rules (it is a
+// file name in the pool's snapshot directory); field is its API name.
+func validateSnapshotID(field, id string) error {
+	if id == "" {
+		return fieldError(field, "required")
+	}
+	if !replicaIDPattern.MatchString(id) {
+		return fieldError(field, "%q must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit", id)
+	}
+	return nil
+}
+
 func validateVolumeID(id string) error {
 	if id == "" {
 		return fieldError("volume_id", "required")
@@ -41,14 +53,16 @@ func validateVolumeID(id string) error {
 	return nil
 }
 
-func validateSize(size int64) error {
+func validateSize(size int64) error { return validateSizeField("size_bytes", size) }
+
+func validateSizeField(field string, size int64) error {
 	switch {
 	case size <= 0:
-		return fieldError("size_bytes", "%d must be positive", size)
+		return fieldError(field, "%d must be positive", size)
 	case size%BlockSize != 0:
-		return fieldError("size_bytes", "%d is not a multiple of %d", size, BlockSize)
+		return fieldError(field, "%d is not a multiple of %d", size, BlockSize)
 	case size > maxReplicaSize:
-		return fieldError("size_bytes", "%d exceeds the maximum %d", size, int64(maxReplicaSize))
+		return fieldError(field, "%d exceeds the maximum %d", size, int64(maxReplicaSize))
 	}
 	return nil
 }

@@ -2593,8 +2593,11 @@ type Superblock struct {
 	// to recovery_offset_sectors).
 	Recovering            bool   `protobuf:"varint,7,opt,name=recovering,proto3" json:"recovering,omitempty"`
 	RecoveryOffsetSectors uint64 `protobuf:"varint,8,opt,name=recovery_offset_sectors,json=recoveryOffsetSectors,proto3" json:"recovery_offset_sectors,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// The array was stopped cleanly (resync_offset is MaxSector): its
+	// in-sync members hold the same data.
+	Clean         bool `protobuf:"varint,9,opt,name=clean,proto3" json:"clean,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Superblock) Reset() {
@@ -2681,6 +2684,13 @@ func (x *Superblock) GetRecoveryOffsetSectors() uint64 {
 		return x.RecoveryOffsetSectors
 	}
 	return 0
+}
+
+func (x *Superblock) GetClean() bool {
+	if x != nil {
+		return x.Clean
+	}
+	return false
 }
 
 type ReadDataRequest struct {
@@ -3449,7 +3459,7 @@ const file_target_v1_target_proto_rawDesc = "" +
 	"\x16ReadSuperblockResponse\x12>\n" +
 	"\n" +
 	"superblock\x18\x01 \x01(\v2\x1e.nvmirror.target.v1.SuperblockR\n" +
-	"superblock\"\xa1\x02\n" +
+	"superblock\"\xb7\x02\n" +
 	"\n" +
 	"Superblock\x12\x18\n" +
 	"\apresent\x18\x01 \x01(\bR\apresent\x12\x1d\n" +
@@ -3463,7 +3473,8 @@ const file_target_v1_target_proto_rawDesc = "" +
 	"\n" +
 	"recovering\x18\a \x01(\bR\n" +
 	"recovering\x126\n" +
-	"\x17recovery_offset_sectors\x18\b \x01(\x04R\x15recoveryOffsetSectors\"\x8f\x01\n" +
+	"\x17recovery_offset_sectors\x18\b \x01(\x04R\x15recoveryOffsetSectors\x12\x14\n" +
+	"\x05clean\x18\t \x01(\bR\x05clean\"\x8f\x01\n" +
 	"\x0fReadDataRequest\x12!\n" +
 	"\vsnapshot_id\x18\x01 \x01(\tH\x00R\n" +
 	"snapshotId\x12\x1f\n" +

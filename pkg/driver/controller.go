@@ -34,6 +34,10 @@ var controllerCapabilities = []csi.ControllerServiceCapability_RPC_Type{
 	csi.ControllerServiceCapability_RPC_LIST_VOLUME_HEALTH,
 	csi.ControllerServiceCapability_RPC_MODIFY_VOLUME,
 	csi.ControllerServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
+	csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT,
+	csi.ControllerServiceCapability_RPC_LIST_SNAPSHOTS,
+	csi.ControllerServiceCapability_RPC_GET_SNAPSHOT,
+	csi.ControllerServiceCapability_RPC_CLONE_VOLUME,
 }
 
 func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
@@ -90,12 +94,15 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 			}
 		}
 	}
+	srcSnapshot, srcVolume, _ := contentSource(req) // validated above
 	vol, err := d.prov.CreateVolume(ctx, volume.CreateVolumeRequest{
-		Name:       req.GetName(),
-		SizeBytes:  size,
-		Parameters: params,
-		Block:      block,
-		AccessMode: caps[0].GetAccessMode().GetMode().String(),
+		Name:             req.GetName(),
+		SizeBytes:        size,
+		Parameters:       params,
+		Block:            block,
+		AccessMode:       caps[0].GetAccessMode().GetMode().String(),
+		SourceSnapshotID: srcSnapshot,
+		SourceVolumeID:   srcVolume,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create volume %q: %w", req.GetName(), err)
@@ -110,6 +117,7 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		VolumeId:      vol.ID,
 		CapacityBytes: vol.SizeBytes,
 		VolumeContext: volumeContext(vol, fsType),
+		ContentSource: csiContentSource(vol),
 	}}, nil
 }
 

@@ -116,6 +116,8 @@ func (d *Driver) Serve(ctx context.Context, lis net.Listener) error {
 	csi.RegisterIdentityServer(srv, d)
 	if d.opts.Mode.hasController() {
 		csi.RegisterControllerServer(srv, d)
+		csi.RegisterGroupControllerServer(srv, groupController{d: d})
+		csi.RegisterSnapshotMetadataServer(srv, snapshotMetadata{d: d})
 	}
 	if d.opts.Mode.hasNode() {
 		csi.RegisterNodeServer(srv, d)

@@ -38,6 +38,8 @@ type env struct {
 	id      csi.IdentityClient
 	ctl     csi.ControllerClient
 	node    csi.NodeClient
+	group   csi.GroupControllerClient
+	meta    csi.SnapshotMetadataClient
 	stop    func()
 }
 
@@ -81,6 +83,7 @@ func newEnv(t *testing.T, mutate ...func(*driver.Options)) *env {
 	conn, err := grpc.NewClient(e.opts.Endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	must(t, err)
 	e.id, e.ctl, e.node = csi.NewIdentityClient(conn), csi.NewControllerClient(conn), csi.NewNodeClient(conn)
+	e.group, e.meta = csi.NewGroupControllerClient(conn), csi.NewSnapshotMetadataClient(conn)
 	stopped := false
 	e.stop = func() {
 		if stopped {

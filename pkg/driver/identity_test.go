@@ -35,12 +35,23 @@ func TestGetPluginCapabilities(t *testing.T) {
 	e := newEnv(t)
 	caps, err := e.id.GetPluginCapabilities(context.Background(), &csi.GetPluginCapabilitiesRequest{})
 	must(t, err)
-	var controller, online bool
+	services := map[csi.PluginCapability_Service_Type]bool{}
+	var online bool
 	for _, c := range caps.GetCapabilities() {
-		controller = controller || c.GetService().GetType() == csi.PluginCapability_Service_CONTROLLER_SERVICE
+		if s := c.GetService(); s != nil {
+			services[s.GetType()] = true
+		}
 		online = online || c.GetVolumeExpansion().GetType() == csi.PluginCapability_VolumeExpansion_ONLINE
 	}
-	if !controller || !online || len(caps.GetCapabilities()) != 2 {
+	want := []csi.PluginCapability_Service_Type{csi.PluginCapability_Service_CONTROLLER_SERVICE,
+		csi.PluginCapability_Service_GROUP_CONTROLLER_SERVICE, csi.PluginCapability_Service_SNAPSHOT_METADATA_SERVICE}
+	for _, w := range want {
+		if !services[w] {
+			t.Errorf("no %s in %v", w, caps)
+		}
+	}
+	// No topology: replicas are reached over the network from any node.
+	if !online || len(services) != len(want) || len(caps.GetCapabilities()) != len(want)+1 {
 		t.Fatalf("capabilities %v", caps)
 	}
 }

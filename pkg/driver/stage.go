@@ -174,6 +174,14 @@ func (d *Driver) stage(ctx context.Context, req *csi.NodeStageVolumeRequest) (re
 		if err := d.mountStaging(device, stagingPath, fsType, capability.GetMount().GetMountFlags()); err != nil {
 			return err
 		}
+		if vol.SourceSnapshotID != "" || vol.SourceVolumeID != "" {
+			// A volume restored or cloned into a larger size carries
+			// its source's smaller filesystem: grow it to the device,
+			// as an expansion would (a no-op when it fits already).
+			if _, err := mount.NewResizeFs(d.node.Mounter.Exec).Resize(device, stagingPath); err != nil {
+				return fmt.Errorf("grow the filesystem of restored volume %s on %s: %w", volID, device, err)
+			}
+		}
 	}
 	st.Phase = stagestate.Staged
 	if err := d.state.Save(st); err != nil {

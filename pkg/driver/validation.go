@@ -103,8 +103,8 @@ func validateCreateVolumeRequest(req *csi.CreateVolumeRequest) error {
 			return invalid(fmt.Sprintf("volume_capabilities[%d]", i), "%s", r)
 		}
 	}
-	if req.GetVolumeContentSource() != nil {
-		return invalid("volume_content_source", "cloning and restoring snapshots are not supported")
+	if _, _, err := contentSource(req); err != nil {
+		return err
 	}
 	if err := validateMutableParameters(req.GetMutableParameters()); err != nil {
 		return err

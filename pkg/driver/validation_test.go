@@ -85,8 +85,12 @@ func TestValidateCreateVolumeRequest(t *testing.T) {
 		{"multi-node", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER, "")}}, "one node at a time"},
 		{"multi-node reader", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{blockCap(csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY)}}, "one node at a time"},
 		{"fs type", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "btrfs")}}, "btrfs"},
-		{"clone", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "")},
-			VolumeContentSource: &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: "x"}}}}, "volume_content_source"},
+		{"clone of no volume", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "")},
+			VolumeContentSource: &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{Volume: &csi.VolumeContentSource_VolumeSource{}}}}, "volume_content_source.volume.volume_id"},
+		{"restore of no snapshot", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "")},
+			VolumeContentSource: &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Snapshot{Snapshot: &csi.VolumeContentSource_SnapshotSource{}}}}, "volume_content_source.snapshot.snapshot_id"},
+		{"empty content source", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "")},
+			VolumeContentSource: &csi.VolumeContentSource{}}, "volume_content_source"},
 		{"immutable in mutable", &csi.CreateVolumeRequest{Name: "v", VolumeCapabilities: []*csi.VolumeCapability{mountCap(sw, "")}, MutableParameters: map[string]string{storageclass.KeyProvisioningType: "thick"}}, `"provisioningType" cannot be changed`},
 	}
 	for _, tt := range tests {

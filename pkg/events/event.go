@@ -22,8 +22,8 @@ type Type string
 
 // Event types. The first eight are the table in docs/healer.md (section
 // "Events"); Audit is a CSI command executed by a controller or node. The
-// last three are the provisioner's own (docs/provisioner.md, "Orphans and
-// interrupted creates").
+// rest are the provisioner's own (docs/provisioner.md, "Orphans and
+// interrupted creates"; docs/snapshots.md).
 const (
 	HostDisconnected   Type = "HostDisconnected"
 	HostReconnected    Type = "HostReconnected"
@@ -43,6 +43,12 @@ const (
 	OrphanFound Type = "OrphanFound"
 	// OrphanReclaimed: such a replica was deleted from its storage node.
 	OrphanReclaimed Type = "OrphanReclaimed"
+	// SnapshotTaken, SnapshotDeleted, SnapshotFailed: a snapshot of Volume
+	// was cut (its copies complete), deleted, or could not be taken; the
+	// message names the snapshot and its storage nodes.
+	SnapshotTaken   Type = "SnapshotTaken"
+	SnapshotDeleted Type = "SnapshotDeleted"
+	SnapshotFailed  Type = "SnapshotFailed"
 )
 
 // Level is an event's importance in the reference product's terms.
@@ -96,13 +102,16 @@ var types = map[Type]typeInfo{
 	CreateRolledBack:   {Warning, "Volume Creation Rolled Back"},
 	OrphanFound:        {Warning, "Orphan Replica Found"},
 	OrphanReclaimed:    {Info, "Orphan Replica Reclaimed"},
+	SnapshotTaken:      {Info, "Snapshot Taken"},
+	SnapshotDeleted:    {Info, "Snapshot Deleted"},
+	SnapshotFailed:     {Warning, "Snapshot Failed"},
 }
 
 // Types returns every known event type.
 func Types() []Type {
 	return []Type{HostDisconnected, HostReconnected, VolumeDegraded, VolumeHealed,
 		SynchStarted, SynchEnded, SessionEstablished, SessionClosed, Audit,
-		CreateRolledBack, OrphanFound, OrphanReclaimed}
+		CreateRolledBack, OrphanFound, OrphanReclaimed, SnapshotTaken, SnapshotDeleted, SnapshotFailed}
 }
 
 // Known reports whether t is a defined type.

@@ -16,6 +16,8 @@ func TestTypeTable(t *testing.T) {
 		SessionEstablished: Info, SessionClosed: Info, Audit: Info,
 		// docs/provisioner.md, "Orphans and interrupted creates".
 		CreateRolledBack: Warning, OrphanFound: Warning, OrphanReclaimed: Info,
+		// docs/snapshots.md.
+		SnapshotTaken: Info, SnapshotDeleted: Info, SnapshotFailed: Warning,
 	}
 	if len(Types()) != len(want) {
 		t.Fatalf("Types() has %d entries, want %d", len(Types()), len(want))

@@ -31,13 +31,18 @@ const MaxMessageLength = 1024
 // reports the failed provisioning on the claim itself), and OrphanFound
 // and OrphanReclaimed are about replicas no volume owns, whose PV and claim
 // are gone or never were; they stay in syslog and nvmirrorctl events.
+// A snapshot taken (Normal) or failed (Warning) goes on the source volume's
+// claim, next to what csi-snapshotter posts on the VolumeSnapshot; a
+// deletion does not (the claim is often gone by then).
 func kubeType(e events.Event) string {
 	switch e.Type {
 	case events.VolumeDegraded, events.HostDisconnected:
 		return corev1.EventTypeWarning
 	case events.VolumeHealed, events.HostReconnected, events.SynchStarted, events.SynchEnded,
-		events.SessionEstablished, events.SessionClosed:
+		events.SessionEstablished, events.SessionClosed, events.SnapshotTaken:
 		return corev1.EventTypeNormal
+	case events.SnapshotFailed:
+		return corev1.EventTypeWarning
 	case events.Audit:
 		if e.Method == promoteMethod {
 			return corev1.EventTypeWarning

@@ -16,6 +16,7 @@ func TestKubeTypeOfEveryEventType(t *testing.T) {
 		events.SynchStarted: corev1.EventTypeNormal, events.SynchEnded: corev1.EventTypeNormal,
 		events.SessionEstablished: corev1.EventTypeNormal, events.SessionClosed: corev1.EventTypeNormal,
 		events.Audit: "", events.CreateRolledBack: "", events.OrphanFound: "", events.OrphanReclaimed: "",
+		events.SnapshotTaken: corev1.EventTypeNormal, events.SnapshotFailed: corev1.EventTypeWarning, events.SnapshotDeleted: "",
 	}
 	for _, ty := range events.Types() {
 		w, ok := want[ty]

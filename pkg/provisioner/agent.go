@@ -42,6 +42,8 @@ type AgentClient interface {
 	StartRepair(ctx context.Context, r repair.Request) (repair.Status, error)
 	GetRepair(ctx context.Context, id string) (repair.Status, error)
 	StopRepair(ctx context.Context, id string) error
+
+	SnapshotAgent
 }
 
 // Agents resolves a storage node's agent client (connections are cached by
@@ -57,6 +59,17 @@ type ReplicaSpec struct {
 	SizeBytes        int64
 	ProvisioningType storageclass.ProvisioningType
 	AllowedHosts     []string
+	// Source (optional): the new replica starts as a copy of a range of a
+	// snapshot the same storage node holds.
+	Source *SnapshotSource
+}
+
+// SnapshotSource is the part of a local snapshot a new replica starts
+// with: [SourceOffset, SourceOffset+Length) of the snapshot's file at
+// TargetOffset of the replica's.
+type SnapshotSource struct {
+	SnapshotID                         string
+	SourceOffset, Length, TargetOffset int64
 }
 
 // AgentReplica is what an agent reports about a replica it holds.
@@ -78,6 +91,8 @@ type HeldReplica struct {
 type Capacity struct {
 	TotalBytes, AvailableBytes, ProvisionedBytes int64
 	ReplicaCount                                 int
+	SnapshotCount                                int
+	SnapshotAllocatedBytes                       int64
 }
 
 // NodeInfo is an agent's identity and failure domain.

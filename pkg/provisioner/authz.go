@@ -49,6 +49,17 @@ func NewAuthorizer(st store.Store) rpcauth.Authorizer {
 		provisionerapi.Provisioner_RotateCredentials_FullMethodName: {Roles: roles(ctl, admin)},
 		provisionerapi.Provisioner_GetVolume_FullMethodName:         {Roles: roles(ctl, admin), Scoped: byVolume},
 
+		// Snapshots: the CSI controller's (snapshotter sidecar) and an
+		// administrator's (nvmirrorctl snapshots).
+		provisionerapi.Provisioner_CreateSnapshot_FullMethodName:      {Roles: roles(ctl)},
+		provisionerapi.Provisioner_DeleteSnapshot_FullMethodName:      {Roles: roles(ctl, admin)},
+		provisionerapi.Provisioner_GetSnapshot_FullMethodName:         {Roles: roles(ctl, admin)},
+		provisionerapi.Provisioner_ListSnapshots_FullMethodName:       {Roles: roles(ctl, admin)},
+		provisionerapi.Provisioner_CreateSnapshotGroup_FullMethodName: {Roles: roles(ctl)},
+		provisionerapi.Provisioner_DeleteSnapshotGroup_FullMethodName: {Roles: roles(ctl, admin)},
+		provisionerapi.Provisioner_GetSnapshotGroup_FullMethodName:    {Roles: roles(ctl, admin)},
+		provisionerapi.Provisioner_GetSnapshotRanges_FullMethodName:   {Roles: roles(ctl, admin)},
+
 		provisionerapi.Provisioner_DeleteReplica_FullMethodName:    {Roles: roles(admin)},
 		provisionerapi.Provisioner_PromoteReplicas_FullMethodName:  {Roles: roles(admin)},
 		provisionerapi.Provisioner_ListEvents_FullMethodName:       {Roles: roles(admin)},

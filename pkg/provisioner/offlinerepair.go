@@ -156,7 +156,63 @@ func (s *Service) repairVolume(ctx context.Context, v *store.Volume, reach map[s
 		return false, nil // a publish runs: the volume is about to have a host
 	}
 	defer s.fencing.Delete(v.ID)
+	if v.Source != nil {
+		if done, err := s.fillNeverStaged(ctx, v, reach, inSync, stale); done || err != nil {
+			return done, err
+		}
+	}
 	return s.startRepair(ctx, v, reach, inSync, stale)
+}
+
+// fillNeverStaged repairs a restored or cloned volume no host has ever
+// staged: its replicas hold the volume's data without an md superblock (the
+// first stage creates the array), so md cannot repair it and, worse, a
+// repair's check for blank members would see nothing at their ends. The
+// data region of an in-sync replica is copied into each out-of-sync one
+// instead, which is then recorded in sync. done is false when the volume
+// has an md superblock (it was staged: an ordinary md repair).
+func (s *Service) fillNeverStaged(ctx context.Context, v *store.Volume, reach map[string]*surveyedNode, inSync, stale []store.Replica) (bool, error) {
+	from := inSync[0]
+	src := reach[from.StorageNode].agent
+	sb, err := src.ReadSuperblock(ctx, from.ID)
+	if err != nil {
+		return false, fmt.Errorf("volume %s: reading replica %s's md superblock: %w", v.ID, from.ID, err)
+	}
+	if sb.Present {
+		return false, nil
+	}
+	var filled []string
+	for _, r := range stale {
+		to := reach[r.StorageNode].agent
+		if _, err := s.relay(ctx, src, DataRef{ReplicaID: from.ID}, dataOffset(v), v.SizeBytes, to, DataRef{ReplicaID: r.ID}, 0); err != nil {
+			s.repairEnded(v.ID, true)
+			return false, fmt.Errorf("volume %s: copying replica %s into %s (never staged, restored): %w", v.ID, from.ID, r.ID, err)
+		}
+		filled = append(filled, r.ID)
+	}
+	_, err = s.o.Store.UpdateVolume(ctx, v.ID, func(cur *store.Volume) error {
+		if cur.PublishedHostNQN != "" || cur.Repair != nil {
+			return errRepairRaced
+		}
+		for _, id := range filled {
+			if r := cur.Replica(id); r != nil && r.State == store.ReplicaActive {
+				r.OutOfSyncSince, r.OutOfSyncAtEvents = time.Time{}, 0
+				completeMove(cur, id)
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, errRepairRaced) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	s.repairEnded(v.ID, false)
+	klog.InfoS("Filled the new replicas of a never-staged restored volume from an in-sync one", "volume", v.ID, "from", from.ID, "replicas", filled)
+	s.recordOffline(ctx, events.Event{Type: events.SynchEnded, Volume: v.ID, Replicas: filled, StorageNode: from.StorageNode,
+		Message: fmt.Sprintf("copied from replica %s (the volume was restored and never staged: no md array yet)", from.ID)})
+	return true, nil
 }
 
 // replaceAway records the volume degraded when replicas are away, and

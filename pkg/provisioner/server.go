@@ -74,7 +74,8 @@ func (s *Server) CreateVolume(ctx context.Context, req *provisionerapi.CreateVol
 		return nil, err
 	}
 	return guard(s, "volume name "+req.GetName(), func() (*provisionerapi.VolumeResponse, error) {
-		v, err := s.svc.CreateVolume(ctx, CreateRequest{Name: req.GetName(), SizeBytes: req.GetSizeBytes(), Parameters: req.GetParameters(), Block: req.GetBlock()})
+		v, err := s.svc.CreateVolume(ctx, CreateRequest{Name: req.GetName(), SizeBytes: req.GetSizeBytes(), Parameters: req.GetParameters(), Block: req.GetBlock(),
+			SourceSnapshotID: req.GetSourceSnapshotId(), SourceVolumeID: req.GetSourceVolumeId()})
 		return volumeResponse(v, err)
 	})
 }
@@ -451,6 +452,9 @@ func VolumeToProto(v *store.Volume) *provisionerapi.Volume {
 	if r := v.Repair; r != nil {
 		p.Repair = &provisionerapi.OfflineRepair{RepairId: r.ID, StorageNode: r.StorageNode, ReplicaIds: r.Replicas,
 			Started: ts(r.StartedAt), LeaseUntil: ts(r.LeaseUntil)}
+	}
+	if src := v.Source; src != nil {
+		p.Source = &provisionerapi.ContentSource{SnapshotId: src.SnapshotID, VolumeId: src.VolumeID}
 	}
 	return p
 }

@@ -99,6 +99,13 @@ type Options struct {
 	TombstoneRetention time.Duration
 	// Now is the clock (time.Now by default; tests move it).
 	Now func() time.Time
+	// Quiescer holds a published volume's writes on its node while a
+	// snapshot is cut (the node hub); nil: published volumes cannot be
+	// snapshotted (Unavailable).
+	Quiescer Quiescer
+	// FreezeTimeout bounds a snapshot's hold on a volume's writes
+	// (DefaultFreezeTimeout when 0).
+	FreezeTimeout time.Duration
 }
 
 // Service implements the volume operations.
@@ -124,6 +131,8 @@ type Service struct {
 	// (recorded, not yet created), so the drainer never finishes one
 	// beside it.
 	moving inflight.Set
+	// snapshotting: volumes whose snapshot is being cut or deleted.
+	snapshotting inflight.Set
 	// moveDone wakes the drainer when a move finishes, repairWake the
 	// offline repairer when a volume no host has published gets a new
 	// replica to fill (buffered: one pending wake-up is enough).
@@ -179,6 +188,9 @@ func New(o Options) (*Service, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.FreezeTimeout <= 0 {
+		o.FreezeTimeout = DefaultFreezeTimeout
+	}
 	switch o.CredentialScope {
 	case "":
 		o.CredentialScope = ScopeStorageNode
@@ -202,9 +214,11 @@ func (s *Service) randomHex(n int) string {
 
 // IDs use the agent's character rules ([a-z0-9-]); the md name is at most
 // 27 bytes so mdadm stores it with the "any:" homehost prefix.
-func (s *Service) newVolumeID() string  { return "vol-" + s.randomHex(16) }
-func (s *Service) newReplicaID() string { return "rep-" + s.randomHex(12) }
-func (s *Service) newRepairID() string  { return "rpr-" + s.randomHex(12) }
+func (s *Service) newVolumeID() string   { return "vol-" + s.randomHex(16) }
+func (s *Service) newReplicaID() string  { return "rep-" + s.randomHex(12) }
+func (s *Service) newRepairID() string   { return "rpr-" + s.randomHex(12) }
+func (s *Service) newSnapshotID() string { return "snap-" + s.randomHex(12) }
+func (s *Service) newGroupID() string    { return "group-" + s.randomHex(12) }
 
 // newMDUUID returns a random array UUID in mdadm's colon form
 // (xxxxxxxx:xxxxxxxx:xxxxxxxx:xxxxxxxx). The provisioner chooses it, once,

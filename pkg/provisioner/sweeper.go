@@ -54,7 +54,7 @@ func (s *Service) Sweep(ctx context.Context) (remaining int, err error) {
 	if err != nil {
 		return 0, err
 	}
-	remaining = s.finishHalfMadeMoves(ctx, vols)
+	remaining = s.finishHalfMadeMoves(ctx, vols) + s.sweepSnapshots(ctx)
 	for _, v := range vols {
 		if !needsSweep(v) {
 			continue

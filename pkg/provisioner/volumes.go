@@ -23,6 +23,9 @@ type CreateRequest struct {
 	// is not part of the idempotency comparison (the node decides from the
 	// capability at stage time).
 	Block bool
+	// SourceSnapshotID or SourceVolumeID (at most one): the volume starts
+	// as a copy of that snapshot, or of that volume now (a clone).
+	SourceSnapshotID, SourceVolumeID string
 }
 
 // metadataOf returns the claim metadata the external-provisioner injected,
@@ -58,21 +61,33 @@ func (s *Service) CreateVolume(ctx context.Context, req CreateRequest) (*store.V
 	if err != nil {
 		return nil, err
 	}
+	if req.SourceSnapshotID != "" && req.SourceVolumeID != "" {
+		return nil, fmt.Errorf("%w: volume_content_source: a snapshot or a volume, not both", ErrInvalidArgument)
+	}
 	if !s.creates.enterCreate(req.Name) {
 		return nil, fmt.Errorf("volume %s: an unfinished earlier create of it is being rolled back; retry: %w", req.Name, ErrUnavailable)
 	}
 	defer s.creates.leaveCreate(req.Name)
 	if v, err := s.o.Store.GetVolumeByName(ctx, req.Name); err == nil {
+		if err := sameSource(v, req); err != nil {
+			return nil, err
+		}
 		return s.existing(ctx, v, size, p)
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return nil, err
+	}
+	var src *store.Snapshot
+	if req.SourceSnapshotID != "" || req.SourceVolumeID != "" {
+		if src, err = s.contentSource(ctx, req, size); err != nil {
+			return nil, err
+		}
 	}
 
 	_, nodes, err := s.survey(ctx)
 	if err != nil {
 		return nil, err
 	}
-	chosen, err := placement.Choose(nodes, placement.Request{SizeBytes: layout.ReplicaSize(size), Count: p.NumReplicas, Params: p, ThinOvercommit: s.o.ThinOvercommit})
+	chosen, err := placeNear(nodes, placement.Request{SizeBytes: layout.ReplicaSize(size), Count: p.NumReplicas, Params: p, ThinOvercommit: s.o.ThinOvercommit}, src)
 	if err != nil {
 		return nil, fmt.Errorf("volume %s: %w", req.Name, err)
 	}
@@ -82,6 +97,9 @@ func (s *Service) CreateVolume(ctx context.Context, req CreateRequest) (*store.V
 	// every reader than "UUID unless numReplicas is 1".
 	v := &store.Volume{ID: id, Name: req.Name, SizeBytes: size, Parameters: p, State: store.VolumeCreating,
 		MDUUID: s.newMDUUID(), MDName: mdName(id), Metadata: metadataOf(p), Block: req.Block}
+	if req.SourceSnapshotID != "" || req.SourceVolumeID != "" {
+		v.Source = &store.ContentSource{SnapshotID: req.SourceSnapshotID, VolumeID: req.SourceVolumeID}
+	}
 	for _, n := range chosen {
 		v.Replicas = append(v.Replicas, store.Replica{ID: s.newReplicaID(), StorageNode: n.ID, State: store.ReplicaActive})
 	}
@@ -132,6 +150,13 @@ func (s *Service) finishCreate(ctx context.Context, v *store.Volume) (*store.Vol
 		ar  AgentReplica
 		err error
 	}
+	var src *store.Snapshot
+	if v.Source != nil {
+		var err error
+		if src, err = s.sourceSnapshot(ctx, v); err != nil {
+			return nil, err
+		}
+	}
 	results := make([]result, len(v.Replicas))
 	var wg sync.WaitGroup
 	for i, r := range v.Replicas {
@@ -143,7 +168,14 @@ func (s *Service) finishCreate(ctx context.Context, v *store.Volume) (*store.Vol
 			defer wg.Done()
 			a, err := s.agentFor(ctx, r.StorageNode)
 			if err == nil {
-				results[i].ar, err = a.CreateReplica(ctx, ReplicaSpec{ReplicaID: r.ID, VolumeID: v.ID, SizeBytes: layout.ReplicaSize(v.SizeBytes), ProvisioningType: v.Parameters.ProvisioningType})
+				spec := ReplicaSpec{ReplicaID: r.ID, VolumeID: v.ID, SizeBytes: layout.ReplicaSize(v.SizeBytes), ProvisioningType: v.Parameters.ProvisioningType}
+				if src != nil {
+					spec.Source = localSource(src, v, r.StorageNode)
+				}
+				results[i].ar, err = a.CreateReplica(ctx, spec)
+				if err == nil && src != nil && spec.Source == nil {
+					err = s.fillFromSnapshot(ctx, src, v, r, a)
+				}
 			}
 			if err != nil {
 				results[i].err = fmt.Errorf("replica %s on storage node %s: %w", r.ID, r.StorageNode, err)
@@ -184,6 +216,12 @@ func (s *Service) finishCreate(ctx context.Context, v *store.Volume) (*store.Vol
 		return nil, err
 	}
 	klog.InfoS("Created volume", "volume", out.ID, "name", out.Name)
+	if src != nil && src.Internal {
+		// The clone exists: its snapshot has served (the sweeper retries).
+		if err := s.DeleteSnapshot(ctx, src.ID); err != nil {
+			klog.V(2).InfoS("Deleting a clone's snapshot; the sweeper retries", "snapshot", src.ID, "err", err)
+		}
+	}
 	return out, nil
 }
 

@@ -68,7 +68,8 @@ var sentinels = grpcerr.Sentinels{
 func mapErr(err error) error { return sentinels.Map(err, "provisioner") }
 
 func (c *Client) CreateVolume(ctx context.Context, req volume.CreateVolumeRequest) (*volume.Volume, error) {
-	resp, err := c.api.CreateVolume(ctx, &provisionerapi.CreateVolumeRequest{Name: req.Name, SizeBytes: req.SizeBytes, Parameters: req.Parameters, Block: req.Block})
+	resp, err := c.api.CreateVolume(ctx, &provisionerapi.CreateVolumeRequest{Name: req.Name, SizeBytes: req.SizeBytes, Parameters: req.Parameters, Block: req.Block,
+		SourceSnapshotId: req.SourceSnapshotID, SourceVolumeId: req.SourceVolumeID})
 	if err != nil {
 		return nil, mapErr(err)
 	}
@@ -344,6 +345,7 @@ func VolumeFromProto(p *provisionerapi.Volume) *volume.Volume {
 	for _, r := range p.GetReplicas() {
 		v.Replicas = append(v.Replicas, replicaFromProto(r))
 	}
+	v.SourceSnapshotID, v.SourceVolumeID = p.GetSource().GetSnapshotId(), p.GetSource().GetVolumeId()
 	return v
 }
 

@@ -63,4 +63,6 @@ type Provisioner interface {
 	// empty list). The node uses them for every replica on those storage
 	// nodes: the kernel target keeps secrets per host, not per replica.
 	GetHostCredentials(ctx context.Context, hostNQN string) ([]Credentials, error)
+
+	SnapshotProvisioner
 }

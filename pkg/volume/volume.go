@@ -21,6 +21,9 @@ type CreateVolumeRequest struct {
 	// AccessMode is the CSI access mode name of the first capability,
 	// e.g. "SINGLE_NODE_WRITER", kept for audit and display.
 	AccessMode string
+	// SourceSnapshotID or SourceVolumeID (at most one): the volume starts
+	// as a copy of the snapshot, or of the volume now (a clone).
+	SourceSnapshotID, SourceVolumeID string
 }
 
 // Volume is the registry record of one volume.
@@ -44,6 +47,9 @@ type Volume struct {
 	// DegradedSince is when the volume lost a replica (zero when whole), as
 	// the node's healer reported it.
 	DegradedSince time.Time
+	// SourceSnapshotID, SourceVolumeID: what the volume was created from
+	// (empty for an empty volume).
+	SourceSnapshotID, SourceVolumeID string
 }
 
 // Replica is one leg of the mirror: an NVMe-oF namespace on a storage node.

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nvmirror/nvmirror/test/deploy/snapshotcrds"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -318,6 +319,11 @@ func render(t *testing.T, dir string) []doc {
 	if !filepath.IsAbs(dir) {
 		full = filepath.Join(repoRoot, dir)
 	}
+	if filepath.Clean(full) == filepath.Join(repoRoot, snapshotcrds.ComponentDir) {
+		// Upstream's files by URL: rendered from the module cache copies
+		// of the same release instead (no network in the tests).
+		full = localSnapshotComponent(t)
+	}
 	cmd := exec.Command(k, "kustomize", full)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -356,4 +362,42 @@ func execCommand(t *testing.T, name string, args ...string) *exec.Cmd {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return exec.CommandContext(ctx, name, args...)
+}
+
+var snapshotRelease = struct {
+	once sync.Once
+	rel  snapshotcrds.Release
+	dir  string
+	err  error
+}{}
+
+// pinnedSnapshotter is the external-snapshotter release
+// hack/k8s/csi-snapshotter pins, from the module cache.
+func pinnedSnapshotter(t *testing.T) snapshotcrds.Release {
+	t.Helper()
+	localSnapshotComponent(t)
+	return snapshotRelease.rel
+}
+
+// localSnapshotComponent returns deploy/components/snapshot-controller
+// localized (snapshotcrds.Localize) into a directory of its own, made once
+// per test run.
+func localSnapshotComponent(t *testing.T) string {
+	t.Helper()
+	s := &snapshotRelease
+	s.once.Do(func() {
+		s.rel, s.err = snapshotcrds.Pinned(repoRoot)
+		if s.err != nil {
+			return
+		}
+		s.dir, s.err = os.MkdirTemp("", "nvmirror-snapshot-component-")
+		if s.err != nil {
+			return
+		}
+		_, s.err = snapshotcrds.Localize(repoRoot, s.rel, s.dir)
+	})
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+	return s.dir
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nvmirror/nvmirror/test/deploy/helmchart"
+	"github.com/nvmirror/nvmirror/test/deploy/snapshotcrds"
 )
 
 // Manifests is one unit of deploy/ as the API server would receive it: a
@@ -106,7 +107,13 @@ func (cp *ControlPlane) DeployManifests(repo, dir string) []Manifests {
 	}
 	var out []Manifests
 	for _, k := range kdirs {
-		y, err := cp.Kubectl("kustomize", k)
+		render := k
+		if rel(k) == snapshotcrds.ComponentDir {
+			// Upstream's files by URL: the module cache copies of the
+			// same release instead (the tests have no network).
+			render = cp.localSnapshotComponent(repo)
+		}
+		y, err := cp.Kubectl("kustomize", render)
 		if err != nil {
 			cp.t.Fatalf("rendering %s: %v", rel(k), err)
 		}
@@ -262,4 +269,19 @@ func (cp *ControlPlane) EnsureNamespace(ns string) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// rbacKinds are what the controller's sidecars need to exist to be allowed
+// anything.
+var rbacKinds = map[string]bool{"Namespace": true, "ServiceAccount": true, "ClusterRole": true,
+	"ClusterRoleBinding": true, "Role": true, "RoleBinding": true}
+
+func mapAt(m map[string]any, key string) map[string]any {
+	v, _ := m[key].(map[string]any)
+	return v
+}
+
+func spec(o Object) map[string]any {
+	s, _ := o["spec"].(map[string]any)
+	return s
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nvmirror/nvmirror/test/vm"
 )
@@ -28,6 +29,10 @@ func TestDeployManifests(t *testing.T) {
 	e := NewEnv(t)
 	cp := StartControlPlane(e, tools)
 	t.Logf("timing: control plane ready in %v", cp.Ready.Round(1e6))
+	// The snapshot CRDs, for real: the snapshot examples and the controller
+	// are of their kinds (a cluster has them before nvmirror is installed,
+	// docs/install.md).
+	cp.InstallSnapshotCRDs(repo)
 	ms := cp.DeployManifests(repo, deployDir)
 	total := 0
 	for _, m := range ms {
@@ -42,6 +47,20 @@ func TestDeployManifests(t *testing.T) {
 	if total == 0 {
 		t.Errorf("%s/ holds no Kubernetes objects (%d manifest units found)", deployDir, len(ms))
 	}
+
+	// The snapshot component's controller for real, as its Deployment and
+	// RBAC run it (this needs no driver): it must take its Lease and keep
+	// running without a Forbidden (StartSnapshotController fails the test
+	// on one).
+	cp.StartSnapshotController(repo)
+	took := cp.WaitFor(time.Minute, "snapshot-controller's Lease", func() (bool, string) {
+		holder, err := cp.JSONPath("kube-system", "lease", "snapshot-controller-leader", "{.spec.holderIdentity}")
+		if err != nil {
+			return false, err.Error()
+		}
+		return holder != "", "no holder yet"
+	})
+	t.Logf("timing: snapshot-controller leader in %v", took.Round(time.Millisecond))
 }
 
 func kindCounts(objs []Object) string {
@@ -65,7 +84,7 @@ type deployObjects struct {
 
 	// Controller is the controller Deployment's view of the sidecars: the
 	// ServiceAccount they run as, each sidecar's args by name
-	// (csi-provisioner, csi-attacher, csi-resizer), and the RBAC objects
+	// (csi-provisioner, csi-attacher, csi-resizer, csi-snapshotter), and the RBAC objects
 	// (namespace, service accounts, roles, bindings) of its manifest unit.
 	Controller struct {
 		Source                    string
@@ -76,12 +95,7 @@ type deployObjects struct {
 }
 
 // sidecarNames are the controller sidecars, as their images are named.
-var sidecarNames = []string{"csi-provisioner", "csi-attacher", "csi-resizer"}
-
-// rbacKinds are what the controller's sidecars need to exist to be allowed
-// anything.
-var rbacKinds = map[string]bool{"Namespace": true, "ServiceAccount": true, "ClusterRole": true,
-	"ClusterRoleBinding": true, "Role": true, "RoleBinding": true}
+var sidecarNames = []string{"csi-provisioner", "csi-attacher", "csi-resizer", "csi-snapshotter"}
 
 // pickDeployObjects finds in deploy/: nvmirror's CSIDriver; an example PVC
 // and the StorageClass of nvmirror's it names (examples, i.e. a source path
@@ -181,16 +195,6 @@ func sidecarArgs(deployment Object) map[string][]string {
 		}
 	}
 	return out
-}
-
-func mapAt(m map[string]any, key string) map[string]any {
-	v, _ := m[key].(map[string]any)
-	return v
-}
-
-func spec(o Object) map[string]any {
-	s, _ := o["spec"].(map[string]any)
-	return s
 }
 
 // params returns the StorageClass's parameters, creating the map.

@@ -1,7 +1,9 @@
 // Package k8s runs a real Kubernetes control plane on loopback for
 // nvmirror's end-to-end tests: etcd, kube-apiserver, kube-controller-manager
-// and the CSI sidecars (csi-provisioner, csi-attacher, csi-resizer) against
-// nvmirror-csi's controller socket, driven with kubectl.
+// and the CSI sidecars (csi-provisioner, csi-attacher, csi-resizer, and
+// csi-snapshotter with the cluster's snapshot-controller when the driver
+// offers snapshots) against nvmirror-csi's controller socket, driven with
+// kubectl.
 //
 // There is no kubelet, scheduler or container runtime: the tests play
 // kubelet's part themselves (Node and CSINode objects, VolumeAttachments),

@@ -30,10 +30,12 @@ const (
 
 // TestVolumeLifecycle drives one volume through its whole life from the
 // Kubernetes side, with every component real: kube-apiserver, the PV
-// controllers of kube-controller-manager, csi-provisioner, csi-attacher and
-// csi-resizer calling nvmirror-csi's controller, the provisioner, and three
-// storage node agents exporting replicas through the kernel NVMe target in a
-// VM. The objects are deploy/'s own CSIDriver, example StorageClass and PVC.
+// controllers of kube-controller-manager, csi-provisioner, csi-attacher,
+// csi-resizer and (when the driver offers snapshots) csi-snapshotter with
+// the snapshot-controller calling nvmirror-csi's controller, the
+// provisioner, and three storage node agents exporting replicas through the
+// kernel NVMe target in a VM. The objects are deploy/'s own CSIDriver,
+// example StorageClass and PVC, and its snapshot classes.
 //
 // Each step is checked where it lands, not only in Kubernetes: the replicas
 // on the storage nodes (their allowed hosts and sizes, read from the agents'
@@ -59,6 +61,9 @@ func TestVolumeLifecycle(t *testing.T) {
 	nodes := storage.wait(t, e, creds)
 	t.Logf("timing: storage VM serving (3 agents) %v after the test started", time.Since(start).Round(time.Millisecond))
 
+	// The snapshot CRDs, a prerequisite of deploy/ (docs/install.md): its
+	// snapshot examples are of their kinds.
+	t.Logf("timing: snapshot CRDs established in %v", cp.InstallSnapshotCRDs(repo).Round(time.Millisecond))
 	// deploy/'s objects, created for real: the CSIDriver, the example
 	// StorageClass, and the controller's ServiceAccount with its RBAC.
 	d := pickDeployObjects(t, cp, repo)
@@ -117,6 +122,9 @@ func TestVolumeLifecycle(t *testing.T) {
 		Kubeconfig: cp.ServiceAccountKubeconfig(ctl.Namespace, ctl.ServiceAccount),
 		Args:       args,
 	})
+	// csi-snapshotter and the snapshot-controller, when the driver offers
+	// snapshots.
+	caps := snapshotSidecars(t, e, cp, repo, socket, cp.ServiceAccountKubeconfig(ctl.Namespace, ctl.ServiceAccount), args["csi-snapshotter"])
 	for _, p := range []*Process{sidecars.Provisioner, sidecars.Attacher, sidecars.Resizer} {
 		// A Forbidden is a permission deploy/'s RBAC lacks, which a real
 		// cluster would refuse the same way, often only as a retried error
@@ -333,6 +341,10 @@ func TestVolumeLifecycle(t *testing.T) {
 		t.Errorf("provisioner still has volume %s after the PV was deleted: %v (state %q)", volID, err, v.GetState())
 	}
 	authenticatedVolume(t, e, cp, pc, nodePlugin, otherNode, repo, ns, hostNQN)
+
+	// 9. Snapshots, restores, clones and group snapshots of claims of the
+	// same class (each part skipped while the driver does not offer it).
+	snapshotSteps(t, e, cp, pc, d, caps, repo, ns)
 
 	t.Logf("timings: control plane %v, PVC bound %v, attach %v, resize %v, detach %v, numReplicas %d→2→3→2 %v, delete %v; whole test %v",
 		cp.Ready.Round(time.Millisecond), tBound.Round(time.Millisecond), tAttach.Round(time.Millisecond),

@@ -34,6 +34,10 @@ type Tools struct {
 	CSIProvisioner    string
 	CSIAttacher       string
 	CSIResizer        string
+	// CSISnapshotter is the csi-snapshotter sidecar, SnapshotController the
+	// cluster's snapshot-controller (both external-snapshotter's).
+	CSISnapshotter     string
+	SnapshotController string
 }
 
 // Unavailable skips the test with msg, or fails it under NVMIRROR_REQUIRE_K8S.
@@ -55,19 +59,21 @@ func FindTools(t testing.TB) Tools {
 		Unavailable(t, "Kubernetes binaries: %v (run `make k8s-tools`)", err)
 	}
 	tools := Tools{
-		Etcd:              etcdtest.Binary(),
-		APIServer:         filepath.Join(dir, "kube-apiserver"),
-		ControllerManager: filepath.Join(dir, "kube-controller-manager"),
-		Kubectl:           filepath.Join(dir, "kubectl"),
-		CSIProvisioner:    filepath.Join(dir, "csi-provisioner"),
-		CSIAttacher:       filepath.Join(dir, "csi-attacher"),
-		CSIResizer:        filepath.Join(dir, "csi-resizer"),
+		Etcd:               etcdtest.Binary(),
+		APIServer:          filepath.Join(dir, "kube-apiserver"),
+		ControllerManager:  filepath.Join(dir, "kube-controller-manager"),
+		Kubectl:            filepath.Join(dir, "kubectl"),
+		CSIProvisioner:     filepath.Join(dir, "csi-provisioner"),
+		CSIAttacher:        filepath.Join(dir, "csi-attacher"),
+		CSIResizer:         filepath.Join(dir, "csi-resizer"),
+		CSISnapshotter:     filepath.Join(dir, "csi-snapshotter"),
+		SnapshotController: filepath.Join(dir, "snapshot-controller"),
 	}
 	var missing, built []string
 	if tools.Etcd == "" {
 		missing = append(missing, "etcd (apt-get install etcd-server, or `make deps`)")
 	}
-	for _, p := range []string{tools.APIServer, tools.ControllerManager, tools.Kubectl, tools.CSIProvisioner, tools.CSIAttacher, tools.CSIResizer} {
+	for _, p := range []string{tools.APIServer, tools.ControllerManager, tools.Kubectl, tools.CSIProvisioner, tools.CSIAttacher, tools.CSIResizer, tools.CSISnapshotter, tools.SnapshotController} {
 		if fi, err := os.Stat(p); err != nil || fi.Mode()&0o111 == 0 {
 			built = append(built, filepath.Base(p))
 		}

@@ -614,19 +614,21 @@ func TestAuthBidirectional(t *testing.T) {
 }
 
 // fileWriter writes files with random content into dir until stopped and
-// remembers their checksums, so data written while keys rotate can be
-// verified.
+// remembers their checksums, so data written while keys rotate (or a
+// snapshot is taken) can be verified.
 type fileWriter struct {
 	dir  string
 	stop chan struct{}
 	done chan struct{}
 	mu   sync.Mutex
 	sums map[string]string
-	err  error
+	// synced is when each file's fsync returned.
+	synced map[string]time.Time
+	err    error
 }
 
 func startFileWriter(dir string) *fileWriter {
-	w := &fileWriter{dir: dir, stop: make(chan struct{}), done: make(chan struct{}), sums: map[string]string{}}
+	w := &fileWriter{dir: dir, stop: make(chan struct{}), done: make(chan struct{}), sums: map[string]string{}, synced: map[string]time.Time{}}
 	go func() {
 		defer close(w.done)
 		buf := make([]byte, 256<<10)
@@ -658,6 +660,7 @@ func startFileWriter(dir string) *fileWriter {
 			sum := sha256.Sum256(buf)
 			w.mu.Lock()
 			w.sums[p] = hex.EncodeToString(sum[:])
+			w.synced[p] = time.Now()
 			w.mu.Unlock()
 		}
 	}()
@@ -674,6 +677,20 @@ func (w *fileWriter) count() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return len(w.sums)
+}
+
+// syncedBefore returns the checksums of the files whose fsync returned
+// before t.
+func (w *fileWriter) syncedBefore(t time.Time) map[string]string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := map[string]string{}
+	for p, at := range w.synced {
+		if at.Before(t) {
+			out[p] = w.sums[p]
+		}
+	}
+	return out
 }
 
 func (w *fileWriter) finish() (map[string]string, error) {

@@ -74,6 +74,14 @@ var mountRW = &csi.VolumeCapability{
 // and NodePublish, and undoes them at cleanup.
 func provisionVolume(t *testing.T, c csiClients, name string, size int64, params map[string]string) csiVolume {
 	t.Helper()
+	return provisionWith(t, c, name, size, params, mountRW, nil)
+}
+
+// provisionWith is provisionVolume for a capability (mount or block) and
+// an optional content source (a snapshot or a volume). A block volume's
+// target is the device file NodePublish makes.
+func provisionWith(t *testing.T, c csiClients, name string, size int64, params map[string]string, capability *csi.VolumeCapability, source *csi.VolumeContentSource) csiVolume {
+	t.Helper()
 	ctx := ctxTimeout(t, 3*time.Minute)
 	info, err := c.node.NodeGetInfo(ctx, &csi.NodeGetInfoRequest{})
 	if err != nil {
@@ -81,7 +89,7 @@ func provisionVolume(t *testing.T, c csiClients, name string, size int64, params
 	}
 	cv, err := c.ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{
 		Name: name, CapacityRange: &csi.CapacityRange{RequiredBytes: size},
-		VolumeCapabilities: []*csi.VolumeCapability{mountRW}, Parameters: params,
+		VolumeCapabilities: []*csi.VolumeCapability{capability}, Parameters: params, VolumeContentSource: source,
 	})
 	if err != nil {
 		t.Fatalf("CreateVolume %s: %v", name, err)
@@ -90,7 +98,7 @@ func provisionVolume(t *testing.T, c csiClients, name string, size int64, params
 		staging: filepath.Join("/run/nvmirror-test/kubelet", name, "staging"),
 		target:  filepath.Join("/run/nvmirror-test/kubelet", name, "target")}
 	pub, err := c.ctrl.ControllerPublishVolume(ctx, &csi.ControllerPublishVolumeRequest{
-		VolumeId: v.id, NodeId: info.GetNodeId(), VolumeCapability: mountRW,
+		VolumeId: v.id, NodeId: info.GetNodeId(), VolumeCapability: capability,
 	})
 	if err != nil {
 		t.Fatalf("ControllerPublishVolume: %v", err)
@@ -99,13 +107,13 @@ func provisionVolume(t *testing.T, c csiClients, name string, size int64, params
 		t.Fatal(err)
 	}
 	if _, err := c.node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{
-		VolumeId: v.id, StagingTargetPath: v.staging, VolumeCapability: mountRW,
+		VolumeId: v.id, StagingTargetPath: v.staging, VolumeCapability: capability,
 		PublishContext: pub.GetPublishContext(), VolumeContext: cv.GetVolume().GetVolumeContext(),
 	}); err != nil {
 		t.Fatalf("NodeStageVolume: %v", err)
 	}
 	if _, err := c.node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{
-		VolumeId: v.id, StagingTargetPath: v.staging, TargetPath: v.target, VolumeCapability: mountRW,
+		VolumeId: v.id, StagingTargetPath: v.staging, TargetPath: v.target, VolumeCapability: capability,
 		PublishContext: pub.GetPublishContext(), VolumeContext: cv.GetVolume().GetVolumeContext(),
 	}); err != nil {
 		t.Fatalf("NodePublishVolume: %v", err)

@@ -38,6 +38,9 @@ type Provisioner struct {
 	syncReports []SyncReport
 	// ReportSyncErr, when set, fails ReportReplicaSync only.
 	ReportSyncErr error
+	snapshots     snapshots
+	// Ranges are what SnapshotRanges reports for any snapshot, ascending.
+	Ranges []volume.ByteRange
 }
 
 // NewProvisioner returns a registry with capacity bytes of replica space.
@@ -77,17 +80,22 @@ func (p *Provisioner) CreateVolume(_ context.Context, req volume.CreateVolumeReq
 	n := params.NumReplicas
 	if id, ok := p.byName[req.Name]; ok {
 		v := p.vols[id]
-		if v.SizeBytes != req.SizeBytes || !maps.Equal(v.Parameters, req.Parameters) {
-			return nil, fmt.Errorf("volume %q exists with %d bytes and parameters %v: %w", req.Name, v.SizeBytes, v.Parameters, volume.ErrAlreadyExists)
+		if v.SizeBytes != req.SizeBytes || !maps.Equal(v.Parameters, req.Parameters) ||
+			v.SourceSnapshotID != req.SourceSnapshotID || v.SourceVolumeID != req.SourceVolumeID {
+			return nil, fmt.Errorf("volume %q exists with %d bytes, parameters %v and another source: %w", req.Name, v.SizeBytes, v.Parameters, volume.ErrAlreadyExists)
 		}
 		return clone(v), nil
+	}
+	if err := p.checkSource(req); err != nil {
+		return nil, err
 	}
 	if p.used+req.SizeBytes*int64(n) > p.capacity {
 		return nil, fmt.Errorf("%d replicas of %d bytes do not fit: %w", n, req.SizeBytes, volume.ErrResourceExhausted)
 	}
 	p.nextID++
 	id := fmt.Sprintf("vol-%04d", p.nextID)
-	v := &volume.Volume{ID: id, Name: req.Name, SizeBytes: req.SizeBytes, Parameters: maps.Clone(req.Parameters), Policy: params.Policy()}
+	v := &volume.Volume{ID: id, Name: req.Name, SizeBytes: req.SizeBytes, Parameters: maps.Clone(req.Parameters), Policy: params.Policy(),
+		SourceSnapshotID: req.SourceSnapshotID, SourceVolumeID: req.SourceVolumeID}
 	if v.Parameters == nil {
 		v.Parameters = map[string]string{}
 	}

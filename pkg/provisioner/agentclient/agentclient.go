@@ -66,10 +66,14 @@ func endpoints(in []*agentapi.Endpoint) []store.Endpoint {
 }
 
 func (c *Client) CreateReplica(ctx context.Context, r provisioner.ReplicaSpec) (provisioner.AgentReplica, error) {
-	resp, err := c.c.CreateReplica(ctx, &agentapi.CreateReplicaRequest{
+	req := &agentapi.CreateReplicaRequest{
 		ReplicaId: r.ReplicaID, VolumeId: r.VolumeID, SizeBytes: r.SizeBytes,
 		ProvisioningType: provType(r.ProvisioningType), AllowedHosts: r.AllowedHosts,
-	})
+	}
+	if src := r.Source; src != nil {
+		req.Source = &agentapi.SnapshotSource{SnapshotId: src.SnapshotID, SourceOffset: src.SourceOffset, Length: src.Length, TargetOffset: src.TargetOffset}
+	}
+	resp, err := c.c.CreateReplica(ctx, req)
 	if err != nil {
 		return provisioner.AgentReplica{}, mapErr(err)
 	}
@@ -132,7 +136,8 @@ func (c *Client) GetCapacity(ctx context.Context) (provisioner.Capacity, error) 
 		return provisioner.Capacity{}, mapErr(err)
 	}
 	return provisioner.Capacity{TotalBytes: resp.GetTotalBytes(), AvailableBytes: resp.GetAvailableBytes(),
-		ProvisionedBytes: resp.GetProvisionedBytes(), ReplicaCount: int(resp.GetReplicaCount())}, nil
+		ProvisionedBytes: resp.GetProvisionedBytes(), ReplicaCount: int(resp.GetReplicaCount()),
+		SnapshotCount: int(resp.GetSnapshotCount()), SnapshotAllocatedBytes: resp.GetSnapshotAllocatedBytes()}, nil
 }
 
 func (c *Client) NodeInfo(ctx context.Context) (provisioner.NodeInfo, error) {

@@ -62,6 +62,16 @@ type Node struct {
 	// RepairHook, when set, runs before StartRepair (outside the lock),
 	// like CreateHook.
 	RepairHook func(repair.Request) error
+
+	// Files are the replicas' data (see WriteReplica); Snapshots the
+	// snapshot copies held here; Superblocks what each replica's md
+	// superblock reads as (zero: none). Reflink makes snapshot copies
+	// free of pool space, as on an XFS pool with reflink.
+	Files        map[string]*File
+	Snapshots    map[string]*Snapshot
+	Superblocks  map[string]provisioner.Superblock
+	Reflink      bool
+	SnapshotHook func(snapshotID string) error
 }
 
 // Cluster is a set of fake nodes.
@@ -209,6 +219,26 @@ func (a *client) CreateReplica(ctx context.Context, spec provisioner.ReplicaSpec
 		n.AllowedWithSecret[r.ID+"/"+h] = n.HostAuth[h].Secret
 		r.Hosts[h] = true
 	}
+	if src := spec.Source; src != nil {
+		snap, ok := n.snapshots()[src.SnapshotID]
+		if !ok || !snap.Complete {
+			return provisioner.AgentReplica{}, fmt.Errorf("source snapshot %s: %w", src.SnapshotID, provisioner.ErrNotFound)
+		}
+		if src.SourceOffset+src.Length > snap.SizeBytes || src.TargetOffset+src.Length > spec.SizeBytes {
+			return provisioner.AgentReplica{}, fmt.Errorf("source range does not fit: %w", provisioner.ErrInvalidArgument)
+		}
+		f := newFile(spec.SizeBytes)
+		for blk, b := range snap.Data.Blocks {
+			off := blk * blockSize
+			if off >= src.SourceOffset && off < src.SourceOffset+src.Length {
+				f.write(off-src.SourceOffset+src.TargetOffset, b)
+			}
+		}
+		if n.Files == nil {
+			n.Files = map[string]*File{}
+		}
+		n.Files[spec.ReplicaID] = f
+	}
 	n.Replicas[r.ID] = r
 	n.ProvisionedBytes += r.SizeBytes
 	if r.Type == storageclass.Thick {
@@ -241,6 +271,7 @@ func (a *client) DeleteReplica(ctx context.Context, id string) error {
 		n.AvailableBytes += r.SizeBytes
 	}
 	delete(n.Replicas, id)
+	delete(n.Files, id)
 	return nil
 }
 
@@ -389,7 +420,16 @@ func (a *client) GetCapacity(ctx context.Context) (provisioner.Capacity, error) 
 		return provisioner.Capacity{}, err
 	}
 	defer unlock()
-	return provisioner.Capacity{TotalBytes: n.TotalBytes, AvailableBytes: n.AvailableBytes, ProvisionedBytes: n.ProvisionedBytes, ReplicaCount: len(n.Replicas)}, nil
+	var snaps int
+	var snapBytes int64
+	for _, s := range n.Snapshots {
+		if s.Complete {
+			snaps++
+			snapBytes += s.AllocatedBytes
+		}
+	}
+	return provisioner.Capacity{TotalBytes: n.TotalBytes, AvailableBytes: n.AvailableBytes, ProvisionedBytes: n.ProvisionedBytes, ReplicaCount: len(n.Replicas),
+		SnapshotCount: snaps, SnapshotAllocatedBytes: snapBytes}, nil
 }
 
 func (a *client) NodeInfo(ctx context.Context) (provisioner.NodeInfo, error) {
