@@ -199,7 +199,7 @@ func TestSnapshotFreeze(t *testing.T) {
 		t.Fatal("a frozen volume's node operation lock was free: NodeUnstage would run")
 	}
 	probe := make(chan error, 1)
-	go func() { probe <- directWrite(mdDev, (dataBytes/block-1)*block, block, 0xAB) }()
+	go func() { probe <- freezeProbeWrite(mdDev, (dataBytes/block-1)*block, block, 0xAB) }()
 	mdWrites0 := statWriteSectors(t, mdName)
 	memberWrites := func() (n uint64) {
 		for _, d := range devs {
@@ -451,8 +451,8 @@ func (w *freezeWriter) stop() error {
 	}
 }
 
-// directWrite writes one block of b at off with O_DIRECT.
-func directWrite(dev string, off, n int64, b byte) error {
+// freezeProbeWrite writes one block of b at off with O_DIRECT.
+func freezeProbeWrite(dev string, off, n int64, b byte) error {
 	f, err := os.OpenFile(dev, os.O_WRONLY|unix.O_DIRECT, 0)
 	if err != nil {
 		return err
