@@ -3,6 +3,7 @@ package provisioner
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"google.golang.org/grpc/codes"
 
@@ -32,7 +33,8 @@ var (
 	ErrAborted = errors.New("aborted")
 	// ErrNodeNotConnected: a CSI node has no command stream open to this
 	// provisioner (NodeHub), or it closed before the node answered; retry.
-	ErrNodeNotConnected = errors.New("node not connected")
+	// It is an ErrUnavailable.
+	ErrNodeNotConnected = fmt.Errorf("node not connected: %w", ErrUnavailable)
 	// ErrOutOfRange: a requested size is above the largest volume
 	// (layout.MaxVolumeSize).
 	ErrOutOfRange = errors.New("out of range")

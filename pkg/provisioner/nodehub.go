@@ -63,6 +63,8 @@ type pendingCommand struct {
 	result chan *provisionerapi.CommandResult
 }
 
+var _ Quiescer = (*NodeHub)(nil)
+
 func newNodeHub(isLeader func() bool, newID func(prefix string) string) *NodeHub {
 	return &NodeHub{isLeader: isLeader, newID: newID, nodes: map[string]*nodeStream{}, pending: map[string]*pendingCommand{}}
 }
@@ -178,7 +180,7 @@ func (h *NodeHub) do(ctx context.Context, nodeID string, cmd *provisionerapi.Nod
 	}
 	h.mu.Unlock()
 	if ns == nil {
-		return nil, false, fmt.Errorf("%w: node %s has no command stream open to this provisioner", ErrNodeNotConnected, nodeID)
+		return nil, false, fmt.Errorf("%w: no node channel to node %s: it has no command stream open to this provisioner", ErrNodeNotConnected, nodeID)
 	}
 	defer func() {
 		h.mu.Lock()

@@ -36,6 +36,7 @@ func (s *leaderStore) IsLeader() bool { return !s.follower.Load() }
 // hubEnv serves a provisioner over mutual TLS with its authorization, as
 // in production, and dials it as node plugins.
 type hubEnv struct {
+	env   *env
 	svc   *provisioner.Service
 	store *leaderStore
 	ca    *rpcauthtest.CA
@@ -67,7 +68,7 @@ func newHubEnv(t *testing.T) *hubEnv {
 	}
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
-	return &hubEnv{svc: e.svc, store: st, ca: ca, addr: lis.Addr().String()}
+	return &hubEnv{env: e, svc: e.svc, store: st, ca: ca, addr: lis.Addr().String()}
 }
 
 func (h *hubEnv) as(t *testing.T, name string, roles ...string) provisionerapi.ProvisionerClient {
@@ -350,5 +351,52 @@ func TestNodeHubShutdown(t *testing.T) {
 	}
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "stopping") {
 		t.Fatalf("stream after Shutdown: %v", err)
+	}
+}
+
+// The snapshot of a published volume goes through the hub by default: the
+// node gets the freeze of the volume, its answer names the legs copied,
+// and the thaw follows the copies.
+func TestSnapshotFreezesThroughTheNodeHub(t *testing.T) {
+	h := newHubEnv(t)
+	e := h.env
+	v := e.create(t, "pvc-1", gib, map[string]string{"numReplicas": "2"})
+	if _, err := e.svc.PublishVolume(e.ctx, v.ID, hostA, w1); err != nil {
+		t.Fatal(err)
+	}
+	n := h.connect(t, "worker-1", w1)
+	type outcome struct {
+		snap *store.Snapshot
+		err  error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		s, err := e.svc.CreateSnapshot(e.ctx, provisioner.SnapshotRequest{Name: "snap-1", SourceVolumeID: v.ID})
+		done <- outcome{s, err}
+	}()
+	cmd := n.recv()
+	if f := cmd.GetFreeze(); f == nil || !slices.Equal(f.GetVolumeIds(), []string{v.ID}) || f.GetThawAfterMs() == 0 {
+		t.Fatalf("node got %+v, want the freeze of %s", cmd, v.ID)
+	}
+	// md holds only the first replica in sync: only its copy is the volume.
+	n.answer(&provisionerapi.CommandResult{CommandId: cmd.GetCommandId(), Frozen: []*provisionerapi.FrozenVolume{
+		{VolumeId: v.ID, InSyncReplicaIds: []string{v.Replicas[0].ID}, WritesHeld: true}}})
+	thaw := n.recv()
+	if thaw.GetThaw().GetFreezeCommandId() != cmd.GetCommandId() {
+		t.Fatalf("after the freeze the node got %+v, want its thaw", thaw)
+	}
+	n.answer(&provisionerapi.CommandResult{CommandId: thaw.GetCommandId()})
+	o := <-done
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+	// The copy is cut from the replica md held in sync, not from the one
+	// it did not.
+	var nodes []string
+	for _, c := range o.snap.Copies {
+		nodes = append(nodes, c.StorageNode)
+	}
+	if !slices.Equal(nodes, []string{v.Replicas[0].StorageNode}) {
+		t.Fatalf("copies on %v, want only on %s (the in-sync replica's storage node)", nodes, v.Replicas[0].StorageNode)
 	}
 }

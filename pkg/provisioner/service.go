@@ -100,8 +100,8 @@ type Options struct {
 	// Now is the clock (time.Now by default; tests move it).
 	Now func() time.Time
 	// Quiescer holds a published volume's writes on its node while a
-	// snapshot is cut (the node hub); nil: published volumes cannot be
-	// snapshotted (Unavailable).
+	// snapshot is cut; nil: the service's own node hub (Nodes), the
+	// command channel the CSI nodes keep open (tests give a fake).
 	Quiescer Quiescer
 	// FreezeTimeout bounds a snapshot's hold on a volume's writes
 	// (DefaultFreezeTimeout when 0).
@@ -201,6 +201,9 @@ func New(o Options) (*Service, error) {
 	s := &Service{o: o, replacing: map[string]int{}, repairBackoff: map[string]backoff{},
 		drainStuck: map[string]map[string]string{}, drainReported: map[string]bool{}, moveDone: make(chan struct{}, 1), repairWake: make(chan struct{}, 1)}
 	s.nodes = newNodeHub(o.Store.IsLeader, func(prefix string) string { return prefix + s.randomHex(12) })
+	if s.o.Quiescer == nil {
+		s.o.Quiescer = s.nodes
+	}
 	return s, nil
 }
 
