@@ -243,37 +243,42 @@ func snapshotSteps(t *testing.T, e *Env, cp *ControlPlane, pc provisionerapi.Pro
 		if len(snapOf) != len(members) {
 			t.Errorf("VolumeGroupSnapshotContent %s holds %d snapshots, want %d: %+v", content, len(snapOf), len(members), vgsc.Status.Infos)
 		}
-		// One ready VolumeSnapshot per claim, owned by the group.
-		var list struct {
-			Items []struct {
-				Metadata struct {
-					Name            string `json:"name"`
-					OwnerReferences []struct {
-						Kind, Name string
-					} `json:"ownerReferences"`
-				} `json:"metadata"`
-				Status struct {
-					ReadyToUse bool `json:"readyToUse"`
-				} `json:"status"`
-			} `json:"items"`
-		}
-		if err := json.Unmarshal([]byte(cp.MustKubectl("get", "volumesnapshots", "-n", ns, "-o", "json")), &list); err != nil {
-			t.Fatal(err)
-		}
-		owned := 0
-		for _, it := range list.Items {
-			if slices.ContainsFunc(it.Metadata.OwnerReferences, func(r struct{ Kind, Name string }) bool {
-				return r.Kind == "VolumeGroupSnapshot" && r.Name == group
-			}) {
-				owned++
-				if !it.Status.ReadyToUse {
-					t.Errorf("VolumeSnapshot %s of group %s not readyToUse", it.Metadata.Name, group)
+		// One ready VolumeSnapshot per claim, owned by the group: the
+		// snapshot-controller fills in the members' status after the
+		// group's, so wait for it.
+		e.WaitFor(2*time.Minute, "the VolumeSnapshots of group "+group+" ready", func() (bool, string) {
+			var list struct {
+				Items []struct {
+					Metadata struct {
+						Name            string `json:"name"`
+						OwnerReferences []struct {
+							Kind, Name string
+						} `json:"ownerReferences"`
+					} `json:"metadata"`
+					Status struct {
+						ReadyToUse bool `json:"readyToUse"`
+					} `json:"status"`
+				} `json:"items"`
+			}
+			if err := json.Unmarshal([]byte(cp.MustKubectl("get", "volumesnapshots", "-n", ns, "-o", "json")), &list); err != nil {
+				t.Fatal(err)
+			}
+			owned, ready := 0, 0
+			for _, it := range list.Items {
+				if slices.ContainsFunc(it.Metadata.OwnerReferences, func(r struct{ Kind, Name string }) bool {
+					return r.Kind == "VolumeGroupSnapshot" && r.Name == group
+				}) {
+					owned++
+					if it.Status.ReadyToUse {
+						ready++
+					}
 				}
 			}
-		}
-		if owned != 2 {
-			t.Errorf("group %s owns %d VolumeSnapshots, want 2", group, owned)
-		}
+			if owned > 2 {
+				t.Fatalf("group %s owns %d VolumeSnapshots, want 2", group, owned)
+			}
+			return owned == 2 && ready == 2, fmt.Sprintf("%d owned, %d ready", owned, ready)
+		})
 		g := mustGetSnapshotGroup(t, pc, vgsc.Status.Handle)
 		var sources []string
 		for _, s := range g.GetSnapshots() {
