@@ -90,7 +90,7 @@ helm-render:
 ## whole life through the real sidecars, nvmirror and storage nodes in a VM (fails, never skips,
 ## if a tool is missing)
 test-k8s: vm-deps k8s-tools helm-render
-	NVMIRROR_REQUIRE_K8S=1 NVMIRROR_REQUIRE_VM=1 NVMIRROR_K8S_LOGDIR=$(CURDIR)/_output/k8s \
+	NVMIRROR_REQUIRE_K8S=1 NVMIRROR_REQUIRE_VM=1 NVMIRROR_REQUIRE_SNAPSHOTS=1 NVMIRROR_K8S_LOGDIR=$(CURDIR)/_output/k8s \
 	  $(GO) test -v -count=1 -timeout 20m ./test/k8s/
 
 ## test: everything CI runs

@@ -28,6 +28,8 @@ func main() {
 	o.AddFlags(flag.CommandLine)
 	var h healerOptions
 	h.addFlags(flag.CommandLine)
+	var nc nodeCmdOptions
+	nc.addFlags(flag.CommandLine)
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
 	if *showVersion {
@@ -42,9 +44,13 @@ func main() {
 		fmt.Fprintf(os.Stderr, "nvmirror-csi: %v\n", err)
 		os.Exit(2)
 	}
+	if err := nc.validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "nvmirror-csi: %v\n", err)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := run(ctx, o, h); err != nil {
+	if err := run(ctx, o, h, nc); err != nil {
 		klog.ErrorS(err, "nvmirror-csi failed")
 		klog.Flush()
 		os.Exit(1)
@@ -52,7 +58,7 @@ func main() {
 	klog.Flush()
 }
 
-func run(ctx context.Context, o driver.Options, h healerOptions) error {
+func run(ctx context.Context, o driver.Options, h healerOptions, nc nodeCmdOptions) error {
 	klog.InfoS("Starting nvmirror-csi", "version", version.Version, "mode", o.Mode, "endpoint", o.Endpoint)
 	prov, conn, err := newProvisionerClient(o)
 	if err != nil {
@@ -97,6 +103,14 @@ func run(ctx context.Context, o driver.Options, h healerOptions) error {
 			go runHealer(ctx, hl, reg, h.metricsAddress) // its Run runs the queue's sender
 		} else {
 			go queue.Run(ctx)
+		}
+		if nc.enabled {
+			stop, err := startNodeCommands(ctx, o, nc, d, prov, node)
+			if err != nil {
+				return err
+			}
+			// Writes a freeze holds are released before the process exits.
+			defer stop()
 		}
 	}
 	return d.Run(ctx)

@@ -205,6 +205,7 @@ func run(ctx context.Context, o Options, ready func(addr string)) error {
 	klog.InfoS("Stopping: waiting for running calls", "timeout", o.ShutdownTimeout)
 	health.Shutdown() // NOT_SERVING from now on: clients go elsewhere
 	status.SetStopping()
+	svc.Nodes().Shutdown() // node command streams never end by themselves
 	done := make(chan struct{})
 	go func() { srv.GracefulStop(); close(done) }()
 	select {

@@ -203,7 +203,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.SweepInterval, "sweep-interval", o.SweepInterval, "how often deletions and host allow-lists on returning storage nodes are reconciled")
 	fs.DurationVar(&o.RepairInterval, "repair-interval", o.RepairInterval, "how often volumes published to no host are checked and repaired offline by a storage node (0 disables offline repair)")
 	fs.DurationVar(&o.RepairLease, "repair-lease", o.RepairLease, "how long a storage node's offline repair runs without the provisioner asking before it stops itself (at least twice --repair-interval)")
-	fs.DurationVar(&o.FreezeTimeout, "freeze-timeout", o.FreezeTimeout, "longest a snapshot holds a published volume's writes on its node while the copies are cut; the node thaws by itself after it, and a cut that takes longer fails and is retried (1s-1m)")
+	fs.DurationVar(&o.FreezeTimeout, "freeze-timeout", o.FreezeTimeout, "longest a snapshot holds a published volume's writes on its node while the copies are cut; the node thaws by itself after it, and a cut that takes longer fails and is retried (1s-30s; not above the nodes' --freeze-max-hold)")
 	fs.DurationVar(&o.CreatingTimeout, "creating-timeout", o.CreatingTimeout, "age past which a volume still being created (its create interrupted, e.g. by a crash) is rolled back: replicas deleted, record removed (at least 1m)")
 	fs.DurationVar(&o.OrphanScanInterval, "orphan-scan-interval", o.OrphanScanInterval, "how often the leader compares the replicas every storage node holds with the registry (0 disables the scan)")
 	fs.DurationVar(&o.OrphanGrace, "orphan-grace", o.OrphanGrace, "how long a replica the registry let go of (deleted volume, removed replica) stays orphaned, from its first sight by the leader, before it is deleted")
@@ -374,8 +374,8 @@ func (o *Options) Validate() error {
 	if o.SweepInterval <= 0 {
 		bad("--sweep-interval %s: must be positive", o.SweepInterval)
 	}
-	if o.FreezeTimeout < time.Second || o.FreezeTimeout > time.Minute {
-		bad("--freeze-timeout %s: must be between 1s and 1m (writes are held that long at most)", o.FreezeTimeout)
+	if o.FreezeTimeout < time.Second || o.FreezeTimeout > 30*time.Second {
+		bad("--freeze-timeout %s: must be between 1s and 30s (writes are held that long at most; nodes hold them no longer than their --freeze-max-hold, 30s by default)", o.FreezeTimeout)
 	}
 	if o.CreatingTimeout < time.Minute {
 		bad("--creating-timeout %s: must be at least 1m, longer than any create takes", o.CreatingTimeout)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
+	"github.com/nvmirror/nvmirror/pkg/stagestate"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
@@ -72,4 +73,27 @@ func (d *Driver) recordMissingReplicas(ctx context.Context, vol *volume.Volume, 
 		klog.InfoS("Recorded replica out of sync: the array runs without it", "volumeID", vol.ID, "replica", r.ID, "storageNode", r.StorageNode, "array", arr.Device)
 	}
 	return nil
+}
+
+// StagedInSyncReplicas returns the replicas of a volume staged on this
+// node that md holds as in-sync members of arr, by the rule NodeStage uses
+// (inSyncReplicaIDs): each replica subsystem of the staging record is
+// resolved to its namespace device, and a replica counts when md holds
+// that device in sync and not faulty. A replica whose device cannot be
+// found (its controller gone) is left out: md cannot hold it in sync.
+// The freeze of a snapshot reports this, read while the array's writes
+// are held.
+func (d *Driver) StagedInSyncReplicas(v stagestate.Volume, arr mdraid.Array) []string {
+	replicas := make([]volume.Replica, 0, len(v.Replicas))
+	devices := map[string]host.Device{}
+	for _, r := range v.Replicas {
+		dev, err := d.node.Initiator.FindDevice(r.NQN, r.NamespaceUUID)
+		if err != nil {
+			klog.V(4).InfoS("Replica has no device: not an in-sync member", "volumeID", v.VolumeID, "replica", r.ID, "nqn", r.NQN, "err", err)
+			continue
+		}
+		replicas = append(replicas, volume.Replica{ID: r.ID})
+		devices[r.ID] = dev
+	}
+	return inSyncReplicaIDs(arr, replicas, devices)
 }

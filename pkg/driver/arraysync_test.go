@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/nvmeof/host"
 	"github.com/nvmirror/nvmirror/pkg/stagestate"
 	"github.com/nvmirror/nvmirror/pkg/volume"
@@ -195,5 +196,53 @@ func TestStageAndUnstageSkipAReplicaNotCreatedYet(t *testing.T) {
 	must(t, e.unstage(id))
 	if len(e.ini.Connected()) != 0 {
 		t.Fatalf("connections left: %v", e.ini.Connected())
+	}
+}
+
+// The replicas a freeze reports: those whose device md holds in sync, by
+// NodeStage's own mapping from the staging record; a member md failed and
+// a replica whose controller is gone are left out.
+func TestStagedInSyncReplicas(t *testing.T) {
+	e := newEnv(t)
+	id := e.create("v", "3")
+	e.publish(id)
+	must(t, e.stage(id, mountCap))
+	vols, err := stagestate.ListVolumes(e.opts.StateDir)
+	must(t, err)
+	if len(vols) != 1 || vols[0].MDDevice == "" {
+		t.Fatalf("staged %+v, want one volume with an array", vols)
+	}
+	sv := vols[0]
+	name := strings.TrimPrefix(sv.MDDevice, "/dev/")
+	read := func() []string {
+		a, err := e.raid.ReadArray(name)
+		must(t, err)
+		got := e.drv.StagedInSyncReplicas(sv, a)
+		slices.Sort(got)
+		return got
+	}
+	var all []string
+	for _, r := range e.volume(id).Replicas {
+		all = append(all, r.ID)
+	}
+	slices.Sort(all)
+	if got := read(); !slices.Equal(got, all) {
+		t.Fatalf("whole array: %v, want %v", got, all)
+	}
+
+	v := e.volume(id)
+	failed, gone := v.Replicas[0], v.Replicas[1]
+	dev, err := e.ini.FindDevice(failed.NQN, "")
+	must(t, err)
+	e.raid.Update(sv.MDDevice, func(a *mdraid.Array) {
+		for i := range a.Members {
+			if a.Members[i].Device == dev.Name {
+				a.Members[i].State = mdraid.ParseMemberState("faulty")
+			}
+		}
+	})
+	must(t, e.ini.DisconnectNQN(context.Background(), gone.NQN))
+	if got := read(); !slices.Equal(got, []string{v.Replicas[2].ID}) {
+		t.Fatalf("one member failed, one replica disconnected: %v, want only %s", got, v.Replicas[2].ID)
 	}
 }

@@ -81,6 +81,11 @@ func NewAuthorizer(st store.Store) rpcauth.Authorizer {
 		// audit records, each naming the node.
 		provisionerapi.Provisioner_ReportEvents_FullMethodName: {Roles: roles(ctl), Scoped: map[rpcauth.Role]rpcauth.ScopeCheck{node: eventsFromCaller}},
 
+		// A node's command channel (snapshot freezes): its own stream,
+		// its own results.
+		provisionerapi.Provisioner_NodeCommands_FullMethodName:        {Scoped: map[rpcauth.Role]rpcauth.ScopeCheck{node: ownNode}},
+		provisionerapi.Provisioner_ReportCommandResult_FullMethodName: {Scoped: map[rpcauth.Role]rpcauth.ScopeCheck{node: ownNode}},
+
 		healthCheck: {Roles: roles(ctl, node, admin)},
 		healthWatch: {Roles: roles(ctl, node, admin)},
 	}
@@ -183,6 +188,20 @@ func eventsFromCaller(_ context.Context, id rpcauth.Identity, method string, req
 		if nodeName(n) != id.Name {
 			return rpcauth.Denied(id, method, fmt.Sprintf("event %s names node %q", e.GetId(), n))
 		}
+	}
+	return nil
+}
+
+// ownNode: a request whose node_id names the caller's node. Stream
+// interceptors authorize before the first message (req is nil): the
+// NodeCommands handler makes this check itself on its request.
+func ownNode(_ context.Context, id rpcauth.Identity, method string, req any) error {
+	g, ok := req.(interface{ GetNodeId() string })
+	if !ok {
+		return nil
+	}
+	if nodeName(g.GetNodeId()) != id.Name {
+		return rpcauth.Denied(id, method, fmt.Sprintf("node_id %q names another node", g.GetNodeId()))
 	}
 	return nil
 }

@@ -226,8 +226,15 @@ func TestAuthorizationTableCoversTheAPI(t *testing.T) {
 	if !ok {
 		t.Fatalf("NewAuthorizer is %T, want an rpcauth.Policy", provisioner.NewAuthorizer(nil))
 	}
+	var names []string
 	for _, m := range provisionerapi.Provisioner_ServiceDesc.Methods {
-		name := "/" + provisionerapi.Provisioner_ServiceDesc.ServiceName + "/" + m.MethodName
+		names = append(names, m.MethodName)
+	}
+	for _, s := range provisionerapi.Provisioner_ServiceDesc.Streams {
+		names = append(names, s.StreamName)
+	}
+	for _, m := range names {
+		name := "/" + provisionerapi.Provisioner_ServiceDesc.ServiceName + "/" + m
 		if r, ok := p[name]; !ok || (len(r.Roles) == 0 && len(r.Scoped) == 0) {
 			t.Errorf("%s is in no role's table", name)
 		}

@@ -3,12 +3,14 @@ package provisioner
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"google.golang.org/grpc/codes"
 
 	"github.com/nvmirror/nvmirror/pkg/grpcerr"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/placement"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
+	"github.com/nvmirror/nvmirror/pkg/rpcauth"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
 
@@ -29,6 +31,10 @@ var (
 	ErrUnavailable = errors.New("unavailable")
 	// ErrAborted: another operation on the same volume is in progress.
 	ErrAborted = errors.New("aborted")
+	// ErrNodeNotConnected: a CSI node has no command stream open to this
+	// provisioner (NodeHub), or it closed before the node answered; retry.
+	// It is an ErrUnavailable.
+	ErrNodeNotConnected = fmt.Errorf("node not connected: %w", ErrUnavailable)
 	// ErrOutOfRange: a requested size is above the largest volume
 	// (layout.MaxVolumeSize).
 	ErrOutOfRange = errors.New("out of range")
@@ -44,8 +50,10 @@ var statusCodes = grpcerr.Codes{
 	grpcerr.To(codes.ResourceExhausted, ErrResourceExhausted),
 	grpcerr.To(codes.FailedPrecondition, ErrFailedPrecondition),
 	grpcerr.To(codes.OutOfRange, ErrOutOfRange),
-	grpcerr.To(codes.Unavailable, ErrUnavailable, store.ErrNotLeader),
+	grpcerr.To(codes.Unavailable, ErrUnavailable, store.ErrNotLeader, ErrNodeNotConnected),
 	grpcerr.To(codes.Aborted, ErrAborted, store.ErrConflict),
+	// A scope check a handler makes itself (a stream's request).
+	grpcerr.To(codes.PermissionDenied, rpcauth.ErrPermissionDenied),
 	grpcerr.To(codes.DeadlineExceeded, context.DeadlineExceeded),
 	grpcerr.To(codes.Canceled, context.Canceled),
 }

@@ -100,8 +100,8 @@ type Options struct {
 	// Now is the clock (time.Now by default; tests move it).
 	Now func() time.Time
 	// Quiescer holds a published volume's writes on its node while a
-	// snapshot is cut (the node hub); nil: published volumes cannot be
-	// snapshotted (Unavailable).
+	// snapshot is cut; nil: the service's own node hub (Nodes), the
+	// command channel the CSI nodes keep open (tests give a fake).
 	Quiescer Quiescer
 	// FreezeTimeout bounds a snapshot's hold on a volume's writes
 	// (DefaultFreezeTimeout when 0).
@@ -141,6 +141,8 @@ type Service struct {
 	// process, so a stale create's rollback never runs beside a create.
 	creates createGate
 	orphans orphanState
+	// nodes is the command channel to the CSI nodes (nodehub.go).
+	nodes *NodeHub
 }
 
 type backoff struct {
@@ -196,8 +198,13 @@ func New(o Options) (*Service, error) {
 	default:
 		return nil, fmt.Errorf("provisioner: credential scope %q: want %s or %s", o.CredentialScope, ScopeStorageNode, ScopeHost)
 	}
-	return &Service{o: o, replacing: map[string]int{}, repairBackoff: map[string]backoff{},
-		drainStuck: map[string]map[string]string{}, drainReported: map[string]bool{}, moveDone: make(chan struct{}, 1), repairWake: make(chan struct{}, 1)}, nil
+	s := &Service{o: o, replacing: map[string]int{}, repairBackoff: map[string]backoff{},
+		drainStuck: map[string]map[string]string{}, drainReported: map[string]bool{}, moveDone: make(chan struct{}, 1), repairWake: make(chan struct{}, 1)}
+	s.nodes = newNodeHub(o.Store.IsLeader, func(prefix string) string { return prefix + s.randomHex(12) })
+	if s.o.Quiescer == nil {
+		s.o.Quiescer = s.nodes
+	}
+	return s, nil
 }
 
 func (s *Service) randomHex(n int) string {

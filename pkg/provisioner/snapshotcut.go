@@ -86,6 +86,7 @@ func (s *Service) cut(ctx context.Context, targets []*cutTarget) (time.Time, err
 		return time.Time{}, fmt.Errorf("volume %s is published and this provisioner has no node channel to hold its writes: %w", targets[0].vol.ID, ErrUnavailable)
 	}
 
+	freezeCalled := s.o.Now()
 	freezes, err := s.freezeAll(ctx, byNode)
 	defer s.thawAll(freezes)
 	if err != nil {
@@ -99,6 +100,12 @@ func (s *Service) cut(ctx context.Context, targets []*cutTarget) (time.Time, err
 	}
 	if err := s.copyLegs(ctx, targets); err != nil {
 		return time.Time{}, err
+	}
+	// A node holds writes until FreezeTimeout after it was asked, at most:
+	// copies finished later may have been cut from legs writes had
+	// reached unevenly again.
+	if took := s.o.Now().Sub(freezeCalled); len(freezes) > 0 && took > s.o.FreezeTimeout {
+		return time.Time{}, fmt.Errorf("the copies took %v, longer than the nodes hold writes (--freeze-timeout %v): %w", took.Round(time.Millisecond), s.o.FreezeTimeout, ErrUnavailable)
 	}
 	return cutAt, nil
 }

@@ -348,7 +348,6 @@ func readyCopies(snap *store.Snapshot) []string {
 	return out
 }
 
-
 // underCopied reports whether the snapshot has fewer complete copies than
 // its volume had replicas.
 func underCopied(snap *store.Snapshot) bool {

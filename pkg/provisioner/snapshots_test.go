@@ -555,3 +555,29 @@ func TestSnapshotRanges(t *testing.T) {
 	_, _, _, err = e.svc.SnapshotRanges(e.ctx, provisioner.RangesRequest{SnapshotID: target.ID, Start: 2 * gib})
 	wantCode(t, err, provisioner.ErrOutOfRange, "starting_offset")
 }
+
+func TestSnapshotCutOutlastingTheFreezeFails(t *testing.T) {
+	clk := newClock()
+	q := &fakeQuiescer{}
+	e := newEnvOpts(t, threeRacks(), provisioner.Options{Quiescer: q, FreezeTimeout: 10 * time.Second, Now: clk.Now})
+	q.store = e.store
+	v := e.create(t, "pvc-1", gib, map[string]string{"numReplicas": "2"})
+	if _, err := e.svc.PublishVolume(e.ctx, v.ID, hostA, "node-x"); err != nil {
+		t.Fatal(err)
+	}
+	slow := v.Replicas[0].StorageNode
+	// A copy that takes longer than the freeze: the node may have let
+	// writes through before the other legs were copied.
+	e.cluster.SetSnapshotHook(slow, func(string) error { clk.Add(11 * time.Second); return nil })
+	_, err := e.svc.CreateSnapshot(e.ctx, provisioner.SnapshotRequest{Name: "snap-1", SourceVolumeID: v.ID})
+	wantCode(t, err, provisioner.ErrUnavailable, "--freeze-timeout")
+	for _, n := range []string{"sn-1", "sn-2", "sn-3"} {
+		if ids := e.cluster.SnapshotIDs(n); len(ids) != 0 {
+			t.Errorf("copies of the failed cut left on %s: %v", n, ids)
+		}
+	}
+	e.cluster.SetSnapshotHook(slow, func(string) error { clk.Add(9 * time.Second); return nil })
+	if snap, err := e.svc.CreateSnapshot(e.ctx, provisioner.SnapshotRequest{Name: "snap-1", SourceVolumeID: v.ID}); err != nil || snap.State != store.SnapshotReady {
+		t.Errorf("retry within the freeze = %v, %v", snap, err)
+	}
+}

@@ -4607,8 +4607,12 @@ type FrozenVolume struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	VolumeId         string                 `protobuf:"bytes,1,opt,name=volume_id,json=volumeId,proto3" json:"volume_id,omitempty"`
 	InSyncReplicaIds []string               `protobuf:"bytes,2,rep,name=in_sync_replica_ids,json=inSyncReplicaIds,proto3" json:"in_sync_replica_ids,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Whether the node holds the volume's writes: false for a volume without
+	// an md array (one replica), whose single file is the whole volume and
+	// whose point in time is the instant it is copied.
+	WritesHeld    bool `protobuf:"varint,3,opt,name=writes_held,json=writesHeld,proto3" json:"writes_held,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FrozenVolume) Reset() {
@@ -4653,6 +4657,13 @@ func (x *FrozenVolume) GetInSyncReplicaIds() []string {
 		return x.InSyncReplicaIds
 	}
 	return nil
+}
+
+func (x *FrozenVolume) GetWritesHeld() bool {
+	if x != nil {
+		return x.WritesHeld
+	}
+	return false
 }
 
 type ReportCommandResultResponse struct {
@@ -5085,10 +5096,12 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\n" +
 	"command_id\x18\x02 \x01(\tR\tcommandId\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12=\n" +
-	"\x06frozen\x18\x04 \x03(\v2%.nvmirror.provisioner.v1.FrozenVolumeR\x06frozen\"Z\n" +
+	"\x06frozen\x18\x04 \x03(\v2%.nvmirror.provisioner.v1.FrozenVolumeR\x06frozen\"{\n" +
 	"\fFrozenVolume\x12\x1b\n" +
 	"\tvolume_id\x18\x01 \x01(\tR\bvolumeId\x12-\n" +
-	"\x13in_sync_replica_ids\x18\x02 \x03(\tR\x10inSyncReplicaIds\"\x1d\n" +
+	"\x13in_sync_replica_ids\x18\x02 \x03(\tR\x10inSyncReplicaIds\x12\x1f\n" +
+	"\vwrites_held\x18\x03 \x01(\bR\n" +
+	"writesHeld\"\x1d\n" +
 	"\x1bReportCommandResultResponse*\x99\x01\n" +
 	"\fReplicaState\x12\x1d\n" +
 	"\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +

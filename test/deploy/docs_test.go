@@ -22,7 +22,7 @@ var externalFlags = map[string]string{
 	"extra-create-metadata": "csi-provisioner", "leader-election": "csi sidecars", "http-endpoint": "csi sidecars",
 	"health-port": "livenessprobe", "csi-address": "csi sidecars", "kubelet-registration-path": "node-driver-registrar",
 	"previous": "kubectl logs", "tail": "kubectl logs", "since-time": "kubectl logs", "all-containers": "kubectl logs",
-	"grow": "mdadm", "raid-devices": "mdadm",
+	"grow": "mdadm", "raid-devices": "mdadm", "examine": "mdadm", "assume-clean": "mdadm",
 	"dry-run": "kubectl", "show-labels": "kubectl", "sort-by": "kubectl", "field-selector": "kubectl",
 	"from-file": "kubectl create secret", "cert": "kubectl create secret tls", "key": "kubectl create secret tls",
 }
