@@ -29,7 +29,7 @@ const snapBenchGuestTests = "^TestBenchSnapshots$"
 // TestRealKernel.
 func TestSnapshotBenchmark(t *testing.T) {
 	if os.Getenv(envBenchMode) != "full" {
-		t.Skipf("the snapshot benchmark boots a VM for about 20 minutes: run it with `make bench-snapshots` (%s=full); TestRealKernel runs its smoke variant", envBenchMode)
+		t.Skipf("the snapshot benchmark boots a VM for about 15 minutes: run it with `make bench-snapshots` (%s=full); TestRealKernel runs its smoke variant", envBenchMode)
 	}
 	var result string
 	vm.GuestTests{
