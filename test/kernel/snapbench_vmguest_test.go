@@ -109,7 +109,7 @@ func TestBenchSnapshots(t *testing.T) {
 				"restore: CSI CreateVolume with the snapshot as its source until it returns (each new replica built from the copy on its own storage node); " +
 				"NodeStage of the restored volume: 3 NVMe/TCP connects, md created with --assume-clean",
 			"one volume of each size per pool; the sizes take turns, in alternating order, after one unmeasured round on the smallest (cold caches and connections); " +
-				"each round ends with the restored volume and the snapshot deleted and the filesystem trimmed (FITRIM); " +
+				"each round ends with the restored volume and the snapshot deleted, the filesystem trimmed (FITRIM) and the page cache dropped; " +
 				"pool space is the filesystem's used bytes (statfs) before and after, all three pools together",
 		},
 	}
@@ -190,8 +190,9 @@ func (e *snapBenchEnv) source(t *testing.T, size int64) *snapBenchSource {
 
 // round is one repetition on a source volume: a snapshot, a restore from
 // it, the restored volume staged, each timed and checked and added to
-// cell; then the restored volume and the snapshot are deleted and the
-// filesystem trimmed, so every round starts from the same state. The
+// cell; then the restored volume and the snapshot are deleted, the
+// filesystem trimmed and the page cache dropped, so every round starts
+// from the same state. The
 // first round of a cell md-checks the restored array.
 func (e *snapBenchEnv) round(t *testing.T, src *snapBenchSource, cell *bench.SnapshotCell, label string) {
 	t.Helper()
@@ -276,6 +277,11 @@ func (e *snapBenchEnv) round(t *testing.T, src *snapBenchSource, cell *bench.Sna
 		return err
 	})
 	fstrim(t, e.mnt)
+	// The same page cache at every round's start: an md check leaves
+	// gigabytes of it behind, which the next round would otherwise
+	// reclaim while it is timed.
+	unix.Sync()
+	dropCaches(t)
 }
 
 func mibs(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
@@ -474,17 +480,21 @@ func mdCheck(t *testing.T, md *mdraid.Manager, name string, size int64) int64 {
 	start := time.Now()
 	// At least 10 MiB/s of array under TCG, reading every leg.
 	deadline := 3*time.Minute + time.Duration(size/(10<<20))*time.Second
+	// Once a second: each look reads sysfs on the busy VM.
 	var last time.Time
+	var seen string
 	waitFor(t, deadline, "md check of "+name, func() (bool, string) {
 		if time.Since(last) < time.Second {
-			return false, ""
+			return false, seen
 		}
 		last = time.Now()
 		a, err := md.ReadArray(name)
 		if err != nil {
-			return false, err.Error()
+			seen = err.Error()
+			return false, seen
 		}
-		return a.SyncAction == "idle", describe(a)
+		seen = describe(a)
+		return a.SyncAction == "idle", seen
 	})
 	a, err := md.ReadArray(name)
 	if err != nil {
