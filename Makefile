@@ -23,7 +23,7 @@ KERNEL_PKG  ?=
 AUTH_KERNEL_PKG   ?= linux-image-6.12.95+deb12-amd64
 AUTH_KERNEL_SUITE ?= bookworm-backports
 
-.PHONY: all build deps vm-deps vm-kernel vm-kernel-auth vet unit race test-kernel test sanity demo bench bench-datapath bench-drain fuzz clean
+.PHONY: all build deps vm-deps vm-kernel vm-kernel-auth vet unit race test-kernel test sanity demo bench bench-datapath bench-drain bench-snapshots fuzz clean
 .PHONY: proto
 .PHONY: image-check
 .PHONY: k8s-tools test-k8s helm-render
@@ -111,10 +111,12 @@ demo: vm-deps
 ## bench: every benchmark: on the host (placement, stores, volume create/delete per backend,
 ## agent replica create/delete; the healer's cycle, NVMe poll and steady-state CPU at
 ## 10/100/1000 arrays: before its caches, with them, and with the kernel log trigger and the
-## incremental cycle, about 13 minutes), then bench-drain in a VM (about half an hour)
+## incremental cycle, about 13 minutes), then bench-drain in a VM (about half an hour) and
+## bench-snapshots in another
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(HOST_PKGS)
 	$(MAKE) bench-drain
+	$(MAKE) bench-snapshots
 
 ## bench-drain: time and bytes moved to drain a storage node holding 10 thin 1 GiB volumes
 ## with 64 MiB written each, through the real stack in one VM boot with a 20 GiB scratch disk
@@ -131,6 +133,15 @@ bench-datapath: vm-deps
 	NVMIRROR_REQUIRE_VM=1 NVMIRROR_BENCH_MODE=full NVMIRROR_BENCH_DOC=$(BENCH_DOC) \
 	  NVMIRROR_VM_LOGDIR=$(CURDIR)/_output/vm \
 	  $(GO) test -v -count=1 -timeout 45m -run '^TestDatapathBenchmark$$' ./test/kernel/
+
+## bench-snapshots: snapshot, restore and stage times of 3-replica 1 GiB and 16 GiB volumes with 64 MiB
+## written, on an XFS pool with reflinks and on an ext4 one, through the real stack in one VM boot (3 rounds
+## each: median and range, and the 16 GiB / 1 GiB ratios), rewriting the Snapshots table of
+## docs/performance.md; `make test` runs only its smoke variant, in test-kernel's boot
+bench-snapshots: vm-deps
+	NVMIRROR_REQUIRE_VM=1 NVMIRROR_BENCH_MODE=full NVMIRROR_BENCH_DOC=$(BENCH_DOC) \
+	  NVMIRROR_VM_LOGDIR=$(CURDIR)/_output/vm \
+	  $(GO) test -v -count=1 -timeout 100m -run '^TestSnapshotBenchmark$$' ./test/kernel/
 
 ## fuzz: run each fuzz target for FUZZTIME
 fuzz:

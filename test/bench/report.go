@@ -247,13 +247,19 @@ const (
 // RewriteDoc replaces what lies between BeginMarker and EndMarker in doc
 // with generated, and fails when the markers are missing or out of order.
 func RewriteDoc(doc []byte, generated string) ([]byte, error) {
-	i := bytes.Index(doc, []byte(BeginMarker))
-	j := bytes.Index(doc, []byte(EndMarker))
+	return RewriteSection(doc, BeginMarker, EndMarker, generated)
+}
+
+// RewriteSection replaces what lies between begin and end in doc with
+// generated, and fails when the markers are missing or out of order.
+func RewriteSection(doc []byte, begin, end, generated string) ([]byte, error) {
+	i := bytes.Index(doc, []byte(begin))
+	j := bytes.Index(doc, []byte(end))
 	if i < 0 || j < 0 || j < i {
-		return nil, fmt.Errorf("the document lacks the markers %q ... %q", BeginMarker, EndMarker)
+		return nil, fmt.Errorf("the document lacks the markers %q ... %q", begin, end)
 	}
 	var out bytes.Buffer
-	out.Write(doc[:i+len(BeginMarker)])
+	out.Write(doc[:i+len(begin)])
 	out.WriteString("\n")
 	out.WriteString(strings.TrimSpace(generated))
 	out.WriteString("\n")
