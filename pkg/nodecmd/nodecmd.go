@@ -205,6 +205,15 @@ func (l *Loop) startFreeze(ctx context.Context, id string, cmd *provisionerapi.F
 		}
 		return
 	}
+	if asked := time.Duration(cmd.GetThawAfterMs()) * time.Millisecond; asked > l.cfg.MaxHold {
+		// Never hold less than asked without saying so: the provisioner
+		// trusts copies cut within its thaw_after to be one point in time.
+		l.mu.Unlock()
+		msg := fmt.Sprintf("the freeze asks for writes held up to %v; this node holds them at most %v (--freeze-max-hold): raise it, or lower the provisioner's --freeze-timeout", asked, l.cfg.MaxHold)
+		klog.ErrorS(nil, "Refusing a freeze longer than this node holds writes", "commandID", id, "asked", asked, "maxHold", l.cfg.MaxHold)
+		go l.report(ctx, &provisionerapi.CommandResult{CommandId: id, Error: msg}, time.Now().Add(time.Minute))
+		return
+	}
 	f := &freeze{id: id, deadline: time.Now().Add(l.hold(cmd.GetThawAfterMs())), release: make(chan struct{}), done: make(chan struct{})}
 	l.freezes[id] = f
 	l.wg.Add(1)

@@ -435,16 +435,17 @@ func TestFreezeThawsByItself(t *testing.T) {
 	if held := time.Since(start); held < 300*time.Millisecond {
 		t.Fatalf("released after %v, before thaw_after", held)
 	}
-	// A thaw_after above the node's cap is capped.
+	// thaw_after 0 asks for the node's cap (above it is refused: see
+	// TestFreezeLongerThanTheNodeHoldsIsRefused).
 	e2 := newEnv(t, func(c *nodecmd.Config) { c.MaxHold = 200 * time.Millisecond })
 	e2.array("md127", "2048", "idle", map[string]string{"nvme0n1": "in_sync"})
 	e2.stage("v1", "/dev/md127", "r1")
 	e2.start()
-	e2.send(freezeCmd("f1", time.Hour, "v1"))
+	e2.send(freezeCmd("f1", 0, "v1"))
 	if r := e2.result("f1"); r.GetError() != "" {
 		t.Fatal(r.GetError())
 	}
-	eventually(t, "a freeze asking an hour to end at the node's cap", func() bool { return e2.suspendRange("md127") == "0-0" })
+	eventually(t, "a freeze asking for the cap to end at the node's cap", func() bool { return e2.suspendRange("md127") == "0-0" })
 }
 
 // md still draining writes in flight when the freeze must end: the freeze
@@ -491,6 +492,23 @@ func TestFreezeRefusesAResync(t *testing.T) {
 	}
 }
 
+// A freeze asking for a longer hold than the node gives is refused, never
+// silently shortened: the provisioner would trust copies cut after the node
+// had let writes through.
+func TestFreezeLongerThanTheNodeHoldsIsRefused(t *testing.T) {
+	e := newEnv(t)
+	e.array("md127", "2048", "idle", map[string]string{"nvme0n1": "in_sync", "nvme1n1": "in_sync"})
+	e.stage("v1", "/dev/md127", "r1", "r2")
+	e.start()
+	e.send(freezeCmd("f1", time.Hour, "v1"))
+	if r := e.result("f1"); !strings.Contains(r.GetError(), "--freeze-max-hold") {
+		t.Fatalf("result %+v", r)
+	}
+	if n := e.arrays.suspends.Load(); n != 0 || e.locked("v1") {
+		t.Fatalf("a refused freeze suspended %d arrays (locked: %v)", n, e.locked("v1"))
+	}
+}
+
 // The stream is reopened after the provisioner refuses or drops it.
 func TestStreamReconnects(t *testing.T) {
 	e := newEnv(t)
@@ -532,7 +550,7 @@ func TestLeftoversAndStop(t *testing.T) {
 		t.Fatal("the leftover was released before MaxHold")
 	}
 
-	e.send(freezeCmd("f1", time.Minute, "v3"))
+	e.send(freezeCmd("f1", 0, "v3"))
 	if r := e.result("f1"); r.GetError() != "" {
 		t.Fatal(r.GetError())
 	}
