@@ -14,7 +14,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/nvmirror/nvmirror/pkg/events"
-	"github.com/nvmirror/nvmirror/pkg/mdraid/layout"
+	"github.com/nvmirror/nvmirror/pkg/inflight"
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/storageclass"
 )
@@ -73,14 +73,31 @@ func (s *Service) takeSnapshot(ctx context.Context, snap *store.Snapshot) (*stor
 	return out[0], nil
 }
 
+// claimAll inserts every key into set, or none: busy is the first key
+// another call holds. release (idempotent) deletes what was inserted.
+func claimAll(set *inflight.Set, keys []string) (release func(), busy string) {
+	var held []string
+	release = func() {
+		for _, k := range held {
+			set.Delete(k)
+		}
+		held = nil
+	}
+	for _, k := range keys {
+		if !set.Insert(k) {
+			release()
+			return func() {}, k
+		}
+		held = append(held, k)
+	}
+	return release, ""
+}
+
 // newSnapshotRecord is the record of a snapshot of v about to be cut.
 func newSnapshotRecord(id, name string, v *store.Volume, params map[string]string) *store.Snapshot {
 	snap := &store.Snapshot{ID: id, Name: name, SourceVolumeID: v.ID, SizeBytes: v.SizeBytes,
 		WantCopies: v.Parameters.NumReplicas, State: store.SnapshotCreating, Parameters: maps.Clone(params),
-		SourceParameters: v.Parameters, SourceBlock: v.Block}
-	if mirrored(v) {
-		snap.DataOffset = layout.MetadataReserve
-	}
+		SourceParameters: v.Parameters, SourceBlock: v.Block, DataOffset: dataOffset(v)}
 	return snap
 }
 
@@ -113,38 +130,21 @@ func (s *Service) existingSnapshot(ctx context.Context, snap *store.Snapshot) (*
 // rollback).
 func (s *Service) takeSnapshots(ctx context.Context, snaps []*store.Snapshot) ([]*store.Snapshot, error) {
 	targets := make([]*cutTarget, 0, len(snaps))
+	volumes := make([]string, 0, len(snaps))
 	for _, snap := range snaps {
-		if !s.snapshotting.Insert(snap.SourceVolumeID) {
-			for _, t := range targets {
-				s.snapshotting.Delete(t.vol.ID)
-			}
-			return nil, fmt.Errorf("volume %s: another snapshot of it is being taken: %w", snap.SourceVolumeID, ErrAborted)
-		}
 		targets = append(targets, &cutTarget{snap: snap})
+		volumes = append(volumes, snap.SourceVolumeID)
 	}
-	defer func() {
-		for _, t := range targets {
-			s.snapshotting.Delete(t.snap.SourceVolumeID)
-		}
-	}()
+	release, busy := claimAll(&s.snapshotting, volumes)
+	if busy != "" {
+		return nil, fmt.Errorf("volume %s: another snapshot of it is being taken: %w", busy, ErrAborted)
+	}
+	defer release()
 	// The fence: no publish, unpublish or offline repair of the volumes
 	// while their copies are cut.
-	for i, t := range targets {
-		if !s.fencing.Insert(t.snap.SourceVolumeID) {
-			for _, u := range targets[:i] {
-				s.fencing.Delete(u.snap.SourceVolumeID)
-			}
-			return nil, fmt.Errorf("volume %s is being published, unpublished or repaired; retry: %w", t.snap.SourceVolumeID, ErrAborted)
-		}
-	}
-	fenced := true
-	unfence := func() {
-		if fenced {
-			for _, t := range targets {
-				s.fencing.Delete(t.snap.SourceVolumeID)
-			}
-			fenced = false
-		}
+	unfence, busy := claimAll(&s.fencing, volumes)
+	if busy != "" {
+		return nil, fmt.Errorf("volume %s is being published, unpublished or repaired; retry: %w", busy, ErrAborted)
 	}
 	defer unfence()
 

@@ -581,3 +581,44 @@ func TestSnapshotCutOutlastingTheFreezeFails(t *testing.T) {
 		t.Errorf("retry within the freeze = %v, %v", snap, err)
 	}
 }
+
+// A group snapshot naming a volume another snapshot is cutting is Aborted,
+// and lets go of the volumes it had claimed (it once dereferenced a volume
+// not loaded yet while letting go).
+func TestGroupSnapshotOfABusyVolumeIsAborted(t *testing.T) {
+	e, _ := newSnapshotEnv(t, threeRacks())
+	a := e.create(t, "pvc-a", gib, map[string]string{"numReplicas": "2"})
+	b := e.create(t, "pvc-b", gib, map[string]string{"numReplicas": "2"})
+	ids := []string{a.ID, b.ID}
+	sort.Strings(ids)
+	busy := ids[1] // claimed second: the first is let go again
+	entered, release := make(chan struct{}), make(chan struct{})
+	for _, n := range []string{"sn-1", "sn-2", "sn-3"} {
+		e.cluster.SetSnapshotHook(n, func(string) error {
+			select {
+			case entered <- struct{}{}:
+			default:
+			}
+			<-release
+			return nil
+		})
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.svc.CreateSnapshot(e.ctx, provisioner.SnapshotRequest{Name: "snap-busy", SourceVolumeID: busy})
+		done <- err
+	}()
+	<-entered
+	_, _, err := e.svc.CreateSnapshotGroup(e.ctx, provisioner.GroupRequest{Name: "vgs-1", VolumeIDs: ids})
+	wantCode(t, err, provisioner.ErrAborted, busy)
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("the snapshot holding the volume: %v", err)
+	}
+	for _, n := range []string{"sn-1", "sn-2", "sn-3"} {
+		e.cluster.SetSnapshotHook(n, nil)
+	}
+	if _, _, err := e.svc.CreateSnapshotGroup(e.ctx, provisioner.GroupRequest{Name: "vgs-1", VolumeIDs: ids}); err != nil {
+		t.Errorf("the group once the volume is free: %v", err)
+	}
+}
