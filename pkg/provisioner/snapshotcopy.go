@@ -184,16 +184,7 @@ func (s *Service) rollBackSnapshot(ctx context.Context, snap *store.Snapshot) er
 // copySources returns the storage nodes holding a complete copy, sorted so
 // the ones with reflinked copies come first.
 func copySources(snap *store.Snapshot) []string {
-	var out []store.SnapshotCopy
-	for _, c := range snap.Copies {
-		if c.State == store.CopyReady {
-			out = append(out, c)
-		}
-	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Reflinked && !out[j].Reflinked })
-	nodes := make([]string, 0, len(out))
-	for _, c := range out {
-		nodes = append(nodes, c.StorageNode)
-	}
+	nodes := readyCopies(snap)
+	sort.SliceStable(nodes, func(i, j int) bool { return snap.Copy(nodes[i]).Reflinked && !snap.Copy(nodes[j]).Reflinked })
 	return nodes
 }
