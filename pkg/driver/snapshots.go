@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/klog/v2"
 
@@ -61,6 +63,9 @@ func (d *Driver) ListSnapshots(ctx context.Context, req *csi.ListSnapshotsReques
 		return nil, invalid("max_entries", "must not be negative")
 	}
 	snaps, next, err := d.prov.ListSnapshots(ctx, req.GetSnapshotId(), req.GetSourceVolumeId(), req.GetStartingToken(), int(req.GetMaxEntries()))
+	if errors.Is(err, volume.ErrInvalidArgument) {
+		return nil, status.Errorf(codes.Aborted, "starting_token %q: %v", req.GetStartingToken(), err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list snapshots: %w", err)
 	}

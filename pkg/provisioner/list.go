@@ -36,14 +36,9 @@ func (s *Service) ListVolumes(ctx context.Context, startToken string, max int) (
 	if max == 0 || max > MaxListVolumesPage {
 		max = MaxListVolumesPage
 	}
-	after := ""
-	if startToken != "" {
-		b, err := base64.RawURLEncoding.DecodeString(startToken)
-		id, ok := strings.CutPrefix(string(b), listTokenPrefix)
-		if err != nil || !ok || id == "" {
-			return nil, "", fmt.Errorf("%w: starting token %q was not issued by this provisioner", ErrInvalidArgument, startToken)
-		}
-		after = id
+	after, err := pageAfter(startToken)
+	if err != nil {
+		return nil, "", err
 	}
 	page, err := s.o.Store.ListVolumesAfter(ctx, after, max+1)
 	if err != nil {
@@ -51,7 +46,26 @@ func (s *Service) ListVolumes(ctx context.Context, startToken string, max int) (
 	}
 	if len(page) > max {
 		page = page[:max]
-		return page, base64.RawURLEncoding.EncodeToString([]byte(listTokenPrefix + page[len(page)-1].ID)), nil
+		return page, pageToken(page[len(page)-1].ID), nil
 	}
 	return page, "", nil
+}
+
+// pageToken is the token of the page after the record id (see ListVolumes).
+func pageToken(id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(listTokenPrefix + id))
+}
+
+// pageAfter returns the ID a paging token starts after ("" for no token);
+// a token not issued here is ErrInvalidArgument.
+func pageAfter(token string) (string, error) {
+	if token == "" {
+		return "", nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(token)
+	id, ok := strings.CutPrefix(string(b), listTokenPrefix)
+	if err != nil || !ok || id == "" {
+		return "", fmt.Errorf("%w: starting token %q was not issued by this provisioner", ErrInvalidArgument, token)
+	}
+	return id, nil
 }

@@ -363,14 +363,40 @@ func (s *Service) GetSnapshot(ctx context.Context, id string) (*store.Snapshot, 
 	return snap, nil
 }
 
-// ListSnapshots returns the snapshots taken for users (not the internal
-// ones of clones), ordered by ID.
-func (s *Service) ListSnapshots(ctx context.Context) ([]*store.Snapshot, error) {
+// SnapshotFilter selects snapshots (empty fields select all).
+type SnapshotFilter struct {
+	SnapshotID, SourceVolumeID string
+}
+
+// ListSnapshots returns up to max (0, or more than MaxListVolumesPage:
+// MaxListVolumesPage) of the snapshots taken for users (not the internal
+// ones of clones) that f selects, in ID order after the one startToken
+// names, and the token of the next page ("" after the last): tokens as
+// ListVolumes issues them.
+func (s *Service) ListSnapshots(ctx context.Context, f SnapshotFilter, startToken string, max int) ([]*store.Snapshot, string, error) {
+	if max < 0 {
+		return nil, "", fmt.Errorf("%w: max entries %d must not be negative", ErrInvalidArgument, max)
+	}
+	if max == 0 || max > MaxListVolumesPage {
+		max = MaxListVolumesPage
+	}
+	after, err := pageAfter(startToken)
+	if err != nil {
+		return nil, "", err
+	}
 	all, err := s.o.Store.ListSnapshots(ctx)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return slices.DeleteFunc(all, func(snap *store.Snapshot) bool { return snap.Internal }), nil
+	page := slices.DeleteFunc(all, func(snap *store.Snapshot) bool {
+		return snap.Internal || snap.ID <= after ||
+			f.SnapshotID != "" && snap.ID != f.SnapshotID || f.SourceVolumeID != "" && snap.SourceVolumeID != f.SourceVolumeID
+	})
+	if len(page) > max {
+		page = page[:max]
+		return page, pageToken(page[len(page)-1].ID), nil
+	}
+	return page, "", nil
 }
 
 // DeleteSnapshot deletes every copy of a snapshot and then its record;

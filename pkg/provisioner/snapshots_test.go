@@ -622,3 +622,40 @@ func TestGroupSnapshotOfABusyVolumeIsAborted(t *testing.T) {
 		t.Errorf("the group once the volume is free: %v", err)
 	}
 }
+
+func TestListSnapshotsPages(t *testing.T) {
+	e, _ := newSnapshotEnv(t, threeRacks())
+	v := e.create(t, "pvc-1", gib, map[string]string{"numReplicas": "2"})
+	w := e.create(t, "pvc-2", gib, map[string]string{"numReplicas": "2"})
+	var ids []string
+	for i, src := range []string{v.ID, v.ID, w.ID} {
+		snap, err := e.svc.CreateSnapshot(e.ctx, provisioner.SnapshotRequest{Name: fmt.Sprintf("snap-%d", i), SourceVolumeID: src})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, snap.ID)
+	}
+	// A clone's internal snapshot is never listed.
+	if _, err := e.svc.CreateVolume(e.ctx, provisioner.CreateRequest{Name: "pvc-clone", SizeBytes: gib, Parameters: map[string]string{"numReplicas": "2"}, SourceVolumeID: v.ID}); err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(ids)
+	page, next, err := e.svc.ListSnapshots(e.ctx, provisioner.SnapshotFilter{}, "", 2)
+	if err != nil || len(page) != 2 || page[0].ID != ids[0] || page[1].ID != ids[1] || next == "" {
+		t.Fatalf("first page = %v, %q, %v", page, next, err)
+	}
+	// The token stays valid when the snapshot it names is deleted.
+	if err := e.svc.DeleteSnapshot(e.ctx, ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	page, next, err = e.svc.ListSnapshots(e.ctx, provisioner.SnapshotFilter{}, next, 2)
+	if err != nil || len(page) != 1 || page[0].ID != ids[2] || next != "" {
+		t.Fatalf("second page = %v, %q, %v", page, next, err)
+	}
+	of, _, err := e.svc.ListSnapshots(e.ctx, provisioner.SnapshotFilter{SourceVolumeID: w.ID}, "", 0)
+	if err != nil || len(of) != 1 || of[0].SourceVolumeID != w.ID {
+		t.Errorf("snapshots of %s = %v, %v", w.ID, of, err)
+	}
+	_, _, err = e.svc.ListSnapshots(e.ctx, provisioner.SnapshotFilter{}, "not-a-token", 0)
+	wantCode(t, err, provisioner.ErrInvalidArgument, "not issued")
+}

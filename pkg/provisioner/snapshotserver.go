@@ -2,9 +2,6 @@ package provisioner
 
 import (
 	"context"
-	"fmt"
-	"slices"
-	"strconv"
 
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/provisionerapi"
@@ -48,36 +45,15 @@ func (s *Server) GetSnapshot(ctx context.Context, req *provisionerapi.GetSnapsho
 	return SnapshotToProto(snap), nil
 }
 
-// ListSnapshots pages through the snapshots (ordered by ID) with an opaque
-// token: the index of the next entry.
 func (s *Server) ListSnapshots(ctx context.Context, req *provisionerapi.ListSnapshotsRequest) (*provisionerapi.ListSnapshotsResponse, error) {
-	all, err := s.svc.ListSnapshots(ctx)
+	snaps, next, err := s.svc.ListSnapshots(ctx, SnapshotFilter{SnapshotID: req.GetSnapshotId(), SourceVolumeID: req.GetSourceVolumeId()},
+		req.GetStartingToken(), int(req.GetMaxEntries()))
 	if err != nil {
 		return nil, Status(err)
 	}
-	all = slices.DeleteFunc(all, func(snap *store.Snapshot) bool {
-		return req.GetSnapshotId() != "" && snap.ID != req.GetSnapshotId() ||
-			req.GetSourceVolumeId() != "" && snap.SourceVolumeID != req.GetSourceVolumeId()
-	})
-	start := 0
-	if tok := req.GetStartingToken(); tok != "" {
-		n, err := strconv.Atoi(tok)
-		if err != nil || n < 0 || n > len(all) {
-			return nil, Status(fmt.Errorf("%w: starting_token %q", ErrAborted, tok))
-		}
-		start = n
-	}
-	limit := int(req.GetMaxEntries())
-	if limit <= 0 || limit > MaxListVolumesPage {
-		limit = MaxListVolumesPage
-	}
-	end := min(start+limit, len(all))
-	out := &provisionerapi.ListSnapshotsResponse{}
-	for _, snap := range all[start:end] {
+	out := &provisionerapi.ListSnapshotsResponse{NextToken: next}
+	for _, snap := range snaps {
 		out.Snapshots = append(out.Snapshots, SnapshotToProto(snap))
-	}
-	if end < len(all) {
-		out.NextToken = strconv.Itoa(end)
 	}
 	return out, nil
 }

@@ -139,7 +139,7 @@ func (p *Provisioner) ListSnapshots(_ context.Context, snapshotID, sourceVolumeI
 	if startToken != "" {
 		n, err := strconv.Atoi(startToken)
 		if err != nil || n < 0 || n > len(all) {
-			return nil, "", fmt.Errorf("%w: starting_token %q", volume.ErrAborted, startToken)
+			return nil, "", fmt.Errorf("token %q: %w", startToken, volume.ErrInvalidArgument)
 		}
 		start = n
 	}
