@@ -65,6 +65,12 @@ func driveArgs(file string) []string {
 		",format=raw,if=virtio,cache=unsafe,discard=unmap,detect-zeroes=unmap"}
 }
 
+// readOnlyDriveArgs attach file read-only as a further virtio disk
+// (Machine.ReadOnlyDisks).
+func readOnlyDriveArgs(file string) []string {
+	return []string{"-drive", "file=" + strings.ReplaceAll(file, ",", ",,") + ",format=raw,if=virtio,readonly=on"}
+}
+
 // initDisk waits in the guest's /init, after the modules loaded, for the
 // disk's device node (devtmpfs makes it when virtio_blk probes the disk),
 // so that a missing disk is a clear setup failure rather than a guest

@@ -39,6 +39,24 @@ type Machine struct {
 	// (GuestDisk in the guest); the initramfs must load DiskModules and
 	// wait for it (Image.Disk). See disk.go.
 	Disk string
+	// ReadOnlyDisks are image files attached read-only as further virtio
+	// disks, after Disk (/dev/vdb, /dev/vdc... with a Disk, from /dev/vda
+	// without): prepared data too large for the initramfs, e.g. container
+	// images on an ext4 image made by mkfs.ext4 -d.
+	ReadOnlyDisks []string
+	// GuestForward lets the guest open connections to an address of qemu's
+	// user-mode network that reach a port on the host's loopback: the only
+	// way out of the restricted network (Forward), one address and port at a
+	// time. Each connection runs a relay on the host (busybox nc).
+	GuestForward []GuestForward
+}
+
+// GuestForward is one guest-to-host forward: a connection from the guest to
+// GuestAddr ("10.0.2.100:6443", an unused address of 10.0.2.0/24) reaches
+// 127.0.0.1:HostPort on the host.
+type GuestForward struct {
+	GuestAddr string
+	HostPort  int
 }
 
 // PortForward is one forwarded TCP port: 127.0.0.1:HostPort on the host
@@ -103,10 +121,21 @@ func (m Machine) start(ctx context.Context, input bool) (*process, error) {
 		console = os.DevNull
 	}
 	nic := []string{"-nic", "none"}
-	if len(m.Forward) > 0 {
+	if len(m.Forward) > 0 || len(m.GuestForward) > 0 {
 		netdev := "user,id=n0,restrict=on"
 		for _, f := range m.Forward {
 			netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", f.HostPort, f.GuestPort)
+		}
+		if len(m.GuestForward) > 0 {
+			bb, err := findBusybox()
+			if err != nil {
+				return nil, err
+			}
+			for _, f := range m.GuestForward {
+				// restrict=on leaves explicit forwards working; qemu runs the
+				// command for each connection, its stdio the connection.
+				netdev += fmt.Sprintf(",guestfwd=tcp:%s-cmd:%s nc 127.0.0.1 %d", f.GuestAddr, bb, f.HostPort)
+			}
 		}
 		nic = []string{"-netdev", netdev, "-device", "virtio-net-pci,netdev=n0"}
 	}
@@ -120,6 +149,9 @@ func (m Machine) start(ctx context.Context, input bool) (*process, error) {
 	args = append(args, nic...)
 	if m.Disk != "" {
 		args = append(args, driveArgs(m.Disk)...)
+	}
+	for _, d := range m.ReadOnlyDisks {
+		args = append(args, readOnlyDriveArgs(d)...)
 	}
 	args = append(args,
 		"-kernel", m.Kernel.Image, "-initrd", m.Initramfs,

@@ -36,6 +36,22 @@ type ServiceConfig struct {
 	// free port on 127.0.0.1 (HostAddr). With any, the VM has a NIC and the
 	// guest is GuestIP; services must listen on it or on all addresses.
 	Forward []int
+	// FixedForward are forwards whose host port the caller chose (free on
+	// 127.0.0.1), for a guest service that must know the port the host
+	// reaches it at, e.g. a kubelet announcing its port to the API server
+	// (usually the same number in the guest).
+	FixedForward []PortForward
+	// GuestForward lets the guest reach host ports (Machine.GuestForward).
+	GuestForward []GuestForward
+	// Modules are kernel modules loaded besides the data path's (and the
+	// NIC's), with their dependencies; Tools host executables copied in
+	// with their libraries (Image.Tools).
+	Modules, Tools []string
+	// DiskMiB, when positive, gives the VM a blank scratch disk of that size
+	// (GuestDisk, /dev/vda; the script formats it). ReadOnlyDisks are image
+	// files attached read-only after it (Machine.ReadOnlyDisks).
+	DiskMiB       int
+	ReadOnlyDisks []string
 	// MemoryMiB of the VM; 0 means the default (2048).
 	MemoryMiB int
 	// ReadyLine is an output line (a substring of one) that means the
@@ -57,10 +73,11 @@ type Service struct {
 	// the output lines; in $NVMIRROR_VM_LOGDIR, named after the test, when set.
 	ConsoleLog, OutputLog string
 
-	t       testing.TB
-	proc    *process
-	cancel  context.CancelFunc
-	hostFwd map[int]int // guest port -> host port
+	t        testing.TB
+	proc     *process
+	cancel   context.CancelFunc
+	hostFwd  map[int]int // guest port -> host port
+	guestFwd []GuestForward
 
 	mu      sync.Mutex
 	lines   []string
@@ -134,19 +151,27 @@ func StartService(t testing.TB, cfg ServiceConfig) *Service {
 	files["/nvmirror/service.sh"] = script
 	img := Image{
 		Kernel:          k,
-		Modules:         DataPathModules,
+		Modules:         append(append([]string(nil), DataPathModules...), cfg.Modules...),
 		OptionalModules: DataPathOptionalModules,
-		Tools:           DataPathTools,
+		Tools:           append(append([]string(nil), DataPathTools...), cfg.Tools...),
 		Files:           files,
 		Script:          serviceRunScript,
-		Network:         len(cfg.Forward) > 0,
+		Network:         len(cfg.Forward)+len(cfg.FixedForward)+len(cfg.GuestForward) > 0,
+		Disk:            cfg.DiskMiB > 0 || len(cfg.ReadOnlyDisks) > 0,
 	}
 	if img.Network {
 		nm, err := NetModules(k)
 		if err != nil {
 			t.Fatalf("kernel %s: %v", k.Version, err)
 		}
-		img.Modules = append(append([]string(nil), DataPathModules...), nm...)
+		img.Modules = append(img.Modules, nm...)
+	}
+	if img.Disk {
+		dm, err := DiskModules(k)
+		if err != nil {
+			t.Fatalf("kernel %s: %v", k.Version, err)
+		}
+		img.Modules = append(img.Modules, dm...)
 	}
 	initrd := filepath.Join(work, "initrd.gz")
 	if err := img.Build(initrd); err != nil {
@@ -201,12 +226,28 @@ func StartService(t testing.TB, cfg ServiceConfig) *Service {
 
 // bootService starts qemu for the service VM, with fresh host ports.
 func bootService(t testing.TB, k Kernel, initrd, work string, cfg ServiceConfig) (*Service, error) {
+	disk := ""
+	if cfg.DiskMiB > 0 {
+		// A new blank disk at every boot: a retried boot must not find
+		// the last one's data.
+		f, err := os.CreateTemp(work, "disk-*.raw")
+		if err != nil {
+			return nil, err
+		}
+		disk = f.Name()
+		f.Close()
+		os.Remove(disk)
+		if err := newSparseDisk(disk, cfg.DiskMiB); err != nil {
+			return nil, err
+		}
+	}
 	s := &Service{
 		Kernel:     k,
 		ConsoleLog: logPath(t, work, "console.log"),
 		OutputLog:  logPath(t, work, "service.log"),
 		t:          t,
 		hostFwd:    map[int]int{},
+		guestFwd:   cfg.GuestForward,
 		changed:    make(chan struct{}),
 		stopped:    make(chan struct{}),
 	}
@@ -215,6 +256,13 @@ func bootService(t testing.TB, k Kernel, initrd, work string, cfg ServiceConfig)
 		return nil, err
 	}
 	var fwd []PortForward
+	for _, f := range cfg.FixedForward {
+		if _, dup := s.hostFwd[f.GuestPort]; dup {
+			return nil, fmt.Errorf("guest port %d forwarded twice", f.GuestPort)
+		}
+		s.hostFwd[f.GuestPort] = f.HostPort
+		fwd = append(fwd, f)
+	}
 	for i, g := range cfg.Forward {
 		if _, dup := s.hostFwd[g]; dup {
 			return nil, fmt.Errorf("guest port %d forwarded twice", g)
@@ -232,6 +280,7 @@ func bootService(t testing.TB, k Kernel, initrd, work string, cfg ServiceConfig)
 	s.cancel = cancel
 	m := Machine{
 		Kernel: k, Initramfs: initrd, ConsoleLog: s.ConsoleLog, MemoryMiB: cfg.MemoryMiB, Forward: fwd,
+		GuestForward: cfg.GuestForward, Disk: disk, ReadOnlyDisks: cfg.ReadOnlyDisks,
 		OnLine: func(line string) {
 			fmt.Fprintln(out, line)
 			if cfg.OnLine != nil {
@@ -384,7 +433,11 @@ func (s *Service) report() string {
 
 // forwards describes the port forwards for the log.
 func (s *Service) forwards() string {
-	if len(s.hostFwd) == 0 {
+	var guestFwd []string
+	for _, f := range s.guestFwd {
+		guestFwd = append(guestFwd, fmt.Sprintf("guest %s -> 127.0.0.1:%d", f.GuestAddr, f.HostPort))
+	}
+	if len(s.hostFwd) == 0 && len(guestFwd) == 0 {
 		return "no network"
 	}
 	guests := make([]int, 0, len(s.hostFwd))
@@ -396,7 +449,7 @@ func (s *Service) forwards() string {
 	for i, g := range guests {
 		parts[i] = fmt.Sprintf("%s -> guest %s:%d", s.HostAddr(g), GuestIP, g)
 	}
-	return "forwarding " + strings.Join(parts, ", ")
+	return "forwarding " + strings.Join(append(parts, guestFwd...), ", ")
 }
 
 // crashedWhileBooting returns the console's Oops or panic line when the
