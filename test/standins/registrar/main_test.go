@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"io"
 	"net"
 	"net/http"
@@ -14,8 +16,10 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"k8s.io/klog/v2"
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 )
 
@@ -268,4 +272,69 @@ func TestValidate(t *testing.T) {
 	if err := o.validate(); err != nil {
 		t.Errorf("validate = %v", err)
 	}
+}
+
+// The arguments deploy/ gives node-driver-registrar are flags of this
+// stand-in, and valid.
+func TestDeployArgsParse(t *testing.T) {
+	argLists := deployArgs(t, "sig-storage/csi-node-driver-registrar:")
+	if len(argLists) != 1 {
+		t.Fatalf("found the registrar in %d workloads of deploy/base, want the node's", len(argLists))
+	}
+	fs := flag.NewFlagSet("registrar", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	var o options
+	o.addFlags(fs)
+	if err := fs.Parse(argLists[0]); err != nil {
+		t.Fatalf("%q: %v", argLists[0], err)
+	}
+	if err := o.validate(); err != nil {
+		t.Errorf("%q: %v", argLists[0], err)
+	}
+	if o.kubeletRegistrationPath != "/var/lib/kubelet/plugins/csi.nvmirror.io/csi.sock" || o.pluginRegistrationPath != "/registration" {
+		t.Errorf("%q parsed to %+v", argLists[0], o)
+	}
+}
+
+// deployArgs returns the args of every container of deploy/base whose image
+// contains image.
+func deployArgs(t *testing.T, image string) [][]string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join("..", "..", "..", "deploy", "base", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("deploy/base: %v %v", files, err)
+	}
+	var out [][]string
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		for {
+			var w struct {
+				Spec struct {
+					Template struct {
+						Spec struct {
+							Containers []struct {
+								Image string
+								Args  []string
+							}
+						}
+					}
+				}
+			}
+			if err := dec.Decode(&w); errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			for _, c := range w.Spec.Template.Spec.Containers {
+				if strings.Contains(c.Image, image) {
+					out = append(out, c.Args)
+				}
+			}
+		}
+	}
+	return out
 }
