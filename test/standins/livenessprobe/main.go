@@ -79,7 +79,8 @@ func main() {
 
 // handler serves /healthz for the driver at csiAddress.
 func handler(csiAddress string, timeout time.Duration) http.Handler {
-	target := "unix://" + strings.TrimPrefix(csiAddress, "unix://")
+	// "unix:" takes relative paths too, "unix://" only absolute ones.
+	target := "unix:" + strings.TrimPrefix(csiAddress, "unix://")
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, req *http.Request) {
 		ctx, cancel := context.WithTimeout(req.Context(), timeout)

@@ -209,3 +209,12 @@ func deployArgs(t *testing.T, image string) [][]string {
 	}
 	return out
 }
+
+// A relative --csi-address is a path from the working directory.
+func TestHealthzRelativeAddress(t *testing.T) {
+	addr := serveIdentity(t, func(context.Context) (*csi.ProbeResponse, error) { return &csi.ProbeResponse{}, nil })
+	t.Chdir(filepath.Dir(addr))
+	if code, body, _ := healthz(t, handler(filepath.Base(addr), time.Second)); code != http.StatusOK {
+		t.Errorf("/healthz with a relative address = %d %q, want 200", code, body)
+	}
+}

@@ -199,7 +199,8 @@ func (r *registration) NotifyRegistrationStatus(ctx context.Context, s *register
 // container may start after this one.
 func driverName(ctx context.Context, address string, interval time.Duration) (string, error) {
 	path := strings.TrimPrefix(address, "unix://")
-	conn, err := grpc.NewClient("unix://"+path,
+	// "unix:" takes relative paths too, "unix://" only absolute ones.
+	conn, err := grpc.NewClient("unix:"+path,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		// gRPC's default reconnect backoff grows to two minutes; the
 		// driver's socket should be picked up as soon as it is there.
@@ -260,7 +261,7 @@ func healthHandler(socket, driver string) http.Handler {
 }
 
 func checkSocket(ctx context.Context, socket, driver string) error {
-	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix:"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
 	}
