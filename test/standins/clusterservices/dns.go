@@ -123,18 +123,23 @@ type dnsServer struct {
 
 // listenDNS opens the UDP and TCP sockets of addr; with port 0, TCP takes the
 // port UDP got, so that one address serves both (a resolver retries a
-// truncated answer over TCP at the same address).
+// truncated answer over TCP at the same address), trying other ports while
+// that one is taken for TCP.
 func listenDNS(addr string) (net.PacketConn, net.Listener, error) {
-	udp, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		return nil, nil, err
-	}
-	tcp, err := net.Listen("tcp", udp.LocalAddr().String())
-	if err != nil {
+	for try := 0; ; try++ {
+		udp, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		tcp, err := net.Listen("tcp", udp.LocalAddr().String())
+		if err == nil {
+			return udp, tcp, nil
+		}
 		udp.Close()
-		return nil, nil, err
+		if _, port, _ := net.SplitHostPort(addr); port != "0" || try == 10 {
+			return nil, nil, err
+		}
 	}
-	return udp, tcp, nil
 }
 
 // serveUDP answers queries on pc until it is closed.

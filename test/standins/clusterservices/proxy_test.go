@@ -255,12 +255,15 @@ func TestSpliceBothWays(t *testing.T) {
 			return
 		}
 		defer c.Close()
+		wrote := make(chan struct{})
 		go func() {
+			defer close(wrote)
 			c.Write(make([]byte, size))
 			c.(*net.TCPConn).CloseWrite()
 		}()
 		n, _ := io.Copy(io.Discard, c)
 		received <- int(n)
+		<-wrote // closing first would cut the write short
 	}()
 	svc := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.56"), freePort(t, "127.0.0.56"))
 	p := newProxier(&fakeAddresser{})
