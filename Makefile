@@ -75,8 +75,9 @@ unit: k8s-tools helm-render
 test-kernel:
 	NVMIRROR_REQUIRE_VM=1 NVMIRROR_VM_LOGDIR=$(CURDIR)/_output/vm $(GO) test -v -count=1 -timeout 30m ./test/kernel/
 
-## k8s-tools: kube-apiserver, kube-controller-manager, kubectl, the CSI sidecars and snapshot-controller, built
-## from the pinned helper modules in hack/k8s/ into ~/.cache/nvmirror/k8s, shared by every clone (NVMIRROR_K8S_CACHE overrides; a no-op once built)
+## k8s-tools: kube-apiserver, kube-controller-manager, kubectl, the CSI sidecars and snapshot-controller, and for a
+## real node kubelet, kube-scheduler, agnhost, e2e.test and containerd v2, built from the pinned helper modules in
+## hack/k8s/ into ~/.cache/nvmirror/k8s, shared by every clone (NVMIRROR_K8S_CACHE overrides; a no-op once built)
 k8s-tools:
 	hack/k8s-tools.sh >/dev/null
 

@@ -3,6 +3,9 @@
 # kube-apiserver, kube-controller-manager, kubectl, the CSI sidecars
 # csi-provisioner, csi-attacher, csi-resizer and csi-snapshotter, and the
 # cluster's snapshot-controller. etcd is Debian's (hack/install-deps.sh).
+# For a real node (test/k8s FindNodeTools): kubelet, kube-scheduler, agnhost,
+# Kubernetes' e2e test binary e2e.test, and containerd v2 (containerd,
+# containerd-shim-runc-v2, ctr); runc is Debian's.
 #
 # Each comes from a helper module under hack/k8s/ (its own go.mod, pinned
 # versions, upstream's replace lines), never from the main go.mod. The binaries
@@ -16,9 +19,11 @@
 # module.
 #
 # A cold build of everything takes about 21 minutes on 2 cores (the
-# csi-snapshotter module, built alone, 195 s) and fills several GB of build
-# cache, of no use to anything else: each module uses a temporary GOCACHE,
-# deleted afterwards. Module downloads stay in the normal GOMODCACHE.
+# csi-snapshotter module, built alone, 195 s), and the node's modules about 8
+# more (kubernetes-node 6.5 minutes, 11 CPU-minutes: 12.5 minutes on a
+# machine busy with other builds; containerd 1.2); it fills several GB of
+# build cache, of no use to anything else: each module uses a temporary
+# GOCACHE, deleted afterwards. Module downloads stay in the normal GOMODCACHE.
 #
 #   hack/k8s-tools.sh                 build if needed; print the bin directory last
 #   hack/k8s-tools.sh --print-bin-dir print the bin directory (built or not), build nothing
@@ -28,13 +33,17 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 GO=${GO:-go}
 
-# module directory : packages it builds (each binary is named after its package)
+# module directory : packages it builds (each binary is named after its
+# package; PKG.test is the test binary of PKG, `go test -c`, for modules that
+# build_node_module builds)
 modules=(
   "hack/k8s/kubernetes:k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl"
   "hack/k8s/csi-provisioner:github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner"
   "hack/k8s/csi-attacher:github.com/kubernetes-csi/external-attacher/v4/cmd/csi-attacher"
   "hack/k8s/csi-resizer:github.com/kubernetes-csi/external-resizer/v2/cmd/csi-resizer"
   "hack/k8s/csi-snapshotter:github.com/kubernetes-csi/external-snapshotter/v8/cmd/csi-snapshotter github.com/kubernetes-csi/external-snapshotter/v8/cmd/snapshot-controller"
+  "hack/k8s/kubernetes-node:k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/test/images/agnhost k8s.io/kubernetes/test/e2e.test"
+  "hack/k8s/containerd:github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 github.com/containerd/containerd/v2/cmd/ctr"
 )
 
 # The version that a binary reports (kube-apiserver's /version, kubectl version,
@@ -64,12 +73,83 @@ build_module() {
     "$GO" build -trimpath -ldflags "$ldflags" -o "$outdir/" "$@")
 }
 
+# build_node_module DIR OUTDIR PKGS...: the recipe of the node's modules (a
+# function of its own, so that its text enters only their cache keys and
+# build_module's text, in every other module's key, stays as it was).
+build_node_module() {
+  local dir=$1 outdir=$2 ldflags="-s -w" tags version minor pkg
+  local -a bins=() tests=() shims=()
+  shift 2
+  for pkg; do
+    case "$pkg" in
+      *.test) tests+=("${pkg%.test}") ;;
+      */containerd-shim-runc-v2) shims+=("$pkg") ;;
+      *) bins+=("$pkg") ;;
+    esac
+  done
+  case "$dir" in
+    hack/k8s/kubernetes-node)
+      # As build_module's kubernetes, so that `kubelet --version` and
+      # e2e.test's report the pinned version; the tags are upstream's
+      # (hack/lib/golang.sh: selinux,notest, and grpcnotrace for non-debug
+      # builds). kubelet needs no cgo (upstream links it dynamically, but no
+      # file of it requires cgo).
+      version=$(modversion "$dir" k8s.io/kubernetes)
+      minor=$(echo "$version" | cut -d. -f2)
+      for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        ldflags+=" -X $pkg.gitVersion=$version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+        ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+      done
+      tags=selinux,notest,grpcnotrace
+      ;;
+    hack/k8s/containerd)
+      # Upstream's Makefile with STATIC=1: its version package, and the
+      # static tags (the btrfs snapshotter needs cgo and drops out by
+      # itself); the shim also with no_grpc (it speaks ttrpc).
+      version=$(modversion "$dir" github.com/containerd/containerd/v2)
+      ldflags+=" -X github.com/containerd/containerd/v2/version.Version=$version"
+      tags=urfave_cli_no_docs,osusergo,netgo,static_build
+      ;;
+    *) echo "build_node_module: no recipe for $dir" >&2; return 1 ;;
+  esac
+  (
+    cd "$dir"
+    export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=readonly"
+    if [ ${#bins[@]} -gt 0 ]; then
+      "$GO" build -trimpath -tags "$tags" -ldflags "$ldflags" -o "$outdir/" "${bins[@]}"
+    fi
+    if [ ${#shims[@]} -gt 0 ]; then
+      "$GO" build -trimpath -tags "$tags,no_grpc" -ldflags "$ldflags" -o "$outdir/" "${shims[@]}"
+    fi
+    for pkg in "${tests[@]}"; do
+      # Upstream builds e2e.test so too (hack/lib/golang.sh).
+      "$GO" test -c -vet=off -trimpath -tags "$tags" -ldflags "$ldflags" -o "$outdir/${pkg##*/}.test" "$pkg"
+    done
+  )
+}
+
+# builder DIR: the function that builds the module in DIR.
+builder() {
+  case "$1" in
+    hack/k8s/kubernetes-node | hack/k8s/containerd) echo build_node_module ;;
+    *) echo build_module ;;
+  esac
+}
+
 goversion=$("$GO" env GOVERSION)
 recipe=$(declare -f modversion build_module)
+node_recipe=$(declare -f modversion build_node_module)
 hash16() { sha256sum | cut -c1-16; }
+# A module's key: the Go version, its recipe, its entry above, go.mod, go.sum
+# and its own Go files (kubernetes-node's tools.go; the other modules have
+# none, so their keys are what they were before there were any).
 modkey() {
-  local dir=${1%%:*}
-  { echo "$goversion"; echo "$recipe"; echo "$1"; cat "$dir/go.mod" "$dir/go.sum"; } | hash16
+  local dir=${1%%:*} r=$recipe f
+  [ "$(builder "$dir")" = build_module ] || r=$node_recipe
+  {
+    echo "$goversion"; echo "$r"; echo "$1"; cat "$dir/go.mod" "$dir/go.sum"
+    for f in "$dir"/*.go; do if [ -f "$f" ]; then cat "$f"; fi; done
+  } | hash16
 }
 modname() { local dir=${1%%:*}; echo "${dir##*/}-$(modkey "$1")"; }
 binaries() { local p; for p in ${1#*:}; do echo "${p##*/}"; done; }
@@ -151,15 +231,18 @@ for i in "${!modules[@]}"; do
   mkdir -p "$tmp/bin" "$tmp/gocache"
   t=$SECONDS
   # One retry: on a shared build machine a cold build has failed with a
-  # transient ENOSPC in the compiler's temporary files; the retry reuses
-  # what the first attempt compiled (GOCACHE), so it costs little when the
-  # failure was transient and fails the same way when it was not.
+  # transient ENOSPC in the compiler's temporary files, and been OOM-killed
+  # while other jobs filled the memory (kubernetes-node's go test -c, once);
+  # the retry reuses what the first attempt compiled (GOCACHE), so it costs
+  # little when the failure was transient and fails the same way when it was
+  # not.
+  build=$(builder "$dir")
   # shellcheck disable=SC2086 # the packages are a list
-  if ! GOCACHE="$tmp/gocache" build_module "$dir" "$tmp/bin" ${entry#*:}; then
+  if ! GOCACHE="$tmp/gocache" "$build" "$dir" "$tmp/bin" ${entry#*:}; then
     echo "  $dir: build failed after $(( SECONDS - t ))s; retrying once" >&2
     sleep 10
     # shellcheck disable=SC2086
-    GOCACHE="$tmp/gocache" build_module "$dir" "$tmp/bin" ${entry#*:}
+    GOCACHE="$tmp/gocache" "$build" "$dir" "$tmp/bin" ${entry#*:}
   fi
   for b in "${bins[@]}"; do
     [ -x "$tmp/bin/$b" ] || { echo "k8s-tools: $b was not built" >&2; exit 1; }

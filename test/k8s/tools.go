@@ -87,6 +87,56 @@ func FindTools(t testing.TB) Tools {
 	return tools
 }
 
+// NodeTools are the paths of the binaries a real node and Kubernetes' e2e
+// suite need, built by hack/k8s-tools.sh into the same directory as Tools
+// (runc is Debian's and not among them).
+type NodeTools struct {
+	Kubelet       string
+	KubeScheduler string
+	// Agnhost is Kubernetes' test utility (test/images/agnhost), the
+	// binary of the agnhost test image.
+	Agnhost string
+	// E2ETest is Kubernetes' e2e test binary (`go test -c
+	// k8s.io/kubernetes/test/e2e`): RunE2ESuite runs its external storage
+	// suite.
+	E2ETest string
+	// Containerd, ContainerdShim (containerd-shim-runc-v2) and Ctr are
+	// containerd v2's.
+	Containerd     string
+	ContainerdShim string
+	Ctr            string
+}
+
+// FindNodeTools returns the node binaries, or skips (fails under
+// NVMIRROR_REQUIRE_K8S) naming each missing one, as FindTools does for the
+// control plane's; a test that needs both calls both.
+func FindNodeTools(t testing.TB) NodeTools {
+	t.Helper()
+	dir, err := binDir()
+	if err != nil {
+		Unavailable(t, "Kubernetes binaries: %v (run `make k8s-tools`)", err)
+	}
+	tools := NodeTools{
+		Kubelet:        filepath.Join(dir, "kubelet"),
+		KubeScheduler:  filepath.Join(dir, "kube-scheduler"),
+		Agnhost:        filepath.Join(dir, "agnhost"),
+		E2ETest:        filepath.Join(dir, "e2e.test"),
+		Containerd:     filepath.Join(dir, "containerd"),
+		ContainerdShim: filepath.Join(dir, "containerd-shim-runc-v2"),
+		Ctr:            filepath.Join(dir, "ctr"),
+	}
+	var built []string
+	for _, p := range []string{tools.Kubelet, tools.KubeScheduler, tools.Agnhost, tools.E2ETest, tools.Containerd, tools.ContainerdShim, tools.Ctr} {
+		if fi, err := os.Stat(p); err != nil || fi.Mode()&0o111 == 0 {
+			built = append(built, filepath.Base(p))
+		}
+	}
+	if len(built) > 0 {
+		Unavailable(t, "the node e2e needs %s in %s (run `make k8s-tools`)", strings.Join(built, ", "), dir)
+	}
+	return tools
+}
+
 // binDir is $NVMIRROR_K8S_BIN, or the directory hack/k8s-tools.sh builds
 // into for the helper modules as they are now (it only hashes them here,
 // it builds nothing), so stale binaries of other versions are never used.

@@ -1,0 +1,401 @@
+package k8s
+
+import (
+	"bufio"
+	"flag"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nvmirror/nvmirror/pkg/driver"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
+	"github.com/nvmirror/nvmirror/test/vm"
+	"go.yaml.in/yaml/v3"
+)
+
+var updateE2ESpecs = flag.Bool("update-e2e-specs", false, "rewrite testdata/e2e-specs.txt from e2e.test's dry run (TestE2ESpecList)")
+
+// e2eSpecsFile lists the external suite's specs for e2e-driver.yaml, as
+// e2e.test's dry run names them.
+const e2eSpecsFile = "testdata/e2e-specs.txt"
+
+func readE2ESpecs(t *testing.T) []string {
+	t.Helper()
+	f, err := os.Open(e2eSpecsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var names []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if l := sc.Text(); l != "" && !strings.HasPrefix(l, "#") {
+			names = append(names, l)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// chooseE2ESpecs applies focus and skip as Ginkgo does: each regular
+// expression is matched against the suite's description, a space and the
+// spec's full text.
+func chooseE2ESpecs(t *testing.T, names []string, focus, skip string) []string {
+	t.Helper()
+	fre, err := regexp.Compile(focus)
+	if err != nil {
+		t.Fatalf("focus: %v", err)
+	}
+	sre, err := regexp.Compile(skip)
+	if err != nil {
+		t.Fatalf("skip: %v", err)
+	}
+	var chosen []string
+	for _, n := range names {
+		text := "Kubernetes e2e suite " + n
+		if fre.MatchString(text) && !sre.MatchString(text) {
+			chosen = append(chosen, n)
+		}
+	}
+	return chosen
+}
+
+// TestE2EFocusSkip pins what the exported focus and skip expressions choose
+// among the specs that e2e-driver.yaml defines: a typo in one would
+// otherwise choose nothing, or everything, only at the end of a long run.
+func TestE2EFocusSkip(t *testing.T) {
+	names := readE2ESpecs(t)
+	if len(names) != 328 {
+		t.Fatalf("%s: %d specs, want 328", e2eSpecsFile, len(names))
+	}
+	full := chooseE2ESpecs(t, names, E2EFullFocus, E2EFullSkip)
+	if len(full) != 166 {
+		t.Errorf("E2EFullFocus/E2EFullSkip choose %d specs, want 166", len(full))
+	}
+	for _, n := range full {
+		for _, out := range []string{"[Disruptive]", "(ntfs)", "(ext3)", "[Testpattern: Inline-volume", "[Testpattern: Pre-provisioned PV", "[Testpattern: CSI Ephemeral-volume", "snapshotmetadata", "should support volume limits"} {
+			if strings.Contains(n, out) {
+				t.Errorf("the full set has %q", n)
+			}
+		}
+	}
+
+	focused := chooseE2ESpecs(t, names, E2EFocusedFocus, E2EFocusedSkip)
+	counts := map[string]int{}
+	for _, n := range focused {
+		if !slices.Contains(full, n) {
+			t.Errorf("focused but not in the full set: %q", n)
+		}
+		pattern, suite := ParseE2ESpecName(n)
+		counts[suite]++
+		if !strings.HasPrefix(pattern, "Dynamic PV (") {
+			t.Errorf("focused spec of pattern %q: %q", pattern, n)
+		}
+	}
+	want := map[string]int{"provisioning": 5, "volumeMode": 3, "volumeIO": 1, "volume-expand": 4, "multiVolume": 5}
+	for suite, n := range want {
+		if counts[suite] != n {
+			t.Errorf("focused: %d %s specs, want %d", counts[suite], suite, n)
+		}
+	}
+	if len(focused) != 18 {
+		t.Errorf("E2EFocusedFocus/E2EFocusedSkip choose %d specs, want 18:\n%s", len(focused), strings.Join(focused, "\n"))
+	}
+	// The anchors keep out the longer names that start the same.
+	for _, n := range focused {
+		if strings.Contains(n, "ROX mode") || strings.Contains(n, "in parallel") {
+			t.Errorf("focused: %q", n)
+		}
+	}
+}
+
+// TestE2EDriverDefinition checks what the suite would only find out in a
+// cluster: the driver definition names nvmirror, the files it names exist,
+// and its StorageClass and VolumeAttributesClass are nvmirror's with
+// parameters that nvmirror's own parser takes (the VolumeAttributesClass's
+// mutable ones), as test/deploy checks deploy/'s.
+func TestE2EDriverDefinition(t *testing.T) {
+	repo, err := vm.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(rel string) map[string]any {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(repo, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := yaml.Unmarshal(b, &m); err != nil {
+			t.Fatalf("%s: %v", rel, err)
+		}
+		return m
+	}
+	def := read(E2EDriverFile)
+	info, _ := def["DriverInfo"].(map[string]any)
+	if info["Name"] != driver.DriverName {
+		t.Errorf("DriverInfo.Name %v, want %s", info["Name"], driver.DriverName)
+	}
+	caps, _ := info["Capabilities"].(map[string]any)
+	for _, c := range []string{"RWX", "capReadOnlyMany", "topology", "volumeMountGroup"} {
+		if caps[c] != false {
+			t.Errorf("capability %s: %v; nvmirror has no such thing", c, caps[c])
+		}
+	}
+	files := map[string]string{}
+	for _, k := range []string{"StorageClass", "SnapshotClass", "GroupSnapshotClass", "VolumeAttributesClass"} {
+		m, _ := def[k].(map[string]any)
+		f, _ := m["FromFile"].(string)
+		if f == "" {
+			t.Errorf("%s.FromFile is not set", k)
+			continue
+		}
+		files[k] = f
+	}
+	params := func(m map[string]any) map[string]string {
+		ps := map[string]string{}
+		raw, _ := m["parameters"].(map[string]any)
+		for k, v := range raw {
+			s, ok := v.(string)
+			if !ok {
+				t.Errorf("parameter %s is a %T; parameters are strings", k, v)
+			}
+			ps[k] = s
+		}
+		return ps
+	}
+	for k, f := range files {
+		m := read(f)
+		if m["kind"] != k && !(k == "GroupSnapshotClass" && m["kind"] == "VolumeGroupSnapshotClass") && !(k == "SnapshotClass" && m["kind"] == "VolumeSnapshotClass") {
+			t.Errorf("%s: kind %v for %s", f, m["kind"], k)
+		}
+		name := m["driver"]
+		switch k {
+		case "StorageClass":
+			name = m["provisioner"]
+		case "VolumeAttributesClass":
+			name = m["driverName"]
+		}
+		if name != driver.DriverName {
+			t.Errorf("%s: driver %v, want %s", f, name, driver.DriverName)
+		}
+		ps := params(m)
+		if _, err := storageclass.Parse(ps); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+		if k == "VolumeAttributesClass" {
+			for p := range ps {
+				if !storageclass.IsMutable(p) {
+					t.Errorf("%s: %s is not mutable", f, p)
+				}
+			}
+		}
+		if k == "StorageClass" && m["allowVolumeExpansion"] != true {
+			t.Errorf("%s: allowVolumeExpansion %v; the expansion specs need it", f, m["allowVolumeExpansion"])
+		}
+	}
+}
+
+func TestParseE2ESpecName(t *testing.T) {
+	for _, c := range []struct{ name, pattern, suite string }{
+		{"External Storage [Driver: csi.nvmirror.io] [Testpattern: Dynamic PV (default fs)] provisioning should provision storage with pvc data source", "Dynamic PV (default fs)", "provisioning"},
+		{"External Storage [Driver: csi.nvmirror.io] [Testpattern: Dynamic PV (xfs)] [Slow] multiVolume [Slow] should access to two volumes", "Dynamic PV (xfs)", "multiVolume"},
+		{"External Storage [Driver: csi.nvmirror.io] [Testpattern: Dynamic PV (block volmode)(allowExpansion)] volume-expand Verify if offline PVC expansion works", "Dynamic PV (block volmode)(allowExpansion)", "volume-expand"},
+		{"External Storage [Driver: csi.nvmirror.io] [Testpattern:  (delete policy)] volumegroupsnapshotclass [Feature:volumegroupsnapshot] VolumeGroupSnapshotClass should use default", "(delete policy)", "volumegroupsnapshotclass"},
+		{"External Storage [Driver: csi.nvmirror.io] [Testpattern: Dynamic PV (ntfs)] [Feature:Windows] volumeIO should write files", "Dynamic PV (ntfs)", "volumeIO"},
+		{"[sig-storage] CSI Mock volume expansion should expand volume", "", ""},
+	} {
+		p, s := ParseE2ESpecName(c.name)
+		if p != c.pattern || s != c.suite {
+			t.Errorf("ParseE2ESpecName(%q) = %q, %q; want %q, %q", c.name, p, s, c.pattern, c.suite)
+		}
+	}
+	// Every spec of the list has a pattern and a suite.
+	for _, n := range readE2ESpecs(t) {
+		if p, s := ParseE2ESpecName(n); p == "" || s == "" || strings.HasPrefix(s, "[") {
+			t.Errorf("ParseE2ESpecName(%q) = %q, %q", n, p, s)
+		}
+	}
+}
+
+// TestParseE2EJUnit reads testdata/e2e-junit.xml: a report e2e.test wrote
+// (-report-dir) for the external suite focused on nvmirror, cut down to a
+// dozen test cases of every kind. It ran against a control plane without
+// kubelet whose admission refused every storage object, so the specs that
+// the suite did not skip failed at their first create (or, the
+// snapshotmetadata one, panicked); one passed (the CSINode check); two
+// specs of other suites were not chosen by the focus.
+func TestParseE2EJUnit(t *testing.T) {
+	rep, err := ParseE2EJUnitFile("testdata/e2e-junit.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Passed != 1 || rep.Failed != 3 || rep.Skipped != 3 || rep.NotChosen != 2 {
+		t.Errorf("passed %d, failed %d, skipped %d, not chosen %d; want 1, 3, 3, 2", rep.Passed, rep.Failed, rep.Skipped, rep.NotChosen)
+	}
+	if len(rep.Specs) != 7 {
+		t.Errorf("%d specs, want 7", len(rep.Specs))
+	}
+	want := []E2ESuiteCount{
+		{Suite: "multiVolume", Skipped: 1},
+		{Suite: "provisioning", Failed: 1},
+		{Suite: "snapshotmetadata", Failed: 1},
+		{Suite: "volume-expand", Failed: 1},
+		{Suite: "volumeIO", Skipped: 1},
+		{Suite: "volumeLimits", Passed: 1},
+		{Suite: "volumes", Skipped: 1},
+	}
+	if !slices.Equal(rep.Suites, want) {
+		t.Errorf("suites:\n got %+v\nwant %+v", rep.Suites, want)
+	}
+	if len(rep.Failures) != 3 {
+		t.Fatalf("%d failures, want 3: %+v", len(rep.Failures), rep.Failures)
+	}
+	for _, f := range rep.Failures {
+		if strings.HasPrefix(f.Name, "[It]") || f.Message == "" {
+			t.Errorf("failure %q: %q", f.Name, f.Message)
+		}
+	}
+	if f := rep.Failures[0]; !strings.Contains(f.Name, "volume-expand Verify if offline PVC expansion works") ||
+		!strings.HasPrefix(f.Message, `[FAILED] storageclasses.storage.k8s.io "volume-expand-`) {
+		t.Errorf("first failure: %+v", f)
+	}
+	if f := rep.Failures[2]; !strings.Contains(f.Name, "snapshotmetadata") || !strings.Contains(f.Message, "nil pointer dereference") {
+		t.Errorf("panicked spec's failure: %+v", f)
+	}
+	for _, s := range rep.Specs {
+		if s.State == "skipped" && !strings.HasPrefix(s.Message, "skipped - ") {
+			t.Errorf("skipped spec %q without its reason: %q", s.Name, s.Message)
+		}
+		if s.Pattern == "" || s.Suite == "" {
+			t.Errorf("spec without pattern or suite: %+v", s)
+		}
+	}
+	if rep.Duration.Round(time.Second) != 197*time.Second {
+		t.Errorf("duration %v, want the report's 197 s", rep.Duration)
+	}
+	if s := rep.String(); !strings.HasPrefix(s, "1 passed, 3 failed, 3 skipped (2 specs not chosen) in 3m17s\n") || !strings.Contains(s, "FAILED External Storage") {
+		t.Errorf("String():\n%s", s)
+	}
+}
+
+// TestParseE2EJUnitSetupFailure: a suite-level node that fails (no cluster)
+// is a failure even though no spec ran; a report without <testsuite> is an
+// error.
+func TestParseE2EJUnitSetupFailure(t *testing.T) {
+	const report = `<?xml version="1.0" encoding="UTF-8"?>
+<testsuites tests="2" disabled="0" errors="0" failures="2" time="1.5">
+  <testsuite name="Kubernetes e2e suite" tests="2" skipped="0" failures="2" time="1.5">
+    <testcase name="[SynchronizedBeforeSuite]" classname="Kubernetes e2e suite" status="failed" time="1.4">
+      <failure message="" type="failed">[FAILED] Error waiting for all pods to be running and ready</failure>
+    </testcase>
+    <testcase name="[It] External Storage [Driver: csi.nvmirror.io] [Testpattern: Dynamic PV (default fs)] volumeIO should write files of various sizes, verify size, validate content [Slow]" classname="Kubernetes e2e suite" status="failed" time="0">
+      <failure message="" type="failed">[FAILED] SynchronizedBeforeSuite failed on Ginkgo parallel process #1</failure>
+    </testcase>
+  </testsuite>
+</testsuites>`
+	rep, err := ParseE2EJUnit(strings.NewReader(report))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Failed != 1 || len(rep.Failures) != 2 || rep.Failures[0].Name != "[SynchronizedBeforeSuite]" ||
+		!strings.Contains(rep.Failures[0].Message, "pods to be running") {
+		t.Errorf("%+v", rep)
+	}
+	if _, err := ParseE2EJUnit(strings.NewReader(`<testsuites></testsuites>`)); err == nil {
+		t.Error("a report without <testsuite>: no error")
+	}
+	if _, err := ParseE2EJUnit(strings.NewReader(`not xml`)); err == nil {
+		t.Error("not XML: no error")
+	}
+}
+
+func TestE2ESuiteArgs(t *testing.T) {
+	args := E2ESuiteArgs(E2ESuiteOptions{
+		Kubeconfig: "/k/kubeconfig", Kubectl: "/bin/kubectl", RepoRoot: "/repo",
+		Focus: E2EFocusedFocus, Skip: E2EFocusedSkip, ReportDir: "/r", Timeout: 90 * time.Minute,
+	})
+	for _, want := range []string{
+		"-storage.testdriver=" + E2EDriverFile, "-repo-root=/repo", "-kubeconfig=/k/kubeconfig",
+		"-kubectl-path=/bin/kubectl", "-provider=skeleton", "-minStartupPods=0",
+		"-report-dir=/r", "-disable-log-dump", "-ginkgo.focus=" + E2EFocusedFocus,
+		"-ginkgo.skip=" + E2EFocusedSkip, "-ginkgo.timeout=1h30m0s",
+	} {
+		if !slices.Contains(args, want) {
+			t.Errorf("no %q in %q", want, args)
+		}
+	}
+	for _, a := range args {
+		if a == "-ginkgo.dry-run" || a == "-ginkgo.v" {
+			t.Errorf("%s without DryRun or Verbose", a)
+		}
+	}
+}
+
+// TestE2ESpecList runs the built e2e.test's dry run (no cluster) with
+// e2e-driver.yaml, through RunE2ESuite, and checks that it defines the specs
+// of testdata/e2e-specs.txt: a new Kubernetes version, or a change of the
+// driver definition, shows here with the specs it adds or removes (rewrite
+// the list with -update-e2e-specs, then check the counts of
+// TestE2EFocusSkip).
+func TestE2ESpecList(t *testing.T) {
+	tools := FindNodeTools(t)
+	repo, err := vm.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := RunE2ESuite(t, E2ESuiteOptions{
+		Binary:    tools.E2ETest,
+		RepoRoot:  repo,
+		Focus:     `External.Storage \[Driver: csi\.nvmirror\.io\]`,
+		ReportDir: t.TempDir(),
+		DryRun:    true,
+		Timeout:   5 * time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Failed != 0 || rep.Skipped != 0 || rep.Passed == 0 {
+		t.Fatalf("dry run: %v", rep)
+	}
+	var got []string
+	for _, s := range rep.Specs {
+		got = append(got, s.Name)
+	}
+	slices.Sort(got)
+	if *updateE2ESpecs {
+		old, err := os.ReadFile(e2eSpecsFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var header strings.Builder
+		for _, l := range strings.SplitAfter(string(old), "\n") {
+			if !strings.HasPrefix(l, "#") {
+				break
+			}
+			header.WriteString(l)
+		}
+		if err := os.WriteFile(filepath.Clean(e2eSpecsFile), []byte(header.String()+strings.Join(got, "\n")+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wrote %d specs to %s", len(got), e2eSpecsFile)
+		return
+	}
+	want := readE2ESpecs(t)
+	for _, n := range got {
+		if !slices.Contains(want, n) {
+			t.Errorf("new spec, not in %s: %q", e2eSpecsFile, n)
+		}
+	}
+	for _, n := range want {
+		if !slices.Contains(got, n) {
+			t.Errorf("spec of %s that e2e.test no longer defines: %q", e2eSpecsFile, n)
+		}
+	}
+}
