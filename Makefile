@@ -26,7 +26,7 @@ AUTH_KERNEL_SUITE ?= bookworm-backports
 .PHONY: all build deps vm-deps vm-kernel vm-kernel-auth vet unit race test-kernel test sanity demo bench bench-datapath bench-drain bench-snapshots fuzz clean
 .PHONY: proto
 .PHONY: image-check
-.PHONY: k8s-tools test-k8s helm-render
+.PHONY: k8s-tools test-k8s helm-render images
 
 all: build
 
@@ -80,6 +80,16 @@ test-kernel:
 k8s-tools:
 	hack/k8s-tools.sh >/dev/null
 
+## images: every container image a test Kubernetes node runs, built without a Docker engine
+## (buildah, vfs storage, chroot isolation) as docker-archive tars for `ctr -n k8s.io images
+## import`: ours from the Dockerfile on local debian and golang bases, the CSI sidecars and
+## snapshot-controller from the k8s-tools builds, the test stand-ins, agnhost and busybox
+## (hack/images/images.txt). Cached per image in ~/.cache/nvmirror/images (NVMIRROR_IMAGES_CACHE
+## overrides; a source change rebuilds only our image); `hack/images.sh --print-dir` names the
+## directory (docs/images.md). Needs root, buildah and mmdebstrap (make deps)
+images: k8s-tools
+	VERSION='$(VERSION)' hack/images.sh >/dev/null
+
 ## helm-render: compile hack/helm-render (the Helm library, a module of its own) ahead of
 ## the tests that render the chart with it (test/deploy, test/k8s): its first build takes minutes,
 ## which would otherwise count against their test timeout
@@ -94,7 +104,7 @@ test-k8s: vm-deps k8s-tools helm-render
 	  $(GO) test -v -count=1 -timeout 20m ./test/k8s/
 
 ## test: everything CI runs
-test: vm-deps k8s-tools vet unit test-kernel test-k8s
+test: vm-deps k8s-tools images vet unit test-kernel test-k8s
 
 ## sanity: the real csi-sanity binary against the real stack in the VM (mount and block)
 sanity: vm-deps
