@@ -61,15 +61,19 @@ vet:
 ## image-check: the container image without a Docker engine (also part of `make unit`):
 ## BuildKit's lint rules on the Dockerfile (hack/dockerfile-lint), the binaries built from
 ## the build context by the Dockerfile's own make build as static ELF files, and the runtime
-## stage's packages for every program the code runs
+## stage's packages for every program the code runs; and, once `make images` has built them,
+## the images' tars (skipped here when there are none; `make unit` requires them)
 image-check:
 	$(GO) test -count=1 ./test/image/
 
 ## unit: host tests with the race detector: unit tests, fuzz seed corpora, in-process
-## csi-sanity, the integration tests against real etcd and rsyslog, and deploy/ rendered by
-## the kubectl k8s-tools builds (all of which fail, not skip, here when missing)
-unit: k8s-tools helm-render
-	NVMIRROR_REQUIRE_ETCD=1 NVMIRROR_REQUIRE_RSYSLOG=1 NVMIRROR_REQUIRE_KUBECTL=1 $(GO) test -race -count=1 $(HOST_PKGS)
+## csi-sanity, the integration tests against real etcd and rsyslog, deploy/ rendered by
+## the kubectl k8s-tools builds, and the images `make images` built, read from their tars
+## by test/image (all of which fail, not skip, here when missing)
+unit: k8s-tools helm-render images
+	NVMIRROR_REQUIRE_ETCD=1 NVMIRROR_REQUIRE_RSYSLOG=1 NVMIRROR_REQUIRE_KUBECTL=1 NVMIRROR_REQUIRE_IMAGES=1 \
+	  NVMIRROR_IMAGES_DIR="$$(VERSION='$(VERSION)' hack/images.sh --print-dir)" \
+	  $(GO) test -race -count=1 $(HOST_PKGS)
 
 ## test-kernel: the real-kernel tests in the VM (fails, never skips, if the VM cannot run)
 test-kernel:
