@@ -5,7 +5,8 @@
 # in hack/images/images.txt (its header describes the sources).
 #
 # buildah (vfs storage driver, chroot isolation) does the work; its storage
-# is private to this script, in the cache, never /var/lib/containers. Our
+# is private to this script, in the cache, never /var/lib/containers
+# (NVMIRROR_IMAGES_STORAGE_DRIVER=overlay uses overlay mounts instead). Our
 # Dockerfile is built unchanged, as `docker buildx build` would; its base
 # images are made here: debian:<release>-slim by mmdebstrap, golang:<go>-<release>
 # from that with make, git and this machine's Go. Both trust this machine's CA
@@ -21,7 +22,7 @@
 #   <key>/                 what consumers use: <image>.tar (hard links into
 #                          parts/), images.txt (NAME FILE BYTES) and `complete`;
 #                          <key> hashes the parts' names
-#   storage/ tmp/          buildah's storage, and its temporary files and
+#   storage/<driver>/ tmp/ buildah's storage, and its temporary files and
 #                          RUN --mount=type=cache directories (Go's module and
 #                          build caches: a warm rebuild of our image compiles
 #                          only what changed); deleting them costs one cold build
@@ -42,6 +43,11 @@ GO=${GO:-go}
 list=hack/images/images.txt
 cache="${NVMIRROR_IMAGES_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nvmirror/images}"
 VERSION=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}
+# vfs works wherever buildah does (no mounts); it stores every layer as a
+# full copy of the file system, so each build step copies and later deletes
+# hundreds of MB. overlay, where the kernel and the container allow it, is
+# much faster (docs/images.md has both's times); the images are the same.
+driver=${NVMIRROR_IMAGES_STORAGE_DRIVER:-vfs}
 print_dir=0
 case "${1:-}" in
   --print-dir) print_dir=1 ;;
@@ -80,11 +86,12 @@ esac
 # The text of each recipe function is part of the keys of what it makes:
 # editing one rebuilds its images (and nothing else).
 
-# buildah with its storage in the cache. TMPDIR is where buildah 1.28 keeps
-# RUN --mount=type=cache directories and its temporary layer files.
+# buildah with its storage in the cache, one per storage driver. TMPDIR is
+# where buildah 1.28 keeps RUN --mount=type=cache directories and its
+# temporary layer files.
 bh() {
-  TMPDIR="$cache/tmp" buildah --root "$cache/storage/root" --runroot "$cache/storage/run" \
-    --storage-driver vfs "$@"
+  TMPDIR="$cache/tmp" buildah --root "$cache/storage/$driver/root" --runroot "$cache/storage/$driver/run" \
+    --storage-driver "$driver" "$@"
 }
 export BUILDAH_ISOLATION=chroot
 
@@ -505,7 +512,7 @@ rm -rf "$out" && mv "$out.tmp" "$out"
 # full copy of its file system, 0.5 GB apiece). What the current image builds
 # on stays (the runtime stage's package layer); the builder's caches survive
 # as RUN --mount=type=cache directories, so a rebuild compiles only what
-# changed.
+# changed. Storage thus holds about 1.5 GB after a run.
 prune_storage() {
   local before after
   after=$(bh images --all --noheading --quiet | wc -l)
@@ -537,6 +544,8 @@ cleanup() {
     warn "removing stale $d"
     rm -rf "$d"
   done
+  # buildah's storage as the first version of this script kept it
+  rm -rf "$cache/storage/root" "$cache/storage/run"
   find "$cache/tools" -mindepth 1 -maxdepth 1 ! -name "dockerfile-lint-$lint_key" -exec rm -rf {} + 2>/dev/null || true
   # Base images of removed keys, then every image nothing names or builds on
   # (the layers --layers cached for a former build of our image).
