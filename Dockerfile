@@ -51,12 +51,15 @@ RUN --mount=type=cache,target=/go/pkg/mod \
 # privilege: deploy/ runs them as user 65532 with a read-only root
 # filesystem and no capabilities.
 FROM debian:${DEBIAN_RELEASE}-slim
-ARG VERSION=dev
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       mdadm mount util-linux e2fsprogs xfsprogs kmod nvme-cli ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /out/ /usr/local/bin/
+# Declared after the package layer: every RUN after an ARG sees it (as an
+# environment variable), so a new version would miss the cache of the
+# package install and download it all again.
+ARG VERSION=dev
 LABEL org.opencontainers.image.title="nvmirror" \
       org.opencontainers.image.description="CSI driver for md RAID1 volumes mirrored over NVMe-oF replicas" \
       org.opencontainers.image.source="https://github.com/nvmirror/nvmirror" \

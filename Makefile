@@ -26,7 +26,7 @@ AUTH_KERNEL_SUITE ?= bookworm-backports
 .PHONY: all build deps vm-deps vm-kernel vm-kernel-auth vet unit race test-kernel test sanity demo bench bench-datapath bench-drain bench-snapshots fuzz clean
 .PHONY: proto
 .PHONY: image-check
-.PHONY: k8s-tools test-k8s helm-render
+.PHONY: k8s-tools test-k8s helm-render images
 
 all: build
 
@@ -61,15 +61,19 @@ vet:
 ## image-check: the container image without a Docker engine (also part of `make unit`):
 ## BuildKit's lint rules on the Dockerfile (hack/dockerfile-lint), the binaries built from
 ## the build context by the Dockerfile's own make build as static ELF files, and the runtime
-## stage's packages for every program the code runs
+## stage's packages for every program the code runs; and, once `make images` has built them,
+## the images' tars (skipped here when there are none; `make unit` requires them)
 image-check:
 	$(GO) test -count=1 ./test/image/
 
 ## unit: host tests with the race detector: unit tests, fuzz seed corpora, in-process
-## csi-sanity, the integration tests against real etcd and rsyslog, and deploy/ rendered by
-## the kubectl k8s-tools builds (all of which fail, not skip, here when missing)
-unit: k8s-tools helm-render
-	NVMIRROR_REQUIRE_ETCD=1 NVMIRROR_REQUIRE_RSYSLOG=1 NVMIRROR_REQUIRE_KUBECTL=1 $(GO) test -race -count=1 $(HOST_PKGS)
+## csi-sanity, the integration tests against real etcd and rsyslog, deploy/ rendered by
+## the kubectl k8s-tools builds, and the images `make images` built, read from their tars
+## by test/image (all of which fail, not skip, here when missing)
+unit: k8s-tools helm-render images
+	NVMIRROR_REQUIRE_ETCD=1 NVMIRROR_REQUIRE_RSYSLOG=1 NVMIRROR_REQUIRE_KUBECTL=1 NVMIRROR_REQUIRE_IMAGES=1 \
+	  NVMIRROR_IMAGES_DIR="$$(VERSION='$(VERSION)' hack/images.sh --print-dir)" \
+	  $(GO) test -race -count=1 $(HOST_PKGS)
 
 ## test-kernel: the real-kernel tests in the VM (fails, never skips, if the VM cannot run)
 test-kernel:
@@ -80,6 +84,16 @@ test-kernel:
 ## hack/k8s/ into ~/.cache/nvmirror/k8s, shared by every clone (NVMIRROR_K8S_CACHE overrides; a no-op once built)
 k8s-tools:
 	hack/k8s-tools.sh >/dev/null
+
+## images: every container image a test Kubernetes node runs, built without a Docker engine
+## (buildah, vfs storage, chroot isolation) as docker-archive tars for `ctr -n k8s.io images
+## import`: ours from the Dockerfile on local debian and golang bases, the CSI sidecars and
+## snapshot-controller from the k8s-tools builds, the test stand-ins, agnhost and busybox
+## (hack/images/images.txt). Cached per image in ~/.cache/nvmirror/images (NVMIRROR_IMAGES_CACHE
+## overrides; a source change rebuilds only our image); `hack/images.sh --print-dir` names the
+## directory (docs/images.md). Needs root, buildah and mmdebstrap (make deps)
+images: k8s-tools
+	VERSION='$(VERSION)' hack/images.sh >/dev/null
 
 ## helm-render: compile hack/helm-render (the Helm library, a module of its own) ahead of
 ## the tests that render the chart with it (test/deploy, test/k8s): its first build takes minutes,
@@ -95,7 +109,7 @@ test-k8s: vm-deps k8s-tools helm-render
 	  $(GO) test -v -count=1 -timeout 20m ./test/k8s/
 
 ## test: everything CI runs
-test: vm-deps k8s-tools vet unit test-kernel test-k8s
+test: vm-deps k8s-tools images vet unit test-kernel test-k8s
 
 ## sanity: the real csi-sanity binary against the real stack in the VM (mount and block)
 sanity: vm-deps

@@ -25,6 +25,9 @@ need=(
   "/usr/lib/drbd/drbdsetup-84:drbd-utils"
   "/usr/sbin/drbdmeta:drbd-utils"
   "losetup:mount"
+  # make images (hack/images.sh): container images without a Docker engine
+  "buildah:buildah"
+  "mmdebstrap:mmdebstrap"
 )
 
 have() {

@@ -53,6 +53,32 @@ func copyFile(t *testing.T, src, dst string) {
 	}
 }
 
+// checkStaticELF reports (t.Errorf) what keeps the file r, called name in
+// the messages, from being a static ELF executable for GOARCH goarch: not
+// ELF, an interpreter (PT_INTERP), shared libraries (DT_NEEDED), another
+// machine.
+func checkStaticELF(t *testing.T, name string, r io.ReaderAt, goarch string) {
+	t.Helper()
+	f, err := elf.NewFile(r)
+	if err != nil {
+		t.Errorf("%s: not an ELF file: %v", name, err)
+		return
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Errorf("%s: has a PT_INTERP program header (dynamically linked)", name)
+		}
+	}
+	if libs, err := f.DynString(elf.DT_NEEDED); err == nil && len(libs) > 0 {
+		t.Errorf("%s: needs shared libraries %v", name, libs)
+	}
+	machine := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}[goarch]
+	if machine != 0 && f.Machine != machine {
+		t.Errorf("%s: machine %v, want %v", name, f.Machine, machine)
+	}
+}
+
 // TestBuildContext: the context is small and holds no history, caches or
 // build outputs (.cache/ alone holds gigabytes of VM kernels).
 func TestBuildContext(t *testing.T) {
@@ -135,25 +161,13 @@ func TestBinariesBuildFromContextAsStaticELF(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("make build produced %v, want every cmd/*: %v", got, want)
 	}
-	machine := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}[runtime.GOARCH]
 	for _, name := range got {
 		path := filepath.Join(outDir, name)
-		f, err := elf.Open(path)
+		f, err := os.Open(path)
 		if err != nil {
-			t.Errorf("%s: not an ELF file: %v", name, err)
-			continue
+			t.Fatal(err)
 		}
-		for _, p := range f.Progs {
-			if p.Type == elf.PT_INTERP {
-				t.Errorf("%s: has a PT_INTERP program header (dynamically linked)", name)
-			}
-		}
-		if libs, err := f.DynString(elf.DT_NEEDED); err == nil && len(libs) > 0 {
-			t.Errorf("%s: needs shared libraries %v", name, libs)
-		}
-		if machine != 0 && f.Machine != machine {
-			t.Errorf("%s: machine %v, want %v", name, f.Machine, machine)
-		}
+		checkStaticELF(t, name, f, runtime.GOARCH)
 		f.Close()
 		if name == "nvmirrorctl" || name == "kubectl-nvmirror" {
 			continue // clients without --version (and without pkg/version)
