@@ -60,7 +60,7 @@ warn() { echo "images [${SECONDS}s]: $*" >&2; }
 die() { warn "$*"; exit 1; }
 # An input a colleague's branch adds (a test stand-in, a k8s tool) that is not
 # here yet: the image is skipped, loudly. Make this die once they are merged.
-missing_input() { [ "$print_dir" = 1 ] || warn "WARNING: SKIPPING $1: $2"; }
+missing_input() { [ "$print_dir" = 1 ] || die "$1: $2"; }
 human() { numfmt --to=iec-i --suffix=B --format=%.1f "$1"; }
 
 goversion=$("$GO" env GOVERSION)
@@ -245,6 +245,16 @@ build_busybox() {
   rm -rf "$tmp"
 }
 
+# build_debian_shell NAME: the local debian base under another name, with
+# sh as its command: for test images whose specs only run shell scripts.
+build_debian_shell() {
+  local c
+  c=$(bh from --pull=never "$debian_image")
+  bh config --cmd '["sh"]' \
+    --label "org.opencontainers.image.description=nvmirror test image: $1 from the debian base (hack/images.sh)" "$c"
+  bh commit --quiet --rm "$c" "$1" >/dev/null
+}
+
 # smoke_busybox NAME: what test pods run through sh -c works.
 smoke_busybox() {
   local c
@@ -347,6 +357,9 @@ while read -r name source rest; do
       ;;
     busybox)
       key=$({ echo "$line"; busybox_deb; declare -f build_busybox smoke_busybox bh; } | hash16)
+      ;;
+    debian)
+      key=$({ echo "$line $debian_key"; declare -f build_debian_shell bh; } | hash16)
       ;;
     *) die "$list: $name: unknown source $source" ;;
   esac
@@ -479,6 +492,10 @@ for i in "${!names[@]}"; do
       fi
       run_logged "$log" build_busybox "$name" "$deb"
       run_logged "$log" smoke_busybox "$name"
+      ;;
+    debian)
+      need_debian
+      run_logged "$log" build_debian_shell "$name"
       ;;
   esac
   rm -rf "$part.tmp" && mkdir -p "$part.tmp"
