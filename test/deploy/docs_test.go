@@ -22,6 +22,8 @@ var externalFlags = map[string]string{
 	"extra-create-metadata": "csi-provisioner", "leader-election": "csi sidecars", "http-endpoint": "csi sidecars",
 	"health-port": "livenessprobe", "csi-address": "csi sidecars", "kubelet-registration-path": "node-driver-registrar",
 	"previous": "kubectl logs", "tail": "kubectl logs", "since-time": "kubectl logs", "all-containers": "kubectl logs",
+	"print-dir": "hack/images.sh", "list-full": "busybox", "pull": "buildah", "variant": "mmdebstrap",
+	"mount": "Dockerfile RUN", "tags": "git describe", "always": "git describe", "dirty": "git describe",
 	"grow": "mdadm", "raid-devices": "mdadm", "examine": "mdadm", "assume-clean": "mdadm",
 	"dry-run": "kubectl", "show-labels": "kubectl", "sort-by": "kubectl", "field-selector": "kubectl",
 	"from-file": "kubectl create secret", "cert": "kubectl create secret tls", "key": "kubectl create secret tls",
