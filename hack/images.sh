@@ -58,8 +58,8 @@ esac
 hash16() { sha256sum | cut -c1-16; }
 warn() { echo "images [${SECONDS}s]: $*" >&2; }
 die() { warn "$*"; exit 1; }
-# An input a colleague's branch adds (a test stand-in, a k8s tool) that is not
-# here yet: the image is skipped, loudly. Make this die once they are merged.
+# An input that does not exist (a go: package, a k8s tool): the build fails;
+# --print-dir (which builds nothing) names the directory without that image.
 missing_input() { [ "$print_dir" = 1 ] || die "$1: $2"; }
 human() { numfmt --to=iec-i --suffix=B --format=%.1f "$1"; }
 
