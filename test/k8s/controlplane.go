@@ -38,6 +38,16 @@ type ControlPlane struct {
 	lastReadyz atomic.Value  // string: the last /readyz failure
 
 	Etcd, APIServer, ControllerManager *Process
+	// Scheduler runs when the cluster has nodes (StartScheduler).
+	Scheduler *Process
+
+	// AllControllers, set before WaitReady, runs every controller a
+	// cluster with real nodes needs (kube-controller-manager's defaults:
+	// workloads, nodes' lifecycle, attach/detach, garbage collection, the
+	// root CA published to every namespace...) instead of the few a
+	// cluster without kubelets needs.
+	AllControllers bool
+	saKey          string
 }
 
 // controllers are the kube-controller-manager controllers a CSI volume's
@@ -110,6 +120,7 @@ func LaunchControlPlane(e *Env, tools Tools) *ControlPlane {
 	// (it signs and verifies tokens with it), even though nothing here uses
 	// service-account tokens.
 	saKey := filepath.Join(dir, "sa.key")
+	cp.saKey = saKey
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
@@ -197,9 +208,21 @@ func (cp *ControlPlane) WaitReady() {
 			return false, why
 		}
 	})
-	cp.ControllerManager = cp.Start("kube-controller-manager", cp.Tools.ControllerManager,
+	which := []string{"--controllers=" + strings.Join(controllers, ",")}
+	if cp.AllControllers {
+		which = []string{
+			"--controllers=*",
+			// Pods' service account volumes carry the API server's CA
+			// (the kube-root-ca.crt ConfigMap of every namespace).
+			"--root-ca-file=" + cp.CAFile,
+			"--service-account-private-key-file=" + cp.saKey,
+			// A node that misses a status update is not-ready after
+			// this; the default (40 s) only slows a test down.
+			"--node-monitor-grace-period=20s",
+		}
+	}
+	cp.ControllerManager = cp.Start("kube-controller-manager", cp.Tools.ControllerManager, append(which,
 		"--kubeconfig="+cp.Kubeconfig,
-		"--controllers="+strings.Join(controllers, ","),
 		"--leader-elect=false",
 		// No serving: nothing scrapes it, and its health is visible in what
 		// it does (claims get bound).
@@ -207,6 +230,21 @@ func (cp *ControlPlane) WaitReady() {
 		// The binder reacts to events; its periodic resync is only the
 		// retry of anything that failed, 15 s by default.
 		"--pvclaimbinder-sync-period=2s",
+		"-v=2")...)
+}
+
+// StartScheduler runs kube-scheduler, for a cluster with nodes.
+func (cp *ControlPlane) StartScheduler(bin string) {
+	cp.t.Helper()
+	cp.Scheduler = cp.Start("kube-scheduler", bin,
+		"--kubeconfig="+cp.Kubeconfig,
+		// The same kubeconfig for its delegated authentication and
+		// authorization lookups, which it would otherwise look for in
+		// the cluster.
+		"--authentication-kubeconfig="+cp.Kubeconfig,
+		"--authorization-kubeconfig="+cp.Kubeconfig,
+		"--leader-elect=false",
+		"--secure-port=0",
 		"-v=2")
 }
 
