@@ -82,7 +82,10 @@ func newCredentials(t *testing.T, dir string, computeNodes []string, storageNode
 		crt, key := cert.WriteNamed(t, c.Dir, name)
 		return certPair{crt, key}
 	}
-	c.Provisioner = write("provisioner", ca.Server(t, "nvmirror-provisioner"))
+	// The names deploy/gen-secrets.sh gives it: the Service's, which the
+	// CSI driver dials in a cluster.
+	c.Provisioner = write("provisioner", ca.Server(t, "nvmirror-provisioner", "nvmirror-provisioner",
+		"nvmirror-provisioner.nvmirror", "nvmirror-provisioner.nvmirror.svc", "nvmirror-provisioner.nvmirror.svc.cluster.local"))
 	c.ProvisionerClient = write("provisioner-client", ca.Client(t, "nvmirror-provisioner", "provisioner"))
 	c.Controller = write("controller", ca.Client(t, "nvmirror-controller", "controller"))
 	c.Admin = write("admin", ca.Client(t, "e2e-admin", "admin"))

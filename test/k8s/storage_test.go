@@ -41,14 +41,13 @@ type storageVM struct {
 // are in the guest.
 const guestCredentials = "/nvmirror/tls"
 
-// bootStorageNodes builds nvmirror-target into a VM image with the test's
-// credentials and boots it: three agents on 127.0.0.2-4 inside the guest
-// (NVMe/TCP), their gRPC APIs on the guest's NIC, forwarded to the host.
-func bootStorageNodes(t *testing.T, creds credentials) *storageVM {
+// storageNodesGuest is the guest side of the storage nodes: the script
+// that starts three agents on 127.0.0.2-4 inside the guest (NVMe/TCP), their
+// gRPC APIs on the guest's NIC (agentAPIPortBase+i), the files it needs
+// (the credentials) and the guest ports to forward to the host.
+func storageNodesGuest(t *testing.T, creds credentials) (script string, files map[string]string, forward []int) {
 	t.Helper()
-	var script strings.Builder
-	script.WriteString("set -e\n")
-	var forward []int
+	var b strings.Builder
 	for i := 1; i <= storageNodeCount; i++ {
 		name := fmt.Sprintf("sn%d", i)
 		port := agentAPIPortBase + i
@@ -56,7 +55,7 @@ func bootStorageNodes(t *testing.T, creds credentials) *storageVM {
 		pool := "/run/nvmirror/" + name + "/pool"
 		// Each agent's output goes to the VM's output, prefixed with its
 		// name: the service VM's report shows it when the test fails.
-		fmt.Fprintf(&script, `mkdir -p %[3]s
+		fmt.Fprintf(&b, `mkdir -p %[3]s
 mount -t tmpfs -o size=%[4]d tmpfs %[3]s
 nvmirror-target --node-name=%[1]s --zone=zone-%[1]s --rack=rack-%[1]s \
   --pool-dir=%[3]s --nqn-prefix=nqn.2026-11.io.nvmirror:%[1]s: \
@@ -67,29 +66,44 @@ nvmirror-target --node-name=%[1]s --zone=zone-%[1]s --rack=rack-%[1]s \
 `, name, i+1, pool, storagePoolBytes, i, vm.GuestIP, port, guestCredentials)
 		t.Logf("storage node %s: NVMe/TCP 127.0.0.%d:4430 in the VM, gRPC guest port %d", name, i+1, port)
 	}
-	files := map[string]string{guestCredentials + "/ca.crt": creds.CA}
+	files = map[string]string{guestCredentials + "/ca.crt": creds.CA}
 	for name, p := range creds.StorageNodes {
 		files[guestCredentials+"/"+name+".crt"] = p.Cert
 		files[guestCredentials+"/"+name+".key"] = p.Key
 	}
+	return b.String(), files, forward
+}
+
+// bootStorageNodes builds nvmirror-target into a VM image with the test's
+// credentials and boots it (storageNodesGuest).
+func bootStorageNodes(t *testing.T, creds credentials) *storageVM {
+	t.Helper()
+	agents, files, forward := storageNodesGuest(t, creds)
+	script := "set -e\n" + agents
 	svc := vm.StartService(t, vm.ServiceConfig{
 		// The 6.12 kernel: its target does NVMe in-band authentication,
 		// which the authenticated example class needs.
 		KernelDir: vm.AuthKernelDir,
 		Commands:  []string{"./cmd/nvmirror-target"},
 		Files:     files,
-		Script:    script.String(),
+		Script:    script,
 		Forward:   forward,
 	})
-	s := &storageVM{svc: svc}
+	return &storageVM{svc: svc, nodes: storageNodesOf(svc)}
+}
+
+// storageNodesOf are the storage nodes of storageNodesGuest in the VM svc,
+// as the host reaches them.
+func storageNodesOf(svc *vm.Service) []storageNode {
+	var nodes []storageNode
 	for i := 1; i <= storageNodeCount; i++ {
 		name := fmt.Sprintf("sn%d", i)
-		s.nodes = append(s.nodes, storageNode{
+		nodes = append(nodes, storageNode{
 			Name: name, Zone: "zone-" + name, Rack: "rack-" + name,
 			API: svc.HostAddr(agentAPIPortBase + i),
 		})
 	}
-	return s
+	return nodes
 }
 
 // wait returns the storage nodes once every agent answers NodeInfo through
