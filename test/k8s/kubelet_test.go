@@ -1,0 +1,258 @@
+package k8s
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nvmirror/nvmirror/test/vm"
+)
+
+// TestKubeletNode runs nvmirror the way users run it: its images, built
+// from the Dockerfile, on a real kubelet node (containerd, runc, CNI in a
+// VM on the real kernel), deployed from deploy/ with a site overlay, and a
+// pod that uses its volume. One boot serves the whole test:
+//
+//  1. the node registers and turns Ready; nvmirror's provisioner, CSI
+//     controller (with the real sidecars) and node plugin (with the
+//     registrar stand-in) run as pods and the driver registers with kubelet;
+//  2. a pod with a claim of the example 3-replica class: provisioned,
+//     attached, staged and published by kubelet's real calls; the md array
+//     on the node has its three members in sync; the pod's deletion
+//     unpublishes and unstages, the volume detaches, and the claim's
+//     deletion removes every replica;
+//  3. with NVMIRROR_E2E_SUITE set (`make test-k8s-e2e`), Kubernetes'
+//     external storage e2e suite against the same cluster.
+func TestKubeletNode(t *testing.T) {
+	tools := FindTools(t)
+	nt := FindNodeTools(t)
+	images := findImages(t)
+	repo, err := vm.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEnv(t)
+	cp := LaunchControlPlane(e, tools)
+	cp.AllControllers = true
+	cp.WaitReady()
+	cp.StartScheduler(nt.KubeScheduler)
+	cp.InstallSnapshotCRDs(repo)
+	cp.StartSnapshotController(repo)
+
+	creds := newCredentials(t, e.Dir, []string{KubeletNodeName}, storageNodeCount)
+	agentsScript, files, forward := storageNodesGuest(t, creds)
+	files["/etc/nvmirror/node-tls/tls.crt"] = creds.ComputeNodes[KubeletNodeName].Cert
+	files["/etc/nvmirror/node-tls/tls.key"] = creds.ComputeNodes[KubeletNodeName].Key
+	extra := agentsScript + fmt.Sprintf("mkdir -p /node%[1]s && chown 65532:65532 /node%[1]s\n", provisionerDataGuestDir)
+	node := cp.StartKubeletNode(nt, NodeConfig{
+		Images: images, Extra: extra, Files: files, Forward: forward,
+		// It runs on the host, as the control plane does.
+		SkipImages: []string{"registry.k8s.io/sig-storage/snapshot-controller:v8.7.0"},
+	})
+	storage := storageNodesOf(node.Svc)
+	siteNodes := map[string]string{}
+	for i, n := range storage {
+		// The provisioner pod reaches the agents at the node's address.
+		siteNodes[n.Name] = fmt.Sprintf("%s:%d", vm.GuestIP, agentAPIPortBase+i+1)
+	}
+	installSite(t, cp, repo, creds, siteNodes)
+	deployed := waitNvmirror(t, cp, 10*time.Minute)
+	t.Logf("nvmirror deployed and registered with kubelet in %v", deployed.Round(100*time.Millisecond))
+	cp.Apply(mustRead(t, filepath.Join(repo, "deploy", "examples", "storageclass-3-replicas.yaml")))
+
+	ag := dialAgents(t, storage, creds)
+	// The test's hands on the node, and what it reports when it fails.
+	cp.Apply(adminPod)
+	cp.WaitJSONPath(5*time.Minute, "default", "pod", "node-admin", "{.status.phase}", "admin pod Running", func(s string) bool { return s == "Running" })
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, args := range [][]string{
+			{"exec", "-n", "default", "node-admin", "--", "sh", "-c", "cat /proc/mdstat; dmesg | tail -n 80"},
+			{"get", "pods", "-A", "-o", "wide"},
+			{"logs", "-n", "nvmirror", "daemonset/nvmirror-node", "-c", "nvmirror-csi", "--tail=80"},
+			{"logs", "-n", "nvmirror", "deployment/nvmirror-controller", "-c", "nvmirror-csi", "--tail=40"},
+			{"logs", "-n", "nvmirror", "deployment/nvmirror-provisioner", "--tail=60"},
+		} {
+			out, err := cp.Kubectl(args...)
+			t.Logf("--- kubectl %s (%v) ---\n%s", strings.Join(args, " "), err, out)
+		}
+	})
+	// Phases in order on the one cluster (the Env's waits fail the whole
+	// test, so they are not subtests).
+	podWithVolume(t, e, cp, ag)
+	if os.Getenv(EnvE2ESuite) != "" {
+		externalStorageSuite(t, e, cp, nt, repo)
+	}
+}
+
+// EnvE2ESuite set to "full" runs every spec of the external storage suite
+// that applies to nvmirror (E2EFull*, `make test-k8s-e2e`), to "focused"
+// the focused set (E2EFocused*); unset, the suite does not run.
+const EnvE2ESuite = "NVMIRROR_E2E_SUITE"
+
+// externalStorageSuite runs Kubernetes' external storage e2e suite against
+// the cluster with nvmirror's driver definition (testdata/e2e-driver.yaml);
+// every chosen spec must pass, and in the focused set none may skip.
+func externalStorageSuite(t *testing.T, e *Env, cp *ControlPlane, nt NodeTools, repo string) {
+	focus, skip, timeout := E2EFocusedFocus, E2EFocusedSkip, 40*time.Minute
+	full := os.Getenv(EnvE2ESuite) == "full"
+	if full {
+		focus, skip, timeout = E2EFullFocus, E2EFullSkip, 5*time.Hour
+	}
+	rep, err := RunE2ESuite(t, E2ESuiteOptions{
+		Binary: nt.E2ETest, Kubeconfig: cp.Kubeconfig, Kubectl: cp.Tools.Kubectl, RepoRoot: repo,
+		Focus: focus, Skip: skip, ReportDir: filepath.Join(e.LogDir, "e2e-suite"), Timeout: timeout,
+		Verbose: true,
+	})
+	if rep != nil {
+		t.Logf("external storage suite:\n%s", rep)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Failed > 0 || rep.Passed == 0 {
+		t.Errorf("external storage suite: %d passed, %d failed", rep.Passed, rep.Failed)
+	}
+	if !full && rep.Skipped > 0 {
+		t.Errorf("external storage suite: %d of the focused specs skipped; each is chosen to run", rep.Skipped)
+	}
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// EnvImagesDir names the images directory (hack/images.sh's output)
+// explicitly.
+const EnvImagesDir = "NVMIRROR_IMAGES_DIR"
+
+// findImages returns the directory of image tars hack/images.sh built for
+// this tree, or skips (fails under NVMIRROR_REQUIRE_K8S) without them.
+func findImages(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv(EnvImagesDir)
+	if dir == "" {
+		repo, err := vm.RepoRoot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(filepath.Join(repo, "hack", "images.sh"), "--print-dir").Output()
+		if err != nil {
+			Unavailable(t, "hack/images.sh --print-dir: %v (run `make images`)", err)
+		}
+		dir = strings.TrimSpace(string(out))
+	}
+	if _, err := os.Stat(filepath.Join(dir, "complete")); err != nil {
+		Unavailable(t, "no complete image build in %s (run `make images`)", dir)
+	}
+	return dir
+}
+
+// adminPod is a privileged pod on the node with the kernel's configfs:
+// the test's hands on the node, as an administrator's debug pod would be
+// (the storage node agents run on the node itself).
+const adminPod = `apiVersion: v1
+kind: Pod
+metadata:
+  name: node-admin
+  namespace: default
+spec:
+  nodeName: ` + KubeletNodeName + `
+  hostNetwork: true
+  containers:
+    - name: sh
+      image: registry.k8s.io/e2e-test-images/busybox:1.37.0-1
+      command: ["sh", "-c", "sleep 100000"]
+      securityContext: {privileged: true}
+      volumeMounts:
+        - {name: configfs, mountPath: /cfg}
+  volumes:
+    - name: configfs
+      hostPath: {path: /sys/kernel/config}
+`
+
+// podWithVolume: a claim of the example 3-replica class used by a pod,
+// through kubelet's real calls, then deleted.
+func podWithVolume(t *testing.T, e *Env, cp *ControlPlane, ag agents) {
+	ns := "workload"
+	cp.MustKubectl("create", "namespace", ns)
+	cp.Apply(`apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data, namespace: ` + ns + `}
+spec:
+  accessModes: ["ReadWriteOnce"]
+  storageClassName: nvmirror-3-replicas
+  resources: {requests: {storage: 256Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: app, namespace: ` + ns + `}
+spec:
+  containers:
+    - name: app
+      image: registry.k8s.io/e2e-test-images/busybox:1.37.0-1
+      command: ["sleep", "100000"]
+      volumeMounts: [{name: data, mountPath: /data}]
+  volumes:
+    - name: data
+      persistentVolumeClaim: {claimName: data}
+`)
+	start := time.Now()
+	cp.WaitJSONPath(10*time.Minute, ns, "pod", "app", "{.status.phase}", "pod Running", func(s string) bool { return s == "Running" })
+	t.Logf("pod with a new 3-replica claim running in %v (provisioned, attached, staged, published)", time.Since(start).Round(100*time.Millisecond))
+	pv := cp.mustJSONPath(ns, "pvc", "data", "{.spec.volumeName}")
+	volID := cp.mustJSONPath("", "pv", pv, "{.spec.csi.volumeHandle}")
+	on, err := ag.replicasOf(volID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(on) != 3 {
+		t.Fatalf("volume %s has replicas on %d storage nodes, want 3: %v", volID, len(on), replicaIDs(on))
+	}
+	mdstat, err := cp.Kubectl("exec", "-n", "default", "node-admin", "--", "cat", "/proc/mdstat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(mdstat, "[3/3] [UUU]") {
+		t.Fatalf("the node's md array is not three members in sync:\n%s", mdstat)
+	}
+	// The pod's deletion: kubelet unpublishes and unstages, the attach/
+	// detach controller detaches; then the claim's deletion deletes the
+	// volume, every replica with it.
+	deleted := time.Now()
+	cp.MustKubectl("delete", "pod", "-n", ns, "app", "--wait=false")
+	cp.WaitGone(5*time.Minute, ns, "pod", "app")
+	waitDetached(e, cp, pv)
+	t.Logf("pod deleted, volume unstaged and detached in %v", time.Since(deleted).Round(100*time.Millisecond))
+	if mdstat, err := cp.Kubectl("exec", "-n", "default", "node-admin", "--", "cat", "/proc/mdstat"); err != nil || strings.Contains(mdstat, "active") {
+		t.Errorf("an md array is still active on the node after NodeUnstage (%v):\n%s", err, mdstat)
+	}
+	cp.MustKubectl("delete", "pvc", "-n", ns, "data", "--wait=false")
+	cp.WaitGone(5*time.Minute, "", "pv", pv)
+	e.WaitFor(2*time.Minute, "every replica of "+volID+" to be deleted", func() (bool, string) {
+		on, err := ag.replicasOf(volID)
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(on) == 0, fmt.Sprint(replicaIDs(on))
+	})
+}
+
+// waitDetached waits until no VolumeAttachment names the PV.
+func waitDetached(e *Env, cp *ControlPlane, pv string) {
+	e.WaitFor(5*time.Minute, "volume "+pv+" to detach", func() (bool, string) {
+		out, err := cp.Kubectl("get", "volumeattachments", "-o", "jsonpath={.items[*].spec.source.persistentVolumeName}")
+		return err == nil && !strings.Contains(out, pv), "attached: " + out
+	})
+}

@@ -1,0 +1,370 @@
+package k8s
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nvmirror/nvmirror/test/vm"
+)
+
+// A real Kubernetes node: kubelet, containerd, runc and the CNI bridge
+// plugin in a VM on the real kernel, registered with the control plane on
+// the host. Everything the node runs comes from images loaded into its
+// containerd; the storage node agents run in the same VM as processes (as
+// in bootStorageNodes), the node plugin as the DaemonSet's containers.
+//
+// Networking, all on loopback and inside the VM:
+//   - the guest reaches the API server through a guest forward
+//     (apiServerGuestAddr: a connection to it runs a relay to the host's
+//     127.0.0.1:PORT);
+//   - the API server reaches the kubelet (exec, logs, port-forward) through
+//     a host forward of the kubelet's own port: the node is named
+//     "localhost" (its Hostname address, the first the API server tries), and
+//     its kubelet listens on a port free on the host, forwarded to the same
+//     port in the guest;
+//   - pods are on a CNI bridge (podSubnet) without NAT; Services and cluster
+//     DNS are served by test/standins/clusterservices on the node (no
+//     kube-proxy or CoreDNS here): cluster IPs become local addresses of the
+//     node and are proxied in user space.
+
+const (
+	// KubeletNodeName is the node's name and hostname (see above).
+	KubeletNodeName = "localhost"
+	// apiServerGuestAddr is where the guest reaches the API server.
+	apiServerGuestAddr = "10.0.2.100"
+	// clusterDNS is the cluster DNS address kubelet gives pods
+	// (clusterservices serves it); inside ServiceClusterIPRange.
+	clusterDNS = "10.0.0.10"
+	// podSubnet is the CNI bridge's range.
+	podSubnet = "10.88.0.0/16"
+	// nodeDiskMiB is the node's scratch disk (containerd's images and
+	// containers, kubelet's pods and logs): sparse, so it costs the host
+	// only what is written.
+	nodeDiskMiB = 16 << 10
+	// nodeMemoryMiB: containerd, kubelet, the nvmirror pods, three agents
+	// with tmpfs pools, and the e2e suite's pods.
+	nodeMemoryMiB = 6144
+	// sandboxImage is the pod sandbox image containerd runs (pause).
+	sandboxImage = "registry.k8s.io/pause:3.10.2"
+)
+
+// NodeConfig is what a kubelet node runs besides kubelet.
+type NodeConfig struct {
+	// Images is the directory hack/images.sh printed: docker-archive tars
+	// listed in its images.txt, loaded into containerd before kubelet
+	// starts, but for SkipImages (names the node does not run).
+	Images     string
+	SkipImages []string
+	// Extra is shell run in the guest before kubelet starts (the agents),
+	// outside the node's root, which is /node (see nodeSetupScript).
+	Extra string
+	// Files and Forward are added to the VM's (Extra's files and ports).
+	Files   map[string]string
+	Forward []int
+}
+
+// KubeletNode is the running node VM.
+type KubeletNode struct {
+	Svc *vm.Service
+	// Registered is how long from the VM's start until the Node object was
+	// Ready.
+	Ready time.Duration
+}
+
+// guest paths
+const (
+	nodeEtc        = "/etc/kubernetes"
+	nodeKubeconfig = nodeEtc + "/kubeconfig"
+)
+
+// StartKubeletNode boots the node VM and waits until the Node is Ready.
+func (cp *ControlPlane) StartKubeletNode(nt NodeTools, cfg NodeConfig) *KubeletNode {
+	t := cp.t
+	t.Helper()
+	work := filepath.Join(cp.Dir, "node")
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	imagesDisk := filepath.Join(work, "images.ext4")
+	tars := buildImagesDisk(t, cfg.Images, cfg.SkipImages, imagesDisk)
+
+	kubeletPort := FreePort(t)
+	apiPort := strings.TrimPrefix(cp.Server[strings.LastIndex(cp.Server, ":"):], ":")
+	var hostAPIPort int
+	fmt.Sscanf(apiPort, "%d", &hostAPIPort)
+	guestAPI := fmt.Sprintf("%s:%d", apiServerGuestAddr, hostAPIPort)
+
+	files := map[string]string{
+		"/usr/local/bin/kubelet":                 nt.Kubelet,
+		"/usr/local/bin/containerd":              nt.Containerd,
+		"/usr/local/bin/containerd-shim-runc-v2": nt.ContainerdShim,
+		"/usr/local/bin/ctr":                     nt.Ctr,
+		nodeEtc + "/ca.crt":                      cp.CAFile,
+	}
+	for g, h := range cfg.Files {
+		files[g] = h
+	}
+	write := func(guest, content string) {
+		h := filepath.Join(work, strings.ReplaceAll(strings.TrimPrefix(guest, "/"), "/", "_"))
+		writeFile(t, h, []byte(content))
+		files[guest] = h
+	}
+	write(nodeKubeconfig, fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: e2e
+  cluster:
+    server: https://%s
+    certificate-authority: %s/ca.crt
+    # The API server's self-signed certificate names 127.0.0.1, its
+    # service IP and the kubernetes.default names, not the forward.
+    tls-server-name: kubernetes.default.svc
+users:
+- name: admin
+  user:
+    token: %s
+contexts:
+- name: e2e
+  context: {cluster: e2e, user: admin}
+current-context: e2e
+`, guestAPI, nodeEtc, cp.Token))
+	write(nodeEtc+"/kubelet.yaml", kubeletConfig(kubeletPort))
+	write("/etc/containerd/config.toml", containerdConfig)
+	write("/etc/cni/net.d/10-bridge.conflist", cniConfig)
+	write("/etc/kubelet-resolv.conf", "nameserver "+clusterDNS+"\n")
+
+	var script strings.Builder
+	script.WriteString(nodeSetupScript)
+	// Two imports at a time: each is mostly one CPU's work (digests,
+	// unpacking), and the VM has two.
+	for i, tar := range tars {
+		fmt.Fprintf(&script, "import_image %q & pids=\"$pids $!\"\n", "/images/"+tar)
+		if i%2 == 1 || i == len(tars)-1 {
+			script.WriteString("wait_imports\n")
+		}
+	}
+	script.WriteString(cfg.Extra)
+	fmt.Fprintf(&script, `ip addr add %[3]s/32 dev lo
+inroot clusterservices --kubeconfig=%[1]s --apiserver-endpoint=%[2]s \
+  --dns-address=%[3]s:53 --cluster-domain=cluster.local --v=2 2>&1 | sed 's/^/clusterservices: /' &
+inroot kubelet --config=%[4]s/kubelet.yaml --kubeconfig=%[1]s --hostname-override=%[5]s \
+  --node-ip=%[6]s --v=2 2>&1 | sed 's/^/kubelet: /' &
+echo "kubelet started"
+`, nodeKubeconfig, guestAPI, clusterDNS, nodeEtc, KubeletNodeName, vm.GuestIP)
+
+	start := time.Now()
+	svc := vm.StartService(t, vm.ServiceConfig{
+		Commands: []string{"./cmd/nvmirror-target", "./test/standins/clusterservices"},
+		Files:    files,
+		Script:   script.String(),
+		Forward:  cfg.Forward,
+		FixedForward: []vm.PortForward{
+			{HostPort: kubeletPort, GuestPort: kubeletPort},
+		},
+		GuestForward:  []vm.GuestForward{{GuestAddr: guestAPI, HostPort: hostAPIPort}},
+		Modules:       []string{"bridge", "veth", "overlay"},
+		Tools:         append([]string{"/usr/sbin/runc", "/usr/sbin/losetup", "/usr/bin/nsenter"}, cniPlugins...),
+		DiskMiB:       nodeDiskMiB,
+		ReadOnlyDisks: []string{imagesDisk},
+		MemoryMiB:     nodeMemoryMiB,
+		ReadyLine:     "kubelet started",
+		ReadyTimeout:  10 * time.Minute,
+		OnLine: func(line string) {
+			if strings.HasPrefix(line, "node: ") {
+				t.Log(line)
+			}
+		},
+	})
+	n := &KubeletNode{Svc: svc}
+	_, n.Ready = cp.WaitJSONPath(5*time.Minute, "", "node", KubeletNodeName,
+		`{.status.conditions[?(@.type=="Ready")].status}`, "node "+KubeletNodeName+" Ready", func(s string) bool { return s == "True" })
+	n.Ready = time.Since(start)
+	t.Logf("kubelet node %s Ready %v after the VM's start", KubeletNodeName, n.Ready.Round(100*time.Millisecond))
+	return n
+}
+
+// cniPlugins are Debian's containernetworking-plugins the node uses.
+var cniPlugins = []string{"/usr/lib/cni/bridge", "/usr/lib/cni/host-local", "/usr/lib/cni/loopback"}
+
+// buildImagesDisk writes the image tars of dir (its images.txt: NAME FILE
+// BYTES lines) but those of skip into an ext4 image (the VM's read-only
+// disk, /images in the guest) and returns their file names.
+func buildImagesDisk(t testing.TB, dir string, skip []string, disk string) []string {
+	t.Helper()
+	index, err := os.ReadFile(filepath.Join(dir, "images.txt"))
+	if err != nil {
+		t.Fatalf("images: %v (run `make images`)", err)
+	}
+	stage := filepath.Join(filepath.Dir(disk), "images")
+	if err := os.MkdirAll(stage, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var tars []string
+	var total int64
+	for _, line := range strings.Split(string(index), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 || strings.HasPrefix(f[0], "#") || slices.Contains(skip, f[0]) {
+			continue
+		}
+		src := filepath.Join(dir, f[1])
+		// Hard links when the cache is on the same filesystem; a copy
+		// otherwise.
+		if err := os.Link(src, filepath.Join(stage, f[1])); err != nil {
+			if out, err := exec.Command("cp", src, stage).CombinedOutput(); err != nil {
+				t.Fatalf("copy %s: %v: %s", src, err, out)
+			}
+		}
+		fi, err := os.Stat(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += fi.Size()
+		tars = append(tars, f[1])
+	}
+	if len(tars) == 0 {
+		t.Fatalf("no images listed in %s/images.txt (run `make images`)", dir)
+	}
+	size := total + total/4 + 64<<20
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", stage, disk, fmt.Sprintf("%dk", size>>10)).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4 -d %s: %v: %s", stage, err, out)
+	}
+	return tars
+}
+
+// kubeletConfig is the node's KubeletConfiguration: cgroup v2 with the
+// cgroupfs driver (no systemd in the VM), anonymous access to the kubelet
+// API (only the API server reaches it, through the forward), and no
+// eviction or image garbage collection thresholds (the disk is scratch).
+func kubeletConfig(port int) string {
+	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: 0.0.0.0
+port: %d
+readOnlyPort: 0
+containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
+authentication:
+  anonymous: {enabled: true}
+  webhook: {enabled: false}
+authorization:
+  mode: AlwaysAllow
+cgroupDriver: cgroupfs
+clusterDNS: [%s]
+clusterDomain: cluster.local
+resolvConf: /etc/kubelet-resolv.conf
+failSwapOn: false
+evictionHard:
+  memory.available: "1Mi"
+  nodefs.available: "1%%"
+  imagefs.available: "1%%"
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+serializeImagePulls: false
+registerNode: true
+# Under emulation everything is slower; these only shorten waits.
+nodeStatusUpdateFrequency: 4s
+syncFrequency: 10s
+fileCheckFrequency: 5s
+`, port, clusterDNS)
+}
+
+// containerdConfig: CRI with runc (Debian's) and the CNI bridge.
+const containerdConfig = `version = 3
+root = "/var/lib/containerd"
+state = "/run/containerd"
+
+[grpc]
+  address = "/run/containerd/containerd.sock"
+
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "` + sandboxImage + `"
+
+[plugins.'io.containerd.cri.v1.runtime']
+  [plugins.'io.containerd.cri.v1.runtime'.containerd]
+    default_runtime_name = "runc"
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+        BinaryName = "/usr/sbin/runc"
+        SystemdCgroup = false
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = "/etc/cni/net.d"
+`
+
+// cniConfig: one bridge, host-local addresses, no NAT (nothing to reach
+// outside the VM; ipMasq would need iptables).
+const cniConfig = `{
+  "cniVersion": "1.0.0",
+  "name": "nvmirror-e2e",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "cni0",
+      "isGateway": true,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "` + podSubnet + `"}]],
+        "routes": [{"dst": "0.0.0.0/0"}]
+      }
+    }
+  ]
+}
+`
+
+// nodeSetupScript prepares the guest for containerd and kubelet and starts
+// containerd; import_image loads one image tar.
+//
+// The node's root is the scratch disk, not the initramfs: the initramfs is
+// the kernel's rootfs, which pivot_root(2) cannot leave, and runc moves
+// every container's root with it. So the system is copied onto the disk
+// and containerd and kubelet run chrooted there (inroot), as on a host
+// booted from a disk; the kernel's filesystems are bound in, and the root
+// is a shared mount so that the node plugin's mounts (Bidirectional
+// propagation) reach kubelet and the pods.
+const nodeSetupScript = `set -e
+log() { echo "node: $*"; }
+export PATH=/usr/local/bin:$PATH
+mkdir -p /sys/fs/cgroup
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+for c in $(cat /sys/fs/cgroup/cgroup.controllers); do
+	echo "+$c" > /sys/fs/cgroup/cgroup.subtree_control || log "cgroup controller $c not enabled"
+done
+mkfs.ext4 -q -F ` + vm.GuestDisk + `
+mkdir -p /node
+mount ` + vm.GuestDisk + ` /node
+cp -a /bin /sbin /usr /lib /etc /nvmirror /node/
+[ -d /lib64 ] && cp -a /lib64 /node/
+for d in dev proc sys run tmp; do mkdir -p /node/$d; mount --rbind /$d /node/$d; done
+mkdir -p /node/var/lib/containerd /node/var/lib/kubelet /node/var/log /node/images /node/root
+mount --make-rshared /node
+n=0; while [ ! -b /dev/vdb ]; do n=$((n+1)); [ $n -le 200 ] || { log "no images disk"; exit 1; }; sleep 0.1; done
+mount -o ro /dev/vdb /node/images
+echo 1 > /proc/sys/net/ipv4/ip_forward
+cat /proc/sys/kernel/random/uuid | tr -d - > /node/etc/machine-id
+echo "root:x:0:0:root:/root:/bin/sh" > /node/etc/passwd
+echo "root:x:0:" > /node/etc/group
+printf '127.0.0.1 localhost\n::1 localhost ip6-localhost\n' > /node/etc/hosts
+inroot() { chroot /node "$@"; }
+inroot containerd --config /etc/containerd/config.toml 2>&1 | sed 's/^/containerd: /' &
+n=0; while [ ! -S /run/containerd/containerd.sock ]; do n=$((n+1)); [ $n -le 600 ] || { log "containerd did not start"; exit 1; }; sleep 0.1; done
+log "containerd up"
+import_image() {
+	s=$(date +%s)
+	inroot ctr -n k8s.io images import "$1" > /dev/null || { log "import $1 failed"; exit 1; }
+	log "imported $1 in $(( $(date +%s) - s )) s"
+}
+# Waits for the imports started since the last call (never "wait" alone:
+# containerd is a background job too).
+pids=
+wait_imports() { for p in $pids; do wait $p; done; pids=; }
+`
