@@ -26,7 +26,7 @@ AUTH_KERNEL_SUITE ?= bookworm-backports
 .PHONY: all build deps vm-deps vm-kernel vm-kernel-auth vet unit race test-kernel test sanity demo bench bench-datapath bench-drain bench-snapshots fuzz clean
 .PHONY: proto
 .PHONY: image-check
-.PHONY: k8s-tools test-k8s helm-render images
+.PHONY: k8s-tools test-k8s test-k8s-e2e helm-render images
 
 all: build
 
@@ -101,12 +101,23 @@ images: k8s-tools
 helm-render:
 	$(GO) -C hack/helm-render build -o /dev/null .
 
-## test-k8s: the control-plane e2e (test/k8s): deploy/ against a real API server, and a PVC's
-## whole life through the real sidecars, nvmirror and storage nodes in a VM (fails, never skips,
-## if a tool is missing)
-test-k8s: vm-deps k8s-tools helm-render
+## test-k8s: the Kubernetes e2e (test/k8s): deploy/ against a real API server, and a PVC's
+## whole life through the real sidecars, nvmirror and storage nodes in a VM; then a real kubelet
+## node (containerd, runc, CNI in a VM) running nvmirror from our images and deploy/, pods
+## through a storage node's loss, and the focused set of Kubernetes' external storage e2e suite
+## (fails, never skips, if a tool is missing)
+test-k8s: vm-deps k8s-tools helm-render images
 	NVMIRROR_REQUIRE_K8S=1 NVMIRROR_REQUIRE_VM=1 NVMIRROR_REQUIRE_SNAPSHOTS=1 NVMIRROR_K8S_LOGDIR=$(CURDIR)/_output/k8s \
-	  $(GO) test -v -count=1 -timeout 20m ./test/k8s/
+	  NVMIRROR_IMAGES_DIR="$$(VERSION='$(VERSION)' hack/images.sh --print-dir)" \
+	  $(GO) test -v -count=1 -timeout 60m ./test/k8s/
+
+## test-k8s-e2e: the kubelet node with every spec of Kubernetes' external storage e2e suite that
+## applies to nvmirror (test/k8s E2EFullFocus/E2EFullSkip; hours under TCG), its JUnit report in
+## _output/k8s/TestKubeletNode/e2e-suite
+test-k8s-e2e: vm-deps k8s-tools images
+	NVMIRROR_REQUIRE_K8S=1 NVMIRROR_REQUIRE_VM=1 NVMIRROR_K8S_LOGDIR=$(CURDIR)/_output/k8s NVMIRROR_E2E_SUITE=full \
+	  NVMIRROR_IMAGES_DIR="$$(VERSION='$(VERSION)' hack/images.sh --print-dir)" \
+	  $(GO) test -v -count=1 -timeout 6h -run '^TestKubeletNode$$' ./test/k8s/
 
 ## test: everything CI runs
 test: vm-deps k8s-tools images vet unit test-kernel test-k8s
