@@ -28,6 +28,12 @@ need=(
   # make images (hack/images.sh): container images without a Docker engine
   "buildah:buildah"
   "mmdebstrap:mmdebstrap"
+  # the kubelet node's VM (test/k8s TestKubeletNode): runc and the CNI
+  # plugins are copied into it from here, with unshare and nsenter
+  "/usr/sbin/runc:runc"
+  "/usr/lib/cni/bridge:containernetworking-plugins"
+  "/usr/bin/unshare:util-linux"
+  "/usr/bin/nsenter:util-linux"
 )
 
 have() {
