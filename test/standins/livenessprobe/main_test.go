@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"io"
 	"net"
@@ -16,12 +14,13 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	"k8s.io/klog/v2"
+
+	"github.com/nvmirror/nvmirror/test/standins/internal/deployargs"
 )
 
 type fakeIdentity struct {
@@ -149,7 +148,7 @@ func TestHealthzNoDriver(t *testing.T) {
 // The arguments deploy/ gives livenessprobe (node and controller) are flags
 // of this stand-in.
 func TestDeployArgsParse(t *testing.T) {
-	argLists := deployArgs(t, "sig-storage/livenessprobe:")
+	argLists := deployargs.Of(t, "sig-storage/livenessprobe:")
 	if len(argLists) < 2 {
 		t.Fatalf("found livenessprobe in %d workloads of deploy/base, want the node's and the controller's", len(argLists))
 	}
@@ -165,49 +164,6 @@ func TestDeployArgsParse(t *testing.T) {
 			t.Errorf("%q parsed to %+v", args, o)
 		}
 	}
-}
-
-// deployArgs returns the args of every container of deploy/base whose image
-// contains image.
-func deployArgs(t *testing.T, image string) [][]string {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join("..", "..", "..", "deploy", "base", "*.yaml"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("deploy/base: %v %v", files, err)
-	}
-	var out [][]string
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		for {
-			var w struct {
-				Spec struct {
-					Template struct {
-						Spec struct {
-							Containers []struct {
-								Image string
-								Args  []string
-							}
-						}
-					}
-				}
-			}
-			if err := dec.Decode(&w); errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				t.Fatalf("%s: %v", f, err)
-			}
-			for _, c := range w.Spec.Template.Spec.Containers {
-				if strings.Contains(c.Image, image) {
-					out = append(out, c.Args)
-				}
-			}
-		}
-	}
-	return out
 }
 
 // A relative --csi-address is a path from the working directory.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -16,11 +15,12 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"k8s.io/klog/v2"
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
+
+	"github.com/nvmirror/nvmirror/test/standins/internal/deployargs"
 )
 
 const driver = "csi.nvmirror.io"
@@ -277,7 +277,7 @@ func TestValidate(t *testing.T) {
 // The arguments deploy/ gives node-driver-registrar are flags of this
 // stand-in, and valid.
 func TestDeployArgsParse(t *testing.T) {
-	argLists := deployArgs(t, "sig-storage/csi-node-driver-registrar:")
+	argLists := deployargs.Of(t, "sig-storage/csi-node-driver-registrar:")
 	if len(argLists) != 1 {
 		t.Fatalf("found the registrar in %d workloads of deploy/base, want the node's", len(argLists))
 	}
@@ -294,47 +294,4 @@ func TestDeployArgsParse(t *testing.T) {
 	if o.kubeletRegistrationPath != "/var/lib/kubelet/plugins/csi.nvmirror.io/csi.sock" || o.pluginRegistrationPath != "/registration" {
 		t.Errorf("%q parsed to %+v", argLists[0], o)
 	}
-}
-
-// deployArgs returns the args of every container of deploy/base whose image
-// contains image.
-func deployArgs(t *testing.T, image string) [][]string {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join("..", "..", "..", "deploy", "base", "*.yaml"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("deploy/base: %v %v", files, err)
-	}
-	var out [][]string
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		for {
-			var w struct {
-				Spec struct {
-					Template struct {
-						Spec struct {
-							Containers []struct {
-								Image string
-								Args  []string
-							}
-						}
-					}
-				}
-			}
-			if err := dec.Decode(&w); errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				t.Fatalf("%s: %v", f, err)
-			}
-			for _, c := range w.Spec.Template.Spec.Containers {
-				if strings.Contains(c.Image, image) {
-					out = append(out, c.Args)
-				}
-			}
-		}
-	}
-	return out
 }
