@@ -22,7 +22,8 @@ import (
 //     registrar stand-in) run as pods and the driver registers with kubelet;
 //  2. a pod with a claim of the example 3-replica class: provisioned,
 //     attached, staged and published by kubelet's real calls; the md array
-//     on the node has its three members in sync; the pod's deletion
+//     on the node has its three members in sync; the pod writes through it
+//     (kubectl exec); the pod's deletion
 //     unpublishes and unstages, the volume detaches, and the claim's
 //     deletion removes every replica;
 //  3. with NVMIRROR_E2E_SUITE set (`make test-k8s-e2e`), Kubernetes'
@@ -227,6 +228,17 @@ spec:
 	if !strings.Contains(mdstat, "[3/3] [UUU]") {
 		t.Fatalf("the node's md array is not three members in sync:\n%s", mdstat)
 	}
+	// What the pod writes lands on the array: read back in the pod, and
+	// its mount is the md device.
+	out, err := cp.Kubectl("exec", "-n", ns, "app", "--", "sh", "-c",
+		"echo written-through-nvmirror > /data/probe && sync && cat /data/probe && grep ' /data ' /proc/mounts")
+	if err != nil {
+		t.Fatalf("writing to the volume in the pod: %v", err)
+	}
+	if !strings.Contains(out, "written-through-nvmirror") || !strings.Contains(out, "/dev/md") {
+		t.Fatalf("the pod's /data is not the md array, or lost what was written:\n%s", out)
+	}
+
 	// The pod's deletion: kubelet unpublishes and unstages, the attach/
 	// detach controller detaches; then the claim's deletion deletes the
 	// volume, every replica with it.

@@ -62,7 +62,8 @@ type NodeConfig struct {
 	Images     string
 	SkipImages []string
 	// Extra is shell run in the guest before kubelet starts (the agents),
-	// outside the node's root, which is /node (see nodeSetupScript).
+	// outside the node's mount namespace, whose root is /node here (see
+	// nodeSetupScript).
 	Extra string
 	// Files and Forward are added to the VM's (Extra's files and ports).
 	Files   map[string]string
@@ -139,24 +140,30 @@ current-context: e2e
 	write("/etc/cni/net.d/10-bridge.conflist", cniConfig)
 	write("/etc/kubelet-resolv.conf", "nameserver "+clusterDNS+"\n")
 
-	var script strings.Builder
-	script.WriteString(nodeSetupScript)
+	// The node's own start, run in its mount namespace (nodeSetupScript).
+	var inner strings.Builder
+	inner.WriteString(nodeStartScript)
 	// Two imports at a time: each is mostly one CPU's work (digests,
 	// unpacking), and the VM has two.
 	for i, tar := range tars {
-		fmt.Fprintf(&script, "import_image %q & pids=\"$pids $!\"\n", "/images/"+tar)
+		fmt.Fprintf(&inner, "import_image %q & pids=\"$pids $!\"\n", "/images/"+tar)
 		if i%2 == 1 || i == len(tars)-1 {
-			script.WriteString("wait_imports\n")
+			inner.WriteString("wait_imports\n")
 		}
 	}
-	script.WriteString(cfg.Extra)
-	fmt.Fprintf(&script, `ip addr add %[3]s/32 dev lo
-inroot clusterservices --kubeconfig=%[1]s --apiserver-endpoint=%[2]s \
+	fmt.Fprintf(&inner, `clusterservices --kubeconfig=%[1]s --apiserver-endpoint=%[2]s \
   --dns-address=%[3]s:53 --cluster-domain=cluster.local --v=2 2>&1 | sed 's/^/clusterservices: /' &
-inroot kubelet --config=%[4]s/kubelet.yaml --kubeconfig=%[1]s --hostname-override=%[5]s \
+kubelet --config=%[4]s/kubelet.yaml --kubeconfig=%[1]s --hostname-override=%[5]s \
   --node-ip=%[6]s --v=2 2>&1 | sed 's/^/kubelet: /' &
 echo "kubelet started"
 `, nodeKubeconfig, guestAPI, clusterDNS, nodeEtc, KubeletNodeName, vm.GuestIP)
+	write(nodeStartFile, inner.String())
+
+	var script strings.Builder
+	script.WriteString(nodeSetupScript)
+	script.WriteString(cfg.Extra)
+	fmt.Fprintf(&script, "ip addr add %s/32 dev lo\n", clusterDNS)
+	script.WriteString(nodeSwitchRoot)
 
 	start := time.Now()
 	svc := vm.StartService(t, vm.ServiceConfig{
@@ -169,7 +176,7 @@ echo "kubelet started"
 		},
 		GuestForward:  []vm.GuestForward{{GuestAddr: guestAPI, HostPort: hostAPIPort}},
 		Modules:       []string{"bridge", "veth", "overlay"},
-		Tools:         append([]string{"/usr/sbin/runc", "/usr/sbin/losetup", "/usr/bin/nsenter"}, cniPlugins...),
+		Tools:         append([]string{"/usr/sbin/runc", "/usr/sbin/losetup", "/usr/bin/nsenter", "/usr/bin/unshare"}, cniPlugins...),
 		DiskMiB:       nodeDiskMiB,
 		ReadOnlyDisks: []string{imagesDisk},
 		MemoryMiB:     nodeMemoryMiB,
@@ -321,16 +328,21 @@ const cniConfig = `{
 }
 `
 
-// nodeSetupScript prepares the guest for containerd and kubelet and starts
-// containerd; import_image loads one image tar.
+// nodeStartFile is the node's own start script (nodeStartScript, the
+// imports, clusterservices and kubelet), run by nodeSwitchRoot.
+const nodeStartFile = "/etc/node-start.sh"
+
+// nodeSetupScript prepares the node's root on the scratch disk.
 //
 // The node's root is the scratch disk, not the initramfs: the initramfs is
-// the kernel's rootfs, which pivot_root(2) cannot leave, and runc moves
-// every container's root with it. So the system is copied onto the disk
-// and containerd and kubelet run chrooted there (inroot), as on a host
-// booted from a disk; the kernel's filesystems are bound in, and the root
-// is a shared mount so that the node plugin's mounts (Bidirectional
-// propagation) reach kubelet and the pods.
+// the kernel's rootfs, from which pivot_root(2) cannot move, and a mount
+// namespace's own root is what a process entering it starts from (runc exec
+// joins a container's namespaces so: a kubectl exec). So the system is
+// copied onto the disk, the kernel's filesystems are bound in, and
+// nodeSwitchRoot starts containerd, kubelet and clusterservices in a mount
+// namespace where the disk is moved onto / (switch_root's way), shared so
+// that the node plugin's mounts (Bidirectional propagation) reach kubelet and
+// the pods. The storage node agents stay outside (Extra).
 const nodeSetupScript = `set -e
 log() { echo "node: $*"; }
 export PATH=/usr/local/bin:$PATH
@@ -346,7 +358,6 @@ cp -a /bin /sbin /usr /lib /etc /nvmirror /node/
 [ -d /lib64 ] && cp -a /lib64 /node/
 for d in dev proc sys run tmp; do mkdir -p /node/$d; mount --rbind /$d /node/$d; done
 mkdir -p /node/var/lib/containerd /node/var/lib/kubelet /node/var/log /node/images /node/root
-mount --make-rshared /node
 n=0; while [ ! -b /dev/vdb ]; do n=$((n+1)); [ $n -le 200 ] || { log "no images disk"; exit 1; }; sleep 0.1; done
 mount -o ro /dev/vdb /node/images
 echo 1 > /proc/sys/net/ipv4/ip_forward
@@ -354,13 +365,24 @@ cat /proc/sys/kernel/random/uuid | tr -d - > /node/etc/machine-id
 echo "root:x:0:0:root:/root:/bin/sh" > /node/etc/passwd
 echo "root:x:0:" > /node/etc/group
 printf '127.0.0.1 localhost\n::1 localhost ip6-localhost\n' > /node/etc/hosts
-inroot() { chroot /node "$@"; }
-inroot containerd --config /etc/containerd/config.toml 2>&1 | sed 's/^/containerd: /' &
+`
+
+// nodeSwitchRoot starts the node in its mount namespace (nodeSetupScript).
+const nodeSwitchRoot = `unshare -m sh -c 'mount --make-rprivate / && cd /node && mount --move . / && exec chroot . sh ` + nodeStartFile + `' &
+`
+
+// nodeStartScript starts containerd in the node's root; import_image loads
+// one image tar.
+const nodeStartScript = `set -e
+log() { echo "node: $*"; }
+export PATH=/usr/local/bin:/nvmirror/bin:$PATH
+mount --make-rshared /
+containerd --config /etc/containerd/config.toml 2>&1 | sed 's/^/containerd: /' &
 n=0; while [ ! -S /run/containerd/containerd.sock ]; do n=$((n+1)); [ $n -le 600 ] || { log "containerd did not start"; exit 1; }; sleep 0.1; done
 log "containerd up"
 import_image() {
 	s=$(date +%s)
-	inroot ctr -n k8s.io images import "$1" > /dev/null || { log "import $1 failed"; exit 1; }
+	ctr -n k8s.io images import "$1" > /dev/null || { log "import $1 failed"; exit 1; }
 	log "imported $1 in $(( $(date +%s) - s )) s"
 }
 # Waits for the imports started since the last call (never "wait" alone:
