@@ -2,10 +2,12 @@ package k8s
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -73,8 +75,7 @@ type NodeConfig struct {
 // KubeletNode is the running node VM.
 type KubeletNode struct {
 	Svc *vm.Service
-	// Registered is how long from the VM's start until the Node object was
-	// Ready.
+	// Ready is how long from the VM's start until the Node was Ready.
 	Ready time.Duration
 }
 
@@ -96,10 +97,15 @@ func (cp *ControlPlane) StartKubeletNode(nt NodeTools, cfg NodeConfig) *KubeletN
 	tars := buildImagesDisk(t, cfg.Images, cfg.SkipImages, imagesDisk)
 
 	kubeletPort := FreePort(t)
-	apiPort := strings.TrimPrefix(cp.Server[strings.LastIndex(cp.Server, ":"):], ":")
-	var hostAPIPort int
-	fmt.Sscanf(apiPort, "%d", &hostAPIPort)
-	guestAPI := fmt.Sprintf("%s:%d", apiServerGuestAddr, hostAPIPort)
+	_, apiPort, err := net.SplitHostPort(strings.TrimPrefix(cp.Server, "https://"))
+	if err != nil {
+		t.Fatalf("API server address %s: %v", cp.Server, err)
+	}
+	hostAPIPort, err := strconv.Atoi(apiPort)
+	if err != nil {
+		t.Fatalf("API server address %s: %v", cp.Server, err)
+	}
+	guestAPI := net.JoinHostPort(apiServerGuestAddr, apiPort)
 
 	files := map[string]string{
 		"/usr/local/bin/kubelet":                 nt.Kubelet,
@@ -189,7 +195,7 @@ echo "kubelet started"
 		},
 	})
 	n := &KubeletNode{Svc: svc}
-	_, n.Ready = cp.WaitJSONPath(5*time.Minute, "", "node", KubeletNodeName,
+	cp.WaitJSONPath(5*time.Minute, "", "node", KubeletNodeName,
 		`{.status.conditions[?(@.type=="Ready")].status}`, "node "+KubeletNodeName+" Ready", func(s string) bool { return s == "True" })
 	n.Ready = time.Since(start)
 	t.Logf("kubelet node %s Ready %v after the VM's start", KubeletNodeName, n.Ready.Round(100*time.Millisecond))
