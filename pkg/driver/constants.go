@@ -36,6 +36,10 @@ const (
 	// MinVolumeSizeBytes leaves room for the md superblock, its internal
 	// bitmap and data offset (a few MiB) and a usable ext4.
 	MinVolumeSizeBytes int64 = 16 << 20
+	// MinXFSVolumeSizeBytes is the smallest xfs volume: mkfs.xfs (xfsprogs
+	// 5.19 and newer) refuses a filesystem below 300 MiB, so a smaller xfs
+	// volume would be created and then fail every NodeStage.
+	MinXFSVolumeSizeBytes int64 = 300 << 20
 	// DefaultVolumeSizeBytes is used when CreateVolume names no capacity.
 	DefaultVolumeSizeBytes int64 = 1 << 30
 )

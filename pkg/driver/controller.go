@@ -1,6 +1,7 @@
 package driver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -64,7 +65,12 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	if err := validateCreateVolumeRequest(req); err != nil {
 		return nil, err
 	}
-	size, err := volumeSize(req.GetCapacityRange(), DefaultVolumeSizeBytes)
+	block, fsType := volumeFormat(req)
+	minimum := MinVolumeSizeBytes
+	if !block {
+		minimum = minVolumeSize(cmp.Or(fsType, storageclass.DefaultFSType))
+	}
+	size, err := volumeSize(req.GetCapacityRange(), DefaultVolumeSizeBytes, minimum)
 	if err != nil {
 		return nil, err
 	}
@@ -84,16 +90,6 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		params[k] = v
 	}
 	caps := req.GetVolumeCapabilities()
-	block := true
-	fsType := ""
-	for _, c := range caps {
-		if m := c.GetMount(); m != nil {
-			block = false
-			if fsType == "" {
-				fsType = m.GetFsType()
-			}
-		}
-	}
 	srcSnapshot, srcVolume, _ := contentSource(req) // validated above
 	vol, err := d.prov.CreateVolume(ctx, volume.CreateVolumeRequest{
 		Name:             req.GetName(),
@@ -135,6 +131,27 @@ func volumeContext(v *volume.Volume, fsType string) map[string]string {
 		VolumeContextNumReplicas: strconv.Itoa(numReplicas(v)),
 		VolumeContextMDUUID:      v.MDUUID,
 	}
+}
+
+// volumeFormat is whether a new volume is a block volume (no mount
+// capability) and, if not, the filesystem it will be formatted with as far
+// as the request says: the first mount capability's fs_type, else the
+// class's csi.storage.k8s.io/fstype parameter (which the provisioner
+// validates), else "" (the provisioner's default).
+func volumeFormat(req *csi.CreateVolumeRequest) (block bool, fsType string) {
+	block = true
+	for _, c := range req.GetVolumeCapabilities() {
+		if m := c.GetMount(); m != nil {
+			if block {
+				fsType = m.GetFsType()
+			}
+			block = false
+		}
+	}
+	if !block && fsType == "" {
+		fsType = strings.ToLower(strings.TrimSpace(req.GetParameters()[storageclass.KeyFSType]))
+	}
+	return block, fsType
 }
 
 // numReplicas is the configured replica count (the provisioner's default
@@ -425,7 +442,7 @@ func (d *Driver) ControllerExpandVolume(ctx context.Context, req *csi.Controller
 	if req.GetCapacityRange() == nil {
 		return nil, invalid("capacity_range", "required")
 	}
-	size, err := volumeSize(req.GetCapacityRange(), 0)
+	size, err := volumeSize(req.GetCapacityRange(), 0, MinVolumeSizeBytes)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package driver_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -239,4 +240,53 @@ func TestValidateVolumeCapabilities(t *testing.T) {
 	}
 	_, err = e.ctl.ValidateVolumeCapabilities(ctx, &csi.ValidateVolumeCapabilitiesRequest{VolumeId: "nope", VolumeCapabilities: []*csi.VolumeCapability{mountCap}})
 	wantCode(t, err, codes.NotFound)
+}
+
+// An xfs volume is never smaller than mkfs.xfs accepts (it would be created
+// and then fail every NodeStage): a smaller request is rounded up to
+// driver.MinXFSVolumeSizeBytes, whether the fstype comes from the mount
+// capability or the class's parameter, and a limit below it is refused
+// naming the minimum. ext4 and block volumes keep the driver's minimum.
+func TestCreateVolumeFilesystemMinimum(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	xfsCap := &csi.VolumeCapability{
+		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: storageclass.FSXFS}},
+		AccessMode: mountCap.AccessMode,
+	}
+	small := &csi.CapacityRange{RequiredBytes: 64 << 20}
+	for _, tt := range []struct {
+		name   string
+		caps   *csi.VolumeCapability
+		params map[string]string
+		want   int64
+	}{
+		{"xfs-capability", xfsCap, nil, driver.MinXFSVolumeSizeBytes},
+		{"xfs-parameter", mountCap, map[string]string{storageclass.KeyFSType: " XFS"}, driver.MinXFSVolumeSizeBytes},
+		{"ext4", mountCap, nil, 64 << 20},
+		{"block", blockCap, map[string]string{storageclass.KeyFSType: "xfs"}, 64 << 20},
+	} {
+		resp, err := e.ctl.CreateVolume(ctx, &csi.CreateVolumeRequest{Name: tt.name, CapacityRange: small,
+			VolumeCapabilities: []*csi.VolumeCapability{tt.caps}, Parameters: tt.params})
+		must(t, err)
+		if got := resp.GetVolume().GetCapacityBytes(); got != tt.want {
+			t.Errorf("%s: capacity %d, want %d", tt.name, got, tt.want)
+		}
+		if got := e.volume(resp.GetVolume().GetVolumeId()).SizeBytes; got != tt.want {
+			t.Errorf("%s: the provisioner was asked for %d bytes, want %d", tt.name, got, tt.want)
+		}
+	}
+	_, err := e.ctl.CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "xfs-limited", VolumeCapabilities: []*csi.VolumeCapability{xfsCap},
+		CapacityRange: &csi.CapacityRange{RequiredBytes: 64 << 20, LimitBytes: 200 << 20}})
+	wantCode(t, err, codes.OutOfRange)
+	if !strings.Contains(err.Error(), fmt.Sprint(driver.MinXFSVolumeSizeBytes)) {
+		t.Fatalf("the refusal does not name the minimum: %v", err)
+	}
+	vols, _, err := e.prov.ListVolumes(ctx, "", 0)
+	must(t, err)
+	for _, v := range vols {
+		if v.Name == "xfs-limited" {
+			t.Fatalf("a refused volume was created: %+v", v)
+		}
+	}
 }

@@ -128,10 +128,10 @@ func validateMutableParameters(p map[string]string) error {
 
 // volumeSize turns a CSI capacity range into the size to create: the
 // required bytes (or the default when none is asked for) rounded up to 1 MiB
-// and raised to the minimum, which must not exceed the limit. A required
-// size above layout.MaxVolumeSize is OutOfRange, checked before rounding so
-// a size near 2^63 cannot wrap.
-func volumeSize(r *csi.CapacityRange, defaultSize int64) (int64, error) {
+// and raised to minimum, which must not exceed the limit. A required size
+// above layout.MaxVolumeSize is OutOfRange, checked before rounding so a
+// size near 2^63 cannot wrap.
+func volumeSize(r *csi.CapacityRange, defaultSize, minimum int64) (int64, error) {
 	req, lim := r.GetRequiredBytes(), r.GetLimitBytes()
 	if req < 0 {
 		return 0, invalid("capacity_range.required_bytes", "must not be negative")
@@ -152,11 +152,21 @@ func volumeSize(r *csi.CapacityRange, defaultSize int64) (int64, error) {
 			size = lim
 		}
 	}
-	size = max(roundUp(size, sizeGranularity), MinVolumeSizeBytes)
+	size = max(roundUp(size, sizeGranularity), minimum)
 	if lim > 0 && size > lim {
-		return 0, status.Errorf(codes.OutOfRange, "capacity_range: volumes are multiples of 1 MiB and at least %d bytes; %d does not fit limit_bytes %d", MinVolumeSizeBytes, size, lim)
+		return 0, status.Errorf(codes.OutOfRange, "capacity_range: volumes are multiples of 1 MiB and at least %d bytes; %d does not fit limit_bytes %d", minimum, size, lim)
 	}
 	return size, nil
+}
+
+// minVolumeSize is the smallest volume of a filesystem type, "" for a
+// block volume: a filesystem's own minimum where it has one above the
+// driver's (xfs), so that the volume made is one NodeStage can format.
+func minVolumeSize(fsType string) int64 {
+	if fsType == storageclass.FSXFS {
+		return MinXFSVolumeSizeBytes
+	}
+	return MinVolumeSizeBytes
 }
 
 // roundUp rounds n up to a multiple of unit; n must be at most

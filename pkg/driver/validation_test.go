@@ -54,7 +54,7 @@ func TestVolumeSize(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := volumeSize(tt.r, DefaultVolumeSizeBytes)
+			got, err := volumeSize(tt.r, DefaultVolumeSizeBytes, MinVolumeSizeBytes)
 			if status.Code(err) != tt.wantCode {
 				t.Fatalf("code %v (%v), want %v", status.Code(err), err, tt.wantCode)
 			}
@@ -150,7 +150,7 @@ func FuzzVolumeSize(f *testing.F) {
 	f.Add(layout.MaxVolumeSize, layout.MaxVolumeSize)
 	f.Add(int64(20*mib+1), int64(20*mib+2))
 	f.Fuzz(func(t *testing.T, req, lim int64) {
-		size, err := volumeSize(&csi.CapacityRange{RequiredBytes: req, LimitBytes: lim}, DefaultVolumeSizeBytes)
+		size, err := volumeSize(&csi.CapacityRange{RequiredBytes: req, LimitBytes: lim}, DefaultVolumeSizeBytes, MinVolumeSizeBytes)
 		if err != nil {
 			if c := status.Code(err); c != codes.InvalidArgument && c != codes.OutOfRange {
 				t.Fatalf("volumeSize(%d, %d): code %v", req, lim, c)
