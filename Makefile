@@ -108,7 +108,7 @@ helm-render:
 ## (fails, never skips, if a tool is missing)
 test-k8s: vm-deps k8s-tools helm-render images
 	NVMIRROR_REQUIRE_K8S=1 NVMIRROR_REQUIRE_VM=1 NVMIRROR_REQUIRE_SNAPSHOTS=1 NVMIRROR_K8S_LOGDIR=$(CURDIR)/_output/k8s \
-	  NVMIRROR_IMAGES_DIR="$$(VERSION='$(VERSION)' hack/images.sh --print-dir)" \
+	  NVMIRROR_E2E_SUITE=focused NVMIRROR_IMAGES_DIR="$$(VERSION='$(VERSION)' hack/images.sh --print-dir)" \
 	  $(GO) test -v -count=1 -timeout 60m ./test/k8s/
 
 ## test-k8s-e2e: the kubelet node with every spec of Kubernetes' external storage e2e suite that

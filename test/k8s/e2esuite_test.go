@@ -98,14 +98,14 @@ func TestE2EFocusSkip(t *testing.T) {
 			t.Errorf("focused spec of pattern %q: %q", pattern, n)
 		}
 	}
-	want := map[string]int{"provisioning": 5, "volumeMode": 3, "volumeIO": 1, "volume-expand": 4, "multiVolume": 5}
+	want := map[string]int{"provisioning": 1, "volumeMode": 1, "volumeIO": 1, "volume-expand": 1, "multiVolume": 1}
 	for suite, n := range want {
 		if counts[suite] != n {
 			t.Errorf("focused: %d %s specs, want %d", counts[suite], suite, n)
 		}
 	}
-	if len(focused) != 18 {
-		t.Errorf("E2EFocusedFocus/E2EFocusedSkip choose %d specs, want 18:\n%s", len(focused), strings.Join(focused, "\n"))
+	if len(focused) != 5 {
+		t.Errorf("E2EFocusedFocus/E2EFocusedSkip choose %d specs, want 5:\n%s", len(focused), strings.Join(focused, "\n"))
 	}
 	// The anchors keep out the longer names that start the same.
 	for _, n := range focused {

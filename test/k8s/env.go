@@ -222,16 +222,29 @@ func (e *Env) scanLogs() string {
 	return ""
 }
 
-// WaitFor polls cond every 100 ms until it returns true, failing the test
-// after timeout with cond's last explanation, or as soon as one of the
-// Env's processes dies. It returns how long the wait took.
+// WaitFor polls cond until it returns true, failing the test after
+// timeout with cond's last explanation, or as soon as one of the Env's
+// processes dies. It returns how long the wait took. It polls every 100 ms,
+// or, when cond itself takes longer (a kubectl run is about 0.2 s of CPU),
+// waits three times as long as cond took: the polls of a test take at most
+// a quarter of a core from the cluster and the VM they wait on (at 10 Hz,
+// kubectl took half of one of the machine's two cores).
 func (e *Env) WaitFor(timeout time.Duration, what string, cond func() (bool, string)) time.Duration {
+	e.t.Helper()
+	return e.WaitEvery(100*time.Millisecond, timeout, what, cond)
+}
+
+// WaitEvery is WaitFor polling every interval at least: for a cond that
+// costs the system under test something (a kubectl exec runs a process in
+// the VM).
+func (e *Env) WaitEvery(interval, timeout time.Duration, what string, cond func() (bool, string)) time.Duration {
 	e.t.Helper()
 	start := time.Now()
 	deadline := start.Add(timeout)
 	last := ""
 	for {
 		e.CheckAlive()
+		polled := time.Now()
 		ok, why := cond()
 		if ok {
 			return time.Since(start)
@@ -240,7 +253,7 @@ func (e *Env) WaitFor(timeout time.Duration, what string, cond func() (bool, str
 		if time.Now().After(deadline) {
 			e.t.Fatalf("timed out after %v waiting for %s; last: %s", timeout, what, last)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(max(interval, 3*time.Since(polled)))
 	}
 }
 

@@ -44,10 +44,11 @@ func eventsOf(cp *ControlPlane, ns, kind, name string) ([]kubeEvent, error) {
 	return l.Items, nil
 }
 
-// waitEvent waits for the event of reason on kind/name and returns it.
-func waitEvent(e *Env, cp *ControlPlane, ns, kind, name, reason string) kubeEvent {
+// waitEvent waits up to timeout for the event of reason on kind/name and
+// returns it.
+func waitEvent(e *Env, cp *ControlPlane, timeout time.Duration, ns, kind, name, reason string) kubeEvent {
 	var found kubeEvent
-	e.WaitFor(30*time.Second, reason+" event on "+kind+" "+ns+"/"+name, func() (bool, string) {
+	e.WaitFor(timeout, reason+" event on "+kind+" "+ns+"/"+name, func() (bool, string) {
 		evs, err := eventsOf(cp, ns, kind, name)
 		if err != nil {
 			return false, err.Error()
@@ -93,19 +94,19 @@ func claimEvents(t *testing.T, e *Env, cp *ControlPlane, nodePlugin, otherNode p
 	}
 	t0 := time.Now()
 	report("VolumeDegraded", fmt.Sprintf("1 of %d replicas missing: %s (%s, reconnecting)", len(vol.GetReplicas()), rep.GetId(), rep.GetStorageNode()), t0.UTC())
-	ev := waitEvent(e, cp, ns, "PersistentVolumeClaim", pvc, "VolumeDegraded")
+	ev := waitEvent(e, cp, 30*time.Second, ns, "PersistentVolumeClaim", pvc, "VolumeDegraded")
 	t.Logf("timing: VolumeDegraded reported -> Warning event on PVC %s/%s in %v", ns, pvc, time.Since(t0).Round(time.Millisecond))
 	if ev.Type != "Warning" || !strings.Contains(ev.Message, rep.GetId()) || !strings.Contains(ev.Message, "storage node "+rep.GetStorageNode()) ||
 		ev.InvolvedObject.UID != pvcUID || ev.Source.Component != "nvmirror-provisioner" {
 		t.Errorf("VolumeDegraded on the PVC: %+v; want a Warning from nvmirror-provisioner on UID %s naming %s and storage node %s", ev, pvcUID, rep.GetId(), rep.GetStorageNode())
 	}
-	if pvEv := waitEvent(e, cp, "default", "PersistentVolume", pv, "VolumeDegraded"); pvEv.Type != "Warning" {
+	if pvEv := waitEvent(e, cp, 30*time.Second, "default", "PersistentVolume", pv, "VolumeDegraded"); pvEv.Type != "Warning" {
 		t.Errorf("VolumeDegraded on the PV: %+v", pvEv)
 	}
 
 	t1 := time.Now()
 	report("VolumeHealed", "healed after 3s; replicas back or replaced: "+rep.GetId()+" ("+rep.GetStorageNode()+", live)", t1.UTC())
-	ev = waitEvent(e, cp, ns, "PersistentVolumeClaim", pvc, "VolumeHealed")
+	ev = waitEvent(e, cp, 30*time.Second, ns, "PersistentVolumeClaim", pvc, "VolumeHealed")
 	t.Logf("timing: VolumeHealed reported -> Normal event on PVC %s/%s in %v", ns, pvc, time.Since(t1).Round(time.Millisecond))
 	if ev.Type != "Normal" || !strings.Contains(ev.Message, rep.GetId()) || ev.InvolvedObject.UID != pvcUID {
 		t.Errorf("VolumeHealed on the PVC: %+v; want a Normal on UID %s naming %s", ev, pvcUID, rep.GetId())

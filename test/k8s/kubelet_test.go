@@ -20,12 +20,13 @@ import (
 //  1. the node registers and turns Ready; nvmirror's provisioner, CSI
 //     controller (with the real sidecars) and node plugin (with the
 //     registrar stand-in) run as pods and the driver registers with kubelet;
-//  2. a pod with a claim of the example 3-replica class: provisioned,
-//     attached, staged and published by kubelet's real calls; the md array
-//     on the node has its three members in sync; the pod writes through it
-//     (kubectl exec); the pod's deletion
-//     unpublishes and unstages, the volume detaches, and the claim's
-//     deletion removes every replica;
+//  2. the workloads (workload_test.go): pods with claims of the example
+//     3-replica class, provisioned, attached, staged and published by
+//     kubelet's real calls; one writes on through a storage node's loss,
+//     the volume degraded and healed; one uses a block volume raw; both
+//     volumes' data read back by new pods after restaging; the pods'
+//     deletion unpublishes and unstages, the volumes detach, and the
+//     claims' deletion removes every replica;
 //  3. with NVMIRROR_E2E_SUITE set (`make test-k8s-e2e`), Kubernetes'
 //     external storage e2e suite against the same cluster.
 func TestKubeletNode(t *testing.T) {
@@ -86,7 +87,7 @@ func TestKubeletNode(t *testing.T) {
 	})
 	// Phases in order on the one cluster (the Env's waits fail the whole
 	// test, so they are not subtests).
-	podWithVolume(t, e, cp, ag)
+	workloads(t, e, cp, ag)
 	if os.Getenv(EnvE2ESuite) != "" {
 		externalStorageSuite(t, e, cp, nt, repo)
 	}
@@ -173,7 +174,7 @@ spec:
   hostNetwork: true
   containers:
     - name: sh
-      image: registry.k8s.io/e2e-test-images/busybox:1.37.0-1
+      image: ` + busybox + `
       command: ["sh", "-c", "sleep 100000"]
       securityContext: {privileged: true}
       volumeMounts:
@@ -182,84 +183,6 @@ spec:
     - name: configfs
       hostPath: {path: /sys/kernel/config}
 `
-
-// podWithVolume: a claim of the example 3-replica class used by a pod,
-// through kubelet's real calls, then deleted.
-func podWithVolume(t *testing.T, e *Env, cp *ControlPlane, ag agents) {
-	ns := "workload"
-	cp.MustKubectl("create", "namespace", ns)
-	cp.Apply(`apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {name: data, namespace: ` + ns + `}
-spec:
-  accessModes: ["ReadWriteOnce"]
-  storageClassName: nvmirror-3-replicas
-  resources: {requests: {storage: 256Mi}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: app, namespace: ` + ns + `}
-spec:
-  containers:
-    - name: app
-      image: registry.k8s.io/e2e-test-images/busybox:1.37.0-1
-      command: ["sleep", "100000"]
-      volumeMounts: [{name: data, mountPath: /data}]
-  volumes:
-    - name: data
-      persistentVolumeClaim: {claimName: data}
-`)
-	start := time.Now()
-	cp.WaitJSONPath(10*time.Minute, ns, "pod", "app", "{.status.phase}", "pod Running", func(s string) bool { return s == "Running" })
-	t.Logf("pod with a new 3-replica claim running in %v (provisioned, attached, staged, published)", time.Since(start).Round(100*time.Millisecond))
-	pv := cp.mustJSONPath(ns, "pvc", "data", "{.spec.volumeName}")
-	volID := cp.mustJSONPath("", "pv", pv, "{.spec.csi.volumeHandle}")
-	on, err := ag.replicasOf(volID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(on) != 3 {
-		t.Fatalf("volume %s has replicas on %d storage nodes, want 3: %v", volID, len(on), replicaIDs(on))
-	}
-	mdstat, err := cp.Kubectl("exec", "-n", "default", "node-admin", "--", "cat", "/proc/mdstat")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(mdstat, "[3/3] [UUU]") {
-		t.Fatalf("the node's md array is not three members in sync:\n%s", mdstat)
-	}
-	// What the pod writes lands on the array: read back in the pod, and
-	// its mount is the md device.
-	out, err := cp.Kubectl("exec", "-n", ns, "app", "--", "sh", "-c",
-		"echo written-through-nvmirror > /data/probe && sync && cat /data/probe && grep ' /data ' /proc/mounts")
-	if err != nil {
-		t.Fatalf("writing to the volume in the pod: %v", err)
-	}
-	if !strings.Contains(out, "written-through-nvmirror") || !strings.Contains(out, "/dev/md") {
-		t.Fatalf("the pod's /data is not the md array, or lost what was written:\n%s", out)
-	}
-
-	// The pod's deletion: kubelet unpublishes and unstages, the attach/
-	// detach controller detaches; then the claim's deletion deletes the
-	// volume, every replica with it.
-	deleted := time.Now()
-	cp.MustKubectl("delete", "pod", "-n", ns, "app", "--wait=false")
-	cp.WaitGone(5*time.Minute, ns, "pod", "app")
-	waitDetached(e, cp, pv)
-	t.Logf("pod deleted, volume unstaged and detached in %v", time.Since(deleted).Round(100*time.Millisecond))
-	if mdstat, err := cp.Kubectl("exec", "-n", "default", "node-admin", "--", "cat", "/proc/mdstat"); err != nil || strings.Contains(mdstat, "active") {
-		t.Errorf("an md array is still active on the node after NodeUnstage (%v):\n%s", err, mdstat)
-	}
-	cp.MustKubectl("delete", "pvc", "-n", ns, "data", "--wait=false")
-	cp.WaitGone(5*time.Minute, "", "pv", pv)
-	e.WaitFor(2*time.Minute, "every replica of "+volID+" to be deleted", func() (bool, string) {
-		on, err := ag.replicasOf(volID)
-		if err != nil {
-			return false, err.Error()
-		}
-		return len(on) == 0, fmt.Sprint(replicaIDs(on))
-	})
-}
 
 // waitDetached waits until no VolumeAttachment names the PV.
 func waitDetached(e *Env, cp *ControlPlane, pv string) {

@@ -90,6 +90,47 @@ secretGenerator:
       - op: replace
         path: /spec/replicas
         value: 1
+      # The sidecars' leader election with room for an emulated node: the
+      # upstream 15 s lease and 10 s renewal deadline lost the lease (and
+      # the sidecar exited) whenever the busy VM answered late. Containers
+      # 1-4 are csi-provisioner, -attacher, -resizer and -snapshotter
+      # (waitNvmirror fails if one of them does not start).
+      - op: add
+        path: /spec/template/spec/containers/1/args/-
+        value: --leader-election-lease-duration=60s
+      - op: add
+        path: /spec/template/spec/containers/1/args/-
+        value: --leader-election-renew-deadline=45s
+      - op: add
+        path: /spec/template/spec/containers/1/args/-
+        value: --leader-election-retry-period=10s
+      - op: add
+        path: /spec/template/spec/containers/2/args/-
+        value: --leader-election-lease-duration=60s
+      - op: add
+        path: /spec/template/spec/containers/2/args/-
+        value: --leader-election-renew-deadline=45s
+      - op: add
+        path: /spec/template/spec/containers/2/args/-
+        value: --leader-election-retry-period=10s
+      - op: add
+        path: /spec/template/spec/containers/3/args/-
+        value: --leader-election-lease-duration=60s
+      - op: add
+        path: /spec/template/spec/containers/3/args/-
+        value: --leader-election-renew-deadline=45s
+      - op: add
+        path: /spec/template/spec/containers/3/args/-
+        value: --leader-election-retry-period=10s
+      - op: add
+        path: /spec/template/spec/containers/4/args/-
+        value: --leader-election-lease-duration=60s
+      - op: add
+        path: /spec/template/spec/containers/4/args/-
+        value: --leader-election-renew-deadline=45s
+      - op: add
+        path: /spec/template/spec/containers/4/args/-
+        value: --leader-election-retry-period=10s
 `
 	writeFile(t, filepath.Join(site, "kustomization.yaml"), []byte(kustomization))
 	writeFile(t, filepath.Join(site, "provisioner-pv.yaml"), []byte(`apiVersion: v1

@@ -31,6 +31,11 @@ const (
 	agentAPIPortBase = 9400
 )
 
+// storageNodePortID is the nvmet port (configfs ports/<id>) agent i (from
+// 1) exports its replicas on: a test cuts a replica off by unlinking its
+// subsystem from that port, as a storage node's network loss would.
+func storageNodePortID(i int) int { return i }
+
 // storageVM is the service VM running the agents.
 type storageVM struct {
 	svc   *vm.Service
@@ -63,7 +68,7 @@ nvmirror-target --node-name=%[1]s --zone=zone-%[1]s --rack=rack-%[1]s \
   --listen=%[6]s:%[7]d \
   --tls-cert-file=%[8]s/%[1]s.crt --tls-key-file=%[8]s/%[1]s.key --tls-client-ca-file=%[8]s/ca.crt \
   --shutdown-timeout=5s -v=2 2>&1 | sed 's/^/%[1]s: /' &
-`, name, i+1, pool, storagePoolBytes, i, vm.GuestIP, port, guestCredentials)
+`, name, i+1, pool, storagePoolBytes, storageNodePortID(i), vm.GuestIP, port, guestCredentials)
 		t.Logf("storage node %s: NVMe/TCP 127.0.0.%d:4430 in the VM, gRPC guest port %d", name, i+1, port)
 	}
 	files = map[string]string{guestCredentials + "/ca.crt": creds.CA}
