@@ -18,12 +18,14 @@
 # costs nothing, and changing or adding one helper module rebuilds only that
 # module.
 #
-# A cold build of everything takes about 21 minutes on 2 cores (the
-# csi-snapshotter module, built alone, 195 s), and the node's modules about 8
-# more (kubernetes-node 6.5 minutes, 11 CPU-minutes: 12.5 minutes on a
-# machine busy with other builds; containerd 1.2); it fills several GB of
-# build cache, of no use to anything else: each module uses a temporary
-# GOCACHE, deleted afterwards. Module downloads stay in the normal GOMODCACHE.
+# A cold build of everything took 54 minutes on a 2-core machine with an
+# empty module cache (2026-12-05: kubernetes 10, each sidecar 6-9,
+# kubernetes-node 14, containerd 3, downloads included), when each module
+# had a build cache of its own; the modules now share one (the standard
+# library, gRPC, protobuf and client-go versions in common are compiled
+# once). It fills several GB of build cache, of no use to anything else:
+# a temporary GOCACHE, deleted afterwards. Module downloads stay in the
+# normal GOMODCACHE.
 #
 #   hack/k8s-tools.sh                 build if needed; print the bin directory last
 #   hack/k8s-tools.sh --print-bin-dir print the bin directory (built or not), build nothing
@@ -217,8 +219,18 @@ if complete "$out" "${all[@]}"; then
   exit 0
 fi
 
+# Whatever a build killed midway left (the lock says none is running).
+chmod -R u+w "$cache"/gocache.* "$cache"/build.* 2>/dev/null || true
+rm -rf "$cache"/gocache.* "$cache"/build.*
+
 start=$SECONDS
 built=0
+# One build cache for every module this run builds, deleted at the end:
+# they share the standard library, gRPC, protobuf and often client-go at
+# the same versions, which a cache per module compiled again each time.
+gocache=$(mktemp -d "$cache/gocache.XXXXXX")
+tmp=
+trap 'chmod -R u+w "$gocache" $tmp 2>/dev/null; rm -rf "$gocache" $tmp' EXIT
 for i in "${!modules[@]}"; do
   entry=${modules[$i]}
   dir=${entry%%:*}
@@ -227,8 +239,7 @@ for i in "${!modules[@]}"; do
   if complete "$mod" "${bins[@]}"; then continue; fi
   echo "building $dir ($goversion) into $mod/bin" >&2
   tmp=$(mktemp -d "$cache/build.XXXXXX")
-  trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
-  mkdir -p "$tmp/bin" "$tmp/gocache"
+  mkdir -p "$tmp/bin"
   t=$SECONDS
   # One retry: on a shared build machine a cold build has failed with a
   # transient ENOSPC in the compiler's temporary files, and been OOM-killed
@@ -238,11 +249,11 @@ for i in "${!modules[@]}"; do
   # not.
   build=$(builder "$dir")
   # shellcheck disable=SC2086 # the packages are a list
-  if ! GOCACHE="$tmp/gocache" "$build" "$dir" "$tmp/bin" ${entry#*:}; then
+  if ! GOCACHE="$gocache" "$build" "$dir" "$tmp/bin" ${entry#*:}; then
     echo "  $dir: build failed after $(( SECONDS - t ))s; retrying once" >&2
     sleep 10
     # shellcheck disable=SC2086
-    GOCACHE="$tmp/gocache" "$build" "$dir" "$tmp/bin" ${entry#*:}
+    GOCACHE="$gocache" "$build" "$dir" "$tmp/bin" ${entry#*:}
   fi
   for b in "${bins[@]}"; do
     [ -x "$tmp/bin/$b" ] || { echo "k8s-tools: $b was not built" >&2; exit 1; }
@@ -251,7 +262,7 @@ for i in "${!modules[@]}"; do
   mkdir -p "$mod"
   mv "$tmp/bin" "$mod/bin"
   echo "$goversion" >"$mod/complete"
-  chmod -R u+w "$tmp"; rm -rf "$tmp"; trap - EXIT
+  chmod -R u+w "$tmp"; rm -rf "$tmp"; tmp=
   echo "  $dir: $(( SECONDS - t ))s ($(du -sh "$mod/bin" | cut -f1))" >&2
   built=$((built + 1))
 done
