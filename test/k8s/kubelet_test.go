@@ -27,7 +27,8 @@ import (
 //     volumes' data read back by new pods after restaging; the pods'
 //     deletion unpublishes and unstages, the volumes detach, and the
 //     claims' deletion removes every replica;
-//  3. with NVMIRROR_E2E_SUITE set (`make test-k8s-e2e`), Kubernetes'
+//  3. with NVMIRROR_E2E_SUITE set (focused in `make test`, full in
+//     `make test-k8s-e2e`), Kubernetes'
 //     external storage e2e suite against the same cluster.
 func TestKubeletNode(t *testing.T) {
 	tools := FindTools(t)
