@@ -136,8 +136,8 @@ func volumeContext(v *volume.Volume, fsType string) map[string]string {
 // volumeFormat is whether a new volume is a block volume (no mount
 // capability) and, if not, the filesystem it will be formatted with as far
 // as the request says: the first mount capability's fs_type, else the
-// class's csi.storage.k8s.io/fstype parameter (which the provisioner
-// validates), else "" (the provisioner's default).
+// class's csi.storage.k8s.io/fstype parameter (an invalid one is left to
+// the provisioner, which refuses it naming it), else "" (the default).
 func volumeFormat(req *csi.CreateVolumeRequest) (block bool, fsType string) {
 	block = true
 	for _, c := range req.GetVolumeCapabilities() {
@@ -149,7 +149,7 @@ func volumeFormat(req *csi.CreateVolumeRequest) (block bool, fsType string) {
 		}
 	}
 	if !block && fsType == "" {
-		fsType = strings.ToLower(strings.TrimSpace(req.GetParameters()[storageclass.KeyFSType]))
+		fsType, _ = storageclass.ParseFSType(req.GetParameters()[storageclass.KeyFSType])
 	}
 	return block, fsType
 }

@@ -159,9 +159,9 @@ func volumeSize(r *csi.CapacityRange, defaultSize, minimum int64) (int64, error)
 	return size, nil
 }
 
-// minVolumeSize is the smallest volume of a filesystem type, "" for a
-// block volume: a filesystem's own minimum where it has one above the
-// driver's (xfs), so that the volume made is one NodeStage can format.
+// minVolumeSize is the smallest mount volume formatted fsType: a
+// filesystem's own minimum where it has one above the driver's (xfs), so
+// that the volume made is one NodeStage can format.
 func minVolumeSize(fsType string) int64 {
 	if fsType == storageclass.FSXFS {
 		return MinXFSVolumeSizeBytes

@@ -288,14 +288,10 @@ func Parse(in map[string]string) (Parameters, error) {
 				err = invalid(k, v, "must be thin or thick")
 			}
 		case KeyFSType:
-			switch strings.ToLower(strings.TrimSpace(v)) {
-			case "": // the sidecar may pass an empty fstype: keep the default
-			case FSExt4:
-				p.FSType = FSExt4
-			case FSXFS:
-				p.FSType = FSXFS
-			default:
-				err = invalid(k, v, "must be ext4 or xfs")
+			var fs string
+			// The sidecar may pass an empty fstype: keep the default.
+			if fs, err = ParseFSType(v); err == nil && fs != "" {
+				p.FSType = fs
 			}
 		case KeyZones:
 			p.Zones, err = parseList(k, v)
@@ -413,6 +409,17 @@ func ValidateVolumeName(name string) error {
 		return fmt.Errorf("%w: name: %s", ErrInvalidArgument, p)
 	}
 	return nil
+}
+
+// ParseFSType reads a csi.storage.k8s.io/fstype value: FSExt4 or FSXFS in
+// any case and spacing, or "" for none (the default applies).
+func ParseFSType(v string) (string, error) {
+	switch fs := strings.ToLower(strings.TrimSpace(v)); fs {
+	case "", FSExt4, FSXFS:
+		return fs, nil
+	default:
+		return "", invalid(KeyFSType, v, "must be ext4 or xfs")
+	}
 }
 
 func invalid(key, value, why string) error {
