@@ -25,11 +25,12 @@ COPY . .
 ARG VERSION=dev
 ARG TARGETOS
 ARG TARGETARCH
-# The same `make build` as a developer's: CGO_ENABLED=0, -trimpath, the
-# version stamped into pkg/version.
+# The same build as a developer's `make build` (CGO_ENABLED=0, -trimpath,
+# the version stamped into pkg/version) of the programs the image holds
+# (the Makefile's IMAGE_CMDS: all but the kubectl plugin).
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
-    GOOS=${TARGETOS} GOARCH=${TARGETARCH} make build VERSION=${VERSION} BIN=/out
+    GOOS=${TARGETOS} GOARCH=${TARGETARCH} make image-binaries VERSION=${VERSION} BIN=/out
 
 # The runtime carries what the node plugin shells out to, nothing else:
 #   mdadm       assembles, grows and repairs the md RAID1 (pkg/mdraid)

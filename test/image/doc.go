@@ -3,12 +3,13 @@
 // lint rules (hack/dockerfile-lint, a module of its own so BuildKit stays
 // out of nvmirror's go.mod); the binaries build from exactly the files the
 // build context holds (.dockerignore applied), by the Dockerfile's own
-// `make build` command, as static ELF files, one per cmd/*; and the runtime
+// `make image-binaries` command, as static ELF files, one per cmd/* but the
+// kubectl plugin; and the runtime
 // stage installs the Debian package of every program the code runs.
 //
 // Once `make images` has built them (hack/images.sh, docs/images.md), the
 // images themselves are checked too, read from their docker-archive tars in
-// pure Go: our image holds every command as a static binary, every program
+// pure Go: our image holds those commands as static binaries, every program
 // the code runs in its PATH, runs as root with nvmirrorctl -h by default
 // and carries its version; each single-binary image runs that binary, a
 // static one, as its entrypoint; busybox has its applets. They skip without

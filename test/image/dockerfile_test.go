@@ -153,7 +153,7 @@ func TestDockerfileLint(t *testing.T) {
 }
 
 // TestDockerfileStructure checks what BuildKit's rules do not: a builder
-// running `make build` on the build platform, a Debian slim runtime that
+// running `make image-binaries` on the build platform, a Debian slim runtime that
 // cleans its package lists, the binaries copied from where make put them.
 func TestDockerfileStructure(t *testing.T) {
 	_, stages := parseDockerfile(t, filepath.Join(repoRoot, "Dockerfile"))
@@ -189,7 +189,11 @@ func TestDockerfileStructure(t *testing.T) {
 	}
 }
 
-// makeInvocation is the Dockerfile's `make build` command.
+// imageBuildTarget is the make target the Dockerfile builds the image's
+// programs with: `make build`'s, for the image's commands only.
+const imageBuildTarget = "image-binaries"
+
+// makeInvocation is the Dockerfile's `make image-binaries` command.
 type makeInvocation struct {
 	line int
 	env  map[string]string // VAR=value before make
@@ -199,11 +203,11 @@ type makeInvocation struct {
 
 var mountOpt = regexp.MustCompile(`^--mount=\S+$`)
 
-// makeBuild finds the builder's RUN ... make build ... and splits it.
+// makeBuild finds the builder's RUN ... make image-binaries ... and splits it.
 func makeBuild(t *testing.T, builder stage) makeInvocation {
 	t.Helper()
 	for _, in := range builder.instructions {
-		if in.cmd != "RUN" || !strings.Contains(in.args, "make build") {
+		if in.cmd != "RUN" || !strings.Contains(in.args, "make "+imageBuildTarget) {
 			continue
 		}
 		mk := makeInvocation{line: in.line, env: map[string]string{}}
@@ -225,15 +229,15 @@ func makeBuild(t *testing.T, builder stage) makeInvocation {
 				continue
 			}
 			if strings.ContainsAny(a, ";&|") {
-				t.Fatalf("line %d: make build must be the whole RUN command", in.line)
+				t.Fatalf("line %d: make %s must be the whole RUN command", in.line, imageBuildTarget)
 			}
 			mk.args = append(mk.args, a)
 		}
-		if len(mk.args) == 0 || mk.args[0] != "build" || mk.bin == "" {
-			t.Fatalf("line %d: want `make build ... BIN=DIR`, have %q", in.line, in.args)
+		if len(mk.args) == 0 || mk.args[0] != imageBuildTarget || mk.bin == "" {
+			t.Fatalf("line %d: want `make %s ... BIN=DIR`, have %q", in.line, imageBuildTarget, in.args)
 		}
 		return mk
 	}
-	t.Fatal("the builder stage has no RUN ... make build")
+	t.Fatal("the builder stage has no RUN ... make " + imageBuildTarget)
 	return makeInvocation{}
 }

@@ -209,8 +209,8 @@ func TestImagesBuilt(t *testing.T) {
 	}
 }
 
-// TestNvmirrorImage: the image our Dockerfile builds holds every command as
-// a static binary in /usr/local/bin, every program the code runs in its
+// TestNvmirrorImage: the image our Dockerfile builds holds every command
+// but the workstation's (imageCommands) as a static binary in /usr/local/bin, every program the code runs in its
 // PATH, runs nvmirrorctl -h by default as root (the node plugin and the
 // storage node agent must be root: the Dockerfile's comments), and carries
 // the version it was built with in its label and in its binaries.
@@ -221,16 +221,7 @@ func TestNvmirrorImage(t *testing.T) {
 	}
 	a := openImage(t, built[found[0].name])
 
-	entries, err := os.ReadDir(filepath.Join(repoRoot, "cmd"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cmds []string
-	for _, e := range entries {
-		if e.IsDir() {
-			cmds = append(cmds, e.Name())
-		}
-	}
+	cmds := imageCommands(t)
 	for _, want := range []string{"nvmirror-csi", "nvmirror-provisioner", "nvmirror-target", "nvmirrorctl"} {
 		if !slices.Contains(cmds, want) {
 			t.Errorf("cmd/%s is gone: the image's commands (deploy/ runs them by name) changed", want)
@@ -244,6 +235,11 @@ func TestNvmirrorImage(t *testing.T) {
 			continue
 		}
 		checkStaticELF(t, p, f.data, a.Config.Architecture)
+	}
+	for _, name := range workstationCommands {
+		if _, ok := a.Files["/usr/local/bin/"+name]; ok {
+			t.Errorf("/usr/local/bin/%s is in the image: it runs on a workstation (IMAGE_CMDS)", name)
+		}
 	}
 
 	// The programs of programs_test.go's table, and whatever the source
