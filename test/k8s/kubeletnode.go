@@ -94,7 +94,7 @@ func (cp *ControlPlane) StartKubeletNode(nt NodeTools, cfg NodeConfig) *KubeletN
 		t.Fatal(err)
 	}
 	imagesDisk := filepath.Join(work, "images.ext4")
-	tars := buildImagesDisk(t, cfg.Images, cfg.SkipImages, imagesDisk)
+	archives := buildImagesDisk(t, cfg.Images, cfg.SkipImages, imagesDisk)
 
 	kubeletPort := FreePort(t)
 	_, apiPort, err := net.SplitHostPort(strings.TrimPrefix(cp.Server, "https://"))
@@ -149,14 +149,20 @@ current-context: e2e
 	// The node's own start, run in its mount namespace (nodeSetupScript).
 	var inner strings.Builder
 	inner.WriteString(nodeStartScript)
-	// Two imports at a time: each is mostly one CPU's work (digests,
-	// unpacking), and the VM has two.
-	for i, tar := range tars {
-		fmt.Fprintf(&inner, "import_image %q & pids=\"$pids $!\"\n", "/images/"+tar)
-		if i%2 == 1 || i == len(tars)-1 {
-			inner.WriteString("wait_imports\n")
+	// Two import queues, one a CPU (nodeimages.go), then a check that
+	// containerd has every image under its name.
+	var names []string
+	inner.WriteString("imports_start=$(date +%s)\n")
+	for _, q := range importQueues(archives, 2) {
+		inner.WriteString("(\n")
+		for _, a := range q {
+			fmt.Fprintf(&inner, "\timport_image %q\n", "/images/"+a.File)
+			names = append(names, a.Names...)
 		}
+		inner.WriteString(") & pids=\"$pids $!\"\n")
 	}
+	inner.WriteString("wait_imports\n")
+	fmt.Fprintf(&inner, "check_images %s\n", strings.Join(names, " "))
 	fmt.Fprintf(&inner, `clusterservices --kubeconfig=%[1]s --apiserver-endpoint=%[2]s \
   --dns-address=%[3]s:53 --cluster-domain=cluster.local --v=2 2>&1 | sed 's/^/clusterservices: /' &
 kubelet --config=%[4]s/kubelet.yaml --kubeconfig=%[1]s --hostname-override=%[5]s \
@@ -205,10 +211,11 @@ echo "kubelet started"
 // cniPlugins are Debian's containernetworking-plugins the node uses.
 var cniPlugins = []string{"/usr/lib/cni/bridge", "/usr/lib/cni/host-local", "/usr/lib/cni/loopback"}
 
-// buildImagesDisk writes the image tars of dir (its images.txt: NAME FILE
+// buildImagesDisk writes the images of dir (its images.txt: NAME FILE
 // BYTES lines) but those of skip into an ext4 image (the VM's read-only
-// disk, /images in the guest) and returns their file names.
-func buildImagesDisk(t testing.TB, dir string, skip []string, disk string) []string {
+// disk, /images in the guest) as the archives the node imports
+// (planImports) and returns them.
+func buildImagesDisk(t testing.TB, dir string, skip []string, disk string) []importArchive {
 	t.Helper()
 	index, err := os.ReadFile(filepath.Join(dir, "images.txt"))
 	if err != nil {
@@ -218,36 +225,30 @@ func buildImagesDisk(t testing.TB, dir string, skip []string, disk string) []str
 	if err := os.MkdirAll(stage, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	var tars []string
-	var total int64
+	var images []nodeImage
 	for _, line := range strings.Split(string(index), "\n") {
 		f := strings.Fields(line)
 		if len(f) != 3 || strings.HasPrefix(f[0], "#") || slices.Contains(skip, f[0]) {
 			continue
 		}
-		src := filepath.Join(dir, f[1])
-		// Hard links when the cache is on the same filesystem; a copy
-		// otherwise.
-		if err := os.Link(src, filepath.Join(stage, f[1])); err != nil {
-			if out, err := exec.Command("cp", src, stage).CombinedOutput(); err != nil {
-				t.Fatalf("copy %s: %v: %s", src, err, out)
-			}
-		}
-		fi, err := os.Stat(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		total += fi.Size()
-		tars = append(tars, f[1])
+		images = append(images, nodeImage{Name: f[0], File: f[1]})
 	}
-	if len(tars) == 0 {
+	if len(images) == 0 {
 		t.Fatalf("no images listed in %s/images.txt (run `make images`)", dir)
+	}
+	archives, err := planImports(dir, images, stage)
+	if err != nil {
+		t.Fatalf("images: %v", err)
+	}
+	var total int64
+	for _, a := range archives {
+		total += a.Size
 	}
 	size := total + total/4 + 64<<20
 	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", stage, disk, fmt.Sprintf("%dk", size>>10)).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4 -d %s: %v: %s", stage, err, out)
 	}
-	return tars
+	return archives
 }
 
 // kubeletConfig is the node's KubeletConfiguration: cgroup v2 with the
@@ -395,4 +396,12 @@ import_image() {
 # containerd is a background job too).
 pids=
 wait_imports() { for p in $pids; do wait $p; done; pids=; }
+# check_images NAME...: fails unless containerd has every image named.
+check_images() {
+	have=$(ctr -n k8s.io images ls -q)
+	for n in "$@"; do
+		echo "$have" | grep -qxF "$n" || { log "image $n missing after the imports; containerd has: $have"; exit 1; }
+	done
+	log "all $# images imported in $(( $(date +%s) - imports_start )) s"
+}
 `
