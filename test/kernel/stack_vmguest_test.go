@@ -235,7 +235,9 @@ func TestCSISanity(t *testing.T) {
 			summary := sanitySummary(string(out))
 			t.Logf("csi-sanity (%s volumes): %s in %v", accessType, summary, time.Since(start).Round(time.Second))
 			if err != nil || !strings.Contains(summary, " 0 Failed") {
-				t.Errorf("csi-sanity failed: %v\n%s", err, tail(string(out), 200))
+				// The failed specs first: a CI log may keep only the
+				// start of a long message.
+				t.Errorf("csi-sanity failed: %v\nfailed specs:\n%s\noutput's end:\n%s", err, failedSpecs(string(out)), tail(string(out), 200))
 			}
 			if testing.Verbose() && err == nil {
 				t.Logf("skipped specs:\n%s", skippedSpecs(string(out)))
@@ -257,6 +259,26 @@ func sanitySummary(out string) string {
 		return "(no summary)"
 	}
 	return strings.Join(parts, "; ")
+}
+
+// failedSpecs returns ginkgo's closing list of failed specs ("Summarizing
+// N Failures:" and its [FAIL] lines).
+func failedSpecs(out string) string {
+	var b strings.Builder
+	in := false
+	for _, line := range strings.Split(out, "\n") {
+		l := strings.TrimSpace(line)
+		if strings.HasPrefix(l, "Summarizing ") {
+			in = true
+		}
+		if in && (strings.HasPrefix(l, "Summarizing ") || strings.HasPrefix(l, "[FAIL]") || strings.HasPrefix(l, "[PANICKED]") || strings.HasPrefix(l, "[TIMEDOUT]")) {
+			b.WriteString(l + "\n")
+		}
+	}
+	if b.Len() == 0 {
+		return "(no failure summary in the output)\n"
+	}
+	return b.String()
 }
 
 // skippedSpecs lists the specs ginkgo reports as skipped with a reason.
