@@ -123,9 +123,12 @@ test-k8s: vm-deps k8s-tools helm-render images
 
 ## test-k8s-e2e: the kubelet node with every spec of Kubernetes' external storage e2e suite that
 ## applies to nvmirror (test/k8s E2EFullFocus/E2EFullSkip; hours under TCG), its JUnit report in
-## _output/k8s/TestKubeletNode/e2e-suite
+## _output/k8s/TestKubeletNode/e2e-suite; E2E_SUITES (a regular expression of suite names, e.g.
+## E2E_SUITES='subPath|multiVolume') runs only those suites' specs of the set
+E2E_SUITES ?=
 test-k8s-e2e: vm-deps k8s-tools images
 	NVMIRROR_REQUIRE_K8S=1 NVMIRROR_REQUIRE_VM=1 NVMIRROR_K8S_LOGDIR=$(CURDIR)/_output/k8s NVMIRROR_E2E_SUITE=full \
+	  NVMIRROR_E2E_SUITES='$(E2E_SUITES)' \
 	  NVMIRROR_IMAGES_DIR="$$(VERSION='$(VERSION)' hack/images.sh --print-dir)" \
 	  $(GO) test -v -count=1 -timeout 6h -run '^TestKubeletNode$$' ./test/k8s/
 

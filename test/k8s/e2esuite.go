@@ -69,6 +69,16 @@ const (
 		`should support volume limits|any volume data source`
 )
 
+// E2EFullFocusSuites narrows E2EFullFocus to the storage test suites that
+// suites names, a regular expression of suite names ("subPath",
+// "multiVolume|volumeMode"; as ParseE2ESpecName returns them), for running
+// the full set in parts (`make test-k8s-e2e E2E_SUITES=...`): under
+// emulation the whole of it takes hours.
+func E2EFullFocusSuites(suites string) string {
+	// The pattern's tags ("[Slow]") may come before the suite's name.
+	return E2EFullFocus + ` \[Testpattern: [^]]*\](?: \[[^]]*\])* (?:` + suites + `) `
+}
+
 // E2EFocusedFocus and E2EFocusedSkip are the small set `make test` runs, 5
 // specs that all run (none skips at run time), one of each suite the
 // issue names, chosen for what they prove of nvmirror in the least time

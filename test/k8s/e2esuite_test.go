@@ -115,6 +115,29 @@ func TestE2EFocusSkip(t *testing.T) {
 	}
 }
 
+// TestE2EFullFocusSuites: naming suites chooses exactly the full set's
+// specs of those suites.
+func TestE2EFullFocusSuites(t *testing.T) {
+	names := readE2ESpecs(t)
+	full := chooseE2ESpecs(t, names, E2EFullFocus, E2EFullSkip)
+	for _, suites := range []string{"subPath", "multiVolume|volumeMode", "volumegroupsnapshottable"} {
+		want := map[string]bool{}
+		for _, s := range strings.Split(suites, "|") {
+			want[s] = true
+		}
+		var expect []string
+		for _, n := range full {
+			if _, suite := ParseE2ESpecName(n); want[suite] {
+				expect = append(expect, n)
+			}
+		}
+		got := chooseE2ESpecs(t, names, E2EFullFocusSuites(suites), E2EFullSkip)
+		if len(expect) == 0 || !slices.Equal(got, expect) {
+			t.Errorf("E2EFullFocusSuites(%q) chooses %d specs, want the full set's %d of those suites:\n%s", suites, len(got), len(expect), strings.Join(got, "\n"))
+		}
+	}
+}
+
 // TestE2EDriverDefinition checks what the suite would only find out in a
 // cluster: the driver definition names nvmirror, the files it names exist,
 // and its StorageClass and VolumeAttributesClass are nvmirror's with

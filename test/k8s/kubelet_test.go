@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -99,6 +100,10 @@ func TestKubeletNode(t *testing.T) {
 // the focused set (E2EFocused*); unset, the suite does not run.
 const EnvE2ESuite = "NVMIRROR_E2E_SUITE"
 
+// EnvE2ESuites, with the full suite, runs only the storage test suites it
+// names (a regular expression: E2EFullFocusSuites).
+const EnvE2ESuites = "NVMIRROR_E2E_SUITES"
+
 // externalStorageSuite runs Kubernetes' external storage e2e suite against
 // the cluster with nvmirror's driver definition (testdata/e2e-driver.yaml);
 // every chosen spec must pass, and in the focused set none may skip.
@@ -107,6 +112,13 @@ func externalStorageSuite(t *testing.T, e *Env, cp *ControlPlane, nt NodeTools, 
 	full := os.Getenv(EnvE2ESuite) == "full"
 	if full {
 		focus, skip, timeout = E2EFullFocus, E2EFullSkip, 5*time.Hour
+		if suites := os.Getenv(EnvE2ESuites); suites != "" {
+			if _, err := regexp.Compile(suites); err != nil {
+				t.Fatalf("%s=%q: %v", EnvE2ESuites, suites, err)
+			}
+			focus = E2EFullFocusSuites(suites)
+			t.Logf("the full set's %s specs only (%s)", suites, EnvE2ESuites)
+		}
 	}
 	rep, err := RunE2ESuite(t, E2ESuiteOptions{
 		Binary: nt.E2ETest, Kubeconfig: cp.Kubeconfig, Kubectl: cp.Tools.Kubectl, RepoRoot: repo,
