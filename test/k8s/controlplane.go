@@ -156,24 +156,7 @@ func LaunchControlPlane(e *Env, tools Tools) *ControlPlane {
 		"-v=1")
 
 	cp.Kubeconfig = filepath.Join(dir, "kubeconfig")
-	writeFile(t, cp.Kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: e2e
-  cluster:
-    server: %s
-    certificate-authority: %s
-users:
-- name: admin
-  user:
-    token: %s
-contexts:
-- name: e2e
-  context:
-    cluster: e2e
-    user: admin
-current-context: e2e
-`, cp.Server, cp.CAFile, cp.Token)))
+	writeFile(t, cp.Kubeconfig, []byte(tokenKubeconfig(cp.Server, cp.CAFile, "", cp.Token)))
 
 	// Poll /readyz from now on, so that Ready measures the API server's
 	// start even when WaitReady is called late.
@@ -488,4 +471,30 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, " | ")
+}
+
+// tokenKubeconfig is a kubeconfig for the API server at server (https://
+// address) with a bearer token, its certificate checked against caFile and,
+// when tlsServerName is not empty, for that name instead of the address's.
+func tokenKubeconfig(server, caFile, tlsServerName, token string) string {
+	serverName := ""
+	if tlsServerName != "" {
+		serverName = "\n    tls-server-name: " + tlsServerName
+	}
+	return fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: e2e
+  cluster:
+    server: %s
+    certificate-authority: %s%s
+users:
+- name: admin
+  user:
+    token: %s
+contexts:
+- name: e2e
+  context: {cluster: e2e, user: admin}
+current-context: e2e
+`, server, caFile, serverName, token)
 }

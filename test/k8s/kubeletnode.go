@@ -122,25 +122,9 @@ func (cp *ControlPlane) StartKubeletNode(nt NodeTools, cfg NodeConfig) *KubeletN
 		writeFile(t, h, []byte(content))
 		files[guest] = h
 	}
-	write(nodeKubeconfig, fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: e2e
-  cluster:
-    server: https://%s
-    certificate-authority: %s/ca.crt
-    # The API server's self-signed certificate names 127.0.0.1, its
-    # service IP and the kubernetes.default names, not the forward.
-    tls-server-name: kubernetes.default.svc
-users:
-- name: admin
-  user:
-    token: %s
-contexts:
-- name: e2e
-  context: {cluster: e2e, user: admin}
-current-context: e2e
-`, guestAPI, nodeEtc, cp.Token))
+	// The API server's self-signed certificate names 127.0.0.1, its
+	// service IP and the kubernetes.default names, not the forward.
+	write(nodeKubeconfig, tokenKubeconfig("https://"+guestAPI, nodeEtc+"/ca.crt", "kubernetes.default.svc", cp.Token))
 	write(nodeEtc+"/kubelet.yaml", kubeletConfig(kubeletPort))
 	write("/etc/containerd/config.toml", containerdConfig)
 	write("/etc/cni/net.d/10-bridge.conflist", cniConfig)
