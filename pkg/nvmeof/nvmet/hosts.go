@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"k8s.io/klog/v2"
 
@@ -51,10 +52,15 @@ func (t *Target) AllowHost(nqn, hostNQN string) error {
 	// The host entry may vanish between creating it and linking it:
 	// another process on the same kernel (agents sharing one, as in the
 	// tests) removes an entry it saw unreferenced. Linking a vanished
-	// entry fails with ENOENT; create it again and retry. Several agents
-	// revoking at once (csi-sanity's bursts) have beaten three tries.
+	// entry fails with ENOENT; create it again and retry. An entry being
+	// removed still answers stat while configfs refuses links to it
+	// (ENOENT), so the retries wait a little longer each time: ten tight
+	// ones were all spent inside one removal in a CI run.
 	var err error
-	for range hostLinkAttempts {
+	for attempt := range hostLinkAttempts {
+		if attempt > 0 {
+			t.sleep(hostLinkBackoff(attempt))
+		}
 		if err = t.ensureHostDir(hostNQN, hd); err != nil {
 			return err
 		}
@@ -73,8 +79,15 @@ func (t *Target) AllowHost(nqn, hostNQN string) error {
 }
 
 // hostLinkAttempts bounds AllowHost's create-and-link retries when the
-// host entry keeps vanishing under it.
-const hostLinkAttempts = 10
+// host entry keeps vanishing under it: with hostLinkBackoff, about 2.4 s
+// of trying.
+const hostLinkAttempts = 20
+
+// hostLinkBackoff is the wait before AllowHost's retry number attempt
+// (from 1): 1 ms, doubling, at most 100 ms.
+func hostLinkBackoff(attempt int) time.Duration {
+	return min(time.Millisecond<<min(attempt-1, 7), 100*time.Millisecond)
+}
 
 // ensureHostDir creates hosts/<hostNQN> when it is missing.
 func (t *Target) ensureHostDir(hostNQN, hd string) error {

@@ -2,10 +2,13 @@ package nvmet
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 )
@@ -91,5 +94,55 @@ func TestAllowHostWhenTheHostEntryVanishes(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(f.root, "subsystems", testNQN, "allowed_hosts", hostA)); err != nil {
 		t.Errorf("host not linked: %v", err)
+	}
+}
+
+// An entry being removed by another process still answers stat while
+// configfs refuses links to it (ENOENT): AllowHost keeps trying, waiting
+// longer each time, until the removal is over; and gives up with the
+// error after hostLinkAttempts.
+func TestAllowHostWaitsOutAHostEntryBeingRemoved(t *testing.T) {
+	for _, c := range []struct {
+		refusals int
+		ok       bool
+	}{{refusals: hostLinkAttempts - 1, ok: true}, {refusals: hostLinkAttempts, ok: false}} {
+		tg, f := newFakeTarget(t)
+		if err := tg.EnsureSubsystem(testNQN, ""); err != nil {
+			t.Fatal(err)
+		}
+		var slept []time.Duration
+		tg.sleep = func(d time.Duration) { slept = append(slept, d) }
+		link := filepath.Join(f.root, "subsystems", testNQN, "allowed_hosts", hostA)
+		refused := 0
+		f.onSymlink = func(string, string) {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if refused < c.refusals {
+				refused++
+				f.failSymlink[link] = syscall.ENOENT
+			} else {
+				delete(f.failSymlink, link)
+			}
+		}
+		err := tg.AllowHost(testNQN, hostA)
+		if c.ok != (err == nil) {
+			t.Fatalf("AllowHost after %d refused links: %v", c.refusals, err)
+		}
+		if !c.ok && !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("AllowHost gave up with %v; want the link's ENOENT", err)
+		}
+		if len(slept) != min(c.refusals, hostLinkAttempts-1) {
+			t.Errorf("%d waits for %d refusals", len(slept), c.refusals)
+		}
+		var total time.Duration
+		for i, d := range slept {
+			if i > 0 && d < slept[i-1] {
+				t.Errorf("wait %d (%v) shorter than the one before (%v)", i, d, slept[i-1])
+			}
+			total += d
+		}
+		if c.ok && (total < time.Second || total > 5*time.Second) {
+			t.Errorf("AllowHost waited %v in all for a removal to end; want 1-5 s (tight retries lost a CI run)", total)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nvmirror/nvmirror/pkg/nvmeof"
 	"github.com/nvmirror/nvmirror/pkg/sysfs"
@@ -30,6 +31,8 @@ type Target struct {
 	root string
 	fs   configFS
 	mu   sync.Mutex
+	// sleep waits between retries (time.Sleep; tests record it).
+	sleep func(time.Duration)
 }
 
 // NewTarget returns a Target for the nvmet configfs directory root
@@ -42,7 +45,7 @@ func NewTarget(root string) *Target {
 }
 
 func newTargetWithFS(root string, cfs configFS) *Target {
-	return &Target{root: filepath.Clean(root), fs: cfs}
+	return &Target{root: filepath.Clean(root), fs: cfs, sleep: time.Sleep}
 }
 
 func (t *Target) subsystemsDir() string       { return filepath.Join(t.root, "subsystems") }
