@@ -30,7 +30,6 @@ import (
 type nodeImage struct {
 	Name string // as images.txt and the pods name it
 	File string // its docker-archive in the images directory
-	Size int64
 }
 
 // importArchive is one archive the node imports and the images it holds.
