@@ -28,8 +28,10 @@ func TestRealKernel(t *testing.T) {
 			"./cmd/nvmirror-target", "./cmd/nvmirror-provisioner", "./cmd/nvmirror-csi", "./cmd/nvmirrorctl",
 			"github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity",
 		},
-		Skip:    authTests + "|" + benchGuestTests + "|" + drainBenchGuestTests,
-		Timeout: 20 * time.Minute,
+		Skip: authTests + "|" + benchGuestTests + "|" + drainBenchGuestTests,
+		// About 17 minutes alone under TCG; `make test` runs the host's
+		// tests beside it, which slows the guest by a few minutes.
+		Timeout: 30 * time.Minute,
 		// The demo's replacement syncs a 1 GiB replica into a tmpfs pool.
 		MemoryMiB: 3072,
 	}.Run(t)
@@ -46,6 +48,6 @@ func TestRealKernelAuth(t *testing.T) {
 			"./cmd/nvmirror-target", "./cmd/nvmirror-provisioner", "./cmd/nvmirror-csi", "./cmd/nvmirrorctl",
 		},
 		Pattern: authTests,
-		Timeout: 10 * time.Minute,
+		Timeout: 15 * time.Minute,
 	}.Run(t)
 }
