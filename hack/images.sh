@@ -4,9 +4,9 @@
 # `ctr -n k8s.io images import` loads (docs/images.md). The images are listed
 # in hack/images/images.txt (its header describes the sources).
 #
-# buildah (vfs storage driver, chroot isolation) does the work; its storage
-# is private to this script, in the cache, never /var/lib/containers
-# (NVMIRROR_IMAGES_STORAGE_DRIVER=overlay uses overlay mounts instead). Our
+# buildah (overlay storage driver where the kernel mounts overlays, else vfs;
+# chroot isolation) does the work; its storage is private to this script, in
+# the cache, never /var/lib/containers. Our
 # Dockerfile is built unchanged, as `docker buildx build` would; its base
 # images are made here: debian:<release>-slim by mmdebstrap, golang:<go>-<release>
 # from that with make, git and this machine's Go. Both trust this machine's CA
@@ -43,11 +43,26 @@ GO=${GO:-go}
 list=hack/images/images.txt
 cache="${NVMIRROR_IMAGES_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nvmirror/images}"
 VERSION=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}
-# vfs works wherever buildah does (no mounts); it stores every layer as a
-# full copy of the file system, so each build step copies and later deletes
-# hundreds of MB. overlay, where the kernel and the container allow it, is
-# much faster (docs/images.md has both's times); the images are the same.
-driver=${NVMIRROR_IMAGES_STORAGE_DRIVER:-vfs}
+# overlay where this machine mounts it (a trial mount in the cache decides),
+# else vfs. vfs works wherever buildah does (no mounts), but it stores every
+# layer as a full copy of the file system, so each build step copies and
+# later deletes hundreds of MB: a warm rebuild of our image takes about
+# five times as long (docs/images.md has both's times). The images are the
+# same. NVMIRROR_IMAGES_STORAGE_DRIVER=vfs|overlay chooses.
+overlay_mounts() {
+  local d
+  mkdir -p "$cache/tmp"
+  d=$(mktemp -d "$cache/tmp/overlay-probe.XXXXXX") || return 1
+  mkdir "$d/lower" "$d/upper" "$d/work" "$d/merged"
+  if mount -t overlay overlay -o "lowerdir=$d/lower,upperdir=$d/upper,workdir=$d/work" "$d/merged" 2>/dev/null; then
+    umount "$d/merged"
+    rm -rf "$d"
+    return 0
+  fi
+  rm -rf "$d"
+  return 1
+}
+driver=${NVMIRROR_IMAGES_STORAGE_DRIVER:-}
 print_dir=0
 case "${1:-}" in
   --print-dir) print_dir=1 ;;
@@ -378,6 +393,9 @@ fi
 mkdir -p "$cache/parts" "$cache/base" "$cache/tmp" "$cache/logs"
 exec 9>"$cache/.lock"
 flock 9
+if [ -z "$driver" ]; then
+  if overlay_mounts; then driver=overlay; else driver=vfs; fi
+fi
 
 # run_logged LOG CMD...: a step's output goes to its log, shown when it
 # fails. It runs in a subshell with errexit on: bash ignores errexit in a
