@@ -35,10 +35,11 @@ const E2EDriverFile = "test/k8s/testdata/e2e-driver.yaml"
 // E2EFullFocus and E2EFullSkip choose every spec of the external suite that
 // can apply to nvmirror in a test cluster of one node: the real kubelet,
 // containerd and nvmirror's plugins in a TCG-emulated VM. Of the 328 specs
-// that e2e-driver.yaml defines (testdata/e2e-specs.txt), they choose 166, of
-// which 115 run: the suite itself skips the other 51 at run time, most in
+// that e2e-driver.yaml defines (testdata/e2e-specs.txt), they choose 162, of
+// which 112 run: the suite itself skips the other 50 at run time, most in
 // their first BeforeEach, for a capability nvmirror does not claim (RWX,
-// ROX, topology, SELinux mounts, capacity, mount options), options the
+// ROX, topology, SELinux mounts, capacity; mount options on a block
+// volume), options the
 // definition leaves out (the stress and performance suites), or a second
 // node (7 multiVolume specs, after creating their namespace).
 //
@@ -59,6 +60,17 @@ const E2EDriverFile = "test/k8s/testdata/e2e-driver.yaml"
 //     sibling, the CSINode check, stays.
 //   - "any volume data source": the volume populator CRD and the
 //     hello-populator controller, another image, not nvmirror.
+//   - volumegroupsnapshottable's StatefulSet spec (its 4 patterns): in
+//     Kubernetes 1.36.3 it ignores the driver's SupportedSizeRange and
+//     claims 1Mi, which nvmirror makes a 16 MiB volume (its minimum), so
+//     each member snapshot's restoreSize is 16Mi, and then restores with
+//     1Mi claims, which csi-provisioner refuses ("requested volume size
+//     1048576 is less than the size 16777216 for the source snapshot"): a
+//     test bug, fixed upstream by kubernetes/kubernetes#141191 ("e2e:
+//     respect driver min size in group snapshot tests"), not in 1.36.3.
+//     nvmirror reports a snapshot's real size, as CSI asks; group
+//     snapshots and their restores are tested in test/k8s
+//     (TestVolumeSnapshots) and test/kernel (TestSnapshotsOnTheStack).
 //
 // [Serial] and [Slow] stay: one e2e.test process runs the specs one at a
 // time anyway (no ginkgo -p), and slow is what the emulated VM is.
@@ -66,7 +78,8 @@ const (
 	E2EFullFocus = `External.Storage \[Driver: csi\.nvmirror\.io\]`
 	E2EFullSkip  = `\[Disruptive\]|\[Feature:snapshotmetadata\]|\[Feature:Windows\]|\(ext3\)|` +
 		`\[Testpattern: (Inline-volume|Pre-provisioned PV|CSI Ephemeral-volume) \(|` +
-		`should support volume limits|any volume data source`
+		`should support volume limits|any volume data source|` +
+		`VolumeGroupSnapshottable should create snapshots for StatefulSet volumes`
 )
 
 // E2EFullFocusSuites narrows E2EFullFocus to the storage test suites that

@@ -75,11 +75,11 @@ func TestE2EFocusSkip(t *testing.T) {
 		t.Fatalf("%s: %d specs, want 328", e2eSpecsFile, len(names))
 	}
 	full := chooseE2ESpecs(t, names, E2EFullFocus, E2EFullSkip)
-	if len(full) != 166 {
-		t.Errorf("E2EFullFocus/E2EFullSkip choose %d specs, want 166", len(full))
+	if len(full) != 162 {
+		t.Errorf("E2EFullFocus/E2EFullSkip choose %d specs, want 162", len(full))
 	}
 	for _, n := range full {
-		for _, out := range []string{"[Disruptive]", "(ntfs)", "(ext3)", "[Testpattern: Inline-volume", "[Testpattern: Pre-provisioned PV", "[Testpattern: CSI Ephemeral-volume", "snapshotmetadata", "should support volume limits"} {
+		for _, out := range []string{"[Disruptive]", "(ntfs)", "(ext3)", "[Testpattern: Inline-volume", "[Testpattern: Pre-provisioned PV", "[Testpattern: CSI Ephemeral-volume", "snapshotmetadata", "should support volume limits", "VolumeGroupSnapshottable should create snapshots for StatefulSet volumes"} {
 			if strings.Contains(n, out) {
 				t.Errorf("the full set has %q", n)
 			}
@@ -120,7 +120,7 @@ func TestE2EFocusSkip(t *testing.T) {
 func TestE2EFullFocusSuites(t *testing.T) {
 	names := readE2ESpecs(t)
 	full := chooseE2ESpecs(t, names, E2EFullFocus, E2EFullSkip)
-	for _, suites := range []string{"subPath", "multiVolume|volumeMode", "volumegroupsnapshottable"} {
+	for _, suites := range []string{"subPath", "multiVolume|volumeMode", "volumegroupsnapshotclass"} {
 		want := map[string]bool{}
 		for _, s := range strings.Split(suites, "|") {
 			want[s] = true

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -59,7 +60,8 @@ func snapshotSidecars(t *testing.T, e *Env, cp *ControlPlane, repo, socket, kube
 // is the claim's volume; deleting the VolumeSnapshot (class deletionPolicy
 // Delete) deletes the snapshot in the registry, the restored volume
 // staying; a VolumeGroupSnapshot of two claims (by label) becomes ready
-// with one VolumeSnapshot per claim, one group in the registry.
+// with one VolumeSnapshot per claim, one group in the registry, and a claim
+// restored from one of those is bound to a volume whose source is it.
 //
 // Each part runs when the driver offers it (DriverCapabilities) and is a
 // skipped subtest saying so otherwise.
@@ -246,6 +248,7 @@ func snapshotSteps(t *testing.T, e *Env, cp *ControlPlane, pc provisionerapi.Pro
 		// One ready VolumeSnapshot per claim, owned by the group: the
 		// snapshot-controller fills in the members' status after the
 		// group's, so wait for it.
+		var memberSnaps []string
 		e.WaitFor(2*time.Minute, "the VolumeSnapshots of group "+group+" ready", func() (bool, string) {
 			var list struct {
 				Items []struct {
@@ -264,11 +267,13 @@ func snapshotSteps(t *testing.T, e *Env, cp *ControlPlane, pc provisionerapi.Pro
 				t.Fatal(err)
 			}
 			owned, ready := 0, 0
+			memberSnaps = memberSnaps[:0]
 			for _, it := range list.Items {
 				if slices.ContainsFunc(it.Metadata.OwnerReferences, func(r struct{ Kind, Name string }) bool {
 					return r.Kind == "VolumeGroupSnapshot" && r.Name == group
 				}) {
 					owned++
+					memberSnaps = append(memberSnaps, it.Metadata.Name)
 					if it.Status.ReadyToUse {
 						ready++
 					}
@@ -289,6 +294,22 @@ func snapshotSteps(t *testing.T, e *Env, cp *ControlPlane, pc provisionerapi.Pro
 		}
 		if !g.GetReadyToUse() || len(sources) != 2 {
 			t.Errorf("registry group %s: ready %v, snapshots of %v, want ready and both claims' volumes", g.GetId(), g.GetReadyToUse(), sources)
+		}
+		// A claim restored from a member of the group: a new volume whose
+		// source is that member's snapshot, at the member's restoreSize.
+		member := memberSnaps[0]
+		memberContent := strings.TrimSpace(cp.mustJSONPath(ns, "volumesnapshot", member, "{.status.boundVolumeSnapshotContentName}"))
+		memberHandle := strings.TrimSpace(cp.mustJSONPath("", "volumesnapshotcontent", memberContent, "{.status.snapshotHandle}"))
+		rs, err := ParseBytes(cp.mustJSONPath(ns, "volumesnapshot", member, "{.status.restoreSize}"))
+		if err != nil || rs != snapClaimBytes {
+			t.Errorf("group member VolumeSnapshot %s restoreSize %d (%v), want its volume's %d", member, rs, err, int64(snapClaimBytes))
+		}
+		t0 = time.Now()
+		memberRestored := claim("e2e-group-restored", snapClaimBytes, nil, map[string]string{"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": member})
+		_, mvol := bound(memberRestored)
+		t.Logf("timing: PVC %s restored from group member %s and bound in %v", memberRestored, member, time.Since(t0).Round(time.Millisecond))
+		if got := mvol.GetSource().GetSnapshotId(); got != memberHandle || !slices.Contains(slices.Collect(maps.Values(snapOf)), got) {
+			t.Errorf("volume %s restored from group member %s has source snapshot %q, want the member's %q, one of the group's %v", mvol.GetId(), member, got, memberHandle, snapOf)
 		}
 		cp.MustKubectl("delete", "volumegroupsnapshot", group, "-n", ns, "--wait=false")
 		cp.WaitGone(2*time.Minute, ns, "volumegroupsnapshot", group)
