@@ -6,7 +6,12 @@
 # bash for pipefail: `make demo` filters go test's output and must keep its status.
 SHELL       := /bin/bash
 GO          ?= go
-VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# Computed once and exported, so that every recipe and sub-make of one run stamps and finds the
+# same images even if the tree changes meanwhile (a recursive ?= re-ran git describe at each use).
+ifeq ($(origin VERSION),undefined)
+VERSION     := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+endif
+export VERSION
 LDFLAGS     := -s -w -X github.com/nvmirror/nvmirror/pkg/version.Version=$(VERSION)
 BIN         := bin
 # Packages whose tests run on the host; test/kernel boots the VM and runs in
