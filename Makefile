@@ -31,7 +31,7 @@ AUTH_KERNEL_SUITE ?= bookworm-backports
 .PHONY: all build deps vm-deps vm-kernel vm-kernel-auth vet unit host-checks race test-kernel test sanity demo bench bench-datapath bench-drain bench-snapshots fuzz clean
 .PHONY: proto
 .PHONY: image-check image-binaries
-.PHONY: k8s-tools test-k8s test-k8s-e2e helm-render images
+.PHONY: k8s-tools test-k8s test-k8s-control test-k8s-node test-k8s-e2e helm-render images
 
 all: build
 
@@ -121,10 +121,21 @@ helm-render:
 ## node (containerd, runc, CNI in a VM) running nvmirror from our images and deploy/, pods
 ## through a storage node's loss, and the focused set of Kubernetes' external storage e2e suite
 ## (fails, never skips, if a tool is missing)
-test-k8s: vm-deps k8s-tools helm-render images
-	NVMIRROR_REQUIRE_K8S=1 NVMIRROR_REQUIRE_VM=1 NVMIRROR_REQUIRE_SNAPSHOTS=1 NVMIRROR_K8S_LOGDIR=$(CURDIR)/_output/k8s \
+test-k8s: test-k8s-control test-k8s-node
+
+# What every test/k8s target runs go test with.
+K8S_TEST = NVMIRROR_REQUIRE_K8S=1 NVMIRROR_REQUIRE_VM=1 NVMIRROR_REQUIRE_SNAPSHOTS=1 NVMIRROR_K8S_LOGDIR=$(CURDIR)/_output/k8s \
 	  NVMIRROR_E2E_SUITE=focused NVMIRROR_IMAGES_DIR="$$(VERSION='$(VERSION)' hack/images.sh --print-dir)" \
-	  $(GO) test -v -count=1 -timeout 60m ./test/k8s/
+	  $(GO) test -v -count=1
+
+## test-k8s-control: test-k8s but the kubelet node: deploy/ against the API server, the PVC's
+## life with the agents in a service VM, and test/k8s's unit tests
+test-k8s-control: vm-deps k8s-tools helm-render images
+	$(K8S_TEST) -timeout 30m -skip '^TestKubeletNode$$' ./test/k8s/
+
+## test-k8s-node: test-k8s's kubelet node (TestKubeletNode) with the focused e2e set
+test-k8s-node: vm-deps k8s-tools helm-render images
+	$(K8S_TEST) -timeout 45m -run '^TestKubeletNode$$' ./test/k8s/
 
 ## test-k8s-e2e: the kubelet node with every spec of Kubernetes' external storage e2e suite that
 ## applies to nvmirror (test/k8s E2EFullFocus/E2EFullSkip; hours under TCG), its JUnit report in
@@ -137,16 +148,17 @@ test-k8s-e2e: vm-deps k8s-tools images
 	  NVMIRROR_IMAGES_DIR="$$(VERSION='$(VERSION)' hack/images.sh --print-dir)" \
 	  $(GO) test -v -count=1 -timeout 6h -run '^TestKubeletNode$$' ./test/k8s/
 
-## test: everything CI runs. The host's checks (vet, unit) run beside the real-kernel tests
-## (make -j2, each target's output printed whole when it ends): much of the guest's time is
-## waiting on its own timers (a maxReplicaDownTime, heal intervals, NVMe reconnects), which the
-## host's tests fill. test-k8s runs alone after them: its kubelet node keeps both CPUs busy.
+## test: everything CI runs. The host's checks (vet, unit, test-k8s-control) run one after
+## another beside the real-kernel tests (make -j2, each target's output printed whole when it
+## ends): much of the guest's time is waiting on its own timers (a maxReplicaDownTime, heal
+## intervals, NVMe reconnects), which they fill. test-k8s-node runs alone after them: its
+## kubelet node keeps both CPUs busy.
 test: vm-deps k8s-tools helm-render images
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-kernel host-checks
-	$(MAKE) --no-print-directory test-k8s
+	$(MAKE) --no-print-directory test-k8s-node
 
-## host-checks: vet, then unit (what `make test` runs beside test-kernel)
-host-checks: vet unit
+## host-checks: vet, unit, then test-k8s-control (what `make test` runs beside test-kernel)
+host-checks: vet unit test-k8s-control
 
 ## sanity: the real csi-sanity binary against the real stack in the VM (mount and block)
 sanity: vm-deps
