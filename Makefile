@@ -102,8 +102,9 @@ k8s-tools:
 
 ## images: every container image a test Kubernetes node runs, built without a Docker engine
 ## (buildah: overlay storage where the kernel mounts it, else vfs; chroot isolation) as
-## docker-archive tars for `ctr -n k8s.io images import`: ours from the Dockerfile on local debian and golang bases, the CSI sidecars and
-## snapshot-controller from the k8s-tools builds, the test stand-ins, agnhost and busybox
+## docker-archive tars for `ctr -n k8s.io images import`: ours from the Dockerfile on local
+## debian and golang bases, the CSI sidecars and snapshot-controller from the k8s-tools builds,
+## the test stand-ins, agnhost and busybox
 ## (hack/images/images.txt). Cached per image in ~/.cache/nvmirror/images (NVMIRROR_IMAGES_CACHE
 ## overrides; a source change rebuilds only our image); `hack/images.sh --print-dir` names the
 ## directory (docs/images.md). Needs root, buildah and mmdebstrap (make deps)

@@ -69,8 +69,9 @@ const E2EDriverFile = "test/k8s/testdata/e2e-driver.yaml"
 //     test bug, fixed upstream by kubernetes/kubernetes#141191 ("e2e:
 //     respect driver min size in group snapshot tests"), not in 1.36.3.
 //     nvmirror reports a snapshot's real size, as CSI asks; group
-//     snapshots and their restores are tested in test/k8s
-//     (TestVolumeSnapshots) and test/kernel (TestSnapshotsOnTheStack).
+//     snapshots and a restore from a member are tested in test/k8s
+//     (TestVolumeLifecycle's snapshot steps) and test/kernel
+//     (TestSnapshotsOnTheStack).
 //
 // [Serial] and [Slow] stay: one e2e.test process runs the specs one at a
 // time anyway (no ginkgo -p), and slow is what the emulated VM is.
