@@ -6,6 +6,7 @@
 package kernel
 
 import (
+	"os"
 	"testing"
 	"time"
 
@@ -16,6 +17,10 @@ import (
 // (DH-HMAC-CHAP), which Debian 6.1 is built without: they run in their own
 // boot of the 6.12 backports kernel instead.
 const authTests = "^TestAuth"
+
+// TestMain removes the binaries the boots share (test/vm builds each
+// once per process) when the tests are done.
+func TestMain(m *testing.M) { os.Exit(vm.RunTests(m)) }
 
 // TestRealKernel boots one VM (Debian 6.1) for every guest test in this
 // package but the auth ones and the benchmarks (TestDatapathBenchmark's and

@@ -139,12 +139,8 @@ func (g GuestTests) Run(t *testing.T) {
 	// kernel, even under NVMIRROR_REQUIRE_VM.
 	k := PrerequisitesFor(t, g.KernelDir)
 	start := time.Now()
-	testBin := filepath.Join(work, "guest.test")
-	buildGo(t, repo, goBin, "test", "-c", "-tags", "vmguest", "-o", testBin, g.Package)
-	files := map[string]string{"/nvmirror/tests/guest.test": testBin}
-	for guest, host := range buildCommands(t, repo, goBin, work, g.Commands) {
-		files[guest] = host
-	}
+	testBin, files := buildGuest(t, repo, goBin, g.Package, g.Commands)
+	files["/nvmirror/tests/guest.test"] = testBin
 	guestTimeout := g.Timeout - time.Minute
 	guestEnv := map[string]string{}
 	for k, v := range g.Env {
@@ -240,30 +236,6 @@ func logPath(t testing.TB, work, suffix string) string {
 		return filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+"."+suffix)
 	}
 	return filepath.Join(work, suffix)
-}
-
-// buildGo runs the go command in the repo for the guest: static linux/amd64.
-func buildGo(t testing.TB, repo, goBin string, args ...string) {
-	t.Helper()
-	cmd := exec.Command(goBin, args...)
-	cmd.Dir = repo
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
-// buildCommands builds main packages and returns them as guest path
-// (/nvmirror/bin/<name>) -> host path.
-func buildCommands(t testing.TB, repo, goBin, work string, pkgs []string) map[string]string {
-	t.Helper()
-	files := map[string]string{}
-	for _, c := range pkgs {
-		out := filepath.Join(work, "bin", filepath.Base(c))
-		buildGo(t, repo, goBin, "build", "-o", out, c)
-		files["/nvmirror/bin/"+filepath.Base(c)] = out
-	}
-	return files
 }
 
 // shellQuote quotes s for the guest's sh.

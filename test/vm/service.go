@@ -140,7 +140,7 @@ func StartService(t testing.TB, cfg ServiceConfig) *Service {
 	work := t.TempDir()
 	start := time.Now()
 
-	files := buildCommands(t, repo, goBin, work, cfg.Commands)
+	_, files := buildGuest(t, repo, goBin, "", cfg.Commands)
 	for guest, host := range cfg.Files {
 		files[guest] = host
 	}
