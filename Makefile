@@ -168,7 +168,7 @@ sanity: vm-deps
 ## demo: the whole product on one machine, narrated: 4 storage nodes, the provisioner with a
 ## syslog receiver, the node plugin; a 3-replica 1 GiB volume through an outage and a loss
 demo: vm-deps
-	@set -o pipefail; NVMIRROR_REQUIRE_VM=1 NVMIRROR_VM_RUN='^TestDemo$$' \
+	@set -o pipefail; NVMIRROR_REQUIRE_VM=1 NVMIRROR_VM_RUN='^TestDemo$$' NVMIRROR_DEMO_PACE=real \
 	  $(GO) test -v -count=1 -timeout 30m -run TestRealKernel ./test/kernel/ 2>&1 \
 	  | grep --line-buffered -v -E '^(=== |--- |PASS$$|ok  |    )' \
 	  || { echo "demo FAILED: rerun with 'NVMIRROR_VM_RUN=TestDemo go test -v -run TestRealKernel ./test/kernel/' for details"; exit 1; }

@@ -146,13 +146,32 @@ func showEvents(n *narrator, evs []events.Event) {
 	}
 }
 
+// demoPace is how long the demo's story takes (envDemoPace).
+type demoPace struct {
+	volSize  int64
+	downTime string   // the maxReplicaDownTime parameter
+	timeUnit []string // --heal-time-unit for the provisioner and node plugin
+	label    string   // downTime in words
+	short    string   // downTime in the summary line
+}
+
+func demoPaceOf(env string) demoPace {
+	if env == demoPaceReal {
+		return demoPace{volSize: 1 << 30, downTime: "1", label: "1 minute", short: "1 min"}
+	}
+	return demoPace{volSize: 256 << 20, downTime: "15", timeUnit: []string{"--heal-time-unit=1s"},
+		label: "15 s (test pace: its unit is a second here; `make demo` waits a real minute)", short: "15 s"}
+}
+
 // TestDemo is `make demo`: the whole product on one machine, narrated.
 // Four storage nodes in their own racks, the provisioner with its embedded
 // store forwarding events to a syslog receiver, and the node plugin with its
-// healer. A 3-replica 1 GiB volume with maxReplicaDownTime=1 (minute) goes
-// through an outage that heals by bitmap re-add and a storage node lost for
-// good that is replaced; the data is verified at the end.
+// healer. A 3-replica volume (1 GiB with maxReplicaDownTime=1 minute under
+// `make demo`; smaller and in seconds under `make test`, see envDemoPace)
+// goes through an outage that heals by bitmap re-add and a storage node
+// lost for good that is replaced; the data is verified at the end.
 func TestDemo(t *testing.T) {
+	pace := demoPaceOf(os.Getenv(envDemoPace))
 	n := &narrator{start: time.Now()}
 	n.step("Starting nvmirror: 4 storage nodes (nvmirror-target), the provisioner, the node plugin")
 	const syslogAddr = "127.0.0.1:5514"
@@ -160,8 +179,8 @@ func TestDemo(t *testing.T) {
 	s := startStackWith(t, stackOptions{
 		storageNodes: 4,
 		poolSize:     2 << 30,
-		provArgs:     []string{"--syslog-address=" + syslogAddr, "--syslog-transport=udp"},
-		csiArgs:      []string{"--heal-interval=10s"},
+		provArgs:     append([]string{"--syslog-address=" + syslogAddr, "--syslog-transport=udp"}, pace.timeUnit...),
+		csiArgs:      append([]string{"--heal-interval=10s"}, pace.timeUnit...),
 	})
 	c := dialCSI(t, s.csiSocket)
 	p := dialProvisioner(t, s)
@@ -172,8 +191,8 @@ func TestDemo(t *testing.T) {
 	n.say("   provisioner on %s (bbolt store), events -> syslog %s; nvmirror-csi on %s", s.provAddr, syslogAddr, s.csiSocket)
 
 	n.step("CreateVolume, ControllerPublishVolume, NodeStageVolume, NodePublishVolume (the CSI calls kubelet and the sidecars make)")
-	const volSize = 1 << 30
-	vol := provisionVolume(t, c, "demo-volume", volSize, map[string]string{"numReplicas": "3", "maxReplicaDownTime": "1"})
+	volSize := pace.volSize
+	vol := provisionVolume(t, c, "demo-volume", volSize, map[string]string{"numReplicas": "3", "maxReplicaDownTime": pace.downTime})
 	v, err := p.GetVolume(ctxTimeout(t, 10*time.Second), vol.id)
 	if err != nil {
 		t.Fatal(err)
@@ -237,7 +256,7 @@ func TestDemo(t *testing.T) {
 	// Outage 2: a storage node is lost for good.
 	lost := replicaOn(t, v, "sn3")
 	sn3 := agentNamed(t, s, "sn3")
-	n.step("Storage node sn3 goes down for good; maxReplicaDownTime is 1 minute")
+	n.step("Storage node sn3 goes down for good; maxReplicaDownTime is %s", pace.label)
 	lostAt := time.Now()
 	if err := tgt.UnlinkSubsystem(sn3.portID, lost.NQN); err != nil {
 		t.Fatal(err)
@@ -299,7 +318,7 @@ func TestDemo(t *testing.T) {
 	if t.Failed() {
 		status = "FAIL"
 	}
-	n.step("%s: data verified (%d files), %d events (%d syslog messages), detection %v, healed %v after the node returned, replaced %v after the loss (maxReplicaDownTime 1 min)",
-		status, len(sums), all, recv.count(), detection.Round(10*time.Millisecond), healTime.Round(10*time.Millisecond), replacedAfter.Round(time.Second))
+	n.step("%s: data verified (%d files), %d events (%d syslog messages), detection %v, healed %v after the node returned, replaced %v after the loss (maxReplicaDownTime %s)",
+		status, len(sums), all, recv.count(), detection.Round(10*time.Millisecond), healTime.Round(10*time.Millisecond), replacedAfter.Round(time.Second), pace.short)
 	n.say("== cleaning up: NodeUnpublish, NodeUnstage, ControllerUnpublish, DeleteVolume")
 }

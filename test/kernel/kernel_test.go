@@ -37,8 +37,10 @@ func TestRealKernel(t *testing.T) {
 		// About 17 minutes alone under TCG; `make test` runs the host's
 		// tests beside it, which slows the guest by a few minutes.
 		Timeout: 30 * time.Minute,
-		// The demo's replacement syncs a 1 GiB replica into a tmpfs pool.
+		// The demo's replacement syncs a 1 GiB replica into a tmpfs pool
+		// (at its real pace, `make demo`).
 		MemoryMiB: 3072,
+		Env:       map[string]string{envDemoPace: os.Getenv(envDemoPace)},
 	}.Run(t)
 }
 
