@@ -46,7 +46,7 @@ func snapBenchParamsFromEnv() snapBenchParams {
 	if os.Getenv("NVMIRROR_BENCH_MODE") == "full" {
 		return snapBenchParams{mode: "full", sizes: []int64{1 << 30, 16 << 30}, chunks: 64, chunkBytes: 1 << 20, reps: 3, poolBytes: 64 << 30, warmup: true}
 	}
-	return snapBenchParams{mode: "smoke", sizes: []int64{64 << 20, 256 << 20}, chunks: 16, chunkBytes: 256 << 10, reps: 1, poolBytes: 4 << 30}
+	return snapBenchParams{mode: "smoke", sizes: []int64{32 << 20, 128 << 20}, chunks: 16, chunkBytes: 256 << 10, reps: 1, poolBytes: 4 << 30}
 }
 
 // snapBenchPool is a pool filesystem of the benchmark.
