@@ -108,15 +108,29 @@ func E2EFullFocusSuites(suites string) string {
 // The names end with "$" where a longer spec starts with the same words
 // ("pvc data source (ROX mode)", "pvc data source in parallel").
 const (
-	E2EFocusedFocus = `External.Storage \[Driver: csi\.nvmirror\.io\] \[Testpattern: Dynamic PV \((` +
-		`default fs\)\] provisioning should provision storage with pvc data source$` +
-		`|block volmode\)\] volumeMode should not mount / map unused volumes in a pod` +
-		`|default fs\)\] volumeIO ` +
-		`|default fs\)\(allowExpansion\)\] volume-expand should resize volume when PVC is edited while pod is using it` +
-		`|ext4\)\] multiVolume \[Slow\] should access to two volumes with the same volume mode and retain data across pod recreation on the same node` +
-		`)`
+	E2EFocusedFocus = e2eFocusedPrefix + e2eFocusedClone + "|" + e2eFocusedVolumeMode + "|" + e2eFocusedVolumeIO + "|" +
+		e2eFocusedExpand + "|" + e2eFocusedMultiVolume + ")"
 	E2EFocusedSkip = E2EFullSkip
+
+	e2eFocusedPrefix      = `External.Storage \[Driver: csi\.nvmirror\.io\] \[Testpattern: Dynamic PV \((`
+	e2eFocusedClone       = `default fs\)\] provisioning should provision storage with pvc data source$`
+	e2eFocusedVolumeMode  = `block volmode\)\] volumeMode should not mount / map unused volumes in a pod`
+	e2eFocusedVolumeIO    = `default fs\)\] volumeIO `
+	e2eFocusedExpand      = `default fs\)\(allowExpansion\)\] volume-expand should resize volume when PVC is edited while pod is using it`
+	e2eFocusedMultiVolume = `ext4\)\] multiVolume \[Slow\] should access to two volumes with the same volume mode and retain data across pod recreation on the same node`
 )
+
+// E2EFocusedShards split E2EFocusedFocus's specs between two e2e.test
+// processes that `make test` runs at once: one spec at a time, most of
+// their time is waiting (a pod's start, a grace period, the node's sync
+// loops), and the five took five and a half minutes one after another.
+// Their specs are apart (the framework gives each its own namespace), and
+// the shards are about even: the multiVolume and clone specs (about 90 and
+// 75 s alone) against volumeIO, volume-expand and volumeMode (75, 55, 25).
+var E2EFocusedShards = []string{
+	e2eFocusedPrefix + e2eFocusedMultiVolume + "|" + e2eFocusedClone + ")",
+	e2eFocusedPrefix + e2eFocusedVolumeIO + "|" + e2eFocusedExpand + "|" + e2eFocusedVolumeMode + ")",
+}
 
 // E2ESuiteOptions says how to run e2e.test.
 type E2ESuiteOptions struct {
@@ -421,6 +435,42 @@ func (r *E2EReport) String() string {
 		fmt.Fprintf(&b, "\nFAILED %s\n    %s", f.Name, strings.ReplaceAll(strings.TrimSpace(firstLines(f.Message, 6)), "\n", "\n    "))
 	}
 	return b.String()
+}
+
+// MergeE2EReports is the report of e2e.test processes that each ran a
+// part of one set (E2EFocusedShards): their counts added, their specs and
+// failures one after another, and as long as the longest took. Each
+// process's report lists every spec of e2e.test, so what none chose is
+// the total less what any chose.
+func MergeE2EReports(reps ...*E2EReport) *E2EReport {
+	m := &E2EReport{}
+	suites := map[string]*E2ESuiteCount{}
+	total := 0
+	for _, r := range reps {
+		total = max(total, r.Passed+r.Failed+r.Skipped+r.NotChosen)
+		m.Passed += r.Passed
+		m.Failed += r.Failed
+		m.Skipped += r.Skipped
+		m.Failures = append(m.Failures, r.Failures...)
+		m.Specs = append(m.Specs, r.Specs...)
+		m.Duration = max(m.Duration, r.Duration)
+		for _, s := range r.Suites {
+			c := suites[s.Suite]
+			if c == nil {
+				c = &E2ESuiteCount{Suite: s.Suite}
+				suites[s.Suite] = c
+			}
+			c.Passed += s.Passed
+			c.Failed += s.Failed
+			c.Skipped += s.Skipped
+		}
+	}
+	m.NotChosen = total - m.Passed - m.Failed - m.Skipped
+	for _, c := range suites {
+		m.Suites = append(m.Suites, *c)
+	}
+	sort.Slice(m.Suites, func(i, j int) bool { return m.Suites[i].Suite < m.Suites[j].Suite })
+	return m
 }
 
 func firstLines(s string, n int) string {

@@ -115,6 +115,34 @@ func TestE2EFocusSkip(t *testing.T) {
 	}
 }
 
+// TestE2EFocusedShards: the shards choose the focused set between them,
+// each spec once, and none is [Serial] (they run at once).
+func TestE2EFocusedShards(t *testing.T) {
+	names := readE2ESpecs(t)
+	focused := chooseE2ESpecs(t, names, E2EFocusedFocus, E2EFocusedSkip)
+	seen := map[string]int{}
+	for i, shard := range E2EFocusedShards {
+		chosen := chooseE2ESpecs(t, names, shard, E2EFocusedSkip)
+		if len(chosen) == 0 {
+			t.Errorf("shard %d chooses no spec", i+1)
+		}
+		for _, n := range chosen {
+			seen[n]++
+			if strings.Contains(n, "[Serial]") {
+				t.Errorf("shard %d runs a [Serial] spec beside the other shard: %q", i+1, n)
+			}
+		}
+	}
+	for _, n := range focused {
+		if seen[n] != 1 {
+			t.Errorf("%q is in %d shards, want 1", n, seen[n])
+		}
+	}
+	if len(seen) != len(focused) {
+		t.Errorf("the shards choose %d specs, the focused set %d", len(seen), len(focused))
+	}
+}
+
 // TestE2EFullFocusSuites: naming suites chooses exactly the full set's
 // specs of those suites.
 func TestE2EFullFocusSuites(t *testing.T) {
@@ -420,5 +448,30 @@ func TestE2ESpecList(t *testing.T) {
 		if !slices.Contains(got, n) {
 			t.Errorf("spec of %s that e2e.test no longer defines: %q", e2eSpecsFile, n)
 		}
+	}
+}
+
+// TestMergeE2EReports: two shards' reports add up to one of the whole set.
+func TestMergeE2EReports(t *testing.T) {
+	a := &E2EReport{Passed: 2, NotChosen: 98, Duration: 3 * time.Minute,
+		Suites: []E2ESuiteCount{{Suite: "provisioning", Passed: 1}, {Suite: "multiVolume", Passed: 1}},
+		Specs:  []E2ESpec{{Name: "a1", State: "passed"}, {Name: "a2", State: "passed"}}}
+	b := &E2EReport{Passed: 1, Failed: 1, Skipped: 1, NotChosen: 97, Duration: 2 * time.Minute,
+		Suites:   []E2ESuiteCount{{Suite: "provisioning", Skipped: 1}, {Suite: "volumeIO", Passed: 1}, {Suite: "volumeMode", Failed: 1}},
+		Failures: []E2EFailure{{Name: "b3", Message: "boom"}},
+		Specs:    []E2ESpec{{Name: "b1", State: "passed"}, {Name: "b2", State: "skipped"}, {Name: "b3", State: "failed"}}}
+	m := MergeE2EReports(a, b)
+	if m.Passed != 3 || m.Failed != 1 || m.Skipped != 1 || m.NotChosen != 95 {
+		t.Errorf("merged counts %d/%d/%d, %d not chosen; want 3/1/1, 95", m.Passed, m.Failed, m.Skipped, m.NotChosen)
+	}
+	if m.Duration != 3*time.Minute {
+		t.Errorf("merged duration %v, want the longest, 3m", m.Duration)
+	}
+	want := []E2ESuiteCount{{Suite: "multiVolume", Passed: 1}, {Suite: "provisioning", Passed: 1, Skipped: 1}, {Suite: "volumeIO", Passed: 1}, {Suite: "volumeMode", Failed: 1}}
+	if !slices.Equal(m.Suites, want) {
+		t.Errorf("merged suites %+v, want %+v", m.Suites, want)
+	}
+	if len(m.Specs) != 5 || len(m.Failures) != 1 || m.Failures[0].Name != "b3" {
+		t.Errorf("merged specs %d (want 5), failures %+v", len(m.Specs), m.Failures)
 	}
 }

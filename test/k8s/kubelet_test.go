@@ -1,12 +1,14 @@
 package k8s
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -120,11 +122,18 @@ func externalStorageSuite(t *testing.T, e *Env, cp *ControlPlane, nt NodeTools, 
 			t.Logf("the full set's %s specs only (%s)", suites, EnvE2ESuites)
 		}
 	}
-	rep, err := RunE2ESuite(t, E2ESuiteOptions{
+	opts := E2ESuiteOptions{
 		Binary: nt.E2ETest, Kubeconfig: cp.Kubeconfig, Kubectl: cp.Tools.Kubectl, RepoRoot: repo,
 		Focus: focus, Skip: skip, ReportDir: filepath.Join(e.LogDir, "e2e-suite"), Timeout: timeout,
 		Verbose: true,
-	})
+	}
+	var rep *E2EReport
+	var err error
+	if full {
+		rep, err = RunE2ESuite(t, opts)
+	} else {
+		rep, err = runE2EShards(t, opts, E2EFocusedShards)
+	}
 	if rep != nil {
 		t.Logf("external storage suite:\n%s", rep)
 	}
@@ -137,6 +146,39 @@ func externalStorageSuite(t *testing.T, e *Env, cp *ControlPlane, nt NodeTools, 
 	if !full && rep.Skipped > 0 {
 		t.Errorf("external storage suite: %d of the focused specs skipped; each is chosen to run", rep.Skipped)
 	}
+}
+
+// runE2EShards runs e2e.test once per focus of shards, all at once, each
+// with its own report directory (shard-N in opts.ReportDir), and merges
+// the reports they wrote, with every shard's error.
+func runE2EShards(t *testing.T, opts E2ESuiteOptions, shards []string) (*E2EReport, error) {
+	reps := make([]*E2EReport, len(shards))
+	errs := make([]error, len(shards))
+	var wg sync.WaitGroup
+	for i, focus := range shards {
+		o := opts
+		o.Focus = focus
+		o.ReportDir = filepath.Join(opts.ReportDir, fmt.Sprintf("shard-%d", i+1))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reps[i], errs[i] = RunE2ESuite(t, o)
+		}()
+	}
+	wg.Wait()
+	var got []*E2EReport
+	for i, r := range reps {
+		if r != nil {
+			got = append(got, r)
+		}
+		if errs[i] != nil {
+			errs[i] = fmt.Errorf("shard %d: %w", i+1, errs[i])
+		}
+	}
+	if len(got) == 0 {
+		return nil, errors.Join(errs...)
+	}
+	return MergeE2EReports(got...), errors.Join(errs...)
 }
 
 func mustRead(t *testing.T, path string) string {
