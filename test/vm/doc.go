@@ -42,6 +42,12 @@
 // nodes' pools must take 10 GiB of md copies (`make bench-drain`,
 // docs/maintenance.md).
 //
+// The guest test binary and the commands are built (static linux/amd64)
+// once per test process: boots of the same package and commands share
+// them (test/kernel's four boots link them once), the commands in one `go
+// build`, beside the test binary. A package whose tests boot VMs runs
+// RunTests from its TestMain, which removes them at the end.
+//
 // The host lists the guest package's tests before booting, so each boot
 // knows what it will run. $NVMIRROR_VM_RUN picks guest tests across both
 // boots: it becomes the guest's -test.run, but a boot only runs its own tests
