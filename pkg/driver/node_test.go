@@ -166,3 +166,41 @@ func TestNodeInfoAndCapabilities(t *testing.T) {
 	}
 	_ = driver.DriverName
 }
+
+// TestStageXFSWithoutUUIDCheck: NodeStage mounts XFS with nouuid (a
+// restore or clone has its source's filesystem UUID, which XFS refuses to
+// mount twice on one node) and ext4 with the capability's flags alone.
+func TestStageXFSWithoutUUIDCheck(t *testing.T) {
+	e := newEnv(t)
+	stagedOpts := func(id string) []string {
+		mps, _ := e.mounter.List()
+		for _, m := range mps {
+			if m.Path == e.staging(id) {
+				return m.Opts
+			}
+		}
+		t.Fatalf("%s not mounted at %s", id, e.staging(id))
+		return nil
+	}
+	for _, c := range []struct {
+		fsType string
+		flags  []string
+		want   []string
+	}{
+		{"xfs", nil, []string{"nouuid"}},
+		{"xfs", []string{"noatime", "nouuid"}, []string{"noatime", "nouuid"}},
+		{"ext4", []string{"noatime"}, []string{"noatime"}},
+	} {
+		id := e.create("fs-"+c.fsType+strings.Join(c.flags, "-"), "2")
+		e.publish(id)
+		capability := &csi.VolumeCapability{
+			AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: c.fsType, MountFlags: c.flags}},
+			AccessMode: mountCap.AccessMode,
+		}
+		must(t, e.stage(id, capability))
+		got := slices.DeleteFunc(stagedOpts(id), func(o string) bool { return o == "defaults" })
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%s with flags %v staged with options %v, want %v", c.fsType, c.flags, got, c.want)
+		}
+	}
+}

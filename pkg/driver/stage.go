@@ -171,7 +171,7 @@ func (d *Driver) stage(ctx context.Context, req *csi.NodeStageVolumeRequest) (re
 	st.Device = device
 
 	if !block {
-		if err := d.mountStaging(device, stagingPath, fsType, capability.GetMount().GetMountFlags()); err != nil {
+		if err := d.mountStaging(device, stagingPath, fsType, stagingMountFlags(fsType, capability.GetMount().GetMountFlags())); err != nil {
 			return err
 		}
 		if vol.SourceSnapshotID != "" || vol.SourceVolumeID != "" {
@@ -324,6 +324,26 @@ func (d *Driver) hasController(nqn string) bool {
 	}
 	return false
 }
+
+// stagingMountFlags are the options NodeStage mounts a filesystem with: the
+// capability's mount flags, and for XFS "nouuid". A volume restored from a
+// snapshot or cloned carries its source's filesystem UUID, and XFS refuses
+// to mount a filesystem whose UUID is already mounted ("Filesystem has
+// duplicate UUID"), so without it a restore or clone could not be staged
+// on the node where its source is (Kubernetes' multiVolume suite does just
+// that). The check guards against mounting one filesystem twice through
+// two paths to it; each nvmirror volume is an array of its own, so a
+// duplicate UUID here is always a copy, the case nouuid exists for (as for
+// LVM snapshots).
+func stagingMountFlags(fsType string, flags []string) []string {
+	if fsType != storageclass.FSXFS || slices.Contains(flags, xfsNoUUID) {
+		return flags
+	}
+	return append(slices.Clone(flags), xfsNoUUID)
+}
+
+// xfsNoUUID is XFS's mount option that skips the duplicate UUID check.
+const xfsNoUUID = "nouuid"
 
 // mountStaging formats a blank device and mounts it at the staging path, or
 // keeps a mount already there.

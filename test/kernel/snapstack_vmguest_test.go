@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	utilexec "k8s.io/utils/exec"
 
+	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 )
@@ -199,6 +200,22 @@ func TestSnapshotsOnTheStack(t *testing.T) {
 		}
 	})
 
+	t.Run("an XFS restore staged beside its source", func(t *testing.T) {
+		two := map[string]string{"numReplicas": "2"}
+		xfs := provisionWith(t, c, "snap-xfs-src", driver.MinXFSVolumeSizeBytes, two, mountXFS, nil)
+		sums := writeFiles(t, xfs.target, "xfs", 4, 1<<20)
+		xsnap := takeSnapshot(t, c, "snap-xfs", xfs.id)
+		// The source stays staged: the restore's filesystem has the same
+		// UUID, which XFS refuses to mount twice unless told nouuid.
+		r := provisionWith(t, c, "snap-xfs-restore", driver.MinXFSVolumeSizeBytes, two, mountXFS, fromSnapshot(xsnap.GetSnapshotId()))
+		verifyIn(t, r.target, sums)
+		srcUUID, restoredUUID := xfsUUIDOf(t, s, md, xfs.id), xfsUUIDOf(t, s, md, r.id)
+		if srcUUID != restoredUUID {
+			t.Errorf("the restore's XFS UUID %x differs from its source's %x: this subtest no longer tests a duplicate", restoredUUID, srcUUID)
+		}
+		t.Logf("XFS restore mounted beside its source, both UUID %x", srcUUID)
+	})
+
 	t.Run("changed blocks between two snapshots", func(t *testing.T) {
 		v := provisionWith(t, c, "snap-delta", 128<<20, three, blockRW, nil)
 		writeAt(t, v.target, 0, 64<<10)
@@ -231,6 +248,36 @@ func TestSnapshotsOnTheStack(t *testing.T) {
 		verifyIn(t, r.target, before)
 		checkVolumeMirrors(t, s, md, r.id)
 	})
+}
+
+// mountXFS is mountRW with XFS.
+var mountXFS = &csi.VolumeCapability{
+	AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: "xfs"}},
+	AccessMode: mountRW.AccessMode,
+}
+
+// xfsUUIDOf reads the filesystem UUID from the XFS superblock (sb_uuid, 16
+// bytes at offset 32, after the magic "XFSB") of a staged volume's array.
+func xfsUUIDOf(t *testing.T, s *stack, md *mdraid.Manager, volumeID string) [16]byte {
+	t.Helper()
+	v, err := dialProvisioner(t, s).GetVolume(ctxTimeout(t, time.Minute), volumeID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := "/dev/" + mdOf(t, md, v).Name
+	f, err := os.Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sb := make([]byte, 48)
+	if _, err := f.ReadAt(sb, 0); err != nil {
+		t.Fatalf("read the XFS superblock of %s: %v", dev, err)
+	}
+	if string(sb[:4]) != "XFSB" {
+		t.Fatalf("%s: no XFS superblock (magic %q)", dev, sb[:4])
+	}
+	return [16]byte(sb[32:48])
 }
 
 // lockstep writes increasing sequence numbers to a's then b's first block
