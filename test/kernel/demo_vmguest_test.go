@@ -159,8 +159,8 @@ func demoPaceOf(env string) demoPace {
 	if env == demoPaceReal {
 		return demoPace{volSize: 1 << 30, downTime: "1", label: "1 minute", short: "1 min"}
 	}
-	return demoPace{volSize: 256 << 20, downTime: "15", timeUnit: []string{"--heal-time-unit=1s"},
-		label: "15 s (test pace: its unit is a second here; `make demo` waits a real minute)", short: "15 s"}
+	return demoPace{volSize: 128 << 20, downTime: "5", timeUnit: []string{"--heal-time-unit=1s"},
+		label: "5 s (test pace: its unit is a second here; `make demo` waits a real minute)", short: "5 s"}
 }
 
 // TestDemo is `make demo`: the whole product on one machine, narrated.
