@@ -25,6 +25,7 @@ import (
 
 	"github.com/nvmirror/nvmirror/pkg/driver"
 	"github.com/nvmirror/nvmirror/pkg/mdraid"
+	"github.com/nvmirror/nvmirror/pkg/storageclass"
 	"github.com/nvmirror/nvmirror/pkg/volume"
 )
 
@@ -252,7 +253,7 @@ func TestSnapshotsOnTheStack(t *testing.T) {
 
 // mountXFS is mountRW with XFS.
 var mountXFS = &csi.VolumeCapability{
-	AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: "xfs"}},
+	AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: storageclass.FSXFS}},
 	AccessMode: mountRW.AccessMode,
 }
 
