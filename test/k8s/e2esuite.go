@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"syscall"
@@ -90,7 +91,7 @@ const (
 // emulation the whole of it takes hours.
 func E2EFullFocusSuites(suites string) string {
 	// The pattern's tags ("[Slow]") may come before the suite's name.
-	return E2EFullFocus + ` \[Testpattern: [^]]*\](?: \[[^]]*\])* (?:` + suites + `) `
+	return E2EFullFocus + " " + e2eSuitesPattern(suites)
 }
 
 // E2EFocusedFocus and E2EFocusedSkip are the small set `make test` runs, 5
@@ -643,4 +644,103 @@ func ParseE2ESpecName(name string) (pattern, suite string) {
 	}
 	suite, _, _ = strings.Cut(rest, " ")
 	return strings.TrimSpace(pattern), suite
+}
+
+// E2EImmediateBindingSuites are the storage test suites of the full set that
+// run with e2e-storageclass.yaml in Immediate binding mode
+// (ImmediateBindingDriver), every other suite with the class as it is,
+// WaitForFirstConsumer as nvmirror's examples. In Kubernetes 1.36.3 these
+// three cannot run with delayed binding, whatever the driver:
+//   - pvc-deletion-performance and volume-lifecycle-performance skip it
+//     ("WaitForFirstConsumer binding mode currently not supported").
+//   - volume-modify-stress's "should modify volumes" builds its pods but
+//     never creates them, then sets the claims' volumeAttributesClassName,
+//     which the API server allows only on a bound claim: with delayed
+//     binding no claim ever binds and the spec fails in 30 s.
+//
+// nvmirror has no topology, so both modes provision the same volumes
+// (docs/storageclass.md); Immediate only provisions them before a pod
+// needs them.
+const E2EImmediateBindingSuites = `volume-modify-stress|pvc-deletion-performance|volume-lifecycle-performance`
+
+// e2eSuitesPattern matches the part of a spec's name from its test pattern
+// to its storage test suite's name, for the suites suites names.
+func e2eSuitesPattern(suites string) string {
+	return `\[Testpattern: [^]]*\](?: \[[^]]*\])* (?:` + suites + `) `
+}
+
+// E2EFullRun is one e2e.test run of the full set (E2EFullRuns).
+type E2EFullRun struct {
+	Focus, Skip string
+	// ImmediateBinding runs it with ImmediateBindingDriver's definition.
+	ImmediateBinding bool
+}
+
+// E2EFullRuns splits the full set, or the part of it whose storage test
+// suites suites names (a regular expression of suite names, EnvE2ESuites;
+// "" for all), into the runs that choose it: the suites but
+// E2EImmediateBindingSuites with the driver definition as it is, then
+// those of E2EImmediateBindingSuites that suites names, if any, in
+// Immediate binding mode. The first run may choose no spec (suites naming
+// only immediate-binding suites), which e2e.test reports in seconds.
+func E2EFullRuns(suites string) ([]E2EFullRun, error) {
+	focus, immediate := E2EFullFocus, E2EImmediateBindingSuites
+	if suites != "" {
+		re, err := regexp.Compile(`^(?:` + suites + `)$`)
+		if err != nil {
+			return nil, err
+		}
+		focus = E2EFullFocusSuites(suites)
+		var in []string
+		for _, s := range strings.Split(E2EImmediateBindingSuites, "|") {
+			if re.MatchString(s) {
+				in = append(in, s)
+			}
+		}
+		immediate = strings.Join(in, "|")
+	}
+	runs := []E2EFullRun{{Focus: focus, Skip: E2EFullSkip + "|" + e2eSuitesPattern(E2EImmediateBindingSuites)}}
+	if immediate != "" {
+		runs = append(runs, E2EFullRun{Focus: E2EFullFocusSuites(immediate), Skip: E2EFullSkip, ImmediateBinding: true})
+	}
+	return runs, nil
+}
+
+// e2eStorageClassFile is the StorageClass file the driver definition names.
+const e2eStorageClassFile = "test/k8s/testdata/e2e-storageclass.yaml"
+
+// ImmediateBindingDriver writes into dir a copy of the driver definition
+// (repo's E2EDriverFile) whose StorageClass is a copy of
+// e2e-storageclass.yaml in Immediate binding mode, both files otherwise
+// unchanged, and returns the definition's path (absolute, as the class's
+// inside it, which the suite's file lookup takes as they are).
+func ImmediateBindingDriver(repo, dir string) (string, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	rewrite := func(src, dst, old, new string) error {
+		b, err := os.ReadFile(filepath.Join(repo, src))
+		if err != nil {
+			return err
+		}
+		if n := strings.Count(string(b), old); n != 1 {
+			return fmt.Errorf("%s: %q found %d times, want once", src, old, n)
+		}
+		return os.WriteFile(dst, []byte(strings.Replace(string(b), old, new, 1)), 0o644)
+	}
+	class := filepath.Join(dir, "e2e-storageclass.yaml")
+	if err := rewrite(e2eStorageClassFile, class,
+		"\nvolumeBindingMode: WaitForFirstConsumer\n", "\nvolumeBindingMode: Immediate\n"); err != nil {
+		return "", err
+	}
+	driver := filepath.Join(dir, "e2e-driver.yaml")
+	if err := rewrite(E2EDriverFile, driver,
+		"FromFile: "+e2eStorageClassFile+"\n", "FromFile: "+class+"\n"); err != nil {
+		return "", err
+	}
+	return driver, nil
 }

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -473,5 +474,106 @@ func TestMergeE2EReports(t *testing.T) {
 	}
 	if len(m.Specs) != 5 || len(m.Failures) != 1 || m.Failures[0].Name != "b3" {
 		t.Errorf("merged specs %d (want 5), failures %+v", len(m.Specs), m.Failures)
+	}
+}
+
+// TestE2EFullRuns: the runs E2EFullRuns makes of the full set choose it
+// whole, each spec once, the immediate-binding suites' specs in the run
+// that asks for Immediate binding; and of a part of it (EnvE2ESuites), what
+// the part names, with no immediate-binding run when it names none of
+// those suites (a name that only starts like one does not count).
+func TestE2EFullRuns(t *testing.T) {
+	names := readE2ESpecs(t)
+	immediate := strings.Split(E2EImmediateBindingSuites, "|")
+	check := func(suites string, want []string, wantRuns int) {
+		t.Helper()
+		runs, err := E2EFullRuns(suites)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(runs) != wantRuns {
+			t.Errorf("E2EFullRuns(%q): %d runs, want %d", suites, len(runs), wantRuns)
+		}
+		seen := map[string]int{}
+		for _, r := range runs {
+			for _, n := range chooseE2ESpecs(t, names, r.Focus, r.Skip) {
+				seen[n]++
+				_, suite := ParseE2ESpecName(n)
+				if slices.Contains(immediate, suite) != r.ImmediateBinding {
+					t.Errorf("E2EFullRuns(%q): %s spec in a run with ImmediateBinding %v: %q", suites, suite, r.ImmediateBinding, n)
+				}
+			}
+		}
+		for _, n := range want {
+			if seen[n] != 1 {
+				t.Errorf("E2EFullRuns(%q) choose %q %d times, want once", suites, n, seen[n])
+			}
+			delete(seen, n)
+		}
+		for n := range seen {
+			t.Errorf("E2EFullRuns(%q) choose %q, not in the set", suites, n)
+		}
+	}
+	full := chooseE2ESpecs(t, names, E2EFullFocus, E2EFullSkip)
+	check("", full, 2)
+	inImmediate := 0
+	for _, n := range full {
+		if _, suite := ParseE2ESpecName(n); slices.Contains(immediate, suite) {
+			inImmediate++
+		}
+	}
+	// volume-modify-stress's 2 specs in 2 patterns, and one of each
+	// performance suite.
+	if inImmediate != 6 {
+		t.Errorf("%d specs of the full set in E2EImmediateBindingSuites, want 6", inImmediate)
+	}
+	check("subPath|volume-modify", chooseE2ESpecs(t, names, E2EFullFocusSuites("subPath|volume-modify"), E2EFullSkip), 1)
+	check("volume-modify-stress|.*-performance", chooseE2ESpecs(t, names, E2EFullFocusSuites("volume-modify-stress|.*-performance"), E2EFullSkip), 2)
+	if _, err := E2EFullRuns("("); err == nil {
+		t.Error("E2EFullRuns accepts an invalid regular expression")
+	}
+}
+
+// TestImmediateBindingDriver: the copies differ from the driver definition
+// and its StorageClass only in the class's binding mode and where the
+// definition finds it.
+func TestImmediateBindingDriver(t *testing.T) {
+	repo, err := vm.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	path, err := ImmediateBindingDriver(repo, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(p string) map[string]any {
+		t.Helper()
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := yaml.Unmarshal(b, &m); err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		return m
+	}
+	def, orig := read(path), read(filepath.Join(repo, E2EDriverFile))
+	class, _ := def["StorageClass"].(map[string]any)["FromFile"].(string)
+	if class != filepath.Join(dir, "e2e-storageclass.yaml") {
+		t.Fatalf("StorageClass.FromFile %q, want the copy in %s", class, dir)
+	}
+	def["StorageClass"] = orig["StorageClass"]
+	if !reflect.DeepEqual(def, orig) {
+		t.Errorf("the copy of %s differs in more than its StorageClass", E2EDriverFile)
+	}
+	sc, origSC := read(class), read(filepath.Join(repo, e2eStorageClassFile))
+	if sc["volumeBindingMode"] != "Immediate" || origSC["volumeBindingMode"] != "WaitForFirstConsumer" {
+		t.Errorf("volumeBindingMode %v in the copy, %v in %s", sc["volumeBindingMode"], origSC["volumeBindingMode"], e2eStorageClassFile)
+	}
+	sc["volumeBindingMode"] = origSC["volumeBindingMode"]
+	if !reflect.DeepEqual(sc, origSC) {
+		t.Errorf("the copy of %s differs in more than its binding mode", e2eStorageClassFile)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -110,27 +109,16 @@ const EnvE2ESuites = "NVMIRROR_E2E_SUITES"
 // the cluster with nvmirror's driver definition (testdata/e2e-driver.yaml);
 // every chosen spec must pass, and in the focused set none may skip.
 func externalStorageSuite(t *testing.T, e *Env, cp *ControlPlane, nt NodeTools, repo string) {
-	focus, skip, timeout := E2EFocusedFocus, E2EFocusedSkip, 40*time.Minute
 	full := os.Getenv(EnvE2ESuite) == "full"
-	if full {
-		focus, skip, timeout = E2EFullFocus, E2EFullSkip, 5*time.Hour
-		if suites := os.Getenv(EnvE2ESuites); suites != "" {
-			if _, err := regexp.Compile(suites); err != nil {
-				t.Fatalf("%s=%q: %v", EnvE2ESuites, suites, err)
-			}
-			focus = E2EFullFocusSuites(suites)
-			t.Logf("the full set's %s specs only (%s)", suites, EnvE2ESuites)
-		}
-	}
 	opts := E2ESuiteOptions{
 		Binary: nt.E2ETest, Kubeconfig: cp.Kubeconfig, Kubectl: cp.Tools.Kubectl, RepoRoot: repo,
-		Focus: focus, Skip: skip, ReportDir: filepath.Join(e.LogDir, "e2e-suite"), Timeout: timeout,
-		Verbose: true,
+		Focus: E2EFocusedFocus, Skip: E2EFocusedSkip, ReportDir: filepath.Join(e.LogDir, "e2e-suite"),
+		Timeout: 40 * time.Minute, Verbose: true,
 	}
 	var rep *E2EReport
 	var err error
 	if full {
-		rep, err = RunE2ESuite(t, opts)
+		rep, err = runE2EFull(t, opts, os.Getenv(EnvE2ESuites))
 	} else {
 		rep, err = runE2EShards(t, opts, E2EFocusedShards)
 	}
@@ -146,6 +134,42 @@ func externalStorageSuite(t *testing.T, e *Env, cp *ControlPlane, nt NodeTools, 
 	if !full && rep.Skipped > 0 {
 		t.Errorf("external storage suite: %d of the focused specs skipped; each is chosen to run", rep.Skipped)
 	}
+}
+
+// runE2EFull runs the full set, or the suites of it that suites names
+// (EnvE2ESuites), as E2EFullRuns splits it, one run after the other: the
+// first's report in opts.ReportDir, the immediate-binding run's in
+// opts.ReportDir/immediate-binding; and merges their reports.
+func runE2EFull(t *testing.T, opts E2ESuiteOptions, suites string) (*E2EReport, error) {
+	runs, err := E2EFullRuns(suites)
+	if err != nil {
+		t.Fatalf("%s=%q: %v", EnvE2ESuites, suites, err)
+	}
+	if suites != "" {
+		t.Logf("the full set's %s specs only (%s)", suites, EnvE2ESuites)
+	}
+	var reps []*E2EReport
+	var errs []error
+	for _, r := range runs {
+		o := opts
+		o.Focus, o.Skip, o.Timeout = r.Focus, r.Skip, 5*time.Hour
+		if r.ImmediateBinding {
+			o.ReportDir = filepath.Join(opts.ReportDir, "immediate-binding")
+			if o.DriverFile, err = ImmediateBindingDriver(opts.RepoRoot, o.ReportDir); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("with the StorageClass in Immediate binding mode (E2EImmediateBindingSuites): %s", r.Focus)
+		}
+		rep, err := RunE2ESuite(t, o)
+		if rep != nil {
+			reps = append(reps, rep)
+		}
+		errs = append(errs, err)
+	}
+	if len(reps) == 0 {
+		return nil, errors.Join(errs...)
+	}
+	return MergeE2EReports(reps...), errors.Join(errs...)
 }
 
 // runE2EShards runs e2e.test once per focus of shards, all at once, each
