@@ -110,14 +110,18 @@ func (g groupController) GetVolumeGroupSnapshot(ctx context.Context, req *csi.Ge
 }
 
 // sameSnapshots refuses a snapshot_ids list (when given) that is not the
-// group's: the CO would act on a group it does not know.
+// group's: the CO would act on a group it does not know. The group's are
+// its members as it was taken, deleted or not: a DeleteVolumeGroupSnapshot
+// that failed after deleting some members is retried with the same list.
 func sameSnapshots(grp *volume.SnapshotGroup, ids []string) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	have := make([]string, 0, len(grp.Snapshots))
-	for _, s := range grp.Snapshots {
-		have = append(have, s.ID)
+	have := slices.Clone(grp.MemberIDs)
+	if len(have) == 0 { // a provisioner older than MemberIDs
+		for _, s := range grp.Snapshots {
+			have = append(have, s.ID)
+		}
 	}
 	if !slices.Equal(slices.Sorted(slices.Values(have)), slices.Sorted(slices.Values(ids))) {
 		return invalid("snapshot_ids", "%s are not the snapshots of group snapshot %s (%s)", strings.Join(ids, ", "), grp.ID, strings.Join(have, ", "))

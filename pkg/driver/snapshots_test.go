@@ -101,3 +101,44 @@ func TestGroupSnapshotChecksSnapshotIDs(t *testing.T) {
 	_, err = e.group.GetVolumeGroupSnapshot(ctx, &csi.GetVolumeGroupSnapshotRequest{GroupSnapshotId: g.GetGroupSnapshotId()})
 	wantCode(t, err, codes.NotFound)
 }
+
+// A DeleteVolumeGroupSnapshot that failed after deleting some members (the
+// provisioner deletes them one by one) is retried by the CO with the same
+// snapshot_ids: they are still the group's, and the retry deletes the rest.
+// A list that is not the group's is still refused.
+func TestGroupSnapshotDeleteRetriedAfterPartialDeletion(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	var ids []string
+	for _, n := range []string{"a", "b"} {
+		cv, err := e.ctl.CreateVolume(ctx, &csi.CreateVolumeRequest{Name: n, VolumeCapabilities: []*csi.VolumeCapability{mountCap}})
+		must(t, err)
+		ids = append(ids, cv.GetVolume().GetVolumeId())
+	}
+	resp, err := e.group.CreateVolumeGroupSnapshot(ctx, &csi.CreateVolumeGroupSnapshotRequest{Name: "g", SourceVolumeIds: ids})
+	must(t, err)
+	g := resp.GetGroupSnapshot()
+	var members []string
+	for _, s := range g.GetSnapshots() {
+		members = append(members, s.GetSnapshotId())
+	}
+	// The first attempt's progress: one member gone.
+	must(t, e.prov.DeleteSnapshot(ctx, members[0]))
+
+	got, err := e.group.GetVolumeGroupSnapshot(ctx, &csi.GetVolumeGroupSnapshotRequest{GroupSnapshotId: g.GetGroupSnapshotId(), SnapshotIds: members})
+	must(t, err)
+	if n := len(got.GetGroupSnapshot().GetSnapshots()); n != 1 {
+		t.Errorf("the group half deleted lists %d snapshots, want the 1 left", n)
+	}
+	_, err = e.group.DeleteVolumeGroupSnapshot(ctx, &csi.DeleteVolumeGroupSnapshotRequest{GroupSnapshotId: g.GetGroupSnapshotId(), SnapshotIds: []string{members[1], "other"}})
+	wantCode(t, err, codes.InvalidArgument)
+	_, err = e.group.DeleteVolumeGroupSnapshot(ctx, &csi.DeleteVolumeGroupSnapshotRequest{GroupSnapshotId: g.GetGroupSnapshotId(), SnapshotIds: members})
+	must(t, err)
+	_, err = e.group.GetVolumeGroupSnapshot(ctx, &csi.GetVolumeGroupSnapshotRequest{GroupSnapshotId: g.GetGroupSnapshotId()})
+	wantCode(t, err, codes.NotFound)
+	_, err = e.ctl.DeleteSnapshot(ctx, &csi.DeleteSnapshotRequest{SnapshotId: members[1]})
+	must(t, err)
+	if _, err := e.prov.GetSnapshot(ctx, members[1]); !errors.Is(err, volume.ErrNotFound) {
+		t.Errorf("the member left after the retry: %v", err)
+	}
+}

@@ -437,7 +437,9 @@ func (s *Service) DeleteSnapshot(ctx context.Context, id string) error {
 }
 
 // finishSnapshotDelete deletes the copies of a deleting snapshot and, once
-// none is left, its record (and its place in its group).
+// none is left, its record. A group member stays in its group's
+// SnapshotIDs: they are the group as it was taken (paired with its
+// VolumeIDs), which a retried group deletion names in full.
 func (s *Service) finishSnapshotDelete(ctx context.Context, snap *store.Snapshot) error {
 	if err := s.deleteCopies(ctx, snap); err != nil {
 		klog.V(2).InfoS("Snapshot copies left for the sweeper", "snapshot", snap.ID, "err", err)
@@ -445,15 +447,6 @@ func (s *Service) finishSnapshotDelete(ctx context.Context, snap *store.Snapshot
 	}
 	if err := s.o.Store.DeleteSnapshot(ctx, snap.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
-	}
-	if snap.GroupID != "" {
-		_, err := s.o.Store.UpdateSnapshotGroup(ctx, snap.GroupID, func(g *store.SnapshotGroup) error {
-			g.SnapshotIDs = slices.DeleteFunc(g.SnapshotIDs, func(id string) bool { return id == snap.ID })
-			return nil
-		})
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
 	}
 	if !snap.Internal {
 		s.recordOffline(ctx, events.Event{Type: events.SnapshotDeleted, Volume: snap.SourceVolumeID,

@@ -623,6 +623,69 @@ func TestGroupSnapshotOfABusyVolumeIsAborted(t *testing.T) {
 	}
 }
 
+// A group's deletion that fails part way (a member's volume busy with
+// another snapshot: two group snapshots of the same volumes deleted at
+// once) leaves the group listing every member it was taken with, so that
+// the CO's retry, which names them all, is the group's; the retry finishes
+// the deletion.
+func TestGroupSnapshotDeletionInterruptedIsRetried(t *testing.T) {
+	e, _ := newSnapshotEnv(t, threeRacks())
+	a := e.create(t, "pvc-a", gib, map[string]string{"numReplicas": "2"})
+	b := e.create(t, "pvc-b", gib, map[string]string{"numReplicas": "2"})
+	ids := []string{a.ID, b.ID}
+	sort.Strings(ids)
+	g, _, err := e.svc.CreateSnapshotGroup(e.ctx, provisioner.GroupRequest{Name: "vgs-1", VolumeIDs: ids})
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy := ids[1] // its member is deleted second
+	entered, release := make(chan struct{}), make(chan struct{})
+	for _, n := range []string{"sn-1", "sn-2", "sn-3"} {
+		e.cluster.SetSnapshotHook(n, func(string) error {
+			select {
+			case entered <- struct{}{}:
+			default:
+			}
+			<-release
+			return nil
+		})
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.svc.CreateSnapshot(e.ctx, provisioner.SnapshotRequest{Name: "snap-busy", SourceVolumeID: busy})
+		done <- err
+	}()
+	<-entered
+	err = e.svc.DeleteSnapshotGroup(e.ctx, g.ID)
+	wantCode(t, err, provisioner.ErrAborted, busy)
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("the snapshot holding the volume: %v", err)
+	}
+	for _, n := range []string{"sn-1", "sn-2", "sn-3"} {
+		e.cluster.SetSnapshotHook(n, nil)
+	}
+	left, snaps, err := e.svc.GetSnapshotGroup(e.ctx, g.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := provisioner.GroupToProto(left, snaps)
+	if len(p.GetSnapshots()) != 1 || !slices.Equal(p.GetMemberSnapshotIds(), g.SnapshotIDs) {
+		t.Errorf("after the failed deletion: %d snapshots, members %v; want 1 and %v", len(p.GetSnapshots()), p.GetMemberSnapshotIds(), g.SnapshotIDs)
+	}
+	if err := e.svc.DeleteSnapshotGroup(e.ctx, g.ID); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if _, _, err := e.svc.GetSnapshotGroup(e.ctx, g.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("group after the retry: %v", err)
+	}
+	for _, id := range g.SnapshotIDs {
+		if _, err := e.store.GetSnapshot(e.ctx, id); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("member %s after the retry: %v", id, err)
+		}
+	}
+}
+
 func TestListSnapshotsPages(t *testing.T) {
 	e, _ := newSnapshotEnv(t, threeRacks())
 	v := e.create(t, "pvc-1", gib, map[string]string{"numReplicas": "2"})

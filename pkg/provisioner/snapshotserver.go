@@ -2,6 +2,7 @@ package provisioner
 
 import (
 	"context"
+	"slices"
 
 	"github.com/nvmirror/nvmirror/pkg/provisioner/store"
 	"github.com/nvmirror/nvmirror/pkg/provisionerapi"
@@ -121,7 +122,8 @@ func SnapshotToProto(snap *store.Snapshot) *provisionerapi.Snapshot {
 
 // GroupToProto converts a group and its snapshots.
 func GroupToProto(g *store.SnapshotGroup, snaps []*store.Snapshot) *provisionerapi.SnapshotGroup {
-	p := &provisionerapi.SnapshotGroup{Id: g.ID, Name: g.Name, Created: ts(g.CutAt), ReadyToUse: g.State == store.SnapshotReady}
+	p := &provisionerapi.SnapshotGroup{Id: g.ID, Name: g.Name, Created: ts(g.CutAt), ReadyToUse: g.State == store.SnapshotReady,
+		MemberSnapshotIds: slices.Clone(g.SnapshotIDs)}
 	if p.Created == nil {
 		p.Created = ts(g.CreatedAt)
 	}

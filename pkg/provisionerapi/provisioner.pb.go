@@ -4031,14 +4031,20 @@ func (x *GetSnapshotGroupRequest) GetGroupId() string {
 }
 
 type SnapshotGroup struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Snapshots     []*Snapshot            `protobuf:"bytes,3,rep,name=snapshots,proto3" json:"snapshots,omitempty"`
-	Created       *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created,proto3" json:"created,omitempty"`
-	ReadyToUse    bool                   `protobuf:"varint,5,opt,name=ready_to_use,json=readyToUse,proto3" json:"ready_to_use,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// The members that exist: fewer than member_snapshot_ids once a deletion
+	// has begun.
+	Snapshots  []*Snapshot            `protobuf:"bytes,3,rep,name=snapshots,proto3" json:"snapshots,omitempty"`
+	Created    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created,proto3" json:"created,omitempty"`
+	ReadyToUse bool                   `protobuf:"varint,5,opt,name=ready_to_use,json=readyToUse,proto3" json:"ready_to_use,omitempty"`
+	// Every member's snapshot ID as the group was taken, deleted or not: what
+	// the CO names in a DeleteVolumeGroupSnapshot, also when it retries one
+	// that deleted some members before it failed.
+	MemberSnapshotIds []string `protobuf:"bytes,6,rep,name=member_snapshot_ids,json=memberSnapshotIds,proto3" json:"member_snapshot_ids,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *SnapshotGroup) Reset() {
@@ -4104,6 +4110,13 @@ func (x *SnapshotGroup) GetReadyToUse() bool {
 		return x.ReadyToUse
 	}
 	return false
+}
+
+func (x *SnapshotGroup) GetMemberSnapshotIds() []string {
+	if x != nil {
+		return x.MemberSnapshotIds
+	}
+	return nil
 }
 
 type GetSnapshotRangesRequest struct {
@@ -5053,14 +5066,15 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\"\x1d\n" +
 	"\x1bDeleteSnapshotGroupResponse\"4\n" +
 	"\x17GetSnapshotGroupRequest\x12\x19\n" +
-	"\bgroup_id\x18\x01 \x01(\tR\agroupId\"\xcc\x01\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\"\xfc\x01\n" +
 	"\rSnapshotGroup\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12?\n" +
 	"\tsnapshots\x18\x03 \x03(\v2!.nvmirror.provisioner.v1.SnapshotR\tsnapshots\x124\n" +
 	"\acreated\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12 \n" +
 	"\fready_to_use\x18\x05 \x01(\bR\n" +
-	"readyToUse\"\xaf\x01\n" +
+	"readyToUse\x12.\n" +
+	"\x13member_snapshot_ids\x18\x06 \x03(\tR\x11memberSnapshotIds\"\xaf\x01\n" +
 	"\x18GetSnapshotRangesRequest\x12\x1f\n" +
 	"\vsnapshot_id\x18\x01 \x01(\tR\n" +
 	"snapshotId\x12(\n" +

@@ -90,7 +90,7 @@ func SnapshotFromProto(p *provisionerapi.Snapshot) *volume.Snapshot {
 }
 
 func groupFromProto(p *provisionerapi.SnapshotGroup) *volume.SnapshotGroup {
-	g := &volume.SnapshotGroup{ID: p.GetId(), Name: p.GetName(), ReadyToUse: p.GetReadyToUse()}
+	g := &volume.SnapshotGroup{ID: p.GetId(), Name: p.GetName(), ReadyToUse: p.GetReadyToUse(), MemberIDs: p.GetMemberSnapshotIds()}
 	if p.GetCreated() != nil {
 		g.CreatedAt = p.GetCreated().AsTime()
 	}

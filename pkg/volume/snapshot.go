@@ -30,7 +30,12 @@ type SnapshotGroup struct {
 	Name       string
 	CreatedAt  time.Time
 	ReadyToUse bool
-	Snapshots  []*Snapshot
+	// Snapshots are the members that exist: fewer than MemberIDs once a
+	// deletion has begun.
+	Snapshots []*Snapshot
+	// MemberIDs are every member's snapshot ID as the group was taken,
+	// deleted or not (empty from a provisioner older than this field).
+	MemberIDs []string
 }
 
 // ByteRange is a range of a volume's bytes.

@@ -185,6 +185,7 @@ func (p *Provisioner) CreateSnapshotGroup(_ context.Context, name string, volume
 			return nil, fmt.Errorf("source volume %s: %w", id, volume.ErrNotFound)
 		}
 		g.Snapshots = append(g.Snapshots, p.newSnapshot(name+"-"+id, v, g.ID))
+		g.MemberIDs = append(g.MemberIDs, g.Snapshots[len(g.Snapshots)-1].ID)
 	}
 	p.snapshots.groups[g.ID], p.snapshots.gnames[name] = g, g.ID
 	return p.groupCopy(g), nil
@@ -192,6 +193,7 @@ func (p *Provisioner) CreateSnapshotGroup(_ context.Context, name string, volume
 
 func (p *Provisioner) groupCopy(g *volume.SnapshotGroup) *volume.SnapshotGroup {
 	c := *g
+	c.MemberIDs = slices.Clone(g.MemberIDs)
 	c.Snapshots = nil
 	for _, snap := range g.Snapshots {
 		if cur, ok := p.snapshots.byID[snap.ID]; ok {
