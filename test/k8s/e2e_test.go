@@ -83,7 +83,7 @@ func TestVolumeLifecycle(t *testing.T) {
 	// count step waits on both.
 	prov := startProvisioner(t, e, bins, creds, nodes, "--kube-events=true", "--sweep-interval=5s", "--repair-interval=5s",
 		"--kubeconfig="+cp.ServiceAccountKubeconfig(ctl.Namespace, provisionerServiceAccount))
-	e.FailOnLog(prov.Process, "forbidden", "the API server refused the provisioner something: deploy/'s RBAC lacks a permission")
+	e.FailOnLog(prov.Process, RBACRefusal, "the API server refused the provisioner something: deploy/'s RBAC lacks a permission")
 	socket := startCSIController(t, e, bins, prov)
 	ag := dialAgents(t, nodes, creds)
 	pc := prov.client(t, creds.Admin)
@@ -129,7 +129,7 @@ func TestVolumeLifecycle(t *testing.T) {
 		// A Forbidden is a permission deploy/'s RBAC lacks, which a real
 		// cluster would refuse the same way, often only as a retried error
 		// in a log.
-		e.FailOnLog(p, "forbidden", "the API server refused it something: deploy/'s RBAC lacks a permission")
+		e.FailOnLog(p, RBACRefusal, "the API server refused it something: deploy/'s RBAC lacks a permission")
 	}
 
 	ns := d.PVC.Namespace()

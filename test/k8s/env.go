@@ -174,6 +174,15 @@ func (e *Env) CheckAlive() {
 	}
 }
 
+// RBACRefusal is what the API server's refusal of an unauthorized request
+// says ("persistentvolumes is forbidden: User \"system:serviceaccount:...\"
+// cannot create resource ..."), for FailOnLog: a component whose RBAC lacks
+// a permission logs it. Not "forbidden" alone: a validation error says
+// Forbidden too ("metadata.finalizers: Forbidden: no new finalizers can be
+// added if the object is being deleted", which the snapshot-controller
+// meets in a race with a deletion, and retries).
+const RBACRefusal = "is forbidden: User"
+
 // FailOnLog makes the test fail as soon as a line containing substr
 // (case-insensitive) appears in p's log: during every WaitFor, and at the
 // end of the test. Components often retry what they were refused and only

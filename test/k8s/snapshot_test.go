@@ -47,7 +47,7 @@ func snapshotSidecars(t *testing.T, e *Env, cp *ControlPlane, repo, socket, kube
 	}
 	cp.StartSnapshotController(repo)
 	p := cp.StartCSISnapshotter(socket, kubeconfig, args)
-	e.FailOnLog(p, "forbidden", "the API server refused it something: deploy/'s RBAC lacks a permission")
+	e.FailOnLog(p, RBACRefusal, "the API server refused it something: deploy/'s RBAC lacks a permission")
 	return caps
 }
 

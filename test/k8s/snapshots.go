@@ -113,7 +113,7 @@ func (cp *ControlPlane) StartSnapshotController(repo string) *Process {
 	args = append(args, "--kubeconfig="+cp.ServiceAccountKubeconfig(dep.Namespace(), sa),
 		"--leader-election-namespace="+dep.Namespace())
 	p := cp.Start("snapshot-controller", cp.Tools.SnapshotController, args...)
-	cp.FailOnLog(p, "forbidden", "the API server refused it something: the snapshot component's RBAC lacks a permission")
+	cp.FailOnLog(p, RBACRefusal, "the API server refused it something: the snapshot component's RBAC lacks a permission")
 	cp.FailOnLog(p, "VolumeGroupSnapshot CRDs were not found", "group snapshots are off for this run: their CRDs were not served at its start")
 	return p
 }
