@@ -37,12 +37,13 @@ const E2EDriverFile = "test/k8s/testdata/e2e-driver.yaml"
 // can apply to nvmirror in a test cluster of one node: the real kubelet,
 // containerd and nvmirror's plugins in a TCG-emulated VM. Of the 328 specs
 // that e2e-driver.yaml defines (testdata/e2e-specs.txt), they choose 162, of
-// which 112 run: the suite itself skips the other 50 at run time, most in
+// which 123 run: the suite itself skips the other 39 at run time, most in
 // their first BeforeEach, for a capability nvmirror does not claim (RWX,
 // ROX, topology, SELinux mounts, capacity; mount options on a block
-// volume), options the
-// definition leaves out (the stress and performance suites), or a second
-// node (7 multiVolume specs, after creating their namespace).
+// volume), a combination of pattern and volume type the suite does not
+// test, or a second node (7 multiVolume specs, after creating their
+// namespace). E2EFullRuns runs them in two parts, the second with the
+// StorageClass in Immediate binding mode (E2EImmediateBindingSuites).
 //
 // Left out, whatever the driver claims:
 //   - [Disruptive]: they restart kubelet through SSH, which the test
