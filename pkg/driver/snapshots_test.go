@@ -66,18 +66,25 @@ func TestSnapshotMetadataStreamsEveryPage(t *testing.T) {
 	wantCode(t, err, codes.InvalidArgument)
 }
 
-func TestGroupSnapshotChecksSnapshotIDs(t *testing.T) {
-	e := newEnv(t)
+// groupOfTwo creates volumes a and b and group snapshot g of both.
+func groupOfTwo(t *testing.T, e *env) (volumeIDs []string, g *csi.VolumeGroupSnapshot) {
+	t.Helper()
 	ctx := context.Background()
-	var ids []string
 	for _, n := range []string{"a", "b"} {
 		cv, err := e.ctl.CreateVolume(ctx, &csi.CreateVolumeRequest{Name: n, VolumeCapabilities: []*csi.VolumeCapability{mountCap}})
 		must(t, err)
-		ids = append(ids, cv.GetVolume().GetVolumeId())
+		volumeIDs = append(volumeIDs, cv.GetVolume().GetVolumeId())
 	}
-	resp, err := e.group.CreateVolumeGroupSnapshot(ctx, &csi.CreateVolumeGroupSnapshotRequest{Name: "g", SourceVolumeIds: ids})
+	resp, err := e.group.CreateVolumeGroupSnapshot(ctx, &csi.CreateVolumeGroupSnapshotRequest{Name: "g", SourceVolumeIds: volumeIDs})
 	must(t, err)
-	g := resp.GetGroupSnapshot()
+	return volumeIDs, resp.GetGroupSnapshot()
+}
+
+func TestGroupSnapshotChecksSnapshotIDs(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	ids, g := groupOfTwo(t, e)
+	var err error
 	if len(g.GetSnapshots()) != 2 || !g.GetReadyToUse() {
 		t.Fatalf("group %v", g)
 	}
@@ -109,15 +116,7 @@ func TestGroupSnapshotChecksSnapshotIDs(t *testing.T) {
 func TestGroupSnapshotDeleteRetriedAfterPartialDeletion(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	var ids []string
-	for _, n := range []string{"a", "b"} {
-		cv, err := e.ctl.CreateVolume(ctx, &csi.CreateVolumeRequest{Name: n, VolumeCapabilities: []*csi.VolumeCapability{mountCap}})
-		must(t, err)
-		ids = append(ids, cv.GetVolume().GetVolumeId())
-	}
-	resp, err := e.group.CreateVolumeGroupSnapshot(ctx, &csi.CreateVolumeGroupSnapshotRequest{Name: "g", SourceVolumeIds: ids})
-	must(t, err)
-	g := resp.GetGroupSnapshot()
+	_, g := groupOfTwo(t, e)
 	var members []string
 	for _, s := range g.GetSnapshots() {
 		members = append(members, s.GetSnapshotId())

@@ -582,6 +582,40 @@ func TestSnapshotCutOutlastingTheFreezeFails(t *testing.T) {
 	}
 }
 
+// snapshotInProgress starts a snapshot of volumeID whose copies wait, and
+// returns once they do: the volume is busy with a cut. release lets the
+// cut finish, waits for the snapshot and removes the wait.
+func snapshotInProgress(t *testing.T, e *env, volumeID string) (release func()) {
+	t.Helper()
+	entered, proceed := make(chan struct{}), make(chan struct{})
+	for _, n := range []string{"sn-1", "sn-2", "sn-3"} {
+		e.cluster.SetSnapshotHook(n, func(string) error {
+			select {
+			case entered <- struct{}{}:
+			default:
+			}
+			<-proceed
+			return nil
+		})
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.svc.CreateSnapshot(e.ctx, provisioner.SnapshotRequest{Name: "snap-busy", SourceVolumeID: volumeID})
+		done <- err
+	}()
+	<-entered
+	return func() {
+		t.Helper()
+		close(proceed)
+		if err := <-done; err != nil {
+			t.Fatalf("the snapshot holding the volume: %v", err)
+		}
+		for _, n := range []string{"sn-1", "sn-2", "sn-3"} {
+			e.cluster.SetSnapshotHook(n, nil)
+		}
+	}
+}
+
 // A group snapshot naming a volume another snapshot is cutting is Aborted,
 // and lets go of the volumes it had claimed (it once dereferenced a volume
 // not loaded yet while letting go).
@@ -592,32 +626,10 @@ func TestGroupSnapshotOfABusyVolumeIsAborted(t *testing.T) {
 	ids := []string{a.ID, b.ID}
 	sort.Strings(ids)
 	busy := ids[1] // claimed second: the first is let go again
-	entered, release := make(chan struct{}), make(chan struct{})
-	for _, n := range []string{"sn-1", "sn-2", "sn-3"} {
-		e.cluster.SetSnapshotHook(n, func(string) error {
-			select {
-			case entered <- struct{}{}:
-			default:
-			}
-			<-release
-			return nil
-		})
-	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := e.svc.CreateSnapshot(e.ctx, provisioner.SnapshotRequest{Name: "snap-busy", SourceVolumeID: busy})
-		done <- err
-	}()
-	<-entered
+	release := snapshotInProgress(t, e, busy)
 	_, _, err := e.svc.CreateSnapshotGroup(e.ctx, provisioner.GroupRequest{Name: "vgs-1", VolumeIDs: ids})
 	wantCode(t, err, provisioner.ErrAborted, busy)
-	close(release)
-	if err := <-done; err != nil {
-		t.Fatalf("the snapshot holding the volume: %v", err)
-	}
-	for _, n := range []string{"sn-1", "sn-2", "sn-3"} {
-		e.cluster.SetSnapshotHook(n, nil)
-	}
+	release()
 	if _, _, err := e.svc.CreateSnapshotGroup(e.ctx, provisioner.GroupRequest{Name: "vgs-1", VolumeIDs: ids}); err != nil {
 		t.Errorf("the group once the volume is free: %v", err)
 	}
@@ -639,32 +651,10 @@ func TestGroupSnapshotDeletionInterruptedIsRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	busy := ids[1] // its member is deleted second
-	entered, release := make(chan struct{}), make(chan struct{})
-	for _, n := range []string{"sn-1", "sn-2", "sn-3"} {
-		e.cluster.SetSnapshotHook(n, func(string) error {
-			select {
-			case entered <- struct{}{}:
-			default:
-			}
-			<-release
-			return nil
-		})
-	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := e.svc.CreateSnapshot(e.ctx, provisioner.SnapshotRequest{Name: "snap-busy", SourceVolumeID: busy})
-		done <- err
-	}()
-	<-entered
+	release := snapshotInProgress(t, e, busy)
 	err = e.svc.DeleteSnapshotGroup(e.ctx, g.ID)
 	wantCode(t, err, provisioner.ErrAborted, busy)
-	close(release)
-	if err := <-done; err != nil {
-		t.Fatalf("the snapshot holding the volume: %v", err)
-	}
-	for _, n := range []string{"sn-1", "sn-2", "sn-3"} {
-		e.cluster.SetSnapshotHook(n, nil)
-	}
+	release()
 	left, snaps, err := e.svc.GetSnapshotGroup(e.ctx, g.ID)
 	if err != nil {
 		t.Fatal(err)
