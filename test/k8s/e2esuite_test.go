@@ -179,15 +179,7 @@ func TestE2EDriverDefinition(t *testing.T) {
 	}
 	read := func(rel string) map[string]any {
 		t.Helper()
-		b, err := os.ReadFile(filepath.Join(repo, rel))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var m map[string]any
-		if err := yaml.Unmarshal(b, &m); err != nil {
-			t.Fatalf("%s: %v", rel, err)
-		}
-		return m
+		return readYAML(t, filepath.Join(repo, rel))
 	}
 	def := read(E2EDriverFile)
 	info, _ := def["DriverInfo"].(map[string]any)
@@ -549,15 +541,7 @@ func TestImmediateBindingDriver(t *testing.T) {
 	}
 	read := func(p string) map[string]any {
 		t.Helper()
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var m map[string]any
-		if err := yaml.Unmarshal(b, &m); err != nil {
-			t.Fatalf("%s: %v", p, err)
-		}
-		return m
+		return readYAML(t, p)
 	}
 	def, orig := read(path), read(filepath.Join(repo, E2EDriverFile))
 	class, _ := def["StorageClass"].(map[string]any)["FromFile"].(string)
@@ -576,4 +560,18 @@ func TestImmediateBindingDriver(t *testing.T) {
 	if !reflect.DeepEqual(sc, origSC) {
 		t.Errorf("the copy of %s differs in more than its binding mode", e2eStorageClassFile)
 	}
+}
+
+// readYAML decodes the YAML file at path into a map.
+func readYAML(t *testing.T, path string) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(b, &m); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return m
 }
