@@ -539,11 +539,7 @@ func TestImmediateBindingDriver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	read := func(p string) map[string]any {
-		t.Helper()
-		return readYAML(t, p)
-	}
-	def, orig := read(path), read(filepath.Join(repo, E2EDriverFile))
+	def, orig := readYAML(t, path), readYAML(t, filepath.Join(repo, E2EDriverFile))
 	class, _ := def["StorageClass"].(map[string]any)["FromFile"].(string)
 	if class != filepath.Join(dir, "e2e-storageclass.yaml") {
 		t.Fatalf("StorageClass.FromFile %q, want the copy in %s", class, dir)
@@ -552,7 +548,7 @@ func TestImmediateBindingDriver(t *testing.T) {
 	if !reflect.DeepEqual(def, orig) {
 		t.Errorf("the copy of %s differs in more than its StorageClass", E2EDriverFile)
 	}
-	sc, origSC := read(class), read(filepath.Join(repo, e2eStorageClassFile))
+	sc, origSC := readYAML(t, class), readYAML(t, filepath.Join(repo, e2eStorageClassFile))
 	if sc["volumeBindingMode"] != "Immediate" || origSC["volumeBindingMode"] != "WaitForFirstConsumer" {
 		t.Errorf("volumeBindingMode %v in the copy, %v in %s", sc["volumeBindingMode"], origSC["volumeBindingMode"], e2eStorageClassFile)
 	}
