@@ -28,7 +28,7 @@ KERNEL_PKG  ?=
 AUTH_KERNEL_PKG   ?= linux-image-6.12.95+deb12-amd64
 AUTH_KERNEL_SUITE ?= bookworm-backports
 
-.PHONY: all build deps vm-deps vm-kernel vm-kernel-auth vet unit host-checks host-checks-then-node race test-kernel test sanity demo bench bench-datapath bench-drain bench-snapshots fuzz clean
+.PHONY: all build deps vm-deps vm-kernel vm-kernel-auth vet unit host-checks race test-kernel test sanity demo bench bench-datapath bench-drain bench-snapshots fuzz clean
 .PHONY: proto
 .PHONY: image-check image-binaries
 .PHONY: k8s-tools test-k8s test-k8s-control test-k8s-node test-k8s-e2e helm-render images
@@ -154,18 +154,14 @@ test-k8s-e2e: vm-deps k8s-tools images
 	  NVMIRROR_IMAGES_DIR="$$(VERSION='$(VERSION)' hack/images.sh --print-dir)" \
 	  $(GO) test -v -count=1 -timeout 6h -run '^TestKubeletNode$$' ./test/k8s/
 
-## test: everything CI runs, in two lanes (make -j2, each lane's output printed whole when it
-## ends): the real-kernel tests, and beside them the host's checks (vet, unit,
-## test-k8s-control) then the kubelet node (test-k8s-node). Much of the guest's time is waiting
-## on its own timers (a maxReplicaDownTime, heal intervals, NVMe reconnects), and much of the
-## kubelet node's on its pods; each lane fills the other's waits.
+## test: everything CI runs. The host's checks (vet, unit, test-k8s-control) run one after
+## another beside the real-kernel tests (make -j2, each target's output printed whole when it
+## ends): much of the guest's time is waiting on its own timers (a maxReplicaDownTime, heal
+## intervals, NVMe reconnects), which they fill. test-k8s-node runs alone after them: its
+## kubelet node keeps both CPUs busy.
 test: vm-deps k8s-tools helm-render images
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-kernel host-checks-then-node K8S_DEPS=
-
-## host-checks-then-node: host-checks, then test-k8s-node (make test's second lane)
-host-checks-then-node:
-	$(MAKE) --no-print-directory host-checks
-	$(MAKE) --no-print-directory test-k8s-node
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-kernel host-checks K8S_DEPS=
+	$(MAKE) --no-print-directory test-k8s-node K8S_DEPS=
 
 ## host-checks: vet, unit, then test-k8s-control (what `make test` runs beside test-kernel)
 host-checks: vet unit test-k8s-control
