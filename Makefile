@@ -158,7 +158,8 @@ test-k8s-e2e: vm-deps k8s-tools images
 ## another beside the real-kernel tests (make -j2, each target's output printed whole when it
 ## ends): much of the guest's time is waiting on its own timers (a maxReplicaDownTime, heal
 ## intervals, NVMe reconnects), which they fill. test-k8s-node runs alone after them: its
-## kubelet node keeps both CPUs busy.
+## kubelet node keeps both CPUs busy (beside test-kernel, the two emulated VMs slowed each
+## other so much that make test took 39 minutes instead of 35: docs/testing.md).
 test: vm-deps k8s-tools helm-render images
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-kernel host-checks K8S_DEPS=
 	$(MAKE) --no-print-directory test-k8s-node K8S_DEPS=
