@@ -145,7 +145,8 @@ test-k8s-node: $(K8S_DEPS)
 
 ## test-k8s-e2e: the kubelet node with every spec of Kubernetes' external storage e2e suite that
 ## applies to nvmirror (test/k8s E2EFullFocus/E2EFullSkip; hours under TCG), its JUnit report in
-## _output/k8s/TestKubeletNode/e2e-suite; E2E_SUITES (a regular expression of suite names, e.g.
+## _output/k8s/TestKubeletNode/e2e-suite (volume-modify-stress and the performance suites, run
+## with the StorageClass in Immediate binding mode, in its immediate-binding/); E2E_SUITES (a regular expression of suite names, e.g.
 ## E2E_SUITES='subPath|multiVolume') runs only those suites' specs of the set
 E2E_SUITES ?=
 test-k8s-e2e: vm-deps k8s-tools images
