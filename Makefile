@@ -129,8 +129,10 @@ test-k8s: test-k8s-control test-k8s-node
 # images' and helm-render's checks link and hash even when nothing changed).
 K8S_DEPS ?= vm-deps k8s-tools helm-render images
 
-# What every test/k8s target runs go test with.
+# What every test/k8s target runs go test with; the VMs' console and output logs are kept in
+# _output/vm (a kubelet node's whole log, where a failure prints its last 200 lines).
 K8S_TEST = NVMIRROR_REQUIRE_K8S=1 NVMIRROR_REQUIRE_VM=1 NVMIRROR_REQUIRE_SNAPSHOTS=1 NVMIRROR_K8S_LOGDIR=$(CURDIR)/_output/k8s \
+	  NVMIRROR_VM_LOGDIR=$(CURDIR)/_output/vm \
 	  NVMIRROR_E2E_SUITE=focused NVMIRROR_IMAGES_DIR="$$(VERSION='$(VERSION)' hack/images.sh --print-dir)" \
 	  $(GO) test -v -count=1
 
@@ -150,7 +152,8 @@ test-k8s-node: $(K8S_DEPS)
 ## E2E_SUITES='subPath|multiVolume') runs only those suites' specs of the set
 E2E_SUITES ?=
 test-k8s-e2e: vm-deps k8s-tools images
-	NVMIRROR_REQUIRE_K8S=1 NVMIRROR_REQUIRE_VM=1 NVMIRROR_K8S_LOGDIR=$(CURDIR)/_output/k8s NVMIRROR_E2E_SUITE=full \
+	NVMIRROR_REQUIRE_K8S=1 NVMIRROR_REQUIRE_VM=1 NVMIRROR_K8S_LOGDIR=$(CURDIR)/_output/k8s NVMIRROR_VM_LOGDIR=$(CURDIR)/_output/vm \
+	  NVMIRROR_E2E_SUITE=full \
 	  NVMIRROR_E2E_SUITES='$(E2E_SUITES)' \
 	  NVMIRROR_IMAGES_DIR="$$(VERSION='$(VERSION)' hack/images.sh --print-dir)" \
 	  $(GO) test -v -count=1 -timeout 6h -run '^TestKubeletNode$$' ./test/k8s/
