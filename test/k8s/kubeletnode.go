@@ -1,6 +1,7 @@
 package k8s
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -178,6 +179,14 @@ echo "kubelet started"
 		MemoryMiB:     nodeMemoryMiB,
 		ReadyLine:     "kubelet started",
 		ReadyTimeout:  10 * time.Minute,
+		// A kubelet registers its node within seconds of its start. One
+		// that has not in minutes lost its way to the API server: seen once
+		// in dozens of runs, every request through the guest forward hung
+		// from the kubelet's start and the guest's kernel was later found
+		// spinning in TCP code, a fault of the emulated machine that a new
+		// boot clears (vm.ServiceConfig.ReadyCheck boots it again, once).
+		ReadyCheck:        func(ctx context.Context) error { return cp.nodeRegistered(ctx, KubeletNodeName) },
+		ReadyCheckTimeout: nodeRegisterTimeout,
 		OnLine: func(line string) {
 			if strings.HasPrefix(line, "node: ") {
 				t.Log(line)
@@ -190,6 +199,28 @@ echo "kubelet started"
 	n.Ready = time.Since(start)
 	t.Logf("kubelet node %s Ready %v after the VM's start", KubeletNodeName, n.Ready.Round(100*time.Millisecond))
 	return n
+}
+
+// nodeRegisterTimeout bounds the wait for a started kubelet's Node object
+// (registered 5-20 s after its start here, a minute at worst with both CPUs
+// busy).
+const nodeRegisterTimeout = 3 * time.Minute
+
+// nodeRegistered waits until the API server has the Node name, or ctx ends.
+func (cp *ControlPlane) nodeRegistered(ctx context.Context, name string) error {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		out, err := cp.Kubectl("get", "node", name, "-o", "name", "--ignore-not-found")
+		if err == nil && strings.TrimSpace(out) != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("node %s not registered: %w (last: %q, %v)", name, ctx.Err(), strings.TrimSpace(out), err)
+		case <-tick.C:
+		}
+	}
 }
 
 // cniPlugins are Debian's containernetworking-plugins the node uses.

@@ -61,6 +61,16 @@ type ServiceConfig struct {
 	// ReadyTimeout bounds boot plus Script until ReadyLine; default 3
 	// minutes (a boot takes 10-20 s under TCG).
 	ReadyTimeout time.Duration
+	// ReadyCheck, when set, is the host's check, after ReadyLine, that the
+	// guest it booted works (e.g. that a kubelet registered its node),
+	// bounded by ReadyCheckTimeout (default 3 minutes). A boot that fails
+	// it is stopped and booted again, once, its logs kept (EarlierLogs);
+	// a second failure fails the test. It is for faults of the emulated
+	// machine that a fresh boot clears, never for the code under test: a
+	// kubelet node once lost every connection to the API server from its
+	// start, its kernel later found spinning in TCP code (docs/testing.md).
+	ReadyCheck        func(ctx context.Context) error
+	ReadyCheckTimeout time.Duration
 	// OnLine sees each output line as it arrives (from another goroutine).
 	OnLine func(line string)
 }
@@ -72,6 +82,9 @@ type Service struct {
 	// ConsoleLog and OutputLog are the files holding the kernel console and
 	// the output lines; in $NVMIRROR_VM_LOGDIR, named after the test, when set.
 	ConsoleLog, OutputLog string
+	// EarlierLogs are the console and output logs of the boots before this
+	// one that failed ServiceConfig.ReadyCheck, renamed NAME.bootN.*.log.
+	EarlierLogs []string
 
 	t        testing.TB
 	proc     *process
@@ -137,6 +150,9 @@ func StartService(t testing.TB, cfg ServiceConfig) *Service {
 	if cfg.ReadyLine == "" {
 		cfg.ReadyLine = serviceStartedLine
 	}
+	if cfg.ReadyCheckTimeout == 0 {
+		cfg.ReadyCheckTimeout = 3 * time.Minute
+	}
 	work := t.TempDir()
 	start := time.Now()
 
@@ -182,6 +198,7 @@ func StartService(t testing.TB, cfg ServiceConfig) *Service {
 	// One cleanup for whichever boot is current, registered before the
 	// first one starts so that no exit path leaves qemu running.
 	var s *Service
+	var earlier []string // EarlierLogs
 	t.Cleanup(func() {
 		if s != nil {
 			s.cleanup()
@@ -194,6 +211,20 @@ func StartService(t testing.TB, cfg ServiceConfig) *Service {
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.ReadyTimeout)
 		_, err = s.WaitLine(ctx, cfg.ReadyLine)
 		cancel()
+		if err == nil && cfg.ReadyCheck != nil {
+			if err = runReadyCheck(cfg); err != nil {
+				if len(earlier) > 0 {
+					// The cleanup logs the VM's output and console.
+					t.Fatalf("service VM failed its ready check at a second boot too: %v", err)
+				}
+				s.Stop()
+				kept := s.keepLogs(attempt)
+				earlier = append(earlier, kept...)
+				t.Logf("service VM failed its ready check (%v); booting it again, once. This boot's logs: %s; its console's end:\n%s",
+					err, strings.Join(kept, ", "), ConsoleTail(kept[0], 40))
+				continue
+			}
+		}
 		if err == nil {
 			break
 		}
@@ -220,8 +251,36 @@ func StartService(t testing.TB, cfg ServiceConfig) *Service {
 		// The cleanup logs the VM's output and console.
 		t.Fatalf("service VM not ready: %v (%s)", err, how)
 	}
+	s.EarlierLogs = earlier
 	t.Logf("service VM ready in %v; %s", time.Since(s.proc.start).Round(time.Millisecond), s.forwards())
 	return s
+}
+
+// runReadyCheck runs cfg.ReadyCheck within cfg.ReadyCheckTimeout.
+func runReadyCheck(cfg ServiceConfig) error {
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ReadyCheckTimeout)
+	defer cancel()
+	return cfg.ReadyCheck(ctx)
+}
+
+// keepLogs renames a stopped boot's console and output logs to
+// NAME.bootN.console.log and NAME.bootN.service.log, so that the next boot
+// does not overwrite them, and returns their new paths (console first).
+func (s *Service) keepLogs(boot int) []string {
+	var kept []string
+	for _, p := range []string{s.ConsoleLog, s.OutputLog} {
+		// TEST.console.log (logPath) becomes TEST.bootN.console.log.
+		dir, name := filepath.Split(p)
+		base := strings.TrimSuffix(name, ".log")
+		i := strings.LastIndex(base, ".")
+		kp := filepath.Join(dir, fmt.Sprintf("%sboot%d.%s.log", base[:i+1], boot, base[i+1:]))
+		if err := os.Rename(p, kp); err != nil {
+			s.t.Logf("keeping the logs of boot %d: %v", boot, err)
+			kp = p
+		}
+		kept = append(kept, kp)
+	}
+	return kept
 }
 
 // bootService starts qemu for the service VM, with fresh host ports.
