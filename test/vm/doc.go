@@ -82,6 +82,12 @@
 // with the kernel console's tail. Only the VMs that need a NIC get one:
 // guest-test boots run with -nic none.
 //
+// A boot is tried again, and said so in the test log, only for faults of the
+// emulated machine that a fresh boot clears: a host port taken between
+// choosing it and qemu binding it, a kernel that crashed in its first second,
+// and a guest that printed its ready line but fails the caller's ReadyCheck
+// (once; that boot's logs are kept as NAME.bootN.*.log, EarlierLogs).
+//
 // # Logs, prerequisites, leftovers
 //
 // With $NVMIRROR_VM_LOGDIR set, every boot keeps its kernel console log there
