@@ -158,20 +158,17 @@ test-k8s-e2e: vm-deps k8s-tools images
 	  NVMIRROR_IMAGES_DIR="$$(VERSION='$(VERSION)' hack/images.sh --print-dir)" \
 	  $(GO) test -v -count=1 -timeout 6h -run '^TestKubeletNode$$' ./test/k8s/
 
-## test: everything CI runs. The host's work (vet; the Kubernetes tools, helm-render and the
-## images, no-ops once built; unit, test-k8s-control) runs one after another beside the
-## real-kernel tests, which need none of it (make -j2, each target's output printed whole when
-## it ends): much of the guest's time is waiting on its own timers (a maxReplicaDownTime, heal
-## intervals, NVMe reconnects), which the host's work fills, and on a cold machine the tools'
-## build (38 minutes) hides the real-kernel tests. test-k8s-node runs alone after them: its
+## test: everything CI runs. The host's checks (vet, unit, test-k8s-control) run one after
+## another beside the real-kernel tests (make -j2, each target's output printed whole when it
+## ends): much of the guest's time is waiting on its own timers (a maxReplicaDownTime, heal
+## intervals, NVMe reconnects), which they fill. test-k8s-node runs alone after them: its
 ## kubelet node keeps both CPUs busy (beside test-kernel, the two emulated VMs slowed each
 ## other so much that make test took 39 minutes instead of 35: docs/testing.md).
-test: vm-deps
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-kernel host-checks K8S_DEPS='k8s-tools helm-render images'
+test: vm-deps k8s-tools helm-render images
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-kernel host-checks K8S_DEPS=
 	$(MAKE) --no-print-directory test-k8s-node K8S_DEPS=
 
-## host-checks: vet, unit, then test-k8s-control, each after what it needs (what `make test`
-## runs beside test-kernel)
+## host-checks: vet, unit, then test-k8s-control (what `make test` runs beside test-kernel)
 host-checks: vet unit test-k8s-control
 
 ## sanity: the real csi-sanity binary against the real stack in the VM (mount and block)
