@@ -265,7 +265,11 @@ func (m *Manager) ReadArray(name string) (Array, error) {
 // arrayReadError turns a vanished sysfs directory into ErrNotFound: an array
 // stopped between two reads is simply not there any more.
 func arrayReadError(name string, err error) error {
-	if errors.Is(err, fs.ErrNotExist) {
+	// An array being stopped answers its reads with ENODEV (sysfs has
+	// deactivated its attributes) or EBUSY (md: the array is leaving the
+	// list of arrays) just before its directory goes: gone as well. A
+	// listing that met another array's stop failed whole on it.
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENODEV) || errors.Is(err, syscall.EBUSY) {
 		return fmt.Errorf("%w: md array %s", ErrNotFound, name)
 	}
 	return fmt.Errorf("md array %s: %w", name, err)

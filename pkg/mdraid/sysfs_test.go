@@ -586,3 +586,19 @@ func TestSyncSpeed(t *testing.T) {
 		t.Errorf("malformed: %v", err)
 	}
 }
+
+// An array being stopped while another is looked up answers ENODEV or EBUSY
+// before its directory goes (seen: a FindByUUID during an offline repair's
+// array stop failed with "read .../md125/md/sync_speed: no such device").
+func TestArrayReadErrorOfAStoppingArray(t *testing.T) {
+	for _, errno := range []syscall.Errno{syscall.ENOENT, syscall.ENODEV, syscall.EBUSY} {
+		err := arrayReadError("md125", &fs.PathError{Op: "read", Path: "/sys/block/md125/md/sync_speed", Err: errno})
+		if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "md125") {
+			t.Errorf("%v: %v, want ErrNotFound naming md125", errno, err)
+		}
+	}
+	err := arrayReadError("md125", &fs.PathError{Op: "read", Path: "/sys/block/md125/md/degraded", Err: syscall.EIO})
+	if errors.Is(err, ErrNotFound) || !errors.Is(err, syscall.EIO) {
+		t.Errorf("EIO: %v, want the error itself, not ErrNotFound", err)
+	}
+}
