@@ -265,11 +265,10 @@ func (m *Manager) ReadArray(name string) (Array, error) {
 // arrayReadError turns a vanished sysfs directory into ErrNotFound: an array
 // stopped between two reads is simply not there any more.
 func arrayReadError(name string, err error) error {
-	// An array being stopped answers its reads with ENODEV (sysfs has
-	// deactivated its attributes) or EBUSY (md: the array is leaving the
-	// list of arrays) just before its directory goes: gone as well. A
+	// An array being stopped also answers EBUSY (md_attr_show: the array
+	// is leaving the list of arrays) just before its directory goes. A
 	// listing that met another array's stop failed whole on it.
-	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENODEV) || errors.Is(err, syscall.EBUSY) {
+	if sysfsGone(err) || errors.Is(err, syscall.EBUSY) {
 		return fmt.Errorf("%w: md array %s", ErrNotFound, name)
 	}
 	return fmt.Errorf("md array %s: %w", name, err)
@@ -290,7 +289,7 @@ func readMembers(mdDir string) ([]Member, error) {
 		dir := filepath.Join(mdDir, e.Name())
 		mem := Member{Name: e.Name(), Device: strings.TrimPrefix(e.Name(), "dev-")}
 		state, err := attrs.ReadAttr(filepath.Join(dir, "state"))
-		if memberGone(err) {
+		if sysfsGone(err) {
 			continue
 		}
 		if err != nil {
@@ -298,7 +297,7 @@ func readMembers(mdDir string) ([]Member, error) {
 		}
 		mem.State = ParseMemberState(state)
 		slot, err := attrs.ReadOptionalAttr(filepath.Join(dir, "slot"))
-		if memberGone(err) {
+		if sysfsGone(err) {
 			continue
 		}
 		if err != nil {
@@ -307,7 +306,7 @@ func readMembers(mdDir string) ([]Member, error) {
 		if mem.Slot, err = parseSlot(slot); err != nil {
 			return nil, fmt.Errorf("%s: %w", e.Name(), err)
 		}
-		if mem.Errors, err = attrs.ReadUint(filepath.Join(dir, "errors")); memberGone(err) {
+		if mem.Errors, err = attrs.ReadUint(filepath.Join(dir, "errors")); sysfsGone(err) {
 			continue
 		} else if err != nil {
 			return nil, fmt.Errorf("%s: %w", e.Name(), err)
@@ -318,11 +317,13 @@ func readMembers(mdDir string) ([]Member, error) {
 	return members, nil
 }
 
-// memberGone reports whether reading a member's attribute failed because
-// md removed the member meanwhile: seen in the VM as ENODEV on
-// dev-nvme2n1/state while a member was being removed. A member that is gone
-// is simply not a member any more.
-func memberGone(err error) bool {
+// sysfsGone reports whether reading an md attribute failed because its
+// object went away meanwhile: ENOENT once its directory is gone, ENODEV
+// while sysfs deactivates its attributes (seen in the VM on
+// dev-nvme2n1/state while a member was being removed, and on an array's
+// md/sync_speed while it was being stopped). A member or an array that is
+// gone is simply not there any more.
+func sysfsGone(err error) bool {
 	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENODEV)
 }
 
@@ -491,8 +492,8 @@ func (m *Manager) NextFreeDevice() (string, error) {
 // attrs reads md's sysfs attributes. An optional attribute whose directory
 // is gone is the directory's error, not "": an array stopped (or a member
 // removed) between two reads must read as gone, never as an array without
-// that attribute. ENODEV is passed through as it is: memberGone tells it
-// apart for members.
+// that attribute. ENODEV is passed through as it is: sysfsGone tells it
+// apart.
 var attrs = sysfs.Reader{MissingDirIsError: true, Malformed: ErrMalformed}
 
 // SetSyncSpeedMax limits the array's resync and recovery rate to kib KiB/s

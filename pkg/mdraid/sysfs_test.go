@@ -530,7 +530,7 @@ func FuzzParseSyncCompleted(f *testing.F) {
 
 // A member md removes while its directory is read is no member: seen in the
 // VM as ENODEV on dev-*/state during a removal.
-func TestMemberGone(t *testing.T) {
+func TestSysfsGone(t *testing.T) {
 	for _, tc := range []struct {
 		err  error
 		want bool
@@ -540,8 +540,8 @@ func TestMemberGone(t *testing.T) {
 		{fmt.Errorf("read attr: %w", &fs.PathError{Op: "open", Path: "x", Err: syscall.ENOENT}), true},
 		{&fs.PathError{Op: "read", Path: "x", Err: syscall.EIO}, false},
 	} {
-		if got := memberGone(tc.err); got != tc.want {
-			t.Errorf("memberGone(%v) = %v, want %v", tc.err, got, tc.want)
+		if got := sysfsGone(tc.err); got != tc.want {
+			t.Errorf("sysfsGone(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 	}
 }
